@@ -1,0 +1,53 @@
+//! Where the kernel programs find what they need.
+//!
+//! Tracepoint record layouts change between kernel versions, so userspace
+//! reads the offsets from tracefs (`events/<cat>/<name>/format`) and
+//! `struct sock` offsets from BTF, and hands them to the programs as
+//! read-only globals before load. Only the fields the kernel side itself
+//! needs are here; userspace decodes the rest from the raw record copy.
+
+/// Bytes of the tracepoint record copied into every event.
+pub const RAW_RECORD_LEN: usize = 96;
+
+/// `sock:inet_sock_set_state`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StateLayout {
+    pub skaddr: u32,
+    pub oldstate: u32,
+    pub newstate: u32,
+    pub sport: u32,
+    pub protocol: u32,
+    /// Bytes to copy into `Event::raw` (at most `RAW_RECORD_LEN`).
+    pub record_len: u32,
+}
+const _: () = assert!(core::mem::size_of::<StateLayout>() == 24);
+
+/// `tcp:tcp_retransmit_skb`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RetransmitLayout {
+    pub skaddr: u32,
+    pub record_len: u32,
+}
+const _: () = assert!(core::mem::size_of::<RetransmitLayout>() == 8);
+
+/// `tcp:tcp_send_reset` and `tcp:tcp_receive_reset`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ResetLayout {
+    pub skaddr: u32,
+    pub record_len: u32,
+}
+const _: () = assert!(core::mem::size_of::<ResetLayout>() == 8);
+
+/// `struct sock` → network namespace inode, resolved from BTF.
+/// `sock_net` is the offset of `sk->__sk_common.skc_net.net` and
+/// `net_inum` of `net->ns.inum`; 0 in `sock_net` means "unresolved".
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelLayout {
+    pub sock_net: u32,
+    pub net_inum: u32,
+}
+const _: () = assert!(core::mem::size_of::<KernelLayout>() == 8);

@@ -1,0 +1,234 @@
+//! Records shared by the tcptrace kernel programs and userspace.
+//!
+//! Everything here crosses the kernel/user boundary, so every type is
+//! `#[repr(C)]`, has no `bool` and no implicit padding, and its size is pinned
+//! with a compile-time assertion: a change on one side that the other side
+//! does not see fails the build instead of corrupting records.
+#![no_std]
+
+pub mod layout;
+pub mod state;
+
+pub use layout::{KernelLayout, ResetLayout, RetransmitLayout, StateLayout, RAW_RECORD_LEN};
+pub use state::TcpState;
+
+/// Length of a task's `comm`, including the terminating NUL.
+pub const TASK_COMM_LEN: usize = 16;
+
+/// `AF_INET` and `AF_INET6` as the kernel spells them.
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+pub const IPPROTO_TCP: u16 = 6;
+
+/// What a record in the ring buffer describes. The tag comes first in every
+/// record so the decoder can reject what it does not know before reading on.
+#[repr(u16)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// `sock:inet_sock_set_state` for a TCP socket.
+    StateChange = 1,
+    /// `tcp:tcp_retransmit_skb`.
+    Retransmit = 2,
+    /// `tcp:tcp_send_reset`.
+    ResetSent = 3,
+    /// `tcp:tcp_receive_reset`.
+    ResetReceived = 4,
+}
+
+impl EventKind {
+    #[must_use]
+    pub const fn from_u16(tag: u16) -> Option<Self> {
+        match tag {
+            1 => Some(Self::StateChange),
+            2 => Some(Self::Retransmit),
+            3 => Some(Self::ResetSent),
+            4 => Some(Self::ResetReceived),
+            _ => None,
+        }
+    }
+}
+
+/// A task as seen by the kernel programs: who did something to a socket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Task {
+    /// Process id (thread group id); 0 means "nobody recorded".
+    pub tgid: u32,
+    /// Thread id.
+    pub pid: u32,
+    pub comm: [u8; TASK_COMM_LEN],
+    /// User stack id in the `STACKS` map, or negative when none was taken.
+    pub stack_id: i32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<Task>() == 32);
+
+impl Task {
+    pub const NOBODY: Self = Self {
+        tgid: 0,
+        pid: 0,
+        comm: [0; TASK_COMM_LEN],
+        stack_id: -1,
+        _pad: 0,
+    };
+
+    #[must_use]
+    pub const fn is_known(&self) -> bool {
+        self.tgid != 0
+    }
+}
+
+/// `SockInfo::flags`: the owner was recorded in process context (connect or listen).
+pub const OWNER_FROM_SYSCALL: u32 = 1 << 0;
+/// `SockInfo::flags`: the owner was inherited from the listening socket (passive open).
+pub const OWNER_FROM_LISTENER: u32 = 1 << 1;
+/// `SockInfo::flags`: the closer was recorded (close/shutdown/abort in process context).
+pub const CLOSER_KNOWN: u32 = 1 << 2;
+/// `SockInfo::flags`: the socket was first seen mid-life (no birth observed).
+pub const SEEN_MID_LIFE: u32 = 1 << 3;
+
+/// What the kernel remembers per socket, keyed by the `struct sock` address.
+/// A copy travels with every event so userspace never has to guess the owner.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SockInfo {
+    /// Who created the socket (connect/listen) or owns its listener.
+    pub owner: Task,
+    /// Who closed it, when that happened in process context.
+    pub closer: Task,
+    /// cgroup v2 id of the owner at creation.
+    pub cgroup_id: u64,
+    /// `bpf_ktime_get_ns()` at creation; 0 when the socket was first seen mid-life.
+    pub created_ns: u64,
+    /// `bpf_ktime_get_ns()` when the socket entered its current state.
+    pub state_since_ns: u64,
+    /// Network namespace inode number (as in `/proc/PID/ns/net`), 0 if unknown.
+    pub netns: u32,
+    /// `OWNER_*`, `CLOSER_KNOWN`, `SEEN_MID_LIFE`.
+    pub flags: u32,
+    /// Retransmits seen on this socket so far.
+    pub retransmits: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<SockInfo>() == 104);
+
+impl SockInfo {
+    pub const EMPTY: Self = Self {
+        owner: Task::NOBODY,
+        closer: Task::NOBODY,
+        cgroup_id: 0,
+        created_ns: 0,
+        state_since_ns: 0,
+        netns: 0,
+        flags: 0,
+        retransmits: 0,
+        _pad: 0,
+    };
+}
+
+/// `Event::context` bit: the tracepoint fired in a system call of `actor`
+/// (not in softirq/hardirq, where "current" is whoever was interrupted).
+pub const CTX_PROCESS: u32 = 1 << 0;
+
+/// One record in the ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Event {
+    /// An `EventKind`; checked by the decoder before anything else is read.
+    pub kind: u16,
+    /// How many bytes of `raw` hold the tracepoint record.
+    pub raw_len: u16,
+    /// `CTX_*` bits.
+    pub context: u32,
+    pub ts_ns: u64,
+    /// Address of the `struct sock` (0 for a reset sent without a socket).
+    pub skaddr: u64,
+    /// The socket's record after this event was applied.
+    pub sock: SockInfo,
+    /// The current task when `CTX_PROCESS` is set, else `Task::NOBODY`.
+    pub actor: Task,
+    /// Time spent in the state this event leaves, 0 if unknown.
+    pub in_state_ns: u64,
+    /// The tracepoint record as the kernel wrote it; decoded in userspace with
+    /// the offsets read from tracefs, so the layout is never hard-coded.
+    pub raw: [u8; RAW_RECORD_LEN],
+}
+pub const EVENT_SIZE: usize = core::mem::size_of::<Event>();
+const _: () = assert!(EVENT_SIZE == 264);
+
+/// Per-CPU counters (index into the `COUNTERS` array), summed by userspace.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// Events that could not be reserved in the ring buffer.
+    EventsLost = 0,
+    /// Events submitted.
+    EventsSent = 1,
+    /// Socket records not stored because the `SOCKS` map was full.
+    SockMapFull = 2,
+    /// Listener records not stored because the `LISTENERS` map was full.
+    ListenerMapFull = 3,
+    /// User stacks that could not be captured.
+    StackErrors = 4,
+    /// Tracepoint records that could not be read.
+    ReadErrors = 5,
+}
+pub const COUNTER_SLOTS: u32 = 8;
+
+/// Key of the `LISTENERS` map: passive sockets inherit the owner of the
+/// listener on their local port in their network namespace.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ListenerKey {
+    pub netns: u32,
+    pub port: u16,
+    pub _pad: u16,
+}
+const _: () = assert!(core::mem::size_of::<ListenerKey>() == 8);
+
+/// Value of the `LISTENERS` map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Listener {
+    pub owner: Task,
+    pub cgroup_id: u64,
+    /// The listening socket; a listener only removes its own entry on close
+    /// (several `SO_REUSEPORT` listeners may share a port).
+    pub skaddr: u64,
+}
+const _: () = assert!(core::mem::size_of::<Listener>() == 48);
+
+/// Knobs userspace sets before load (a `.rodata` global).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// Capture user stacks at connect, listen and close (1) or not (0).
+    pub capture_stacks: u32,
+    /// Wake the reader once this many bytes are waiting in the ring buffer;
+    /// below it records are submitted without a wakeup and drained on a timer.
+    pub wakeup_bytes: u32,
+}
+const _: () = assert!(core::mem::size_of::<Settings>() == 8);
+
+impl Settings {
+    pub const DEFAULT: Self = Self {
+        capture_stacks: 1,
+        wakeup_bytes: 256 * 1024,
+    };
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are #[repr(C)] plain data without padding holes
+    // (sizes are asserted above) and every bit pattern is a valid value.
+    unsafe impl aya::Pod for super::Task {}
+    unsafe impl aya::Pod for super::SockInfo {}
+    unsafe impl aya::Pod for super::Event {}
+    unsafe impl aya::Pod for super::ListenerKey {}
+    unsafe impl aya::Pod for super::Listener {}
+    unsafe impl aya::Pod for super::Settings {}
+    unsafe impl aya::Pod for super::StateLayout {}
+    unsafe impl aya::Pod for super::RetransmitLayout {}
+    unsafe impl aya::Pod for super::ResetLayout {}
+    unsafe impl aya::Pod for super::KernelLayout {}
+}

@@ -1,0 +1,61 @@
+//! Putting one record into the ring buffer.
+
+use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel_buf},
+    programs::TracePointContext,
+    EbpfContext,
+};
+use tcptrace_common::{Counter, Event, EventKind, SockInfo, Task, RAW_RECORD_LEN};
+
+use crate::maps::{count, settings, EVENTS};
+
+pub struct Record<'a> {
+    pub kind: EventKind,
+    pub context: u32,
+    pub skaddr: u64,
+    pub sock: &'a SockInfo,
+    pub actor: &'a Task,
+    pub in_state_ns: u64,
+    pub record_len: u32,
+}
+
+/// Reserves, fills and submits one event. A full ring buffer is counted as
+/// lost, never retried: the hot path must not block.
+///
+/// Records are submitted without waking the reader (a wakeup costs about a
+/// microsecond); userspace drains on a timer, and only a ring buffer filling
+/// past `Settings::wakeup_bytes` forces a wakeup.
+#[inline(always)]
+pub fn emit(ctx: &TracePointContext, record: &Record) {
+    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
+        count(Counter::EventsLost);
+        return;
+    };
+    let event = entry.as_mut_ptr();
+    unsafe {
+        (*event).kind = record.kind as u16;
+        (*event).raw_len = record.record_len.min(RAW_RECORD_LEN as u32) as u16;
+        (*event).context = record.context;
+        (*event).ts_ns = bpf_ktime_get_ns();
+        (*event).skaddr = record.skaddr;
+        (*event).sock = *record.sock;
+        (*event).actor = *record.actor;
+        (*event).in_state_ns = record.in_state_ns;
+        // The record lives in a per-CPU trace buffer far larger than
+        // RAW_RECORD_LEN, so a fixed-size copy is safe; userspace reads only
+        // `raw_len` bytes of it.
+        if bpf_probe_read_kernel_buf(ctx.as_ptr() as *const u8, &mut (*event).raw).is_err() {
+            (*event).raw_len = 0;
+            count(Counter::ReadErrors);
+        }
+    }
+    let waiting = EVENTS.query(u64::from(BPF_RB_AVAIL_DATA));
+    let wakeup = if waiting >= u64::from(settings().wakeup_bytes) {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    entry.submit(u64::from(wakeup));
+    count(Counter::EventsSent);
+}

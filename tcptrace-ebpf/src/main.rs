@@ -1,0 +1,67 @@
+//! tcptrace kernel programs.
+//!
+//! Tracepoints only: this is the most portable choice (stable since 4.16, ring
+//! buffer since 5.8) and the only one on kernels without kprobes or fentry.
+//! Entry points are thin; each hook family lives in its own module.
+#![no_std]
+#![no_main]
+
+mod context;
+mod emit;
+mod maps;
+mod reset;
+mod retransmit;
+mod sock;
+mod state_change;
+
+use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+
+#[tracepoint]
+pub fn tcptrace_set_state(ctx: TracePointContext) -> u32 {
+    match state_change::on_set_state(&ctx) {
+        Ok(()) | Err(()) => 0,
+    }
+}
+
+#[tracepoint]
+pub fn tcptrace_retransmit(ctx: TracePointContext) -> u32 {
+    match retransmit::on_retransmit(&ctx) {
+        Ok(()) | Err(()) => 0,
+    }
+}
+
+#[tracepoint]
+pub fn tcptrace_send_reset(ctx: TracePointContext) -> u32 {
+    match reset::on_reset(&ctx, reset::Direction::Sent) {
+        Ok(()) | Err(()) => 0,
+    }
+}
+
+#[tracepoint]
+pub fn tcptrace_receive_reset(ctx: TracePointContext) -> u32 {
+    match reset::on_reset(&ctx, reset::Direction::Received) {
+        Ok(()) | Err(()) => 0,
+    }
+}
+
+#[tracepoint]
+pub fn tcptrace_softirq_entry(_ctx: TracePointContext) -> u32 {
+    context::set_in_softirq(1);
+    0
+}
+
+#[tracepoint]
+pub fn tcptrace_softirq_exit(_ctx: TracePointContext) -> u32 {
+    context::set_in_softirq(0);
+    0
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

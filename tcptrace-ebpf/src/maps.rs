@@ -1,0 +1,108 @@
+//! Maps and load-time globals shared by every hook.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, PerCpuArray, RingBuf, StackTrace},
+};
+use tcptrace_common::{
+    Counter, KernelLayout, Listener, ListenerKey, ResetLayout, RetransmitLayout, Settings,
+    SockInfo, StateLayout, COUNTER_SLOTS,
+};
+
+/// Records to userspace. Userspace may resize it before load.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
+
+/// `struct sock` address → what we know of that socket.
+#[map]
+pub static SOCKS: HashMap<u64, SockInfo> = HashMap::with_max_entries(262_144, 0);
+
+/// (netns, local port) → owner of the listening socket.
+#[map]
+pub static LISTENERS: HashMap<ListenerKey, Listener> = HashMap::with_max_entries(16_384, 0);
+
+/// User stacks captured at connect, listen and close.
+#[map]
+pub static STACKS: StackTrace = StackTrace::with_max_entries(16_384, 0);
+
+/// Per-CPU counters, indexed by `tcptrace_common::Counter`.
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
+
+/// Per-CPU: 1 while this CPU serves a softirq (see context.rs).
+#[map]
+pub static IN_SOFTIRQ: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU: the socket the last `tcp_receive_reset` was about, so that the
+/// CLOSE it causes is not taken for a close() by whoever is current (the
+/// reset may be processed from the socket backlog in process context).
+#[map]
+pub static LAST_RESET_SOCK: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+// Read-only globals, filled by userspace before load (see tcptrace-common::layout).
+#[unsafe(no_mangle)]
+static STATE_LAYOUT: StateLayout = StateLayout {
+    skaddr: 0,
+    oldstate: 0,
+    newstate: 0,
+    sport: 0,
+    protocol: 0,
+    record_len: 0,
+};
+#[unsafe(no_mangle)]
+static RETRANSMIT_LAYOUT: RetransmitLayout = RetransmitLayout {
+    skaddr: 0,
+    record_len: 0,
+};
+#[unsafe(no_mangle)]
+static SEND_RESET_LAYOUT: ResetLayout = ResetLayout {
+    skaddr: 0,
+    record_len: 0,
+};
+#[unsafe(no_mangle)]
+static RECEIVE_RESET_LAYOUT: ResetLayout = ResetLayout {
+    skaddr: 0,
+    record_len: 0,
+};
+#[unsafe(no_mangle)]
+static KERNEL_LAYOUT: KernelLayout = KernelLayout {
+    sock_net: 0,
+    net_inum: 0,
+};
+#[unsafe(no_mangle)]
+static SETTINGS: Settings = Settings::DEFAULT;
+
+// Volatile reads keep the compiler from folding the defaults above into the code.
+#[inline(always)]
+pub fn state_layout() -> StateLayout {
+    unsafe { core::ptr::read_volatile(&raw const STATE_LAYOUT) }
+}
+#[inline(always)]
+pub fn retransmit_layout() -> RetransmitLayout {
+    unsafe { core::ptr::read_volatile(&raw const RETRANSMIT_LAYOUT) }
+}
+#[inline(always)]
+pub fn send_reset_layout() -> ResetLayout {
+    unsafe { core::ptr::read_volatile(&raw const SEND_RESET_LAYOUT) }
+}
+#[inline(always)]
+pub fn receive_reset_layout() -> ResetLayout {
+    unsafe { core::ptr::read_volatile(&raw const RECEIVE_RESET_LAYOUT) }
+}
+#[inline(always)]
+pub fn kernel_layout() -> KernelLayout {
+    unsafe { core::ptr::read_volatile(&raw const KERNEL_LAYOUT) }
+}
+#[inline(always)]
+pub fn settings() -> Settings {
+    unsafe { core::ptr::read_volatile(&raw const SETTINGS) }
+}
+
+#[inline(always)]
+pub fn count(counter: Counter) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
+        // Per-CPU slot: no other CPU writes it, and tracepoint programs do
+        // not nest on one CPU, so a plain add is enough.
+        unsafe { *slot += 1 };
+    }
+}

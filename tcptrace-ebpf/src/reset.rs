@@ -1,0 +1,60 @@
+//! `tcp:tcp_send_reset` and `tcp:tcp_receive_reset`. A reset may be sent
+//! with no socket at all (a SYN to a closed port); then skaddr is 0 and the
+//! event still tells which local port refused whom.
+
+use aya_ebpf::programs::TracePointContext;
+use tcptrace_common::{Counter, EventKind, SockInfo, Task, CTX_PROCESS};
+
+use crate::{
+    context::{current_task, in_process_context},
+    emit::{emit, Record},
+    maps::{count, receive_reset_layout, send_reset_layout, LAST_RESET_SOCK, SOCKS},
+};
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Sent,
+    Received,
+}
+
+pub fn on_reset(ctx: &TracePointContext, direction: Direction) -> Result<(), ()> {
+    let layout = match direction {
+        Direction::Sent => send_reset_layout(),
+        Direction::Received => receive_reset_layout(),
+    };
+    let skaddr: u64 =
+        unsafe { ctx.read_at(layout.skaddr as usize) }.map_err(|_| count(Counter::ReadErrors))?;
+    if direction == Direction::Received {
+        if let Some(last) = LAST_RESET_SOCK.get_ptr_mut(0) {
+            unsafe { *last = skaddr };
+        }
+    }
+    let info = match (skaddr, SOCKS.get_ptr_mut(skaddr)) {
+        (0, _) | (_, None) => SockInfo::EMPTY,
+        (_, Some(known)) => unsafe { *known },
+    };
+    // A reset sent by close() with unread data or SO_LINGER 0 is the
+    // caller's doing; one sent from softirq is the stack answering a packet.
+    let process = direction == Direction::Sent && in_process_context();
+    let actor = if process {
+        current_task(ctx, false)
+    } else {
+        Task::NOBODY
+    };
+    emit(
+        ctx,
+        &Record {
+            kind: match direction {
+                Direction::Sent => EventKind::ResetSent,
+                Direction::Received => EventKind::ResetReceived,
+            },
+            context: if process { CTX_PROCESS } else { 0 },
+            skaddr,
+            sock: &info,
+            actor: &actor,
+            in_state_ns: 0,
+            record_len: layout.record_len,
+        },
+    );
+    Ok(())
+}

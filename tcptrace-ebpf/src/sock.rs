@@ -1,0 +1,22 @@
+//! Reading the few `struct sock` facts the tracepoint records do not carry,
+//! at offsets userspace resolved from BTF.
+
+use aya_ebpf::helpers::bpf_probe_read_kernel;
+
+use crate::maps::kernel_layout;
+
+/// Inode number of the socket's network namespace, 0 if it cannot be read.
+#[inline(always)]
+pub fn netns_of(skaddr: u64) -> u32 {
+    let layout = kernel_layout();
+    if layout.sock_net == 0 || skaddr == 0 {
+        return 0;
+    }
+    let net: u64 =
+        match unsafe { bpf_probe_read_kernel((skaddr + u64::from(layout.sock_net)) as *const u64) }
+        {
+            Ok(net) if net != 0 => net,
+            _ => return 0,
+        };
+    unsafe { bpf_probe_read_kernel((net + u64::from(layout.net_inum)) as *const u32) }.unwrap_or(0)
+}

@@ -1,0 +1,39 @@
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+mod doctor;
+mod trace;
+
+/// eBPF TCP connection lifecycle tracer: who leaves TIME_WAIT, CLOSE_WAIT
+/// and unacknowledged FINs behind, with process and call site.
+#[derive(Debug, Parser)]
+#[command(name = "tcptrace", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Trace TCP state changes, retransmits and resets live.
+    Trace(trace::TraceArgs),
+    /// Show what this kernel supports and what will work.
+    Doctor,
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Trace(args) => trace::run(args),
+        Command::Doctor => doctor::run(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,87 @@
+use std::{io, time::Duration};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use tcptrace::{
+    filter::Filter,
+    output::{JsonLines, Sink, TextLines},
+    probe::ProbeOptions,
+    session::{self, SessionOptions},
+};
+
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    /// Stop after this long (`30s`, `2m`, `1h`); default: until Ctrl-C.
+    #[arg(short, long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// Only sockets owned or acted on by this process id (repeatable).
+    #[arg(short, long = "pid")]
+    pids: Vec<u32>,
+    /// Only sockets owned or acted on by this command name (repeatable).
+    #[arg(short, long = "comm")]
+    comms: Vec<String>,
+    /// Only sockets with this local or remote port (repeatable).
+    #[arg(long = "port")]
+    ports: Vec<u16>,
+    /// One JSON object per line instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Ring buffer size in MiB (rounded up to a power of two).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    ring_buffer_mib: u32,
+    /// Do not capture user stacks (call sites) at connect, listen and close.
+    #[arg(long)]
+    no_stacks: bool,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text)
+        .map_err(|e| format!("`{text}` is not a duration like 30s, 2m or 1h: {e}"))?;
+    if duration.is_zero() {
+        return Err("the duration must be longer than zero".to_owned());
+    }
+    Ok(duration)
+}
+
+pub fn run(args: TraceArgs) -> Result<()> {
+    let options = SessionOptions {
+        duration: args.duration,
+        filter: Filter {
+            pids: args.pids,
+            comms: args.comms,
+            ports: args.ports,
+        },
+        probe: ProbeOptions {
+            ring_bytes: args.ring_buffer_mib * 1024 * 1024,
+            capture_stacks: !args.no_stacks,
+        },
+    };
+    let stdout = io::BufWriter::new(io::stdout().lock());
+    let mut sink: Box<dyn Sink> = if args.json {
+        Box::new(JsonLines::new(stdout))
+    } else {
+        Box::new(TextLines::new(stdout))
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(session::run(options, sink.as_mut()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("soon")
+            .unwrap_err()
+            .contains("not a duration"));
+    }
+}

@@ -1,0 +1,226 @@
+//! Where each field sits in the four tracepoint records on this kernel,
+//! built from the tracefs formats. The kernel programs get the few offsets
+//! they need (`kernel_globals`); the decoder uses the rest.
+
+use anyhow::{bail, Result};
+use tcptrace_common::{ResetLayout, RetransmitLayout, StateLayout, RAW_RECORD_LEN};
+
+use crate::probe::tracefs::{Field, Format};
+
+/// How a record carries its endpoints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoints {
+    /// `family`, host-order `sport`/`dport`, `saddr[4]`/`daddr[4]` and the
+    /// `_v6` arrays (`inet_sock_set_state`, `tcp_retransmit_skb`, and
+    /// `tcp_send_reset` before 6.10).
+    Split {
+        family: Field,
+        sport: Field,
+        dport: Field,
+        saddr: Field,
+        daddr: Field,
+        saddr_v6: Field,
+        daddr_v6: Field,
+    },
+    /// `saddr[28]`/`daddr[28]` holding a `sockaddr_in` or `sockaddr_in6`
+    /// (`tcp_send_reset` since 6.10).
+    SockAddr { saddr: Field, daddr: Field },
+}
+
+impl Endpoints {
+    fn from_format(format: &Format) -> Result<Self> {
+        if format.fields.contains_key("family") {
+            return Ok(Self::Split {
+                family: format.field("family", 2)?,
+                sport: format.field("sport", 2)?,
+                dport: format.field("dport", 2)?,
+                saddr: format.field("saddr", 4)?,
+                daddr: format.field("daddr", 4)?,
+                saddr_v6: format.field("saddr_v6", 16)?,
+                daddr_v6: format.field("daddr_v6", 16)?,
+            });
+        }
+        Ok(Self::SockAddr {
+            saddr: format.field("saddr", 28)?,
+            daddr: format.field("daddr", 28)?,
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StateRecord {
+    pub skaddr: Field,
+    pub oldstate: Field,
+    pub newstate: Field,
+    pub protocol: Field,
+    pub endpoints: Endpoints,
+    pub len: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SockRecord {
+    pub skaddr: Field,
+    /// The socket state, where the record has one.
+    pub state: Option<Field>,
+    pub endpoints: Endpoints,
+    pub len: usize,
+}
+
+/// Layouts of all records tcptrace reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordLayouts {
+    pub state: StateRecord,
+    pub retransmit: SockRecord,
+    pub send_reset: SockRecord,
+    pub receive_reset: SockRecord,
+}
+
+/// Offsets handed to the kernel programs as read-only globals.
+pub struct KernelGlobals {
+    pub state: StateLayout,
+    pub retransmit: RetransmitLayout,
+    pub send_reset: ResetLayout,
+    pub receive_reset: ResetLayout,
+}
+
+impl RecordLayouts {
+    pub fn from_formats(
+        state: &Format,
+        retransmit: &Format,
+        send_reset: &Format,
+        receive_reset: &Format,
+    ) -> Result<Self> {
+        let layouts = Self {
+            state: StateRecord {
+                skaddr: state.field("skaddr", 8)?,
+                oldstate: state.field("oldstate", 4)?,
+                newstate: state.field("newstate", 4)?,
+                protocol: state.field("protocol", 2)?,
+                endpoints: Endpoints::from_format(state)?,
+                len: state.record_len(),
+            },
+            retransmit: SockRecord::from_format(retransmit)?,
+            send_reset: SockRecord::from_format(send_reset)?,
+            receive_reset: SockRecord::from_format(receive_reset)?,
+        };
+        for (name, len) in [
+            ("inet_sock_set_state", layouts.state.len),
+            ("tcp_retransmit_skb", layouts.retransmit.len),
+            ("tcp_send_reset", layouts.send_reset.len),
+            ("tcp_receive_reset", layouts.receive_reset.len),
+        ] {
+            if len > RAW_RECORD_LEN {
+                bail!("{name} records are {len} bytes; tcptrace copies at most {RAW_RECORD_LEN}");
+            }
+        }
+        Ok(layouts)
+    }
+
+    #[must_use]
+    pub fn kernel_globals(&self) -> KernelGlobals {
+        let sport = match self.state.endpoints {
+            Endpoints::Split { sport, .. } => sport.offset,
+            // inet_sock_set_state has always had split endpoints; a kernel
+            // without them fails in `from_formats` already.
+            Endpoints::SockAddr { .. } => 0,
+        };
+        let reset = |r: &SockRecord| ResetLayout {
+            skaddr: offset(r.skaddr),
+            record_len: len(r.len),
+        };
+        KernelGlobals {
+            state: StateLayout {
+                skaddr: offset(self.state.skaddr),
+                oldstate: offset(self.state.oldstate),
+                newstate: offset(self.state.newstate),
+                sport: u32::try_from(sport).unwrap_or(0),
+                protocol: offset(self.state.protocol),
+                record_len: len(self.state.len),
+            },
+            retransmit: RetransmitLayout {
+                skaddr: offset(self.retransmit.skaddr),
+                record_len: len(self.retransmit.len),
+            },
+            send_reset: reset(&self.send_reset),
+            receive_reset: reset(&self.receive_reset),
+        }
+    }
+}
+
+impl SockRecord {
+    fn from_format(format: &Format) -> Result<Self> {
+        Ok(Self {
+            skaddr: format.field("skaddr", 8)?,
+            state: format.optional_field("state", 4)?,
+            endpoints: Endpoints::from_format(format)?,
+            len: format.record_len(),
+        })
+    }
+}
+
+// Offsets and lengths are bounded by RAW_RECORD_LEN (checked above).
+fn offset(field: Field) -> u32 {
+    u32::try_from(field.offset).unwrap_or(u32::MAX)
+}
+fn len(len: usize) -> u32 {
+    u32::try_from(len).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn format(text: &str) -> Format {
+        Format::parse(text).unwrap()
+    }
+
+    const SET_STATE: &str = include_str!("../probe/fixtures/inet_sock_set_state-6.18.format");
+    const RECEIVE_RESET: &str = include_str!("../probe/fixtures/tcp_receive_reset-6.18.format");
+
+    #[test]
+    fn kernel_6_18_layout() {
+        let layouts = RecordLayouts::from_formats(
+            &format(SET_STATE),
+            &format(include_str!(
+                "../probe/fixtures/tcp_retransmit_skb-6.18.format"
+            )),
+            &format(include_str!("../probe/fixtures/tcp_send_reset-6.18.format")),
+            &format(RECEIVE_RESET),
+        )
+        .unwrap();
+        assert!(matches!(
+            layouts.send_reset.endpoints,
+            Endpoints::SockAddr { .. }
+        ));
+        assert_eq!(
+            layouts.retransmit.len, 80,
+            "6.x retransmit record carries `err`"
+        );
+        let globals = layouts.kernel_globals();
+        assert_eq!((globals.state.skaddr, globals.state.sport), (8, 24));
+        assert_eq!(globals.send_reset.skaddr, 16);
+        assert_eq!(globals.receive_reset.skaddr, 8);
+    }
+
+    #[test]
+    fn kernel_5_15_layout() {
+        let layouts = RecordLayouts::from_formats(
+            &format(SET_STATE),
+            &format(include_str!(
+                "../probe/fixtures/tcp_retransmit_skb-5.15.format"
+            )),
+            &format(include_str!("../probe/fixtures/tcp_send_reset-5.15.format")),
+            &format(RECEIVE_RESET),
+        )
+        .unwrap();
+        assert!(matches!(
+            layouts.send_reset.endpoints,
+            Endpoints::Split { .. }
+        ));
+        assert_eq!(
+            layouts.retransmit.len, 74,
+            "5.15 retransmit record has no `err`"
+        );
+        assert_eq!(layouts.send_reset.state.unwrap().offset, 24);
+    }
+}

@@ -1,0 +1,68 @@
+//! Records from the kernel, decoded into checked Rust values.
+
+mod decode;
+pub mod layout;
+
+use std::net::SocketAddr;
+
+pub use decode::{decode, DecodeError};
+use tcptrace_common::{SockInfo, Task, TcpState, CLOSER_KNOWN};
+
+/// What happened to a socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum What {
+    StateChange {
+        old: TcpState,
+        new: TcpState,
+    },
+    /// A segment was retransmitted while the socket was in `state`.
+    Retransmit {
+        state: Option<TcpState>,
+    },
+    /// This host sent a RST (`state` is the socket's, when it has one).
+    ResetSent {
+        state: Option<TcpState>,
+    },
+    /// The peer sent a RST.
+    ResetReceived,
+}
+
+/// One decoded kernel event.
+#[derive(Clone, Copy, Debug)]
+pub struct TcpEvent {
+    pub what: What,
+    /// `CLOCK_MONOTONIC` nanoseconds (`bpf_ktime_get_ns`).
+    pub ts_ns: u64,
+    /// The `struct sock` address; identifies a socket only while it lives.
+    pub skaddr: u64,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    /// What the kernel knows of the socket after this event.
+    pub sock: SockInfo,
+    /// The task that caused this event in a system call; `None` in softirq.
+    pub actor: Option<Task>,
+    /// Time spent in the state the event leaves, when known.
+    pub in_state_ns: Option<u64>,
+}
+
+impl TcpEvent {
+    /// The socket's owner, if the kernel recorded one.
+    #[must_use]
+    pub fn owner(&self) -> Option<&Task> {
+        self.sock.owner.is_known().then_some(&self.sock.owner)
+    }
+
+    /// Who closed the socket, if that was recorded.
+    #[must_use]
+    pub fn closer(&self) -> Option<&Task> {
+        (self.sock.flags & CLOSER_KNOWN != 0).then_some(&self.sock.closer)
+    }
+}
+
+/// A task's `comm` as text: up to the first NUL, invalid UTF-8 replaced.
+/// `comm` is chosen by the process itself, so it is untrusted input.
+#[must_use]
+pub fn comm_str(comm: &[u8]) -> std::borrow::Cow<'_, str> {
+    let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
+    String::from_utf8_lossy(&comm[..end])
+}

@@ -1,0 +1,14 @@
+//! tcptrace: who leaves TIME_WAIT, CLOSE_WAIT and dead-peer FINs behind.
+//!
+//! Data flows one way: kernel programs (`probe`) → decoded `event`s →
+//! ownership (`owner`, `snapshot`) → `output`.
+
+pub mod clock;
+pub mod event;
+pub mod filter;
+pub mod output;
+pub mod owner;
+pub mod probe;
+pub mod proc_fds;
+pub mod session;
+pub mod snapshot;

@@ -1,0 +1,151 @@
+//! One JSON object per line, for scripts. Strings go through serde_json, so
+//! an attacker-chosen comm cannot break the framing.
+
+use std::io::{self, Write};
+
+use serde::Serialize;
+
+use super::Sink;
+use crate::{
+    event::{comm_str, TcpEvent, What},
+    owner::Owner,
+    session::Summary,
+    snapshot::ExistingSocket,
+};
+
+pub struct JsonLines<W: Write> {
+    out: W,
+}
+
+impl<W: Write> JsonLines<W> {
+    pub fn new(out: W) -> Self {
+        Self { out }
+    }
+
+    fn line(&mut self, value: &impl Serialize) -> io::Result<()> {
+        serde_json::to_writer(&mut self.out, value)?;
+        self.out.write_all(b"\n")
+    }
+}
+
+#[derive(Serialize)]
+struct TaskJson<'a> {
+    pid: u32,
+    tid: u32,
+    comm: std::borrow::Cow<'a, str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stack_id: Option<i32>,
+}
+
+impl<'a> TaskJson<'a> {
+    fn of(task: &'a tcptrace_common::Task) -> Self {
+        Self {
+            pid: task.tgid,
+            tid: task.pid,
+            comm: comm_str(&task.comm),
+            stack_id: (task.stack_id >= 0).then_some(task.stack_id),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct OwnerJson<'a> {
+    pid: u32,
+    comm: &'a str,
+    source: &'static str,
+}
+
+#[derive(Serialize)]
+struct EventJson<'a> {
+    r#type: &'static str,
+    time_ns: u128,
+    ktime_ns: u64,
+    sock: String,
+    local: String,
+    remote: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    old: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    new: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state: Option<&'static str>,
+    in_old_state_ns: Option<u64>,
+    owner: Option<OwnerJson<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    owner_stack_id: Option<i32>,
+    actor: Option<TaskJson<'a>>,
+    closer: Option<TaskJson<'a>>,
+    netns: u32,
+    cgroup_id: u64,
+    retransmits: u32,
+}
+
+impl<W: Write> Sink for JsonLines<W> {
+    fn start(&mut self, existing: &[ExistingSocket], shown: usize) -> io::Result<()> {
+        self.line(&serde_json::json!({
+            "type": "start",
+            "existing_sockets": existing.len(),
+            "existing_shown": shown,
+        }))
+    }
+
+    fn existing(&mut self, socket: &ExistingSocket) -> io::Result<()> {
+        let holders: Vec<_> = socket
+            .holders
+            .iter()
+            .map(|h| serde_json::json!({"pid": h.pid, "fd": h.fd, "comm": h.comm}))
+            .collect();
+        self.line(&serde_json::json!({
+            "type": "existing",
+            "state": socket.state.name(),
+            "local": socket.local.to_string(),
+            "remote": socket.remote.to_string(),
+            "inode": socket.inode,
+            "uid": socket.uid,
+            "holders": holders,
+        }))
+    }
+
+    fn event(&mut self, event: &TcpEvent, owner: Option<&Owner>, unix_ns: u128) -> io::Result<()> {
+        let (kind, old, new, state) = match event.what {
+            What::StateChange { old, new } => ("state", Some(old.name()), Some(new.name()), None),
+            What::Retransmit { state } => ("retransmit", None, None, state.map(|s| s.name())),
+            What::ResetSent { state } => ("reset_sent", None, None, state.map(|s| s.name())),
+            What::ResetReceived => ("reset_received", None, None, None),
+        };
+        let record = EventJson {
+            r#type: kind,
+            time_ns: unix_ns,
+            ktime_ns: event.ts_ns,
+            sock: format!("{:#x}", event.skaddr),
+            local: event.local.to_string(),
+            remote: event.remote.to_string(),
+            old,
+            new,
+            state,
+            in_old_state_ns: event.in_state_ns,
+            owner: owner.map(|o| OwnerJson {
+                pid: o.pid,
+                comm: &o.comm,
+                source: o.source.as_str(),
+            }),
+            owner_stack_id: event
+                .owner()
+                .and_then(|o| (o.stack_id >= 0).then_some(o.stack_id)),
+            actor: event.actor.as_ref().map(TaskJson::of),
+            closer: event.closer().map(TaskJson::of),
+            netns: event.sock.netns,
+            cgroup_id: event.sock.cgroup_id,
+            retransmits: event.sock.retransmits,
+        };
+        self.line(&record)
+    }
+
+    fn summary(&mut self, s: &Summary) -> io::Result<()> {
+        self.line(&serde_json::json!({ "type": "summary", "summary": s }))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}

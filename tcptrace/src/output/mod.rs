@@ -1,0 +1,22 @@
+//! Live session output: lines for people or JSON lines for scripts.
+
+mod json;
+mod text;
+
+use std::io;
+
+pub use json::JsonLines;
+pub use text::TextLines;
+
+use crate::{event::TcpEvent, owner::Owner, session::Summary, snapshot::ExistingSocket};
+
+/// Where a session writes what it sees.
+pub trait Sink {
+    /// Called once after attaching, before any event.
+    fn start(&mut self, existing: &[ExistingSocket], shown_existing: usize) -> io::Result<()>;
+    /// A pre-existing socket that passes the filters.
+    fn existing(&mut self, socket: &ExistingSocket) -> io::Result<()>;
+    fn event(&mut self, event: &TcpEvent, owner: Option<&Owner>, unix_ns: u128) -> io::Result<()>;
+    fn summary(&mut self, summary: &Summary) -> io::Result<()>;
+    fn flush(&mut self) -> io::Result<()>;
+}

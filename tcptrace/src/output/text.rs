@@ -1,0 +1,197 @@
+//! One line per event, for people.
+
+use std::{
+    fmt,
+    io::{self, Write},
+};
+
+use tcptrace_common::TcpState;
+
+use super::Sink;
+use crate::{
+    clock::write_time_of_day,
+    event::{comm_str, TcpEvent, What},
+    owner::Owner,
+    session::Summary,
+    snapshot::ExistingSocket,
+};
+
+pub struct TextLines<W: Write> {
+    out: W,
+}
+
+impl<W: Write> TextLines<W> {
+    pub fn new(out: W) -> Self {
+        Self { out }
+    }
+}
+
+impl<W: Write> Sink for TextLines<W> {
+    fn start(&mut self, existing: &[ExistingSocket], shown: usize) -> io::Result<()> {
+        let mut by_state = std::collections::BTreeMap::new();
+        for socket in existing {
+            *by_state.entry(socket.state).or_insert(0usize) += 1;
+        }
+        write!(
+            self.out,
+            "# {} TCP sockets existed at start",
+            existing.len()
+        )?;
+        for (state, count) in by_state {
+            write!(self.out, ", {} {count}", state.name())?;
+        }
+        writeln!(self.out, " ({shown} shown)")?;
+        writeln!(
+            self.out,
+            "{:<15} {:>7} {:<16} {:<22} {:<22} {:<30} {:>8}  BY",
+            "TIME(UTC)", "PID", "COMM", "LOCAL", "REMOTE", "EVENT", "IN-OLD"
+        )
+    }
+
+    fn existing(&mut self, socket: &ExistingSocket) -> io::Result<()> {
+        let (pid, comm) = socket
+            .holders
+            .first()
+            .map_or((String::from("-"), "-"), |h| {
+                (h.pid.to_string(), h.comm.as_str())
+            });
+        let fds: Vec<String> = socket
+            .holders
+            .iter()
+            .map(|h| format!("{}:{}", h.pid, h.fd))
+            .collect();
+        writeln!(
+            self.out,
+            "{:<15} {pid:>7} {:<16} {:<22} {:<22} {:<30} {:>8}  fds {}",
+            "existing",
+            Escaped(comm),
+            socket.local.to_string(),
+            socket.remote.to_string(),
+            socket.state.name(),
+            "-",
+            if fds.is_empty() {
+                "-".to_owned()
+            } else {
+                fds.join(",")
+            },
+        )
+    }
+
+    fn event(&mut self, event: &TcpEvent, owner: Option<&Owner>, unix_ns: u128) -> io::Result<()> {
+        write_time_of_day(&mut self.out, unix_ns)?;
+        match owner {
+            Some(owner) => write!(self.out, " {:>7} {:<16}", owner.pid, Escaped(&owner.comm))?,
+            None => write!(self.out, " {:>7} {:<16}", "-", "-")?,
+        }
+        write!(
+            self.out,
+            " {:<22} {:<22} {:<30} {:>8}",
+            Addr(event.local),
+            Addr(event.remote),
+            WhatText(event.what, event.sock.retransmits),
+            Elapsed(event.in_state_ns),
+        )?;
+        if let Some(actor) = &event.actor {
+            let acted_by_owner = owner.is_some_and(|o| o.pid == actor.tgid);
+            if !acted_by_owner {
+                write!(
+                    self.out,
+                    "  {}/{}",
+                    actor.tgid,
+                    Escaped(&comm_str(&actor.comm))
+                )?;
+            }
+        }
+        writeln!(self.out)
+    }
+
+    fn summary(&mut self, s: &Summary) -> io::Result<()> {
+        writeln!(
+            self.out,
+            "# {} events in {:.1}s: {} state changes, {} retransmits, {} resets sent, {} resets received",
+            s.events, s.elapsed.as_secs_f64(), s.state_changes, s.retransmits, s.resets_sent, s.resets_received
+        )?;
+        writeln!(
+            self.out,
+            "# shown {}, filtered out {}, undecodable {}; kernel: sent {}, lost {} (ring buffer full), socket map full {}",
+            s.shown, s.filtered_out, s.decode_errors, s.kernel.events_sent, s.kernel.events_lost, s.kernel.sock_map_full
+        )?;
+        if s.kernel.events_lost > 0 || s.decode_errors > 0 {
+            writeln!(
+                self.out,
+                "# WARNING: events were lost; attributions and counts may be incomplete \
+                 (raise --ring-buffer or narrow the filters)"
+            )?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// Untrusted text (a process's comm) with control characters escaped.
+pub struct Escaped<'a>(pub &'a str);
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.chars().all(|c| !c.is_control()) {
+            return f.pad(self.0);
+        }
+        let escaped: String = self.0.chars().flat_map(char::escape_default).collect();
+        f.pad(&escaped)
+    }
+}
+
+struct Addr(std::net::SocketAddr);
+
+impl fmt::Display for Addr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // `SocketAddr`'s Display ignores width; format once, then pad.
+        pad(f, format_args!("{}", self.0))
+    }
+}
+
+struct WhatText(What, u32);
+
+impl fmt::Display for WhatText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = |s: Option<TcpState>| s.map_or("?", TcpState::name);
+        match self.0 {
+            What::StateChange { old, new } => {
+                pad(f, format_args!("{} -> {}", old.name(), new.name()))
+            }
+            What::Retransmit { state: s } => {
+                pad(f, format_args!("RETRANSMIT #{} in {}", self.1, state(s)))
+            }
+            What::ResetSent { state: s } => pad(f, format_args!("RST sent in {}", state(s))),
+            What::ResetReceived => f.pad("RST received"),
+        }
+    }
+}
+
+/// `523us`, `12.4ms`, `3.02s`, or `-` when unknown.
+pub struct Elapsed(pub Option<u64>);
+
+impl fmt::Display for Elapsed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        #[expect(clippy::cast_precision_loss, reason = "display only")]
+        match self.0 {
+            None => f.pad("-"),
+            Some(ns) if ns < 1_000_000 => pad(f, format_args!("{}us", ns / 1_000)),
+            Some(ns) if ns < 1_000_000_000 => pad(f, format_args!("{:.1}ms", ns as f64 / 1e6)),
+            Some(ns) => pad(f, format_args!("{:.2}s", ns as f64 / 1e9)),
+        }
+    }
+}
+
+/// Formats into a stack buffer, then pads to the caller's width: most
+/// `Display` impls ignore width, and the per-event path must not allocate.
+fn pad(f: &mut fmt::Formatter<'_>, args: fmt::Arguments<'_>) -> fmt::Result {
+    let mut buf = [0u8; 96];
+    let mut cursor = io::Cursor::new(&mut buf[..]);
+    let _ = cursor.write_fmt(args);
+    let len = usize::try_from(cursor.position()).unwrap_or(0);
+    f.pad(std::str::from_utf8(&buf[..len]).unwrap_or("?"))
+}

@@ -1,0 +1,91 @@
+//! `struct sock` offsets resolved from the kernel's BTF
+//! (`/sys/kernel/btf/vmlinux`), for the one fact the tracepoint records do
+//! not carry: the socket's network namespace.
+
+use anyhow::{bail, Context, Result};
+use btf_rs::{Btf, Type};
+use tcptrace_common::KernelLayout;
+
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// Offsets of `sock.__sk_common.skc_net.net` and `net.ns.inum`.
+pub fn kernel_layout() -> Result<KernelLayout> {
+    let btf = Btf::from_file(VMLINUX_BTF)
+        .with_context(|| format!("reading kernel BTF from {VMLINUX_BTF}"))?;
+    let sock_net = member_offset(&btf, "sock", &["__sk_common", "skc_net", "net"])?;
+    let net_inum = member_offset(&btf, "net", &["ns", "inum"])?;
+    Ok(KernelLayout {
+        sock_net: u32::try_from(sock_net)?,
+        net_inum: u32::try_from(net_inum)?,
+    })
+}
+
+/// Byte offset of the member reached by `path` from `struct <name>`,
+/// looking through anonymous structs and unions on the way.
+fn member_offset(btf: &Btf, name: &str, path: &[&str]) -> Result<usize> {
+    let root = btf
+        .resolve_types_by_name(name)
+        .with_context(|| format!("no type `{name}` in kernel BTF"))?
+        .into_iter()
+        .find(|t| matches!(t, Type::Struct(_)))
+        .with_context(|| format!("`{name}` is not a struct in kernel BTF"))?;
+    let mut offset = 0;
+    let mut current = root;
+    for member_name in path {
+        let (member_offset, member_type) =
+            find_member(btf, &current, member_name)?.with_context(|| {
+                format!(
+                    "no member `{member_name}` on the way to {name}.{}",
+                    path.join(".")
+                )
+            })?;
+        offset += member_offset;
+        current = member_type;
+    }
+    Ok(offset)
+}
+
+/// Finds `wanted` in a struct or union (or through typedefs and modifiers
+/// to one), descending into anonymous members. Returns its byte offset and
+/// its resolved type.
+fn find_member(btf: &Btf, container: &Type, wanted: &str) -> Result<Option<(usize, Type)>> {
+    let container = skip_aliases(btf, container.clone())?;
+    let members = match &container {
+        Type::Struct(s) | Type::Union(s) => &s.members,
+        other => bail!("expected a struct or union, found {}", other.name()),
+    };
+    for member in members {
+        let bit_offset = member.bit_offset();
+        if bit_offset % 8 != 0 {
+            continue;
+        }
+        let byte_offset = usize::try_from(bit_offset / 8)?;
+        let name = btf.resolve_name(member).unwrap_or_default();
+        let member_type = btf.resolve_chained_type(member)?;
+        if name == wanted {
+            return Ok(Some((byte_offset, member_type)));
+        }
+        if name.is_empty() {
+            if let Some((inner, ty)) = find_member(btf, &member_type, wanted)? {
+                return Ok(Some((byte_offset + inner, ty)));
+            }
+        }
+    }
+    Ok(None)
+}
+
+fn skip_aliases(btf: &Btf, mut ty: Type) -> Result<Type> {
+    loop {
+        match &ty {
+            Type::Typedef(_)
+            | Type::Const(_)
+            | Type::Volatile(_)
+            | Type::Restrict(_)
+            | Type::TypeTag(_) => {
+                let next = ty.as_btf_type().context("alias without type")?;
+                ty = btf.resolve_chained_type(next)?;
+            }
+            _ => return Ok(ty),
+        }
+    }
+}

@@ -1,0 +1,182 @@
+use std::path::Path;
+
+use anyhow::{anyhow, Context, Result};
+use aya::{
+    maps::{HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap},
+    programs::TracePoint,
+    Ebpf, EbpfLoader,
+};
+use tcptrace_common::{Counter, Listener, ListenerKey, Settings};
+
+use super::{btf, object::EBPF_OBJECT, preflight, tracefs};
+use crate::event::layout::RecordLayouts;
+
+/// How to load the programs.
+#[derive(Clone, Copy, Debug)]
+pub struct ProbeOptions {
+    /// Ring buffer size in bytes (a power of two, at least a page).
+    pub ring_bytes: u32,
+    /// Capture user stacks at connect, listen and close.
+    pub capture_stacks: bool,
+}
+
+impl Default for ProbeOptions {
+    fn default() -> Self {
+        Self {
+            ring_bytes: 4 * 1024 * 1024,
+            capture_stacks: true,
+        }
+    }
+}
+
+/// The loaded and attached kernel programs.
+pub struct Probe {
+    ebpf: Ebpf,
+    pub layouts: RecordLayouts,
+}
+
+/// (program, category, tracepoint)
+const ATTACHMENTS: [(&str, &str, &str); 6] = [
+    // Softirq bracketing first, so attribution is right from the first event.
+    ("tcptrace_softirq_entry", "irq", "softirq_entry"),
+    ("tcptrace_softirq_exit", "irq", "softirq_exit"),
+    ("tcptrace_set_state", "sock", "inet_sock_set_state"),
+    ("tcptrace_retransmit", "tcp", "tcp_retransmit_skb"),
+    ("tcptrace_send_reset", "tcp", "tcp_send_reset"),
+    ("tcptrace_receive_reset", "tcp", "tcp_receive_reset"),
+];
+
+impl Probe {
+    pub fn load(options: ProbeOptions) -> Result<Self> {
+        preflight::ensure_can_trace()?;
+        let root = tracefs::tracefs_root()?;
+        let layouts = read_layouts(&root)?;
+        let globals = layouts.kernel_globals();
+        let kernel = btf::kernel_layout().unwrap_or_else(|err| {
+            eprintln!("tcptrace: warning: {err:#}; network namespaces will show as 0");
+            tcptrace_common::KernelLayout::default()
+        });
+        let settings = Settings {
+            capture_stacks: u32::from(options.capture_stacks),
+            wakeup_bytes: options.ring_bytes / 2,
+        };
+        let ring_bytes = options.ring_bytes.next_power_of_two().max(4096);
+        let mut ebpf = EbpfLoader::new()
+            .override_global("STATE_LAYOUT", &globals.state, true)
+            .override_global("RETRANSMIT_LAYOUT", &globals.retransmit, true)
+            .override_global("SEND_RESET_LAYOUT", &globals.send_reset, true)
+            .override_global("RECEIVE_RESET_LAYOUT", &globals.receive_reset, true)
+            .override_global("KERNEL_LAYOUT", &kernel, true)
+            .override_global("SETTINGS", &settings, true)
+            .map_max_entries("EVENTS", ring_bytes)
+            .load(EBPF_OBJECT)
+            .map_err(|err| refused("loading the eBPF object", &err))?;
+        for (program, category, name) in ATTACHMENTS {
+            let tracepoint: &mut TracePoint = ebpf
+                .program_mut(program)
+                .with_context(|| format!("program {program} missing from the eBPF object"))?
+                .try_into()?;
+            tracepoint
+                .load()
+                .map_err(|err| refused(&format!("verifying {program}"), &err))?;
+            tracepoint
+                .attach(category, name)
+                .map_err(|err| refused(&format!("attaching to {category}:{name}"), &err))?;
+        }
+        Ok(Self { ebpf, layouts })
+    }
+
+    /// The ring buffer of events; can be taken once.
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>> {
+        let map = self
+            .ebpf
+            .take_map("EVENTS")
+            .context("ring buffer EVENTS already taken or missing from the eBPF object")?;
+        Ok(RingBuf::try_from(map)?)
+    }
+
+    /// Kernel-side counters, summed over CPUs.
+    pub fn counters(&self) -> Result<Counters> {
+        let map = self
+            .ebpf
+            .map("COUNTERS")
+            .context("map COUNTERS missing from the eBPF object")?;
+        let array: PerCpuArray<_, u64> = PerCpuArray::try_from(map)?;
+        let sum =
+            |counter: Counter| -> Result<u64> { Ok(array.get(&(counter as u32), 0)?.iter().sum()) };
+        Ok(Counters {
+            events_sent: sum(Counter::EventsSent)?,
+            events_lost: sum(Counter::EventsLost)?,
+            sock_map_full: sum(Counter::SockMapFull)?,
+            listener_map_full: sum(Counter::ListenerMapFull)?,
+            stack_errors: sum(Counter::StackErrors)?,
+            read_errors: sum(Counter::ReadErrors)?,
+        })
+    }
+
+    /// Tells the kernel who owns a listener that existed before the probe,
+    /// so its passive children get an owner too.
+    pub fn seed_listener(&mut self, key: ListenerKey, listener: Listener) -> Result<()> {
+        let map = self
+            .ebpf
+            .map_mut("LISTENERS")
+            .context("map LISTENERS missing from the eBPF object")?;
+        let mut listeners: HashMap<_, ListenerKey, Listener> = HashMap::try_from(map)?;
+        // BPF_NOEXIST: a listen() seen live is fresher than a snapshot.
+        if let Err(err) = listeners.insert(key, listener, BPF_NOEXIST) {
+            if !matches!(&err, aya::maps::MapError::SyscallError(e) if e.io_error.raw_os_error() == Some(libc::EEXIST))
+            {
+                return Err(err.into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Instruction pointers of a captured user stack, innermost first.
+    pub fn stack(&self, stack_id: i32) -> Option<Vec<u64>> {
+        let id = u32::try_from(stack_id).ok()?;
+        let map = self.ebpf.map("STACKS")?;
+        let stacks: StackTraceMap<&MapData> = StackTraceMap::try_from(map).ok()?;
+        let trace = stacks.get(&id, 0).ok()?;
+        Some(trace.frames().iter().map(|f| f.ip).collect())
+    }
+}
+
+/// Kernel-side counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Counters {
+    pub events_sent: u64,
+    pub events_lost: u64,
+    pub sock_map_full: u64,
+    pub listener_map_full: u64,
+    pub stack_errors: u64,
+    pub read_errors: u64,
+}
+
+/// `BPF_NOEXIST` from linux/bpf.h: insert only when the key is absent.
+const BPF_NOEXIST: u64 = 1;
+
+fn read_layouts(root: &Path) -> Result<RecordLayouts> {
+    let [state, retransmit, send_reset, receive_reset, ..] = preflight::TRACEPOINTS
+        .map(|(category, name, _)| tracefs::read_format(root, category, name));
+    RecordLayouts::from_formats(&state?, &retransmit?, &send_reset?, &receive_reset?)
+}
+
+/// Turns a loader error into advice: EPERM almost always means missing
+/// privileges or a lockdown, not a bug in tcptrace.
+fn refused(what: &str, err: &dyn std::error::Error) -> anyhow::Error {
+    let mut chain = err.to_string();
+    let mut source = err.source();
+    while let Some(inner) = source {
+        chain.push_str(": ");
+        chain.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    let hint = if chain.contains("Operation not permitted") || chain.contains("EPERM") {
+        "\nhint: the kernel refused BPF: run as root or with CAP_BPF+CAP_PERFMON, \
+         and check `kernel.unprivileged_bpf_disabled` and kernel lockdown"
+    } else {
+        ""
+    };
+    anyhow!("{what} failed: {chain}{hint}")
+}

@@ -1,0 +1,10 @@
+//! Loading the kernel programs: feature checks, layouts from tracefs and
+//! BTF, load, attach. Dropping a `Probe` detaches everything.
+
+pub mod btf;
+mod load;
+pub mod object;
+pub mod preflight;
+pub mod tracefs;
+
+pub use load::{Counters, Probe, ProbeOptions};

@@ -1,0 +1,106 @@
+//! Which process holds which socket: a scan of `/proc/*/fd` for
+//! `socket:[INODE]` links, as `ss -p` does. Processes may exit or deny
+//! access mid-scan; those are skipped, never fatal.
+
+use std::{collections::HashMap, fs};
+
+/// One file descriptor that refers to a socket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FdHolder {
+    pub pid: u32,
+    pub fd: u32,
+    pub comm: String,
+}
+
+/// Socket inode → every (process, fd) holding it.
+#[must_use]
+pub fn socket_holders() -> HashMap<u64, Vec<FdHolder>> {
+    let mut holders: HashMap<u64, Vec<FdHolder>> = HashMap::new();
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return holders;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(fds) = fs::read_dir(entry.path().join("fd")) else {
+            continue; // exited, or not ours to read
+        };
+        let mut comm = None;
+        for fd in fds.flatten() {
+            let Some(number) = fd.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            let Ok(target) = fs::read_link(fd.path()) else {
+                continue;
+            };
+            let Some(inode) = socket_inode(&target.to_string_lossy()) else {
+                continue;
+            };
+            let comm = comm.get_or_insert_with(|| process_comm(pid)).clone();
+            holders.entry(inode).or_default().push(FdHolder {
+                pid,
+                fd: number,
+                comm,
+            });
+        }
+    }
+    holders
+}
+
+/// `socket:[12345]` → 12345.
+#[must_use]
+pub fn socket_inode(link: &str) -> Option<u64> {
+    link.strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
+}
+
+/// The process's `comm`, or `?` when it is gone.
+#[must_use]
+pub fn process_comm(pid: u32) -> String {
+    fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|s| s.trim_end_matches('\n').to_owned())
+        .unwrap_or_else(|_| "?".to_owned())
+}
+
+/// Inode number of a process's network namespace (`/proc/PID/ns/net`).
+#[must_use]
+pub fn netns_inode(pid: &str) -> Option<u32> {
+    let link = fs::read_link(format!("/proc/{pid}/ns/net")).ok()?;
+    link.to_str()?
+        .strip_prefix("net:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_socket_links() {
+        assert_eq!(socket_inode("socket:[4026]"), Some(4026));
+        assert_eq!(socket_inode("pipe:[4026]"), None);
+        assert_eq!(socket_inode("socket:[x]"), None);
+    }
+
+    #[test]
+    fn finds_our_own_socket() {
+        use std::os::unix::fs::MetadataExt;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
+        let inode = fs::metadata(format!("/proc/self/fd/{fd}")).unwrap().ino();
+        let holders = socket_holders();
+        let mine = holders.get(&inode).expect("our listener's inode is found");
+        assert!(mine
+            .iter()
+            .any(|h| h.pid == std::process::id() && h.fd == fd as u32));
+    }
+}

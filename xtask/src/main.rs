@@ -1,0 +1,95 @@
+//! `cargo xtask`: the project's own setup, build and test commands, so a
+//! fresh machine needs nothing installed by hand.
+
+mod build_ebpf;
+mod setup;
+mod test;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what kernel-side development needs (nightly rust-src, bpf-linker).
+    Setup,
+    /// Rebuild the eBPF object from source and commit-ready hash.
+    BuildEbpf,
+    /// Run every test: unit tests, then the real-kernel tests as root.
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Build tcptrace and run it as root with these arguments.
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Task::Setup => setup::kernel_toolchain(),
+        Task::BuildEbpf => build_ebpf::run(),
+        Task::Test { args } => test::run(&args),
+        Task::Run { args } => run_tcptrace(&args),
+    }
+}
+
+/// The workspace root (xtask lives one level below it).
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask sits inside the workspace")
+        .to_path_buf()
+}
+
+/// Runs a command, failing with its command line when it fails.
+fn run_checked(command: &mut Command) -> Result<()> {
+    let status = command
+        .status()
+        .with_context(|| format!("starting {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed with {status}");
+    }
+    Ok(())
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// `sudo` when not root, so that `cargo xtask run` works for everyone.
+fn privileged(program: &Path) -> Command {
+    if is_root() {
+        Command::new(program)
+    } else {
+        let mut sudo = Command::new("sudo");
+        sudo.arg(program);
+        sudo
+    }
+}
+
+fn run_tcptrace(args: &[String]) -> Result<()> {
+    let root = workspace();
+    run_checked(Command::new(env!("CARGO")).current_dir(&root).args([
+        "build",
+        "--release",
+        "-p",
+        "tcptrace",
+    ]))?;
+    run_checked(privileged(&root.join("target/release/tcptrace")).args(args))
+}
