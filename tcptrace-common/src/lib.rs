@@ -7,6 +7,7 @@
 #![no_std]
 
 pub mod layout;
+pub mod rules;
 pub mod state;
 
 pub use layout::{KernelLayout, ResetLayout, RetransmitLayout, StateLayout, RAW_RECORD_LEN};

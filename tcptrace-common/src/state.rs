@@ -69,6 +69,7 @@ pub mod raw {
     pub const SYN_SENT: i32 = 2;
     pub const SYN_RECV: i32 = 3;
     pub const FIN_WAIT1: i32 = 4;
+    pub const FIN_WAIT2: i32 = 5;
     pub const CLOSE: i32 = 7;
     pub const CLOSE_WAIT: i32 = 8;
     pub const LAST_ACK: i32 = 9;

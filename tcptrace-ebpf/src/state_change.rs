@@ -10,7 +10,8 @@
 
 use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::TracePointContext};
 use tcptrace_common::{
-    state::raw::{CLOSE, CLOSE_WAIT, ESTABLISHED, FIN_WAIT1, LAST_ACK, LISTEN, SYN_RECV, SYN_SENT},
+    rules::{classify, Role},
+    state::raw::{CLOSE, LISTEN},
     Counter, EventKind, Listener, ListenerKey, SockInfo, Task, CLOSER_KNOWN, CTX_PROCESS,
     IPPROTO_TCP, OWNER_FROM_LISTENER, OWNER_FROM_SYSCALL, SEEN_MID_LIFE,
 };
@@ -39,8 +40,9 @@ pub fn on_set_state(ctx: &TracePointContext) -> Result<(), ()> {
     let now = unsafe { bpf_ktime_get_ns() };
     let process = in_process_context();
 
-    let born = process && old == CLOSE && (new == SYN_SENT || new == LISTEN);
-    let closing = process && is_close_call(old, new) && !reset_by_peer(skaddr, new);
+    let role = classify(old, new, process, new == CLOSE && reset_by_peer(skaddr));
+    let born = role == Role::Birth;
+    let closing = role == Role::CloseCall;
     let actor = if process {
         current_task(ctx, born || closing)
     } else {
@@ -50,7 +52,7 @@ pub fn on_set_state(ctx: &TracePointContext) -> Result<(), ()> {
     let stored = SOCKS.get_ptr_mut(skaddr);
     let mut info = if born {
         born_info(skaddr, &actor, now)
-    } else if old == LISTEN && new == SYN_RECV {
+    } else if role == Role::PassiveChild {
         passive_child_info(ctx, skaddr, now)?
     } else if let Some(known) = stored {
         unsafe { *known }
@@ -103,13 +105,11 @@ pub fn on_set_state(ctx: &TracePointContext) -> Result<(), ()> {
     Ok(())
 }
 
-/// A CLOSE right after `tcp_receive_reset` on this CPU for this socket is
-/// the peer's doing, even when processed from the backlog in a syscall.
+/// True when `tcp_receive_reset` just ran on this CPU for this socket (then
+/// a CLOSE is the peer's doing, even when processed from the backlog in a
+/// system call). Consumes the marker.
 #[inline(always)]
-fn reset_by_peer(skaddr: u64, new: i32) -> bool {
-    if new != CLOSE {
-        return false;
-    }
+fn reset_by_peer(skaddr: u64) -> bool {
     match LAST_RESET_SOCK.get_ptr_mut(0) {
         Some(last) if unsafe { *last } == skaddr => {
             unsafe { *last = 0 };
@@ -117,16 +117,6 @@ fn reset_by_peer(skaddr: u64, new: i32) -> bool {
         }
         _ => false,
     }
-}
-
-/// Transitions a process makes by calling close(), shutdown() or by aborting
-/// (SO_LINGER 0, connect() given up); they name the closer.
-#[inline(always)]
-fn is_close_call(old: i32, new: i32) -> bool {
-    matches!(
-        (old, new),
-        (ESTABLISHED | SYN_RECV, FIN_WAIT1) | (CLOSE_WAIT, LAST_ACK) | (_, CLOSE)
-    )
 }
 
 #[inline(always)]

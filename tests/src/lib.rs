@@ -1,1 +1,23 @@
+//! Harness for the real-kernel tests: run the real `tcptrace` binary, drive
+//! real TCP traffic, read what tcptrace reported.
+//!
+//! Tests need root (they load BPF programs and make network namespaces).
+//! Without it they fail with a message saying so; they never skip.
 
+pub mod netns;
+pub mod process;
+pub mod trace;
+
+pub use process::Workload;
+pub use trace::{Trace, Tracer};
+
+/// Fails the test with a clear message unless running as root.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert!(
+        euid == 0,
+        "the real-kernel tests load BPF programs and create network namespaces: \
+         run them as root (`sudo cargo xtask test`); euid is {euid}"
+    );
+}

@@ -1,0 +1,142 @@
+//! The scenario workloads, run as child processes whose output the test
+//! follows line by line.
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    path::PathBuf,
+    process::{Child, ChildStdin, Command, Stdio},
+    sync::mpsc::{self, Receiver},
+    thread,
+    time::Duration,
+};
+
+/// How long a test waits for any one line from a child.
+pub const LINE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A running `tt-workload`, optionally inside a network namespace.
+pub struct Workload {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+}
+
+/// Path of the workload binary, which cargo builds into the same target
+/// directory as the test executables (`target/<profile>/deps/..`).
+#[must_use]
+pub fn workload_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>");
+    let path = profile_dir.join("tt-workload");
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `cargo xtask test`",
+        path.display()
+    );
+    path
+}
+
+impl Workload {
+    /// Starts `tt-workload ARGS...`.
+    #[must_use]
+    pub fn start(args: &[&str]) -> Self {
+        Self::spawn(Command::new(workload_bin()).args(args))
+    }
+
+    /// Starts `tt-workload ARGS...` inside network namespace `netns`.
+    /// `ip netns exec` execs the program, so the pid is the workload's.
+    #[must_use]
+    pub fn start_in(netns: &str, args: &[&str]) -> Self {
+        Self::spawn(
+            Command::new("ip")
+                .args(["netns", "exec", netns])
+                .arg(workload_bin())
+                .args(args),
+        )
+    }
+
+    fn spawn(command: &mut Command) -> Self {
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stdin = child.stdin.take();
+        Self {
+            child,
+            stdin,
+            lines,
+        }
+    }
+
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The next line starting with `prefix`, minus the prefix.
+    pub fn expect_line(&mut self, prefix: &str) -> String {
+        loop {
+            let line = self.lines.recv_timeout(LINE_TIMEOUT).unwrap_or_else(|_| {
+                panic!("workload {} printed no `{prefix}` line in time", self.pid())
+            });
+            if let Some(rest) = line.strip_prefix(prefix) {
+                return rest.trim().to_owned();
+            }
+        }
+    }
+
+    /// Sends a line to the workload's stdin.
+    pub fn send_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin still open");
+        writeln!(stdin, "{line}").expect("workload stdin");
+        stdin.flush().expect("workload stdin");
+    }
+
+    /// Closes the workload's stdin (its signal to finish).
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    /// Waits for a successful exit, bounded in time.
+    pub fn wait_success(mut self) {
+        self.stdin = None;
+        let deadline = std::time::Instant::now() + LINE_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for workload") {
+                assert!(
+                    status.success(),
+                    "workload {} failed: {status}",
+                    self.child.id()
+                );
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "workload {} did not finish in time",
+                self.child.id()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        // A failing test must not leave workloads behind.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

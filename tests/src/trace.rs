@@ -1,0 +1,205 @@
+//! Running `tcptrace trace --json` and reading its records.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::mpsc::{self, Receiver},
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+use crate::process::LINE_TIMEOUT;
+
+/// The release `tcptrace` binary (`cargo xtask test` builds it first).
+#[must_use]
+pub fn tcptrace_bin() -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/tcptrace");
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo xtask test`, which builds it",
+        path.display()
+    );
+    path
+}
+
+/// A running `tcptrace trace --json` session.
+pub struct Tracer {
+    child: Child,
+    lines: Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Tracer {
+    /// Starts tracing with `extra` arguments and waits until it is attached.
+    #[must_use]
+    pub fn start(extra: &[&str]) -> Self {
+        let mut child = Command::new(tcptrace_bin())
+            .args(["trace", "--json"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start tcptrace");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut tracer = Self {
+            child,
+            lines,
+            seen: Vec::new(),
+        };
+        let deadline = Instant::now() + LINE_TIMEOUT;
+        loop {
+            let line = tracer
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("tcptrace did not start in time (see its stderr above)");
+            let is_start = line.contains("\"type\":\"start\"");
+            tracer.seen.push(line);
+            if is_start {
+                return tracer;
+            }
+        }
+    }
+
+    /// Stops the session like Ctrl-C does and returns everything it printed.
+    #[must_use]
+    pub fn stop(mut self) -> Trace {
+        // Let the last events reach the ring buffer and the drain timer.
+        thread::sleep(Duration::from_millis(300));
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(i32::try_from(self.child.id()).expect("pid"), libc::SIGINT) };
+        let deadline = Instant::now() + LINE_TIMEOUT;
+        loop {
+            match self.lines.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) => self.seen.push(line),
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "tcptrace did not stop on SIGINT in time"
+                    );
+                }
+            }
+        }
+        let status = self.child.wait().expect("wait for tcptrace");
+        assert!(status.success(), "tcptrace exited with {status}");
+        Trace::parse(&self.seen)
+    }
+}
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Everything a session printed.
+pub struct Trace {
+    pub records: Vec<Value>,
+}
+
+impl Trace {
+    fn parse(lines: &[String]) -> Self {
+        let records = lines
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+            .collect();
+        Self { records }
+    }
+
+    /// Records of one type (`state`, `retransmit`, `existing`, `summary`, ...).
+    pub fn of_type<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
+        self.records.iter().filter(move |r| r["type"] == kind)
+    }
+
+    /// Every event whose local or remote endpoint is `endpoint` ("ip:port").
+    pub fn about<'a>(&'a self, endpoint: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
+        self.records
+            .iter()
+            .filter(move |r| r["local"] == endpoint || r["remote"] == endpoint)
+    }
+
+    /// State transitions of the socket with these endpoints, in order,
+    /// as `OLD->NEW` strings.
+    #[must_use]
+    pub fn transitions(&self, local: &str, remote: &str) -> Vec<String> {
+        self.of_type("state")
+            .filter(|r| r["local"] == local && r["remote"] == remote)
+            .map(|r| {
+                format!(
+                    "{}->{}",
+                    r["old"].as_str().unwrap_or("?"),
+                    r["new"].as_str().unwrap_or("?")
+                )
+            })
+            .collect()
+    }
+
+    /// The lifetime of the socket that had these endpoints: its events by
+    /// kernel address, from its birth (connect, listen or passive open) to
+    /// its CLOSE. Bounded both ways because a freed address is reused.
+    #[must_use]
+    pub fn socket_events(&self, local: &str, remote: &str) -> Vec<&Value> {
+        let events: Vec<&Value> = self
+            .records
+            .iter()
+            .filter(|r| r["type"] != "existing")
+            .collect();
+        let Some(hit) = events
+            .iter()
+            .position(|r| r["local"] == local && r["remote"] == remote)
+        else {
+            return Vec::new();
+        };
+        let sock = &events[hit]["sock"];
+        let same: Vec<(usize, &Value)> = events
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| &r["sock"] == sock)
+            .map(|(i, r)| (i, *r))
+            .collect();
+        let is_birth = |r: &Value| {
+            r["type"] == "state"
+                && (r["old"] == "CLOSE" || r["old"] == "LISTEN" && r["new"] == "SYN_RECV")
+        };
+        let start = same
+            .iter()
+            .rev()
+            .find(|(i, r)| *i <= hit && is_birth(r))
+            .map_or(0, |(i, _)| *i);
+        let end = same
+            .iter()
+            .find(|(i, r)| *i >= hit && r["type"] == "state" && r["new"] == "CLOSE")
+            .map_or(usize::MAX, |(i, _)| *i);
+        same.into_iter()
+            .filter(|(i, _)| *i >= start && *i <= end)
+            .map(|(_, r)| r)
+            .collect()
+    }
+
+    #[must_use]
+    pub fn summary(&self) -> &Value {
+        self.of_type("summary").last().expect("a summary record")
+    }
+}
+
+/// `OLD->NEW` of a state record.
+#[must_use]
+pub fn transition(record: &Value) -> String {
+    format!(
+        "{}->{}",
+        record["old"].as_str().unwrap_or("?"),
+        record["new"].as_str().unwrap_or("?")
+    )
+}
