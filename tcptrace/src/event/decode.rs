@@ -172,3 +172,147 @@ impl Raw<'_> {
         self.array::<4>(field).map(i32::from_ne_bytes)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    use tcptrace_common::{SockInfo, Task, RAW_RECORD_LEN};
+
+    use super::*;
+    use crate::probe::tracefs::Format;
+
+    fn layouts() -> RecordLayouts {
+        let f = |text: &str| Format::parse(text).unwrap();
+        RecordLayouts::from_formats(
+            &f(include_str!("../probe/fixtures/inet_sock_set_state-6.18.format")),
+            &f(include_str!("../probe/fixtures/tcp_retransmit_skb-6.18.format")),
+            &f(include_str!("../probe/fixtures/tcp_send_reset-6.18.format")),
+            &f(include_str!("../probe/fixtures/tcp_receive_reset-6.18.format")),
+        )
+        .unwrap()
+    }
+
+    fn event(kind: u16, raw: &[(usize, &[u8])], raw_len: u16) -> Event {
+        let mut event = Event {
+            kind,
+            raw_len,
+            context: 0,
+            ts_ns: 42,
+            skaddr: 0xffff_8881_0000_1000,
+            sock: SockInfo::EMPTY,
+            actor: Task::NOBODY,
+            in_state_ns: 0,
+            raw: [0; RAW_RECORD_LEN],
+        };
+        for (offset, bytes) in raw {
+            event.raw[*offset..*offset + bytes.len()].copy_from_slice(bytes);
+        }
+        event
+    }
+
+    fn bytes(event: &Event) -> Vec<u8> {
+        // SAFETY: Event is plain data without padding.
+        unsafe { std::slice::from_raw_parts((event as *const Event).cast::<u8>(), EVENT_SIZE) }.to_vec()
+    }
+
+    /// An inet_sock_set_state record as the 6.18 layout has it.
+    fn state_change(family: u16, old: i32, new: i32) -> Event {
+        event(
+            1,
+            &[
+                (16, &old.to_ne_bytes()),
+                (20, &new.to_ne_bytes()),
+                (24, &40000u16.to_ne_bytes()),
+                (26, &8080u16.to_ne_bytes()),
+                (28, &family.to_ne_bytes()),
+                (30, &6u16.to_ne_bytes()),
+                (32, &[127, 0, 0, 1]),
+                (36, &[127, 0, 0, 2]),
+                (40, &Ipv6Addr::LOCALHOST.octets()),
+                (56, &Ipv6Addr::LOCALHOST.octets()),
+            ],
+            72,
+        )
+    }
+
+    #[test]
+    fn ipv4_state_change() {
+        let mut record = state_change(AF_INET, 2, 1);
+        record.context = CTX_PROCESS;
+        record.in_state_ns = 1500;
+        let event = decode(&bytes(&record), &layouts()).unwrap();
+        assert_eq!(
+            event.what,
+            What::StateChange { old: TcpState::SynSent, new: TcpState::Established }
+        );
+        assert_eq!(event.local, SocketAddr::new(Ipv4Addr::new(127, 0, 0, 1).into(), 40000));
+        assert_eq!(event.remote, SocketAddr::new(Ipv4Addr::new(127, 0, 0, 2).into(), 8080));
+        assert!(event.actor.is_some());
+        assert_eq!(event.in_state_ns, Some(1500));
+    }
+
+    #[test]
+    fn ipv6_state_change() {
+        let event = decode(&bytes(&state_change(AF_INET6, 1, 4)), &layouts()).unwrap();
+        assert_eq!(event.local, SocketAddr::new(Ipv6Addr::LOCALHOST.into(), 40000));
+        assert!(event.actor.is_none(), "no CTX_PROCESS: softirq, no actor");
+        assert_eq!(event.in_state_ns, None);
+    }
+
+    #[test]
+    fn reset_with_sockaddr_endpoints() {
+        // 6.10+ tcp_send_reset: state at 24, sockaddr_in at 32 and 60.
+        let mut src = [0u8; 28];
+        src[..2].copy_from_slice(&AF_INET.to_ne_bytes());
+        src[2..4].copy_from_slice(&8080u16.to_be_bytes());
+        src[4..8].copy_from_slice(&[10, 0, 0, 1]);
+        let record = event(3, &[(24, &1i32.to_ne_bytes()), (32, &src), (60, &src)], 88);
+        let event = decode(&bytes(&record), &layouts()).unwrap();
+        assert_eq!(event.what, What::ResetSent { state: Some(TcpState::Established) });
+        assert_eq!(event.local, "10.0.0.1:8080".parse().unwrap());
+    }
+
+    #[test]
+    fn bad_records_are_errors_not_panics() {
+        let layouts = layouts();
+        let good = bytes(&state_change(AF_INET, 2, 1));
+        assert_eq!(decode(&good[..10], &layouts).unwrap_err(), DecodeError::Length(10));
+        assert_eq!(decode(&[], &layouts).unwrap_err(), DecodeError::Length(0));
+        let mut long = good.clone();
+        long.push(0);
+        assert!(matches!(decode(&long, &layouts), Err(DecodeError::Length(_))));
+
+        let mut bad_tag = state_change(AF_INET, 2, 1);
+        bad_tag.kind = 99;
+        assert_eq!(decode(&bytes(&bad_tag), &layouts).unwrap_err(), DecodeError::Kind(99));
+
+        let bad_state = state_change(AF_INET, 2, 13);
+        assert_eq!(decode(&bytes(&bad_state), &layouts).unwrap_err(), DecodeError::State(13));
+
+        let bad_family = state_change(7, 2, 1);
+        assert_eq!(decode(&bytes(&bad_family), &layouts).unwrap_err(), DecodeError::Family(7));
+
+        let mut truncated = state_change(AF_INET, 2, 1);
+        truncated.raw_len = 20; // newstate at 20..24 lies beyond
+        assert_eq!(decode(&bytes(&truncated), &layouts).unwrap_err(), DecodeError::Truncated);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        let layouts = layouts();
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut buf = vec![0u8; EVENT_SIZE];
+        for _ in 0..10_000 {
+            for b in &mut buf {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                *b = seed as u8;
+            }
+            buf[0] = (seed % 6) as u8; // mostly valid tags, to reach the field decoding
+            buf[1] = 0;
+            let _ = decode(&buf, &layouts);
+        }
+    }
+}

@@ -165,7 +165,8 @@ impl fmt::Display for WhatText {
             What::Retransmit { state: s } => {
                 pad(f, format_args!("RETRANSMIT #{} in {}", self.1, state(s)))
             }
-            What::ResetSent { state: s } => pad(f, format_args!("RST sent in {}", state(s))),
+            What::ResetSent { state: None } => f.pad("RST sent (no socket)"),
+            What::ResetSent { state: Some(s) } => pad(f, format_args!("RST sent in {}", s.name())),
             What::ResetReceived => f.pad("RST received"),
         }
     }
