@@ -41,13 +41,16 @@ pub struct ResetLayout {
 }
 const _: () = assert!(core::mem::size_of::<ResetLayout>() == 8);
 
-/// `struct sock` → network namespace inode, resolved from BTF.
-/// `sock_net` is the offset of `sk->__sk_common.skc_net.net` and
-/// `net_inum` of `net->ns.inum`; 0 in `sock_net` means "unresolved".
+/// `struct sock` offsets resolved from BTF; 0 means "unresolved".
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KernelLayout {
+    /// `sk->__sk_common.skc_net.net`
     pub sock_net: u32,
+    /// `net->ns.inum`
     pub net_inum: u32,
+    /// `sk->sk_err`
+    pub sock_err: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelLayout>() == 8);
+const _: () = assert!(core::mem::size_of::<KernelLayout>() == 16);

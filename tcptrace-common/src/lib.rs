@@ -150,12 +150,16 @@ pub struct Event {
     pub actor: Task,
     /// Time spent in the state this event leaves, 0 if unknown.
     pub in_state_ns: u64,
+    /// `sk->sk_err` when the socket enters CLOSE (ECONNREFUSED, ETIMEDOUT,
+    /// EHOSTUNREACH, ECONNRESET, ...): why it died. 0 otherwise.
+    pub sk_err: i32,
+    pub _pad: u32,
     /// The tracepoint record as the kernel wrote it; decoded in userspace with
     /// the offsets read from tracefs, so the layout is never hard-coded.
     pub raw: [u8; RAW_RECORD_LEN],
 }
 pub const EVENT_SIZE: usize = core::mem::size_of::<Event>();
-const _: () = assert!(EVENT_SIZE == 264);
+const _: () = assert!(EVENT_SIZE == 272);
 
 /// Per-CPU counters (index into the `COUNTERS` array), summed by userspace.
 #[repr(u32)]

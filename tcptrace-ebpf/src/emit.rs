@@ -17,6 +17,7 @@ pub struct Record<'a> {
     pub sock: &'a SockInfo,
     pub actor: &'a Task,
     pub in_state_ns: u64,
+    pub sk_err: i32,
     pub record_len: u32,
 }
 
@@ -42,6 +43,8 @@ pub fn emit(ctx: &TracePointContext, record: &Record) {
         (*event).sock = *record.sock;
         (*event).actor = *record.actor;
         (*event).in_state_ns = record.in_state_ns;
+        (*event).sk_err = record.sk_err;
+        (*event)._pad = 0;
         // The record lives in a per-CPU trace buffer far larger than
         // RAW_RECORD_LEN, so a fixed-size copy is safe; userspace reads only
         // `raw_len` bytes of it.

@@ -68,6 +68,8 @@ static RECEIVE_RESET_LAYOUT: ResetLayout = ResetLayout {
 static KERNEL_LAYOUT: KernelLayout = KernelLayout {
     sock_net: 0,
     net_inum: 0,
+    sock_err: 0,
+    _pad: 0,
 };
 #[unsafe(no_mangle)]
 static SETTINGS: Settings = Settings::DEFAULT;

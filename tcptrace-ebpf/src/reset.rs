@@ -53,6 +53,7 @@ pub fn on_reset(ctx: &TracePointContext, direction: Direction) -> Result<(), ()>
             sock: &info,
             actor: &actor,
             in_state_ns: 0,
+            sk_err: 0,
             record_len: layout.record_len,
         },
     );

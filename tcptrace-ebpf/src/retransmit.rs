@@ -36,6 +36,7 @@ pub fn on_retransmit(ctx: &TracePointContext) -> Result<(), ()> {
             sock: &info,
             actor: &Task::NOBODY,
             in_state_ns: 0,
+            sk_err: 0,
             record_len: layout.record_len,
         },
     );

@@ -20,3 +20,14 @@ pub fn netns_of(skaddr: u64) -> u32 {
         };
     unsafe { bpf_probe_read_kernel((net + u64::from(layout.net_inum)) as *const u32) }.unwrap_or(0)
 }
+
+/// `sk->sk_err`: set before the kernel moves a socket to CLOSE because of an
+/// error (refused, timed out, unreachable, reset). 0 if it cannot be read.
+#[inline(always)]
+pub fn error_of(skaddr: u64) -> i32 {
+    let offset = kernel_layout().sock_err;
+    if offset == 0 || skaddr == 0 {
+        return 0;
+    }
+    unsafe { bpf_probe_read_kernel((skaddr + u64::from(offset)) as *const i32) }.unwrap_or(0)
+}

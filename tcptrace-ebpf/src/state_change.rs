@@ -20,7 +20,7 @@ use crate::{
     context::{current_cgroup_id, current_task, in_process_context},
     emit::{emit, Record},
     maps::{count, state_layout, LAST_RESET_SOCK, LISTENERS, SOCKS},
-    sock::netns_of,
+    sock::{error_of, netns_of},
 };
 
 #[inline(always)]
@@ -99,6 +99,7 @@ pub fn on_set_state(ctx: &TracePointContext) -> Result<(), ()> {
             sock: &info,
             actor: &actor,
             in_state_ns,
+            sk_err: if new == CLOSE { error_of(skaddr) } else { 0 },
             record_len: layout.record_len,
         },
     );

@@ -89,6 +89,7 @@ pub fn decode(bytes: &[u8], layouts: &RecordLayouts) -> Result<TcpEvent, DecodeE
         sock: event.sock,
         actor: process.then_some(event.actor),
         in_state_ns: (event.in_state_ns != 0).then_some(event.in_state_ns),
+        error: (event.sk_err != 0).then_some(event.sk_err),
     })
 }
 
@@ -203,6 +204,8 @@ mod tests {
             sock: SockInfo::EMPTY,
             actor: Task::NOBODY,
             in_state_ns: 0,
+            sk_err: 0,
+            _pad: 0,
             raw: [0; RAW_RECORD_LEN],
         };
         for (offset, bytes) in raw {

@@ -43,6 +43,8 @@ pub struct TcpEvent {
     pub actor: Option<Task>,
     /// Time spent in the state the event leaves, when known.
     pub in_state_ns: Option<u64>,
+    /// Why the socket died, on a transition to CLOSE (`sk_err`, an errno).
+    pub error: Option<i32>,
 }
 
 impl TcpEvent {

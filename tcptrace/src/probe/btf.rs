@@ -1,6 +1,6 @@
 //! `struct sock` offsets resolved from the kernel's BTF
-//! (`/sys/kernel/btf/vmlinux`), for the one fact the tracepoint records do
-//! not carry: the socket's network namespace.
+//! (`/sys/kernel/btf/vmlinux`), for what the tracepoint records do not
+//! carry: the socket's network namespace and its error when it dies.
 
 use anyhow::{bail, Context, Result};
 use btf_rs::{Btf, Type};
@@ -8,15 +8,18 @@ use tcptrace_common::KernelLayout;
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
-/// Offsets of `sock.__sk_common.skc_net.net` and `net.ns.inum`.
+/// Offsets of `sock.__sk_common.skc_net.net`, `net.ns.inum` and `sock.sk_err`.
 pub fn kernel_layout() -> Result<KernelLayout> {
     let btf = Btf::from_file(VMLINUX_BTF)
         .with_context(|| format!("reading kernel BTF from {VMLINUX_BTF}"))?;
     let sock_net = member_offset(&btf, "sock", &["__sk_common", "skc_net", "net"])?;
     let net_inum = member_offset(&btf, "net", &["ns", "inum"])?;
+    let sock_err = member_offset(&btf, "sock", &["sk_err"])?;
     Ok(KernelLayout {
         sock_net: u32::try_from(sock_net)?,
         net_inum: u32::try_from(net_inum)?,
+        sock_err: u32::try_from(sock_err)?,
+        _pad: 0,
     })
 }
 
