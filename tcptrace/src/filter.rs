@@ -1,6 +1,6 @@
 //! Which events a session shows: by process, command or port.
 
-use crate::{event::TcpEvent, owner::Owner};
+use crate::{event::TcpEvent, owner::Owner, snapshot::ExistingSocket};
 
 #[derive(Clone, Debug, Default)]
 pub struct Filter {
@@ -28,6 +28,18 @@ impl Filter {
         let port_ok = self.ports.is_empty()
             || self.ports.contains(&event.local.port())
             || self.ports.contains(&event.remote.port());
+        pid_ok && comm_ok && port_ok
+    }
+
+    /// The same test for a socket from a `sock_diag` dump, by its holders.
+    #[must_use]
+    pub fn matches_existing(&self, socket: &ExistingSocket) -> bool {
+        let holders = &socket.holders;
+        let pid_ok = self.pids.is_empty() || holders.iter().any(|h| self.pids.contains(&h.pid));
+        let comm_ok = self.comms.is_empty() || holders.iter().any(|h| self.comms.contains(&h.comm));
+        let port_ok = self.ports.is_empty()
+            || self.ports.contains(&socket.local.port())
+            || self.ports.contains(&socket.remote.port());
         pid_ok && comm_ok && port_ok
     }
 }

@@ -1,9 +1,12 @@
 //! tcptrace: who leaves TIME_WAIT, CLOSE_WAIT and dead-peer FINs behind.
 //!
 //! Data flows one way: kernel programs (`probe`) → decoded `event`s →
-//! ownership (`owner`, `snapshot`) → `output`.
+//! ownership (`owner`, `snapshot`) → the socket `table` → `diagnose` →
+//! `output`.
 
+pub mod callsite;
 pub mod clock;
+pub mod diagnose;
 pub mod event;
 pub mod filter;
 pub mod output;
@@ -12,3 +15,5 @@ pub mod probe;
 pub mod proc_fds;
 pub mod session;
 pub mod snapshot;
+pub mod symbolize;
+pub mod table;

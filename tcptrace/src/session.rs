@@ -10,13 +10,16 @@ use tcptrace_common::ListenerKey;
 use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
 
 use crate::{
-    clock::WallClock,
-    event::{decode, layout::RecordLayouts, What},
+    callsite::CallSites,
+    clock::{monotonic_ns, WallClock},
+    diagnose::{build_report, ports::local_port_range, Diagnoses, ReportInput},
+    event::{decode, layout::RecordLayouts, TcpEvent, What},
     filter::Filter,
     output::Sink,
     owner,
     probe::{Counters, Probe, ProbeOptions},
     snapshot::{ExistingSocket, Snapshot},
+    table::{Applied, SocketTable, StackRef},
 };
 
 /// How often the ring buffer is drained when no wakeup came: records are
@@ -29,6 +32,8 @@ pub struct SessionOptions {
     pub duration: Option<Duration>,
     pub filter: Filter,
     pub probe: ProbeOptions,
+    /// Only the report at the end, no live lines.
+    pub report_only: bool,
 }
 
 /// What a session saw, printed at its end.
@@ -64,11 +69,13 @@ pub async fn run(options: SessionOptions, sink: &mut dyn Sink) -> Result<Summary
     let shown: Vec<&ExistingSocket> = snapshot
         .sockets
         .iter()
-        .filter(|s| existing_matches(&options.filter, s))
+        .filter(|s| options.filter.matches_existing(s))
         .collect();
-    sink.start(&snapshot.sockets, shown.len())?;
-    for socket in &shown {
-        sink.existing(socket)?;
+    if !options.report_only {
+        sink.start(&snapshot.sockets, shown.len())?;
+        for socket in &shown {
+            sink.existing(socket)?;
+        }
     }
     sink.flush()?;
     eprintln!("tcptrace: tracing TCP sockets; Ctrl-C to stop");
@@ -81,10 +88,15 @@ pub async fn run(options: SessionOptions, sink: &mut dyn Sink) -> Result<Summary
 
     let mut reader = Reader {
         layouts: probe.layouts,
+        probe: &probe,
         snapshot: &snapshot,
         filter: &options.filter,
+        report_only: options.report_only,
         clock: WallClock::now(),
         summary: Summary::default(),
+        table: SocketTable::default(),
+        diagnoses: Diagnoses::default(),
+        call_sites: CallSites::default(),
     };
     let started = Instant::now();
     let deadline = tokio::time::sleep(
@@ -110,20 +122,41 @@ pub async fn run(options: SessionOptions, sink: &mut dyn Sink) -> Result<Summary
         }
     }
     reader.drain(ring.get_mut(), sink)?;
-    let mut summary = reader.summary;
+    let mut summary = std::mem::take(&mut reader.summary);
     summary.elapsed = started.elapsed();
     summary.kernel = probe.counters()?;
     sink.summary(&summary)?;
+
+    let mut now = Snapshot::take().context("listing sockets for the report (sock_diag)")?;
+    now.retain(|s| options.filter.matches_existing(s));
+    let report = build_report(
+        &reader.diagnoses,
+        &ReportInput {
+            table: &reader.table,
+            now: &now,
+            now_ns: monotonic_ns(),
+            elapsed: summary.elapsed,
+            call_sites: &reader.call_sites,
+            port_range: local_port_range(),
+            events_lost: summary.kernel.events_lost + summary.decode_errors,
+        },
+    );
+    sink.report(&report)?;
     sink.flush()?;
     Ok(summary)
 }
 
 struct Reader<'a> {
     layouts: RecordLayouts,
+    probe: &'a Probe,
     snapshot: &'a Snapshot,
     filter: &'a Filter,
+    report_only: bool,
     clock: WallClock,
     summary: Summary,
+    table: SocketTable,
+    diagnoses: Diagnoses,
+    call_sites: CallSites,
 }
 
 impl Reader<'_> {
@@ -148,34 +181,45 @@ impl Reader<'_> {
                 What::ResetReceived => s.resets_received += 1,
             }
             let owner = owner::resolve(&event, self.snapshot);
+            // The table sees everything, so a socket's record stays whole
+            // whatever the filter; diagnoses see what the filter lets by.
+            let applied = self.table.apply(&event, owner.as_ref());
             if !self.filter.matches(&event, owner.as_ref()) {
                 s.filtered_out += 1;
                 continue;
             }
             s.shown += 1;
-            sink.event(&event, owner.as_ref(), self.clock.unix_ns(event.ts_ns))?;
+            self.observe_call_sites(&event);
+            match applied {
+                Applied::Live(skaddr) => {
+                    if let Some(record) = self.table.get(skaddr) {
+                        self.diagnoses.on_event(&event, record);
+                    }
+                }
+                Applied::Closed(record) => self.diagnoses.on_closed(&record, &event),
+                Applied::Untracked => {}
+            }
+            if !self.report_only {
+                sink.event(&event, owner.as_ref(), self.clock.unix_ns(event.ts_ns))?;
+            }
         }
         sink.flush()?;
         Ok(())
     }
 }
 
-fn existing_matches(filter: &Filter, socket: &ExistingSocket) -> bool {
-    let pid_ok =
-        filter.pids.is_empty() || socket.holders.iter().any(|h| filter.pids.contains(&h.pid));
-    let comm_ok = filter.comms.is_empty()
-        || socket
-            .holders
-            .iter()
-            .any(|h| filter.comms.contains(&h.comm));
-    let port_ok = filter.ports.is_empty()
-        || filter.ports.contains(&socket.local.port())
-        || filter.ports.contains(&socket.remote.port());
-    pid_ok && comm_ok && port_ok
-}
-
 /// Passive sockets inherit their listener's owner in the kernel; listeners
 /// opened before tcptrace started are taught to it from the snapshot.
+impl Reader<'_> {
+    /// Symbolizes stacks on first sight, while their process still lives.
+    fn observe_call_sites(&mut self, event: &TcpEvent) {
+        let tasks = [event.owner(), event.closer(), event.actor.as_ref()];
+        for stack in tasks.into_iter().flatten().filter_map(StackRef::of_task) {
+            self.call_sites.observe(stack, self.probe);
+        }
+    }
+}
+
 fn seed_listeners(probe: &mut Probe, snapshot: &Snapshot) {
     for socket in &snapshot.sockets {
         let (tcptrace_common::TcpState::Listen, Some(holder)) =

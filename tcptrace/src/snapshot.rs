@@ -71,6 +71,15 @@ impl Snapshot {
         }
     }
 
+    /// Keeps only the sockets `keep` accepts.
+    pub fn retain(&mut self, keep: impl Fn(&ExistingSocket) -> bool) {
+        let sockets = std::mem::take(&mut self.sockets)
+            .into_iter()
+            .filter(|s| keep(s))
+            .collect();
+        *self = Self::from_sockets(sockets, self.netns);
+    }
+
     /// The socket with these endpoints, if it existed at snapshot time.
     #[must_use]
     pub fn find(&self, local: SocketAddr, remote: SocketAddr) -> Option<&ExistingSocket> {

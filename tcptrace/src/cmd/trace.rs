@@ -32,6 +32,9 @@ pub struct TraceArgs {
     /// Do not capture user stacks (call sites) at connect, listen and close.
     #[arg(long)]
     no_stacks: bool,
+    /// No live lines: only the diagnosis report at the end.
+    #[arg(long)]
+    report_only: bool,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -55,6 +58,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
             ring_bytes: args.ring_buffer_mib * 1024 * 1024,
             capture_stacks: !args.no_stacks,
         },
+        report_only: args.report_only,
     };
     let stdout = io::BufWriter::new(io::stdout().lock());
     let mut sink: Box<dyn Sink> = if args.json {

@@ -186,10 +186,16 @@ mod tests {
     fn layouts() -> RecordLayouts {
         let f = |text: &str| Format::parse(text).unwrap();
         RecordLayouts::from_formats(
-            &f(include_str!("../probe/fixtures/inet_sock_set_state-6.18.format")),
-            &f(include_str!("../probe/fixtures/tcp_retransmit_skb-6.18.format")),
+            &f(include_str!(
+                "../probe/fixtures/inet_sock_set_state-6.18.format"
+            )),
+            &f(include_str!(
+                "../probe/fixtures/tcp_retransmit_skb-6.18.format"
+            )),
             &f(include_str!("../probe/fixtures/tcp_send_reset-6.18.format")),
-            &f(include_str!("../probe/fixtures/tcp_receive_reset-6.18.format")),
+            &f(include_str!(
+                "../probe/fixtures/tcp_receive_reset-6.18.format"
+            )),
         )
         .unwrap()
     }
@@ -216,7 +222,8 @@ mod tests {
 
     fn bytes(event: &Event) -> Vec<u8> {
         // SAFETY: Event is plain data without padding.
-        unsafe { std::slice::from_raw_parts((event as *const Event).cast::<u8>(), EVENT_SIZE) }.to_vec()
+        unsafe { std::slice::from_raw_parts((event as *const Event).cast::<u8>(), EVENT_SIZE) }
+            .to_vec()
     }
 
     /// An inet_sock_set_state record as the 6.18 layout has it.
@@ -247,10 +254,19 @@ mod tests {
         let event = decode(&bytes(&record), &layouts()).unwrap();
         assert_eq!(
             event.what,
-            What::StateChange { old: TcpState::SynSent, new: TcpState::Established }
+            What::StateChange {
+                old: TcpState::SynSent,
+                new: TcpState::Established
+            }
         );
-        assert_eq!(event.local, SocketAddr::new(Ipv4Addr::new(127, 0, 0, 1).into(), 40000));
-        assert_eq!(event.remote, SocketAddr::new(Ipv4Addr::new(127, 0, 0, 2).into(), 8080));
+        assert_eq!(
+            event.local,
+            SocketAddr::new(Ipv4Addr::new(127, 0, 0, 1).into(), 40000)
+        );
+        assert_eq!(
+            event.remote,
+            SocketAddr::new(Ipv4Addr::new(127, 0, 0, 2).into(), 8080)
+        );
         assert!(event.actor.is_some());
         assert_eq!(event.in_state_ns, Some(1500));
     }
@@ -258,7 +274,10 @@ mod tests {
     #[test]
     fn ipv6_state_change() {
         let event = decode(&bytes(&state_change(AF_INET6, 1, 4)), &layouts()).unwrap();
-        assert_eq!(event.local, SocketAddr::new(Ipv6Addr::LOCALHOST.into(), 40000));
+        assert_eq!(
+            event.local,
+            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), 40000)
+        );
         assert!(event.actor.is_none(), "no CTX_PROCESS: softirq, no actor");
         assert_eq!(event.in_state_ns, None);
     }
@@ -272,7 +291,12 @@ mod tests {
         src[4..8].copy_from_slice(&[10, 0, 0, 1]);
         let record = event(3, &[(24, &1i32.to_ne_bytes()), (32, &src), (60, &src)], 88);
         let event = decode(&bytes(&record), &layouts()).unwrap();
-        assert_eq!(event.what, What::ResetSent { state: Some(TcpState::Established) });
+        assert_eq!(
+            event.what,
+            What::ResetSent {
+                state: Some(TcpState::Established)
+            }
+        );
         assert_eq!(event.local, "10.0.0.1:8080".parse().unwrap());
     }
 
@@ -280,25 +304,43 @@ mod tests {
     fn bad_records_are_errors_not_panics() {
         let layouts = layouts();
         let good = bytes(&state_change(AF_INET, 2, 1));
-        assert_eq!(decode(&good[..10], &layouts).unwrap_err(), DecodeError::Length(10));
+        assert_eq!(
+            decode(&good[..10], &layouts).unwrap_err(),
+            DecodeError::Length(10)
+        );
         assert_eq!(decode(&[], &layouts).unwrap_err(), DecodeError::Length(0));
         let mut long = good.clone();
         long.push(0);
-        assert!(matches!(decode(&long, &layouts), Err(DecodeError::Length(_))));
+        assert!(matches!(
+            decode(&long, &layouts),
+            Err(DecodeError::Length(_))
+        ));
 
         let mut bad_tag = state_change(AF_INET, 2, 1);
         bad_tag.kind = 99;
-        assert_eq!(decode(&bytes(&bad_tag), &layouts).unwrap_err(), DecodeError::Kind(99));
+        assert_eq!(
+            decode(&bytes(&bad_tag), &layouts).unwrap_err(),
+            DecodeError::Kind(99)
+        );
 
         let bad_state = state_change(AF_INET, 2, 13);
-        assert_eq!(decode(&bytes(&bad_state), &layouts).unwrap_err(), DecodeError::State(13));
+        assert_eq!(
+            decode(&bytes(&bad_state), &layouts).unwrap_err(),
+            DecodeError::State(13)
+        );
 
         let bad_family = state_change(7, 2, 1);
-        assert_eq!(decode(&bytes(&bad_family), &layouts).unwrap_err(), DecodeError::Family(7));
+        assert_eq!(
+            decode(&bytes(&bad_family), &layouts).unwrap_err(),
+            DecodeError::Family(7)
+        );
 
         let mut truncated = state_change(AF_INET, 2, 1);
         truncated.raw_len = 20; // newstate at 20..24 lies beyond
-        assert_eq!(decode(&bytes(&truncated), &layouts).unwrap_err(), DecodeError::Truncated);
+        assert_eq!(
+            decode(&bytes(&truncated), &layouts).unwrap_err(),
+            DecodeError::Truncated
+        );
     }
 
     #[test]

@@ -68,3 +68,22 @@ pub fn comm_str(comm: &[u8]) -> std::borrow::Cow<'_, str> {
     let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
     String::from_utf8_lossy(&comm[..end])
 }
+
+/// The symbolic name of an errno the kernel leaves in `sk_err`.
+#[must_use]
+pub fn errno_name(errno: i32) -> &'static str {
+    match errno {
+        libc::ECONNREFUSED => "ECONNREFUSED",
+        libc::ETIMEDOUT => "ETIMEDOUT",
+        libc::EHOSTUNREACH => "EHOSTUNREACH",
+        libc::ENETUNREACH => "ENETUNREACH",
+        libc::EHOSTDOWN => "EHOSTDOWN",
+        libc::ENETDOWN => "ENETDOWN",
+        libc::ECONNRESET => "ECONNRESET",
+        libc::EPIPE => "EPIPE",
+        libc::ECONNABORTED => "ECONNABORTED",
+        libc::EPROTO => "EPROTO",
+        libc::EMSGSIZE => "EMSGSIZE",
+        _ => "other",
+    }
+}

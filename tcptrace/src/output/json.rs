@@ -7,7 +7,8 @@ use serde::Serialize;
 
 use super::Sink;
 use crate::{
-    event::{comm_str, TcpEvent, What},
+    diagnose::{Finding, Report},
+    event::{comm_str, errno_name, TcpEvent, What},
     owner::Owner,
     session::Summary,
     snapshot::ExistingSocket,
@@ -49,6 +50,13 @@ impl<'a> TaskJson<'a> {
 }
 
 #[derive(Serialize)]
+struct FindingLine<'a> {
+    r#type: &'static str,
+    #[serde(flatten)]
+    finding: &'a Finding,
+}
+
+#[derive(Serialize)]
 struct OwnerJson<'a> {
     pid: u32,
     comm: &'a str,
@@ -78,6 +86,8 @@ struct EventJson<'a> {
     netns: u32,
     cgroup_id: u64,
     retransmits: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'static str>,
 }
 
 impl<W: Write> Sink for JsonLines<W> {
@@ -137,12 +147,23 @@ impl<W: Write> Sink for JsonLines<W> {
             netns: event.sock.netns,
             cgroup_id: event.sock.cgroup_id,
             retransmits: event.sock.retransmits,
+            error: event.error.map(errno_name),
         };
         self.line(&record)
     }
 
     fn summary(&mut self, s: &Summary) -> io::Result<()> {
         self.line(&serde_json::json!({ "type": "summary", "summary": s }))
+    }
+
+    fn report(&mut self, report: &Report) -> io::Result<()> {
+        for finding in &report.findings {
+            self.line(&FindingLine {
+                r#type: "finding",
+                finding,
+            })?;
+        }
+        self.line(&serde_json::json!({ "type": "report_totals", "totals": report.totals }))
     }
 
     fn flush(&mut self) -> io::Result<()> {

@@ -1,6 +1,7 @@
 //! Live session output: lines for people or JSON lines for scripts.
 
 mod json;
+mod report_text;
 mod text;
 
 use std::io;
@@ -8,7 +9,9 @@ use std::io;
 pub use json::JsonLines;
 pub use text::TextLines;
 
-use crate::{event::TcpEvent, owner::Owner, session::Summary, snapshot::ExistingSocket};
+use crate::{
+    diagnose::Report, event::TcpEvent, owner::Owner, session::Summary, snapshot::ExistingSocket,
+};
 
 /// Where a session writes what it sees.
 pub trait Sink {
@@ -18,5 +21,7 @@ pub trait Sink {
     fn existing(&mut self, socket: &ExistingSocket) -> io::Result<()>;
     fn event(&mut self, event: &TcpEvent, owner: Option<&Owner>, unix_ns: u128) -> io::Result<()>;
     fn summary(&mut self, summary: &Summary) -> io::Result<()>;
+    /// The diagnosis report at the end of a session.
+    fn report(&mut self, report: &Report) -> io::Result<()>;
     fn flush(&mut self) -> io::Result<()>;
 }

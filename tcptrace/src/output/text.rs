@@ -10,6 +10,7 @@ use tcptrace_common::TcpState;
 use super::Sink;
 use crate::{
     clock::write_time_of_day,
+    diagnose::Report,
     event::{comm_str, TcpEvent, What},
     owner::Owner,
     session::Summary,
@@ -124,6 +125,10 @@ impl<W: Write> Sink for TextLines<W> {
             )?;
         }
         Ok(())
+    }
+
+    fn report(&mut self, report: &Report) -> io::Result<()> {
+        super::report_text::write_report(&mut self.out, report)
     }
 
     fn flush(&mut self) -> io::Result<()> {

@@ -1,0 +1,310 @@
+//! Per-flow aggregates: one `Flow` per (owner process, role, peer), fed by
+//! every closed socket and every connect, from which the churn, reconnect
+//! and connect findings are derived.
+
+use std::{collections::HashMap, net::SocketAddr};
+
+use hdrhistogram::Histogram;
+
+use crate::{
+    event::{TcpEvent, What},
+    table::{ClosedBy, ProcessId, Role, SocketRecord, StackRef},
+};
+
+/// TCP_TIMEWAIT_LEN: how long Linux keeps a timewait socket.
+pub const TIME_WAIT_SECS: u64 = 60;
+/// Recent connection starts kept per flow for back-off analysis.
+const RECENT_ATTEMPTS: usize = 64;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub owner: Option<ProcessId>,
+    pub role: Role,
+    /// Server endpoint for clients; client address (port 0) for servers.
+    pub peer: SocketAddr,
+}
+
+/// Why a connect() failed, from `sk_err` when SYN_SENT ended in CLOSE.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ConnectFailures {
+    /// RST answering our SYN (ECONNREFUSED).
+    pub refused: u64,
+    /// SYN retransmits exhausted (ETIMEDOUT).
+    pub timed_out: u64,
+    /// ICMP unreachable (EHOSTUNREACH, ENETUNREACH, ...).
+    pub unreachable: u64,
+    /// Reset during the handshake (ECONNRESET).
+    pub reset: u64,
+    /// The caller gave up: close() or a non-blocking connect abandoned.
+    pub aborted: u64,
+    /// Any other error.
+    pub other: u64,
+}
+
+impl ConnectFailures {
+    #[must_use]
+    pub fn total(&self) -> u64 {
+        self.refused + self.timed_out + self.unreachable + self.reset + self.aborted + self.other
+    }
+
+    fn count(&mut self, error: Option<i32>, by_caller: bool) {
+        match error {
+            Some(libc::ECONNREFUSED) => self.refused += 1,
+            Some(libc::ETIMEDOUT) => self.timed_out += 1,
+            Some(libc::EHOSTUNREACH | libc::ENETUNREACH | libc::EHOSTDOWN | libc::ENETDOWN) => {
+                self.unreachable += 1;
+            }
+            Some(libc::ECONNRESET | libc::EPIPE) => self.reset += 1,
+            None if by_caller => self.aborted += 1,
+            _ => self.other += 1,
+        }
+    }
+}
+
+/// A fixed ring of per-second counters over the last `TIME_WAIT_SECS`:
+/// how many TIME_WAIT sockets a flow still holds, in constant memory.
+#[derive(Clone, Debug)]
+pub struct TimeWaitWindow {
+    buckets: [u32; TIME_WAIT_SECS as usize + 1],
+    /// Second (of `ktime`) each bucket counts.
+    seconds: [u64; TIME_WAIT_SECS as usize + 1],
+}
+
+impl Default for TimeWaitWindow {
+    fn default() -> Self {
+        Self {
+            buckets: [0; TIME_WAIT_SECS as usize + 1],
+            seconds: [u64::MAX; TIME_WAIT_SECS as usize + 1],
+        }
+    }
+}
+
+impl TimeWaitWindow {
+    pub fn enter(&mut self, ts_ns: u64) {
+        let second = ts_ns / 1_000_000_000;
+        let slot = usize::try_from(second % (TIME_WAIT_SECS + 1)).unwrap_or(0);
+        if self.seconds[slot] != second {
+            self.seconds[slot] = second;
+            self.buckets[slot] = 0;
+        }
+        self.buckets[slot] += 1;
+    }
+
+    /// Timewait sockets entered less than `TIME_WAIT_SECS` before `now_ns`.
+    #[must_use]
+    pub fn live(&self, now_ns: u64) -> u64 {
+        let now = now_ns / 1_000_000_000;
+        self.seconds
+            .iter()
+            .zip(self.buckets)
+            .filter(|(&second, _)| {
+                second != u64::MAX && second + TIME_WAIT_SECS > now && second <= now
+            })
+            .map(|(_, count)| u64::from(count))
+            .sum()
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Flow {
+    pub closed: u64,
+    pub active_closes: u64,
+    pub passive_closes: u64,
+    pub resets: u64,
+    /// Born → CLOSE, microseconds, for sockets whose birth was seen.
+    pub lifetimes_us: Histogram<u64>,
+    pub first_ns: u64,
+    pub last_ns: u64,
+    pub time_wait: TimeWaitWindow,
+    /// connect() attempts (active flows).
+    pub attempts: u64,
+    pub recent_attempts_ns: Vec<u64>,
+    pub established: u64,
+    /// SYN_SENT → ESTABLISHED (or SYN_RECV → ESTABLISHED for servers), microseconds.
+    pub handshake_us: Histogram<u64>,
+    pub syn_retransmits: u64,
+    pub failures: ConnectFailures,
+    pub owner_stacks: HashMap<StackRef, u64>,
+    pub close_stacks: HashMap<StackRef, u64>,
+    pub closers: HashMap<ProcessId, u64>,
+}
+
+fn histogram() -> Histogram<u64> {
+    // 1 µs to 1 h at 3 significant digits; auto-resize keeps outliers.
+    let mut h = Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds");
+    h.auto(true);
+    h
+}
+
+impl Default for Flow {
+    fn default() -> Self {
+        Self {
+            closed: 0,
+            active_closes: 0,
+            passive_closes: 0,
+            resets: 0,
+            lifetimes_us: histogram(),
+            first_ns: u64::MAX,
+            last_ns: 0,
+            time_wait: TimeWaitWindow::default(),
+            attempts: 0,
+            recent_attempts_ns: Vec::new(),
+            established: 0,
+            handshake_us: histogram(),
+            syn_retransmits: 0,
+            failures: ConnectFailures::default(),
+            owner_stacks: HashMap::new(),
+            close_stacks: HashMap::new(),
+            closers: HashMap::new(),
+        }
+    }
+}
+
+/// Keeps the top entry of a count map small: the most frequent stack.
+#[must_use]
+pub fn most_common<K: Copy>(counts: &HashMap<K, u64>) -> Option<K> {
+    counts.iter().max_by_key(|(_, &n)| n).map(|(&k, _)| k)
+}
+
+#[derive(Default)]
+pub struct Flows {
+    pub flows: HashMap<FlowKey, Flow>,
+}
+
+impl Flows {
+    fn flow(&mut self, record: &SocketRecord) -> &mut Flow {
+        let key = FlowKey {
+            owner: record.owner,
+            role: record.role,
+            peer: record.peer_key(),
+        };
+        self.flows.entry(key).or_default()
+    }
+
+    /// Every event on a live socket: connects and handshakes.
+    pub fn on_event(&mut self, event: &TcpEvent, record: &SocketRecord) {
+        use tcptrace_common::TcpState::{Close, Established, Listen, SynRecv, SynSent};
+        match event.what {
+            What::StateChange {
+                old: Close,
+                new: SynSent,
+            } => {
+                let flow = self.flow(record);
+                flow.attempts += 1;
+                if flow.recent_attempts_ns.len() == RECENT_ATTEMPTS {
+                    flow.recent_attempts_ns.remove(0);
+                }
+                flow.recent_attempts_ns.push(event.ts_ns);
+                if let Some(stack) = record.owner_stack {
+                    *flow.owner_stacks.entry(stack).or_default() += 1;
+                }
+            }
+            What::StateChange {
+                old: Listen,
+                new: SynRecv,
+            } => {
+                // A passive socket's call site is its listener's listen().
+                if let Some(stack) = record.owner_stack {
+                    *self.flow(record).owner_stacks.entry(stack).or_default() += 1;
+                }
+            }
+            What::StateChange {
+                old: SynSent | SynRecv,
+                new: Established,
+            } => {
+                let flow = self.flow(record);
+                flow.established += 1;
+                if let Some(ns) = event.in_state_ns {
+                    let _ = flow.handshake_us.record((ns / 1_000).max(1));
+                }
+            }
+            What::Retransmit {
+                state: Some(SynSent | SynRecv),
+            } => self.flow(record).syn_retransmits += 1,
+            _ => {}
+        }
+    }
+
+    /// A socket's final record.
+    pub fn on_closed(&mut self, record: &SocketRecord, event: &TcpEvent) {
+        use tcptrace_common::TcpState::{Closing, FinWait2, SynSent};
+        if record.role == Role::Listener {
+            return;
+        }
+        let flow = self.flow(record);
+        flow.closed += 1;
+        flow.first_ns = flow.first_ns.min(record.born_ns.unwrap_or(event.ts_ns));
+        flow.last_ns = flow.last_ns.max(event.ts_ns);
+        if let Some(lifetime) = record.lifetime_ns(event.ts_ns) {
+            let _ = flow.lifetimes_us.record((lifetime / 1_000).max(1));
+        }
+        match record.closed_by {
+            Some(ClosedBy::Local) => flow.active_closes += 1,
+            Some(ClosedBy::Peer) => flow.passive_closes += 1,
+            None => {}
+        }
+        if record.resets_received + record.resets_sent > 0 {
+            flow.resets += 1;
+        }
+        if let Some(stack) = record.closer_stack {
+            *flow.close_stacks.entry(stack).or_default() += 1;
+        }
+        if let Some(closer) = record.closer {
+            *flow.closers.entry(closer).or_default() += 1;
+        }
+        if let What::StateChange { old, .. } = event.what {
+            // FIN_WAIT2/CLOSING → CLOSE without error is the hand-over to a
+            // timewait socket: this side now holds TIME_WAIT for 60 s.
+            if matches!(old, FinWait2 | Closing) && event.error.is_none() {
+                flow.time_wait.enter(event.ts_ns);
+            }
+            if old == SynSent {
+                flow.failures.count(event.error, event.actor.is_some());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_wait_window_forgets_after_sixty_seconds() {
+        let mut window = TimeWaitWindow::default();
+        let s = 1_000_000_000;
+        window.enter(100 * s);
+        window.enter(100 * s + 5);
+        window.enter(130 * s);
+        assert_eq!(window.live(130 * s), 3);
+        assert_eq!(window.live(159 * s), 3);
+        assert_eq!(window.live(160 * s), 1, "the two from second 100 expired");
+        assert_eq!(window.live(200 * s), 0);
+        // A bucket reused for a later second starts from zero.
+        window.enter(161 * s);
+        assert_eq!(window.live(161 * s), 2);
+    }
+
+    #[test]
+    fn connect_failures_by_cause() {
+        let mut f = ConnectFailures::default();
+        f.count(Some(libc::ECONNREFUSED), false);
+        f.count(Some(libc::ETIMEDOUT), false);
+        f.count(Some(libc::EHOSTUNREACH), false);
+        f.count(Some(libc::ECONNRESET), false);
+        f.count(None, true);
+        f.count(None, false);
+        assert_eq!(
+            (
+                f.refused,
+                f.timed_out,
+                f.unreachable,
+                f.reset,
+                f.aborted,
+                f.other
+            ),
+            (1, 1, 1, 1, 1, 1)
+        );
+        assert_eq!(f.total(), 6);
+    }
+}

@@ -1,0 +1,35 @@
+//! From events to answers: each diagnosis aggregates what the socket table
+//! tells it and, at the end, turns into findings naming process, peer and
+//! call site.
+
+pub mod closewait;
+pub mod deadpeer;
+pub mod flows;
+pub mod ports;
+pub mod reconnect;
+mod report;
+
+pub use report::{build_report, Finding, Percentiles, ProcessJson, Report, ReportInput, Totals};
+
+use crate::{event::TcpEvent, table::SocketRecord};
+
+#[derive(Default)]
+pub struct Diagnoses {
+    pub flows: flows::Flows,
+    pub dead_peers: deadpeer::DeadPeers,
+}
+
+impl Diagnoses {
+    /// An event on a socket that is still alive after it.
+    pub fn on_event(&mut self, event: &TcpEvent, record: &SocketRecord) {
+        self.flows.on_event(event, record);
+    }
+
+    /// A socket's final record, with the event that closed it.
+    pub fn on_closed(&mut self, record: &SocketRecord, event: &TcpEvent) {
+        // The connect that failed is also an attempt of its flow.
+        self.flows.on_event(event, record);
+        self.flows.on_closed(record, event);
+        self.dead_peers.on_closed(record, event);
+    }
+}

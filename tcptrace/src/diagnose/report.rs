@@ -1,0 +1,487 @@
+//! The end-of-session report: every diagnosis turned into findings, each
+//! naming the process, the peer and the call site.
+
+use std::{collections::HashMap, net::SocketAddr, time::Duration};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use tcptrace_common::TcpState;
+
+use super::{
+    closewait,
+    deadpeer::DeadPeerOutcomes,
+    flows::{most_common, ConnectFailures, Flow, FlowKey},
+    ports,
+    reconnect::{self, Backoff},
+    Diagnoses,
+};
+use crate::{
+    callsite::{CallSite, CallSites},
+    snapshot::Snapshot,
+    table::{ProcessId, Role, SocketTable},
+};
+
+/// Findings of one kind beyond this many are summed up, not listed.
+const MAX_FINDINGS_PER_KIND: usize = 50;
+
+pub struct ReportInput<'a> {
+    pub table: &'a SocketTable,
+    /// A `sock_diag` dump taken now.
+    pub now: &'a Snapshot,
+    /// `CLOCK_MONOTONIC` now.
+    pub now_ns: u64,
+    pub elapsed: Duration,
+    pub call_sites: &'a CallSites,
+    pub port_range: (u16, u16),
+    /// Events the kernel could not deliver: findings may be incomplete.
+    pub events_lost: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ProcessJson {
+    pub pid: u32,
+    pub comm: String,
+}
+
+impl ProcessJson {
+    fn of(process: Option<ProcessId>) -> Option<Self> {
+        process.map(|p| Self {
+            pid: p.pid,
+            comm: p.comm().into_owned(),
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Percentiles {
+    pub count: u64,
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub max: u64,
+}
+
+impl Percentiles {
+    fn of(h: &Histogram<u64>) -> Option<Self> {
+        (h.len() > 0).then(|| Self {
+            count: h.len(),
+            p50: h.value_at_quantile(0.5),
+            p90: h.value_at_quantile(0.9),
+            p99: h.value_at_quantile(0.99),
+            max: h.max(),
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClosedFirst {
+    Local,
+    Peer,
+    Mixed,
+    Unknown,
+}
+
+impl ClosedFirst {
+    fn of(flow: &Flow) -> Self {
+        match (flow.active_closes, flow.passive_closes) {
+            (0, 0) => Self::Unknown,
+            (_, 0) => Self::Local,
+            (0, _) => Self::Peer,
+            _ => Self::Mixed,
+        }
+    }
+}
+
+/// Connection churn and the TIME_WAIT it leaves (story 1).
+#[derive(Clone, Debug, Serialize)]
+pub struct Churn {
+    pub process: Option<ProcessJson>,
+    pub role: Role,
+    pub peer: String,
+    pub connections: u64,
+    pub per_second: f64,
+    pub lifetime_us: Option<Percentiles>,
+    pub active_closes: u64,
+    pub passive_closes: u64,
+    pub closed_first: ClosedFirst,
+    /// TIME_WAIT sockets this flow holds now, modelled from its active closes.
+    pub time_wait_now: u64,
+    /// TIME_WAIT sockets towards `peer` in the kernel's own dump.
+    pub time_wait_kernel: u64,
+    pub call_site: Option<CallSite>,
+    pub close_call_site: Option<CallSite>,
+    pub closers: Vec<ProcessJson>,
+}
+
+/// Reconnecting without back-off (story 2).
+#[derive(Clone, Debug, Serialize)]
+pub struct ReconnectLoop {
+    pub process: Option<ProcessJson>,
+    pub peer: String,
+    pub attempts: u64,
+    pub per_second: f64,
+    pub median_lifetime_us: Option<u64>,
+    pub closed_first: ClosedFirst,
+    pub failures: u64,
+    pub backoff: Backoff,
+    pub first_gap_ms: f64,
+    pub last_gap_ms: f64,
+    pub call_site: Option<CallSite>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct FdJson {
+    pub pid: u32,
+    pub fd: u32,
+}
+
+/// Sockets whose peer closed while the owner never did (story 3).
+#[derive(Clone, Debug, Serialize)]
+pub struct CloseWaitLeak {
+    pub process: Option<ProcessJson>,
+    pub sockets: u64,
+    pub oldest_age_s: f64,
+    /// The oldest was in CLOSE_WAIT before tracing started: "at least".
+    pub age_is_lower_bound: bool,
+    pub fds: Vec<FdJson>,
+    pub peers: Vec<String>,
+    pub call_site: Option<CallSite>,
+}
+
+/// FINs retransmitted to a peer that does not answer (story 3).
+#[derive(Clone, Debug, Serialize)]
+pub struct DeadPeerFin {
+    /// The process whose close() sent the FIN.
+    pub process: Option<ProcessJson>,
+    pub peer: String,
+    pub sockets: u64,
+    pub retransmits: u64,
+    pub max_retransmits: u32,
+    pub seconds: f64,
+    pub states: Vec<&'static str>,
+    pub outcomes: DeadPeerOutcomes,
+    pub verdict: String,
+    pub call_site: Option<CallSite>,
+}
+
+/// Connect latency and failures per destination (story 4).
+#[derive(Clone, Debug, Serialize)]
+pub struct Connect {
+    pub process: Option<ProcessJson>,
+    pub peer: String,
+    pub attempts: u64,
+    pub established: u64,
+    pub latency_us: Option<Percentiles>,
+    pub syn_retransmits: u64,
+    pub failures: ConnectFailures,
+    pub call_site: Option<CallSite>,
+}
+
+/// Accepted connections per server process and client address.
+#[derive(Clone, Debug, Serialize)]
+pub struct Accept {
+    pub process: Option<ProcessJson>,
+    pub peer: String,
+    pub established: u64,
+    /// SYN_RECV → ESTABLISHED of the accepted socket.
+    pub handshake_us: Option<Percentiles>,
+    pub syn_ack_retransmits: u64,
+}
+
+/// Ephemeral ports tied up towards one destination.
+#[derive(Clone, Debug, Serialize)]
+pub struct PortPressure {
+    pub destination: String,
+    pub ports_in_use: u64,
+    pub time_wait: u64,
+    pub range: (u16, u16),
+    pub range_size: u64,
+    pub percent: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Finding {
+    Churn(Churn),
+    ReconnectLoop(ReconnectLoop),
+    CloseWaitLeak(CloseWaitLeak),
+    DeadPeerFin(DeadPeerFin),
+    Connect(Connect),
+    Accept(Accept),
+    PortPressure(PortPressure),
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Totals {
+    pub elapsed_s: f64,
+    pub connections_closed: u64,
+    pub time_wait_kernel: u64,
+    pub time_wait_modelled: u64,
+    pub close_wait_kernel: u64,
+    pub live_sockets_traced: usize,
+    pub events_lost: u64,
+    /// Findings of a kind beyond the listing limit.
+    pub findings_not_listed: u64,
+    /// Events were lost: counts and attributions may be incomplete.
+    pub incomplete: bool,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Report {
+    pub findings: Vec<Finding>,
+    pub totals: Totals,
+}
+
+#[expect(clippy::cast_precision_loss, reason = "rates and ages for display")]
+fn secs(ns: u64) -> f64 {
+    ns as f64 / 1e9
+}
+
+#[expect(clippy::cast_precision_loss, reason = "rates for display")]
+fn rate(count: u64, span_ns: u64) -> f64 {
+    if span_ns == 0 {
+        0.0
+    } else {
+        count as f64 / secs(span_ns).max(1e-3)
+    }
+}
+
+/// Builds the report from what the diagnoses gathered so far.
+#[must_use]
+pub fn build_report(diagnoses: &Diagnoses, input: &ReportInput) -> Report {
+    let site = |stack| input.call_sites.get(stack).cloned();
+    let mut report = Report::default();
+    let elapsed_ns = u64::try_from(input.elapsed.as_nanos()).unwrap_or(u64::MAX);
+    let session_span = |flow: &Flow| {
+        input
+            .now_ns
+            .saturating_sub(flow.first_ns.min(input.now_ns))
+            .max(1)
+    };
+
+    let kernel_tw = time_wait_by_destination(input.now);
+    let mut churn = Vec::new();
+    let mut loops = Vec::new();
+    let mut connects = Vec::new();
+    let mut accepts = Vec::new();
+    for (key, flow) in &diagnoses.flows.flows {
+        report.totals.connections_closed += flow.closed;
+        let time_wait_now = flow.time_wait.live(input.now_ns);
+        report.totals.time_wait_modelled += time_wait_now;
+        let owner_site = site(most_common(&flow.owner_stacks));
+        if flow.closed > 0 {
+            churn.push(Churn {
+                process: ProcessJson::of(key.owner),
+                role: key.role,
+                peer: key.peer.to_string(),
+                connections: flow.closed,
+                per_second: rate(flow.closed, session_span(flow)),
+                lifetime_us: Percentiles::of(&flow.lifetimes_us),
+                active_closes: flow.active_closes,
+                passive_closes: flow.passive_closes,
+                closed_first: ClosedFirst::of(flow),
+                time_wait_now,
+                time_wait_kernel: kernel_tw.get(&key.peer).copied().unwrap_or(0),
+                call_site: owner_site.clone(),
+                close_call_site: site(most_common(&flow.close_stacks)),
+                closers: flow
+                    .closers
+                    .keys()
+                    .filter_map(|c| ProcessJson::of(Some(*c)))
+                    .collect(),
+            });
+        }
+        if let Some(finding) = reconnect_loop(key, flow, owner_site.clone()) {
+            loops.push(finding);
+        }
+        match key.role {
+            Role::Active if flow.attempts > 0 => connects.push(Connect {
+                process: ProcessJson::of(key.owner),
+                peer: key.peer.to_string(),
+                attempts: flow.attempts,
+                established: flow.established,
+                latency_us: Percentiles::of(&flow.handshake_us),
+                syn_retransmits: flow.syn_retransmits,
+                failures: flow.failures,
+                call_site: owner_site,
+            }),
+            Role::Passive if flow.established > 0 => accepts.push(Accept {
+                process: ProcessJson::of(key.owner),
+                peer: key.peer.to_string(),
+                established: flow.established,
+                handshake_us: Percentiles::of(&flow.handshake_us),
+                syn_ack_retransmits: flow.syn_retransmits,
+            }),
+            _ => {}
+        }
+    }
+    churn.sort_by(|a, b| (b.time_wait_now, b.connections).cmp(&(a.time_wait_now, a.connections)));
+    loops.sort_by(|a, b| b.attempts.cmp(&a.attempts));
+    connects
+        .sort_by(|a, b| (b.failures.total(), b.attempts).cmp(&(a.failures.total(), a.attempts)));
+    accepts.sort_by(|a, b| b.established.cmp(&a.established));
+
+    let mut leaks: Vec<CloseWaitLeak> =
+        closewait::leaks(input.now, input.table, input.now_ns, elapsed_ns)
+            .into_iter()
+            .map(|(key, leak)| CloseWaitLeak {
+                process: ProcessJson::of(key.owner),
+                sockets: leak.sockets,
+                oldest_age_s: secs(leak.oldest_ns),
+                age_is_lower_bound: leak.oldest_is_lower_bound,
+                fds: leak
+                    .fds
+                    .iter()
+                    .map(|h| FdJson {
+                        pid: h.pid,
+                        fd: h.fd,
+                    })
+                    .collect(),
+                peers: leak.peers.iter().map(ToString::to_string).collect(),
+                call_site: site(key.call_site),
+            })
+            .collect();
+    leaks.sort_by(|a, b| b.sockets.cmp(&a.sockets));
+
+    let mut dead: Vec<DeadPeerFin> = diagnoses
+        .dead_peers
+        .with_live(input.table.live(), input.now_ns)
+        .iter()
+        .map(|(key, group)| DeadPeerFin {
+            process: ProcessJson::of(key.closer),
+            peer: key.peer.to_string(),
+            sockets: group.sockets,
+            retransmits: group.retransmits,
+            max_retransmits: group.max_retransmits,
+            seconds: secs(group.longest_ns),
+            states: group.states.iter().map(|s| s.name()).collect(),
+            outcomes: group.outcomes,
+            verdict: dead_peer_verdict(
+                &group.outcomes,
+                group.max_retransmits,
+                secs(group.longest_ns),
+            ),
+            call_site: site(key.close_stack),
+        })
+        .collect();
+    dead.sort_by(|a, b| b.retransmits.cmp(&a.retransmits));
+
+    let mut pressure: Vec<PortPressure> = ports::use_by_destination(input.now, input.port_range)
+        .into_iter()
+        .map(|(destination, used)| port_pressure(destination, used, input.port_range))
+        .collect();
+    pressure.sort_by(|a, b| b.ports_in_use.cmp(&a.ports_in_use));
+
+    let totals = &mut report.totals;
+    totals.elapsed_s = input.elapsed.as_secs_f64();
+    totals.time_wait_kernel = count_state(input.now, TcpState::TimeWait);
+    totals.close_wait_kernel = count_state(input.now, TcpState::CloseWait);
+    totals.live_sockets_traced = input.table.len();
+    totals.events_lost = input.events_lost;
+    totals.incomplete = input.events_lost > 0;
+
+    let findings = &mut report.findings;
+    let mut not_listed = 0;
+    let mut push_all = |items: Vec<Finding>| {
+        not_listed += items.len().saturating_sub(MAX_FINDINGS_PER_KIND) as u64;
+        findings.extend(items.into_iter().take(MAX_FINDINGS_PER_KIND));
+    };
+    push_all(leaks.into_iter().map(Finding::CloseWaitLeak).collect());
+    push_all(dead.into_iter().map(Finding::DeadPeerFin).collect());
+    push_all(loops.into_iter().map(Finding::ReconnectLoop).collect());
+    push_all(churn.into_iter().map(Finding::Churn).collect());
+    push_all(connects.into_iter().map(Finding::Connect).collect());
+    push_all(accepts.into_iter().map(Finding::Accept).collect());
+    push_all(pressure.into_iter().map(Finding::PortPressure).collect());
+    report.totals.findings_not_listed = not_listed;
+    report
+}
+
+fn reconnect_loop(
+    key: &FlowKey,
+    flow: &Flow,
+    call_site: Option<CallSite>,
+) -> Option<ReconnectLoop> {
+    if key.role != Role::Active || flow.attempts < reconnect::MIN_ATTEMPTS {
+        return None;
+    }
+    let (backoff, first, last) = reconnect::backoff(&flow.recent_attempts_ns)?;
+    let median_lifetime_us = Percentiles::of(&flow.lifetimes_us).map(|p| p.p50);
+    let short_lived = median_lifetime_us.is_some_and(|us| us < 1_000_000);
+    let failing = flow.failures.total() * 2 >= flow.attempts;
+    // A client that closes its own short connections is churn (story 1); a
+    // loop is the peer refusing or closing on us and us coming straight back.
+    let rejected = failing || flow.passive_closes * 2 >= flow.closed.max(1);
+    if backoff != Backoff::None || !short_lived && !failing || !rejected {
+        return None;
+    }
+    let starts = &flow.recent_attempts_ns;
+    let span = starts.last()?.saturating_sub(*starts.first()?);
+    let per_second = rate(u64::try_from(starts.len() - 1).ok()?, span);
+    if per_second < 0.5 {
+        return None;
+    }
+    Some(ReconnectLoop {
+        process: ProcessJson::of(key.owner),
+        peer: key.peer.to_string(),
+        attempts: flow.attempts,
+        per_second,
+        median_lifetime_us,
+        closed_first: ClosedFirst::of(flow),
+        failures: flow.failures.total(),
+        backoff,
+        first_gap_ms: secs(first) * 1e3,
+        last_gap_ms: secs(last) * 1e3,
+        call_site,
+    })
+}
+
+fn dead_peer_verdict(outcomes: &DeadPeerOutcomes, retransmits: u32, seconds: f64) -> String {
+    if outcomes.gave_up > 0 {
+        format!(
+            "peer never acknowledged; gave up after {retransmits} retransmits over {seconds:.1} s"
+        )
+    } else if outcomes.still_trying > 0 {
+        format!("peer has not acknowledged; still retransmitting ({retransmits} so far over {seconds:.1} s)")
+    } else if outcomes.reset > 0 {
+        "the peer address answered with a reset: the old peer is gone".to_owned()
+    } else {
+        format!("acknowledged after {retransmits} retransmits")
+    }
+}
+
+fn port_pressure(destination: SocketAddr, used: ports::PortUse, range: (u16, u16)) -> PortPressure {
+    let range_size = u64::from(range.1 - range.0) + 1;
+    #[expect(clippy::cast_precision_loss, reason = "a percentage for display")]
+    let percent = used.in_use as f64 * 100.0 / range_size as f64;
+    PortPressure {
+        destination: destination.to_string(),
+        ports_in_use: used.in_use,
+        time_wait: used.time_wait,
+        range,
+        range_size,
+        percent,
+    }
+}
+
+fn count_state(snapshot: &Snapshot, state: TcpState) -> u64 {
+    snapshot.sockets.iter().filter(|s| s.state == state).count() as u64
+}
+
+/// TIME_WAIT sockets per remote endpoint, and per remote address (port 0)
+/// for the server side, where clients come from many ports.
+fn time_wait_by_destination(snapshot: &Snapshot) -> HashMap<SocketAddr, u64> {
+    let mut counts = HashMap::new();
+    for socket in snapshot
+        .sockets
+        .iter()
+        .filter(|s| s.state == TcpState::TimeWait)
+    {
+        *counts.entry(socket.remote).or_default() += 1;
+        *counts
+            .entry(SocketAddr::new(socket.remote.ip(), 0))
+            .or_default() += 1;
+    }
+    counts
+}

@@ -1,0 +1,280 @@
+//! The diagnosis report as tables for people.
+
+use std::io::{self, Write};
+
+use super::text::Escaped;
+use crate::{
+    callsite::CallSite,
+    diagnose::{Finding, Percentiles, ProcessJson, Report},
+};
+
+pub fn write_report(out: &mut impl Write, report: &Report) -> io::Result<()> {
+    let t = &report.totals;
+    writeln!(out)?;
+    writeln!(out, "== Diagnosis ({:.1}s traced) ==", t.elapsed_s)?;
+    writeln!(
+        out,
+        "kernel now: {} TIME_WAIT (tcptrace models {} from traced active closes), {} CLOSE_WAIT; \
+         {} connections closed while tracing",
+        t.time_wait_kernel, t.time_wait_modelled, t.close_wait_kernel, t.connections_closed
+    )?;
+    if t.incomplete {
+        writeln!(
+            out,
+            "WARNING: {} events lost: the findings below may be incomplete",
+            t.events_lost
+        )?;
+    }
+
+    section(
+        out,
+        report,
+        "CLOSE_WAIT leaks: the peer closed, the owner never did",
+        |out, f| {
+            let Finding::CloseWaitLeak(l) = f else {
+                return Ok(false);
+            };
+            let fds: Vec<String> = l
+                .fds
+                .iter()
+                .take(8)
+                .map(|fd| format!("{}:{}", fd.pid, fd.fd))
+                .collect();
+            writeln!(
+                out,
+                "  {} holds {} socket(s) in CLOSE_WAIT, oldest {}{:.1}s; fds {}{}; peers {}",
+                Process(l.process.as_ref()),
+                l.sockets,
+                if l.age_is_lower_bound {
+                    "at least "
+                } else {
+                    ""
+                },
+                l.oldest_age_s,
+                fds.join(","),
+                if l.fds.len() > 8 { ",..." } else { "" },
+                l.peers.join(","),
+            )?;
+            call_site(out, "created/accepted at", l.call_site.as_ref())?;
+            Ok(true)
+        },
+    )?;
+
+    section(
+        out,
+        report,
+        "FIN retransmits to dead peers (late close)",
+        |out, f| {
+            let Finding::DeadPeerFin(d) = f else {
+                return Ok(false);
+            };
+            writeln!(
+                out,
+                "  {} closed {} socket(s) to {}; {} FIN-phase retransmits in {}: {}",
+                Process(d.process.as_ref()),
+                d.sockets,
+                d.peer,
+                d.retransmits,
+                d.states.join("/"),
+                d.verdict,
+            )?;
+            call_site(out, "closed at", d.call_site.as_ref())?;
+            Ok(true)
+        },
+    )?;
+
+    section(out, report, "Reconnect loops (no back-off)", |out, f| {
+        let Finding::ReconnectLoop(r) = f else {
+            return Ok(false);
+        };
+        writeln!(
+            out,
+            "  {} reconnects to {} {:.1}/s ({} attempts, {} failed), median lifetime {}, \
+             closed first by {:?}, gaps {:.0}ms -> {:.0}ms: no back-off",
+            Process(r.process.as_ref()),
+            r.peer,
+            r.per_second,
+            r.attempts,
+            r.failures,
+            r.median_lifetime_us.map_or_else(|| "-".to_owned(), micros),
+            r.closed_first,
+            r.first_gap_ms,
+            r.last_gap_ms,
+        )?;
+        call_site(out, "connects at", r.call_site.as_ref())?;
+        Ok(true)
+    })?;
+
+    section(
+        out,
+        report,
+        "Connection churn and TIME_WAIT (by owner and peer)",
+        |out, f| {
+            let Finding::Churn(c) = f else {
+                return Ok(false);
+            };
+            writeln!(
+            out,
+            "  {} {:?} {}: {} closed ({:.1}/s), lifetime {}, closed first by {:?} ({} local, {} peer), \
+             TIME_WAIT now {} (kernel {})",
+            Process(c.process.as_ref()),
+            c.role,
+            c.peer,
+            c.connections,
+            c.per_second,
+            latency(c.lifetime_us),
+            c.closed_first,
+            c.active_closes,
+            c.passive_closes,
+            c.time_wait_now,
+            c.time_wait_kernel,
+        )?;
+            call_site(out, "opened at", c.call_site.as_ref())?;
+            call_site(out, "closed at", c.close_call_site.as_ref())?;
+            Ok(true)
+        },
+    )?;
+
+    section(
+        out,
+        report,
+        "Connects (latency and failures by destination)",
+        |out, f| {
+            let Finding::Connect(c) = f else {
+                return Ok(false);
+            };
+            let x = &c.failures;
+            writeln!(
+                out,
+                "  {} -> {}: {} attempts, {} established, latency {}, {} SYN retransmits; failed: \
+             {} refused, {} timed out, {} unreachable, {} reset, {} aborted, {} other",
+                Process(c.process.as_ref()),
+                c.peer,
+                c.attempts,
+                c.established,
+                latency(c.latency_us),
+                c.syn_retransmits,
+                x.refused,
+                x.timed_out,
+                x.unreachable,
+                x.reset,
+                x.aborted,
+                x.other,
+            )?;
+            call_site(out, "connects at", c.call_site.as_ref())?;
+            Ok(true)
+        },
+    )?;
+
+    section(
+        out,
+        report,
+        "Accepts (by server and client address)",
+        |out, f| {
+            let Finding::Accept(a) = f else {
+                return Ok(false);
+            };
+            writeln!(
+                out,
+                "  {} <- {}: {} established, SYN_RECV->ESTABLISHED {}, {} SYN-ACK retransmits",
+                Process(a.process.as_ref()),
+                a.peer,
+                a.established,
+                latency(a.handshake_us),
+                a.syn_ack_retransmits,
+            )?;
+            Ok(true)
+        },
+    )?;
+
+    section(out, report, "Ephemeral ports by destination", |out, f| {
+        let Finding::PortPressure(p) = f else {
+            return Ok(false);
+        };
+        writeln!(
+            out,
+            "  {}: {} of {} ports ({}-{}) in use = {:.1}%, {} in TIME_WAIT",
+            p.destination,
+            p.ports_in_use,
+            p.range_size,
+            p.range.0,
+            p.range.1,
+            p.percent,
+            p.time_wait
+        )?;
+        Ok(true)
+    })?;
+    if t.findings_not_listed > 0 {
+        writeln!(
+            out,
+            "({} more findings not listed; see --json)",
+            t.findings_not_listed
+        )?;
+    }
+    Ok(())
+}
+
+/// Writes a heading and the findings `line` accepts, or "none".
+fn section<W: Write>(
+    out: &mut W,
+    report: &Report,
+    title: &str,
+    mut line: impl FnMut(&mut W, &Finding) -> io::Result<bool>,
+) -> io::Result<()> {
+    writeln!(out, "\n-- {title} --")?;
+    let mut any = false;
+    for finding in &report.findings {
+        any |= line(out, finding)?;
+    }
+    if !any {
+        writeln!(out, "  none")?;
+    }
+    Ok(())
+}
+
+fn call_site(out: &mut impl Write, label: &str, site: Option<&CallSite>) -> io::Result<()> {
+    match site {
+        Some(site) => {
+            write!(out, "      {label} {}", Escaped(&site.function))?;
+            if let (Some(file), Some(line)) = (&site.file, site.line) {
+                write!(out, " ({file}:{line})")?;
+            }
+            writeln!(out)
+        }
+        None => writeln!(out, "      {label} ? (no stack captured or process gone)"),
+    }
+}
+
+struct Process<'a>(Option<&'a ProcessJson>);
+
+impl std::fmt::Display for Process<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(p) => write!(f, "{}/{}", p.pid, Escaped(&p.comm)),
+            None => f.write_str("unknown process"),
+        }
+    }
+}
+
+fn micros(us: u64) -> String {
+    #[expect(clippy::cast_precision_loss, reason = "display only")]
+    match us {
+        0..=999 => format!("{us}us"),
+        1_000..=999_999 => format!("{:.1}ms", us as f64 / 1e3),
+        _ => format!("{:.2}s", us as f64 / 1e6),
+    }
+}
+
+fn latency(p: Option<Percentiles>) -> String {
+    p.map_or_else(
+        || "-".to_owned(),
+        |p| {
+            format!(
+                "p50 {} p99 {} max {}",
+                micros(p.p50),
+                micros(p.p99),
+                micros(p.max)
+            )
+        },
+    )
+}

@@ -1,0 +1,520 @@
+//! The socket table: one lifecycle record per live socket, keyed by its
+//! kernel address, updated by every event and handed to the diagnoses when
+//! the socket dies.
+//!
+//! A freed `struct sock` address comes back for a new socket, so a birth
+//! (connect, listen, passive open) at a known address ends the old record
+//! first; a record is also indexed by its endpoints so the end-of-session
+//! `sock_diag` dump can be joined with what was traced.
+
+use std::{collections::HashMap, net::SocketAddr};
+
+use tcptrace_common::{Task, TcpState};
+
+use crate::{
+    event::{TcpEvent, What},
+    owner::{Owner, OwnerSource},
+};
+
+/// A process as the reports name it. `comm` is kept inline (no allocation
+/// per socket) and turned into text only when reporting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ProcessId {
+    pub pid: u32,
+    pub comm: [u8; 16],
+}
+
+impl ProcessId {
+    #[must_use]
+    pub fn of_task(task: &Task) -> Self {
+        Self {
+            pid: task.tgid,
+            comm: task.comm,
+        }
+    }
+
+    #[must_use]
+    pub fn of_owner(owner: &Owner) -> Self {
+        Self::named(owner.pid, &owner.comm)
+    }
+
+    /// A process known by pid and comm text (cut to the kernel's 15 bytes).
+    #[must_use]
+    pub fn named(pid: u32, comm: &str) -> Self {
+        let mut bytes = [0u8; 16];
+        let len = comm.len().min(15);
+        bytes[..len].copy_from_slice(&comm.as_bytes()[..len]);
+        Self { pid, comm: bytes }
+    }
+
+    #[must_use]
+    pub fn comm(&self) -> std::borrow::Cow<'_, str> {
+        crate::event::comm_str(&self.comm)
+    }
+}
+
+/// A user stack captured by the kernel, for a process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct StackRef {
+    pub pid: u32,
+    pub stack_id: i32,
+}
+
+impl StackRef {
+    #[must_use]
+    pub fn of_task(task: &Task) -> Option<Self> {
+        (task.is_known() && task.stack_id >= 0).then_some(Self {
+            pid: task.tgid,
+            stack_id: task.stack_id,
+        })
+    }
+}
+
+/// How the socket came to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// connect()
+    Active,
+    /// accepted from a listener
+    Passive,
+    Listener,
+    /// born before tracing started
+    Unknown,
+}
+
+/// Which side sent the first FIN (or reset).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClosedBy {
+    Local,
+    Peer,
+}
+
+/// Retransmits split by the phase of the connection they happened in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Retransmits {
+    /// SYN (SYN_SENT) and SYN-ACK (SYN_RECV) retransmits.
+    pub syn: u32,
+    /// ESTABLISHED and CLOSE_WAIT.
+    pub data: u32,
+    /// FIN_WAIT1, CLOSING, LAST_ACK: our FIN (or data before it) unacknowledged.
+    pub fin: u32,
+    pub first_fin_ns: u64,
+    pub last_fin_ns: u64,
+}
+
+/// Everything known about one socket.
+#[derive(Clone, Debug)]
+pub struct SocketRecord {
+    pub skaddr: u64,
+    pub role: Role,
+    pub owner: Option<ProcessId>,
+    pub owner_source: Option<OwnerSource>,
+    /// Stack of connect()/listen() (a passive socket: its listener's).
+    pub owner_stack: Option<StackRef>,
+    pub closer: Option<ProcessId>,
+    pub closer_stack: Option<StackRef>,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub state: TcpState,
+    pub netns: u32,
+    pub cgroup_id: u64,
+    /// When the socket was born (connect, listen, passive open); `None` when
+    /// it existed before tracing started.
+    pub born_ns: Option<u64>,
+    pub established_ns: Option<u64>,
+    /// When it entered `state`; `None` when not seen.
+    pub state_since_ns: Option<u64>,
+    /// When our FIN went out (FIN_WAIT1 or LAST_ACK entered).
+    pub fin_sent_ns: Option<u64>,
+    pub closed_by: Option<ClosedBy>,
+    pub retransmits: Retransmits,
+    pub resets_received: u32,
+    pub resets_sent: u32,
+}
+
+/// What `SocketTable::apply` did with an event.
+pub enum Applied {
+    /// The event updated a live socket.
+    Live(u64),
+    /// The socket entered CLOSE: its final record.
+    Closed(SocketRecord),
+    /// Nothing to track (a reset without a socket).
+    Untracked,
+}
+
+#[derive(Default)]
+pub struct SocketTable {
+    live: HashMap<u64, SocketRecord>,
+    by_endpoints: HashMap<(SocketAddr, SocketAddr), u64>,
+    /// Records replaced because their address was reused before we saw
+    /// them close (e.g. events were lost).
+    pub replaced: u64,
+}
+
+impl SocketTable {
+    #[must_use]
+    pub fn get(&self, skaddr: u64) -> Option<&SocketRecord> {
+        self.live.get(&skaddr)
+    }
+
+    /// The live socket with these endpoints.
+    #[must_use]
+    pub fn find(&self, local: SocketAddr, remote: SocketAddr) -> Option<&SocketRecord> {
+        self.by_endpoints
+            .get(&(local, remote))
+            .and_then(|s| self.live.get(s))
+    }
+
+    pub fn live(&self) -> impl Iterator<Item = &SocketRecord> {
+        self.live.values()
+    }
+
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.live.len()
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.live.is_empty()
+    }
+
+    pub fn apply(&mut self, event: &TcpEvent, owner: Option<&Owner>) -> Applied {
+        if event.skaddr == 0 {
+            return Applied::Untracked;
+        }
+        let birth = match event.what {
+            What::StateChange {
+                old: TcpState::Close,
+                new: TcpState::SynSent,
+            } => Some(Role::Active),
+            What::StateChange {
+                old: TcpState::Close,
+                new: TcpState::Listen,
+            } => Some(Role::Listener),
+            What::StateChange {
+                old: TcpState::Listen,
+                new: TcpState::SynRecv,
+            } => Some(Role::Passive),
+            _ => None,
+        };
+        if let Some(role) = birth {
+            if let Some(old) = self.live.remove(&event.skaddr) {
+                self.unindex(&old);
+                self.replaced += 1;
+            }
+            self.live
+                .insert(event.skaddr, SocketRecord::born(event, role, owner));
+        }
+        // First sight of a socket born before tracing started.
+        let record = self
+            .live
+            .entry(event.skaddr)
+            .or_insert_with(|| SocketRecord::seen_mid_life(event, owner));
+        let old_endpoints = (record.local, record.remote);
+        record.observe(event, owner);
+        let new_endpoints = (record.local, record.remote);
+        if old_endpoints != new_endpoints {
+            self.by_endpoints.remove(&old_endpoints);
+        }
+        if record.state == TcpState::Close {
+            let record = self
+                .live
+                .remove(&event.skaddr)
+                .expect("the record just updated");
+            self.unindex(&record);
+            return Applied::Closed(record);
+        }
+        self.by_endpoints.insert(new_endpoints, event.skaddr);
+        Applied::Live(event.skaddr)
+    }
+
+    fn unindex(&mut self, record: &SocketRecord) {
+        let key = (record.local, record.remote);
+        if self.by_endpoints.get(&key) == Some(&record.skaddr) {
+            self.by_endpoints.remove(&key);
+        }
+    }
+}
+
+impl SocketRecord {
+    fn born(event: &TcpEvent, role: Role, owner: Option<&Owner>) -> Self {
+        let mut record = Self::seen_mid_life(event, owner);
+        record.role = role;
+        record.born_ns = Some(event.ts_ns);
+        record
+    }
+
+    fn seen_mid_life(event: &TcpEvent, owner: Option<&Owner>) -> Self {
+        let state = match event.what {
+            What::StateChange { old, .. } => old,
+            What::Retransmit { state } | What::ResetSent { state } => {
+                state.unwrap_or(TcpState::Established)
+            }
+            What::ResetReceived => TcpState::Established,
+        };
+        Self {
+            skaddr: event.skaddr,
+            role: Role::Unknown,
+            owner: owner.map(ProcessId::of_owner),
+            owner_source: owner.map(|o| o.source),
+            owner_stack: event.owner().and_then(StackRef::of_task),
+            closer: None,
+            closer_stack: None,
+            local: event.local,
+            remote: event.remote,
+            state,
+            netns: event.sock.netns,
+            cgroup_id: event.sock.cgroup_id,
+            born_ns: None,
+            established_ns: None,
+            state_since_ns: None,
+            fin_sent_ns: None,
+            closed_by: None,
+            retransmits: Retransmits::default(),
+            resets_received: 0,
+            resets_sent: 0,
+        }
+    }
+
+    fn observe(&mut self, event: &TcpEvent, owner: Option<&Owner>) {
+        // The kernel's record may learn the owner later (a listener seeded
+        // from the snapshot); take the best we have.
+        if self.owner.is_none() {
+            self.owner = owner.map(ProcessId::of_owner);
+            self.owner_source = owner.map(|o| o.source);
+        }
+        if self.owner_stack.is_none() {
+            self.owner_stack = event.owner().and_then(StackRef::of_task);
+        }
+        if self.closer.is_none() {
+            if let Some(closer) = event.closer() {
+                self.closer = Some(ProcessId::of_task(closer));
+                self.closer_stack = StackRef::of_task(closer);
+            }
+        }
+        // A CLOSE→SYN_SENT record carries local port 0; later ones the real port.
+        if event.local.port() != 0 || self.local.port() == 0 {
+            self.local = event.local;
+        }
+        self.remote = event.remote;
+        self.netns = event.sock.netns;
+        match event.what {
+            What::StateChange { old, new } => self.transition(event, old, new),
+            What::Retransmit { state } => self.retransmit(event.ts_ns, state.unwrap_or(self.state)),
+            What::ResetSent { .. } => {
+                self.resets_sent += 1;
+                self.closed_by.get_or_insert(ClosedBy::Local);
+            }
+            What::ResetReceived => {
+                self.resets_received += 1;
+                self.closed_by.get_or_insert(ClosedBy::Peer);
+            }
+        }
+    }
+
+    fn transition(&mut self, event: &TcpEvent, old: TcpState, new: TcpState) {
+        use TcpState::{CloseWait, Established, FinWait1, LastAck};
+        if new == Established && old != Established {
+            self.established_ns = Some(event.ts_ns);
+        }
+        match (old, new) {
+            (_, FinWait1) if old != FinWait1 => {
+                self.fin_sent_ns = Some(event.ts_ns);
+                self.closed_by.get_or_insert(ClosedBy::Local);
+            }
+            (_, CloseWait) => {
+                self.closed_by.get_or_insert(ClosedBy::Peer);
+            }
+            (_, LastAck) => self.fin_sent_ns = Some(event.ts_ns),
+            _ => {}
+        }
+        self.state = new;
+        self.state_since_ns = Some(event.ts_ns);
+    }
+
+    fn retransmit(&mut self, ts_ns: u64, state: TcpState) {
+        let r = &mut self.retransmits;
+        match state {
+            TcpState::SynSent | TcpState::SynRecv => r.syn += 1,
+            TcpState::FinWait1 | TcpState::Closing | TcpState::LastAck => {
+                if r.fin == 0 {
+                    r.first_fin_ns = ts_ns;
+                }
+                r.fin += 1;
+                r.last_fin_ns = ts_ns;
+            }
+            _ => r.data += 1,
+        }
+    }
+
+    /// Born → now (or → close, for a closed record), when the birth was seen.
+    #[must_use]
+    pub fn lifetime_ns(&self, now_ns: u64) -> Option<u64> {
+        self.born_ns.map(|born| now_ns.saturating_sub(born))
+    }
+
+    /// The peer as a report groups it: a client's server endpoint, or a
+    /// server's client address (any port: clients use ephemeral ports).
+    #[must_use]
+    pub fn peer_key(&self) -> SocketAddr {
+        match self.role {
+            Role::Passive => SocketAddr::new(self.remote.ip(), 0),
+            _ => self.remote,
+        }
+    }
+
+    /// The process a report names for this socket's close: the closer when
+    /// recorded, else the owner.
+    #[must_use]
+    pub fn responsible(&self) -> Option<ProcessId> {
+        self.closer.or(self.owner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use tcptrace_common::{SockInfo, Task, TcpState, CLOSER_KNOWN, OWNER_FROM_SYSCALL};
+
+    use super::*;
+    use crate::{event::TcpEvent, owner, snapshot::Snapshot};
+
+    fn task(pid: u32, comm: &str) -> Task {
+        let mut task = Task::NOBODY;
+        task.tgid = pid;
+        task.pid = pid;
+        task.comm[..comm.len()].copy_from_slice(comm.as_bytes());
+        task.stack_id = 7;
+        task
+    }
+
+    fn event(skaddr: u64, ts: u64, what: What, local: &str) -> TcpEvent {
+        let mut sock = SockInfo::EMPTY;
+        sock.owner = task(100, "client");
+        sock.flags = OWNER_FROM_SYSCALL;
+        TcpEvent {
+            what,
+            ts_ns: ts,
+            skaddr,
+            local: local.parse().unwrap(),
+            remote: "10.0.0.9:6379".parse().unwrap(),
+            sock,
+            actor: None,
+            in_state_ns: None,
+            error: None,
+        }
+    }
+
+    fn state(old: TcpState, new: TcpState) -> What {
+        What::StateChange { old, new }
+    }
+
+    fn apply(table: &mut SocketTable, e: &TcpEvent) -> Applied {
+        let snapshot = Snapshot::default();
+        let owner = owner::resolve(e, &snapshot);
+        table.apply(e, owner.as_ref())
+    }
+
+    #[test]
+    fn active_lifecycle_ends_in_a_closed_record() {
+        use TcpState::*;
+        let mut table = SocketTable::default();
+        let s = 0xffff_0001;
+        apply(
+            &mut table,
+            &event(s, 1_000, state(Close, SynSent), "10.0.0.1:0"),
+        );
+        apply(
+            &mut table,
+            &event(s, 2_000, state(SynSent, Established), "10.0.0.1:40000"),
+        );
+        assert!(table
+            .find(
+                "10.0.0.1:40000".parse().unwrap(),
+                "10.0.0.9:6379".parse().unwrap()
+            )
+            .is_some());
+        let mut close = event(s, 5_000, state(Established, FinWait1), "10.0.0.1:40000");
+        close.sock.closer = task(100, "client");
+        close.sock.flags |= CLOSER_KNOWN;
+        apply(&mut table, &close);
+        apply(
+            &mut table,
+            &event(
+                s,
+                6_000,
+                What::Retransmit {
+                    state: Some(FinWait1),
+                },
+                "10.0.0.1:40000",
+            ),
+        );
+        let Applied::Closed(record) = apply(
+            &mut table,
+            &event(s, 9_000, state(FinWait1, Close), "10.0.0.1:40000"),
+        ) else {
+            panic!("CLOSE ends the record");
+        };
+        assert_eq!(record.role, Role::Active);
+        assert_eq!(record.lifetime_ns(9_000), Some(8_000));
+        assert_eq!(record.closed_by, Some(ClosedBy::Local));
+        assert_eq!(record.closer.map(|c| c.pid), Some(100));
+        assert_eq!(record.retransmits.fin, 1);
+        assert_eq!(
+            record.local.port(),
+            40000,
+            "the real port replaces connect's port 0"
+        );
+        assert!(table.is_empty());
+        assert!(table.find(record.local, record.remote).is_none());
+    }
+
+    #[test]
+    fn reused_address_starts_a_new_record() {
+        use TcpState::*;
+        let mut table = SocketTable::default();
+        let s = 0xffff_0002;
+        apply(
+            &mut table,
+            &event(s, 1, state(Close, SynSent), "10.0.0.1:0"),
+        );
+        apply(
+            &mut table,
+            &event(s, 2, state(SynSent, Established), "10.0.0.1:40001"),
+        );
+        // Its CLOSE was lost; the address now belongs to a new connection.
+        apply(
+            &mut table,
+            &event(s, 10, state(Close, SynSent), "10.0.0.1:0"),
+        );
+        assert_eq!(table.replaced, 1);
+        let record = table.get(s).unwrap();
+        assert_eq!(record.born_ns, Some(10));
+        assert_eq!(record.state, SynSent);
+        assert!(table
+            .find(
+                "10.0.0.1:40001".parse().unwrap(),
+                "10.0.0.9:6379".parse().unwrap()
+            )
+            .is_none());
+    }
+
+    #[test]
+    fn socket_from_before_the_session_has_no_birth() {
+        use TcpState::*;
+        let mut table = SocketTable::default();
+        let e = event(3, 50, state(Established, CloseWait), "10.0.0.1:8080");
+        apply(&mut table, &e);
+        let record = table.get(3).unwrap();
+        assert_eq!(record.role, Role::Unknown);
+        assert_eq!(record.born_ns, None);
+        assert_eq!(record.closed_by, Some(ClosedBy::Peer));
+        assert_eq!(record.state_since_ns, Some(50));
+        let peer: SocketAddr = "10.0.0.9:6379".parse().unwrap();
+        assert_eq!(record.peer_key(), peer);
+    }
+}
