@@ -23,16 +23,26 @@ pub struct CallSite {
     pub frames: Vec<Frame>,
 }
 
+/// Distinct (process, stack) pairs remembered; beyond it new stacks are not
+/// symbolized (counted in `dropped`) so a long-running daemon stays bounded.
+const MAX_STACKS: usize = 65_536;
+
 #[derive(Default)]
 pub struct CallSites {
     symbolizer: Symbolizer,
     resolved: HashMap<StackRef, Option<CallSite>>,
+    /// Stacks not resolved because `MAX_STACKS` was reached.
+    pub dropped: u64,
 }
 
 impl CallSites {
     /// Resolves `stack` now if it is new. Cheap for known stacks.
     pub fn observe(&mut self, stack: StackRef, probe: &Probe) {
         if self.resolved.contains_key(&stack) {
+            return;
+        }
+        if self.resolved.len() >= MAX_STACKS {
+            self.dropped += 1;
             return;
         }
         let site = probe.stack(stack.stack_id).map(|ips| {

@@ -378,40 +378,16 @@ impl SocketRecord {
 mod tests {
     use std::net::SocketAddr;
 
-    use tcptrace_common::{SockInfo, Task, TcpState, CLOSER_KNOWN, OWNER_FROM_SYSCALL};
+    use tcptrace_common::TcpState::*;
 
     use super::*;
-    use crate::{event::TcpEvent, owner, snapshot::Snapshot};
+    use crate::{
+        event::synthetic::{task, Conn},
+        owner,
+        snapshot::Snapshot,
+    };
 
-    fn task(pid: u32, comm: &str) -> Task {
-        let mut task = Task::NOBODY;
-        task.tgid = pid;
-        task.pid = pid;
-        task.comm[..comm.len()].copy_from_slice(comm.as_bytes());
-        task.stack_id = 7;
-        task
-    }
-
-    fn event(skaddr: u64, ts: u64, what: What, local: &str) -> TcpEvent {
-        let mut sock = SockInfo::EMPTY;
-        sock.owner = task(100, "client");
-        sock.flags = OWNER_FROM_SYSCALL;
-        TcpEvent {
-            what,
-            ts_ns: ts,
-            skaddr,
-            local: local.parse().unwrap(),
-            remote: "10.0.0.9:6379".parse().unwrap(),
-            sock,
-            actor: None,
-            in_state_ns: None,
-            error: None,
-        }
-    }
-
-    fn state(old: TcpState, new: TcpState) -> What {
-        What::StateChange { old, new }
-    }
+    const REMOTE: &str = "10.0.0.9:6379";
 
     fn apply(table: &mut SocketTable, e: &TcpEvent) -> Applied {
         let snapshot = Snapshot::default();
@@ -419,44 +395,26 @@ mod tests {
         table.apply(e, owner.as_ref())
     }
 
+    fn endpoints(local: &str) -> (SocketAddr, SocketAddr) {
+        (local.parse().unwrap(), REMOTE.parse().unwrap())
+    }
+
     #[test]
     fn active_lifecycle_ends_in_a_closed_record() {
-        use TcpState::*;
         let mut table = SocketTable::default();
-        let s = 0xffff_0001;
+        let client = task(100, "client", 7);
+        let connecting = Conn::active(1, client, "10.0.0.1:0", REMOTE);
+        apply(&mut table, &connecting.state(1_000, Close, SynSent));
+        let mut c = Conn::active(1, client, "10.0.0.1:40000", REMOTE);
+        apply(&mut table, &c.state(2_000, SynSent, Established));
+        let (local, remote) = endpoints("10.0.0.1:40000");
+        assert!(table.find(local, remote).is_some());
         apply(
             &mut table,
-            &event(s, 1_000, state(Close, SynSent), "10.0.0.1:0"),
+            &c.closed_by(5_000, Established, FinWait1, client),
         );
-        apply(
-            &mut table,
-            &event(s, 2_000, state(SynSent, Established), "10.0.0.1:40000"),
-        );
-        assert!(table
-            .find(
-                "10.0.0.1:40000".parse().unwrap(),
-                "10.0.0.9:6379".parse().unwrap()
-            )
-            .is_some());
-        let mut close = event(s, 5_000, state(Established, FinWait1), "10.0.0.1:40000");
-        close.sock.closer = task(100, "client");
-        close.sock.flags |= CLOSER_KNOWN;
-        apply(&mut table, &close);
-        apply(
-            &mut table,
-            &event(
-                s,
-                6_000,
-                What::Retransmit {
-                    state: Some(FinWait1),
-                },
-                "10.0.0.1:40000",
-            ),
-        );
-        let Applied::Closed(record) = apply(
-            &mut table,
-            &event(s, 9_000, state(FinWait1, Close), "10.0.0.1:40000"),
-        ) else {
+        apply(&mut table, &c.retransmit(6_000, FinWait1));
+        let Applied::Closed(record) = apply(&mut table, &c.state(9_000, FinWait1, Close)) else {
             panic!("CLOSE ends the record");
         };
         assert_eq!(record.role, Role::Active);
@@ -470,51 +428,44 @@ mod tests {
             "the real port replaces connect's port 0"
         );
         assert!(table.is_empty());
-        assert!(table.find(record.local, record.remote).is_none());
+        assert!(table.find(local, remote).is_none());
     }
 
     #[test]
     fn reused_address_starts_a_new_record() {
-        use TcpState::*;
         let mut table = SocketTable::default();
-        let s = 0xffff_0002;
+        let client = task(100, "client", 7);
         apply(
             &mut table,
-            &event(s, 1, state(Close, SynSent), "10.0.0.1:0"),
+            &Conn::active(2, client, "10.0.0.1:0", REMOTE).state(1, Close, SynSent),
         );
         apply(
             &mut table,
-            &event(s, 2, state(SynSent, Established), "10.0.0.1:40001"),
+            &Conn::active(2, client, "10.0.0.1:40001", REMOTE).state(2, SynSent, Established),
         );
         // Its CLOSE was lost; the address now belongs to a new connection.
         apply(
             &mut table,
-            &event(s, 10, state(Close, SynSent), "10.0.0.1:0"),
+            &Conn::active(2, client, "10.0.0.1:0", REMOTE).state(10, Close, SynSent),
         );
         assert_eq!(table.replaced, 1);
-        let record = table.get(s).unwrap();
+        let record = table.get(2).unwrap();
         assert_eq!(record.born_ns, Some(10));
         assert_eq!(record.state, SynSent);
-        assert!(table
-            .find(
-                "10.0.0.1:40001".parse().unwrap(),
-                "10.0.0.9:6379".parse().unwrap()
-            )
-            .is_none());
+        let (local, remote) = endpoints("10.0.0.1:40001");
+        assert!(table.find(local, remote).is_none());
     }
 
     #[test]
     fn socket_from_before_the_session_has_no_birth() {
-        use TcpState::*;
         let mut table = SocketTable::default();
-        let e = event(3, 50, state(Established, CloseWait), "10.0.0.1:8080");
-        apply(&mut table, &e);
+        let c = Conn::active(3, task(100, "client", 7), "10.0.0.1:8080", REMOTE);
+        apply(&mut table, &c.state(50, Established, CloseWait));
         let record = table.get(3).unwrap();
         assert_eq!(record.role, Role::Unknown);
         assert_eq!(record.born_ns, None);
         assert_eq!(record.closed_by, Some(ClosedBy::Peer));
         assert_eq!(record.state_since_ns, Some(50));
-        let peer: SocketAddr = "10.0.0.9:6379".parse().unwrap();
-        assert_eq!(record.peer_key(), peer);
+        assert_eq!(record.peer_key(), REMOTE.parse::<SocketAddr>().unwrap());
     }
 }

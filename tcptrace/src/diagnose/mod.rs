@@ -8,6 +8,8 @@ pub mod flows;
 pub mod ports;
 pub mod reconnect;
 mod report;
+#[cfg(test)]
+mod tests;
 
 pub use report::{build_report, Finding, Percentiles, ProcessJson, Report, ReportInput, Totals};
 

@@ -2,6 +2,8 @@
 
 mod decode;
 pub mod layout;
+#[cfg(test)]
+pub mod synthetic;
 
 use std::net::SocketAddr;
 

@@ -1,0 +1,362 @@
+//! Every diagnosis on synthetic event sequences: the table and the
+//! diagnoses are fed exactly what the kernel would send.
+
+use std::time::Duration;
+
+use tcptrace_common::{Task, TcpState::*};
+
+use super::{build_report, Diagnoses, Finding, Report, ReportInput};
+use crate::{
+    callsite::CallSites,
+    event::{
+        synthetic::{task, Conn, MS, SEC},
+        TcpEvent,
+    },
+    owner,
+    proc_fds::FdHolder,
+    snapshot::{ExistingSocket, Snapshot},
+    table::{Applied, SocketTable},
+};
+
+#[derive(Default)]
+struct Pipeline {
+    table: SocketTable,
+    diagnoses: Diagnoses,
+}
+
+impl Pipeline {
+    fn feed(&mut self, event: &TcpEvent) {
+        let no_snapshot = Snapshot::default();
+        let owner = owner::resolve(event, &no_snapshot);
+        match self.table.apply(event, owner.as_ref()) {
+            Applied::Live(skaddr) => {
+                let record = self.table.get(skaddr).expect("live record");
+                self.diagnoses.on_event(event, record);
+            }
+            Applied::Closed(record) => self.diagnoses.on_closed(&record, event),
+            Applied::Untracked => {}
+        }
+    }
+
+    fn report(&self, now: &Snapshot, now_ns: u64) -> Report {
+        build_report(
+            &self.diagnoses,
+            &ReportInput {
+                table: &self.table,
+                now,
+                now_ns,
+                elapsed: Duration::from_secs(10),
+                call_sites: &CallSites::default(),
+                port_range: (32768, 60999),
+                events_lost: 0,
+            },
+        )
+    }
+}
+
+/// Histograms keep 3 significant digits.
+fn assert_close(value: u64, expected: u64) {
+    assert!(
+        value.abs_diff(expected) <= expected / 500,
+        "{value} is not {expected}"
+    );
+}
+
+fn findings<'a, T>(report: &'a Report, pick: impl Fn(&'a Finding) -> Option<&'a T>) -> Vec<&'a T> {
+    report.findings.iter().filter_map(pick).collect()
+}
+
+/// A client that opens, uses and closes a connection per request, every
+/// time at the same (reused) struct sock address: churn and TIME_WAIT.
+fn client_per_request(p: &mut Pipeline, client: Task, count: u64, start: u64, gap: u64) {
+    for i in 0..count {
+        let t = start + i * gap;
+        let local = format!("127.0.0.1:{}", 40000 + i);
+        let mut c = Conn::active(0xffff_1000, client, &local, "10.0.0.9:6379");
+        p.feed(&c.state(t, Close, SynSent));
+        let mut established = c.state(t + MS, SynSent, Established);
+        established.in_state_ns = Some(MS);
+        p.feed(&established);
+        p.feed(&c.closed_by(t + 3 * MS, Established, FinWait1, client));
+        p.feed(&c.state(t + 4 * MS, FinWait1, FinWait2));
+        p.feed(&c.state(t + 5 * MS, FinWait2, Close));
+    }
+}
+
+#[test]
+fn churn_counts_time_wait_by_closer_and_peer_despite_address_reuse() {
+    let mut p = Pipeline::default();
+    let client = task(100, "gateway", 3);
+    client_per_request(&mut p, client, 20, 0, 10 * MS);
+    let report = p.report(&Snapshot::default(), SEC);
+    let churn = findings(&report, |f| match f {
+        Finding::Churn(c) => Some(c),
+        _ => None,
+    });
+    assert_eq!(churn.len(), 1);
+    let c = churn[0];
+    assert_eq!(
+        c.process.as_ref().map(|p| (p.pid, p.comm.as_str())),
+        Some((100, "gateway"))
+    );
+    assert_eq!(c.peer, "10.0.0.9:6379");
+    assert_eq!(
+        (c.connections, c.active_closes, c.passive_closes),
+        (20, 20, 0)
+    );
+    assert_eq!(
+        c.time_wait_now, 20,
+        "every active close left a TIME_WAIT socket"
+    );
+    assert_close(c.lifetime_us.unwrap().p50, 5_000);
+    // 60 s later they are gone.
+    assert_eq!(
+        p.report(&Snapshot::default(), 62 * SEC)
+            .totals
+            .time_wait_modelled,
+        0
+    );
+    assert_eq!(
+        p.table.replaced, 0,
+        "each CLOSE ended its record before the address came back"
+    );
+    // Closing our own connections is churn, not a reconnect loop.
+    assert!(findings(&report, |f| match f {
+        Finding::ReconnectLoop(r) => Some(r),
+        _ => None,
+    })
+    .is_empty());
+}
+
+#[test]
+fn reconnect_loop_against_a_server_that_closes_first() {
+    let mut p = Pipeline::default();
+    let client = task(200, "zk-client", 4);
+    for i in 0..10u64 {
+        let t = i * 20 * MS;
+        let c = Conn::active(
+            0xffff_2000 + i,
+            client,
+            &format!("127.0.0.1:{}", 41000 + i),
+            "10.0.0.7:2181",
+        );
+        p.feed(&c.state(t, Close, SynSent));
+        p.feed(&c.state(t + MS, SynSent, Established));
+        p.feed(&c.state(t + 2 * MS, Established, CloseWait)); // the server closes
+        let mut c = c;
+        p.feed(&c.closed_by(t + 3 * MS, CloseWait, LastAck, client));
+        p.feed(&c.state(t + 4 * MS, LastAck, Close));
+    }
+    let report = p.report(&Snapshot::default(), SEC);
+    let loops = findings(&report, |f| match f {
+        Finding::ReconnectLoop(r) => Some(r),
+        _ => None,
+    });
+    assert_eq!(loops.len(), 1, "{report:#?}");
+    let r = loops[0];
+    assert_eq!(r.process.as_ref().map(|p| p.pid), Some(200));
+    assert_eq!(r.attempts, 10);
+    assert!(
+        (r.per_second - 50.0).abs() < 1.0,
+        "one attempt every 20 ms: {}",
+        r.per_second
+    );
+    assert_close(r.median_lifetime_us.unwrap(), 4_000);
+    assert_eq!(r.backoff, super::reconnect::Backoff::None);
+}
+
+#[test]
+fn exponential_backoff_is_not_a_loop() {
+    let mut p = Pipeline::default();
+    let client = task(201, "polite", 4);
+    let mut t = 0;
+    for i in 0..8u64 {
+        let c = Conn::active(
+            0xffff_2100 + i,
+            client,
+            &format!("127.0.0.1:{}", 42000 + i),
+            "10.0.0.7:2181",
+        );
+        p.feed(&c.state(t, Close, SynSent));
+        p.feed(&c.dies(t + MS, SynSent, Some(libc::ECONNREFUSED)));
+        t += (1 << i) * 100 * MS;
+    }
+    let report = p.report(&Snapshot::default(), t);
+    assert!(report
+        .findings
+        .iter()
+        .all(|f| !matches!(f, Finding::ReconnectLoop(_))));
+    let connect = findings(&report, |f| match f {
+        Finding::Connect(c) => Some(c),
+        _ => None,
+    });
+    assert_eq!(connect[0].failures.refused, 8);
+}
+
+#[test]
+fn dead_peer_fin_retransmits_belong_to_the_late_closer() {
+    let mut p = Pipeline::default();
+    let server = task(300, "storage", 5);
+    let mut c = Conn::passive(0xffff_3000, server, "10.0.0.1:9000", "10.0.0.50:51000");
+    p.feed(&c.state(0, Listen, SynRecv));
+    p.feed(&c.state(MS, SynRecv, Established));
+    p.feed(&c.state(2 * MS, Established, CloseWait)); // the client closed and left
+                                                      // Minutes later the server closes; nobody acknowledges the FIN.
+    p.feed(&c.closed_by(120 * SEC, CloseWait, LastAck, server));
+    for k in 1..=3u64 {
+        p.feed(&c.retransmit(120 * SEC + k * 200 * MS, LastAck));
+    }
+    // An ordinary data retransmit elsewhere must not count as a FIN one.
+    let mut other = Conn::active(0xffff_3001, server, "10.0.0.1:41000", "10.0.0.60:80");
+    p.feed(&other.state(0, Close, SynSent));
+    p.feed(&other.state(MS, SynSent, Established));
+    p.feed(&other.retransmit(2 * MS, Established));
+    p.feed(&c.dies(122 * SEC, LastAck, Some(libc::ETIMEDOUT)));
+
+    let report = p.report(&Snapshot::default(), 123 * SEC);
+    let dead = findings(&report, |f| match f {
+        Finding::DeadPeerFin(d) => Some(d),
+        _ => None,
+    });
+    assert_eq!(dead.len(), 1, "{report:#?}");
+    let d = dead[0];
+    assert_eq!(d.process.as_ref().map(|p| p.pid), Some(300));
+    assert_eq!(d.peer, "10.0.0.50:51000");
+    assert_eq!((d.retransmits, d.outcomes.gave_up), (3, 1));
+    assert_eq!(d.states, ["LAST_ACK"]);
+    assert!(
+        (d.seconds - 2.0).abs() < 1e-6,
+        "FIN sent at 120 s, gave up at 122 s: {}",
+        d.seconds
+    );
+    assert_eq!(
+        d.verdict,
+        "peer never acknowledged; gave up after 3 retransmits over 2.0 s"
+    );
+}
+
+#[test]
+fn close_wait_leak_ages_exact_or_at_least() {
+    let mut p = Pipeline::default();
+    let server = task(400, "leaky", 6);
+    let c = Conn::passive(0xffff_4000, server, "10.0.0.1:8080", "10.0.0.70:50000");
+    p.feed(&c.state(0, Listen, SynRecv));
+    p.feed(&c.state(MS, SynRecv, Established));
+    p.feed(&c.state(2 * SEC, Established, CloseWait));
+    let holder = |fd| FdHolder {
+        pid: 400,
+        fd,
+        comm: "leaky".to_owned(),
+    };
+    let socket = |remote: &str, fd| ExistingSocket {
+        state: CloseWait,
+        local: "10.0.0.1:8080".parse().unwrap(),
+        remote: remote.parse().unwrap(),
+        inode: 1000 + u64::from(fd),
+        uid: 0,
+        holders: vec![holder(fd)],
+    };
+    // One traced into CLOSE_WAIT, one already there before tracing began.
+    let now = Snapshot::from_sockets(
+        vec![socket("10.0.0.70:50000", 7), socket("10.0.0.71:50001", 8)],
+        0,
+    );
+    let report = p.report(&now, 9 * SEC);
+    let leaks = findings(&report, |f| match f {
+        Finding::CloseWaitLeak(l) => Some(l),
+        _ => None,
+    });
+    // Grouped by call site: the traced one has its listener's stack, the
+    // older one none, so two groups of the same process.
+    assert_eq!(leaks.len(), 2, "{leaks:#?}");
+    let traced = leaks
+        .iter()
+        .find(|l| !l.age_is_lower_bound)
+        .expect("traced leak");
+    assert!((traced.oldest_age_s - 7.0).abs() < 1e-6);
+    assert_eq!(
+        traced.fds.iter().map(|f| (f.pid, f.fd)).collect::<Vec<_>>(),
+        [(400, 7)]
+    );
+    let older = leaks
+        .iter()
+        .find(|l| l.age_is_lower_bound)
+        .expect("pre-existing leak");
+    assert!(
+        (older.oldest_age_s - 10.0).abs() < 1e-6,
+        "at least the session length"
+    );
+    assert_eq!(
+        older.process.as_ref().map(|p| p.pid),
+        Some(400),
+        "owner from the fd scan"
+    );
+    assert_eq!(report.totals.close_wait_kernel, 2);
+}
+
+#[test]
+fn connect_failures_by_cause_and_latency() {
+    let mut p = Pipeline::default();
+    let client = task(500, "curl", 7);
+    let causes = [
+        Some(libc::ECONNREFUSED),
+        Some(libc::ETIMEDOUT),
+        Some(libc::EHOSTUNREACH),
+        Some(libc::ECONNRESET),
+    ];
+    for (i, error) in causes.into_iter().enumerate() {
+        let c = Conn::active(
+            0xffff_5000 + i as u64,
+            client,
+            "10.0.0.1:0",
+            "10.0.0.80:443",
+        );
+        p.feed(&c.state(0, Close, SynSent));
+        if error == Some(libc::ETIMEDOUT) {
+            let mut c = Conn::active(c.skaddr, client, "10.0.0.1:0", "10.0.0.80:443");
+            p.feed(&c.retransmit(SEC, SynSent));
+            p.feed(&c.dies(3 * SEC, SynSent, error));
+        } else {
+            p.feed(&c.dies(MS, SynSent, error));
+        }
+    }
+    // The caller gives up (close() during connect): process context, no error.
+    let mut aborted = Conn::active(0xffff_5010, client, "10.0.0.1:0", "10.0.0.80:443");
+    p.feed(&aborted.state(0, Close, SynSent));
+    p.feed(&aborted.closed_by(5 * MS, SynSent, Close, client));
+    let ok = Conn::active(0xffff_5011, client, "10.0.0.1:43000", "10.0.0.80:443");
+    p.feed(&ok.state(0, Close, SynSent));
+    let mut established = ok.state(2 * MS, SynSent, Established);
+    established.in_state_ns = Some(2 * MS);
+    p.feed(&established);
+
+    let report = p.report(&Snapshot::default(), 4 * SEC);
+    let connect = findings(&report, |f| match f {
+        Finding::Connect(c) => Some(c),
+        _ => None,
+    });
+    let c = connect[0];
+    let f = &c.failures;
+    assert_eq!(
+        (f.refused, f.timed_out, f.unreachable, f.reset, f.aborted),
+        (1, 1, 1, 1, 1)
+    );
+    assert_eq!((c.attempts, c.established, c.syn_retransmits), (6, 1, 1));
+    assert_close(c.latency_us.unwrap().p50, 2_000);
+}
+
+#[test]
+fn process_exit_mid_session_keeps_attribution() {
+    // The owner exits right after close(): the kernel's record still names
+    // it, so TIME_WAIT and the closing are attributed to it afterwards.
+    let mut p = Pipeline::default();
+    let shortlived = task(600, "cronjob", 8);
+    client_per_request(&mut p, shortlived, 1, 0, MS);
+    let report = p.report(&Snapshot::default(), SEC);
+    let churn = findings(&report, |f| match f {
+        Finding::Churn(c) => Some(c),
+        _ => None,
+    });
+    assert_eq!(churn[0].process.as_ref().map(|p| p.pid), Some(600));
+    assert_eq!(churn[0].time_wait_now, 1);
+}
