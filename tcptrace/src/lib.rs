@@ -11,6 +11,7 @@ pub mod event;
 pub mod filter;
 pub mod output;
 pub mod owner;
+pub mod pipeline;
 pub mod probe;
 pub mod proc_fds;
 pub mod session;

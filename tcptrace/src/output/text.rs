@@ -107,17 +107,18 @@ impl<W: Write> Sink for TextLines<W> {
     }
 
     fn summary(&mut self, s: &Summary) -> io::Result<()> {
+        let c = &s.counts;
         writeln!(
             self.out,
             "# {} events in {:.1}s: {} state changes, {} retransmits, {} resets sent, {} resets received",
-            s.events, s.elapsed.as_secs_f64(), s.state_changes, s.retransmits, s.resets_sent, s.resets_received
+            c.events, s.elapsed.as_secs_f64(), c.state_changes, c.retransmits, c.resets_sent, c.resets_received
         )?;
         writeln!(
             self.out,
             "# shown {}, filtered out {}, undecodable {}; kernel: sent {}, lost {} (ring buffer full), socket map full {}",
-            s.shown, s.filtered_out, s.decode_errors, s.kernel.events_sent, s.kernel.events_lost, s.kernel.sock_map_full
+            c.shown, c.filtered_out, c.decode_errors, s.kernel.events_sent, s.kernel.events_lost, s.kernel.sock_map_full
         )?;
-        if s.kernel.events_lost > 0 || s.decode_errors > 0 {
+        if s.kernel.events_lost > 0 || c.decode_errors > 0 {
             writeln!(
                 self.out,
                 "# WARNING: events were lost; attributions and counts may be incomplete \

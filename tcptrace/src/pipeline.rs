@@ -1,0 +1,198 @@
+//! Everything between the ring buffer and the outputs, shared by one-off
+//! sessions and the daemon: decode → owner → socket table → diagnoses.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use aya::maps::{MapData, RingBuf};
+use serde::Serialize;
+use tcptrace_common::{Listener, ListenerKey, Task, TcpState};
+use tokio::io::unix::AsyncFd;
+
+use crate::{
+    callsite::CallSites,
+    clock::monotonic_ns,
+    diagnose::{build_report, ports::local_port_range, Diagnoses, Report, ReportInput},
+    event::{decode, layout::RecordLayouts, TcpEvent, What},
+    filter::Filter,
+    owner::{self, Owner},
+    probe::Probe,
+    snapshot::Snapshot,
+    table::{Applied, SocketRecord, SocketTable, StackRef},
+};
+
+/// How often the ring buffer is drained when no wakeup came: records are
+/// submitted without waking us (see tcptrace-ebpf/src/emit.rs).
+pub const DRAIN_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Event counts of a session or daemon.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct EventCounts {
+    pub events: u64,
+    pub state_changes: u64,
+    pub retransmits: u64,
+    pub resets_sent: u64,
+    pub resets_received: u64,
+    pub shown: u64,
+    pub filtered_out: u64,
+    pub decode_errors: u64,
+}
+
+/// One event that passed the filter, with the socket's record: the live
+/// one, or the final one when `closed`.
+pub struct Observed<'a> {
+    pub event: &'a TcpEvent,
+    pub owner: Option<&'a Owner<'a>>,
+    pub record: Option<&'a SocketRecord>,
+    pub closed: bool,
+}
+
+pub struct Pipeline {
+    layouts: RecordLayouts,
+    /// Sockets that existed when tracing started.
+    pub start: Snapshot,
+    pub filter: Filter,
+    pub counts: EventCounts,
+    pub table: SocketTable,
+    pub diagnoses: Diagnoses,
+    pub call_sites: CallSites,
+}
+
+/// The ring buffer, pollable by tokio.
+pub type Ring = AsyncFd<RingBuf<MapData>>;
+
+impl Pipeline {
+    /// Takes the start snapshot (after the probe is attached: a socket born
+    /// in between is seen by both, never by neither) and teaches the kernel
+    /// the owners of listeners that already existed.
+    pub fn start(probe: &mut Probe, filter: Filter) -> Result<(Self, Ring)> {
+        let start = Snapshot::take().context("listing existing sockets (sock_diag)")?;
+        seed_listeners(probe, &start);
+        let ring = probe.take_events()?;
+        // SAFETY: the ring buffer owns its fd, which stays open and unchanged
+        // for as long as the AsyncFd owns the ring buffer.
+        let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+            .map_err(|e| anyhow::anyhow!("polling the ring buffer: {e}"))?;
+        let pipeline = Self {
+            layouts: probe.layouts,
+            start,
+            filter,
+            counts: EventCounts::default(),
+            table: SocketTable::default(),
+            diagnoses: Diagnoses::default(),
+            call_sites: CallSites::default(),
+        };
+        Ok((pipeline, ring))
+    }
+
+    /// Reads every waiting record; `each` sees those that pass the filter.
+    /// A record that does not decode is counted and skipped: one bad record
+    /// must not end the session.
+    pub fn drain<E>(
+        &mut self,
+        ring: &mut RingBuf<MapData>,
+        probe: &Probe,
+        mut each: impl FnMut(&Observed) -> Result<(), E>,
+    ) -> Result<(), E> {
+        while let Some(item) = ring.next() {
+            let Ok(event) = decode(&item, &self.layouts) else {
+                self.counts.decode_errors += 1;
+                continue;
+            };
+            drop(item);
+            let c = &mut self.counts;
+            c.events += 1;
+            match event.what {
+                What::StateChange { .. } => c.state_changes += 1,
+                What::Retransmit { .. } => c.retransmits += 1,
+                What::ResetSent { .. } => c.resets_sent += 1,
+                What::ResetReceived => c.resets_received += 1,
+            }
+            let owner = owner::resolve(&event, &self.start);
+            // The table sees everything, so a socket's record stays whole
+            // whatever the filter; diagnoses see what the filter lets by.
+            let applied = self.table.apply(&event, owner.as_ref());
+            if !self.filter.matches(&event, owner.as_ref()) {
+                self.counts.filtered_out += 1;
+                continue;
+            }
+            self.counts.shown += 1;
+            observe_call_sites(&mut self.call_sites, &event, probe);
+            let (record, closed) = match &applied {
+                Applied::Live(skaddr) => (self.table.get(*skaddr), false),
+                Applied::Closed(record) => (Some(record), true),
+                Applied::Untracked => (None, false),
+            };
+            match (record, closed) {
+                (Some(record), false) => self.diagnoses.on_event(&event, record),
+                (Some(record), true) => self.diagnoses.on_closed(record, &event),
+                (None, _) => {}
+            }
+            each(&Observed {
+                event: &event,
+                owner: owner.as_ref(),
+                record,
+                closed,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The diagnosis report now, from a fresh `sock_diag` dump.
+    pub fn report(&self, elapsed: Duration, events_lost: u64) -> Result<Report> {
+        let mut now = Snapshot::take().context("listing sockets for the report (sock_diag)")?;
+        now.retain(|s| self.filter.matches_existing(s));
+        Ok(build_report(
+            &self.diagnoses,
+            &ReportInput {
+                table: &self.table,
+                now: &now,
+                now_ns: monotonic_ns(),
+                elapsed,
+                call_sites: &self.call_sites,
+                port_range: local_port_range(),
+                events_lost: events_lost + self.counts.decode_errors,
+            },
+        ))
+    }
+}
+
+/// Symbolizes stacks on first sight, while their process still lives.
+fn observe_call_sites(call_sites: &mut CallSites, event: &TcpEvent, probe: &Probe) {
+    let tasks = [event.owner(), event.closer(), event.actor.as_ref()];
+    for stack in tasks.into_iter().flatten().filter_map(StackRef::of_task) {
+        call_sites.observe(stack, probe);
+    }
+}
+
+/// Passive sockets inherit their listener's owner in the kernel; listeners
+/// opened before tcptrace started are taught to it from the snapshot.
+fn seed_listeners(probe: &mut Probe, snapshot: &Snapshot) {
+    for socket in &snapshot.sockets {
+        let (TcpState::Listen, Some(holder)) = (socket.state, socket.holders.first()) else {
+            continue;
+        };
+        let mut owner = Task::NOBODY;
+        owner.tgid = holder.pid;
+        owner.pid = holder.pid;
+        let comm = holder.comm.as_bytes();
+        let len = comm.len().min(owner.comm.len() - 1);
+        owner.comm[..len].copy_from_slice(&comm[..len]);
+        let key = ListenerKey {
+            netns: snapshot.netns,
+            port: socket.local.port(),
+            _pad: 0,
+        };
+        let listener = Listener {
+            owner,
+            cgroup_id: 0,
+            skaddr: 0,
+        };
+        if let Err(err) = probe.seed_listener(key, listener) {
+            eprintln!(
+                "tcptrace: warning: cannot record listener on port {}: {err:#}",
+                key.port
+            );
+        }
+    }
+}
