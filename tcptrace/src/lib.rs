@@ -6,9 +6,13 @@
 
 pub mod callsite;
 pub mod clock;
+pub mod container;
+pub mod daemon;
 pub mod diagnose;
 pub mod event;
+pub mod export;
 pub mod filter;
+pub mod metrics;
 pub mod output;
 pub mod owner;
 pub mod pipeline;

@@ -138,22 +138,33 @@ impl Pipeline {
         Ok(())
     }
 
-    /// The diagnosis report now, from a fresh `sock_diag` dump.
-    pub fn report(&self, elapsed: Duration, events_lost: u64) -> Result<Report> {
+    /// A `sock_diag` dump now, restricted to the filter.
+    pub fn dump_now(&self) -> Result<Snapshot> {
         let mut now = Snapshot::take().context("listing sockets for the report (sock_diag)")?;
         now.retain(|s| self.filter.matches_existing(s));
-        Ok(build_report(
+        Ok(now)
+    }
+
+    /// The diagnosis report now, from a fresh `sock_diag` dump.
+    pub fn report(&self, elapsed: Duration, events_lost: u64) -> Result<Report> {
+        Ok(self.report_with(&self.dump_now()?, elapsed, events_lost))
+    }
+
+    /// The diagnosis report against the dump `now`.
+    #[must_use]
+    pub fn report_with(&self, now: &Snapshot, elapsed: Duration, events_lost: u64) -> Report {
+        build_report(
             &self.diagnoses,
             &ReportInput {
                 table: &self.table,
-                now: &now,
+                now,
                 now_ns: monotonic_ns(),
                 elapsed,
                 call_sites: &self.call_sites,
                 port_range: local_port_range(),
                 events_lost: events_lost + self.counts.decode_errors,
             },
-        ))
+        )
     }
 }
 

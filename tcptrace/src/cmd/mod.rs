@@ -1,6 +1,7 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+mod daemon;
 mod doctor;
 mod trace;
 
@@ -17,6 +18,8 @@ pub struct Cli {
 enum Command {
     /// Trace TCP state changes, retransmits and resets live.
     Trace(trace::TraceArgs),
+    /// Run continuously, exporting Prometheus metrics and logging findings.
+    Daemon(daemon::DaemonArgs),
     /// Show what this kernel supports and what will work.
     Doctor,
 }
@@ -24,6 +27,7 @@ enum Command {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Trace(args) => trace::run(args),
+        Command::Daemon(args) => daemon::run(args),
         Command::Doctor => doctor::run(),
     }
 }

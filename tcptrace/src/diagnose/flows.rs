@@ -47,7 +47,18 @@ impl ConnectFailures {
         self.refused + self.timed_out + self.unreachable + self.reset + self.aborted + self.other
     }
 
-    fn count(&mut self, error: Option<i32>, by_caller: bool) {
+    pub fn add(&mut self, other: &Self) {
+        self.refused += other.refused;
+        self.timed_out += other.timed_out;
+        self.unreachable += other.unreachable;
+        self.reset += other.reset;
+        self.aborted += other.aborted;
+        self.other += other.other;
+    }
+
+    /// Counts one failed connect by its `sk_err`; `by_caller` when the
+    /// CLOSE happened in the caller's own system call.
+    pub fn record(&mut self, error: Option<i32>, by_caller: bool) {
         match error {
             Some(libc::ECONNREFUSED) => self.refused += 1,
             Some(libc::ETIMEDOUT) => self.timed_out += 1,
@@ -259,7 +270,7 @@ impl Flows {
                 flow.time_wait.enter(event.ts_ns);
             }
             if old == SynSent {
-                flow.failures.count(event.error, event.actor.is_some());
+                flow.failures.record(event.error, event.actor.is_some());
             }
         }
     }
@@ -288,12 +299,12 @@ mod tests {
     #[test]
     fn connect_failures_by_cause() {
         let mut f = ConnectFailures::default();
-        f.count(Some(libc::ECONNREFUSED), false);
-        f.count(Some(libc::ETIMEDOUT), false);
-        f.count(Some(libc::EHOSTUNREACH), false);
-        f.count(Some(libc::ECONNRESET), false);
-        f.count(None, true);
-        f.count(None, false);
+        f.record(Some(libc::ECONNREFUSED), false);
+        f.record(Some(libc::ETIMEDOUT), false);
+        f.record(Some(libc::EHOSTUNREACH), false);
+        f.record(Some(libc::ECONNRESET), false);
+        f.record(None, true);
+        f.record(None, false);
         assert_eq!(
             (
                 f.refused,

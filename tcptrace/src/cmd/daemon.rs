@@ -1,0 +1,56 @@
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+use tcptrace::daemon::{
+    self,
+    config::{DaemonConfig, FileConfig, Overrides},
+};
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// TOML configuration file (see deploy/tcptrace.toml); flags win over it.
+    #[arg(long, env = "TCPTRACE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address of /metrics and /healthz [default: 127.0.0.1:9640].
+    #[arg(long, env = "TCPTRACE_LISTEN")]
+    listen: Option<String>,
+    /// Destinations with their own `peer` label; the rest are "other" [default: 10].
+    #[arg(long, env = "TCPTRACE_TOP_PEERS")]
+    top_peers: Option<usize>,
+    /// Ring buffer size in MiB [default: 4].
+    #[arg(long, env = "TCPTRACE_RING_BUFFER_MIB")]
+    ring_buffer_mib: Option<u32>,
+    /// Do not capture user stacks (call sites).
+    #[arg(long, env = "TCPTRACE_NO_STACKS")]
+    no_stacks: bool,
+    /// How often to refresh the socket dump and diagnoses [default: 15s].
+    #[arg(long, env = "TCPTRACE_REFRESH")]
+    refresh: Option<String>,
+    /// Only sockets owned or acted on by this command name (repeatable).
+    #[arg(short, long = "comm")]
+    comms: Vec<String>,
+    /// Only sockets with this local or remote port (repeatable).
+    #[arg(long = "port")]
+    ports: Vec<u16>,
+}
+
+pub fn run(args: DaemonArgs) -> Result<()> {
+    let file = match &args.config {
+        Some(path) => FileConfig::load(path)?,
+        None => FileConfig::default(),
+    };
+    let config = DaemonConfig::merge(
+        file,
+        Overrides {
+            listen: args.listen,
+            top_peers: args.top_peers,
+            ring_buffer_mib: args.ring_buffer_mib,
+            no_stacks: args.no_stacks,
+            refresh: args.refresh,
+            comm: args.comms,
+            port: args.ports,
+        },
+    )?;
+    daemon::run(config)
+}

@@ -1,0 +1,166 @@
+//! Daemon configuration: defaults, then an optional TOML file, then the
+//! environment and flags (clap merges those two), each overriding the last.
+
+use std::{net::SocketAddr, path::Path, time::Duration};
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+/// Default `/metrics` address: loopback only, a fixed port below the
+/// ephemeral range (32768+) so an outgoing connection can never hold it.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9640";
+
+/// The TOML file. Unknown keys are errors that name the key.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileConfig {
+    pub listen: Option<String>,
+    pub top_peers: Option<usize>,
+    pub ring_buffer_mib: Option<u32>,
+    pub stacks: Option<bool>,
+    pub refresh: Option<String>,
+    pub log_findings: Option<bool>,
+    pub comm: Option<Vec<String>>,
+    pub port: Option<Vec<u16>>,
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("in {}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> Result<Self> {
+        Ok(toml::from_str(text)?)
+    }
+}
+
+/// Values given on the command line or in the environment.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub top_peers: Option<usize>,
+    pub ring_buffer_mib: Option<u32>,
+    pub no_stacks: bool,
+    pub refresh: Option<String>,
+    pub comm: Vec<String>,
+    pub port: Vec<u16>,
+}
+
+/// The configuration in force.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DaemonConfig {
+    pub listen: SocketAddr,
+    /// Destinations with their own `peer` label; the rest are "other".
+    pub top_peers: usize,
+    pub ring_buffer_mib: u32,
+    pub stacks: bool,
+    /// How often the socket dump, diagnoses and findings log are refreshed.
+    pub refresh: Duration,
+    pub log_findings: bool,
+    pub comm: Vec<String>,
+    pub port: Vec<u16>,
+}
+
+impl DaemonConfig {
+    pub fn merge(file: FileConfig, flags: Overrides) -> Result<Self> {
+        let listen = flags
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        let listen: SocketAddr = listen
+            .parse()
+            .with_context(|| format!("listen: `{listen}` is not an address like 127.0.0.1:9640"))?;
+        let refresh = flags
+            .refresh
+            .or(file.refresh)
+            .unwrap_or_else(|| "15s".to_owned());
+        let refresh = humantime::parse_duration(&refresh)
+            .with_context(|| format!("refresh: `{refresh}` is not a duration like 15s"))?;
+        if refresh < Duration::from_secs(1) {
+            bail!("refresh: must be at least 1s");
+        }
+        let ring_buffer_mib = flags.ring_buffer_mib.or(file.ring_buffer_mib).unwrap_or(4);
+        if !(1..=1024).contains(&ring_buffer_mib) {
+            bail!("ring-buffer-mib: {ring_buffer_mib} is outside 1..=1024");
+        }
+        Ok(Self {
+            listen,
+            top_peers: flags.top_peers.or(file.top_peers).unwrap_or(10),
+            ring_buffer_mib,
+            stacks: !flags.no_stacks && file.stacks.unwrap_or(true),
+            refresh,
+            log_findings: file.log_findings.unwrap_or(true),
+            comm: if flags.comm.is_empty() {
+                file.comm.unwrap_or_default()
+            } else {
+                flags.comm
+            },
+            port: if flags.port.is_empty() {
+                file.port.unwrap_or_default()
+            } else {
+                flags.port
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_the_file_which_wins_over_defaults() {
+        let file =
+            FileConfig::parse("listen = \"127.0.0.1:9000\"\ntop-peers = 3\nrefresh = \"30s\"\n")
+                .unwrap();
+        let config = DaemonConfig::merge(
+            file.clone(),
+            Overrides {
+                top_peers: Some(5),
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(config.listen, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(config.top_peers, 5);
+        assert_eq!(config.refresh, Duration::from_secs(30));
+        let defaults = DaemonConfig::merge(FileConfig::default(), Overrides::default()).unwrap();
+        assert_eq!(defaults.listen, DEFAULT_LISTEN.parse().unwrap());
+        assert!(
+            defaults.listen.ip().is_loopback(),
+            "metrics stay on loopback unless told otherwise"
+        );
+        assert!(defaults.listen.port() < 32768);
+    }
+
+    #[test]
+    fn errors_name_the_bad_key() {
+        let err = FileConfig::parse("listn = \"x\"").unwrap_err();
+        assert!(format!("{err:#}").contains("listn"), "{err:#}");
+        let err = DaemonConfig::merge(
+            FileConfig::parse("listen = \"nowhere\"").unwrap(),
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().starts_with("listen:"), "{err}");
+        let err = DaemonConfig::merge(
+            FileConfig::default(),
+            Overrides {
+                refresh: Some("soon".into()),
+                ..Overrides::default()
+            },
+        )
+        .unwrap_err();
+        assert!(err.to_string().starts_with("refresh:"), "{err}");
+    }
+
+    #[test]
+    fn example_config_is_valid_and_complete() {
+        let text = include_str!("../../../deploy/tcptrace.toml");
+        let file = FileConfig::parse(text).unwrap();
+        assert!(file.listen.is_some() && file.top_peers.is_some() && file.refresh.is_some());
+        DaemonConfig::merge(file, Overrides::default()).unwrap();
+    }
+}

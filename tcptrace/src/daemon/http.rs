@@ -1,0 +1,122 @@
+//! A deliberately tiny, read-only HTTP/1.1 responder for `/metrics` and
+//! `/healthz`. Written by hand (two GET routes, `Connection: close`) rather
+//! than pulling a web framework into a privileged agent: less code to trust,
+//! faster to build. Requests are bounded in size and time.
+
+use std::time::Duration;
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+const MAX_REQUEST: usize = 8 * 1024;
+const READ_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What the client asked for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Route {
+    /// `/metrics`; true when the client accepts OpenMetrics.
+    Metrics(bool),
+    Health,
+    NotFound,
+    /// Anything but GET/HEAD: the endpoints are read-only.
+    MethodNotAllowed,
+    BadRequest,
+}
+
+/// Parses the request line of `head`.
+#[must_use]
+pub fn route(head: &[u8]) -> Route {
+    let Ok(text) = std::str::from_utf8(head) else {
+        return Route::BadRequest;
+    };
+    let mut parts = text.lines().next().unwrap_or_default().split(' ');
+    let (Some(method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Route::BadRequest;
+    };
+    if !version.starts_with("HTTP/1.") {
+        return Route::BadRequest;
+    }
+    if method != "GET" && method != "HEAD" {
+        return Route::MethodNotAllowed;
+    }
+    match target.split('?').next() {
+        Some("/metrics") => Route::Metrics(accepts_openmetrics(text)),
+        Some("/healthz") => Route::Health,
+        _ => Route::NotFound,
+    }
+}
+
+fn accepts_openmetrics(head: &str) -> bool {
+    head.lines()
+        .filter_map(|l| l.split_once(':'))
+        .any(|(name, value)| {
+            name.eq_ignore_ascii_case("accept") && value.contains("application/openmetrics-text")
+        })
+}
+
+/// Reads a request head (up to the blank line), bounded in size and time.
+pub async fn read_head(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut head = Vec::with_capacity(512);
+    let mut buf = [0u8; 1024];
+    let read = async {
+        loop {
+            let n = stream.read(&mut buf).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            head.extend_from_slice(&buf[..n]);
+            if head.windows(4).any(|w| w == b"\r\n\r\n") || head.windows(2).any(|w| w == b"\n\n") {
+                return Some(());
+            }
+            if head.len() > MAX_REQUEST {
+                return None;
+            }
+        }
+    };
+    tokio::time::timeout(READ_TIMEOUT, read).await.ok()??;
+    Some(head)
+}
+
+/// Writes a complete response and closes.
+pub async fn respond(stream: &mut TcpStream, status: &str, content_type: &str, body: &[u8]) {
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let write = async {
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(body).await?;
+        stream.shutdown().await
+    };
+    let _ = tokio::time::timeout(READ_TIMEOUT, write).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        assert_eq!(
+            route(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Route::Metrics(false)
+        );
+        let prometheus = b"GET /metrics HTTP/1.1\r\nAccept: application/openmetrics-text;version=1.0.0,text/plain;q=0.5\r\n\r\n";
+        assert_eq!(route(prometheus), Route::Metrics(true));
+        assert_eq!(route(b"GET /healthz HTTP/1.0\r\n\r\n"), Route::Health);
+        assert_eq!(
+            route(b"GET /metrics?x=1 HTTP/1.1\r\n\r\n"),
+            Route::Metrics(false)
+        );
+        assert_eq!(
+            route(b"POST /metrics HTTP/1.1\r\n\r\n"),
+            Route::MethodNotAllowed
+        );
+        assert_eq!(route(b"GET / HTTP/1.1\r\n\r\n"), Route::NotFound);
+        assert_eq!(route(b"garbage"), Route::BadRequest);
+        assert_eq!(route(&[0xff, 0xfe]), Route::BadRequest);
+    }
+}

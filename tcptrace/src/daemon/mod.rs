@@ -1,0 +1,255 @@
+//! `tcptrace daemon`: the session pipeline, long-running, exporting
+//! Prometheus metrics on a loopback address and logging new findings.
+//!
+//! Everything runs on one thread: the ring buffer drain, the periodic
+//! refresh (socket dump + diagnoses) and the HTTP handlers, which borrow
+//! the state only to render a scrape, never across an await.
+
+pub mod config;
+mod http;
+mod scrape;
+
+use std::{cell::RefCell, collections::HashSet, rc::Rc, time::Instant};
+
+use anyhow::{Context, Result};
+use aya::maps::{MapData, RingBuf};
+use tokio::{net::TcpListener, signal::unix::SignalKind, task::LocalSet};
+
+use self::{config::DaemonConfig, http::Route, scrape::Refreshed};
+use crate::{
+    container::Containers,
+    diagnose::{Finding, Report},
+    export::prometheus::{render, to_classic_text, Scrape},
+    filter::Filter,
+    metrics::DaemonMetrics,
+    pipeline::{Pipeline, DRAIN_INTERVAL},
+    probe::{Probe, ProbeOptions},
+};
+
+struct Daemon {
+    config: DaemonConfig,
+    probe: Probe,
+    pipeline: Pipeline,
+    metrics: DaemonMetrics,
+    containers: Containers,
+    refreshed: Refreshed,
+    started: Instant,
+    /// Findings already logged (kind, process, peer or call site).
+    logged: HashSet<String>,
+}
+
+pub fn run(config: DaemonConfig) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    LocalSet::new().block_on(&runtime, serve(config))
+}
+
+async fn serve(config: DaemonConfig) -> Result<()> {
+    // Bind before loading anything: a taken port is the commonest mistake.
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {} (--listen)", config.listen))?;
+    let mut probe = Probe::load(ProbeOptions {
+        ring_bytes: config.ring_buffer_mib * 1024 * 1024,
+        capture_stacks: config.stacks,
+    })?;
+    let filter = Filter {
+        comms: config.comm.clone(),
+        ports: config.port.clone(),
+        ..Filter::default()
+    };
+    let (pipeline, mut ring) = Pipeline::start(&mut probe, filter)?;
+    let daemon = Rc::new(RefCell::new(Daemon {
+        config: config.clone(),
+        probe,
+        pipeline,
+        metrics: DaemonMetrics::default(),
+        containers: Containers::default(),
+        refreshed: Refreshed::default(),
+        started: Instant::now(),
+        logged: HashSet::new(),
+    }));
+    log(
+        "info",
+        "started",
+        &serde_json::json!({ "listen": config.listen.to_string() }),
+    );
+
+    let mut drain_tick = tokio::time::interval(DRAIN_INTERVAL);
+    let mut refresh_tick = tokio::time::interval(config.refresh);
+    let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
+    let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
+    loop {
+        tokio::select! {
+            readable = ring.readable_mut() => {
+                let mut guard = readable?;
+                daemon.borrow_mut().drain(guard.get_inner_mut());
+                guard.clear_ready();
+            }
+            _ = drain_tick.tick() => daemon.borrow_mut().drain(ring.get_mut()),
+            _ = refresh_tick.tick() => {
+                let mut d = daemon.borrow_mut();
+                d.drain(ring.get_mut());
+                if let Err(err) = d.refresh() {
+                    log("warn", "refresh failed", &serde_json::json!({ "error": format!("{err:#}") }));
+                }
+            }
+            accepted = listener.accept() => {
+                if let Ok((stream, _)) = accepted {
+                    tokio::task::spawn_local(answer(stream, Rc::clone(&daemon)));
+                }
+            }
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+        }
+    }
+    log("info", "stopping", &serde_json::json!({}));
+    drop(ring);
+    // Dropping the probe detaches every program; nothing is pinned.
+    drop(daemon);
+    Ok(())
+}
+
+async fn answer(mut stream: tokio::net::TcpStream, daemon: Rc<RefCell<Daemon>>) {
+    let Some(head) = http::read_head(&mut stream).await else {
+        return;
+    };
+    let (status, content_type, body) = match http::route(&head) {
+        Route::Metrics(true) => (
+            "200 OK",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            daemon.borrow_mut().render(),
+        ),
+        Route::Metrics(false) => (
+            "200 OK",
+            "text/plain; version=0.0.4; charset=utf-8",
+            to_classic_text(&daemon.borrow_mut().render()),
+        ),
+        Route::Health => ("200 OK", "application/json", daemon.borrow().health()),
+        Route::NotFound => (
+            "404 Not Found",
+            "text/plain",
+            "try /metrics or /healthz\n".to_owned(),
+        ),
+        Route::MethodNotAllowed => (
+            "405 Method Not Allowed",
+            "text/plain",
+            "read-only\n".to_owned(),
+        ),
+        Route::BadRequest => ("400 Bad Request", "text/plain", "bad request\n".to_owned()),
+    };
+    http::respond(&mut stream, status, content_type, body.as_bytes()).await;
+}
+
+impl Daemon {
+    fn drain(&mut self, ring: &mut RingBuf<MapData>) {
+        let metrics = &mut self.metrics;
+        let _ = self
+            .pipeline
+            .drain::<std::convert::Infallible>(ring, &self.probe, |seen| {
+                metrics.observe(seen);
+                Ok(())
+            });
+    }
+
+    /// Socket dump, diagnoses and the findings log.
+    fn refresh(&mut self) -> Result<()> {
+        let now = self.pipeline.dump_now()?;
+        let lost = self.probe.counters().map(|c| c.events_lost).unwrap_or(0);
+        let report = self
+            .pipeline
+            .report_with(&now, self.started.elapsed(), lost);
+        if self.config.log_findings {
+            self.log_new_findings(&report);
+        }
+        self.refreshed = Refreshed::new(&now, &report, self.config.top_peers);
+        Ok(())
+    }
+
+    fn log_new_findings(&mut self, report: &Report) {
+        for finding in &report.findings {
+            let (message, key) = match finding {
+                Finding::CloseWaitLeak(l) => (
+                    "CLOSE_WAIT leak",
+                    format!(
+                        "cw/{:?}/{:?}",
+                        l.process.as_ref().map(|p| p.pid),
+                        l.call_site.as_ref().map(|c| &c.function)
+                    ),
+                ),
+                Finding::DeadPeerFin(d) => (
+                    "dead peer",
+                    format!("dp/{:?}/{}", d.process.as_ref().map(|p| p.pid), d.peer),
+                ),
+                Finding::ReconnectLoop(r) => (
+                    "reconnect loop",
+                    format!("rl/{:?}/{}", r.process.as_ref().map(|p| p.pid), r.peer),
+                ),
+                _ => continue,
+            };
+            // Bounded: a daemon running for weeks forgets old keys.
+            if self.logged.len() > 10_000 {
+                self.logged.clear();
+            }
+            if self.logged.insert(key) {
+                log(
+                    "warn",
+                    message,
+                    &serde_json::to_value(finding).unwrap_or_default(),
+                );
+            }
+        }
+    }
+
+    fn render(&mut self) -> String {
+        let mut scrape = Scrape {
+            kernel: self.probe.counters().unwrap_or_default(),
+            events: self.pipeline.counts,
+            version: env!("CARGO_PKG_VERSION"),
+            kernel_release: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .unwrap_or_default()
+                .trim()
+                .to_owned(),
+            sockets: self.refreshed.sockets.clone(),
+            kernel_sockets: self.refreshed.kernel_sockets.clone(),
+            time_wait: self.refreshed.time_wait.clone(),
+            close_wait_oldest: self.refreshed.close_wait_oldest.clone(),
+            ports_in_use: self.refreshed.ports_in_use.clone(),
+            port_range_size: self.refreshed.port_range_size,
+            ..Scrape::default()
+        };
+        scrape::counters(
+            &self.metrics,
+            &mut self.containers,
+            self.config.top_peers,
+            &mut scrape,
+        );
+        render(scrape)
+    }
+
+    fn health(&self) -> String {
+        let kernel = self.probe.counters().unwrap_or_default();
+        serde_json::json!({
+            "status": "ok",
+            "uptime_s": self.started.elapsed().as_secs_f64(),
+            "events": self.pipeline.counts.events,
+            "events_lost": kernel.events_lost,
+            "live_sockets_traced": self.pipeline.table.len(),
+        })
+        .to_string()
+            + "\n"
+    }
+}
+
+/// One structured log line on stderr.
+fn log(level: &str, message: &str, fields: &serde_json::Value) {
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    eprintln!(
+        "{}",
+        serde_json::json!({ "ts": ts, "level": level, "msg": message, "fields": fields })
+    );
+}

@@ -1,0 +1,143 @@
+//! What a scrape shows, assembled from the daemon's counters, the latest
+//! refresh (socket dump and diagnoses) and the kernel's counters.
+
+use std::collections::HashMap;
+
+use tcptrace_common::TcpState;
+
+use crate::{
+    container::{labels_of_path, ContainerLabels, Containers},
+    diagnose::{Finding, ProcessJson, Report},
+    export::prometheus::{merge_rows, process_labels, top_k, ProcessLabels, Scrape},
+    metrics::DaemonMetrics,
+    snapshot::Snapshot,
+};
+
+/// Gauges derived at each refresh (not per scrape: they need a socket dump
+/// and a /proc scan).
+#[derive(Debug, Default)]
+pub struct Refreshed {
+    pub sockets: Vec<(ProcessLabels, &'static str, u64)>,
+    pub kernel_sockets: Vec<(&'static str, u64)>,
+    pub time_wait: Vec<(ProcessLabels, u64)>,
+    pub close_wait_oldest: Vec<(ProcessLabels, f64)>,
+    pub ports_in_use: Vec<(String, u64)>,
+    pub port_range_size: u64,
+}
+
+/// A live process's container labels, from `/proc/PID/cgroup`.
+fn container_of_pid(pid: u32) -> ContainerLabels {
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("0::").map(labels_of_path))
+        })
+        .unwrap_or_default()
+}
+
+fn labels_of(process: Option<&ProcessJson>) -> ProcessLabels {
+    match process {
+        Some(p) => process_labels(&p.comm, &container_of_pid(p.pid)),
+        None => process_labels("unknown", &ContainerLabels::default()),
+    }
+}
+
+impl Refreshed {
+    #[must_use]
+    pub fn new(now: &Snapshot, report: &Report, top_peers: usize) -> Self {
+        let mut sockets: HashMap<(ProcessLabels, &'static str), u64> = HashMap::new();
+        let mut kernel: HashMap<&'static str, u64> = HashMap::new();
+        let mut containers: HashMap<u32, ContainerLabels> = HashMap::new();
+        for socket in &now.sockets {
+            *kernel.entry(socket.state.name()).or_default() += 1;
+            // One count per process holding it (a forked server shares fds).
+            let mut seen = Vec::new();
+            for holder in &socket.holders {
+                if seen.contains(&holder.pid) {
+                    continue;
+                }
+                seen.push(holder.pid);
+                let container = containers
+                    .entry(holder.pid)
+                    .or_insert_with(|| container_of_pid(holder.pid));
+                let labels = process_labels(&holder.comm, container);
+                *sockets.entry((labels, socket.state.name())).or_default() += 1;
+            }
+        }
+        let mut time_wait: HashMap<ProcessLabels, u64> = HashMap::new();
+        let mut close_wait: HashMap<ProcessLabels, f64> = HashMap::new();
+        let mut ports = Vec::new();
+        let mut range_size = 0;
+        for finding in &report.findings {
+            match finding {
+                Finding::Churn(c) if c.time_wait_now > 0 => {
+                    *time_wait.entry(labels_of(c.process.as_ref())).or_default() += c.time_wait_now;
+                }
+                Finding::CloseWaitLeak(l) => {
+                    let oldest = close_wait.entry(labels_of(l.process.as_ref())).or_default();
+                    *oldest = oldest.max(l.oldest_age_s);
+                }
+                Finding::PortPressure(p) => {
+                    ports.push((p.destination.clone(), p.ports_in_use));
+                    range_size = p.range_size;
+                }
+                _ => {}
+            }
+        }
+        let mut sockets: Vec<_> = sockets.into_iter().map(|((l, s), n)| (l, s, n)).collect();
+        sockets.sort();
+        let mut kernel_sockets: Vec<_> = TcpState::ALL
+            .iter()
+            .map(|s| (s.name(), kernel.get(s.name()).copied().unwrap_or(0)))
+            .collect();
+        kernel_sockets.retain(|(name, _)| *name != "NEW_SYN_RECV" && *name != "CLOSE");
+        Self {
+            sockets,
+            kernel_sockets,
+            time_wait: time_wait.into_iter().collect(),
+            close_wait_oldest: close_wait.into_iter().collect(),
+            ports_in_use: top_k(ports, top_peers, |n| *n, |a, n| *a += n),
+            port_range_size: if range_size == 0 {
+                let (low, high) = crate::diagnose::ports::local_port_range();
+                u64::from(high - low) + 1
+            } else {
+                range_size
+            },
+        }
+    }
+}
+
+/// Counters by process and peer, with container labels and the top-K
+/// peer bound applied.
+pub fn counters(
+    metrics: &DaemonMetrics,
+    containers: &mut Containers,
+    top_peers: usize,
+    scrape: &mut Scrape,
+) {
+    let rows = metrics
+        .processes
+        .iter()
+        .map(|(key, m)| {
+            let comm = crate::event::comm_str(&key.comm);
+            (
+                process_labels(&comm, &containers.labels(key.cgroup_id)),
+                m.clone(),
+            )
+        })
+        .collect();
+    scrape.processes = merge_rows(rows);
+    let peers = metrics
+        .peers
+        .iter()
+        .map(|(addr, m)| (addr.to_string(), m.clone()))
+        .collect();
+    scrape.peers = top_k(
+        peers,
+        top_peers,
+        |p| p.attempts + p.connect_failures.total() + p.dead_peer_closes,
+        |a, p| a.merge(&p),
+    );
+    scrape.folded = metrics.folded_processes + metrics.folded_peers;
+}

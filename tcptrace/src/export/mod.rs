@@ -1,0 +1,3 @@
+//! Exporters: what leaves tcptrace besides the live session output.
+
+pub mod prometheus;

@@ -1,0 +1,527 @@
+//! Prometheus / OpenMetrics exposition through the prometheus-client crate.
+//!
+//! The daemon's counters live in `metrics::DaemonMetrics` (cheap per-event
+//! adds); at scrape time they, the latest diagnosis report and a socket
+//! dump are copied into a `Scrape`, which a prometheus-client `Collector`
+//! encodes. Label values are escaped here: a process chooses its own comm,
+//! and prometheus-client 0.24 writes label values as given.
+
+use std::{collections::HashMap, fmt::Write as _};
+
+use prometheus_client::{
+    collector::Collector,
+    encoding::{text::encode, DescriptorEncoder, NoLabelSet},
+    metrics::MetricType,
+    registry::{Registry, Unit},
+};
+
+use crate::{
+    container::ContainerLabels,
+    diagnose::flows::ConnectFailures,
+    metrics::{Buckets, ProcessMetrics},
+    pipeline::EventCounts,
+    probe::Counters,
+};
+
+/// comm, container, pod, unit.
+pub type ProcessLabels = [(&'static str, String); 4];
+
+#[must_use]
+pub fn process_labels(comm: &str, container: &ContainerLabels) -> ProcessLabels {
+    [
+        ("comm", escape(comm)),
+        ("container", escape(&container.container)),
+        ("pod", escape(&container.pod)),
+        ("unit", escape(&container.unit)),
+    ]
+}
+
+/// Escapes a label value as the text format requires (`\`, `"`, newline)
+/// and replaces other control characters.
+#[must_use]
+pub fn escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\x{:02x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Everything one scrape shows, owned so the collector can encode it.
+#[derive(Debug, Default)]
+pub struct Scrape {
+    pub processes: Vec<(ProcessLabels, ProcessMetrics)>,
+    /// Per peer endpoint (top K, the rest as "other").
+    pub peers: Vec<(String, crate::metrics::PeerMetrics)>,
+    /// Sockets held by processes, from the `sock_diag` dump and fd scan.
+    pub sockets: Vec<(ProcessLabels, &'static str, u64)>,
+    /// All TCP sockets in the kernel by state (TIME_WAIT included).
+    pub kernel_sockets: Vec<(&'static str, u64)>,
+    /// TIME_WAIT sockets held per closing process (modelled).
+    pub time_wait: Vec<(ProcessLabels, u64)>,
+    pub close_wait_oldest: Vec<(ProcessLabels, f64)>,
+    /// Ephemeral ports in use per destination (top K).
+    pub ports_in_use: Vec<(String, u64)>,
+    pub port_range_size: u64,
+    pub kernel: Counters,
+    pub events: EventCounts,
+    pub folded: u64,
+    pub version: &'static str,
+    pub kernel_release: String,
+}
+
+/// Renders a scrape as OpenMetrics text.
+#[must_use]
+pub fn render(scrape: Scrape) -> String {
+    let mut registry = Registry::with_prefix("tcptrace");
+    registry.register_collector(Box::new(scrape));
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = encode(&mut out, &registry);
+    out
+}
+
+/// The same exposition in Prometheus' classic text format (0.0.4), for
+/// clients that do not ask for OpenMetrics (curl, promtool, older
+/// scrapers): counter families are named with their `_total` suffix in
+/// HELP/TYPE, and the OpenMetrics-only `# UNIT` and `# EOF` lines go.
+#[must_use]
+pub fn to_classic_text(openmetrics: &str) -> String {
+    let counters: Vec<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| Some((p, line.strip_prefix(p)?)));
+        if let Some((prefix, rest)) = meta {
+            let name = rest.split(' ').next().unwrap_or_default();
+            if counters.contains(&name) {
+                out.push_str(prefix);
+                out.push_str(name);
+                out.push_str("_total");
+                out.push_str(&rest[name.len()..]);
+                out.push('\n');
+                continue;
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+type Result = std::result::Result<(), std::fmt::Error>;
+
+impl Collector for Scrape {
+    fn encode(&self, mut e: DescriptorEncoder) -> Result {
+        self.encode_sockets(&mut e)?;
+        self.encode_processes(&mut e)?;
+        self.encode_peers(&mut e)?;
+        self.encode_self(&mut e)
+    }
+}
+
+impl Scrape {
+    fn encode_sockets(&self, e: &mut DescriptorEncoder) -> Result {
+        let mut m = e.encode_descriptor(
+            "sockets",
+            "TCP sockets held by a process, by state (from sock_diag and /proc fds)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (labels, state, count) in &self.sockets {
+            let set = with(labels, [("state", (*state).to_owned())]);
+            m.encode_family(&set)?.encode_gauge(count)?;
+        }
+        let mut m = e.encode_descriptor(
+            "kernel_sockets",
+            "All TCP sockets in tcptrace's network namespace, by state",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (state, count) in &self.kernel_sockets {
+            m.encode_family(&[("state", *state)])?.encode_gauge(count)?;
+        }
+        let mut m = e.encode_descriptor(
+            "time_wait_sockets",
+            "TIME_WAIT sockets left by a process's active closes in the last 60 s (modelled)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (labels, count) in &self.time_wait {
+            m.encode_family(labels)?.encode_gauge(count)?;
+        }
+        let mut m = e.encode_descriptor(
+            "close_wait_oldest",
+            "Age of the oldest socket a process holds in CLOSE_WAIT",
+            Some(&Unit::Seconds),
+            MetricType::Gauge,
+        )?;
+        for (labels, age) in &self.close_wait_oldest {
+            m.encode_family(labels)?.encode_gauge(age)?;
+        }
+        let mut m = e.encode_descriptor(
+            "ephemeral_ports_in_use",
+            "Local ports from ip_local_port_range tied up towards a destination",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (destination, count) in &self.ports_in_use {
+            m.encode_family(&[("destination", escape(destination))])?
+                .encode_gauge(count)?;
+        }
+        e.encode_descriptor(
+            "ephemeral_port_range_size",
+            "Ports in net.ipv4.ip_local_port_range",
+            None,
+            MetricType::Gauge,
+        )?
+        .encode_gauge(&self.port_range_size)
+    }
+
+    fn encode_processes(&self, e: &mut DescriptorEncoder) -> Result {
+        let rows = &self.processes;
+        let mut m = e.encode_descriptor(
+            "state_transitions",
+            "TCP state changes",
+            None,
+            MetricType::Counter,
+        )?;
+        for (labels, p) in rows {
+            let mut transitions: Vec<_> = p.transitions.iter().collect();
+            transitions.sort_by_key(|(k, _)| **k);
+            for ((from, to), count) in transitions {
+                let set = with(
+                    labels,
+                    [
+                        ("from", from.name().to_owned()),
+                        ("to", to.name().to_owned()),
+                    ],
+                );
+                m.encode_family(&set)?
+                    .encode_counter::<NoLabelSet, _, u64>(count, None)?;
+            }
+        }
+        counter_by(
+            e,
+            rows,
+            "connections_opened",
+            "Connections opened, by role",
+            "role",
+            &["active", "passive"],
+            |p| &p.opened,
+        )?;
+        counter_by(
+            e,
+            rows,
+            "connections_closed",
+            "Connections closed, by the side that closed first (local = active close)",
+            "closed_first",
+            &["local", "peer"],
+            |p| &p.closes,
+        )?;
+        counter_by(
+            e,
+            rows,
+            "retransmits",
+            "Retransmitted segments, by phase",
+            "phase",
+            &["syn", "data", "fin"],
+            |p| &p.retransmits,
+        )?;
+        counter_by(
+            e,
+            rows,
+            "resets",
+            "Resets, by direction",
+            "direction",
+            &["sent", "received"],
+            |p| &p.resets,
+        )?;
+        let mut m = e.encode_descriptor(
+            "dead_peer_closes",
+            "Closing sockets whose FIN the peer never acknowledged (the kernel gave up)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (labels, p) in rows {
+            m.encode_family(labels)?
+                .encode_counter::<NoLabelSet, _, u64>(&p.dead_peer_closes, None)?;
+        }
+        let mut m = e.encode_descriptor(
+            "connect_failures",
+            "Failed connects, by cause",
+            None,
+            MetricType::Counter,
+        )?;
+        for (labels, p) in rows {
+            for (cause, count) in failures(&p.connect_failures) {
+                m.encode_family(&with(labels, [("cause", cause.to_owned())]))?
+                    .encode_counter::<NoLabelSet, _, u64>(&count, None)?;
+            }
+        }
+        histogram(
+            e,
+            rows.iter().map(|(l, p)| (l, &p.lifetime)),
+            "connection_lifetime",
+            "Connection lifetime, birth to close",
+        )?;
+        histogram(
+            e,
+            rows.iter().map(|(l, p)| (l, &p.connect_latency)),
+            "connect_latency",
+            "SYN_SENT to ESTABLISHED",
+        )
+    }
+
+    fn encode_peers(&self, e: &mut DescriptorEncoder) -> Result {
+        let mut m = e.encode_descriptor(
+            "peer_connect_failures",
+            "Failed connects to the busiest destinations (others as \"other\"), by cause",
+            None,
+            MetricType::Counter,
+        )?;
+        for (peer, p) in &self.peers {
+            for (cause, count) in failures(&p.connect_failures) {
+                m.encode_family(&[("peer", escape(peer)), ("cause", cause.to_owned())])?
+                    .encode_counter::<NoLabelSet, _, u64>(&count, None)?;
+            }
+        }
+        let mut m = e.encode_descriptor(
+            "peer_dead_peer_closes",
+            "Closing sockets whose FIN this peer never acknowledged",
+            None,
+            MetricType::Counter,
+        )?;
+        for (peer, p) in &self.peers {
+            m.encode_family(&[("peer", escape(peer))])?
+                .encode_counter::<NoLabelSet, _, u64>(&p.dead_peer_closes, None)?;
+        }
+        let peers: Vec<([(&str, String); 1], &Buckets)> = self
+            .peers
+            .iter()
+            .map(|(peer, p)| ([("peer", escape(peer))], &p.connect_latency))
+            .collect();
+        histogram(
+            e,
+            peers.iter().map(|(l, b)| (l, *b)),
+            "peer_connect_latency",
+            "SYN_SENT to ESTABLISHED per destination",
+        )
+    }
+
+    fn encode_self(&self, e: &mut DescriptorEncoder) -> Result {
+        let k = &self.kernel;
+        for (name, help, value) in [
+            ("events", "Events read from the kernel", self.events.events),
+            (
+                "events_lost",
+                "Events the kernel dropped because the ring buffer was full",
+                k.events_lost,
+            ),
+            (
+                "decode_errors",
+                "Records that could not be decoded",
+                self.events.decode_errors,
+            ),
+            (
+                "socket_map_full",
+                "Sockets the kernel could not track (map full)",
+                k.sock_map_full,
+            ),
+            (
+                "stack_errors",
+                "User stacks that could not be captured",
+                k.stack_errors,
+            ),
+            (
+                "folded_series",
+                "Events counted under \"other\" because label bounds were reached",
+                self.folded,
+            ),
+        ] {
+            e.encode_descriptor(name, help, None, MetricType::Counter)?
+                .encode_counter::<NoLabelSet, _, u64>(&value, None)?;
+        }
+        // A gauge fixed at 1 rather than the OpenMetrics info type, which
+        // Prometheus' classic text parser (and promtool) reject.
+        e.encode_descriptor(
+            "build_info",
+            "tcptrace version and kernel release",
+            None,
+            MetricType::Gauge,
+        )?
+        .encode_family(&[
+            ("version", self.version.to_owned()),
+            ("kernel", escape(&self.kernel_release)),
+        ])?
+        .encode_gauge(&1u64)
+    }
+}
+
+/// `labels` plus extra pairs.
+fn with<const N: usize>(
+    labels: &ProcessLabels,
+    extra: [(&'static str, String); N],
+) -> Vec<(&'static str, String)> {
+    labels.iter().cloned().chain(extra).collect()
+}
+
+fn counter_by<const N: usize>(
+    e: &mut DescriptorEncoder,
+    rows: &[(ProcessLabels, ProcessMetrics)],
+    name: &str,
+    help: &str,
+    label: &'static str,
+    values: &[&str; N],
+    pick: impl Fn(&ProcessMetrics) -> &[u64; N],
+) -> Result {
+    let mut m = e.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, p) in rows {
+        for (value, count) in values.iter().zip(pick(p)) {
+            m.encode_family(&with(labels, [(label, (*value).to_owned())]))?
+                .encode_counter::<NoLabelSet, _, u64>(count, None)?;
+        }
+    }
+    Ok(())
+}
+
+fn histogram<'a, L: prometheus_client::encoding::EncodeLabelSet + 'a>(
+    e: &mut DescriptorEncoder,
+    rows: impl Iterator<Item = (&'a L, &'a Buckets)>,
+    name: &str,
+    help: &str,
+) -> Result {
+    let mut m = e.encode_descriptor(name, help, Some(&Unit::Seconds), MetricType::Histogram)?;
+    for (labels, buckets) in rows {
+        m.encode_family(labels)?.encode_histogram::<NoLabelSet>(
+            buckets.sum,
+            buckets.count,
+            &buckets.cumulative(),
+            None,
+        )?;
+    }
+    Ok(())
+}
+
+fn failures(f: &ConnectFailures) -> [(&'static str, u64); 6] {
+    [
+        ("refused", f.refused),
+        ("timed_out", f.timed_out),
+        ("unreachable", f.unreachable),
+        ("reset", f.reset),
+        ("aborted", f.aborted),
+        ("other", f.other),
+    ]
+}
+
+/// Keeps the `k` entries with the largest `weight`, folding the rest into
+/// one entry named "other" with `fold`.
+pub fn top_k<T: Default>(
+    mut entries: Vec<(String, T)>,
+    k: usize,
+    weight: impl Fn(&T) -> u64,
+    fold: impl Fn(&mut T, T),
+) -> Vec<(String, T)> {
+    entries.sort_by_key(|(_, t)| std::cmp::Reverse(weight(t)));
+    if entries.len() <= k {
+        return entries;
+    }
+    let rest = entries.split_off(k);
+    let mut other = T::default();
+    for (_, t) in rest {
+        fold(&mut other, t);
+    }
+    entries.push(("other".to_owned(), other));
+    entries
+}
+
+/// Process rows merged by identical labels (two cgroups of one container).
+#[must_use]
+pub fn merge_rows(
+    rows: Vec<(ProcessLabels, ProcessMetrics)>,
+) -> Vec<(ProcessLabels, ProcessMetrics)> {
+    let mut merged: HashMap<ProcessLabels, ProcessMetrics> = HashMap::new();
+    for (labels, metrics) in rows {
+        let entry = merged.entry(labels).or_default();
+        crate::metrics::merge(entry, &metrics);
+    }
+    let mut rows: Vec<_> = merged.into_iter().collect();
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape(r#"evil"} 1"#), r#"evil\"} 1"#);
+        assert_eq!(escape("a\\b\nc\u{7}"), "a\\\\b\\nc\\x07");
+    }
+
+    #[test]
+    fn renders_openmetrics_with_hostile_comm() {
+        let mut p = ProcessMetrics::default();
+        p.opened = [3, 1];
+        p.lifetime.observe_ns(2_000_000);
+        let labels = process_labels("evil\"\n", &ContainerLabels::default());
+        let text = render(Scrape {
+            processes: vec![(labels, p)],
+            version: "0.1.0",
+            ..Scrape::default()
+        });
+        assert!(text.contains(r#"tcptrace_connections_opened_total{comm="evil\"\n",container="",pod="",unit="",role="active"} 3"#), "{text}");
+        assert!(
+            text.contains("tcptrace_connection_lifetime_seconds_bucket"),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn classic_text_names_counters_with_total() {
+        let om = "# HELP tcptrace_events Events.\n# TYPE tcptrace_events counter\ntcptrace_events_total 3\n\
+                  # HELP tcptrace_x_seconds X.\n# TYPE tcptrace_x_seconds gauge\n# UNIT tcptrace_x_seconds seconds\n\
+                  tcptrace_x_seconds 1\n# EOF\n";
+        assert_eq!(
+            to_classic_text(om),
+            "# HELP tcptrace_events_total Events.\n# TYPE tcptrace_events_total counter\ntcptrace_events_total 3\n\
+             # HELP tcptrace_x_seconds X.\n# TYPE tcptrace_x_seconds gauge\ntcptrace_x_seconds 1\n"
+        );
+    }
+
+    #[test]
+    fn top_k_folds_the_rest() {
+        let entries = vec![
+            ("a".to_owned(), 5u64),
+            ("b".to_owned(), 9),
+            ("c".to_owned(), 1),
+            ("d".to_owned(), 2),
+        ];
+        let top = top_k(entries, 2, |n| *n, |acc, n| *acc += n);
+        assert_eq!(
+            top,
+            [
+                ("b".to_owned(), 9),
+                ("a".to_owned(), 5),
+                ("other".to_owned(), 3)
+            ]
+        );
+    }
+}
