@@ -1,6 +1,6 @@
 //! Which events a session shows: by process, command or port.
 
-use crate::{event::TcpEvent, owner::Owner, snapshot::ExistingSocket};
+use crate::{event::TcpEvent, owner::Owner, snapshot::ExistingSocket, table::SocketRecord};
 
 #[derive(Clone, Debug, Default)]
 pub struct Filter {
@@ -25,10 +25,7 @@ impl Filter {
                 let comm = crate::event::comm_str(&a.comm);
                 self.comms.iter().any(|c| *c == comm)
             });
-        let port_ok = self.ports.is_empty()
-            || self.ports.contains(&event.local.port())
-            || self.ports.contains(&event.remote.port());
-        pid_ok && comm_ok && port_ok
+        pid_ok && comm_ok && self.matches_ports(event.local.port(), event.remote.port())
     }
 
     /// The same test for a socket from a `sock_diag` dump, by its holders.
@@ -37,9 +34,29 @@ impl Filter {
         let holders = &socket.holders;
         let pid_ok = self.pids.is_empty() || holders.iter().any(|h| self.pids.contains(&h.pid));
         let comm_ok = self.comms.is_empty() || holders.iter().any(|h| self.comms.contains(&h.comm));
-        let port_ok = self.ports.is_empty()
-            || self.ports.contains(&socket.local.port())
-            || self.ports.contains(&socket.remote.port());
-        pid_ok && comm_ok && port_ok
+        pid_ok && comm_ok && self.matches_ports(socket.local.port(), socket.remote.port())
+    }
+
+    /// The same test for a traced socket, by its owner and closer.
+    #[must_use]
+    pub fn matches_record(&self, record: &SocketRecord) -> bool {
+        let processes = [record.owner, record.closer];
+        let pid_ok = self.pids.is_empty()
+            || processes
+                .iter()
+                .flatten()
+                .any(|p| self.pids.contains(&p.pid));
+        let comm_ok = self.comms.is_empty()
+            || processes
+                .iter()
+                .flatten()
+                .any(|p| self.comms.iter().any(|c| *c == p.comm()));
+        pid_ok && comm_ok && self.matches_ports(record.local.port(), record.remote.port())
+    }
+
+    /// Only the port criterion (sockets without an owner, like TIME_WAIT).
+    #[must_use]
+    pub fn matches_ports(&self, local: u16, remote: u16) -> bool {
+        self.ports.is_empty() || self.ports.contains(&local) || self.ports.contains(&remote)
     }
 }

@@ -138,26 +138,38 @@ impl Pipeline {
         Ok(())
     }
 
-    /// A `sock_diag` dump now, restricted to the filter.
-    pub fn dump_now(&self) -> Result<Snapshot> {
-        let mut now = Snapshot::take().context("listing sockets for the report (sock_diag)")?;
-        now.retain(|s| self.filter.matches_existing(s));
-        Ok(now)
+    /// A `sock_diag` dump now: every socket on the filter's ports, and the
+    /// ones the filter's processes hold.
+    pub fn dump_now(&self) -> Result<(Snapshot, Snapshot)> {
+        let mut all = Snapshot::take().context("listing sockets for the report (sock_diag)")?;
+        all.retain(|s| self.filter.matches_ports(s.local.port(), s.remote.port()));
+        let mut owned = all.clone();
+        owned.retain(|s| self.filter.matches_existing(s));
+        Ok((all, owned))
     }
 
     /// The diagnosis report now, from a fresh `sock_diag` dump.
     pub fn report(&self, elapsed: Duration, events_lost: u64) -> Result<Report> {
-        Ok(self.report_with(&self.dump_now()?, elapsed, events_lost))
+        let (all, owned) = self.dump_now()?;
+        Ok(self.report_with(&all, &owned, elapsed, events_lost))
     }
 
-    /// The diagnosis report against the dump `now`.
+    /// The diagnosis report against the dumps of `dump_now`.
     #[must_use]
-    pub fn report_with(&self, now: &Snapshot, elapsed: Duration, events_lost: u64) -> Report {
+    pub fn report_with(
+        &self,
+        now: &Snapshot,
+        owned: &Snapshot,
+        elapsed: Duration,
+        events_lost: u64,
+    ) -> Report {
         build_report(
             &self.diagnoses,
             &ReportInput {
                 table: &self.table,
                 now,
+                owned,
+                filter: &self.filter,
                 now_ns: monotonic_ns(),
                 elapsed,
                 call_sites: &self.call_sites,

@@ -71,6 +71,24 @@ impl Tracer {
         }
     }
 
+    /// Reads the live records until `done` accepts one or `timeout` passes;
+    /// true when it accepted one. Every record read stays part of what
+    /// [`Self::stop`] returns.
+    pub fn wait_for(&mut self, timeout: Duration, mut done: impl FnMut(&Value) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(line) = self.lines.recv_timeout(left) else {
+                return false;
+            };
+            let accepted = serde_json::from_str::<Value>(&line).is_ok_and(|r| done(&r));
+            self.seen.push(line);
+            if accepted {
+                return true;
+            }
+        }
+    }
+
     /// Stops the session like Ctrl-C does and returns everything it printed.
     #[must_use]
     pub fn stop(mut self) -> Trace {
@@ -188,6 +206,23 @@ impl Trace {
             .collect()
     }
 
+    /// Diagnosis findings of one kind (`churn`, `reconnect_loop`,
+    /// `close_wait_leak`, `dead_peer_fin`, `connect`, `accept`,
+    /// `port_pressure`).
+    pub fn findings<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
+        self.of_type("finding").filter(move |r| r["kind"] == kind)
+    }
+
+    /// Findings of one kind about process `pid`.
+    pub fn findings_of<'a>(
+        &'a self,
+        kind: &'a str,
+        pid: u32,
+    ) -> impl Iterator<Item = &'a Value> + 'a {
+        self.findings(kind)
+            .filter(move |r| r["process"]["pid"] == pid)
+    }
+
     #[must_use]
     pub fn summary(&self) -> &Value {
         self.of_type("summary").last().expect("a summary record")
@@ -202,4 +237,91 @@ pub fn transition(record: &Value) -> String {
         record["old"].as_str().unwrap_or("?"),
         record["new"].as_str().unwrap_or("?")
     )
+}
+
+/// A `tcptrace trace --report-only` session in text mode, next to a JSON
+/// one: the diagnosis report as people read it, for failure messages.
+pub struct TextReport {
+    child: Child,
+    stdout: Receiver<String>,
+}
+
+impl TextReport {
+    /// Starts the session with `extra` arguments and waits until it is
+    /// attached (its "tracing" notice on stderr).
+    #[must_use]
+    pub fn start(extra: &[&str]) -> Self {
+        let mut child = Command::new(tcptrace_bin())
+            .args(["trace", "--report-only"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start tcptrace");
+        let (out_tx, stdout) = mpsc::channel();
+        let out = child.stdout.take().expect("stdout is piped");
+        thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if out_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let (err_tx, stderr) = mpsc::channel();
+        let err = child.stderr.take().expect("stderr is piped");
+        thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                let attached = line.contains("tracing TCP sockets");
+                if !attached {
+                    eprintln!("{line}");
+                }
+                if attached && err_tx.send(()).is_err() {
+                    break;
+                }
+            }
+        });
+        stderr
+            .recv_timeout(LINE_TIMEOUT)
+            .expect("tcptrace (text report) did not start in time (see its stderr above)");
+        Self { child, stdout }
+    }
+
+    /// Asks the session to stop (SIGINT), without waiting.
+    pub fn interrupt(&self) {
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            // SAFETY: plain kill(2) on our own child.
+            unsafe { libc::kill(pid, libc::SIGINT) };
+        }
+    }
+
+    /// Stops the session and returns the report it printed. Never panics,
+    /// so that it can run while a failing test unwinds.
+    #[must_use]
+    pub fn finish(self) -> String {
+        self.interrupt();
+        let deadline = Instant::now() + LINE_TIMEOUT;
+        let mut text = String::new();
+        loop {
+            match self.stdout.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) => {
+                    text.push_str(&line);
+                    text.push('\n');
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() >= deadline => {
+                    text.push_str("(tcptrace did not finish its report in time)\n");
+                    break;
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+        }
+        text
+    }
+}
+
+impl Drop for TextReport {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

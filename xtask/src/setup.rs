@@ -86,11 +86,12 @@ fn install_bpf_linker() -> Result<()> {
 }
 
 /// Debian packages the real-kernel tests and peers need.
-pub const TEST_PACKAGES: [(&str, &str); 4] = [
+pub const TEST_PACKAGES: [(&str, &str); 5] = [
     ("nft", "nftables"),
     ("tcpstates", "libbpf-tools"),
     ("ip", "iproute2"),
     ("bpftool", "bpftool"),
+    ("promtool", "prometheus"),
 ];
 
 /// Installs the Debian packages whose commands are missing.

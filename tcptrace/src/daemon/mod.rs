@@ -156,15 +156,15 @@ impl Daemon {
 
     /// Socket dump, diagnoses and the findings log.
     fn refresh(&mut self) -> Result<()> {
-        let now = self.pipeline.dump_now()?;
+        let (all, owned) = self.pipeline.dump_now()?;
         let lost = self.probe.counters().map(|c| c.events_lost).unwrap_or(0);
         let report = self
             .pipeline
-            .report_with(&now, self.started.elapsed(), lost);
+            .report_with(&all, &owned, self.started.elapsed(), lost);
         if self.config.log_findings {
             self.log_new_findings(&report);
         }
-        self.refreshed = Refreshed::new(&now, &report, self.config.top_peers);
+        self.refreshed = Refreshed::new(&all, &owned, &report, self.config.top_peers);
         Ok(())
     }
 

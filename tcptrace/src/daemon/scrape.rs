@@ -44,13 +44,17 @@ fn labels_of(process: Option<&ProcessJson>) -> ProcessLabels {
 }
 
 impl Refreshed {
+    /// `all`: every socket (for kernel totals); `owned`: those held by the
+    /// processes the filter allows (for per-process counts).
     #[must_use]
-    pub fn new(now: &Snapshot, report: &Report, top_peers: usize) -> Self {
+    pub fn new(all: &Snapshot, owned: &Snapshot, report: &Report, top_peers: usize) -> Self {
         let mut sockets: HashMap<(ProcessLabels, &'static str), u64> = HashMap::new();
         let mut kernel: HashMap<&'static str, u64> = HashMap::new();
         let mut containers: HashMap<u32, ContainerLabels> = HashMap::new();
-        for socket in &now.sockets {
+        for socket in &all.sockets {
             *kernel.entry(socket.state.name()).or_default() += 1;
+        }
+        for socket in &owned.sockets {
             // One count per process holding it (a forked server shares fds).
             let mut seen = Vec::new();
             for holder in &socket.holders {

@@ -265,7 +265,10 @@ impl Flows {
         }
         if let What::StateChange { old, .. } = event.what {
             // FIN_WAIT2/CLOSING → CLOSE without error is the hand-over to a
-            // timewait socket: this side now holds TIME_WAIT for 60 s.
+            // timewait socket, which holds the port for 60 s: in TIME_WAIT,
+            // or in FIN_WAIT2 when the peer never sent its FIN (an orphan
+            // after close(); sock_diag lists those as FIN_WAIT2). The
+            // tracepoint cannot tell the two apart, so both count here.
             if matches!(old, FinWait2 | Closing) && event.error.is_none() {
                 flow.time_wait.enter(event.ts_ns);
             }

@@ -17,6 +17,7 @@ use super::{
 };
 use crate::{
     callsite::{CallSite, CallSites},
+    filter::Filter,
     snapshot::Snapshot,
     table::{ProcessId, Role, SocketTable},
 };
@@ -26,8 +27,12 @@ const MAX_FINDINGS_PER_KIND: usize = 50;
 
 pub struct ReportInput<'a> {
     pub table: &'a SocketTable,
-    /// A `sock_diag` dump taken now.
+    /// A `sock_diag` dump taken now: every socket the filter's ports allow,
+    /// owned or not (TIME_WAIT sockets have no owner).
     pub now: &'a Snapshot,
+    /// The same dump restricted to the processes the filter allows.
+    pub owned: &'a Snapshot,
+    pub filter: &'a Filter,
     /// `CLOCK_MONOTONIC` now.
     pub now_ns: u64,
     pub elapsed: Duration,
@@ -323,7 +328,7 @@ pub fn build_report(diagnoses: &Diagnoses, input: &ReportInput) -> Report {
     accepts.sort_by(|a, b| b.established.cmp(&a.established));
 
     let mut leaks: Vec<CloseWaitLeak> =
-        closewait::leaks(input.now, input.table, input.now_ns, elapsed_ns)
+        closewait::leaks(input.owned, input.table, input.now_ns, elapsed_ns)
             .into_iter()
             .map(|(key, leak)| CloseWaitLeak {
                 process: ProcessJson::of(key.owner),
@@ -346,7 +351,13 @@ pub fn build_report(diagnoses: &Diagnoses, input: &ReportInput) -> Report {
 
     let mut dead: Vec<DeadPeerFin> = diagnoses
         .dead_peers
-        .with_live(input.table.live(), input.now_ns)
+        .with_live(
+            input
+                .table
+                .live()
+                .filter(|r| input.filter.matches_record(r)),
+            input.now_ns,
+        )
         .iter()
         .map(|(key, group)| DeadPeerFin {
             process: ProcessJson::of(key.closer),
@@ -377,7 +388,11 @@ pub fn build_report(diagnoses: &Diagnoses, input: &ReportInput) -> Report {
     totals.elapsed_s = input.elapsed.as_secs_f64();
     totals.time_wait_kernel = count_state(input.now, TcpState::TimeWait);
     totals.close_wait_kernel = count_state(input.now, TcpState::CloseWait);
-    totals.live_sockets_traced = input.table.len();
+    totals.live_sockets_traced = input
+        .table
+        .live()
+        .filter(|r| input.filter.matches_record(r))
+        .count();
     totals.events_lost = input.events_lost;
     totals.incomplete = input.events_lost > 0;
 

@@ -44,6 +44,8 @@ impl Pipeline {
             &ReportInput {
                 table: &self.table,
                 now,
+                owned: now,
+                filter: &crate::filter::Filter::default(),
                 now_ns,
                 elapsed: Duration::from_secs(10),
                 call_sites: &CallSites::default(),

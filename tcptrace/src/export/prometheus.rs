@@ -158,7 +158,7 @@ impl Scrape {
         }
         let mut m = e.encode_descriptor(
             "time_wait_sockets",
-            "TIME_WAIT sockets left by a process's active closes in the last 60 s (modelled)",
+            "Timewait sockets (TIME_WAIT, or FIN_WAIT2 when the peer never closed) left by a process's active closes in the last 60 s",
             None,
             MetricType::Gauge,
         )?;

@@ -18,7 +18,10 @@ const USAGE: &str = "usage:
   tt-workload client ADDR COUNT     COUNT times: connect, send `hello`, read `ok`, close
   tt-workload hold ADDR             connect, exchange, then hold the socket open
                                     until stdin closes, then close
-  tt-workload stream ADDR           connect; send 1 KiB per stdin line; close at EOF";
+  tt-workload stream ADDR           connect; send 1 KiB per stdin line; close at EOF
+  tt-workload leak ADDR COUNT       like server, but never close after EOF (CLOSE_WAIT)
+                                    until stdin closes
+  tt-workload refused ADDR COUNT    COUNT connects that must fail (nobody listens)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
@@ -27,6 +30,8 @@ fn main() -> ExitCode {
         ["client", addr, count] => client(addr, count),
         ["hold", addr] => hold(addr),
         ["stream", addr] => stream(addr),
+        ["leak", addr, count] => leak(addr, count),
+        ["refused", addr, count] => refused(addr, count),
         _ => Err(USAGE.to_owned()),
     };
     match result {
@@ -133,5 +138,45 @@ fn stream(addr: &str) -> Result<(), String> {
         say("sent");
         line.clear();
     }
+    Ok(())
+}
+
+fn leak(addr: &str, count: &str) -> Result<(), String> {
+    let listener = TcpListener::bind(parse_addr(addr)?).map_err(|e| e.to_string())?;
+    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+    say(&format!("port {port}"));
+    let mut leaked = Vec::new();
+    for _ in 0..parse_count(count)? {
+        let (mut conn, _) = listener.accept().map_err(|e| e.to_string())?;
+        conn.set_read_timeout(Some(Duration::from_secs(30)))
+            .map_err(|e| e.to_string())?;
+        let mut hello = [0u8; 5];
+        conn.read_exact(&mut hello).map_err(|e| e.to_string())?;
+        conn.write_all(b"ok").map_err(|e| e.to_string())?;
+        let mut rest = Vec::new();
+        let _ = conn.read_to_end(&mut rest);
+        leaked.push(conn); // the bug under test: never closed after EOF
+    }
+    say(&format!("leaking {}", leaked.len()));
+    let mut line = String::new();
+    while std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?
+        > 0
+    {
+        line.clear();
+    }
+    Ok(())
+}
+
+fn refused(addr: &str, count: &str) -> Result<(), String> {
+    let addr = parse_addr(addr)?;
+    for _ in 0..parse_count(count)? {
+        if TcpStream::connect_timeout(&addr, Duration::from_secs(5)).is_ok() {
+            return Err(format!("{addr} accepted a connection"));
+        }
+    }
+    say("refused");
     Ok(())
 }

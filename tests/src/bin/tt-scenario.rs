@@ -1,0 +1,334 @@
+//! The incidents of USER-STORIES.md as small programs, for the diagnosis
+//! tests (tests/tests/scenarios.rs). The code responsible for each incident
+//! lives in a distinctively named `#[inline(never)]` function that makes the
+//! connect/bind/close itself through std, so tcptrace's call sites can be
+//! checked by name.
+//!
+//! Every mode prints one line per fact the test needs and flushes it, then
+//! prints `done` and stays alive until stdin closes: the tracer symbolizes
+//! stacks against the live process and lists CLOSE_WAIT holders from a
+//! `sock_diag` dump when it makes its report. Every wait is bounded.
+
+use std::{
+    env,
+    io::{BufRead, Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    os::fd::AsRawFd,
+    process::ExitCode,
+    thread,
+    time::{Duration, Instant},
+};
+
+const USAGE: &str = "usage:
+  tt-scenario serve ADDR COUNT respond|close-at-once
+        accept COUNT connections; `respond`: read `req`, answer `ok`, read to
+        EOF, close; `close-at-once`: close each connection right after accept
+  tt-scenario churn ADDR COUNT
+        story 1: a new connection per request, closed by the client
+  tt-scenario reconnect ADDR COUNT GAP_MS
+        story 2: reconnect right after the server closes, GAP_MS apart
+  tt-scenario connect-close ADDR COUNT
+        connect, send `hello`, close; COUNT times
+  tt-scenario leak ADDR COUNT
+        story 3: accept COUNT connections, read to EOF, never close them
+  tt-scenario late-close ADDR COUNT
+        story 3: accept COUNT connections, read to EOF, close them only when
+        stdin says `close`
+  tt-scenario refused ADDR COUNT
+        story 4: COUNT connects to a closed port
+  tt-scenario black-hole ADDR
+        story 4: one blocking connect to an address that never answers";
+
+/// Upper bound of any single wait for the peer.
+const PEER_TIMEOUT: Duration = Duration::from_secs(20);
+
+type Result<T = ()> = std::result::Result<T, String>;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let result = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        ["serve", addr, count, behaviour] => serve(addr, count, behaviour),
+        ["churn", addr, count] => churn(addr, count),
+        ["reconnect", addr, count, gap_ms] => reconnect(addr, count, gap_ms),
+        ["connect-close", addr, count] => connect_close(addr, count),
+        ["leak", addr, count] => leak(addr, count),
+        ["late-close", addr, count] => late_close(addr, count),
+        ["refused", addr, count] => refused(addr, count),
+        ["black-hole", addr] => black_hole(addr),
+        _ => Err(USAGE.to_owned()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("tt-scenario: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+fn parse_addr(addr: &str) -> Result<SocketAddr> {
+    addr.parse().map_err(|e| format!("bad address {addr}: {e}"))
+}
+
+fn parse_count(count: &str) -> Result<u32> {
+    let n: u32 = count
+        .parse()
+        .map_err(|e| format!("bad count {count}: {e}"))?;
+    if n > 10_000 {
+        return Err(format!("count {n} is too large"));
+    }
+    Ok(n)
+}
+
+fn err(what: &str) -> impl Fn(std::io::Error) -> String + '_ {
+    move |e| format!("{what}: {e}")
+}
+
+/// Reads stdin lines until it closes; `on_line` sees each one.
+fn until_stdin_closes(mut on_line: impl FnMut(&str) -> Result) -> Result {
+    let stdin = std::io::stdin();
+    let mut line = String::new();
+    while stdin.lock().read_line(&mut line).map_err(err("stdin"))? > 0 {
+        on_line(line.trim())?;
+        line.clear();
+    }
+    Ok(())
+}
+
+/// `done`, then alive until stdin closes.
+fn linger() -> Result {
+    say("done");
+    until_stdin_closes(|_| Ok(()))
+}
+
+/// accept(), waiting at most `PEER_TIMEOUT`.
+fn accept_in_time(listener: &TcpListener) -> Result<(TcpStream, SocketAddr)> {
+    let mut poll = libc::pollfd {
+        fd: listener.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let timeout_ms = i32::try_from(PEER_TIMEOUT.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: one valid pollfd, for the duration of the call.
+    let ready = unsafe { libc::poll(&raw mut poll, 1, timeout_ms) };
+    if ready <= 0 {
+        return Err("no connection to accept in time".to_owned());
+    }
+    let (conn, peer) = listener.accept().map_err(err("accept"))?;
+    conn.set_read_timeout(Some(PEER_TIMEOUT))
+        .map_err(err("read timeout"))?;
+    Ok((conn, peer))
+}
+
+fn read_to_eof(conn: &mut TcpStream) -> Result<Vec<u8>> {
+    let mut data = Vec::new();
+    conn.read_to_end(&mut data).map_err(err("read to EOF"))?;
+    Ok(data)
+}
+
+fn listen(addr: &str) -> Result<TcpListener> {
+    let listener = TcpListener::bind(parse_addr(addr)?).map_err(err("bind"))?;
+    say(&format!(
+        "listening {}",
+        listener.local_addr().map_err(err("local address"))?
+    ));
+    Ok(listener)
+}
+
+// ---------------------------------------------------------------- servers
+
+fn serve(addr: &str, count: &str, behaviour: &str) -> Result {
+    let count = parse_count(count)?;
+    let listener = listen(addr)?;
+    for served in 1..=count {
+        let (mut conn, _) = accept_in_time(&listener)?;
+        match behaviour {
+            "respond" => {
+                let mut request = [0u8; 3];
+                conn.read_exact(&mut request).map_err(err("read request"))?;
+                conn.write_all(b"ok").map_err(err("write answer"))?;
+                read_to_eof(&mut conn)?;
+            }
+            "close-at-once" => {}
+            _ => return Err(USAGE.to_owned()),
+        }
+        drop(conn);
+        say(&format!("served {served}"));
+    }
+    linger()
+}
+
+/// Story 3: the server binds here, reads EOF from every client, and never
+/// closes: the sockets stay in CLOSE_WAIT for as long as it lives.
+#[inline(never)]
+fn serve_and_never_close(addr: SocketAddr, count: u32) -> Result<Vec<TcpStream>> {
+    let listener = TcpListener::bind(addr).map_err(err("bind"))?;
+    say(&format!(
+        "listening {}",
+        listener.local_addr().map_err(err("local address"))?
+    ));
+    let mut kept = Vec::new();
+    for _ in 0..count {
+        let (mut conn, peer) = accept_in_time(&listener)?;
+        read_to_eof(&mut conn)?;
+        say(&format!("eof {peer} fd {}", conn.as_raw_fd()));
+        kept.push(conn); // the missing close()
+    }
+    Ok(kept)
+}
+
+fn leak(addr: &str, count: &str) -> Result {
+    let kept = serve_and_never_close(parse_addr(addr)?, parse_count(count)?)?;
+    let result = linger();
+    drop(kept);
+    result
+}
+
+/// Story 3, second half: the close() that comes long after EOF, when the
+/// peer may be gone.
+#[inline(never)]
+fn close_after_peer_vanished(conns: Vec<TcpStream>) {
+    for conn in conns {
+        drop(conn);
+    }
+}
+
+fn late_close(addr: &str, count: &str) -> Result {
+    let count = parse_count(count)?;
+    let listener = listen(addr)?;
+    let mut conns = Vec::new();
+    for _ in 0..count {
+        let (mut conn, peer) = accept_in_time(&listener)?;
+        read_to_eof(&mut conn)?;
+        say(&format!("eof {peer}"));
+        conns.push(conn);
+    }
+    drop(listener);
+    let mut pending = Some(conns);
+    until_stdin_closes(|line| {
+        if line == "close" {
+            if let Some(conns) = pending.take() {
+                close_after_peer_vanished(conns);
+                say("closed");
+            }
+        }
+        Ok(())
+    })
+}
+
+// ---------------------------------------------------------------- clients
+
+/// Story 1: a fresh client for every request, closed right after it.
+#[inline(never)]
+fn create_client_per_request(server: SocketAddr) -> Result<SocketAddr> {
+    let mut conn = TcpStream::connect_timeout(&server, PEER_TIMEOUT).map_err(err("connect"))?;
+    conn.set_read_timeout(Some(PEER_TIMEOUT))
+        .map_err(err("read timeout"))?;
+    let local = conn.local_addr().map_err(err("local address"))?;
+    conn.write_all(b"req").map_err(err("write request"))?;
+    let mut answer = [0u8; 2];
+    conn.read_exact(&mut answer).map_err(err("read answer"))?;
+    drop(conn);
+    Ok(local)
+}
+
+fn churn(addr: &str, count: &str) -> Result {
+    let server = parse_addr(addr)?;
+    for _ in 0..parse_count(count)? {
+        let local = create_client_per_request(server)?;
+        say(&format!("local {local}"));
+    }
+    linger()
+}
+
+/// Story 2: connect, get closed by the server, connect again at once.
+#[inline(never)]
+fn reconnect_without_backoff(server: SocketAddr) -> Result<SocketAddr> {
+    let mut conn = TcpStream::connect_timeout(&server, PEER_TIMEOUT).map_err(err("connect"))?;
+    conn.set_read_timeout(Some(PEER_TIMEOUT))
+        .map_err(err("read timeout"))?;
+    let local = conn.local_addr().map_err(err("local address"))?;
+    read_to_eof(&mut conn)?;
+    drop(conn);
+    Ok(local)
+}
+
+fn reconnect(addr: &str, count: &str, gap_ms: &str) -> Result {
+    let server = parse_addr(addr)?;
+    let gap = Duration::from_millis(
+        gap_ms
+            .parse::<u64>()
+            .map_err(|e| format!("bad gap {gap_ms}: {e}"))?
+            .min(5_000),
+    );
+    let count = parse_count(count)?;
+    for attempt in 1..=count {
+        let local = reconnect_without_backoff(server)?;
+        say(&format!("local {local}"));
+        if attempt < count {
+            thread::sleep(gap);
+        }
+    }
+    linger()
+}
+
+fn connect_close(addr: &str, count: &str) -> Result {
+    let server = parse_addr(addr)?;
+    for _ in 0..parse_count(count)? {
+        let mut conn = TcpStream::connect_timeout(&server, PEER_TIMEOUT).map_err(err("connect"))?;
+        say(&format!(
+            "local {}",
+            conn.local_addr().map_err(err("local address"))?
+        ));
+        conn.write_all(b"hello").map_err(err("write"))?;
+        drop(conn);
+    }
+    linger()
+}
+
+/// Story 4: a connect the server's host refuses with a reset. It checks
+/// the outcome itself, so it stays on the stack during connect() (no tail
+/// call).
+#[inline(never)]
+fn connect_to_closed_port(server: SocketAddr) -> Result {
+    match TcpStream::connect_timeout(&server, PEER_TIMEOUT) {
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Ok(()),
+        Err(e) => Err(format!("connect to {server}: {e}, expected a refusal")),
+        Ok(_) => Err(format!("connect to {server} succeeded, expected a refusal")),
+    }
+}
+
+fn refused(addr: &str, count: &str) -> Result {
+    let server = parse_addr(addr)?;
+    for _ in 0..parse_count(count)? {
+        connect_to_closed_port(server)?;
+        say("refused");
+    }
+    linger()
+}
+
+/// Story 4: a blocking connect to an address that drops every packet; the
+/// kernel gives up after `net.ipv4.tcp_syn_retries` retransmits.
+#[inline(never)]
+fn connect_to_black_hole(server: SocketAddr) -> Result<Duration> {
+    let started = Instant::now();
+    match TcpStream::connect(server) {
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Ok(started.elapsed()),
+        Err(e) => Err(format!("connect to {server}: {e}, expected a time-out")),
+        Ok(_) => Err(format!(
+            "connect to {server} succeeded, expected a time-out"
+        )),
+    }
+}
+
+fn black_hole(addr: &str) -> Result {
+    let waited = connect_to_black_hole(parse_addr(addr)?)?;
+    say(&format!("timed out after {} ms", waited.as_millis()));
+    linger()
+}

@@ -1,0 +1,140 @@
+//! Running `tcptrace daemon` and talking HTTP to it (and to Prometheus).
+
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use crate::trace::tcptrace_bin;
+
+/// A running daemon on `listen`, stopped (SIGKILL) on drop if still alive.
+pub struct Daemon {
+    pub child: Child,
+    pub listen: String,
+}
+
+impl Daemon {
+    /// Starts `tcptrace daemon --listen LISTEN EXTRA...` and waits for /healthz.
+    #[must_use]
+    pub fn start(listen: &str, extra: &[&str]) -> Self {
+        let child = Command::new(tcptrace_bin())
+            .args(["daemon", "--listen", listen])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start tcptrace daemon");
+        let daemon = Self {
+            child,
+            listen: listen.to_owned(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some((200, _)) = http_get(listen, "/healthz", &[]) {
+                return daemon;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        panic!("tcptrace daemon did not answer /healthz on {listen} within 20 s (see its stderr above)");
+    }
+
+    /// `/metrics` in the classic text format.
+    #[must_use]
+    pub fn scrape(&self) -> String {
+        match http_get(&self.listen, "/metrics", &[]) {
+            Some((200, body)) => body,
+            other => panic!("scrape of {} failed: {other:?}", self.listen),
+        }
+    }
+
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A loopback address with a port nobody listens on right now.
+#[must_use]
+pub fn free_loopback_addr() -> String {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    probe.local_addr().expect("local addr").to_string()
+}
+
+/// A bounded HTTP/1.1 request; `None` when nothing answers.
+#[must_use]
+pub fn http_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(addr).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for header in headers {
+        request.push_str(header);
+        request.push_str("\r\n");
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    Some((status, body.to_owned()))
+}
+
+#[must_use]
+pub fn http_get(addr: &str, path: &str, headers: &[&str]) -> Option<(u16, String)> {
+    http_request(addr, "GET", path, headers)
+}
+
+/// Percent-encodes a query value.
+#[must_use]
+pub fn url_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The value of the sample `name{labels...}` whose labels include every
+/// `key="value"` in `want`; summed when several series match.
+#[must_use]
+pub fn sample(scrape: &str, name: &str, want: &[(&str, &str)]) -> Option<f64> {
+    let mut found = None;
+    for line in scrape.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (metric, labels) = series.split_once('{').unwrap_or((series, "}"));
+        if metric != name {
+            continue;
+        }
+        let matches = want
+            .iter()
+            .all(|(k, v)| labels.contains(&format!("{k}=\"{v}\"")));
+        if matches {
+            let value: f64 = value.parse().ok()?;
+            found = Some(found.unwrap_or(0.0) + value);
+        }
+    }
+    found
+}

@@ -1,0 +1,349 @@
+//! `tcptrace daemon` on this machine's real kernel: the scenario workloads
+//! show up in /metrics, promtool accepts the scrape and the alert rules, a
+//! real Prometheus scrapes it, and SIGTERM leaves no BPF program behind.
+
+use std::{
+    process::{Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use tcptrace_tests::{
+    daemon::{free_loopback_addr, http_get, http_request, sample, url_encode, Daemon},
+    require_root, Workload,
+};
+
+const WORKLOAD: &[(&str, &str)] = &[("comm", "tt-workload")];
+
+fn with<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    WORKLOAD.iter().chain(extra).copied().collect()
+}
+
+/// Runs `check` on fresh scrapes until it passes or `limit` elapses.
+fn eventually(daemon: &Daemon, limit: Duration, check: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + limit;
+    loop {
+        let scrape = daemon.scrape();
+        if check(&scrape) || Instant::now() > deadline {
+            return scrape;
+        }
+        thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn promtool(args: &[&str], stdin: Option<&str>) -> String {
+    let mut child = Command::new("promtool")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus) must be installed: `cargo xtask test` installs it");
+    if let Some(text) = stdin {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(text.as_bytes())
+            .expect("write to promtool");
+    }
+    let out = child.wait_with_output().expect("promtool");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "promtool {} failed:\n{text}",
+        args.join(" ")
+    );
+    text
+}
+
+#[test]
+fn metrics_show_churn_leaks_and_failures_of_the_workloads() {
+    require_root();
+    let daemon = Daemon::start(
+        &free_loopback_addr(),
+        &["--refresh", "1s", "--comm", "tt-workload"],
+    );
+
+    let mut server = Workload::start(&["server", "127.0.0.1:0", "5"]);
+    let port = server.expect_line("port ");
+    Workload::start(&["client", &format!("127.0.0.1:{port}"), "5"]).wait_success();
+    server.wait_success();
+    let mut leak = Workload::start(&["leak", "127.0.0.1:0", "2"]);
+    let leak_port = leak.expect_line("port ");
+    Workload::start(&["client", &format!("127.0.0.1:{leak_port}"), "2"]).wait_success();
+    leak.expect_line("leaking");
+    // Port 1 on loopback: nobody listens, every connect is refused.
+    Workload::start(&["refused", "127.0.0.1:1", "3"]).wait_success();
+
+    let scrape = eventually(&daemon, Duration::from_secs(15), |s| {
+        sample(s, "tcptrace_sockets", &with(&[("state", "CLOSE_WAIT")])) == Some(2.0)
+            && sample(
+                s,
+                "tcptrace_connect_failures_total",
+                &with(&[("cause", "refused")]),
+            ) == Some(3.0)
+    });
+    let get = |name: &str, labels: &[(&str, &str)]| {
+        sample(&scrape, name, &with(labels))
+            .unwrap_or_else(|| panic!("no {name} {labels:?} in\n{scrape}"))
+    };
+    assert_eq!(
+        get("tcptrace_sockets", &[("state", "CLOSE_WAIT")]),
+        2.0,
+        "the leaking server's sockets"
+    );
+    assert!(get("tcptrace_close_wait_oldest_seconds", &[]) > 0.0);
+    assert_eq!(
+        get("tcptrace_connections_opened_total", &[("role", "active")]),
+        10.0,
+        "5 + 2 + 3 connects"
+    );
+    assert_eq!(
+        get("tcptrace_connections_opened_total", &[("role", "passive")]),
+        7.0
+    );
+    assert_eq!(
+        get("tcptrace_connect_failures_total", &[("cause", "refused")]),
+        3.0
+    );
+    // 5 clients of the closing server hold TIME_WAIT; the 2 clients of the
+    // leaking server hold timewait sockets in FIN_WAIT2 (no FIN came back).
+    assert_eq!(
+        get("tcptrace_time_wait_sockets", &[]),
+        7.0,
+        "timewait sockets left by active closes"
+    );
+    assert_eq!(
+        get(
+            "tcptrace_connections_closed_total",
+            &[("closed_first", "local")]
+        ),
+        7.0
+    );
+    assert_eq!(
+        get(
+            "tcptrace_state_transitions_total",
+            &[("from", "ESTABLISHED"), ("to", "CLOSE_WAIT")]
+        ),
+        7.0
+    );
+    assert_eq!(
+        get("tcptrace_connection_lifetime_seconds_count", &[]),
+        15.0,
+        "5 + 5 churned, 2 clients of the leak, 3 refused (the 2 leaked sockets live on)"
+    );
+    assert_eq!(
+        sample(&scrape, "tcptrace_events_lost_total", &[]),
+        Some(0.0)
+    );
+    assert!(
+        sample(
+            &scrape,
+            "tcptrace_kernel_sockets",
+            &[("state", "TIME_WAIT")]
+        )
+        .unwrap_or(0.0)
+            >= 5.0
+    );
+    promtool(&["check", "metrics"], Some(&scrape));
+
+    let (status, health) = http_get(&daemon.listen, "/healthz", &[]).expect("healthz");
+    assert_eq!(status, 200);
+    assert!(health.contains("\"status\":\"ok\""), "{health}");
+    let (status, openmetrics) = http_get(
+        &daemon.listen,
+        "/metrics",
+        &["Accept: application/openmetrics-text; version=1.0.0"],
+    )
+    .expect("om");
+    assert_eq!(status, 200);
+    assert!(
+        openmetrics.ends_with("# EOF\n"),
+        "OpenMetrics when asked for it"
+    );
+    assert_eq!(
+        http_request(&daemon.listen, "POST", "/metrics", &[]).map(|r| r.0),
+        Some(405),
+        "read-only"
+    );
+    assert_eq!(
+        http_get(&daemon.listen, "/admin", &[]).map(|r| r.0),
+        Some(404)
+    );
+    drop(leak);
+}
+
+/// Ids of the BPF programs whose fds `pid` holds, from /proc/PID/fdinfo.
+fn programs_of(pid: u32) -> Vec<u64> {
+    let mut ids = Vec::new();
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("daemon fds")
+        .flatten()
+    {
+        let is_prog = std::fs::read_link(fd.path())
+            .is_ok_and(|l| l.to_string_lossy() == "anon_inode:bpf-prog");
+        if !is_prog {
+            continue;
+        }
+        let info = std::fs::read_to_string(format!(
+            "/proc/{pid}/fdinfo/{}",
+            fd.file_name().to_string_lossy()
+        ))
+        .unwrap_or_default();
+        ids.extend(
+            info.lines()
+                .filter_map(|l| l.strip_prefix("prog_id:"))
+                .filter_map(|v| v.trim().parse::<u64>().ok()),
+        );
+    }
+    ids
+}
+
+/// Every BPF program loaded in the kernel now.
+fn all_program_ids() -> Vec<u64> {
+    let out = Command::new("bpftool")
+        .args(["--json", "prog", "show"])
+        .output()
+        .expect("bpftool");
+    let progs: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
+    progs
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|p| p["id"].as_u64())
+        .collect()
+}
+
+#[test]
+fn sigterm_detaches_every_program_within_a_second() {
+    require_root();
+    let mut daemon = Daemon::start(&free_loopback_addr(), &[]);
+    let ours = programs_of(daemon.pid());
+    assert_eq!(
+        ours.len(),
+        6,
+        "six tracepoint programs attached by the daemon: {ours:?}"
+    );
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(i32::try_from(daemon.pid()).expect("pid"), libc::SIGTERM) };
+    let asked = Instant::now();
+    let status = loop {
+        if let Some(status) = daemon.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            asked.elapsed() < Duration::from_secs(5),
+            "daemon still running 5 s after SIGTERM"
+        );
+        thread::sleep(Duration::from_millis(10));
+    };
+    let took = asked.elapsed();
+    assert!(status.success(), "daemon exited with {status}");
+    assert!(took < Duration::from_secs(1), "SIGTERM took {took:?}");
+    let left: Vec<u64> = all_program_ids()
+        .into_iter()
+        .filter(|id| ours.contains(id))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "programs left in the kernel after SIGTERM: {left:?}"
+    );
+}
+
+#[test]
+fn alert_rules_are_valid_and_their_unit_tests_pass() {
+    let deploy = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/prometheus");
+    let out = promtool(
+        &["check", "rules", &format!("{deploy}/tcptrace-alerts.yml")],
+        None,
+    );
+    assert!(out.contains("SUCCESS"), "{out}");
+    let tested = Command::new("promtool")
+        .current_dir(deploy)
+        .args(["test", "rules", "tcptrace-alerts.test.yml"])
+        .output()
+        .expect("promtool");
+    let text = String::from_utf8_lossy(&tested.stdout).into_owned()
+        + &String::from_utf8_lossy(&tested.stderr);
+    assert!(
+        tested.status.success() && text.contains("SUCCESS"),
+        "promtool test rules:\n{text}"
+    );
+}
+
+/// A real Prometheus server, started on loopback by the test, scrapes the
+/// daemon while a server leaks CLOSE_WAIT sockets; its query API must show
+/// the leak for that process with the right count.
+#[test]
+fn real_prometheus_sees_the_close_wait_leak() {
+    require_root();
+    let daemon = Daemon::start(
+        &free_loopback_addr(),
+        &["--refresh", "1s", "--comm", "tt-workload"],
+    );
+    let mut leak = Workload::start(&["leak", "127.0.0.1:0", "3"]);
+    let port = leak.expect_line("port ");
+    Workload::start(&["client", &format!("127.0.0.1:{port}"), "3"]).wait_success();
+    leak.expect_line("leaking");
+
+    let dir = std::env::temp_dir().join(format!("tcptrace-prometheus-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: tcptrace\n    static_configs:\n      - targets: ['{}']\n",
+            daemon.listen
+        ),
+    )
+    .expect("prometheus.yml");
+    let prometheus_addr = &free_loopback_addr();
+    let prometheus = Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address={prometheus_addr}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("prometheus (Debian package) must be installed: `cargo xtask test` installs it");
+    struct Cleanup(std::process::Child, std::path::PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+            let _ = std::fs::remove_dir_all(&self.1);
+        }
+    }
+    let _prometheus = Cleanup(prometheus, dir.clone());
+
+    let query = r#"tcptrace_sockets{comm="tt-workload",state="CLOSE_WAIT"}"#;
+    let path = format!("/api/v1/query?query={}", url_encode(query));
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut last = String::new();
+    let value = loop {
+        if let Some((200, body)) = http_get(prometheus_addr, &path, &[]) {
+            let json: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            if let Some(v) = json["data"]["result"][0]["value"][1].as_str() {
+                break v.to_owned();
+            }
+            last = body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus never returned {query}; last answer: {last}"
+        );
+        thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(value, "3", "Prometheus sees the three leaked sockets");
+    drop(leak);
+}

@@ -1,0 +1,707 @@
+//! The incidents of USER-STORIES.md, reproduced on the real kernel and
+//! diagnosed by tcptrace with the process, the peer and the call site.
+//!
+//! Each test runs a `tt-scenario` workload (tests/src/bin/tt-scenario.rs)
+//! under `tcptrace trace --json` and checks the findings of the report.
+//! A second session in text mode runs alongside: when a test fails, its
+//! human report and the JSON findings are printed with the failure.
+
+use std::{
+    collections::BTreeSet,
+    io::{BufRead, BufReader, Write},
+    net::TcpListener,
+    process::{Child, ChildStdin, Command, Stdio},
+    sync::mpsc::{self, Receiver},
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use tcptrace_tests::{
+    netns::HostPair,
+    process::LINE_TIMEOUT,
+    require_root,
+    trace::{TextReport, Trace},
+    Tracer,
+};
+
+const SCENARIO_BIN: &str = env!("CARGO_BIN_EXE_tt-scenario");
+/// The comm of every scenario process; sessions trace only these.
+const COMM: &str = "tt-scenario";
+
+// ------------------------------------------------------------ the workloads
+
+/// A running `tt-scenario`, optionally inside a network namespace.
+struct Scenario {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+}
+
+impl Scenario {
+    fn start(args: &[&str]) -> Self {
+        Self::spawn(Command::new(SCENARIO_BIN).args(args))
+    }
+
+    /// `ip netns exec` execs the program: the pid is the scenario's.
+    fn start_in(netns: &str, args: &[&str]) -> Self {
+        Self::spawn(
+            Command::new("ip")
+                .args(["netns", "exec", netns, SCENARIO_BIN])
+                .args(args),
+        )
+    }
+
+    fn spawn(command: &mut Command) -> Self {
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stdin = child.stdin.take();
+        Self {
+            child,
+            stdin,
+            lines,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The next line starting with `prefix`, minus the prefix.
+    fn expect_line(&mut self, prefix: &str) -> String {
+        let deadline = Instant::now() + LINE_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.lines.recv_timeout(left).unwrap_or_else(|_| {
+                panic!(
+                    "tt-scenario {} printed no `{prefix}` line in time",
+                    self.pid()
+                )
+            });
+            if let Some(rest) = line.strip_prefix(prefix) {
+                return rest.trim().to_owned();
+            }
+        }
+    }
+
+    /// The rest of the next `count` lines starting with `prefix`.
+    fn expect_lines(&mut self, prefix: &str, count: usize) -> Vec<String> {
+        (0..count).map(|_| self.expect_line(prefix)).collect()
+    }
+
+    fn send_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin still open");
+        writeln!(stdin, "{line}").expect("scenario stdin");
+        stdin.flush().expect("scenario stdin");
+    }
+
+    /// Closes stdin (the signal to finish) and waits for a successful
+    /// exit, bounded in time.
+    fn finish(mut self) {
+        self.stdin = None;
+        let deadline = Instant::now() + LINE_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for scenario") {
+                assert!(
+                    status.success(),
+                    "tt-scenario {} failed: {status}",
+                    self.pid()
+                );
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tt-scenario {} did not finish in time",
+                self.pid()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Scenario {
+    fn drop(&mut self) {
+        // A failing test must not leave workloads behind.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ------------------------------------------------------------ the sessions
+
+/// Two tracing sessions over the same scenario: JSON for the assertions,
+/// text for people when an assertion fails.
+struct Session {
+    json: Option<Tracer>,
+    text: Option<TextReport>,
+}
+
+impl Session {
+    fn start() -> Self {
+        let text = TextReport::start(&["--comm", COMM]);
+        let json = Tracer::start(&["--comm", COMM]);
+        Self {
+            json: Some(json),
+            text: Some(text),
+        }
+    }
+
+    fn tracer(&mut self) -> &mut Tracer {
+        self.json.as_mut().expect("session running")
+    }
+
+    /// Stops both sessions; the workloads must still live (stacks are
+    /// symbolized and CLOSE_WAIT holders listed while they do).
+    fn stop(mut self) -> Diagnosis {
+        let trace = self.json.take().expect("session running").stop();
+        let text = self.text.take().expect("session running").finish();
+        Diagnosis { trace, text }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let (true, Some(text)) = (thread::panicking(), self.text.take()) {
+            eprintln!(
+                "---- tcptrace report when the test failed ----\n{}",
+                text.finish()
+            );
+        }
+    }
+}
+
+/// What a session reported.
+struct Diagnosis {
+    trace: Trace,
+    text: String,
+}
+
+impl Diagnosis {
+    /// The one finding of `kind` about `pid` that `matches`.
+    fn finding<'a>(
+        &'a self,
+        kind: &'a str,
+        pid: u32,
+        matches: impl Fn(&Value) -> bool,
+    ) -> &'a Value {
+        let found: Vec<&Value> = self
+            .trace
+            .findings_of(kind, pid)
+            .filter(|f| matches(f))
+            .collect();
+        assert!(
+            found.len() == 1,
+            "expected one `{kind}` finding for pid {pid}, found {}: {:#?}",
+            found.len(),
+            found.iter().map(|f| without_frames(f)).collect::<Vec<_>>()
+        );
+        found[0]
+    }
+}
+
+impl Drop for Diagnosis {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            eprintln!("---- tcptrace report ----\n{}", self.text);
+            eprintln!("---- JSON findings ----");
+            for record in self.trace.of_type("finding") {
+                eprintln!("{}", without_frames(record));
+            }
+            for record in self.trace.of_type("report_totals") {
+                eprintln!("{record}");
+            }
+        }
+    }
+}
+
+/// A finding with its call sites cut to function, file and line (the
+/// frames make a failure message unreadable).
+fn without_frames(finding: &Value) -> Value {
+    let mut short = finding.clone();
+    if let Some(object) = short.as_object_mut() {
+        for (_, value) in object.iter_mut() {
+            if let Some(site) = value.as_object_mut() {
+                if let Some(frames) = site.remove("frames") {
+                    let names: Vec<Value> = frames
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|f| f["function"].clone())
+                        .collect();
+                    site.insert("frame_functions".to_owned(), Value::Array(names));
+                }
+            }
+        }
+    }
+    short
+}
+
+// ------------------------------------------------------------ assertions
+
+/// The call site `site` (of `finding`) names `function`: as the frame it
+/// picked, or as any frame of the stack.
+fn assert_call_site(finding: &Value, site: &str, function: &str) {
+    let call_site = &finding[site];
+    let names = |name: &Value| name.as_str().is_some_and(|n| n.contains(function));
+    let named = names(&call_site["function"])
+        || call_site["frames"]
+            .as_array()
+            .is_some_and(|frames| frames.iter().any(|f| names(&f["function"])));
+    assert!(
+        named,
+        "`{site}` of this {} finding does not name `{function}`: {:#}",
+        finding["kind"],
+        without_frames(finding)
+    );
+}
+
+fn u64_of(finding: &Value, path: &[&str]) -> u64 {
+    let value = path.iter().fold(finding, |v, key| &v[*key]);
+    value.as_u64().unwrap_or_else(|| {
+        panic!(
+            "{} is not a count in {:#}",
+            path.join("."),
+            without_frames(finding)
+        )
+    })
+}
+
+fn f64_of(finding: &Value, key: &str) -> f64 {
+    finding[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{key} is not a number in {:#}", without_frames(finding)))
+}
+
+fn set(items: impl IntoIterator<Item = String>) -> BTreeSet<String> {
+    items.into_iter().collect()
+}
+
+/// A loopback port nothing listens on (bound, then released).
+fn closed_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("local address").port()
+}
+
+// ------------------------------------------------------------ story 1
+
+/// A client opens a new connection for every request and closes it first:
+/// its TIME_WAIT sockets are its own, counted per server endpoint and traced
+/// back to the function that opens the connection.
+#[test]
+fn client_per_request_churn_is_blamed_on_the_client() {
+    require_root();
+    const N: usize = 25;
+    let count = N.to_string();
+    let session = Session::start();
+    let mut server = Scenario::start(&["serve", "127.0.0.1:0", &count, "respond"]);
+    let server_addr = server.expect_line("listening ");
+    let mut client = Scenario::start(&["churn", &server_addr, &count]);
+    let locals = set(client.expect_lines("local ", N));
+    assert_eq!(locals.len(), N, "a new local port per request");
+    client.expect_line("done");
+    // The server closes after each EOF: then every client socket has
+    // handed over to TIME_WAIT.
+    assert_eq!(server.expect_lines("served ", N).last(), Some(&count));
+    let report = session.stop();
+
+    let churn = report.finding("churn", client.pid(), |f| {
+        f["role"] == "active" && f["peer"] == server_addr.as_str()
+    });
+    assert_eq!(churn["process"]["comm"], COMM);
+    assert_eq!(
+        u64_of(churn, &["connections"]),
+        N as u64,
+        "{:#}",
+        without_frames(churn)
+    );
+    assert_eq!(u64_of(churn, &["active_closes"]), N as u64);
+    assert_eq!(u64_of(churn, &["passive_closes"]), 0);
+    assert_eq!(churn["closed_first"], "local");
+    assert_eq!(
+        u64_of(churn, &["time_wait_now"]),
+        N as u64,
+        "every active close leaves a TIME_WAIT socket for 60 s"
+    );
+    assert_eq!(u64_of(churn, &["lifetime_us", "count"]), N as u64);
+    assert!(
+        u64_of(churn, &["lifetime_us", "p50"]) < 1_000_000,
+        "short connections: {:#}",
+        without_frames(churn)
+    );
+    assert!(f64_of(churn, "per_second") > 0.0);
+    assert_eq!(
+        churn["closers"]
+            .as_array()
+            .map(|c| c.iter().map(|p| p["pid"].clone()).collect::<Vec<_>>()),
+        Some(vec![Value::from(client.pid())]),
+        "the client is the only closer"
+    );
+    assert_call_site(churn, "call_site", "create_client_per_request");
+
+    // The server closed second: no TIME_WAIT is blamed on it, and the
+    // client that closes its own connections is not a reconnect loop.
+    let served = report.finding("churn", server.pid(), |f| f["role"] == "passive");
+    assert_eq!(u64_of(served, &["connections"]), N as u64);
+    assert_eq!(served["closed_first"], "peer");
+    assert_eq!(u64_of(served, &["time_wait_now"]), 0);
+    assert_eq!(
+        report
+            .trace
+            .findings_of("reconnect_loop", client.pid())
+            .count(),
+        0,
+        "churn that the client closes itself is not a reconnect loop"
+    );
+
+    client.finish();
+    server.finish();
+}
+
+// ------------------------------------------------------------ story 2
+
+/// A server closes every connection at once; the client comes straight
+/// back, again and again, at a steady pace: a reconnect loop without
+/// back-off, the server closing first.
+#[test]
+fn reconnect_loop_without_backoff_is_flagged() {
+    require_root();
+    const N: usize = 12;
+    let count = N.to_string();
+    let session = Session::start();
+    let mut server = Scenario::start(&["serve", "127.0.0.1:0", &count, "close-at-once"]);
+    let server_addr = server.expect_line("listening ");
+    let mut client = Scenario::start(&["reconnect", &server_addr, &count, "20"]);
+    client.expect_lines("local ", N);
+    client.expect_line("done");
+    server.expect_line("done");
+    let report = session.stop();
+
+    let looping = report.finding("reconnect_loop", client.pid(), |f| {
+        f["peer"] == server_addr.as_str()
+    });
+    assert_eq!(looping["process"]["comm"], COMM);
+    assert_eq!(
+        u64_of(looping, &["attempts"]),
+        N as u64,
+        "one attempt per connect: {:#}",
+        without_frames(looping)
+    );
+    assert_eq!(looping["closed_first"], "peer");
+    assert_eq!(looping["backoff"], "none");
+    assert_eq!(u64_of(looping, &["failures"]), 0, "every connect succeeded");
+    assert!(
+        u64_of(looping, &["median_lifetime_us"]) < 1_000_000,
+        "connections live a few ms: {:#}",
+        without_frames(looping)
+    );
+    // 20 ms apart: a few dozen attempts a second, nowhere near back-off.
+    let per_second = f64_of(looping, "per_second");
+    assert!((1.0..=1000.0).contains(&per_second), "rate {per_second}/s");
+    let (first_gap, last_gap) = (
+        f64_of(looping, "first_gap_ms"),
+        f64_of(looping, "last_gap_ms"),
+    );
+    assert!(
+        first_gap >= 15.0 && last_gap >= 15.0 && last_gap < 2.0 * first_gap,
+        "steady gaps of about 20 ms: {first_gap} ms -> {last_gap} ms"
+    );
+    assert_call_site(looping, "call_site", "reconnect_without_backoff");
+
+    // The other side of the story: the server, closing first, holds the
+    // TIME_WAIT sockets; the client holds none.
+    let client_churn = report.finding("churn", client.pid(), |f| f["role"] == "active");
+    assert_eq!(u64_of(client_churn, &["time_wait_now"]), 0);
+    let server_churn = report.finding("churn", server.pid(), |f| f["role"] == "passive");
+    assert_eq!(server_churn["closed_first"], "local");
+    assert_eq!(u64_of(server_churn, &["time_wait_now"]), N as u64);
+
+    client.finish();
+    server.finish();
+}
+
+// ------------------------------------------------------------ story 3
+
+/// A server reads EOF and never closes: its sockets sit in CLOSE_WAIT.
+/// The report lists them by the server, with their fds, their peers, their
+/// age, and the function that opened the listening socket.
+#[test]
+fn close_wait_leak_is_listed_with_fds_and_call_site() {
+    require_root();
+    const N: usize = 4;
+    let count = N.to_string();
+    let session = Session::start();
+    let mut server = Scenario::start(&["leak", "127.0.0.1:0", &count]);
+    let server_addr = server.expect_line("listening ");
+    let mut client = Scenario::start(&["connect-close", &server_addr, &count]);
+    let client_addrs = set(client.expect_lines("local ", N));
+    client.expect_line("done");
+    let mut fds = BTreeSet::new();
+    for line in server.expect_lines("eof ", N) {
+        // "PEER fd N"
+        let fd = line.rsplit(' ').next().expect("fd number");
+        fds.insert(fd.parse::<u64>().expect("fd number"));
+    }
+    server.expect_line("done");
+    thread::sleep(Duration::from_millis(200));
+    // The server is still alive: the report's dump finds its sockets.
+    let report = session.stop();
+
+    let server_pid = server.pid();
+    let leak = report.finding("close_wait_leak", server_pid, |_| true);
+    assert_eq!(leak["process"]["comm"], COMM);
+    assert_eq!(
+        u64_of(leak, &["sockets"]),
+        N as u64,
+        "{:#}",
+        without_frames(leak)
+    );
+    let listed: BTreeSet<u64> = leak["fds"]
+        .as_array()
+        .expect("fds")
+        .iter()
+        .map(|h| {
+            assert_eq!(h["pid"], server_pid, "holder of a leaked socket: {h}");
+            h["fd"].as_u64().expect("fd")
+        })
+        .collect();
+    assert_eq!(listed, fds, "the server's own fd numbers");
+    let peers = set(leak["peers"]
+        .as_array()
+        .expect("peers")
+        .iter()
+        .map(|p| p.as_str().expect("peer").to_owned()));
+    assert_eq!(peers, client_addrs, "the clients that closed");
+    let age = f64_of(leak, "oldest_age_s");
+    let elapsed = report
+        .trace
+        .of_type("report_totals")
+        .last()
+        .and_then(|t| t["totals"]["elapsed_s"].as_f64())
+        .expect("report totals");
+    assert!(
+        age > 0.2 && age <= elapsed + 0.5,
+        "in CLOSE_WAIT since the client closed, during the session ({elapsed} s): {age} s"
+    );
+    assert_eq!(
+        leak["age_is_lower_bound"], false,
+        "the sockets entered CLOSE_WAIT while tracing"
+    );
+    assert_call_site(leak, "call_site", "serve_and_never_close");
+
+    client.finish();
+    server.finish();
+}
+
+/// A server reads EOF, the client's host vanishes, and only then does the
+/// server close: its FIN is retransmitted to nobody until the kernel gives
+/// up (`tcp_orphan_retries` = 2 in the server's namespace). The report
+/// blames the server's late close() and says the peer never acknowledged.
+#[test]
+fn late_close_to_a_vanished_peer_is_a_dead_peer_fin() {
+    require_root();
+    const N: usize = 2;
+    let count = N.to_string();
+    let hosts = HostPair::new("ttsc-dp");
+    hosts.sysctl(&hosts.a, "net.ipv4.tcp_orphan_retries", "2");
+    let mut session = Session::start();
+    let mut server = Scenario::start_in(
+        &hosts.a,
+        &["late-close", &format!("{}:0", hosts.a_addr), &count],
+    );
+    let server_addr = server.expect_line("listening ");
+    let mut client = Scenario::start_in(&hosts.b, &["connect-close", &server_addr, &count]);
+    let client_addrs = set(client.expect_lines("local ", N));
+    client.expect_line("done");
+    server.expect_lines("eof ", N);
+    // The server acknowledges the client's FIN with a delayed ACK; only once
+    // it arrived (FIN_WAIT2) is the client's side quiet, and does the
+    // client's host vanish: nothing it receives is answered any more.
+    let mut acknowledged = 0;
+    let client_fins_acked = session.tracer().wait_for(Duration::from_secs(5), |r| {
+        if r["type"] == "state"
+            && r["old"] == "FIN_WAIT1"
+            && r["new"] == "FIN_WAIT2"
+            && r["local"]
+                .as_str()
+                .is_some_and(|l| client_addrs.contains(l))
+        {
+            acknowledged += 1;
+        }
+        acknowledged == N
+    });
+    assert!(
+        client_fins_acked,
+        "the server did not acknowledge the clients' FINs in time"
+    );
+    hosts.drop_ingress(&hosts.b);
+    server.send_line("close");
+    server.expect_line("closed");
+    // RTO 200 ms doubling, two orphan retries: the kernel gives up after
+    // about 1.4 s (3 s at worst). Wait for both sockets to end, bounded.
+    let mut ended = 0;
+    let both_ended = session.tracer().wait_for(Duration::from_secs(12), |r| {
+        if r["type"] == "state"
+            && r["old"] == "LAST_ACK"
+            && r["new"] == "CLOSE"
+            && r["local"] == server_addr.as_str()
+        {
+            ended += 1;
+        }
+        ended == N
+    });
+    let report = session.stop();
+    assert!(
+        both_ended,
+        "the server's {N} sockets did not leave LAST_ACK within 12 s"
+    );
+
+    let server_pid = server.pid();
+    let dead: Vec<&Value> = report
+        .trace
+        .findings_of("dead_peer_fin", server_pid)
+        .collect();
+    assert!(
+        !dead.is_empty(),
+        "no dead_peer_fin finding for {server_pid}"
+    );
+    let mut sockets = 0;
+    let mut gave_up = 0;
+    for finding in &dead {
+        assert_eq!(finding["process"]["comm"], COMM);
+        let peer = finding["peer"].as_str().expect("peer");
+        assert!(
+            client_addrs.contains(peer),
+            "peer {peer} is one of the vanished clients {client_addrs:?}"
+        );
+        assert!(
+            u64_of(finding, &["retransmits"]) >= 2,
+            "FIN retransmits: {:#}",
+            without_frames(finding)
+        );
+        assert!(u64_of(finding, &["max_retransmits"]) >= 2);
+        assert_eq!(finding["states"], serde_json::json!(["LAST_ACK"]));
+        assert_eq!(u64_of(finding, &["outcomes", "acknowledged"]), 0);
+        assert_eq!(u64_of(finding, &["outcomes", "reset"]), 0);
+        assert_eq!(u64_of(finding, &["outcomes", "still_trying"]), 0);
+        let seconds = f64_of(finding, "seconds");
+        assert!(
+            (0.5..12.0).contains(&seconds),
+            "FIN sent -> gave up: {seconds} s"
+        );
+        let verdict = finding["verdict"].as_str().expect("verdict");
+        assert!(verdict.contains("never acknowledged"), "verdict: {verdict}");
+        sockets += u64_of(finding, &["sockets"]);
+        gave_up += u64_of(finding, &["outcomes", "gave_up"]);
+    }
+    assert_eq!(
+        sockets,
+        N as u64,
+        "closed sockets: {:#?}",
+        dead.iter().map(|f| without_frames(f)).collect::<Vec<_>>()
+    );
+    assert_eq!(gave_up, N as u64, "the kernel gave up on every one");
+    // close_after_peer_vanished calls libc's close() itself (the drop of
+    // each stream is inlined), as most programs do: the direct caller of
+    // close() is the call site to name.
+    for finding in &dead {
+        assert_call_site(finding, "call_site", "close_after_peer_vanished");
+    }
+
+    client.finish();
+    server.finish();
+    drop(hosts);
+}
+
+// ------------------------------------------------------------ story 4
+
+/// Connects to a closed loopback port are refused at once: counted as
+/// refused for that destination, with the connecting function.
+#[test]
+fn refused_connects_are_counted_per_destination() {
+    require_root();
+    const N: usize = 5;
+    let count = N.to_string();
+    let target = format!("127.0.0.1:{}", closed_port());
+    let session = Session::start();
+    let mut client = Scenario::start(&["refused", &target, &count]);
+    client.expect_lines("refused", N);
+    client.expect_line("done");
+    let report = session.stop();
+
+    let connect = report.finding("connect", client.pid(), |f| f["peer"] == target.as_str());
+    assert_eq!(connect["process"]["comm"], COMM);
+    assert_eq!(
+        u64_of(connect, &["attempts"]),
+        N as u64,
+        "{:#}",
+        without_frames(connect)
+    );
+    assert_eq!(u64_of(connect, &["established"]), 0);
+    assert!(connect["latency_us"].is_null(), "nothing was established");
+    assert_eq!(u64_of(connect, &["failures", "refused"]), N as u64);
+    for other in ["timed_out", "unreachable", "reset", "aborted", "other"] {
+        assert_eq!(u64_of(connect, &["failures", other]), 0, "{other}");
+    }
+    assert_call_site(connect, "call_site", "connect_to_closed_port");
+
+    client.finish();
+}
+
+/// A connect to an address that drops everything: the SYN is retransmitted
+/// (`tcp_syn_retries` = 1 in the client's namespace) until the kernel gives
+/// up; counted as timed out, with the SYN retransmits and the function.
+#[test]
+fn black_holed_connect_times_out_with_syn_retransmits() {
+    require_root();
+    let hosts = HostPair::new("ttsc-bh");
+    hosts.sysctl(&hosts.b, "net.ipv4.tcp_syn_retries", "1");
+    // The server's host drops everything: no RST, no ICMP.
+    hosts.drop_ingress(&hosts.a);
+    let target = format!("{}:7", hosts.a_addr);
+    let session = Session::start();
+    let mut client = Scenario::start_in(&hosts.b, &["black-hole", &target]);
+    // SYN, one retransmit after 1 s, given up 2 s later.
+    let waited = client.expect_line("timed out after ");
+    client.expect_line("done");
+    let report = session.stop();
+
+    let connect = report.finding("connect", client.pid(), |f| f["peer"] == target.as_str());
+    assert_eq!(connect["process"]["comm"], COMM);
+    assert_eq!(
+        u64_of(connect, &["attempts"]),
+        1,
+        "{:#}",
+        without_frames(connect)
+    );
+    assert_eq!(u64_of(connect, &["established"]), 0);
+    assert_eq!(
+        u64_of(connect, &["failures", "timed_out"]),
+        1,
+        "connect() gave up after {waited}"
+    );
+    for other in ["refused", "unreachable", "reset", "aborted", "other"] {
+        assert_eq!(u64_of(connect, &["failures", other]), 0, "{other}");
+    }
+    assert!(
+        u64_of(connect, &["syn_retransmits"]) >= 1,
+        "SYN retransmits: {:#}",
+        without_frames(connect)
+    );
+    assert_call_site(connect, "call_site", "connect_to_black_hole");
+
+    client.finish();
+    drop(hosts);
+}
