@@ -61,8 +61,13 @@ pub struct Task {
     /// User stack id in the `STACKS` map, or negative when none was taken.
     pub stack_id: i32,
     pub _pad: u32,
+    /// The word at the user stack pointer when the system call was entered,
+    /// taken with the stack: the return address into the direct caller of a
+    /// libc wrapper that sets up no frame, a frame that frame-pointer
+    /// unwinding cannot see. Userspace checks it follows a call instruction.
+    pub caller_ip: u64,
 }
-const _: () = assert!(core::mem::size_of::<Task>() == 32);
+const _: () = assert!(core::mem::size_of::<Task>() == 40);
 
 impl Task {
     pub const NOBODY: Self = Self {
@@ -71,6 +76,7 @@ impl Task {
         comm: [0; TASK_COMM_LEN],
         stack_id: -1,
         _pad: 0,
+        caller_ip: 0,
     };
 
     #[must_use]
@@ -111,7 +117,7 @@ pub struct SockInfo {
     pub retransmits: u32,
     pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<SockInfo>() == 104);
+const _: () = assert!(core::mem::size_of::<SockInfo>() == 120);
 
 impl SockInfo {
     pub const EMPTY: Self = Self {
@@ -159,7 +165,7 @@ pub struct Event {
     pub raw: [u8; RAW_RECORD_LEN],
 }
 pub const EVENT_SIZE: usize = core::mem::size_of::<Event>();
-const _: () = assert!(EVENT_SIZE == 272);
+const _: () = assert!(EVENT_SIZE == 296);
 
 /// Per-CPU counters (index into the `COUNTERS` array), summed by userspace.
 #[repr(u32)]
@@ -201,7 +207,7 @@ pub struct Listener {
     /// (several `SO_REUSEPORT` listeners may share a port).
     pub skaddr: u64,
 }
-const _: () = assert!(core::mem::size_of::<Listener>() == 48);
+const _: () = assert!(core::mem::size_of::<Listener>() == 56);
 
 /// Knobs userspace sets before load (a `.rodata` global).
 #[repr(C)]
@@ -212,13 +218,19 @@ pub struct Settings {
     /// Wake the reader once this many bytes are waiting in the ring buffer;
     /// below it records are submitted without a wakeup and drained on a timer.
     pub wakeup_bytes: u32,
+    /// Offset of `sp` in `struct pt_regs` (from BTF), to read the word at
+    /// the user stack pointer with each stack; 0 disables it.
+    pub regs_sp: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<Settings>() == 8);
+const _: () = assert!(core::mem::size_of::<Settings>() == 16);
 
 impl Settings {
     pub const DEFAULT: Self = Self {
         capture_stacks: 1,
         wakeup_bytes: 256 * 1024,
+        regs_sp: 0,
+        _pad: 0,
     };
 }
 

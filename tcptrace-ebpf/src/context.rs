@@ -2,7 +2,10 @@
 
 use aya_ebpf::{
     bindings::BPF_F_USER_STACK,
-    helpers::{bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid},
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_probe_read_kernel, bpf_probe_read_user, generated as gen,
+    },
     programs::{tracing::StackIdContext, TracePointContext},
 };
 use tcptrace_common::{Counter, Task};
@@ -37,13 +40,39 @@ pub fn current_task(ctx: &TracePointContext, with_stack: bool) -> Task {
     task.tgid = (pid_tgid >> 32) as u32;
     task.pid = pid_tgid as u32;
     task.comm = bpf_get_current_comm().unwrap_or([0; 16]);
-    if with_stack && settings().capture_stacks != 0 {
+    let settings = settings();
+    if with_stack && settings.capture_stacks != 0 {
         match ctx.get_stackid(&STACKS, u64::from(BPF_F_USER_STACK)) {
             Ok(id) => task.stack_id = id as i32,
             Err(_) => count(Counter::StackErrors),
         }
+        task.caller_ip = word_at_user_sp(settings.regs_sp);
     }
     task
+}
+
+/// The word at the user stack pointer saved at system call entry (see
+/// `Task::caller_ip`); 0 when it cannot be read.
+#[inline(always)]
+fn word_at_user_sp(regs_sp: u32) -> u64 {
+    // Only the offset x86-64 has always had is accepted: the verifier wants
+    // a constant offset into the BTF-typed pt_regs.
+    const X86_64_PT_REGS_SP: u32 = 152;
+    if regs_sp != X86_64_PT_REGS_SP {
+        return 0;
+    }
+    unsafe {
+        let task = gen::bpf_get_current_task_btf();
+        let regs = gen::bpf_task_pt_regs(task) as *const u8;
+        if regs.is_null() {
+            return 0;
+        }
+        let Ok(sp) = bpf_probe_read_kernel(regs.add(X86_64_PT_REGS_SP as usize) as *const u64)
+        else {
+            return 0;
+        };
+        bpf_probe_read_user(sp as *const u64).unwrap_or(0)
+    }
 }
 
 #[inline(always)]

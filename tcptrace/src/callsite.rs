@@ -45,7 +45,18 @@ impl CallSites {
             self.dropped += 1;
             return;
         }
-        let site = probe.stack(stack.stack_id).map(|ips| {
+        let site = probe.stack(stack.stack_id).map(|mut ips| {
+            // Frame-pointer unwinding skips the direct caller of a libc
+            // wrapper that builds no frame; the word at the stack pointer
+            // is its return address when it follows a call instruction.
+            let caller = stack.caller_ip;
+            if caller != 0
+                && ips.len() > 1
+                && !ips.contains(&caller)
+                && follows_call(stack.pid, caller)
+            {
+                ips.insert(1, caller);
+            }
             let frames = self.symbolizer.symbolize(stack.pid, &ips);
             let named = call_site(&frames).cloned();
             CallSite {
@@ -69,5 +80,55 @@ impl CallSites {
     /// resolved call sites stay.
     pub fn forget_process(&mut self, pid: u32) {
         self.symbolizer.forget(pid);
+    }
+}
+
+/// True when the bytes just before `addr` in the process are an x86-64
+/// call instruction, i.e. `addr` is a return address and not some other
+/// word that happened to be on the stack.
+fn follows_call(pid: u32, addr: u64) -> bool {
+    use std::{fs::File, os::unix::fs::FileExt};
+    let Ok(mem) = File::open(format!("/proc/{pid}/mem")) else {
+        return false;
+    };
+    let mut code = [0u8; 7];
+    if addr < 7 || mem.read_exact_at(&mut code, addr - 7).is_err() {
+        return false;
+    }
+    is_call_before(&code)
+}
+
+/// `code` holds the 7 bytes before a candidate return address.
+fn is_call_before(code: &[u8; 7]) -> bool {
+    let call_indirect = |modrm: u8| modrm & 0x38 == 0x10;
+    code[2] == 0xe8 // call rel32
+        || code[1] == 0xff && code[2] == 0x15 // call [rip+disp32]
+        || code[5] == 0xff && call_indirect(code[6]) && code[6] >= 0xc0 // call reg
+        || code[4] == 0xff && call_indirect(code[5]) && code[5] < 0xc0 // call [reg+disp8] and similar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_call_before;
+
+    #[test]
+    fn recognises_call_instructions() {
+        assert!(
+            is_call_before(&[0x90, 0x90, 0xe8, 1, 2, 3, 4]),
+            "call rel32"
+        );
+        assert!(
+            is_call_before(&[0x90, 0xff, 0x15, 1, 2, 3, 4]),
+            "call [rip+disp32]"
+        );
+        assert!(
+            is_call_before(&[0x90, 0x90, 0x90, 0x90, 0x90, 0xff, 0xd0]),
+            "call rax"
+        );
+        assert!(!is_call_before(&[0; 7]));
+        assert!(
+            !is_call_before(&[0x48, 0x89, 0xc7, 0x48, 0x89, 0xc6, 0xc3]),
+            "plain moves"
+        );
     }
 }

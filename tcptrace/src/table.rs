@@ -53,11 +53,13 @@ impl ProcessId {
     }
 }
 
-/// A user stack captured by the kernel, for a process.
+/// A user stack captured by the kernel, for a process, with the word at
+/// the user stack pointer (see `Task::caller_ip`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct StackRef {
     pub pid: u32,
     pub stack_id: i32,
+    pub caller_ip: u64,
 }
 
 impl StackRef {
@@ -66,6 +68,7 @@ impl StackRef {
         (task.is_known() && task.stack_id >= 0).then_some(Self {
             pid: task.tgid,
             stack_id: task.stack_id,
+            caller_ip: task.caller_ip,
         })
     }
 }

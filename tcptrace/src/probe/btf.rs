@@ -92,3 +92,11 @@ fn skip_aliases(btf: &Btf, mut ty: Type) -> Result<Type> {
         }
     }
 }
+
+/// Offset of `sp` in `struct pt_regs`, for reading the word at the user
+/// stack pointer with each captured stack (`Settings::regs_sp`).
+pub fn pt_regs_sp() -> Result<u32> {
+    let btf = Btf::from_file(VMLINUX_BTF)
+        .with_context(|| format!("reading kernel BTF from {VMLINUX_BTF}"))?;
+    Ok(u32::try_from(member_offset(&btf, "pt_regs", &["sp"])?)?)
+}

@@ -59,6 +59,8 @@ impl Probe {
         let settings = Settings {
             capture_stacks: u32::from(options.capture_stacks),
             wakeup_bytes: options.ring_bytes / 2,
+            regs_sp: btf::pt_regs_sp().unwrap_or(0),
+            _pad: 0,
         };
         let ring_bytes = options.ring_bytes.next_power_of_two().max(4096);
         let mut ebpf = EbpfLoader::new()
