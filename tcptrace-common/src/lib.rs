@@ -183,6 +183,8 @@ pub enum Counter {
     StackErrors = 4,
     /// Tracepoint records that could not be read.
     ReadErrors = 5,
+    /// User stacks captured.
+    StacksTaken = 6,
 }
 pub const COUNTER_SLOTS: u32 = 8;
 
@@ -209,6 +211,30 @@ pub struct Listener {
 }
 const _: () = assert!(core::mem::size_of::<Listener>() == 56);
 
+/// Key of the `STACK_SAMPLES` map: one sampled stack per process and kind.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StackSampleKey {
+    pub tgid: u32,
+    /// `STACK_KIND_BIRTH` or `STACK_KIND_CLOSE`.
+    pub kind: u32,
+}
+const _: () = assert!(core::mem::size_of::<StackSampleKey>() == 8);
+
+pub const STACK_KIND_BIRTH: u32 = 0;
+pub const STACK_KIND_CLOSE: u32 = 1;
+
+/// Value of the `STACK_SAMPLES` map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StackSample {
+    pub taken_ns: u64,
+    pub caller_ip: u64,
+    pub stack_id: i32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<StackSample>() == 24);
+
 /// Knobs userspace sets before load (a `.rodata` global).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -221,7 +247,10 @@ pub struct Settings {
     /// Offset of `sp` in `struct pt_regs` (from BTF), to read the word at
     /// the user stack pointer with each stack; 0 disables it.
     pub regs_sp: u32,
-    pub _pad: u32,
+    /// Capture at most one stack per process and call kind (birth, close)
+    /// in this many milliseconds; events in between reuse the last one.
+    /// 0 captures every time.
+    pub stack_interval_ms: u32,
 }
 const _: () = assert!(core::mem::size_of::<Settings>() == 16);
 
@@ -230,7 +259,7 @@ impl Settings {
         capture_stacks: 1,
         wakeup_bytes: 256 * 1024,
         regs_sp: 0,
-        _pad: 0,
+        stack_interval_ms: 0,
     };
 }
 

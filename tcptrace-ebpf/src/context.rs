@@ -4,13 +4,15 @@ use aya_ebpf::{
     bindings::BPF_F_USER_STACK,
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_probe_read_kernel, bpf_probe_read_user, generated as gen,
+        bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user, generated as gen,
     },
     programs::{tracing::StackIdContext, TracePointContext},
 };
-use tcptrace_common::{Counter, Task};
+use tcptrace_common::{
+    Counter, StackSample, StackSampleKey, Task, STACK_KIND_BIRTH, STACK_KIND_CLOSE,
+};
 
-use crate::maps::{count, settings, IN_SOFTIRQ, STACKS};
+use crate::maps::{count, settings, IN_SOFTIRQ, STACKS, STACK_SAMPLES};
 
 /// True when the tracepoint fired in a system call, where "current" is the
 /// task acting on the socket. In softirq "current" is whoever was
@@ -32,21 +34,66 @@ pub fn set_in_softirq(value: u32) {
     }
 }
 
-/// The current task; with its user stack when `with_stack` and stacks are on.
+/// Which call a stack is taken for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum StackFor {
+    None,
+    /// connect() or listen()
+    Birth,
+    /// close(), shutdown(), abort
+    Close,
+}
+
+/// The current task, with its user stack when asked and stacks are on.
 #[inline(always)]
-pub fn current_task(ctx: &TracePointContext, with_stack: bool) -> Task {
+pub fn current_task(ctx: &TracePointContext, stack: StackFor) -> Task {
     let pid_tgid = bpf_get_current_pid_tgid();
     let mut task = Task::NOBODY;
     task.tgid = (pid_tgid >> 32) as u32;
     task.pid = pid_tgid as u32;
     task.comm = bpf_get_current_comm().unwrap_or([0; 16]);
     let settings = settings();
-    if with_stack && settings.capture_stacks != 0 {
-        match ctx.get_stackid(&STACKS, u64::from(BPF_F_USER_STACK)) {
-            Ok(id) => task.stack_id = id as i32,
-            Err(_) => count(Counter::StackErrors),
+    let kind = match stack {
+        StackFor::None => return task,
+        StackFor::Birth => STACK_KIND_BIRTH,
+        StackFor::Close => STACK_KIND_CLOSE,
+    };
+    if settings.capture_stacks == 0 {
+        return task;
+    }
+    // A stack costs about a microsecond: when sampling, reuse the one taken
+    // for this process and kind less than `stack_interval_ms` ago.
+    let key = StackSampleKey {
+        tgid: task.tgid,
+        kind,
+    };
+    let now = unsafe { bpf_ktime_get_ns() };
+    let interval_ns = u64::from(settings.stack_interval_ms) * 1_000_000;
+    if interval_ns != 0 {
+        if let Some(last) = unsafe { STACK_SAMPLES.get(&key) } {
+            if now.saturating_sub(last.taken_ns) < interval_ns {
+                task.stack_id = last.stack_id;
+                task.caller_ip = last.caller_ip;
+                return task;
+            }
         }
-        task.caller_ip = word_at_user_sp(settings.regs_sp);
+    }
+    match ctx.get_stackid(&STACKS, u64::from(BPF_F_USER_STACK)) {
+        Ok(id) => {
+            task.stack_id = id as i32;
+            count(Counter::StacksTaken);
+        }
+        Err(_) => count(Counter::StackErrors),
+    }
+    task.caller_ip = word_at_user_sp(settings.regs_sp);
+    if interval_ns != 0 {
+        let sample = StackSample {
+            taken_ns: now,
+            caller_ip: task.caller_ip,
+            stack_id: task.stack_id,
+            _pad: 0,
+        };
+        let _ = STACK_SAMPLES.insert(&key, &sample, 0);
     }
     task
 }

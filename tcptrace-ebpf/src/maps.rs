@@ -2,11 +2,11 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, PerCpuArray, RingBuf, StackTrace},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
 };
 use tcptrace_common::{
     Counter, KernelLayout, Listener, ListenerKey, ResetLayout, RetransmitLayout, Settings,
-    SockInfo, StateLayout, COUNTER_SLOTS,
+    SockInfo, StackSample, StackSampleKey, StateLayout, COUNTER_SLOTS,
 };
 
 /// Records to userspace. Userspace may resize it before load.
@@ -24,6 +24,12 @@ pub static LISTENERS: HashMap<ListenerKey, Listener> = HashMap::with_max_entries
 /// User stacks captured at connect, listen and close.
 #[map]
 pub static STACKS: StackTrace = StackTrace::with_max_entries(16_384, 0);
+
+/// The last stack taken per process and kind, for sampling (see
+/// `Settings::stack_interval_ms`). LRU: old processes fall out by themselves.
+#[map]
+pub static STACK_SAMPLES: LruHashMap<StackSampleKey, StackSample> =
+    LruHashMap::with_max_entries(16_384, 0);
 
 /// Per-CPU counters, indexed by `tcptrace_common::Counter`.
 #[map]

@@ -6,7 +6,7 @@ use aya_ebpf::programs::TracePointContext;
 use tcptrace_common::{Counter, EventKind, SockInfo, Task, CTX_PROCESS};
 
 use crate::{
-    context::{current_task, in_process_context},
+    context::{current_task, in_process_context, StackFor},
     emit::{emit, Record},
     maps::{count, receive_reset_layout, send_reset_layout, LAST_RESET_SOCK, SOCKS},
 };
@@ -37,7 +37,7 @@ pub fn on_reset(ctx: &TracePointContext, direction: Direction) -> Result<(), ()>
     // caller's doing; one sent from softirq is the stack answering a packet.
     let process = direction == Direction::Sent && in_process_context();
     let actor = if process {
-        current_task(ctx, false)
+        current_task(ctx, StackFor::None)
     } else {
         Task::NOBODY
     };

@@ -17,7 +17,7 @@ use tcptrace_common::{
 };
 
 use crate::{
-    context::{current_cgroup_id, current_task, in_process_context},
+    context::{current_cgroup_id, current_task, in_process_context, StackFor},
     emit::{emit, Record},
     maps::{count, state_layout, LAST_RESET_SOCK, LISTENERS, SOCKS},
     sock::{error_of, netns_of},
@@ -43,10 +43,14 @@ pub fn on_set_state(ctx: &TracePointContext) -> Result<(), ()> {
     let role = classify(old, new, process, new == CLOSE && reset_by_peer(skaddr));
     let born = role == Role::Birth;
     let closing = role == Role::CloseCall;
-    let actor = if process {
-        current_task(ctx, born || closing)
-    } else {
+    let actor = if !process {
         Task::NOBODY
+    } else if born {
+        current_task(ctx, StackFor::Birth)
+    } else if closing {
+        current_task(ctx, StackFor::Close)
+    } else {
+        current_task(ctx, StackFor::None)
     };
 
     let stored = SOCKS.get_ptr_mut(skaddr);

@@ -18,12 +18,15 @@ pub struct DaemonArgs {
     /// Destinations with their own `peer` label; the rest are "other" [default: 10].
     #[arg(long, env = "TCPTRACE_TOP_PEERS")]
     top_peers: Option<usize>,
-    /// Ring buffer size in MiB [default: 4].
+    /// Ring buffer size in MiB [default: 16].
     #[arg(long, env = "TCPTRACE_RING_BUFFER_MIB")]
     ring_buffer_mib: Option<u32>,
     /// Do not capture user stacks (call sites).
     #[arg(long, env = "TCPTRACE_NO_STACKS")]
     no_stacks: bool,
+    /// At most one call-site stack per process and call kind per interval [default: 1s].
+    #[arg(long, env = "TCPTRACE_STACK_INTERVAL")]
+    stack_interval: Option<String>,
     /// How often to refresh the socket dump and diagnoses [default: 15s].
     #[arg(long, env = "TCPTRACE_REFRESH")]
     refresh: Option<String>,
@@ -47,6 +50,7 @@ pub fn run(args: DaemonArgs) -> Result<()> {
             top_peers: args.top_peers,
             ring_buffer_mib: args.ring_buffer_mib,
             no_stacks: args.no_stacks,
+            stack_interval: args.stack_interval,
             refresh: args.refresh,
             comm: args.comms,
             port: args.ports,

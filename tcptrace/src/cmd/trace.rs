@@ -57,6 +57,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
         probe: ProbeOptions {
             ring_bytes: args.ring_buffer_mib * 1024 * 1024,
             capture_stacks: !args.no_stacks,
+            stack_interval_ms: 0,
         },
         report_only: args.report_only,
     };

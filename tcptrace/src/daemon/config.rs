@@ -18,6 +18,7 @@ pub struct FileConfig {
     pub top_peers: Option<usize>,
     pub ring_buffer_mib: Option<u32>,
     pub stacks: Option<bool>,
+    pub stack_interval: Option<String>,
     pub refresh: Option<String>,
     pub log_findings: Option<bool>,
     pub comm: Option<Vec<String>>,
@@ -43,6 +44,7 @@ pub struct Overrides {
     pub top_peers: Option<usize>,
     pub ring_buffer_mib: Option<u32>,
     pub no_stacks: bool,
+    pub stack_interval: Option<String>,
     pub refresh: Option<String>,
     pub comm: Vec<String>,
     pub port: Vec<u16>,
@@ -56,6 +58,8 @@ pub struct DaemonConfig {
     pub top_peers: usize,
     pub ring_buffer_mib: u32,
     pub stacks: bool,
+    /// At most one call-site stack per process and call kind per interval.
+    pub stack_interval: Duration,
     /// How often the socket dump, diagnoses and findings log are refreshed.
     pub refresh: Duration,
     pub log_findings: bool,
@@ -81,7 +85,17 @@ impl DaemonConfig {
         if refresh < Duration::from_secs(1) {
             bail!("refresh: must be at least 1s");
         }
-        let ring_buffer_mib = flags.ring_buffer_mib.or(file.ring_buffer_mib).unwrap_or(4);
+        let stack_interval = flags
+            .stack_interval
+            .or(file.stack_interval)
+            .unwrap_or_else(|| "1s".to_owned());
+        let stack_interval = humantime::parse_duration(&stack_interval).with_context(|| {
+            format!("stack-interval: `{stack_interval}` is not a duration like 1s")
+        })?;
+        if stack_interval > Duration::from_secs(3600) {
+            bail!("stack-interval: at most 1h");
+        }
+        let ring_buffer_mib = flags.ring_buffer_mib.or(file.ring_buffer_mib).unwrap_or(16);
         if !(1..=1024).contains(&ring_buffer_mib) {
             bail!("ring-buffer-mib: {ring_buffer_mib} is outside 1..=1024");
         }
@@ -90,6 +104,7 @@ impl DaemonConfig {
             top_peers: flags.top_peers.or(file.top_peers).unwrap_or(10),
             ring_buffer_mib,
             stacks: !flags.no_stacks && file.stacks.unwrap_or(true),
+            stack_interval,
             refresh,
             log_findings: file.log_findings.unwrap_or(true),
             comm: if flags.comm.is_empty() {

@@ -18,6 +18,9 @@ pub struct ProbeOptions {
     pub ring_bytes: u32,
     /// Capture user stacks at connect, listen and close.
     pub capture_stacks: bool,
+    /// At most one stack per process and call kind per this many ms
+    /// (0: every time). See `Settings::stack_interval_ms`.
+    pub stack_interval_ms: u32,
 }
 
 impl Default for ProbeOptions {
@@ -25,6 +28,7 @@ impl Default for ProbeOptions {
         Self {
             ring_bytes: 4 * 1024 * 1024,
             capture_stacks: true,
+            stack_interval_ms: 0,
         }
     }
 }
@@ -58,9 +62,11 @@ impl Probe {
         });
         let settings = Settings {
             capture_stacks: u32::from(options.capture_stacks),
-            wakeup_bytes: options.ring_bytes / 2,
+            // Wake the reader early enough that a burst cannot fill the
+            // rest while it is being scheduled.
+            wakeup_bytes: options.ring_bytes / 4,
             regs_sp: btf::pt_regs_sp().unwrap_or(0),
-            _pad: 0,
+            stack_interval_ms: options.stack_interval_ms,
         };
         let ring_bytes = options.ring_bytes.next_power_of_two().max(4096);
         let mut ebpf = EbpfLoader::new()
@@ -112,6 +118,7 @@ impl Probe {
             sock_map_full: sum(Counter::SockMapFull)?,
             listener_map_full: sum(Counter::ListenerMapFull)?,
             stack_errors: sum(Counter::StackErrors)?,
+            stacks_taken: sum(Counter::StacksTaken)?,
             read_errors: sum(Counter::ReadErrors)?,
         })
     }
@@ -152,6 +159,7 @@ pub struct Counters {
     pub sock_map_full: u64,
     pub listener_map_full: u64,
     pub stack_errors: u64,
+    pub stacks_taken: u64,
     pub read_errors: u64,
 }
 

@@ -51,7 +51,10 @@ fn parse() -> Result<Options, String> {
 }
 
 fn set_linger0(stream: &TcpStream) {
-    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
     // SAFETY: setsockopt on a valid fd with a correctly sized struct.
     unsafe {
         libc::setsockopt(
