@@ -85,9 +85,21 @@ impl Pipeline {
         Ok((pipeline, ring))
     }
 
+    /// A pipeline fed by hand (benchmarks, tests): no probe, no snapshot.
+    #[must_use]
+    pub fn detached(layouts: RecordLayouts, filter: Filter) -> Self {
+        Self {
+            layouts,
+            start: Snapshot::default(),
+            filter,
+            counts: EventCounts::default(),
+            table: SocketTable::default(),
+            diagnoses: Diagnoses::default(),
+            call_sites: CallSites::default(),
+        }
+    }
+
     /// Reads every waiting record; `each` sees those that pass the filter.
-    /// A record that does not decode is counted and skipped: one bad record
-    /// must not end the session.
     pub fn drain<E>(
         &mut self,
         ring: &mut RingBuf<MapData>,
@@ -95,47 +107,61 @@ impl Pipeline {
         mut each: impl FnMut(&Observed) -> Result<(), E>,
     ) -> Result<(), E> {
         while let Some(item) = ring.next() {
-            let Ok(event) = decode(&item, &self.layouts) else {
-                self.counts.decode_errors += 1;
-                continue;
-            };
-            drop(item);
-            let c = &mut self.counts;
-            c.events += 1;
-            match event.what {
-                What::StateChange { .. } => c.state_changes += 1,
-                What::Retransmit { .. } => c.retransmits += 1,
-                What::ResetSent { .. } => c.resets_sent += 1,
-                What::ResetReceived => c.resets_received += 1,
-            }
-            let owner = owner::resolve(&event, &self.start);
-            // The table sees everything, so a socket's record stays whole
-            // whatever the filter; diagnoses see what the filter lets by.
-            let applied = self.table.apply(&event, owner.as_ref());
-            if !self.filter.matches(&event, owner.as_ref()) {
-                self.counts.filtered_out += 1;
-                continue;
-            }
-            self.counts.shown += 1;
-            observe_call_sites(&mut self.call_sites, &event, probe);
-            let (record, closed) = match &applied {
-                Applied::Live(skaddr) => (self.table.get(*skaddr), false),
-                Applied::Closed(record) => (Some(record), true),
-                Applied::Untracked => (None, false),
-            };
-            match (record, closed) {
-                (Some(record), false) => self.diagnoses.on_event(&event, record),
-                (Some(record), true) => self.diagnoses.on_closed(record, &event),
-                (None, _) => {}
-            }
-            each(&Observed {
-                event: &event,
-                owner: owner.as_ref(),
-                record,
-                closed,
-            })?;
+            self.handle(&item, Some(probe), &mut each)?;
         }
         Ok(())
+    }
+
+    /// One record through decode → owner → table → diagnoses → `each`. A
+    /// record that does not decode is counted and skipped: one bad record
+    /// must not end the session. Call sites are symbolized when a probe is
+    /// given (its stack map holds them).
+    pub fn handle<E>(
+        &mut self,
+        bytes: &[u8],
+        probe: Option<&Probe>,
+        each: &mut impl FnMut(&Observed) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let Ok(event) = decode(bytes, &self.layouts) else {
+            self.counts.decode_errors += 1;
+            return Ok(());
+        };
+        let c = &mut self.counts;
+        c.events += 1;
+        match event.what {
+            What::StateChange { .. } => c.state_changes += 1,
+            What::Retransmit { .. } => c.retransmits += 1,
+            What::ResetSent { .. } => c.resets_sent += 1,
+            What::ResetReceived => c.resets_received += 1,
+        }
+        let owner = owner::resolve(&event, &self.start);
+        // The table sees everything, so a socket's record stays whole
+        // whatever the filter; diagnoses see what the filter lets by.
+        let applied = self.table.apply(&event, owner.as_ref());
+        if !self.filter.matches(&event, owner.as_ref()) {
+            self.counts.filtered_out += 1;
+            return Ok(());
+        }
+        self.counts.shown += 1;
+        if let Some(probe) = probe {
+            observe_call_sites(&mut self.call_sites, &event, probe);
+        }
+        let (record, closed) = match &applied {
+            Applied::Live(skaddr) => (self.table.get(*skaddr), false),
+            Applied::Closed(record) => (Some(record), true),
+            Applied::Untracked => (None, false),
+        };
+        match (record, closed) {
+            (Some(record), false) => self.diagnoses.on_event(&event, record),
+            (Some(record), true) => self.diagnoses.on_closed(record, &event),
+            (None, _) => {}
+        }
+        each(&Observed {
+            event: &event,
+            owner: owner.as_ref(),
+            record,
+            closed,
+        })
     }
 
     /// A `sock_diag` dump now: every socket on the filter's ports, and the

@@ -1,6 +1,7 @@
 //! `cargo xtask`: the project's own setup, build and test commands, so a
 //! fresh machine needs nothing installed by hand.
 
+mod bench;
 mod build_ebpf;
 mod setup;
 mod test;
@@ -32,6 +33,18 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Measure tcptrace's cost against no tracer and libbpf-tools (root).
+    Bench {
+        /// Interleaved rounds (each runs every configuration once).
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Seconds of load per run.
+        #[arg(long, default_value_t = 4.0)]
+        seconds: f64,
+        /// Client threads of the churn workload.
+        #[arg(long, default_value_t = 4)]
+        threads: usize,
+    },
     /// Build tcptrace and run it as root with these arguments.
     Run {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -45,6 +58,18 @@ fn main() -> Result<()> {
         Task::BuildEbpf => build_ebpf::run(),
         Task::Test { args } => test::run(&args),
         Task::Run { args } => run_tcptrace(&args),
+        Task::Bench {
+            rounds,
+            seconds,
+            threads,
+        } => {
+            setup::test_packages()?;
+            bench::run(&bench::Options {
+                rounds,
+                seconds,
+                threads,
+            })
+        }
     }
 }
 

@@ -2,25 +2,31 @@
 //!
 //! Unit tests first (no privileges), then the real-kernel tests, which load
 //! the programs into this kernel and drive real TCP traffic. Those need
-//! root; without it they fail with a clear message, never skip.
+//! root; without it they fail with a clear message, never skip. The run
+//! ends with one plain `N passed, M failed` line summing every test binary.
 
-use std::process::Command;
+use std::{
+    io::{BufRead, BufReader},
+    process::{Command, Stdio},
+};
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 
 use crate::{run_checked, setup, workspace};
 
 pub fn run(args: &[String]) -> Result<()> {
     setup::test_packages()?;
     let root = workspace();
-    run_checked(
+    let mut totals = Totals::default();
+    let unit = cargo_test(
         Command::new(env!("CARGO"))
             .current_dir(&root)
             .args(["test", "--workspace", "--exclude", "tcptrace-tests"])
             .args(args),
-    )?;
+        &mut totals,
+    );
     // The kernel tests share kernel state (tracepoints, sysctls, netns):
-    // one at a time.
+    // one at a time, with release binaries.
     run_checked(Command::new(env!("CARGO")).current_dir(&root).args([
         "build",
         "--release",
@@ -30,11 +36,54 @@ pub fn run(args: &[String]) -> Result<()> {
         "tcptrace-tests",
         "--bins",
     ]))?;
-    run_checked(
+    let kernel = cargo_test(
         Command::new(env!("CARGO"))
             .current_dir(&root)
             .args(["test", "--release", "-p", "tcptrace-tests"])
             .args(args)
             .args(["--", "--test-threads=1"]),
-    )
+        &mut totals,
+    );
+    println!("{} passed, {} failed", totals.passed, totals.failed);
+    unit.and(kernel)
+}
+
+#[derive(Default)]
+struct Totals {
+    passed: u64,
+    failed: u64,
+}
+
+/// Runs `cargo test`, echoing its output and adding up its result lines.
+fn cargo_test(command: &mut Command, totals: &mut Totals) -> Result<()> {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {command:?}"))?;
+    let stdout = child.stdout.take().context("cargo test stdout")?;
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(result) = line.strip_prefix("test result: ") {
+            let count = |label: &str| {
+                result
+                    .split(';')
+                    .find_map(|part| {
+                        part.trim()
+                            .trim_start_matches("ok. ")
+                            .trim_start_matches("FAILED. ")
+                            .strip_suffix(label)
+                    })
+                    .and_then(|n| n.trim().parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            totals.passed += count(" passed");
+            totals.failed += count(" failed");
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("{command:?} failed with {status}");
+    }
+    Ok(())
 }

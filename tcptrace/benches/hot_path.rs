@@ -1,0 +1,158 @@
+//! The userspace per-event path: decode → owner → socket table →
+//! diagnoses → daemon counters, on a synthetic loopback churn (10 events
+//! per connection, as the kernel sends them, addresses reused), in events
+//! per second on one core.
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use tcptrace::{
+    event::layout::RecordLayouts, filter::Filter, metrics::DaemonMetrics, pipeline::Pipeline,
+    probe::tracefs::Format,
+};
+use tcptrace_common::{
+    Event, SockInfo, Task, CLOSER_KNOWN, CTX_PROCESS, EVENT_SIZE, OWNER_FROM_LISTENER,
+    OWNER_FROM_SYSCALL, RAW_RECORD_LEN,
+};
+
+const CONNECTIONS: u64 = 2_000;
+
+fn layouts() -> RecordLayouts {
+    let f = |text: &str| Format::parse(text).expect("fixture");
+    RecordLayouts::from_formats(
+        &f(include_str!(
+            "../src/probe/fixtures/inet_sock_set_state-6.18.format"
+        )),
+        &f(include_str!(
+            "../src/probe/fixtures/tcp_retransmit_skb-6.18.format"
+        )),
+        &f(include_str!(
+            "../src/probe/fixtures/tcp_send_reset-6.18.format"
+        )),
+        &f(include_str!(
+            "../src/probe/fixtures/tcp_receive_reset-6.18.format"
+        )),
+    )
+    .expect("layouts")
+}
+
+fn task(pid: u32, comm: &[u8], stack_id: i32) -> Task {
+    let mut task = Task::NOBODY;
+    task.tgid = pid;
+    task.pid = pid;
+    task.comm[..comm.len()].copy_from_slice(comm);
+    task.stack_id = stack_id;
+    task
+}
+
+/// One inet_sock_set_state record in the 6.18 layout of the fixtures.
+#[allow(clippy::too_many_arguments)]
+fn state_event(
+    ts: u64,
+    skaddr: u64,
+    sock: SockInfo,
+    actor: Option<Task>,
+    old: i32,
+    new: i32,
+    sport: u16,
+    dport: u16,
+) -> Vec<u8> {
+    let mut raw = [0u8; RAW_RECORD_LEN];
+    raw[8..16].copy_from_slice(&skaddr.to_ne_bytes());
+    raw[16..20].copy_from_slice(&old.to_ne_bytes());
+    raw[20..24].copy_from_slice(&new.to_ne_bytes());
+    raw[24..26].copy_from_slice(&sport.to_ne_bytes());
+    raw[26..28].copy_from_slice(&dport.to_ne_bytes());
+    raw[28..30].copy_from_slice(&2u16.to_ne_bytes());
+    raw[30..32].copy_from_slice(&6u16.to_ne_bytes());
+    raw[32..36].copy_from_slice(&[127, 0, 0, 1]);
+    raw[36..40].copy_from_slice(&[127, 0, 0, 1]);
+    let event = Event {
+        kind: 1,
+        raw_len: 72,
+        context: if actor.is_some() { CTX_PROCESS } else { 0 },
+        ts_ns: ts,
+        skaddr,
+        sock,
+        actor: actor.unwrap_or(Task::NOBODY),
+        in_state_ns: 20_000,
+        sk_err: 0,
+        _pad: 0,
+        raw,
+    };
+    // SAFETY: Event is plain data without padding.
+    unsafe { std::slice::from_raw_parts((&raw const event).cast::<u8>(), EVENT_SIZE) }.to_vec()
+}
+
+fn churn() -> Vec<Vec<u8>> {
+    let (client, server) = (task(100, b"client", 1), task(200, b"server", 2));
+    let mut events = Vec::new();
+    for i in 0..CONNECTIONS {
+        let t = i * 50_000;
+        let port = 32768 + u16::try_from(i % 28_000).expect("port");
+        // A small pool of addresses, as the slab allocator reuses them.
+        let (active, passive) = (0xffff_0000 + (i % 64) * 2, 0xffff_0001 + (i % 64) * 2);
+        let mut a = SockInfo::EMPTY;
+        a.owner = client;
+        a.flags = OWNER_FROM_SYSCALL;
+        let mut p = SockInfo::EMPTY;
+        p.owner = server;
+        p.flags = OWNER_FROM_LISTENER;
+        events.push(state_event(t, active, a, Some(client), 7, 2, 0, 8080));
+        events.push(state_event(t + 1_000, passive, p, None, 10, 3, 8080, port));
+        events.push(state_event(t + 2_000, passive, p, None, 3, 1, 8080, port));
+        events.push(state_event(t + 3_000, active, a, None, 2, 1, port, 8080));
+        a.closer = client;
+        a.flags |= CLOSER_KNOWN;
+        events.push(state_event(
+            t + 4_000,
+            active,
+            a,
+            Some(client),
+            1,
+            4,
+            port,
+            8080,
+        ));
+        events.push(state_event(t + 5_000, passive, p, None, 1, 8, 8080, port));
+        p.closer = server;
+        p.flags |= CLOSER_KNOWN;
+        events.push(state_event(
+            t + 6_000,
+            passive,
+            p,
+            Some(server),
+            8,
+            9,
+            8080,
+            port,
+        ));
+        events.push(state_event(t + 7_000, active, a, None, 4, 5, port, 8080));
+        events.push(state_event(t + 8_000, active, a, None, 5, 7, port, 8080));
+        events.push(state_event(t + 9_000, passive, p, None, 9, 7, 8080, port));
+    }
+    events
+}
+
+fn hot_path(c: &mut Criterion) {
+    let events = churn();
+    let mut group = c.benchmark_group("userspace hot path");
+    group.throughput(Throughput::Elements(events.len() as u64));
+    group.bench_function("decode+table+diagnoses+metrics", |b| {
+        let mut pipeline = Pipeline::detached(layouts(), Filter::default());
+        let mut metrics = DaemonMetrics::default();
+        b.iter(|| {
+            for bytes in &events {
+                let _ = pipeline.handle::<()>(black_box(bytes), None, &mut |seen| {
+                    metrics.observe(seen);
+                    Ok(())
+                });
+            }
+        });
+        assert_eq!(pipeline.counts.decode_errors, 0);
+    });
+    group.finish();
+}
+
+criterion_group!(benches, hot_path);
+criterion_main!(benches);

@@ -1,0 +1,514 @@
+//! `cargo xtask bench`: what tcptrace costs, side by side with its peers.
+//!
+//! A loopback churn workload (`tt-churn`: connect, 16-byte exchange, close
+//! with SO_LINGER 0 so the run never exhausts ports) runs with no tracer,
+//! under `tcptrace daemon`, under `tcptrace trace --json` writing to a
+//! file, and under libbpf-tools `tcplife` and `tcpstates`. Configurations
+//! are interleaved round by round (so drift hits all alike) and reported as
+//! medians with ratios to the untraced baseline, the tracer's CPU seconds
+//! and peak RSS, its kernel-side BPF run time (`kernel.bpf_stats_enabled`,
+//! restored afterwards), and events seen and lost. An open-loop run at a
+//! fixed rate then reports busy CPU per 1,000 connections from /proc/stat.
+//! Output: a table for people and `target/bench/bench.json`.
+
+use std::{
+    collections::HashMap,
+    fs,
+    io::{Read, Write},
+    net::TcpStream,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+
+use crate::{run_checked, workspace};
+
+/// Targets from the performance issue, printed next to the figures.
+const TARGET_DAEMON_RATIO: f64 = 0.97;
+const TARGET_TRACE_VS_TCPSTATES: f64 = 2.0;
+const TARGET_CPU_MS_PER_100K_EVENTS: f64 = 16.0;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Tracer {
+    None,
+    Daemon,
+    Trace,
+    Tcplife,
+    Tcpstates,
+}
+
+impl Tracer {
+    const ALL: [Self; 5] = [
+        Self::None,
+        Self::Daemon,
+        Self::Trace,
+        Self::Tcplife,
+        Self::Tcpstates,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::None => "untraced",
+            Self::Daemon => "tcptrace daemon",
+            Self::Trace => "tcptrace trace --json >file",
+            Self::Tcplife => "libbpf-tools tcplife",
+            Self::Tcpstates => "libbpf-tools tcpstates",
+        }
+    }
+}
+
+pub struct Options {
+    pub rounds: usize,
+    pub seconds: f64,
+    pub threads: usize,
+}
+
+/// One measured run.
+#[derive(Clone, Debug, Default)]
+struct Run {
+    per_second: f64,
+    connections: f64,
+    tracer_cpu_s: f64,
+    tracer_rss_kib: u64,
+    bpf_ns: u64,
+    bpf_runs: u64,
+    events: Option<u64>,
+    lost: Option<u64>,
+}
+
+pub fn run(options: &Options) -> Result<()> {
+    let root = workspace();
+    run_checked(Command::new(env!("CARGO")).current_dir(&root).args([
+        "build",
+        "--release",
+        "-p",
+        "tcptrace",
+        "-p",
+        "tcptrace-tests",
+        "--bins",
+    ]))?;
+    let out_dir = root.join("target/bench");
+    fs::create_dir_all(&out_dir)?;
+    let stats = BpfStats::enable()?;
+
+    let mut runs: HashMap<Tracer, Vec<Run>> = HashMap::new();
+    for round in 0..options.rounds {
+        // Rotate the order so no configuration always runs first.
+        for i in 0..Tracer::ALL.len() {
+            let tracer = Tracer::ALL[(i + round) % Tracer::ALL.len()];
+            let run = measure(&root, &out_dir, tracer, options)
+                .with_context(|| format!("round {round}: {}", tracer.name()))?;
+            eprintln!(
+                "round {round} {:<28} {:>9.0} conn/s",
+                tracer.name(),
+                run.per_second
+            );
+            runs.entry(tracer).or_default().push(run);
+        }
+    }
+    let open_loop = open_loop(&root, &out_dir, options, &runs)?;
+    drop(stats);
+    let report = summarize(&runs, &open_loop, options);
+    fs::write(
+        out_dir.join("bench.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    print_table(&report);
+    println!("\nJSON: {}", out_dir.join("bench.json").display());
+    Ok(())
+}
+
+fn churn(root: &Path, options: &Options, rate: Option<f64>) -> Result<Value> {
+    let mut command = Command::new(root.join("target/release/tt-churn"));
+    command
+        .args(["--threads", &options.threads.to_string()])
+        .args(["--seconds", &options.seconds.to_string()])
+        .arg("--linger0");
+    if let Some(rate) = rate {
+        command.args(["--rate", &format!("{rate:.0}")]);
+    }
+    let out = command.output().context("running tt-churn")?;
+    if !out.status.success() {
+        bail!("tt-churn failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+fn measure(root: &Path, out_dir: &Path, tracer: Tracer, options: &Options) -> Result<Run> {
+    let before = BpfStats::read();
+    let mut running = start(root, out_dir, tracer)?;
+    let result = churn(root, options, None)?;
+    let mut run = Run {
+        per_second: result["per_second"].as_f64().unwrap_or(0.0),
+        connections: result["connections"].as_f64().unwrap_or(0.0),
+        ..Run::default()
+    };
+    // The tracer's programs are unloaded when it stops: read their
+    // run time while they are attached.
+    let after = BpfStats::read();
+    for (id, (ns, count)) in &after {
+        if !before.contains_key(id) {
+            run.bpf_ns += ns;
+            run.bpf_runs += count;
+        }
+    }
+    if let Some(process) = running.as_mut() {
+        // Let the tracer drain what the workload left in the ring buffer.
+        thread::sleep(Duration::from_millis(300));
+        if tracer == Tracer::Daemon {
+            let health = http_get("127.0.0.1:19699", "/healthz").unwrap_or_default();
+            let health: Value = serde_json::from_str(&health).unwrap_or_default();
+            run.events = health["events"].as_u64();
+            run.lost = health["events_lost"].as_u64();
+        }
+        let (cpu, rss) = process_usage(process.child.id());
+        run.tracer_cpu_s = cpu;
+        run.tracer_rss_kib = rss;
+        process.stop();
+        if tracer == Tracer::Trace {
+            let (events, lost) = trace_summary(&process.output)?;
+            run.events = Some(events);
+            run.lost = Some(lost);
+        }
+    }
+    Ok(run)
+}
+
+struct Running {
+    child: Child,
+    output: PathBuf,
+}
+
+impl Running {
+    fn stop(&mut self) {
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(i32::try_from(self.child.id()).unwrap_or(0), libc::SIGINT) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(root: &Path, out_dir: &Path, tracer: Tracer) -> Result<Option<Running>> {
+    let tcptrace = root.join("target/release/tcptrace");
+    let output = out_dir.join(format!("{tracer:?}.out").to_lowercase());
+    let file = fs::File::create(&output)?;
+    let mut command = match tracer {
+        Tracer::None => return Ok(None),
+        Tracer::Daemon => {
+            let mut c = Command::new(&tcptrace);
+            c.args(["daemon", "--listen", "127.0.0.1:19699"]);
+            c
+        }
+        Tracer::Trace => {
+            let mut c = Command::new(&tcptrace);
+            c.args(["trace", "--json"]);
+            c
+        }
+        Tracer::Tcplife => Command::new("tcplife"),
+        Tracer::Tcpstates => Command::new("tcpstates"),
+    };
+    let child = command
+        .stdout(file)
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", tracer.name()))?;
+    let running = Running { child, output };
+    // Attach takes well under a second for all of them; wait it out rather
+    // than parse each tool's readiness signal.
+    let ready = Instant::now() + Duration::from_millis(1500);
+    if tracer == Tracer::Daemon {
+        while Instant::now() < ready + Duration::from_secs(10)
+            && http_get("127.0.0.1:19699", "/healthz").is_none()
+        {
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+    thread::sleep(ready.saturating_duration_since(Instant::now()));
+    Ok(Some(running))
+}
+
+/// CPU seconds (user + system) and peak RSS (KiB) of a live process.
+fn process_usage(pid: u32) -> (f64, u64) {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the `(comm)`: state is field 3; utime 14, stime 15.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let cpu = (ticks(11) + ticks(12)) / hz;
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    (cpu, rss)
+}
+
+/// Events and lost events from a `trace --json` output's summary line.
+fn trace_summary(path: &Path) -> Result<(u64, u64)> {
+    let text = fs::read_to_string(path)?;
+    let summary = text
+        .lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["type"] == "summary")
+        .context("no summary line in the trace output")?;
+    let s = &summary["summary"];
+    Ok((
+        s["events"].as_u64().unwrap_or(0),
+        s["kernel"]["events_lost"].as_u64().unwrap_or(0),
+    ))
+}
+
+fn http_get(addr: &str, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+}
+
+/// `kernel.bpf_stats_enabled` on for the run, restored on drop.
+struct BpfStats {
+    previous: String,
+}
+
+const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+impl BpfStats {
+    fn enable() -> Result<Self> {
+        let previous = fs::read_to_string(BPF_STATS).context("reading kernel.bpf_stats_enabled")?;
+        fs::write(BPF_STATS, "1").context("enabling kernel.bpf_stats_enabled (run as root)")?;
+        Ok(Self { previous })
+    }
+
+    /// Program id → (run time ns, run count).
+    fn read() -> HashMap<u64, (u64, u64)> {
+        let out = Command::new("bpftool")
+            .args(["--json", "prog", "show"])
+            .output();
+        let Ok(out) = out else { return HashMap::new() };
+        let progs: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        progs
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| {
+                Some((
+                    p["id"].as_u64()?,
+                    (
+                        p["run_time_ns"].as_u64().unwrap_or(0),
+                        p["run_cnt"].as_u64().unwrap_or(0),
+                    ),
+                ))
+            })
+            .collect()
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        let _ = fs::write(BPF_STATS, self.previous.trim());
+    }
+}
+
+/// Busy CPU (all cores) per 1,000 connections at a fixed rate, with and
+/// without the daemon, in pairs.
+fn open_loop(
+    root: &Path,
+    out_dir: &Path,
+    options: &Options,
+    runs: &HashMap<Tracer, Vec<Run>>,
+) -> Result<Value> {
+    let saturation = median(runs[&Tracer::None].iter().map(|r| r.per_second).collect());
+    let rate = (saturation * 0.55).max(100.0);
+    let mut pairs = Vec::new();
+    for _ in 0..options.rounds {
+        let mut pair = Vec::new();
+        for tracer in [Tracer::None, Tracer::Daemon] {
+            let mut running = start(root, out_dir, tracer)?;
+            let before = cpu_busy_ticks();
+            let result = churn(root, options, Some(rate))?;
+            let after = cpu_busy_ticks();
+            if let Some(r) = running.as_mut() {
+                r.stop();
+            }
+            let connections = result["connections"].as_f64().unwrap_or(1.0).max(1.0);
+            // SAFETY: sysconf has no preconditions.
+            let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+            pair.push((after - before) as f64 / hz * 1000.0 / connections * 1000.0);
+        }
+        pairs.push(pair);
+    }
+    let off = median(pairs.iter().map(|p| p[0]).collect());
+    let on = median(pairs.iter().map(|p| p[1]).collect());
+    Ok(json!({
+        "rate_per_second": rate,
+        "busy_cpu_ms_per_1k_connections_untraced": off,
+        "busy_cpu_ms_per_1k_connections_daemon": on,
+        "overhead_percent": (on / off - 1.0) * 100.0,
+    }))
+}
+
+/// Busy (non-idle, non-iowait) jiffies summed over all CPUs.
+fn cpu_busy_ticks() -> u64 {
+    let stat = fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let total: u64 = fields.iter().take(8).sum();
+    let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
+    total - idle
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
+
+fn summarize(runs: &HashMap<Tracer, Vec<Run>>, open_loop: &Value, options: &Options) -> Value {
+    let base = median(runs[&Tracer::None].iter().map(|r| r.per_second).collect());
+    let tcpstates = median(
+        runs[&Tracer::Tcpstates]
+            .iter()
+            .map(|r| r.per_second)
+            .collect(),
+    );
+    let rows: Vec<Value> = Tracer::ALL
+        .iter()
+        .map(|tracer| {
+            let r = &runs[tracer];
+            let rate = median(r.iter().map(|x| x.per_second).collect());
+            let connections: f64 = r.iter().map(|x| x.connections).sum();
+            let events: Option<u64> = r.iter().map(|x| x.events).sum();
+            let lost: Option<u64> = r.iter().map(|x| x.lost).sum();
+            let cpu: f64 = r.iter().map(|x| x.tracer_cpu_s).sum();
+            let bpf_ns: u64 = r.iter().map(|x| x.bpf_ns).sum();
+            let bpf_runs: u64 = r.iter().map(|x| x.bpf_runs).sum();
+            // State events: about 10 per loopback connection when not counted.
+            let state_events = events.map_or(connections * 10.0, |e| e as f64);
+            json!({
+                "tracer": tracer.name(),
+                "median_connections_per_second": rate,
+                "ratio_to_untraced": rate / base,
+                "ratio_to_tcpstates": rate / tcpstates,
+                "samples": r.iter().map(|x| x.per_second).collect::<Vec<_>>(),
+                "tracer_cpu_seconds": cpu,
+                "tracer_peak_rss_mib": r.iter().map(|x| x.tracer_rss_kib).max().unwrap_or(0) as f64 / 1024.0,
+                "bpf_run_time_ms": bpf_ns as f64 / 1e6,
+                "bpf_runs": bpf_runs,
+                "bpf_ns_per_run": if bpf_runs == 0 { 0.0 } else { bpf_ns as f64 / bpf_runs as f64 },
+                "tracer_cpu_ms_per_100k_events": if *tracer == Tracer::None { 0.0 } else {
+                    (cpu * 1e3 + bpf_ns as f64 / 1e6) / state_events * 1e5
+                },
+                "events": events,
+                "events_lost": lost,
+            })
+        })
+        .collect();
+    json!({
+        "rounds": options.rounds,
+        "seconds_per_run": options.seconds,
+        "threads": options.threads,
+        "cores": thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "kernel": fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
+        "results": rows,
+        "open_loop": open_loop,
+        "targets": {
+            "daemon_ratio_to_untraced": TARGET_DAEMON_RATIO,
+            "trace_ratio_to_tcpstates": TARGET_TRACE_VS_TCPSTATES,
+            "tracer_cpu_ms_per_100k_events": TARGET_CPU_MS_PER_100K_EVENTS,
+            "events_lost": 0,
+        },
+    })
+}
+
+fn print_table(report: &Value) {
+    println!(
+        "\nloopback churn, {} threads, {} s per run, {} interleaved rounds, medians",
+        report["threads"], report["seconds_per_run"], report["rounds"]
+    );
+    println!(
+        "{:<28} {:>10} {:>8} {:>8} {:>9} {:>8} {:>9} {:>12} {:>10} {:>8}",
+        "tracer",
+        "conn/s",
+        "vs none",
+        "vs tcpst",
+        "cpu s",
+        "rss MiB",
+        "bpf ns",
+        "ms/100k ev",
+        "events",
+        "lost"
+    );
+    for row in report["results"].as_array().into_iter().flatten() {
+        println!(
+            "{:<28} {:>10.0} {:>7.1}% {:>7.2}x {:>9.2} {:>8.1} {:>9.0} {:>12.1} {:>10} {:>8}",
+            row["tracer"].as_str().unwrap_or("?"),
+            row["median_connections_per_second"].as_f64().unwrap_or(0.0),
+            row["ratio_to_untraced"].as_f64().unwrap_or(0.0) * 100.0,
+            row["ratio_to_tcpstates"].as_f64().unwrap_or(0.0),
+            row["tracer_cpu_seconds"].as_f64().unwrap_or(0.0),
+            row["tracer_peak_rss_mib"].as_f64().unwrap_or(0.0),
+            row["bpf_ns_per_run"].as_f64().unwrap_or(0.0),
+            row["tracer_cpu_ms_per_100k_events"].as_f64().unwrap_or(0.0),
+            row["events"]
+                .as_u64()
+                .map_or("-".to_owned(), |e| e.to_string()),
+            row["events_lost"]
+                .as_u64()
+                .map_or("-".to_owned(), |e| e.to_string()),
+        );
+    }
+    let o = &report["open_loop"];
+    println!(
+        "\nopen loop at {:.0} conn/s: busy CPU {:.1} ms per 1k connections untraced, {:.1} with the daemon ({:+.1}%)",
+        o["rate_per_second"].as_f64().unwrap_or(0.0),
+        o["busy_cpu_ms_per_1k_connections_untraced"].as_f64().unwrap_or(0.0),
+        o["busy_cpu_ms_per_1k_connections_daemon"].as_f64().unwrap_or(0.0),
+        o["overhead_percent"].as_f64().unwrap_or(0.0),
+    );
+    println!(
+        "targets: daemon >= {:.0}% of untraced; trace >= {:.0}x tcpstates; <= {:.0} ms tracer CPU per 100k events; 0 lost",
+        TARGET_DAEMON_RATIO * 100.0,
+        TARGET_TRACE_VS_TCPSTATES,
+        TARGET_CPU_MS_PER_100K_EVENTS
+    );
+}
