@@ -3,12 +3,11 @@
 //! process still lives, and remembered after it exits. Per stack, not per
 //! event: later events with the same stack cost one hash lookup.
 
-use std::collections::HashMap;
-
 use crate::{
     probe::Probe,
     symbolize::{call_site, Frame, Symbolizer},
     table::StackRef,
+    FastMap,
 };
 
 /// Resolved frames of one stack, innermost first, and the frame that names
@@ -30,7 +29,7 @@ const MAX_STACKS: usize = 65_536;
 #[derive(Default)]
 pub struct CallSites {
     symbolizer: Symbolizer,
-    resolved: HashMap<StackRef, Option<CallSite>>,
+    resolved: FastMap<StackRef, Option<CallSite>>,
     /// Stacks not resolved because `MAX_STACKS` was reached.
     pub dropped: u64,
 }

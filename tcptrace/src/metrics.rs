@@ -6,7 +6,7 @@
 //! cgroup (container), never by pid; at most `MAX_PROCESSES` distinct keys
 //! and `MAX_PEERS` peers are tracked, the rest is folded into "other".
 
-use std::{collections::HashMap, net::SocketAddr};
+use std::net::SocketAddr;
 
 use tcptrace_common::TcpState;
 
@@ -15,6 +15,7 @@ use crate::{
     event::What,
     pipeline::Observed,
     table::{ClosedBy, Role},
+    FastMap,
 };
 
 pub const MAX_PROCESSES: usize = 10_000;
@@ -95,7 +96,7 @@ impl ProcessKey {
 #[derive(Clone, Debug, Default)]
 pub struct ProcessMetrics {
     /// (old, new) state numbers → count.
-    pub transitions: HashMap<(TcpState, TcpState), u64>,
+    pub transitions: FastMap<(TcpState, TcpState), u64>,
     /// By role: active (connect), passive (accept).
     pub opened: [u64; 2],
     /// By side that closed first: local (active close), peer (passive close).
@@ -121,8 +122,8 @@ pub struct PeerMetrics {
 
 #[derive(Default)]
 pub struct DaemonMetrics {
-    pub processes: HashMap<ProcessKey, ProcessMetrics>,
-    pub peers: HashMap<SocketAddr, PeerMetrics>,
+    pub processes: FastMap<ProcessKey, ProcessMetrics>,
+    pub peers: FastMap<SocketAddr, PeerMetrics>,
     /// Events folded into "other" because the bounds were reached.
     pub folded_processes: u64,
     pub folded_peers: u64,

@@ -7,13 +7,14 @@
 //! first; a record is also indexed by its endpoints so the end-of-session
 //! `sock_diag` dump can be joined with what was traced.
 
-use std::{collections::HashMap, net::SocketAddr};
+use std::net::SocketAddr;
 
 use tcptrace_common::{Task, TcpState};
 
 use crate::{
     event::{TcpEvent, What},
     owner::{Owner, OwnerSource},
+    FastMap,
 };
 
 /// A process as the reports name it. `comm` is kept inline (no allocation
@@ -149,8 +150,8 @@ pub enum Applied {
 
 #[derive(Default)]
 pub struct SocketTable {
-    live: HashMap<u64, SocketRecord>,
-    by_endpoints: HashMap<(SocketAddr, SocketAddr), u64>,
+    live: FastMap<u64, SocketRecord>,
+    by_endpoints: FastMap<(SocketAddr, SocketAddr), u64>,
     /// Records replaced because their address was reused before we saw
     /// them close (e.g. events were lost).
     pub replaced: u64,

@@ -141,6 +141,11 @@ fn churn(root: &Path, options: &Options, rate: Option<f64>) -> Result<Value> {
 fn measure(root: &Path, out_dir: &Path, tracer: Tracer, options: &Options) -> Result<Run> {
     let before = BpfStats::read();
     let mut running = start(root, out_dir, tracer)?;
+    // Count the tracer's CPU from the moment it is attached: start-up (BTF
+    // parsing, loading, the first socket dump) is not per-event cost.
+    let (cpu_at_start, _) = running
+        .as_ref()
+        .map_or((0.0, 0), |r| process_usage(r.child.id()));
     let result = churn(root, options, None)?;
     let mut run = Run {
         per_second: result["per_second"].as_f64().unwrap_or(0.0),
@@ -166,7 +171,7 @@ fn measure(root: &Path, out_dir: &Path, tracer: Tracer, options: &Options) -> Re
             run.lost = health["events_lost"].as_u64();
         }
         let (cpu, rss) = process_usage(process.child.id());
-        run.tracer_cpu_s = cpu;
+        run.tracer_cpu_s = cpu - cpu_at_start;
         run.tracer_rss_kib = rss;
         process.stop();
         if tracer == Tracer::Trace {

@@ -95,7 +95,7 @@ impl DaemonConfig {
         if stack_interval > Duration::from_secs(3600) {
             bail!("stack-interval: at most 1h");
         }
-        let ring_buffer_mib = flags.ring_buffer_mib.or(file.ring_buffer_mib).unwrap_or(16);
+        let ring_buffer_mib = flags.ring_buffer_mib.or(file.ring_buffer_mib).unwrap_or(8);
         if !(1..=1024).contains(&ring_buffer_mib) {
             bail!("ring-buffer-mib: {ring_buffer_mib} is outside 1..=1024");
         }

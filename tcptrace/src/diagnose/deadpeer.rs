@@ -3,13 +3,14 @@
 //! the process whose close() sent the FIN, kept apart from ordinary data
 //! retransmits, grouped by closer, peer and close call site.
 
-use std::{collections::HashMap, net::SocketAddr};
+use std::net::SocketAddr;
 
 use tcptrace_common::TcpState;
 
 use crate::{
     event::{TcpEvent, What},
     table::{ProcessId, SocketRecord, StackRef},
+    FastMap,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -46,7 +47,7 @@ pub struct DeadPeer {
 
 #[derive(Default)]
 pub struct DeadPeers {
-    pub groups: HashMap<DeadPeerKey, DeadPeer>,
+    pub groups: FastMap<DeadPeerKey, DeadPeer>,
 }
 
 impl DeadPeers {
@@ -101,7 +102,7 @@ impl DeadPeers {
         &self,
         live: impl Iterator<Item = &'a SocketRecord>,
         now_ns: u64,
-    ) -> HashMap<DeadPeerKey, DeadPeer> {
+    ) -> FastMap<DeadPeerKey, DeadPeer> {
         let mut all = Self {
             groups: self.groups.clone(),
         };

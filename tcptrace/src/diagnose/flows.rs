@@ -2,13 +2,14 @@
 //! every closed socket and every connect, from which the churn, reconnect
 //! and connect findings are derived.
 
-use std::{collections::HashMap, net::SocketAddr};
+use std::net::SocketAddr;
 
 use hdrhistogram::Histogram;
 
 use crate::{
     event::{TcpEvent, What},
     table::{ClosedBy, ProcessId, Role, SocketRecord, StackRef},
+    FastMap,
 };
 
 /// TCP_TIMEWAIT_LEN: how long Linux keeps a timewait socket.
@@ -135,9 +136,9 @@ pub struct Flow {
     pub handshake_us: Histogram<u64>,
     pub syn_retransmits: u64,
     pub failures: ConnectFailures,
-    pub owner_stacks: HashMap<StackRef, u64>,
-    pub close_stacks: HashMap<StackRef, u64>,
-    pub closers: HashMap<ProcessId, u64>,
+    pub owner_stacks: FastMap<StackRef, u64>,
+    pub close_stacks: FastMap<StackRef, u64>,
+    pub closers: FastMap<ProcessId, u64>,
 }
 
 fn histogram() -> Histogram<u64> {
@@ -164,22 +165,22 @@ impl Default for Flow {
             handshake_us: histogram(),
             syn_retransmits: 0,
             failures: ConnectFailures::default(),
-            owner_stacks: HashMap::new(),
-            close_stacks: HashMap::new(),
-            closers: HashMap::new(),
+            owner_stacks: FastMap::default(),
+            close_stacks: FastMap::default(),
+            closers: FastMap::default(),
         }
     }
 }
 
 /// Keeps the top entry of a count map small: the most frequent stack.
 #[must_use]
-pub fn most_common<K: Copy>(counts: &HashMap<K, u64>) -> Option<K> {
+pub fn most_common<K: Copy>(counts: &FastMap<K, u64>) -> Option<K> {
     counts.iter().max_by_key(|(_, &n)| n).map(|(&k, _)| k)
 }
 
 #[derive(Default)]
 pub struct Flows {
-    pub flows: HashMap<FlowKey, Flow>,
+    pub flows: FastMap<FlowKey, Flow>,
 }
 
 impl Flows {

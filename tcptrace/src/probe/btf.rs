@@ -8,10 +8,25 @@ use tcptrace_common::KernelLayout;
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
-/// Offsets of `sock.__sk_common.skc_net.net`, `net.ns.inum` and `sock.sk_err`.
-pub fn kernel_layout() -> Result<KernelLayout> {
+/// Everything tcptrace reads from the kernel's BTF, parsed once.
+pub struct KernelOffsets {
+    pub layout: KernelLayout,
+    /// Offset of `sp` in `struct pt_regs` (see `Settings::regs_sp`).
+    pub regs_sp: u32,
+}
+
+pub fn kernel_offsets() -> Result<KernelOffsets> {
     let btf = Btf::from_file(VMLINUX_BTF)
         .with_context(|| format!("reading kernel BTF from {VMLINUX_BTF}"))?;
+    Ok(KernelOffsets {
+        layout: kernel_layout(&btf)?,
+        regs_sp: u32::try_from(member_offset(&btf, "pt_regs", &["sp"])?)?,
+    })
+}
+
+/// Offsets of `sock.__sk_common.skc_net.net`, `net.ns.inum` and `sock.sk_err`.
+fn kernel_layout(btf: &Btf) -> Result<KernelLayout> {
+    let btf = btf;
     let sock_net = member_offset(&btf, "sock", &["__sk_common", "skc_net", "net"])?;
     let net_inum = member_offset(&btf, "net", &["ns", "inum"])?;
     let sock_err = member_offset(&btf, "sock", &["sk_err"])?;
@@ -91,12 +106,4 @@ fn skip_aliases(btf: &Btf, mut ty: Type) -> Result<Type> {
             _ => return Ok(ty),
         }
     }
-}
-
-/// Offset of `sp` in `struct pt_regs`, for reading the word at the user
-/// stack pointer with each captured stack (`Settings::regs_sp`).
-pub fn pt_regs_sp() -> Result<u32> {
-    let btf = Btf::from_file(VMLINUX_BTF)
-        .with_context(|| format!("reading kernel BTF from {VMLINUX_BTF}"))?;
-    Ok(u32::try_from(member_offset(&btf, "pt_regs", &["sp"])?)?)
 }

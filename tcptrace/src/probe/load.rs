@@ -56,16 +56,23 @@ impl Probe {
         let root = tracefs::tracefs_root()?;
         let layouts = read_layouts(&root)?;
         let globals = layouts.kernel_globals();
-        let kernel = btf::kernel_layout().unwrap_or_else(|err| {
-            eprintln!("tcptrace: warning: {err:#}; network namespaces will show as 0");
-            tcptrace_common::KernelLayout::default()
+        let offsets = btf::kernel_offsets().unwrap_or_else(|err| {
+            eprintln!(
+                "tcptrace: warning: {err:#}; network namespaces and socket errors will show as 0, \
+                 call sites may miss the direct caller of libc"
+            );
+            btf::KernelOffsets {
+                layout: tcptrace_common::KernelLayout::default(),
+                regs_sp: 0,
+            }
         });
+        let kernel = offsets.layout;
         let settings = Settings {
             capture_stacks: u32::from(options.capture_stacks),
             // Wake the reader early enough that a burst cannot fill the
             // rest while it is being scheduled.
             wakeup_bytes: options.ring_bytes / 4,
-            regs_sp: btf::pt_regs_sp().unwrap_or(0),
+            regs_sp: offsets.regs_sp,
             stack_interval_ms: options.stack_interval_ms,
         };
         let ring_bytes = options.ring_bytes.next_power_of_two().max(4096);
@@ -90,6 +97,13 @@ impl Probe {
             tracepoint
                 .attach(category, name)
                 .map_err(|err| refused(&format!("attaching to {category}:{name}"), &err))?;
+        }
+        // Parsing kernel BTF (twice: here and in aya) leaves tens of MB of
+        // freed heap behind; give it back so the daemon's RSS is its own.
+        #[cfg(target_env = "gnu")]
+        // SAFETY: malloc_trim only releases free heap memory.
+        unsafe {
+            libc::malloc_trim(0);
         }
         Ok(Self { ebpf, layouts })
     }
