@@ -57,19 +57,12 @@ impl Buckets {
         self.count += other.count;
     }
 
-    /// (upper bound, cumulative count) pairs, `+Inf` last.
+    /// (upper bound, count in that bucket) pairs as prometheus-client wants
+    /// them: it accumulates itself, and writes `+Inf` for `f64::MAX`.
     #[must_use]
-    pub fn cumulative(&self) -> Vec<(f64, u64)> {
-        let mut running = 0;
-        let mut out: Vec<(f64, u64)> = BUCKETS
-            .iter()
-            .zip(self.counts)
-            .map(|(&bound, n)| {
-                running += n;
-                (bound, running)
-            })
-            .collect();
-        out.push((f64::INFINITY, running + self.overflow));
+    pub fn per_bucket(&self) -> Vec<(f64, u64)> {
+        let mut out: Vec<(f64, u64)> = BUCKETS.iter().copied().zip(self.counts).collect();
+        out.push((f64::MAX, self.overflow));
         out
     }
 }
@@ -277,15 +270,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn buckets_are_cumulative_with_inf() {
+    fn buckets_count_per_bucket_with_overflow_last() {
         let mut b = Buckets::default();
         b.observe_ns(50_000); // 50 µs
         b.observe_ns(2_000_000); // 2 ms
         b.observe_ns(9_000 * 1_000_000_000); // beyond the last bound
-        let c = b.cumulative();
+        let c = b.per_bucket();
         assert_eq!(c[0], (0.000_1, 1));
-        assert_eq!(c[3], (0.005, 2));
-        assert_eq!(c.last().copied(), Some((f64::INFINITY, 3)));
+        assert_eq!(c[3], (0.005, 1));
+        assert_eq!(c.last().copied(), Some((f64::MAX, 1)));
         assert_eq!(b.count, 3);
     }
 }

@@ -16,6 +16,10 @@ use crate::{
 pub const TIME_WAIT_SECS: u64 = 60;
 /// Recent connection starts kept per flow for back-off analysis.
 const RECENT_ATTEMPTS: usize = 64;
+/// Flows kept at once (about 14 KB each): a host running thousands of
+/// short-lived processes evicts the least recently active flow instead of
+/// growing without bound. Evictions are counted.
+pub const MAX_FLOWS: usize = 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FlowKey {
@@ -124,16 +128,18 @@ pub struct Flow {
     pub passive_closes: u64,
     pub resets: u64,
     /// Born → CLOSE, microseconds, for sockets whose birth was seen.
-    pub lifetimes_us: Histogram<u64>,
+    pub lifetimes_us: Histogram<u32>,
     pub first_ns: u64,
     pub last_ns: u64,
+    /// Last event of any kind, for eviction.
+    pub last_seen_ns: u64,
     pub time_wait: TimeWaitWindow,
     /// connect() attempts (active flows).
     pub attempts: u64,
     pub recent_attempts_ns: Vec<u64>,
     pub established: u64,
     /// SYN_SENT → ESTABLISHED (or SYN_RECV → ESTABLISHED for servers), microseconds.
-    pub handshake_us: Histogram<u64>,
+    pub handshake_us: Histogram<u32>,
     pub syn_retransmits: u64,
     pub failures: ConnectFailures,
     pub owner_stacks: FastMap<StackRef, u64>,
@@ -141,11 +147,10 @@ pub struct Flow {
     pub closers: FastMap<ProcessId, u64>,
 }
 
-fn histogram() -> Histogram<u64> {
-    // 1 µs to 1 h at 3 significant digits; auto-resize keeps outliers.
-    let mut h = Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds");
-    h.auto(true);
-    h
+fn histogram() -> Histogram<u32> {
+    // 1 µs to 1 h at 2 significant digits (1% resolution, about 7 KB);
+    // longer values are clamped into the last bucket.
+    Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid histogram bounds")
 }
 
 impl Default for Flow {
@@ -158,6 +163,7 @@ impl Default for Flow {
             lifetimes_us: histogram(),
             first_ns: u64::MAX,
             last_ns: 0,
+            last_seen_ns: 0,
             time_wait: TimeWaitWindow::default(),
             attempts: 0,
             recent_attempts_ns: Vec::new(),
@@ -181,6 +187,8 @@ pub fn most_common<K: Copy>(counts: &FastMap<K, u64>) -> Option<K> {
 #[derive(Default)]
 pub struct Flows {
     pub flows: FastMap<FlowKey, Flow>,
+    /// Flows dropped to stay within `MAX_FLOWS`.
+    pub evicted: u64,
 }
 
 impl Flows {
@@ -190,12 +198,25 @@ impl Flows {
             role: record.role,
             peer: record.peer_key(),
         };
+        if self.flows.len() >= MAX_FLOWS && !self.flows.contains_key(&key) {
+            // Only when a new flow arrives at the bound: O(n) is fine.
+            let stalest = self
+                .flows
+                .iter()
+                .min_by_key(|(_, f)| f.last_seen_ns)
+                .map(|(k, _)| *k);
+            if let Some(stalest) = stalest {
+                self.flows.remove(&stalest);
+                self.evicted += 1;
+            }
+        }
         self.flows.entry(key).or_default()
     }
 
     /// Every event on a live socket: connects and handshakes.
     pub fn on_event(&mut self, event: &TcpEvent, record: &SocketRecord) {
         use tcptrace_common::TcpState::{Close, Established, Listen, SynRecv, SynSent};
+        self.flow(record).last_seen_ns = event.ts_ns;
         match event.what {
             What::StateChange {
                 old: Close,
@@ -227,7 +248,7 @@ impl Flows {
                 let flow = self.flow(record);
                 flow.established += 1;
                 if let Some(ns) = event.in_state_ns {
-                    let _ = flow.handshake_us.record((ns / 1_000).max(1));
+                    flow.handshake_us.saturating_record((ns / 1_000).max(1));
                 }
             }
             What::Retransmit {
@@ -244,11 +265,13 @@ impl Flows {
             return;
         }
         let flow = self.flow(record);
+        flow.last_seen_ns = event.ts_ns;
         flow.closed += 1;
         flow.first_ns = flow.first_ns.min(record.born_ns.unwrap_or(event.ts_ns));
         flow.last_ns = flow.last_ns.max(event.ts_ns);
         if let Some(lifetime) = record.lifetime_ns(event.ts_ns) {
-            let _ = flow.lifetimes_us.record((lifetime / 1_000).max(1));
+            flow.lifetimes_us
+                .saturating_record((lifetime / 1_000).max(1));
         }
         match record.closed_by {
             Some(ClosedBy::Local) => flow.active_closes += 1,

@@ -67,7 +67,7 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
-    fn of(h: &Histogram<u64>) -> Option<Self> {
+    fn of(h: &Histogram<u32>) -> Option<Self> {
         (h.len() > 0).then(|| Self {
             count: h.len(),
             p50: h.value_at_quantile(0.5),

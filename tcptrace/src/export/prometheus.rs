@@ -411,7 +411,7 @@ fn histogram<'a, L: prometheus_client::encoding::EncodeLabelSet + 'a>(
         m.encode_family(labels)?.encode_histogram::<NoLabelSet>(
             buckets.sum,
             buckets.count,
-            &buckets.cumulative(),
+            &buckets.per_bucket(),
             None,
         )?;
     }

@@ -122,8 +122,15 @@ fn parse_field(line: &str) -> Result<(String, Field)> {
 /// The tracefs mount, mounting it when it is not mounted yet.
 pub fn tracefs_root() -> Result<PathBuf> {
     for candidate in CANDIDATES {
-        if Path::new(candidate).join("events").is_dir() {
+        let events = Path::new(candidate).join("events");
+        if events.is_dir() {
             return Ok(PathBuf::from(candidate));
+        }
+        // Mounted, but not ours to read (tracefs is mode 0700).
+        if let Err(err) = std::fs::read_dir(candidate) {
+            if err.kind() == std::io::ErrorKind::PermissionDenied {
+                bail!("{candidate} is not readable ({err}): tracefs needs root or CAP_DAC_READ_SEARCH");
+            }
         }
     }
     mount_tracefs()?;
