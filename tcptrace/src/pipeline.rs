@@ -164,20 +164,20 @@ impl Pipeline {
         })
     }
 
-    /// A `sock_diag` dump now: every socket on the filter's ports, and the
-    /// ones the filter's processes hold.
-    pub fn dump_now(&self) -> Result<(Snapshot, Snapshot)> {
-        let mut all = Snapshot::take().context("listing sockets for the report (sock_diag)")?;
-        all.retain(|s| self.filter.matches_ports(s.local.port(), s.remote.port()));
-        let mut owned = all.clone();
-        owned.retain(|s| self.filter.matches_existing(s));
-        Ok((all, owned))
-    }
-
     /// The diagnosis report now, from a fresh `sock_diag` dump.
     pub fn report(&self, elapsed: Duration, events_lost: u64) -> Result<Report> {
-        let (all, owned) = self.dump_now()?;
+        let (all, owned) = dump(&self.filter)?;
         Ok(self.report_with(&all, &owned, elapsed, events_lost))
+    }
+
+    /// The sockets `dump_now` says the filter's processes hold.
+    #[must_use]
+    pub fn owned<'a>(&self, all: &'a Snapshot, owned: &'a Snapshot) -> &'a Snapshot {
+        if self.filter.pids.is_empty() && self.filter.comms.is_empty() {
+            all
+        } else {
+            owned
+        }
     }
 
     /// The diagnosis report against the dumps of `dump_now`.
@@ -189,6 +189,7 @@ impl Pipeline {
         elapsed: Duration,
         events_lost: u64,
     ) -> Report {
+        let owned = self.owned(now, owned);
         build_report(
             &self.diagnoses,
             &ReportInput {
@@ -204,6 +205,23 @@ impl Pipeline {
             },
         )
     }
+}
+
+/// A `sock_diag` dump now: every socket on the filter's ports, and the ones
+/// the filter's processes hold (empty when there is no process filter: then
+/// they are the same, see `Pipeline::owned`). Needs no pipeline state, so
+/// the daemon runs it off its event loop.
+pub fn dump(filter: &Filter) -> Result<(Snapshot, Snapshot)> {
+    let mut all = Snapshot::take().context("listing sockets for the report (sock_diag)")?;
+    all.retain(|s| filter.matches_ports(s.local.port(), s.remote.port()));
+    let owned = if filter.pids.is_empty() && filter.comms.is_empty() {
+        Snapshot::default()
+    } else {
+        let mut owned = all.clone();
+        owned.retain(|s| filter.matches_existing(s));
+        owned
+    };
+    Ok((all, owned))
 }
 
 /// Symbolizes stacks on first sight, while their process still lives.

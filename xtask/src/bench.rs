@@ -14,7 +14,7 @@
 use std::{
     collections::HashMap,
     fs,
-    io::{Read, Write},
+    io::{BufRead, Read, Write},
     net::TcpStream,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -516,4 +516,133 @@ fn print_table(report: &Value) {
         TARGET_TRACE_VS_TCPSTATES,
         TARGET_CPU_MS_PER_100K_EVENTS
     );
+}
+
+/// `cargo xtask bench --scale N`: the daemon's memory and the kernel maps
+/// with 2 × N sockets open (N loopback connections held by one process).
+pub fn scale(connections: usize) -> Result<()> {
+    let root = workspace();
+    run_checked(Command::new(env!("CARGO")).current_dir(&root).args([
+        "build",
+        "--release",
+        "-p",
+        "tcptrace",
+        "-p",
+        "tcptrace-tests",
+        "--bins",
+    ]))?;
+    let mut daemon = Running {
+        child: Command::new(root.join("target/release/tcptrace"))
+            .args(["daemon", "--listen", "127.0.0.1:19699", "--refresh", "2s"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting the daemon")?,
+        output: PathBuf::new(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while http_get("127.0.0.1:19699", "/healthz").is_none() {
+        if Instant::now() > deadline {
+            bail!("the daemon did not come up");
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    let (_, idle_rss) = process_usage(daemon.child.id());
+    let opened = Instant::now();
+    // Per-process fd limits here are 20,000: spread the sockets over
+    // processes holding at most 8,000 connections each.
+    let per_process = 8_000;
+    let mut holders = Vec::new();
+    let mut remaining = connections;
+    while remaining > 0 {
+        let n = remaining.min(per_process);
+        remaining -= n;
+        let mut holder = Command::new(root.join("target/release/tt-hold-many"))
+            .arg(n.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("starting tt-hold-many")?;
+        let mut line = String::new();
+        std::io::BufReader::new(holder.stdout.take().context("stdout")?)
+            .read_line(&mut line)
+            .context("reading tt-hold-many")?;
+        if !line.starts_with("holding") {
+            bail!("tt-hold-many failed: {line:?}");
+        }
+        holders.push(holder);
+    }
+    let open_s = opened.elapsed().as_secs_f64();
+    // Two refreshes, so the socket dump and /proc scan ran with all of them.
+    thread::sleep(Duration::from_secs(5));
+    let health: Value =
+        serde_json::from_str(&http_get("127.0.0.1:19699", "/healthz").unwrap_or_default())?;
+    let scrape_started = Instant::now();
+    let scrape = http_get("127.0.0.1:19699", "/metrics").unwrap_or_default();
+    let scrape_ms = scrape_started.elapsed().as_secs_f64() * 1e3;
+    let (cpu, peak_rss) = process_usage(daemon.child.id());
+    let status = fs::read_to_string(format!("/proc/{}/status", daemon.child.id()))?;
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .unwrap_or("?")
+        .trim()
+        .to_owned();
+    let maps = map_memory();
+    for mut holder in holders {
+        drop(holder.stdin.take());
+        let _ = holder.wait();
+    }
+    daemon.stop();
+    let report = json!({
+        "connections": connections,
+        "sockets": 2 * connections,
+        "seconds_to_open": open_s,
+        "daemon_rss_idle_mib": idle_rss as f64 / 1024.0,
+        "daemon_rss_now": rss,
+        "daemon_peak_rss_mib": peak_rss as f64 / 1024.0,
+        "daemon_cpu_seconds": cpu,
+        "live_sockets_traced": health["live_sockets_traced"],
+        "events": health["events"],
+        "events_lost": health["events_lost"],
+        "scrape_ms": scrape_ms,
+        "scrape_bytes": scrape.len(),
+        "kernel_maps_bytes": maps,
+        "target_rss_mib": 64,
+    });
+    fs::create_dir_all(root.join("target/bench"))?;
+    fs::write(
+        root.join("target/bench/scale.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+/// Memory the kernel charges for tcptrace's maps (`bytes_memlock`), by name.
+fn map_memory() -> Value {
+    let out = Command::new("bpftool")
+        .args(["--json", "map", "show"])
+        .output();
+    let Ok(out) = out else { return Value::Null };
+    let maps: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let names = [
+        "EVENTS",
+        "SOCKS",
+        "LISTENERS",
+        "STACKS",
+        "STACK_SAMPLES",
+        "COUNTERS",
+    ];
+    let mut by_name = serde_json::Map::new();
+    for map in maps.as_array().into_iter().flatten() {
+        let name = map["name"].as_str().unwrap_or_default();
+        if names.contains(&name) {
+            by_name.insert(
+                name.to_owned(),
+                json!({ "max_entries": map["max_entries"], "bytes": map["bytes_memlock"] }),
+            );
+        }
+    }
+    Value::Object(by_name)
 }

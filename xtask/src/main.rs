@@ -44,6 +44,10 @@ enum Task {
         /// Client threads of the churn workload.
         #[arg(long, default_value_t = 4)]
         threads: usize,
+        /// Instead: hold this many loopback connections (2 sockets each)
+        /// open and report the daemon's memory and the kernel maps.
+        #[arg(long)]
+        scale: Option<usize>,
     },
     /// Build tcptrace and run it as root with these arguments.
     Run {
@@ -62,13 +66,17 @@ fn main() -> Result<()> {
             rounds,
             seconds,
             threads,
+            scale,
         } => {
             setup::test_packages()?;
-            bench::run(&bench::Options {
-                rounds,
-                seconds,
-                threads,
-            })
+            match scale {
+                Some(connections) => bench::scale(connections),
+                None => bench::run(&bench::Options {
+                    rounds,
+                    seconds,
+                    threads,
+                }),
+            }
         }
     }
 }

@@ -22,8 +22,9 @@ use crate::{
     export::prometheus::{render, to_classic_text, Scrape},
     filter::Filter,
     metrics::DaemonMetrics,
-    pipeline::{Pipeline, DRAIN_INTERVAL},
+    pipeline::{dump, Pipeline, DRAIN_INTERVAL},
     probe::{Probe, ProbeOptions},
+    snapshot::Snapshot,
 };
 
 struct Daemon {
@@ -80,6 +81,7 @@ async fn serve(config: DaemonConfig) -> Result<()> {
 
     let mut drain_tick = tokio::time::interval(DRAIN_INTERVAL);
     let mut refresh_tick = tokio::time::interval(config.refresh);
+    let mut dumping = None;
     let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
     let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
     loop {
@@ -91,10 +93,21 @@ async fn serve(config: DaemonConfig) -> Result<()> {
             }
             _ = drain_tick.tick() => daemon.borrow_mut().drain(ring.get_mut()),
             _ = refresh_tick.tick() => {
+                // The socket dump and /proc scan take long with 100k
+                // sockets: run them on a blocking thread while events drain.
+                if dumping.is_none() {
+                    let filter = daemon.borrow().pipeline.filter.clone();
+                    dumping = Some(tokio::task::spawn_blocking(move || dump(&filter)));
+                }
+            }
+            dumped = async { dumping.as_mut().expect("guarded by the branch condition").await }, if dumping.is_some() => {
+                dumping = None;
                 let mut d = daemon.borrow_mut();
                 d.drain(ring.get_mut());
-                if let Err(err) = d.refresh() {
-                    log("warn", "refresh failed", &serde_json::json!({ "error": format!("{err:#}") }));
+                match dumped {
+                    Ok(Ok((all, owned))) => d.refresh(all, owned),
+                    Ok(Err(err)) => log("warn", "refresh failed", &serde_json::json!({ "error": format!("{err:#}") })),
+                    Err(err) => log("warn", "refresh failed", &serde_json::json!({ "error": err.to_string() })),
                 }
             }
             accepted = listener.accept() => {
@@ -155,9 +168,8 @@ impl Daemon {
             });
     }
 
-    /// Socket dump, diagnoses and the findings log.
-    fn refresh(&mut self) -> Result<()> {
-        let (all, owned) = self.pipeline.dump_now()?;
+    /// Diagnoses and the findings log, against a fresh socket dump.
+    fn refresh(&mut self, all: Snapshot, owned: Snapshot) {
         let lost = self.probe.counters().map(|c| c.events_lost).unwrap_or(0);
         let report = self
             .pipeline
@@ -165,8 +177,20 @@ impl Daemon {
         if self.config.log_findings {
             self.log_new_findings(&report);
         }
-        self.refreshed = Refreshed::new(&all, &owned, &report, self.config.top_peers);
-        Ok(())
+        self.refreshed = Refreshed::new(
+            &all,
+            self.pipeline.owned(&all, &owned),
+            &report,
+            self.config.top_peers,
+        );
+        drop((all, owned, report));
+        // A refresh allocates per socket and frees it all again: hand the
+        // freed heap back so RSS tracks what the daemon keeps.
+        #[cfg(target_env = "gnu")]
+        // SAFETY: malloc_trim only releases free heap memory.
+        unsafe {
+            libc::malloc_trim(0);
+        }
     }
 
     fn log_new_findings(&mut self, report: &Report) {
