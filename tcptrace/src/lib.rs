@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod output;
 pub mod owner;
 pub mod pipeline;
+pub mod privileges;
 pub mod probe;
 pub mod proc_fds;
 pub mod session;

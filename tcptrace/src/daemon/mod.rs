@@ -63,6 +63,12 @@ async fn serve(config: DaemonConfig) -> Result<()> {
         ..Filter::default()
     };
     let (pipeline, mut ring) = Pipeline::start(&mut probe, filter)?;
+    let kept = crate::privileges::drop_after_attach()?;
+    log(
+        "info",
+        "capabilities dropped after attach",
+        &serde_json::json!({ "kept": kept.iter().map(ToString::to_string).collect::<Vec<_>>() }),
+    );
     let daemon = Rc::new(RefCell::new(Daemon {
         config: config.clone(),
         probe,
