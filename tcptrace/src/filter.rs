@@ -54,7 +54,7 @@ impl Filter {
         pid_ok && comm_ok && self.matches_ports(record.local.port(), record.remote.port())
     }
 
-    /// Only the port criterion (sockets without an owner, like TIME_WAIT).
+    /// Only the port criterion (sockets without an owner, like `TIME_WAIT`).
     #[must_use]
     pub fn matches_ports(&self, local: u16, remote: u16) -> bool {
         self.ports.is_empty() || self.ports.contains(&local) || self.ports.contains(&remote)

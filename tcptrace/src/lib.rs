@@ -1,4 +1,4 @@
-//! tcptrace: who leaves TIME_WAIT, CLOSE_WAIT and dead-peer FINs behind.
+//! tcptrace: who leaves `TIME_WAIT`, `CLOSE_WAIT` and dead-peer FINs behind.
 //!
 //! Data flows one way: kernel programs (`probe`) → decoded `event`s →
 //! ownership (`owner`, `snapshot`) → the socket `table` → `diagnose` →
@@ -25,7 +25,7 @@ pub mod symbolize;
 pub mod table;
 
 /// Hash map for the per-event path: aHash is several times faster than the
-/// default SipHash on these small keys (SipHash was 30% of the daemon's
+/// default `SipHash` on these small keys (`SipHash` was 30% of the daemon's
 /// profile) and, being randomly keyed, still resists collision attacks
 /// through attacker-chosen ports.
 pub type FastMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;

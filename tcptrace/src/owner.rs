@@ -14,7 +14,7 @@ use crate::{
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OwnerSource {
-    /// Seen calling connect() or listen() on this socket.
+    /// Seen calling `connect()` or `listen()` on this socket.
     Syscall,
     /// Inherited from the listener that accepted this connection.
     Listener,

@@ -1,10 +1,10 @@
-//! Least privilege after attach. Loading and attaching needs CAP_BPF and
-//! CAP_PERFMON (or CAP_SYS_ADMIN), mounting tracefs CAP_SYS_ADMIN; once the
+//! Least privilege after attach. Loading and attaching needs `CAP_BPF` and
+//! `CAP_PERFMON` (or `CAP_SYS_ADMIN`), mounting tracefs `CAP_SYS_ADMIN`; once the
 //! programs are attached, reading the ring buffer and maps through the fds
 //! already held needs no capability at all. What stays:
-//! - CAP_SYS_PTRACE: read `/proc/PID/fd`, `maps` and `mem` of other users'
+//! - `CAP_SYS_PTRACE`: read `/proc/PID/fd`, `maps` and `mem` of other users'
 //!   processes (owners, fds and call sites);
-//! - CAP_DAC_READ_SEARCH: traverse `/proc/PID` and cgroup directories that
+//! - `CAP_DAC_READ_SEARCH`: traverse `/proc/PID` and cgroup directories that
 //!   are not world-readable.
 //! Everything else leaves the effective, permitted, inheritable, ambient and
 //! bounding sets, so a compromised daemon cannot load new programs, mount,
@@ -34,6 +34,6 @@ pub fn drop_after_attach() -> Result<Vec<Capability>> {
     caps::set(None, CapSet::Effective, &keep).context("setting effective capabilities")?;
     caps::set(None, CapSet::Permitted, &keep).context("setting permitted capabilities")?;
     let mut kept: Vec<Capability> = keep.into_iter().collect();
-    kept.sort_by_key(|c| c.index());
+    kept.sort_by_key(caps::Capability::index);
     Ok(kept)
 }

@@ -65,8 +65,7 @@ pub fn socket_inode(link: &str) -> Option<u64> {
 #[must_use]
 pub fn process_comm(pid: u32) -> String {
     fs::read_to_string(format!("/proc/{pid}/comm"))
-        .map(|s| s.trim_end_matches('\n').to_owned())
-        .unwrap_or_else(|_| "?".to_owned())
+        .map_or_else(|_| "?".to_owned(), |s| s.trim_end_matches('\n').to_owned())
 }
 
 /// Inode number of a process's network namespace (`/proc/PID/ns/net`).

@@ -24,7 +24,7 @@ pub struct ExistingSocket {
     pub state: TcpState,
     pub local: SocketAddr,
     pub remote: SocketAddr,
-    /// 0 for TIME_WAIT and request sockets, which have no file.
+    /// 0 for `TIME_WAIT` and request sockets, which have no file.
     pub inode: u64,
     pub uid: u32,
     /// Processes and fds holding it (empty when none or unreadable).

@@ -78,7 +78,7 @@ impl StackRef {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
-    /// connect()
+    /// `connect()`
     Active,
     /// accepted from a listener
     Passive,
@@ -98,11 +98,11 @@ pub enum ClosedBy {
 /// Retransmits split by the phase of the connection they happened in.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Retransmits {
-    /// SYN (SYN_SENT) and SYN-ACK (SYN_RECV) retransmits.
+    /// SYN (`SYN_SENT`) and SYN-ACK (`SYN_RECV`) retransmits.
     pub syn: u32,
-    /// ESTABLISHED and CLOSE_WAIT.
+    /// ESTABLISHED and `CLOSE_WAIT`.
     pub data: u32,
-    /// FIN_WAIT1, CLOSING, LAST_ACK: our FIN (or data before it) unacknowledged.
+    /// `FIN_WAIT1`, CLOSING, `LAST_ACK`: our FIN (or data before it) unacknowledged.
     pub fin: u32,
     pub first_fin_ns: u64,
     pub last_fin_ns: u64,
@@ -115,7 +115,7 @@ pub struct SocketRecord {
     pub role: Role,
     pub owner: Option<ProcessId>,
     pub owner_source: Option<OwnerSource>,
-    /// Stack of connect()/listen() (a passive socket: its listener's).
+    /// Stack of `connect()/listen()` (a passive socket: its listener's).
     pub owner_stack: Option<StackRef>,
     pub closer: Option<ProcessId>,
     pub closer_stack: Option<StackRef>,
@@ -130,7 +130,7 @@ pub struct SocketRecord {
     pub established_ns: Option<u64>,
     /// When it entered `state`; `None` when not seen.
     pub state_since_ns: Option<u64>,
-    /// When our FIN went out (FIN_WAIT1 or LAST_ACK entered).
+    /// When our FIN went out (`FIN_WAIT1` or `LAST_ACK` entered).
     pub fin_sent_ns: Option<u64>,
     pub closed_by: Option<ClosedBy>,
     pub retransmits: Retransmits,

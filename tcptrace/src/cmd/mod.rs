@@ -5,7 +5,7 @@ mod daemon;
 mod doctor;
 mod trace;
 
-/// eBPF TCP connection lifecycle tracer: who leaves TIME_WAIT, CLOSE_WAIT
+/// eBPF TCP connection lifecycle tracer: who leaves `TIME_WAIT`, `CLOSE_WAIT`
 /// and unacknowledged FINs behind, with process and call site.
 #[derive(Debug, Parser)]
 #[command(name = "tcptrace", version, about, long_about = None)]

@@ -16,7 +16,7 @@ const READ_TIMEOUT: Duration = Duration::from_secs(2);
 /// What the client asked for.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Route {
-    /// `/metrics`; true when the client accepts OpenMetrics.
+    /// `/metrics`; true when the client accepts `OpenMetrics`.
     Metrics(bool),
     Health,
     NotFound,

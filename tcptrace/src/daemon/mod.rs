@@ -176,7 +176,7 @@ impl Daemon {
 
     /// Diagnoses and the findings log, against a fresh socket dump.
     fn refresh(&mut self, all: Snapshot, owned: Snapshot) {
-        let lost = self.probe.counters().map(|c| c.events_lost).unwrap_or(0);
+        let lost = self.probe.counters().map_or(0, |c| c.events_lost);
         let report = self
             .pipeline
             .report_with(&all, &owned, self.started.elapsed(), lost);

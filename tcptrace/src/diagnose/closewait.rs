@@ -1,7 +1,7 @@
-//! CLOSE_WAIT leaks: the peer closed, the owner never did. The truth about
-//! which sockets are *still* in CLOSE_WAIT comes from the `sock_diag` dump
+//! `CLOSE_WAIT` leaks: the peer closed, the owner never did. The truth about
+//! which sockets are *still* in `CLOSE_WAIT` comes from the `sock_diag` dump
 //! taken when the report is made; the trace adds when each one entered
-//! CLOSE_WAIT and the call site that created or accepted it.
+//! `CLOSE_WAIT` and the call site that created or accepted it.
 
 use std::collections::HashMap;
 
@@ -23,16 +23,16 @@ pub struct LeakKey {
 pub struct Leak {
     pub sockets: u64,
     pub oldest_ns: u64,
-    /// True when the oldest socket was already in CLOSE_WAIT before tracing
+    /// True when the oldest socket was already in `CLOSE_WAIT` before tracing
     /// started: its age is at least `oldest_ns`.
     pub oldest_is_lower_bound: bool,
     pub fds: Vec<FdHolder>,
     pub peers: Vec<std::net::SocketAddr>,
 }
 
-/// Groups the sockets in CLOSE_WAIT now by owner and call site.
+/// Groups the sockets in `CLOSE_WAIT` now by owner and call site.
 /// `elapsed_ns` is the session length: the least age of a socket that was
-/// in CLOSE_WAIT before the session.
+/// in `CLOSE_WAIT` before the session.
 #[must_use]
 pub fn leaks(
     now: &Snapshot,

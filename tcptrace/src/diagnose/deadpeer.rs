@@ -1,6 +1,6 @@
-//! FIN retransmits to dead peers: a late close() whose FIN nobody
-//! acknowledges. Retransmits in FIN_WAIT1, CLOSING and LAST_ACK belong to
-//! the process whose close() sent the FIN, kept apart from ordinary data
+//! FIN retransmits to dead peers: a late `close()` whose FIN nobody
+//! acknowledges. Retransmits in `FIN_WAIT1`, CLOSING and `LAST_ACK` belong to
+//! the process whose `close()` sent the FIN, kept apart from ordinary data
 //! retransmits, grouped by closer, peer and close call site.
 
 use std::net::SocketAddr;

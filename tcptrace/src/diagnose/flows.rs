@@ -12,7 +12,7 @@ use crate::{
     FastMap,
 };
 
-/// TCP_TIMEWAIT_LEN: how long Linux keeps a timewait socket.
+/// `TCP_TIMEWAIT_LEN`: how long Linux keeps a timewait socket.
 pub const TIME_WAIT_SECS: u64 = 60;
 /// Recent connection starts kept per flow for back-off analysis.
 const RECENT_ATTEMPTS: usize = 64;
@@ -29,7 +29,7 @@ pub struct FlowKey {
     pub peer: SocketAddr,
 }
 
-/// Why a connect() failed, from `sk_err` when SYN_SENT ended in CLOSE.
+/// Why a `connect()` failed, from `sk_err` when `SYN_SENT` ended in CLOSE.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ConnectFailures {
     /// RST answering our SYN (ECONNREFUSED).
@@ -40,7 +40,7 @@ pub struct ConnectFailures {
     pub unreachable: u64,
     /// Reset during the handshake (ECONNRESET).
     pub reset: u64,
-    /// The caller gave up: close() or a non-blocking connect abandoned.
+    /// The caller gave up: `close()` or a non-blocking connect abandoned.
     pub aborted: u64,
     /// Any other error.
     pub other: u64,
@@ -78,7 +78,7 @@ impl ConnectFailures {
 }
 
 /// A fixed ring of per-second counters over the last `TIME_WAIT_SECS`:
-/// how many TIME_WAIT sockets a flow still holds, in constant memory.
+/// how many `TIME_WAIT` sockets a flow still holds, in constant memory.
 #[derive(Clone, Debug)]
 pub struct TimeWaitWindow {
     buckets: [u32; TIME_WAIT_SECS as usize + 1],
@@ -134,11 +134,11 @@ pub struct Flow {
     /// Last event of any kind, for eviction.
     pub last_seen_ns: u64,
     pub time_wait: TimeWaitWindow,
-    /// connect() attempts (active flows).
+    /// `connect()` attempts (active flows).
     pub attempts: u64,
     pub recent_attempts_ns: Vec<u64>,
     pub established: u64,
-    /// SYN_SENT → ESTABLISHED (or SYN_RECV → ESTABLISHED for servers), microseconds.
+    /// `SYN_SENT` → ESTABLISHED (or `SYN_RECV` → ESTABLISHED for servers), microseconds.
     pub handshake_us: Histogram<u32>,
     pub syn_retransmits: u64,
     pub failures: ConnectFailures,

@@ -1,6 +1,6 @@
 //! Ephemeral-port pressure per destination: how many local ports from
-//! `net.ipv4.ip_local_port_range` are tied up (TIME_WAIT included) towards
-//! one remote endpoint, which is what a new connect() to it competes for.
+//! `net.ipv4.ip_local_port_range` are tied up (`TIME_WAIT` included) towards
+//! one remote endpoint, which is what a new `connect()` to it competes for.
 
 use std::{collections::HashMap, fs, net::SocketAddr};
 

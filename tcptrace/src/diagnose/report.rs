@@ -28,7 +28,7 @@ const MAX_FINDINGS_PER_KIND: usize = 50;
 pub struct ReportInput<'a> {
     pub table: &'a SocketTable,
     /// A `sock_diag` dump taken now: every socket the filter's ports allow,
-    /// owned or not (TIME_WAIT sockets have no owner).
+    /// owned or not (`TIME_WAIT` sockets have no owner).
     pub now: &'a Snapshot,
     /// The same dump restricted to the processes the filter allows.
     pub owned: &'a Snapshot,
@@ -68,7 +68,7 @@ pub struct Percentiles {
 
 impl Percentiles {
     fn of(h: &Histogram<u32>) -> Option<Self> {
-        (h.len() > 0).then(|| Self {
+        (!h.is_empty()).then(|| Self {
             count: h.len(),
             p50: h.value_at_quantile(0.5),
             p90: h.value_at_quantile(0.9),
@@ -98,7 +98,7 @@ impl ClosedFirst {
     }
 }
 
-/// Connection churn and the TIME_WAIT it leaves (story 1).
+/// Connection churn and the `TIME_WAIT` it leaves (story 1).
 #[derive(Clone, Debug, Serialize)]
 pub struct Churn {
     pub process: Option<ProcessJson>,
@@ -110,9 +110,9 @@ pub struct Churn {
     pub active_closes: u64,
     pub passive_closes: u64,
     pub closed_first: ClosedFirst,
-    /// TIME_WAIT sockets this flow holds now, modelled from its active closes.
+    /// `TIME_WAIT` sockets this flow holds now, modelled from its active closes.
     pub time_wait_now: u64,
-    /// TIME_WAIT sockets towards `peer` in the kernel's own dump.
+    /// `TIME_WAIT` sockets towards `peer` in the kernel's own dump.
     pub time_wait_kernel: u64,
     pub call_site: Option<CallSite>,
     pub close_call_site: Option<CallSite>,
@@ -147,7 +147,7 @@ pub struct CloseWaitLeak {
     pub process: Option<ProcessJson>,
     pub sockets: u64,
     pub oldest_age_s: f64,
-    /// The oldest was in CLOSE_WAIT before tracing started: "at least".
+    /// The oldest was in `CLOSE_WAIT` before tracing started: "at least".
     pub age_is_lower_bound: bool,
     pub fds: Vec<FdJson>,
     pub peers: Vec<String>,
@@ -157,7 +157,7 @@ pub struct CloseWaitLeak {
 /// FINs retransmitted to a peer that does not answer (story 3).
 #[derive(Clone, Debug, Serialize)]
 pub struct DeadPeerFin {
-    /// The process whose close() sent the FIN.
+    /// The process whose `close()` sent the FIN.
     pub process: Option<ProcessJson>,
     pub peer: String,
     pub sockets: u64,
@@ -189,7 +189,7 @@ pub struct Accept {
     pub process: Option<ProcessJson>,
     pub peer: String,
     pub established: u64,
-    /// SYN_RECV → ESTABLISHED of the accepted socket.
+    /// `SYN_RECV` → ESTABLISHED of the accepted socket.
     pub handshake_us: Option<Percentiles>,
     pub syn_ack_retransmits: u64,
 }
@@ -484,7 +484,7 @@ fn count_state(snapshot: &Snapshot, state: TcpState) -> u64 {
     snapshot.sockets.iter().filter(|s| s.state == state).count() as u64
 }
 
-/// TIME_WAIT sockets per remote endpoint, and per remote address (port 0)
+/// `TIME_WAIT` sockets per remote endpoint, and per remote address (port 0)
 /// for the server side, where clients come from many ports.
 fn time_wait_by_destination(snapshot: &Snapshot) -> HashMap<SocketAddr, u64> {
     let mut counts = HashMap::new();

@@ -1,4 +1,4 @@
-//! Prometheus / OpenMetrics exposition through the prometheus-client crate.
+//! Prometheus / `OpenMetrics` exposition through the prometheus-client crate.
 //!
 //! The daemon's counters live in `metrics::DaemonMetrics` (cheap per-event
 //! adds); at scrape time they, the latest diagnosis report and a socket
@@ -63,9 +63,9 @@ pub struct Scrape {
     pub peers: Vec<(String, crate::metrics::PeerMetrics)>,
     /// Sockets held by processes, from the `sock_diag` dump and fd scan.
     pub sockets: Vec<(ProcessLabels, &'static str, u64)>,
-    /// All TCP sockets in the kernel by state (TIME_WAIT included).
+    /// All TCP sockets in the kernel by state (`TIME_WAIT` included).
     pub kernel_sockets: Vec<(&'static str, u64)>,
-    /// TIME_WAIT sockets held per closing process (modelled).
+    /// `TIME_WAIT` sockets held per closing process (modelled).
     pub time_wait: Vec<(ProcessLabels, u64)>,
     pub close_wait_oldest: Vec<(ProcessLabels, f64)>,
     /// Ephemeral ports in use per destination (top K).
@@ -78,7 +78,7 @@ pub struct Scrape {
     pub kernel_release: String,
 }
 
-/// Renders a scrape as OpenMetrics text.
+/// Renders a scrape as `OpenMetrics` text.
 #[must_use]
 pub fn render(scrape: Scrape) -> String {
     let mut registry = Registry::with_prefix("tcptrace");
@@ -90,7 +90,7 @@ pub fn render(scrape: Scrape) -> String {
 }
 
 /// The same exposition in Prometheus' classic text format (0.0.4), for
-/// clients that do not ask for OpenMetrics (curl, promtool, older
+/// clients that do not ask for `OpenMetrics` (curl, promtool, older
 /// scrapers): counter families are named with their `_total` suffix in
 /// HELP/TYPE, and the OpenMetrics-only `# UNIT` and `# EOF` lines go.
 #[must_use]

@@ -1,4 +1,4 @@
-//! One JSON object per line, for scripts. Strings go through serde_json, so
+//! One JSON object per line, for scripts. Strings go through `serde_json`, so
 //! an attacker-chosen comm cannot break the framing.
 
 use std::io::{self, Write};
@@ -119,8 +119,18 @@ impl<W: Write> Sink for JsonLines<W> {
     fn event(&mut self, event: &TcpEvent, owner: Option<&Owner>, unix_ns: u128) -> io::Result<()> {
         let (kind, old, new, state) = match event.what {
             What::StateChange { old, new } => ("state", Some(old.name()), Some(new.name()), None),
-            What::Retransmit { state } => ("retransmit", None, None, state.map(|s| s.name())),
-            What::ResetSent { state } => ("reset_sent", None, None, state.map(|s| s.name())),
+            What::Retransmit { state } => (
+                "retransmit",
+                None,
+                None,
+                state.map(tcptrace_common::TcpState::name),
+            ),
+            What::ResetSent { state } => (
+                "reset_sent",
+                None,
+                None,
+                state.map(tcptrace_common::TcpState::name),
+            ),
             What::ResetReceived => ("reset_received", None, None, None),
         };
         let record = EventJson {

@@ -26,10 +26,9 @@ pub fn kernel_offsets() -> Result<KernelOffsets> {
 
 /// Offsets of `sock.__sk_common.skc_net.net`, `net.ns.inum` and `sock.sk_err`.
 fn kernel_layout(btf: &Btf) -> Result<KernelLayout> {
-    let btf = btf;
-    let sock_net = member_offset(&btf, "sock", &["__sk_common", "skc_net", "net"])?;
-    let net_inum = member_offset(&btf, "net", &["ns", "inum"])?;
-    let sock_err = member_offset(&btf, "sock", &["sk_err"])?;
+    let sock_net = member_offset(btf, "sock", &["__sk_common", "skc_net", "net"])?;
+    let net_inum = member_offset(btf, "net", &["ns", "inum"])?;
+    let sock_err = member_offset(btf, "sock", &["sk_err"])?;
     Ok(KernelLayout {
         sock_net: u32::try_from(sock_net)?,
         net_inum: u32::try_from(net_inum)?,

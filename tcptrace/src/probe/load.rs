@@ -156,6 +156,7 @@ impl Probe {
     }
 
     /// Instruction pointers of a captured user stack, innermost first.
+    #[must_use]
     pub fn stack(&self, stack_id: i32) -> Option<Vec<u64>> {
         let id = u32::try_from(stack_id).ok()?;
         let map = self.ebpf.map("STACKS")?;
