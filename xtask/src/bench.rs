@@ -25,7 +25,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
-use crate::{run_checked, workspace};
+use crate::{build_release_binaries, workspace};
 
 /// Targets from the performance issue, printed next to the figures.
 const TARGET_DAEMON_RATIO: f64 = 0.97;
@@ -82,15 +82,7 @@ struct Run {
 
 pub fn run(options: &Options) -> Result<()> {
     let root = workspace();
-    run_checked(Command::new(env!("CARGO")).current_dir(&root).args([
-        "build",
-        "--release",
-        "-p",
-        "tcptrace",
-        "-p",
-        "tcptrace-tests",
-        "--bins",
-    ]))?;
+    build_release_binaries(&root)?;
     let out_dir = root.join("target/bench");
     fs::create_dir_all(&out_dir)?;
     let stats = BpfStats::enable()?;
@@ -522,15 +514,7 @@ fn print_table(report: &Value) {
 /// with 2 × N sockets open (N loopback connections held by one process).
 pub fn scale(connections: usize) -> Result<()> {
     let root = workspace();
-    run_checked(Command::new(env!("CARGO")).current_dir(&root).args([
-        "build",
-        "--release",
-        "-p",
-        "tcptrace",
-        "-p",
-        "tcptrace-tests",
-        "--bins",
-    ]))?;
+    build_release_binaries(&root)?;
     let mut daemon = Running {
         child: Command::new(root.join("target/release/tcptrace"))
             .args(["daemon", "--listen", "127.0.0.1:19699", "--refresh", "2s"])

@@ -116,6 +116,20 @@ fn privileged(program: &Path) -> Command {
     }
 }
 
+/// Release builds of tcptrace and the test workloads (what the kernel
+/// tests and the benchmarks run).
+fn build_release_binaries(root: &Path) -> Result<()> {
+    run_checked(Command::new(env!("CARGO")).current_dir(root).args([
+        "build",
+        "--release",
+        "-p",
+        "tcptrace",
+        "-p",
+        "tcptrace-tests",
+        "--bins",
+    ]))
+}
+
 fn run_tcptrace(args: &[String]) -> Result<()> {
     let root = workspace();
     run_checked(Command::new(env!("CARGO")).current_dir(&root).args([

@@ -12,7 +12,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use crate::{run_checked, setup, workspace};
+use crate::{build_release_binaries, setup, workspace};
 
 pub fn run(args: &[String]) -> Result<()> {
     setup::test_packages()?;
@@ -27,15 +27,7 @@ pub fn run(args: &[String]) -> Result<()> {
     );
     // The kernel tests share kernel state (tracepoints, sysctls, netns):
     // one at a time, with release binaries.
-    run_checked(Command::new(env!("CARGO")).current_dir(&root).args([
-        "build",
-        "--release",
-        "-p",
-        "tcptrace",
-        "-p",
-        "tcptrace-tests",
-        "--bins",
-    ]))?;
+    build_release_binaries(&root)?;
     let kernel = cargo_test(
         Command::new(env!("CARGO"))
             .current_dir(&root)
