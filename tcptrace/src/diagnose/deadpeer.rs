@@ -54,7 +54,8 @@ impl DeadPeers {
     fn group(&mut self, record: &SocketRecord) -> &mut DeadPeer {
         let key = DeadPeerKey {
             closer: record.responsible(),
-            peer: record.remote,
+            // A server's clients by address: each has its own port.
+            peer: record.peer_key(),
             close_stack: record.closer_stack,
         };
         self.groups.entry(key).or_default()

@@ -33,12 +33,25 @@ pub struct PortUse {
 }
 
 /// Ports in the ephemeral range in use per remote endpoint, from a dump.
+/// Server-side sockets are left out: their local port is a listener's
+/// (which may itself lie in the range: the known trap of story 5), not an
+/// ephemeral port taken by connect().
 #[must_use]
 pub fn use_by_destination(snapshot: &Snapshot, range: (u16, u16)) -> HashMap<SocketAddr, PortUse> {
+    let listening: std::collections::HashSet<u16> = snapshot
+        .sockets
+        .iter()
+        .filter(|s| s.state == TcpState::Listen)
+        .map(|s| s.local.port())
+        .collect();
     let mut by_destination: HashMap<SocketAddr, PortUse> = HashMap::new();
     for socket in &snapshot.sockets {
         let port = socket.local.port();
-        if socket.state == TcpState::Listen || port < range.0 || port > range.1 {
+        if socket.state == TcpState::Listen
+            || port < range.0
+            || port > range.1
+            || listening.contains(&port)
+        {
             continue;
         }
         let entry = by_destination.entry(socket.remote).or_default();

@@ -24,6 +24,8 @@ use crate::{
 
 /// Findings of one kind beyond this many are summed up, not listed.
 const MAX_FINDINGS_PER_KIND: usize = 50;
+/// Destinations listed in the ephemeral-port findings.
+const MAX_PORT_DESTINATIONS: usize = 10;
 
 pub struct ReportInput<'a> {
     pub table: &'a SocketTable,
@@ -383,6 +385,8 @@ pub fn build_report(diagnoses: &Diagnoses, input: &ReportInput) -> Report {
         .map(|(destination, used)| port_pressure(destination, used, input.port_range))
         .collect();
     pressure.sort_by(|a, b| b.ports_in_use.cmp(&a.ports_in_use));
+    // The busiest destinations are what matters; the rest is noise.
+    pressure.truncate(MAX_PORT_DESTINATIONS);
 
     let totals = &mut report.totals;
     totals.elapsed_s = input.elapsed.as_secs_f64();

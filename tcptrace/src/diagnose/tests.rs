@@ -223,7 +223,10 @@ fn dead_peer_fin_retransmits_belong_to_the_late_closer() {
     assert_eq!(dead.len(), 1, "{report:#?}");
     let d = dead[0];
     assert_eq!(d.process.as_ref().map(|p| p.pid), Some(300));
-    assert_eq!(d.peer, "10.0.0.50:51000");
+    assert_eq!(
+        d.peer, "10.0.0.50:0",
+        "a server's clients are grouped by address"
+    );
     assert_eq!((d.retransmits, d.outcomes.gave_up), (3, 1));
     assert_eq!(d.states, ["LAST_ACK"]);
     assert!(
