@@ -78,6 +78,8 @@ struct Run {
     bpf_runs: u64,
     events: Option<u64>,
     lost: Option<u64>,
+    /// Reader wakeups per second (daemon only).
+    wakeups_per_second: Option<f64>,
 }
 
 pub fn run(options: &Options) -> Result<()> {
@@ -161,6 +163,9 @@ fn measure(root: &Path, out_dir: &Path, tracer: Tracer, options: &Options) -> Re
             let health: Value = serde_json::from_str(&health).unwrap_or_default();
             run.events = health["events"].as_u64();
             run.lost = health["events_lost"].as_u64();
+            run.wakeups_per_second = health["ring_wakeups"]
+                .as_f64()
+                .map(|w| w / health["uptime_s"].as_f64().unwrap_or(1.0).max(1e-3));
         }
         let (cpu, rss) = process_usage(process.child.id());
         run.tracer_cpu_s = cpu - cpu_at_start;
@@ -282,7 +287,7 @@ fn trace_summary(path: &Path) -> Result<(u64, u64)> {
     ))
 }
 
-fn http_get(addr: &str, path: &str) -> Option<String> {
+pub fn http_get(addr: &str, path: &str) -> Option<String> {
     let mut stream = TcpStream::connect(addr).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(
@@ -437,6 +442,7 @@ fn summarize(runs: &HashMap<Tracer, Vec<Run>>, open_loop: &Value, options: &Opti
                 },
                 "events": events,
                 "events_lost": lost,
+                "ring_wakeups_per_second": r.iter().filter_map(|x| x.wakeups_per_second).fold(None, |m: Option<f64>, w| Some(m.map_or(w, |m| m.max(w)))),
             })
         })
         .collect();
@@ -493,6 +499,9 @@ fn print_table(report: &Value) {
                 .as_u64()
                 .map_or("-".to_owned(), |e| e.to_string()),
         );
+    }
+    if let Some(w) = report["results"][1]["ring_wakeups_per_second"].as_f64() {
+        println!("daemon ring-buffer wakeups: at most {w:.1}/s over the runs (target <= 100/s)");
     }
     let o = &report["open_loop"];
     println!(

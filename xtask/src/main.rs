@@ -4,6 +4,7 @@
 mod bench;
 mod build_ebpf;
 mod setup;
+mod soak;
 mod test;
 
 use std::{
@@ -49,6 +50,13 @@ enum Task {
         #[arg(long)]
         scale: Option<usize>,
     },
+    /// Run the daemon under maximum churn for a long time, checking it every 30 s (root).
+    Soak {
+        #[arg(long, default_value_t = 10.0)]
+        minutes: f64,
+        #[arg(long, default_value_t = 4)]
+        threads: usize,
+    },
     /// Build tcptrace and run it as root with these arguments.
     Run {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -62,6 +70,7 @@ fn main() -> Result<()> {
         Task::BuildEbpf => build_ebpf::run(),
         Task::Test { args } => test::run(&args),
         Task::Run { args } => run_tcptrace(&args),
+        Task::Soak { minutes, threads } => soak::run(minutes, threads),
         Task::Bench {
             rounds,
             seconds,

@@ -37,6 +37,9 @@ struct Daemon {
     started: Instant,
     /// Findings already logged (kind, process, peer or call site).
     logged: HashSet<String>,
+    /// Times the kernel woke the reader (the ring buffer filled past the
+    /// wakeup mark); the rest is drained on the 100 ms timer.
+    wakeups: u64,
 }
 
 pub fn run(config: DaemonConfig) -> Result<()> {
@@ -78,6 +81,7 @@ async fn serve(config: DaemonConfig) -> Result<()> {
         refreshed: Refreshed::default(),
         started: Instant::now(),
         logged: HashSet::new(),
+        wakeups: 0,
     }));
     log(
         "info",
@@ -94,7 +98,9 @@ async fn serve(config: DaemonConfig) -> Result<()> {
         tokio::select! {
             readable = ring.readable_mut() => {
                 let mut guard = readable?;
-                daemon.borrow_mut().drain(guard.get_inner_mut());
+                let mut d = daemon.borrow_mut();
+                d.wakeups += 1;
+                d.drain(guard.get_inner_mut());
                 guard.clear_ready();
             }
             _ = drain_tick.tick() => daemon.borrow_mut().drain(ring.get_mut()),
@@ -267,6 +273,9 @@ impl Daemon {
             "uptime_s": self.started.elapsed().as_secs_f64(),
             "events": self.pipeline.counts.events,
             "events_lost": kernel.events_lost,
+            "events_sent_by_kernel": kernel.events_sent,
+            "decode_errors": self.pipeline.counts.decode_errors,
+            "ring_wakeups": self.wakeups,
             "live_sockets_traced": self.pipeline.table.len(),
         })
         .to_string()
