@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 
-use tcptrace_common::{OWNER_FROM_LISTENER, OWNER_FROM_SYSCALL};
+use tcptrace_common::OWNER_FROM_LISTENER;
 
 use crate::{
     event::{comm_str, TcpEvent},
@@ -44,10 +44,11 @@ pub struct Owner<'a> {
 #[must_use]
 pub fn resolve<'a>(event: &'a TcpEvent, snapshot: &'a Snapshot) -> Option<Owner<'a>> {
     if let Some(task) = event.owner() {
+        // Kernel data is input: an owner without a source flag is taken as
+        // recorded in a system call, the only other way the kernel sets it.
         let source = if event.sock.flags & OWNER_FROM_LISTENER != 0 {
             OwnerSource::Listener
         } else {
-            debug_assert!(event.sock.flags & OWNER_FROM_SYSCALL != 0);
             OwnerSource::Syscall
         };
         return Some(Owner {

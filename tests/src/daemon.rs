@@ -138,3 +138,42 @@ pub fn sample(scrape: &str, name: &str, want: &[(&str, &str)]) -> Option<f64> {
     }
     found
 }
+
+/// Ids of the BPF programs whose fds `pid` holds, from /proc/PID/fdinfo.
+#[must_use]
+pub fn programs_of(pid: u32) -> Vec<u64> {
+    bpf_fd_ids(pid, "anon_inode:bpf-prog", "prog_id:")
+}
+
+/// Ids of the BPF maps whose fds `pid` holds, from /proc/PID/fdinfo.
+#[must_use]
+pub fn maps_of(pid: u32) -> Vec<u64> {
+    bpf_fd_ids(pid, "anon_inode:bpf-map", "map_id:")
+}
+
+/// The `key` ids in the fdinfo of `pid`'s fds that link to `anon_inode`.
+fn bpf_fd_ids(pid: u32, anon_inode: &str, key: &str) -> Vec<u64> {
+    let mut ids = Vec::new();
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap_or_else(|e| panic!("fds of process {pid}: {e}"))
+        .flatten()
+    {
+        let is_bpf = std::fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy() == anon_inode);
+        if !is_bpf {
+            continue;
+        }
+        let info = std::fs::read_to_string(format!(
+            "/proc/{pid}/fdinfo/{}",
+            fd.file_name().to_string_lossy()
+        ))
+        .unwrap_or_default();
+        ids.extend(
+            info.lines()
+                .filter_map(|l| l.strip_prefix(key))
+                .filter_map(|v| v.trim().parse::<u64>().ok()),
+        );
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}

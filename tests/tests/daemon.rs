@@ -9,7 +9,7 @@ use std::{
 };
 
 use tcptrace_tests::{
-    daemon::{free_loopback_addr, http_get, http_request, sample, url_encode, Daemon},
+    daemon::{free_loopback_addr, http_get, http_request, programs_of, sample, url_encode, Daemon},
     require_root, Workload,
 };
 
@@ -177,32 +177,6 @@ fn metrics_show_churn_leaks_and_failures_of_the_workloads() {
         Some(404)
     );
     drop(leak);
-}
-
-/// Ids of the BPF programs whose fds `pid` holds, from /proc/PID/fdinfo.
-fn programs_of(pid: u32) -> Vec<u64> {
-    let mut ids = Vec::new();
-    for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .expect("daemon fds")
-        .flatten()
-    {
-        let is_prog = std::fs::read_link(fd.path())
-            .is_ok_and(|l| l.to_string_lossy() == "anon_inode:bpf-prog");
-        if !is_prog {
-            continue;
-        }
-        let info = std::fs::read_to_string(format!(
-            "/proc/{pid}/fdinfo/{}",
-            fd.file_name().to_string_lossy()
-        ))
-        .unwrap_or_default();
-        ids.extend(
-            info.lines()
-                .filter_map(|l| l.strip_prefix("prog_id:"))
-                .filter_map(|v| v.trim().parse::<u64>().ok()),
-        );
-    }
-    ids
 }
 
 /// Every BPF program loaded in the kernel now.

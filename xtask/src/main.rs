@@ -3,6 +3,7 @@
 
 mod bench;
 mod build_ebpf;
+mod fuzz;
 mod setup;
 mod soak;
 mod test;
@@ -57,6 +58,12 @@ enum Task {
         #[arg(long, default_value_t = 4)]
         threads: usize,
     },
+    /// Run each cargo-fuzz target (fuzz/) for a bounded time (nightly).
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
     /// Build tcptrace and run it as root with these arguments.
     Run {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -70,6 +77,7 @@ fn main() -> Result<()> {
         Task::BuildEbpf => build_ebpf::run(),
         Task::Test { args } => test::run(&args),
         Task::Run { args } => run_tcptrace(&args),
+        Task::Fuzz { seconds } => fuzz::run(seconds),
         Task::Soak { minutes, threads } => soak::run(minutes, threads),
         Task::Bench {
             rounds,

@@ -6,7 +6,7 @@
 //! encodes. Label values are escaped here: a process chooses its own comm,
 //! and prometheus-client 0.24 writes label values as given.
 
-use std::{collections::HashMap, fmt::Write as _};
+use std::collections::HashMap;
 
 use prometheus_client::{
     collector::Collector,
@@ -36,8 +36,9 @@ pub fn process_labels(comm: &str, container: &ContainerLabels) -> ProcessLabels 
     ]
 }
 
-/// Escapes a label value as the text format requires (`\`, `"`, newline)
-/// and replaces other control characters.
+/// Escapes a label value as the text format requires (`\`, `"`, newline;
+/// it knows no other escape) and replaces other control characters with
+/// U+FFFD, so no process name can break the exposition.
 #[must_use]
 pub fn escape(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
@@ -46,9 +47,7 @@ pub fn escape(value: &str) -> String {
             '\\' => out.push_str("\\\\"),
             '"' => out.push_str("\\\""),
             '\n' => out.push_str("\\n"),
-            c if c.is_control() => {
-                let _ = write!(out, "\\x{:02x}", u32::from(c));
-            }
+            c if c.is_control() => out.push(char::REPLACEMENT_CHARACTER),
             c => out.push(c),
         }
     }
@@ -472,7 +471,7 @@ mod tests {
     #[test]
     fn label_values_are_escaped() {
         assert_eq!(escape(r#"evil"} 1"#), r#"evil\"} 1"#);
-        assert_eq!(escape("a\\b\nc\u{7}"), "a\\\\b\\nc\\x07");
+        assert_eq!(escape("a\\b\nc\u{7}\t"), "a\\\\b\\nc\u{fffd}\u{fffd}");
     }
 
     #[test]

@@ -15,6 +15,9 @@ use anyhow::{bail, Context, Result};
 
 const CANDIDATES: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
 
+/// Largest offset or size a field can have (trace records fit in a page).
+const MAX_RECORD: usize = 8192;
+
 /// One field of a tracepoint record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Field {
@@ -78,6 +81,7 @@ impl Format {
     /// Bytes from the record start to the end of its last field.
     #[must_use]
     pub fn record_len(&self) -> usize {
+        // Fields are bounded by `MAX_RECORD` at parse time: no overflow.
         self.fields
             .values()
             .map(|f| f.offset + f.size)
@@ -100,6 +104,11 @@ fn parse_field(line: &str) -> Result<(String, Field)> {
         }
     }
     let declaration = declaration.context("no declaration")?;
+    let (offset, size) = (offset.context("no offset")?, size.context("no size")?);
+    // Trace records live in a page-sized buffer; anything beyond is corrupt.
+    if offset > MAX_RECORD || size > MAX_RECORD {
+        bail!("offset {offset} or size {size} beyond a trace record ({MAX_RECORD} bytes)");
+    }
     // The name is the last word of the declaration, minus any array suffix:
     // `const void * skaddr`, `__u8 saddr[4]`, `__data_loc char[] name`.
     let last = declaration
@@ -110,13 +119,7 @@ fn parse_field(line: &str) -> Result<(String, Field)> {
     if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
         bail!("cannot find the field name");
     }
-    Ok((
-        name.to_owned(),
-        Field {
-            offset: offset.context("no offset")?,
-            size: size.context("no size")?,
-        },
-    ))
+    Ok((name.to_owned(), Field { offset, size }))
 }
 
 /// The tracefs mount, mounting it when it is not mounted yet.
@@ -208,5 +211,10 @@ mod tests {
         assert!(Format::parse("field:int x;\toffset:abc;\tsize:4;").is_err());
         assert!(Format::parse("field:;\toffset:1;\tsize:4;").is_err());
         assert!(Format::parse("field:int x;\tsize:4;").is_err());
+        let huge = "field:int x;\toffset:18446744073709551615;\tsize:4;";
+        assert!(
+            Format::parse(huge).is_err(),
+            "an offset beyond a record is rejected"
+        );
     }
 }

@@ -1,0 +1,90 @@
+//! A hostile process name for the escaping tests: sets its own comm with
+//! `prctl(PR_SET_NAME)` to NAME (quotes, newlines, braces, control
+//! characters: whatever the test chose), then makes connections like
+//! `tt-workload client`.
+//!
+//! Prints `comm <NAME as the kernel now has it, Rust-escaped>`, then
+//! `local ADDR` per connection and `done`, one line each, flushed.
+
+use std::{
+    env,
+    ffi::CString,
+    io::{Read, Write},
+    net::{SocketAddr, TcpStream},
+    os::unix::ffi::OsStrExt,
+    process::ExitCode,
+    time::Duration,
+};
+
+const USAGE: &str =
+    "usage: tt-evil NAME ADDR COUNT   set comm to NAME (at most 15 bytes), then COUNT times:
+                                connect to ADDR, send `hello`, read `ok`, close";
+
+fn main() -> ExitCode {
+    let args: Vec<_> = env::args_os().skip(1).collect();
+    let result = match &args[..] {
+        [name, addr, count] => run(
+            name.as_bytes(),
+            &addr.to_string_lossy(),
+            &count.to_string_lossy(),
+        ),
+        _ => Err(USAGE.to_owned()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("tt-evil: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+fn set_comm(name: &[u8]) -> Result<(), String> {
+    if name.len() > 15 {
+        return Err(format!(
+            "a comm holds 15 bytes; {name:?} has {}",
+            name.len()
+        ));
+    }
+    let name = CString::new(name).map_err(|e| format!("NAME: {e}"))?;
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+    let rc = unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr(), 0, 0, 0) };
+    if rc != 0 {
+        return Err(format!("prctl: {}", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+fn run(name: &[u8], addr: &str, count: &str) -> Result<(), String> {
+    let addr: SocketAddr = addr
+        .parse()
+        .map_err(|e| format!("bad address {addr}: {e}"))?;
+    let count: u32 = count
+        .parse()
+        .map_err(|e| format!("bad count {count}: {e}"))?;
+    set_comm(name)?;
+    let comm = std::fs::read("/proc/thread-self/comm").map_err(|e| e.to_string())?;
+    let comm = comm.strip_suffix(b"\n").unwrap_or(&comm);
+    say(&format!("comm {:?}", String::from_utf8_lossy(comm)));
+    for _ in 0..count {
+        let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+            .map_err(|e| e.to_string())?;
+        conn.set_read_timeout(Some(Duration::from_secs(30)))
+            .map_err(|e| e.to_string())?;
+        say(&format!(
+            "local {}",
+            conn.local_addr().map_err(|e| e.to_string())?
+        ));
+        conn.write_all(b"hello").map_err(|e| e.to_string())?;
+        let mut ok = [0u8; 2];
+        conn.read_exact(&mut ok).map_err(|e| e.to_string())?;
+    }
+    say("done");
+    Ok(())
+}

@@ -1,0 +1,1076 @@
+//! Faults on this machine's real kernel: the daemon killed with SIGKILL,
+//! restarted among sockets that already exist, a ring buffer that
+//! overflows, network namespaces deleted mid-session, processes that exit
+//! before their sockets die, socket addresses reused by other owners, and
+//! process names chosen to break the output. Each test says what must hold
+//! and prints the figures it saw.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    io::{BufRead, BufReader, Read},
+    os::unix::{fs::MetadataExt, process::ExitStatusExt},
+    process::{Child, ChildStdout, Command, ExitStatus, Stdio},
+    sync::mpsc::{self, Receiver, RecvTimeoutError},
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use tcptrace_tests::{
+    daemon::{free_loopback_addr, maps_of, programs_of, sample, Daemon},
+    netns::{sh, HostPair},
+    process::LINE_TIMEOUT,
+    require_root,
+    trace::{tcptrace_bin, transition},
+    Tracer, Workload,
+};
+
+const CHURN_BIN: &str = env!("CARGO_BIN_EXE_tt-churn");
+const EVIL_BIN: &str = env!("CARGO_BIN_EXE_tt-evil");
+const WORKLOAD: &str = "tt-workload";
+
+// ------------------------------------------------------------ helpers
+
+/// Ids of every BPF object of one kind (`prog`, `map`, `link`) loaded now.
+fn loaded(kind: &str) -> BTreeSet<u64> {
+    let out = Command::new("bpftool")
+        .args(["--json", kind, "show"])
+        .output()
+        .expect(
+            "bpftool (Debian package bpftool) must be installed: `cargo xtask test` installs it",
+        );
+    assert!(out.status.success(), "bpftool {kind} show failed");
+    let objects: Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
+    objects
+        .as_array()
+        .expect("bpftool lists an array")
+        .iter()
+        .filter_map(|o| o["id"].as_u64())
+        .collect()
+}
+
+/// `bpftool --json KIND show id ID`, `None` once it no longer exists.
+fn bpf_object(kind: &str, id: u64) -> Option<Value> {
+    let out = Command::new("bpftool")
+        .args(["--json", "-f", kind, "show", "id", &id.to_string()])
+        .output()
+        .expect("bpftool");
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).expect("bpftool JSON"))
+}
+
+/// `CLOCK_MONOTONIC` now, the clock of the records' `ktime_ns`.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
+    u64::try_from(ts.tv_sec).expect("time") * 1_000_000_000 + u64::try_from(ts.tv_nsec).expect("ns")
+}
+
+fn signal(child: &Child, signal: i32) {
+    // SAFETY: plain kill(2) on our own, not yet reaped, child.
+    unsafe { libc::kill(i32::try_from(child.id()).expect("pid"), signal) };
+}
+
+/// Waits for `child` to exit, bounded.
+fn wait_bounded(child: &mut Child, limit: Duration, what: &str) -> ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not exit within {limit:?}"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Runs `check` on fresh scrapes until it passes or `limit` elapses.
+fn eventually(daemon: &Daemon, limit: Duration, check: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + limit;
+    loop {
+        let scrape = daemon.scrape();
+        if check(&scrape) || Instant::now() > deadline {
+            return scrape;
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn lines_of(child: ChildStdout) -> Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(child).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// A `tcptrace` run whose stdout the test reads only once it chooses to
+/// (`release`): until then tcptrace blocks writing to a full pipe, like a
+/// slow consumer, and its ring buffer fills.
+struct Session {
+    child: Child,
+    stdout: Option<ChildStdout>,
+    lines: Option<Receiver<String>>,
+}
+
+impl Session {
+    /// Starts `tcptrace ARGS...` and waits until it is attached (its
+    /// "tracing" notice on stderr).
+    fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(tcptrace_bin())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start tcptrace");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let (tx, attached) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("tracing TCP sockets") {
+                    let _ = tx.send(());
+                } else {
+                    eprintln!("{line}");
+                }
+            }
+        });
+        let stdout = child.stdout.take();
+        let session = Self {
+            child,
+            stdout,
+            lines: None,
+        };
+        attached
+            .recv_timeout(LINE_TIMEOUT)
+            .expect("tcptrace did not attach in time (see its stderr above)");
+        session
+    }
+
+    /// From now on, stdout is read.
+    fn release(&mut self) {
+        if let Some(stdout) = self.stdout.take() {
+            self.lines = Some(lines_of(stdout));
+        }
+    }
+
+    /// Stops it like Ctrl-C and returns its exit status and stdout lines.
+    fn stop(mut self) -> (ExitStatus, Vec<String>) {
+        self.release();
+        thread::sleep(Duration::from_millis(300));
+        signal(&self.child, libc::SIGINT);
+        let lines = self.lines.take().expect("released");
+        let deadline = Instant::now() + LINE_TIMEOUT;
+        let mut out = Vec::new();
+        loop {
+            match lines.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) => out.push(line),
+                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => assert!(
+                    Instant::now() < deadline,
+                    "tcptrace did not finish within {LINE_TIMEOUT:?} of SIGINT"
+                ),
+            }
+        }
+        let status = wait_bounded(&mut self.child, LINE_TIMEOUT, "tcptrace");
+        (status, out)
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn parse_json(lines: &[String]) -> Vec<Value> {
+    lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+        .collect()
+}
+
+fn of_type<'a>(records: &'a [Value], kind: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
+    records.iter().filter(move |r| r["type"] == kind)
+}
+
+fn summary_of(records: &[Value]) -> &Value {
+    &of_type(records, "summary")
+        .last()
+        .expect("a summary record")["summary"]
+}
+
+fn totals_of(records: &[Value]) -> &Value {
+    &of_type(records, "report_totals")
+        .last()
+        .expect("a report_totals record")["totals"]
+}
+
+fn u64_at(value: &Value, path: &[&str]) -> u64 {
+    path.iter()
+        .fold(value, |v, key| &v[*key])
+        .as_u64()
+        .unwrap_or_else(|| panic!("{} is not a count in {value}", path.join(".")))
+}
+
+/// The inode of this process's network namespace (the host's).
+fn own_netns_inode() -> u64 {
+    std::fs::metadata("/proc/self/ns/net")
+        .expect("/proc/self/ns/net")
+        .ino()
+}
+
+// ------------------------------------------------------------ kill -9
+
+/// SIGKILL gives the daemon no chance to clean up: whatever it attached
+/// must die with its fds (links, not pins), and its maps with the
+/// programs.
+#[test]
+fn kill_9_leaves_no_program_behind() {
+    require_root();
+    let mut daemon = Daemon::start(&free_loopback_addr(), &[]);
+    let pid = daemon.pid();
+    let programs = programs_of(pid);
+    let maps = maps_of(pid);
+    assert_eq!(
+        programs.len(),
+        6,
+        "six tracepoint programs held by the daemon: {programs:?}"
+    );
+    assert!(!maps.is_empty(), "the daemon holds its maps");
+    let before = loaded("prog");
+    for id in &programs {
+        assert!(before.contains(id), "program {id} is loaded");
+        let prog = bpf_object("prog", *id).expect("bpftool prog show id");
+        assert!(
+            prog["pinned"].as_array().is_none_or(Vec::is_empty),
+            "nothing is pinned unless asked: {prog}"
+        );
+    }
+    let links: Vec<u64> = loaded("link")
+        .into_iter()
+        .filter(|id| {
+            bpf_object("link", *id)
+                .is_some_and(|l| l["prog_id"].as_u64().is_some_and(|p| programs.contains(&p)))
+        })
+        .collect();
+
+    signal(&daemon.child, libc::SIGKILL);
+    let killed = Instant::now();
+    let status = wait_bounded(&mut daemon.child, Duration::from_secs(5), "the daemon");
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status}");
+
+    // The kernel frees programs and maps after the last reference goes
+    // (RCU, a work queue): poll, bounded.
+    let (mut left_programs, mut left_maps, mut left_links);
+    loop {
+        let (p, m, l) = (loaded("prog"), loaded("map"), loaded("link"));
+        left_programs = programs.iter().filter(|id| p.contains(id)).count();
+        left_maps = maps.iter().filter(|id| m.contains(id)).count();
+        left_links = links.iter().filter(|id| l.contains(id)).count();
+        let clean = left_programs + left_maps + left_links == 0;
+        if clean || killed.elapsed() > Duration::from_secs(5) {
+            break;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!(
+        "kill -9: {} programs, {} maps, {} links gone {:?} after SIGKILL",
+        programs.len(),
+        maps.len(),
+        links.len(),
+        killed.elapsed()
+    );
+    assert_eq!(
+        (left_programs, left_maps, left_links),
+        (0, 0, 0),
+        "programs {programs:?}, maps {maps:?}, links {links:?} still in the kernel 5 s after kill -9"
+    );
+}
+
+// ------------------------------------------------------------ restart
+
+/// Sockets left in CLOSE_WAIT and TIME_WAIT before the daemon (or a trace)
+/// starts are found by the sock_diag dump at start, with their owner.
+#[test]
+fn restart_finds_existing_close_wait_and_time_wait() {
+    require_root();
+    const LEAKED: usize = 3;
+    const TIME_WAITS: usize = 5;
+    let mut leak = Workload::start(&["leak", "127.0.0.1:0", &LEAKED.to_string()]);
+    let leak_port = leak.expect_line("port ");
+    Workload::start(&[
+        "client",
+        &format!("127.0.0.1:{leak_port}"),
+        &LEAKED.to_string(),
+    ])
+    .wait_success();
+    assert_eq!(leak.expect_line("leaking"), LEAKED.to_string());
+    let mut server = Workload::start(&["server", "127.0.0.1:0", &TIME_WAITS.to_string()]);
+    let port = server.expect_line("port ");
+    // The clients close first: their sockets hold TIME_WAIT for 60 s.
+    Workload::start(&[
+        "client",
+        &format!("127.0.0.1:{port}"),
+        &TIME_WAITS.to_string(),
+    ])
+    .wait_success();
+    server.wait_success();
+
+    // Default refresh (15 s): what shows within 5 s comes from the dump
+    // taken at start.
+    let started = Instant::now();
+    let daemon = Daemon::start(&free_loopback_addr(), &["--comm", WORKLOAD]);
+    let close_wait = |s: &str| {
+        sample(
+            s,
+            "tcptrace_sockets",
+            &[("comm", WORKLOAD), ("state", "CLOSE_WAIT")],
+        )
+    };
+    let time_wait = |s: &str| sample(s, "tcptrace_kernel_sockets", &[("state", "TIME_WAIT")]);
+    let scrape = eventually(&daemon, Duration::from_secs(5), |s| {
+        close_wait(s) == Some(LEAKED as f64) && time_wait(s).unwrap_or(0.0) >= TIME_WAITS as f64
+    });
+    eprintln!(
+        "daemon started after the sockets: CLOSE_WAIT of {WORKLOAD} {:?}, kernel TIME_WAIT {:?}, {:?} after start",
+        close_wait(&scrape),
+        time_wait(&scrape),
+        started.elapsed()
+    );
+    assert_eq!(
+        close_wait(&scrape),
+        Some(LEAKED as f64),
+        "the leaking server's sockets, from the dump at start:\n{scrape}"
+    );
+    assert!(
+        time_wait(&scrape).unwrap_or(0.0) >= TIME_WAITS as f64,
+        "the clients' TIME_WAIT sockets, from the dump at start:\n{scrape}"
+    );
+    assert!(
+        sample(
+            &scrape,
+            "tcptrace_close_wait_oldest_seconds",
+            &[("comm", WORKLOAD)]
+        )
+        .unwrap_or(0.0)
+            > 0.0,
+        "the age of the leak:\n{scrape}"
+    );
+    drop(daemon);
+
+    let session = Session::start(&["trace", "--json", "--report-only", "--comm", WORKLOAD]);
+    let (status, lines) = session.stop();
+    assert!(status.success(), "tcptrace exited with {status}");
+    let records = parse_json(&lines);
+    let findings: Vec<&Value> = of_type(&records, "finding")
+        .filter(|f| f["kind"] == "close_wait_leak" && f["process"]["pid"] == leak.pid())
+        .collect();
+    assert_eq!(
+        findings.len(),
+        1,
+        "one close_wait_leak finding for pid {}: {findings:#?}",
+        leak.pid()
+    );
+    let finding = findings[0];
+    assert_eq!(finding["process"]["comm"], WORKLOAD, "{finding}");
+    assert_eq!(u64_at(finding, &["sockets"]), LEAKED as u64, "{finding}");
+    assert_eq!(
+        finding["age_is_lower_bound"], true,
+        "in CLOSE_WAIT since before the session: its age is a lower bound: {finding}"
+    );
+    let totals = totals_of(&records);
+    assert!(
+        u64_at(totals, &["close_wait_kernel"]) >= LEAKED as u64,
+        "{totals}"
+    );
+    assert!(
+        u64_at(totals, &["time_wait_kernel"]) >= TIME_WAITS as u64,
+        "{totals}"
+    );
+
+    // The same dump lists each socket, the TIME_WAIT ones by their ports.
+    let session = Session::start(&["trace", "--json", "--port", &port]);
+    let (status, lines) = session.stop();
+    assert!(status.success(), "tcptrace exited with {status}");
+    let records = parse_json(&lines);
+    let server_addr = format!("127.0.0.1:{port}");
+    let time_waits = of_type(&records, "existing")
+        .filter(|r| r["state"] == "TIME_WAIT" && r["remote"] == server_addr.as_str())
+        .count();
+    assert_eq!(
+        time_waits,
+        TIME_WAITS,
+        "the clients' TIME_WAIT sockets in the dump at start: {:#?}",
+        of_type(&records, "existing").collect::<Vec<_>>()
+    );
+    drop(leak);
+}
+
+// ------------------------------------------------------------ overflow
+
+/// The kernel-side per-CPU counter `slot` of the probe held by `pid`
+/// (tcptrace-common `Counter`: 0 events lost, 1 events sent), summed.
+fn kernel_counter(pid: u32, slot: u8) -> u64 {
+    let counters = maps_of(pid)
+        .into_iter()
+        .find(|id| bpf_object("map", *id).is_some_and(|m| m["name"] == "COUNTERS"))
+        .expect("the COUNTERS map of the session");
+    let out = Command::new("bpftool")
+        .args(["--json", "map", "lookup", "id", &counters.to_string()])
+        .args(["key", &slot.to_string(), "0", "0", "0"])
+        .output()
+        .expect("bpftool");
+    let entry: Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
+    entry["values"]
+        .as_array()
+        .expect("per-CPU values")
+        .iter()
+        .map(|cpu| {
+            let bytes: Vec<u8> = cpu["value"]
+                .as_array()
+                .expect("value bytes")
+                .iter()
+                .map(|b| {
+                    u8::from_str_radix(b.as_str().expect("hex byte").trim_start_matches("0x"), 16)
+                        .expect("hex byte")
+                })
+                .collect();
+            u64::from_ne_bytes(bytes.try_into().expect("a u64"))
+        })
+        .sum()
+}
+
+/// A 1 MiB ring buffer, a reader that does not read (its stdout is a full
+/// pipe) and a burst of connections: events are lost, every lost event is
+/// counted, every other one is read, and the report says so.
+#[test]
+fn overflow_is_counted_and_reported() {
+    require_root();
+    let tiny = ["--ring-buffer-mib", "1", "--comm", "tt-churn"];
+    let json_args: Vec<&str> = ["trace", "--json"].iter().chain(&tiny).copied().collect();
+    let text_args: Vec<&str> = ["trace"].iter().chain(&tiny).copied().collect();
+    let mut json = Session::start(&json_args);
+    let mut text = Session::start(&text_args);
+
+    let churn = Command::new(CHURN_BIN)
+        .args(["--threads", "4", "--seconds", "2", "--linger0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start tt-churn");
+    let mut churn = churn;
+    let status = wait_bounded(&mut churn, Duration::from_secs(15), "tt-churn");
+    let mut load = String::new();
+    churn
+        .stdout
+        .take()
+        .expect("piped")
+        .read_to_string(&mut load)
+        .expect("tt-churn output");
+    assert!(status.success(), "tt-churn failed: {status}");
+    let load: Value = serde_json::from_str(load.trim()).expect("tt-churn JSON");
+
+    // Let both sessions read again; once their ring buffers are drained,
+    // the kernel's own per-CPU counters no longer move.
+    json.release();
+    text.release();
+    thread::sleep(Duration::from_millis(1500));
+    let json_pid = json.child.id();
+    let lost_in_kernel = kernel_counter(json_pid, 0);
+    let sent_in_kernel = kernel_counter(json_pid, 1);
+
+    let (json_status, json_lines) = json.stop();
+    let (text_status, text_lines) = text.stop();
+    assert!(json_status.success(), "tcptrace --json: {json_status}");
+    assert!(text_status.success(), "tcptrace (text): {text_status}");
+
+    let records = parse_json(&json_lines);
+    let summary = summary_of(&records);
+    let kernel = &summary["kernel"];
+    let (sent, lost) = (
+        u64_at(kernel, &["events_sent"]),
+        u64_at(kernel, &["events_lost"]),
+    );
+    let (read, undecodable) = (
+        u64_at(summary, &["events"]),
+        u64_at(summary, &["decode_errors"]),
+    );
+    eprintln!(
+        "overflow: {} connections in {} s; kernel sent {sent}, lost {lost} \
+         (per-CPU map read by bpftool: lost {lost_in_kernel}, sent {sent_in_kernel}); \
+         read {read}, undecodable {undecodable}, shown {}",
+        load["connections"], load["seconds"], summary["shown"]
+    );
+    assert!(u64_at(&load, &["connections"]) > 1000, "a burst: {load}");
+    assert!(
+        lost > 0,
+        "a 1 MiB ring buffer nobody reads must overflow: {summary}"
+    );
+    assert_eq!(
+        lost, lost_in_kernel,
+        "the reported loss is the kernel's per-CPU count"
+    );
+    assert!(sent >= sent_in_kernel, "{summary}");
+    assert_eq!(
+        read + undecodable,
+        sent,
+        "every event the kernel sent was read or counted undecodable: {summary}"
+    );
+    let shown = of_type(&records, "state").count()
+        + of_type(&records, "retransmit").count()
+        + of_type(&records, "reset_sent").count()
+        + of_type(&records, "reset_received").count();
+    assert_eq!(
+        shown as u64,
+        u64_at(summary, &["shown"]),
+        "every event shown is printed"
+    );
+    let totals = totals_of(&records);
+    assert_eq!(totals["incomplete"], true, "{totals}");
+    assert_eq!(
+        u64_at(totals, &["events_lost"]),
+        lost + undecodable,
+        "{totals}"
+    );
+
+    let text = text_lines.join("\n");
+    let text_lost: u64 = text_lines
+        .iter()
+        .find_map(|l| {
+            l.split_once("lost ")
+                .and_then(|(_, rest)| rest.split(' ').next())
+                .and_then(|n| n.parse().ok())
+                .filter(|_| l.starts_with("# shown"))
+        })
+        .unwrap_or_else(|| panic!("no `# shown ... lost N` line in the text summary:\n{text}"));
+    assert!(text_lost > 0, "the text session lost events too");
+    assert!(
+        text.contains("# WARNING: events were lost; attributions and counts may be incomplete"),
+        "the text summary warns:\n{}",
+        text_lines[text_lines.len().saturating_sub(30)..].join("\n")
+    );
+    assert!(
+        text.contains(&format!(
+            "WARNING: {text_lost} events lost: the findings below may be incomplete"
+        )),
+        "the text report warns:\n{}",
+        text_lines[text_lines.len().saturating_sub(30)..].join("\n")
+    );
+}
+
+// ------------------------------------------------------------ network namespaces
+
+/// Network namespaces created and deleted while tracing: the session goes
+/// on, and each connection carries the namespace it lived in.
+#[test]
+fn network_namespace_deleted_mid_session() {
+    require_root();
+    let tracer = Tracer::start(&["--comm", WORKLOAD]);
+    let hosts = HostPair::new("tt-fault-ns");
+    let (ns_a, ns_b) = (hosts.inode(&hosts.a), hosts.inode(&hosts.b));
+    let mut server = Workload::start_in(&hosts.b, &["server", &format!("{}:0", hosts.b_addr), "1"]);
+    let port = server.expect_line("port ");
+    let server_addr = format!("{}:{port}", hosts.b_addr);
+    let mut client = Workload::start_in(&hosts.a, &["client", &server_addr, "1"]);
+    let client_addr = client.expect_line("local ");
+    client.wait_success();
+    server.wait_success();
+    let (name_a, name_b) = (hosts.a.clone(), hosts.b.clone());
+    drop(hosts); // deletes both namespaces, with the client's TIME_WAIT socket
+    for name in [&name_a, &name_b] {
+        assert!(
+            !std::path::Path::new(&format!("/run/netns/{name}")).exists(),
+            "{name} deleted"
+        );
+    }
+    // Namespaces are torn down by a kernel worker: give it a moment.
+    thread::sleep(Duration::from_millis(500));
+
+    let mut server = Workload::start(&["server", "127.0.0.1:0", "1"]);
+    let lo_port = server.expect_line("port ");
+    let lo_server = format!("127.0.0.1:{lo_port}");
+    let mut client = Workload::start(&["client", &lo_server, "1"]);
+    let lo_client = client.expect_line("local ");
+    client.wait_success();
+    server.wait_success();
+    let trace = tracer.stop(); // asserts it exited successfully on SIGINT
+
+    let host_ns = own_netns_inode();
+    let check = |local: &str, remote: &str, netns: u64, what: &str| {
+        let events = trace.socket_events(local, remote);
+        assert!(
+            events.iter().any(|r| r["type"] == "state"),
+            "{what} {local} -> {remote} was reported"
+        );
+        for event in &events {
+            assert_eq!(event["netns"], netns, "netns of {what}: {event}");
+        }
+        events.len()
+    };
+    let n = check(
+        &client_addr,
+        &server_addr,
+        ns_a,
+        "the client in the deleted namespace",
+    );
+    check(
+        &server_addr,
+        &client_addr,
+        ns_b,
+        "the server in the deleted namespace",
+    );
+    let m = check(
+        &lo_client,
+        &lo_server,
+        host_ns,
+        "the loopback client afterwards",
+    );
+    check(
+        &lo_server,
+        &lo_client,
+        host_ns,
+        "the loopback server afterwards",
+    );
+    assert_ne!(host_ns, ns_a);
+    eprintln!("netns: {n} events in namespace {ns_a} (deleted), then {m} in the host's {host_ns}");
+    let summary = &trace.summary()["summary"];
+    assert_eq!(summary["decode_errors"], 0, "{summary}");
+    assert_eq!(summary["kernel"]["events_lost"], 0, "{summary}");
+}
+
+// ------------------------------------------------------------ exits and reuse
+
+fn states(events: &[&Value]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|r| r["type"] == "state")
+        .map(|r| transition(r))
+        .collect()
+}
+
+/// A client closes and exits while its FIN is still unanswered (its peer's
+/// host drops everything for a while); the FIN retransmits, FIN_WAIT and
+/// TIME_WAIT hand-over that follow the exit are still its own. Then 200
+/// short-lived clients in turn: the kernel reuses socket addresses across
+/// processes, and each connection keeps its own owner.
+#[test]
+fn exited_processes_and_pid_reuse() {
+    require_root();
+    let mut tracer = Tracer::start(&["--comm", WORKLOAD]);
+
+    // Part 1: events after the owner exited.
+    let hosts = HostPair::new("tt-fault-exit");
+    let mut server = Workload::start_in(&hosts.b, &["server", &format!("{}:0", hosts.b_addr), "1"]);
+    let port = server.expect_line("port ");
+    let server_addr = format!("{}:{port}", hosts.b_addr);
+    let mut client = Workload::start_in(&hosts.a, &["hold", &server_addr]);
+    let client_addr = client.expect_line("local ");
+    client.expect_line("holding");
+    let client_pid = client.pid();
+    hosts.drop_ingress(&hosts.b);
+    client.close_stdin();
+    client.expect_line("closed");
+    client.wait_success();
+    let exited_ns = monotonic_ns();
+    assert!(
+        !std::path::Path::new(&format!("/proc/{client_pid}")).exists(),
+        "the client is gone"
+    );
+    // The FIN is dropped at least once (first RTO 200 ms), then the peer's
+    // host comes back: the retransmitted FIN is answered.
+    thread::sleep(Duration::from_millis(400));
+    sh(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &hosts.b,
+            "nft",
+            "delete",
+            "table",
+            "inet",
+            "tcptrace_test",
+        ],
+    );
+    let handed_over = tracer.wait_for(Duration::from_secs(10), |r| {
+        r["type"] == "state"
+            && r["local"] == client_addr.as_str()
+            && r["old"] == "FIN_WAIT2"
+            && r["new"] == "CLOSE"
+    });
+    assert!(handed_over, "{client_addr} never reached TIME_WAIT");
+    server.wait_success();
+    drop(hosts);
+
+    // Part 2: socket addresses reused by other processes.
+    const CLIENTS: usize = 200;
+    let mut server = Workload::start(&["server", "127.0.0.1:0", &CLIENTS.to_string()]);
+    let lo_server = format!("127.0.0.1:{}", server.expect_line("port "));
+    let server_pid = server.pid();
+    let mut clients = Vec::new();
+    let spawned = Instant::now();
+    for _ in 0..CLIENTS {
+        let mut client = Workload::start(&["client", &lo_server, "1"]);
+        let local = client.expect_line("local ");
+        clients.push((client.pid(), local));
+        client.wait_success();
+    }
+    let spawning = spawned.elapsed();
+    server.wait_success();
+    let trace = tracer.stop();
+
+    // Part 1 checks.
+    let active = trace.socket_events(&client_addr, &server_addr);
+    assert_eq!(
+        states(&active),
+        [
+            "CLOSE->SYN_SENT",
+            "SYN_SENT->ESTABLISHED",
+            "ESTABLISHED->FIN_WAIT1",
+            "FIN_WAIT1->FIN_WAIT2",
+            "FIN_WAIT2->CLOSE"
+        ],
+        "client socket {client_addr}: {active:#?}"
+    );
+    for event in &active {
+        assert_eq!(event["owner"]["pid"], client_pid, "owner of {event}");
+        assert_eq!(event["owner"]["comm"], WORKLOAD, "owner comm of {event}");
+        assert_eq!(event["owner"]["source"], "syscall", "{event}");
+    }
+    let after_exit: Vec<&Value> = active
+        .iter()
+        .copied()
+        .filter(|r| r["ktime_ns"].as_u64().is_some_and(|t| t > exited_ns))
+        .collect();
+    let after: Vec<String> = after_exit
+        .iter()
+        .map(|r| {
+            if r["type"] == "state" {
+                transition(r)
+            } else {
+                r["type"].as_str().unwrap_or("?").to_owned()
+            }
+        })
+        .collect();
+    eprintln!("after the client {client_pid} exited: {after:?}");
+    assert!(
+        after.iter().any(|t| t == "retransmit")
+            && after.contains(&"FIN_WAIT1->FIN_WAIT2".to_owned())
+            && after.contains(&"FIN_WAIT2->CLOSE".to_owned()),
+        "FIN retransmits and the hand-over to TIME_WAIT came after the exit: {after:?}"
+    );
+    for event in &after_exit {
+        assert!(
+            event["actor"].is_null(),
+            "no task acts on the socket of an exited process: {event}"
+        );
+        assert_eq!(
+            event["closer"]["pid"], client_pid,
+            "the exited client closed it: {event}"
+        );
+    }
+
+    // Part 2 checks: every connection by its own process...
+    for (pid, local) in &clients {
+        let events = trace.socket_events(local, &lo_server);
+        assert_eq!(
+            states(&events).first().map(String::as_str),
+            Some("CLOSE->SYN_SENT"),
+            "{local} of {pid} traced from its connect: {events:#?}"
+        );
+        for event in &events {
+            assert_eq!(event["owner"]["pid"], *pid, "owner of {local}: {event}");
+        }
+        for event in trace.socket_events(&lo_server, local) {
+            assert_eq!(
+                event["owner"]["pid"], server_pid,
+                "owner of the server's side of {local}: {event}"
+            );
+        }
+    }
+    // ...also where the kernel handed the same `struct sock` address to
+    // another process.
+    let mut owners: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
+    for record in trace.of_type("state") {
+        if let (Some(sock), Some(pid)) = (record["sock"].as_str(), record["owner"]["pid"].as_u64())
+        {
+            owners.entry(sock.to_owned()).or_default().insert(pid);
+        }
+    }
+    let clients_by_pid: BTreeSet<u64> = clients.iter().map(|(p, _)| u64::from(*p)).collect();
+    let reused: Vec<(&String, &BTreeSet<u64>)> = owners
+        .iter()
+        .filter(|(_, pids)| pids.iter().filter(|p| clients_by_pid.contains(p)).count() >= 2)
+        .collect();
+    eprintln!(
+        "{CLIENTS} clients in {spawning:?}: {} socket addresses, {} of them used by 2+ client processes{}",
+        owners.len(),
+        reused.len(),
+        reused
+            .first()
+            .map(|(sock, pids)| format!(" (e.g. {sock} by {pids:?})"))
+            .unwrap_or_default()
+    );
+    if reused.is_empty() {
+        eprintln!(
+            "note: no socket address was reused by two clients in this run; \
+             attribution was checked per connection"
+        );
+    }
+}
+
+// ------------------------------------------------------------ hostile comm
+
+/// The Prometheus text-format escaping of a label value: backslash, double
+/// quote and line feed are escaped; nothing else may be.
+fn prometheus_unescape(value: &str) -> Option<String> {
+    let mut out = String::new();
+    let mut chars = value.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next()? {
+            '\\' => out.push('\\'),
+            '"' => out.push('"'),
+            'n' => out.push('\n'),
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+/// The raw `comm="..."` label values of the series of `family` in a scrape.
+fn comm_labels(scrape: &str, family: &str) -> Vec<String> {
+    let mut values = Vec::new();
+    for line in scrape
+        .lines()
+        .filter(|l| l.starts_with(&format!("{family}{{")))
+    {
+        let Some(rest) = line.split_once("comm=\"").map(|(_, r)| r) else {
+            continue;
+        };
+        // Up to the first unescaped quote.
+        let mut value = String::new();
+        let mut escaped = false;
+        for c in rest.chars() {
+            if c == '"' && !escaped {
+                break;
+            }
+            escaped = c == '\\' && !escaped;
+            value.push(c);
+        }
+        values.push(value);
+    }
+    values
+}
+
+fn promtool_check_metrics(scrape: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus) must be installed: `cargo xtask test` installs it");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(scrape.as_bytes())
+        .expect("write to promtool");
+    let out = child.wait_with_output().expect("promtool");
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// A process named `name` makes two connections under a JSON session, a
+/// text session and the daemon; each must keep its framing and show the
+/// exact name.
+fn hostile_comm_is_escaped(name: &str) {
+    require_root();
+    const CONNECTIONS: usize = 2;
+    let mut server = Workload::start(&["server", "127.0.0.1:0", &CONNECTIONS.to_string()]);
+    let port = server.expect_line("port ");
+    let server_addr = format!("127.0.0.1:{port}");
+    let daemon = Daemon::start(&free_loopback_addr(), &["--port", &port, "--refresh", "1s"]);
+    let tracer = Tracer::start(&["--port", &port]);
+    let mut text = Session::start(&["trace", "--port", &port]);
+    text.release();
+
+    let mut evil = Command::new(EVIL_BIN)
+        .arg(name)
+        .arg(&server_addr)
+        .arg(CONNECTIONS.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start tt-evil");
+    let evil_pid = evil.id();
+    let out = lines_of(evil.stdout.take().expect("piped"));
+    let next = || out.recv_timeout(LINE_TIMEOUT).expect("a line from tt-evil");
+    assert_eq!(
+        next(),
+        format!("comm {name:?}"),
+        "the kernel holds the hostile name"
+    );
+    let locals: Vec<String> = (0..CONNECTIONS)
+        .map(|_| {
+            next()
+                .strip_prefix("local ")
+                .expect("local ADDR")
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(next(), "done");
+    let status = wait_bounded(&mut evil, LINE_TIMEOUT, "tt-evil");
+    assert!(status.success(), "tt-evil failed: {status}");
+    server.wait_success();
+
+    // The daemon: the label, escaped, in a scrape promtool accepts.
+    let family = "tcptrace_connections_opened_total";
+    let scrape = eventually(&daemon, Duration::from_secs(10), |s| {
+        comm_labels(s, family)
+            .iter()
+            .any(|v| prometheus_unescape(v).as_deref() == Some(name))
+    });
+    let labels = comm_labels(&scrape, family);
+    let promtool = promtool_check_metrics(&scrape);
+    let trace = tracer.stop();
+    let (text_status, text_lines) = text.stop();
+
+    // JSON: every line parsed (Tracer::stop), the exact name.
+    let mut named = 0;
+    for local in &locals {
+        let events = trace.socket_events(local, &server_addr);
+        assert!(!events.is_empty(), "{local} of tt-evil was reported");
+        for event in &events {
+            assert_eq!(event["owner"]["pid"], evil_pid, "{event}");
+            assert_eq!(event["owner"]["comm"], name, "owner comm in JSON: {event}");
+            if !event["actor"].is_null() {
+                assert_eq!(event["actor"]["comm"], name, "actor comm in JSON: {event}");
+            }
+            named += 1;
+        }
+    }
+
+    // Text: one line per event, the name escaped in place.
+    assert!(text_status.success(), "tcptrace (text): {text_status}");
+    let escaped: String = name.chars().flat_map(char::escape_default).collect();
+    let mut text_named = 0;
+    for local in &locals {
+        let lines: Vec<&String> = text_lines
+            .iter()
+            .filter(|l| l.contains(local.as_str()))
+            .collect();
+        assert!(!lines.is_empty(), "{local} in the text output");
+        for line in &lines {
+            // LOCAL then REMOTE: the client's own socket, not the server's.
+            let is_client_side = line
+                .find(&format!(" {local} "))
+                .zip(line.find(&format!(" {server_addr} ")))
+                .is_some_and(|(l, r)| l < r);
+            if is_client_side {
+                assert!(
+                    line.contains(&escaped),
+                    "the owner's name, escaped as {escaped:?}, in {line:?}"
+                );
+                text_named += 1;
+            }
+        }
+    }
+    let after_newline = name.split('\n').nth(1);
+    if let Some(tail) = after_newline {
+        let broken: Vec<&String> = text_lines
+            .iter()
+            .filter(|l| l.starts_with(tail) || l.trim_start().starts_with(tail))
+            .collect();
+        assert!(
+            broken.is_empty(),
+            "a raw newline of the name split text lines: {broken:?}"
+        );
+    }
+    assert!(
+        text_lines
+            .iter()
+            .all(|l| !l.chars().any(|c| c.is_control())),
+        "no raw control character in the text output"
+    );
+
+    eprintln!(
+        "comm {name:?}: {named} JSON events, {text_named} text lines as {escaped:?}, \
+         metrics labels {labels:?}"
+    );
+    // tcptrace escapes what the text format can escape (\\, \" and \n)
+    // and replaces every other control character with U+FFFD.
+    let expected: String = name
+        .chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' {
+                char::REPLACEMENT_CHARACTER
+            } else {
+                c
+            }
+        })
+        .collect();
+    let found = labels
+        .iter()
+        .any(|v| prometheus_unescape(v).as_deref() == Some(expected.as_str()));
+    let mut problems = Vec::new();
+    if !found {
+        problems.push(format!(
+            "no {family} series whose comm label is {expected:?} escaped as the text format \
+             requires (only \\\\, \\\" and \\n are escapes); comm labels: {labels:?}"
+        ));
+    }
+    if let Err(err) = promtool {
+        problems.push(format!(
+            "promtool check metrics rejects the scrape:\n{}",
+            err.lines()
+                .filter(|l| !l.contains("no help text"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        ));
+    }
+    assert!(
+        problems.is_empty(),
+        "metrics with comm {name:?}:\n{}",
+        problems.join("\n")
+    );
+    drop(daemon);
+}
+
+/// Quotes, a newline and braces: what could break JSON framing, text lines
+/// and label syntax.
+#[test]
+fn hostile_comm_with_quote_and_newline_is_escaped() {
+    hostile_comm_is_escaped("evil\"\n{x}");
+}
+
+/// A backslash, a tab, an escape sequence and DEL: control characters the
+/// Prometheus text format has no escape for.
+#[test]
+fn hostile_comm_with_control_characters_is_escaped() {
+    hostile_comm_is_escaped("ev\\il\t\u{1b}[1m\u{7f}");
+}
