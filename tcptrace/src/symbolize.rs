@@ -23,7 +23,7 @@ const MAX_ADDRS_PER_PROCESS: usize = 4096;
 /// blazesym keeps, for the life of an instance, a path entry per
 /// `/proc/<pid>/map_files/...` it opened plus parsed DWARF of every binary; a
 /// fresh instance after this many new processes keeps that bounded as well.
-const PROCESSES_PER_BACKEND: usize = 256;
+const PROCESSES_PER_BACKEND: usize = 32;
 
 const UNKNOWN: &str = "??";
 
