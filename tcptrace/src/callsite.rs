@@ -20,6 +20,22 @@ pub struct CallSite {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub line: Option<u32>,
     pub frames: Vec<Frame>,
+    /// Why no function could be named (process gone, /proc unreadable,
+    /// stack evicted, no symbols), when that is the case.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unresolved: Option<String>,
+}
+
+impl CallSite {
+    fn unknown(reason: impl Into<String>, frames: Vec<Frame>) -> Self {
+        Self {
+            function: "?".to_owned(),
+            file: None,
+            line: None,
+            frames,
+            unresolved: Some(reason.into()),
+        }
+    }
 }
 
 /// Distinct (process, stack) pairs remembered; beyond it new stacks are not
@@ -29,7 +45,7 @@ const MAX_STACKS: usize = 65_536;
 #[derive(Default)]
 pub struct CallSites {
     symbolizer: Symbolizer,
-    resolved: FastMap<StackRef, Option<CallSite>>,
+    resolved: FastMap<StackRef, CallSite>,
     /// Stacks not resolved because `MAX_STACKS` was reached.
     pub dropped: u64,
 }
@@ -44,35 +60,48 @@ impl CallSites {
             self.dropped += 1;
             return;
         }
-        let site = probe.stack(stack.stack_id).map(|mut ips| {
-            // Frame-pointer unwinding skips the direct caller of a libc
-            // wrapper that builds no frame; the word at the stack pointer
-            // is its return address when it follows a call instruction.
-            let caller = stack.caller_ip;
-            if caller != 0
-                && ips.len() > 1
-                && !ips.contains(&caller)
-                && follows_call(stack.pid, caller)
-            {
-                ips.insert(1, caller);
+        let site = match probe.stack(stack.stack_id) {
+            None => CallSite::unknown(
+                "the stack is no longer in the kernel's stack map",
+                Vec::new(),
+            ),
+            Some(mut ips) => {
+                // Frame-pointer unwinding skips the direct caller of a libc
+                // wrapper that builds no frame; the word at the stack pointer
+                // is its return address when it follows a call instruction.
+                let caller = stack.caller_ip;
+                if caller != 0
+                    && ips.len() > 1
+                    && !ips.contains(&caller)
+                    && follows_call(stack.pid, caller)
+                {
+                    ips.insert(1, caller);
+                }
+                let frames = self.symbolizer.symbolize(stack.pid, &ips);
+                match call_site(&frames).cloned() {
+                    Some(named) => CallSite {
+                        function: named.function,
+                        file: named.file,
+                        line: named.line,
+                        frames,
+                        unresolved: None,
+                    },
+                    None => {
+                        let reason = self.symbolizer.last_error(stack.pid).map_or_else(
+                            || "no symbols for these addresses".to_owned(),
+                            ToOwned::to_owned,
+                        );
+                        CallSite::unknown(reason, frames)
+                    }
+                }
             }
-            let frames = self.symbolizer.symbolize(stack.pid, &ips);
-            let named = call_site(&frames).cloned();
-            CallSite {
-                function: named
-                    .as_ref()
-                    .map_or_else(|| "??".to_owned(), |f| f.function.clone()),
-                file: named.as_ref().and_then(|f| f.file.clone()),
-                line: named.as_ref().and_then(|f| f.line),
-                frames,
-            }
-        });
+        };
         self.resolved.insert(stack, site);
     }
 
     #[must_use]
     pub fn get(&self, stack: Option<StackRef>) -> Option<&CallSite> {
-        self.resolved.get(&stack?)?.as_ref()
+        self.resolved.get(&stack?)
     }
 
     /// A process exited or its pid was reused: its stacks' symbols go, the

@@ -57,6 +57,13 @@ impl Workload {
         )
     }
 
+    /// Starts any command as a workload (e.g. a shell that first joins a
+    /// cgroup, then execs `tt-workload`).
+    #[must_use]
+    pub fn spawn_command(command: &mut Command) -> Self {
+        Self::spawn(command)
+    }
+
     fn spawn(command: &mut Command) -> Self {
         let mut child = command
             .stdin(Stdio::piped())

@@ -239,9 +239,12 @@ fn call_site(out: &mut impl Write, label: &str, site: Option<&CallSite>) -> io::
             if let (Some(file), Some(line)) = (&site.file, site.line) {
                 write!(out, " ({file}:{line})")?;
             }
+            if let Some(reason) = &site.unresolved {
+                write!(out, " ({})", Escaped(reason))?;
+            }
             writeln!(out)
         }
-        None => writeln!(out, "      {label} ? (no stack captured or process gone)"),
+        None => writeln!(out, "      {label} ? (no stack captured)"),
     }
 }
 

@@ -1,0 +1,143 @@
+//! Degrading, not failing: a container cgroup removed while its sockets
+//! live, and a process gone before its call site could be symbolized.
+
+use std::{fs, os::unix::fs::MetadataExt, path::PathBuf, process::Command, thread, time::Duration};
+
+use serde_json::Value;
+use tcptrace_tests::{
+    daemon::{free_loopback_addr, http_get, sample, Daemon},
+    require_root, Tracer, Workload,
+};
+
+/// The cgroup v2 mount (`/sys/fs/cgroup` or `/sys/fs/cgroup/unified`).
+fn cgroup2_root() -> PathBuf {
+    let mounts = fs::read_to_string("/proc/self/mounts").expect("mounts");
+    mounts
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.len() > 2 && f[2] == "cgroup2")
+        .map(|f| PathBuf::from(f[1]))
+        .expect("this test needs a cgroup v2 mount")
+}
+
+/// A cgroup made by the test, removed on drop (after moving any process
+/// still in it back to the root).
+struct TestCgroup {
+    path: PathBuf,
+    root: PathBuf,
+}
+
+impl TestCgroup {
+    fn new(name: &str) -> Self {
+        let root = cgroup2_root();
+        let path = root.join(name);
+        let _ = fs::remove_dir(&path);
+        fs::create_dir(&path).expect("create the test cgroup");
+        Self { path, root }
+    }
+
+    fn id(&self) -> u64 {
+        fs::metadata(&self.path).expect("cgroup dir").ino()
+    }
+
+    /// Moves every process of this cgroup back to the root cgroup.
+    fn empty(&self) {
+        let procs = fs::read_to_string(self.path.join("cgroup.procs")).unwrap_or_default();
+        for pid in procs.lines() {
+            let _ = fs::write(self.root.join("cgroup.procs"), pid);
+        }
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        self.empty();
+        let _ = fs::remove_dir(&self.path);
+    }
+}
+
+#[test]
+fn container_cgroup_removed_while_its_socket_lives() {
+    require_root();
+    let cgroup = TestCgroup::new(&format!("tcptrace-test-{}", std::process::id()));
+    let cgroup_id = cgroup.id();
+    let daemon = Daemon::start(
+        &free_loopback_addr(),
+        &["--refresh", "1s", "--comm", "tt-workload"],
+    );
+    let tracer = Tracer::start(&["--comm", "tt-workload"]);
+
+    let mut server = Workload::start(&["server", "127.0.0.1:0", "1"]);
+    let port = server.expect_line("port ");
+    // The client runs in the test cgroup from its first instruction.
+    let workload = tcptrace_tests::process::workload_bin();
+    let script = format!(
+        "echo $$ > {} && exec {} hold 127.0.0.1:{port}",
+        cgroup.path.join("cgroup.procs").display(),
+        workload.display()
+    );
+    let mut holder = Workload::spawn_command(Command::new("sh").args(["-c", &script]));
+    let local = holder.expect_line("local ");
+    holder.expect_line("holding");
+
+    // The container goes away while its connection lives on.
+    cgroup.empty();
+    fs::remove_dir(&cgroup.path).expect("remove the emptied cgroup");
+    assert!(!cgroup.path.exists());
+    thread::sleep(Duration::from_millis(1500)); // a refresh and a scrape with the id unknown
+    let (status, _) = http_get(&daemon.listen, "/metrics", &[]).expect("scrape");
+    assert_eq!(status, 200);
+
+    holder.close_stdin();
+    holder.expect_line("closed");
+    let holder_pid = holder.pid();
+    holder.wait_success();
+    server.wait_success();
+    let trace = tracer.stop();
+
+    let events: Vec<&Value> = trace.socket_events(&local, &format!("127.0.0.1:{port}"));
+    assert!(!events.is_empty(), "the connection was traced");
+    for event in &events {
+        assert_eq!(
+            event["cgroup_id"], cgroup_id,
+            "owner cgroup recorded at connect: {event}"
+        );
+        assert_eq!(event["owner"]["pid"], holder_pid);
+    }
+    let scrape = daemon.scrape();
+    let closes = sample(
+        &scrape,
+        "tcptrace_connections_closed_total",
+        &[("comm", "tt-workload"), ("closed_first", "local")],
+    );
+    assert!(
+        closes.unwrap_or(0.0) >= 1.0,
+        "the close after the cgroup was removed is counted:\n{scrape}"
+    );
+    let (status, health) = http_get(&daemon.listen, "/healthz", &[]).expect("healthz");
+    assert_eq!(status, 200, "{health}");
+}
+
+#[test]
+fn call_site_of_an_exited_process_says_why_it_is_unknown() {
+    require_root();
+    let tracer = Tracer::start(&["--comm", "tt-workload"]);
+    // Port 1 refuses at once; the process exits long before the reader's
+    // next 100 ms drain, so its stack cannot be symbolized any more.
+    let refused = Workload::start(&["refused", "127.0.0.1:1", "2"]);
+    let pid = refused.pid();
+    refused.wait_success();
+    let trace = tracer.stop();
+    let connect = trace
+        .of_type("finding")
+        .find(|f| f["kind"] == "connect" && f["process"]["pid"] == pid)
+        .unwrap_or_else(|| panic!("no connect finding for {pid}: {:#?}", trace.records));
+    assert_eq!(connect["failures"]["refused"], 2);
+    let site = &connect["call_site"];
+    assert_eq!(site["function"], "?", "{site}");
+    let reason = site["unresolved"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a reason: {site}"));
+    assert!(!reason.is_empty());
+    eprintln!("call site unknown because: {reason}");
+}
