@@ -105,6 +105,11 @@ impl Workload {
         }
     }
 
+    /// The rest of the next `count` lines starting with `prefix`.
+    pub fn expect_lines(&mut self, prefix: &str, count: usize) -> Vec<String> {
+        (0..count).map(|_| self.expect_line(prefix)).collect()
+    }
+
     /// Sends a line to the workload's stdin.
     pub fn send_line(&mut self, line: &str) {
         let stdin = self.stdin.as_mut().expect("stdin still open");

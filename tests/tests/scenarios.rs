@@ -6,23 +6,14 @@
 //! A second session in text mode runs alongside: when a test fails, its
 //! human report and the JSON findings are printed with the failure.
 
-use std::{
-    collections::BTreeSet,
-    io::{BufRead, BufReader, Write},
-    net::TcpListener,
-    process::{Child, ChildStdin, Command, Stdio},
-    sync::mpsc::{self, Receiver},
-    thread,
-    time::{Duration, Instant},
-};
+use std::{collections::BTreeSet, net::TcpListener, process::Command, thread, time::Duration};
 
 use serde_json::Value;
 use tcptrace_tests::{
     netns::HostPair,
-    process::LINE_TIMEOUT,
     require_root,
     trace::{TextReport, Trace},
-    Tracer,
+    Tracer, Workload,
 };
 
 const SCENARIO_BIN: &str = env!("CARGO_BIN_EXE_tt-scenario");
@@ -31,113 +22,19 @@ const COMM: &str = "tt-scenario";
 
 // ------------------------------------------------------------ the workloads
 
-/// A running `tt-scenario`, optionally inside a network namespace.
-struct Scenario {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: Receiver<String>,
+/// A running `tt-scenario` (the harness's `Workload`).
+fn scenario(args: &[&str]) -> Workload {
+    Workload::spawn_command(Command::new(SCENARIO_BIN).args(args))
 }
 
-impl Scenario {
-    fn start(args: &[&str]) -> Self {
-        Self::spawn(Command::new(SCENARIO_BIN).args(args))
-    }
-
-    /// `ip netns exec` execs the program: the pid is the scenario's.
-    fn start_in(netns: &str, args: &[&str]) -> Self {
-        Self::spawn(
-            Command::new("ip")
-                .args(["netns", "exec", netns, SCENARIO_BIN])
-                .args(args),
-        )
-    }
-
-    fn spawn(command: &mut Command) -> Self {
-        let mut child = command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let (tx, lines) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let stdin = child.stdin.take();
-        Self {
-            child,
-            stdin,
-            lines,
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// The next line starting with `prefix`, minus the prefix.
-    fn expect_line(&mut self, prefix: &str) -> String {
-        let deadline = Instant::now() + LINE_TIMEOUT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = self.lines.recv_timeout(left).unwrap_or_else(|_| {
-                panic!(
-                    "tt-scenario {} printed no `{prefix}` line in time",
-                    self.pid()
-                )
-            });
-            if let Some(rest) = line.strip_prefix(prefix) {
-                return rest.trim().to_owned();
-            }
-        }
-    }
-
-    /// The rest of the next `count` lines starting with `prefix`.
-    fn expect_lines(&mut self, prefix: &str, count: usize) -> Vec<String> {
-        (0..count).map(|_| self.expect_line(prefix)).collect()
-    }
-
-    fn send_line(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().expect("stdin still open");
-        writeln!(stdin, "{line}").expect("scenario stdin");
-        stdin.flush().expect("scenario stdin");
-    }
-
-    /// Closes stdin (the signal to finish) and waits for a successful
-    /// exit, bounded in time.
-    fn finish(mut self) {
-        self.stdin = None;
-        let deadline = Instant::now() + LINE_TIMEOUT;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait for scenario") {
-                assert!(
-                    status.success(),
-                    "tt-scenario {} failed: {status}",
-                    self.pid()
-                );
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "tt-scenario {} did not finish in time",
-                self.pid()
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Scenario {
-    fn drop(&mut self) {
-        // A failing test must not leave workloads behind.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The same inside network namespace `netns`; `ip netns exec` execs the
+/// program, so the pid is the scenario's.
+fn scenario_in(netns: &str, args: &[&str]) -> Workload {
+    Workload::spawn_command(
+        Command::new("ip")
+            .args(["netns", "exec", netns, SCENARIO_BIN])
+            .args(args),
+    )
 }
 
 // ------------------------------------------------------------ the sessions
@@ -306,9 +203,9 @@ fn client_per_request_churn_is_blamed_on_the_client() {
     const N: usize = 25;
     let count = N.to_string();
     let session = Session::start();
-    let mut server = Scenario::start(&["serve", "127.0.0.1:0", &count, "respond"]);
+    let mut server = scenario(&["serve", "127.0.0.1:0", &count, "respond"]);
     let server_addr = server.expect_line("listening ");
-    let mut client = Scenario::start(&["churn", &server_addr, &count]);
+    let mut client = scenario(&["churn", &server_addr, &count]);
     let locals = set(client.expect_lines("local ", N));
     assert_eq!(locals.len(), N, "a new local port per request");
     client.expect_line("done");
@@ -366,8 +263,8 @@ fn client_per_request_churn_is_blamed_on_the_client() {
         "churn that the client closes itself is not a reconnect loop"
     );
 
-    client.finish();
-    server.finish();
+    client.wait_success();
+    server.wait_success();
 }
 
 // ------------------------------------------------------------ story 2
@@ -381,9 +278,9 @@ fn reconnect_loop_without_backoff_is_flagged() {
     const N: usize = 12;
     let count = N.to_string();
     let session = Session::start();
-    let mut server = Scenario::start(&["serve", "127.0.0.1:0", &count, "close-at-once"]);
+    let mut server = scenario(&["serve", "127.0.0.1:0", &count, "close-at-once"]);
     let server_addr = server.expect_line("listening ");
-    let mut client = Scenario::start(&["reconnect", &server_addr, &count, "20"]);
+    let mut client = scenario(&["reconnect", &server_addr, &count, "20"]);
     client.expect_lines("local ", N);
     client.expect_line("done");
     server.expect_line("done");
@@ -428,8 +325,8 @@ fn reconnect_loop_without_backoff_is_flagged() {
     assert_eq!(server_churn["closed_first"], "local");
     assert_eq!(u64_of(server_churn, &["time_wait_now"]), N as u64);
 
-    client.finish();
-    server.finish();
+    client.wait_success();
+    server.wait_success();
 }
 
 // ------------------------------------------------------------ story 3
@@ -443,9 +340,9 @@ fn close_wait_leak_is_listed_with_fds_and_call_site() {
     const N: usize = 4;
     let count = N.to_string();
     let session = Session::start();
-    let mut server = Scenario::start(&["leak", "127.0.0.1:0", &count]);
+    let mut server = scenario(&["leak", "127.0.0.1:0", &count]);
     let server_addr = server.expect_line("listening ");
-    let mut client = Scenario::start(&["connect-close", &server_addr, &count]);
+    let mut client = scenario(&["connect-close", &server_addr, &count]);
     let client_addrs = set(client.expect_lines("local ", N));
     client.expect_line("done");
     let mut fds = BTreeSet::new();
@@ -501,8 +398,8 @@ fn close_wait_leak_is_listed_with_fds_and_call_site() {
     );
     assert_call_site(leak, "call_site", "serve_and_never_close");
 
-    client.finish();
-    server.finish();
+    client.wait_success();
+    server.wait_success();
 }
 
 /// A server reads EOF, the client's host vanishes, and only then does the
@@ -517,12 +414,12 @@ fn late_close_to_a_vanished_peer_is_a_dead_peer_fin() {
     let hosts = HostPair::new("ttsc-dp");
     hosts.sysctl(&hosts.a, "net.ipv4.tcp_orphan_retries", "2");
     let mut session = Session::start();
-    let mut server = Scenario::start_in(
+    let mut server = scenario_in(
         &hosts.a,
         &["late-close", &format!("{}:0", hosts.a_addr), &count],
     );
     let server_addr = server.expect_line("listening ");
-    let mut client = Scenario::start_in(&hosts.b, &["connect-close", &server_addr, &count]);
+    let mut client = scenario_in(&hosts.b, &["connect-close", &server_addr, &count]);
     let client_addrs = set(client.expect_lines("local ", N));
     client.expect_line("done");
     server.expect_lines("eof ", N);
@@ -625,8 +522,8 @@ fn late_close_to_a_vanished_peer_is_a_dead_peer_fin() {
         assert_call_site(finding, "call_site", "close_after_peer_vanished");
     }
 
-    client.finish();
-    server.finish();
+    client.wait_success();
+    server.wait_success();
     drop(hosts);
 }
 
@@ -641,7 +538,7 @@ fn refused_connects_are_counted_per_destination() {
     let count = N.to_string();
     let target = format!("127.0.0.1:{}", closed_port());
     let session = Session::start();
-    let mut client = Scenario::start(&["refused", &target, &count]);
+    let mut client = scenario(&["refused", &target, &count]);
     client.expect_lines("refused", N);
     client.expect_line("done");
     let report = session.stop();
@@ -662,7 +559,7 @@ fn refused_connects_are_counted_per_destination() {
     }
     assert_call_site(connect, "call_site", "connect_to_closed_port");
 
-    client.finish();
+    client.wait_success();
 }
 
 /// A connect to an address that drops everything: the SYN is retransmitted
@@ -677,7 +574,7 @@ fn black_holed_connect_times_out_with_syn_retransmits() {
     hosts.drop_ingress(&hosts.a);
     let target = format!("{}:7", hosts.a_addr);
     let session = Session::start();
-    let mut client = Scenario::start_in(&hosts.b, &["black-hole", &target]);
+    let mut client = scenario_in(&hosts.b, &["black-hole", &target]);
     // SYN, one retransmit after 1 s, given up 2 s later.
     let waited = client.expect_line("timed out after ");
     client.expect_line("done");
@@ -707,6 +604,6 @@ fn black_holed_connect_times_out_with_syn_retransmits() {
     );
     assert_call_site(connect, "call_site", "connect_to_black_hole");
 
-    client.finish();
+    client.wait_success();
     drop(hosts);
 }
