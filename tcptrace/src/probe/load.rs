@@ -41,9 +41,13 @@ pub struct Probe {
 
 /// (program, category, tracepoint)
 const ATTACHMENTS: [(&str, &str, &str); 6] = [
-    // Softirq bracketing first, so attribution is right from the first event.
-    ("tcptrace_softirq_entry", "irq", "softirq_entry"),
+    // Softirq bracketing first, so attribution is right from the first
+    // event; the exit before the entry: attached the other way round, a
+    // softirq running while they attach could leave its CPU's flag stuck at
+    // "in softirq" (entry seen, exit missed) until that CPU's next softirq,
+    // and a connect() or listen() there would lose its owner.
     ("tcptrace_softirq_exit", "irq", "softirq_exit"),
+    ("tcptrace_softirq_entry", "irq", "softirq_entry"),
     ("tcptrace_set_state", "sock", "inet_sock_set_state"),
     ("tcptrace_retransmit", "tcp", "tcp_retransmit_skb"),
     ("tcptrace_send_reset", "tcp", "tcp_send_reset"),
