@@ -224,10 +224,11 @@ pub fn dump(filter: &Filter) -> Result<(Snapshot, Snapshot)> {
     Ok((all, owned))
 }
 
-/// Symbolizes stacks on first sight, while their process still lives.
+/// Symbolizes stacks on first sight, while their process still lives. A
+/// stack is new only on the event that took it (connect, listen, close in
+/// process context), where it is the actor's; owner and closer carry it on.
 fn observe_call_sites(call_sites: &mut CallSites, event: &TcpEvent, probe: &Probe) {
-    let tasks = [event.owner(), event.closer(), event.actor.as_ref()];
-    for stack in tasks.into_iter().flatten().filter_map(StackRef::of_task) {
+    if let Some(stack) = event.actor.as_ref().and_then(StackRef::of_task) {
         call_sites.observe(stack, probe);
     }
 }
