@@ -164,46 +164,40 @@ impl Trace {
             .collect()
     }
 
-    /// The lifetime of the socket that had these endpoints: its events by
-    /// kernel address, from its birth (connect, listen or passive open) to
-    /// its CLOSE. Bounded both ways because a freed address is reused.
+    /// The lifetime of the (first) socket that had these endpoints: its
+    /// events by kernel address, from its birth (connect, listen or passive
+    /// open) to its CLOSE. Bounded both ways because a freed address is
+    /// reused.
     #[must_use]
     pub fn socket_events(&self, local: &str, remote: &str) -> Vec<&Value> {
+        self.socket_lifetimes(local, remote)
+            .into_iter()
+            .next()
+            .unwrap_or_default()
+    }
+
+    /// Every socket lifetime that had these endpoints, in order: a client
+    /// port is reused at once when the server side holds the TIME_WAIT.
+    #[must_use]
+    pub fn socket_lifetimes(&self, local: &str, remote: &str) -> Vec<Vec<&Value>> {
         let events: Vec<&Value> = self
             .records
             .iter()
             .filter(|r| r["type"] != "existing")
             .collect();
-        let Some(hit) = events
-            .iter()
-            .position(|r| r["local"] == local && r["remote"] == remote)
-        else {
-            return Vec::new();
-        };
-        let sock = &events[hit]["sock"];
-        let same: Vec<(usize, &Value)> = events
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| &r["sock"] == sock)
-            .map(|(i, r)| (i, *r))
-            .collect();
-        let is_birth = |r: &Value| {
-            r["type"] == "state"
-                && (r["old"] == "CLOSE" || r["old"] == "LISTEN" && r["new"] == "SYN_RECV")
-        };
-        let start = same
-            .iter()
-            .rev()
-            .find(|(i, r)| *i <= hit && is_birth(r))
-            .map_or(0, |(i, _)| *i);
-        let end = same
-            .iter()
-            .find(|(i, r)| *i >= hit && r["type"] == "state" && r["new"] == "CLOSE")
-            .map_or(usize::MAX, |(i, _)| *i);
-        same.into_iter()
-            .filter(|(i, _)| *i >= start && *i <= end)
-            .map(|(_, r)| r)
-            .collect()
+        let mut lifetimes: Vec<Vec<&Value>> = Vec::new();
+        let mut covered_until = None;
+        for hit in (0..events.len())
+            .filter(|&i| events[i]["local"] == local && events[i]["remote"] == remote)
+        {
+            if covered_until.is_some_and(|end| hit <= end) {
+                continue;
+            }
+            let (lifetime, end) = lifetime_at(&events, hit);
+            covered_until = Some(end);
+            lifetimes.push(lifetime);
+        }
+        lifetimes
     }
 
     /// Diagnosis findings of one kind (`churn`, `reconnect_loop`,
@@ -324,4 +318,36 @@ impl Drop for TextReport {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The lifetime around `events[hit]`: same kernel address, from the last
+/// birth at or before it to the first CLOSE at or after it. Returns the
+/// events and the index of the last one.
+fn lifetime_at<'a>(events: &[&'a Value], hit: usize) -> (Vec<&'a Value>, usize) {
+    let sock = &events[hit]["sock"];
+    let same: Vec<(usize, &Value)> = events
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| &r["sock"] == sock)
+        .map(|(i, r)| (i, *r))
+        .collect();
+    let is_birth = |r: &Value| {
+        r["type"] == "state"
+            && (r["old"] == "CLOSE" || r["old"] == "LISTEN" && r["new"] == "SYN_RECV")
+    };
+    let start = same
+        .iter()
+        .rev()
+        .find(|(i, r)| *i <= hit && is_birth(r))
+        .map_or(0, |(i, _)| *i);
+    let end = same
+        .iter()
+        .find(|(i, r)| *i >= hit && r["type"] == "state" && r["new"] == "CLOSE")
+        .map_or(usize::MAX, |(i, _)| *i);
+    let lifetime: Vec<&Value> = same
+        .into_iter()
+        .filter(|(i, _)| *i >= start && *i <= end)
+        .map(|(_, r)| r)
+        .collect();
+    (lifetime, end)
 }
