@@ -50,6 +50,20 @@ impl Daemon {
         }
     }
 
+    /// Scrapes until `check` accepts the scrape or `limit` elapses; returns
+    /// the last scrape either way (the caller asserts on it).
+    #[must_use]
+    pub fn scrape_until(&self, limit: Duration, check: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let scrape = self.scrape();
+            if check(&scrape) || Instant::now() > deadline {
+                return scrape;
+            }
+            thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     #[must_use]
     pub fn pid(&self) -> u32 {
         self.child.id()

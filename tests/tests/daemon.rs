@@ -19,18 +19,6 @@ fn with<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
     WORKLOAD.iter().chain(extra).copied().collect()
 }
 
-/// Runs `check` on fresh scrapes until it passes or `limit` elapses.
-fn eventually(daemon: &Daemon, limit: Duration, check: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + limit;
-    loop {
-        let scrape = daemon.scrape();
-        if check(&scrape) || Instant::now() > deadline {
-            return scrape;
-        }
-        thread::sleep(Duration::from_millis(250));
-    }
-}
-
 fn promtool(args: &[&str], stdin: Option<&str>) -> String {
     let mut child = Command::new("promtool")
         .args(args)
@@ -81,7 +69,7 @@ fn metrics_show_churn_leaks_and_failures_of_the_workloads() {
     // Port 1 on loopback: nobody listens, every connect is refused.
     Workload::start(&["refused", "127.0.0.1:1", "3"]).wait_success();
 
-    let scrape = eventually(&daemon, Duration::from_secs(15), |s| {
+    let scrape = daemon.scrape_until(Duration::from_secs(15), |s| {
         sample(s, "tcptrace_sockets", &with(&[("state", "CLOSE_WAIT")])) == Some(2.0)
             && sample(
                 s,

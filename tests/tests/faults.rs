@@ -91,18 +91,6 @@ fn wait_bounded(child: &mut Child, limit: Duration, what: &str) -> ExitStatus {
     }
 }
 
-/// Runs `check` on fresh scrapes until it passes or `limit` elapses.
-fn eventually(daemon: &Daemon, limit: Duration, check: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + limit;
-    loop {
-        let scrape = daemon.scrape();
-        if check(&scrape) || Instant::now() > deadline {
-            return scrape;
-        }
-        thread::sleep(Duration::from_millis(200));
-    }
-}
-
 fn lines_of(child: ChildStdout) -> Receiver<String> {
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
@@ -340,7 +328,7 @@ fn restart_finds_existing_close_wait_and_time_wait() {
         )
     };
     let time_wait = |s: &str| sample(s, "tcptrace_kernel_sockets", &[("state", "TIME_WAIT")]);
-    let scrape = eventually(&daemon, Duration::from_secs(5), |s| {
+    let scrape = daemon.scrape_until(Duration::from_secs(5), |s| {
         close_wait(s) == Some(LEAKED as f64) && time_wait(s).unwrap_or(0.0) >= TIME_WAITS as f64
     });
     eprintln!(
@@ -956,7 +944,7 @@ fn hostile_comm_is_escaped(name: &str) {
 
     // The daemon: the label, escaped, in a scrape promtool accepts.
     let family = "tcptrace_connections_opened_total";
-    let scrape = eventually(&daemon, Duration::from_secs(10), |s| {
+    let scrape = daemon.scrape_until(Duration::from_secs(10), |s| {
         comm_labels(s, family)
             .iter()
             .any(|v| prometheus_unescape(v).as_deref() == Some(name))
