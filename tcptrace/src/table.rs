@@ -213,14 +213,16 @@ impl SocketTable {
                 .insert(event.skaddr, SocketRecord::born(event, role, owner));
         }
         // First sight of a socket born before tracing started.
-        let record = self
-            .live
-            .entry(event.skaddr)
-            .or_insert_with(|| SocketRecord::seen_mid_life(event, owner));
+        let mut fresh = birth.is_some();
+        let record = self.live.entry(event.skaddr).or_insert_with(|| {
+            fresh = true;
+            SocketRecord::seen_mid_life(event, owner)
+        });
         let old_endpoints = (record.local, record.remote);
         record.observe(event, owner);
         let new_endpoints = (record.local, record.remote);
-        if old_endpoints != new_endpoints {
+        let moved = old_endpoints != new_endpoints;
+        if moved && self.by_endpoints.get(&old_endpoints) == Some(&event.skaddr) {
             self.by_endpoints.remove(&old_endpoints);
         }
         if record.state == TcpState::Close {
@@ -231,7 +233,11 @@ impl SocketTable {
             self.unindex(&record);
             return Applied::Closed(record);
         }
-        self.by_endpoints.insert(new_endpoints, event.skaddr);
+        // The index changes only when a socket appears or its endpoints do
+        // (connect's port 0 becomes the real port): not on every event.
+        if fresh || moved {
+            self.by_endpoints.insert(new_endpoints, event.skaddr);
+        }
         Applied::Live(event.skaddr)
     }
 

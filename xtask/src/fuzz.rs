@@ -63,16 +63,8 @@ pub fn run(seconds: u64) -> Result<()> {
 
 /// Nightly, and cargo-fuzz built by it when missing.
 fn ensure_tools() -> Result<()> {
-    if !succeeds(Command::new("rustup").args(["run", "nightly", "rustc", "--version"])) {
-        run_checked(Command::new("rustup").args([
-            "toolchain",
-            "install",
-            "nightly",
-            "--profile",
-            "minimal",
-        ]))?;
-    }
-    if !succeeds(Command::new("cargo").args(["fuzz", "--version"])) {
+    crate::setup::nightly()?;
+    if !crate::setup::succeeds(Command::new("cargo").args(["fuzz", "--version"])) {
         println!("installing cargo-fuzz (a few minutes, once)");
         run_checked(Command::new("cargo").env_remove("RUSTUP_TOOLCHAIN").args([
             "install",
@@ -81,14 +73,6 @@ fn ensure_tools() -> Result<()> {
         ]))?;
     }
     Ok(())
-}
-
-fn succeeds(command: &mut Command) -> bool {
-    command
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 struct Outcome {

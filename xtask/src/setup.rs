@@ -9,9 +9,8 @@ use anyhow::{bail, Context, Result};
 
 use crate::run_checked;
 
-/// Nightly with rust-src and a bpf-linker built against the nightly
-/// toolchain's own libLLVM (see DESIGN.md: no other LLVM is needed).
-pub fn kernel_toolchain() -> Result<()> {
+/// The nightly toolchain (the eBPF build and cargo-fuzz need it).
+pub fn nightly() -> Result<()> {
     if !succeeds(Command::new("rustup").args(["run", "nightly", "rustc", "--version"])) {
         run_checked(Command::new("rustup").args([
             "toolchain",
@@ -21,6 +20,13 @@ pub fn kernel_toolchain() -> Result<()> {
             "minimal",
         ]))?;
     }
+    Ok(())
+}
+
+/// Nightly with rust-src and a bpf-linker built against the nightly
+/// toolchain's own libLLVM (see DESIGN.md: no other LLVM is needed).
+pub fn kernel_toolchain() -> Result<()> {
+    nightly()?;
     let installed = output(Command::new("rustup").args([
         "component",
         "list",
@@ -127,7 +133,7 @@ fn on_path(command: &str) -> bool {
         .any(|dir| Path::new(&dir).join(command).is_file())
 }
 
-fn succeeds(command: &mut Command) -> bool {
+pub fn succeeds(command: &mut Command) -> bool {
     command.output().is_ok_and(|o| o.status.success())
 }
 
