@@ -51,6 +51,10 @@ pub struct KernelLayout {
     pub net_inum: u32,
     /// `sk->sk_err`
     pub sock_err: u32,
+    /// `sk->sk_protocol` (a u16)
+    pub sock_protocol: u32,
+    /// `sk->__sk_common.skc_num`: the local port, host order (a u16)
+    pub sock_num: u32,
     pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelLayout>() == 16);
+const _: () = assert!(core::mem::size_of::<KernelLayout>() == 24);

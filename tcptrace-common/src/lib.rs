@@ -6,10 +6,12 @@
 //! does not see fails the build instead of corrupting records.
 #![no_std]
 
+pub mod history;
 pub mod layout;
 pub mod rules;
 pub mod state;
 
+pub use history::History;
 pub use layout::{KernelLayout, ResetLayout, RetransmitLayout, StateLayout, RAW_RECORD_LEN};
 pub use state::TcpState;
 
@@ -34,6 +36,10 @@ pub enum EventKind {
     ResetSent = 3,
     /// `tcp:tcp_receive_reset`.
     ResetReceived = 4,
+    /// Summary mode: a socket's whole life in one record, sent when it
+    /// enters CLOSE (or CLOSE_WAIT, where leaks start). `raw` holds the
+    /// start of its `struct sock_common`, `sock.history` what happened.
+    Summary = 5,
 }
 
 impl EventKind {
@@ -44,6 +50,7 @@ impl EventKind {
             2 => Some(Self::Retransmit),
             3 => Some(Self::ResetSent),
             4 => Some(Self::ResetReceived),
+            5 => Some(Self::Summary),
             _ => None,
         }
     }
@@ -116,8 +123,10 @@ pub struct SockInfo {
     /// Retransmits seen on this socket so far.
     pub retransmits: u32,
     pub _pad: u32,
+    /// The socket's life so far, kept in summary mode (see `history`).
+    pub history: History,
 }
-const _: () = assert!(core::mem::size_of::<SockInfo>() == 120);
+const _: () = assert!(core::mem::size_of::<SockInfo>() == 160);
 
 impl SockInfo {
     pub const EMPTY: Self = Self {
@@ -130,6 +139,7 @@ impl SockInfo {
         flags: 0,
         retransmits: 0,
         _pad: 0,
+        history: History::EMPTY,
     };
 }
 
@@ -165,7 +175,7 @@ pub struct Event {
     pub raw: [u8; RAW_RECORD_LEN],
 }
 pub const EVENT_SIZE: usize = core::mem::size_of::<Event>();
-const _: () = assert!(EVENT_SIZE == 296);
+const _: () = assert!(EVENT_SIZE == 336);
 
 /// Per-CPU counters (index into the `COUNTERS` array), summed by userspace.
 #[repr(u32)]
@@ -185,6 +195,9 @@ pub enum Counter {
     ReadErrors = 5,
     /// User stacks captured.
     StacksTaken = 6,
+    /// Summary mode: events folded into a socket's `History` instead of
+    /// being sent (state changes, retransmits, resets).
+    EventsFolded = 7,
 }
 pub const COUNTER_SLOTS: u32 = 8;
 
@@ -251,8 +264,14 @@ pub struct Settings {
     /// in this many milliseconds; events in between reuse the last one.
     /// 0 captures every time.
     pub stack_interval_ms: u32,
+    /// 1: summary mode (the daemon). State changes update the socket's
+    /// `History` in the kernel and only CLOSE and CLOSE_WAIT send a
+    /// `Summary` record; retransmits outside the closing phase and resets
+    /// on a socket are counted there instead of sent. 0: every event is sent.
+    pub summary: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<Settings>() == 16);
+const _: () = assert!(core::mem::size_of::<Settings>() == 24);
 
 impl Settings {
     pub const DEFAULT: Self = Self {
@@ -260,6 +279,8 @@ impl Settings {
         wakeup_bytes: 256 * 1024,
         regs_sp: 0,
         stack_interval_ms: 0,
+        summary: 0,
+        _pad: 0,
     };
 }
 

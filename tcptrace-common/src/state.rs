@@ -74,4 +74,5 @@ pub mod raw {
     pub const CLOSE_WAIT: i32 = 8;
     pub const LAST_ACK: i32 = 9;
     pub const LISTEN: i32 = 10;
+    pub const CLOSING: i32 = 11;
 }

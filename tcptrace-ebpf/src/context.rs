@@ -6,7 +6,7 @@ use aya_ebpf::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
         bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user, generated as gen,
     },
-    programs::{tracing::StackIdContext, TracePointContext},
+    programs::tracing::StackIdContext,
 };
 use tcptrace_common::{
     Counter, StackSample, StackSampleKey, Task, STACK_KIND_BIRTH, STACK_KIND_CLOSE,
@@ -46,7 +46,7 @@ pub enum StackFor {
 
 /// The current task, with its user stack when asked and stacks are on.
 #[inline(always)]
-pub fn current_task(ctx: &TracePointContext, stack: StackFor) -> Task {
+pub fn current_task<C: StackIdContext>(ctx: &C, stack: StackFor) -> Task {
     let pid_tgid = bpf_get_current_pid_tgid();
     let mut task = Task::NOBODY;
     task.tgid = (pid_tgid >> 32) as u32;

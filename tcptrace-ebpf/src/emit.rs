@@ -3,8 +3,6 @@
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel_buf},
-    programs::TracePointContext,
-    EbpfContext,
 };
 use tcptrace_common::{Counter, Event, EventKind, SockInfo, Task, RAW_RECORD_LEN};
 
@@ -18,7 +16,11 @@ pub struct Record<'a> {
     pub actor: &'a Task,
     pub in_state_ns: u64,
     pub sk_err: i32,
-    pub record_len: u32,
+    /// Kernel memory copied into `Event::raw`: the tracepoint record, or
+    /// the socket's `sock_common` in summary mode.
+    pub raw_from: *const u8,
+    /// Bytes of it userspace may read (at most `RAW_RECORD_LEN`).
+    pub raw_len: u32,
 }
 
 /// Reserves, fills and submits one event. A full ring buffer is counted as
@@ -28,7 +30,7 @@ pub struct Record<'a> {
 /// microsecond); userspace drains on a timer, and only a ring buffer filling
 /// past `Settings::wakeup_bytes` forces a wakeup.
 #[inline(always)]
-pub fn emit(ctx: &TracePointContext, record: &Record) {
+pub fn emit(record: &Record) {
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
         count(Counter::EventsLost);
         return;
@@ -36,7 +38,7 @@ pub fn emit(ctx: &TracePointContext, record: &Record) {
     let event = entry.as_mut_ptr();
     unsafe {
         (*event).kind = record.kind as u16;
-        (*event).raw_len = record.record_len.min(RAW_RECORD_LEN as u32) as u16;
+        (*event).raw_len = record.raw_len.min(RAW_RECORD_LEN as u32) as u16;
         (*event).context = record.context;
         (*event).ts_ns = bpf_ktime_get_ns();
         (*event).skaddr = record.skaddr;
@@ -45,10 +47,10 @@ pub fn emit(ctx: &TracePointContext, record: &Record) {
         (*event).in_state_ns = record.in_state_ns;
         (*event).sk_err = record.sk_err;
         (*event)._pad = 0;
-        // The record lives in a per-CPU trace buffer far larger than
-        // RAW_RECORD_LEN, so a fixed-size copy is safe; userspace reads only
-        // `raw_len` bytes of it.
-        if bpf_probe_read_kernel_buf(ctx.as_ptr() as *const u8, &mut (*event).raw).is_err() {
+        // A tracepoint record lives in a per-CPU trace buffer and a socket
+        // in a `struct sock`, both far larger than RAW_RECORD_LEN, so a
+        // fixed-size copy is safe; userspace reads only `raw_len` bytes.
+        if bpf_probe_read_kernel_buf(record.raw_from, &mut (*event).raw).is_err() {
             (*event).raw_len = 0;
             count(Counter::ReadErrors);
         }

@@ -14,11 +14,22 @@ mod retransmit;
 mod sock;
 mod state_change;
 
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{
+    macros::{raw_tracepoint, tracepoint},
+    programs::{RawTracePointContext, TracePointContext},
+};
 
 #[tracepoint]
 pub fn tcptrace_set_state(ctx: TracePointContext) -> u32 {
     match state_change::on_set_state(&ctx) {
+        Ok(()) | Err(()) => 0,
+    }
+}
+
+/// Summary mode (the daemon): the same probe point as a raw tracepoint.
+#[raw_tracepoint(tracepoint = "inet_sock_set_state")]
+pub fn tcptrace_state_summary(ctx: RawTracePointContext) -> u32 {
+    match state_change::on_set_state_raw(&ctx) {
         Ok(()) | Err(()) => 0,
     }
 }
@@ -44,14 +55,16 @@ pub fn tcptrace_receive_reset(ctx: TracePointContext) -> u32 {
     }
 }
 
-#[tracepoint]
-pub fn tcptrace_softirq_entry(_ctx: TracePointContext) -> u32 {
+// Raw tracepoints: these run about ten times per connection, and a raw
+// tracepoint costs the kernel no record to build.
+#[raw_tracepoint(tracepoint = "softirq_entry")]
+pub fn tcptrace_softirq_entry(_ctx: RawTracePointContext) -> u32 {
     context::set_in_softirq(1);
     0
 }
 
-#[tracepoint]
-pub fn tcptrace_softirq_exit(_ctx: TracePointContext) -> u32 {
+#[raw_tracepoint(tracepoint = "softirq_exit")]
+pub fn tcptrace_softirq_exit(_ctx: RawTracePointContext) -> u32 {
     context::set_in_softirq(0);
     0
 }

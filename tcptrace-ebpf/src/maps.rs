@@ -35,6 +35,11 @@ pub static STACK_SAMPLES: LruHashMap<StackSampleKey, StackSample> =
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
 
+/// Per-CPU working copy of a socket record (too big for the BPF stack).
+/// Programs do not nest on one CPU, so one slot each is enough.
+#[map]
+pub static SCRATCH: PerCpuArray<SockInfo> = PerCpuArray::with_max_entries(1, 0);
+
 /// Per-CPU: 1 while this CPU serves a softirq (see context.rs).
 #[map]
 pub static IN_SOFTIRQ: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
@@ -75,6 +80,8 @@ static KERNEL_LAYOUT: KernelLayout = KernelLayout {
     sock_net: 0,
     net_inum: 0,
     sock_err: 0,
+    sock_protocol: 0,
+    sock_num: 0,
     _pad: 0,
 };
 #[unsafe(no_mangle)]

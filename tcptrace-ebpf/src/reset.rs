@@ -2,13 +2,13 @@
 //! with no socket at all (a SYN to a closed port); then skaddr is 0 and the
 //! event still tells which local port refused whom.
 
-use aya_ebpf::programs::TracePointContext;
+use aya_ebpf::{programs::TracePointContext, EbpfContext};
 use tcptrace_common::{Counter, EventKind, SockInfo, Task, CTX_PROCESS};
 
 use crate::{
     context::{current_task, in_process_context, StackFor},
     emit::{emit, Record},
-    maps::{count, receive_reset_layout, send_reset_layout, LAST_RESET_SOCK, SOCKS},
+    maps::{count, receive_reset_layout, send_reset_layout, settings, LAST_RESET_SOCK, SOCKS},
 };
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -31,7 +31,16 @@ pub fn on_reset(ctx: &TracePointContext, direction: Direction) -> Result<(), ()>
     }
     let info = match (skaddr, SOCKS.get_ptr_mut(skaddr)) {
         (0, _) | (_, None) => SockInfo::EMPTY,
-        (_, Some(known)) => unsafe { *known },
+        (_, Some(known)) => unsafe {
+            // Summary mode counts a socket's resets in its history; only
+            // resets without a known socket (a SYN to a closed port) are sent.
+            if settings().summary != 0 {
+                (*known).history.count_reset(direction == Direction::Sent);
+                count(Counter::EventsFolded);
+                return Ok(());
+            }
+            *known
+        },
     };
     // A reset sent by close() with unread data or SO_LINGER 0 is the
     // caller's doing; one sent from softirq is the stack answering a packet.
@@ -41,21 +50,19 @@ pub fn on_reset(ctx: &TracePointContext, direction: Direction) -> Result<(), ()>
     } else {
         Task::NOBODY
     };
-    emit(
-        ctx,
-        &Record {
-            kind: match direction {
-                Direction::Sent => EventKind::ResetSent,
-                Direction::Received => EventKind::ResetReceived,
-            },
-            context: if process { CTX_PROCESS } else { 0 },
-            skaddr,
-            sock: &info,
-            actor: &actor,
-            in_state_ns: 0,
-            sk_err: 0,
-            record_len: layout.record_len,
+    emit(&Record {
+        kind: match direction {
+            Direction::Sent => EventKind::ResetSent,
+            Direction::Received => EventKind::ResetReceived,
         },
-    );
+        context: if process { CTX_PROCESS } else { 0 },
+        skaddr,
+        sock: &info,
+        actor: &actor,
+        in_state_ns: 0,
+        sk_err: 0,
+        raw_from: ctx.as_ptr() as *const u8,
+        raw_len: layout.record_len,
+    });
     Ok(())
 }

@@ -1,12 +1,12 @@
 //! `tcp:tcp_retransmit_skb`: always softirq or timer context, so the
 //! socket's owner record is the only attribution there is.
 
-use aya_ebpf::programs::TracePointContext;
+use aya_ebpf::{programs::TracePointContext, EbpfContext};
 use tcptrace_common::{Counter, EventKind, SockInfo, Task, SEEN_MID_LIFE};
 
 use crate::{
     emit::{emit, Record},
-    maps::{count, retransmit_layout, SOCKS},
+    maps::{count, retransmit_layout, settings, SOCKS},
     sock::netns_of,
 };
 
@@ -14,9 +14,19 @@ pub fn on_retransmit(ctx: &TracePointContext) -> Result<(), ()> {
     let layout = retransmit_layout();
     let skaddr: u64 =
         unsafe { ctx.read_at(layout.skaddr as usize) }.map_err(|_| count(Counter::ReadErrors))?;
+    let summary = settings().summary != 0;
     let info = match SOCKS.get_ptr_mut(skaddr) {
         Some(known) => unsafe {
             (*known).retransmits += 1;
+            // Summary mode sends only closing-phase retransmits (a FIN
+            // nobody acknowledges); the others are counted in the history.
+            if summary {
+                let state = (*known).history.last_state();
+                if (*known).history.count_retransmit(state) {
+                    count(Counter::EventsFolded);
+                    return Ok(());
+                }
+            }
             *known
         },
         None => {
@@ -27,18 +37,16 @@ pub fn on_retransmit(ctx: &TracePointContext) -> Result<(), ()> {
             info
         }
     };
-    emit(
-        ctx,
-        &Record {
-            kind: EventKind::Retransmit,
-            context: 0,
-            skaddr,
-            sock: &info,
-            actor: &Task::NOBODY,
-            in_state_ns: 0,
-            sk_err: 0,
-            record_len: layout.record_len,
-        },
-    );
+    emit(&Record {
+        kind: EventKind::Retransmit,
+        context: 0,
+        skaddr,
+        sock: &info,
+        actor: &Task::NOBODY,
+        in_state_ns: 0,
+        sk_err: 0,
+        raw_from: ctx.as_ptr() as *const u8,
+        raw_len: layout.record_len,
+    });
     Ok(())
 }

@@ -25,9 +25,25 @@ pub fn netns_of(skaddr: u64) -> u32 {
 /// error (refused, timed out, unreachable, reset). 0 if it cannot be read.
 #[inline(always)]
 pub fn error_of(skaddr: u64) -> i32 {
-    let offset = kernel_layout().sock_err;
+    read_at(skaddr, kernel_layout().sock_err).unwrap_or(0)
+}
+
+/// `sk->sk_protocol`; 0 if it cannot be read.
+#[inline(always)]
+pub fn protocol_of(skaddr: u64) -> u16 {
+    read_at(skaddr, kernel_layout().sock_protocol).unwrap_or(0)
+}
+
+/// The local port (`skc_num`, host order).
+#[inline(always)]
+pub fn local_port_of(skaddr: u64) -> Result<u16, ()> {
+    read_at(skaddr, kernel_layout().sock_num)
+}
+
+#[inline(always)]
+fn read_at<T>(skaddr: u64, offset: u32) -> Result<T, ()> {
     if offset == 0 || skaddr == 0 {
-        return 0;
+        return Err(());
     }
-    unsafe { bpf_probe_read_kernel((skaddr + u64::from(offset)) as *const i32) }.unwrap_or(0)
+    unsafe { bpf_probe_read_kernel((skaddr + u64::from(offset)) as *const T) }.map_err(|_| ())
 }

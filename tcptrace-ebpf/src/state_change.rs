@@ -8,19 +8,22 @@
 //! (handshake completion, FIN received, TIME_WAIT hand-over, timers) runs in
 //! softirq and is attributed through the owner record only.
 
-use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::TracePointContext};
+use aya_ebpf::{
+    helpers::bpf_ktime_get_ns,
+    programs::{tracing::StackIdContext, RawTracePointContext, TracePointContext},
+};
 use tcptrace_common::{
     rules::{classify, Role},
-    state::raw::{CLOSE, LISTEN},
+    state::raw::{CLOSE, CLOSE_WAIT, LISTEN},
     Counter, EventKind, Listener, ListenerKey, SockInfo, Task, CLOSER_KNOWN, CTX_PROCESS,
-    IPPROTO_TCP, OWNER_FROM_LISTENER, OWNER_FROM_SYSCALL, SEEN_MID_LIFE,
+    IPPROTO_TCP, OWNER_FROM_LISTENER, OWNER_FROM_SYSCALL, RAW_RECORD_LEN, SEEN_MID_LIFE,
 };
 
 use crate::{
     context::{current_cgroup_id, current_task, in_process_context, StackFor},
     emit::{emit, Record},
-    maps::{count, state_layout, LAST_RESET_SOCK, LISTENERS, SOCKS},
-    sock::{error_of, netns_of},
+    maps::{count, settings, state_layout, LAST_RESET_SOCK, LISTENERS, SCRATCH, SOCKS},
+    sock::{error_of, local_port_of, netns_of, protocol_of},
 };
 
 #[inline(always)]
@@ -28,15 +31,54 @@ fn read<T>(ctx: &TracePointContext, offset: u32) -> Result<T, ()> {
     unsafe { ctx.read_at::<T>(offset as usize) }.map_err(|_| count(Counter::ReadErrors))
 }
 
+/// The classic tracepoint (trace mode): every transition is sent, with a
+/// copy of the tracepoint record for userspace to decode.
 pub fn on_set_state(ctx: &TracePointContext) -> Result<(), ()> {
     let layout = state_layout();
     let protocol: u16 = read(ctx, layout.protocol)?;
     if protocol != IPPROTO_TCP {
         return Ok(());
     }
-    let skaddr: u64 = read(ctx, layout.skaddr)?;
-    let old: i32 = read(ctx, layout.oldstate)?;
-    let new: i32 = read(ctx, layout.newstate)?;
+    let change = Change {
+        skaddr: read(ctx, layout.skaddr)?,
+        old: read(ctx, layout.oldstate)?,
+        new: read(ctx, layout.newstate)?,
+    };
+    on_change(ctx, &change, || read(ctx, layout.sport))
+}
+
+/// The raw tracepoint (summary mode, the daemon): its arguments are
+/// `TP_PROTO(sk, oldstate, newstate)`, so the kernel builds no record and
+/// nothing is copied per transition. The socket's history is updated in
+/// place; only CLOSE and CLOSE_WAIT send a record.
+pub fn on_set_state_raw(ctx: &RawTracePointContext) -> Result<(), ()> {
+    let skaddr: u64 = ctx.arg(0);
+    if protocol_of(skaddr) != IPPROTO_TCP {
+        return Ok(());
+    }
+    let change = Change {
+        skaddr,
+        old: ctx.arg::<u64>(1) as i32,
+        new: ctx.arg::<u64>(2) as i32,
+    };
+    on_change(ctx, &change, || local_port_of(skaddr))
+}
+
+struct Change {
+    skaddr: u64,
+    old: i32,
+    new: i32,
+}
+
+/// One transition, whichever hook saw it. `local_port` is read only when
+/// the listener map needs it.
+#[inline(always)]
+fn on_change<C: StackIdContext>(
+    ctx: &C,
+    change: &Change,
+    local_port: impl Fn() -> Result<u16, ()>,
+) -> Result<(), ()> {
+    let &Change { skaddr, old, new } = change;
     let now = unsafe { bpf_ktime_get_ns() };
     let process = in_process_context();
 
@@ -54,18 +96,20 @@ pub fn on_set_state(ctx: &TracePointContext) -> Result<(), ()> {
     };
 
     let stored = SOCKS.get_ptr_mut(skaddr);
-    let mut info = if born {
-        born_info(skaddr, &actor, now)
+    // The working copy lives in a per-CPU scratch slot: the BPF stack
+    // (512 bytes) cannot hold it next to the task records.
+    let info = unsafe { &mut *SCRATCH.get_ptr_mut(0).ok_or(())? };
+    if born {
+        init_born(info, skaddr, &actor, now);
     } else if role == Role::PassiveChild {
-        passive_child_info(ctx, skaddr, now)?
+        init_passive_child(info, skaddr, local_port()?, now);
     } else if let Some(known) = stored {
-        unsafe { *known }
+        *info = unsafe { *known };
     } else {
-        let mut info = SockInfo::EMPTY;
+        *info = SockInfo::EMPTY;
         info.netns = netns_of(skaddr);
         info.flags = SEEN_MID_LIFE;
-        info
-    };
+    }
 
     if closing && info.flags & CLOSER_KNOWN == 0 {
         info.closer = actor;
@@ -77,11 +121,49 @@ pub fn on_set_state(ctx: &TracePointContext) -> Result<(), ()> {
         0
     };
     info.state_since_ns = now;
+    info.history.enter(old, new, now);
 
     if born && new == LISTEN {
-        remember_listener(ctx, skaddr, &info)?;
+        remember_listener(skaddr, local_port()?, info);
     } else if old == LISTEN && new == CLOSE {
-        forget_listener(ctx, skaddr, info.netns)?;
+        forget_listener(skaddr, local_port()?, info.netns);
+    }
+
+    let summary = settings().summary != 0;
+    if !summary || new == CLOSE || new == CLOSE_WAIT {
+        let (kind, raw_from, raw_len) = if summary {
+            // The start of `struct sock` is `struct sock_common`: addresses,
+            // ports and family, decoded in userspace at offsets from BTF.
+            (
+                EventKind::Summary,
+                skaddr as *const u8,
+                RAW_RECORD_LEN as u32,
+            )
+        } else {
+            (
+                EventKind::StateChange,
+                ctx.as_ptr() as *const u8,
+                state_layout().record_len,
+            )
+        };
+        emit(&Record {
+            kind,
+            context: if process { CTX_PROCESS } else { 0 },
+            skaddr,
+            sock: info,
+            actor: &actor,
+            in_state_ns,
+            sk_err: if new == CLOSE { error_of(skaddr) } else { 0 },
+            raw_from,
+            raw_len,
+        });
+        // The summary just sent covers the life so far; the next one
+        // covers what happens after.
+        if summary && new == CLOSE_WAIT {
+            info.history.restart(new);
+        }
+    } else {
+        count(Counter::EventsFolded);
     }
 
     if new == CLOSE {
@@ -89,24 +171,10 @@ pub fn on_set_state(ctx: &TracePointContext) -> Result<(), ()> {
         // a new socket at a reused address, starts a fresh record.
         let _ = SOCKS.remove(skaddr);
     } else if let (Some(known), false) = (stored, born || old == LISTEN) {
-        unsafe { *known = info };
+        unsafe { *known = *info };
     } else if SOCKS.insert(skaddr, info, 0).is_err() {
         count(Counter::SockMapFull);
     }
-
-    emit(
-        ctx,
-        &Record {
-            kind: EventKind::StateChange,
-            context: if process { CTX_PROCESS } else { 0 },
-            skaddr,
-            sock: &info,
-            actor: &actor,
-            in_state_ns,
-            sk_err: if new == CLOSE { error_of(skaddr) } else { 0 },
-            record_len: layout.record_len,
-        },
-    );
     Ok(())
 }
 
@@ -125,44 +193,40 @@ fn reset_by_peer(skaddr: u64) -> bool {
 }
 
 #[inline(always)]
-fn born_info(skaddr: u64, owner: &Task, now: u64) -> SockInfo {
-    let mut info = SockInfo::EMPTY;
+fn init_born(info: &mut SockInfo, skaddr: u64, owner: &Task, now: u64) {
+    *info = SockInfo::EMPTY;
     info.owner = *owner;
     info.cgroup_id = current_cgroup_id();
     info.created_ns = now;
     info.netns = netns_of(skaddr);
     info.flags = OWNER_FROM_SYSCALL;
-    info
 }
 
 #[inline(always)]
-fn passive_child_info(ctx: &TracePointContext, skaddr: u64, now: u64) -> Result<SockInfo, ()> {
-    let mut info = SockInfo::EMPTY;
+fn listener_key(netns: u32, port: u16) -> ListenerKey {
+    ListenerKey {
+        netns,
+        port,
+        _pad: 0,
+    }
+}
+
+/// A passive child's local port is its listener's port.
+#[inline(always)]
+fn init_passive_child(info: &mut SockInfo, skaddr: u64, port: u16, now: u64) {
+    *info = SockInfo::EMPTY;
     info.created_ns = now;
     info.netns = netns_of(skaddr);
-    let key = listener_key(ctx, info.netns)?;
-    if let Some(listener) = unsafe { LISTENERS.get(&key) } {
+    if let Some(listener) = unsafe { LISTENERS.get(&listener_key(info.netns, port)) } {
         info.owner = listener.owner;
         info.cgroup_id = listener.cgroup_id;
         info.flags = OWNER_FROM_LISTENER;
     }
-    Ok(info)
 }
 
 #[inline(always)]
-fn listener_key(ctx: &TracePointContext, netns: u32) -> Result<ListenerKey, ()> {
-    // The sport of a LISTEN record is the bound port, and a passive child's
-    // sport is its listener's port.
-    Ok(ListenerKey {
-        netns,
-        port: read(ctx, state_layout().sport)?,
-        _pad: 0,
-    })
-}
-
-#[inline(always)]
-fn remember_listener(ctx: &TracePointContext, skaddr: u64, info: &SockInfo) -> Result<(), ()> {
-    let key = listener_key(ctx, info.netns)?;
+fn remember_listener(skaddr: u64, port: u16, info: &SockInfo) {
+    let key = listener_key(info.netns, port);
     let listener = Listener {
         owner: info.owner,
         cgroup_id: info.cgroup_id,
@@ -171,15 +235,13 @@ fn remember_listener(ctx: &TracePointContext, skaddr: u64, info: &SockInfo) -> R
     if LISTENERS.insert(&key, &listener, 0).is_err() {
         count(Counter::ListenerMapFull);
     }
-    Ok(())
 }
 
 #[inline(always)]
-fn forget_listener(ctx: &TracePointContext, skaddr: u64, netns: u32) -> Result<(), ()> {
-    let key = listener_key(ctx, netns)?;
+fn forget_listener(skaddr: u64, port: u16, netns: u32) {
+    let key = listener_key(netns, port);
     // Only our own entry: another SO_REUSEPORT listener may own the port now.
     if unsafe { LISTENERS.get(&key) }.is_some_and(|l| l.skaddr == skaddr) {
         let _ = LISTENERS.remove(&key);
     }
-    Ok(())
 }

@@ -13,7 +13,7 @@ use crate::{
     callsite::CallSites,
     clock::monotonic_ns,
     diagnose::{build_report, ports::local_port_range, Diagnoses, Report, ReportInput},
-    event::{decode, layout::RecordLayouts, TcpEvent, What},
+    event::{decode, expand, layout::RecordLayouts, TcpEvent, What},
     filter::Filter,
     owner::{self, Owner},
     probe::Probe,
@@ -115,7 +115,8 @@ impl Pipeline {
     /// One record through decode → owner → table → diagnoses → `each`. A
     /// record that does not decode is counted and skipped: one bad record
     /// must not end the session. Call sites are symbolized when a probe is
-    /// given (its stack map holds them).
+    /// given (its stack map holds them). A summary record (daemon mode) is
+    /// unfolded into the events it stands for first.
     pub fn handle<E>(
         &mut self,
         bytes: &[u8],
@@ -126,25 +127,43 @@ impl Pipeline {
             self.counts.decode_errors += 1;
             return Ok(());
         };
+        self.counts.events += 1;
+        if !event.summary {
+            return self.process(&event, probe, each);
+        }
+        let mut result = Ok(());
+        expand(&event, |unfolded| {
+            if result.is_ok() {
+                result = self.process(unfolded, probe, each);
+            }
+        });
+        result
+    }
+
+    fn process<E>(
+        &mut self,
+        event: &TcpEvent,
+        probe: Option<&Probe>,
+        each: &mut impl FnMut(&Observed) -> Result<(), E>,
+    ) -> Result<(), E> {
         let c = &mut self.counts;
-        c.events += 1;
         match event.what {
             What::StateChange { .. } => c.state_changes += 1,
             What::Retransmit { .. } => c.retransmits += 1,
             What::ResetSent { .. } => c.resets_sent += 1,
             What::ResetReceived => c.resets_received += 1,
         }
-        let owner = owner::resolve(&event, &self.start);
+        let owner = owner::resolve(event, &self.start);
         // The table sees everything, so a socket's record stays whole
         // whatever the filter; diagnoses see what the filter lets by.
-        let applied = self.table.apply(&event, owner.as_ref());
-        if !self.filter.matches(&event, owner.as_ref()) {
+        let applied = self.table.apply(event, owner.as_ref());
+        if !self.filter.matches(event, owner.as_ref()) {
             self.counts.filtered_out += 1;
             return Ok(());
         }
         self.counts.shown += 1;
         if let Some(probe) = probe {
-            observe_call_sites(&mut self.call_sites, &event, probe);
+            observe_call_sites(&mut self.call_sites, event, probe);
         }
         let (record, closed) = match &applied {
             Applied::Live(skaddr) => (self.table.get(*skaddr), false),
@@ -152,12 +171,12 @@ impl Pipeline {
             Applied::Untracked => (None, false),
         };
         match (record, closed) {
-            (Some(record), false) => self.diagnoses.on_event(&event, record),
-            (Some(record), true) => self.diagnoses.on_closed(record, &event),
+            (Some(record), false) => self.diagnoses.on_event(event, record),
+            (Some(record), true) => self.diagnoses.on_closed(record, event),
             (None, _) => {}
         }
         each(&Observed {
-            event: &event,
+            event,
             owner: owner.as_ref(),
             record,
             closed,

@@ -326,7 +326,7 @@ impl SocketRecord {
     }
 
     fn transition(&mut self, event: &TcpEvent, old: TcpState, new: TcpState) {
-        use TcpState::{CloseWait, Established, FinWait1, LastAck};
+        use TcpState::{Close, CloseWait, Established, FinWait1, LastAck};
         if new == Established && old != Established {
             self.established_ns = Some(event.ts_ns);
         }
@@ -339,6 +339,11 @@ impl SocketRecord {
                 self.closed_by.get_or_insert(ClosedBy::Peer);
             }
             (_, LastAck) => self.fin_sent_ns = Some(event.ts_ns),
+            // An abort in a system call (SO_LINGER 0, unread data): this
+            // side reset the connection. Not a failed connect().
+            (Established | CloseWait, Close) if event.actor.is_some() => {
+                self.closed_by.get_or_insert(ClosedBy::Local);
+            }
             _ => {}
         }
         self.state = new;
@@ -439,6 +444,30 @@ mod tests {
         );
         assert!(table.is_empty());
         assert!(table.find(local, remote).is_none());
+    }
+
+    #[test]
+    fn abort_in_close_is_a_local_close() {
+        let mut table = SocketTable::default();
+        let client = task(100, "client", 7);
+        let mut c = Conn::active(3, client, "10.0.0.1:40002", REMOTE);
+        apply(&mut table, &c.state(1, Close, SynSent));
+        apply(&mut table, &c.state(2, SynSent, Established));
+        // SO_LINGER 0: close() resets the connection, ESTABLISHED → CLOSE.
+        let Applied::Closed(record) =
+            apply(&mut table, &c.closed_by(3, Established, Close, client))
+        else {
+            panic!("CLOSE ends the record");
+        };
+        assert_eq!(record.closed_by, Some(ClosedBy::Local));
+        // The same transition in softirq (the peer's RST) names nobody.
+        let mut d = Conn::active(4, client, "10.0.0.1:40003", REMOTE);
+        apply(&mut table, &d.state(1, Close, SynSent));
+        apply(&mut table, &d.state(2, SynSent, Established));
+        let Applied::Closed(record) = apply(&mut table, &d.state(3, Established, Close)) else {
+            panic!("CLOSE ends the record");
+        };
+        assert_eq!(record.closed_by, None);
     }
 
     #[test]

@@ -33,7 +33,7 @@ const TARGET_TRACE_VS_TCPSTATES: f64 = 2.0;
 const TARGET_CPU_MS_PER_100K_EVENTS: f64 = 16.0;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum Tracer {
+pub enum Tracer {
     None,
     Daemon,
     Trace,
@@ -42,7 +42,7 @@ enum Tracer {
 }
 
 impl Tracer {
-    const ALL: [Self; 5] = [
+    pub const ALL: [Self; 5] = [
         Self::None,
         Self::Daemon,
         Self::Trace,
@@ -59,9 +59,32 @@ impl Tracer {
             Self::Tcpstates => "libbpf-tools tcpstates",
         }
     }
+
+    /// The short name `--tracers` takes.
+    pub fn key(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Daemon => "daemon",
+            Self::Trace => "trace",
+            Self::Tcplife => "tcplife",
+            Self::Tcpstates => "tcpstates",
+        }
+    }
+
+    pub fn parse(key: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|t| t.key() == key)
+            .with_context(|| {
+                let known: Vec<_> = Self::ALL.iter().map(|t| t.key()).collect();
+                format!("unknown tracer {key:?} (known: {})", known.join(", "))
+            })
+    }
 }
 
 pub struct Options {
+    /// Which configurations to run; the untraced baseline always runs.
+    pub tracers: Vec<Tracer>,
     pub rounds: usize,
     pub seconds: f64,
     pub threads: usize,
@@ -76,6 +99,8 @@ struct Run {
     tracer_rss_kib: u64,
     bpf_ns: u64,
     bpf_runs: u64,
+    /// Program name → (run time ns, runs), for the per-program breakdown.
+    programs: HashMap<String, (u64, u64)>,
     events: Option<u64>,
     lost: Option<u64>,
     /// Reader wakeups per second (daemon only).
@@ -89,11 +114,14 @@ pub fn run(options: &Options) -> Result<()> {
     fs::create_dir_all(&out_dir)?;
     let stats = BpfStats::enable()?;
 
+    let mut tracers = vec![Tracer::None];
+    tracers.extend(options.tracers.iter().filter(|t| **t != Tracer::None));
+    tracers.dedup();
     let mut runs: HashMap<Tracer, Vec<Run>> = HashMap::new();
     for round in 0..options.rounds {
         // Rotate the order so no configuration always runs first.
-        for i in 0..Tracer::ALL.len() {
-            let tracer = Tracer::ALL[(i + round) % Tracer::ALL.len()];
+        for i in 0..tracers.len() {
+            let tracer = tracers[(i + round) % tracers.len()];
             let run = measure(&root, &out_dir, tracer, options)
                 .with_context(|| format!("round {round}: {}", tracer.name()))?;
             eprintln!(
@@ -104,7 +132,11 @@ pub fn run(options: &Options) -> Result<()> {
             runs.entry(tracer).or_default().push(run);
         }
     }
-    let open_loop = open_loop(&root, &out_dir, options, &runs)?;
+    let open_loop = if runs.contains_key(&Tracer::Daemon) {
+        open_loop(&root, &out_dir, options, &runs)?
+    } else {
+        Value::Null
+    };
     drop(stats);
     let report = summarize(&runs, &open_loop, options);
     fs::write(
@@ -149,10 +181,13 @@ fn measure(root: &Path, out_dir: &Path, tracer: Tracer, options: &Options) -> Re
     // The tracer's programs are unloaded when it stops: read their
     // run time while they are attached.
     let after = BpfStats::read();
-    for (id, (ns, count)) in &after {
-        if !before.contains_key(id) {
+    for (id, (name, ns, count)) in after {
+        if !before.contains_key(&id) {
             run.bpf_ns += ns;
             run.bpf_runs += count;
+            let entry = run.programs.entry(name).or_default();
+            entry.0 += ns;
+            entry.1 += count;
         }
     }
     if let Some(process) = running.as_mut() {
@@ -316,8 +351,8 @@ impl BpfStats {
         Ok(Self { previous })
     }
 
-    /// Program id → (run time ns, run count).
-    fn read() -> HashMap<u64, (u64, u64)> {
+    /// Program id → (name, run time ns, run count).
+    fn read() -> HashMap<u64, (String, u64, u64)> {
         let out = Command::new("bpftool")
             .args(["--json", "prog", "show"])
             .output();
@@ -331,6 +366,7 @@ impl BpfStats {
                 Some((
                     p["id"].as_u64()?,
                     (
+                        p["name"].as_str().unwrap_or("?").to_owned(),
                         p["run_time_ns"].as_u64().unwrap_or(0),
                         p["run_cnt"].as_u64().unwrap_or(0),
                     ),
@@ -407,14 +443,12 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 fn summarize(runs: &HashMap<Tracer, Vec<Run>>, open_loop: &Value, options: &Options) -> Value {
     let base = median(runs[&Tracer::None].iter().map(|r| r.per_second).collect());
-    let tcpstates = median(
-        runs[&Tracer::Tcpstates]
-            .iter()
-            .map(|r| r.per_second)
-            .collect(),
-    );
+    let tcpstates = runs
+        .get(&Tracer::Tcpstates)
+        .map(|r| median(r.iter().map(|r| r.per_second).collect()));
     let rows: Vec<Value> = Tracer::ALL
         .iter()
+        .filter(|tracer| runs.contains_key(tracer))
         .map(|tracer| {
             let r = &runs[tracer];
             let rate = median(r.iter().map(|x| x.per_second).collect());
@@ -430,7 +464,8 @@ fn summarize(runs: &HashMap<Tracer, Vec<Run>>, open_loop: &Value, options: &Opti
                 "tracer": tracer.name(),
                 "median_connections_per_second": rate,
                 "ratio_to_untraced": rate / base,
-                "ratio_to_tcpstates": rate / tcpstates,
+                "ratio_to_tcpstates": tcpstates.map(|t| rate / t),
+                "bpf_programs": program_breakdown(r, connections),
                 "samples": r.iter().map(|x| x.per_second).collect::<Vec<_>>(),
                 "tracer_cpu_seconds": cpu,
                 "tracer_peak_rss_mib": r.iter().map(|x| x.tracer_rss_kib).max().unwrap_or(0) as f64 / 1024.0,
@@ -461,6 +496,36 @@ fn summarize(runs: &HashMap<Tracer, Vec<Run>>, open_loop: &Value, options: &Opti
             "events_lost": 0,
         },
     })
+}
+
+/// Per program: ns per run and per connection, runs per connection.
+fn program_breakdown(runs: &[Run], connections: f64) -> Value {
+    let mut total: HashMap<&str, (u64, u64)> = HashMap::new();
+    for run in runs {
+        for (name, (ns, count)) in &run.programs {
+            let entry = total.entry(name).or_default();
+            entry.0 += ns;
+            entry.1 += count;
+        }
+    }
+    let mut rows: Vec<Value> = total
+        .into_iter()
+        .map(|(name, (ns, count))| {
+            json!({
+                "program": name,
+                "ns_per_run": if count == 0 { 0.0 } else { ns as f64 / count as f64 },
+                "runs_per_connection": count as f64 / connections.max(1.0),
+                "ns_per_connection": ns as f64 / connections.max(1.0),
+            })
+        })
+        .collect();
+    rows.sort_by(|a, b| {
+        b["ns_per_connection"]
+            .as_f64()
+            .unwrap_or(0.0)
+            .total_cmp(&a["ns_per_connection"].as_f64().unwrap_or(0.0))
+    });
+    Value::Array(rows)
 }
 
 fn print_table(report: &Value) {
@@ -500,17 +565,46 @@ fn print_table(report: &Value) {
                 .map_or("-".to_owned(), |e| e.to_string()),
         );
     }
-    if let Some(w) = report["results"][1]["ring_wakeups_per_second"].as_f64() {
-        println!("daemon ring-buffer wakeups: at most {w:.1}/s over the runs (target <= 100/s)");
+    for row in report["results"].as_array().into_iter().flatten() {
+        if let Some(w) = row["ring_wakeups_per_second"].as_f64() {
+            println!(
+                "daemon ring-buffer wakeups: at most {w:.1}/s over the runs (target <= 100/s)"
+            );
+        }
+    }
+    for row in report["results"].as_array().into_iter().flatten() {
+        let programs = row["bpf_programs"].as_array().cloned().unwrap_or_default();
+        if programs.is_empty() {
+            continue;
+        }
+        println!(
+            "\nkernel programs of {}:",
+            row["tracer"].as_str().unwrap_or("?")
+        );
+        println!(
+            "  {:<24} {:>10} {:>14} {:>14}",
+            "program", "ns/run", "runs/conn", "ns/conn"
+        );
+        for p in programs {
+            println!(
+                "  {:<24} {:>10.0} {:>14.2} {:>14.0}",
+                p["program"].as_str().unwrap_or("?"),
+                p["ns_per_run"].as_f64().unwrap_or(0.0),
+                p["runs_per_connection"].as_f64().unwrap_or(0.0),
+                p["ns_per_connection"].as_f64().unwrap_or(0.0),
+            );
+        }
     }
     let o = &report["open_loop"];
-    println!(
-        "\nopen loop at {:.0} conn/s: busy CPU {:.1} ms per 1k connections untraced, {:.1} with the daemon ({:+.1}%)",
-        o["rate_per_second"].as_f64().unwrap_or(0.0),
-        o["busy_cpu_ms_per_1k_connections_untraced"].as_f64().unwrap_or(0.0),
-        o["busy_cpu_ms_per_1k_connections_daemon"].as_f64().unwrap_or(0.0),
-        o["overhead_percent"].as_f64().unwrap_or(0.0),
-    );
+    if !o.is_null() {
+        println!(
+            "\nopen loop at {:.0} conn/s: busy CPU {:.1} ms per 1k connections untraced, {:.1} with the daemon ({:+.1}%)",
+            o["rate_per_second"].as_f64().unwrap_or(0.0),
+            o["busy_cpu_ms_per_1k_connections_untraced"].as_f64().unwrap_or(0.0),
+            o["busy_cpu_ms_per_1k_connections_daemon"].as_f64().unwrap_or(0.0),
+            o["overhead_percent"].as_f64().unwrap_or(0.0),
+        );
+    }
     println!(
         "targets: daemon >= {:.0}% of untraced; trace >= {:.0}x tcpstates; <= {:.0} ms tracer CPU per 100k events; 0 lost",
         TARGET_DAEMON_RATIO * 100.0,

@@ -46,6 +46,14 @@ enum Task {
         /// Client threads of the churn workload.
         #[arg(long, default_value_t = 4)]
         threads: usize,
+        /// Configurations to compare with the untraced baseline
+        /// (none, daemon, trace, tcplife, tcpstates).
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "daemon,trace,tcplife,tcpstates"
+        )]
+        tracers: Vec<String>,
         /// Instead: hold this many loopback connections (2 sockets each)
         /// open and report the daemon's memory and the kernel maps.
         #[arg(long)]
@@ -83,12 +91,17 @@ fn main() -> Result<()> {
             rounds,
             seconds,
             threads,
+            tracers,
             scale,
         } => {
             setup::test_packages()?;
             match scale {
                 Some(connections) => bench::scale(connections),
                 None => bench::run(&bench::Options {
+                    tracers: tracers
+                        .iter()
+                        .map(|t| bench::Tracer::parse(t))
+                        .collect::<Result<_>>()?,
                     rounds,
                     seconds,
                     threads,

@@ -27,6 +27,10 @@ pub struct DaemonArgs {
     /// At most one call-site stack per process and call kind per interval [default: 1s].
     #[arg(long, env = "TCPTRACE_STACK_INTERVAL")]
     stack_interval: Option<String>,
+    /// Have the kernel send every event instead of one summary per socket
+    /// (more overhead; the metrics are the same).
+    #[arg(long, env = "TCPTRACE_EVERY_EVENT")]
+    every_event: bool,
     /// How often to refresh the socket dump and diagnoses [default: 15s].
     #[arg(long, env = "TCPTRACE_REFRESH")]
     refresh: Option<String>,
@@ -51,6 +55,7 @@ pub fn run(args: DaemonArgs) -> Result<()> {
             ring_buffer_mib: args.ring_buffer_mib,
             no_stacks: args.no_stacks,
             stack_interval: args.stack_interval,
+            every_event: args.every_event,
             refresh: args.refresh,
             comm: args.comms,
             port: args.ports,

@@ -58,6 +58,8 @@ pub fn run(args: TraceArgs) -> Result<()> {
             ring_bytes: args.ring_buffer_mib * 1024 * 1024,
             capture_stacks: !args.no_stacks,
             stack_interval_ms: 0,
+            // Nothing is printed per event: one record per socket will do.
+            summary: args.report_only,
         },
         report_only: args.report_only,
     };

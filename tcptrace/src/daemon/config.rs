@@ -19,6 +19,7 @@ pub struct FileConfig {
     pub ring_buffer_mib: Option<u32>,
     pub stacks: Option<bool>,
     pub stack_interval: Option<String>,
+    pub every_event: Option<bool>,
     pub refresh: Option<String>,
     pub log_findings: Option<bool>,
     pub comm: Option<Vec<String>>,
@@ -45,6 +46,7 @@ pub struct Overrides {
     pub ring_buffer_mib: Option<u32>,
     pub no_stacks: bool,
     pub stack_interval: Option<String>,
+    pub every_event: bool,
     pub refresh: Option<String>,
     pub comm: Vec<String>,
     pub port: Vec<u16>,
@@ -60,6 +62,9 @@ pub struct DaemonConfig {
     pub stacks: bool,
     /// At most one call-site stack per process and call kind per interval.
     pub stack_interval: Duration,
+    /// Send every event from the kernel instead of one summary per socket
+    /// (costs more; for debugging tcptrace itself).
+    pub every_event: bool,
     /// How often the socket dump, diagnoses and findings log are refreshed.
     pub refresh: Duration,
     pub log_findings: bool,
@@ -105,6 +110,7 @@ impl DaemonConfig {
             ring_buffer_mib,
             stacks: !flags.no_stacks && file.stacks.unwrap_or(true),
             stack_interval,
+            every_event: flags.every_event || file.every_event.unwrap_or(false),
             refresh,
             log_findings: file.log_findings.unwrap_or(true),
             comm: if flags.comm.is_empty() {

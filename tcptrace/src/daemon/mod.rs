@@ -59,6 +59,7 @@ async fn serve(config: DaemonConfig) -> Result<()> {
         ring_bytes: config.ring_buffer_mib * 1024 * 1024,
         capture_stacks: config.stacks,
         stack_interval_ms: u32::try_from(config.stack_interval.as_millis()).unwrap_or(u32::MAX),
+        summary: !config.every_event,
     })?;
     let filter = Filter {
         comms: config.comm.clone(),

@@ -10,7 +10,7 @@ use std::{
 use tcptrace_common::{Event, EventKind, TcpState, AF_INET, AF_INET6, CTX_PROCESS, EVENT_SIZE};
 
 use super::{
-    layout::{Endpoints, RecordLayouts},
+    layout::{Endpoints, RecordLayouts, SockCommonLayout},
     TcpEvent, What,
 };
 use crate::probe::tracefs::Field;
@@ -27,6 +27,10 @@ pub enum DecodeError {
     State(i32),
     /// An address family other than `AF_INET`/`AF_INET6`.
     Family(u16),
+    /// A summary record without the `sock_common` layout (summary mode off).
+    NoSummaryLayout,
+    /// A summary record with fewer than two states in its history.
+    EmptyHistory,
 }
 
 impl fmt::Display for DecodeError {
@@ -37,6 +41,8 @@ impl fmt::Display for DecodeError {
             Self::Truncated => f.write_str("tracepoint record shorter than its layout"),
             Self::State(state) => write!(f, "invalid TCP state {state}"),
             Self::Family(family) => write!(f, "unknown address family {family}"),
+            Self::NoSummaryLayout => f.write_str("summary record but no sock_common layout"),
+            Self::EmptyHistory => f.write_str("summary record without a transition"),
         }
     }
 }
@@ -52,8 +58,33 @@ pub fn decode(bytes: &[u8], layouts: &RecordLayouts) -> Result<TcpEvent, DecodeE
     let event: Event = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
     let kind = EventKind::from_u16(event.kind).ok_or(DecodeError::Kind(event.kind))?;
     let raw = Raw(&event.raw[..usize::from(event.raw_len).min(event.raw.len())]);
+    let process = event.context & CTX_PROCESS != 0;
+    let decoded = |what, (local, remote), summary| TcpEvent {
+        what,
+        ts_ns: event.ts_ns,
+        skaddr: event.skaddr,
+        local,
+        remote,
+        sock: event.sock,
+        actor: process.then_some(event.actor),
+        in_state_ns: (event.in_state_ns != 0).then_some(event.in_state_ns),
+        error: (event.sk_err != 0).then_some(event.sk_err),
+        summary,
+    };
 
     let (what, endpoints) = match kind {
+        EventKind::Summary => {
+            let layout = layouts.sock_common.ok_or(DecodeError::NoSummaryLayout)?;
+            let mut states = event.sock.history.states().rev();
+            let (Some(new), Some(old)) = (states.next(), states.next()) else {
+                return Err(DecodeError::EmptyHistory);
+            };
+            let what = What::StateChange {
+                old: state(old)?,
+                new: state(new)?,
+            };
+            return Ok(decoded(what, sock_common_endpoints(raw, &layout)?, true));
+        }
         EventKind::StateChange => {
             let l = &layouts.state;
             let what = What::StateChange {
@@ -78,19 +109,31 @@ pub fn decode(bytes: &[u8], layouts: &RecordLayouts) -> Result<TcpEvent, DecodeE
         }
         EventKind::ResetReceived => (What::ResetReceived, &layouts.receive_reset.endpoints),
     };
-    let (local, remote) = endpoints_of(raw, endpoints)?;
-    let process = event.context & CTX_PROCESS != 0;
-    Ok(TcpEvent {
-        what,
-        ts_ns: event.ts_ns,
-        skaddr: event.skaddr,
-        local,
-        remote,
-        sock: event.sock,
-        actor: process.then_some(event.actor),
-        in_state_ns: (event.in_state_ns != 0).then_some(event.in_state_ns),
-        error: (event.sk_err != 0).then_some(event.sk_err),
-    })
+    Ok(decoded(what, endpoints_of(raw, endpoints)?, false))
+}
+
+/// Endpoints from the start of a `struct sock_common` (summary records).
+fn sock_common_endpoints(
+    raw: Raw,
+    l: &SockCommonLayout,
+) -> Result<(SocketAddr, SocketAddr), DecodeError> {
+    let local_port = u16::from_ne_bytes(raw.bytes::<2>(l.num)?);
+    let remote_port = u16::from_be_bytes(raw.bytes::<2>(l.dport)?);
+    let (local, remote) = match u16::from_ne_bytes(raw.bytes::<2>(l.family)?) {
+        AF_INET => (
+            IpAddr::V4(Ipv4Addr::from(raw.bytes::<4>(l.rcv_saddr)?)),
+            IpAddr::V4(Ipv4Addr::from(raw.bytes::<4>(l.daddr)?)),
+        ),
+        AF_INET6 => (
+            IpAddr::V6(Ipv6Addr::from(raw.bytes::<16>(l.v6_rcv_saddr)?)),
+            IpAddr::V6(Ipv6Addr::from(raw.bytes::<16>(l.v6_daddr)?)),
+        ),
+        other => return Err(DecodeError::Family(other)),
+    };
+    Ok((
+        SocketAddr::new(local, local_port),
+        SocketAddr::new(remote, remote_port),
+    ))
 }
 
 fn state(raw: i32) -> Result<TcpState, DecodeError> {
@@ -161,8 +204,11 @@ struct Raw<'a>(&'a [u8]);
 
 impl Raw<'_> {
     fn array<const N: usize>(self, field: Field) -> Result<[u8; N], DecodeError> {
+        self.bytes(field.offset)
+    }
+    fn bytes<const N: usize>(self, offset: usize) -> Result<[u8; N], DecodeError> {
         self.0
-            .get(field.offset..field.offset + N)
+            .get(offset..offset + N)
             .and_then(|b| b.try_into().ok())
             .ok_or(DecodeError::Truncated)
     }

@@ -66,6 +66,47 @@ pub struct SockRecord {
     pub len: usize,
 }
 
+/// Where a summary record's copy of `struct sock_common` has the
+/// endpoints (byte offsets, from BTF).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SockCommonLayout {
+    pub family: usize,
+    /// IPv4 remote address, network order.
+    pub daddr: usize,
+    /// IPv4 local address, network order.
+    pub rcv_saddr: usize,
+    /// Remote port, network order.
+    pub dport: usize,
+    /// Local port, host order.
+    pub num: usize,
+    pub v6_daddr: usize,
+    pub v6_rcv_saddr: usize,
+}
+
+impl SockCommonLayout {
+    /// Fails when a field lies beyond the bytes the kernel copies.
+    pub fn checked(self) -> Result<Self> {
+        let end = [
+            self.family + 2,
+            self.daddr + 4,
+            self.rcv_saddr + 4,
+            self.dport + 2,
+            self.num + 2,
+            self.v6_daddr + 16,
+            self.v6_rcv_saddr + 16,
+        ]
+        .into_iter()
+        .max()
+        .unwrap_or(0);
+        if end > RAW_RECORD_LEN {
+            bail!(
+                "struct sock_common ends its endpoints at byte {end}; tcptrace copies {RAW_RECORD_LEN}"
+            );
+        }
+        Ok(self)
+    }
+}
+
 /// Layouts of all records tcptrace reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RecordLayouts {
@@ -73,6 +114,8 @@ pub struct RecordLayouts {
     pub retransmit: SockRecord,
     pub send_reset: SockRecord,
     pub receive_reset: SockRecord,
+    /// Summary records (from BTF); `None` when summary mode is off.
+    pub sock_common: Option<SockCommonLayout>,
 }
 
 /// Offsets handed to the kernel programs as read-only globals.
@@ -102,6 +145,7 @@ impl RecordLayouts {
             retransmit: SockRecord::from_format(retransmit)?,
             send_reset: SockRecord::from_format(send_reset)?,
             receive_reset: SockRecord::from_format(receive_reset)?,
+            sock_common: None,
         };
         for (name, len) in [
             ("inet_sock_set_state", layouts.state.len),

@@ -1,6 +1,7 @@
 //! Records from the kernel, decoded into checked Rust values.
 
 mod decode;
+mod expand;
 pub mod layout;
 #[cfg(test)]
 pub mod synthetic;
@@ -8,6 +9,7 @@ pub mod synthetic;
 use std::net::SocketAddr;
 
 pub use decode::{decode, DecodeError};
+pub use expand::expand;
 use tcptrace_common::{SockInfo, Task, TcpState, CLOSER_KNOWN};
 
 /// What happened to a socket.
@@ -47,6 +49,9 @@ pub struct TcpEvent {
     pub in_state_ns: Option<u64>,
     /// Why the socket died, on a transition to CLOSE (`sk_err`, an errno).
     pub error: Option<i32>,
+    /// A summary record (daemon mode): `what` is the last transition, and
+    /// `sock.history` the ones before it (see `expand`).
+    pub summary: bool,
 }
 
 impl TcpEvent {

@@ -63,6 +63,7 @@ impl Conn {
             actor: None,
             in_state_ns: None,
             error: None,
+            summary: false,
         }
     }
 

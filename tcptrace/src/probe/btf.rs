@@ -1,10 +1,13 @@
 //! `struct sock` offsets resolved from the kernel's BTF
 //! (`/sys/kernel/btf/vmlinux`), for what the tracepoint records do not
-//! carry: the socket's network namespace and its error when it dies.
+//! carry (the socket's network namespace, its error when it dies) and for
+//! the raw tracepoint of summary mode, which has no record at all.
 
 use anyhow::{bail, Context, Result};
 use btf_rs::{Btf, Type};
 use tcptrace_common::KernelLayout;
+
+use crate::event::layout::SockCommonLayout;
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
@@ -13,6 +16,9 @@ pub struct KernelOffsets {
     pub layout: KernelLayout,
     /// Offset of `sp` in `struct pt_regs` (see `Settings::regs_sp`).
     pub regs_sp: u32,
+    /// Where addresses and ports sit in `struct sock_common`, for summary
+    /// records (which copy its start).
+    pub sock_common: SockCommonLayout,
 }
 
 pub fn kernel_offsets() -> Result<KernelOffsets> {
@@ -21,18 +27,38 @@ pub fn kernel_offsets() -> Result<KernelOffsets> {
     Ok(KernelOffsets {
         layout: kernel_layout(&btf)?,
         regs_sp: u32::try_from(member_offset(&btf, "pt_regs", &["sp"])?)?,
+        sock_common: sock_common_layout(&btf)?,
     })
 }
 
-/// Offsets of `sock.__sk_common.skc_net.net`, `net.ns.inum` and `sock.sk_err`.
+fn sock_common_layout(btf: &Btf) -> Result<SockCommonLayout> {
+    let at = |field: &str| member_offset(btf, "sock_common", &[field]);
+    SockCommonLayout {
+        family: at("skc_family")?,
+        daddr: at("skc_daddr")?,
+        rcv_saddr: at("skc_rcv_saddr")?,
+        dport: at("skc_dport")?,
+        num: at("skc_num")?,
+        v6_daddr: at("skc_v6_daddr")?,
+        v6_rcv_saddr: at("skc_v6_rcv_saddr")?,
+    }
+    .checked()
+}
+
+/// Offsets of `sock.__sk_common.skc_net.net`, `net.ns.inum`, `sock.sk_err`,
+/// `sock.sk_protocol` and `sock.__sk_common.skc_num`.
 fn kernel_layout(btf: &Btf) -> Result<KernelLayout> {
     let sock_net = member_offset(btf, "sock", &["__sk_common", "skc_net", "net"])?;
     let net_inum = member_offset(btf, "net", &["ns", "inum"])?;
     let sock_err = member_offset(btf, "sock", &["sk_err"])?;
+    let sock_protocol = member_offset(btf, "sock", &["sk_protocol"])?;
+    let sock_num = member_offset(btf, "sock", &["__sk_common", "skc_num"])?;
     Ok(KernelLayout {
         sock_net: u32::try_from(sock_net)?,
         net_inum: u32::try_from(net_inum)?,
         sock_err: u32::try_from(sock_err)?,
+        sock_protocol: u32::try_from(sock_protocol)?,
+        sock_num: u32::try_from(sock_num)?,
         _pad: 0,
     })
 }

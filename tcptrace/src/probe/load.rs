@@ -3,7 +3,7 @@ use std::path::Path;
 use anyhow::{anyhow, Context, Result};
 use aya::{
     maps::{HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap},
-    programs::TracePoint,
+    programs::{RawTracePoint, TracePoint},
     Ebpf, EbpfLoader,
 };
 use tcptrace_common::{Counter, Listener, ListenerKey, Settings};
@@ -21,6 +21,10 @@ pub struct ProbeOptions {
     /// At most one stack per process and call kind per this many ms
     /// (0: every time). See `Settings::stack_interval_ms`.
     pub stack_interval_ms: u32,
+    /// Summary mode (the daemon): one record per socket at CLOSE and at
+    /// `CLOSE_WAIT` instead of one per event. Needs kernel BTF; without it
+    /// tcptrace falls back to sending every event.
+    pub summary: bool,
 }
 
 impl Default for ProbeOptions {
@@ -29,6 +33,7 @@ impl Default for ProbeOptions {
             ring_bytes: 4 * 1024 * 1024,
             capture_stacks: true,
             stack_interval_ms: 0,
+            summary: false,
         }
     }
 }
@@ -39,45 +44,81 @@ pub struct Probe {
     pub layouts: RecordLayouts,
 }
 
-/// (program, category, tracepoint)
-const ATTACHMENTS: [(&str, &str, &str); 6] = [
-    // Softirq bracketing first, so attribution is right from the first
-    // event; the exit before the entry: attached the other way round, a
-    // softirq running while they attach could leave its CPU's flag stuck at
-    // "in softirq" (entry seen, exit missed) until that CPU's next softirq,
-    // and a connect() or listen() there would lose its owner.
-    ("tcptrace_softirq_exit", "irq", "softirq_exit"),
-    ("tcptrace_softirq_entry", "irq", "softirq_entry"),
-    ("tcptrace_set_state", "sock", "inet_sock_set_state"),
-    ("tcptrace_retransmit", "tcp", "tcp_retransmit_skb"),
-    ("tcptrace_send_reset", "tcp", "tcp_send_reset"),
-    ("tcptrace_receive_reset", "tcp", "tcp_receive_reset"),
-];
+/// Where a program attaches.
+#[derive(Clone, Copy)]
+enum Hook {
+    /// A classic tracepoint: (category, name); the kernel builds a record.
+    Tracepoint(&'static str, &'static str),
+    /// A raw tracepoint: the `TP_PROTO` arguments, no record.
+    Raw(&'static str),
+}
+
+/// Programs in attach order. Softirq bracketing first, so attribution is
+/// right from the first event; the exit before the entry: attached the
+/// other way round, a softirq running while they attach could leave its
+/// CPU's flag stuck at "in softirq" (entry seen, exit missed) until that
+/// CPU's next softirq, and a connect() or listen() there would lose its
+/// owner.
+fn attachments(summary: bool) -> [(&'static str, Hook); 6] {
+    let state_change = if summary {
+        ("tcptrace_state_summary", Hook::Raw("inet_sock_set_state"))
+    } else {
+        (
+            "tcptrace_set_state",
+            Hook::Tracepoint("sock", "inet_sock_set_state"),
+        )
+    };
+    [
+        ("tcptrace_softirq_exit", Hook::Raw("softirq_exit")),
+        ("tcptrace_softirq_entry", Hook::Raw("softirq_entry")),
+        state_change,
+        (
+            "tcptrace_retransmit",
+            Hook::Tracepoint("tcp", "tcp_retransmit_skb"),
+        ),
+        (
+            "tcptrace_send_reset",
+            Hook::Tracepoint("tcp", "tcp_send_reset"),
+        ),
+        (
+            "tcptrace_receive_reset",
+            Hook::Tracepoint("tcp", "tcp_receive_reset"),
+        ),
+    ]
+}
 
 impl Probe {
     pub fn load(options: ProbeOptions) -> Result<Self> {
         preflight::ensure_can_trace()?;
         let root = tracefs::tracefs_root()?;
-        let layouts = read_layouts(&root)?;
+        let mut layouts = read_layouts(&root)?;
         let globals = layouts.kernel_globals();
-        let offsets = btf::kernel_offsets().unwrap_or_else(|err| {
-            eprintln!(
-                "tcptrace: warning: {err:#}; network namespaces and socket errors will show as 0, \
-                 call sites may miss the direct caller of libc"
-            );
-            btf::KernelOffsets {
-                layout: tcptrace_common::KernelLayout::default(),
-                regs_sp: 0,
+        let (kernel, regs_sp) = match btf::kernel_offsets() {
+            Ok(offsets) => {
+                if options.summary {
+                    layouts.sock_common = Some(offsets.sock_common);
+                }
+                (offsets.layout, offsets.regs_sp)
             }
-        });
-        let kernel = offsets.layout;
+            Err(err) => {
+                eprintln!(
+                    "tcptrace: warning: {err:#}; network namespaces and socket errors will show \
+                     as 0, call sites may miss the direct caller of libc, and every event is \
+                     sent (no summary mode)"
+                );
+                (tcptrace_common::KernelLayout::default(), 0)
+            }
+        };
+        let summary = layouts.sock_common.is_some();
         let settings = Settings {
             capture_stacks: u32::from(options.capture_stacks),
             // Wake the reader early enough that a burst cannot fill the
             // rest while it is being scheduled.
             wakeup_bytes: options.ring_bytes / 4,
-            regs_sp: offsets.regs_sp,
+            regs_sp,
             stack_interval_ms: options.stack_interval_ms,
+            summary: u32::from(summary),
+            _pad: 0,
         };
         let ring_bytes = options.ring_bytes.next_power_of_two().max(4096);
         let mut ebpf = EbpfLoader::new()
@@ -90,17 +131,27 @@ impl Probe {
             .map_max_entries("EVENTS", ring_bytes)
             .load(EBPF_OBJECT)
             .map_err(|err| refused("loading the eBPF object", &err))?;
-        for (program, category, name) in ATTACHMENTS {
-            let tracepoint: &mut TracePoint = ebpf
+        for (program, hook) in attachments(summary) {
+            let program_mut = ebpf
                 .program_mut(program)
-                .with_context(|| format!("program {program} missing from the eBPF object"))?
-                .try_into()?;
-            tracepoint
-                .load()
-                .map_err(|err| refused(&format!("verifying {program}"), &err))?;
-            tracepoint
-                .attach(category, name)
-                .map_err(|err| refused(&format!("attaching to {category}:{name}"), &err))?;
+                .with_context(|| format!("program {program} missing from the eBPF object"))?;
+            let attached = match hook {
+                Hook::Tracepoint(category, name) => {
+                    let tracepoint: &mut TracePoint = program_mut.try_into()?;
+                    tracepoint
+                        .load()
+                        .map_err(|err| refused(&format!("verifying {program}"), &err))?;
+                    tracepoint.attach(category, name).map(drop)
+                }
+                Hook::Raw(name) => {
+                    let tracepoint: &mut RawTracePoint = program_mut.try_into()?;
+                    tracepoint
+                        .load()
+                        .map_err(|err| refused(&format!("verifying {program}"), &err))?;
+                    tracepoint.attach(name).map(drop)
+                }
+            };
+            attached.map_err(|err| refused(&format!("attaching {program}"), &err))?;
         }
         // Parsing kernel BTF (twice: here and in aya) leaves tens of MB of
         // freed heap behind; give it back so the daemon's RSS is its own.

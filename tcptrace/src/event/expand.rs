@@ -1,0 +1,284 @@
+//! Summary records (daemon mode) unfolded into the events they stand for,
+//! so the socket table and the diagnoses see the same sequence whichever
+//! mode the kernel ran in.
+//!
+//! The kernel keeps the states a socket went through and the moments that
+//! matter (birth, ESTABLISHED, our FIN, `CLOSE_WAIT`, the last transition);
+//! a transition between them takes the time of the one before. Actors are
+//! known for the birth (the owner), the first close call (the closer) and
+//! the last transition (the record's own context).
+
+use tcptrace_common::{history::PATH_CAPACITY, TcpState, CLOSER_KNOWN, OWNER_FROM_SYSCALL};
+
+use super::{TcpEvent, What};
+
+/// Calls `each` with every event `summary` stands for, oldest first; the
+/// last one is the summary's own transition. Allocates nothing.
+pub fn expand(summary: &TcpEvent, mut each: impl FnMut(&TcpEvent)) {
+    let history = &summary.sock.history;
+    let mut states = [TcpState::Close; PATH_CAPACITY as usize];
+    let mut len = 0;
+    for raw in history.states() {
+        // The decoder checked the last two; an invalid state earlier on
+        // ends the path there (only what follows it is replayed).
+        match TcpState::from_raw(raw) {
+            Some(state) => {
+                states[len] = state;
+                len += 1;
+            }
+            None => len = 0,
+        }
+    }
+    if len < 2 {
+        each(summary);
+        return;
+    }
+    let sock = &summary.sock;
+    let mut event = TcpEvent {
+        actor: None,
+        in_state_ns: None,
+        error: None,
+        summary: false,
+        ..*summary
+    };
+    let mut previous_ns = (sock.created_ns != 0).then_some(sock.created_ns);
+    let mut closer_named = false;
+    let mut data_retransmits_sent = false;
+    let last = len - 2;
+    for i in 0..=last {
+        let (old, new) = (states[i], states[i + 1]);
+        let birth = i == 0
+            && matches!(
+                (old, new),
+                (TcpState::Close, TcpState::SynSent | TcpState::Listen)
+                    | (TcpState::Listen, TcpState::SynRecv)
+            );
+        let ts_ns = if i == last {
+            summary.ts_ns
+        } else {
+            moment(summary, old, new, birth)
+                .map_or(previous_ns, |ts| {
+                    Some(previous_ns.map_or(ts, |p| p.max(ts)))
+                })
+                .unwrap_or(summary.ts_ns)
+        };
+        event.what = What::StateChange { old, new };
+        event.ts_ns = ts_ns;
+        event.in_state_ns = if i == last {
+            summary.in_state_ns
+        } else {
+            previous_ns.map(|p| ts_ns.saturating_sub(p))
+        };
+        event.actor = if i == last {
+            summary.actor
+        } else if birth && sock.flags & OWNER_FROM_SYSCALL != 0 {
+            Some(sock.owner)
+        } else if !closer_named && is_close_call(old, new) && sock.flags & CLOSER_KNOWN != 0 {
+            closer_named = true;
+            Some(sock.closer)
+        } else {
+            None
+        };
+        if i == last {
+            // Data retransmits go after ESTABLISHED; with no ESTABLISHED on
+            // the path, before the last transition. Resets end a life.
+            if !data_retransmits_sent {
+                data_retransmits_sent = true;
+                replay_retransmits(&mut event, history.data_retransmits, old, &mut each);
+            }
+            let resets = [
+                (history.resets_sent, What::ResetSent { state: Some(old) }),
+                (history.resets_received, What::ResetReceived),
+            ];
+            for (count, what) in resets {
+                replay(&mut event, u32::from(count), what, &mut each);
+            }
+            event.error = summary.error;
+        }
+        each(&event);
+        previous_ns = Some(ts_ns);
+        if birth && new != TcpState::Listen {
+            replay_retransmits(&mut event, history.syn_retransmits, new, &mut each);
+        }
+        if new == TcpState::Established && !data_retransmits_sent && i != last {
+            data_retransmits_sent = true;
+            replay_retransmits(&mut event, history.data_retransmits, new, &mut each);
+        }
+    }
+}
+
+/// When the kernel recorded entering `new`, if it did.
+fn moment(summary: &TcpEvent, old: TcpState, new: TcpState, birth: bool) -> Option<u64> {
+    let h = &summary.sock.history;
+    let ns = match new {
+        _ if birth => summary.sock.created_ns,
+        TcpState::Established if old != TcpState::Established => h.established_ns,
+        TcpState::FinWait1 | TcpState::LastAck => h.fin_sent_ns,
+        TcpState::CloseWait => h.close_wait_ns,
+        _ => 0,
+    };
+    (ns != 0).then_some(ns)
+}
+
+/// The transitions a close(), shutdown() or abort makes in process context.
+fn is_close_call(old: TcpState, new: TcpState) -> bool {
+    matches!(
+        (old, new),
+        (
+            TcpState::Established | TcpState::SynRecv,
+            TcpState::FinWait1
+        ) | (TcpState::CloseWait, TcpState::LastAck)
+    )
+}
+
+fn replay_retransmits(
+    event: &mut TcpEvent,
+    count: u16,
+    state: TcpState,
+    each: &mut impl FnMut(&TcpEvent),
+) {
+    replay(
+        event,
+        u32::from(count),
+        What::Retransmit { state: Some(state) },
+        each,
+    );
+}
+
+/// `count` copies of `what` at the event's current time, by nobody.
+fn replay(event: &mut TcpEvent, count: u32, what: What, each: &mut impl FnMut(&TcpEvent)) {
+    let (saved_what, saved_actor, saved_in_state, saved_error) =
+        (event.what, event.actor, event.in_state_ns, event.error);
+    event.what = what;
+    event.actor = None;
+    event.in_state_ns = None;
+    event.error = None;
+    for _ in 0..count {
+        each(event);
+    }
+    event.what = saved_what;
+    event.actor = saved_actor;
+    event.in_state_ns = saved_in_state;
+    event.error = saved_error;
+}
+
+#[cfg(test)]
+mod tests {
+    use tcptrace_common::{state::raw, History, SockInfo, Task};
+
+    use super::*;
+    use crate::event::synthetic::{task, Conn};
+
+    fn summary(path: &[(i32, i32, u64)], configure: impl FnOnce(&mut SockInfo)) -> TcpEvent {
+        let conn = Conn::active(0x1000, Task::NOBODY, "10.0.0.1:40000", "10.0.0.9:80");
+        let mut event = conn.state(0, TcpState::FinWait2, TcpState::Close);
+        let mut history = History::EMPTY;
+        for &(old, new, ts) in path {
+            history.enter(old, new, ts);
+            event.ts_ns = ts;
+        }
+        event.sock.history = history;
+        event.summary = true;
+        configure(&mut event.sock);
+        event
+    }
+
+    fn unfold(summary: &TcpEvent) -> Vec<(What, u64, Option<u32>)> {
+        let mut out = Vec::new();
+        expand(summary, |e| {
+            out.push((e.what, e.ts_ns, e.actor.map(|a| a.tgid)))
+        });
+        out
+    }
+
+    #[test]
+    fn active_close_unfolds_with_its_moments_and_actors() {
+        use raw::*;
+        let s = summary(
+            &[
+                (CLOSE, SYN_SENT, 100),
+                (SYN_SENT, ESTABLISHED, 150),
+                (ESTABLISHED, FIN_WAIT1, 400),
+                (FIN_WAIT1, FIN_WAIT2, 420),
+                (FIN_WAIT2, CLOSE, 450),
+            ],
+            |sock| {
+                sock.created_ns = 100;
+                sock.owner = task(7, "client", -1);
+                sock.closer = task(7, "client", -1);
+                sock.flags = OWNER_FROM_SYSCALL | CLOSER_KNOWN;
+                sock.history.syn_retransmits = 1;
+            },
+        );
+        let events = unfold(&s);
+        use TcpState::*;
+        let sc = |old, new| What::StateChange { old, new };
+        assert_eq!(
+            events,
+            vec![
+                (sc(Close, SynSent), 100, Some(7)),
+                (
+                    What::Retransmit {
+                        state: Some(SynSent)
+                    },
+                    100,
+                    None
+                ),
+                (sc(SynSent, Established), 150, None),
+                (sc(Established, FinWait1), 400, Some(7)),
+                // Not recorded by the kernel: the time of the one before.
+                (sc(FinWait1, FinWait2), 400, None),
+                (sc(FinWait2, Close), 450, None),
+            ]
+        );
+    }
+
+    #[test]
+    fn abort_replays_resets_before_the_last_transition() {
+        use raw::*;
+        let s = summary(
+            &[
+                (LISTEN, SYN_RECV, 10),
+                (SYN_RECV, ESTABLISHED, 20),
+                (ESTABLISHED, CLOSE, 90),
+            ],
+            |sock| {
+                sock.created_ns = 10;
+                sock.history.resets_received = 1;
+                sock.history.data_retransmits = 2;
+            },
+        );
+        use TcpState::*;
+        let kinds: Vec<What> = unfold(&s).into_iter().map(|(w, _, _)| w).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                What::StateChange {
+                    old: Listen,
+                    new: SynRecv
+                },
+                What::StateChange {
+                    old: SynRecv,
+                    new: Established
+                },
+                What::Retransmit {
+                    state: Some(Established)
+                },
+                What::Retransmit {
+                    state: Some(Established)
+                },
+                What::ResetReceived,
+                What::StateChange {
+                    old: Established,
+                    new: Close
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_summary_without_history_passes_through() {
+        let s = summary(&[], |_| {});
+        assert_eq!(unfold(&s).len(), 1);
+    }
+}
