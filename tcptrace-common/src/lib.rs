@@ -198,8 +198,11 @@ pub enum Counter {
     /// Summary mode: events folded into a socket's `History` instead of
     /// being sent (state changes, retransmits, resets).
     EventsFolded = 7,
+    /// Summary mode: resets sent or received on a socket tcptrace does not
+    /// know (a SYN to a closed port, a reset sent after the close).
+    ResetsWithoutSocket = 8,
 }
-pub const COUNTER_SLOTS: u32 = 8;
+pub const COUNTER_SLOTS: u32 = 10;
 
 /// Key of the `LISTENERS` map: passive sockets inherit the owner of the
 /// listener on their local port in their network namespace.

@@ -3,8 +3,8 @@
 use aya_ebpf::{
     bindings::BPF_F_USER_STACK,
     helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user, generated as gen,
+        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_probe_read_kernel,
+        bpf_probe_read_user, generated as gen,
     },
     programs::tracing::StackIdContext,
 };
@@ -46,12 +46,19 @@ pub enum StackFor {
 
 /// The current task, with its user stack when asked and stacks are on.
 #[inline(always)]
-pub fn current_task<C: StackIdContext>(ctx: &C, stack: StackFor) -> Task {
+pub fn current_task<C: StackIdContext>(ctx: &C, stack: StackFor, now: u64) -> Task {
     let pid_tgid = bpf_get_current_pid_tgid();
     let mut task = Task::NOBODY;
     task.tgid = (pid_tgid >> 32) as u32;
     task.pid = pid_tgid as u32;
-    task.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    // Straight into the record: aya's wrapper zeroes a temporary first,
+    // byte by byte.
+    unsafe {
+        gen::bpf_get_current_comm(
+            task.comm.as_mut_ptr().cast(),
+            tcptrace_common::TASK_COMM_LEN as u32,
+        )
+    };
     let settings = settings();
     let kind = match stack {
         StackFor::None => return task,
@@ -67,7 +74,6 @@ pub fn current_task<C: StackIdContext>(ctx: &C, stack: StackFor) -> Task {
         tgid: task.tgid,
         kind,
     };
-    let now = unsafe { bpf_ktime_get_ns() };
     let interval_ns = u64::from(settings.stack_interval_ms) * 1_000_000;
     if interval_ns != 0 {
         if let Some(last) = unsafe { STACK_SAMPLES.get(&key) } {

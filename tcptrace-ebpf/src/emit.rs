@@ -2,7 +2,7 @@
 
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel_buf},
+    helpers::bpf_probe_read_kernel_buf,
 };
 use tcptrace_common::{Counter, Event, EventKind, SockInfo, Task, RAW_RECORD_LEN};
 
@@ -10,6 +10,9 @@ use crate::maps::{count, settings, EVENTS};
 
 pub struct Record<'a> {
     pub kind: EventKind,
+    /// `bpf_ktime_get_ns()` of the event (read once per program run: on a
+    /// virtual machine the clock read is not cheap).
+    pub ts_ns: u64,
     pub context: u32,
     pub skaddr: u64,
     pub sock: &'a SockInfo,
@@ -40,10 +43,10 @@ pub fn emit(record: &Record) {
         (*event).kind = record.kind as u16;
         (*event).raw_len = record.raw_len.min(RAW_RECORD_LEN as u32) as u16;
         (*event).context = record.context;
-        (*event).ts_ns = bpf_ktime_get_ns();
+        (*event).ts_ns = record.ts_ns;
         (*event).skaddr = record.skaddr;
-        (*event).sock = *record.sock;
-        (*event).actor = *record.actor;
+        copy_words(&raw mut (*event).sock, record.sock);
+        copy_words(&raw mut (*event).actor, record.actor);
         (*event).in_state_ns = record.in_state_ns;
         (*event).sk_err = record.sk_err;
         (*event)._pad = 0;
@@ -63,4 +66,16 @@ pub fn emit(record: &Record) {
     };
     entry.submit(u64::from(wakeup));
     count(Counter::EventsSent);
+}
+
+/// Copies a record as 8-byte words. Volatile, because LLVM would turn a
+/// plain struct copy this large into a call to a byte-wise `memmove`
+/// subprogram, several times slower.
+#[inline(always)]
+pub unsafe fn copy_words<T>(dst: *mut T, src: *const T) {
+    const { assert!(core::mem::size_of::<T>() % 8 == 0) };
+    let (dst, src) = (dst.cast::<u64>(), src.cast::<u64>());
+    for i in 0..core::mem::size_of::<T>() / 8 {
+        unsafe { core::ptr::write_volatile(dst.add(i), core::ptr::read_volatile(src.add(i))) };
+    }
 }

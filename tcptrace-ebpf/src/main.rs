@@ -55,6 +55,19 @@ pub fn tcptrace_receive_reset(ctx: TracePointContext) -> u32 {
     }
 }
 
+/// Summary mode: resets are only counted, from the raw tracepoints.
+#[raw_tracepoint(tracepoint = "tcp_send_reset")]
+pub fn tcptrace_count_reset_sent(ctx: RawTracePointContext) -> u32 {
+    reset::on_reset_raw(&ctx, reset::Direction::Sent);
+    0
+}
+
+#[raw_tracepoint(tracepoint = "tcp_receive_reset")]
+pub fn tcptrace_count_reset_received(ctx: RawTracePointContext) -> u32 {
+    reset::on_reset_raw(&ctx, reset::Direction::Received);
+    0
+}
+
 // Raw tracepoints: these run about ten times per connection, and a raw
 // tracepoint costs the kernel no record to build.
 #[raw_tracepoint(tracepoint = "softirq_entry")]

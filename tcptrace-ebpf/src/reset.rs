@@ -1,20 +1,51 @@
 //! `tcp:tcp_send_reset` and `tcp:tcp_receive_reset`. A reset may be sent
 //! with no socket at all (a SYN to a closed port); then skaddr is 0 and the
 //! event still tells which local port refused whom.
+//!
+//! Summary mode attaches the raw tracepoints instead (the first argument is
+//! the socket): resets are counted in the socket's history, or in a counter
+//! when the socket is unknown, and nothing is sent.
 
-use aya_ebpf::{programs::TracePointContext, EbpfContext};
+use aya_ebpf::{
+    helpers::bpf_ktime_get_ns,
+    programs::{RawTracePointContext, TracePointContext},
+    EbpfContext,
+};
 use tcptrace_common::{Counter, EventKind, SockInfo, Task, CTX_PROCESS};
 
 use crate::{
     context::{current_task, in_process_context, StackFor},
     emit::{emit, Record},
-    maps::{count, receive_reset_layout, send_reset_layout, settings, LAST_RESET_SOCK, SOCKS},
+    maps::{count, receive_reset_layout, send_reset_layout, LAST_RESET_SOCK, SOCKS},
 };
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
     Sent,
     Received,
+}
+
+/// Summary mode: `TP_PROTO(sk, ...)`.
+pub fn on_reset_raw(ctx: &RawTracePointContext, direction: Direction) {
+    let skaddr: u64 = ctx.arg(0);
+    mark_peer_reset(skaddr, direction);
+    match SOCKS.get_ptr_mut(skaddr) {
+        Some(known) if skaddr != 0 => unsafe {
+            (*known).history.count_reset(direction == Direction::Sent);
+        },
+        _ => count(Counter::ResetsWithoutSocket),
+    }
+    count(Counter::EventsFolded);
+}
+
+/// Remembers the socket a received reset is about (see `reset_by_peer`).
+#[inline(always)]
+fn mark_peer_reset(skaddr: u64, direction: Direction) {
+    if direction == Direction::Received {
+        if let Some(last) = LAST_RESET_SOCK.get_ptr_mut(0) {
+            unsafe { *last = skaddr };
+        }
+    }
 }
 
 pub fn on_reset(ctx: &TracePointContext, direction: Direction) -> Result<(), ()> {
@@ -24,33 +55,22 @@ pub fn on_reset(ctx: &TracePointContext, direction: Direction) -> Result<(), ()>
     };
     let skaddr: u64 =
         unsafe { ctx.read_at(layout.skaddr as usize) }.map_err(|_| count(Counter::ReadErrors))?;
-    if direction == Direction::Received {
-        if let Some(last) = LAST_RESET_SOCK.get_ptr_mut(0) {
-            unsafe { *last = skaddr };
-        }
-    }
+    mark_peer_reset(skaddr, direction);
     let info = match (skaddr, SOCKS.get_ptr_mut(skaddr)) {
         (0, _) | (_, None) => SockInfo::EMPTY,
-        (_, Some(known)) => unsafe {
-            // Summary mode counts a socket's resets in its history; only
-            // resets without a known socket (a SYN to a closed port) are sent.
-            if settings().summary != 0 {
-                (*known).history.count_reset(direction == Direction::Sent);
-                count(Counter::EventsFolded);
-                return Ok(());
-            }
-            *known
-        },
+        (_, Some(known)) => unsafe { *known },
     };
+    let now = unsafe { bpf_ktime_get_ns() };
     // A reset sent by close() with unread data or SO_LINGER 0 is the
     // caller's doing; one sent from softirq is the stack answering a packet.
     let process = direction == Direction::Sent && in_process_context();
     let actor = if process {
-        current_task(ctx, StackFor::None)
+        current_task(ctx, StackFor::None, now)
     } else {
         Task::NOBODY
     };
     emit(&Record {
+        ts_ns: now,
         kind: match direction {
             Direction::Sent => EventKind::ResetSent,
             Direction::Received => EventKind::ResetReceived,

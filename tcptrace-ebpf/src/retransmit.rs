@@ -1,7 +1,7 @@
 //! `tcp:tcp_retransmit_skb`: always softirq or timer context, so the
 //! socket's owner record is the only attribution there is.
 
-use aya_ebpf::{programs::TracePointContext, EbpfContext};
+use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::TracePointContext, EbpfContext};
 use tcptrace_common::{Counter, EventKind, SockInfo, Task, SEEN_MID_LIFE};
 
 use crate::{
@@ -38,6 +38,7 @@ pub fn on_retransmit(ctx: &TracePointContext) -> Result<(), ()> {
         }
     };
     emit(&Record {
+        ts_ns: unsafe { bpf_ktime_get_ns() },
         kind: EventKind::Retransmit,
         context: 0,
         skaddr,

@@ -21,7 +21,7 @@ use tcptrace_common::{
 
 use crate::{
     context::{current_cgroup_id, current_task, in_process_context, StackFor},
-    emit::{emit, Record},
+    emit::{copy_words, emit, Record},
     maps::{count, settings, state_layout, LAST_RESET_SOCK, LISTENERS, SCRATCH, SOCKS},
     sock::{error_of, local_port_of, netns_of, protocol_of},
 };
@@ -82,34 +82,40 @@ fn on_change<C: StackIdContext>(
     let now = unsafe { bpf_ktime_get_ns() };
     let process = in_process_context();
 
+    let summary = settings().summary != 0;
     let role = classify(old, new, process, new == CLOSE && reset_by_peer(skaddr));
     let born = role == Role::Birth;
     let closing = role == Role::CloseCall;
-    let actor = if !process {
-        Task::NOBODY
-    } else if born {
-        current_task(ctx, StackFor::Birth)
-    } else if closing {
-        current_task(ctx, StackFor::Close)
-    } else {
-        current_task(ctx, StackFor::None)
+    let actor = match role {
+        _ if !process => Task::NOBODY,
+        Role::Birth => current_task(ctx, StackFor::Birth, now),
+        Role::CloseCall => current_task(ctx, StackFor::Close, now),
+        // Only a printed event names who was running for the rest.
+        _ if summary => Task::NOBODY,
+        _ => current_task(ctx, StackFor::None, now),
     };
 
+    // A known socket is updated where it lives. A new one is built in a
+    // per-CPU scratch slot (the 512-byte BPF stack cannot hold it next to
+    // the task records) and inserted at the end.
     let stored = SOCKS.get_ptr_mut(skaddr);
-    // The working copy lives in a per-CPU scratch slot: the BPF stack
-    // (512 bytes) cannot hold it next to the task records.
-    let info = unsafe { &mut *SCRATCH.get_ptr_mut(0).ok_or(())? };
-    if born {
-        init_born(info, skaddr, &actor, now);
-    } else if role == Role::PassiveChild {
-        init_passive_child(info, skaddr, local_port()?, now);
-    } else if let Some(known) = stored {
-        *info = unsafe { *known };
-    } else {
-        *info = SockInfo::EMPTY;
-        info.netns = netns_of(skaddr);
-        info.flags = SEEN_MID_LIFE;
-    }
+    let fresh = born || role == Role::PassiveChild || stored.is_none();
+    let info = match stored {
+        Some(known) if !fresh => unsafe { &mut *known },
+        _ => {
+            let scratch = unsafe { &mut *SCRATCH.get_ptr_mut(0).ok_or(())? };
+            if born {
+                init_born(scratch, skaddr, &actor, now);
+            } else if role == Role::PassiveChild {
+                init_passive_child(scratch, skaddr, local_port()?, now);
+            } else {
+                *scratch = SockInfo::EMPTY;
+                scratch.netns = netns_of(skaddr);
+                scratch.flags = SEEN_MID_LIFE;
+            }
+            scratch
+        }
+    };
 
     if closing && info.flags & CLOSER_KNOWN == 0 {
         info.closer = actor;
@@ -129,7 +135,6 @@ fn on_change<C: StackIdContext>(
         forget_listener(skaddr, local_port()?, info.netns);
     }
 
-    let summary = settings().summary != 0;
     if !summary || new == CLOSE || new == CLOSE_WAIT {
         let (kind, raw_from, raw_len) = if summary {
             // The start of `struct sock` is `struct sock_common`: addresses,
@@ -148,6 +153,7 @@ fn on_change<C: StackIdContext>(
         };
         emit(&Record {
             kind,
+            ts_ns: now,
             context: if process { CTX_PROCESS } else { 0 },
             skaddr,
             sock: info,
@@ -170,9 +176,7 @@ fn on_change<C: StackIdContext>(
         // The socket is done; a later connect() on the same struct sock, or
         // a new socket at a reused address, starts a fresh record.
         let _ = SOCKS.remove(skaddr);
-    } else if let (Some(known), false) = (stored, born || old == LISTEN) {
-        unsafe { *known = *info };
-    } else if SOCKS.insert(skaddr, info, 0).is_err() {
+    } else if fresh && SOCKS.insert(skaddr, info, 0).is_err() {
         count(Counter::SockMapFull);
     }
     Ok(())
@@ -218,7 +222,7 @@ fn init_passive_child(info: &mut SockInfo, skaddr: u64, port: u16, now: u64) {
     info.created_ns = now;
     info.netns = netns_of(skaddr);
     if let Some(listener) = unsafe { LISTENERS.get(&listener_key(info.netns, port)) } {
-        info.owner = listener.owner;
+        unsafe { copy_words(&raw mut info.owner, &raw const listener.owner) };
         info.cgroup_id = listener.cgroup_id;
         info.flags = OWNER_FROM_LISTENER;
     }

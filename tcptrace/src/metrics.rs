@@ -120,6 +120,9 @@ pub struct DaemonMetrics {
     /// Events folded into "other" because the bounds were reached.
     pub folded_processes: u64,
     pub folded_peers: u64,
+    /// The kernel's count of resets on unknown sockets (summary mode)
+    /// already added to the "unknown" process.
+    resets_without_socket: u64,
 }
 
 impl DaemonMetrics {
@@ -141,6 +144,17 @@ impl DaemonMetrics {
             peer
         };
         self.peers.entry(peer).or_default()
+    }
+
+    /// Summary mode counts resets on unknown sockets in the kernel instead
+    /// of sending them: add what is new to the "unknown" process, as the
+    /// events would have been.
+    pub fn resets_without_socket(&mut self, kernel_total: u64) {
+        let new = kernel_total.saturating_sub(self.resets_without_socket);
+        if new > 0 {
+            self.resets_without_socket = kernel_total;
+            self.process(ProcessKey::UNKNOWN).resets[0] += new;
+        }
     }
 
     /// One event that passed the filter.

@@ -179,6 +179,10 @@ impl Daemon {
                 metrics.observe(seen);
                 Ok(())
             });
+        if let Ok(kernel) = self.probe.counters() {
+            self.metrics
+                .resets_without_socket(kernel.resets_without_socket);
+        }
     }
 
     /// Diagnoses and the findings log, against a fresh socket dump.
@@ -275,6 +279,7 @@ impl Daemon {
             "events": self.pipeline.counts.events,
             "events_lost": kernel.events_lost,
             "events_sent_by_kernel": kernel.events_sent,
+            "events_folded_by_kernel": kernel.events_folded,
             "decode_errors": self.pipeline.counts.decode_errors,
             "ring_wakeups": self.wakeups,
             "live_sockets_traced": self.pipeline.table.len(),

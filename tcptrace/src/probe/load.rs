@@ -60,31 +60,45 @@ enum Hook {
 /// CPU's next softirq, and a connect() or listen() there would lose its
 /// owner.
 fn attachments(summary: bool) -> [(&'static str, Hook); 6] {
-    let state_change = if summary {
-        ("tcptrace_state_summary", Hook::Raw("inet_sock_set_state"))
-    } else {
-        (
-            "tcptrace_set_state",
-            Hook::Tracepoint("sock", "inet_sock_set_state"),
-        )
-    };
-    [
+    let softirq = [
         ("tcptrace_softirq_exit", Hook::Raw("softirq_exit")),
         ("tcptrace_softirq_entry", Hook::Raw("softirq_entry")),
-        state_change,
-        (
-            "tcptrace_retransmit",
-            Hook::Tracepoint("tcp", "tcp_retransmit_skb"),
-        ),
-        (
-            "tcptrace_send_reset",
-            Hook::Tracepoint("tcp", "tcp_send_reset"),
-        ),
-        (
-            "tcptrace_receive_reset",
-            Hook::Tracepoint("tcp", "tcp_receive_reset"),
-        ),
-    ]
+    ];
+    let retransmit = (
+        "tcptrace_retransmit",
+        Hook::Tracepoint("tcp", "tcp_retransmit_skb"),
+    );
+    if summary {
+        [
+            softirq[0],
+            softirq[1],
+            ("tcptrace_state_summary", Hook::Raw("inet_sock_set_state")),
+            retransmit,
+            ("tcptrace_count_reset_sent", Hook::Raw("tcp_send_reset")),
+            (
+                "tcptrace_count_reset_received",
+                Hook::Raw("tcp_receive_reset"),
+            ),
+        ]
+    } else {
+        [
+            softirq[0],
+            softirq[1],
+            (
+                "tcptrace_set_state",
+                Hook::Tracepoint("sock", "inet_sock_set_state"),
+            ),
+            retransmit,
+            (
+                "tcptrace_send_reset",
+                Hook::Tracepoint("tcp", "tcp_send_reset"),
+            ),
+            (
+                "tcptrace_receive_reset",
+                Hook::Tracepoint("tcp", "tcp_receive_reset"),
+            ),
+        ]
+    }
 }
 
 impl Probe {
@@ -189,6 +203,8 @@ impl Probe {
             stack_errors: sum(Counter::StackErrors)?,
             stacks_taken: sum(Counter::StacksTaken)?,
             read_errors: sum(Counter::ReadErrors)?,
+            events_folded: sum(Counter::EventsFolded)?,
+            resets_without_socket: sum(Counter::ResetsWithoutSocket)?,
         })
     }
 
@@ -231,6 +247,10 @@ pub struct Counters {
     pub stack_errors: u64,
     pub stacks_taken: u64,
     pub read_errors: u64,
+    /// Summary mode: events kept in the kernel's socket history, not sent.
+    pub events_folded: u64,
+    /// Summary mode: resets on sockets tcptrace did not know.
+    pub resets_without_socket: u64,
 }
 
 /// `BPF_NOEXIST` from linux/bpf.h: insert only when the key is absent.
