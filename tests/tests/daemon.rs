@@ -205,16 +205,24 @@ fn sigterm_detaches_every_program_within_a_second() {
         );
         thread::sleep(Duration::from_millis(10));
     };
-    let took = asked.elapsed();
+    let exited = asked.elapsed();
     assert!(status.success(), "daemon exited with {status}");
-    assert!(took < Duration::from_secs(1), "SIGTERM took {took:?}");
-    let left: Vec<u64> = all_program_ids()
-        .into_iter()
-        .filter(|id| ours.contains(id))
-        .collect();
+    assert!(exited < Duration::from_secs(1), "SIGTERM took {exited:?}");
+    // Raw tracepoint programs are freed after an RCU grace period once
+    // their links close with the process: allow the rest of the second.
+    let left = loop {
+        let left: Vec<u64> = all_program_ids()
+            .into_iter()
+            .filter(|id| ours.contains(id))
+            .collect();
+        if left.is_empty() || asked.elapsed() > Duration::from_secs(1) {
+            break left;
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
     assert!(
         left.is_empty(),
-        "programs left in the kernel after SIGTERM: {left:?}"
+        "programs left in the kernel 1 s after SIGTERM: {left:?}"
     );
 }
 

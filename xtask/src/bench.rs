@@ -101,6 +101,7 @@ struct Run {
     bpf_runs: u64,
     /// Program name → (run time ns, runs), for the per-program breakdown.
     programs: HashMap<String, (u64, u64)>,
+    state_changes: Option<u64>,
     events: Option<u64>,
     lost: Option<u64>,
     /// Reader wakeups per second (daemon only).
@@ -206,6 +207,9 @@ fn measure(root: &Path, out_dir: &Path, tracer: Tracer, options: &Options) -> Re
             let health = http_get("127.0.0.1:19699", "/healthz").unwrap_or_default();
             let health: Value = serde_json::from_str(&health).unwrap_or_default();
             run.events = health["events"].as_u64();
+            // Summary mode sends one record per socket: count the state
+            // changes those records stand for.
+            run.state_changes = health["state_changes"].as_u64();
             run.lost = health["events_lost"].as_u64();
             run.wakeups_per_second = health["ring_wakeups"]
                 .as_f64()
@@ -473,7 +477,8 @@ fn summarize(
             let (bpf_ns, bpf_runs) = (profile.bpf_ns, profile.bpf_runs);
             // State events: about 10 per loopback connection when not counted.
             let profile_events = profile
-                .events
+                .state_changes
+                .or(profile.events)
                 .map_or(profile.connections * 10.0, |e| e as f64);
             // Tracer CPU (user + kernel programs) per 100k state events, from
             // the profile run (the only one with kernel run times).

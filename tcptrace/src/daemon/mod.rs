@@ -277,6 +277,7 @@ impl Daemon {
             "status": "ok",
             "uptime_s": self.started.elapsed().as_secs_f64(),
             "events": self.pipeline.counts.events,
+            "state_changes": self.pipeline.counts.state_changes,
             "events_lost": kernel.events_lost,
             "events_sent_by_kernel": kernel.events_sent,
             "events_folded_by_kernel": kernel.events_folded,

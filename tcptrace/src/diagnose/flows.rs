@@ -216,13 +216,14 @@ impl Flows {
     /// Every event on a live socket: connects and handshakes.
     pub fn on_event(&mut self, event: &TcpEvent, record: &SocketRecord) {
         use tcptrace_common::TcpState::{Close, Established, Listen, SynRecv, SynSent};
-        self.flow(record).last_seen_ns = event.ts_ns;
+        // One lookup per event: this runs for every event the daemon sees.
+        let flow = self.flow(record);
+        flow.last_seen_ns = event.ts_ns;
         match event.what {
             What::StateChange {
                 old: Close,
                 new: SynSent,
             } => {
-                let flow = self.flow(record);
                 flow.attempts += 1;
                 if flow.recent_attempts_ns.len() == RECENT_ATTEMPTS {
                     flow.recent_attempts_ns.remove(0);
@@ -238,14 +239,13 @@ impl Flows {
             } => {
                 // A passive socket's call site is its listener's listen().
                 if let Some(stack) = record.owner_stack {
-                    *self.flow(record).owner_stacks.entry(stack).or_default() += 1;
+                    *flow.owner_stacks.entry(stack).or_default() += 1;
                 }
             }
             What::StateChange {
                 old: SynSent | SynRecv,
                 new: Established,
             } => {
-                let flow = self.flow(record);
                 flow.established += 1;
                 if let Some(ns) = event.in_state_ns {
                     flow.handshake_us.saturating_record((ns / 1_000).max(1));
@@ -253,7 +253,7 @@ impl Flows {
             }
             What::Retransmit {
                 state: Some(SynSent | SynRecv),
-            } => self.flow(record).syn_retransmits += 1,
+            } => flow.syn_retransmits += 1,
             _ => {}
         }
     }
