@@ -36,8 +36,9 @@ pub enum EventKind {
     ResetSent = 3,
     /// `tcp:tcp_receive_reset`.
     ResetReceived = 4,
-    /// Summary mode: a socket's whole life in one record, sent when it
-    /// enters CLOSE (or CLOSE_WAIT, where leaks start). `raw` holds the
+    /// Summary mode: a socket's life in one record, sent when it enters
+    /// CLOSE (and LISTEN or CLOSE_WAIT, which the diagnoses need while the
+    /// socket lives: then the next record starts from there). `raw` holds the
     /// start of its `struct sock_common`, `sock.history` what happened.
     Summary = 5,
 }
@@ -268,7 +269,7 @@ pub struct Settings {
     /// 0 captures every time.
     pub stack_interval_ms: u32,
     /// 1: summary mode (the daemon). State changes update the socket's
-    /// `History` in the kernel and only CLOSE and CLOSE_WAIT send a
+    /// `History` in the kernel and only CLOSE, LISTEN and CLOSE_WAIT send a
     /// `Summary` record; retransmits outside the closing phase and resets
     /// on a socket are counted there instead of sent. 0: every event is sent.
     pub summary: u32,

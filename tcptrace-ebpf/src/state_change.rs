@@ -135,7 +135,12 @@ fn on_change<C: StackIdContext>(
         forget_listener(skaddr, local_port()?, info.netns);
     }
 
-    if !summary || new == CLOSE || new == CLOSE_WAIT {
+    // Summary mode sends the moments the diagnoses need while a socket
+    // lives: a listener appearing (its listen() call site names every
+    // connection it accepts) and a peer's FIN (CLOSE_WAIT, where leaks
+    // start); everything else waits for the end.
+    let send_now = new == CLOSE || new == CLOSE_WAIT || new == LISTEN;
+    if !summary || send_now {
         let (kind, raw_from, raw_len) = if summary {
             // The start of `struct sock` is `struct sock_common`: addresses,
             // ports and family, decoded in userspace at offsets from BTF.
@@ -165,7 +170,7 @@ fn on_change<C: StackIdContext>(
         });
         // The summary just sent covers the life so far; the next one
         // covers what happens after.
-        if summary && new == CLOSE_WAIT {
+        if summary && new != CLOSE {
             info.history.restart(new);
         }
     } else {

@@ -71,6 +71,48 @@ impl Tracer {
         }
     }
 
+    /// Starts `tcptrace trace --json --report-only` (summary mode: the
+    /// kernel sends one record per socket) and waits until it is attached.
+    /// Such a session prints nothing before its report, so readiness is
+    /// read from its stderr.
+    #[must_use]
+    pub fn start_report_only(extra: &[&str]) -> Self {
+        let mut child = Command::new(tcptrace_bin())
+            .args(["trace", "--json", "--report-only"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start tcptrace");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let (ready_tx, ready) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("{line}");
+                if line.contains("tracing TCP sockets") {
+                    let _ = ready_tx.send(());
+                }
+            }
+        });
+        ready
+            .recv_timeout(LINE_TIMEOUT)
+            .expect("tcptrace --report-only did not start in time (see its stderr above)");
+        Self {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
     /// Reads the live records until `done` accepts one or `timeout` passes;
     /// true when it accepted one. Every record read stays part of what
     /// [`Self::stop`] returns.

@@ -39,19 +39,24 @@ fn scenario_in(netns: &str, args: &[&str]) -> Workload {
 
 // ------------------------------------------------------------ the sessions
 
-/// Two tracing sessions over the same scenario: JSON for the assertions,
-/// text for people when an assertion fails.
+/// Three tracing sessions over the same scenario: JSON for the
+/// assertions, the same in summary mode (one kernel record per socket, as
+/// the daemon runs) which must agree with it, and text for people when an
+/// assertion fails.
 struct Session {
     json: Option<Tracer>,
+    summary: Option<Tracer>,
     text: Option<TextReport>,
 }
 
 impl Session {
     fn start() -> Self {
         let text = TextReport::start(&["--comm", COMM]);
+        let summary = Tracer::start_report_only(&["--comm", COMM]);
         let json = Tracer::start(&["--comm", COMM]);
         Self {
             json: Some(json),
+            summary: Some(summary),
             text: Some(text),
         }
     }
@@ -64,8 +69,13 @@ impl Session {
     /// symbolized and CLOSE_WAIT holders listed while they do).
     fn stop(mut self) -> Diagnosis {
         let trace = self.json.take().expect("session running").stop();
+        let summary = self.summary.take().expect("session running").stop();
         let text = self.text.take().expect("session running").finish();
-        Diagnosis { trace, text }
+        Diagnosis {
+            trace,
+            summary,
+            text,
+        }
     }
 }
 
@@ -83,8 +93,33 @@ impl Drop for Session {
 /// What a session reported.
 struct Diagnosis {
     trace: Trace,
+    /// The summary-mode session's report.
+    summary: Trace,
     text: String,
 }
+
+/// Finding fields that summary mode must report exactly as every-event
+/// mode does (timings are reconstructed there, so they are left out).
+const EXACT_IN_SUMMARY_MODE: [&str; 18] = [
+    "role",
+    "peer",
+    "connections",
+    "active_closes",
+    "passive_closes",
+    "closed_first",
+    "time_wait_now",
+    "attempts",
+    "established",
+    "failures",
+    "backoff",
+    "sockets",
+    "fds",
+    "retransmits",
+    "max_retransmits",
+    "outcomes",
+    "states",
+    "syn_retransmits",
+];
 
 impl Diagnosis {
     /// The one finding of `kind` about `pid` that `matches`.
@@ -105,6 +140,32 @@ impl Diagnosis {
             found.len(),
             found.iter().map(|f| without_frames(f)).collect::<Vec<_>>()
         );
+        let twin: Vec<&Value> = self
+            .summary
+            .findings_of(kind, pid)
+            .filter(|f| matches(f))
+            .collect();
+        assert!(
+            twin.len() == 1,
+            "summary mode: expected one `{kind}` finding for pid {pid}, found {}: {:#?}",
+            twin.len(),
+            twin.iter().map(|f| without_frames(f)).collect::<Vec<_>>()
+        );
+        for key in EXACT_IN_SUMMARY_MODE {
+            assert_eq!(
+                found[0].get(key),
+                twin[0].get(key),
+                "`{kind}` finding field `{key}`: every-event mode vs summary mode\n{:#}\n{:#}",
+                without_frames(found[0]),
+                without_frames(twin[0])
+            );
+        }
+        for site in ["call_site", "close_call_site"] {
+            assert_eq!(
+                found[0][site]["function"], twin[0][site]["function"],
+                "`{kind}` {site}: every-event mode vs summary mode"
+            );
+        }
         found[0]
     }
 }
