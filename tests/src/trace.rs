@@ -25,6 +25,19 @@ pub fn tcptrace_bin() -> PathBuf {
     path
 }
 
+/// The lines of `stdout`, read on a thread of their own.
+fn line_channel(stdout: std::process::ChildStdout) -> Receiver<String> {
+    let (tx, lines) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    lines
+}
+
 /// A running `tcptrace trace --json` session.
 pub struct Tracer {
     child: Child,
@@ -43,15 +56,7 @@ impl Tracer {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start tcptrace");
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let (tx, lines) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = line_channel(child.stdout.take().expect("stdout is piped"));
         let mut tracer = Self {
             child,
             lines,
@@ -84,16 +89,8 @@ impl Tracer {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start tcptrace");
-        let stdout = child.stdout.take().expect("stdout is piped");
+        let lines = line_channel(child.stdout.take().expect("stdout is piped"));
         let stderr = child.stderr.take().expect("stderr is piped");
-        let (tx, lines) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
         let (ready_tx, ready) = mpsc::channel();
         thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {

@@ -129,44 +129,24 @@ impl Diagnosis {
         pid: u32,
         matches: impl Fn(&Value) -> bool,
     ) -> &'a Value {
-        let found: Vec<&Value> = self
-            .trace
-            .findings_of(kind, pid)
-            .filter(|f| matches(f))
-            .collect();
-        assert!(
-            found.len() == 1,
-            "expected one `{kind}` finding for pid {pid}, found {}: {:#?}",
-            found.len(),
-            found.iter().map(|f| without_frames(f)).collect::<Vec<_>>()
-        );
-        let twin: Vec<&Value> = self
-            .summary
-            .findings_of(kind, pid)
-            .filter(|f| matches(f))
-            .collect();
-        assert!(
-            twin.len() == 1,
-            "summary mode: expected one `{kind}` finding for pid {pid}, found {}: {:#?}",
-            twin.len(),
-            twin.iter().map(|f| without_frames(f)).collect::<Vec<_>>()
-        );
+        let found = only_finding(&self.trace, "every-event mode", kind, pid, &matches);
+        let twin = only_finding(&self.summary, "summary mode", kind, pid, &matches);
         for key in EXACT_IN_SUMMARY_MODE {
             assert_eq!(
-                found[0].get(key),
-                twin[0].get(key),
+                found.get(key),
+                twin.get(key),
                 "`{kind}` finding field `{key}`: every-event mode vs summary mode\n{:#}\n{:#}",
-                without_frames(found[0]),
-                without_frames(twin[0])
+                without_frames(found),
+                without_frames(twin)
             );
         }
         for site in ["call_site", "close_call_site"] {
             assert_eq!(
-                found[0][site]["function"], twin[0][site]["function"],
+                found[site]["function"], twin[site]["function"],
                 "`{kind}` {site}: every-event mode vs summary mode"
             );
         }
-        found[0]
+        found
     }
 }
 
@@ -183,6 +163,27 @@ impl Drop for Diagnosis {
             }
         }
     }
+}
+
+/// The one finding of `kind` about `pid` that `matches` in `trace`.
+fn only_finding<'a>(
+    trace: &'a Trace,
+    mode: &str,
+    kind: &'a str,
+    pid: u32,
+    matches: &impl Fn(&Value) -> bool,
+) -> &'a Value {
+    let found: Vec<&Value> = trace
+        .findings_of(kind, pid)
+        .filter(|f| matches(f))
+        .collect();
+    assert!(
+        found.len() == 1,
+        "{mode}: expected one `{kind}` finding for pid {pid}, found {}: {:#?}",
+        found.len(),
+        found.iter().map(|f| without_frames(f)).collect::<Vec<_>>()
+    );
+    found[0]
 }
 
 /// A finding with its call sites cut to function, file and line (the
