@@ -84,34 +84,20 @@ impl HostPair {
 
     /// Drops every packet `ns` receives: its peer has vanished.
     pub fn drop_ingress(&self, ns: &str) {
-        sh(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                ns,
-                "nft",
-                "add",
-                "table",
-                "inet",
-                "tcptrace_test",
-            ],
-        );
-        sh(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                ns,
-                "nft",
-                "add",
-                "chain",
-                "inet",
-                "tcptrace_test",
-                "input",
-                "{ type filter hook input priority 0 ; policy drop ; }",
-            ],
-        );
+        let nft = |args: &[&str]| {
+            let mut command = vec!["netns", "exec", ns, "nft"];
+            command.extend_from_slice(args);
+            sh("ip", &command);
+        };
+        nft(&["add", "table", "inet", "tcptrace_test"]);
+        nft(&[
+            "add",
+            "chain",
+            "inet",
+            "tcptrace_test",
+            "input",
+            "{ type filter hook input priority 0 ; policy drop ; }",
+        ]);
     }
 
     /// Inode number of a namespace, as tcptrace reports it.

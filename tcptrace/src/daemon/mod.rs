@@ -13,6 +13,7 @@ use std::{cell::RefCell, collections::HashSet, rc::Rc, time::Instant};
 
 use anyhow::{Context, Result};
 use aya::maps::{MapData, RingBuf};
+use tcptrace_common::Counter;
 use tokio::{net::TcpListener, signal::unix::SignalKind, task::LocalSet};
 
 use self::{config::DaemonConfig, http::Route, scrape::Refreshed};
@@ -179,9 +180,9 @@ impl Daemon {
                 metrics.observe(seen);
                 Ok(())
             });
-        if let Ok(kernel) = self.probe.counters() {
-            self.metrics
-                .resets_without_socket(kernel.resets_without_socket);
+        // One counter, not all of them: this runs ten times a second.
+        if let Ok(resets) = self.probe.counter(Counter::ResetsWithoutSocket) {
+            self.metrics.resets_without_socket(resets);
         }
     }
 

@@ -34,6 +34,7 @@ pub fn expand(summary: &TcpEvent, mut each: impl FnMut(&TcpEvent)) {
         return;
     }
     let sock = &summary.sock;
+    let retransmit = |state| What::Retransmit { state: Some(state) };
     let mut event = TcpEvent {
         actor: None,
         in_state_ns: None,
@@ -43,9 +44,10 @@ pub fn expand(summary: &TcpEvent, mut each: impl FnMut(&TcpEvent)) {
     };
     let mut previous_ns = (sock.created_ns != 0).then_some(sock.created_ns);
     let mut closer_named = false;
-    let mut data_retransmits_sent = false;
+    let mut data_retransmits_replayed = false;
     let last = len - 2;
-    for i in 0..=last {
+    // Every transition before the summary's own one.
+    for i in 0..last {
         let (old, new) = (states[i], states[i + 1]);
         let birth = i == 0
             && matches!(
@@ -53,25 +55,16 @@ pub fn expand(summary: &TcpEvent, mut each: impl FnMut(&TcpEvent)) {
                 (TcpState::Close, TcpState::SynSent | TcpState::Listen)
                     | (TcpState::Listen, TcpState::SynRecv)
             );
-        let ts_ns = if i == last {
-            summary.ts_ns
-        } else {
-            moment(summary, old, new, birth)
-                .map_or(previous_ns, |ts| {
-                    Some(previous_ns.map_or(ts, |p| p.max(ts)))
-                })
-                .unwrap_or(summary.ts_ns)
+        // An unrecorded moment takes the time of the transition before.
+        let ts_ns = match (moment(summary, old, new, birth), previous_ns) {
+            (Some(ts), Some(previous)) => ts.max(previous),
+            (Some(ts), None) => ts,
+            (None, previous) => previous.unwrap_or(summary.ts_ns),
         };
         event.what = What::StateChange { old, new };
         event.ts_ns = ts_ns;
-        event.in_state_ns = if i == last {
-            summary.in_state_ns
-        } else {
-            previous_ns.map(|p| ts_ns.saturating_sub(p))
-        };
-        event.actor = if i == last {
-            summary.actor
-        } else if birth && sock.flags & OWNER_FROM_SYSCALL != 0 {
+        event.in_state_ns = previous_ns.map(|p| ts_ns.saturating_sub(p));
+        event.actor = if birth && sock.flags & OWNER_FROM_SYSCALL != 0 {
             Some(sock.owner)
         } else if !closer_named && is_close_call(old, new) && sock.flags & CLOSER_KNOWN != 0 {
             closer_named = true;
@@ -79,32 +72,52 @@ pub fn expand(summary: &TcpEvent, mut each: impl FnMut(&TcpEvent)) {
         } else {
             None
         };
-        if i == last {
-            // Data retransmits go after ESTABLISHED; with no ESTABLISHED on
-            // the path, before the last transition. Resets end a life.
-            if !data_retransmits_sent {
-                data_retransmits_sent = true;
-                replay_retransmits(&mut event, history.data_retransmits, old, &mut each);
-            }
-            let resets = [
-                (history.resets_sent, What::ResetSent { state: Some(old) }),
-                (history.resets_received, What::ResetReceived),
-            ];
-            for (count, what) in resets {
-                replay(&mut event, u32::from(count), what, &mut each);
-            }
-            event.error = summary.error;
-        }
         each(&event);
         previous_ns = Some(ts_ns);
         if birth && new != TcpState::Listen {
-            replay_retransmits(&mut event, history.syn_retransmits, new, &mut each);
+            replay(
+                &event,
+                history.syn_retransmits.into(),
+                retransmit(new),
+                &mut each,
+            );
         }
-        if new == TcpState::Established && !data_retransmits_sent && i != last {
-            data_retransmits_sent = true;
-            replay_retransmits(&mut event, history.data_retransmits, new, &mut each);
+        if new == TcpState::Established && !data_retransmits_replayed {
+            data_retransmits_replayed = true;
+            replay(
+                &event,
+                history.data_retransmits.into(),
+                retransmit(new),
+                &mut each,
+            );
         }
     }
+
+    // The summary's own transition, after what ended the life: data
+    // retransmits not placed after an ESTABLISHED on the path, then resets.
+    let (old, new) = (states[last], states[last + 1]);
+    event.what = What::StateChange { old, new };
+    event.ts_ns = summary.ts_ns;
+    event.in_state_ns = summary.in_state_ns;
+    event.actor = summary.actor;
+    event.error = summary.error;
+    if !data_retransmits_replayed {
+        replay(
+            &event,
+            history.data_retransmits.into(),
+            retransmit(old),
+            &mut each,
+        );
+    }
+    let sent = What::ResetSent { state: Some(old) };
+    replay(&event, history.resets_sent.into(), sent, &mut each);
+    replay(
+        &event,
+        history.resets_received.into(),
+        What::ResetReceived,
+        &mut each,
+    );
+    each(&event);
 }
 
 /// When the kernel recorded entering `new`, if it did.
@@ -131,35 +144,18 @@ fn is_close_call(old: TcpState, new: TcpState) -> bool {
     )
 }
 
-fn replay_retransmits(
-    event: &mut TcpEvent,
-    count: u16,
-    state: TcpState,
-    each: &mut impl FnMut(&TcpEvent),
-) {
-    replay(
-        event,
-        u32::from(count),
-        What::Retransmit { state: Some(state) },
-        each,
-    );
-}
-
-/// `count` copies of `what` at the event's current time, by nobody.
-fn replay(event: &mut TcpEvent, count: u32, what: What, each: &mut impl FnMut(&TcpEvent)) {
-    let (saved_what, saved_actor, saved_in_state, saved_error) =
-        (event.what, event.actor, event.in_state_ns, event.error);
-    event.what = what;
-    event.actor = None;
-    event.in_state_ns = None;
-    event.error = None;
+/// `count` events `what` at `at`'s time, by nobody.
+fn replay(at: &TcpEvent, count: u32, what: What, each: &mut impl FnMut(&TcpEvent)) {
+    let event = TcpEvent {
+        what,
+        actor: None,
+        in_state_ns: None,
+        error: None,
+        ..*at
+    };
     for _ in 0..count {
-        each(event);
+        each(&event);
     }
-    event.what = saved_what;
-    event.actor = saved_actor;
-    event.in_state_ns = saved_in_state;
-    event.error = saved_error;
 }
 
 #[cfg(test)]

@@ -60,35 +60,21 @@ enum Hook {
 /// CPU's next softirq, and a connect() or listen() there would lose its
 /// owner.
 fn attachments(summary: bool) -> [(&'static str, Hook); 6] {
-    let softirq = [
-        ("tcptrace_softirq_exit", Hook::Raw("softirq_exit")),
-        ("tcptrace_softirq_entry", Hook::Raw("softirq_entry")),
-    ];
-    let retransmit = (
-        "tcptrace_retransmit",
-        Hook::Tracepoint("tcp", "tcp_retransmit_skb"),
-    );
-    if summary {
-        [
-            softirq[0],
-            softirq[1],
+    let (state_change, send_reset, receive_reset) = if summary {
+        (
             ("tcptrace_state_summary", Hook::Raw("inet_sock_set_state")),
-            retransmit,
             ("tcptrace_count_reset_sent", Hook::Raw("tcp_send_reset")),
             (
                 "tcptrace_count_reset_received",
                 Hook::Raw("tcp_receive_reset"),
             ),
-        ]
+        )
     } else {
-        [
-            softirq[0],
-            softirq[1],
+        (
             (
                 "tcptrace_set_state",
                 Hook::Tracepoint("sock", "inet_sock_set_state"),
             ),
-            retransmit,
             (
                 "tcptrace_send_reset",
                 Hook::Tracepoint("tcp", "tcp_send_reset"),
@@ -97,8 +83,19 @@ fn attachments(summary: bool) -> [(&'static str, Hook); 6] {
                 "tcptrace_receive_reset",
                 Hook::Tracepoint("tcp", "tcp_receive_reset"),
             ),
-        ]
-    }
+        )
+    };
+    [
+        ("tcptrace_softirq_exit", Hook::Raw("softirq_exit")),
+        ("tcptrace_softirq_entry", Hook::Raw("softirq_entry")),
+        state_change,
+        (
+            "tcptrace_retransmit",
+            Hook::Tracepoint("tcp", "tcp_retransmit_skb"),
+        ),
+        send_reset,
+        receive_reset,
+    ]
 }
 
 impl Probe {
@@ -186,15 +183,19 @@ impl Probe {
         Ok(RingBuf::try_from(map)?)
     }
 
-    /// Kernel-side counters, summed over CPUs.
-    pub fn counters(&self) -> Result<Counters> {
+    /// One kernel-side counter, summed over CPUs.
+    pub fn counter(&self, counter: Counter) -> Result<u64> {
         let map = self
             .ebpf
             .map("COUNTERS")
             .context("map COUNTERS missing from the eBPF object")?;
         let array: PerCpuArray<_, u64> = PerCpuArray::try_from(map)?;
-        let sum =
-            |counter: Counter| -> Result<u64> { Ok(array.get(&(counter as u32), 0)?.iter().sum()) };
+        Ok(array.get(&(counter as u32), 0)?.iter().sum())
+    }
+
+    /// Kernel-side counters, summed over CPUs.
+    pub fn counters(&self) -> Result<Counters> {
+        let sum = |counter| self.counter(counter);
         Ok(Counters {
             events_sent: sum(Counter::EventsSent)?,
             events_lost: sum(Counter::EventsLost)?,
