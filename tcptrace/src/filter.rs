@@ -33,7 +33,10 @@ impl Filter {
     pub fn matches_existing(&self, socket: &ExistingSocket) -> bool {
         let holders = &socket.holders;
         let pid_ok = self.pids.is_empty() || holders.iter().any(|h| self.pids.contains(&h.pid));
-        let comm_ok = self.comms.is_empty() || holders.iter().any(|h| self.comms.contains(&h.comm));
+        let comm_ok = self.comms.is_empty()
+            || holders
+                .iter()
+                .any(|h| self.comms.iter().any(|c| **c == *h.comm));
         pid_ok && comm_ok && self.matches_ports(socket.local.port(), socket.remote.port())
     }
 

@@ -1,12 +1,13 @@
 //! Who owns the socket an event is about: the kernel's record first, the
 //! pre-trace snapshot for sockets born before tcptrace started.
 
-use std::borrow::Cow;
+use std::{borrow::Cow, collections::HashMap, net::SocketAddr};
 
 use tcptrace_common::OWNER_FROM_LISTENER;
 
 use crate::{
     event::{comm_str, TcpEvent},
+    proc_fds::FdHolder,
     snapshot::Snapshot,
 };
 
@@ -40,9 +41,47 @@ pub struct Owner<'a> {
     pub source: OwnerSource,
 }
 
+/// Who held each socket that existed when tracing started: the owner of
+/// sockets the kernel saw born before it was watching. Only sockets with a
+/// holder are kept, and each is forgotten when it closes, so a host that
+/// started with 100k sockets does not pay for them for the daemon's life.
+#[derive(Debug, Default)]
+pub struct StartOwners {
+    by_tuple: HashMap<(SocketAddr, SocketAddr), FdHolder>,
+}
+
+impl StartOwners {
+    #[must_use]
+    pub fn of(snapshot: &Snapshot) -> Self {
+        let by_tuple = snapshot
+            .sockets
+            .iter()
+            .filter_map(|s| Some(((s.local, s.remote), s.holders.first()?.clone())))
+            .collect();
+        Self { by_tuple }
+    }
+
+    /// The socket with these endpoints closed: a later one is not it.
+    pub fn forget(&mut self, local: SocketAddr, remote: SocketAddr) {
+        if !self.by_tuple.is_empty() {
+            self.by_tuple.remove(&(local, remote));
+        }
+    }
+
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.by_tuple.len()
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.by_tuple.is_empty()
+    }
+}
+
 /// The owner of the event's socket, if anyone knows it.
 #[must_use]
-pub fn resolve<'a>(event: &'a TcpEvent, snapshot: &'a Snapshot) -> Option<Owner<'a>> {
+pub fn resolve<'a>(event: &'a TcpEvent, start: &'a StartOwners) -> Option<Owner<'a>> {
     if let Some(task) = event.owner() {
         // Kernel data is input: an owner without a source flag is taken as
         // recorded in a system call, the only other way the kernel sets it.
@@ -57,10 +96,59 @@ pub fn resolve<'a>(event: &'a TcpEvent, snapshot: &'a Snapshot) -> Option<Owner<
             source,
         });
     }
-    let holder = snapshot.find(event.local, event.remote)?.holders.first()?;
+    let holder = start.by_tuple.get(&(event.local, event.remote))?;
     Some(Owner {
         pid: holder.pid,
         comm: Cow::Borrowed(&holder.comm),
         source: OwnerSource::Snapshot,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use tcptrace_common::{Task, TcpState};
+
+    use super::*;
+    use crate::{event::synthetic::Conn, snapshot::ExistingSocket};
+
+    #[test]
+    fn start_owners_name_holders_until_the_socket_closes() {
+        let (local, remote) = ("10.0.0.1:40000", "10.0.0.2:443");
+        let holder = FdHolder {
+            pid: 42,
+            fd: 7,
+            comm: "old-client".into(),
+        };
+        let socket = |local: &str, holders: &[FdHolder]| ExistingSocket {
+            state: TcpState::Established,
+            local: local.parse().unwrap(),
+            remote: remote.parse().unwrap(),
+            inode: 1,
+            uid: 0,
+            holders: holders.iter().cloned().collect(),
+        };
+        let snapshot = Snapshot::from_sockets(
+            vec![
+                socket(local, std::slice::from_ref(&holder)),
+                // Held by nobody (e.g. TIME_WAIT): not worth keeping.
+                socket("10.0.0.1:40001", &[]),
+            ],
+            1,
+        );
+        let mut start = StartOwners::of(&snapshot);
+        assert_eq!(start.len(), 1);
+
+        let mut conn = Conn::active(1, Task::NOBODY, local, remote);
+        conn.sock.flags = 0;
+        let event = conn.state(1, TcpState::Established, TcpState::FinWait1);
+        let owner = resolve(&event, &start).expect("the snapshot knows the holder");
+        assert_eq!(
+            (owner.pid, &*owner.comm, owner.source),
+            (42, "old-client", OwnerSource::Snapshot)
+        );
+
+        start.forget(event.local, event.remote);
+        assert!(start.is_empty());
+        assert_eq!(resolve(&event, &start), None);
+    }
 }

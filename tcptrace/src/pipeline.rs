@@ -15,7 +15,7 @@ use crate::{
     diagnose::{build_report, ports::local_port_range, Diagnoses, Report, ReportInput},
     event::{decode, expand, layout::RecordLayouts, TcpEvent, What},
     filter::Filter,
-    owner::{self, Owner},
+    owner::{self, Owner, StartOwners},
     probe::Probe,
     snapshot::Snapshot,
     table::{Applied, SocketRecord, SocketTable, StackRef},
@@ -49,8 +49,8 @@ pub struct Observed<'a> {
 
 pub struct Pipeline {
     layouts: RecordLayouts,
-    /// Sockets that existed when tracing started.
-    pub start: Snapshot,
+    /// Owners of the sockets that existed when tracing started.
+    pub start: StartOwners,
     pub filter: Filter,
     pub counts: EventCounts,
     pub table: SocketTable,
@@ -63,9 +63,10 @@ pub type Ring = AsyncFd<RingBuf<MapData>>;
 
 impl Pipeline {
     /// Takes the start snapshot (after the probe is attached: a socket born
-    /// in between is seen by both, never by neither) and teaches the kernel
-    /// the owners of listeners that already existed.
-    pub fn start(probe: &mut Probe, filter: Filter) -> Result<(Self, Ring)> {
+    /// in between is seen by both, never by neither), teaches the kernel
+    /// the owners of listeners that already existed and keeps the owners of
+    /// the others. Returns the snapshot for the caller to show, or drop.
+    pub fn start(probe: &mut Probe, filter: Filter) -> Result<(Self, Ring, Snapshot)> {
         let start = Snapshot::take().context("listing existing sockets (sock_diag)")?;
         seed_listeners(probe, &start);
         let ring = probe.take_events()?;
@@ -75,14 +76,14 @@ impl Pipeline {
             .map_err(|e| anyhow::anyhow!("polling the ring buffer: {e}"))?;
         let pipeline = Self {
             layouts: probe.layouts,
-            start,
+            start: StartOwners::of(&start),
             filter,
             counts: EventCounts::default(),
             table: SocketTable::default(),
             diagnoses: Diagnoses::default(),
             call_sites: CallSites::default(),
         };
-        Ok((pipeline, ring))
+        Ok((pipeline, ring, start))
     }
 
     /// A pipeline fed by hand (benchmarks, tests): no probe, no snapshot.
@@ -90,7 +91,7 @@ impl Pipeline {
     pub fn detached(layouts: RecordLayouts, filter: Filter) -> Self {
         Self {
             layouts,
-            start: Snapshot::default(),
+            start: StartOwners::default(),
             filter,
             counts: EventCounts::default(),
             table: SocketTable::default(),
@@ -141,6 +142,23 @@ impl Pipeline {
     }
 
     fn process<E>(
+        &mut self,
+        event: &TcpEvent,
+        probe: Option<&Probe>,
+        each: &mut impl FnMut(&Observed) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let result = self.observe(event, probe, each);
+        if let What::StateChange {
+            new: TcpState::Close,
+            ..
+        } = event.what
+        {
+            self.start.forget(event.local, event.remote);
+        }
+        result
+    }
+
+    fn observe<E>(
         &mut self,
         event: &TcpEvent,
         probe: Option<&Probe>,
@@ -236,9 +254,7 @@ pub fn dump(filter: &Filter) -> Result<(Snapshot, Snapshot)> {
     let owned = if filter.pids.is_empty() && filter.comms.is_empty() {
         Snapshot::default()
     } else {
-        let mut owned = all.clone();
-        owned.retain(|s| filter.matches_existing(s));
-        owned
+        all.filtered(|s| filter.matches_existing(s))
     };
     Ok((all, owned))
 }

@@ -45,9 +45,9 @@ fn as_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> 
 /// Ctrl-C or SIGTERM; dropping the probe detaches every program.
 pub async fn run(options: SessionOptions, sink: &mut dyn Sink) -> Result<Summary> {
     let mut probe = Probe::load(options.probe)?;
-    let (mut pipeline, mut ring) = Pipeline::start(&mut probe, options.filter.clone())?;
+    let (mut pipeline, mut ring, start) = Pipeline::start(&mut probe, options.filter.clone())?;
     if !options.report_only {
-        let start = &pipeline.start.sockets;
+        let start = &start.sockets;
         let shown: Vec<&ExistingSocket> = start
             .iter()
             .filter(|s| options.filter.matches_existing(s))
@@ -57,6 +57,7 @@ pub async fn run(options: SessionOptions, sink: &mut dyn Sink) -> Result<Summary
             sink.existing(socket)?;
         }
     }
+    drop(start);
     sink.flush()?;
     eprintln!("tcptrace: tracing TCP sockets; Ctrl-C to stop");
 

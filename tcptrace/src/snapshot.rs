@@ -16,7 +16,7 @@ use netlink_packet_sock_diag::{
 use netlink_sys::{protocols::NETLINK_SOCK_DIAG, Socket, SocketAddr as NetlinkAddr};
 use tcptrace_common::TcpState;
 
-use crate::proc_fds::{self, FdHolder};
+use crate::proc_fds::{self, Holders, SocketHolders};
 
 /// One socket from the dump.
 #[derive(Clone, Debug)]
@@ -28,27 +28,30 @@ pub struct ExistingSocket {
     pub inode: u64,
     pub uid: u32,
     /// Processes and fds holding it (empty when none or unreadable).
-    pub holders: Vec<FdHolder>,
+    pub holders: Holders,
 }
 
-/// Every TCP socket at one moment, with owners.
+/// Every TCP socket at one moment, with owners. Kept lean: the daemon takes
+/// one every refresh, and a host may have 100k sockets.
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
     pub sockets: Vec<ExistingSocket>,
     /// Network namespace the dump was taken in.
     pub netns: u32,
-    by_tuple: HashMap<(SocketAddr, SocketAddr), usize>,
 }
 
 impl Snapshot {
     /// Dumps the sockets and finds their holders.
     pub fn take() -> Result<Self> {
-        let mut sockets = dump(AF_INET)?;
-        sockets.extend(dump(AF_INET6)?);
-        let holders = proc_fds::socket_holders();
+        // Sized up front: growing a vector of 100k sockets by doubling
+        // would hold two copies at once.
+        let mut sockets = Vec::with_capacity(expected_sockets());
+        dump(AF_INET, &mut sockets)?;
+        dump(AF_INET6, &mut sockets)?;
+        let holders = SocketHolders::scan();
         for socket in &mut sockets {
             if socket.inode != 0 {
-                socket.holders = holders.get(&socket.inode).cloned().unwrap_or_default();
+                socket.holders = holders.of(socket.inode);
             }
         }
         Ok(Self::from_sockets(
@@ -58,34 +61,22 @@ impl Snapshot {
     }
 
     #[must_use]
-    pub fn from_sockets(sockets: Vec<ExistingSocket>, netns: u32) -> Self {
-        let by_tuple = sockets
-            .iter()
-            .enumerate()
-            .map(|(i, s)| ((s.local, s.remote), i))
-            .collect();
-        Self {
-            sockets,
-            netns,
-            by_tuple,
-        }
+    pub const fn from_sockets(sockets: Vec<ExistingSocket>, netns: u32) -> Self {
+        Self { sockets, netns }
     }
 
     /// Keeps only the sockets `keep` accepts.
     pub fn retain(&mut self, keep: impl Fn(&ExistingSocket) -> bool) {
-        let sockets = std::mem::take(&mut self.sockets)
-            .into_iter()
-            .filter(|s| keep(s))
-            .collect();
-        *self = Self::from_sockets(sockets, self.netns);
+        self.sockets.retain(keep);
     }
 
-    /// The socket with these endpoints, if it existed at snapshot time.
+    /// A copy with only the sockets `keep` accepts.
     #[must_use]
-    pub fn find(&self, local: SocketAddr, remote: SocketAddr) -> Option<&ExistingSocket> {
-        self.by_tuple
-            .get(&(local, remote))
-            .map(|&i| &self.sockets[i])
+    pub fn filtered(&self, keep: impl Fn(&ExistingSocket) -> bool) -> Self {
+        Self {
+            sockets: self.sockets.iter().filter(|s| keep(s)).cloned().collect(),
+            netns: self.netns,
+        }
     }
 
     /// Count per state, for the session header.
@@ -101,7 +92,31 @@ impl Snapshot {
     }
 }
 
-fn dump(family: u8) -> Result<Vec<ExistingSocket>> {
+/// How many TCP sockets this network namespace has, from
+/// `/proc/net/sockstat{,6}` (in use plus `TIME_WAIT`), with room for some
+/// born during the dump; 0 when unreadable.
+fn expected_sockets() -> usize {
+    let count = |path: &str, key: &str| -> usize {
+        let Ok(text) = std::fs::read_to_string(path) else {
+            return 0;
+        };
+        let Some(line) = text.lines().find_map(|l| l.strip_prefix(key)) else {
+            return 0;
+        };
+        // "inuse 100800 orphan 0 tw 50003 alloc 100805 mem 3"
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields
+            .chunks(2)
+            .filter(|pair| matches!(pair[0], "inuse" | "tw"))
+            .filter_map(|pair| pair.get(1)?.parse::<usize>().ok())
+            .sum()
+    };
+    let sockets = count("/proc/net/sockstat", "TCP:") + count("/proc/net/sockstat6", "TCP6:");
+    sockets + sockets / 16
+}
+
+/// Appends every socket of `family` to `sockets`.
+fn dump(family: u8, sockets: &mut Vec<ExistingSocket>) -> Result<()> {
     let mut socket =
         Socket::new(NETLINK_SOCK_DIAG).context("opening a sock_diag netlink socket")?;
     socket.bind_auto()?;
@@ -131,7 +146,6 @@ fn dump(family: u8) -> Result<Vec<ExistingSocket>> {
         .send(&buf, 0)
         .context("sending the sock_diag dump request")?;
 
-    let mut sockets = Vec::new();
     let mut receive = vec![0u8; 64 * 1024];
     loop {
         let size = socket
@@ -159,10 +173,10 @@ fn dump(family: u8) -> Result<Vec<ExistingSocket>> {
                         remote: SocketAddr::new(id.destination_address, id.destination_port),
                         inode: u64::from(h.inode),
                         uid: h.uid,
-                        holders: Vec::new(),
+                        holders: Holders::new(),
                     });
                 }
-                NetlinkPayload::Done(_) => return Ok(sockets),
+                NetlinkPayload::Done(_) => return Ok(()),
                 NetlinkPayload::Error(err) => bail!("sock_diag dump failed: {err:?}"),
                 _ => {}
             }

@@ -398,15 +398,14 @@ mod tests {
     use super::*;
     use crate::{
         event::synthetic::{task, Conn},
-        owner,
-        snapshot::Snapshot,
+        owner::{self, StartOwners},
     };
 
     const REMOTE: &str = "10.0.0.9:6379";
 
     fn apply(table: &mut SocketTable, e: &TcpEvent) -> Applied {
-        let snapshot = Snapshot::default();
-        let owner = owner::resolve(e, &snapshot);
+        let start = StartOwners::default();
+        let owner = owner::resolve(e, &start);
         table.apply(e, owner.as_ref())
     }
 
@@ -461,7 +460,7 @@ mod tests {
         };
         assert_eq!(record.closed_by, Some(ClosedBy::Local));
         // The same transition in softirq (the peer's RST) names nobody.
-        let mut d = Conn::active(4, client, "10.0.0.1:40003", REMOTE);
+        let d = Conn::active(4, client, "10.0.0.1:40003", REMOTE);
         apply(&mut table, &d.state(1, Close, SynSent));
         apply(&mut table, &d.state(2, SynSent, Established));
         let Applied::Closed(record) = apply(&mut table, &d.state(3, Established, Close)) else {

@@ -67,8 +67,10 @@ async fn serve(config: DaemonConfig) -> Result<()> {
         ports: config.port.clone(),
         ..Filter::default()
     };
-    let (pipeline, mut ring) = Pipeline::start(&mut probe, filter)?;
+    // The daemon shows no start listing: only the owners are kept.
+    let (pipeline, mut ring, _) = Pipeline::start(&mut probe, filter)?;
     let kept = crate::privileges::drop_after_attach()?;
+    release_free_heap();
     log(
         "info",
         "capabilities dropped after attach",
@@ -202,13 +204,8 @@ impl Daemon {
             self.config.top_peers,
         );
         drop((all, owned, report));
-        // A refresh allocates per socket and frees it all again: hand the
-        // freed heap back so RSS tracks what the daemon keeps.
-        #[cfg(target_env = "gnu")]
-        // SAFETY: malloc_trim only releases free heap memory.
-        unsafe {
-            libc::malloc_trim(0);
-        }
+        // A refresh allocates per socket and frees it all again.
+        release_free_heap();
     }
 
     fn log_new_findings(&mut self, report: &Report) {
@@ -292,6 +289,17 @@ impl Daemon {
 }
 
 /// One structured log line on stderr.
+/// Hands freed heap back to the kernel, so RSS tracks what the daemon
+/// keeps rather than its peaks (parsing the kernel's BTF at load, a socket
+/// dump at refresh).
+fn release_free_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free heap memory.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 fn log(level: &str, message: &str, fields: &serde_json::Value) {
     let ts = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

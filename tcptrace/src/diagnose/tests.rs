@@ -12,7 +12,7 @@ use crate::{
         synthetic::{task, Conn, MS, SEC},
         TcpEvent,
     },
-    owner,
+    owner::{self, StartOwners},
     proc_fds::FdHolder,
     snapshot::{ExistingSocket, Snapshot},
     table::{Applied, SocketTable},
@@ -26,8 +26,8 @@ struct Pipeline {
 
 impl Pipeline {
     fn feed(&mut self, event: &TcpEvent) {
-        let no_snapshot = Snapshot::default();
-        let owner = owner::resolve(event, &no_snapshot);
+        let start = StartOwners::default();
+        let owner = owner::resolve(event, &start);
         match self.table.apply(event, owner.as_ref()) {
             Applied::Live(skaddr) => {
                 let record = self.table.get(skaddr).expect("live record");
@@ -251,7 +251,7 @@ fn close_wait_leak_ages_exact_or_at_least() {
     let holder = |fd| FdHolder {
         pid: 400,
         fd,
-        comm: "leaky".to_owned(),
+        comm: "leaky".into(),
     };
     let socket = |remote: &str, fd| ExistingSocket {
         state: CloseWait,
@@ -259,7 +259,7 @@ fn close_wait_leak_ages_exact_or_at_least() {
         remote: remote.parse().unwrap(),
         inode: 1000 + u64::from(fd),
         uid: 0,
-        holders: vec![holder(fd)],
+        holders: [holder(fd)].into_iter().collect(),
     };
     // One traced into CLOSE_WAIT, one already there before tracing began.
     let now = Snapshot::from_sockets(

@@ -103,7 +103,7 @@ impl<W: Write> Sink for JsonLines<W> {
         let holders: Vec<_> = socket
             .holders
             .iter()
-            .map(|h| serde_json::json!({"pid": h.pid, "fd": h.fd, "comm": h.comm}))
+            .map(|h| serde_json::json!({"pid": h.pid, "fd": h.fd, "comm": &*h.comm}))
             .collect();
         self.line(&serde_json::json!({
             "type": "existing",

@@ -53,9 +53,7 @@ impl<W: Write> Sink for TextLines<W> {
         let (pid, comm) = socket
             .holders
             .first()
-            .map_or((String::from("-"), "-"), |h| {
-                (h.pid.to_string(), h.comm.as_str())
-            });
+            .map_or((String::from("-"), "-"), |h| (h.pid.to_string(), &*h.comm));
         let fds: Vec<String> = socket
             .holders
             .iter()
