@@ -181,7 +181,12 @@ fn on_change<C: StackIdContext>(
         // The socket is done; a later connect() on the same struct sock, or
         // a new socket at a reused address, starts a fresh record.
         let _ = SOCKS.remove(skaddr);
-    } else if fresh && SOCKS.insert(skaddr, info, 0).is_err() {
+    } else if fresh
+        && SOCKS.insert(skaddr, info, 0).is_err()
+        && (born || role == Role::PassiveChild)
+    {
+        // Counted once per socket, at birth: an untracked socket tries
+        // again at each later transition, in case room was freed.
         count(Counter::SockMapFull);
     }
     Ok(())

@@ -16,7 +16,7 @@ use crate::{
     event::{decode, expand, layout::RecordLayouts, TcpEvent, What},
     filter::Filter,
     owner::{self, Owner, StartOwners},
-    probe::Probe,
+    probe::{Counters, Probe},
     snapshot::Snapshot,
     table::{Applied, SocketRecord, SocketTable, StackRef},
 };
@@ -202,9 +202,9 @@ impl Pipeline {
     }
 
     /// The diagnosis report now, from a fresh `sock_diag` dump.
-    pub fn report(&self, elapsed: Duration, events_lost: u64) -> Result<Report> {
+    pub fn report(&self, elapsed: Duration, kernel: &Counters) -> Result<Report> {
         let (all, owned) = dump(&self.filter)?;
-        Ok(self.report_with(&all, &owned, elapsed, events_lost))
+        Ok(self.report_with(&all, &owned, elapsed, kernel))
     }
 
     /// The sockets `dump_now` says the filter's processes hold.
@@ -224,7 +224,7 @@ impl Pipeline {
         now: &Snapshot,
         owned: &Snapshot,
         elapsed: Duration,
-        events_lost: u64,
+        kernel: &Counters,
     ) -> Report {
         let owned = self.owned(now, owned);
         build_report(
@@ -238,7 +238,8 @@ impl Pipeline {
                 elapsed,
                 call_sites: &self.call_sites,
                 port_range: local_port_range(),
-                events_lost: events_lost + self.counts.decode_errors,
+                events_lost: kernel.events_lost + self.counts.decode_errors,
+                sockets_untracked: kernel.sock_map_full,
             },
         )
     }

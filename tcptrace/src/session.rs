@@ -105,7 +105,7 @@ pub async fn run(options: SessionOptions, sink: &mut dyn Sink) -> Result<Summary
         kernel: probe.counters()?,
     };
     sink.summary(&summary)?;
-    let report = pipeline.report(summary.elapsed, summary.kernel.events_lost)?;
+    let report = pipeline.report(summary.elapsed, &summary.kernel)?;
     sink.report(&report)?;
     sink.flush()?;
     Ok(summary)

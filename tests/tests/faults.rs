@@ -27,6 +27,7 @@ use tcptrace_tests::{
 
 const CHURN_BIN: &str = env!("CARGO_BIN_EXE_tt-churn");
 const EVIL_BIN: &str = env!("CARGO_BIN_EXE_tt-evil");
+const HOLD_MANY_BIN: &str = env!("CARGO_BIN_EXE_tt-hold-many");
 const WORKLOAD: &str = "tt-workload";
 
 // ------------------------------------------------------------ helpers
@@ -555,6 +556,83 @@ fn overflow_is_counted_and_reported() {
         )),
         "the text report warns:\n{}",
         text_lines[text_lines.len().saturating_sub(30)..].join("\n")
+    );
+}
+
+/// A kernel socket map smaller than the sockets born: the ones that do not
+/// fit are counted, the session goes on, and both the summary and the
+/// report say the findings may be incomplete.
+#[test]
+fn socket_map_full_is_counted_and_reported() {
+    require_root();
+    let entries = 16;
+    let connections = 100;
+    let args = [
+        "trace",
+        "--json",
+        "--socket-map-entries",
+        &entries.to_string(),
+        "--comm",
+        "tt-hold-many",
+    ];
+    let mut session = Session::start(&args);
+    session.release();
+    let mut text = Session::start(&["trace", "--socket-map-entries", "16", "--report-only"]);
+    text.release();
+
+    let mut holder = Command::new(HOLD_MANY_BIN)
+        .arg(connections.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start tt-hold-many");
+    let mut line = String::new();
+    BufReader::new(holder.stdout.take().expect("piped"))
+        .read_line(&mut line)
+        .expect("tt-hold-many output");
+    assert!(line.starts_with("holding"), "tt-hold-many: {line:?}");
+    drop(holder.stdin.take());
+    let status = wait_bounded(&mut holder, LINE_TIMEOUT, "tt-hold-many");
+    assert!(status.success(), "tt-hold-many failed: {status}");
+
+    let (status, lines) = session.stop();
+    assert!(status.success(), "tcptrace --json: {status}");
+    let (text_status, text_lines) = text.stop();
+    assert!(
+        text_status.success(),
+        "tcptrace --report-only: {text_status}"
+    );
+
+    let records = parse_json(&lines);
+    let summary = summary_of(&records);
+    let untracked = u64_at(&summary["kernel"], &["sock_map_full"]);
+    let totals = totals_of(&records);
+    eprintln!(
+        "socket map of {entries}: {connections} connections (2 sockets each) opened and \
+         closed; kernel refused {untracked} sockets; events shown {}",
+        summary["shown"]
+    );
+    // 2 × 100 sockets cannot fit in 16 entries, whatever else runs.
+    assert!(
+        untracked >= 2 * connections - entries,
+        "the sockets that did not fit are counted: {summary}"
+    );
+    assert_eq!(
+        u64_at(totals, &["sockets_untracked"]),
+        untracked,
+        "{totals}"
+    );
+    assert_eq!(totals["incomplete"], true, "{totals}");
+    // The ones that fit are still traced and attributed.
+    let attributed = of_type(&records, "state")
+        .filter(|r| r["owner"]["comm"] == "tt-hold-many")
+        .count();
+    assert!(attributed > 0, "sockets in the map keep their owner");
+
+    let report = text_lines.join("\n");
+    assert!(
+        report.contains("sockets not tracked (the kernel's socket map was full"),
+        "the report warns:\n{report}"
     );
 }
 

@@ -21,6 +21,9 @@ pub struct DaemonArgs {
     /// Ring buffer size in MiB [default: 8].
     #[arg(long, env = "TCPTRACE_RING_BUFFER_MIB")]
     ring_buffer_mib: Option<u32>,
+    /// Sockets the kernel can track at once [default: 262144].
+    #[arg(long, env = "TCPTRACE_SOCKET_MAP_ENTRIES")]
+    socket_map_entries: Option<u32>,
     /// Do not capture user stacks (call sites).
     #[arg(long, env = "TCPTRACE_NO_STACKS")]
     no_stacks: bool,
@@ -53,6 +56,7 @@ pub fn run(args: DaemonArgs) -> Result<()> {
             listen: args.listen,
             top_peers: args.top_peers,
             ring_buffer_mib: args.ring_buffer_mib,
+            socket_map_entries: args.socket_map_entries,
             no_stacks: args.no_stacks,
             stack_interval: args.stack_interval,
             every_event: args.every_event,

@@ -5,7 +5,7 @@ use clap::Args;
 use tcptrace::{
     filter::Filter,
     output::{JsonLines, Sink, TextLines},
-    probe::ProbeOptions,
+    probe::{ProbeOptions, DEFAULT_SOCKET_MAP_ENTRIES, SOCKET_MAP_ENTRIES_RANGE},
     session::{self, SessionOptions},
 };
 
@@ -29,6 +29,11 @@ pub struct TraceArgs {
     /// Ring buffer size in MiB (rounded up to a power of two).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
     ring_buffer_mib: u32,
+    /// Sockets the kernel can track at once; beyond it, new sockets are
+    /// counted as untracked.
+    #[arg(long, default_value_t = DEFAULT_SOCKET_MAP_ENTRIES,
+          value_parser = clap::value_parser!(u32).range(i64::from(*SOCKET_MAP_ENTRIES_RANGE.start())..=i64::from(*SOCKET_MAP_ENTRIES_RANGE.end())))]
+    socket_map_entries: u32,
     /// Do not capture user stacks (call sites) at connect, listen and close.
     #[arg(long)]
     no_stacks: bool,
@@ -60,6 +65,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
             stack_interval_ms: 0,
             // Nothing is printed per event: one record per socket will do.
             summary: args.report_only,
+            socket_map_entries: args.socket_map_entries,
         },
         report_only: args.report_only,
     };

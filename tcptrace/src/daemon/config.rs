@@ -6,6 +6,8 @@ use std::{net::SocketAddr, path::Path, time::Duration};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
+use crate::probe::{DEFAULT_SOCKET_MAP_ENTRIES, SOCKET_MAP_ENTRIES_RANGE};
+
 /// Default `/metrics` address: loopback only, a fixed port below the
 /// ephemeral range (32768+) so an outgoing connection can never hold it.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9640";
@@ -17,6 +19,7 @@ pub struct FileConfig {
     pub listen: Option<String>,
     pub top_peers: Option<usize>,
     pub ring_buffer_mib: Option<u32>,
+    pub socket_map_entries: Option<u32>,
     pub stacks: Option<bool>,
     pub stack_interval: Option<String>,
     pub every_event: Option<bool>,
@@ -44,6 +47,7 @@ pub struct Overrides {
     pub listen: Option<String>,
     pub top_peers: Option<usize>,
     pub ring_buffer_mib: Option<u32>,
+    pub socket_map_entries: Option<u32>,
     pub no_stacks: bool,
     pub stack_interval: Option<String>,
     pub every_event: bool,
@@ -59,6 +63,8 @@ pub struct DaemonConfig {
     /// Destinations with their own `peer` label; the rest are "other".
     pub top_peers: usize,
     pub ring_buffer_mib: u32,
+    /// Sockets the kernel tracks at once; beyond, counted as untracked.
+    pub socket_map_entries: u32,
     pub stacks: bool,
     /// At most one call-site stack per process and call kind per interval.
     pub stack_interval: Duration,
@@ -104,10 +110,22 @@ impl DaemonConfig {
         if !(1..=1024).contains(&ring_buffer_mib) {
             bail!("ring-buffer-mib: {ring_buffer_mib} is outside 1..=1024");
         }
+        let socket_map_entries = flags
+            .socket_map_entries
+            .or(file.socket_map_entries)
+            .unwrap_or(DEFAULT_SOCKET_MAP_ENTRIES);
+        if !SOCKET_MAP_ENTRIES_RANGE.contains(&socket_map_entries) {
+            bail!(
+                "socket-map-entries: {socket_map_entries} is outside {}..={}",
+                SOCKET_MAP_ENTRIES_RANGE.start(),
+                SOCKET_MAP_ENTRIES_RANGE.end()
+            );
+        }
         Ok(Self {
             listen,
             top_peers: flags.top_peers.or(file.top_peers).unwrap_or(10),
             ring_buffer_mib,
+            socket_map_entries,
             stacks: !flags.no_stacks && file.stacks.unwrap_or(true),
             stack_interval,
             every_event: flags.every_event || file.every_event.unwrap_or(false),

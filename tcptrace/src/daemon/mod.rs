@@ -61,6 +61,7 @@ async fn serve(config: DaemonConfig) -> Result<()> {
         capture_stacks: config.stacks,
         stack_interval_ms: u32::try_from(config.stack_interval.as_millis()).unwrap_or(u32::MAX),
         summary: !config.every_event,
+        socket_map_entries: config.socket_map_entries,
     })?;
     let filter = Filter {
         comms: config.comm.clone(),
@@ -190,10 +191,10 @@ impl Daemon {
 
     /// Diagnoses and the findings log, against a fresh socket dump.
     fn refresh(&mut self, all: Snapshot, owned: Snapshot) {
-        let lost = self.probe.counters().map_or(0, |c| c.events_lost);
+        let kernel = self.probe.counters().unwrap_or_default();
         let report = self
             .pipeline
-            .report_with(&all, &owned, self.started.elapsed(), lost);
+            .report_with(&all, &owned, self.started.elapsed(), &kernel);
         if self.config.log_findings {
             self.log_new_findings(&report);
         }

@@ -42,6 +42,8 @@ pub struct ReportInput<'a> {
     pub port_range: (u16, u16),
     /// Events the kernel could not deliver: findings may be incomplete.
     pub events_lost: u64,
+    /// Sockets the kernel could not track (its socket map was full).
+    pub sockets_untracked: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -228,9 +230,13 @@ pub struct Totals {
     pub close_wait_kernel: u64,
     pub live_sockets_traced: usize,
     pub events_lost: u64,
+    /// Sockets born while the kernel's socket map was full: their owners
+    /// and histories are unknown.
+    pub sockets_untracked: u64,
     /// Findings of a kind beyond the listing limit.
     pub findings_not_listed: u64,
-    /// Events were lost: counts and attributions may be incomplete.
+    /// Events were lost or sockets untracked: counts and attributions may
+    /// be incomplete.
     pub incomplete: bool,
 }
 
@@ -398,7 +404,8 @@ pub fn build_report(diagnoses: &Diagnoses, input: &ReportInput) -> Report {
         .filter(|r| input.filter.matches_record(r))
         .count();
     totals.events_lost = input.events_lost;
-    totals.incomplete = input.events_lost > 0;
+    totals.sockets_untracked = input.sockets_untracked;
+    totals.incomplete = input.events_lost > 0 || input.sockets_untracked > 0;
 
     let findings = &mut report.findings;
     let mut not_listed = 0;

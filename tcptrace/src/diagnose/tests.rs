@@ -51,6 +51,7 @@ impl Pipeline {
                 call_sites: &CallSites::default(),
                 port_range: (32768, 60999),
                 events_lost: 0,
+                sockets_untracked: 0,
             },
         )
     }

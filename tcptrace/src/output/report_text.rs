@@ -18,11 +18,19 @@ pub fn write_report(out: &mut impl Write, report: &Report) -> io::Result<()> {
          {} connections closed while tracing",
         t.time_wait_kernel, t.time_wait_modelled, t.close_wait_kernel, t.connections_closed
     )?;
-    if t.incomplete {
+    if t.events_lost > 0 {
         writeln!(
             out,
             "WARNING: {} events lost: the findings below may be incomplete",
             t.events_lost
+        )?;
+    }
+    if t.sockets_untracked > 0 {
+        writeln!(
+            out,
+            "WARNING: {} sockets not tracked (the kernel's socket map was full; raise \
+             --socket-map-entries): the findings below may be incomplete",
+            t.sockets_untracked
         )?;
     }
 

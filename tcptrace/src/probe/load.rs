@@ -25,7 +25,17 @@ pub struct ProbeOptions {
     /// `CLOSE_WAIT` instead of one per event. Needs kernel BTF; without it
     /// tcptrace falls back to sending every event.
     pub summary: bool,
+    /// Capacity of the kernel's socket map. When it is full, new sockets
+    /// are counted (`sock_map_full`) and not tracked: the sockets already
+    /// in it are the evidence (a CLOSE_WAIT leak is an old socket), so
+    /// nothing is evicted to make room.
+    pub socket_map_entries: u32,
 }
+
+/// Sockets the kernel tracks at once by default.
+pub const DEFAULT_SOCKET_MAP_ENTRIES: u32 = 262_144;
+/// Bounds of `--socket-map-entries`.
+pub const SOCKET_MAP_ENTRIES_RANGE: std::ops::RangeInclusive<u32> = 16..=16_777_216;
 
 impl Default for ProbeOptions {
     fn default() -> Self {
@@ -34,6 +44,7 @@ impl Default for ProbeOptions {
             capture_stacks: true,
             stack_interval_ms: 0,
             summary: false,
+            socket_map_entries: DEFAULT_SOCKET_MAP_ENTRIES,
         }
     }
 }
@@ -140,6 +151,7 @@ impl Probe {
             .override_global("KERNEL_LAYOUT", &kernel, true)
             .override_global("SETTINGS", &settings, true)
             .map_max_entries("EVENTS", ring_bytes)
+            .map_max_entries("SOCKS", options.socket_map_entries)
             .load(EBPF_OBJECT)
             .map_err(|err| refused("loading the eBPF object", &err))?;
         for (program, hook) in attachments(summary) {

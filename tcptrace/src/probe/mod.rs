@@ -7,4 +7,6 @@ pub mod object;
 pub mod preflight;
 pub mod tracefs;
 
-pub use load::{Counters, Probe, ProbeOptions};
+pub use load::{
+    Counters, Probe, ProbeOptions, DEFAULT_SOCKET_MAP_ENTRIES, SOCKET_MAP_ENTRIES_RANGE,
+};
