@@ -20,7 +20,7 @@ use tcptrace::{
     filter::Filter,
     output::{JsonLines, Sink, TextLines},
     pipeline::Pipeline,
-    probe::tracefs::Format,
+    probe::{tracefs::Format, Counters},
     snapshot::Snapshot,
 };
 use tcptrace_common::{Event, SockInfo, Task, EVENT_SIZE, OWNER_FROM_LISTENER, OWNER_FROM_SYSCALL};
@@ -157,7 +157,7 @@ fuzz_target!(|data: &[u8]| {
             &Snapshot::default(),
             &Snapshot::default(),
             Duration::from_secs(1),
-            0,
+            &Counters::default(),
         );
         let mut out = Vec::new();
         JsonLines::new(&mut out)

@@ -25,6 +25,17 @@ pub fn run(args: &[String]) -> Result<()> {
             .args(args),
         &mut totals,
     );
+    // The fuzz targets live outside the workspace (they need nightly to
+    // run): check that they still build against the library, so an API
+    // change cannot quietly break `cargo xtask fuzz`.
+    let fuzz = crate::run_checked(Command::new(env!("CARGO")).current_dir(&root).args([
+        "check",
+        "--quiet",
+        "--manifest-path",
+        "fuzz/Cargo.toml",
+        "--bins",
+    ]))
+    .context("the fuzz targets no longer build (fuzz/fuzz_targets)");
     // The kernel tests share kernel state (tracepoints, sysctls, netns):
     // one at a time, with release binaries.
     build_release_binaries(&root)?;
@@ -37,7 +48,7 @@ pub fn run(args: &[String]) -> Result<()> {
         &mut totals,
     );
     println!("{} passed, {} failed", totals.passed, totals.failed);
-    unit.and(kernel)
+    unit.and(fuzz).and(kernel)
 }
 
 #[derive(Default)]
