@@ -694,12 +694,22 @@ pub fn scale(connections: usize) -> Result<()> {
     let scrape_ms = scrape_started.elapsed().as_secs_f64() * 1e3;
     let (cpu, peak_rss) = process_usage(daemon.child.id());
     let status = fs::read_to_string(format!("/proc/{}/status", daemon.child.id()))?;
-    let rss = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .unwrap_or("?")
-        .trim()
-        .to_owned();
+    let status_field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or("?")
+            .trim()
+            .to_owned()
+    };
+    let rss = status_field("VmRSS:");
+    // What RSS is made of: heap, mapped files (binaries, and ELF files being
+    // symbolized) and the ring buffer, which the kernel maps in whole.
+    let rss_parts = json!({
+        "anon": status_field("RssAnon:"),
+        "file": status_field("RssFile:"),
+        "ring_buffer_kib": mapping_rss_kib(daemon.child.id(), "anon_inode:bpf-map"),
+    });
     let maps = map_memory();
     for mut holder in holders {
         drop(holder.stdin.take());
@@ -712,6 +722,7 @@ pub fn scale(connections: usize) -> Result<()> {
         "seconds_to_open": open_s,
         "daemon_rss_idle_mib": idle_rss as f64 / 1024.0,
         "daemon_rss_now": rss,
+        "daemon_rss_parts": rss_parts,
         "daemon_peak_rss_mib": peak_rss as f64 / 1024.0,
         "daemon_cpu_seconds": cpu,
         "live_sockets_traced": health["live_sockets_traced"],
@@ -729,6 +740,29 @@ pub fn scale(connections: usize) -> Result<()> {
     )?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
+}
+
+/// Resident KiB of a process's mappings whose name starts with `name`.
+fn mapping_rss_kib(pid: u32, name: &str) -> u64 {
+    let smaps = fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let mut inside = false;
+    let mut total = 0;
+    for line in smaps.lines() {
+        if let Some(kib) = line.strip_prefix("Rss:") {
+            if inside {
+                total += kib
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .unwrap_or(0);
+            }
+        } else if line.split_whitespace().next().is_some_and(|f| f.contains('-')) {
+            // A mapping header: "start-end perms offset dev inode [name]".
+            inside = line.split_whitespace().nth(5).is_some_and(|n| n.starts_with(name));
+        }
+    }
+    total
 }
 
 /// Memory the kernel charges for tcptrace's maps (`bytes_memlock`), by name.
