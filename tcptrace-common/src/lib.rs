@@ -273,7 +273,10 @@ pub struct Settings {
     /// `Summary` record; retransmits outside the closing phase and resets
     /// on a socket are counted there instead of sent. 0: every event is sent.
     pub summary: u32,
-    pub _pad: u32,
+    /// tcptrace's own process: its sockets are traced, but no stack is
+    /// taken for them (it would symbolize itself, a large binary, for
+    /// nothing a user asked about). 0: none.
+    pub tracer_tgid: u32,
 }
 const _: () = assert!(core::mem::size_of::<Settings>() == 24);
 
@@ -284,7 +287,7 @@ impl Settings {
         regs_sp: 0,
         stack_interval_ms: 0,
         summary: 0,
-        _pad: 0,
+        tracer_tgid: 0,
     };
 }
 

@@ -65,7 +65,7 @@ pub fn current_task<C: StackIdContext>(ctx: &C, stack: StackFor, now: u64) -> Ta
         StackFor::Birth => STACK_KIND_BIRTH,
         StackFor::Close => STACK_KIND_CLOSE,
     };
-    if settings.capture_stacks == 0 {
+    if settings.capture_stacks == 0 || task.tgid == settings.tracer_tgid {
         return task;
     }
     // A stack costs about a microsecond: when sampling, reuse the one taken

@@ -757,9 +757,16 @@ fn mapping_rss_kib(pid: u32, name: &str) -> u64 {
                     .parse::<u64>()
                     .unwrap_or(0);
             }
-        } else if line.split_whitespace().next().is_some_and(|f| f.contains('-')) {
+        } else if line
+            .split_whitespace()
+            .next()
+            .is_some_and(|f| f.contains('-'))
+        {
             // A mapping header: "start-end perms offset dev inode [name]".
-            inside = line.split_whitespace().nth(5).is_some_and(|n| n.starts_with(name));
+            inside = line
+                .split_whitespace()
+                .nth(5)
+                .is_some_and(|n| n.starts_with(name));
         }
     }
     total

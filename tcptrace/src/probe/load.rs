@@ -140,7 +140,7 @@ impl Probe {
             regs_sp,
             stack_interval_ms: options.stack_interval_ms,
             summary: u32::from(summary),
-            _pad: 0,
+            tracer_tgid: std::process::id(),
         };
         let ring_bytes = options.ring_bytes.next_power_of_two().max(4096);
         let mut ebpf = EbpfLoader::new()
