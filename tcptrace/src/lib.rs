@@ -12,6 +12,7 @@ pub mod diagnose;
 pub mod event;
 pub mod export;
 pub mod filter;
+pub mod generations;
 pub mod metrics;
 pub mod output;
 pub mod owner;
