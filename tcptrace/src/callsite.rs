@@ -4,10 +4,10 @@
 //! event: later events with the same stack cost one hash lookup.
 
 use crate::{
+    generations::Generations,
     probe::Probe,
     symbolize::{call_site, Frame, Symbolizer},
     table::StackRef,
-    FastMap,
 };
 
 /// Resolved frames of one stack, innermost first, and the frame that names
@@ -38,26 +38,31 @@ impl CallSite {
     }
 }
 
-/// Distinct (process, stack) pairs remembered; beyond it new stacks are not
-/// symbolized (counted in `dropped`) so a long-running daemon stays bounded.
-const MAX_STACKS: usize = 65_536;
+/// (process, stack) pairs remembered. Under process churn every new
+/// process brings new pairs: the least recently seen half is forgotten when
+/// full, so a long-running daemon stays bounded and keeps resolving the
+/// call sites of new processes. A forgotten pair's findings show the call
+/// site as unknown.
+const MAX_STACKS: usize = 16_384;
 
-#[derive(Default)]
 pub struct CallSites {
     symbolizer: Symbolizer,
-    resolved: FastMap<StackRef, CallSite>,
-    /// Stacks not resolved because `MAX_STACKS` was reached.
-    pub dropped: u64,
+    resolved: Generations<StackRef, CallSite>,
+}
+
+impl Default for CallSites {
+    fn default() -> Self {
+        Self {
+            symbolizer: Symbolizer::default(),
+            resolved: Generations::new(MAX_STACKS),
+        }
+    }
 }
 
 impl CallSites {
     /// Resolves `stack` now if it is new. Cheap for known stacks.
     pub fn observe(&mut self, stack: StackRef, probe: &Probe) {
-        if self.resolved.contains_key(&stack) {
-            return;
-        }
-        if self.resolved.len() >= MAX_STACKS {
-            self.dropped += 1;
+        if self.resolved.touch(&stack) {
             return;
         }
         let site = match probe.stack(stack.stack_id) {
@@ -101,7 +106,24 @@ impl CallSites {
 
     #[must_use]
     pub fn get(&self, stack: Option<StackRef>) -> Option<&CallSite> {
-        self.resolved.get(&stack?)
+        self.resolved.peek(&stack?)
+    }
+
+    /// Remembered (process, stack) pairs.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.resolved.len()
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.resolved.is_empty()
+    }
+
+    /// Lets the symbolizer drop parsed debug info nobody used lately (tens
+    /// of MiB for a large binary); known call sites stay resolved.
+    pub fn release_idle(&mut self) {
+        self.symbolizer.release_idle();
     }
 
     /// A process exited or its pid was reused: its stacks' symbols go, the

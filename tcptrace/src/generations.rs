@@ -43,6 +43,21 @@ impl<K: Eq + Hash, V> Generations<K, V> {
         self.young.get(key).or_else(|| self.old.get(key))
     }
 
+    /// Marks `key` used (an old entry moves to `young`) without copying its
+    /// value; false when it is absent.
+    pub fn touch(&mut self, key: &K) -> bool {
+        if self.young.contains_key(key) {
+            return true;
+        }
+        match self.old.remove_entry(key) {
+            Some((key, value)) => {
+                self.insert(key, value);
+                true
+            }
+            None => false,
+        }
+    }
+
     #[must_use]
     pub fn contains_key(&self, key: &K) -> bool {
         self.young.contains_key(key) || self.old.contains_key(key)
@@ -104,6 +119,16 @@ mod tests {
         assert_eq!(map.peek(&2), Some(&20));
         assert!(!map.contains_key(&3));
         assert_eq!(map.get(&7), None);
+    }
+
+    #[test]
+    fn touch_promotes_like_get_without_copying() {
+        let mut map = filled();
+        assert!(map.touch(&2));
+        map.insert(5, 50);
+        assert_eq!(map.peek(&2), Some(&20));
+        assert!(!map.contains_key(&3));
+        assert!(!map.touch(&3));
     }
 
     #[test]

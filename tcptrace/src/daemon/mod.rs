@@ -205,6 +205,7 @@ impl Daemon {
             self.config.top_peers,
         );
         drop((all, owned, report));
+        self.pipeline.call_sites.release_idle();
         // A refresh allocates per socket and frees it all again.
         release_free_heap();
     }
