@@ -18,7 +18,7 @@ pub struct DaemonArgs {
     /// Destinations with their own `peer` label; the rest are "other" [default: 10].
     #[arg(long, env = "TCPTRACE_TOP_PEERS")]
     top_peers: Option<usize>,
-    /// Ring buffer size in MiB [default: 8].
+    /// Ring buffer size in MiB [default: 4; 8 with --every-event].
     #[arg(long, env = "TCPTRACE_RING_BUFFER_MIB")]
     ring_buffer_mib: Option<u32>,
     /// Sockets the kernel can track at once [default: 262144].

@@ -106,7 +106,16 @@ impl DaemonConfig {
         if stack_interval > Duration::from_secs(3600) {
             bail!("stack-interval: at most 1h");
         }
-        let ring_buffer_mib = flags.ring_buffer_mib.or(file.ring_buffer_mib).unwrap_or(8);
+        let every_event = flags.every_event || file.every_event.unwrap_or(false);
+        // Summary mode sends 2 records per loopback connection instead of
+        // ~12: 4 MiB held 200 ms of this machine's maximum churn with no
+        // loss, and the kernel maps the ring into the daemon twice, so it
+        // counts double in RSS.
+        let default_ring_mib = if every_event { 8 } else { 4 };
+        let ring_buffer_mib = flags
+            .ring_buffer_mib
+            .or(file.ring_buffer_mib)
+            .unwrap_or(default_ring_mib);
         if !(1..=1024).contains(&ring_buffer_mib) {
             bail!("ring-buffer-mib: {ring_buffer_mib} is outside 1..=1024");
         }
@@ -128,7 +137,7 @@ impl DaemonConfig {
             socket_map_entries,
             stacks: !flags.no_stacks && file.stacks.unwrap_or(true),
             stack_interval,
-            every_event: flags.every_event || file.every_event.unwrap_or(false),
+            every_event,
             refresh,
             log_findings: file.log_findings.unwrap_or(true),
             comm: if flags.comm.is_empty() {
@@ -172,6 +181,16 @@ mod tests {
             "metrics stay on loopback unless told otherwise"
         );
         assert!(defaults.listen.port() < 32768);
+        assert_eq!(defaults.ring_buffer_mib, 4, "summary mode");
+        let every_event = DaemonConfig::merge(
+            FileConfig::default(),
+            Overrides {
+                every_event: true,
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(every_event.ring_buffer_mib, 8, "every-event mode");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! the raw tracepoint of summary mode, which has no record at all.
 
 use anyhow::{bail, Context, Result};
-use btf_rs::{Btf, Type};
+use btf_rs::{Backend, Btf, Type};
 use tcptrace_common::KernelLayout;
 
 use crate::event::layout::SockCommonLayout;
@@ -22,7 +22,11 @@ pub struct KernelOffsets {
 }
 
 pub fn kernel_offsets() -> Result<KernelOffsets> {
-    let btf = Btf::from_file(VMLINUX_BTF)
+    // Mapped and read on demand: parsing all of the kernel's BTF up front
+    // costs ~30 MiB of heap for the few offsets needed here. Kernels that
+    // cannot map it (before 6.16) are parsed.
+    let btf = Btf::from_file_with_backend(VMLINUX_BTF, Backend::Mmap)
+        .or_else(|_| Btf::from_file(VMLINUX_BTF))
         .with_context(|| format!("reading kernel BTF from {VMLINUX_BTF}"))?;
     Ok(KernelOffsets {
         layout: kernel_layout(&btf)?,
