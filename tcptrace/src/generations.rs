@@ -6,15 +6,18 @@
 //! Every operation is O(1) with no clock and no ordering to maintain, and
 //! the entries used last always survive.
 
-use std::{collections::HashMap, hash::Hash};
+use std::hash::Hash;
+
+use crate::FastMap;
 
 /// A map bounded to `capacity` (≥ 2) entries that drops the least recently
 /// used half at a time: new and used entries go to `young`; a full `young`
 /// becomes `old`, and the previous `old` is dropped.
 #[derive(Debug)]
 pub struct Generations<K, V> {
-    young: HashMap<K, V>,
-    old: HashMap<K, V>,
+    // ahash: the call-site cache is looked up on the per-event path.
+    young: FastMap<K, V>,
+    old: FastMap<K, V>,
     capacity: usize,
 }
 
@@ -22,8 +25,8 @@ impl<K: Eq + Hash, V> Generations<K, V> {
     #[must_use]
     pub fn new(capacity: usize) -> Self {
         Self {
-            young: HashMap::new(),
-            old: HashMap::new(),
+            young: FastMap::default(),
+            old: FastMap::default(),
             capacity,
         }
     }
