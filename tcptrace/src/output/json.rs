@@ -1,7 +1,10 @@
 //! One JSON object per line, for scripts. Strings go through `serde_json`, so
 //! an attacker-chosen comm cannot break the framing.
 
-use std::io::{self, Write};
+use std::{
+    io::{self, Write},
+    net::SocketAddr,
+};
 
 use serde::Serialize;
 
@@ -63,14 +66,25 @@ struct OwnerJson<'a> {
     source: &'static str,
 }
 
+/// A socket address as `0x...`, written straight into the output: the
+/// per-event path allocates nothing (serde writes `SocketAddr` the same
+/// way, through a stack buffer).
+struct Hex(u64);
+
+impl Serialize for Hex {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&format_args!("{:#x}", self.0))
+    }
+}
+
 #[derive(Serialize)]
 struct EventJson<'a> {
     r#type: &'static str,
     time_ns: u128,
     ktime_ns: u64,
-    sock: String,
-    local: String,
-    remote: String,
+    sock: Hex,
+    local: SocketAddr,
+    remote: SocketAddr,
     #[serde(skip_serializing_if = "Option::is_none")]
     old: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -137,9 +151,9 @@ impl<W: Write> Sink for JsonLines<W> {
             r#type: kind,
             time_ns: unix_ns,
             ktime_ns: event.ts_ns,
-            sock: format!("{:#x}", event.skaddr),
-            local: event.local.to_string(),
-            remote: event.remote.to_string(),
+            sock: Hex(event.skaddr),
+            local: event.local,
+            remote: event.remote,
             old,
             new,
             state,
