@@ -3,7 +3,9 @@
 
 use aya_ebpf::helpers::bpf_probe_read_kernel;
 
-use crate::maps::kernel_layout;
+use tcptrace_common::Counter;
+
+use crate::maps::{count, kernel_layout};
 
 /// Inode number of the socket's network namespace, 0 if it cannot be read.
 #[inline(always)]
@@ -31,7 +33,11 @@ pub fn error_of(skaddr: u64) -> i32 {
 /// `sk->sk_protocol`; 0 if it cannot be read.
 #[inline(always)]
 pub fn protocol_of(skaddr: u64) -> u16 {
-    read_at(skaddr, kernel_layout().sock_protocol).unwrap_or(0)
+    read_at(skaddr, kernel_layout().sock_protocol).unwrap_or_else(|()| {
+        // The transition is skipped: say so.
+        count(Counter::ReadErrors);
+        0
+    })
 }
 
 /// The local port (`skc_num`, host order).

@@ -238,7 +238,8 @@ impl Pipeline {
                 elapsed,
                 call_sites: &self.call_sites,
                 port_range: local_port_range(),
-                events_lost: kernel.events_lost + self.counts.decode_errors,
+                // A skipped run is an event never seen, as a lost one is.
+                events_lost: kernel.events_lost + kernel.runs_skipped + self.counts.decode_errors,
                 sockets_untracked: kernel.sock_map_full,
             },
         )

@@ -144,6 +144,15 @@ fn metrics_show_churn_leaks_and_failures_of_the_workloads() {
     let (status, health) = http_get(&daemon.listen, "/healthz", &[]).expect("healthz");
     assert_eq!(status, 200);
     assert!(health.contains("\"status\":\"ok\""), "{health}");
+    // Every way of missing events is reported, the kernel's skipped runs too.
+    let health: serde_json::Value = serde_json::from_str(&health).expect("healthz is JSON");
+    for key in ["events_lost", "kernel_runs_skipped", "decode_errors"] {
+        assert!(health[key].is_u64(), "healthz has {key}: {health}");
+    }
+    assert!(
+        scrape.contains("tcptrace_kernel_runs_skipped_total "),
+        "the skipped runs are exported"
+    );
     let (status, openmetrics) = http_get(
         &daemon.listen,
         "/metrics",

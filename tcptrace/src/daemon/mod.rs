@@ -279,6 +279,7 @@ impl Daemon {
             "events": self.pipeline.counts.events,
             "state_changes": self.pipeline.counts.state_changes,
             "events_lost": kernel.events_lost,
+            "kernel_runs_skipped": kernel.runs_skipped,
             "events_sent_by_kernel": kernel.events_sent,
             "events_folded_by_kernel": kernel.events_folded,
             "decode_errors": self.pipeline.counts.decode_errors,

@@ -338,6 +338,12 @@ impl Scrape {
                 self.events.decode_errors,
             ),
             (
+                "kernel_runs_skipped",
+                "Kernel program runs skipped because the program was already running on \
+                 that CPU (a softirq nested in a process-context run): events never seen",
+                k.runs_skipped,
+            ),
+            (
                 "socket_map_full",
                 "Sockets the kernel could not track (map full)",
                 k.sock_map_full,

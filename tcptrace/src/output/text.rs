@@ -113,10 +113,12 @@ impl<W: Write> Sink for TextLines<W> {
         )?;
         writeln!(
             self.out,
-            "# shown {}, filtered out {}, undecodable {}; kernel: sent {}, lost {} (ring buffer full), socket map full {}",
-            c.shown, c.filtered_out, c.decode_errors, s.kernel.events_sent, s.kernel.events_lost, s.kernel.sock_map_full
+            "# shown {}, filtered out {}, undecodable {}; kernel: sent {}, lost {} (ring buffer full), \
+             skipped {} (nested runs), socket map full {}",
+            c.shown, c.filtered_out, c.decode_errors, s.kernel.events_sent, s.kernel.events_lost,
+            s.kernel.runs_skipped, s.kernel.sock_map_full
         )?;
-        if s.kernel.events_lost > 0 || c.decode_errors > 0 {
+        if s.kernel.events_lost > 0 || s.kernel.runs_skipped > 0 || c.decode_errors > 0 {
             writeln!(
                 self.out,
                 "# WARNING: events were lost; attributions and counts may be incomplete \

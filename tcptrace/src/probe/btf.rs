@@ -12,6 +12,7 @@ use crate::event::layout::SockCommonLayout;
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
 /// Everything tcptrace reads from the kernel's BTF, parsed once.
+#[derive(Debug)]
 pub struct KernelOffsets {
     pub layout: KernelLayout,
     /// Offset of `sp` in `struct pt_regs` (see `Settings::regs_sp`).
@@ -28,10 +29,14 @@ pub fn kernel_offsets() -> Result<KernelOffsets> {
     let btf = Btf::from_file_with_backend(VMLINUX_BTF, Backend::Mmap)
         .or_else(|_| Btf::from_file(VMLINUX_BTF))
         .with_context(|| format!("reading kernel BTF from {VMLINUX_BTF}"))?;
+    offsets_in(&btf)
+}
+
+fn offsets_in(btf: &Btf) -> Result<KernelOffsets> {
     Ok(KernelOffsets {
-        layout: kernel_layout(&btf)?,
-        regs_sp: u32::try_from(member_offset(&btf, "pt_regs", &["sp"])?)?,
-        sock_common: sock_common_layout(&btf)?,
+        layout: kernel_layout(btf)?,
+        regs_sp: u32::try_from(member_offset(btf, "pt_regs", &["sp"])?)?,
+        sock_common: sock_common_layout(btf)?,
     })
 }
 
@@ -134,5 +139,24 @@ fn skip_aliases(btf: &Btf, mut ty: Type) -> Result<Type> {
             }
             _ => return Ok(ty),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The mapped BTF, read on demand, must give the very offsets the fully
+    /// parsed one gives: a wrong one would make the kernel programs read
+    /// the wrong field of every socket.
+    #[test]
+    fn mapped_and_parsed_btf_agree() {
+        let mapped = Btf::from_file_with_backend(VMLINUX_BTF, Backend::Mmap)
+            .expect("this kernel maps its BTF");
+        let parsed = Btf::from_file(VMLINUX_BTF).expect("kernel BTF");
+        assert_eq!(
+            format!("{:?}", offsets_in(&mapped).unwrap()),
+            format!("{:?}", offsets_in(&parsed).unwrap())
+        );
     }
 }

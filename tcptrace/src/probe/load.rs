@@ -8,7 +8,7 @@ use aya::{
 };
 use tcptrace_common::{Counter, Listener, ListenerKey, Settings};
 
-use super::{btf, object::EBPF_OBJECT, preflight, tracefs};
+use super::{btf, object::EBPF_OBJECT, preflight, program_stats, tracefs};
 use crate::event::layout::RecordLayouts;
 
 /// How to load the programs.
@@ -218,6 +218,11 @@ impl Probe {
             read_errors: sum(Counter::ReadErrors)?,
             events_folded: sum(Counter::EventsFolded)?,
             resets_without_socket: sum(Counter::ResetsWithoutSocket)?,
+            runs_skipped: self
+                .ebpf
+                .programs()
+                .filter_map(|(_, program)| program_stats::recursion_misses(program))
+                .sum(),
         })
     }
 
@@ -264,6 +269,10 @@ pub struct Counters {
     pub events_folded: u64,
     /// Summary mode: resets on sockets tcptrace did not know.
     pub resets_without_socket: u64,
+    /// Program runs the kernel skipped because the same program was already
+    /// running on that CPU (a softirq nested in a process-context run):
+    /// those events were never seen.
+    pub runs_skipped: u64,
 }
 
 /// `BPF_NOEXIST` from linux/bpf.h: insert only when the key is absent.

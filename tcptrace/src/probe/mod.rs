@@ -5,6 +5,7 @@ pub mod btf;
 mod load;
 pub mod object;
 pub mod preflight;
+mod program_stats;
 pub mod tracefs;
 
 pub use load::{
