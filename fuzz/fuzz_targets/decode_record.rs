@@ -20,42 +20,27 @@ use tcptrace::{
     filter::Filter,
     output::{JsonLines, Sink, TextLines},
     pipeline::Pipeline,
-    probe::{tracefs::Format, Counters},
+    probe::Counters,
     snapshot::Snapshot,
 };
 use tcptrace_common::{Event, SockInfo, Task, EVENT_SIZE, OWNER_FROM_LISTENER, OWNER_FROM_SYSCALL};
+use tcptrace_fuzz::formats;
 
 /// At most this many records per input.
 const MAX_RECORDS: usize = 16;
 
-macro_rules! fixture {
-    ($name:literal) => {
-        include_str!(concat!(
-            "../../tcptrace/src/probe/fixtures/",
-            $name,
-            ".format"
-        ))
-    };
-}
-
 fn layouts() -> &'static [RecordLayouts; 2] {
     static LAYOUTS: OnceLock<[RecordLayouts; 2]> = OnceLock::new();
     LAYOUTS.get_or_init(|| {
-        let f = |text: &str| Format::parse(text).expect("fixture parses");
-        let state = f(fixture!("inet_sock_set_state-6.18"));
-        let receive_reset = f(fixture!("tcp_receive_reset-6.18"));
-        let kernel_6_18 = RecordLayouts::from_formats(
-            &state,
-            &f(fixture!("tcp_retransmit_skb-6.18")),
-            &f(fixture!("tcp_send_reset-6.18")),
-            &receive_reset,
-        )
-        .expect("6.18 layouts");
+        let fx = formats();
+        let [state, retransmit, send_reset, receive_reset] = &fx.kernel_6_18;
+        let kernel_6_18 = RecordLayouts::from_formats(state, retransmit, send_reset, receive_reset)
+            .expect("6.18 layouts");
         let kernel_5_15 = RecordLayouts::from_formats(
-            &state,
-            &f(fixture!("tcp_retransmit_skb-5.15")),
-            &f(fixture!("tcp_send_reset-5.15")),
-            &receive_reset,
+            state,
+            &fx.retransmit_5_15,
+            &fx.send_reset_5_15,
+            receive_reset,
         )
         .expect("5.15 layouts");
         [kernel_6_18, kernel_5_15]

@@ -7,8 +7,6 @@
 
 #![no_main]
 
-use std::sync::OnceLock;
-
 use libfuzzer_sys::fuzz_target;
 use tcptrace::{
     event::{
@@ -18,31 +16,7 @@ use tcptrace::{
     probe::tracefs::{Field, Format},
 };
 use tcptrace_common::{EVENT_SIZE, RAW_RECORD_LEN};
-
-macro_rules! fixture {
-    ($name:literal) => {
-        include_str!(concat!(
-            "../../tcptrace/src/probe/fixtures/",
-            $name,
-            ".format"
-        ))
-    };
-}
-
-/// The 6.18 formats: inet_sock_set_state, tcp_retransmit_skb,
-/// tcp_send_reset, tcp_receive_reset.
-fn fixtures() -> &'static [Format; 4] {
-    static FORMATS: OnceLock<[Format; 4]> = OnceLock::new();
-    FORMATS.get_or_init(|| {
-        let f = |text: &str| Format::parse(text).expect("fixture parses");
-        [
-            f(fixture!("inet_sock_set_state-6.18")),
-            f(fixture!("tcp_retransmit_skb-6.18")),
-            f(fixture!("tcp_send_reset-6.18")),
-            f(fixture!("tcp_receive_reset-6.18")),
-        ]
-    })
-}
+use tcptrace_fuzz::formats;
 
 fn inside(field: Field, what: &str) {
     assert!(
@@ -93,7 +67,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let _ = format.record_len();
     for position in 0..4 {
-        let mut formats = fixtures().clone();
+        let mut formats = formats().kernel_6_18.clone();
         formats[position] = format.clone();
         let Ok(layouts) =
             RecordLayouts::from_formats(&formats[0], &formats[1], &formats[2], &formats[3])
