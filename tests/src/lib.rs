@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod netns;
 pub mod process;
 pub mod trace;
+pub mod workload;
 
 pub use process::Workload;
 pub use trace::{Trace, Tracer};

@@ -16,6 +16,8 @@ use std::{
     time::Duration,
 };
 
+use tcptrace_tests::workload::{exit_code, say};
+
 const USAGE: &str =
     "usage: tt-evil NAME ADDR COUNT   set comm to NAME (at most 15 bytes), then COUNT times:
                                 connect to ADDR, send `hello`, read `ok`, close";
@@ -30,19 +32,7 @@ fn main() -> ExitCode {
         ),
         _ => Err(USAGE.to_owned()),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("tt-evil: {err}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn say(line: &str) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
-    let _ = out.flush();
+    exit_code("tt-evil", result)
 }
 
 fn set_comm(name: &[u8]) -> Result<(), String> {

@@ -19,6 +19,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use tcptrace_tests::workload::{exit_code, say};
+
 const USAGE: &str = "usage:
   tt-scenario serve ADDR COUNT respond|close-at-once
         accept COUNT connections; `respond`: read `req`, answer `ok`, read to
@@ -57,19 +59,7 @@ fn main() -> ExitCode {
         ["black-hole", addr] => black_hole(addr),
         _ => Err(USAGE.to_owned()),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("tt-scenario: {err}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn say(line: &str) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
-    let _ = out.flush();
+    exit_code("tt-scenario", result)
 }
 
 fn parse_addr(addr: &str) -> Result<SocketAddr> {

@@ -12,6 +12,8 @@ use std::{
     time::Duration,
 };
 
+use tcptrace_tests::workload::{exit_code, say};
+
 const USAGE: &str = "usage:
   tt-workload server ADDR COUNT     accept COUNT connections; per connection read
                                     5 bytes, answer `ok`, read to EOF, close
@@ -34,19 +36,7 @@ fn main() -> ExitCode {
         ["refused", addr, count] => refused(addr, count),
         _ => Err(USAGE.to_owned()),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("tt-workload: {err}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn say(line: &str) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
-    let _ = out.flush();
+    exit_code("tt-workload", result)
 }
 
 fn parse_addr(addr: &str) -> Result<SocketAddr, String> {
