@@ -109,27 +109,10 @@ impl CallSites {
         self.resolved.peek(&stack?)
     }
 
-    /// Remembered (process, stack) pairs.
-    #[must_use]
-    pub fn len(&self) -> usize {
-        self.resolved.len()
-    }
-
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.resolved.is_empty()
-    }
-
     /// Lets the symbolizer drop parsed debug info nobody used lately (tens
     /// of MiB for a large binary); known call sites stay resolved.
     pub fn release_idle(&mut self) {
         self.symbolizer.release_idle();
-    }
-
-    /// A process exited or its pid was reused: its stacks' symbols go, the
-    /// resolved call sites stay.
-    pub fn forget_process(&mut self, pid: u32) {
-        self.symbolizer.forget(pid);
     }
 }
 

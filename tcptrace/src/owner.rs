@@ -67,16 +67,6 @@ impl StartOwners {
             self.by_tuple.remove(&(local, remote));
         }
     }
-
-    #[must_use]
-    pub fn len(&self) -> usize {
-        self.by_tuple.len()
-    }
-
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.by_tuple.is_empty()
-    }
 }
 
 /// The owner of the event's socket, if anyone knows it.
@@ -136,7 +126,7 @@ mod tests {
             1,
         );
         let mut start = StartOwners::of(&snapshot);
-        assert_eq!(start.len(), 1);
+        assert_eq!(start.by_tuple.len(), 1);
 
         let mut conn = Conn::active(1, Task::NOBODY, local, remote);
         conn.sock.flags = 0;
@@ -148,7 +138,7 @@ mod tests {
         );
 
         start.forget(event.local, event.remote);
-        assert!(start.is_empty());
+        assert!(start.by_tuple.is_empty());
         assert_eq!(resolve(&event, &start), None);
     }
 }
