@@ -92,12 +92,21 @@ fn install_bpf_linker() -> Result<()> {
 }
 
 /// Debian packages the real-kernel tests and peers need.
-pub const TEST_PACKAGES: [(&str, &str); 5] = [
+pub const TEST_PACKAGES: [(&str, &str); 12] = [
     ("nft", "nftables"),
     ("tcpstates", "libbpf-tools"),
     ("ip", "iproute2"),
     ("bpftool", "bpftool"),
     ("promtool", "prometheus"),
+    // The real programs of tests/tests/runtimes.rs (call sites per runtime),
+    // built from tests/workloads/ at test time.
+    ("gcc", "gcc"),
+    ("go", "golang-go"),
+    ("javac", "default-jdk-headless"),
+    ("node", "nodejs"),
+    ("nginx", "nginx"),
+    ("curl", "curl"),
+    ("ab", "apache2-utils"),
 ];
 
 /// Installs the Debian packages whose commands are missing.
