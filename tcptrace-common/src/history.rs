@@ -50,6 +50,10 @@ impl History {
 
     /// Records the transition `old → new` at `now_ns`.
     #[inline(always)]
+    #[expect(
+        clippy::inline_always,
+        reason = "called from the kernel programs, which keep every helper inline (no BPF-to-BPF calls)"
+    )]
     pub fn enter(&mut self, old: i32, new: i32, now_ns: u64) {
         if self.path_len == 0 {
             self.push(old);
@@ -66,8 +70,12 @@ impl History {
     /// Appends a state; when the path is full the oldest one falls out
     /// (the closing states matter more than the handshake's).
     #[inline(always)]
+    #[expect(
+        clippy::inline_always,
+        reason = "called from the kernel programs, which keep every helper inline (no BPF-to-BPF calls)"
+    )]
     fn push(&mut self, state: i32) {
-        let nibble = (state as u64) & 0xf;
+        let nibble = u64::from(state.cast_unsigned() & 0xf);
         if self.path_len < PATH_CAPACITY {
             self.path |= nibble << (4 * u32::from(self.path_len));
             self.path_len += 1;
@@ -80,8 +88,12 @@ impl History {
     /// Starts over from `state` once a summary was sent mid-life (at
     /// `CLOSE_WAIT`): the next summary carries only what happened since.
     #[inline(always)]
+    #[expect(
+        clippy::inline_always,
+        reason = "called from the kernel programs, which keep every helper inline (no BPF-to-BPF calls)"
+    )]
     pub fn restart(&mut self, state: i32) {
-        self.path = (state as u64) & 0xf;
+        self.path = u64::from(state.cast_unsigned() & 0xf);
         self.path_len = 1;
         self.truncated = 0;
         self.syn_retransmits = 0;
@@ -93,6 +105,10 @@ impl History {
     /// Counts a retransmit outside the closing phase; false for one in the
     /// closing phase, which the caller sends as an event instead.
     #[inline(always)]
+    #[expect(
+        clippy::inline_always,
+        reason = "called from the kernel programs, which keep every helper inline (no BPF-to-BPF calls)"
+    )]
     pub fn count_retransmit(&mut self, state: i32) -> bool {
         match state {
             SYN_SENT | SYN_RECV => {
@@ -108,6 +124,10 @@ impl History {
     }
 
     #[inline(always)]
+    #[expect(
+        clippy::inline_always,
+        reason = "called from the kernel programs, which keep every helper inline (no BPF-to-BPF calls)"
+    )]
     pub fn count_reset(&mut self, sent: bool) {
         if sent {
             self.resets_sent = self.resets_sent.saturating_add(1);
@@ -118,6 +138,11 @@ impl History {
 
     /// The state entered last, or 0 when nothing was recorded.
     #[inline(always)]
+    #[expect(
+        clippy::inline_always,
+        reason = "called from the kernel programs, which keep every helper inline (no BPF-to-BPF calls)"
+    )]
+    #[must_use]
     pub fn last_state(&self) -> i32 {
         if self.path_len == 0 {
             return 0;
@@ -126,6 +151,7 @@ impl History {
     }
 
     /// The states in the order entered (raw numbers; validate before use).
+    #[must_use]
     pub fn states(&self) -> impl DoubleEndedIterator<Item = i32> + '_ {
         (0..self.path_len.min(PATH_CAPACITY))
             .map(|i| ((self.path >> (4 * u32::from(i))) & 0xf) as i32)

@@ -12,11 +12,11 @@ use crate::state::raw::{
 /// What a state change means for the socket's records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
-    /// connect() or listen(): the current task becomes the owner.
+    /// `connect()` or `listen()`: the current task becomes the owner.
     Birth,
-    /// A passive child (LISTEN→SYN_RECV): the listener's owner is inherited.
+    /// A passive child (`LISTEN`→`SYN_RECV`): the listener's owner is inherited.
     PassiveChild,
-    /// close(), shutdown() or an abort: the current task is the closer.
+    /// `close()`, `shutdown()` or an abort: the current task is the closer.
     CloseCall,
     /// Anything else: attributed through the records only.
     Other,
@@ -25,6 +25,10 @@ pub enum Role {
 /// Classifies a transition. `in_syscall` is false in softirq; `peer_reset`
 /// is true when the peer's RST was just processed for this socket.
 #[inline(always)]
+#[expect(
+    clippy::inline_always,
+    reason = "called from the kernel programs, which keep every helper inline (no BPF-to-BPF calls)"
+)]
 #[must_use]
 pub const fn classify(old: i32, new: i32, in_syscall: bool, peer_reset: bool) -> Role {
     if old == LISTEN && new == SYN_RECV {
@@ -48,7 +52,7 @@ mod tests {
     use super::*;
     use crate::state::raw::*;
 
-    /// Applies `classify` along a sequence of (old, new, in_syscall) and
+    /// Applies `classify` along a sequence of `(old, new, in_syscall)` and
     /// returns the roles, as the kernel program would see them.
     fn roles(sequence: &[(i32, i32, bool)]) -> [Role; 8] {
         let mut out = [Role::Other; 8];

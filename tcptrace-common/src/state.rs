@@ -35,6 +35,7 @@ impl TcpState {
 
     /// Validates a state number read from the kernel (never transmute it).
     #[must_use]
+    #[expect(clippy::cast_sign_loss, reason = "raw is checked to be 1..=12 first")]
     pub const fn from_raw(raw: i32) -> Option<Self> {
         if raw >= 1 && raw <= 12 {
             Some(Self::ALL[(raw - 1) as usize])

@@ -45,8 +45,11 @@ fn task(pid: u32, comm: &[u8], stack_id: i32) -> Task {
     task
 }
 
-/// One inet_sock_set_state record in the 6.18 layout of the fixtures.
-#[allow(clippy::too_many_arguments)]
+/// One `inet_sock_set_state` record in the 6.18 layout of the fixtures.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one argument per field of the tracepoint record"
+)]
 fn state_event(
     ts: u64,
     skaddr: u64,

@@ -27,17 +27,21 @@ pub struct ContainerLabels {
 /// Parses a cgroup path as written by systemd, Docker, containerd, CRI-O
 /// and the kubelet (both cgroupfs and systemd drivers).
 #[must_use]
+#[expect(
+    clippy::case_sensitive_file_extension_comparisons,
+    reason = "systemd unit suffixes in cgroup paths are lower case, and case-sensitive"
+)]
 pub fn labels_of_path(path: &str) -> ContainerLabels {
     let mut labels = ContainerLabels::default();
     for part in path.split('/').filter(|p| !p.is_empty()) {
         if let Some(uid) = pod_uid(part) {
             labels.pod = uid;
         } else if let Some(id) = container_id(part) {
-            labels.container = id[..12].to_owned();
+            id[..12].clone_into(&mut labels.container);
         } else if part.ends_with(".service")
             || part.ends_with(".scope") && labels.container.is_empty()
         {
-            labels.unit = part.to_owned();
+            part.clone_into(&mut labels.unit);
         }
     }
     if !labels.container.is_empty() && labels.unit.ends_with(".scope") {

@@ -6,6 +6,7 @@
 //!   processes (owners, fds and call sites);
 //! - `CAP_DAC_READ_SEARCH`: traverse `/proc/PID` and cgroup directories that
 //!   are not world-readable.
+//!
 //! Everything else leaves the effective, permitted, inheritable, ambient and
 //! bounding sets, so a compromised daemon cannot load new programs, mount,
 //! or regain what it dropped.

@@ -132,6 +132,6 @@ mod tests {
         let mine = SocketHolders::scan().of(inode);
         assert!(mine
             .iter()
-            .any(|h| h.pid == std::process::id() && h.fd == fd as u32));
+            .any(|h| h.pid == std::process::id() && h.fd == fd.cast_unsigned()));
     }
 }

@@ -216,7 +216,7 @@ impl Trace {
     }
 
     /// Every socket lifetime that had these endpoints, in order: a client
-    /// port is reused at once when the server side holds the TIME_WAIT.
+    /// port is reused at once when the server side holds the `TIME_WAIT`.
     #[must_use]
     pub fn socket_lifetimes(&self, local: &str, remote: &str) -> Vec<Vec<&Value>> {
         let events: Vec<&Value> = self

@@ -1,6 +1,18 @@
 //! `tcptrace daemon` on this machine's real kernel: the scenario workloads
 //! show up in /metrics, promtool accepts the scrape and the alert rules, a
 //! real Prometheus scrapes it, and SIGTERM leaves no BPF program behind.
+#![expect(
+    clippy::float_cmp,
+    reason = "the samples compared are exact small integer counts"
+)]
+#![expect(
+    clippy::items_after_statements,
+    reason = "a test declares its helper types where it first needs them"
+)]
+#![expect(
+    clippy::too_many_lines,
+    reason = "a real-kernel scenario reads top to bottom as one story"
+)]
 
 use std::{
     process::{Command, Stdio},
@@ -257,7 +269,7 @@ fn alert_rules_are_valid_and_their_unit_tests_pass() {
 }
 
 /// A real Prometheus server, started on loopback by the test, scrapes the
-/// daemon while a server leaks CLOSE_WAIT sockets; its query API must show
+/// daemon while a server leaks `CLOSE_WAIT` sockets; its query API must show
 /// the leak for that process with the right count.
 #[test]
 fn real_prometheus_sees_the_close_wait_leak() {

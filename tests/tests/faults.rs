@@ -4,6 +4,18 @@
 //! before their sockets die, socket addresses reused by other owners, and
 //! process names chosen to break the output. Each test says what must hold
 //! and prints the figures it saw.
+#![expect(
+    clippy::cast_precision_loss,
+    reason = "small socket counts compared with metric samples"
+)]
+#![expect(
+    clippy::items_after_statements,
+    reason = "a test declares its helper types where it first needs them"
+)]
+#![expect(
+    clippy::too_many_lines,
+    reason = "a real-kernel scenario reads top to bottom as one story"
+)]
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -290,8 +302,8 @@ fn kill_9_leaves_no_program_behind() {
 
 // ------------------------------------------------------------ restart
 
-/// Sockets left in CLOSE_WAIT and TIME_WAIT before the daemon (or a trace)
-/// starts are found by the sock_diag dump at start, with their owner.
+/// Sockets left in `CLOSE_WAIT` and `TIME_WAIT` before the daemon (or a trace)
+/// starts are found by the `sock_diag` dump at start, with their owner.
 #[test]
 fn restart_finds_existing_close_wait_and_time_wait() {
     require_root();
@@ -727,8 +739,8 @@ fn states(events: &[&Value]) -> Vec<String> {
 }
 
 /// A client closes and exits while its FIN is still unanswered (its peer's
-/// host drops everything for a while); the FIN retransmits, FIN_WAIT and
-/// TIME_WAIT hand-over that follow the exit are still its own. Then 200
+/// host drops everything for a while); the FIN retransmits, `FIN_WAIT` and
+/// `TIME_WAIT` hand-over that follow the exit are still its own. Then 200
 /// short-lived clients in turn: the kernel reuses socket addresses across
 /// processes, and each connection keeps its own owner.
 #[test]
@@ -1084,9 +1096,7 @@ fn hostile_comm_is_escaped(name: &str) {
         );
     }
     assert!(
-        text_lines
-            .iter()
-            .all(|l| !l.chars().any(|c| c.is_control())),
+        text_lines.iter().all(|l| !l.chars().any(char::is_control)),
         "no raw control character in the text output"
     );
 

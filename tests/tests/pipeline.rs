@@ -226,7 +226,7 @@ fn retransmit_is_attributed_to_the_owner() {
     client.send_line("go");
     client.expect_line("sent");
     // First RTO is 200 ms and doubles: about three retransmits in 2 s.
-    std::thread::sleep(std::time::Duration::from_millis(2000));
+    std::thread::sleep(std::time::Duration::from_secs(2));
     let trace = tracer.stop();
 
     let retransmits: Vec<&Value> = trace

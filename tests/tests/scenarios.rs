@@ -5,6 +5,18 @@
 //! under `tcptrace trace --json` and checks the findings of the report.
 //! A second session in text mode runs alongside: when a test fails, its
 //! human report and the JSON findings are printed with the failure.
+#![expect(
+    clippy::items_after_statements,
+    reason = "a test declares its helper types where it first needs them"
+)]
+#![expect(
+    clippy::similar_names,
+    reason = "related bindings (names, named; client, clients) read best side by side"
+)]
+#![expect(
+    clippy::too_many_lines,
+    reason = "a real-kernel scenario reads top to bottom as one story"
+)]
 
 use std::{collections::BTreeSet, net::TcpListener, process::Command, thread, time::Duration};
 
@@ -66,7 +78,7 @@ impl Session {
     }
 
     /// Stops both sessions; the workloads must still live (stacks are
-    /// symbolized and CLOSE_WAIT holders listed while they do).
+    /// symbolized and `CLOSE_WAIT` holders listed while they do).
     fn stop(mut self) -> Diagnosis {
         let trace = self.json.take().expect("session running").stop();
         let summary = self.summary.take().expect("session running").stop();
@@ -278,7 +290,7 @@ fn closed_port() -> u16 {
 // ------------------------------------------------------------ story 1
 
 /// A client opens a new connection for every request and closes it first:
-/// its TIME_WAIT sockets are its own, counted per server endpoint and traced
+/// its `TIME_WAIT` sockets are its own, counted per server endpoint and traced
 /// back to the function that opens the connection.
 #[test]
 fn client_per_request_churn_is_blamed_on_the_client() {
@@ -414,7 +426,7 @@ fn reconnect_loop_without_backoff_is_flagged() {
 
 // ------------------------------------------------------------ story 3
 
-/// A server reads EOF and never closes: its sockets sit in CLOSE_WAIT.
+/// A server reads EOF and never closes: its sockets sit in `CLOSE_WAIT`.
 /// The report lists them by the server, with their fds, their peers, their
 /// age, and the function that opened the listening socket.
 #[test]
@@ -488,7 +500,7 @@ fn close_wait_leak_is_listed_with_fds_and_call_site() {
 /// A server reads EOF, the client's host vanishes, and only then does the
 /// server close: its FIN is retransmitted to nobody until the kernel gives
 /// up (`tcp_orphan_retries` = 2 in the server's namespace). The report
-/// blames the server's late close() and says the peer never acknowledged.
+/// blames the server's late `close()` and says the peer never acknowledged.
 #[test]
 fn late_close_to_a_vanished_peer_is_a_dead_peer_fin() {
     require_root();

@@ -1,5 +1,9 @@
 //! Side by side with libbpf-tools `tcpstates` on the same loopback
 //! workload: both must report the same transitions for every socket.
+#![expect(
+    clippy::items_after_statements,
+    reason = "a test declares its helper types where it first needs them"
+)]
 
 use std::{
     collections::BTreeMap,

@@ -1,7 +1,7 @@
 //! `cargo xtask bench`: what tcptrace costs, side by side with its peers.
 //!
 //! A loopback churn workload (`tt-churn`: connect, 16-byte exchange, close
-//! with SO_LINGER 0 so the run never exhausts ports) runs with no tracer,
+//! with `SO_LINGER` 0 so the run never exhausts ports) runs with no tracer,
 //! under `tcptrace daemon`, under `tcptrace trace --json` writing to a
 //! file, and under libbpf-tools `tcplife` and `tcpstates`. Configurations
 //! are interleaved round by round (so drift hits all alike) and reported as
@@ -10,6 +10,10 @@
 //! restored afterwards), and events seen and lost. An open-loop run at a
 //! fixed rate then reports busy CPU per 1,000 connections from /proc/stat.
 //! Output: a table for people and `target/bench/bench.json`.
+#![expect(
+    clippy::cast_precision_loss,
+    reason = "counts, nanoseconds and KiB far below 2^52, reported as floats"
+)]
 
 use std::{
     collections::HashMap,
@@ -510,7 +514,7 @@ fn summarize(
         "rounds": options.rounds,
         "seconds_per_run": options.seconds,
         "threads": options.threads,
-        "cores": thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "cores": thread::available_parallelism().map_or(1, std::num::NonZero::get),
         "kernel": fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
         "results": rows,
         "open_loop": open_loop,

@@ -6,6 +6,7 @@
 
 use std::{
     fs,
+    path::Path,
     process::{Command, Stdio},
     thread,
     time::{Duration, Instant},
@@ -82,6 +83,7 @@ pub fn run(minutes: f64, threads: usize) -> Result<()> {
         let fds = fs::read_dir(format!("/proc/{pid}/fd"))?.count();
         latencies_ms.extend(&interval_latencies);
         let p99 = percentile(&mut interval_latencies, 0.99);
+        #[expect(clippy::cast_precision_loss, reason = "RSS in KiB is far below 2^52")]
         let sample = json!({
             "t_s": started.elapsed().as_secs_f64(),
             "rss_mib": rss_kib as f64 / 1024.0,
@@ -108,6 +110,17 @@ pub fn run(minutes: f64, threads: usize) -> Result<()> {
     }
     let _ = daemon.kill();
     let _ = daemon.wait();
+    write_report(&root, minutes, connections, &samples, &mut latencies_ms)
+}
+
+/// Writes `target/bench/soak.json` and prints the run's summary line.
+fn write_report(
+    root: &Path,
+    minutes: f64,
+    connections: u64,
+    samples: &[Value],
+    latencies_ms: &mut [f64],
+) -> Result<()> {
     let last = samples.last().cloned().unwrap_or_default();
     let seen = last["events"].as_u64().unwrap_or(0) + last["decode_errors"].as_u64().unwrap_or(0);
     let sent = last["events_sent_by_kernel"].as_u64().unwrap_or(0);
@@ -115,7 +128,7 @@ pub fn run(minutes: f64, threads: usize) -> Result<()> {
         "minutes": minutes,
         "connections": connections,
         "samples": samples,
-        "scrape_p99_ms": percentile(&mut latencies_ms, 0.99),
+        "scrape_p99_ms": percentile(latencies_ms, 0.99),
         "events_read_equal_kernel_sent": seen == sent,
         "events_lost": last["events_lost"],
     });
@@ -137,10 +150,11 @@ fn percentile(values: &mut [f64], q: f64) -> f64 {
         return 0.0;
     }
     values.sort_by(f64::total_cmp);
-    #[allow(
+    #[expect(
         clippy::cast_possible_truncation,
         clippy::cast_sign_loss,
-        clippy::cast_precision_loss
+        clippy::cast_precision_loss,
+        reason = "a rank among at most a few thousand samples"
     )]
     let index = ((values.len() as f64 * q).ceil() as usize).clamp(1, values.len()) - 1;
     values[index]

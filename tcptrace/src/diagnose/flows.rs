@@ -77,20 +77,24 @@ impl ConnectFailures {
     }
 }
 
+/// One bucket per second of `TIME_WAIT`, and one for the current second.
+#[expect(clippy::cast_possible_truncation, reason = "60 fits in any usize")]
+const BUCKETS: usize = TIME_WAIT_SECS as usize + 1;
+
 /// A fixed ring of per-second counters over the last `TIME_WAIT_SECS`:
 /// how many `TIME_WAIT` sockets a flow still holds, in constant memory.
 #[derive(Clone, Debug)]
 pub struct TimeWaitWindow {
-    buckets: [u32; TIME_WAIT_SECS as usize + 1],
+    buckets: [u32; BUCKETS],
     /// Second (of `ktime`) each bucket counts.
-    seconds: [u64; TIME_WAIT_SECS as usize + 1],
+    seconds: [u64; BUCKETS],
 }
 
 impl Default for TimeWaitWindow {
     fn default() -> Self {
         Self {
-            buckets: [0; TIME_WAIT_SECS as usize + 1],
-            seconds: [u64::MAX; TIME_WAIT_SECS as usize + 1],
+            buckets: [0; BUCKETS],
+            seconds: [u64::MAX; BUCKETS],
         }
     }
 }
@@ -180,7 +184,7 @@ impl Default for Flow {
 
 /// Keeps the top entry of a count map small: the most frequent stack.
 #[must_use]
-pub fn most_common<K: Copy>(counts: &FastMap<K, u64>) -> Option<K> {
+pub fn most_common<K: Copy, S>(counts: &std::collections::HashMap<K, u64, S>) -> Option<K> {
     counts.iter().max_by_key(|(_, &n)| n).map(|(&k, _)| k)
 }
 

@@ -35,7 +35,7 @@ pub struct PortUse {
 /// Ports in the ephemeral range in use per remote endpoint, from a dump.
 /// Server-side sockets are left out: their local port is a listener's
 /// (which may itself lie in the range: the known trap of story 5), not an
-/// ephemeral port taken by connect().
+/// ephemeral port taken by `connect()`.
 #[must_use]
 pub fn use_by_destination(snapshot: &Snapshot, range: (u16, u16)) -> HashMap<SocketAddr, PortUse> {
     let listening: std::collections::HashSet<u16> = snapshot

@@ -1,7 +1,7 @@
 //! The end-of-session report: every diagnosis turned into findings, each
 //! naming the process, the peer and the call site.
 
-use std::{collections::HashMap, net::SocketAddr, time::Duration};
+use std::{cmp::Reverse, collections::HashMap, net::SocketAddr, time::Duration};
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -262,6 +262,10 @@ fn rate(count: u64, span_ns: u64) -> f64 {
 
 /// Builds the report from what the diagnoses gathered so far.
 #[must_use]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one pass over the diagnoses that fills every section of the report in order"
+)]
 pub fn build_report(diagnoses: &Diagnoses, input: &ReportInput) -> Report {
     let site = |stack| input.call_sites.get(stack).cloned();
     let mut report = Report::default();
@@ -329,11 +333,10 @@ pub fn build_report(diagnoses: &Diagnoses, input: &ReportInput) -> Report {
             _ => {}
         }
     }
-    churn.sort_by(|a, b| (b.time_wait_now, b.connections).cmp(&(a.time_wait_now, a.connections)));
-    loops.sort_by(|a, b| b.attempts.cmp(&a.attempts));
-    connects
-        .sort_by(|a, b| (b.failures.total(), b.attempts).cmp(&(a.failures.total(), a.attempts)));
-    accepts.sort_by(|a, b| b.established.cmp(&a.established));
+    churn.sort_by_key(|c| Reverse((c.time_wait_now, c.connections)));
+    loops.sort_by_key(|l| Reverse(l.attempts));
+    connects.sort_by_key(|c| Reverse((c.failures.total(), c.attempts)));
+    accepts.sort_by_key(|a| Reverse(a.established));
 
     let mut leaks: Vec<CloseWaitLeak> =
         closewait::leaks(input.owned, input.table, input.now_ns, elapsed_ns)
@@ -355,7 +358,7 @@ pub fn build_report(diagnoses: &Diagnoses, input: &ReportInput) -> Report {
                 call_site: site(key.call_site),
             })
             .collect();
-    leaks.sort_by(|a, b| b.sockets.cmp(&a.sockets));
+    leaks.sort_by_key(|l| Reverse(l.sockets));
 
     let mut dead: Vec<DeadPeerFin> = diagnoses
         .dead_peers
@@ -384,13 +387,13 @@ pub fn build_report(diagnoses: &Diagnoses, input: &ReportInput) -> Report {
             call_site: site(key.close_stack),
         })
         .collect();
-    dead.sort_by(|a, b| b.retransmits.cmp(&a.retransmits));
+    dead.sort_by_key(|d| Reverse(d.retransmits));
 
     let mut pressure: Vec<PortPressure> = ports::use_by_destination(input.now, input.port_range)
         .into_iter()
         .map(|(destination, used)| port_pressure(destination, used, input.port_range))
         .collect();
-    pressure.sort_by(|a, b| b.ports_in_use.cmp(&a.ports_in_use));
+    pressure.sort_by_key(|p| Reverse(p.ports_in_use));
     // The busiest destinations are what matters; the rest is noise.
     pressure.truncate(MAX_PORT_DESTINATIONS);
 

@@ -70,7 +70,7 @@ fn findings<'a, T>(report: &'a Report, pick: impl Fn(&'a Finding) -> Option<&'a 
 }
 
 /// A client that opens, uses and closes a connection per request, every
-/// time at the same (reused) struct sock address: churn and TIME_WAIT.
+/// time at the same (reused) struct sock address: churn and `TIME_WAIT`.
 fn client_per_request(p: &mut Pipeline, client: Task, count: u64, start: u64, gap: u64) {
     for i in 0..count {
         let t = start + i * gap;

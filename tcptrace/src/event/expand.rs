@@ -133,7 +133,7 @@ fn moment(summary: &TcpEvent, old: TcpState, new: TcpState, birth: bool) -> Opti
     (ns != 0).then_some(ns)
 }
 
-/// The transitions a close(), shutdown() or abort makes in process context.
+/// The transitions a `close()`, `shutdown()` or abort makes in process context.
 fn is_close_call(old: TcpState, new: TcpState) -> bool {
     matches!(
         (old, new),
@@ -182,7 +182,7 @@ mod tests {
     fn unfold(summary: &TcpEvent) -> Vec<(What, u64, Option<u32>)> {
         let mut out = Vec::new();
         expand(summary, |e| {
-            out.push((e.what, e.ts_ns, e.actor.map(|a| a.tgid)))
+            out.push((e.what, e.ts_ns, e.actor.map(|a| a.tgid)));
         });
         out
     }
@@ -190,6 +190,7 @@ mod tests {
     #[test]
     fn active_close_unfolds_with_its_moments_and_actors() {
         use raw::*;
+        use TcpState::*;
         let s = summary(
             &[
                 (CLOSE, SYN_SENT, 100),
@@ -207,7 +208,6 @@ mod tests {
             },
         );
         let events = unfold(&s);
-        use TcpState::*;
         let sc = |old, new| What::StateChange { old, new };
         assert_eq!(
             events,
@@ -232,6 +232,7 @@ mod tests {
     #[test]
     fn abort_replays_resets_before_the_last_transition() {
         use raw::*;
+        use TcpState::*;
         let s = summary(
             &[
                 (LISTEN, SYN_RECV, 10),
@@ -244,7 +245,6 @@ mod tests {
                 sock.history.data_retransmits = 2;
             },
         );
-        use TcpState::*;
         let kinds: Vec<What> = unfold(&s).into_iter().map(|(w, _, _)| w).collect();
         assert_eq!(
             kinds,

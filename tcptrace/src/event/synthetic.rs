@@ -30,7 +30,7 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// An active socket owned by `owner` (as after connect()).
+    /// An active socket owned by `owner` (as after `connect()`).
     #[must_use]
     pub fn active(skaddr: u64, owner: Task, local: &str, remote: &str) -> Self {
         let mut sock = SockInfo::EMPTY;

@@ -482,8 +482,10 @@ mod tests {
 
     #[test]
     fn renders_openmetrics_with_hostile_comm() {
-        let mut p = ProcessMetrics::default();
-        p.opened = [3, 1];
+        let mut p = ProcessMetrics {
+            opened: [3, 1],
+            ..ProcessMetrics::default()
+        };
         p.lifetime.observe_ns(2_000_000);
         let labels = process_labels("evil\"\n", &ContainerLabels::default());
         let text = render(Scrape {

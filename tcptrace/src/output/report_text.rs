@@ -8,6 +8,10 @@ use crate::{
     diagnose::{Finding, Percentiles, ProcessJson, Report},
 };
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "the report's sections, written top to bottom in the order a reader sees them"
+)]
 pub fn write_report(out: &mut impl Write, report: &Report) -> io::Result<()> {
     let t = &report.totals;
     writeln!(out)?;

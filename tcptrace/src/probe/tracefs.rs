@@ -1,7 +1,7 @@
 //! Tracepoint record layouts, read from tracefs at load time.
 //!
 //! `events/<category>/<name>/format` describes every field of a record as
-//! `field:TYPE NAME[N];	offset:O;	size:S;	signed:X;`. Layouts change between
+//! `field:TYPE NAME[N];` `offset:O;` `size:S;` `signed:X;` (tab-separated). Layouts change between
 //! kernels (`tcp_retransmit_skb` gained `err`, `tcp_send_reset` was reshaped
 //! in 6.10), so nothing downstream hard-codes an offset.
 
@@ -40,7 +40,7 @@ impl Format {
         for line in text.lines() {
             let line = line.trim();
             if let Some(name) = line.strip_prefix("name:") {
-                format.name = name.trim().to_owned();
+                name.trim().clone_into(&mut format.name);
             } else if line.starts_with("field:") {
                 let (name, field) =
                     parse_field(line).with_context(|| format!("bad field line `{line}`"))?;

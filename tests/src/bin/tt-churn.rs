@@ -1,11 +1,11 @@
 //! Loopback churn load for benchmarks: THREADS threads each connect, send
 //! a small request, read the reply and close, as fast as they can (closed
 //! loop) or at a fixed total RATE (open loop), for SECONDS. The server side
-//! accepts in its own threads. Clients close with SO_LINGER 0 (a reset, no
-//! TIME_WAIT) when `--linger0` is given, so long runs do not run out of
-//! ephemeral ports; otherwise the server closes first and holds TIME_WAIT.
+//! accepts in its own threads. Clients close with `SO_LINGER` 0 (a reset, no
+//! `TIME_WAIT`) when `--linger0` is given, so long runs do not run out of
+//! ephemeral ports; otherwise the server closes first and holds `TIME_WAIT`.
 //!
-//! Prints one JSON line: {"connections": N, "seconds": S, "per_second": R, "errors": E}.
+//! Prints one JSON line: `{"connections": N, "seconds": S, "per_second": R, "errors": E}`.
 
 use std::{
     env,
@@ -95,6 +95,7 @@ fn main() {
     let errors = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(options.seconds);
+    #[expect(clippy::cast_precision_loss, reason = "a thread count")]
     let per_thread_interval = options
         .rate
         .map(|rate| Duration::from_secs_f64(options.threads as f64 / rate));
@@ -140,9 +141,14 @@ fn main() {
     stop.store(true, Ordering::Relaxed);
     let seconds = started.elapsed().as_secs_f64();
     let connections = done.load(Ordering::Relaxed);
+    #[expect(
+        clippy::cast_precision_loss,
+        reason = "a connection count far below 2^52"
+    )]
+    let per_second = connections as f64 / seconds;
     println!(
         "{{\"connections\":{connections},\"seconds\":{seconds:.3},\"per_second\":{:.1},\"errors\":{}}}",
-        connections as f64 / seconds,
+        per_second,
         errors.load(Ordering::Relaxed)
     );
 }

@@ -1,6 +1,6 @@
 //! Scale load: opens COUNT loopback connections (2 × COUNT sockets) spread
 //! over 4 listeners in this process, prints `holding N`, and keeps them
-//! until stdin closes. Raises RLIMIT_NOFILE up to its hard limit; more
+//! until stdin closes. Raises `RLIMIT_NOFILE` up to its hard limit; more
 //! sockets than that take several processes (`cargo xtask bench --scale`).
 
 use std::{
@@ -23,7 +23,7 @@ fn main() {
         rlim_max: 0,
     };
     // SAFETY: getrlimit/setrlimit with a valid struct.
-    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) };
     if want > limit.rlim_max {
         eprintln!(
             "tt-hold-many: {want} fds needed, the hard limit is {}: use more processes",
@@ -33,7 +33,7 @@ fn main() {
     }
     limit.rlim_cur = want;
     // SAFETY: as above.
-    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
+    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const limit) };
     let listeners: Vec<TcpListener> = (0..4)
         .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind"))
         .collect();

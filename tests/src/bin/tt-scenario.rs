@@ -6,7 +6,7 @@
 //!
 //! Every mode prints one line per fact the test needs and flushes it, then
 //! prints `done` and stays alive until stdin closes: the tracer symbolizes
-//! stacks against the live process and lists CLOSE_WAIT holders from a
+//! stacks against the live process and lists `CLOSE_WAIT` holders from a
 //! `sock_diag` dump when it makes its report. Every wait is bounded.
 
 use std::{
@@ -97,7 +97,7 @@ fn linger() -> Result {
     until_stdin_closes(|_| Ok(()))
 }
 
-/// accept(), waiting at most `PEER_TIMEOUT`.
+/// `accept()`, waiting at most `PEER_TIMEOUT`.
 fn accept_in_time(listener: &TcpListener) -> Result<(TcpStream, SocketAddr)> {
     let mut poll = libc::pollfd {
         fd: listener.as_raw_fd(),
@@ -155,7 +155,7 @@ fn serve(addr: &str, count: &str, behaviour: &str) -> Result {
 }
 
 /// Story 3: the server binds here, reads EOF from every client, and never
-/// closes: the sockets stay in CLOSE_WAIT for as long as it lives.
+/// closes: the sockets stay in `CLOSE_WAIT` for as long as it lives.
 #[inline(never)]
 fn serve_and_never_close(addr: SocketAddr, count: u32) -> Result<Vec<TcpStream>> {
     let listener = TcpListener::bind(addr).map_err(err("bind"))?;
@@ -180,7 +180,7 @@ fn leak(addr: &str, count: &str) -> Result {
     result
 }
 
-/// Story 3, second half: the close() that comes long after EOF, when the
+/// Story 3, second half: the `close()` that comes long after EOF, when the
 /// peer may be gone.
 #[inline(never)]
 fn close_after_peer_vanished(conns: Vec<TcpStream>) {
@@ -283,7 +283,7 @@ fn connect_close(addr: &str, count: &str) -> Result {
 }
 
 /// Story 4: a connect the server's host refuses with a reset. It checks
-/// the outcome itself, so it stays on the stack during connect() (no tail
+/// the outcome itself, so it stays on the stack during `connect()` (no tail
 /// call).
 #[inline(never)]
 fn connect_to_closed_port(server: SocketAddr) -> Result {
