@@ -7,15 +7,16 @@ use anyhow::{Context, Result};
 use crate::{run_checked, setup, workspace};
 
 pub fn run() -> Result<()> {
-    setup::kernel_toolchain()?;
+    let toolchain = setup::kernel_toolchain()?;
     let root = workspace();
     let ebpf = root.join("tcptrace-ebpf");
-    // rust-toolchain.toml in tcptrace-ebpf selects nightly; clear the
-    // variables cargo set for this (stable) xtask process.
+    // The pinned nightly (setup::KERNEL_NIGHTLY), which RUSTUP_TOOLCHAIN
+    // selects over tcptrace-ebpf/rust-toolchain.toml; clear the variables
+    // cargo set for this (stable) xtask process.
     run_checked(
         Command::new("cargo")
             .current_dir(&ebpf)
-            .env_remove("RUSTUP_TOOLCHAIN")
+            .env("RUSTUP_TOOLCHAIN", &toolchain)
             .env_remove("RUSTC")
             .env_remove("CARGO")
             .args(["build", "--release"]),

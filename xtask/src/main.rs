@@ -25,9 +25,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Install what kernel-side development needs (nightly rust-src, bpf-linker).
+    /// Install what kernel-side development needs (the pinned nightly with
+    /// rust-src, bpf-linker).
     Setup,
-    /// Rebuild the eBPF object from source and commit-ready hash.
+    /// Rebuild the eBPF object from source (with the pinned nightly) and its
+    /// commit-ready hash.
     BuildEbpf,
     /// Run every test: unit tests, then the real-kernel tests as root.
     Test {
@@ -81,7 +83,7 @@ enum Task {
 
 fn main() -> Result<()> {
     match Cli::parse().command {
-        Task::Setup => setup::kernel_toolchain(),
+        Task::Setup => setup::kernel_toolchain().map(|_| ()),
         Task::BuildEbpf => build_ebpf::run(),
         Task::Test { args } => test::run(&args),
         Task::Run { args } => run_tcptrace(&args),

@@ -23,16 +23,51 @@ pub fn nightly() -> Result<()> {
     Ok(())
 }
 
-/// Nightly with rust-src and a bpf-linker built against the nightly
-/// toolchain's own libLLVM (see DESIGN.md: no other LLVM is needed).
-pub fn kernel_toolchain() -> Result<()> {
-    nightly()?;
+/// The nightly that builds the kernel programs, pinned by date: the
+/// committed object (tcptrace-ebpf/prebuilt) was built with it, and a
+/// rebuild with another nightly is refused rather than quietly giving a
+/// different object. `channel_date` names the rustup channel
+/// (`nightly-2026-05-20`); `rustc -vV` of that nightly reports the commit
+/// below. To move the pin: change this, `cargo xtask build-ebpf`, commit
+/// the object.
+pub const KERNEL_NIGHTLY: PinnedNightly = PinnedNightly {
+    channel_date: "2026-05-20",
+    commit_date: "2026-05-19",
+    commit_hash: "e50aa6fba4e63ab34c72bf9acfd2c307c1155d1a",
+};
+
+pub struct PinnedNightly {
+    pub channel_date: &'static str,
+    pub commit_date: &'static str,
+    pub commit_hash: &'static str,
+}
+
+impl PinnedNightly {
+    /// The rustup toolchain name of the pin.
+    fn channel(&self) -> String {
+        format!("nightly-{}", self.channel_date)
+    }
+
+    /// What `rustc -vV` prints in its banner for this nightly, e.g.
+    /// `(e50aa6fba 2026-05-19)`, as the object's producer string has it.
+    #[cfg(test)]
+    fn banner(&self) -> String {
+        format!("({} {})", &self.commit_hash[..9], self.commit_date)
+    }
+}
+
+/// The pinned nightly with rust-src and a bpf-linker built against its own
+/// libLLVM (see docs/ARCHITECTURE.md: no other LLVM is needed). Returns the
+/// rustup toolchain to build with: `nightly-DATE` when installed, else
+/// `nightly` when it is that same build.
+pub fn kernel_toolchain() -> Result<String> {
+    let toolchain = pinned_nightly()?;
     let installed = output(Command::new("rustup").args([
         "component",
         "list",
         "--installed",
         "--toolchain",
-        "nightly",
+        &toolchain,
     ]))?;
     if !installed.lines().any(|l| l.starts_with("rust-src")) {
         run_checked(Command::new("rustup").args([
@@ -40,18 +75,68 @@ pub fn kernel_toolchain() -> Result<()> {
             "add",
             "rust-src",
             "--toolchain",
-            "nightly",
+            &toolchain,
         ]))?;
     }
     if !succeeds(Command::new("bpf-linker").arg("--version")) {
-        install_bpf_linker()?;
+        install_bpf_linker(&toolchain)?;
     }
-    Ok(())
+    Ok(toolchain)
 }
 
-fn install_bpf_linker() -> Result<()> {
+/// The installed toolchain that is the pinned nightly, installing
+/// `nightly-DATE` when none is (this needs the network).
+fn pinned_nightly() -> Result<String> {
+    let pin = &KERNEL_NIGHTLY;
+    let dated = pin.channel();
+    let commit_of = |toolchain: &str| {
+        let version = output(
+            Command::new("rustup")
+                .env("RUSTUP_AUTO_INSTALL", "0")
+                .args(["run", toolchain, "rustc", "-vV"]),
+        )
+        .ok()?;
+        let field = |name: &str| {
+            version
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_owned())
+        };
+        Some((field("commit-hash:")?, field("commit-date:")?))
+    };
+    for toolchain in [dated.as_str(), "nightly"] {
+        if commit_of(toolchain).is_some_and(|(hash, _)| hash == pin.commit_hash) {
+            return Ok(toolchain.to_owned());
+        }
+    }
+    let found = match commit_of("nightly") {
+        Some((hash, date)) => format!("`rustc +nightly -vV` says commit-date {date} ({hash:.9})"),
+        None => "no nightly is installed".to_owned(),
+    };
+    let install = run_checked(Command::new("rustup").args([
+        "toolchain",
+        "install",
+        &dated,
+        "--profile",
+        "minimal",
+    ]));
+    if install.is_ok() && commit_of(&dated).is_some_and(|(hash, _)| hash == pin.commit_hash) {
+        return Ok(dated);
+    }
+    bail!(
+        "the kernel programs are built with {dated} (rustc commit-date {}, {:.9}), \
+         but {found}, and `rustup toolchain install {dated}` did not provide it. \
+         Install {dated}, or move the pin: KERNEL_NIGHTLY in xtask/src/setup.rs, \
+         then `cargo xtask build-ebpf` and commit the object",
+        pin.commit_date,
+        pin.commit_hash,
+    )
+}
+
+fn install_bpf_linker(toolchain: &str) -> Result<()> {
     let sysroot = PathBuf::from(
-        output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))?.trim(),
+        output(Command::new("rustc").args([&format!("+{toolchain}"), "--print", "sysroot"]))?
+            .trim(),
     );
     let lib = sysroot.join("lib");
     let llvm = std::fs::read_dir(&lib)?
@@ -157,4 +242,33 @@ fn output(command: &mut Command) -> Result<String> {
         );
     }
     Ok(String::from_utf8(out.stdout)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::KERNEL_NIGHTLY;
+
+    /// The committed object names the compiler that built it (its DWARF
+    /// producer, `clang LLVM (rustc version ...)`): it must be the pin.
+    #[test]
+    fn committed_object_was_built_with_the_pinned_nightly() {
+        let object = tcptrace::probe::object::EBPF_OBJECT;
+        let marker = b"rustc version ";
+        let at = object
+            .windows(marker.len())
+            .position(|w| w == marker)
+            .expect("the eBPF object names no rustc version");
+        let producer: String = object[at..]
+            .iter()
+            .take_while(|&&b| b != 0)
+            .map(|&b| char::from(b))
+            .collect();
+        assert!(
+            producer.contains(&KERNEL_NIGHTLY.banner()),
+            "tcptrace-ebpf/prebuilt/tcptrace.bpf.o was built by {producer}, \
+             not by the pinned nightly-{} {}: KERNEL_NIGHTLY in xtask/src/setup.rs",
+            KERNEL_NIGHTLY.channel_date,
+            KERNEL_NIGHTLY.banner()
+        );
+    }
 }

@@ -1,12 +1,16 @@
 //! `cargo xtask test`: the README's test command and what CI runs.
 //!
-//! Unit tests first (no privileges), then the real-kernel tests, which load
-//! the programs into this kernel and drive real TCP traffic. Those need
-//! root; without it they fail with a clear message, never skip. The run
-//! ends with one plain `N passed, M failed` line summing every test binary.
+//! Formatting and clippy first (quick; a failure is reported with its fix
+//! and the run goes on, so the full result is still seen), then the unit
+//! tests (no privileges), then the real-kernel tests, which load the
+//! programs into this kernel and drive real TCP traffic. Those need root;
+//! without it they fail with a clear message, never skip. The run ends with
+//! one plain `N passed, M failed` line summing every test binary, and exits
+//! non-zero when any step failed.
 
 use std::{
     io::{BufRead, BufReader},
+    path::Path,
     process::{Command, Stdio},
 };
 
@@ -17,6 +21,7 @@ use crate::{build_release_binaries, setup, workspace};
 pub fn run(args: &[String]) -> Result<()> {
     setup::test_packages()?;
     let root = workspace();
+    let lints = lint(&root);
     let mut totals = Totals::default();
     let unit = cargo_test(
         Command::new(env!("CARGO"))
@@ -48,7 +53,46 @@ pub fn run(args: &[String]) -> Result<()> {
         &mut totals,
     );
     println!("{} passed, {} failed", totals.passed, totals.failed);
-    unit.and(fuzz).and(kernel)
+    let failures: Vec<String> = lints
+        .into_iter()
+        .chain([unit, fuzz, kernel])
+        .filter_map(|result| result.err().map(|e| format!("{e:#}")))
+        .collect();
+    if !failures.is_empty() {
+        bail!("{}", failures.join("\n"));
+    }
+    Ok(())
+}
+
+/// `cargo fmt --check` (the workspace and the fuzz crate, which is its own
+/// workspace) and clippy with warnings denied; each failure names its fix.
+fn lint(root: &Path) -> Vec<Result<()>> {
+    let cargo = || {
+        let mut command = Command::new(env!("CARGO"));
+        command.current_dir(root);
+        command
+    };
+    vec![
+        crate::run_checked(cargo().args(["fmt", "--all", "--check"]))
+            .context("the workspace is not formatted (diff above): run `cargo fmt --all`"),
+        crate::run_checked(cargo().args(["fmt", "--manifest-path", "fuzz/Cargo.toml", "--check"]))
+            .context(
+                "the fuzz targets are not formatted (diff above): \
+                 run `cargo fmt --manifest-path fuzz/Cargo.toml`",
+            ),
+        crate::run_checked(cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))
+        .context(
+            "clippy found warnings (listed above): fix them, or allow one where it is right \
+             with #[expect(clippy::LINT, reason = \"...\")]",
+        ),
+    ]
 }
 
 #[derive(Default)]
