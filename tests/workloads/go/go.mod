@@ -1,0 +1,3 @@
+module tcptrace/workloads
+
+go 1.19
