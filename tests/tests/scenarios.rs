@@ -1,4 +1,4 @@
-//! The incidents of USER-STORIES.md, reproduced on the real kernel and
+//! The incidents of docs/INCIDENTS.md, reproduced on the real kernel and
 //! diagnosed by tcptrace with the process, the peer and the call site.
 //!
 //! Each test runs a `tt-scenario` workload (tests/src/bin/tt-scenario.rs)

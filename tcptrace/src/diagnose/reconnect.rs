@@ -1,5 +1,5 @@
 //! Reconnect loops: many short connections (or failures) to one endpoint,
-//! with no growing back-off between attempts (story 2 of USER-STORIES.md).
+//! with no growing back-off between attempts (incident 2 of docs/INCIDENTS.md).
 
 /// Attempts below which no verdict is given.
 pub const MIN_ATTEMPTS: u64 = 5;

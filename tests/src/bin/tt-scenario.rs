@@ -1,4 +1,4 @@
-//! The incidents of USER-STORIES.md as small programs, for the diagnosis
+//! The incidents of docs/INCIDENTS.md as small programs, for the diagnosis
 //! tests (tests/tests/scenarios.rs). The code responsible for each incident
 //! lives in a distinctively named `#[inline(never)]` function that makes the
 //! connect/bind/close itself through std, so tcptrace's call sites can be
