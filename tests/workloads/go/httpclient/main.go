@@ -23,7 +23,8 @@ func httpClientPerRequest(url string) error {
 	body, err := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	// The body was read to EOF: the connection is idle in the pool by now,
-	// and this closes it here (the client closes first).
+	// and this closes it (the client closes first). close(2) itself runs on
+	// the Transport's readLoop goroutine, which holds the fd's read lock.
 	transport.CloseIdleConnections()
 	if err != nil {
 		return err
