@@ -1,8 +1,8 @@
 //! Arbitrary bytes as ring-buffer records, decoded with the record layouts
 //! of the fixtures (6.18, and 5.15's retransmit and reset records).
 //!
-//! The input is decoded as given (any length but `EVENT_SIZE` must be an
-//! error), then cut into `EVENT_SIZE` records (the last one zero-padded) that
+//! The input is decoded as given, as an event (any length but `EVENT_SIZE`
+//! must be an error) and as a stack capture, then cut into `EVENT_SIZE` records (the last one zero-padded) that
 //! go one after the other through a pipeline (owner, socket table,
 //! diagnoses) into the JSON and text outputs and a final report. Besides
 //! "never panics", the outputs are checked: every JSON line parses and
@@ -16,14 +16,17 @@ use std::{sync::OnceLock, time::Duration};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use tcptrace::{
-    event::{comm_str, decode, layout::RecordLayouts},
+    event::{comm_str, decode, decode_user_stack, layout::RecordLayouts},
     filter::Filter,
     output::{JsonLines, Sink, TextLines},
     pipeline::Pipeline,
     probe::Counters,
     snapshot::Snapshot,
 };
-use tcptrace_common::{Event, SockInfo, Task, EVENT_SIZE, OWNER_FROM_LISTENER, OWNER_FROM_SYSCALL};
+use tcptrace_common::{
+    Event, SockInfo, Task, EVENT_SIZE, OWNER_FROM_LISTENER, OWNER_FROM_SYSCALL, USER_STACK_BYTES,
+    USER_STACK_SIZE,
+};
 use tcptrace_fuzz::formats;
 
 /// At most this many records per input.
@@ -80,6 +83,14 @@ fn json_lines(json: &[u8]) -> Vec<Value> {
 fuzz_target!(|data: &[u8]| {
     for layouts in layouts() {
         let as_given = decode(data, layouts);
+        // A stack capture: only its own length decodes, and the stack it
+        // hands out never exceeds what the record can hold.
+        match decode_user_stack(data) {
+            Ok(stack) => {
+                assert!(data.len() == USER_STACK_SIZE && stack.stack.len() <= USER_STACK_BYTES)
+            }
+            Err(_) => assert_ne!(data.len(), USER_STACK_SIZE),
+        }
         if data.len() != EVENT_SIZE {
             assert!(as_given.is_err(), "a {}-byte record decoded", data.len());
         }
@@ -95,7 +106,7 @@ fuzz_target!(|data: &[u8]| {
             let mut json_sink = JsonLines::new(&mut json);
             let mut text_sink = TextLines::new(&mut text);
             pipeline
-                .handle::<std::io::Error>(&record, None, &mut |seen| {
+                .handle::<std::io::Error>(&record, &mut |seen| {
                     json_sink.event(seen.event, seen.owner, 1_700_000_000_000_000_000)?;
                     text_sink.event(seen.event, seen.owner, 1_700_000_000_000_000_000)
                 })

@@ -55,6 +55,13 @@ pub struct KernelLayout {
     pub sock_protocol: u32,
     /// `sk->__sk_common.skc_num`: the local port, host order (a u16)
     pub sock_num: u32,
-    pub _pad: u32,
+    /// `task->group_leader`: the process's main thread, whose `comm` is the
+    /// process name (a thread's own `comm` is often a pool thread's name)
+    pub task_group_leader: u32,
+    /// `task->comm`
+    pub task_comm: u32,
+    /// `task->mm`: the address space; with the tgid it tells a process
+    /// apart from an earlier one with the same pid, and from itself before exec
+    pub task_mm: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelLayout>() == 24);
+const _: () = assert!(core::mem::size_of::<KernelLayout>() == 32);

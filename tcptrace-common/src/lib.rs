@@ -41,6 +41,9 @@ pub enum EventKind {
     /// socket lives: then the next record starts from there). `raw` holds the
     /// start of its `struct sock_common`, `sock.history` what happened.
     Summary = 5,
+    /// A `UserStack` record (not an `Event`): registers and user stack
+    /// bytes of a system call, unwound in userspace.
+    UserStack = 6,
 }
 
 impl EventKind {
@@ -52,6 +55,7 @@ impl EventKind {
             3 => Some(Self::ResetSent),
             4 => Some(Self::ResetReceived),
             5 => Some(Self::Summary),
+            6 => Some(Self::UserStack),
             _ => None,
         }
     }
@@ -65,26 +69,23 @@ pub struct Task {
     pub tgid: u32,
     /// Thread id.
     pub pid: u32,
+    /// The process's name: its thread-group leader's `comm`.
     pub comm: [u8; TASK_COMM_LEN],
-    /// User stack id in the `STACKS` map, or negative when none was taken.
-    pub stack_id: i32,
-    pub _pad: u32,
-    /// The word at the user stack pointer when the system call was entered,
-    /// taken with the stack: the return address into the direct caller of a
-    /// libc wrapper that sets up no frame, a frame that frame-pointer
-    /// unwinding cannot see. Userspace checks it follows a call instruction.
-    pub caller_ip: u64,
+    /// The acting thread's own name (a pool thread's, say).
+    pub thread_comm: [u8; TASK_COMM_LEN],
+    /// The `UserStack` record captured for this task's system call (its
+    /// `id`), or 0 when none was taken.
+    pub stack: u64,
 }
-const _: () = assert!(core::mem::size_of::<Task>() == 40);
+const _: () = assert!(core::mem::size_of::<Task>() == 48);
 
 impl Task {
     pub const NOBODY: Self = Self {
         tgid: 0,
         pid: 0,
         comm: [0; TASK_COMM_LEN],
-        stack_id: -1,
-        _pad: 0,
-        caller_ip: 0,
+        thread_comm: [0; TASK_COMM_LEN],
+        stack: 0,
     };
 
     #[must_use]
@@ -127,7 +128,7 @@ pub struct SockInfo {
     /// The socket's life so far, kept in summary mode (see `history`).
     pub history: History,
 }
-const _: () = assert!(core::mem::size_of::<SockInfo>() == 160);
+const _: () = assert!(core::mem::size_of::<SockInfo>() == 176);
 
 impl SockInfo {
     pub const EMPTY: Self = Self {
@@ -176,7 +177,7 @@ pub struct Event {
     pub raw: [u8; RAW_RECORD_LEN],
 }
 pub const EVENT_SIZE: usize = core::mem::size_of::<Event>();
-const _: () = assert!(EVENT_SIZE == 336);
+const _: () = assert!(EVENT_SIZE == 360);
 
 /// Per-CPU counters (index into the `COUNTERS` array), summed by userspace.
 #[repr(u32)]
@@ -190,11 +191,12 @@ pub enum Counter {
     SockMapFull = 2,
     /// Listener records not stored because the `LISTENERS` map was full.
     ListenerMapFull = 3,
-    /// User stacks that could not be captured.
+    /// User stacks that could not be captured (no room in the ring buffer,
+    /// or the user stack could not be read).
     StackErrors = 4,
     /// Tracepoint records that could not be read.
     ReadErrors = 5,
-    /// User stacks captured.
+    /// User stacks captured (`UserStack` records sent).
     StacksTaken = 6,
     /// Summary mode: events folded into a socket's `History` instead of
     /// being sent (state changes, retransmits, resets).
@@ -202,8 +204,73 @@ pub enum Counter {
     /// Summary mode: resets sent or received on a socket tcptrace does not
     /// know (a SYN to a closed port, a reset sent after the close).
     ResetsWithoutSocket = 8,
+    /// Stacks reused from the process's last capture of the same kind
+    /// (sampling, see `Settings::stack_interval_ms`).
+    StacksSampled = 9,
 }
-pub const COUNTER_SLOTS: u32 = 10;
+
+impl Counter {
+    /// Every counter, in slot order.
+    pub const ALL: [Self; 10] = [
+        Self::EventsLost,
+        Self::EventsSent,
+        Self::SockMapFull,
+        Self::ListenerMapFull,
+        Self::StackErrors,
+        Self::ReadErrors,
+        Self::StacksTaken,
+        Self::EventsFolded,
+        Self::ResetsWithoutSocket,
+        Self::StacksSampled,
+    ];
+}
+
+/// Slots of the `COUNTERS` map: one per counter.
+pub const COUNTER_SLOTS: u32 = Counter::ALL.len() as u32;
+const _: () = {
+    let mut i = 0;
+    while i < Counter::ALL.len() {
+        assert!(
+            Counter::ALL[i] as usize == i,
+            "Counter::ALL is in slot order"
+        );
+        i += 1;
+    }
+};
+
+/// Bytes of user stack copied per capture, from the stack pointer up: the
+/// frames between the system call and the user's code (libc, the runtime,
+/// its I/O library) fit in a few KiB; deeper frames are reached through
+/// frame pointers when they are kept.
+pub const USER_STACK_BYTES: usize = 8192;
+
+/// A user stack captured at a system call (connect, listen, close): the
+/// user registers at syscall entry and the stack above the stack pointer,
+/// unwound in userspace with the binaries' CFI (frame pointers as the
+/// fallback). Sent before the event that refers to it (`Task::stack`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct UserStack {
+    /// `EventKind::UserStack`.
+    pub kind: u16,
+    pub _pad: u16,
+    /// Bytes of `stack` that hold the stack (read from `sp` up).
+    pub len: u32,
+    /// What `Task::stack` names this capture by: unique per boot.
+    pub id: u64,
+    pub tgid: u32,
+    pub pid: u32,
+    /// `task->mm`: which address space `ip` and `sp` belong to.
+    pub mm: u64,
+    pub comm: [u8; TASK_COMM_LEN],
+    /// User registers at system call entry.
+    pub ip: u64,
+    pub sp: u64,
+    pub bp: u64,
+    pub stack: [u8; USER_STACK_BYTES],
+}
+pub const USER_STACK_SIZE: usize = core::mem::size_of::<UserStack>();
+const _: () = assert!(USER_STACK_SIZE == 72 + USER_STACK_BYTES);
 
 /// Key of the `LISTENERS` map: passive sockets inherit the owner of the
 /// listener on their local port in their network namespace.
@@ -226,7 +293,7 @@ pub struct Listener {
     /// (several `SO_REUSEPORT` listeners may share a port).
     pub skaddr: u64,
 }
-const _: () = assert!(core::mem::size_of::<Listener>() == 56);
+const _: () = assert!(core::mem::size_of::<Listener>() == 64);
 
 /// Key of the `STACK_SAMPLES` map: one sampled stack per process and kind.
 #[repr(C)]
@@ -246,11 +313,10 @@ pub const STACK_KIND_CLOSE: u32 = 1;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StackSample {
     pub taken_ns: u64,
-    pub caller_ip: u64,
-    pub stack_id: i32,
-    pub _pad: u32,
+    /// The `UserStack::id` of that capture.
+    pub stack: u64,
 }
-const _: () = assert!(core::mem::size_of::<StackSample>() == 24);
+const _: () = assert!(core::mem::size_of::<StackSample>() == 16);
 
 /// Knobs userspace sets before load (a `.rodata` global).
 #[repr(C)]
@@ -261,8 +327,8 @@ pub struct Settings {
     /// Wake the reader once this many bytes are waiting in the ring buffer;
     /// below it records are submitted without a wakeup and drained on a timer.
     pub wakeup_bytes: u32,
-    /// Offset of `sp` in `struct pt_regs` (from BTF), to read the word at
-    /// the user stack pointer with each stack; 0 disables it.
+    /// Offset of `sp` in `struct pt_regs` (from BTF); the programs accept
+    /// only x86-64's, and take no user stack bytes elsewhere.
     pub regs_sp: u32,
     /// Capture at most one stack per process and call kind (birth, close)
     /// in this many milliseconds; events in between reuse the last one.
@@ -298,6 +364,7 @@ mod pod {
     unsafe impl aya::Pod for super::Task {}
     unsafe impl aya::Pod for super::SockInfo {}
     unsafe impl aya::Pod for super::Event {}
+    unsafe impl aya::Pod for super::UserStack {}
     unsafe impl aya::Pod for super::ListenerKey {}
     unsafe impl aya::Pod for super::Listener {}
     unsafe impl aya::Pod for super::Settings {}

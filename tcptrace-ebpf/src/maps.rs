@@ -2,7 +2,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use tcptrace_common::{
     Counter, KernelLayout, Listener, ListenerKey, ResetLayout, RetransmitLayout, Settings,
@@ -20,10 +20,6 @@ pub static SOCKS: HashMap<u64, SockInfo> = HashMap::with_max_entries(262_144, 0)
 /// (netns, local port) → owner of the listening socket.
 #[map]
 pub static LISTENERS: HashMap<ListenerKey, Listener> = HashMap::with_max_entries(16_384, 0);
-
-/// User stacks captured at connect, listen and close.
-#[map]
-pub static STACKS: StackTrace = StackTrace::with_max_entries(16_384, 0);
 
 /// The last stack taken per process and kind, for sampling (see
 /// `Settings::stack_interval_ms`). LRU: old processes fall out by themselves.
@@ -82,7 +78,9 @@ static KERNEL_LAYOUT: KernelLayout = KernelLayout {
     sock_err: 0,
     sock_protocol: 0,
     sock_num: 0,
-    _pad: 0,
+    task_group_leader: 0,
+    task_comm: 0,
+    task_mm: 0,
 };
 #[unsafe(no_mangle)]
 static SETTINGS: Settings = Settings::DEFAULT;

@@ -65,7 +65,7 @@ pub fn on_reset(ctx: &TracePointContext, direction: Direction) -> Result<(), ()>
     // caller's doing; one sent from softirq is the stack answering a packet.
     let process = direction == Direction::Sent && in_process_context();
     let actor = if process {
-        current_task(ctx, StackFor::None, now)
+        current_task(StackFor::None, now)
     } else {
         Task::NOBODY
     };

@@ -10,7 +10,8 @@
 
 use aya_ebpf::{
     helpers::bpf_ktime_get_ns,
-    programs::{tracing::StackIdContext, RawTracePointContext, TracePointContext},
+    programs::{RawTracePointContext, TracePointContext},
+    EbpfContext,
 };
 use tcptrace_common::{
     rules::{classify, Role},
@@ -44,7 +45,9 @@ pub fn on_set_state(ctx: &TracePointContext) -> Result<(), ()> {
         old: read(ctx, layout.oldstate)?,
         new: read(ctx, layout.newstate)?,
     };
-    on_change(ctx, &change, || read(ctx, layout.sport))
+    on_change(ctx.as_ptr() as *const u8, &change, || {
+        read(ctx, layout.sport)
+    })
 }
 
 /// The raw tracepoint (summary mode, the daemon): its arguments are
@@ -61,7 +64,8 @@ pub fn on_set_state_raw(ctx: &RawTracePointContext) -> Result<(), ()> {
         old: ctx.arg::<u64>(1) as i32,
         new: ctx.arg::<u64>(2) as i32,
     };
-    on_change(ctx, &change, || local_port_of(skaddr))
+    // No tracepoint record to copy: summary records copy the socket.
+    on_change(core::ptr::null(), &change, || local_port_of(skaddr))
 }
 
 struct Change {
@@ -70,11 +74,12 @@ struct Change {
     new: i32,
 }
 
-/// One transition, whichever hook saw it. `local_port` is read only when
-/// the listener map needs it.
+/// One transition, whichever hook saw it: `tracepoint_record` is the
+/// classic tracepoint's record (null for the raw tracepoint). `local_port`
+/// is read only when the listener map needs it.
 #[inline(always)]
-fn on_change<C: StackIdContext>(
-    ctx: &C,
+fn on_change(
+    tracepoint_record: *const u8,
     change: &Change,
     local_port: impl Fn() -> Result<u16, ()>,
 ) -> Result<(), ()> {
@@ -88,11 +93,11 @@ fn on_change<C: StackIdContext>(
     let closing = role == Role::CloseCall;
     let actor = match role {
         _ if !process => Task::NOBODY,
-        Role::Birth => current_task(ctx, StackFor::Birth, now),
-        Role::CloseCall => current_task(ctx, StackFor::Close, now),
+        Role::Birth => current_task(StackFor::Birth, now),
+        Role::CloseCall => current_task(StackFor::Close, now),
         // Only a printed event names who was running for the rest.
         _ if summary => Task::NOBODY,
-        _ => current_task(ctx, StackFor::None, now),
+        _ => current_task(StackFor::None, now),
     };
 
     // A known socket is updated where it lives. A new one is built in a
@@ -152,7 +157,7 @@ fn on_change<C: StackIdContext>(
         } else {
             (
                 EventKind::StateChange,
-                ctx.as_ptr() as *const u8,
+                tracepoint_record,
                 state_layout().record_len,
             )
         };

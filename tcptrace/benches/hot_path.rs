@@ -36,12 +36,13 @@ fn layouts() -> RecordLayouts {
     .expect("layouts")
 }
 
-fn task(pid: u32, comm: &[u8], stack_id: i32) -> Task {
+fn task(pid: u32, comm: &[u8], stack: u64) -> Task {
     let mut task = Task::NOBODY;
     task.tgid = pid;
     task.pid = pid;
     task.comm[..comm.len()].copy_from_slice(comm);
-    task.stack_id = stack_id;
+    task.thread_comm = task.comm;
+    task.stack = stack;
     task
 }
 
@@ -146,7 +147,7 @@ fn hot_path(c: &mut Criterion) {
         let mut metrics = DaemonMetrics::default();
         b.iter(|| {
             for bytes in &events {
-                let _ = pipeline.handle::<()>(black_box(bytes), None, &mut |seen| {
+                let _ = pipeline.handle::<()>(black_box(bytes), &mut |seen| {
                     metrics.observe(seen);
                     Ok(())
                 });

@@ -1,12 +1,13 @@
 //! Call sites: user stacks the kernel captured at connect, listen and
-//! close, symbolized on first sight of each (process, stack) while the
-//! process still lives, and remembered after it exits. Per stack, not per
-//! event: later events with the same stack cost one hash lookup.
+//! close (registers and stack bytes), unwound and symbolized as they
+//! arrive, and remembered by capture for the events that refer to them.
+
+use std::collections::VecDeque;
 
 use crate::{
+    event::UserStackRecord,
     generations::Generations,
-    probe::Probe,
-    symbolize::{call_site, Frame, Symbolizer},
+    symbolize::{advice, choose, CapturedStack, Chosen, Frame, Symbolizer},
     table::StackRef,
 };
 
@@ -19,6 +20,17 @@ pub struct CallSite {
     pub file: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub line: Option<u32>,
+    /// The frame just inside the call site when it tells how the user
+    /// reached the socket (the API called: `net.Dial`, `curl_easy_perform`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
+    /// False when no frame of the user's code was on the stack and the call
+    /// site is the library API or runtime frame nearest to it.
+    pub user_code: bool,
+    /// What the user can do to get the user's function named, when the
+    /// stack shows a runtime that was started without it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advice: Option<String>,
     pub frames: Vec<Frame>,
     /// Why no function could be named (process gone, /proc unreadable,
     /// stack evicted, no symbols), when that is the case.
@@ -32,136 +44,153 @@ impl CallSite {
             function: "?".to_owned(),
             file: None,
             line: None,
+            via: None,
+            user_code: false,
+            advice: None,
             frames,
             unresolved: Some(reason.into()),
         }
     }
 }
 
-/// (process, stack) pairs remembered. Under process churn every new
-/// process brings new pairs: the least recently seen half is forgotten when
-/// full, so a long-running daemon stays bounded and keeps resolving the
-/// call sites of new processes. A forgotten pair's findings show the call
-/// site as unknown.
+/// Captures remembered. Under process churn every new process brings new
+/// captures: the least recently seen half is forgotten when full, so a
+/// long-running daemon stays bounded and keeps resolving the call sites of
+/// new processes. A forgotten capture's findings say so.
 const MAX_STACKS: usize = 16_384;
+
+/// What became of the stacks the kernel captured.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct StackCounts {
+    /// Captures received and unwound.
+    pub unwound: u64,
+    /// Captures whose process's mappings could not be read (it exited
+    /// before tcptrace met it): no call site.
+    pub unmapped: u64,
+    /// Captures skipped because their process is outside the filter.
+    pub filtered_out: u64,
+}
 
 pub struct CallSites {
     symbolizer: Symbolizer,
     resolved: Generations<StackRef, CallSite>,
+    /// Unwound, not symbolized yet: see [`Self::capture`].
+    pending: VecDeque<(StackRef, Vec<u64>)>,
+    pub counts: StackCounts,
 }
+
+/// Captures waiting for symbolization at most; past this they are
+/// symbolized as they come.
+const MAX_PENDING: usize = 4096;
 
 impl Default for CallSites {
     fn default() -> Self {
         Self {
             symbolizer: Symbolizer::default(),
             resolved: Generations::new(MAX_STACKS),
+            pending: VecDeque::new(),
+            counts: StackCounts::default(),
         }
     }
 }
 
 impl CallSites {
-    /// Resolves `stack` now if it is new. Cheap for known stacks.
-    pub fn observe(&mut self, stack: StackRef, probe: &Probe) {
-        if self.resolved.touch(&stack) {
+    /// A stack the kernel captured: its process's mappings are read (if
+    /// new) and the stack unwound now, while the process most likely still
+    /// lives (the kernel wakes us at a process's first capture). Symbolizing
+    /// can take a while the first time a file is seen (parsing it), so it
+    /// waits for [`Self::resolve_one`], which the reader calls when the ring
+    /// buffer is empty: other short-lived processes are met first.
+    pub fn capture(&mut self, record: UserStackRecord) {
+        let ips = self.symbolizer.unwind(&CapturedStack {
+            tgid: record.tgid,
+            mm: record.mm,
+            ip: record.ip,
+            sp: record.sp,
+            bp: record.bp,
+            stack: record.stack,
+        });
+        let key = StackRef {
+            pid: record.tgid,
+            stack: record.id,
+        };
+        if ips.is_empty() {
+            self.counts.unmapped += 1;
+            let reason = self
+                .symbolizer
+                .image_error(record.tgid)
+                .unwrap_or("the stack could not be unwound");
+            self.resolved
+                .insert(key, CallSite::unknown(reason, Vec::new()));
             return;
         }
-        let site = match probe.stack(stack.stack_id) {
-            None => CallSite::unknown(
-                "the stack is no longer in the kernel's stack map",
-                Vec::new(),
-            ),
-            Some(mut ips) => {
-                // Frame-pointer unwinding skips the direct caller of a libc
-                // wrapper that builds no frame; the word at the stack pointer
-                // is its return address when it follows a call instruction.
-                let caller = stack.caller_ip;
-                if caller != 0
-                    && ips.len() > 1
-                    && !ips.contains(&caller)
-                    && follows_call(stack.pid, caller)
-                {
-                    ips.insert(1, caller);
-                }
-                let frames = self.symbolizer.symbolize(stack.pid, &ips);
-                match call_site(&frames).cloned() {
-                    Some(named) => CallSite {
-                        function: named.function,
-                        file: named.file,
-                        line: named.line,
-                        frames,
-                        unresolved: None,
-                    },
-                    None => {
-                        let reason = self.symbolizer.last_error(stack.pid).map_or_else(
-                            || "no symbols for these addresses".to_owned(),
-                            ToOwned::to_owned,
-                        );
-                        CallSite::unknown(reason, frames)
-                    }
-                }
-            }
-        };
-        self.resolved.insert(stack, site);
+        self.counts.unwound += 1;
+        self.pending.push_back((key, ips));
+        if self.pending.len() > MAX_PENDING {
+            self.resolve_one();
+        }
     }
 
+    /// Symbolizes the oldest capture waiting; false when none was.
+    pub fn resolve_one(&mut self) -> bool {
+        let Some((key, ips)) = self.pending.pop_front() else {
+            return false;
+        };
+        let site = self.resolve(key.pid, &ips);
+        self.resolved.insert(key, site);
+        true
+    }
+
+    /// A capture that is not resolved: counted (its process is outside the
+    /// session's filter), its process's mappings read all the same in case a
+    /// socket it touches turns out to matter.
+    pub fn skip(&mut self) {
+        self.counts.filtered_out += 1;
+    }
+
+    fn resolve(&mut self, tgid: u32, ips: &[u64]) -> CallSite {
+        let frames = self.symbolizer.symbolize(tgid, ips);
+        match choose(&frames) {
+            Some(Chosen { site, via, user }) => CallSite {
+                function: site.function.clone(),
+                file: site.file.clone(),
+                line: site.line,
+                via: via.map(|frame| frame.function.clone()),
+                user_code: user,
+                advice: (!user)
+                    .then(|| advice(&frames))
+                    .flatten()
+                    .map(ToOwned::to_owned),
+                unresolved: None,
+                frames,
+            },
+            None => {
+                let reason = self.symbolizer.last_error(tgid).map_or_else(
+                    || "no symbols for these addresses".to_owned(),
+                    ToOwned::to_owned,
+                );
+                CallSite::unknown(reason, frames)
+            }
+        }
+    }
+
+    /// The call site of `stack`; for a capture that never arrived or was
+    /// forgotten, an unknown one that says so.
     #[must_use]
-    pub fn get(&self, stack: Option<StackRef>) -> Option<&CallSite> {
-        self.resolved.peek(&stack?)
+    pub fn get(&self, stack: Option<StackRef>) -> Option<CallSite> {
+        let stack = stack?;
+        Some(self.resolved.peek(&stack).cloned().unwrap_or_else(|| {
+            CallSite::unknown(
+                "its stack capture was lost (ring buffer full, see the session summary) \
+                 or forgotten (more than 16384 captures since)",
+                Vec::new(),
+            )
+        }))
     }
 
     /// Lets the symbolizer drop parsed debug info nobody used lately (tens
     /// of MiB for a large binary); known call sites stay resolved.
     pub fn release_idle(&mut self) {
         self.symbolizer.release_idle();
-    }
-}
-
-/// True when the bytes just before `addr` in the process are an x86-64
-/// call instruction, i.e. `addr` is a return address and not some other
-/// word that happened to be on the stack.
-fn follows_call(pid: u32, addr: u64) -> bool {
-    use std::{fs::File, os::unix::fs::FileExt};
-    let Ok(mem) = File::open(format!("/proc/{pid}/mem")) else {
-        return false;
-    };
-    let mut code = [0u8; 7];
-    if addr < 7 || mem.read_exact_at(&mut code, addr - 7).is_err() {
-        return false;
-    }
-    is_call_before(&code)
-}
-
-/// `code` holds the 7 bytes before a candidate return address.
-fn is_call_before(code: &[u8; 7]) -> bool {
-    let call_indirect = |modrm: u8| modrm & 0x38 == 0x10;
-    code[2] == 0xe8 // call rel32
-        || code[1] == 0xff && code[2] == 0x15 // call [rip+disp32]
-        || code[5] == 0xff && call_indirect(code[6]) && code[6] >= 0xc0 // call reg
-        || code[4] == 0xff && call_indirect(code[5]) && code[5] < 0xc0 // call [reg+disp8] and similar
-}
-
-#[cfg(test)]
-mod tests {
-    use super::is_call_before;
-
-    #[test]
-    fn recognises_call_instructions() {
-        assert!(
-            is_call_before(&[0x90, 0x90, 0xe8, 1, 2, 3, 4]),
-            "call rel32"
-        );
-        assert!(
-            is_call_before(&[0x90, 0xff, 0x15, 1, 2, 3, 4]),
-            "call [rip+disp32]"
-        );
-        assert!(
-            is_call_before(&[0x90, 0x90, 0x90, 0x90, 0x90, 0xff, 0xd0]),
-            "call rax"
-        );
-        assert!(!is_call_before(&[0; 7]));
-        assert!(
-            !is_call_before(&[0x48, 0x89, 0xc7, 0x48, 0x89, 0xc6, 0xc3]),
-            "plain moves"
-        );
     }
 }

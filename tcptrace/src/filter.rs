@@ -28,6 +28,13 @@ impl Filter {
         pid_ok && comm_ok && self.matches_ports(event.local.port(), event.remote.port())
     }
 
+    /// The process criteria alone, for a task known by tgid and name.
+    #[must_use]
+    pub fn matches_process(&self, tgid: u32, comm: &str) -> bool {
+        (self.pids.is_empty() || self.pids.contains(&tgid))
+            && (self.comms.is_empty() || self.comms.iter().any(|c| c == comm))
+    }
+
     /// The same test for a socket from a `sock_diag` dump, by its holders.
     #[must_use]
     pub fn matches_existing(&self, socket: &ExistingSocket) -> bool {

@@ -13,12 +13,15 @@ use crate::{
     callsite::CallSites,
     clock::monotonic_ns,
     diagnose::{build_report, ports::local_port_range, Diagnoses, Report, ReportInput},
-    event::{decode, expand, layout::RecordLayouts, TcpEvent, What},
+    event::{
+        comm_str, decode, decode_user_stack, expand, is_user_stack, layout::RecordLayouts,
+        TcpEvent, What,
+    },
     filter::Filter,
     owner::{self, Owner, StartOwners},
     probe::{Counters, Probe},
     snapshot::Snapshot,
-    table::{Applied, SocketRecord, SocketTable, StackRef},
+    table::{Applied, SocketRecord, SocketTable},
 };
 
 /// How often the ring buffer is drained when no wakeup came: records are
@@ -104,50 +107,76 @@ impl Pipeline {
     pub fn drain<E>(
         &mut self,
         ring: &mut RingBuf<MapData>,
-        probe: &Probe,
         mut each: impl FnMut(&Observed) -> Result<(), E>,
     ) -> Result<(), E> {
-        while let Some(item) = ring.next() {
-            self.handle(&item, Some(probe), &mut each)?;
+        // Stacks are symbolized one at a time once the ring is empty, so the
+        // records of other processes (their stacks to unwind while they
+        // live) never wait behind the parse of a new binary.
+        loop {
+            while let Some(item) = ring.next() {
+                self.handle(&item, &mut each)?;
+            }
+            if !self.call_sites.resolve_one() {
+                return Ok(());
+            }
         }
-        Ok(())
     }
 
     /// One record through decode → owner → table → diagnoses → `each`. A
     /// record that does not decode is counted and skipped: one bad record
-    /// must not end the session. Call sites are symbolized when a probe is
-    /// given (its stack map holds them). A summary record (daemon mode) is
+    /// must not end the session. A stack capture is unwound and symbolized
+    /// for the events that follow it; a summary record (daemon mode) is
     /// unfolded into the events it stands for first.
     pub fn handle<E>(
         &mut self,
         bytes: &[u8],
-        probe: Option<&Probe>,
         each: &mut impl FnMut(&Observed) -> Result<(), E>,
     ) -> Result<(), E> {
+        if is_user_stack(bytes) {
+            self.on_user_stack(bytes);
+            return Ok(());
+        }
         let Ok(event) = decode(bytes, &self.layouts) else {
             self.counts.decode_errors += 1;
             return Ok(());
         };
         self.counts.events += 1;
         if !event.summary {
-            return self.process(&event, probe, each);
+            return self.process(&event, each);
         }
         let mut result = Ok(());
         expand(&event, |unfolded| {
             if result.is_ok() {
-                result = self.process(unfolded, probe, each);
+                result = self.process(unfolded, each);
             }
         });
         result
     }
 
+    /// A stack capture: resolved now when its process passes the filter's
+    /// process criteria (an actor outside them acts on sockets the session
+    /// does not show, but for a child closing its parent's socket).
+    fn on_user_stack(&mut self, bytes: &[u8]) {
+        let Ok(record) = decode_user_stack(bytes) else {
+            self.counts.decode_errors += 1;
+            return;
+        };
+        if self
+            .filter
+            .matches_process(record.tgid, &comm_str(&record.comm))
+        {
+            self.call_sites.capture(record);
+        } else {
+            self.call_sites.skip();
+        }
+    }
+
     fn process<E>(
         &mut self,
         event: &TcpEvent,
-        probe: Option<&Probe>,
         each: &mut impl FnMut(&Observed) -> Result<(), E>,
     ) -> Result<(), E> {
-        let result = self.observe(event, probe, each);
+        let result = self.observe(event, each);
         if let What::StateChange {
             new: TcpState::Close,
             ..
@@ -161,7 +190,6 @@ impl Pipeline {
     fn observe<E>(
         &mut self,
         event: &TcpEvent,
-        probe: Option<&Probe>,
         each: &mut impl FnMut(&Observed) -> Result<(), E>,
     ) -> Result<(), E> {
         let c = &mut self.counts;
@@ -180,9 +208,6 @@ impl Pipeline {
             return Ok(());
         }
         self.counts.shown += 1;
-        if let Some(probe) = probe {
-            observe_call_sites(&mut self.call_sites, event, probe);
-        }
         let (record, closed) = match &applied {
             Applied::Live(skaddr) => (self.table.get(*skaddr), false),
             Applied::Closed(record) => (Some(record), true),
@@ -259,15 +284,6 @@ pub fn dump(filter: &Filter) -> Result<(Snapshot, Snapshot)> {
         all.filtered(|s| filter.matches_existing(s))
     };
     Ok((all, owned))
-}
-
-/// Symbolizes stacks on first sight, while their process still lives. A
-/// stack is new only on the event that took it (connect, listen, close in
-/// process context), where it is the actor's; owner and closer carry it on.
-fn observe_call_sites(call_sites: &mut CallSites, event: &TcpEvent, probe: &Probe) {
-    if let Some(stack) = event.actor.as_ref().and_then(StackRef::of_task) {
-        call_sites.observe(stack, probe);
-    }
 }
 
 /// Passive sockets inherit their listener's owner in the kernel; listeners

@@ -66,7 +66,7 @@ pub async fn run(options: SessionOptions, sink: &mut dyn Sink) -> Result<Summary
     let drain = |pipeline: &mut Pipeline,
                  ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
                  sink: &mut dyn Sink| {
-        pipeline.drain(ring, &probe, |seen| {
+        pipeline.drain(ring, |seen| {
             if report_only {
                 return Ok(());
             }
@@ -89,8 +89,11 @@ pub async fn run(options: SessionOptions, sink: &mut dyn Sink) -> Result<Summary
         tokio::select! {
             readable = ring.readable_mut() => {
                 let mut guard = readable?;
-                drain(&mut pipeline, guard.get_inner_mut(), sink)?;
+                // Cleared first: a wakeup that comes while draining must
+                // not be lost (a process's first stack wakes us so that its
+                // mappings are read while it lives).
                 guard.clear_ready();
+                drain(&mut pipeline, guard.get_inner_mut(), sink)?;
             }
             _ = interval.tick() => drain(&mut pipeline, ring.get_mut(), sink)?,
             () = &mut deadline => break,

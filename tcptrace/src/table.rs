@@ -54,22 +54,20 @@ impl ProcessId {
     }
 }
 
-/// A user stack captured by the kernel, for a process, with the word at
-/// the user stack pointer (see `Task::caller_ip`).
+/// A user stack the kernel captured for a process (`Task::stack`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct StackRef {
     pub pid: u32,
-    pub stack_id: i32,
-    pub caller_ip: u64,
+    /// The `UserStack` record's id.
+    pub stack: u64,
 }
 
 impl StackRef {
     #[must_use]
     pub fn of_task(task: &Task) -> Option<Self> {
-        (task.is_known() && task.stack_id >= 0).then_some(Self {
+        (task.is_known() && task.stack != 0).then_some(Self {
             pid: task.tgid,
-            stack_id: task.stack_id,
-            caller_ip: task.caller_ip,
+            stack: task.stack,
         })
     }
 }

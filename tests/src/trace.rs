@@ -113,6 +113,15 @@ impl Tracer {
     /// Reads the live records until `done` accepts one or `timeout` passes;
     /// true when it accepted one. Every record read stays part of what
     /// [`Self::stop`] returns.
+    /// Stops (SIGSTOP) or resumes (SIGCONT) the tracer: a stopped reader
+    /// lets the kernel's records wait, as a busy one would.
+    pub fn pause(&self, paused: bool) {
+        let signal = if paused { libc::SIGSTOP } else { libc::SIGCONT };
+        let pid = i32::try_from(self.child.id()).expect("a pid fits in i32");
+        // SAFETY: signals our own child process, which we have not reaped.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "signal the tracer");
+    }
+
     pub fn wait_for(&mut self, timeout: Duration, mut done: impl FnMut(&Value) -> bool) -> bool {
         let deadline = Instant::now() + timeout;
         loop {

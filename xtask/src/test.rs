@@ -47,7 +47,13 @@ pub fn run(args: &[String]) -> Result<()> {
     let kernel = cargo_test(
         Command::new(env!("CARGO"))
             .current_dir(&root)
-            .args(["test", "--release", "-p", "tcptrace-tests"])
+            .args([
+                "test",
+                "--release",
+                "--no-fail-fast",
+                "-p",
+                "tcptrace-tests",
+            ])
             .args(args)
             .args(["--", "--test-threads=1"]),
         &mut totals,

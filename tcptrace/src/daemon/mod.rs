@@ -105,8 +105,9 @@ async fn serve(config: DaemonConfig) -> Result<()> {
                 let mut guard = readable?;
                 let mut d = daemon.borrow_mut();
                 d.wakeups += 1;
-                d.drain(guard.get_inner_mut());
+                // Cleared first, so a wakeup during the drain is not lost.
                 guard.clear_ready();
+                d.drain(guard.get_inner_mut());
             }
             _ = drain_tick.tick() => daemon.borrow_mut().drain(ring.get_mut()),
             _ = refresh_tick.tick() => {
@@ -179,7 +180,7 @@ impl Daemon {
         let metrics = &mut self.metrics;
         let _ = self
             .pipeline
-            .drain::<std::convert::Infallible>(ring, &self.probe, |seen| {
+            .drain::<std::convert::Infallible>(ring, |seen| {
                 metrics.observe(seen);
                 Ok(())
             });

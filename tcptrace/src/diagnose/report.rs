@@ -267,7 +267,7 @@ fn rate(count: u64, span_ns: u64) -> f64 {
     reason = "one pass over the diagnoses that fills every section of the report in order"
 )]
 pub fn build_report(diagnoses: &Diagnoses, input: &ReportInput) -> Report {
-    let site = |stack| input.call_sites.get(stack).cloned();
+    let site = |stack| input.call_sites.get(stack);
     let mut report = Report::default();
     let elapsed_ns = u64::try_from(input.elapsed.as_nanos()).unwrap_or(u64::MAX);
     let session_span = |flow: &Flow| {

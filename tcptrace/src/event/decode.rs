@@ -7,7 +7,12 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
 };
 
-use tcptrace_common::{Event, EventKind, TcpState, AF_INET, AF_INET6, CTX_PROCESS, EVENT_SIZE};
+use std::mem::offset_of;
+
+use tcptrace_common::{
+    Event, EventKind, TcpState, UserStack, AF_INET, AF_INET6, CTX_PROCESS, EVENT_SIZE,
+    TASK_COMM_LEN, USER_STACK_BYTES, USER_STACK_SIZE,
+};
 
 use super::{
     layout::{Endpoints, RecordLayouts, SockCommonLayout},
@@ -108,8 +113,58 @@ pub fn decode(bytes: &[u8], layouts: &RecordLayouts) -> Result<TcpEvent, DecodeE
             (What::ResetSent { state }, &l.endpoints)
         }
         EventKind::ResetReceived => (What::ResetReceived, &layouts.receive_reset.endpoints),
+        // Never `EVENT_SIZE` long: see `decode_user_stack`.
+        EventKind::UserStack => return Err(DecodeError::Kind(event.kind)),
     };
     Ok(decoded(what, endpoints_of(raw, endpoints)?, false))
+}
+
+/// A `UserStack` record, its stack bytes borrowed from the ring buffer.
+#[derive(Clone, Copy, Debug)]
+pub struct UserStackRecord<'a> {
+    pub id: u64,
+    pub tgid: u32,
+    pub pid: u32,
+    pub mm: u64,
+    pub comm: [u8; TASK_COMM_LEN],
+    pub ip: u64,
+    pub sp: u64,
+    pub bp: u64,
+    /// The stack from `sp` up, as much as the kernel could read.
+    pub stack: &'a [u8],
+}
+
+/// Whether `bytes` is a `UserStack` record (by its tag; its length is
+/// checked by `decode_user_stack`).
+#[must_use]
+pub fn is_user_stack(bytes: &[u8]) -> bool {
+    bytes.get(..2) == Some(&(EventKind::UserStack as u16).to_ne_bytes())
+}
+
+pub fn decode_user_stack(bytes: &[u8]) -> Result<UserStackRecord<'_>, DecodeError> {
+    if bytes.len() != USER_STACK_SIZE {
+        return Err(DecodeError::Length(bytes.len()));
+    }
+    let field = |offset: usize, len: usize| &bytes[offset..offset + len];
+    let u64_at = |offset| u64::from_ne_bytes(field(offset, 8).try_into().expect("8 bytes"));
+    let u32_at = |offset| u32::from_ne_bytes(field(offset, 4).try_into().expect("4 bytes"));
+    let len = usize::try_from(u32_at(offset_of!(UserStack, len)))
+        .unwrap_or(usize::MAX)
+        .min(USER_STACK_BYTES);
+    let stack_at = offset_of!(UserStack, stack);
+    Ok(UserStackRecord {
+        id: u64_at(offset_of!(UserStack, id)),
+        tgid: u32_at(offset_of!(UserStack, tgid)),
+        pid: u32_at(offset_of!(UserStack, pid)),
+        mm: u64_at(offset_of!(UserStack, mm)),
+        comm: field(offset_of!(UserStack, comm), TASK_COMM_LEN)
+            .try_into()
+            .expect("TASK_COMM_LEN bytes"),
+        ip: u64_at(offset_of!(UserStack, ip)),
+        sp: u64_at(offset_of!(UserStack, sp)),
+        bp: u64_at(offset_of!(UserStack, bp)),
+        stack: &bytes[stack_at..stack_at + len],
+    })
 }
 
 /// Endpoints from the start of a `struct sock_common` (summary records).

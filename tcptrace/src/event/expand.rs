@@ -201,8 +201,8 @@ mod tests {
             ],
             |sock| {
                 sock.created_ns = 100;
-                sock.owner = task(7, "client", -1);
-                sock.closer = task(7, "client", -1);
+                sock.owner = task(7, "client", 0);
+                sock.closer = task(7, "client", 0);
                 sock.flags = OWNER_FROM_SYSCALL | CLOSER_KNOWN;
                 sock.history.syn_retransmits = 1;
             },

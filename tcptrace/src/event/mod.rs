@@ -8,7 +8,7 @@ pub mod synthetic;
 
 use std::net::SocketAddr;
 
-pub use decode::{decode, DecodeError};
+pub use decode::{decode, decode_user_stack, is_user_stack, DecodeError, UserStackRecord};
 pub use expand::expand;
 use tcptrace_common::{SockInfo, Task, TcpState, CLOSER_KNOWN};
 

@@ -12,12 +12,13 @@ pub const MS: u64 = 1_000_000;
 pub const SEC: u64 = 1_000_000_000;
 
 #[must_use]
-pub fn task(pid: u32, comm: &str, stack_id: i32) -> Task {
+pub fn task(pid: u32, comm: &str, stack: u64) -> Task {
     let mut task = Task::NOBODY;
     task.tgid = pid;
     task.pid = pid;
     task.comm[..comm.len()].copy_from_slice(comm.as_bytes());
-    task.stack_id = stack_id;
+    task.thread_comm = task.comm;
+    task.stack = stack;
     task
 }
 

@@ -37,8 +37,11 @@ struct TaskJson<'a> {
     pid: u32,
     tid: u32,
     comm: std::borrow::Cow<'a, str>,
+    /// The thread's own name, when it is not the process's.
     #[serde(skip_serializing_if = "Option::is_none")]
-    stack_id: Option<i32>,
+    thread: Option<std::borrow::Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stack_id: Option<u64>,
 }
 
 impl<'a> TaskJson<'a> {
@@ -47,7 +50,8 @@ impl<'a> TaskJson<'a> {
             pid: task.tgid,
             tid: task.pid,
             comm: comm_str(&task.comm),
-            stack_id: (task.stack_id >= 0).then_some(task.stack_id),
+            thread: (task.thread_comm != task.comm).then(|| comm_str(&task.thread_comm)),
+            stack_id: (task.stack != 0).then_some(task.stack),
         }
     }
 }
@@ -94,7 +98,7 @@ struct EventJson<'a> {
     in_old_state_ns: Option<u64>,
     owner: Option<OwnerJson<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    owner_stack_id: Option<i32>,
+    owner_stack_id: Option<u64>,
     actor: Option<TaskJson<'a>>,
     closer: Option<TaskJson<'a>>,
     netns: u32,
@@ -165,7 +169,7 @@ impl<W: Write> Sink for JsonLines<W> {
             }),
             owner_stack_id: event
                 .owner()
-                .and_then(|o| (o.stack_id >= 0).then_some(o.stack_id)),
+                .and_then(|o| (o.stack != 0).then_some(o.stack)),
             actor: event.actor.as_ref().map(TaskJson::of),
             closer: event.closer().map(TaskJson::of),
             netns: event.sock.netns,

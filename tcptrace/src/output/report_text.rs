@@ -249,12 +249,24 @@ fn call_site(out: &mut impl Write, label: &str, site: Option<&CallSite>) -> io::
         Some(site) => {
             write!(out, "      {label} {}", Escaped(&site.function))?;
             if let (Some(file), Some(line)) = (&site.file, site.line) {
-                write!(out, " ({file}:{line})")?;
+                // Debug info is the binary's to say: escaped like the rest.
+                write!(out, " ({}:{line})", Escaped(file))?;
+            }
+            if let Some(via) = &site.via {
+                write!(out, " via {}", Escaped(via))?;
             }
             if let Some(reason) = &site.unresolved {
                 write!(out, " ({})", Escaped(reason))?;
             }
-            writeln!(out)
+            writeln!(out)?;
+            if let Some(advice) = &site.advice {
+                writeln!(
+                    out,
+                    "        (no frame of the program's own code: {})",
+                    Escaped(advice)
+                )?;
+            }
+            Ok(())
         }
         None => writeln!(out, "      {label} ? (no stack captured)"),
     }

@@ -55,20 +55,26 @@ fn sock_common_layout(btf: &Btf) -> Result<SockCommonLayout> {
 }
 
 /// Offsets of `sock.__sk_common.skc_net.net`, `net.ns.inum`, `sock.sk_err`,
-/// `sock.sk_protocol` and `sock.__sk_common.skc_num`.
+/// `sock.sk_protocol`, `sock.__sk_common.skc_num` and the `task_struct`
+/// members `group_leader`, `comm` and `mm`.
 fn kernel_layout(btf: &Btf) -> Result<KernelLayout> {
     let sock_net = member_offset(btf, "sock", &["__sk_common", "skc_net", "net"])?;
     let net_inum = member_offset(btf, "net", &["ns", "inum"])?;
     let sock_err = member_offset(btf, "sock", &["sk_err"])?;
     let sock_protocol = member_offset(btf, "sock", &["sk_protocol"])?;
     let sock_num = member_offset(btf, "sock", &["__sk_common", "skc_num"])?;
+    let task_group_leader = member_offset(btf, "task_struct", &["group_leader"])?;
+    let task_comm = member_offset(btf, "task_struct", &["comm"])?;
+    let task_mm = member_offset(btf, "task_struct", &["mm"])?;
     Ok(KernelLayout {
         sock_net: u32::try_from(sock_net)?,
         net_inum: u32::try_from(net_inum)?,
         sock_err: u32::try_from(sock_err)?,
         sock_protocol: u32::try_from(sock_protocol)?,
         sock_num: u32::try_from(sock_num)?,
-        _pad: 0,
+        task_group_leader: u32::try_from(task_group_leader)?,
+        task_comm: u32::try_from(task_comm)?,
+        task_mm: u32::try_from(task_mm)?,
     })
 }
 

@@ -2,7 +2,7 @@ use std::path::Path;
 
 use anyhow::{anyhow, Context, Result};
 use aya::{
-    maps::{HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap},
+    maps::{HashMap, MapData, PerCpuArray, RingBuf},
     programs::{RawTracePoint, TracePoint},
     Ebpf, EbpfLoader,
 };
@@ -215,6 +215,7 @@ impl Probe {
             listener_map_full: sum(Counter::ListenerMapFull)?,
             stack_errors: sum(Counter::StackErrors)?,
             stacks_taken: sum(Counter::StacksTaken)?,
+            stacks_sampled: sum(Counter::StacksSampled)?,
             read_errors: sum(Counter::ReadErrors)?,
             events_folded: sum(Counter::EventsFolded)?,
             resets_without_socket: sum(Counter::ResetsWithoutSocket)?,
@@ -243,16 +244,6 @@ impl Probe {
         }
         Ok(())
     }
-
-    /// Instruction pointers of a captured user stack, innermost first.
-    #[must_use]
-    pub fn stack(&self, stack_id: i32) -> Option<Vec<u64>> {
-        let id = u32::try_from(stack_id).ok()?;
-        let map = self.ebpf.map("STACKS")?;
-        let stacks: StackTraceMap<&MapData> = StackTraceMap::try_from(map).ok()?;
-        let trace = stacks.get(&id, 0).ok()?;
-        Some(trace.frames().iter().map(|f| f.ip).collect())
-    }
 }
 
 /// Kernel-side counters.
@@ -264,6 +255,8 @@ pub struct Counters {
     pub listener_map_full: u64,
     pub stack_errors: u64,
     pub stacks_taken: u64,
+    /// Stacks reused from a process's last capture (sampling).
+    pub stacks_sampled: u64,
     pub read_errors: u64,
     /// Summary mode: events kept in the kernel's socket history, not sent.
     pub events_folded: u64,

@@ -1,143 +1,65 @@
-//! The call site of a stack: the first frame that is the user's own code,
-//! past libc, the dynamic loader, syscall wrappers and the language
-//! runtimes (the Rust standard library, tokio, mio) that every socket call
-//! goes through. Decided from function and module names alone.
+//! The call site of a stack: the first frame (innermost first) that is the
+//! user's own code, past libc, the language runtime and its standard
+//! networking and I/O libraries (`runtimes` says which frame is what).
 
-use super::frame::{Frame, UNKNOWN};
+use super::{
+    frame::Frame,
+    runtimes::{kind, FrameKind},
+};
 
-/// The frame that names the call site: the first frame (innermost first)
-/// with a known function outside libc/ld.so, the Rust standard library and
-/// runtimes, and libc syscall wrappers (which statically linked binaries
-/// carry in their own module). Falls back to the first frame with a known
-/// function.
+/// The frame that names the call site, and the frame just inside it when
+/// that tells how the user reached the socket (the API it called, e.g.
+/// `net.Dial`, `java.net.Socket.connect`, `curl_easy_perform`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Chosen<'a> {
+    pub site: &'a Frame,
+    pub via: Option<&'a Frame>,
+    /// Whether `site` is the user's code, rather than the library API or
+    /// runtime frame that is the best the stack offers.
+    pub user: bool,
+}
+
+/// The user's frame; with none on the stack (a library dials on a thread
+/// of its own, as Go's net/http does), the outermost standard-library API
+/// frame before the first unknown one; else the first known frame.
+#[must_use]
+pub fn choose(frames: &[Frame]) -> Option<Chosen<'_>> {
+    let kinds: Vec<FrameKind> = frames.iter().map(kind).collect();
+    if let Some(user) = kinds.iter().position(|&k| k == FrameKind::User) {
+        let via = frames[..user]
+            .iter()
+            .zip(&kinds)
+            .rev()
+            .find(|(_, &k)| k != FrameKind::Unknown)
+            .filter(|(_, &k)| matches!(k, FrameKind::Library | FrameKind::Plumbing))
+            .map(|(frame, _)| frame);
+        return Some(Chosen {
+            site: &frames[user],
+            via,
+            user: true,
+        });
+    }
+    let fallback = kinds
+        .iter()
+        .position(|&k| k == FrameKind::Library)
+        .or_else(|| kinds.iter().position(|&k| k != FrameKind::Unknown))?;
+    Some(Chosen {
+        site: &frames[fallback],
+        via: None,
+        user: false,
+    })
+}
+
+/// The frame that names the call site (see [`choose`]).
 #[must_use]
 pub fn call_site(frames: &[Frame]) -> Option<&Frame> {
-    let known = || frames.iter().filter(|frame| frame.function != UNKNOWN);
-    known()
-        .find(|frame| !is_libc_module(frame.module.as_deref()) && !is_plumbing_fn(&frame.function))
-        .or_else(|| known().next())
-}
-
-/// File names of glibc and musl libc and dynamic loaders.
-const LIBC_MODULES: &[&str] = &[
-    "libc.so",
-    "libc-",
-    "libc.musl",
-    "libpthread",
-    "ld-linux",
-    "ld-musl",
-    "ld64.so",
-];
-
-fn is_libc_module(module: Option<&str>) -> bool {
-    let Some(module) = module else { return false };
-    let name = module.rsplit('/').next().unwrap_or(module);
-    LIBC_MODULES.iter().any(|prefix| name.starts_with(prefix))
-}
-
-/// libc functions a statically linked binary carries: syscall wrappers of
-/// glibc and musl, and process start-up.
-const LIBC_FUNCTIONS: &[&str] = &[
-    "syscall",
-    "__syscall",
-    "__syscall_cp",
-    "__syscall_cp_c",
-    "__syscall_cp_asm",
-    "__syscall_cancel",
-    "__syscall_cancel_arch",
-    "__internal_syscall_cancel",
-    "socket",
-    "__socket",
-    "bind",
-    "__bind",
-    "connect",
-    "__connect",
-    "__libc_connect",
-    "listen",
-    "__listen",
-    "accept",
-    "accept4",
-    "__libc_accept",
-    "__libc_accept4",
-    "shutdown",
-    "__shutdown",
-    "close",
-    "__close",
-    "__libc_close",
-    "__close_nocancel",
-    "close_range",
-    "__close_range",
-    "_start",
-    "__libc_start_main",
-    "__libc_start_main_impl",
-    "__libc_start_call_main",
-];
-
-/// Crates whose frames are plumbing between the user's code and the syscall.
-const RUNTIME_CRATES: &[&str] = &["std", "core", "alloc", "tokio", "mio", "socket2"];
-
-fn is_plumbing_fn(function: &str) -> bool {
-    if LIBC_FUNCTIONS.contains(&function) {
-        return true;
-    }
-    match split_qualified(function) {
-        None => in_runtime_crate(function),
-        Some((self_ty, None)) => in_runtime_crate(without_indirection(self_ty)),
-        // `<T as Trait>::f` is the code of T's owner: a user's `Drop` that
-        // closes a socket is the call site. Blanket impls over references and
-        // pointers, and impls on runtime types, are the runtime's.
-        Some((self_ty, Some(trait_path))) => {
-            in_runtime_crate(trait_path)
-                && (self_ty.starts_with(['&', '*'])
-                    || in_runtime_crate(without_indirection(self_ty)))
-        }
-    }
-}
-
-/// `<Type as Trait>::f` → (Type, Some(Trait...)); `<Type>::f` → (Type, None).
-fn split_qualified(function: &str) -> Option<(&str, Option<&str>)> {
-    let inner = function.strip_prefix('<')?;
-    let mut depth = 0_usize;
-    for (i, c) in inner.char_indices() {
-        match c {
-            '<' => depth += 1,
-            '>' if inner[..i].ends_with('-') => {} // `fn() -> T`
-            '>' if depth == 0 => return Some((&inner[..i], None)),
-            '>' => depth -= 1,
-            ' ' if depth == 0 && inner[i..].starts_with(" as ") => {
-                return Some((&inner[..i], Some(&inner[i + " as ".len()..])));
-            }
-            _ => {}
-        }
-    }
-    None
-}
-
-/// `&mut [std::net::TcpStream]` → `std::net::TcpStream]`: enough to see the crate.
-fn without_indirection(mut ty: &str) -> &str {
-    loop {
-        let rest = ty
-            .trim_start_matches(['&', '*', '[', '(', ' '])
-            .trim_start_matches("mut ")
-            .trim_start_matches("const ")
-            .trim_start_matches("dyn ");
-        if rest.len() == ty.len() {
-            return ty;
-        }
-        ty = rest;
-    }
-}
-
-fn in_runtime_crate(path: &str) -> bool {
-    RUNTIME_CRATES.iter().any(|krate| {
-        path.strip_prefix(krate)
-            .is_some_and(|rest| rest.starts_with("::"))
-    })
+    choose(frames).map(|chosen| chosen.site)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::symbolize::frame::JIT_MODULE;
 
     fn frame(function: &str, module: &str) -> Frame {
         Frame {
@@ -146,6 +68,13 @@ mod tests {
             module: Some(module.to_owned()),
             file: None,
             line: None,
+        }
+    }
+
+    fn go(function: &str) -> Frame {
+        Frame {
+            file: Some("/usr/lib/go-1.19/src/x.go".to_owned()),
+            ..frame(function, "/app")
         }
     }
 
@@ -173,7 +102,9 @@ mod tests {
             frame("app::dial", app),
             frame("app::main", app),
         ];
-        assert_eq!(call_site(&frames).unwrap().function, "app::dial");
+        let chosen = choose(&frames).unwrap();
+        assert_eq!(chosen.site.function, "app::dial");
+        assert_eq!(chosen.via.unwrap().function, "__syscall_cp_asm");
 
         // A user impl of a std trait is user code.
         let drop = frame("<app::Conn as core::ops::drop::Drop>::drop", app);
@@ -182,5 +113,109 @@ mod tests {
         // All plumbing: the first known function.
         assert_eq!(call_site(&frames[..4]).unwrap().function, "__connect");
         assert_eq!(call_site(&[]), None);
+    }
+
+    /// Go's net.Dial per request, as unwound from a Go 1.19 binary.
+    #[test]
+    fn go_dial_names_the_users_function_via_net() {
+        let frames = [
+            go("runtime/internal/syscall.Syscall6"),
+            go("syscall.RawSyscall6"),
+            go("syscall.connect"),
+            go("net.(*netFD).connect"),
+            go("net.(*sysDialer).dialSingle"),
+            go("net.(*Dialer).DialContext"),
+            go("net.Dial"),
+            go("main.dialPerRequest"),
+            go("main.main"),
+            go("runtime.main"),
+        ];
+        let chosen = choose(&frames).unwrap();
+        assert_eq!(chosen.site.function, "main.dialPerRequest");
+        assert_eq!(chosen.via.unwrap().function, "net.Dial");
+        assert!(chosen.user);
+    }
+
+    /// net/http dials on a goroutine of its own: no user frame, the library
+    /// frame that dialled is the answer.
+    #[test]
+    fn go_http_transport_dial_names_the_library() {
+        let frames = [
+            go("runtime/internal/syscall.Syscall6"),
+            go("syscall.connect"),
+            go("net.(*Dialer).DialContext"),
+            go("net/http.(*Transport).dial"),
+            go("net/http.(*Transport).dialConn"),
+            go("net/http.(*Transport).dialConnFor"),
+            go("runtime.goexit"),
+        ];
+        let chosen = choose(&frames).unwrap();
+        assert_eq!(chosen.site.function, "net/http.(*Transport).dial");
+        assert!(!chosen.user);
+    }
+
+    /// Java with -XX:+PreserveFramePointer and the JVM's perf map.
+    #[test]
+    fn java_names_the_users_method() {
+        let jvm = "/usr/lib/jvm/java-17-openjdk-amd64/lib/server/libjvm.so";
+        let frames = [
+            frame("__libc_connect", "/usr/lib/x86_64-linux-gnu/libc.so.6"),
+            frame("Java_sun_nio_ch_Net_connect0", "/usr/lib/jvm/lib/libnio.so"),
+            frame("int sun.nio.ch.Net.connect0(boolean, java.io.FileDescriptor, java.net.InetAddress, int)", JIT_MODULE),
+            frame("void sun.nio.ch.NioSocketImpl.connect(java.net.SocketAddress, int)", JIT_MODULE),
+            frame("void java.net.Socket.connect(java.net.SocketAddress, int)", JIT_MODULE),
+            frame("void Client.connectPerRequest(java.lang.String, int)", JIT_MODULE),
+            frame("JavaCalls::call_helper(JavaValue*, methodHandle const&, JavaCallArguments*, JavaThread*)", jvm),
+        ];
+        let chosen = choose(&frames).unwrap();
+        assert!(chosen.site.function.contains("Client.connectPerRequest"));
+        assert!(chosen
+            .via
+            .unwrap()
+            .function
+            .contains("java.net.Socket.connect"));
+    }
+
+    /// Node with --perf-basic-prof: the close is the user's; the connect
+    /// runs on the next tick, where only node:net's frames are.
+    #[test]
+    fn node_names_js_functions() {
+        let node = "/usr/bin/node";
+        let close = [
+            frame("syscall", "/usr/lib/x86_64-linux-gnu/libc.so.6"),
+            frame("uv__close_nocancel", node),
+            frame("uv_close", node),
+            frame(
+                "node::HandleWrap::Close(v8::FunctionCallbackInfo<v8::Value> const&)",
+                node,
+            ),
+            frame("Builtins_CEntry_Return1_ArgvOnStack_BuiltinExit", node),
+            frame("JS:^closeSocketHandle node:net:339:27", JIT_MODULE),
+            frame(
+                "JS:^destroy node:internal/streams/destroy:48:17",
+                JIT_MODULE,
+            ),
+            frame("JS:^nodeCloseAfterReply /app/client.js:17:29", JIT_MODULE),
+        ];
+        assert!(call_site(&close)
+            .unwrap()
+            .function
+            .contains("nodeCloseAfterReply"));
+        let connect = [
+            frame("__libc_connect", "/usr/lib/x86_64-linux-gnu/libc.so.6"),
+            frame(
+                "node::TCPWrap::Connect(v8::FunctionCallbackInfo<v8::Value> const&)",
+                node,
+            ),
+            frame("JS:^internalConnect node:net:1038:25", JIT_MODULE),
+            frame(
+                "JS:^processTicksAndRejections node:internal/process/task_queues:67:35",
+                JIT_MODULE,
+            ),
+        ];
+        assert!(call_site(&connect)
+            .unwrap()
+            .function
+            .contains("internalConnect"));
     }
 }

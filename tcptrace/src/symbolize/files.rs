@@ -31,17 +31,13 @@ use std::{
 
 use blazesym::{
     helper::{read_elf_build_id, ElfResolver},
-    normalize::Normalizer,
     symbolize::{self as bz, evict},
 };
 
-use super::resolve::normalize;
 use crate::generations::Generations;
 
-/// Bytes compared between the process's memory and the file we opened, at
-/// up to `MAX_PROBES` addresses.
+/// Bytes compared between the process's memory and the file we opened.
 const CODE_CHECK_LEN: usize = 16;
-pub(super) const MAX_PROBES: usize = 3;
 
 /// What identifies a file's contents across processes, paths and mount
 /// namespaces.
@@ -136,14 +132,15 @@ impl OpenFiles {
     }
 
     /// The open file that is what `tgid` maps at `path`, checked at
-    /// `probes` = (address, file offset) pairs (at least one).
+    /// `probes` = (address, file offset) pairs (at least one);
+    /// `map_files` is the `/proc/<tgid>/map_files/` entry of the mapping.
     pub(super) fn find(
         &mut self,
         backend: &mut bz::Symbolizer,
-        normalizer: &Normalizer,
         tgid: u32,
         path: &Path,
         probes: &[(u64, u64)],
+        map_files: &str,
     ) -> Result<FileKey, String> {
         // Unreadable memory (the process is exiting) cannot say no.
         let mem = File::open(format!("/proc/{tgid}/mem")).ok();
@@ -172,7 +169,7 @@ impl OpenFiles {
                         .then_some(exe)
                 }
                 // Last resort, e.g. a replaced library; needs CAP_SYS_ADMIN.
-                _ => map_file(normalizer, tgid, probes[0].0),
+                _ => Some(PathBuf::from(map_files)),
             };
             let Some(candidate) = candidate else { continue };
             match self.open_checked(backend, &candidate, path, mem.as_ref(), probes) {
@@ -266,6 +263,11 @@ impl OpenFiles {
         Ok(key)
     }
 
+    /// The open file `key`, if it is still open.
+    pub(super) fn file(&self, key: &FileKey) -> Option<&File> {
+        self.open.get(key).map(|open| &open.file)
+    }
+
     /// The open file `key`, marked as just used.
     fn touch(&mut self, key: &FileKey) -> Option<&mut OpenFile> {
         let open = self.open.get_mut(key)?;
@@ -300,7 +302,9 @@ impl OpenFiles {
         if self.open.get(key).is_some_and(|open| open.parsed.is_none()) {
             self.release_parsed(backend, keep.saturating_sub(1), idle);
         }
-        let open = self.touch(key).expect("opened by the caller");
+        let open = self
+            .touch(key)
+            .ok_or_else(|| "closed since it was found (too many files open)".to_owned())?;
         // From here on blazesym may hold state for `fd_path`: evict it with
         // the file whatever happens next.
         if open.parsed.replace(Instant::now()).is_none() {
@@ -336,13 +340,6 @@ impl OpenFiles {
             }
         }
     }
-}
-
-/// `/proc/<tgid>/map_files/<range>` of the mapping holding `addr`.
-fn map_file(normalizer: &Normalizer, tgid: u32, addr: u64) -> Option<PathBuf> {
-    let output = normalize(normalizer, tgid, &[addr], true).ok()?;
-    let (_, target) = output.outputs.first()?;
-    Some(output.meta.get(*target)?.as_elf()?.path.clone())
 }
 
 /// Whether `tgid` shares our mount namespace.

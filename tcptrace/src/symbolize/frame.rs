@@ -9,6 +9,9 @@ use blazesym::symbolize::{CodeInfo, Symbolized};
 /// The function name of a frame nothing is known about.
 pub(super) const UNKNOWN: &str = "??";
 
+/// The module of frames named by a perf map (JIT code in anonymous memory).
+pub const JIT_MODULE: &str = "[jit]";
+
 /// One symbolized frame.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Frame {
@@ -28,6 +31,17 @@ impl Frame {
             addr,
             function: UNKNOWN.to_owned(),
             module: None,
+            file: None,
+            line: None,
+        }
+    }
+
+    /// Code a JIT runtime named in its perf map.
+    pub(super) fn jitted(addr: u64, name: &str) -> Self {
+        Self {
+            addr,
+            function: name.to_owned(),
+            module: Some(JIT_MODULE.to_owned()),
             file: None,
             line: None,
         }

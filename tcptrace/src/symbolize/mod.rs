@@ -1,49 +1,58 @@
-//! User stack addresses → call sites, with blazesym.
+//! User stacks → call sites: unwound with the binaries' CFI (framehop)
+//! from what the kernel copied, symbolized with blazesym.
 //!
-//! Addresses are normalized while their process lives: blazesym's
-//! `Normalizer` reads `/proc/<tgid>/maps` and turns each address into an
-//! offset in an ELF file. Everything costly after that is keyed by *file*,
-//! not by process, so thousands of short-lived processes of the same few
-//! binaries (a shell loop running curl) cost one parse of each binary and
-//! memory stays flat under process churn:
+//! A process's mappings are read from `/proc/<tgid>/maps` the first time a
+//! stack of it arrives, and the file behind each mapping of code is found
+//! and opened right then (`process`); the kernel wakes us at a process's
+//! first capture so this happens while it lives. Everything costly after
+//! that is keyed by *file*, not by process, so thousands of short-lived
+//! processes of the same few binaries (a shell loop running curl) cost one
+//! parse of each binary and memory stays flat under process churn:
 //!
 //! - A bounded LRU of open files, each opened once however many processes,
 //!   paths or container copies map it (`files`).
+//! - The unwind sections of each file (`.eh_frame`, `.debug_frame`) read
+//!   once and shared by every process's unwinder (`unwind`).
 //! - blazesym's parsed ELF/DWARF (tens of MiB for a large binary with debug
 //!   info) is kept for the few files used last, dropped when idle, and always
 //!   with the file.
 //! - A bounded cache (file, offset) → frames shared by all processes, so a
 //!   parse is needed only for call sites not seen before (`resolve`).
-//! - Per process only its addresses → those shared frames, so frames
-//!   resolved while a process lived still resolve after it exits (until
-//!   `forget`). A process that exits before its first symbolization gives
+//! - Per process its mappings and its addresses → those shared frames, so
+//!   stacks of a process that has exited still unwind and resolve (until
+//!   `forget`). A process that exits before its mappings were read gives
 //!   "??" frames and a reason in `last_error`.
 //!
-//! Anonymous memory (JIT code) is left to blazesym's per-process perf map
-//! support, the vDSO to the normalizer. [`call_site()`] then picks the frame
-//! that names the user's code.
+//! Anonymous memory (JIT code) is named by the process's perf map
+//! (`perf_map`). [`call_site()`] then picks the frame that names the user's
+//! code.
 
 mod call_site;
 mod files;
 mod frame;
+mod perf_map;
+mod process;
 mod resolve;
+mod runtimes;
 #[cfg(test)]
 mod tests;
+mod unwind;
 
 use std::{collections::HashMap, rc::Rc, time::Duration};
 
-use blazesym::{
-    normalize::Normalizer,
-    symbolize::{self as bz, evict},
-    Pid,
-};
+use blazesym::symbolize as bz;
+use framehop::{x86_64::CacheX86_64, Unwinder};
 
-pub use call_site::call_site;
+pub use call_site::{call_site, choose, Chosen};
 pub use frame::Frame;
+pub use runtimes::advice;
 
 use crate::generations::Generations;
 use files::{FileKey, OpenFiles};
 use frame::Frames;
+use perf_map::PerfMap;
+use process::{Backing, ProcessImage};
+use unwind::{Captured, ProcessUnwinder, UnwindSections};
 
 /// How much is kept; every cache is bounded by one of these.
 #[derive(Clone, Copy, Debug)]
@@ -66,6 +75,8 @@ struct Limits {
     offsets: usize,
     /// stat identity → file identity entries (one per path/copy seen).
     inodes: usize,
+    /// Files whose unwind sections stay read (shared by all processes).
+    unwind_files: usize,
 }
 
 /// Few parsed files, soon dropped: the daemon must stay under 64 MiB RSS,
@@ -73,19 +84,41 @@ struct Limits {
 const LIMITS: Limits = Limits {
     processes: 64,
     addrs_per_process: 4096,
-    open_files: 32,
+    // A JVM maps some 30 libraries of code.
+    open_files: 64,
     parsed_files: 2,
     parsed_idle: Duration::from_secs(10),
     offsets: 16_384,
     inodes: 1024,
+    unwind_files: 64,
 };
 
 /// What is remembered about one process.
 struct ProcessCache {
+    /// Its mappings, read at first sight; why not, when they could not be.
+    image: Result<ProcessImage, String>,
+    /// framehop's modules for `image`: added as unwinding reaches them, so
+    /// the unwind data of libraries no stack goes through is never read.
+    unwinder: ProcessUnwinder,
+    /// Which mappings of `image` are modules of `unwinder`.
+    modules: Vec<bool>,
+    perf_map: PerfMap,
     /// Lookup address → its frames (several when calls were inlined).
     frames: HashMap<u64, Frames>,
     last_error: Option<String>,
     last_used: u64,
+}
+
+/// A stack as the kernel captured it: registers at system call entry and
+/// the stack bytes above the stack pointer.
+pub struct CapturedStack<'a> {
+    pub tgid: u32,
+    /// `task->mm` (0 when unknown): tells an exec or a reused pid apart.
+    pub mm: u64,
+    pub ip: u64,
+    pub sp: u64,
+    pub bp: u64,
+    pub stack: &'a [u8],
 }
 
 /// Symbolizes user stacks of processes, caching per file and offset (and
@@ -94,11 +127,15 @@ struct ProcessCache {
 /// Not `Send`: blazesym's symbolizer uses `Rc` internally.
 pub struct Symbolizer {
     backend: bz::Symbolizer,
-    normalizer: Normalizer,
     processes: HashMap<u32, ProcessCache>,
     files: OpenFiles,
     /// (file, file offset) → frames.
     offsets: Generations<(FileKey, u64), Frames>,
+    /// Unwind sections per file; `None`: the file has none usable.
+    sections: Generations<FileKey, Option<Rc<UnwindSections>>>,
+    /// framehop's rule cache; its entries are per unwinder generation, so
+    /// one serves every process.
+    unwind_cache: CacheX86_64,
     /// Logical time for least-recently-used eviction of processes.
     tick: u64,
     limits: Limits,
@@ -119,12 +156,11 @@ impl Symbolizer {
     fn with_limits(limits: Limits) -> Self {
         Self {
             backend: bz::Symbolizer::new(),
-            // Build ids are read from the files we open: the normalizer
-            // would read them through the path in *our* mount namespace.
-            normalizer: Normalizer::builder().enable_build_ids(false).build(),
             processes: HashMap::new(),
             files: OpenFiles::new(limits.open_files, limits.inodes),
             offsets: Generations::new(limits.offsets),
+            sections: Generations::new(limits.unwind_files),
+            unwind_cache: CacheX86_64::new(),
             tick: 0,
             limits,
         }
@@ -152,7 +188,7 @@ impl Symbolizer {
             .map(|(i, &ip)| if i == 0 { ip } else { ip.saturating_sub(1) })
             .collect();
 
-        self.touch(tgid);
+        self.touch(tgid, 0);
         self.release_idle();
         let mut misses: Vec<u64> = lookups
             .iter()
@@ -204,17 +240,88 @@ impl Symbolizer {
         self.processes.get(&tgid)?.last_error.as_deref()
     }
 
+    /// Why the mappings of `tgid` are unknown, if they are.
+    #[must_use]
+    pub fn image_error(&self, tgid: u32) -> Option<&str> {
+        self.processes
+            .get(&tgid)?
+            .image
+            .as_ref()
+            .err()
+            .map(String::as_str)
+    }
+
     /// Drops the cache of a process (it exited, or its pid was reused). What
     /// was learnt about its files stays.
     pub fn forget(&mut self, tgid: u32) {
         self.processes.remove(&tgid);
-        if tgid != 0 {
-            // blazesym remembers a process only for its perf map (JIT
-            // symbols). Best effort; "nothing cached" is not an error.
-            let _ = self
-                .backend
-                .evict(&evict::Process::new(Pid::from(tgid)).into());
+    }
+
+    /// Reads the mappings of `tgid` now if they are not known yet (or
+    /// were of another exec): called when a process's first stack arrives,
+    /// while it most likely still lives.
+    pub fn meet(&mut self, tgid: u32, mm: u64) {
+        self.touch(tgid, mm);
+    }
+
+    /// Unwinds a captured stack: instruction pointers, innermost first,
+    /// ready for [`Self::symbolize`]. Empty when the process's mappings
+    /// are unknown (see [`Self::last_error`]).
+    pub fn unwind(&mut self, captured: &CapturedStack) -> Vec<u64> {
+        let tgid = captured.tgid;
+        self.touch(tgid, captured.mm);
+        let Self {
+            processes,
+            files,
+            sections,
+            unwind_cache,
+            ..
+        } = self;
+        let process = processes.get_mut(&tgid).expect("touched above");
+        let Ok(image) = &process.image else {
+            return Vec::new();
+        };
+        let captured = Captured {
+            ip: captured.ip,
+            sp: captured.sp,
+            bp: captured.bp,
+            stack: captured.stack,
+        };
+        process.modules.resize(image.mappings.len(), false);
+        // Unwind; when a frame lies in code whose module is not added yet,
+        // add it and unwind again (framehop's rules for the frames before
+        // it are cached). At most once per mapping.
+        for _ in 0..=image.mappings.len() {
+            let ips = unwind::unwind(&process.unwinder, unwind_cache, &captured);
+            let missing = ips.iter().enumerate().find_map(|(i, &ip)| {
+                // A return address belongs to the call before it.
+                let lookup = if i == 0 { ip } else { ip.saturating_sub(1) };
+                let (index, _) = image.mapping_of(lookup)?;
+                let key = image.files.get(index)?.as_ref()?.as_ref().ok()?;
+                (!process.modules[index]).then_some((index, key))
+            });
+            let Some((index, key)) = missing else {
+                return ips;
+            };
+            process.modules[index] = true;
+            let file = match sections.get(key) {
+                Some(known) => known,
+                None => {
+                    let read = files
+                        .file(key)
+                        .and_then(|file| UnwindSections::read(file).ok())
+                        .map(Rc::new);
+                    sections.insert(key.clone(), read.clone());
+                    read
+                }
+            };
+            if let Some(module) =
+                file.and_then(|file| unwind::module_for(&image.mappings[index], &file))
+            {
+                process.unwinder.add_module(module);
+            }
         }
+        Vec::new()
     }
 
     /// Drops blazesym's parsed data of files unused for the idle limit (and
@@ -230,24 +337,76 @@ impl Symbolizer {
         );
     }
 
-    /// Marks `tgid` as just used, making room for it if it is new.
-    fn touch(&mut self, tgid: u32) {
+    /// Marks `tgid` as just used, making room for it and reading its
+    /// mappings if it is new, or if `mm` says it is another exec of it.
+    fn touch(&mut self, tgid: u32, mm: u64) {
         self.tick += 1;
-        if !self.processes.contains_key(&tgid) && self.processes.len() >= self.limits.processes {
-            let oldest = self
-                .processes
-                .iter()
-                .min_by_key(|(_, process)| process.last_used)
-                .map(|(&tgid, _)| tgid);
-            if let Some(oldest) = oldest {
-                self.forget(oldest);
-            }
-        }
-        let process = self.processes.entry(tgid).or_insert_with(|| ProcessCache {
-            frames: HashMap::new(),
-            last_error: None,
-            last_used: 0,
+        let stale = self.processes.get(&tgid).is_some_and(|process| {
+            let known = process.image.as_ref().map_or(0, |image| image.mm);
+            mm != 0 && known != 0 && known != mm
         });
+        if stale {
+            self.forget(tgid);
+        }
+        if !self.processes.contains_key(&tgid) {
+            if self.processes.len() >= self.limits.processes {
+                let oldest = self
+                    .processes
+                    .iter()
+                    .min_by_key(|(_, process)| process.last_used)
+                    .map(|(&tgid, _)| tgid);
+                if let Some(oldest) = oldest {
+                    self.forget(oldest);
+                }
+            }
+            let image = self.read_image(tgid, mm);
+            self.processes.insert(
+                tgid,
+                ProcessCache {
+                    image,
+                    unwinder: ProcessUnwinder::new(),
+                    modules: Vec::new(),
+                    perf_map: PerfMap::default(),
+                    frames: HashMap::new(),
+                    last_error: None,
+                    last_used: 0,
+                },
+            );
+        }
+        let process = self.processes.get_mut(&tgid).expect("inserted above");
         process.last_used = self.tick;
+    }
+
+    /// Reads the mappings of live process `tgid` and finds the file behind
+    /// each mapping of code.
+    fn read_image(&mut self, tgid: u32, mm: u64) -> Result<ProcessImage, String> {
+        // blazesym reads pid 0 as "self", and so would /proc paths built here.
+        if tgid == 0 {
+            return Err("tgid 0 is not a user process".to_owned());
+        }
+        let mappings = process::read_mappings(tgid)
+            .map_err(|err| format!("the process exited before its mappings were read ({err})"))?;
+        let files = mappings
+            .iter()
+            .map(|mapping| match &mapping.backing {
+                Backing::File(path) if mapping.executable => Some(self.files.find(
+                    &mut self.backend,
+                    tgid,
+                    path,
+                    &[(mapping.start, mapping.offset)],
+                    &format!(
+                        "/proc/{tgid}/map_files/{:x}-{:x}",
+                        mapping.start, mapping.end
+                    ),
+                )),
+                _ => None,
+            })
+            .collect();
+        Ok(ProcessImage {
+            mm,
+            mappings,
+            files,
+            nspid: process::namespace_pid(tgid),
+        })
     }
 }

@@ -1,26 +1,22 @@
-//! From addresses of a live process to frames: normalize each address to a
-//! file and offset, then answer from the (file, offset) cache shared by all
+//! From addresses of a process to frames: each address is placed in the
+//! process's mappings (read when tcptrace met it), turned into a file and
+//! offset, and answered from the (file, offset) cache shared by all
 //! processes, asking blazesym (and parsing the file) only for offsets not
-//! seen before. The vDSO comes symbolized from the normalizer; anonymous
-//! memory goes to the process's perf map, where JIT runtimes name their code.
+//! seen before. Anonymous memory goes to the process's perf map, where JIT
+//! runtimes name their code.
 
-use std::{
-    path::{Path, PathBuf},
-    rc::Rc,
-};
+use std::{collections::HashMap, rc::Rc};
 
-use blazesym::{
-    normalize::{NormalizeOpts, Normalizer, Reason, UserMeta, UserOutput},
-    symbolize::{
-        source::{Elf, Process, Source},
-        Input, Symbolized,
-    },
-    Pid,
+use blazesym::symbolize::{
+    source::{Elf, Source},
+    Input,
 };
 
 use super::{
-    files::{FileKey, MAX_PROBES},
+    files::FileKey,
     frame::{frames_of, Frame, Frames},
+    process::Backing,
+    unwind::ProcessUnwinder,
     Symbolizer,
 };
 
@@ -28,133 +24,159 @@ use super::{
 /// could not.
 type Resolved = (Vec<Option<Frames>>, Option<String>);
 
-/// What an address normalized to.
+/// Where an address lies.
 enum Target {
-    /// An offset in this file (path in the process's mount namespace).
-    Elf(PathBuf),
-    /// Already symbolized by the normalizer (the vDSO).
-    Frames(Frames),
-    /// Anonymous memory: maybe JIT code named in a perf map.
+    /// At this offset of this open file.
+    File(FileKey, u64),
+    /// In anonymous memory: maybe JIT code named in a perf map.
     Anonymous,
+    /// In a file that could not be opened, for this reason.
+    Unusable(String),
+    /// Outside any mapping, or in one with nothing to read (the vDSO).
     Unknown,
 }
 
-impl From<UserMeta<'_>> for Target {
-    fn from(meta: UserMeta<'_>) -> Self {
-        match meta {
-            UserMeta::Elf(elf) => Self::Elf(elf.path),
-            UserMeta::Sym(sym) => Self::Frames(frames_of(&Symbolized::Sym(sym), None)),
-            UserMeta::Unknown(unknown) if unknown.reason == Reason::MissingComponent => {
-                Self::Anonymous
-            }
-            _ => Self::Unknown,
-        }
-    }
-}
-
-/// Normalizes sorted, distinct `addrs` of `tgid`; with `map_files`, files
-/// are named by their `/proc/<tgid>/map_files/` entry rather than their path.
-pub(super) fn normalize<'a>(
-    normalizer: &'a Normalizer,
-    tgid: u32,
-    addrs: &[u64],
-    map_files: bool,
-) -> blazesym::Result<UserOutput<'a>> {
-    let opts = NormalizeOpts {
-        sorted_addrs: true,
-        map_files,
-        ..NormalizeOpts::default()
-    };
-    normalizer.normalize_user_addrs_opts(Pid::from(tgid), addrs, &opts)
-}
-
 impl Symbolizer {
-    /// Frames of sorted, distinct `addrs` of live process `tgid`, `None`
-    /// where the file could not be used (the reason is the second value).
+    /// Frames of sorted, distinct `addrs` of process `tgid` (touched by
+    /// the caller), `None` where the file could not be used (the reason is
+    /// the second value).
     pub(super) fn resolve(&mut self, tgid: u32, addrs: &[u64]) -> Result<Resolved, String> {
-        // blazesym reads pid 0 as "self": never symbolize the tracer instead.
-        if tgid == 0 {
-            return Err("tgid 0 is not a user process".to_owned());
+        let mut targets = self.targets(tgid, addrs)?;
+        // An address in no known mapping may be in one made since (dlopen,
+        // new JIT code): read the mappings again if the process still lives.
+        if targets.iter().any(|t| matches!(t, Target::Unknown)) && self.reread_image(tgid) {
+            targets = self.targets(tgid, addrs)?;
         }
-        let normalized =
-            normalize(&self.normalizer, tgid, addrs, false).map_err(|err| format!("{err:#}"))?;
-        let outputs = normalized.outputs;
-        let targets: Vec<Target> = normalized.meta.into_iter().map(Target::from).collect();
-        // Indexes into `addrs` by target.
-        let mut members = vec![Vec::new(); targets.len()];
-        for (i, &(_, target)) in outputs.iter().enumerate() {
-            members[target].push(i);
-        }
-
         let unknown: Frames = [Frame::unknown(0)].into();
         let mut frames = vec![None; addrs.len()];
         let mut errors = Vec::new();
-        for (target, members) in targets.iter().zip(&members) {
+        // Per file, so a file is parsed once for all its offsets.
+        let mut in_files: HashMap<FileKey, Vec<(usize, u64)>> = HashMap::new();
+        for (i, target) in targets.into_iter().enumerate() {
             match target {
-                Target::Frames(symbolized) => {
-                    for &i in members {
-                        frames[i] = Some(Rc::clone(symbolized));
+                Target::File(key, offset) => in_files.entry(key).or_default().push((i, offset)),
+                Target::Anonymous => frames[i] = Some(self.perf_map_frames(tgid, addrs[i])),
+                Target::Unusable(reason) => {
+                    if !errors.contains(&reason) {
+                        errors.push(reason);
                     }
                 }
-                Target::Unknown => {
-                    for &i in members {
-                        frames[i] = Some(Rc::clone(&unknown));
+                Target::Unknown => frames[i] = Some(Rc::clone(&unknown)),
+            }
+        }
+        for (key, group) in in_files {
+            let key = match self.reopen(tgid, key, addrs[group[0].0]) {
+                Ok(key) => key,
+                Err(err) => {
+                    errors.push(err);
+                    continue;
+                }
+            };
+            let offsets: Vec<u64> = group.iter().map(|&(_, offset)| offset).collect();
+            match self.resolve_in_file(&key, &offsets) {
+                Ok(resolved) => {
+                    for (&(i, _), resolved) in group.iter().zip(resolved) {
+                        frames[i] = Some(resolved);
                     }
                 }
-                Target::Anonymous => {
-                    let anon: Vec<u64> = members.iter().map(|&i| addrs[i]).collect();
-                    for (&i, resolved) in members.iter().zip(self.perf_map(tgid, &anon)) {
-                        frames[i] = Some(resolved.unwrap_or_else(|| Rc::clone(&unknown)));
-                    }
-                }
-                Target::Elf(path) => {
-                    let at: Vec<(u64, u64)> =
-                        members.iter().map(|&i| (addrs[i], outputs[i].0)).collect();
-                    match self.resolve_in_file(tgid, path, &at) {
-                        Ok(resolved) => {
-                            for (&i, resolved) in members.iter().zip(resolved) {
-                                frames[i] = Some(resolved);
-                            }
-                        }
-                        Err(err) => errors.push(format!("{}: {err}", path.display())),
-                    }
-                }
+                Err(err) => errors.push(err),
             }
         }
         let error = (!errors.is_empty()).then(|| errors.join("; "));
         Ok((frames, error))
     }
 
-    /// Frames of `at` = (address, file offset) pairs of `tgid` in the file
-    /// the process maps at `path`.
-    fn resolve_in_file(
-        &mut self,
-        tgid: u32,
-        path: &Path,
-        at: &[(u64, u64)],
-    ) -> Result<Vec<Frames>, String> {
-        if at.is_empty() {
-            return Ok(Vec::new());
-        }
-        // A few addresses to check the file with: one may be a stray word
-        // (e.g. in data, which relocations change) rather than code.
-        let probes = &at[..at.len().min(MAX_PROBES)];
-        let key = self
-            .files
-            .find(&mut self.backend, &self.normalizer, tgid, path, probes)?;
-        let mut frames: Vec<Option<Frames>> = at
+    /// Where each of `addrs` lies in the mappings of `tgid`.
+    fn targets(&self, tgid: u32, addrs: &[u64]) -> Result<Vec<Target>, String> {
+        let image = self.processes[&tgid].image.as_ref().map_err(Clone::clone)?;
+        Ok(addrs
             .iter()
-            .map(|&(_, offset)| self.offsets.get(&(key.clone(), offset)))
+            .map(|&addr| {
+                let Some((_, mapping)) = image.mapping_of(addr) else {
+                    return Target::Unknown;
+                };
+                match (&mapping.backing, image.file_offset(addr)) {
+                    (Backing::File(_), Some(Ok((key, offset)))) => {
+                        Target::File(key.clone(), offset)
+                    }
+                    (Backing::File(path), Some(Err(reason))) => {
+                        Target::Unusable(format!("{}: {reason}", path.display()))
+                    }
+                    (Backing::Anonymous, _) => Target::Anonymous,
+                    _ => Target::Unknown,
+                }
+            })
+            .collect())
+    }
+
+    /// `key`, or, when that file was closed since (more files were needed
+    /// than may stay open), the file found again at the path of the mapping
+    /// of `addr` while the process lives.
+    fn reopen(&mut self, tgid: u32, key: FileKey, addr: u64) -> Result<FileKey, String> {
+        if self.files.file(&key).is_some() {
+            return Ok(key);
+        }
+        let process = self
+            .processes
+            .get_mut(&tgid)
+            .expect("touched by the caller");
+        let image = process.image.as_mut().map_err(|err| err.clone())?;
+        let (index, mapping) = image.mapping_of(addr).ok_or("unmapped")?;
+        let Backing::File(path) = &mapping.backing else {
+            return Err("not a file".to_owned());
+        };
+        let found = self.files.find(
+            &mut self.backend,
+            tgid,
+            path,
+            &[(mapping.start, mapping.offset)],
+            &format!(
+                "/proc/{tgid}/map_files/{:x}-{:x}",
+                mapping.start, mapping.end
+            ),
+        );
+        let found = found.map_err(|err| format!("{}: {err}", path.display()));
+        image.files[index] = Some(found.clone());
+        found
+    }
+
+    /// Reads the mappings of `tgid` again; false when it is gone (the old
+    /// ones stay).
+    fn reread_image(&mut self, tgid: u32) -> bool {
+        let mm = self.processes[&tgid]
+            .image
+            .as_ref()
+            .map_or(0, |image| image.mm);
+        match self.read_image(tgid, mm) {
+            Ok(image) => {
+                let process = self
+                    .processes
+                    .get_mut(&tgid)
+                    .expect("touched by the caller");
+                process.image = Ok(image);
+                process.unwinder = ProcessUnwinder::new();
+                process.modules.clear();
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Frames at `offsets` of the open file `key`.
+    fn resolve_in_file(&mut self, key: &FileKey, offsets: &[u64]) -> Result<Vec<Frames>, String> {
+        let mut frames: Vec<Option<Frames>> = offsets
+            .iter()
+            .map(|&offset| self.offsets.get(&(key.clone(), offset)))
             .collect();
-        let missing: Vec<u64> = at
+        let missing: Vec<u64> = offsets
             .iter()
             .zip(&frames)
             .filter(|(_, frames)| frames.is_none())
-            .map(|(&(_, offset), _)| offset)
+            .map(|(&offset, _)| offset)
             .collect();
         if !missing.is_empty() {
-            let mut fresh = self.symbolize_offsets(&key, &missing)?.into_iter();
-            for (&(_, offset), frames) in at.iter().zip(&mut frames) {
+            let mut fresh = self.symbolize_offsets(key, &missing)?.into_iter();
+            for (&offset, frames) in offsets.iter().zip(&mut frames) {
                 if frames.is_none() {
                     let resolved = fresh.next().expect("one per missing offset");
                     self.offsets
@@ -188,21 +210,20 @@ impl Symbolizer {
     }
 
     /// JIT code in anonymous memory, named by the process's perf map if it
-    /// writes one (`/tmp/perf-<pid>.map`); `None` where nothing is known.
-    fn perf_map(&self, tgid: u32, addrs: &[u64]) -> Vec<Option<Frames>> {
-        let mut process = Process::new(Pid::from(tgid));
-        process.map_files = false;
-        let Ok(symbolized) = self
-            .backend
-            .symbolize(&Source::Process(process), Input::AbsAddr(addrs))
-        else {
-            return vec![None; addrs.len()];
-        };
-        symbolized
-            .iter()
-            .map(|symbolized| {
-                matches!(symbolized, Symbolized::Sym(_)).then(|| frames_of(symbolized, None))
-            })
-            .collect()
+    /// writes one; an unknown frame otherwise (not an error).
+    fn perf_map_frames(&mut self, tgid: u32, addr: u64) -> Frames {
+        let process = self
+            .processes
+            .get_mut(&tgid)
+            .expect("touched by the caller");
+        let nspid = process.image.as_ref().map_or(tgid, |image| image.nspid);
+        if process.perf_map.lookup(addr).is_none() {
+            process.perf_map.refresh(tgid, nspid);
+        }
+        let named = process
+            .perf_map
+            .lookup(addr)
+            .map(|name| Frame::jitted(addr, name));
+        [named.unwrap_or_else(|| Frame::unknown(addr))].into()
     }
 }

@@ -5,8 +5,8 @@
 use std::{fs, time::Duration};
 
 use super::{
-    child_addr_of, libc_fn_addr, our_text_map, outer_functions, own_fn_addr, spawn_sleeper,
-    symbolize_two_files,
+    child_addr_of, code_files, libc_fn_addr, our_text_map, outer_functions, own_fn_addr,
+    spawn_sleeper, symbolize_two_files,
 };
 use crate::symbolize::{Limits, Symbolizer, LIMITS};
 
@@ -30,11 +30,13 @@ fn binary_parsed_once_for_many_processes() {
             "{frames:#?}"
         );
     }
-    // One open, one parse, two offsets: not per process.
-    assert_eq!(symbolizer.files.opened, 1);
+    // Each file of code opened once (when the first process was met), one
+    // parse, two offsets: not per process.
+    let files = code_files("self");
+    assert_eq!(symbolizer.files.opened as usize, files);
     assert_eq!(symbolizer.files.parses, 1);
-    assert_eq!(symbolizer.files.open.len(), 1);
-    assert_eq!(symbolizer.files.inodes.len(), 1);
+    assert_eq!(symbolizer.files.open.len(), files);
+    assert_eq!(symbolizer.files.inodes.len(), files);
     assert_eq!(symbolizer.offsets.len(), 2);
     assert_eq!(symbolizer.processes.len(), LIMITS.processes);
 }
@@ -49,6 +51,7 @@ fn caches_are_bounded() {
         parsed_idle: LIMITS.parsed_idle,
         offsets: 4,
         inodes: 2,
+        unwind_files: 1,
     };
     let mut symbolizer = Symbolizer::with_limits(limits);
     let gone = |i: u32| 4_194_304 + i; // above pid_max: never alive
@@ -101,7 +104,7 @@ fn parsed_data_is_bounded_and_dropped_when_idle() {
     // Two files, room for one parsed: both stay open, one stays parsed.
     let ips = [libc_fn_addr(), own_fn_addr() + 1];
     let frames = symbolize_two_files(&mut symbolizer, ips);
-    assert_eq!(symbolizer.files.open.len(), 2);
+    assert_eq!(symbolizer.files.open.len(), code_files("self"));
     assert_eq!(parsed(&symbolizer), 1);
     assert_eq!(symbolizer.files.parses, 2);
 
@@ -135,7 +138,7 @@ fn release_idle_drops_parsed_data_without_symbolize() {
     symbolizer.limits.parsed_idle = Duration::ZERO;
     symbolizer.release_idle();
     assert_eq!(parsed(&symbolizer), 0);
-    assert_eq!(symbolizer.files.open.len(), 2);
+    assert_eq!(symbolizer.files.open.len(), code_files("self"));
     symbolizer.forget(tgid);
     assert_eq!(symbolizer.symbolize(tgid, &ips), frames);
     assert_eq!(symbolizer.files.parses, 2);

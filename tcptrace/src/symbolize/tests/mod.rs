@@ -119,12 +119,16 @@ fn cache_outlives_the_process() {
     child.wait().unwrap();
     assert_eq!(symbolizer.symbolize(tgid, &[ip, ip + 1]), alive);
     assert_eq!(symbolizer.last_error(tgid), None);
-    // Never seen while alive: unknown now, with the reason.
-    assert_eq!(symbolizer.symbolize(tgid, &[ip + 2])[0].function, UNKNOWN);
-    assert!(symbolizer.last_error(tgid).is_some());
+    // Never symbolized while alive, but its mappings and files were taken
+    // when the process was met: still resolved after it exited.
+    let late = symbolizer.symbolize(tgid, &[ip + 2]);
+    assert!(late[0].function.contains("getpid"), "{late:#?}");
+    assert_eq!(symbolizer.last_error(tgid), None);
 
+    // Forgotten, and gone: nothing to read its mappings from.
     symbolizer.forget(tgid);
     assert_eq!(symbolizer.symbolize(tgid, &[ip])[0].function, UNKNOWN);
+    assert!(symbolizer.last_error(tgid).is_some());
 }
 
 /// An executable file mapping of a process.
@@ -153,6 +157,19 @@ fn text_maps(pid: &str) -> Vec<TextMap> {
             })
         })
         .collect()
+}
+
+/// How many distinct files of code `pid` maps ("self" for this process):
+/// the symbolizer opens each when it meets the process.
+fn code_files(pid: &str) -> usize {
+    let mut paths: Vec<String> = text_maps(pid)
+        .into_iter()
+        .map(|map| map.path)
+        .filter(|path| path.starts_with('/'))
+        .collect();
+    paths.sort();
+    paths.dedup();
+    paths.len()
 }
 
 /// This process's executable file mapping that holds `addr`.
