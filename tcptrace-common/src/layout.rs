@@ -63,5 +63,27 @@ pub struct KernelLayout {
     /// `task->mm`: the address space; with the tgid it tells a process
     /// apart from an earlier one with the same pid, and from itself before exec
     pub task_mm: u32,
+    /// `task->files`, `files->fdt`, `fdt->max_fds`, `fdt->fd`,
+    /// `file->private_data` (a `struct socket`) and `socket->sk`: from the
+    /// fd accept() returned to the socket it accepted.
+    pub task_files: u32,
+    pub files_fdt: u32,
+    pub fdtable_max_fds: u32,
+    pub fdtable_fd: u32,
+    pub file_private_data: u32,
+    pub socket_sk: u32,
+    /// `sk->__sk_common.skc_state`
+    pub sock_state: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelLayout>() == 32);
+const _: () = assert!(core::mem::size_of::<KernelLayout>() == 64);
+
+/// `syscalls:sys_exit_accept4` and `syscalls:sys_exit_accept`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AcceptLayout {
+    /// The returned fd (a `long`).
+    pub ret: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<AcceptLayout>() == 8);

@@ -12,7 +12,9 @@ pub mod rules;
 pub mod state;
 
 pub use history::History;
-pub use layout::{KernelLayout, ResetLayout, RetransmitLayout, StateLayout, RAW_RECORD_LEN};
+pub use layout::{
+    AcceptLayout, KernelLayout, ResetLayout, RetransmitLayout, StateLayout, RAW_RECORD_LEN,
+};
 pub use state::TcpState;
 
 /// Length of a task's `comm`, including the terminating NUL.
@@ -44,6 +46,10 @@ pub enum EventKind {
     /// A `UserStack` record (not an `Event`): registers and user stack
     /// bytes of a system call, unwound in userspace.
     UserStack = 6,
+    /// A read that returned 0 (end of file) on a socket in CLOSE_WAIT, in
+    /// the reading task's system call: the code that saw the peer's FIN and
+    /// must close. Sent once per socket; `raw` holds its `sock_common`.
+    EofRead = 7,
 }
 
 impl EventKind {
@@ -56,6 +62,7 @@ impl EventKind {
             4 => Some(Self::ResetReceived),
             5 => Some(Self::Summary),
             6 => Some(Self::UserStack),
+            7 => Some(Self::EofRead),
             _ => None,
         }
     }
@@ -102,6 +109,11 @@ pub const OWNER_FROM_LISTENER: u32 = 1 << 1;
 pub const CLOSER_KNOWN: u32 = 1 << 2;
 /// `SockInfo::flags`: the socket was first seen mid-life (no birth observed).
 pub const SEEN_MID_LIFE: u32 = 1 << 3;
+/// `SockInfo::flags`: the owner is the process that accepted the socket
+/// (a pre-fork server's worker), no longer its listener's owner.
+pub const OWNER_FROM_ACCEPT: u32 = 1 << 4;
+/// `SockInfo::flags`: a read returning end-of-file in CLOSE_WAIT was sent.
+pub const EOF_READ_SENT: u32 = 1 << 5;
 
 /// What the kernel remembers per socket, keyed by the `struct sock` address.
 /// A copy travels with every event so userspace never has to guess the owner.
@@ -120,7 +132,7 @@ pub struct SockInfo {
     pub state_since_ns: u64,
     /// Network namespace inode number (as in `/proc/PID/ns/net`), 0 if unknown.
     pub netns: u32,
-    /// `OWNER_*`, `CLOSER_KNOWN`, `SEEN_MID_LIFE`.
+    /// `OWNER_*`, `CLOSER_KNOWN`, `SEEN_MID_LIFE`, `EOF_READ_SENT`.
     pub flags: u32,
     /// Retransmits seen on this socket so far.
     pub retransmits: u32,
@@ -300,13 +312,15 @@ const _: () = assert!(core::mem::size_of::<Listener>() == 64);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StackSampleKey {
     pub tgid: u32,
-    /// `STACK_KIND_BIRTH` or `STACK_KIND_CLOSE`.
+    /// `STACK_KIND_*`.
     pub kind: u32,
 }
 const _: () = assert!(core::mem::size_of::<StackSampleKey>() == 8);
 
 pub const STACK_KIND_BIRTH: u32 = 0;
 pub const STACK_KIND_CLOSE: u32 = 1;
+pub const STACK_KIND_ACCEPT: u32 = 2;
+pub const STACK_KIND_EOF: u32 = 3;
 
 /// Value of the `STACK_SAMPLES` map.
 #[repr(C)]
@@ -372,4 +386,5 @@ mod pod {
     unsafe impl aya::Pod for super::RetransmitLayout {}
     unsafe impl aya::Pod for super::ResetLayout {}
     unsafe impl aya::Pod for super::KernelLayout {}
+    unsafe impl aya::Pod for super::AcceptLayout {}
 }

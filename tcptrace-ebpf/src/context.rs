@@ -8,8 +8,8 @@ use aya_ebpf::{
     },
 };
 use tcptrace_common::{
-    Counter, EventKind, StackSample, StackSampleKey, Task, UserStack, STACK_KIND_BIRTH,
-    STACK_KIND_CLOSE, TASK_COMM_LEN, USER_STACK_BYTES,
+    Counter, EventKind, StackSample, StackSampleKey, Task, UserStack, STACK_KIND_ACCEPT,
+    STACK_KIND_BIRTH, STACK_KIND_CLOSE, STACK_KIND_EOF, TASK_COMM_LEN, USER_STACK_BYTES,
 };
 
 use crate::maps::{count, kernel_layout, settings, EVENTS, IN_SOFTIRQ, STACK_SAMPLES};
@@ -42,6 +42,10 @@ pub enum StackFor {
     Birth,
     /// close(), shutdown(), abort
     Close,
+    /// accept(), accept4()
+    Accept,
+    /// a read that returned end-of-file in CLOSE_WAIT
+    EofRead,
 }
 
 /// The current task, with its user stack when asked and stacks are on.
@@ -64,6 +68,8 @@ pub fn current_task(stack: StackFor, now: u64) -> Task {
         StackFor::None => return task,
         StackFor::Birth => STACK_KIND_BIRTH,
         StackFor::Close => STACK_KIND_CLOSE,
+        StackFor::Accept => STACK_KIND_ACCEPT,
+        StackFor::EofRead => STACK_KIND_EOF,
     };
     if settings.capture_stacks == 0 || task.tgid == settings.tracer_tgid {
         return task;

@@ -6,8 +6,10 @@
 #![no_std]
 #![no_main]
 
+mod accept;
 mod context;
 mod emit;
+mod eof_read;
 mod maps;
 mod reset;
 mod retransmit;
@@ -32,6 +34,21 @@ pub fn tcptrace_state_summary(ctx: RawTracePointContext) -> u32 {
     match state_change::on_set_state_raw(&ctx) {
         Ok(()) | Err(()) => 0,
     }
+}
+
+/// `syscalls:sys_exit_accept4` and `sys_exit_accept`.
+#[tracepoint]
+pub fn tcptrace_accept(ctx: TracePointContext) -> u32 {
+    match accept::on_accept_exit(&ctx) {
+        Ok(()) | Err(()) => 0,
+    }
+}
+
+/// Every socket read: only end-of-file in CLOSE_WAIT does anything.
+#[raw_tracepoint(tracepoint = "sock_recv_length")]
+pub fn tcptrace_eof_read(ctx: RawTracePointContext) -> u32 {
+    eof_read::on_recv_length(&ctx);
+    0
 }
 
 #[tracepoint]

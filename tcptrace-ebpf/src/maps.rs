@@ -5,8 +5,8 @@ use aya_ebpf::{
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use tcptrace_common::{
-    Counter, KernelLayout, Listener, ListenerKey, ResetLayout, RetransmitLayout, Settings,
-    SockInfo, StackSample, StackSampleKey, StateLayout, COUNTER_SLOTS,
+    AcceptLayout, Counter, KernelLayout, Listener, ListenerKey, ResetLayout, RetransmitLayout,
+    Settings, SockInfo, StackSample, StackSampleKey, StateLayout, COUNTER_SLOTS,
 };
 
 /// Records to userspace. Userspace may resize it before load.
@@ -81,7 +81,17 @@ static KERNEL_LAYOUT: KernelLayout = KernelLayout {
     task_group_leader: 0,
     task_comm: 0,
     task_mm: 0,
+    task_files: 0,
+    files_fdt: 0,
+    fdtable_max_fds: 0,
+    fdtable_fd: 0,
+    file_private_data: 0,
+    socket_sk: 0,
+    sock_state: 0,
+    _pad: 0,
 };
+#[unsafe(no_mangle)]
+static ACCEPT_LAYOUT: AcceptLayout = AcceptLayout { ret: 0, _pad: 0 };
 #[unsafe(no_mangle)]
 static SETTINGS: Settings = Settings::DEFAULT;
 
@@ -105,6 +115,10 @@ pub fn receive_reset_layout() -> ResetLayout {
 #[inline(always)]
 pub fn kernel_layout() -> KernelLayout {
     unsafe { core::ptr::read_volatile(&raw const KERNEL_LAYOUT) }
+}
+#[inline(always)]
+pub fn accept_layout() -> AcceptLayout {
+    unsafe { core::ptr::read_volatile(&raw const ACCEPT_LAYOUT) }
 }
 #[inline(always)]
 pub fn settings() -> Settings {

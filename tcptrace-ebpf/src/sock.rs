@@ -40,6 +40,12 @@ pub fn protocol_of(skaddr: u64) -> u16 {
     })
 }
 
+/// `sk->__sk_common.skc_state`; 0 if it cannot be read.
+#[inline(always)]
+pub fn state_of(skaddr: u64) -> u8 {
+    read_at(skaddr, kernel_layout().sock_state).unwrap_or(0)
+}
+
 /// The local port (`skc_num`, host order).
 #[inline(always)]
 pub fn local_port_of(skaddr: u64) -> Result<u16, ()> {

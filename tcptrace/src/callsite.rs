@@ -2,12 +2,15 @@
 //! close (registers and stack bytes), unwound and symbolized as they
 //! arrive, and remembered by capture for the events that refer to them.
 
-use std::collections::VecDeque;
+use std::{
+    collections::VecDeque,
+    time::{Duration, Instant},
+};
 
 use crate::{
-    event::UserStackRecord,
+    event::{TcpEvent, UserStackRecord},
     generations::Generations,
-    symbolize::{advice, choose, CapturedStack, Chosen, Frame, Symbolizer},
+    symbolize::{advice, choose, CapturedStack, Chosen, Frame, Symbolizer, UNKNOWN_FUNCTION},
     table::StackRef,
 };
 
@@ -73,9 +76,20 @@ pub struct StackCounts {
 
 pub struct CallSites {
     symbolizer: Symbolizer,
+    /// Call sites by canonical capture.
     resolved: Generations<StackRef, CallSite>,
+    /// Each capture → the first capture of the same process that unwound
+    /// to the same addresses: every connection's capture is its own record,
+    /// but findings group by call path, and each path is symbolized once.
+    aliases: Generations<StackRef, StackRef>,
+    /// (process, unwound addresses) → that first capture.
+    paths: Generations<(u32, Vec<u64>), StackRef>,
     /// Unwound, not symbolized yet: see [`Self::capture`].
     pending: VecDeque<(StackRef, Vec<u64>)>,
+    /// Symbolized without naming the user's code while frames were
+    /// unknown: tried again later, since JIT runtimes name new code as it
+    /// is compiled (a JVM's perf map comes when asked).
+    retries: VecDeque<Retry>,
     pub counts: StackCounts,
 }
 
@@ -83,12 +97,29 @@ pub struct CallSites {
 /// symbolized as they come.
 const MAX_PENDING: usize = 4096;
 
+/// A call site to symbolize again at `at`.
+struct Retry {
+    key: StackRef,
+    ips: Vec<u64>,
+    at: Instant,
+    tries: u32,
+}
+
+/// Tries after the first, each after twice the wait of the one before.
+const RETRIES: u32 = 5;
+const FIRST_RETRY: Duration = Duration::from_millis(500);
+/// Call sites waiting for a retry at most.
+const MAX_RETRIES: usize = 1024;
+
 impl Default for CallSites {
     fn default() -> Self {
         Self {
             symbolizer: Symbolizer::default(),
             resolved: Generations::new(MAX_STACKS),
+            aliases: Generations::new(MAX_STACKS),
+            paths: Generations::new(MAX_STACKS),
             pending: VecDeque::new(),
+            retries: VecDeque::new(),
             counts: StackCounts::default(),
         }
     }
@@ -125,20 +156,92 @@ impl CallSites {
             return;
         }
         self.counts.unwound += 1;
-        self.pending.push_back((key, ips));
+        let path = (record.tgid, ips);
+        if let Some(first) = self.paths.get(&path) {
+            self.aliases.insert(key, first);
+            return;
+        }
+        self.paths.insert(path.clone(), key);
+        self.pending.push_back((key, path.1));
         if self.pending.len() > MAX_PENDING {
             self.resolve_one();
         }
     }
 
-    /// Symbolizes the oldest capture waiting; false when none was.
+    /// The capture that stands for `stack`'s call path (see `aliases`).
+    #[must_use]
+    pub fn canonical(&self, stack: u64, tgid: u32) -> u64 {
+        if stack == 0 {
+            return 0;
+        }
+        let key = StackRef { pid: tgid, stack };
+        self.aliases.peek(&key).map_or(stack, |first| first.stack)
+    }
+
+    /// Rewrites the captures an event names to their canonical ones.
+    pub fn canonicalize(&self, event: &mut TcpEvent) {
+        for task in [&mut event.sock.owner, &mut event.sock.closer]
+            .into_iter()
+            .chain(event.actor.as_mut())
+        {
+            task.stack = self.canonical(task.stack, task.tgid);
+        }
+    }
+
+    /// Symbolizes the oldest capture waiting, or else a retry that is
+    /// due; false when there was none.
     pub fn resolve_one(&mut self) -> bool {
-        let Some((key, ips)) = self.pending.pop_front() else {
+        if let Some((key, ips)) = self.pending.pop_front() {
+            self.settle(key, ips, 0);
+            return true;
+        }
+        let now = Instant::now();
+        let Some(due) = self.retries.iter().position(|r| r.at <= now) else {
             return false;
         };
-        let site = self.resolve(key.pid, &ips);
-        self.resolved.insert(key, site);
+        let retry = self.retries.remove(due).expect("found above");
+        self.settle(retry.key, retry.ips, retry.tries);
         true
+    }
+
+    /// Symbolizes everything waiting, retries included, after giving the
+    /// JVMs asked for perf maps a moment to answer: the end of a session.
+    pub fn finish(&mut self) {
+        while let Some((key, ips)) = self.pending.pop_front() {
+            self.settle(key, ips, RETRIES);
+        }
+        if self.retries.is_empty() {
+            return;
+        }
+        self.symbolizer.wait_for_perf_maps(Duration::from_secs(2));
+        for retry in std::mem::take(&mut self.retries) {
+            self.settle(retry.key, retry.ips, RETRIES);
+        }
+    }
+
+    /// Symbolizes a capture (`tries` times before) and keeps its call
+    /// site, scheduling another try if it names no user code while some
+    /// frames are still unknown.
+    fn settle(&mut self, key: StackRef, ips: Vec<u64>, tries: u32) {
+        let site = self.resolve(key.pid, &ips);
+        let unknown = site.frames.iter().any(|f| f.function == UNKNOWN_FUNCTION);
+        if !site.user_code && unknown && tries < RETRIES && self.retries.len() < MAX_RETRIES {
+            self.retries.push_back(Retry {
+                key,
+                ips,
+                at: Instant::now() + FIRST_RETRY * 2_u32.pow(tries),
+                tries: tries + 1,
+            });
+        }
+        self.resolved.insert(key, site);
+    }
+
+    /// Whether `stack`'s call site names the user's code.
+    #[must_use]
+    pub fn names_user_code(&self, stack: StackRef) -> bool {
+        self.resolved
+            .peek(&stack)
+            .is_some_and(|site| site.user_code)
     }
 
     /// A capture that is not resolved: counted (its process is outside the
@@ -186,6 +289,11 @@ impl CallSites {
                 Vec::new(),
             )
         }))
+    }
+
+    /// Whether tcptrace may ask JVMs for their perf maps (on by default).
+    pub fn set_jvm_perf_maps(&mut self, enabled: bool) {
+        self.symbolizer.set_jvm_perf_maps(enabled);
     }
 
     /// Lets the symbolizer drop parsed debug info nobody used lately (tens

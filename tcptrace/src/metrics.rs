@@ -201,6 +201,7 @@ impl DaemonMetrics {
             }
             What::ResetSent { .. } => self.process(owner).resets[0] += 1,
             What::ResetReceived => self.process(owner).resets[1] += 1,
+            What::EofRead => {}
         }
         if seen.closed {
             self.closed(seen, owner);

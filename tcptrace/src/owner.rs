@@ -3,7 +3,7 @@
 
 use std::{borrow::Cow, collections::HashMap, net::SocketAddr};
 
-use tcptrace_common::OWNER_FROM_LISTENER;
+use tcptrace_common::{OWNER_FROM_ACCEPT, OWNER_FROM_LISTENER};
 
 use crate::{
     event::{comm_str, TcpEvent},
@@ -19,6 +19,8 @@ pub enum OwnerSource {
     Syscall,
     /// Inherited from the listener that accepted this connection.
     Listener,
+    /// The process that accepted this connection (`accept()`).
+    Accept,
     /// Found holding the socket in the snapshot taken at start.
     Snapshot,
 }
@@ -29,6 +31,7 @@ impl OwnerSource {
         match self {
             Self::Syscall => "syscall",
             Self::Listener => "listener",
+            Self::Accept => "accept",
             Self::Snapshot => "snapshot",
         }
     }
@@ -75,7 +78,9 @@ pub fn resolve<'a>(event: &'a TcpEvent, start: &'a StartOwners) -> Option<Owner<
     if let Some(task) = event.owner() {
         // Kernel data is input: an owner without a source flag is taken as
         // recorded in a system call, the only other way the kernel sets it.
-        let source = if event.sock.flags & OWNER_FROM_LISTENER != 0 {
+        let source = if event.sock.flags & OWNER_FROM_ACCEPT != 0 {
+            OwnerSource::Accept
+        } else if event.sock.flags & OWNER_FROM_LISTENER != 0 {
             OwnerSource::Listener
         } else {
             OwnerSource::Syscall

@@ -36,6 +36,8 @@ pub struct EventCounts {
     pub retransmits: u64,
     pub resets_sent: u64,
     pub resets_received: u64,
+    /// Reads that returned end-of-file in CLOSE_WAIT (once per socket).
+    pub eof_reads: u64,
     pub shown: u64,
     pub filtered_out: u64,
     pub decode_errors: u64,
@@ -176,6 +178,9 @@ impl Pipeline {
         event: &TcpEvent,
         each: &mut impl FnMut(&Observed) -> Result<(), E>,
     ) -> Result<(), E> {
+        let mut event = *event;
+        self.call_sites.canonicalize(&mut event);
+        let event = &event;
         let result = self.observe(event, each);
         if let What::StateChange {
             new: TcpState::Close,
@@ -198,6 +203,7 @@ impl Pipeline {
             What::Retransmit { .. } => c.retransmits += 1,
             What::ResetSent { .. } => c.resets_sent += 1,
             What::ResetReceived => c.resets_received += 1,
+            What::EofRead => c.eof_reads += 1,
         }
         let owner = owner::resolve(event, &self.start);
         // The table sees everything, so a socket's record stays whole

@@ -8,6 +8,7 @@ use serde::Serialize;
 use tokio::signal::unix::SignalKind;
 
 use crate::{
+    callsite::StackCounts,
     clock::WallClock,
     filter::Filter,
     output::Sink,
@@ -24,6 +25,8 @@ pub struct SessionOptions {
     pub probe: ProbeOptions,
     /// Only the report at the end, no live lines.
     pub report_only: bool,
+    /// Never ask JVMs for their perf maps.
+    pub no_jvm_perf_map: bool,
 }
 
 /// What a session saw, printed at its end.
@@ -35,6 +38,11 @@ pub struct Summary {
     pub counts: EventCounts,
     /// The kernel programs' own counters (events sent and lost, maps full).
     pub kernel: Counters,
+    /// What became of the stacks the kernel captured.
+    pub stacks: StackCounts,
+    /// Optional hooks this kernel did not give, with what is lost.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub missing_hooks: Vec<String>,
 }
 
 fn as_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -46,6 +54,12 @@ fn as_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> 
 pub async fn run(options: SessionOptions, sink: &mut dyn Sink) -> Result<Summary> {
     let mut probe = Probe::load(options.probe)?;
     let (mut pipeline, mut ring, start) = Pipeline::start(&mut probe, options.filter.clone())?;
+    pipeline
+        .call_sites
+        .set_jvm_perf_maps(!options.no_jvm_perf_map);
+    for missing in probe.missing_hooks() {
+        eprintln!("tcptrace: warning: {missing}");
+    }
     if !options.report_only {
         let start = &start.sockets;
         let shown: Vec<&ExistingSocket> = start
@@ -102,10 +116,13 @@ pub async fn run(options: SessionOptions, sink: &mut dyn Sink) -> Result<Summary
         }
     }
     drain(&mut pipeline, ring.get_mut(), sink)?;
+    pipeline.call_sites.finish();
     let summary = Summary {
         elapsed: started.elapsed(),
         counts: pipeline.counts,
         kernel: probe.counters()?,
+        stacks: pipeline.call_sites.counts,
+        missing_hooks: probe.missing_hooks().to_vec(),
     };
     sink.summary(&summary)?;
     let report = pipeline.report(summary.elapsed, &summary.kernel)?;

@@ -117,6 +117,10 @@ pub struct SocketRecord {
     pub owner_stack: Option<StackRef>,
     pub closer: Option<ProcessId>,
     pub closer_stack: Option<StackRef>,
+    /// Who read end-of-file in CLOSE_WAIT, and where: the code that saw
+    /// the peer's FIN and had to close.
+    pub eof_reader: Option<ProcessId>,
+    pub eof_stack: Option<StackRef>,
     pub local: SocketAddr,
     pub remote: SocketAddr,
     pub state: TcpState,
@@ -262,6 +266,7 @@ impl SocketRecord {
                 state.unwrap_or(TcpState::Established)
             }
             What::ResetReceived => TcpState::Established,
+            What::EofRead => TcpState::CloseWait,
         };
         Self {
             skaddr: event.skaddr,
@@ -271,6 +276,8 @@ impl SocketRecord {
             owner_stack: event.owner().and_then(StackRef::of_task),
             closer: None,
             closer_stack: None,
+            eof_reader: None,
+            eof_stack: None,
             local: event.local,
             remote: event.remote,
             state,
@@ -293,6 +300,15 @@ impl SocketRecord {
         if self.owner.is_none() {
             self.owner = owner.map(ProcessId::of_owner);
             self.owner_source = owner.map(|o| o.source);
+        }
+        // accept() hands a passive socket from its listener's owner to the
+        // process that accepted it (a pre-fork server's worker), with the
+        // accept call site.
+        let accepted = owner.is_some_and(|o| o.source == OwnerSource::Accept);
+        if accepted && self.owner_source != Some(OwnerSource::Accept) {
+            self.owner = owner.map(ProcessId::of_owner);
+            self.owner_source = Some(OwnerSource::Accept);
+            self.owner_stack = event.owner().and_then(StackRef::of_task);
         }
         if self.owner_stack.is_none() {
             self.owner_stack = event.owner().and_then(StackRef::of_task);
@@ -319,6 +335,12 @@ impl SocketRecord {
             What::ResetReceived => {
                 self.resets_received += 1;
                 self.closed_by.get_or_insert(ClosedBy::Peer);
+            }
+            What::EofRead => {
+                if let Some(reader) = &event.actor {
+                    self.eof_reader = Some(ProcessId::of_task(reader));
+                    self.eof_stack = StackRef::of_task(reader);
+                }
             }
         }
     }

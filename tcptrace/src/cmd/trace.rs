@@ -37,6 +37,10 @@ pub struct TraceArgs {
     /// Do not capture user stacks (call sites) at connect, listen and close.
     #[arg(long)]
     no_stacks: bool,
+    /// Do not ask JVMs for their perf maps (`jcmd PID Compiler.perfmap`
+    /// through the attach socket); Java methods then stay unnamed.
+    #[arg(long)]
+    no_jvm_perf_map: bool,
     /// No live lines: only the diagnosis report at the end.
     #[arg(long)]
     report_only: bool,
@@ -68,6 +72,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
             socket_map_entries: args.socket_map_entries,
         },
         report_only: args.report_only,
+        no_jvm_perf_map: args.no_jvm_perf_map,
     };
     let stdout = io::BufWriter::new(io::stdout().lock());
     let mut sink: Box<dyn Sink> = if args.json {

@@ -1,7 +1,8 @@
 //! `CLOSE_WAIT` leaks: the peer closed, the owner never did. The truth about
 //! which sockets are *still* in `CLOSE_WAIT` comes from the `sock_diag` dump
 //! taken when the report is made; the trace adds when each one entered
-//! `CLOSE_WAIT` and the call site that created or accepted it.
+//! `CLOSE_WAIT`, the call site that created or accepted it, and the code
+//! that read end-of-file on it and did not close.
 
 use std::collections::HashMap;
 
@@ -17,6 +18,8 @@ use crate::{
 pub struct LeakKey {
     pub owner: Option<ProcessId>,
     pub call_site: Option<StackRef>,
+    /// Where end-of-file was read, when it was (in the session).
+    pub eof_site: Option<StackRef>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -63,6 +66,7 @@ pub fn leaks(
         let key = LeakKey {
             owner,
             call_site: traced.and_then(|r| r.owner_stack),
+            eof_site: traced.and_then(|r| r.eof_stack),
         };
         let leak = leaks.entry(key).or_default();
         leak.sockets += 1;

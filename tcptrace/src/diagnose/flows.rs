@@ -8,6 +8,7 @@ use hdrhistogram::Histogram;
 
 use crate::{
     event::{TcpEvent, What},
+    owner::OwnerSource,
     table::{ClosedBy, ProcessId, Role, SocketRecord, StackRef},
     FastMap,
 };
@@ -157,6 +158,47 @@ fn histogram() -> Histogram<u32> {
     Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid histogram bounds")
 }
 
+impl Flow {
+    /// Adds `other`'s counts to this one's (folding the flows of many
+    /// processes of one program into one finding). Its `time_wait` window
+    /// is not merged: callers sum each flow's live count.
+    pub fn absorb(&mut self, other: &Self) {
+        self.closed += other.closed;
+        self.active_closes += other.active_closes;
+        self.passive_closes += other.passive_closes;
+        self.resets += other.resets;
+        // Same bounds on both sides: adding cannot fail.
+        let _ = self.lifetimes_us.add(&other.lifetimes_us);
+        let _ = self.handshake_us.add(&other.handshake_us);
+        self.first_ns = self.first_ns.min(other.first_ns);
+        self.last_ns = self.last_ns.max(other.last_ns);
+        self.last_seen_ns = self.last_seen_ns.max(other.last_seen_ns);
+        self.attempts += other.attempts;
+        self.recent_attempts_ns
+            .extend_from_slice(&other.recent_attempts_ns);
+        self.recent_attempts_ns.sort_unstable();
+        let excess = self
+            .recent_attempts_ns
+            .len()
+            .saturating_sub(RECENT_ATTEMPTS);
+        self.recent_attempts_ns.drain(..excess);
+        self.established += other.established;
+        self.syn_retransmits += other.syn_retransmits;
+        self.failures.add(&other.failures);
+        for (maps, theirs) in [
+            (&mut self.owner_stacks, &other.owner_stacks),
+            (&mut self.close_stacks, &other.close_stacks),
+        ] {
+            for (&stack, &n) in theirs {
+                *maps.entry(stack).or_default() += n;
+            }
+        }
+        for (&closer, &n) in &other.closers {
+            *self.closers.entry(closer).or_default() += n;
+        }
+    }
+}
+
 impl Default for Flow {
     fn default() -> Self {
         Self {
@@ -180,12 +222,6 @@ impl Default for Flow {
             closers: FastMap::default(),
         }
     }
-}
-
-/// Keeps the top entry of a count map small: the most frequent stack.
-#[must_use]
-pub fn most_common<K: Copy, S>(counts: &std::collections::HashMap<K, u64, S>) -> Option<K> {
-    counts.iter().max_by_key(|(_, &n)| n).map(|(&k, _)| k)
 }
 
 #[derive(Default)]
@@ -287,6 +323,13 @@ impl Flows {
         }
         if let Some(stack) = record.closer_stack {
             *flow.close_stacks.entry(stack).or_default() += 1;
+        }
+        // A socket accepted by another process than its listener's owner
+        // (a pre-fork server's worker): its call site is the accept.
+        if record.owner_source == Some(OwnerSource::Accept) {
+            if let Some(stack) = record.owner_stack {
+                *flow.owner_stacks.entry(stack).or_default() += 1;
+            }
         }
         if let Some(closer) = record.closer {
             *flow.closers.entry(closer).or_default() += 1;

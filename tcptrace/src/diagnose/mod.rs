@@ -5,13 +5,16 @@
 pub mod closewait;
 pub mod deadpeer;
 pub mod flows;
+pub mod fold;
 pub mod ports;
 pub mod reconnect;
 mod report;
 #[cfg(test)]
 mod tests;
 
-pub use report::{build_report, Finding, Percentiles, ProcessJson, Report, ReportInput, Totals};
+pub use report::{
+    build_report, Finding, Percentiles, ProcessJson, Processes, Report, ReportInput, Totals,
+};
 
 use crate::{event::TcpEvent, table::SocketRecord};
 

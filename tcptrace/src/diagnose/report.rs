@@ -10,7 +10,8 @@ use tcptrace_common::TcpState;
 use super::{
     closewait,
     deadpeer::DeadPeerOutcomes,
-    flows::{most_common, ConnectFailures, Flow, FlowKey},
+    flows::{ConnectFailures, Flow, FlowKey},
+    fold::{fold, Folded, Member, MAX_LISTED_PIDS},
     ports,
     reconnect::{self, Backoff},
     Diagnoses,
@@ -22,8 +23,6 @@ use crate::{
     table::{ProcessId, Role, SocketTable},
 };
 
-/// Findings of one kind beyond this many are summed up, not listed.
-const MAX_FINDINGS_PER_KIND: usize = 50;
 /// Destinations listed in the ephemeral-port findings.
 const MAX_PORT_DESTINATIONS: usize = 10;
 
@@ -106,6 +105,8 @@ impl ClosedFirst {
 #[derive(Clone, Debug, Serialize)]
 pub struct Churn {
     pub process: Option<ProcessJson>,
+    #[serde(flatten)]
+    pub processes: Processes,
     pub role: Role,
     pub peer: String,
     pub connections: u64,
@@ -127,6 +128,8 @@ pub struct Churn {
 #[derive(Clone, Debug, Serialize)]
 pub struct ReconnectLoop {
     pub process: Option<ProcessJson>,
+    #[serde(flatten)]
+    pub processes: Processes,
     pub peer: String,
     pub attempts: u64,
     pub per_second: f64,
@@ -156,6 +159,8 @@ pub struct CloseWaitLeak {
     pub fds: Vec<FdJson>,
     pub peers: Vec<String>,
     pub call_site: Option<CallSite>,
+    /// The code that read end-of-file on these sockets and never closed.
+    pub eof_call_site: Option<CallSite>,
 }
 
 /// FINs retransmitted to a peer that does not answer (story 3).
@@ -178,6 +183,8 @@ pub struct DeadPeerFin {
 #[derive(Clone, Debug, Serialize)]
 pub struct Connect {
     pub process: Option<ProcessJson>,
+    #[serde(flatten)]
+    pub processes: Processes,
     pub peer: String,
     pub attempts: u64,
     pub established: u64,
@@ -191,6 +198,8 @@ pub struct Connect {
 #[derive(Clone, Debug, Serialize)]
 pub struct Accept {
     pub process: Option<ProcessJson>,
+    #[serde(flatten)]
+    pub processes: Processes,
     pub peer: String,
     pub established: u64,
     /// `SYN_RECV` → ESTABLISHED of the accepted socket.
@@ -233,8 +242,6 @@ pub struct Totals {
     /// Sockets born while the kernel's socket map was full: their owners
     /// and histories are unknown.
     pub sockets_untracked: u64,
-    /// Findings of a kind beyond the listing limit.
-    pub findings_not_listed: u64,
     /// Events were lost or sockets untracked: counts and attributions may
     /// be incomplete.
     pub incomplete: bool,
@@ -260,6 +267,30 @@ fn rate(count: u64, span_ns: u64) -> f64 {
     }
 }
 
+/// How many processes of one program a finding folds (see `fold`), and
+/// which: one row for a shell loop of 200 curls.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Processes {
+    /// Processes folded into this finding.
+    pub pids: u64,
+    /// Their pids (at most `MAX_LISTED_PIDS`), when more than one.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pid_list: Vec<u32>,
+}
+
+impl Processes {
+    fn of(pids: &[u32]) -> Self {
+        Self {
+            pids: pids.len().max(1) as u64,
+            pid_list: if pids.len() > 1 {
+                pids.iter().copied().take(MAX_LISTED_PIDS).collect()
+            } else {
+                Vec::new()
+            },
+        }
+    }
+}
+
 /// Builds the report from what the diagnoses gathered so far.
 #[must_use]
 #[expect(
@@ -282,14 +313,29 @@ pub fn build_report(diagnoses: &Diagnoses, input: &ReportInput) -> Report {
     let mut loops = Vec::new();
     let mut connects = Vec::new();
     let mut accepts = Vec::new();
-    for (key, flow) in &diagnoses.flows.flows {
+    let members = diagnoses.flows.flows.iter().map(|(key, flow)| Member {
+        key,
+        flow,
+        time_wait_now: flow.time_wait.live(input.now_ns),
+        owner_site: site(best_stack(&flow.owner_stacks, input.call_sites)),
+        close_site: site(best_stack(&flow.close_stacks, input.call_sites)),
+    });
+    for group in fold(members) {
+        let Folded {
+            key,
+            ref pids,
+            ref flow,
+            time_wait_now,
+            owner_site,
+            close_site,
+        } = group;
+        let processes = Processes::of(pids);
         report.totals.connections_closed += flow.closed;
-        let time_wait_now = flow.time_wait.live(input.now_ns);
         report.totals.time_wait_modelled += time_wait_now;
-        let owner_site = site(most_common(&flow.owner_stacks));
         if flow.closed > 0 {
             churn.push(Churn {
                 process: ProcessJson::of(key.owner),
+                processes: processes.clone(),
                 role: key.role,
                 peer: key.peer.to_string(),
                 connections: flow.closed,
@@ -301,7 +347,7 @@ pub fn build_report(diagnoses: &Diagnoses, input: &ReportInput) -> Report {
                 time_wait_now,
                 time_wait_kernel: kernel_tw.get(&key.peer).copied().unwrap_or(0),
                 call_site: owner_site.clone(),
-                close_call_site: site(most_common(&flow.close_stacks)),
+                close_call_site: close_site,
                 closers: flow
                     .closers
                     .keys()
@@ -309,12 +355,14 @@ pub fn build_report(diagnoses: &Diagnoses, input: &ReportInput) -> Report {
                     .collect(),
             });
         }
-        if let Some(finding) = reconnect_loop(key, flow, owner_site.clone()) {
+        if let Some(mut finding) = reconnect_loop(key, flow, owner_site.clone()) {
+            finding.processes = processes.clone();
             loops.push(finding);
         }
         match key.role {
             Role::Active if flow.attempts > 0 => connects.push(Connect {
                 process: ProcessJson::of(key.owner),
+                processes: processes.clone(),
                 peer: key.peer.to_string(),
                 attempts: flow.attempts,
                 established: flow.established,
@@ -325,6 +373,7 @@ pub fn build_report(diagnoses: &Diagnoses, input: &ReportInput) -> Report {
             }),
             Role::Passive if flow.established > 0 => accepts.push(Accept {
                 process: ProcessJson::of(key.owner),
+                processes,
                 peer: key.peer.to_string(),
                 established: flow.established,
                 handshake_us: Percentiles::of(&flow.handshake_us),
@@ -356,6 +405,7 @@ pub fn build_report(diagnoses: &Diagnoses, input: &ReportInput) -> Report {
                     .collect(),
                 peers: leak.peers.iter().map(ToString::to_string).collect(),
                 call_site: site(key.call_site),
+                eof_call_site: site(key.eof_site),
             })
             .collect();
     leaks.sort_by_key(|l| Reverse(l.sockets));
@@ -410,12 +460,10 @@ pub fn build_report(diagnoses: &Diagnoses, input: &ReportInput) -> Report {
     totals.sockets_untracked = input.sockets_untracked;
     totals.incomplete = input.events_lost > 0 || input.sockets_untracked > 0;
 
+    // Every finding: the text report shows the first rows of each kind
+    // and says how many more the JSON report has.
     let findings = &mut report.findings;
-    let mut not_listed = 0;
-    let mut push_all = |items: Vec<Finding>| {
-        not_listed += items.len().saturating_sub(MAX_FINDINGS_PER_KIND) as u64;
-        findings.extend(items.into_iter().take(MAX_FINDINGS_PER_KIND));
-    };
+    let mut push_all = |items: Vec<Finding>| findings.extend(items);
     push_all(leaks.into_iter().map(Finding::CloseWaitLeak).collect());
     push_all(dead.into_iter().map(Finding::DeadPeerFin).collect());
     push_all(loops.into_iter().map(Finding::ReconnectLoop).collect());
@@ -423,7 +471,6 @@ pub fn build_report(diagnoses: &Diagnoses, input: &ReportInput) -> Report {
     push_all(connects.into_iter().map(Finding::Connect).collect());
     push_all(accepts.into_iter().map(Finding::Accept).collect());
     push_all(pressure.into_iter().map(Finding::PortPressure).collect());
-    report.totals.findings_not_listed = not_listed;
     report
 }
 
@@ -452,6 +499,7 @@ fn reconnect_loop(
         return None;
     }
     Some(ReconnectLoop {
+        processes: Processes::default(),
         process: ProcessJson::of(key.owner),
         peer: key.peer.to_string(),
         attempts: flow.attempts,
@@ -513,4 +561,20 @@ fn time_wait_by_destination(snapshot: &Snapshot) -> HashMap<SocketAddr, u64> {
             .or_default() += 1;
     }
     counts
+}
+
+/// The stack that names a group's call site: the most frequent one among
+/// those that reach the user's code, else the most frequent. (A JIT
+/// runtime's first calls run interpreted, unnamed; later ones compiled and
+/// named, on other addresses.)
+fn best_stack<S>(
+    counts: &std::collections::HashMap<crate::table::StackRef, u64, S>,
+    call_sites: &CallSites,
+) -> Option<crate::table::StackRef> {
+    let user = counts
+        .iter()
+        .filter(|(&stack, _)| call_sites.names_user_code(stack))
+        .max_by_key(|(_, &n)| n);
+    user.or_else(|| counts.iter().max_by_key(|(_, &n)| n))
+        .map(|(&stack, _)| stack)
 }

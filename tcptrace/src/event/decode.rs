@@ -113,6 +113,14 @@ pub fn decode(bytes: &[u8], layouts: &RecordLayouts) -> Result<TcpEvent, DecodeE
             (What::ResetSent { state }, &l.endpoints)
         }
         EventKind::ResetReceived => (What::ResetReceived, &layouts.receive_reset.endpoints),
+        EventKind::EofRead => {
+            let layout = layouts.sock_common.ok_or(DecodeError::NoSummaryLayout)?;
+            return Ok(decoded(
+                What::EofRead,
+                sock_common_endpoints(raw, &layout)?,
+                false,
+            ));
+        }
         // Never `EVENT_SIZE` long: see `decode_user_stack`.
         EventKind::UserStack => return Err(DecodeError::Kind(event.kind)),
     };

@@ -29,6 +29,9 @@ pub enum What {
     },
     /// The peer sent a RST.
     ResetReceived,
+    /// A read returned end-of-file on the socket in CLOSE_WAIT: the actor
+    /// saw the peer's FIN and is the one who must close.
+    EofRead,
 }
 
 /// One decoded kernel event.

@@ -150,6 +150,7 @@ impl<W: Write> Sink for JsonLines<W> {
                 state.map(tcptrace_common::TcpState::name),
             ),
             What::ResetReceived => ("reset_received", None, None, None),
+            What::EofRead => ("eof_read", None, None, None),
         };
         let record = EventJson {
             r#type: kind,

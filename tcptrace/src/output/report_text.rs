@@ -5,8 +5,11 @@ use std::io::{self, Write};
 use super::text::Escaped;
 use crate::{
     callsite::CallSite,
-    diagnose::{Finding, Percentiles, ProcessJson, Report},
+    diagnose::{Finding, Percentiles, ProcessJson, Processes, Report},
 };
+
+/// Rows shown per section; the rest are counted.
+const MAX_ROWS: usize = 50;
 
 #[expect(
     clippy::too_many_lines,
@@ -67,6 +70,10 @@ pub fn write_report(out: &mut impl Write, report: &Report) -> io::Result<()> {
                 if l.fds.len() > 8 { ",..." } else { "" },
                 l.peers.join(","),
             )?;
+            if let Some(eof) = &l.eof_call_site {
+                call_site(out, "EOF read at", Some(eof))?;
+                writeln!(out, "        and never closed")?;
+            }
             call_site(out, "created/accepted at", l.call_site.as_ref())?;
             Ok(true)
         },
@@ -103,7 +110,7 @@ pub fn write_report(out: &mut impl Write, report: &Report) -> io::Result<()> {
             out,
             "  {} reconnects to {} {:.1}/s ({} attempts, {} failed), median lifetime {}, \
              closed first by {:?}, gaps {:.0}ms -> {:.0}ms: no back-off",
-            Process(r.process.as_ref()),
+            Folded(r.process.as_ref(), &r.processes),
             r.peer,
             r.per_second,
             r.attempts,
@@ -129,7 +136,7 @@ pub fn write_report(out: &mut impl Write, report: &Report) -> io::Result<()> {
             out,
             "  {} {:?} {}: {} closed ({:.1}/s), lifetime {}, closed first by {:?} ({} local, {} peer), \
              TIME_WAIT now {} (kernel {})",
-            Process(c.process.as_ref()),
+            Folded(c.process.as_ref(), &c.processes),
             c.role,
             c.peer,
             c.connections,
@@ -160,7 +167,7 @@ pub fn write_report(out: &mut impl Write, report: &Report) -> io::Result<()> {
                 out,
                 "  {} -> {}: {} attempts, {} established, latency {}, {} SYN retransmits; failed: \
              {} refused, {} timed out, {} unreachable, {} reset, {} aborted, {} other",
-                Process(c.process.as_ref()),
+                Folded(c.process.as_ref(), &c.processes),
                 c.peer,
                 c.attempts,
                 c.established,
@@ -189,7 +196,7 @@ pub fn write_report(out: &mut impl Write, report: &Report) -> io::Result<()> {
             writeln!(
                 out,
                 "  {} <- {}: {} established, SYN_RECV->ESTABLISHED {}, {} SYN-ACK retransmits",
-                Process(a.process.as_ref()),
+                Folded(a.process.as_ref(), &a.processes),
                 a.peer,
                 a.established,
                 latency(a.handshake_us),
@@ -216,13 +223,6 @@ pub fn write_report(out: &mut impl Write, report: &Report) -> io::Result<()> {
         )?;
         Ok(true)
     })?;
-    if t.findings_not_listed > 0 {
-        writeln!(
-            out,
-            "({} more findings not listed; see --json)",
-            t.findings_not_listed
-        )?;
-    }
     Ok(())
 }
 
@@ -231,15 +231,28 @@ fn section<W: Write>(
     out: &mut W,
     report: &Report,
     title: &str,
-    mut line: impl FnMut(&mut W, &Finding) -> io::Result<bool>,
+    mut line: impl FnMut(&mut Vec<u8>, &Finding) -> io::Result<bool>,
 ) -> io::Result<()> {
     writeln!(out, "\n-- {title} --")?;
-    let mut any = false;
+    let (mut shown, mut more) = (0, 0);
+    let mut row = Vec::new();
     for finding in &report.findings {
-        any |= line(out, finding)?;
+        row.clear();
+        if !line(&mut row, finding)? {
+            continue;
+        }
+        if shown < MAX_ROWS {
+            out.write_all(&row)?;
+            shown += 1;
+        } else {
+            more += 1;
+        }
     }
-    if !any {
+    if shown == 0 {
         writeln!(out, "  none")?;
+    }
+    if more > 0 {
+        writeln!(out, "  ... {more} more (`--json` lists every finding)")?;
     }
     Ok(())
 }
@@ -273,6 +286,19 @@ fn call_site(out: &mut impl Write, label: &str, site: Option<&CallSite>) -> io::
 }
 
 struct Process<'a>(Option<&'a ProcessJson>);
+
+/// A finding's process, or its program and how many processes of it the
+/// finding folds (a shell loop's 200 curls).
+struct Folded<'a>(Option<&'a ProcessJson>, &'a Processes);
+
+impl std::fmt::Display for Folded<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.0, self.1.pids) {
+            (Some(p), n) if n > 1 => write!(f, "{} ({n} processes)", Escaped(&p.comm)),
+            (process, _) => Process(process).fmt(f),
+        }
+    }
+}
 
 impl std::fmt::Display for Process<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

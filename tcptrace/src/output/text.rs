@@ -118,11 +118,22 @@ impl<W: Write> Sink for TextLines<W> {
             c.shown, c.filtered_out, c.decode_errors, s.kernel.events_sent, s.kernel.events_lost,
             s.kernel.runs_skipped, s.kernel.sock_map_full
         )?;
+        let k = &s.kernel;
+        writeln!(
+            self.out,
+            "# stacks: {} captured, {} reused (sampling), {} not captured (no room or unreadable); \
+             {} unwound, {} of processes gone before tcptrace met them, {} of filtered-out processes",
+            k.stacks_taken, k.stacks_sampled, k.stack_errors, s.stacks.unwound, s.stacks.unmapped,
+            s.stacks.filtered_out
+        )?;
+        for missing in &s.missing_hooks {
+            writeln!(self.out, "# missing hook: {missing}")?;
+        }
         if s.kernel.events_lost > 0 || s.kernel.runs_skipped > 0 || c.decode_errors > 0 {
             writeln!(
                 self.out,
                 "# WARNING: events were lost; attributions and counts may be incomplete \
-                 (raise --ring-buffer or narrow the filters)"
+                 (raise --ring-buffer-mib)"
             )?;
         }
         Ok(())
@@ -174,6 +185,7 @@ impl fmt::Display for WhatText {
             What::ResetSent { state: None } => f.pad("RST sent (no socket)"),
             What::ResetSent { state: Some(s) } => pad(f, format_args!("RST sent in {}", s.name())),
             What::ResetReceived => f.pad("RST received"),
+            What::EofRead => f.pad("EOF read in CLOSE_WAIT"),
         }
     }
 }

@@ -56,7 +56,8 @@ fn sock_common_layout(btf: &Btf) -> Result<SockCommonLayout> {
 
 /// Offsets of `sock.__sk_common.skc_net.net`, `net.ns.inum`, `sock.sk_err`,
 /// `sock.sk_protocol`, `sock.__sk_common.skc_num` and the `task_struct`
-/// members `group_leader`, `comm` and `mm`.
+/// members `group_leader`, `comm` and `mm`, and the path from a task's
+/// file descriptor to its `struct sock`.
 fn kernel_layout(btf: &Btf) -> Result<KernelLayout> {
     let sock_net = member_offset(btf, "sock", &["__sk_common", "skc_net", "net"])?;
     let net_inum = member_offset(btf, "net", &["ns", "inum"])?;
@@ -66,6 +67,14 @@ fn kernel_layout(btf: &Btf) -> Result<KernelLayout> {
     let task_group_leader = member_offset(btf, "task_struct", &["group_leader"])?;
     let task_comm = member_offset(btf, "task_struct", &["comm"])?;
     let task_mm = member_offset(btf, "task_struct", &["mm"])?;
+    // From an fd to its socket (accept); 0 where this kernel differs, and
+    // the accept hook stays off.
+    let optional = |name: &str, path: &[&str]| {
+        member_offset(btf, name, path)
+            .ok()
+            .and_then(|offset| u32::try_from(offset).ok())
+            .unwrap_or(0)
+    };
     Ok(KernelLayout {
         sock_net: u32::try_from(sock_net)?,
         net_inum: u32::try_from(net_inum)?,
@@ -75,6 +84,14 @@ fn kernel_layout(btf: &Btf) -> Result<KernelLayout> {
         task_group_leader: u32::try_from(task_group_leader)?,
         task_comm: u32::try_from(task_comm)?,
         task_mm: u32::try_from(task_mm)?,
+        task_files: optional("task_struct", &["files"]),
+        files_fdt: optional("files_struct", &["fdt"]),
+        fdtable_max_fds: optional("fdtable", &["max_fds"]),
+        fdtable_fd: optional("fdtable", &["fd"]),
+        file_private_data: optional("file", &["private_data"]),
+        socket_sk: optional("socket", &["sk"]),
+        sock_state: u32::try_from(member_offset(btf, "sock", &["__sk_common", "skc_state"])?)?,
+        _pad: 0,
     })
 }
 

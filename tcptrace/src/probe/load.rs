@@ -6,7 +6,7 @@ use aya::{
     programs::{RawTracePoint, TracePoint},
     Ebpf, EbpfLoader,
 };
-use tcptrace_common::{Counter, Listener, ListenerKey, Settings};
+use tcptrace_common::{AcceptLayout, Counter, KernelLayout, Listener, ListenerKey, Settings};
 
 use super::{btf, object::EBPF_OBJECT, preflight, program_stats, tracefs};
 use crate::event::layout::RecordLayouts;
@@ -52,6 +52,8 @@ impl Default for ProbeOptions {
 /// The loaded and attached kernel programs.
 pub struct Probe {
     ebpf: Ebpf,
+    /// Optional hooks not attached, with what that costs.
+    missing: Vec<String>,
     pub layouts: RecordLayouts,
 }
 
@@ -117,9 +119,8 @@ impl Probe {
         let globals = layouts.kernel_globals();
         let (kernel, regs_sp) = match btf::kernel_offsets() {
             Ok(offsets) => {
-                if options.summary {
-                    layouts.sock_common = Some(offsets.sock_common);
-                }
+                // Summary and end-of-file records copy the socket's start.
+                layouts.sock_common = Some(offsets.sock_common);
                 (offsets.layout, offsets.regs_sp)
             }
             Err(err) => {
@@ -131,7 +132,8 @@ impl Probe {
                 (tcptrace_common::KernelLayout::default(), 0)
             }
         };
-        let summary = layouts.sock_common.is_some();
+        let summary = options.summary && layouts.sock_common.is_some();
+        let accept = accept_layout(&root, &kernel);
         let settings = Settings {
             capture_stacks: u32::from(options.capture_stacks),
             // Wake the reader early enough that a burst cannot fill the
@@ -149,6 +151,7 @@ impl Probe {
             .override_global("SEND_RESET_LAYOUT", &globals.send_reset, true)
             .override_global("RECEIVE_RESET_LAYOUT", &globals.receive_reset, true)
             .override_global("KERNEL_LAYOUT", &kernel, true)
+            .override_global("ACCEPT_LAYOUT", &accept.unwrap_or_default(), true)
             .override_global("SETTINGS", &settings, true)
             .map_max_entries("EVENTS", ring_bytes)
             .map_max_entries("SOCKS", options.socket_map_entries)
@@ -176,6 +179,7 @@ impl Probe {
             };
             attached.map_err(|err| refused(&format!("attaching {program}"), &err))?;
         }
+        let optional = attach_optional(&mut ebpf, accept.is_some(), layouts.sock_common.is_some());
         // Parsing kernel BTF (twice: here and in aya) leaves tens of MB of
         // freed heap behind; give it back so the daemon's RSS is its own.
         #[cfg(target_env = "gnu")]
@@ -183,7 +187,17 @@ impl Probe {
         unsafe {
             libc::malloc_trim(0);
         }
-        Ok(Self { ebpf, layouts })
+        Ok(Self {
+            ebpf,
+            layouts,
+            missing: optional,
+        })
+    }
+
+    /// Optional hooks this kernel did not give, with what is lost.
+    #[must_use]
+    pub fn missing_hooks(&self) -> &[String] {
+        &self.missing
     }
 
     /// The ring buffer of events; can be taken once.
@@ -266,6 +280,88 @@ pub struct Counters {
     /// running on that CPU (a softirq nested in a process-context run):
     /// those events were never seen.
     pub runs_skipped: u64,
+}
+
+/// Hooks that add detail where the kernel has them: who accepted a
+/// connection (pre-fork servers' workers), and which code read end-of-file
+/// in CLOSE_WAIT. Without them tcptrace runs with less, and says so.
+fn attach_optional(ebpf: &mut Ebpf, accept: bool, sock_common: bool) -> Vec<String> {
+    let mut missing = Vec::new();
+    let accepted_lost = "accepted sockets stay their listener's owner's";
+    if accept {
+        let hooks = [
+            Hook::Tracepoint("syscalls", "sys_exit_accept4"),
+            Hook::Tracepoint("syscalls", "sys_exit_accept"),
+        ];
+        if let Err(err) = attach_all(ebpf, "tcptrace_accept", &hooks) {
+            missing.push(format!("{accepted_lost} (tcptrace_accept: {err:#})"));
+        }
+    } else {
+        missing.push(format!(
+            "{accepted_lost} (no syscalls:sys_exit_accept4 tracepoint, or no task_struct/fdtable \
+             offsets in BTF)"
+        ));
+    }
+    let eof_lost = "CLOSE_WAIT leaks do not name the code that read end-of-file";
+    if sock_common {
+        if let Err(err) = attach_all(ebpf, "tcptrace_eof_read", &[Hook::Raw("sock_recv_length")]) {
+            missing.push(format!("{eof_lost} (tcptrace_eof_read: {err:#})"));
+        }
+    } else {
+        missing.push(format!("{eof_lost} (no kernel BTF)"));
+    }
+    missing
+}
+
+/// Loads `program` and attaches it to every one of `hooks` (all of one kind).
+fn attach_all(ebpf: &mut Ebpf, program: &str, hooks: &[Hook]) -> Result<()> {
+    let program_mut = ebpf
+        .program_mut(program)
+        .with_context(|| format!("program {program} missing from the eBPF object"))?;
+    match hooks.first() {
+        Some(Hook::Tracepoint(..)) => {
+            let tracepoint: &mut TracePoint = program_mut.try_into()?;
+            tracepoint.load()?;
+            for hook in hooks {
+                if let Hook::Tracepoint(category, name) = hook {
+                    tracepoint.attach(category, name)?;
+                }
+            }
+        }
+        Some(Hook::Raw(_)) => {
+            let tracepoint: &mut RawTracePoint = program_mut.try_into()?;
+            tracepoint.load()?;
+            for hook in hooks {
+                if let Hook::Raw(name) = hook {
+                    tracepoint.attach(name)?;
+                }
+            }
+        }
+        None => {}
+    }
+    Ok(())
+}
+
+/// Where `ret` sits in the accept exit tracepoints, when both exist with
+/// the same layout and the kernel's offsets lead from an fd to its socket.
+fn accept_layout(root: &Path, kernel: &KernelLayout) -> Option<AcceptLayout> {
+    if kernel.task_files == 0
+        || kernel.files_fdt == 0
+        || kernel.fdtable_fd == 0
+        || kernel.file_private_data == 0
+        || kernel.socket_sk == 0
+    {
+        return None;
+    }
+    let ret = |name| -> Option<u32> {
+        let format = tracefs::read_format(root, "syscalls", name).ok()?;
+        u32::try_from(format.field("ret", 8).ok()?.offset).ok()
+    };
+    let offset = ret("sys_exit_accept4")?;
+    (ret("sys_exit_accept") == Some(offset)).then_some(AcceptLayout {
+        ret: offset,
+        _pad: 0,
+    })
 }
 
 /// `BPF_NOEXIST` from linux/bpf.h: insert only when the key is absent.

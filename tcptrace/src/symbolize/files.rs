@@ -83,6 +83,9 @@ pub(super) struct OpenFile {
     /// When blazesym may hold a resolver for `fd_path` (made on first use,
     /// dropped when idle), its last use.
     pub(super) parsed: Option<Instant>,
+    /// Its device and inode, which no other file has while we hold it.
+    dev: u64,
+    ino: u64,
     last_used: u64,
 }
 
@@ -257,10 +260,25 @@ impl OpenFiles {
                 module: module.to_string_lossy().into_owned(),
                 opened_via: path.to_owned(),
                 parsed: None,
+                dev: meta.dev(),
+                ino: meta.ino(),
                 last_used: self.tick,
             },
         );
         Ok(key)
+    }
+
+    /// The open file whose (device, inode) is `inode`. A file held open
+    /// keeps its inode number, so this names it for sure, with no system
+    /// call: what makes meeting a new process of a known program cheap.
+    pub(super) fn held(&mut self, inode: (u64, u64)) -> Option<FileKey> {
+        let key = self
+            .open
+            .iter()
+            .find(|(_, open)| (open.dev, open.ino) == inode)
+            .map(|(key, _)| key.clone())?;
+        self.touch(&key);
+        Some(key)
     }
 
     /// The open file `key`, if it is still open.

@@ -7,7 +7,7 @@ use std::rc::Rc;
 use blazesym::symbolize::{CodeInfo, Symbolized};
 
 /// The function name of a frame nothing is known about.
-pub(super) const UNKNOWN: &str = "??";
+pub const UNKNOWN: &str = "??";
 
 /// The module of frames named by a perf map (JIT code in anonymous memory).
 pub const JIT_MODULE: &str = "[jit]";

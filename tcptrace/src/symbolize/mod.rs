@@ -30,6 +30,7 @@
 mod call_site;
 mod files;
 mod frame;
+mod jvm;
 mod perf_map;
 mod process;
 mod resolve;
@@ -44,12 +45,13 @@ use blazesym::symbolize as bz;
 use framehop::{x86_64::CacheX86_64, Unwinder};
 
 pub use call_site::{call_site, choose, Chosen};
-pub use frame::Frame;
+pub use frame::{Frame, UNKNOWN as UNKNOWN_FUNCTION};
 pub use runtimes::advice;
 
 use crate::generations::Generations;
 use files::{FileKey, OpenFiles};
 use frame::Frames;
+use jvm::JvmPerfMaps;
 use perf_map::PerfMap;
 use process::{Backing, ProcessImage};
 use unwind::{Captured, ProcessUnwinder, UnwindSections};
@@ -136,6 +138,8 @@ pub struct Symbolizer {
     /// framehop's rule cache; its entries are per unwinder generation, so
     /// one serves every process.
     unwind_cache: CacheX86_64,
+    /// Perf map requests to JVMs whose JIT code is not named yet.
+    jvm: JvmPerfMaps,
     /// Logical time for least-recently-used eviction of processes.
     tick: u64,
     limits: Limits,
@@ -161,6 +165,7 @@ impl Symbolizer {
             offsets: Generations::new(limits.offsets),
             sections: Generations::new(limits.unwind_files),
             unwind_cache: CacheX86_64::new(),
+            jvm: JvmPerfMaps::new(true),
             tick: 0,
             limits,
         }
@@ -238,6 +243,25 @@ impl Symbolizer {
     #[must_use]
     pub fn last_error(&self, tgid: u32) -> Option<&str> {
         self.processes.get(&tgid)?.last_error.as_deref()
+    }
+
+    /// Whether tcptrace may ask JVMs for their perf maps (on by default).
+    pub fn set_jvm_perf_maps(&mut self, enabled: bool) {
+        self.jvm.set_enabled(enabled);
+    }
+
+    /// Asks the JVMs asked before for a fresh perf map and waits (at most
+    /// `limit`) for them, so that a last symbolization names what they
+    /// compiled since.
+    pub fn wait_for_perf_maps(&mut self, limit: Duration) {
+        self.jvm.request_all_again();
+        self.jvm.wait_idle(limit);
+    }
+
+    /// Why asking JVM `tgid` for its perf map failed, if it did.
+    #[must_use]
+    pub fn perf_map_failure(&self, tgid: u32) -> Option<&str> {
+        self.jvm.failure(tgid)
     }
 
     /// Why the mappings of `tgid` are unknown, if they are.
@@ -388,8 +412,18 @@ impl Symbolizer {
             .map_err(|err| format!("the process exited before its mappings were read ({err})"))?;
         let files = mappings
             .iter()
-            .map(|mapping| match &mapping.backing {
-                Backing::File(path) if mapping.executable => Some(self.files.find(
+            .map(|mapping| {
+                let Backing::File(path) = &mapping.backing else {
+                    return None;
+                };
+                if !mapping.executable {
+                    return None;
+                }
+                // A file of a program met before: no system call at all.
+                if let Some(key) = self.files.held(mapping.inode) {
+                    return Some(Ok(key));
+                }
+                Some(self.files.find(
                     &mut self.backend,
                     tgid,
                     path,
@@ -398,15 +432,18 @@ impl Symbolizer {
                         "/proc/{tgid}/map_files/{:x}-{:x}",
                         mapping.start, mapping.end
                     ),
-                )),
-                _ => None,
+                ))
             })
             .collect();
+        let jvm = mappings
+            .iter()
+            .any(|m| matches!(&m.backing, Backing::File(path) if path.ends_with("libjvm.so")));
         Ok(ProcessImage {
             mm,
             mappings,
             files,
             nspid: process::namespace_pid(tgid),
+            jvm,
         })
     }
 }

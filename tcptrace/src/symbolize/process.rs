@@ -21,6 +21,8 @@ pub(super) struct Mapping {
     pub(super) offset: u64,
     pub(super) executable: bool,
     pub(super) backing: Backing,
+    /// (device, inode) of the mapped file, as `stat` gives them.
+    pub(super) inode: (u64, u64),
 }
 
 /// What a mapping maps.
@@ -47,6 +49,8 @@ pub(super) struct ProcessImage {
     /// The pid inside the process's own pid namespace: perf maps are named
     /// after it (`/tmp/perf-<nspid>.map`).
     pub(super) nspid: u32,
+    /// A JVM (it maps libjvm.so): its perf map can be asked for.
+    pub(super) jvm: bool,
 }
 
 impl ProcessImage {
@@ -96,8 +100,13 @@ fn parse_line(line: &str) -> Option<Mapping> {
     let (start, end) = fields.next()?.split_once('-')?;
     let perms = fields.next()?;
     let offset = fields.next()?;
-    let _dev = fields.next()?;
+    let dev = fields.next()?;
     let inode = fields.next()?;
+    let (major, minor) = dev.split_once(':')?;
+    let device = libc::makedev(
+        u32::from_str_radix(major, 16).ok()?,
+        u32::from_str_radix(minor, 16).ok()?,
+    );
     let path = fields.next().map_or("", str::trim_start);
     // A file deleted or replaced since it was mapped is still found
     // (through `map_files`, or checked and turned down at its old path).
@@ -114,6 +123,7 @@ fn parse_line(line: &str) -> Option<Mapping> {
         end: u64::from_str_radix(end, 16).ok()?,
         offset: u64::from_str_radix(offset, 16).ok()?,
         executable: perms.as_bytes().get(2) == Some(&b'x'),
+        inode: (device, inode.parse().ok()?),
         backing,
     })
 }
@@ -135,6 +145,7 @@ mod tests {
         assert_eq!(mappings.len(), 6);
         assert_eq!(mappings[1].start, 0x55d0_c0a0_2000);
         assert_eq!(mappings[1].offset, 0x2000);
+        assert_eq!(mappings[1].inode, (libc::makedev(0xfe, 1), 1234));
         assert!(mappings[1].executable && !mappings[0].executable);
         assert_eq!(
             mappings[1].backing,
@@ -156,6 +167,7 @@ mod tests {
             files: vec![None; mappings.len()],
             mappings,
             nspid: 1,
+            jvm: false,
         };
         assert_eq!(image.mapping_of(0x55d0_c0a0_2010).map(|(i, _)| i), Some(1));
         assert!(image.mapping_of(0x10).is_none());

@@ -55,7 +55,8 @@ impl Symbolizer {
         for (i, target) in targets.into_iter().enumerate() {
             match target {
                 Target::File(key, offset) => in_files.entry(key).or_default().push((i, offset)),
-                Target::Anonymous => frames[i] = Some(self.perf_map_frames(tgid, addrs[i])),
+                // Not named (yet): "??" this time, not cached, asked again.
+                Target::Anonymous => frames[i] = self.perf_map_frames(tgid, addrs[i]),
                 Target::Unusable(reason) => {
                     if !errors.contains(&reason) {
                         errors.push(reason);
@@ -210,13 +211,17 @@ impl Symbolizer {
     }
 
     /// JIT code in anonymous memory, named by the process's perf map if it
-    /// writes one; an unknown frame otherwise (not an error).
-    fn perf_map_frames(&mut self, tgid: u32, addr: u64) -> Frames {
+    /// writes one; `None` otherwise (not an error). A JVM is asked for a
+    /// fresh map, for a later try.
+    fn perf_map_frames(&mut self, tgid: u32, addr: u64) -> Option<Frames> {
         let process = self
             .processes
             .get_mut(&tgid)
             .expect("touched by the caller");
-        let nspid = process.image.as_ref().map_or(tgid, |image| image.nspid);
+        let (nspid, jvm) = process
+            .image
+            .as_ref()
+            .map_or((tgid, false), |image| (image.nspid, image.jvm));
         if process.perf_map.lookup(addr).is_none() {
             process.perf_map.refresh(tgid, nspid);
         }
@@ -224,6 +229,9 @@ impl Symbolizer {
             .perf_map
             .lookup(addr)
             .map(|name| Frame::jitted(addr, name));
-        [named.unwrap_or_else(|| Frame::unknown(addr))].into()
+        if named.is_none() && jvm {
+            self.jvm.request(tgid, nspid);
+        }
+        named.map(|frame| [frame].into())
     }
 }

@@ -162,6 +162,7 @@ const NODE_FUNCTIONS: &[&str] = &["node::", "v8::", "uv_", "uv__", "Builtins_", 
 
 fn is_native_runtime(module: &str, function: &str) -> bool {
     let name = module.rsplit('/').next().unwrap_or(module);
+    let function = without_return_type(function);
     RUNTIME_MODULES.iter().any(|prefix| name.starts_with(prefix))
         || (name == "node" || name.starts_with("node-") || name.starts_with("nodejs"))
             && NODE_FUNCTIONS.iter().any(|prefix| function.starts_with(prefix))
@@ -169,6 +170,16 @@ fn is_native_runtime(module: &str, function: &str) -> bool {
         || function.starts_with("JavaCalls::")
         || function.starts_with("Java_")
         || function.starts_with("jni_")
+}
+
+/// `void node::TCPWrap::Connect<sockaddr_in>(...)` → `node::TCPWrap::...`:
+/// demangled C++ templates carry their return type in front.
+fn without_return_type(function: &str) -> &str {
+    let first = |c: char| function.find(c).unwrap_or(usize::MAX);
+    match function.find(' ') {
+        Some(space) if space < first('<') && space < first('(') => &function[space + 1..],
+        _ => function,
+    }
 }
 
 // ------------------------------------------------------------ JIT code
@@ -460,6 +471,13 @@ mod tests {
         assert_eq!(
             native(
                 "node::TCPWrap::Connect(v8::FunctionCallbackInfo<v8::Value> const&)",
+                "/usr/bin/node"
+            ),
+            FrameKind::Plumbing
+        );
+        assert_eq!(
+            native(
+                "void node::TCPWrap::Connect<sockaddr_in>(v8::FunctionCallbackInfo<v8::Value> const&)",
                 "/usr/bin/node"
             ),
             FrameKind::Plumbing

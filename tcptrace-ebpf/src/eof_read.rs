@@ -1,0 +1,59 @@
+//! `sock:sock_recv_length` (raw: `TP_PROTO(sk, ret, flags)`): a read that
+//! returns 0 on a TCP socket in CLOSE_WAIT is the code that saw the peer's
+//! FIN, and the code that should have closed. Its stack is taken once per
+//! socket and sent, so a CLOSE_WAIT leak names the function that read EOF
+//! and kept the socket.
+//!
+//! This runs on every socket read in the system, so it returns at once
+//! unless the read returned 0.
+
+use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::RawTracePointContext};
+use tcptrace_common::{
+    state::raw::CLOSE_WAIT, EventKind, EOF_READ_SENT, IPPROTO_TCP, RAW_RECORD_LEN,
+};
+
+use crate::{
+    context::{current_task, in_process_context, StackFor},
+    emit::{emit, Record},
+    maps::SOCKS,
+    sock::{protocol_of, state_of},
+};
+use tcptrace_common::CTX_PROCESS;
+
+pub fn on_recv_length(ctx: &RawTracePointContext) {
+    let ret: u64 = ctx.arg(1);
+    if ret as i32 != 0 {
+        return;
+    }
+    let skaddr: u64 = ctx.arg(0);
+    if state_of(skaddr) != CLOSE_WAIT as u8 || protocol_of(skaddr) != IPPROTO_TCP {
+        return;
+    }
+    let Some(info) = SOCKS.get_ptr_mut(skaddr) else {
+        return;
+    };
+    // SAFETY: `info` points into the SOCKS map value; the flag makes the
+    // record go once per socket (two racing readers may both send one).
+    unsafe {
+        if (*info).flags & EOF_READ_SENT != 0 || !in_process_context() {
+            return;
+        }
+        (*info).flags |= EOF_READ_SENT;
+    }
+    let now = unsafe { bpf_ktime_get_ns() };
+    let reader = current_task(StackFor::EofRead, now);
+    emit(&Record {
+        kind: EventKind::EofRead,
+        ts_ns: now,
+        context: CTX_PROCESS,
+        skaddr,
+        // SAFETY: as above.
+        sock: unsafe { &*info },
+        actor: &reader,
+        in_state_ns: 0,
+        sk_err: 0,
+        // Its `sock_common`: endpoints, decoded as summary records are.
+        raw_from: skaddr as *const u8,
+        raw_len: RAW_RECORD_LEN as u32,
+    });
+}

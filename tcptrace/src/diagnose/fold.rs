@@ -1,0 +1,95 @@
+//! Flows of many processes of one program fold into one finding per
+//! (process name, role, peer, call sites): a shell loop that runs curl 200
+//! times is one finding with 200 pids, not 200 rows. Folding is done when
+//! the report is built, since call sites are known only then.
+
+use std::{borrow::Cow, collections::HashMap, net::SocketAddr};
+
+use super::flows::{Flow, FlowKey};
+use crate::{callsite::CallSite, table::Role};
+
+/// Pids listed per folded finding at most (the count is always exact).
+pub const MAX_LISTED_PIDS: usize = 1000;
+
+/// One finding's worth of flows.
+pub struct Folded<'a> {
+    /// The first member's key: its owner stands for the group.
+    pub key: &'a FlowKey,
+    /// Distinct pids of the members, sorted.
+    pub pids: Vec<u32>,
+    /// The member, or the sum of all of them.
+    pub flow: Cow<'a, Flow>,
+    /// `TIME_WAIT` sockets the members hold now (modelled).
+    pub time_wait_now: u64,
+    pub owner_site: Option<CallSite>,
+    pub close_site: Option<CallSite>,
+}
+
+/// What makes flows one finding.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct FoldKey {
+    comm: Option<String>,
+    role: Role,
+    peer: SocketAddr,
+    owner_site: Option<(String, Option<String>, Option<u32>)>,
+    close_site: Option<String>,
+}
+
+/// A flow with what it folds by.
+pub struct Member<'a> {
+    pub key: &'a FlowKey,
+    pub flow: &'a Flow,
+    pub time_wait_now: u64,
+    pub owner_site: Option<CallSite>,
+    pub close_site: Option<CallSite>,
+}
+
+/// Groups `members` that share a process name, role, peer and call sites.
+#[must_use]
+pub fn fold<'a>(members: impl IntoIterator<Item = Member<'a>>) -> Vec<Folded<'a>> {
+    let mut groups: HashMap<FoldKey, Vec<Member<'a>>> = HashMap::new();
+    for member in members {
+        let key = FoldKey {
+            comm: member.key.owner.map(|owner| owner.comm().into_owned()),
+            role: member.key.role,
+            peer: member.key.peer,
+            owner_site: member
+                .owner_site
+                .as_ref()
+                .map(|s| (s.function.clone(), s.file.clone(), s.line)),
+            close_site: member.close_site.as_ref().map(|s| s.function.clone()),
+        };
+        groups.entry(key).or_default().push(member);
+    }
+    groups.into_values().map(merge).collect()
+}
+
+fn merge(mut members: Vec<Member<'_>>) -> Folded<'_> {
+    // The busiest member stands for the group.
+    members.sort_by_key(|m| std::cmp::Reverse((m.flow.closed, m.flow.attempts)));
+    let mut pids: Vec<u32> = members
+        .iter()
+        .filter_map(|m| m.key.owner.map(|owner| owner.pid))
+        .collect();
+    pids.sort_unstable();
+    pids.dedup();
+    let time_wait_now = members.iter().map(|m| m.time_wait_now).sum();
+    let flow = if members.len() == 1 {
+        Cow::Borrowed(members[0].flow)
+    } else {
+        let mut sum = Flow::default();
+        for member in &members {
+            sum.absorb(member.flow);
+        }
+        Cow::Owned(sum)
+    };
+    let first = members.swap_remove(0);
+    Folded {
+        key: first.key,
+        pids,
+        flow,
+        time_wait_now,
+        owner_site: first.owner_site,
+        close_site: first.close_site,
+    }
+}
