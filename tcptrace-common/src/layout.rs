@@ -65,7 +65,7 @@ pub struct KernelLayout {
     pub task_mm: u32,
     /// `task->files`, `files->fdt`, `fdt->max_fds`, `fdt->fd`,
     /// `file->private_data` (a `struct socket`) and `socket->sk`: from the
-    /// fd accept() returned to the socket it accepted.
+    /// fd `accept()` returned to the socket it accepted.
     pub task_files: u32,
     pub files_fdt: u32,
     pub fdtable_max_fds: u32,
@@ -74,7 +74,8 @@ pub struct KernelLayout {
     pub socket_sk: u32,
     /// `sk->__sk_common.skc_state`
     pub sock_state: u32,
-    pub _pad: u32,
+    /// `mm->start_stack`: the top of the main thread's stack
+    pub mm_start_stack: u32,
 }
 const _: () = assert!(core::mem::size_of::<KernelLayout>() == 64);
 

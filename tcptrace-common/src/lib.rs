@@ -5,6 +5,11 @@
 //! with a compile-time assertion: a change on one side that the other side
 //! does not see fails the build instead of corrupting records.
 #![no_std]
+#![expect(
+    clippy::pub_underscore_fields,
+    reason = "explicit padding of records shared with the kernel: public so that both sides \
+              can build them, underscored so that nobody reads them"
+)]
 
 pub mod history;
 pub mod layout;
@@ -39,14 +44,14 @@ pub enum EventKind {
     /// `tcp:tcp_receive_reset`.
     ResetReceived = 4,
     /// Summary mode: a socket's life in one record, sent when it enters
-    /// CLOSE (and LISTEN or CLOSE_WAIT, which the diagnoses need while the
+    /// CLOSE (and LISTEN or `CLOSE_WAIT`, which the diagnoses need while the
     /// socket lives: then the next record starts from there). `raw` holds the
     /// start of its `struct sock_common`, `sock.history` what happened.
     Summary = 5,
     /// A `UserStack` record (not an `Event`): registers and user stack
     /// bytes of a system call, unwound in userspace.
     UserStack = 6,
-    /// A read that returned 0 (end of file) on a socket in CLOSE_WAIT, in
+    /// A read that returned 0 (end of file) on a socket in `CLOSE_WAIT`, in
     /// the reading task's system call: the code that saw the peer's FIN and
     /// must close. Sent once per socket; `raw` holds its `sock_common`.
     EofRead = 7,
@@ -112,7 +117,7 @@ pub const SEEN_MID_LIFE: u32 = 1 << 3;
 /// `SockInfo::flags`: the owner is the process that accepted the socket
 /// (a pre-fork server's worker), no longer its listener's owner.
 pub const OWNER_FROM_ACCEPT: u32 = 1 << 4;
-/// `SockInfo::flags`: a read returning end-of-file in CLOSE_WAIT was sent.
+/// `SockInfo::flags`: a read returning end-of-file in `CLOSE_WAIT` was sent.
 pub const EOF_READ_SENT: u32 = 1 << 5;
 
 /// What the kernel remembers per socket, keyed by the `struct sock` address.
@@ -219,11 +224,14 @@ pub enum Counter {
     /// Stacks reused from the process's last capture of the same kind
     /// (sampling, see `Settings::stack_interval_ms`).
     StacksSampled = 9,
+    /// New processes not announced on the `PROCESSES` ring (it was full):
+    /// their mappings are read later, and may be gone by then.
+    ProcessesNotAnnounced = 10,
 }
 
 impl Counter {
     /// Every counter, in slot order.
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 11] = [
         Self::EventsLost,
         Self::EventsSent,
         Self::SockMapFull,
@@ -234,10 +242,12 @@ impl Counter {
         Self::EventsFolded,
         Self::ResetsWithoutSocket,
         Self::StacksSampled,
+        Self::ProcessesNotAnnounced,
     ];
 }
 
 /// Slots of the `COUNTERS` map: one per counter.
+#[expect(clippy::cast_possible_truncation, reason = "a handful of counters")]
 pub const COUNTER_SLOTS: u32 = Counter::ALL.len() as u32;
 const _: () = {
     let mut i = 0;
@@ -250,16 +260,17 @@ const _: () = {
     }
 };
 
-/// Bytes of user stack copied per capture, from the stack pointer up: the
-/// frames between the system call and the user's code (libc, the runtime,
-/// its I/O library) fit in a few KiB; deeper frames are reached through
-/// frame pointers when they are kept.
-pub const USER_STACK_BYTES: usize = 8192;
+/// Bytes of user stack copied per capture at most, from the stack pointer
+/// up: the frames between the system call and the user's code (libc, the
+/// runtime, its I/O library) fit in a few KiB (a JVM's: about 1 KiB). A
+/// process's main thread copies only up to the top of its stack.
+pub const USER_STACK_BYTES: usize = 4096;
 
 /// A user stack captured at a system call (connect, listen, close): the
 /// user registers at syscall entry and the stack above the stack pointer,
 /// unwound in userspace with the binaries' CFI (frame pointers as the
-/// fallback). Sent before the event that refers to it (`Task::stack`).
+/// fallback). Sent before the event that refers to it (`Task::stack`),
+/// as long as its header and the `len` bytes of stack it holds.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct UserStack {
@@ -282,7 +293,22 @@ pub struct UserStack {
     pub stack: [u8; USER_STACK_BYTES],
 }
 pub const USER_STACK_SIZE: usize = core::mem::size_of::<UserStack>();
-const _: () = assert!(USER_STACK_SIZE == 72 + USER_STACK_BYTES);
+/// Bytes of a `UserStack` record before its stack bytes.
+pub const USER_STACK_HEADER: usize = core::mem::offset_of!(UserStack, stack);
+const _: () = assert!(USER_STACK_HEADER == 72 && USER_STACK_SIZE == 72 + USER_STACK_BYTES);
+
+/// A process's first stack capture, announced on the `PROCESSES` ring so
+/// that a thread of its own reads the process's mappings at once (a
+/// short-lived process may exit within milliseconds).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NewProcess {
+    pub tgid: u32,
+    pub _pad: u32,
+    /// `task->mm`.
+    pub mm: u64,
+}
+const _: () = assert!(core::mem::size_of::<NewProcess>() == 16);
 
 /// Key of the `LISTENERS` map: passive sockets inherit the owner of the
 /// listener on their local port in their network namespace.
@@ -349,7 +375,7 @@ pub struct Settings {
     /// 0 captures every time.
     pub stack_interval_ms: u32,
     /// 1: summary mode (the daemon). State changes update the socket's
-    /// `History` in the kernel and only CLOSE, LISTEN and CLOSE_WAIT send a
+    /// `History` in the kernel and only CLOSE, LISTEN and `CLOSE_WAIT` send a
     /// `Summary` record; retransmits outside the closing phase and resets
     /// on a socket are counted there instead of sent. 0: every event is sent.
     pub summary: u32,
@@ -379,6 +405,7 @@ mod pod {
     unsafe impl aya::Pod for super::SockInfo {}
     unsafe impl aya::Pod for super::Event {}
     unsafe impl aya::Pod for super::UserStack {}
+    unsafe impl aya::Pod for super::NewProcess {}
     unsafe impl aya::Pod for super::ListenerKey {}
     unsafe impl aya::Pod for super::Listener {}
     unsafe impl aya::Pod for super::Settings {}

@@ -8,11 +8,14 @@ use aya_ebpf::{
     },
 };
 use tcptrace_common::{
-    Counter, EventKind, StackSample, StackSampleKey, Task, UserStack, STACK_KIND_ACCEPT,
+    Counter, EventKind, NewProcess, StackSample, StackSampleKey, Task, STACK_KIND_ACCEPT,
     STACK_KIND_BIRTH, STACK_KIND_CLOSE, STACK_KIND_EOF, TASK_COMM_LEN, USER_STACK_BYTES,
+    USER_STACK_HEADER,
 };
 
-use crate::maps::{count, kernel_layout, settings, EVENTS, IN_SOFTIRQ, STACK_SAMPLES};
+use crate::maps::{
+    count, kernel_layout, settings, EVENTS, IN_SOFTIRQ, PROCESSES, STACK_SAMPLES, STACK_SCRATCH,
+};
 
 /// True when the tracepoint fired in a system call, where "current" is the
 /// task acting on the socket. In softirq "current" is whoever was
@@ -92,9 +95,10 @@ pub fn current_task(stack: StackFor, now: u64) -> Task {
             return task;
         }
     }
-    // The first capture of a process wakes the reader at once: it must read
-    // the process's mappings before a short-lived one exits.
-    task.stack = capture_user_stack(&task, current, now, last.is_none());
+    task.stack = capture_user_stack(&task, current, now);
+    if last.is_none() && task.stack != 0 {
+        announce(&task, current);
+    }
     if task.stack != 0 {
         let sample = StackSample {
             taken_ns: now,
@@ -130,33 +134,32 @@ const X86_64_PT_REGS_IP: usize = 128;
 const X86_64_PT_REGS_SP: u32 = 152;
 
 /// Sends a `UserStack` record for the current task's system call: its user
-/// registers and the stack above its stack pointer. Returns the record's
-/// id, or 0 (counted) when none could be sent.
+/// registers and the stack above its stack pointer, as many bytes as it
+/// holds. Returns the record's id, or 0 (counted) when none could be sent.
 #[inline(always)]
-fn capture_user_stack(task: &Task, current: u64, now: u64, wake: bool) -> u64 {
+fn capture_user_stack(task: &Task, current: u64, now: u64) -> u64 {
     if settings().regs_sp != X86_64_PT_REGS_SP {
         return 0;
     }
-    let Some(mut entry) = EVENTS.reserve::<UserStack>(0) else {
-        count(Counter::StackErrors);
+    let Some(record) = STACK_SCRATCH.get_ptr_mut(0) else {
         return 0;
     };
-    let record = entry.as_mut_ptr();
     // Unique per boot: a CPU runs one program at a time, and each run takes
     // at most one stack, at its own clock reading.
-    let id =
-        (u64::from(unsafe { gen::bpf_get_smp_processor_id() }) << 56) | (now & ((1 << 56) - 1));
-    // SAFETY: `record` points to a reserved ring-buffer entry of the right
-    // size, written only here until submitted or discarded; `pt_regs` and
-    // the user stack are read with probe reads, which check the addresses.
-    let read = unsafe {
+    let cpu = u64::from(unsafe { gen::bpf_get_smp_processor_id() });
+    let id = (cpu << 56) | (now & ((1 << 56) - 1));
+    let mm = mm_of(current);
+    // SAFETY: `record` is this CPU's scratch slot, which no other program
+    // run uses meanwhile; `pt_regs` and the user stack are read with probe
+    // reads, which check the addresses.
+    let len = unsafe {
         (*record).kind = EventKind::UserStack as u16;
         (*record)._pad = 0;
         (*record).id = id;
         (*record).tgid = task.tgid;
         (*record).pid = task.pid;
         (*record).comm = task.comm;
-        (*record).mm = mm_of(current);
+        (*record).mm = mm;
         let regs = gen::bpf_task_pt_regs(current as *mut _) as *const u8;
         if regs.is_null() {
             Err(())
@@ -173,54 +176,95 @@ fn capture_user_stack(task: &Task, current: u64, now: u64, wake: bool) -> u64 {
                     (*record).ip = ip;
                     (*record).sp = sp;
                     (*record).bp = bp;
-                    copy_user_stack(sp, &mut (*record).stack)
+                    copy_user_stack(sp, stack_left(mm, sp), &mut (*record).stack)
                 }
                 _ => Err(()),
             }
         }
     };
-    match read {
-        Ok(len) => {
-            // SAFETY: as above.
-            unsafe { (*record).len = len };
-            let flags = if wake {
-                BPF_RB_FORCE_WAKEUP
-            } else {
-                BPF_RB_NO_WAKEUP
-            };
-            entry.submit(u64::from(flags));
-            count(Counter::StacksTaken);
-            id
-        }
-        Err(()) => {
-            entry.discard(0);
-            count(Counter::StackErrors);
-            0
-        }
+    let Ok(len) = len else {
+        count(Counter::StackErrors);
+        return 0;
+    };
+    // SAFETY: as above; `len` is at most USER_STACK_BYTES, so the bytes
+    // sent lie within the scratch slot.
+    let sent = unsafe {
+        (*record).len = len;
+        let size =
+            USER_STACK_HEADER + (len as usize & (2 * USER_STACK_BYTES - 1)).min(USER_STACK_BYTES);
+        let bytes = core::slice::from_raw_parts(record as *const u8, size);
+        EVENTS.output::<[u8]>(bytes, u64::from(BPF_RB_NO_WAKEUP))
+    };
+    if sent.is_err() {
+        count(Counter::StackErrors);
+        return 0;
+    }
+    count(Counter::StacksTaken);
+    id
+}
+
+/// Announces a process's first capture on the `PROCESSES` ring, waking its
+/// reader at once: the process's mappings must be read before a
+/// short-lived one exits (see tcptrace's `symbolize::meeter`).
+#[inline(always)]
+fn announce(task: &Task, current: u64) {
+    let process = NewProcess {
+        tgid: task.tgid,
+        _pad: 0,
+        mm: mm_of(current),
+    };
+    if PROCESSES
+        .output::<NewProcess>(&process, u64::from(BPF_RB_FORCE_WAKEUP))
+        .is_err()
+    {
+        count(Counter::ProcessesNotAnnounced);
     }
 }
 
-/// Copies the user stack from `sp` up, as much of `USER_STACK_BYTES` as
-/// is mapped: a thread near the top of its stack has less above it, and a
-/// read that crosses the end fails whole, so smaller sizes are tried next.
+/// Bytes from `sp` to the top of the stack when `sp` is on the main
+/// thread's stack (`mm->start_stack`); `USER_STACK_BYTES` otherwise.
 #[inline(always)]
-unsafe fn copy_user_stack(sp: u64, into: &mut [u8; USER_STACK_BYTES]) -> Result<u32, ()> {
-    let from = sp as *const u8;
-    // SAFETY: probe reads check the user addresses; every slice is within `into`.
-    unsafe {
-        if bpf_probe_read_user_buf(from, &mut into[..USER_STACK_BYTES]).is_ok() {
-            return Ok(USER_STACK_BYTES as u32);
-        }
-        if bpf_probe_read_user_buf(from, &mut into[..USER_STACK_BYTES / 2]).is_ok() {
-            return Ok(USER_STACK_BYTES as u32 / 2);
-        }
-        if bpf_probe_read_user_buf(from, &mut into[..USER_STACK_BYTES / 4]).is_ok() {
-            return Ok(USER_STACK_BYTES as u32 / 4);
-        }
-        if bpf_probe_read_user_buf(from, &mut into[..USER_STACK_BYTES / 16]).is_ok() {
-            return Ok(USER_STACK_BYTES as u32 / 16);
-        }
+fn stack_left(mm: u64, sp: u64) -> u64 {
+    let offset = kernel_layout().mm_start_stack;
+    if offset == 0 || mm == 0 {
+        return USER_STACK_BYTES as u64;
     }
+    // SAFETY: a probe read checks the address.
+    let top: u64 =
+        unsafe { bpf_probe_read_kernel((mm + u64::from(offset)) as *const u64) }.unwrap_or(0);
+    match top.checked_sub(sp) {
+        Some(left) if left < USER_STACK_BYTES as u64 => left,
+        _ => USER_STACK_BYTES as u64,
+    }
+}
+
+/// Copies the user stack from `sp` up: the smallest of a few sizes that
+/// holds `wanted` bytes, or less when less is mapped (a read that crosses
+/// the end of the stack fails whole, so smaller sizes are tried next).
+#[inline(always)]
+unsafe fn copy_user_stack(
+    sp: u64,
+    wanted: u64,
+    into: &mut [u8; USER_STACK_BYTES],
+) -> Result<u32, ()> {
+    let from = sp as *const u8;
+    // Constant sizes: the verifier checks each read against the buffer.
+    macro_rules! try_size {
+        ($size:expr) => {
+            // SAFETY: probe reads check the user addresses; `$size` bytes
+            // fit in `into`.
+            if ($size == USER_STACK_BYTES || wanted <= $size as u64)
+                && unsafe { bpf_probe_read_user_buf(from, &mut into[..$size]) }.is_ok()
+            {
+                return Ok($size as u32);
+            }
+        };
+    }
+    try_size!(256);
+    try_size!(1024);
+    try_size!(USER_STACK_BYTES);
+    try_size!(USER_STACK_BYTES / 2);
+    try_size!(512);
     Err(())
 }
 

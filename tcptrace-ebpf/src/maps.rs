@@ -6,12 +6,16 @@ use aya_ebpf::{
 };
 use tcptrace_common::{
     AcceptLayout, Counter, KernelLayout, Listener, ListenerKey, ResetLayout, RetransmitLayout,
-    Settings, SockInfo, StackSample, StackSampleKey, StateLayout, COUNTER_SLOTS,
+    Settings, SockInfo, StackSample, StackSampleKey, StateLayout, UserStack, COUNTER_SLOTS,
 };
 
 /// Records to userspace. Userspace may resize it before load.
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
+
+/// A process's first stack capture: read at once by a thread of its own.
+#[map]
+pub static PROCESSES: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
 
 /// `struct sock` address → what we know of that socket.
 #[map]
@@ -30,6 +34,12 @@ pub static STACK_SAMPLES: LruHashMap<StackSampleKey, StackSample> =
 /// Per-CPU counters, indexed by `tcptrace_common::Counter`.
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
+
+/// Per-CPU room where a stack capture is put together before it is sent
+/// with only the stack bytes it holds (a ring-buffer reservation has a
+/// fixed size).
+#[map]
+pub static STACK_SCRATCH: PerCpuArray<UserStack> = PerCpuArray::with_max_entries(1, 0);
 
 /// Per-CPU working copy of a socket record (too big for the BPF stack).
 /// Programs do not nest on one CPU, so one slot each is enough.
@@ -88,7 +98,7 @@ static KERNEL_LAYOUT: KernelLayout = KernelLayout {
     file_private_data: 0,
     socket_sk: 0,
     sock_state: 0,
-    _pad: 0,
+    mm_start_stack: 0,
 };
 #[unsafe(no_mangle)]
 static ACCEPT_LAYOUT: AcceptLayout = AcceptLayout { ret: 0, _pad: 0 };

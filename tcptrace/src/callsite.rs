@@ -10,7 +10,9 @@ use std::{
 use crate::{
     event::{TcpEvent, UserStackRecord},
     generations::Generations,
-    symbolize::{advice, choose, CapturedStack, Chosen, Frame, Symbolizer, UNKNOWN_FUNCTION},
+    symbolize::{
+        advice, choose, CapturedStack, Chosen, Frame, Meeter, Symbolizer, UNKNOWN_FUNCTION,
+    },
     table::StackRef,
 };
 
@@ -72,6 +74,9 @@ pub struct StackCounts {
     pub unmapped: u64,
     /// Captures skipped because their process is outside the filter.
     pub filtered_out: u64,
+    /// Processes announced by the kernel that were gone before their
+    /// mappings could be read.
+    pub processes_missed: u64,
 }
 
 pub struct CallSites {
@@ -126,6 +131,24 @@ impl Default for CallSites {
 }
 
 impl CallSites {
+    /// Call sites of a live session: processes are met by `meeter` the
+    /// moment the kernel announces them.
+    #[must_use]
+    pub fn with_meeter(meeter: Meeter) -> Self {
+        let mut call_sites = Self::default();
+        call_sites.symbolizer.attach_meeter(meeter);
+        call_sites
+    }
+
+    /// Counts, with the processes the meeting thread missed.
+    #[must_use]
+    pub fn counts(&self) -> StackCounts {
+        StackCounts {
+            processes_missed: self.symbolizer.processes_missed(),
+            ..self.counts
+        }
+    }
+
     /// A stack the kernel captured: its process's mappings are read (if
     /// new) and the stack unwound now, while the process most likely still
     /// lives (the kernel wakes us at a process's first capture). Symbolizing
@@ -253,27 +276,25 @@ impl CallSites {
 
     fn resolve(&mut self, tgid: u32, ips: &[u64]) -> CallSite {
         let frames = self.symbolizer.symbolize(tgid, ips);
-        match choose(&frames) {
-            Some(Chosen { site, via, user }) => CallSite {
-                function: site.function.clone(),
-                file: site.file.clone(),
-                line: site.line,
-                via: via.map(|frame| frame.function.clone()),
-                user_code: user,
-                advice: (!user)
-                    .then(|| advice(&frames))
-                    .flatten()
-                    .map(ToOwned::to_owned),
-                unresolved: None,
-                frames,
-            },
-            None => {
-                let reason = self.symbolizer.last_error(tgid).map_or_else(
-                    || "no symbols for these addresses".to_owned(),
-                    ToOwned::to_owned,
-                );
-                CallSite::unknown(reason, frames)
-            }
+        let Some(Chosen { site, via, user }) = choose(&frames) else {
+            let reason = self.symbolizer.last_error(tgid).map_or_else(
+                || "no symbols for these addresses".to_owned(),
+                ToOwned::to_owned,
+            );
+            return CallSite::unknown(reason, frames);
+        };
+        CallSite {
+            function: site.function.clone(),
+            file: site.file.clone(),
+            line: site.line,
+            via: via.map(|frame| frame.function.clone()),
+            user_code: user,
+            advice: (!user)
+                .then(|| advice(&frames))
+                .flatten()
+                .map(ToOwned::to_owned),
+            unresolved: None,
+            frames,
         }
     }
 

@@ -21,6 +21,7 @@ use crate::{
     owner::{self, Owner, StartOwners},
     probe::{Counters, Probe},
     snapshot::Snapshot,
+    symbolize::Meeter,
     table::{Applied, SocketRecord, SocketTable},
 };
 
@@ -36,7 +37,7 @@ pub struct EventCounts {
     pub retransmits: u64,
     pub resets_sent: u64,
     pub resets_received: u64,
-    /// Reads that returned end-of-file in CLOSE_WAIT (once per socket).
+    /// Reads that returned end-of-file in `CLOSE_WAIT` (once per socket).
     pub eof_reads: u64,
     pub shown: u64,
     pub filtered_out: u64,
@@ -75,6 +76,8 @@ impl Pipeline {
         let start = Snapshot::take().context("listing existing sockets (sock_diag)")?;
         seed_listeners(probe, &start);
         let ring = probe.take_events()?;
+        let meeter = Meeter::spawn(probe.take_processes()?)
+            .context("starting the thread that meets new processes")?;
         // SAFETY: the ring buffer owns its fd, which stays open and unchanged
         // for as long as the AsyncFd owns the ring buffer.
         let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
@@ -86,7 +89,7 @@ impl Pipeline {
             counts: EventCounts::default(),
             table: SocketTable::default(),
             diagnoses: Diagnoses::default(),
-            call_sites: CallSites::default(),
+            call_sites: CallSites::with_meeter(meeter),
         };
         Ok((pipeline, ring, start))
     }

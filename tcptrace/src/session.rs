@@ -121,7 +121,7 @@ pub async fn run(options: SessionOptions, sink: &mut dyn Sink) -> Result<Summary
         elapsed: started.elapsed(),
         counts: pipeline.counts,
         kernel: probe.counters()?,
-        stacks: pipeline.call_sites.counts,
+        stacks: pipeline.call_sites.counts(),
         missing_hooks: probe.missing_hooks().to_vec(),
     };
     sink.summary(&summary)?;

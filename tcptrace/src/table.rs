@@ -117,7 +117,7 @@ pub struct SocketRecord {
     pub owner_stack: Option<StackRef>,
     pub closer: Option<ProcessId>,
     pub closer_stack: Option<StackRef>,
-    /// Who read end-of-file in CLOSE_WAIT, and where: the code that saw
+    /// Who read end-of-file in `CLOSE_WAIT`, and where: the code that saw
     /// the peer's FIN and had to close.
     pub eof_reader: Option<ProcessId>,
     pub eof_stack: Option<StackRef>,
@@ -141,6 +141,10 @@ pub struct SocketRecord {
 }
 
 /// What `SocketTable::apply` did with an event.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "made once per event and matched at once; boxing the final record would allocate on the per-event path"
+)]
 pub enum Applied {
     /// The event updated a live socket.
     Live(u64),

@@ -10,6 +10,10 @@ use tcptrace::{
 };
 
 #[derive(Debug, Args)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "command-line switches, each its own flag"
+)]
 pub struct TraceArgs {
     /// Stop after this long (`30s`, `2m`, `1h`); default: until Ctrl-C.
     #[arg(short, long, value_parser = parse_duration)]

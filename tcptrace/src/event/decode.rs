@@ -11,7 +11,7 @@ use std::mem::offset_of;
 
 use tcptrace_common::{
     Event, EventKind, TcpState, UserStack, AF_INET, AF_INET6, CTX_PROCESS, EVENT_SIZE,
-    TASK_COMM_LEN, USER_STACK_BYTES, USER_STACK_SIZE,
+    TASK_COMM_LEN, USER_STACK_BYTES, USER_STACK_HEADER, USER_STACK_SIZE,
 };
 
 use super::{
@@ -149,17 +149,20 @@ pub fn is_user_stack(bytes: &[u8]) -> bool {
     bytes.get(..2) == Some(&(EventKind::UserStack as u16).to_ne_bytes())
 }
 
+/// A `UserStack` record: its header and exactly the `len` stack bytes it
+/// says it holds (the ring buffer pads records to 8 bytes).
 pub fn decode_user_stack(bytes: &[u8]) -> Result<UserStackRecord<'_>, DecodeError> {
-    if bytes.len() != USER_STACK_SIZE {
+    if !(USER_STACK_HEADER..=USER_STACK_SIZE).contains(&bytes.len()) {
         return Err(DecodeError::Length(bytes.len()));
     }
     let field = |offset: usize, len: usize| &bytes[offset..offset + len];
     let u64_at = |offset| u64::from_ne_bytes(field(offset, 8).try_into().expect("8 bytes"));
     let u32_at = |offset| u32::from_ne_bytes(field(offset, 4).try_into().expect("4 bytes"));
-    let len = usize::try_from(u32_at(offset_of!(UserStack, len)))
-        .unwrap_or(usize::MAX)
-        .min(USER_STACK_BYTES);
-    let stack_at = offset_of!(UserStack, stack);
+    let len = usize::try_from(u32_at(offset_of!(UserStack, len))).unwrap_or(usize::MAX);
+    let stack_at = USER_STACK_HEADER;
+    if len > USER_STACK_BYTES || stack_at + len > bytes.len() {
+        return Err(DecodeError::Truncated);
+    }
     Ok(UserStackRecord {
         id: u64_at(offset_of!(UserStack, id)),
         tgid: u32_at(offset_of!(UserStack, tgid)),
@@ -331,11 +334,11 @@ mod tests {
 
     fn bytes(event: &Event) -> Vec<u8> {
         // SAFETY: Event is plain data without padding.
-        unsafe { std::slice::from_raw_parts((event as *const Event).cast::<u8>(), EVENT_SIZE) }
+        unsafe { std::slice::from_raw_parts(std::ptr::from_ref(event).cast::<u8>(), EVENT_SIZE) }
             .to_vec()
     }
 
-    /// An inet_sock_set_state record as the 6.18 layout has it.
+    /// An `inet_sock_set_state` record as the 6.18 layout has it.
     fn state_change(family: u16, old: i32, new: i32) -> Event {
         event(
             1,
@@ -370,7 +373,7 @@ mod tests {
         );
         assert_eq!(
             event.local,
-            SocketAddr::new(Ipv4Addr::new(127, 0, 0, 1).into(), 40000)
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 40000)
         );
         assert_eq!(
             event.remote,
@@ -462,7 +465,7 @@ mod tests {
                 seed ^= seed << 13;
                 seed ^= seed >> 7;
                 seed ^= seed << 17;
-                *b = seed as u8;
+                *b = seed.to_le_bytes()[0];
             }
             buf[0] = (seed % 6) as u8; // mostly valid tags, to reach the field decoding
             buf[1] = 0;

@@ -29,7 +29,7 @@ pub enum What {
     },
     /// The peer sent a RST.
     ResetReceived,
-    /// A read returned end-of-file on the socket in CLOSE_WAIT: the actor
+    /// A read returned end-of-file on the socket in `CLOSE_WAIT`: the actor
     /// saw the peer's FIN and is the one who must close.
     EofRead,
 }

@@ -91,7 +91,7 @@ fn kernel_layout(btf: &Btf) -> Result<KernelLayout> {
         file_private_data: optional("file", &["private_data"]),
         socket_sk: optional("socket", &["sk"]),
         sock_state: u32::try_from(member_offset(btf, "sock", &["__sk_common", "skc_state"])?)?,
-        _pad: 0,
+        mm_start_stack: optional("mm_struct", &["start_stack"]),
     })
 }
 

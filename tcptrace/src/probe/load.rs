@@ -27,7 +27,7 @@ pub struct ProbeOptions {
     pub summary: bool,
     /// Capacity of the kernel's socket map. When it is full, new sockets
     /// are counted (`sock_map_full`) and not tracked: the sockets already
-    /// in it are the evidence (a CLOSE_WAIT leak is an old socket), so
+    /// in it are the evidence (a `CLOSE_WAIT` leak is an old socket), so
     /// nothing is evicted to make room.
     pub socket_map_entries: u32,
 }
@@ -70,7 +70,7 @@ enum Hook {
 /// right from the first event; the exit before the entry: attached the
 /// other way round, a softirq running while they attach could leave its
 /// CPU's flag stuck at "in softirq" (entry seen, exit missed) until that
-/// CPU's next softirq, and a connect() or listen() there would lose its
+/// CPU's next softirq, and a `connect()` or `listen()` there would lose its
 /// owner.
 fn attachments(summary: bool) -> [(&'static str, Hook); 6] {
     let (state_change, send_reset, receive_reset) = if summary {
@@ -209,6 +209,16 @@ impl Probe {
         Ok(RingBuf::try_from(map)?)
     }
 
+    /// The ring on which the kernel announces each process's first stack
+    /// (see `symbolize::Meeter`); can be taken once.
+    pub fn take_processes(&mut self) -> Result<RingBuf<MapData>> {
+        let map = self
+            .ebpf
+            .take_map("PROCESSES")
+            .context("ring buffer PROCESSES already taken or missing from the eBPF object")?;
+        Ok(RingBuf::try_from(map)?)
+    }
+
     /// One kernel-side counter, summed over CPUs.
     pub fn counter(&self, counter: Counter) -> Result<u64> {
         let map = self
@@ -230,6 +240,7 @@ impl Probe {
             stack_errors: sum(Counter::StackErrors)?,
             stacks_taken: sum(Counter::StacksTaken)?,
             stacks_sampled: sum(Counter::StacksSampled)?,
+            processes_not_announced: sum(Counter::ProcessesNotAnnounced)?,
             read_errors: sum(Counter::ReadErrors)?,
             events_folded: sum(Counter::EventsFolded)?,
             resets_without_socket: sum(Counter::ResetsWithoutSocket)?,
@@ -271,6 +282,8 @@ pub struct Counters {
     pub stacks_taken: u64,
     /// Stacks reused from a process's last capture (sampling).
     pub stacks_sampled: u64,
+    /// New processes not announced to the meeting thread (its ring full).
+    pub processes_not_announced: u64,
     pub read_errors: u64,
     /// Summary mode: events kept in the kernel's socket history, not sent.
     pub events_folded: u64,
@@ -284,7 +297,7 @@ pub struct Counters {
 
 /// Hooks that add detail where the kernel has them: who accepted a
 /// connection (pre-fork servers' workers), and which code read end-of-file
-/// in CLOSE_WAIT. Without them tcptrace runs with less, and says so.
+/// in `CLOSE_WAIT`. Without them tcptrace runs with less, and says so.
 fn attach_optional(ebpf: &mut Ebpf, accept: bool, sock_common: bool) -> Vec<String> {
     let mut missing = Vec::new();
     let accepted_lost = "accepted sockets stay their listener's owner's";

@@ -233,6 +233,28 @@ impl OpenFiles {
             .custom_flags(libc::O_NONBLOCK)
             .open(path)
             .map_err(|err| err.to_string())?;
+        self.adopt(file, path, module)
+    }
+
+    /// A copy of `file`, opened by another thread (`opened_via`), taken as
+    /// an open file unless the same file is open already.
+    pub(super) fn adopt_copy(
+        &mut self,
+        backend: &mut bz::Symbolizer,
+        file: &File,
+        opened_via: &Path,
+        module: &Path,
+    ) -> Result<FileKey, String> {
+        if self.open.len() >= self.capacity {
+            self.evict_lru(backend);
+        }
+        let copy = file.try_clone().map_err(|err| err.to_string())?;
+        self.adopt(copy, opened_via, module)
+    }
+
+    /// Takes `file` (opened by `opened_via`; `module` is how the process
+    /// names it) as an open file, unless the same file is open already.
+    fn adopt(&mut self, file: File, opened_via: &Path, module: &Path) -> Result<FileKey, String> {
         // The identity of what was opened, not of what was stat'ed.
         let meta = file.metadata().map_err(|err| err.to_string())?;
         if !meta.is_file() {
@@ -258,7 +280,7 @@ impl OpenFiles {
                 file,
                 fd_path,
                 module: module.to_string_lossy().into_owned(),
-                opened_via: path.to_owned(),
+                opened_via: opened_via.to_owned(),
                 parsed: None,
                 dev: meta.dev(),
                 ino: meta.ino(),

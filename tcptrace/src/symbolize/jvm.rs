@@ -1,5 +1,5 @@
 //! Asking a JVM for its perf map, the way `jcmd PID Compiler.perfmap` does
-//! (JDK 17+), through HotSpot's attach mechanism: a `.attach_pid<pid>` file
+//! (JDK 17+), through the attach mechanism of `HotSpot`: an `.attach_pid<pid>` file
 //! and SIGQUIT make the JVM open `/tmp/.java_pid<pid>`, a UNIX socket that
 //! takes `1\0jcmd\0Compiler.perfmap\0\0\0` and answers `0\n` and the
 //! command's output; the JVM then writes `/tmp/perf-<pid>.map` naming its
@@ -31,12 +31,16 @@ const MAX_REPLY: u64 = 64 * 1024;
 
 /// A request: the JVM's pid as we see it and as it sees itself.
 type Request = (u32, u32);
+/// An answer: the JVM, and why its request failed, if it did.
+type Answer = (u32, Result<(), String>);
+/// The request thread's two ends.
+type Worker = (Sender<Request>, Receiver<Answer>);
 
 /// Perf map requests to JVMs, made on a thread of their own.
 pub struct JvmPerfMaps {
     enabled: bool,
     /// The request thread, started at the first request.
-    worker: Option<(Sender<Request>, Receiver<(u32, Result<(), String>)>)>,
+    worker: Option<Worker>,
     /// Per JVM: when it was last asked, its pid in its namespace, and why
     /// that failed, if it did.
     asked: HashMap<u32, (Instant, u32, Option<String>)>,
@@ -59,7 +63,7 @@ impl JvmPerfMaps {
         self.enabled = enabled;
     }
 
-    fn start_worker() -> Option<(Sender<Request>, Receiver<(u32, Result<(), String>)>)> {
+    fn start_worker() -> Option<Worker> {
         let (requests, work) = mpsc::channel::<Request>();
         let (done, results) = mpsc::channel();
         thread::Builder::new()
@@ -146,7 +150,7 @@ impl JvmPerfMaps {
         }
     }
 
-    fn record(&mut self, (tgid, result): (u32, Result<(), String>)) {
+    fn record(&mut self, (tgid, result): Answer) {
         self.in_flight = self.in_flight.saturating_sub(1);
         if let Some(asked) = self.asked.get_mut(&tgid) {
             asked.2 = result.err();

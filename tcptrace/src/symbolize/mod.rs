@@ -31,6 +31,7 @@ mod call_site;
 mod files;
 mod frame;
 mod jvm;
+mod meeter;
 mod perf_map;
 mod process;
 mod resolve;
@@ -39,13 +40,14 @@ mod runtimes;
 mod tests;
 mod unwind;
 
-use std::{collections::HashMap, rc::Rc, time::Duration};
+use std::{collections::HashMap, path::PathBuf, rc::Rc, time::Duration};
 
 use blazesym::symbolize as bz;
 use framehop::{x86_64::CacheX86_64, Unwinder};
 
 pub use call_site::{call_site, choose, Chosen};
 pub use frame::{Frame, UNKNOWN as UNKNOWN_FUNCTION};
+pub use meeter::Meeter;
 pub use runtimes::advice;
 
 use crate::generations::Generations;
@@ -140,6 +142,8 @@ pub struct Symbolizer {
     unwind_cache: CacheX86_64,
     /// Perf map requests to JVMs whose JIT code is not named yet.
     jvm: JvmPerfMaps,
+    /// What the meeting thread read of processes that may be gone now.
+    meeter: Option<Meeter>,
     /// Logical time for least-recently-used eviction of processes.
     tick: u64,
     limits: Limits,
@@ -166,6 +170,7 @@ impl Symbolizer {
             sections: Generations::new(limits.unwind_files),
             unwind_cache: CacheX86_64::new(),
             jvm: JvmPerfMaps::new(true),
+            meeter: None,
             tick: 0,
             limits,
         }
@@ -243,6 +248,18 @@ impl Symbolizer {
     #[must_use]
     pub fn last_error(&self, tgid: u32) -> Option<&str> {
         self.processes.get(&tgid)?.last_error.as_deref()
+    }
+
+    /// Takes what `meeter` meets: the mappings and files of processes that
+    /// exited before they were symbolized.
+    pub fn attach_meeter(&mut self, meeter: Meeter) {
+        self.meeter = Some(meeter);
+    }
+
+    /// Processes announced whose mappings were gone before they were read.
+    #[must_use]
+    pub fn processes_missed(&self) -> u64 {
+        self.meeter.as_ref().map_or(0, |m| m.lock().missed)
     }
 
     /// Whether tcptrace may ask JVMs for their perf maps (on by default).
@@ -328,16 +345,15 @@ impl Symbolizer {
                 return ips;
             };
             process.modules[index] = true;
-            let file = match sections.get(key) {
-                Some(known) => known,
-                None => {
-                    let read = files
-                        .file(key)
-                        .and_then(|file| UnwindSections::read(file).ok())
-                        .map(Rc::new);
-                    sections.insert(key.clone(), read.clone());
-                    read
-                }
+            let file = if let Some(known) = sections.get(key) {
+                known
+            } else {
+                let read = files
+                    .file(key)
+                    .and_then(|file| UnwindSections::read(file).ok())
+                    .map(Rc::new);
+                sections.insert(key.clone(), read.clone());
+                read
             };
             if let Some(module) =
                 file.and_then(|file| unwind::module_for(&image.mappings[index], &file))
@@ -383,7 +399,7 @@ impl Symbolizer {
                     self.forget(oldest);
                 }
             }
-            let image = self.read_image(tgid, mm);
+            let image = self.read_image(tgid, mm, false);
             self.processes.insert(
                 tgid,
                 ProcessCache {
@@ -403,13 +419,27 @@ impl Symbolizer {
 
     /// Reads the mappings of live process `tgid` and finds the file behind
     /// each mapping of code.
-    fn read_image(&mut self, tgid: u32, mm: u64) -> Result<ProcessImage, String> {
+    /// With `live`, only the live process's mappings will do (they changed
+    /// since it was met: a library loaded, new JIT code).
+    fn read_image(&mut self, tgid: u32, mm: u64, live: bool) -> Result<ProcessImage, String> {
         // blazesym reads pid 0 as "self", and so would /proc paths built here.
         if tgid == 0 {
             return Err("tgid 0 is not a user process".to_owned());
         }
-        let mappings = process::read_mappings(tgid)
-            .map_err(|err| format!("the process exited before its mappings were read ({err})"))?;
+        // What the meeting thread read when the process took its first
+        // stack: a process that is exiting shows its mappings going away.
+        let met = self
+            .meeter
+            .as_ref()
+            .filter(|_| !live)
+            .and_then(|m| m.lock().maps(tgid, mm).map(process::parse_mappings))
+            .filter(|mappings| !mappings.is_empty());
+        let mappings = match met {
+            Some(mappings) => mappings,
+            None => process::read_mappings(tgid).map_err(|err| {
+                format!("the process exited before its mappings were read ({err})")
+            })?,
+        };
         let files = mappings
             .iter()
             .map(|mapping| {
@@ -422,6 +452,15 @@ impl Symbolizer {
                 // A file of a program met before: no system call at all.
                 if let Some(key) = self.files.held(mapping.inode) {
                     return Some(Ok(key));
+                }
+                // Opened by the meeting thread while the process lived.
+                let met = self
+                    .meeter
+                    .as_ref()
+                    .and_then(|m| m.lock().file(mapping.inode));
+                if let Some(file) = met {
+                    let via = PathBuf::from(format!("/proc/{tgid}/root (met)"));
+                    return Some(self.files.adopt_copy(&mut self.backend, &file, &via, path));
                 }
                 Some(self.files.find(
                     &mut self.backend,

@@ -100,8 +100,10 @@ mod tests {
 7f3ac2000000 40 LazyCompile:*nodeConnectPerRequest /app/client.js:12
 bogus line
 7f3ac3000000 0 empty";
-        let mut map = PerfMap::default();
-        map.entries = parse(text.as_bytes());
+        let map = PerfMap {
+            entries: parse(text.as_bytes()),
+            ..PerfMap::default()
+        };
         assert_eq!(map.entries.len(), 3);
         assert_eq!(map.lookup(0x7f3a_c100_0100), Some("Interpreter"));
         assert_eq!(

@@ -77,9 +77,19 @@ impl ProcessImage {
 pub(super) fn read_mappings(tgid: u32) -> Result<Vec<Mapping>, String> {
     let path = format!("/proc/{tgid}/maps");
     let text = fs::read_to_string(&path).map_err(|err| format!("{path}: {err}"))?;
+    let mappings = parse_mappings(&text);
+    // An exiting process's mappings are torn down (a zombie has none).
+    if mappings.is_empty() {
+        return Err(format!("{path}: no mappings (exiting)"));
+    }
+    Ok(mappings)
+}
+
+/// The mappings `/proc/<tgid>/maps` text lists, sorted by address.
+pub(super) fn parse_mappings(text: &str) -> Vec<Mapping> {
     let mut mappings: Vec<Mapping> = text.lines().filter_map(parse_line).collect();
     mappings.sort_unstable_by_key(|m| m.start);
-    Ok(mappings)
+    mappings
 }
 
 /// The pid of `tgid` in its innermost pid namespace (the last `NSpid`).

@@ -148,7 +148,7 @@ impl Symbolizer {
             .image
             .as_ref()
             .map_or(0, |image| image.mm);
-        match self.read_image(tgid, mm) {
+        match self.read_image(tgid, mm, true) {
             Ok(image) => {
                 let process = self
                     .processes

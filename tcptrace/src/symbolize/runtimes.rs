@@ -285,8 +285,11 @@ fn java_method(name: &str) -> &str {
 
 /// A Go frame: compiled from a `.go` file, or named like the Go runtime.
 fn is_go(frame: &Frame) -> bool {
-    frame.file.as_deref().is_some_and(|f| f.ends_with(".go"))
-        || frame.function.starts_with("runtime.")
+    frame.file.as_deref().is_some_and(|f| {
+        std::path::Path::new(f)
+            .extension()
+            .is_some_and(|e| e == "go")
+    }) || frame.function.starts_with("runtime.")
         || frame.function.starts_with("runtime/")
 }
 

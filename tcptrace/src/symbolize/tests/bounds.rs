@@ -33,7 +33,7 @@ fn binary_parsed_once_for_many_processes() {
     // Each file of code opened once (when the first process was met), one
     // parse, two offsets: not per process.
     let files = code_files("self");
-    assert_eq!(symbolizer.files.opened as usize, files);
+    assert_eq!(usize::try_from(symbolizer.files.opened).unwrap(), files);
     assert_eq!(symbolizer.files.parses, 1);
     assert_eq!(symbolizer.files.open.len(), files);
     assert_eq!(symbolizer.files.inodes.len(), files);

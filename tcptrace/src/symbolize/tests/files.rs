@@ -44,7 +44,7 @@ fn copies_of_a_file_are_one_file() {
     // Every file of code opened once for both processes, the two libc
     // copies included (Debian's libc has a build id; without one they would
     // be two files); their inodes are two.
-    assert_eq!(symbolizer.files.opened as usize, files);
+    assert_eq!(usize::try_from(symbolizer.files.opened).unwrap(), files);
     assert_eq!(symbolizer.files.inodes.len(), files + 1);
 }
 

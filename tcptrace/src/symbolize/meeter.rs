@@ -1,0 +1,208 @@
+//! Meeting processes the moment they take their first stack: the kernel
+//! announces each on a small ring buffer of its own (`PROCESSES`, woken at
+//! once), and a thread of ours reads the process's mappings and opens its
+//! files of code right then, whatever the event reader is busy with (the
+//! first parse of a large binary takes tens of milliseconds, and a curl in
+//! a shell loop lives less than that after its connect). The symbolizer
+//! takes what was met when the process is gone by the time it gets there.
+//!
+//! Files are opened through the process's root and checked against the
+//! device and inode its mappings name; a file met once is held (bounded)
+//! and not opened again for the next process of the same program.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    ffi::OsString,
+    fs::{self, File},
+    os::{
+        fd::AsRawFd,
+        unix::fs::{MetadataExt, OpenOptionsExt},
+    },
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex, MutexGuard,
+    },
+    thread,
+};
+
+use aya::maps::{MapData, RingBuf};
+use tcptrace_common::NewProcess;
+
+use super::process::{parse_mappings, Backing};
+
+/// Processes whose mappings are kept at most (the oldest go first).
+const MAX_PROCESSES: usize = 4096;
+/// Files held open at most (the oldest go first).
+const MAX_FILES: usize = 256;
+/// How often the thread looks whether it should stop, in milliseconds.
+const POLL_MS: i32 = 200;
+
+/// What the thread met, shared with the symbolizer.
+#[derive(Default)]
+pub(super) struct Met {
+    /// tgid → (`task->mm`, the text of its maps).
+    processes: HashMap<u32, (u64, String)>,
+    arrivals: VecDeque<u32>,
+    /// (device, inode) → the file, held open.
+    files: HashMap<(u64, u64), Arc<File>>,
+    file_arrivals: VecDeque<(u64, u64)>,
+    /// Processes announced whose mappings could not be read (gone already).
+    pub(super) missed: u64,
+}
+
+impl Met {
+    /// The maps text of `tgid` as met, if it was met in the exec `mm` (0:
+    /// any).
+    pub(super) fn maps(&self, tgid: u32, mm: u64) -> Option<&str> {
+        let (met_mm, text) = self.processes.get(&tgid)?;
+        (mm == 0 || *met_mm == 0 || *met_mm == mm).then_some(text.as_str())
+    }
+
+    /// The file with this (device, inode), if it was met.
+    pub(super) fn file(&self, inode: (u64, u64)) -> Option<Arc<File>> {
+        self.files.get(&inode).cloned()
+    }
+
+    fn remember(&mut self, tgid: u32, mm: u64, text: String) {
+        if self.processes.insert(tgid, (mm, text)).is_none() {
+            self.arrivals.push_back(tgid);
+        }
+        while self.processes.len() > MAX_PROCESSES {
+            let Some(oldest) = self.arrivals.pop_front() else {
+                break;
+            };
+            self.processes.remove(&oldest);
+        }
+    }
+
+    fn hold(&mut self, inode: (u64, u64), file: File) {
+        if self.files.insert(inode, Arc::new(file)).is_none() {
+            self.file_arrivals.push_back(inode);
+        }
+        while self.files.len() > MAX_FILES {
+            let Some(oldest) = self.file_arrivals.pop_front() else {
+                break;
+            };
+            self.files.remove(&oldest);
+        }
+    }
+}
+
+/// The meeting thread; stops when dropped.
+pub struct Meeter {
+    pub(super) met: Arc<Mutex<Met>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Meeter {
+    /// Starts reading `ring` (the `PROCESSES` map) on a thread of its own.
+    pub fn spawn(mut ring: RingBuf<MapData>) -> std::io::Result<Self> {
+        let met = Arc::new(Mutex::new(Met::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (shared, stopped) = (Arc::clone(&met), Arc::clone(&stop));
+        thread::Builder::new()
+            .name("tcptrace-meet".to_owned())
+            .spawn(move || {
+                let fd = ring.as_raw_fd();
+                while !stopped.load(Ordering::Relaxed) {
+                    let mut poll = libc::pollfd {
+                        fd,
+                        events: libc::POLLIN,
+                        revents: 0,
+                    };
+                    // SAFETY: one valid pollfd, owned by this frame.
+                    unsafe { libc::poll(&raw mut poll, 1, POLL_MS) };
+                    while let Some(record) = ring.next() {
+                        if let Some(process) = decode(&record) {
+                            meet(&shared, process.tgid, process.mm);
+                        }
+                    }
+                }
+            })?;
+        Ok(Self { met, stop })
+    }
+
+    pub(super) fn lock(&self) -> MutexGuard<'_, Met> {
+        // A panic on the thread leaves data that is still consistent.
+        self.met
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Drop for Meeter {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn decode(bytes: &[u8]) -> Option<NewProcess> {
+    let bytes: [u8; 16] = bytes.get(..16)?.try_into().ok()?;
+    Some(NewProcess {
+        tgid: u32::from_ne_bytes(bytes[..4].try_into().ok()?),
+        _pad: 0,
+        mm: u64::from_ne_bytes(bytes[8..].try_into().ok()?),
+    })
+}
+
+/// Reads the mappings of `tgid` and opens the files of code not held yet.
+fn meet(shared: &Mutex<Met>, tgid: u32, mm: u64) {
+    let text = fs::read_to_string(format!("/proc/{tgid}/maps")).unwrap_or_default();
+    // Empty: the process is gone, or exiting (its mappings torn down).
+    if text.is_empty() {
+        let mut met = shared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        met.missed += 1;
+        return;
+    }
+    let wanted: Vec<_> = {
+        let met = shared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        parse_mappings(&text)
+            .into_iter()
+            .filter(|m| m.executable && !met.files.contains_key(&m.inode))
+            .filter_map(|m| match m.backing {
+                Backing::File(path) => Some((m.inode, path, m.start, m.end)),
+                _ => None,
+            })
+            .collect()
+    };
+    // Opened without the lock: the symbolizer may be waiting on it.
+    let opened: Vec<((u64, u64), File)> = wanted
+        .into_iter()
+        .filter_map(|(inode, path, start, end)| {
+            // The path names a file in the process's mount namespace.
+            let mut in_root = OsString::from(format!("/proc/{tgid}/root"));
+            in_root.push(&path);
+            let candidates = [
+                PathBuf::from(in_root),
+                PathBuf::from(format!("/proc/{tgid}/map_files/{start:x}-{end:x}")),
+            ];
+            candidates
+                .iter()
+                .find_map(|candidate| open_if(candidate, inode))
+                .map(|file| (inode, file))
+        })
+        .collect();
+    let mut met = shared
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    for (inode, file) in opened {
+        met.hold(inode, file);
+    }
+    met.remember(tgid, mm, text);
+}
+
+/// `path` opened, if it is the regular file with this (device, inode).
+fn open_if(path: &Path, inode: (u64, u64)) -> Option<File> {
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    let meta = file.metadata().ok()?;
+    (meta.is_file() && (meta.dev(), meta.ino()) == inode).then_some(file)
+}
