@@ -30,6 +30,10 @@ pub struct DaemonArgs {
     /// At most one call-site stack per process and call kind per interval [default: 1s].
     #[arg(long, env = "TCPTRACE_STACK_INTERVAL")]
     stack_interval: Option<String>,
+    /// Do not ask JVMs for their perf maps (`jcmd PID Compiler.perfmap`
+    /// through the attach socket); Java methods then stay unnamed.
+    #[arg(long, env = "TCPTRACE_NO_JVM_PERF_MAP")]
+    no_jvm_perf_map: bool,
     /// Have the kernel send every event instead of one summary per socket
     /// (more overhead; the metrics are the same).
     #[arg(long, env = "TCPTRACE_EVERY_EVENT")]
@@ -59,6 +63,7 @@ pub fn run(args: DaemonArgs) -> Result<()> {
             socket_map_entries: args.socket_map_entries,
             no_stacks: args.no_stacks,
             stack_interval: args.stack_interval,
+            no_jvm_perf_map: args.no_jvm_perf_map,
             every_event: args.every_event,
             refresh: args.refresh,
             comm: args.comms,

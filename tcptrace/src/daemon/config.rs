@@ -22,6 +22,7 @@ pub struct FileConfig {
     pub socket_map_entries: Option<u32>,
     pub stacks: Option<bool>,
     pub stack_interval: Option<String>,
+    pub jvm_perf_map: Option<bool>,
     pub every_event: Option<bool>,
     pub refresh: Option<String>,
     pub log_findings: Option<bool>,
@@ -50,6 +51,7 @@ pub struct Overrides {
     pub socket_map_entries: Option<u32>,
     pub no_stacks: bool,
     pub stack_interval: Option<String>,
+    pub no_jvm_perf_map: bool,
     pub every_event: bool,
     pub refresh: Option<String>,
     pub comm: Vec<String>,
@@ -58,6 +60,10 @@ pub struct Overrides {
 
 /// The configuration in force.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "configuration switches, each its own setting"
+)]
 pub struct DaemonConfig {
     pub listen: SocketAddr,
     /// Destinations with their own `peer` label; the rest are "other".
@@ -68,6 +74,8 @@ pub struct DaemonConfig {
     pub stacks: bool,
     /// At most one call-site stack per process and call kind per interval.
     pub stack_interval: Duration,
+    /// Ask JVMs for their perf maps (Java method names).
+    pub jvm_perf_map: bool,
     /// Send every event from the kernel instead of one summary per socket
     /// (costs more; for debugging tcptrace itself).
     pub every_event: bool,
@@ -137,6 +145,7 @@ impl DaemonConfig {
             socket_map_entries,
             stacks: !flags.no_stacks && file.stacks.unwrap_or(true),
             stack_interval,
+            jvm_perf_map: !flags.no_jvm_perf_map && file.jvm_perf_map.unwrap_or(true),
             every_event,
             refresh,
             log_findings: file.log_findings.unwrap_or(true),

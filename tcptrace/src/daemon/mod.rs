@@ -69,7 +69,15 @@ async fn serve(config: DaemonConfig) -> Result<()> {
         ..Filter::default()
     };
     // The daemon shows no start listing: only the owners are kept.
-    let (pipeline, mut ring, _) = Pipeline::start(&mut probe, filter)?;
+    let (mut pipeline, mut ring, _) = Pipeline::start(&mut probe, filter)?;
+    pipeline.call_sites.set_jvm_perf_maps(config.jvm_perf_map);
+    for missing in probe.missing_hooks() {
+        log(
+            "warn",
+            "a hook is missing",
+            &serde_json::json!({ "lost": missing }),
+        );
+    }
     let kept = crate::privileges::drop_after_attach()?;
     release_free_heap();
     log(
@@ -250,6 +258,7 @@ impl Daemon {
         let mut scrape = Scrape {
             kernel: self.probe.counters().unwrap_or_default(),
             events: self.pipeline.counts,
+            stacks: self.pipeline.call_sites.counts(),
             version: env!("CARGO_PKG_VERSION"),
             kernel_release: std::fs::read_to_string("/proc/sys/kernel/osrelease")
                 .unwrap_or_default()
@@ -284,6 +293,9 @@ impl Daemon {
             "events_sent_by_kernel": kernel.events_sent,
             "events_folded_by_kernel": kernel.events_folded,
             "decode_errors": self.pipeline.counts.decode_errors,
+            "stacks": self.pipeline.call_sites.counts(),
+            "stack_errors": kernel.stack_errors,
+            "missing_hooks": self.probe.missing_hooks(),
             "ring_wakeups": self.wakeups,
             "live_sockets_traced": self.pipeline.table.len(),
         })

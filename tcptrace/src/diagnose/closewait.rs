@@ -18,8 +18,6 @@ use crate::{
 pub struct LeakKey {
     pub owner: Option<ProcessId>,
     pub call_site: Option<StackRef>,
-    /// Where end-of-file was read, when it was (in the session).
-    pub eof_site: Option<StackRef>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -31,6 +29,33 @@ pub struct Leak {
     pub oldest_is_lower_bound: bool,
     pub fds: Vec<FdHolder>,
     pub peers: Vec<std::net::SocketAddr>,
+    /// Where end-of-file was read on these sockets (in the session), and
+    /// how often.
+    pub eof_stacks: HashMap<StackRef, u64>,
+}
+
+/// Peers listed per leak at most.
+const MAX_PEERS: usize = 16;
+
+impl Leak {
+    /// Adds `other`'s sockets (the same leak seen through another stack of
+    /// the same call site).
+    pub fn absorb(&mut self, other: Self) {
+        if other.oldest_ns > self.oldest_ns {
+            self.oldest_ns = other.oldest_ns;
+            self.oldest_is_lower_bound = other.oldest_is_lower_bound;
+        }
+        self.sockets += other.sockets;
+        self.fds.extend(other.fds);
+        for peer in other.peers {
+            if self.peers.len() < MAX_PEERS && !self.peers.contains(&peer) {
+                self.peers.push(peer);
+            }
+        }
+        for (stack, n) in other.eof_stacks {
+            *self.eof_stacks.entry(stack).or_default() += n;
+        }
+    }
 }
 
 /// Groups the sockets in `CLOSE_WAIT` now by owner and call site.
@@ -66,7 +91,6 @@ pub fn leaks(
         let key = LeakKey {
             owner,
             call_site: traced.and_then(|r| r.owner_stack),
-            eof_site: traced.and_then(|r| r.eof_stack),
         };
         let leak = leaks.entry(key).or_default();
         leak.sockets += 1;
@@ -75,8 +99,11 @@ pub fn leaks(
             leak.oldest_is_lower_bound = lower_bound;
         }
         leak.fds.extend(socket.holders.iter().cloned());
-        if leak.peers.len() < 16 && !leak.peers.contains(&socket.remote) {
+        if leak.peers.len() < MAX_PEERS && !leak.peers.contains(&socket.remote) {
             leak.peers.push(socket.remote);
+        }
+        if let Some(eof) = traced.and_then(|r| r.eof_stack) {
+            *leak.eof_stacks.entry(eof).or_default() += 1;
         }
     }
     leaks

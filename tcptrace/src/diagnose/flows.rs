@@ -8,7 +8,6 @@ use hdrhistogram::Histogram;
 
 use crate::{
     event::{TcpEvent, What},
-    owner::OwnerSource,
     table::{ClosedBy, ProcessId, Role, SocketRecord, StackRef},
     FastMap,
 };
@@ -255,7 +254,7 @@ impl Flows {
 
     /// Every event on a live socket: connects and handshakes.
     pub fn on_event(&mut self, event: &TcpEvent, record: &SocketRecord) {
-        use tcptrace_common::TcpState::{Close, Established, Listen, SynRecv, SynSent};
+        use tcptrace_common::TcpState::{Close, Established, SynRecv, SynSent};
         // One lookup per event: this runs for every event the daemon sees.
         let flow = self.flow(record);
         flow.last_seen_ns = event.ts_ns;
@@ -269,15 +268,6 @@ impl Flows {
                     flow.recent_attempts_ns.remove(0);
                 }
                 flow.recent_attempts_ns.push(event.ts_ns);
-                if let Some(stack) = record.owner_stack {
-                    *flow.owner_stacks.entry(stack).or_default() += 1;
-                }
-            }
-            What::StateChange {
-                old: Listen,
-                new: SynRecv,
-            } => {
-                // A passive socket's call site is its listener's listen().
                 if let Some(stack) = record.owner_stack {
                     *flow.owner_stacks.entry(stack).or_default() += 1;
                 }
@@ -324,9 +314,9 @@ impl Flows {
         if let Some(stack) = record.closer_stack {
             *flow.close_stacks.entry(stack).or_default() += 1;
         }
-        // A socket accepted by another process than its listener's owner
-        // (a pre-fork server's worker): its call site is the accept.
-        if record.owner_source == Some(OwnerSource::Accept) {
+        // A passive socket's call site is known for sure only at its end:
+        // the accept() that took it, or else its listener's listen().
+        if record.role == Role::Passive {
             if let Some(stack) = record.owner_stack {
                 *flow.owner_stacks.entry(stack).or_default() += 1;
             }

@@ -1,5 +1,5 @@
 //! Flows of many processes of one program fold into one finding per
-//! (process name, role, peer, call sites): a shell loop that runs curl 200
+//! (process name, role, peer, call site): a shell loop that runs curl 200
 //! times is one finding with 200 pids, not 200 rows. Folding is done when
 //! the report is built, since call sites are known only then.
 
@@ -32,7 +32,6 @@ struct FoldKey {
     role: Role,
     peer: SocketAddr,
     owner_site: Option<(String, Option<String>, Option<u32>)>,
-    close_site: Option<String>,
 }
 
 /// A flow with what it folds by.
@@ -44,7 +43,7 @@ pub struct Member<'a> {
     pub close_site: Option<CallSite>,
 }
 
-/// Groups `members` that share a process name, role, peer and call sites.
+/// Groups `members` that share a process name, role, peer and call site.
 #[must_use]
 pub fn fold<'a>(members: impl IntoIterator<Item = Member<'a>>) -> Vec<Folded<'a>> {
     let mut groups: HashMap<FoldKey, Vec<Member<'a>>> = HashMap::new();
@@ -57,7 +56,6 @@ pub fn fold<'a>(members: impl IntoIterator<Item = Member<'a>>) -> Vec<Folded<'a>
                 .owner_site
                 .as_ref()
                 .map(|s| (s.function.clone(), s.file.clone(), s.line)),
-            close_site: member.close_site.as_ref().map(|s| s.function.clone()),
         };
         groups.entry(key).or_default().push(member);
     }
@@ -83,6 +81,14 @@ fn merge(mut members: Vec<Member<'_>>) -> Folded<'_> {
         }
         Cow::Owned(sum)
     };
+    // The close call site of the busiest member that names the user's
+    // code, else of one that names anything.
+    let close_site = members
+        .iter()
+        .filter_map(|m| m.close_site.as_ref())
+        .rev()
+        .max_by_key(|site| (site.user_code, site.unresolved.is_none()))
+        .cloned();
     let first = members.swap_remove(0);
     Folded {
         key: first.key,
@@ -90,6 +96,6 @@ fn merge(mut members: Vec<Member<'_>>) -> Folded<'_> {
         flow,
         time_wait_now,
         owner_site: first.owner_site,
-        close_site: first.close_site,
+        close_site,
     }
 }

@@ -1,14 +1,19 @@
 //! The end-of-session report: every diagnosis turned into findings, each
 //! naming the process, the peer and the call site.
 
-use std::{cmp::Reverse, collections::HashMap, net::SocketAddr, time::Duration};
+use std::{
+    cmp::Reverse,
+    collections::{hash_map::Entry, HashMap},
+    net::SocketAddr,
+    time::Duration,
+};
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use tcptrace_common::TcpState;
 
 use super::{
-    closewait,
+    closewait::{self, Leak},
     deadpeer::DeadPeerOutcomes,
     flows::{ConnectFailures, Flow, FlowKey},
     fold::{fold, Folded, Member, MAX_LISTED_PIDS},
@@ -387,27 +392,51 @@ pub fn build_report(diagnoses: &Diagnoses, input: &ReportInput) -> Report {
     connects.sort_by_key(|c| Reverse((c.failures.total(), c.attempts)));
     accepts.sort_by_key(|a| Reverse(a.established));
 
-    let mut leaks: Vec<CloseWaitLeak> =
-        closewait::leaks(input.owned, input.table, input.now_ns, elapsed_ns)
-            .into_iter()
-            .map(|(key, leak)| CloseWaitLeak {
-                process: ProcessJson::of(key.owner),
-                sockets: leak.sockets,
-                oldest_age_s: secs(leak.oldest_ns),
-                age_is_lower_bound: leak.oldest_is_lower_bound,
-                fds: leak
-                    .fds
-                    .iter()
-                    .map(|h| FdJson {
-                        pid: h.pid,
-                        fd: h.fd,
-                    })
-                    .collect(),
-                peers: leak.peers.iter().map(ToString::to_string).collect(),
-                call_site: site(key.call_site),
-                eof_call_site: site(key.eof_site),
-            })
-            .collect();
+    // One leak per process and call site of the user's code (its text:
+    // the stacks of an interpreted and a compiled path name the same
+    // code); the call sites that name no user code are one leak per
+    // process, named by the one with the most sockets; sockets without any
+    // (born before the session) one more.
+    let mut leak_groups: HashMap<_, (Option<CallSite>, Leak)> = HashMap::new();
+    for (key, leak) in closewait::leaks(input.owned, input.table, input.now_ns, elapsed_ns) {
+        let call_site = site(key.call_site);
+        let text = call_site.as_ref().map(|s| {
+            s.user_code
+                .then(|| (s.function.clone(), s.file.clone(), s.line))
+        });
+        match leak_groups.entry((key.owner, text)) {
+            Entry::Occupied(mut group) => {
+                let (named, known) = group.get_mut();
+                if leak.sockets > known.sockets {
+                    *named = call_site;
+                }
+                known.absorb(leak);
+            }
+            Entry::Vacant(group) => {
+                group.insert((call_site, leak));
+            }
+        }
+    }
+    let mut leaks: Vec<CloseWaitLeak> = leak_groups
+        .into_iter()
+        .map(|((owner, _), (call_site, leak))| CloseWaitLeak {
+            process: ProcessJson::of(owner),
+            sockets: leak.sockets,
+            oldest_age_s: secs(leak.oldest_ns),
+            age_is_lower_bound: leak.oldest_is_lower_bound,
+            fds: leak
+                .fds
+                .iter()
+                .map(|h| FdJson {
+                    pid: h.pid,
+                    fd: h.fd,
+                })
+                .collect(),
+            peers: leak.peers.iter().map(ToString::to_string).collect(),
+            call_site,
+            eof_call_site: site(best_stack(&leak.eof_stacks, input.call_sites)),
+        })
+        .collect();
     leaks.sort_by_key(|l| Reverse(l.sockets));
 
     let mut dead: Vec<DeadPeerFin> = diagnoses

@@ -16,6 +16,7 @@ use prometheus_client::{
 };
 
 use crate::{
+    callsite::StackCounts,
     container::ContainerLabels,
     diagnose::flows::ConnectFailures,
     metrics::{Buckets, ProcessMetrics},
@@ -72,6 +73,8 @@ pub struct Scrape {
     pub port_range_size: u64,
     pub kernel: Counters,
     pub events: EventCounts,
+    /// What became of the stacks the kernel captured.
+    pub stacks: StackCounts,
     pub folded: u64,
     pub version: &'static str,
     pub kernel_release: String,
@@ -350,8 +353,44 @@ impl Scrape {
             ),
             (
                 "stack_errors",
-                "User stacks that could not be captured",
+                "User stacks that could not be captured (ring buffer full, stack unreadable)",
                 k.stack_errors,
+            ),
+            ("stacks_captured", "User stacks captured", k.stacks_taken),
+            (
+                "stacks_sampled",
+                "Call-site stacks reused from the process's last capture (sampling)",
+                k.stacks_sampled,
+            ),
+            (
+                "stacks_unwound",
+                "Captured stacks unwound in userspace",
+                self.stacks.unwound,
+            ),
+            (
+                "stacks_unmapped",
+                "Captured stacks of processes gone before tcptrace read their mappings: no call site",
+                self.stacks.unmapped,
+            ),
+            (
+                "processes_missed",
+                "New processes gone before their mappings could be read",
+                self.stacks.processes_missed,
+            ),
+            (
+                "processes_not_announced",
+                "New processes the kernel could not announce (its ring was full)",
+                k.processes_not_announced,
+            ),
+            (
+                "kernel_read_errors",
+                "Tracepoint records or kernel fields that could not be read",
+                k.read_errors,
+            ),
+            (
+                "listener_map_full",
+                "Listeners the kernel could not record (map full): their connections have no owner",
+                k.listener_map_full,
             ),
             (
                 "folded_series",

@@ -39,15 +39,39 @@ pub fn choose(frames: &[Frame]) -> Option<Chosen<'_>> {
             user: true,
         });
     }
-    let fallback = kinds
-        .iter()
-        .position(|&k| k == FrameKind::Library)
-        .or_else(|| kinds.iter().position(|&k| k != FrameKind::Unknown))?;
+    let fallback =
+        library_entry(&kinds).or_else(|| kinds.iter().position(|&k| k != FrameKind::Unknown))?;
     Some(Chosen {
         site: &frames[fallback],
         via: None,
         user: false,
     })
+}
+
+/// The frame that best stands for the caller when no user frame is on the
+/// stack: where the named frames give way to code nobody could name (an
+/// interpreted Java method calling `ServerSocket.accept`), the last of
+/// them, the API the caller called; otherwise the first library frame (a
+/// library working on a thread of its own, as Go's net/http dials).
+fn library_entry(kinds: &[FrameKind]) -> Option<usize> {
+    if let Some(unnamed) = kinds.iter().position(|&k| k == FrameKind::Interpreted) {
+        if let Some(last) = kinds[..unnamed]
+            .iter()
+            .rposition(|&k| matches!(k, FrameKind::Library | FrameKind::Plumbing))
+        {
+            return Some(last);
+        }
+    }
+    let first = kinds.iter().position(|&k| k == FrameKind::Library)?;
+    let run_end = kinds[first..]
+        .iter()
+        .position(|&k| k != FrameKind::Library)
+        .map_or(kinds.len(), |n| first + n);
+    let unnamed_caller = matches!(
+        kinds.get(run_end),
+        Some(FrameKind::Interpreted | FrameKind::Unknown)
+    );
+    Some(if unnamed_caller { run_end - 1 } else { first })
 }
 
 /// The frame that names the call site (see [`choose`]).
@@ -174,6 +198,31 @@ mod tests {
             .unwrap()
             .function
             .contains("java.net.Socket.connect"));
+    }
+
+    /// An interpreted Java caller: the JDK API it called stands for it.
+    #[test]
+    fn interpreted_java_caller_is_named_by_the_api_it_called() {
+        let frames = [
+            frame("__libc_accept", "/usr/lib/x86_64-linux-gnu/libc.so.6"),
+            frame("Java_sun_nio_ch_Net_accept", "/usr/lib/jvm/lib/libnio.so"),
+            frame(
+                "void sun.nio.ch.NioSocketImpl.accept(java.net.SocketImpl)",
+                JIT_MODULE,
+            ),
+            frame(
+                "void java.net.ServerSocket.implAccept(java.net.SocketImpl)",
+                JIT_MODULE,
+            ),
+            frame("java.net.Socket java.net.ServerSocket.accept()", JIT_MODULE),
+            frame("Interpreter", JIT_MODULE),
+        ];
+        let chosen = choose(&frames).unwrap();
+        assert_eq!(
+            chosen.site.function,
+            "java.net.Socket java.net.ServerSocket.accept()"
+        );
+        assert!(!chosen.user);
     }
 
     /// Node with --perf-basic-prof: the close is the user's; the connect

@@ -322,6 +322,18 @@ impl Symbolizer {
         let Ok(image) = &process.image else {
             return Vec::new();
         };
+        // A system call is made from code mapped from a file: mappings
+        // without it were read from a process tearing them down.
+        if !image
+            .mapping_of(captured.ip)
+            .is_some_and(|(_, mapping)| mapping.executable)
+        {
+            process.image = Err(
+                "the process exited before its mappings were read (they were being torn down)"
+                    .to_owned(),
+            );
+            return Vec::new();
+        }
         let captured = Captured {
             ip: captured.ip,
             sp: captured.sp,
