@@ -562,16 +562,25 @@ fn java_close_wait_leak_names_the_method_that_read_eof() {
     thread::sleep(Duration::from_millis(200));
     let report = session.stop();
 
-    let leak = report.one("close_wait_leak", "the Java server", |f| {
-        f["process"]["pid"] == server.pid()
-    });
+    // One leak; sockets whose events the session did not see (a ring
+    // buffer full of 2000 connections' stacks: the session counts them)
+    // have no traced call site and form one more, found by the socket dump.
+    let leaks = report.findings("close_wait_leak", |f| f["process"]["pid"] == server.pid());
+    let sockets: u64 = leaks.iter().map(|f| u64_of(f, "sockets")).sum();
+    assert_eq!(sockets, (N / EVERY) as u64, "every leaked socket is listed");
+    let leak = *leaks
+        .iter()
+        .max_by_key(|f| u64_of(f, "sockets"))
+        .expect("a CLOSE_WAIT leak of the Java server");
+    for other in leaks.iter().filter(|f| !std::ptr::eq(**f, leak)) {
+        assert!(
+            other["call_site"].is_null(),
+            "a second leak only for sockets not traced ({} events unseen): {:#}",
+            report.unseen(),
+            without_frames(other)
+        );
+    }
     assert_process(leak, server.pid(), "java");
-    assert_eq!(
-        u64_of(leak, "sockets"),
-        (N / EVERY) as u64,
-        "{:#}",
-        without_frames(leak)
-    );
     let peers = peers_of(leak);
     assert!(
         !peers.is_empty() && peers.is_subset(&leaked) && leaked.is_subset(&clients),
