@@ -26,6 +26,7 @@ use std::{
     thread,
     time::{Duration, Instant},
 };
+use tcptrace_common::Counter;
 
 use serde_json::Value;
 use tcptrace_tests::{
@@ -421,9 +422,9 @@ fn restart_finds_existing_close_wait_and_time_wait() {
 
 // ------------------------------------------------------------ overflow
 
-/// The kernel-side per-CPU counter `slot` of the probe held by `pid`
-/// (tcptrace-common `Counter`: 0 events lost, 1 events sent), summed.
-fn kernel_counter(pid: u32, slot: u8) -> u64 {
+/// The kernel-side per-CPU `counter` of the probe held by `pid`, summed.
+fn kernel_counter(pid: u32, counter: Counter) -> u64 {
+    let slot = counter as u32;
     let counters = maps_of(pid)
         .into_iter()
         .find(|id| bpf_object("map", *id).is_some_and(|m| m["name"] == "COUNTERS"))
@@ -489,8 +490,8 @@ fn overflow_is_counted_and_reported() {
     text.release();
     thread::sleep(Duration::from_millis(1500));
     let json_pid = json.child.id();
-    let lost_in_kernel = kernel_counter(json_pid, 0);
-    let sent_in_kernel = kernel_counter(json_pid, 1);
+    let lost_in_kernel = kernel_counter(json_pid, Counter::EventsLost);
+    let sent_in_kernel = kernel_counter(json_pid, Counter::EventsSent);
 
     let (json_status, json_lines) = json.stop();
     let (text_status, text_lines) = text.stop();
