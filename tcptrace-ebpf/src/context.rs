@@ -65,7 +65,13 @@ pub fn current_task(stack: StackFor, now: u64) -> Task {
         gen::bpf_get_current_comm(task.thread_comm.as_mut_ptr().cast(), TASK_COMM_LEN as u32)
     };
     let current = unsafe { gen::bpf_get_current_task_btf() } as u64;
-    task.comm = process_name(current).unwrap_or(task.thread_comm);
+    // A process's main thread carries the process name; only another
+    // thread (a pool thread) needs its leader's read.
+    task.comm = if task.pid == task.tgid {
+        task.thread_comm
+    } else {
+        process_name(current).unwrap_or(task.thread_comm)
+    };
     let settings = settings();
     let kind = match stack {
         StackFor::None => return task,

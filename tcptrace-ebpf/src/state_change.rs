@@ -17,7 +17,8 @@ use tcptrace_common::{
     rules::{classify, Role},
     state::raw::{CLOSE, CLOSE_WAIT, LISTEN},
     Counter, EventKind, Listener, ListenerKey, SockInfo, Task, CLOSER_KNOWN, CTX_PROCESS,
-    IPPROTO_TCP, OWNER_FROM_LISTENER, OWNER_FROM_SYSCALL, RAW_RECORD_LEN, SEEN_MID_LIFE,
+    IPPROTO_TCP, OWNER_FROM_ACCEPT, OWNER_FROM_LISTENER, OWNER_FROM_SYSCALL, RAW_RECORD_LEN,
+    SEEN_MID_LIFE,
 };
 
 use crate::{
@@ -125,6 +126,14 @@ fn on_change(
     if closing && info.flags & CLOSER_KNOWN == 0 {
         info.closer = actor;
         info.flags |= CLOSER_KNOWN;
+        // Without the accept hook (the daemon: syscall tracepoints tax
+        // every system call on the host), a passive socket closed by
+        // another process than its listener's owner (a pre-fork server's
+        // worker) becomes that process's, with its close call site.
+        if info.flags & OWNER_FROM_LISTENER != 0 && actor.tgid != info.owner.tgid {
+            info.owner = actor;
+            info.flags = (info.flags & !OWNER_FROM_LISTENER) | OWNER_FROM_ACCEPT;
+        }
     }
     let in_state_ns = if info.state_since_ns != 0 {
         now.saturating_sub(info.state_since_ns)

@@ -247,8 +247,8 @@ fn kill_9_leaves_no_program_behind() {
     let maps = maps_of(pid);
     assert_eq!(
         programs.len(),
-        8,
-        "eight tracepoint programs held by the daemon: {programs:?}"
+        7,
+        "seven tracepoint programs held by the daemon: {programs:?}"
     );
     assert!(!maps.is_empty(), "the daemon holds its maps");
     let before = loaded("prog");

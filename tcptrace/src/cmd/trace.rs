@@ -73,6 +73,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
             stack_interval_ms: 0,
             // Nothing is printed per event: one record per socket will do.
             summary: args.report_only,
+            accept_hook: true,
             socket_map_entries: args.socket_map_entries,
         },
         report_only: args.report_only,

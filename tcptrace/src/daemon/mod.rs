@@ -61,6 +61,9 @@ async fn serve(config: DaemonConfig) -> Result<()> {
         capture_stacks: config.stacks,
         stack_interval_ms: u32::try_from(config.stack_interval.as_millis()).unwrap_or(u32::MAX),
         summary: !config.every_event,
+        // A syscall tracepoint taxes every system call on the host: the
+        // daemon makes a passive socket its closer's instead.
+        accept_hook: false,
         socket_map_entries: config.socket_map_entries,
     })?;
     let filter = Filter {

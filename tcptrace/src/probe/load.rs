@@ -25,6 +25,13 @@ pub struct ProbeOptions {
     /// `CLOSE_WAIT` instead of one per event. Needs kernel BTF; without it
     /// tcptrace falls back to sending every event.
     pub summary: bool,
+    /// Attach `syscalls:sys_exit_accept4`/`sys_exit_accept`, so accepted
+    /// sockets become the accepting process's with the accept call site.
+    /// Enabling any syscall tracepoint sends every system call on the host
+    /// through the kernel's slow path: the daemon leaves it off, and a
+    /// passive socket becomes its closer's when another process than its
+    /// listener's owner closes it (a pre-fork server's worker).
+    pub accept_hook: bool,
     /// Capacity of the kernel's socket map. When it is full, new sockets
     /// are counted (`sock_map_full`) and not tracked: the sockets already
     /// in it are the evidence (a `CLOSE_WAIT` leak is an old socket), so
@@ -44,6 +51,7 @@ impl Default for ProbeOptions {
             capture_stacks: true,
             stack_interval_ms: 0,
             summary: false,
+            accept_hook: true,
             socket_map_entries: DEFAULT_SOCKET_MAP_ENTRIES,
         }
     }
@@ -133,7 +141,7 @@ impl Probe {
             }
         };
         let summary = options.summary && layouts.sock_common.is_some();
-        let accept = accept_layout(&root, &kernel);
+        let accept = accept_layout(&root, &kernel).filter(|_| options.accept_hook);
         let settings = Settings {
             capture_stacks: u32::from(options.capture_stacks),
             // Wake the reader early enough that a burst cannot fill the
@@ -179,7 +187,12 @@ impl Probe {
             };
             attached.map_err(|err| refused(&format!("attaching {program}"), &err))?;
         }
-        let optional = attach_optional(&mut ebpf, accept.is_some(), layouts.sock_common.is_some());
+        let optional = attach_optional(
+            &mut ebpf,
+            options.accept_hook,
+            accept.is_some(),
+            layouts.sock_common.is_some(),
+        );
         // Parsing kernel BTF (twice: here and in aya) leaves tens of MB of
         // freed heap behind; give it back so the daemon's RSS is its own.
         #[cfg(target_env = "gnu")]
@@ -298,10 +311,17 @@ pub struct Counters {
 /// Hooks that add detail where the kernel has them: who accepted a
 /// connection (pre-fork servers' workers), and which code read end-of-file
 /// in `CLOSE_WAIT`. Without them tcptrace runs with less, and says so.
-fn attach_optional(ebpf: &mut Ebpf, accept: bool, sock_common: bool) -> Vec<String> {
+fn attach_optional(
+    ebpf: &mut Ebpf,
+    accept_wanted: bool,
+    accept: bool,
+    sock_common: bool,
+) -> Vec<String> {
     let mut missing = Vec::new();
     let accepted_lost = "accepted sockets stay their listener's owner's";
-    if accept {
+    if !accept_wanted {
+        // Off by choice (the daemon): owners change at close instead.
+    } else if accept {
         let hooks = [
             Hook::Tracepoint("syscalls", "sys_exit_accept4"),
             Hook::Tracepoint("syscalls", "sys_exit_accept"),
