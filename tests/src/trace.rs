@@ -399,3 +399,27 @@ fn lifetime_at<'a>(events: &[&'a Value], hit: usize) -> (Vec<&'a Value>, usize) 
         .collect();
     (lifetime, end)
 }
+
+/// A finding with its call sites cut to function, file, line and the
+/// names of their first frames.
+#[must_use]
+pub fn without_frames(finding: &Value) -> Value {
+    let mut short = finding.clone();
+    if let Some(object) = short.as_object_mut() {
+        for (_, value) in object.iter_mut() {
+            if let Some(site) = value.as_object_mut() {
+                if let Some(frames) = site.remove("frames") {
+                    let names: Vec<Value> = frames
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .take(12)
+                        .map(|f| f["function"].clone())
+                        .collect();
+                    site.insert("frame_functions".to_owned(), Value::Array(names));
+                }
+            }
+        }
+    }
+    short
+}

@@ -29,7 +29,7 @@ use serde_json::Value;
 use tcptrace_tests::{
     netns::HostPair,
     require_root,
-    trace::{TextReport, Trace},
+    trace::{without_frames, TextReport, Trace},
     Tracer, Workload,
 };
 
@@ -281,29 +281,6 @@ impl Report {
 }
 
 // ------------------------------------------------------------ assertions
-
-/// A finding with its call sites cut to function, file, line and the
-/// names of their first frames.
-fn without_frames(finding: &Value) -> Value {
-    let mut short = finding.clone();
-    if let Some(object) = short.as_object_mut() {
-        for (_, value) in object.iter_mut() {
-            if let Some(site) = value.as_object_mut() {
-                if let Some(frames) = site.remove("frames") {
-                    let names: Vec<Value> = frames
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .take(12)
-                        .map(|f| f["function"].clone())
-                        .collect();
-                    site.insert("frame_functions".to_owned(), Value::Array(names));
-                }
-            }
-        }
-    }
-    short
-}
 
 /// The function the call site `site` of `finding` names ("" when none).
 fn site_function<'a>(finding: &'a Value, site: &str) -> &'a str {

@@ -24,7 +24,7 @@ use serde_json::Value;
 use tcptrace_tests::{
     netns::HostPair,
     require_root,
-    trace::{TextReport, Trace},
+    trace::{without_frames, TextReport, Trace},
     Tracer, Workload,
 };
 
@@ -217,28 +217,6 @@ fn only_finding<'a>(
             .map_or_else(|| "none".to_owned(), ToString::to_string)
     );
     found[0]
-}
-
-/// A finding with its call sites cut to function, file and line (the
-/// frames make a failure message unreadable).
-fn without_frames(finding: &Value) -> Value {
-    let mut short = finding.clone();
-    if let Some(object) = short.as_object_mut() {
-        for (_, value) in object.iter_mut() {
-            if let Some(site) = value.as_object_mut() {
-                if let Some(frames) = site.remove("frames") {
-                    let names: Vec<Value> = frames
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .map(|f| f["function"].clone())
-                        .collect();
-                    site.insert("frame_functions".to_owned(), Value::Array(names));
-                }
-            }
-        }
-    }
-    short
 }
 
 // ------------------------------------------------------------ assertions

@@ -34,6 +34,7 @@ use blazesym::{
     symbolize::{self as bz, evict},
 };
 
+use super::process::{Backing, Mapping};
 use crate::generations::Generations;
 
 /// Bytes compared between the process's memory and the file we opened.
@@ -134,10 +135,34 @@ impl OpenFiles {
         }
     }
 
+    /// The open file behind `mapping` of live process `tgid` (a file
+    /// mapping), checked against the process's code at its start.
+    pub(super) fn find_mapped(
+        &mut self,
+        backend: &mut bz::Symbolizer,
+        tgid: u32,
+        mapping: &Mapping,
+    ) -> Result<FileKey, String> {
+        let Backing::File(path) = &mapping.backing else {
+            return Err("not a file mapping".to_owned());
+        };
+        self.find(
+            backend,
+            tgid,
+            path,
+            &[(mapping.start, mapping.offset)],
+            &format!(
+                "/proc/{tgid}/map_files/{:x}-{:x}",
+                mapping.start, mapping.end
+            ),
+        )
+        .map_err(|err| format!("{}: {err}", path.display()))
+    }
+
     /// The open file that is what `tgid` maps at `path`, checked at
     /// `probes` = (address, file offset) pairs (at least one);
     /// `map_files` is the `/proc/<tgid>/map_files/` entry of the mapping.
-    pub(super) fn find(
+    fn find(
         &mut self,
         backend: &mut bz::Symbolizer,
         tgid: u32,

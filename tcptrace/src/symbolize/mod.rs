@@ -474,16 +474,7 @@ impl Symbolizer {
                     let via = PathBuf::from(format!("/proc/{tgid}/root (met)"));
                     return Some(self.files.adopt_copy(&mut self.backend, &file, &via, path));
                 }
-                Some(self.files.find(
-                    &mut self.backend,
-                    tgid,
-                    path,
-                    &[(mapping.start, mapping.offset)],
-                    &format!(
-                        "/proc/{tgid}/map_files/{:x}-{:x}",
-                        mapping.start, mapping.end
-                    ),
-                ))
+                Some(self.files.find_mapped(&mut self.backend, tgid, mapping))
             })
             .collect();
         let jvm = mappings

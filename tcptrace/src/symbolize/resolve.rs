@@ -100,9 +100,8 @@ impl Symbolizer {
                     (Backing::File(_), Some(Ok((key, offset)))) => {
                         Target::File(key.clone(), offset)
                     }
-                    (Backing::File(path), Some(Err(reason))) => {
-                        Target::Unusable(format!("{}: {reason}", path.display()))
-                    }
+                    // The reason names the file.
+                    (Backing::File(_), Some(Err(reason))) => Target::Unusable(reason.to_owned()),
                     (Backing::Anonymous, _) => Target::Anonymous,
                     _ => Target::Unknown,
                 }
@@ -123,20 +122,7 @@ impl Symbolizer {
             .expect("touched by the caller");
         let image = process.image.as_mut().map_err(|err| err.clone())?;
         let (index, mapping) = image.mapping_of(addr).ok_or("unmapped")?;
-        let Backing::File(path) = &mapping.backing else {
-            return Err("not a file".to_owned());
-        };
-        let found = self.files.find(
-            &mut self.backend,
-            tgid,
-            path,
-            &[(mapping.start, mapping.offset)],
-            &format!(
-                "/proc/{tgid}/map_files/{:x}-{:x}",
-                mapping.start, mapping.end
-            ),
-        );
-        let found = found.map_err(|err| format!("{}: {err}", path.display()));
+        let found = self.files.find_mapped(&mut self.backend, tgid, mapping);
         image.files[index] = Some(found.clone());
         found
     }
