@@ -157,3 +157,63 @@ fn call_site_of_an_exited_process_says_why_it_is_unknown() {
         "{reason}"
     );
 }
+
+/// The stack store under process churn: 20,000 short-lived processes, each
+/// with stacks of its own (address-space layout differs per process), go
+/// through the session's bounded stores; a process that comes after still
+/// gets its call site, and the session counts every capture.
+#[test]
+fn call_sites_survive_twenty_thousand_processes() {
+    const PROCESSES: u64 = 20_000;
+    require_root();
+    let tracer = Tracer::start(&["--comm", "tt-workload"]);
+    let started = std::time::Instant::now();
+    for i in 0..PROCESSES {
+        // A refused connect: one capture, and the process exits at once.
+        let status = Command::new(tcptrace_tests::process::workload_bin())
+            .args(["refused", "127.0.0.1:1", "1"])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("run tt-workload");
+        assert!(status.success(), "process {i}: {status}");
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "{i} processes in 10 minutes: too slow to go on"
+        );
+    }
+    let mut server = Workload::start(&["server", "127.0.0.1:0", "1"]);
+    let addr = format!("127.0.0.1:{}", server.expect_line("port "));
+    let mut holder = Workload::start(&["hold", &addr]);
+    holder.expect_line("holding");
+    let holder_pid = holder.pid();
+    thread::sleep(Duration::from_millis(300));
+    let trace = tracer.stop();
+    holder.close_stdin();
+    holder.wait_success();
+    server.wait_success();
+
+    // Every capture is accounted for: unwound, unknown with a reason, or
+    // counted as not captured (its ring-buffer record could not be sent).
+    let summary = &trace.summary()["summary"];
+    let count = |value: &Value| value.as_u64().unwrap_or(0);
+    let stacks = &summary["stacks"];
+    let reached = count(&stacks["unwound"]) + count(&stacks["unmapped"]);
+    let failed = count(&summary["kernel"]["stack_errors"]);
+    let taken = count(&summary["kernel"]["stacks_taken"]);
+    assert!(
+        reached == taken && taken + failed >= PROCESSES,
+        "every capture of the {PROCESSES} processes is accounted for: {summary}"
+    );
+    let finding = trace
+        .of_type("finding")
+        .find(|f| f["kind"] == "connect" && f["process"]["pid"] == holder_pid)
+        .unwrap_or_else(|| panic!("no connect finding for the last process: {summary}"));
+    let site = &finding["call_site"];
+    assert_eq!(site["user_code"], true, "{site}");
+    assert!(
+        site["function"]
+            .as_str()
+            .is_some_and(|f| f.starts_with("tt_workload::")),
+        "{site}"
+    );
+}
