@@ -27,6 +27,7 @@ pub fn on_accept_exit(ctx: &TracePointContext) -> Result<(), ()> {
     let Some(info) = SOCKS.get_ptr_mut(skaddr) else {
         return Ok(()); // not a socket tcptrace follows (or the map was full)
     };
+    // SAFETY: a BPF helper with no memory arguments.
     let owner = current_task(StackFor::Accept, unsafe { bpf_ktime_get_ns() });
     // SAFETY: `info` points into the SOCKS map value; a concurrent update of
     // the same socket can at worst mix two owners' fields, which the next

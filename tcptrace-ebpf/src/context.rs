@@ -33,6 +33,7 @@ pub fn in_process_context() -> bool {
 #[inline(always)]
 pub fn set_in_softirq(value: u32) {
     if let Some(flag) = IN_SOFTIRQ.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot of a per-CPU array; programs do not nest on one CPU.
         unsafe { *flag = value };
     }
 }
@@ -64,6 +65,7 @@ pub fn current_task(stack: StackFor, now: u64) -> Task {
     unsafe {
         gen::bpf_get_current_comm(task.thread_comm.as_mut_ptr().cast(), TASK_COMM_LEN as u32)
     };
+    // SAFETY: a BPF helper with no memory arguments.
     let current = unsafe { gen::bpf_get_current_task_btf() } as u64;
     // A process's main thread carries the process name; only another
     // thread (a pool thread) needs its leader's read.
@@ -152,6 +154,7 @@ fn capture_user_stack(task: &Task, current: u64, now: u64) -> u64 {
     };
     // Unique per boot: a CPU runs one program at a time, and each run takes
     // at most one stack, at its own clock reading.
+    // SAFETY: a BPF helper with no memory arguments.
     let cpu = u64::from(unsafe { gen::bpf_get_smp_processor_id() });
     let id = (cpu << 56) | (now & ((1 << 56) - 1));
     let mm = mm_of(current);
@@ -287,5 +290,6 @@ fn mm_of(task: u64) -> u64 {
 
 #[inline(always)]
 pub fn current_cgroup_id() -> u64 {
+    // SAFETY: a BPF helper with no memory arguments.
     unsafe { bpf_get_current_cgroup_id() }
 }

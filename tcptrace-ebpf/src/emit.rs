@@ -39,6 +39,9 @@ pub fn emit(record: &Record) {
         return;
     };
     let event = entry.as_mut_ptr();
+    // SAFETY: `event` points to the reserved entry, written only here until
+    // it is submitted; `copy_words` gets whole records of the right types,
+    // and the raw copy is a probe read of at most `raw`'s size.
     unsafe {
         (*event).kind = record.kind as u16;
         (*event).raw_len = record.raw_len.min(RAW_RECORD_LEN as u32) as u16;
@@ -76,6 +79,7 @@ pub unsafe fn copy_words<T>(dst: *mut T, src: *const T) {
     const { assert!(core::mem::size_of::<T>() % 8 == 0) };
     let (dst, src) = (dst.cast::<u64>(), src.cast::<u64>());
     for i in 0..core::mem::size_of::<T>() / 8 {
+        // SAFETY: the caller guarantees both pointers are valid for `size_of::<T>()` bytes.
         unsafe { core::ptr::write_volatile(dst.add(i), core::ptr::read_volatile(src.add(i))) };
     }
 }

@@ -40,6 +40,7 @@ pub fn on_recv_length(ctx: &RawTracePointContext) {
         }
         (*info).flags |= EOF_READ_SENT;
     }
+    // SAFETY: a BPF helper with no memory arguments.
     let now = unsafe { bpf_ktime_get_ns() };
     let reader = current_task(StackFor::EofRead, now);
     emit(&Record {

@@ -108,30 +108,37 @@ static SETTINGS: Settings = Settings::DEFAULT;
 // Volatile reads keep the compiler from folding the defaults above into the code.
 #[inline(always)]
 pub fn state_layout() -> StateLayout {
+    // SAFETY: a read-only global that the loader fills before the programs run.
     unsafe { core::ptr::read_volatile(&raw const STATE_LAYOUT) }
 }
 #[inline(always)]
 pub fn retransmit_layout() -> RetransmitLayout {
+    // SAFETY: a read-only global that the loader fills before the programs run.
     unsafe { core::ptr::read_volatile(&raw const RETRANSMIT_LAYOUT) }
 }
 #[inline(always)]
 pub fn send_reset_layout() -> ResetLayout {
+    // SAFETY: a read-only global that the loader fills before the programs run.
     unsafe { core::ptr::read_volatile(&raw const SEND_RESET_LAYOUT) }
 }
 #[inline(always)]
 pub fn receive_reset_layout() -> ResetLayout {
+    // SAFETY: a read-only global that the loader fills before the programs run.
     unsafe { core::ptr::read_volatile(&raw const RECEIVE_RESET_LAYOUT) }
 }
 #[inline(always)]
 pub fn kernel_layout() -> KernelLayout {
+    // SAFETY: a read-only global that the loader fills before the programs run.
     unsafe { core::ptr::read_volatile(&raw const KERNEL_LAYOUT) }
 }
 #[inline(always)]
 pub fn accept_layout() -> AcceptLayout {
+    // SAFETY: a read-only global that the loader fills before the programs run.
     unsafe { core::ptr::read_volatile(&raw const ACCEPT_LAYOUT) }
 }
 #[inline(always)]
 pub fn settings() -> Settings {
+    // SAFETY: a read-only global that the loader fills before the programs run.
     unsafe { core::ptr::read_volatile(&raw const SETTINGS) }
 }
 
@@ -140,6 +147,7 @@ pub fn count(counter: Counter) {
     if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
         // Per-CPU slot: no other CPU writes it, and tracepoint programs do
         // not nest on one CPU, so a plain add is enough.
+        // SAFETY: this CPU's slot of a per-CPU array; programs do not nest on one CPU.
         unsafe { *slot += 1 };
     }
 }

@@ -30,6 +30,7 @@ pub fn on_reset_raw(ctx: &RawTracePointContext, direction: Direction) {
     let skaddr: u64 = ctx.arg(0);
     mark_peer_reset(skaddr, direction);
     match SOCKS.get_ptr_mut(skaddr) {
+        // SAFETY: a pointer into the SOCKS map's value, valid for this program run; updates of one socket race only with its own softirq work, which sees a whole record.
         Some(known) if skaddr != 0 => unsafe {
             (*known).history.count_reset(direction == Direction::Sent);
         },
@@ -43,6 +44,7 @@ pub fn on_reset_raw(ctx: &RawTracePointContext, direction: Direction) {
 fn mark_peer_reset(skaddr: u64, direction: Direction) {
     if direction == Direction::Received {
         if let Some(last) = LAST_RESET_SOCK.get_ptr_mut(0) {
+            // SAFETY: this CPU's slot of a per-CPU array; programs do not nest on one CPU.
             unsafe { *last = skaddr };
         }
     }
@@ -54,12 +56,15 @@ pub fn on_reset(ctx: &TracePointContext, direction: Direction) -> Result<(), ()>
         Direction::Received => receive_reset_layout(),
     };
     let skaddr: u64 =
+        // SAFETY: a probe read of the tracepoint record at an offset from its tracefs format; the helper checks the address.
         unsafe { ctx.read_at(layout.skaddr as usize) }.map_err(|_| count(Counter::ReadErrors))?;
     mark_peer_reset(skaddr, direction);
     let info = match (skaddr, SOCKS.get_ptr_mut(skaddr)) {
         (0, _) | (_, None) => SockInfo::EMPTY,
+        // SAFETY: a pointer into the SOCKS map's value, valid for this program run; updates of one socket race only with its own softirq work, which sees a whole record.
         (_, Some(known)) => unsafe { *known },
     };
+    // SAFETY: a BPF helper with no memory arguments.
     let now = unsafe { bpf_ktime_get_ns() };
     // A reset sent by close() with unread data or SO_LINGER 0 is the
     // caller's doing; one sent from softirq is the stack answering a packet.

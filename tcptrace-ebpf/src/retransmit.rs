@@ -13,9 +13,11 @@ use crate::{
 pub fn on_retransmit(ctx: &TracePointContext) -> Result<(), ()> {
     let layout = retransmit_layout();
     let skaddr: u64 =
+        // SAFETY: a probe read of the tracepoint record at an offset from its tracefs format; the helper checks the address.
         unsafe { ctx.read_at(layout.skaddr as usize) }.map_err(|_| count(Counter::ReadErrors))?;
     let summary = settings().summary != 0;
     let info = match SOCKS.get_ptr_mut(skaddr) {
+        // SAFETY: a pointer into the SOCKS map's value, valid for this program run; updates of one socket race only with its own softirq work, which sees a whole record.
         Some(known) => unsafe {
             (*known).retransmits += 1;
             // Summary mode sends only closing-phase retransmits (a FIN
@@ -38,6 +40,7 @@ pub fn on_retransmit(ctx: &TracePointContext) -> Result<(), ()> {
         }
     };
     emit(&Record {
+        // SAFETY: a BPF helper with no memory arguments.
         ts_ns: unsafe { bpf_ktime_get_ns() },
         kind: EventKind::Retransmit,
         context: 0,

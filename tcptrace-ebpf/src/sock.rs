@@ -15,11 +15,13 @@ pub fn netns_of(skaddr: u64) -> u32 {
         return 0;
     }
     let net: u64 =
+        // SAFETY: probe reads check the address and fail instead of faulting.
         match unsafe { bpf_probe_read_kernel((skaddr + u64::from(layout.sock_net)) as *const u64) }
         {
             Ok(net) if net != 0 => net,
             _ => return 0,
         };
+    // SAFETY: probe reads check the address and fail instead of faulting.
     unsafe { bpf_probe_read_kernel((net + u64::from(layout.net_inum)) as *const u32) }.unwrap_or(0)
 }
 
@@ -57,5 +59,6 @@ fn read_at<T>(skaddr: u64, offset: u32) -> Result<T, ()> {
     if offset == 0 || skaddr == 0 {
         return Err(());
     }
+    // SAFETY: probe reads check the address and fail instead of faulting.
     unsafe { bpf_probe_read_kernel((skaddr + u64::from(offset)) as *const T) }.map_err(|_| ())
 }

@@ -30,6 +30,7 @@ use crate::{
 
 #[inline(always)]
 fn read<T>(ctx: &TracePointContext, offset: u32) -> Result<T, ()> {
+    // SAFETY: a probe read of the tracepoint record at an offset from its tracefs format; the helper checks the address.
     unsafe { ctx.read_at::<T>(offset as usize) }.map_err(|_| count(Counter::ReadErrors))
 }
 
@@ -85,6 +86,7 @@ fn on_change(
     local_port: impl Fn() -> Result<u16, ()>,
 ) -> Result<(), ()> {
     let &Change { skaddr, old, new } = change;
+    // SAFETY: a BPF helper with no memory arguments.
     let now = unsafe { bpf_ktime_get_ns() };
     let process = in_process_context();
 
@@ -107,8 +109,10 @@ fn on_change(
     let stored = SOCKS.get_ptr_mut(skaddr);
     let fresh = born || role == Role::PassiveChild || stored.is_none();
     let info = match stored {
+        // SAFETY: a pointer into the SOCKS map's value, valid for this program run; updates of one socket race only with its own softirq work, which sees a whole record.
         Some(known) if !fresh => unsafe { &mut *known },
         _ => {
+            // SAFETY: this CPU's scratch slot, used by one program run at a time.
             let scratch = unsafe { &mut *SCRATCH.get_ptr_mut(0).ok_or(())? };
             if born {
                 init_born(scratch, skaddr, &actor, now);
@@ -212,6 +216,7 @@ fn on_change(
 #[inline(always)]
 fn reset_by_peer(skaddr: u64) -> bool {
     match LAST_RESET_SOCK.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot of a per-CPU array; programs do not nest on one CPU.
         Some(last) if unsafe { *last } == skaddr => {
             unsafe { *last = 0 };
             true
@@ -245,6 +250,7 @@ fn init_passive_child(info: &mut SockInfo, skaddr: u64, port: u16, now: u64) {
     *info = SockInfo::EMPTY;
     info.created_ns = now;
     info.netns = netns_of(skaddr);
+    // SAFETY: the map value is copied out (or read) at once; a concurrent update can only give another whole, stale entry.
     if let Some(listener) = unsafe { LISTENERS.get(&listener_key(info.netns, port)) } {
         unsafe { copy_words(&raw mut info.owner, &raw const listener.owner) };
         info.cgroup_id = listener.cgroup_id;
@@ -269,6 +275,7 @@ fn remember_listener(skaddr: u64, port: u16, info: &SockInfo) {
 fn forget_listener(skaddr: u64, port: u16, netns: u32) {
     let key = listener_key(netns, port);
     // Only our own entry: another SO_REUSEPORT listener may own the port now.
+    // SAFETY: the map value is copied out (or read) at once; a concurrent update can only give another whole, stale entry.
     if unsafe { LISTENERS.get(&key) }.is_some_and(|l| l.skaddr == skaddr) {
         let _ = LISTENERS.remove(&key);
     }
