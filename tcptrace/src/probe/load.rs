@@ -8,7 +8,12 @@ use aya::{
 };
 use tcptrace_common::{AcceptLayout, Counter, KernelLayout, Listener, ListenerKey, Settings};
 
-use super::{btf, object::EBPF_OBJECT, preflight, program_stats, tracefs};
+use super::{
+    btf,
+    hooks::{self, Attach, Hook},
+    object::EBPF_OBJECT,
+    preflight, program_stats, tracefs,
+};
 use crate::event::layout::RecordLayouts;
 
 /// How to load the programs.
@@ -65,60 +70,6 @@ pub struct Probe {
     pub layouts: RecordLayouts,
 }
 
-/// Where a program attaches.
-#[derive(Clone, Copy)]
-enum Hook {
-    /// A classic tracepoint: (category, name); the kernel builds a record.
-    Tracepoint(&'static str, &'static str),
-    /// A raw tracepoint: the `TP_PROTO` arguments, no record.
-    Raw(&'static str),
-}
-
-/// Programs in attach order. Softirq bracketing first, so attribution is
-/// right from the first event; the exit before the entry: attached the
-/// other way round, a softirq running while they attach could leave its
-/// CPU's flag stuck at "in softirq" (entry seen, exit missed) until that
-/// CPU's next softirq, and a `connect()` or `listen()` there would lose its
-/// owner.
-fn attachments(summary: bool) -> [(&'static str, Hook); 6] {
-    let (state_change, send_reset, receive_reset) = if summary {
-        (
-            ("tcptrace_state_summary", Hook::Raw("inet_sock_set_state")),
-            ("tcptrace_count_reset_sent", Hook::Raw("tcp_send_reset")),
-            (
-                "tcptrace_count_reset_received",
-                Hook::Raw("tcp_receive_reset"),
-            ),
-        )
-    } else {
-        (
-            (
-                "tcptrace_set_state",
-                Hook::Tracepoint("sock", "inet_sock_set_state"),
-            ),
-            (
-                "tcptrace_send_reset",
-                Hook::Tracepoint("tcp", "tcp_send_reset"),
-            ),
-            (
-                "tcptrace_receive_reset",
-                Hook::Tracepoint("tcp", "tcp_receive_reset"),
-            ),
-        )
-    };
-    [
-        ("tcptrace_softirq_exit", Hook::Raw("softirq_exit")),
-        ("tcptrace_softirq_entry", Hook::Raw("softirq_entry")),
-        state_change,
-        (
-            "tcptrace_retransmit",
-            Hook::Tracepoint("tcp", "tcp_retransmit_skb"),
-        ),
-        send_reset,
-        receive_reset,
-    ]
-}
-
 impl Probe {
     pub fn load(options: ProbeOptions) -> Result<Self> {
         preflight::ensure_can_trace()?;
@@ -165,34 +116,28 @@ impl Probe {
             .map_max_entries("SOCKS", options.socket_map_entries)
             .load(EBPF_OBJECT)
             .map_err(|err| refused("loading the eBPF object", &err))?;
-        for (program, hook) in attachments(summary) {
-            let program_mut = ebpf
-                .program_mut(program)
-                .with_context(|| format!("program {program} missing from the eBPF object"))?;
-            let attached = match hook {
-                Hook::Tracepoint(category, name) => {
-                    let tracepoint: &mut TracePoint = program_mut.try_into()?;
-                    tracepoint
-                        .load()
-                        .map_err(|err| refused(&format!("verifying {program}"), &err))?;
-                    tracepoint.attach(category, name).map(drop)
-                }
-                Hook::Raw(name) => {
-                    let tracepoint: &mut RawTracePoint = program_mut.try_into()?;
-                    tracepoint
-                        .load()
-                        .map_err(|err| refused(&format!("verifying {program}"), &err))?;
-                    tracepoint.attach(name).map(drop)
-                }
-            };
-            attached.map_err(|err| refused(&format!("attaching {program}"), &err))?;
+        let btf = layouts.sock_common.is_some();
+        let mut missing = Vec::new();
+        for hook in hooks::selected(summary, accept.is_some(), btf) {
+            match attach(&mut ebpf, hook) {
+                Ok(()) => {}
+                Err(err) if hook.required => return Err(err),
+                Err(err) => missing.push(format!("{} lost ({err:#})", hook.gives)),
+            }
         }
-        let optional = attach_optional(
-            &mut ebpf,
-            options.accept_hook,
-            accept.is_some(),
-            layouts.sock_common.is_some(),
-        );
+        if options.accept_hook && accept.is_none() {
+            missing.push(
+                "accepted sockets stay their listener's owner's until closed (no \
+                 syscalls:sys_exit_accept4 tracepoint, or no fd-to-socket offsets in BTF)"
+                    .to_owned(),
+            );
+        }
+        if !btf {
+            missing.push(
+                "CLOSE_WAIT leaks do not name the code that read end-of-file (no kernel BTF)"
+                    .to_owned(),
+            );
+        }
         // Parsing kernel BTF (twice: here and in aya) leaves tens of MB of
         // freed heap behind; give it back so the daemon's RSS is its own.
         #[cfg(target_env = "gnu")]
@@ -202,8 +147,8 @@ impl Probe {
         }
         Ok(Self {
             ebpf,
+            missing,
             layouts,
-            missing: optional,
         })
     }
 
@@ -308,66 +253,32 @@ pub struct Counters {
     pub runs_skipped: u64,
 }
 
-/// Hooks that add detail where the kernel has them: who accepted a
-/// connection (pre-fork servers' workers), and which code read end-of-file
-/// in `CLOSE_WAIT`. Without them tcptrace runs with less, and says so.
-fn attach_optional(
-    ebpf: &mut Ebpf,
-    accept_wanted: bool,
-    accept: bool,
-    sock_common: bool,
-) -> Vec<String> {
-    let mut missing = Vec::new();
-    let accepted_lost = "accepted sockets stay their listener's owner's";
-    if !accept_wanted {
-        // Off by choice (the daemon): owners change at close instead.
-    } else if accept {
-        let hooks = [
-            Hook::Tracepoint("syscalls", "sys_exit_accept4"),
-            Hook::Tracepoint("syscalls", "sys_exit_accept"),
-        ];
-        if let Err(err) = attach_all(ebpf, "tcptrace_accept", &hooks) {
-            missing.push(format!("{accepted_lost} (tcptrace_accept: {err:#})"));
-        }
-    } else {
-        missing.push(format!(
-            "{accepted_lost} (no syscalls:sys_exit_accept4 tracepoint, or no task_struct/fdtable \
-             offsets in BTF)"
-        ));
-    }
-    let eof_lost = "CLOSE_WAIT leaks do not name the code that read end-of-file";
-    if sock_common {
-        if let Err(err) = attach_all(ebpf, "tcptrace_eof_read", &[Hook::Raw("sock_recv_length")]) {
-            missing.push(format!("{eof_lost} (tcptrace_eof_read: {err:#})"));
-        }
-    } else {
-        missing.push(format!("{eof_lost} (no kernel BTF)"));
-    }
-    missing
-}
-
-/// Loads `program` and attaches it to every one of `hooks` (all of one kind).
-fn attach_all(ebpf: &mut Ebpf, program: &str, hooks: &[Hook]) -> Result<()> {
+/// Loads `hook`'s program and attaches it everywhere it goes.
+fn attach(ebpf: &mut Ebpf, hook: &Hook) -> Result<()> {
+    let program = hook.program;
     let program_mut = ebpf
         .program_mut(program)
         .with_context(|| format!("program {program} missing from the eBPF object"))?;
-    match hooks.first() {
-        Some(Hook::Tracepoint(..)) => {
+    let verify = |err: &dyn std::error::Error| refused(&format!("verifying {program}"), err);
+    let attached = |err: &dyn std::error::Error| refused(&format!("attaching {program}"), err);
+    match hook.attach.first() {
+        Some(Attach::Tracepoint(..)) => {
             let tracepoint: &mut TracePoint = program_mut.try_into()?;
-            tracepoint.load()?;
-            for hook in hooks {
-                if let Hook::Tracepoint(category, name) = hook {
-                    tracepoint.attach(category, name)?;
-                }
+            tracepoint.load().map_err(|err| verify(&err))?;
+            for at in hook.attach {
+                let (category, name) = at.event();
+                tracepoint
+                    .attach(category, name)
+                    .map_err(|err| attached(&err))?;
             }
         }
-        Some(Hook::Raw(_)) => {
+        Some(Attach::Raw(..)) => {
             let tracepoint: &mut RawTracePoint = program_mut.try_into()?;
-            tracepoint.load()?;
-            for hook in hooks {
-                if let Hook::Raw(name) = hook {
-                    tracepoint.attach(name)?;
-                }
+            tracepoint.load().map_err(|err| verify(&err))?;
+            for at in hook.attach {
+                tracepoint
+                    .attach(at.event().1)
+                    .map_err(|err| attached(&err))?;
             }
         }
         None => {}
@@ -400,9 +311,18 @@ fn accept_layout(root: &Path, kernel: &KernelLayout) -> Option<AcceptLayout> {
 /// `BPF_NOEXIST` from linux/bpf.h: insert only when the key is absent.
 const BPF_NOEXIST: u64 = 1;
 
+/// The tracepoints whose records the decoder reads, in the order
+/// `RecordLayouts::from_formats` takes them.
+const DECODED_RECORDS: [(&str, &str); 4] = [
+    ("sock", "inet_sock_set_state"),
+    ("tcp", "tcp_retransmit_skb"),
+    ("tcp", "tcp_send_reset"),
+    ("tcp", "tcp_receive_reset"),
+];
+
 fn read_layouts(root: &Path) -> Result<RecordLayouts> {
-    let [state, retransmit, send_reset, receive_reset, ..] = preflight::TRACEPOINTS
-        .map(|(category, name, _)| tracefs::read_format(root, category, name));
+    let [state, retransmit, send_reset, receive_reset] =
+        DECODED_RECORDS.map(|(category, name)| tracefs::read_format(root, category, name));
     RecordLayouts::from_formats(&state?, &retransmit?, &send_reset?, &receive_reset?)
 }
 

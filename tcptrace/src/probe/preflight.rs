@@ -4,33 +4,10 @@
 
 use std::{fs, path::Path};
 
-use super::{btf::VMLINUX_BTF, tracefs};
+use super::{btf::VMLINUX_BTF, hooks::HOOKS, tracefs};
 
 /// Oldest kernel with the BPF ring buffer.
 pub const MIN_KERNEL: (u32, u32) = (5, 8);
-
-/// The tracepoints tcptrace attaches to: (category, name, what it gives).
-/// The first four are decoded in this order by `load::read_layouts`.
-pub const TRACEPOINTS: [(&str, &str, &str); 6] = [
-    ("sock", "inet_sock_set_state", "every TCP state change"),
-    (
-        "tcp",
-        "tcp_retransmit_skb",
-        "retransmits, including FINs to dead peers",
-    ),
-    ("tcp", "tcp_send_reset", "resets sent"),
-    ("tcp", "tcp_receive_reset", "resets received"),
-    (
-        "irq",
-        "softirq_entry",
-        "tells softirq from system calls (attribution)",
-    ),
-    (
-        "irq",
-        "softirq_exit",
-        "tells softirq from system calls (attribution)",
-    ),
-];
 
 // Capability numbers from linux/capability.h.
 const CAP_SYS_ADMIN: u32 = 21;
@@ -75,24 +52,36 @@ pub fn run_checks() -> Vec<Check> {
                 Status::Ok,
                 root.display().to_string(),
             ));
-            for (category, name, purpose) in TRACEPOINTS {
-                let present = root
-                    .join("events")
-                    .join(category)
-                    .join(name)
-                    .join("format")
-                    .exists();
-                let status = if present { Status::Ok } else { Status::Fail };
-                let detail = if present {
-                    purpose.to_owned()
-                } else {
-                    format!("missing: {purpose} unavailable")
-                };
-                checks.push(Check::new(
-                    format!("tracepoint {category}:{name}"),
-                    status,
-                    detail,
-                ));
+            // Each tracepoint once, with what the hooks on it give; a
+            // missing one fails tcptrace when a required hook needs it.
+            let mut seen: Vec<(&str, &str)> = Vec::new();
+            for hook in &HOOKS {
+                for (category, name) in hook.attach.iter().map(|at| at.event()) {
+                    if seen.contains(&(category, name)) {
+                        continue;
+                    }
+                    seen.push((category, name));
+                    let present = root
+                        .join("events")
+                        .join(category)
+                        .join(name)
+                        .join("format")
+                        .exists();
+                    let (status, detail) = match (present, hook.required) {
+                        (true, _) => (Status::Ok, hook.gives.to_owned()),
+                        (false, true) => {
+                            (Status::Fail, format!("missing: {} unavailable", hook.gives))
+                        }
+                        (false, false) => {
+                            (Status::Degraded, format!("missing: {} lost", hook.gives))
+                        }
+                    };
+                    checks.push(Check::new(
+                        format!("tracepoint {category}:{name}"),
+                        status,
+                        detail,
+                    ));
+                }
             }
         }
         Err(err) => checks.push(Check::new("tracefs", Status::Fail, format!("{err:#}"))),

@@ -1,0 +1,185 @@
+//! Every kernel program tcptrace attaches: where, in which mode, whether a
+//! session can do without it, and what it gives. The one table that
+//! preflight (and `tcptrace doctor`) and the loader read.
+
+/// Where a program attaches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attach {
+    /// A classic tracepoint (category, name): the kernel builds a record.
+    Tracepoint(&'static str, &'static str),
+    /// A raw tracepoint (category, name): the `TP_PROTO` arguments, no
+    /// record. The category only locates it in tracefs.
+    Raw(&'static str, &'static str),
+}
+
+impl Attach {
+    /// (category, name) in tracefs `events/`.
+    #[must_use]
+    pub const fn event(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Tracepoint(category, name) | Self::Raw(category, name) => (category, name),
+        }
+    }
+}
+
+/// When a program is attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum When {
+    Always,
+    /// Every-event mode (`trace`): every transition sent with its record.
+    EveryEvent,
+    /// Summary mode (the daemon, `--report-only`).
+    Summary,
+    /// Sessions that want accepted sockets' owners at `accept()` (not the
+    /// daemon: a syscall tracepoint taxes every system call on the host),
+    /// on kernels whose BTF leads from an fd to its socket.
+    AcceptHook,
+    /// Kernels with BTF (the programs read `struct sock` fields).
+    Btf,
+}
+
+/// One kernel program.
+#[derive(Clone, Copy, Debug)]
+pub struct Hook {
+    /// The program's name in the eBPF object.
+    pub program: &'static str,
+    /// Where it attaches (all of one kind).
+    pub attach: &'static [Attach],
+    pub when: When,
+    /// Without it tcptrace cannot run; otherwise it runs with less, and
+    /// says what is lost (`gives`).
+    pub required: bool,
+    pub gives: &'static str,
+}
+
+/// In attach order. Softirq bracketing first, so attribution is right from
+/// the first event; the exit before the entry: attached the other way
+/// round, a softirq running while they attach could leave its CPU's flag
+/// stuck at "in softirq" (entry seen, exit missed) until that CPU's next
+/// softirq, and a `connect()` or `listen()` there would lose its owner.
+pub const HOOKS: [Hook; 11] = [
+    Hook {
+        program: "tcptrace_softirq_exit",
+        attach: &[Attach::Raw("irq", "softirq_exit")],
+        when: When::Always,
+        required: true,
+        gives: "tells softirq from system calls (attribution)",
+    },
+    Hook {
+        program: "tcptrace_softirq_entry",
+        attach: &[Attach::Raw("irq", "softirq_entry")],
+        when: When::Always,
+        required: true,
+        gives: "tells softirq from system calls (attribution)",
+    },
+    Hook {
+        program: "tcptrace_set_state",
+        attach: &[Attach::Tracepoint("sock", "inet_sock_set_state")],
+        when: When::EveryEvent,
+        required: true,
+        gives: "every TCP state change",
+    },
+    Hook {
+        program: "tcptrace_state_summary",
+        attach: &[Attach::Raw("sock", "inet_sock_set_state")],
+        when: When::Summary,
+        required: true,
+        gives: "every TCP state change, one record per socket",
+    },
+    Hook {
+        program: "tcptrace_retransmit",
+        attach: &[Attach::Tracepoint("tcp", "tcp_retransmit_skb")],
+        when: When::Always,
+        required: true,
+        gives: "retransmits, including FINs to dead peers",
+    },
+    Hook {
+        program: "tcptrace_send_reset",
+        attach: &[Attach::Tracepoint("tcp", "tcp_send_reset")],
+        when: When::EveryEvent,
+        required: true,
+        gives: "resets sent",
+    },
+    Hook {
+        program: "tcptrace_receive_reset",
+        attach: &[Attach::Tracepoint("tcp", "tcp_receive_reset")],
+        when: When::EveryEvent,
+        required: true,
+        gives: "resets received",
+    },
+    Hook {
+        program: "tcptrace_count_reset_sent",
+        attach: &[Attach::Raw("tcp", "tcp_send_reset")],
+        when: When::Summary,
+        required: true,
+        gives: "resets sent, counted",
+    },
+    Hook {
+        program: "tcptrace_count_reset_received",
+        attach: &[Attach::Raw("tcp", "tcp_receive_reset")],
+        when: When::Summary,
+        required: true,
+        gives: "resets received, counted",
+    },
+    Hook {
+        program: "tcptrace_accept",
+        attach: &[
+            Attach::Tracepoint("syscalls", "sys_exit_accept4"),
+            Attach::Tracepoint("syscalls", "sys_exit_accept"),
+        ],
+        when: When::AcceptHook,
+        required: false,
+        gives: "accepted sockets become the accepting process's, with its accept call site",
+    },
+    Hook {
+        program: "tcptrace_eof_read",
+        attach: &[Attach::Raw("sock", "sock_recv_length")],
+        when: When::Btf,
+        required: false,
+        gives: "CLOSE_WAIT leaks name the code that read end-of-file",
+    },
+];
+
+/// The hooks a session attaches, in order: `summary` mode or not, with
+/// the accept hook or not, on a kernel with BTF or not.
+pub fn selected(summary: bool, accept: bool, btf: bool) -> impl Iterator<Item = &'static Hook> {
+    HOOKS.iter().filter(move |hook| match hook.when {
+        When::Always => true,
+        When::EveryEvent => !summary,
+        When::Summary => summary,
+        When::AcceptHook => accept,
+        When::Btf => btf,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::probe::object::EBPF_OBJECT;
+
+    /// The table and the committed object name the same programs.
+    #[test]
+    fn every_program_in_the_table_is_in_the_object() {
+        let object = aya_obj::Object::parse(EBPF_OBJECT).expect("the committed eBPF object parses");
+        let in_object: BTreeSet<&str> = object.programs.keys().map(String::as_str).collect();
+        let in_table: BTreeSet<&str> = HOOKS.iter().map(|hook| hook.program).collect();
+        assert_eq!(in_table, in_object);
+    }
+
+    #[test]
+    fn each_mode_attaches_one_state_program_and_both_reset_programs() {
+        for summary in [false, true] {
+            let names: Vec<&str> = selected(summary, true, true).map(|h| h.program).collect();
+            let state = names.iter().filter(|n| n.contains("state")).count();
+            let resets = names.iter().filter(|n| n.contains("reset")).count();
+            assert_eq!((state, resets), (1, 2), "{names:?}");
+            assert_eq!(
+                names[..2],
+                ["tcptrace_softirq_exit", "tcptrace_softirq_entry"]
+            );
+        }
+        assert!(!selected(true, false, true).any(|h| h.program == "tcptrace_accept"));
+    }
+}
