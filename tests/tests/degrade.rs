@@ -166,21 +166,32 @@ fn call_site_of_an_exited_process_says_why_it_is_unknown() {
 fn call_sites_survive_twenty_thousand_processes() {
     const PROCESSES: u64 = 20_000;
     require_root();
-    let tracer = Tracer::start(&["--comm", "tt-workload"]);
+    let mut tracer = Tracer::start(&["--comm", "tt-workload"]);
     let started = std::time::Instant::now();
+    let mut last = 0;
     for i in 0..PROCESSES {
         // A refused connect: one capture, and the process exits at once.
-        let status = Command::new(tcptrace_tests::process::workload_bin())
+        let mut child = Command::new(tcptrace_tests::process::workload_bin())
             .args(["refused", "127.0.0.1:1", "1"])
             .stdout(std::process::Stdio::null())
-            .status()
+            .spawn()
             .expect("run tt-workload");
+        last = child.id();
+        let status = child.wait().expect("wait for tt-workload");
         assert!(status.success(), "process {i}: {status}");
         assert!(
             started.elapsed() < Duration::from_mins(10),
             "{i} processes in 10 minutes: too slow to go on"
         );
     }
+    // Let the reader catch up with the churn (its ring buffer was full of
+    // stacks for a while, which the session counts): the next process must
+    // find room for its own.
+    assert!(
+        tracer.wait_for(Duration::from_mins(2), |r| r["owner"]["pid"] == last),
+        "the reader never caught up with the last process ({last})"
+    );
+    thread::sleep(Duration::from_secs(1));
     let mut server = Workload::start(&["server", "127.0.0.1:0", "1"]);
     let addr = format!("127.0.0.1:{}", server.expect_line("port "));
     let mut holder = Workload::start(&["hold", &addr]);
