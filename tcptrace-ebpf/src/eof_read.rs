@@ -9,7 +9,7 @@
 
 use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::RawTracePointContext};
 use tcptrace_common::{
-    state::raw::CLOSE_WAIT, EventKind, EOF_READ_SENT, IPPROTO_TCP, RAW_RECORD_LEN,
+    state::raw::CLOSE_WAIT, EventKind, CTX_PROCESS, EOF_READ_SENT, IPPROTO_TCP, RAW_RECORD_LEN,
 };
 
 use crate::{
@@ -18,7 +18,6 @@ use crate::{
     maps::SOCKS,
     sock::{protocol_of, state_of},
 };
-use tcptrace_common::CTX_PROCESS;
 
 pub fn on_recv_length(ctx: &RawTracePointContext) {
     let ret: u64 = ctx.arg(1);

@@ -268,8 +268,7 @@ impl CallSites {
     }
 
     /// A capture that is not resolved: counted (its process is outside the
-    /// session's filter), its process's mappings read all the same in case a
-    /// socket it touches turns out to matter.
+    /// session's filter).
     pub fn skip(&mut self) {
         self.counts.filtered_out += 1;
     }
@@ -289,13 +288,22 @@ impl CallSites {
             line: site.line,
             via: via.map(|frame| frame.function.clone()),
             user_code: user,
-            advice: (!user)
-                .then(|| advice(&frames))
-                .flatten()
-                .map(ToOwned::to_owned),
+            advice: (!user).then(|| self.advice(tgid, &frames)).flatten(),
             unresolved: None,
             frames,
         }
+    }
+
+    /// What the user can do to get their code named; with why asking the
+    /// JVM for its perf map failed, when it did.
+    fn advice(&self, tgid: u32, frames: &[Frame]) -> Option<String> {
+        let advice = advice(frames)?;
+        Some(match self.symbolizer.perf_map_failure(tgid) {
+            Some(failure) => {
+                format!("{advice}; asking this JVM for its perf map failed: {failure}")
+            }
+            None => advice.to_owned(),
+        })
     }
 
     /// The call site of `stack`; for a capture that never arrived or was
@@ -305,8 +313,10 @@ impl CallSites {
         let stack = stack?;
         Some(self.resolved.peek(&stack).cloned().unwrap_or_else(|| {
             CallSite::unknown(
-                "its stack capture was lost (ring buffer full, see the session summary) \
-                 or forgotten (more than 16384 captures since)",
+                format!(
+                    "its stack capture was lost (ring buffer full, see the session summary) \
+                     or forgotten (more than {MAX_STACKS} captures since)"
+                ),
                 Vec::new(),
             )
         }))

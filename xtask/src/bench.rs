@@ -787,8 +787,9 @@ fn map_memory() -> Value {
         "EVENTS",
         "SOCKS",
         "LISTENERS",
-        "STACKS",
         "STACK_SAMPLES",
+        "STACK_SCRATCH",
+        "PROCESSES",
         "COUNTERS",
     ];
     let mut by_name = serde_json::Map::new();

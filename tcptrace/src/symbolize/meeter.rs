@@ -124,10 +124,7 @@ impl Meeter {
     }
 
     pub(super) fn lock(&self) -> MutexGuard<'_, Met> {
-        // A panic on the thread leaves data that is still consistent.
-        self.met
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.met)
     }
 }
 
@@ -151,16 +148,12 @@ fn meet(shared: &Mutex<Met>, tgid: u32, mm: u64) {
     let text = fs::read_to_string(format!("/proc/{tgid}/maps")).unwrap_or_default();
     // Empty: the process is gone, or exiting (its mappings torn down).
     if text.is_empty() {
-        let mut met = shared
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut met = lock(shared);
         met.missed += 1;
         return;
     }
     let wanted: Vec<_> = {
-        let met = shared
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let met = lock(shared);
         parse_mappings(&text)
             .into_iter()
             .filter(|m| m.executable && !met.files.contains_key(&m.inode))
@@ -187,9 +180,7 @@ fn meet(shared: &Mutex<Met>, tgid: u32, mm: u64) {
                 .map(|file| (inode, file))
         })
         .collect();
-    let mut met = shared
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut met = lock(shared);
     for (inode, file) in opened {
         met.hold(inode, file);
     }
@@ -205,4 +196,11 @@ fn open_if(path: &Path, inode: (u64, u64)) -> Option<File> {
         .ok()?;
     let meta = file.metadata().ok()?;
     (meta.is_file() && (meta.dev(), meta.ino()) == inode).then_some(file)
+}
+
+/// The shared state, locked: a panic on the other side leaves data that is
+/// still consistent, so a poisoned lock is taken all the same.
+fn lock(met: &Mutex<Met>) -> MutexGuard<'_, Met> {
+    met.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

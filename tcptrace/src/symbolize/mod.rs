@@ -190,12 +190,10 @@ impl Symbolizer {
     /// addresses not cached yield "??" frames and the reason is kept for
     /// [`Self::last_error`].
     pub fn symbolize(&mut self, tgid: u32, ips: &[u64]) -> Vec<Frame> {
-        // Every ip but the innermost is a return address, which may already
-        // belong to the next line or function; look up the call instruction.
         let lookups: Vec<u64> = ips
             .iter()
             .enumerate()
-            .map(|(i, &ip)| if i == 0 { ip } else { ip.saturating_sub(1) })
+            .map(|(i, &ip)| unwind::lookup_address(i, ip))
             .collect();
 
         self.touch(tgid, 0);
@@ -298,13 +296,6 @@ impl Symbolizer {
         self.processes.remove(&tgid);
     }
 
-    /// Reads the mappings of `tgid` now if they are not known yet (or
-    /// were of another exec): called when a process's first stack arrives,
-    /// while it most likely still lives.
-    pub fn meet(&mut self, tgid: u32, mm: u64) {
-        self.touch(tgid, mm);
-    }
-
     /// Unwinds a captured stack: instruction pointers, innermost first,
     /// ready for [`Self::symbolize`]. Empty when the process's mappings
     /// are unknown (see [`Self::last_error`]).
@@ -347,9 +338,7 @@ impl Symbolizer {
         for _ in 0..=image.mappings.len() {
             let ips = unwind::unwind(&process.unwinder, unwind_cache, &captured);
             let missing = ips.iter().enumerate().find_map(|(i, &ip)| {
-                // A return address belongs to the call before it.
-                let lookup = if i == 0 { ip } else { ip.saturating_sub(1) };
-                let (index, _) = image.mapping_of(lookup)?;
+                let (index, _) = image.mapping_of(unwind::lookup_address(i, ip))?;
                 let key = image.files.get(index)?.as_ref()?.as_ref().ok()?;
                 (!process.modules[index]).then_some((index, key))
             });
@@ -360,10 +349,12 @@ impl Symbolizer {
             let file = if let Some(known) = sections.get(key) {
                 known
             } else {
-                let read = files
-                    .file(key)
-                    .and_then(|file| UnwindSections::read(file).ok())
-                    .map(Rc::new);
+                // A file closed since it was found is read again for the
+                // next process that maps it, not remembered as unreadable.
+                let Some(open) = files.file(key) else {
+                    continue;
+                };
+                let read = UnwindSections::read(open).ok().map(Rc::new);
                 sections.insert(key.clone(), read.clone());
                 read
             };

@@ -104,6 +104,17 @@ pub(super) fn module_for(mapping: &Mapping, file: &UnwindSections) -> Option<Mod
     Some(file.module(name, mapping.start..mapping.end, base))
 }
 
+/// The address to look up for the `i`-th of a stack's instruction
+/// pointers: every one but the innermost is a return address, which may
+/// already belong to the next line or function, so the call before it.
+pub(super) fn lookup_address(i: usize, ip: u64) -> u64 {
+    if i == 0 {
+        ip
+    } else {
+        ip.saturating_sub(1)
+    }
+}
+
 /// The registers and stack bytes of one capture.
 pub(super) struct Captured<'a> {
     pub(super) ip: u64,
