@@ -4,7 +4,7 @@ use aya_ebpf::{
     bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_probe_read_kernel,
-        bpf_probe_read_user_buf, generated as gen,
+        generated as gen,
     },
 };
 use tcptrace_common::{
@@ -247,33 +247,38 @@ fn stack_left(mm: u64, sp: u64) -> u64 {
     }
 }
 
-/// Copies the user stack from `sp` up: the smallest of a few sizes that
-/// holds `wanted` bytes, or less when less is mapped (a read that crosses
-/// the end of the stack fails whole, so smaller sizes are tried next).
+/// Copies the user stack from `sp` up: `wanted` bytes (at most
+/// `USER_STACK_BYTES`, at least 256), or half as many, and so on down to 256, when the
+/// read fails. A read that crosses the end of mapped memory fails whole:
+/// on a main thread `wanted` stops at `mm->start_stack`, which lies inside
+/// the stack mapping, but another thread's stack or a small environment
+/// above `start_stack` can leave less than `USER_STACK_BYTES` mapped.
 #[inline(always)]
 unsafe fn copy_user_stack(
     sp: u64,
     wanted: u64,
     into: &mut [u8; USER_STACK_BYTES],
 ) -> Result<u32, ()> {
-    let from = sp as *const u8;
-    // Constant sizes: the verifier checks each read against the buffer.
-    macro_rules! try_size {
-        ($size:expr) => {
-            // SAFETY: probe reads check the user addresses; `$size` bytes
-            // fit in `into`.
-            if ($size == USER_STACK_BYTES || wanted <= $size as u64)
-                && unsafe { bpf_probe_read_user_buf(from, &mut into[..$size]) }.is_ok()
-            {
-                return Ok($size as u32);
-            }
+    // 256 bytes at least: a system call this close to `start_stack` reads
+    // a little of the argument area above it, which is mapped.
+    let mut size = wanted.clamp(256, USER_STACK_BYTES as u64) as u32;
+    // 4096, 2048, 1024, 512, 256: five tries at most.
+    for _ in 0..5 {
+        // The verifier wants the size bounded by the buffer it checks.
+        let bounded = size & (2 * USER_STACK_BYTES as u32 - 1);
+        if bounded < 256 || bounded > USER_STACK_BYTES as u32 {
+            return Err(());
+        }
+        // SAFETY: a probe read checks the user addresses; `bounded` bytes
+        // fit in `into`.
+        let read = unsafe {
+            gen::bpf_probe_read_user(into.as_mut_ptr().cast(), bounded, sp as *const _)
         };
+        if read == 0 {
+            return Ok(bounded);
+        }
+        size = bounded / 2;
     }
-    try_size!(256);
-    try_size!(1024);
-    try_size!(USER_STACK_BYTES);
-    try_size!(USER_STACK_BYTES / 2);
-    try_size!(512);
     Err(())
 }
 

@@ -199,6 +199,11 @@ impl Session {
         let trace = self.json.take().expect("session running").stop();
         let text = self.text.take().expect("session running").finish();
         eprintln!("---- {}: tcptrace report ----\n{text}", self.name);
+        eprintln!(
+            "---- {}: JSON session's summary ----\n{}",
+            self.name,
+            trace.summary()
+        );
         let findings: Vec<&Value> = trace.of_type("finding").collect();
         let path = out_dir().join("findings");
         fs::create_dir_all(&path).expect("findings directory");
