@@ -364,9 +364,12 @@ const _: () = assert!(core::mem::size_of::<StackSample>() == 16);
 pub struct Settings {
     /// Capture user stacks at connect, listen and close (1) or not (0).
     pub capture_stacks: u32,
-    /// Wake the reader once this many bytes are waiting in the ring buffer;
-    /// below it records are submitted without a wakeup and drained on a timer.
+    /// Wake the reader when the bytes waiting in the event ring buffer
+    /// cross this mark; other records are submitted without a wakeup and
+    /// drained on a timer.
     pub wakeup_bytes: u32,
+    /// The same mark for the stack ring buffer (`USER_STACKS`).
+    pub stack_wakeup_bytes: u32,
     /// Offset of `sp` in `struct pt_regs` (from BTF); the programs accept
     /// only x86-64's, and take no user stack bytes elsewhere.
     pub regs_sp: u32,
@@ -384,12 +387,13 @@ pub struct Settings {
     /// nothing a user asked about). 0: none.
     pub tracer_tgid: u32,
 }
-const _: () = assert!(core::mem::size_of::<Settings>() == 24);
+const _: () = assert!(core::mem::size_of::<Settings>() == 28);
 
 impl Settings {
     pub const DEFAULT: Self = Self {
         capture_stacks: 1,
         wakeup_bytes: 256 * 1024,
+        stack_wakeup_bytes: 2 * 1024 * 1024,
         regs_sp: 0,
         stack_interval_ms: 0,
         summary: 0,

@@ -1,7 +1,7 @@
 //! Who is running: the task in process context, or nobody in softirq.
 
 use aya_ebpf::{
-    bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP},
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_probe_read_kernel,
         generated as gen,
@@ -13,8 +13,12 @@ use tcptrace_common::{
     USER_STACK_HEADER,
 };
 
-use crate::maps::{
-    count, kernel_layout, settings, EVENTS, IN_SOFTIRQ, PROCESSES, STACK_SAMPLES, STACK_SCRATCH,
+use crate::{
+    emit::wakeup_flag,
+    maps::{
+        count, kernel_layout, settings, IN_SOFTIRQ, PROCESSES, STACK_SAMPLES, STACK_SCRATCH,
+        USER_STACKS,
+    },
 };
 
 /// True when the tracepoint fired in a system call, where "current" is the
@@ -202,7 +206,9 @@ fn capture_user_stack(task: &Task, current: u64, now: u64) -> u64 {
         let size =
             USER_STACK_HEADER + (len as usize & (2 * USER_STACK_BYTES - 1)).min(USER_STACK_BYTES);
         let bytes = core::slice::from_raw_parts(record as *const u8, size);
-        EVENTS.output::<[u8]>(bytes, u64::from(BPF_RB_NO_WAKEUP))
+        let before = USER_STACKS.query(u64::from(BPF_RB_AVAIL_DATA));
+        let flag = wakeup_flag(before, before + size as u64, settings().stack_wakeup_bytes);
+        USER_STACKS.output::<[u8]>(bytes, flag)
     };
     if sent.is_err() {
         count(Counter::StackErrors);

@@ -30,8 +30,8 @@ pub struct Record<'a> {
 /// lost, never retried: the hot path must not block.
 ///
 /// Records are submitted without waking the reader (a wakeup costs about a
-/// microsecond); userspace drains on a timer, and only a ring buffer filling
-/// past `Settings::wakeup_bytes` forces a wakeup.
+/// microsecond); userspace drains on a timer, and only the record that
+/// takes the ring buffer past `Settings::wakeup_bytes` wakes it.
 #[inline(always)]
 pub fn emit(record: &Record) {
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
@@ -61,14 +61,30 @@ pub fn emit(record: &Record) {
             count(Counter::ReadErrors);
         }
     }
+    // Reserved bytes count as waiting: this record is among them.
     let waiting = EVENTS.query(u64::from(BPF_RB_AVAIL_DATA));
-    let wakeup = if waiting >= u64::from(settings().wakeup_bytes) {
+    let size = core::mem::size_of::<Event>() as u64;
+    entry.submit(wakeup_flag(
+        waiting.saturating_sub(size),
+        waiting,
+        settings().wakeup_bytes,
+    ));
+    count(Counter::EventsSent);
+}
+
+/// `BPF_RB_FORCE_WAKEUP` for the record that takes the bytes waiting in a
+/// ring from below `mark` to `mark` or more, `BPF_RB_NO_WAKEUP` otherwise:
+/// one wakeup per crossing, however fast records come (a wakeup on every
+/// record past the mark cost other tasks' CPU in `irq_work_queue`). A
+/// crossing missed by two CPUs racing is drained on the reader's timer.
+#[inline(always)]
+pub fn wakeup_flag(before: u64, after: u64, mark: u32) -> u64 {
+    let mark = u64::from(mark);
+    u64::from(if before < mark && after >= mark {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP
-    };
-    entry.submit(u64::from(wakeup));
-    count(Counter::EventsSent);
+    })
 }
 
 /// Copies a record as 8-byte words. Volatile, because LLVM would turn a

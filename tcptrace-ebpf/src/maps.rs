@@ -13,6 +13,12 @@ use tcptrace_common::{
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
 
+/// User stack captures, apart from the events: a burst of 4 KiB captures
+/// that fills this ring costs call sites, never events. Userspace may
+/// resize it before load.
+#[map]
+pub static USER_STACKS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
+
 /// A process's first stack capture: read at once by a thread of its own.
 #[map]
 pub static PROCESSES: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);

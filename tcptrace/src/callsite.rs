@@ -184,6 +184,9 @@ impl CallSites {
             self.aliases.insert(key, first);
             return;
         }
+        // The first capture of a path is its own alias: every capture met
+        // has one (see `knows_captures_of`).
+        self.aliases.insert(key, key);
         self.paths.insert(path.clone(), key);
         self.pending.push_back((key, path.1));
         if self.pending.len() > MAX_PENDING {
@@ -199,6 +202,25 @@ impl CallSites {
         }
         let key = StackRef { pid: tgid, stack };
         self.aliases.peek(&key).map_or(stack, |first| first.stack)
+    }
+
+    /// Whether every capture `event` refers to has been met (or forgotten
+    /// since: a capture older than the last `MAX_STACKS` counts as unmet,
+    /// which costs only a look at an empty ring).
+    #[must_use]
+    pub fn knows_captures_of(&self, event: &TcpEvent) -> bool {
+        [&event.sock.owner, &event.sock.closer]
+            .into_iter()
+            .chain(event.actor.as_ref())
+            .all(|task| {
+                let key = StackRef {
+                    pid: task.tgid,
+                    stack: task.stack,
+                };
+                task.stack == 0
+                    || self.aliases.peek(&key).is_some()
+                    || self.resolved.peek(&key).is_some()
+            })
     }
 
     /// Rewrites the captures an event names to their canonical ones.

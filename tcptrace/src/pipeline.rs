@@ -64,24 +64,52 @@ pub struct Pipeline {
     pub call_sites: CallSites,
 }
 
-/// The ring buffer, pollable by tokio.
-pub type Ring = AsyncFd<RingBuf<MapData>>;
+/// The kernel's two ring buffers, pollable by tokio: events, and the
+/// user stack captures they refer to (apart, so that a burst of captures
+/// cannot crowd out events).
+pub struct Rings {
+    pub events: AsyncFd<RingBuf<MapData>>,
+    pub stacks: AsyncFd<RingBuf<MapData>>,
+}
+
+impl Rings {
+    fn take(probe: &mut Probe) -> Result<Self> {
+        let pollable = |ring: RingBuf<MapData>| {
+            // SAFETY: the ring buffer owns its fd, which stays open and
+            // unchanged for as long as the AsyncFd owns the ring buffer.
+            unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+                .map_err(|e| anyhow::anyhow!("polling a ring buffer: {e}"))
+        };
+        Ok(Self {
+            events: pollable(probe.take_events()?)?,
+            stacks: pollable(probe.take_stacks()?)?,
+        })
+    }
+
+    /// Waits until either ring has records (or the kernel woke us), and
+    /// clears the readiness before returning: a wakeup that comes while
+    /// the caller drains must not be lost (a process's first stack wakes us
+    /// so that its mappings are read while it lives).
+    pub async fn readable(&mut self) -> Result<()> {
+        tokio::select! {
+            ready = self.events.readable_mut() => ready?.clear_ready(),
+            ready = self.stacks.readable_mut() => ready?.clear_ready(),
+        }
+        Ok(())
+    }
+}
 
 impl Pipeline {
     /// Takes the start snapshot (after the probe is attached: a socket born
     /// in between is seen by both, never by neither), teaches the kernel
     /// the owners of listeners that already existed and keeps the owners of
     /// the others. Returns the snapshot for the caller to show, or drop.
-    pub fn start(probe: &mut Probe, filter: Filter) -> Result<(Self, Ring, Snapshot)> {
+    pub fn start(probe: &mut Probe, filter: Filter) -> Result<(Self, Rings, Snapshot)> {
         let start = Snapshot::take().context("listing existing sockets (sock_diag)")?;
         seed_listeners(probe, &start);
-        let ring = probe.take_events()?;
+        let rings = Rings::take(probe)?;
         let meeter = Meeter::spawn(probe.take_processes()?)
             .context("starting the thread that meets new processes")?;
-        // SAFETY: the ring buffer owns its fd, which stays open and unchanged
-        // for as long as the AsyncFd owns the ring buffer.
-        let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
-            .map_err(|e| anyhow::anyhow!("polling the ring buffer: {e}"))?;
         let pipeline = Self {
             layouts: probe.layouts,
             start: StartOwners::of(&start),
@@ -91,7 +119,7 @@ impl Pipeline {
             diagnoses: Diagnoses::default(),
             call_sites: CallSites::with_meeter(meeter),
         };
-        Ok((pipeline, ring, start))
+        Ok((pipeline, rings, start))
     }
 
     /// A pipeline fed by hand (benchmarks, tests): no probe, no snapshot.
@@ -111,19 +139,35 @@ impl Pipeline {
     /// Reads every waiting record; `each` sees those that pass the filter.
     pub fn drain<E>(
         &mut self,
-        ring: &mut RingBuf<MapData>,
+        rings: &mut Rings,
         mut each: impl FnMut(&Observed) -> Result<(), E>,
     ) -> Result<(), E> {
-        // Stacks are symbolized one at a time once the ring is empty, so the
-        // records of other processes (their stacks to unwind while they
+        let (events, stacks) = (rings.events.get_mut(), rings.stacks.get_mut());
+        // Stacks are symbolized one at a time once the rings are empty, so
+        // the records of other processes (their stacks to unwind while they
         // live) never wait behind the parse of a new binary.
         loop {
-            while let Some(item) = ring.next() {
-                self.handle(&item, &mut each)?;
+            self.drain_stacks(stacks);
+            while let Some(item) = events.next() {
+                let Some(event) = self.decoded(&item) else {
+                    continue;
+                };
+                // The kernel sends a capture before the event that refers
+                // to it: one not met yet is in the stack ring by now.
+                if !self.call_sites.knows_captures_of(&event) {
+                    self.drain_stacks(stacks);
+                }
+                self.handle_event(&event, &mut each)?;
             }
             if !self.call_sites.resolve_one() {
                 return Ok(());
             }
+        }
+    }
+
+    fn drain_stacks(&mut self, stacks: &mut RingBuf<MapData>) {
+        while let Some(item) = stacks.next() {
+            let _ = self.decoded(&item);
         }
     }
 
@@ -137,20 +181,37 @@ impl Pipeline {
         bytes: &[u8],
         each: &mut impl FnMut(&Observed) -> Result<(), E>,
     ) -> Result<(), E> {
+        match self.decoded(bytes) {
+            Some(event) => self.handle_event(&event, each),
+            None => Ok(()),
+        }
+    }
+
+    /// The event `bytes` holds. A stack capture is taken in (and gives
+    /// none); a record that does not decode is counted.
+    fn decoded(&mut self, bytes: &[u8]) -> Option<TcpEvent> {
         if is_user_stack(bytes) {
             self.on_user_stack(bytes);
-            return Ok(());
+            return None;
         }
         let Ok(event) = decode(bytes, &self.layouts) else {
             self.counts.decode_errors += 1;
-            return Ok(());
+            return None;
         };
         self.counts.events += 1;
+        Some(event)
+    }
+
+    fn handle_event<E>(
+        &mut self,
+        event: &TcpEvent,
+        each: &mut impl FnMut(&Observed) -> Result<(), E>,
+    ) -> Result<(), E> {
         if !event.summary {
-            return self.process(&event, each);
+            return self.process(event, each);
         }
         let mut result = Ok(());
-        expand(&event, |unfolded| {
+        expand(event, |unfolded| {
             if result.is_ok() {
                 result = self.process(unfolded, each);
             }

@@ -12,7 +12,7 @@ use crate::{
     clock::WallClock,
     filter::Filter,
     output::Sink,
-    pipeline::{EventCounts, Pipeline, DRAIN_INTERVAL},
+    pipeline::{EventCounts, Pipeline, Rings, DRAIN_INTERVAL},
     probe::{Counters, Probe, ProbeOptions},
     snapshot::ExistingSocket,
 };
@@ -53,7 +53,7 @@ fn as_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> 
 /// Ctrl-C or SIGTERM; dropping the probe detaches every program.
 pub async fn run(options: SessionOptions, sink: &mut dyn Sink) -> Result<Summary> {
     let mut probe = Probe::load(options.probe)?;
-    let (mut pipeline, mut ring, start) = Pipeline::start(&mut probe, options.filter.clone())?;
+    let (mut pipeline, mut rings, start) = Pipeline::start(&mut probe, options.filter.clone())?;
     pipeline
         .call_sites
         .set_jvm_perf_maps(!options.no_jvm_perf_map);
@@ -77,10 +77,8 @@ pub async fn run(options: SessionOptions, sink: &mut dyn Sink) -> Result<Summary
 
     let clock = WallClock::now();
     let report_only = options.report_only;
-    let drain = |pipeline: &mut Pipeline,
-                 ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
-                 sink: &mut dyn Sink| {
-        pipeline.drain(ring, |seen| {
+    let drain = |pipeline: &mut Pipeline, rings: &mut Rings, sink: &mut dyn Sink| {
+        pipeline.drain(rings, |seen| {
             if report_only {
                 return Ok(());
             }
@@ -101,21 +99,17 @@ pub async fn run(options: SessionOptions, sink: &mut dyn Sink) -> Result<Summary
     let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
     loop {
         tokio::select! {
-            readable = ring.readable_mut() => {
-                let mut guard = readable?;
-                // Cleared first: a wakeup that comes while draining must
-                // not be lost (a process's first stack wakes us so that its
-                // mappings are read while it lives).
-                guard.clear_ready();
-                drain(&mut pipeline, guard.get_inner_mut(), sink)?;
+            readable = rings.readable() => {
+                readable?;
+                drain(&mut pipeline, &mut rings, sink)?;
             }
-            _ = interval.tick() => drain(&mut pipeline, ring.get_mut(), sink)?,
+            _ = interval.tick() => drain(&mut pipeline, &mut rings, sink)?,
             () = &mut deadline => break,
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
         }
     }
-    drain(&mut pipeline, ring.get_mut(), sink)?;
+    drain(&mut pipeline, &mut rings, sink)?;
     pipeline.call_sites.finish();
     let summary = Summary {
         elapsed: started.elapsed(),

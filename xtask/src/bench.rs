@@ -785,6 +785,7 @@ fn map_memory() -> Value {
     let maps: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
     let names = [
         "EVENTS",
+        "USER_STACKS",
         "SOCKS",
         "LISTENERS",
         "STACK_SAMPLES",

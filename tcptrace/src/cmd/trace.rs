@@ -5,7 +5,10 @@ use clap::Args;
 use tcptrace::{
     filter::Filter,
     output::{JsonLines, Sink, TextLines},
-    probe::{ProbeOptions, DEFAULT_SOCKET_MAP_ENTRIES, SOCKET_MAP_ENTRIES_RANGE},
+    probe::{
+        ProbeOptions, DEFAULT_SOCKET_MAP_ENTRIES, DEFAULT_STACK_RING_BYTES,
+        SOCKET_MAP_ENTRIES_RANGE,
+    },
     session::{self, SessionOptions},
 };
 
@@ -33,6 +36,12 @@ pub struct TraceArgs {
     /// Ring buffer size in MiB (rounded up to a power of two).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
     ring_buffer_mib: u32,
+    /// Stack ring buffer size in MiB: user stack captures (up to 4 KiB
+    /// each) travel apart from the events; when it fills, call sites are
+    /// lost (and counted), never events.
+    #[arg(long, default_value_t = DEFAULT_STACK_RING_BYTES / (1024 * 1024),
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    stack_ring_buffer_mib: u32,
     /// Sockets the kernel can track at once; beyond it, new sockets are
     /// counted as untracked.
     #[arg(long, default_value_t = DEFAULT_SOCKET_MAP_ENTRIES,
@@ -69,6 +78,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
         },
         probe: ProbeOptions {
             ring_bytes: args.ring_buffer_mib * 1024 * 1024,
+            stack_ring_bytes: args.stack_ring_buffer_mib * 1024 * 1024,
             capture_stacks: !args.no_stacks,
             stack_interval_ms: 0,
             // Nothing is printed per event: one record per socket will do.

@@ -12,7 +12,6 @@ mod scrape;
 use std::{cell::RefCell, collections::HashSet, rc::Rc, time::Instant};
 
 use anyhow::{Context, Result};
-use aya::maps::{MapData, RingBuf};
 use tcptrace_common::Counter;
 use tokio::{net::TcpListener, signal::unix::SignalKind, task::LocalSet};
 
@@ -23,7 +22,7 @@ use crate::{
     export::prometheus::{render, to_classic_text, Scrape},
     filter::Filter,
     metrics::DaemonMetrics,
-    pipeline::{dump, Pipeline, DRAIN_INTERVAL},
+    pipeline::{dump, Pipeline, Rings, DRAIN_INTERVAL},
     probe::{Probe, ProbeOptions},
     snapshot::Snapshot,
 };
@@ -51,6 +50,9 @@ pub fn run(config: DaemonConfig) -> Result<()> {
     LocalSet::new().block_on(&runtime, serve(config))
 }
 
+/// The daemon's stack ring buffer (see `ProbeOptions::stack_ring_bytes`).
+const DAEMON_STACK_RING_BYTES: u32 = 4 * 1024 * 1024;
+
 async fn serve(config: DaemonConfig) -> Result<()> {
     // Bind before loading anything: a taken port is the commonest mistake.
     let listener = TcpListener::bind(config.listen)
@@ -58,6 +60,9 @@ async fn serve(config: DaemonConfig) -> Result<()> {
         .with_context(|| format!("listening on {} (--listen)", config.listen))?;
     let mut probe = Probe::load(ProbeOptions {
         ring_bytes: config.ring_buffer_mib * 1024 * 1024,
+        // Stacks are sampled (`stack-interval`): a few per process and
+        // second need little room.
+        stack_ring_bytes: DAEMON_STACK_RING_BYTES,
         capture_stacks: config.stacks,
         stack_interval_ms: u32::try_from(config.stack_interval.as_millis()).unwrap_or(u32::MAX),
         summary: !config.every_event,
@@ -72,7 +77,7 @@ async fn serve(config: DaemonConfig) -> Result<()> {
         ..Filter::default()
     };
     // The daemon shows no start listing: only the owners are kept.
-    let (mut pipeline, mut ring, _) = Pipeline::start(&mut probe, filter)?;
+    let (mut pipeline, mut rings, _) = Pipeline::start(&mut probe, filter)?;
     pipeline.call_sites.set_jvm_perf_maps(config.jvm_perf_map);
     for missing in probe.missing_hooks() {
         log(
@@ -112,15 +117,13 @@ async fn serve(config: DaemonConfig) -> Result<()> {
     let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
     loop {
         tokio::select! {
-            readable = ring.readable_mut() => {
-                let mut guard = readable?;
+            readable = rings.readable() => {
+                readable?;
                 let mut d = daemon.borrow_mut();
                 d.wakeups += 1;
-                // Cleared first, so a wakeup during the drain is not lost.
-                guard.clear_ready();
-                d.drain(guard.get_inner_mut());
+                d.drain(&mut rings);
             }
-            _ = drain_tick.tick() => daemon.borrow_mut().drain(ring.get_mut()),
+            _ = drain_tick.tick() => daemon.borrow_mut().drain(&mut rings),
             _ = refresh_tick.tick() => {
                 // The socket dump and /proc scan take long with 100k
                 // sockets: run them on a blocking thread while events drain.
@@ -132,7 +135,7 @@ async fn serve(config: DaemonConfig) -> Result<()> {
             dumped = async { dumping.as_mut().expect("guarded by the branch condition").await }, if dumping.is_some() => {
                 dumping = None;
                 let mut d = daemon.borrow_mut();
-                d.drain(ring.get_mut());
+                d.drain(&mut rings);
                 match dumped {
                     Ok(Ok((all, owned))) => d.refresh(all, owned),
                     Ok(Err(err)) => log("warn", "refresh failed", &serde_json::json!({ "error": format!("{err:#}") })),
@@ -149,7 +152,7 @@ async fn serve(config: DaemonConfig) -> Result<()> {
         }
     }
     log("info", "stopping", &serde_json::json!({}));
-    drop(ring);
+    drop(rings);
     // Dropping the probe detaches every program; nothing is pinned.
     drop(daemon);
     Ok(())
@@ -187,11 +190,11 @@ async fn answer(mut stream: tokio::net::TcpStream, daemon: Rc<RefCell<Daemon>>) 
 }
 
 impl Daemon {
-    fn drain(&mut self, ring: &mut RingBuf<MapData>) {
+    fn drain(&mut self, rings: &mut Rings) {
         let metrics = &mut self.metrics;
         let _ = self
             .pipeline
-            .drain::<std::convert::Infallible>(ring, |seen| {
+            .drain::<std::convert::Infallible>(rings, |seen| {
                 metrics.observe(seen);
                 Ok(())
             });

@@ -19,8 +19,12 @@ use crate::event::layout::RecordLayouts;
 /// How to load the programs.
 #[derive(Clone, Copy, Debug)]
 pub struct ProbeOptions {
-    /// Ring buffer size in bytes (a power of two, at least a page).
+    /// Event ring buffer size in bytes (a power of two, at least a page).
     pub ring_bytes: u32,
+    /// Stack ring buffer size in bytes (likewise): captures of up to 4 KiB
+    /// each, apart from the events, so a burst of them can cost call sites
+    /// but never events.
+    pub stack_ring_bytes: u32,
     /// Capture user stacks at connect, listen and close.
     pub capture_stacks: bool,
     /// At most one stack per process and call kind per this many ms
@@ -44,6 +48,10 @@ pub struct ProbeOptions {
     pub socket_map_entries: u32,
 }
 
+/// The stack ring's size when not asked: about two thousand captures,
+/// the stacks of a burst of 500 connections between two reads.
+pub const DEFAULT_STACK_RING_BYTES: u32 = 8 * 1024 * 1024;
+
 /// Sockets the kernel tracks at once by default.
 pub const DEFAULT_SOCKET_MAP_ENTRIES: u32 = 262_144;
 /// Bounds of `--socket-map-entries`.
@@ -53,6 +61,7 @@ impl Default for ProbeOptions {
     fn default() -> Self {
         Self {
             ring_bytes: 4 * 1024 * 1024,
+            stack_ring_bytes: DEFAULT_STACK_RING_BYTES,
             capture_stacks: true,
             stack_interval_ms: 0,
             summary: false,
@@ -98,12 +107,14 @@ impl Probe {
             // Wake the reader early enough that a burst cannot fill the
             // rest while it is being scheduled.
             wakeup_bytes: options.ring_bytes / 4,
+            stack_wakeup_bytes: options.stack_ring_bytes / 4,
             regs_sp,
             stack_interval_ms: options.stack_interval_ms,
             summary: u32::from(summary),
             tracer_tgid: std::process::id(),
         };
         let ring_bytes = options.ring_bytes.next_power_of_two().max(4096);
+        let stack_ring_bytes = options.stack_ring_bytes.next_power_of_two().max(4096);
         let mut ebpf = EbpfLoader::new()
             .override_global("STATE_LAYOUT", &globals.state, true)
             .override_global("RETRANSMIT_LAYOUT", &globals.retransmit, true)
@@ -113,6 +124,7 @@ impl Probe {
             .override_global("ACCEPT_LAYOUT", &accept.unwrap_or_default(), true)
             .override_global("SETTINGS", &settings, true)
             .map_max_entries("EVENTS", ring_bytes)
+            .map_max_entries("USER_STACKS", stack_ring_bytes)
             .map_max_entries("SOCKS", options.socket_map_entries)
             .load(EBPF_OBJECT)
             .map_err(|err| refused("loading the eBPF object", &err))?;
@@ -164,6 +176,15 @@ impl Probe {
             .ebpf
             .take_map("EVENTS")
             .context("ring buffer EVENTS already taken or missing from the eBPF object")?;
+        Ok(RingBuf::try_from(map)?)
+    }
+
+    /// The ring buffer of user stack captures; can be taken once.
+    pub fn take_stacks(&mut self) -> Result<RingBuf<MapData>> {
+        let map = self
+            .ebpf
+            .take_map("USER_STACKS")
+            .context("ring buffer USER_STACKS already taken or missing from the eBPF object")?;
         Ok(RingBuf::try_from(map)?)
     }
 
