@@ -76,8 +76,12 @@ pub struct KernelLayout {
     pub sock_state: u32,
     /// `mm->start_stack`: the top of the main thread's stack
     pub mm_start_stack: u32,
+    /// `inet_sk(sk)->inet_sport`: the local port, network order, kept
+    /// after CLOSE clears `skc_num` (a u16)
+    pub inet_sport: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelLayout>() == 64);
+const _: () = assert!(core::mem::size_of::<KernelLayout>() == 72);
 
 /// `syscalls:sys_exit_accept4` and `syscalls:sys_exit_accept`.
 #[repr(C)]

@@ -188,7 +188,13 @@ pub struct Event {
     /// `sk->sk_err` when the socket enters CLOSE (ECONNREFUSED, ETIMEDOUT,
     /// EHOSTUNREACH, ECONNRESET, ...): why it died. 0 otherwise.
     pub sk_err: i32,
-    pub _pad: u32,
+    /// `inet_sport` (network order) for the records that copy the socket
+    /// (`Summary`, `EofRead`), 0 for the others: by CLOSE the kernel has
+    /// already cleared `skc_num` of a socket that did not bind its port
+    /// itself (an accepted connection, an ephemeral client port);
+    /// `inet_sport` keeps it.
+    pub local_port_be: u16,
+    pub _pad: u16,
     /// The tracepoint record as the kernel wrote it; decoded in userspace with
     /// the offsets read from tracefs, so the layout is never hard-coded.
     pub raw: [u8; RAW_RECORD_LEN],

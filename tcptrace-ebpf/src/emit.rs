@@ -6,7 +6,10 @@ use aya_ebpf::{
 };
 use tcptrace_common::{Counter, Event, EventKind, SockInfo, Task, RAW_RECORD_LEN};
 
-use crate::maps::{count, settings, EVENTS};
+use crate::{
+    maps::{count, settings, EVENTS},
+    sock::local_port_be_of,
+};
 
 pub struct Record<'a> {
     pub kind: EventKind,
@@ -52,6 +55,10 @@ pub fn emit(record: &Record) {
         copy_words(&raw mut (*event).actor, record.actor);
         (*event).in_state_ns = record.in_state_ns;
         (*event).sk_err = record.sk_err;
+        (*event).local_port_be = match record.kind {
+            EventKind::Summary | EventKind::EofRead => local_port_be_of(record.skaddr),
+            _ => 0,
+        };
         (*event)._pad = 0;
         // A tracepoint record lives in a per-CPU trace buffer and a socket
         // in a `struct sock`, both far larger than RAW_RECORD_LEN, so a

@@ -105,6 +105,8 @@ static KERNEL_LAYOUT: KernelLayout = KernelLayout {
     socket_sk: 0,
     sock_state: 0,
     mm_start_stack: 0,
+    inet_sport: 0,
+    _pad: 0,
 };
 #[unsafe(no_mangle)]
 static ACCEPT_LAYOUT: AcceptLayout = AcceptLayout { ret: 0, _pad: 0 };

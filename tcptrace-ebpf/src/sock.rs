@@ -54,6 +54,12 @@ pub fn local_port_of(skaddr: u64) -> Result<u16, ()> {
     read_at(skaddr, kernel_layout().sock_num)
 }
 
+/// `inet_sk(sk)->inet_sport`, network order; 0 when it cannot be read.
+#[inline(always)]
+pub fn local_port_be_of(skaddr: u64) -> u16 {
+    read_at(skaddr, kernel_layout().inet_sport).unwrap_or(0)
+}
+
 #[inline(always)]
 fn read_at<T>(skaddr: u64, offset: u32) -> Result<T, ()> {
     if offset == 0 || skaddr == 0 {

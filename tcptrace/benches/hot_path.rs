@@ -81,6 +81,7 @@ fn state_event(
         actor: actor.unwrap_or(Task::NOBODY),
         in_state_ns: 20_000,
         sk_err: 0,
+        local_port_be: 0,
         _pad: 0,
         raw,
     };

@@ -5,8 +5,10 @@
 //! Without it they fail with a message saying so; they never skip.
 
 pub mod daemon;
+pub mod kernel_counts;
 pub mod netns;
 pub mod process;
+pub mod programs;
 pub mod trace;
 pub mod workload;
 

@@ -22,12 +22,13 @@ use std::{
     path::{Path, PathBuf},
     process::Command,
     thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use serde_json::Value;
 use tcptrace_tests::{
     netns::HostPair,
+    programs::{scratch_dir, shell_in, Nginx},
     require_root,
     trace::{without_frames, TextReport, Trace},
     Tracer, Workload,
@@ -37,9 +38,7 @@ use tcptrace_tests::{
 
 /// Where the workloads are built and the findings kept.
 fn out_dir() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/tt-runtimes");
-    fs::create_dir_all(&dir).expect("create target/tt-runtimes");
-    dir
+    scratch_dir()
 }
 
 fn workloads() -> PathBuf {
@@ -124,24 +123,6 @@ fn go_server(netns: &str, addr: &str) -> Workload {
     let mut server = run_in(netns, &go_program("server"), &[addr]);
     assert_eq!(server.expect_line("listening "), addr);
     server
-}
-
-/// Runs a shell command line in `netns`, bounded by `timeout` (coreutils),
-/// and fails the test when it fails.
-fn shell_in(netns: &str, timeout: Duration, script: &str) {
-    let out = Command::new("ip")
-        .args(["netns", "exec", netns, "timeout"])
-        .arg(timeout.as_secs().to_string())
-        .args(["sh", "-c", script])
-        .output()
-        .expect("run sh");
-    assert!(
-        out.status.success(),
-        "`{script}` in {netns} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// Opens `count` connections to `server`, closing each at once, from a
@@ -740,128 +721,6 @@ fn prestarted_server_close_wait_leak_names_the_function_that_read_eof() {
 
 // ------------------------------------------------------------ nginx
 
-/// Debian's nginx, master and 2 workers (`daemon off`), on `addr` in
-/// `netns`, with a config written into a directory of its own. Stopped in
-/// `Drop`: the master is asked to quit, and the workers are killed by pid
-/// if they outlive it (a killed master leaves its workers running).
-struct Nginx {
-    master: Option<Workload>,
-    workers: Vec<u32>,
-}
-
-impl Nginx {
-    const WORKERS: usize = 2;
-
-    fn start(netns: &str, addr: &str) -> Self {
-        let dir = out_dir().join(format!("nginx-{}", addr.replace([':', '.'], "-")));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(dir.join("logs")).expect("nginx directory");
-        let d = dir.display();
-        let config = format!(
-            "worker_processes {workers};\n\
-             daemon off;\n\
-             master_process on;\n\
-             pid {d}/nginx.pid;\n\
-             error_log {d}/logs/error.log;\n\
-             events {{ worker_connections 256; }}\n\
-             http {{\n\
-             \x20   access_log off;\n\
-             \x20   client_body_temp_path {d}/client_body;\n\
-             \x20   proxy_temp_path {d}/proxy;\n\
-             \x20   fastcgi_temp_path {d}/fastcgi;\n\
-             \x20   uwsgi_temp_path {d}/uwsgi;\n\
-             \x20   scgi_temp_path {d}/scgi;\n\
-             \x20   server {{\n\
-             \x20       listen {addr};\n\
-             \x20       location / {{ return 200 \"ok\\n\"; }}\n\
-             \x20   }}\n\
-             }}\n",
-            workers = Self::WORKERS
-        );
-        let conf = dir.join("nginx.conf");
-        fs::write(&conf, config).expect("write nginx.conf");
-        let master = Workload::spawn_command(
-            Command::new("ip")
-                .args(["netns", "exec", netns, "nginx", "-p"])
-                .arg(&dir)
-                .arg("-e")
-                .arg(dir.join("logs/error.log"))
-                .arg("-c")
-                .arg(&conf),
-        );
-        let mut nginx = Self {
-            master: Some(master),
-            workers: Vec::new(),
-        };
-        let master_pid = nginx.master_pid();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while nginx.workers.len() < Self::WORKERS {
-            assert!(
-                Instant::now() < deadline,
-                "nginx {master_pid} did not start {} workers in time (see {}/logs/error.log)",
-                Self::WORKERS,
-                d
-            );
-            thread::sleep(Duration::from_millis(50));
-            nginx.workers = children_of(master_pid);
-        }
-        // The master opened the listening socket before forking: the
-        // workers existing means nginx listens.
-        nginx
-    }
-
-    fn master_pid(&self) -> u32 {
-        self.master.as_ref().expect("nginx running").pid()
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let master = self.master_pid();
-        // SAFETY: kill(2) on our own child: SIGQUIT is nginx's graceful stop.
-        unsafe { libc::kill(i32::try_from(master).unwrap_or(0), libc::SIGQUIT) };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline && !children_of(master).is_empty() {
-            thread::sleep(Duration::from_millis(50));
-        }
-        drop(self.master.take()); // kills and reaps the master
-        for &worker in &self.workers {
-            let comm = fs::read_to_string(format!("/proc/{worker}/comm")).unwrap_or_default();
-            if comm.trim() == "nginx" {
-                // SAFETY: kill(2) of a worker of the master this test started.
-                unsafe { libc::kill(i32::try_from(worker).unwrap_or(0), libc::SIGKILL) };
-            }
-        }
-    }
-}
-
-/// Pids whose parent is `parent`, from /proc.
-fn children_of(parent: u32) -> Vec<u32> {
-    let mut children = Vec::new();
-    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(status) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // "PID (COMM) STATE PPID ...": the comm may hold spaces and parens.
-        let parent_of = status
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<u32>().ok());
-        if parent_of == Some(parent) {
-            children.push(pid);
-        }
-    }
-    children.sort_unstable();
-    children
-}
-
 /// nginx pre-forks: the master listens, the workers accept and close. The
 /// server side of every connection belongs to the worker that accepted it
 /// (not to the master, which only listened), the process name is `nginx`,
@@ -901,7 +760,10 @@ fn nginx_workers_own_the_server_side() {
     // below the top of its stack, where a copy of a fixed 4 KiB could run
     // past the stack's mapping (it did, in about one run in five).
     let kernel = &report.trace.summary()["summary"]["kernel"];
-    assert_eq!(kernel["stack_errors"], 0, "every stack was copied: {kernel}");
+    assert_eq!(
+        kernel["stack_errors"], 0,
+        "every stack was copied: {kernel}"
+    );
     assert_eq!(kernel["events_lost"], 0, "no event was lost: {kernel}");
 
     let master = nginx.master_pid();

@@ -88,7 +88,8 @@ pub fn decode(bytes: &[u8], layouts: &RecordLayouts) -> Result<TcpEvent, DecodeE
                 old: state(old)?,
                 new: state(new)?,
             };
-            return Ok(decoded(what, sock_common_endpoints(raw, &layout)?, true));
+            let endpoints = sock_common_endpoints(raw, &layout, event.local_port_be)?;
+            return Ok(decoded(what, endpoints, true));
         }
         EventKind::StateChange => {
             let l = &layouts.state;
@@ -117,7 +118,7 @@ pub fn decode(bytes: &[u8], layouts: &RecordLayouts) -> Result<TcpEvent, DecodeE
             let layout = layouts.sock_common.ok_or(DecodeError::NoSummaryLayout)?;
             return Ok(decoded(
                 What::EofRead,
-                sock_common_endpoints(raw, &layout)?,
+                sock_common_endpoints(raw, &layout, event.local_port_be)?,
                 false,
             ));
         }
@@ -178,12 +179,18 @@ pub fn decode_user_stack(bytes: &[u8]) -> Result<UserStackRecord<'_>, DecodeErro
     })
 }
 
-/// Endpoints from the start of a `struct sock_common` (summary records).
+/// Endpoints from the start of a `struct sock_common` (summary records),
+/// with the local port the kernel read from `inet_sport` (`skc_num` is 0
+/// by CLOSE unless the owner bound the port itself).
 fn sock_common_endpoints(
     raw: Raw,
     l: &SockCommonLayout,
+    local_port_be: u16,
 ) -> Result<(SocketAddr, SocketAddr), DecodeError> {
-    let local_port = u16::from_ne_bytes(raw.bytes::<2>(l.num)?);
+    let local_port = match u16::from_be(local_port_be) {
+        0 => u16::from_ne_bytes(raw.bytes::<2>(l.num)?),
+        port => port,
+    };
     let remote_port = u16::from_be_bytes(raw.bytes::<2>(l.dport)?);
     let (local, remote) = match u16::from_ne_bytes(raw.bytes::<2>(l.family)?) {
         AF_INET => (
@@ -323,6 +330,7 @@ mod tests {
             actor: Task::NOBODY,
             in_state_ns: 0,
             sk_err: 0,
+            local_port_be: 0,
             _pad: 0,
             raw: [0; RAW_RECORD_LEN],
         };

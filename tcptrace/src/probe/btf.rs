@@ -92,6 +92,9 @@ fn kernel_layout(btf: &Btf) -> Result<KernelLayout> {
         socket_sk: optional("socket", &["sk"]),
         sock_state: u32::try_from(member_offset(btf, "sock", &["__sk_common", "skc_state"])?)?,
         mm_start_stack: optional("mm_struct", &["start_stack"]),
+        // `struct inet_sock` starts with its `struct sock`.
+        inet_sport: u32::try_from(member_offset(btf, "inet_sock", &["inet_sport"])?)?,
+        _pad: 0,
     })
 }
 
