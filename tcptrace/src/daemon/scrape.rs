@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use tcptrace_common::TcpState;
 
 use crate::{
-    container::{labels_of_path, ContainerLabels, Containers},
+    container::{ContainerLabels, Containers},
     diagnose::{Finding, ProcessJson, Report},
     export::prometheus::{merge_rows, process_labels, top_k, ProcessLabels, Scrape},
     metrics::DaemonMetrics,
@@ -26,20 +26,14 @@ pub struct Refreshed {
 }
 
 /// A live process's container labels, from `/proc/PID/cgroup`.
-fn container_of_pid(pid: u32) -> ContainerLabels {
-    std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find_map(|l| l.strip_prefix("0::").map(labels_of_path))
-        })
-        .unwrap_or_default()
+fn container_of_pid(containers: &mut Containers, pid: u32) -> ContainerLabels {
+    containers.labels_of_pid(pid)
 }
 
-fn labels_of(process: Option<&ProcessJson>) -> ProcessLabels {
+fn labels_of(containers: &mut Containers, process: Option<&ProcessJson>) -> ProcessLabels {
     match process {
-        Some(p) => process_labels(&p.comm, &container_of_pid(p.pid)),
-        None => process_labels("unknown", &ContainerLabels::default()),
+        Some(p) => process_labels(&p.comm, &container_of_pid(containers, p.pid)),
+        None => process_labels("unknown", &ContainerLabels::EMPTY),
     }
 }
 
@@ -50,6 +44,9 @@ impl Refreshed {
     pub fn new(all: &Snapshot, owned: &Snapshot, report: &Report, top_peers: usize) -> Self {
         let mut sockets: HashMap<(ProcessLabels, &'static str), u64> = HashMap::new();
         let mut kernel: HashMap<&'static str, u64> = HashMap::new();
+        // One refresh's cache (names read once per container per refresh);
+        // sharing the daemon's would spare even that.
+        let mut cache = Containers::default();
         let mut containers: HashMap<u32, ContainerLabels> = HashMap::new();
         for socket in &all.sockets {
             *kernel.entry(socket.state.name()).or_default() += 1;
@@ -64,7 +61,7 @@ impl Refreshed {
                 seen.push(holder.pid);
                 let container = containers
                     .entry(holder.pid)
-                    .or_insert_with(|| container_of_pid(holder.pid));
+                    .or_insert_with(|| container_of_pid(&mut cache, holder.pid));
                 let labels = process_labels(&holder.comm, container);
                 *sockets.entry((labels, socket.state.name())).or_default() += 1;
             }
@@ -76,10 +73,14 @@ impl Refreshed {
         for finding in &report.findings {
             match finding {
                 Finding::Churn(c) if c.time_wait_now > 0 => {
-                    *time_wait.entry(labels_of(c.process.as_ref())).or_default() += c.time_wait_now;
+                    *time_wait
+                        .entry(labels_of(&mut cache, c.process.as_ref()))
+                        .or_default() += c.time_wait_now;
                 }
                 Finding::CloseWaitLeak(l) => {
-                    let oldest = close_wait.entry(labels_of(l.process.as_ref())).or_default();
+                    let oldest = close_wait
+                        .entry(labels_of(&mut cache, l.process.as_ref()))
+                        .or_default();
                     *oldest = oldest.max(l.oldest_age_s);
                 }
                 Finding::PortPressure(p) => {
@@ -126,7 +127,7 @@ pub fn counters(
         .map(|(key, m)| {
             let comm = crate::event::comm_str(&key.comm);
             (
-                process_labels(&comm, &containers.labels(key.cgroup_id)),
+                process_labels(&comm, containers.labels(key.cgroup_id)),
                 m.clone(),
             )
         })

@@ -24,17 +24,26 @@ use crate::{
     probe::Counters,
 };
 
-/// comm, container, pod, unit.
-pub type ProcessLabels = [(&'static str, String); 4];
+/// comm, namespace, pod, container, unit, then `container_id` and
+/// `pod_uid` when the container config asks for ids.
+pub type ProcessLabels = Vec<(&'static str, String)>;
 
 #[must_use]
 pub fn process_labels(comm: &str, container: &ContainerLabels) -> ProcessLabels {
-    [
+    let mut labels = vec![
         ("comm", escape(comm)),
-        ("container", escape(&container.container)),
+        ("namespace", escape(&container.namespace)),
         ("pod", escape(&container.pod)),
+        ("container", escape(&container.container)),
         ("unit", escape(&container.unit)),
-    ]
+    ];
+    if let Some(id) = &container.container_id {
+        labels.push(("container_id", escape(id)));
+    }
+    if let Some(uid) = &container.pod_uid {
+        labels.push(("pod_uid", escape(uid)));
+    }
+    labels
 }
 
 /// Escapes a label value as the text format requires (`\`, `"`, newline;
@@ -532,7 +541,7 @@ mod tests {
             version: "0.1.0",
             ..Scrape::default()
         });
-        assert!(text.contains(r#"tcptrace_connections_opened_total{comm="evil\"\n",container="",pod="",unit="",role="active"} 3"#), "{text}");
+        assert!(text.contains(r#"tcptrace_connections_opened_total{comm="evil\"\n",namespace="",pod="",container="",unit="",role="active"} 3"#), "{text}");
         assert!(
             text.contains("tcptrace_connection_lifetime_seconds_bucket"),
             "{text}"
