@@ -14,6 +14,7 @@ pub mod export;
 pub mod filter;
 pub mod generations;
 pub mod metrics;
+pub mod netns;
 pub mod output;
 pub mod owner;
 pub mod pipeline;

@@ -50,7 +50,9 @@ pub struct Owner<'a> {
 /// started with 100k sockets does not pay for them for the daemon's life.
 #[derive(Debug, Default)]
 pub struct StartOwners {
-    by_tuple: HashMap<(SocketAddr, SocketAddr), FdHolder>,
+    /// By (network namespace, local, remote): pods reuse addresses
+    /// (127.0.0.1 in every one).
+    by_tuple: HashMap<(u32, SocketAddr, SocketAddr), FdHolder>,
 }
 
 impl StartOwners {
@@ -59,15 +61,15 @@ impl StartOwners {
         let by_tuple = snapshot
             .sockets
             .iter()
-            .filter_map(|s| Some(((s.local, s.remote), s.holders.first()?.clone())))
+            .filter_map(|s| Some(((s.netns, s.local, s.remote), s.holders.first()?.clone())))
             .collect();
         Self { by_tuple }
     }
 
     /// The socket with these endpoints closed: a later one is not it.
-    pub fn forget(&mut self, local: SocketAddr, remote: SocketAddr) {
+    pub fn forget(&mut self, netns: u32, local: SocketAddr, remote: SocketAddr) {
         if !self.by_tuple.is_empty() {
-            self.by_tuple.remove(&(local, remote));
+            self.by_tuple.remove(&(netns, local, remote));
         }
     }
 }
@@ -91,7 +93,9 @@ pub fn resolve<'a>(event: &'a TcpEvent, start: &'a StartOwners) -> Option<Owner<
             source,
         });
     }
-    let holder = start.by_tuple.get(&(event.local, event.remote))?;
+    let holder = start
+        .by_tuple
+        .get(&(event.sock.netns, event.local, event.remote))?;
     Some(Owner {
         pid: holder.pid,
         comm: Cow::Borrowed(&holder.comm),
@@ -115,6 +119,7 @@ mod tests {
             comm: "old-client".into(),
         };
         let socket = |local: &str, holders: &[FdHolder]| ExistingSocket {
+            netns: 0,
             state: TcpState::Established,
             local: local.parse().unwrap(),
             remote: remote.parse().unwrap(),
@@ -142,7 +147,13 @@ mod tests {
             (42, "old-client", OwnerSource::Snapshot)
         );
 
-        start.forget(event.local, event.remote);
+        // The same endpoints in another namespace (another pod) are
+        // another socket.
+        let mut elsewhere = event;
+        elsewhere.sock.netns = 7;
+        assert_eq!(resolve(&elsewhere, &start), None);
+
+        start.forget(event.sock.netns, event.local, event.remote);
         assert!(start.by_tuple.is_empty());
         assert_eq!(resolve(&event, &start), None);
     }

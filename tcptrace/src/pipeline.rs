@@ -1,7 +1,10 @@
 //! Everything between the ring buffer and the outputs, shared by one-off
 //! sessions and the daemon: decode → owner → socket table → diagnoses.
 
-use std::time::Duration;
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use anyhow::{Context, Result};
 use aya::maps::{MapData, RingBuf};
@@ -18,6 +21,7 @@ use crate::{
         TcpEvent, What,
     },
     filter::Filter,
+    netns::DiagSockets,
     owner::{self, Owner, StartOwners},
     probe::{Counters, Probe},
     snapshot::Snapshot,
@@ -62,6 +66,9 @@ pub struct Pipeline {
     pub table: SocketTable,
     pub diagnoses: Diagnoses,
     pub call_sites: CallSites,
+    /// `sock_diag` sockets in every network namespace, for the dumps;
+    /// shared with the daemon's dumps, which run off its event loop.
+    pub diag: Arc<Mutex<DiagSockets>>,
 }
 
 /// The kernel's two ring buffers, pollable by tokio: events, and the
@@ -105,7 +112,10 @@ impl Pipeline {
     /// the owners of listeners that already existed and keeps the owners of
     /// the others. Returns the snapshot for the caller to show, or drop.
     pub fn start(probe: &mut Probe, filter: Filter) -> Result<(Self, Rings, Snapshot)> {
-        let start = Snapshot::take().context("listing existing sockets (sock_diag)")?;
+        // Before the daemon drops its privileges: the helper that enters
+        // namespaces is started with them.
+        let mut diag = DiagSockets::start();
+        let start = Snapshot::take(&mut diag).context("listing existing sockets (sock_diag)")?;
         seed_listeners(probe, &start);
         let rings = Rings::take(probe)?;
         let meeter = Meeter::spawn(probe.take_processes()?)
@@ -118,6 +128,7 @@ impl Pipeline {
             table: SocketTable::default(),
             diagnoses: Diagnoses::default(),
             call_sites: CallSites::with_meeter(meeter),
+            diag: Arc::new(Mutex::new(diag)),
         };
         Ok((pipeline, rings, start))
     }
@@ -133,6 +144,7 @@ impl Pipeline {
             table: SocketTable::default(),
             diagnoses: Diagnoses::default(),
             call_sites: CallSites::default(),
+            diag: Arc::new(Mutex::new(DiagSockets::own_only())),
         }
     }
 
@@ -251,7 +263,8 @@ impl Pipeline {
             ..
         } = event.what
         {
-            self.start.forget(event.local, event.remote);
+            self.start
+                .forget(event.sock.netns, event.local, event.remote);
         }
         result
     }
@@ -298,7 +311,7 @@ impl Pipeline {
 
     /// The diagnosis report now, from a fresh `sock_diag` dump.
     pub fn report(&self, elapsed: Duration, kernel: &Counters) -> Result<Report> {
-        let (all, owned) = dump(&self.filter)?;
+        let (all, owned) = dump(&self.filter, &self.diag)?;
         Ok(self.report_with(&all, &owned, elapsed, kernel))
     }
 
@@ -345,8 +358,14 @@ impl Pipeline {
 /// the filter's processes hold (empty when there is no process filter: then
 /// they are the same, see `Pipeline::owned`). Needs no pipeline state, so
 /// the daemon runs it off its event loop.
-pub fn dump(filter: &Filter) -> Result<(Snapshot, Snapshot)> {
-    let mut all = Snapshot::take().context("listing sockets for the report (sock_diag)")?;
+pub fn dump(filter: &Filter, diag: &Mutex<DiagSockets>) -> Result<(Snapshot, Snapshot)> {
+    // A panic elsewhere cannot leave the sockets half-used: each dump
+    // reads its replies to the end or drops the socket.
+    let mut diag = diag
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut all =
+        Snapshot::take(&mut diag).context("listing sockets for the report (sock_diag)")?;
     all.retain(|s| filter.matches_ports(s.local.port(), s.remote.port()));
     let owned = if filter.pids.is_empty() && filter.comms.is_empty() {
         Snapshot::default()
@@ -370,7 +389,7 @@ fn seed_listeners(probe: &mut Probe, snapshot: &Snapshot) {
         let len = comm.len().min(owner.comm.len() - 1);
         owner.comm[..len].copy_from_slice(&comm[..len]);
         let key = ListenerKey {
-            netns: snapshot.netns,
+            netns: socket.netns,
             port: socket.local.port(),
             _pad: 0,
         };

@@ -7,6 +7,9 @@
 //! - `CAP_DAC_READ_SEARCH`: traverse `/proc/PID` and cgroup directories that
 //!   are not world-readable.
 //!
+//! Entering network namespaces (`CAP_SYS_ADMIN`) is left to a helper
+//! process started before the drop (`netns::opener`).
+//!
 //! Everything else leaves the effective, permitted, inheritable, ambient and
 //! bounding sets, so a compromised daemon cannot load new programs, mount,
 //! or regain what it dropped.
@@ -20,8 +23,18 @@ pub const KEPT: [Capability; 2] = [Capability::CAP_SYS_PTRACE, Capability::CAP_D
 /// Drops every capability but `KEPT`. Returns the ones kept (that the
 /// process had).
 pub fn drop_after_attach() -> Result<Vec<Capability>> {
+    keep_only(&KEPT)
+}
+
+/// Drops every capability but `wanted`, from every set. Returns the ones
+/// kept (those of `wanted` the process had).
+pub fn keep_only(wanted: &[Capability]) -> Result<Vec<Capability>> {
     let permitted = caps::read(None, CapSet::Permitted).context("reading capabilities")?;
-    let keep: CapsHashSet = KEPT.into_iter().filter(|c| permitted.contains(c)).collect();
+    let keep: CapsHashSet = wanted
+        .iter()
+        .copied()
+        .filter(|c| permitted.contains(c))
+        .collect();
     for cap in caps::all() {
         if !keep.contains(&cap) {
             // Dropping from the bounding set needs CAP_SETPCAP; without it

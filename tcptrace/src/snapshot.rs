@@ -1,6 +1,6 @@
 //! Sockets that existed before tracing started: a `sock_diag` netlink dump
-//! of every TCP socket (IPv4 and IPv6, all states) in tcptrace's network
-//! namespace, joined with the `/proc` fd scan for owners.
+//! of every TCP socket (IPv4 and IPv6, all states) in every network
+//! namespace (see `netns`), joined with the `/proc` fd scan for owners.
 
 use std::{collections::HashMap, net::SocketAddr};
 
@@ -13,14 +13,20 @@ use netlink_packet_sock_diag::{
     inet::{ExtensionFlags, InetRequest, SocketId, StateFlags},
     SockDiagMessage,
 };
-use netlink_sys::{protocols::NETLINK_SOCK_DIAG, Socket, SocketAddr as NetlinkAddr};
+use netlink_sys::Socket;
 use tcptrace_common::TcpState;
 
-use crate::proc_fds::{self, Holders, SocketHolders};
+use crate::{
+    netns::DiagSockets,
+    proc_fds::{self, Holders, SocketHolders},
+};
 
 /// One socket from the dump.
 #[derive(Clone, Debug)]
 pub struct ExistingSocket {
+    /// The network namespace it lives in (its inode, as the kernel
+    /// programs record it).
+    pub netns: u32,
     pub state: TcpState,
     pub local: SocketAddr,
     pub remote: SocketAddr,
@@ -36,33 +42,65 @@ pub struct ExistingSocket {
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
     pub sockets: Vec<ExistingSocket>,
-    /// Network namespace the dump was taken in.
+    /// tcptrace's own network namespace.
     pub netns: u32,
+    /// Network namespaces with sockets: tcptrace's own and those of
+    /// containers and pods.
+    pub namespaces: usize,
+    /// Namespaces that could not be dumped, with why: their sockets are
+    /// missing from this snapshot.
+    pub unreachable: Vec<String>,
 }
 
 impl Snapshot {
-    /// Dumps the sockets and finds their holders.
-    pub fn take() -> Result<Self> {
+    /// Dumps the sockets of every namespace and finds their holders (socket
+    /// inodes are unique across namespaces).
+    pub fn take(diag: &mut DiagSockets) -> Result<Self> {
         // Sized up front: growing a vector of 100k sockets by doubling
         // would hold two copies at once.
         let mut sockets = Vec::with_capacity(expected_sockets());
-        dump(AF_INET, &mut sockets)?;
-        dump(AF_INET6, &mut sockets)?;
+        let own = proc_fds::netns_inode("self").unwrap_or(0);
+        let reachable = diag.refresh();
+        let mut namespaces = 0;
+        let mut unreachable = reachable.unreachable;
+        let mut broken = Vec::new();
+        for (netns, socket) in reachable.sockets {
+            let dumped = dump(socket, AF_INET, netns, &mut sockets)
+                .and_then(|()| dump(socket, AF_INET6, netns, &mut sockets));
+            match dumped {
+                Ok(()) => namespaces += 1,
+                Err(err) if netns == own => return Err(err),
+                Err(err) => {
+                    unreachable.push(format!("network namespace {netns}: {err:#}"));
+                    broken.push(netns);
+                }
+            }
+        }
+        // A dump that failed half-way may leave replies behind: such a
+        // socket is opened afresh next time.
+        for netns in broken {
+            diag.forget(netns);
+        }
         let holders = SocketHolders::scan();
         for socket in &mut sockets {
             if socket.inode != 0 {
                 socket.holders = holders.of(socket.inode);
             }
         }
-        Ok(Self::from_sockets(
-            sockets,
-            proc_fds::netns_inode("self").unwrap_or(0),
-        ))
+        let mut snapshot = Self::from_sockets(sockets, own);
+        snapshot.namespaces = namespaces;
+        snapshot.unreachable = unreachable;
+        Ok(snapshot)
     }
 
     #[must_use]
     pub const fn from_sockets(sockets: Vec<ExistingSocket>, netns: u32) -> Self {
-        Self { sockets, netns }
+        Self {
+            sockets,
+            netns,
+            namespaces: 1,
+            unreachable: Vec::new(),
+        }
     }
 
     /// Keeps only the sockets `keep` accepts.
@@ -76,6 +114,8 @@ impl Snapshot {
         Self {
             sockets: self.sockets.iter().filter(|s| keep(s)).cloned().collect(),
             netns: self.netns,
+            namespaces: self.namespaces,
+            unreachable: self.unreachable.clone(),
         }
     }
 
@@ -115,13 +155,14 @@ fn expected_sockets() -> usize {
     sockets + sockets / 16
 }
 
-/// Appends every socket of `family` to `sockets`.
-fn dump(family: u8, sockets: &mut Vec<ExistingSocket>) -> Result<()> {
-    let mut socket =
-        Socket::new(NETLINK_SOCK_DIAG).context("opening a sock_diag netlink socket")?;
-    socket.bind_auto()?;
-    socket.connect(&NetlinkAddr::new(0, 0))?;
-
+/// Appends every socket of `family` in namespace `netns` (whose
+/// `sock_diag` socket is `socket`) to `sockets`.
+fn dump(
+    socket: &mut Socket,
+    family: u8,
+    netns: u32,
+    sockets: &mut Vec<ExistingSocket>,
+) -> Result<()> {
     let mut header = NetlinkHeader::default();
     header.flags = NLM_F_REQUEST | NLM_F_DUMP;
     let mut request = NetlinkMessage::new(
@@ -168,6 +209,7 @@ fn dump(family: u8, sockets: &mut Vec<ExistingSocket>) -> Result<()> {
                     };
                     let id = &h.socket_id;
                     sockets.push(ExistingSocket {
+                        netns,
                         state,
                         local: SocketAddr::new(id.source_address, id.source_port),
                         remote: SocketAddr::new(id.destination_address, id.destination_port),

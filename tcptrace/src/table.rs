@@ -157,7 +157,8 @@ pub enum Applied {
 #[derive(Default)]
 pub struct SocketTable {
     live: FastMap<u64, SocketRecord>,
-    by_endpoints: FastMap<(SocketAddr, SocketAddr), u64>,
+    /// By (network namespace, local, remote): pods reuse addresses.
+    by_endpoints: FastMap<(u32, SocketAddr, SocketAddr), u64>,
     /// Records replaced because their address was reused before we saw
     /// them close (e.g. events were lost).
     pub replaced: u64,
@@ -169,11 +170,11 @@ impl SocketTable {
         self.live.get(&skaddr)
     }
 
-    /// The live socket with these endpoints.
+    /// The live socket with these endpoints in network namespace `netns`.
     #[must_use]
-    pub fn find(&self, local: SocketAddr, remote: SocketAddr) -> Option<&SocketRecord> {
+    pub fn find(&self, netns: u32, local: SocketAddr, remote: SocketAddr) -> Option<&SocketRecord> {
         self.by_endpoints
-            .get(&(local, remote))
+            .get(&(netns, local, remote))
             .and_then(|s| self.live.get(s))
     }
 
@@ -224,9 +225,9 @@ impl SocketTable {
             fresh = true;
             SocketRecord::seen_mid_life(event, owner)
         });
-        let old_endpoints = (record.local, record.remote);
+        let old_endpoints = (record.netns, record.local, record.remote);
         record.observe(event, owner);
-        let new_endpoints = (record.local, record.remote);
+        let new_endpoints = (record.netns, record.local, record.remote);
         let moved = old_endpoints != new_endpoints;
         if moved && self.by_endpoints.get(&old_endpoints) == Some(&event.skaddr) {
             self.by_endpoints.remove(&old_endpoints);
@@ -248,7 +249,7 @@ impl SocketTable {
     }
 
     fn unindex(&mut self, record: &SocketRecord) {
-        let key = (record.local, record.remote);
+        let key = (record.netns, record.local, record.remote);
         if self.by_endpoints.get(&key) == Some(&record.skaddr) {
             self.by_endpoints.remove(&key);
         }
@@ -446,7 +447,7 @@ mod tests {
         let mut c = Conn::active(1, client, "10.0.0.1:40000", REMOTE);
         apply(&mut table, &c.state(2_000, SynSent, Established));
         let (local, remote) = endpoints("10.0.0.1:40000");
-        assert!(table.find(local, remote).is_some());
+        assert!(table.find(0, local, remote).is_some());
         apply(
             &mut table,
             &c.closed_by(5_000, Established, FinWait1, client),
@@ -466,7 +467,7 @@ mod tests {
             "the real port replaces connect's port 0"
         );
         assert!(table.is_empty());
-        assert!(table.find(local, remote).is_none());
+        assert!(table.find(0, local, remote).is_none());
     }
 
     #[test]
@@ -515,7 +516,7 @@ mod tests {
         assert_eq!(record.born_ns, Some(10));
         assert_eq!(record.state, SynSent);
         let (local, remote) = endpoints("10.0.0.1:40001");
-        assert!(table.find(local, remote).is_none());
+        assert!(table.find(0, local, remote).is_none());
     }
 
     #[test]

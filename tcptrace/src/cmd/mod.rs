@@ -22,6 +22,10 @@ enum Command {
     Daemon(daemon::DaemonArgs),
     /// Show what this kernel supports and what will work.
     Doctor,
+    /// The helper that opens sockets inside network namespaces for a
+    /// session or daemon that dropped that privilege (started by them).
+    #[command(name = "netns-opener", hide = true)]
+    NetnsOpener,
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -29,6 +33,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Trace(args) => trace::run(args),
         Command::Daemon(args) => daemon::run(args),
         Command::Doctor => doctor::run(),
+        Command::NetnsOpener => tcptrace::netns::opener::serve(),
     }
 }
 

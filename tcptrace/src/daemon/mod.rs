@@ -128,8 +128,11 @@ async fn serve(config: DaemonConfig) -> Result<()> {
                 // The socket dump and /proc scan take long with 100k
                 // sockets: run them on a blocking thread while events drain.
                 if dumping.is_none() {
-                    let filter = daemon.borrow().pipeline.filter.clone();
-                    dumping = Some(tokio::task::spawn_blocking(move || dump(&filter)));
+                    let (filter, diag) = {
+                        let d = daemon.borrow();
+                        (d.pipeline.filter.clone(), std::sync::Arc::clone(&d.pipeline.diag))
+                    };
+                    dumping = Some(tokio::task::spawn_blocking(move || dump(&filter, &diag)));
                 }
             }
             dumped = async { dumping.as_mut().expect("guarded by the branch condition").await }, if dumping.is_some() => {

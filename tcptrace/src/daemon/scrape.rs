@@ -21,7 +21,8 @@ pub struct Refreshed {
     pub kernel_sockets: Vec<(&'static str, u64)>,
     pub time_wait: Vec<(ProcessLabels, u64)>,
     pub close_wait_oldest: Vec<(ProcessLabels, f64)>,
-    pub ports_in_use: Vec<(String, u64)>,
+    /// By (network namespace, destination).
+    pub ports_in_use: Vec<((String, String), u64)>,
     pub port_range_size: u64,
 }
 
@@ -84,7 +85,9 @@ impl Refreshed {
                     *oldest = oldest.max(l.oldest_age_s);
                 }
                 Finding::PortPressure(p) => {
-                    ports.push((p.destination.clone(), p.ports_in_use));
+                    // Two namespaces (pods) may use ports towards the
+                    // same destination: one series each.
+                    ports.push(((p.netns.to_string(), p.destination.clone()), p.ports_in_use));
                     range_size = p.range_size;
                 }
                 _ => {}
@@ -102,7 +105,13 @@ impl Refreshed {
             kernel_sockets,
             time_wait: time_wait.into_iter().collect(),
             close_wait_oldest: close_wait.into_iter().collect(),
-            ports_in_use: top_k(ports, top_peers, |n| *n, |a, n| *a += n),
+            ports_in_use: top_k(
+                ports,
+                top_peers,
+                |n| *n,
+                |a, n| *a += n,
+                ("other".to_owned(), "other".to_owned()),
+            ),
             port_range_size: if range_size == 0 {
                 let (low, high) = crate::diagnose::ports::local_port_range();
                 u64::from(high - low) + 1
@@ -143,6 +152,7 @@ pub fn counters(
         top_peers,
         |p| p.attempts + p.connect_failures.total() + p.dead_peer_closes,
         |a, p| a.merge(&p),
+        "other".to_owned(),
     );
     scrape.folded = metrics.folded_processes + metrics.folded_peers;
 }

@@ -74,7 +74,7 @@ pub fn leaks(
         .iter()
         .filter(|s| s.state == TcpState::CloseWait)
     {
-        let traced = table.find(socket.local, socket.remote);
+        let traced = table.find(socket.netns, socket.local, socket.remote);
         let since = traced
             .filter(|r| r.state == TcpState::CloseWait)
             .and_then(|r| r.state_since_ns);

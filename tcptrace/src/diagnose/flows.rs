@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 
 use hdrhistogram::Histogram;
+use smallvec::SmallVec;
 
 use crate::{
     event::{TcpEvent, What},
@@ -149,6 +150,9 @@ pub struct Flow {
     pub owner_stacks: FastMap<StackRef, u64>,
     pub close_stacks: FastMap<StackRef, u64>,
     pub closers: FastMap<ProcessId, u64>,
+    /// Network namespaces its sockets lived in (one, unless its process
+    /// moved or the flow folds several pods' processes).
+    pub namespaces: SmallVec<[u32; 1]>,
 }
 
 fn histogram() -> Histogram<u32> {
@@ -195,6 +199,15 @@ impl Flow {
         for (&closer, &n) in &other.closers {
             *self.closers.entry(closer).or_default() += n;
         }
+        for &netns in &other.namespaces {
+            self.saw_namespace(netns);
+        }
+    }
+
+    fn saw_namespace(&mut self, netns: u32) {
+        if !self.namespaces.contains(&netns) {
+            self.namespaces.push(netns);
+        }
     }
 }
 
@@ -219,6 +232,7 @@ impl Default for Flow {
             owner_stacks: FastMap::default(),
             close_stacks: FastMap::default(),
             closers: FastMap::default(),
+            namespaces: SmallVec::new(),
         }
     }
 }
@@ -258,6 +272,7 @@ impl Flows {
         // One lookup per event: this runs for every event the daemon sees.
         let flow = self.flow(record);
         flow.last_seen_ns = event.ts_ns;
+        flow.saw_namespace(record.netns);
         match event.what {
             What::StateChange {
                 old: Close,
@@ -296,6 +311,7 @@ impl Flows {
         }
         let flow = self.flow(record);
         flow.last_seen_ns = event.ts_ns;
+        flow.saw_namespace(record.netns);
         flow.closed += 1;
         flow.first_ns = flow.first_ns.min(record.born_ns.unwrap_or(event.ts_ns));
         flow.last_ns = flow.last_ns.max(event.ts_ns);

@@ -32,29 +32,36 @@ pub struct PortUse {
     pub time_wait: u64,
 }
 
-/// Ports in the ephemeral range in use per remote endpoint, from a dump.
+/// Ports in the ephemeral range in use per network namespace and remote
+/// endpoint, from a dump (each namespace has ports of its own).
 /// Server-side sockets are left out: their local port is a listener's
 /// (which may itself lie in the range: the known trap of story 5), not an
-/// ephemeral port taken by `connect()`.
+/// ephemeral port taken by `connect()`. `range` is tcptrace's namespace's:
+/// other namespaces are assumed to keep the default they were created with.
 #[must_use]
-pub fn use_by_destination(snapshot: &Snapshot, range: (u16, u16)) -> HashMap<SocketAddr, PortUse> {
-    let listening: std::collections::HashSet<u16> = snapshot
+pub fn use_by_destination(
+    snapshot: &Snapshot,
+    range: (u16, u16),
+) -> HashMap<(u32, SocketAddr), PortUse> {
+    let listening: std::collections::HashSet<(u32, u16)> = snapshot
         .sockets
         .iter()
         .filter(|s| s.state == TcpState::Listen)
-        .map(|s| s.local.port())
+        .map(|s| (s.netns, s.local.port()))
         .collect();
-    let mut by_destination: HashMap<SocketAddr, PortUse> = HashMap::new();
+    let mut by_destination: HashMap<(u32, SocketAddr), PortUse> = HashMap::new();
     for socket in &snapshot.sockets {
         let port = socket.local.port();
         if socket.state == TcpState::Listen
             || port < range.0
             || port > range.1
-            || listening.contains(&port)
+            || listening.contains(&(socket.netns, port))
         {
             continue;
         }
-        let entry = by_destination.entry(socket.remote).or_default();
+        let entry = by_destination
+            .entry((socket.netns, socket.remote))
+            .or_default();
         entry.in_use += 1;
         if socket.state == TcpState::TimeWait {
             entry.time_wait += 1;

@@ -215,6 +215,8 @@ pub struct Accept {
 /// Ephemeral ports tied up towards one destination.
 #[derive(Clone, Debug, Serialize)]
 pub struct PortPressure {
+    /// The network namespace whose ports these are.
+    pub netns: u32,
     pub destination: String,
     pub ports_in_use: u64,
     pub time_wait: u64,
@@ -242,6 +244,13 @@ pub struct Totals {
     pub time_wait_kernel: u64,
     pub time_wait_modelled: u64,
     pub close_wait_kernel: u64,
+    /// Network namespaces the kernel counts above cover (tcptrace's own,
+    /// and every container's and pod's).
+    pub network_namespaces: usize,
+    /// Namespaces whose sockets could not be listed, with why: the
+    /// kernel counts miss them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub namespaces_unreachable: Vec<String>,
     pub live_sockets_traced: usize,
     pub events_lost: u64,
     /// Sockets born while the kernel's socket map was full: their owners
@@ -350,7 +359,11 @@ pub fn build_report(diagnoses: &Diagnoses, input: &ReportInput) -> Report {
                 passive_closes: flow.passive_closes,
                 closed_first: ClosedFirst::of(flow),
                 time_wait_now,
-                time_wait_kernel: kernel_tw.get(&key.peer).copied().unwrap_or(0),
+                time_wait_kernel: flow
+                    .namespaces
+                    .iter()
+                    .filter_map(|&netns| kernel_tw.get(&(netns, key.peer)))
+                    .sum(),
                 call_site: owner_site.clone(),
                 close_call_site: close_site,
                 closers: flow
@@ -470,7 +483,9 @@ pub fn build_report(diagnoses: &Diagnoses, input: &ReportInput) -> Report {
 
     let mut pressure: Vec<PortPressure> = ports::use_by_destination(input.now, input.port_range)
         .into_iter()
-        .map(|(destination, used)| port_pressure(destination, used, input.port_range))
+        .map(|((netns, destination), used)| {
+            port_pressure(netns, destination, used, input.port_range)
+        })
         .collect();
     pressure.sort_by_key(|p| Reverse(p.ports_in_use));
     // The busiest destinations are what matters; the rest is noise.
@@ -480,6 +495,10 @@ pub fn build_report(diagnoses: &Diagnoses, input: &ReportInput) -> Report {
     totals.elapsed_s = input.elapsed.as_secs_f64();
     totals.time_wait_kernel = count_state(input.now, TcpState::TimeWait);
     totals.close_wait_kernel = count_state(input.now, TcpState::CloseWait);
+    totals.network_namespaces = input.now.namespaces;
+    totals
+        .namespaces_unreachable
+        .clone_from(&input.now.unreachable);
     totals.live_sockets_traced = input
         .table
         .live()
@@ -557,11 +576,17 @@ fn dead_peer_verdict(outcomes: &DeadPeerOutcomes, retransmits: u32, seconds: f64
     }
 }
 
-fn port_pressure(destination: SocketAddr, used: ports::PortUse, range: (u16, u16)) -> PortPressure {
+fn port_pressure(
+    netns: u32,
+    destination: SocketAddr,
+    used: ports::PortUse,
+    range: (u16, u16),
+) -> PortPressure {
     let range_size = u64::from(range.1 - range.0) + 1;
     #[expect(clippy::cast_precision_loss, reason = "a percentage for display")]
     let percent = used.in_use as f64 * 100.0 / range_size as f64;
     PortPressure {
+        netns,
         destination: destination.to_string(),
         ports_in_use: used.in_use,
         time_wait: used.time_wait,
@@ -575,18 +600,20 @@ fn count_state(snapshot: &Snapshot, state: TcpState) -> u64 {
     snapshot.sockets.iter().filter(|s| s.state == state).count() as u64
 }
 
-/// `TIME_WAIT` sockets per remote endpoint, and per remote address (port 0)
-/// for the server side, where clients come from many ports.
-fn time_wait_by_destination(snapshot: &Snapshot) -> HashMap<SocketAddr, u64> {
+/// `TIME_WAIT` sockets per network namespace and remote endpoint, and per
+/// remote address (port 0) for the server side, where clients come from
+/// many ports. (Two pods may talk to the same peer from the same
+/// addresses.)
+fn time_wait_by_destination(snapshot: &Snapshot) -> HashMap<(u32, SocketAddr), u64> {
     let mut counts = HashMap::new();
     for socket in snapshot
         .sockets
         .iter()
         .filter(|s| s.state == TcpState::TimeWait)
     {
-        *counts.entry(socket.remote).or_default() += 1;
+        *counts.entry((socket.netns, socket.remote)).or_default() += 1;
         *counts
-            .entry(SocketAddr::new(socket.remote.ip(), 0))
+            .entry((socket.netns, SocketAddr::new(socket.remote.ip(), 0)))
             .or_default() += 1;
     }
     counts

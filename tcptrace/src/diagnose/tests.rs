@@ -255,6 +255,7 @@ fn close_wait_leak_ages_exact_or_at_least() {
         comm: "leaky".into(),
     };
     let socket = |remote: &str, fd| ExistingSocket {
+        netns: 0,
         state: CloseWait,
         local: "10.0.0.1:8080".parse().unwrap(),
         remote: remote.parse().unwrap(),

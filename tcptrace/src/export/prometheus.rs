@@ -78,7 +78,8 @@ pub struct Scrape {
     pub time_wait: Vec<(ProcessLabels, u64)>,
     pub close_wait_oldest: Vec<(ProcessLabels, f64)>,
     /// Ephemeral ports in use per destination (top K).
-    pub ports_in_use: Vec<(String, u64)>,
+    /// By (network namespace, destination).
+    pub ports_in_use: Vec<((String, String), u64)>,
     pub port_range_size: u64,
     pub kernel: Counters,
     pub events: EventCounts,
@@ -160,7 +161,7 @@ impl Scrape {
         }
         let mut m = e.encode_descriptor(
             "kernel_sockets",
-            "All TCP sockets in tcptrace's network namespace, by state",
+            "All TCP sockets in every network namespace, by state",
             None,
             MetricType::Gauge,
         )?;
@@ -191,9 +192,12 @@ impl Scrape {
             None,
             MetricType::Gauge,
         )?;
-        for (destination, count) in &self.ports_in_use {
-            m.encode_family(&[("destination", escape(destination))])?
-                .encode_gauge(count)?;
+        for ((netns, destination), count) in &self.ports_in_use {
+            m.encode_family(&[
+                ("destination", escape(destination)),
+                ("netns", netns.clone()),
+            ])?
+            .encode_gauge(count)?;
         }
         e.encode_descriptor(
             "ephemeral_port_range_size",
@@ -483,23 +487,24 @@ fn failures(f: &ConnectFailures) -> [(&'static str, u64); 6] {
 }
 
 /// Keeps the `k` entries with the largest `weight`, folding the rest into
-/// one entry named "other" with `fold`.
-pub fn top_k<T: Default>(
-    mut entries: Vec<(String, T)>,
+/// one entry named `other` with `fold`.
+pub fn top_k<K, T: Default>(
+    mut entries: Vec<(K, T)>,
     k: usize,
     weight: impl Fn(&T) -> u64,
     fold: impl Fn(&mut T, T),
-) -> Vec<(String, T)> {
+    other: K,
+) -> Vec<(K, T)> {
     entries.sort_by_key(|(_, t)| std::cmp::Reverse(weight(t)));
     if entries.len() <= k {
         return entries;
     }
     let rest = entries.split_off(k);
-    let mut other = T::default();
+    let mut folded = T::default();
     for (_, t) in rest {
-        fold(&mut other, t);
+        fold(&mut folded, t);
     }
-    entries.push(("other".to_owned(), other));
+    entries.push((other, folded));
     entries
 }
 
@@ -569,7 +574,7 @@ mod tests {
             ("c".to_owned(), 1),
             ("d".to_owned(), 2),
         ];
-        let top = top_k(entries, 2, |n| *n, |acc, n| *acc += n);
+        let top = top_k(entries, 2, |n| *n, |acc, n| *acc += n, "other".to_owned());
         assert_eq!(
             top,
             [

@@ -125,6 +125,7 @@ impl<W: Write> Sink for JsonLines<W> {
             .collect();
         self.line(&serde_json::json!({
             "type": "existing",
+            "netns": socket.netns,
             "state": socket.state.name(),
             "local": socket.local.to_string(),
             "remote": socket.remote.to_string(),

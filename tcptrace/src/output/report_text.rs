@@ -21,10 +21,18 @@ pub fn write_report(out: &mut impl Write, report: &Report) -> io::Result<()> {
     writeln!(out, "== Diagnosis ({:.1}s traced) ==", t.elapsed_s)?;
     writeln!(
         out,
-        "kernel now: {} TIME_WAIT (tcptrace models {} from traced active closes), {} CLOSE_WAIT; \
-         {} connections closed while tracing",
-        t.time_wait_kernel, t.time_wait_modelled, t.close_wait_kernel, t.connections_closed
+        "kernel now ({} network namespace{}): {} TIME_WAIT (tcptrace models {} from traced \
+         active closes), {} CLOSE_WAIT; {} connections closed while tracing",
+        t.network_namespaces,
+        if t.network_namespaces == 1 { "" } else { "s" },
+        t.time_wait_kernel,
+        t.time_wait_modelled,
+        t.close_wait_kernel,
+        t.connections_closed
     )?;
+    for unreachable in &t.namespaces_unreachable {
+        writeln!(out, "WARNING: sockets not listed: {unreachable}")?;
+    }
     if t.events_lost > 0 {
         writeln!(
             out,
@@ -206,13 +214,20 @@ pub fn write_report(out: &mut impl Write, report: &Report) -> io::Result<()> {
         },
     )?;
 
+    let several_namespaces = t.network_namespaces > 1;
     section(out, report, "Ephemeral ports by destination", |out, f| {
         let Finding::PortPressure(p) = f else {
             return Ok(false);
         };
+        // Each namespace has its own ports: say whose, when there are many.
+        let whose = if several_namespaces {
+            format!(" (network namespace {})", p.netns)
+        } else {
+            String::new()
+        };
         writeln!(
             out,
-            "  {}: {} of {} ports ({}-{}) in use = {:.1}%, {} in TIME_WAIT",
+            "  {}{whose}: {} of {} ports ({}-{}) in use = {:.1}%, {} in TIME_WAIT",
             p.destination,
             p.ports_in_use,
             p.range_size,
