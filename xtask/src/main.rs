@@ -3,6 +3,7 @@
 
 mod bench;
 mod build_ebpf;
+mod deploy_check;
 mod fuzz;
 mod setup;
 mod soak;
@@ -74,6 +75,9 @@ enum Task {
         #[arg(long, default_value_t = 60)]
         seconds: u64,
     },
+    /// Render the Kubernetes manifests (deploy/kubernetes) and validate them,
+    /// and the Grafana dashboard, offline (also a step of `test`).
+    DeployCheck,
     /// Build tcptrace and run it as root with these arguments.
     Run {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -88,6 +92,7 @@ fn main() -> Result<()> {
         Task::Test { args } => test::run(&args),
         Task::Run { args } => run_tcptrace(&args),
         Task::Fuzz { seconds } => fuzz::run(seconds),
+        Task::DeployCheck => deploy_check::run(),
         Task::Soak { minutes, threads } => soak::run(minutes, threads),
         Task::Bench {
             rounds,

@@ -2,7 +2,8 @@
 //!
 //! Formatting and clippy first (quick; a failure is reported with its fix
 //! and the run goes on, so the full result is still seen), then the unit
-//! tests (no privileges), then the real-kernel tests, which load the
+//! tests (no privileges), the fuzz targets' build and the deployment files
+//! (`cargo xtask deploy-check`), then the real-kernel tests, which load the
 //! programs into this kernel and drive real TCP traffic. Those need root;
 //! without it they fail with a clear message, never skip. The run ends with
 //! one plain `N passed, M failed` line summing every test binary, and exits
@@ -41,6 +42,9 @@ pub fn run(args: &[String]) -> Result<()> {
         "--bins",
     ]))
     .context("the fuzz targets no longer build (fuzz/fuzz_targets)");
+    // The deployment files, rendered and validated offline.
+    let deploy = crate::deploy_check::run()
+        .context("the deployment files do not check (above): `cargo xtask deploy-check`");
     // The kernel tests share kernel state (tracepoints, sysctls, netns):
     // one at a time, with release binaries.
     build_release_binaries(&root)?;
@@ -61,7 +65,7 @@ pub fn run(args: &[String]) -> Result<()> {
     println!("{} passed, {} failed", totals.passed, totals.failed);
     let failures: Vec<String> = lints
         .into_iter()
-        .chain([unit, fuzz, kernel])
+        .chain([unit, fuzz, deploy, kernel])
         .filter_map(|result| result.err().map(|e| format!("{e:#}")))
         .collect();
     if !failures.is_empty() {
