@@ -2,6 +2,37 @@
 
 use crate::{event::TcpEvent, owner::Owner, snapshot::ExistingSocket, table::SocketRecord};
 
+/// The bytes of a process name the kernel keeps (`TASK_COMM_LEN` less the
+/// terminating NUL): `comm` of a longer program name is its first 15.
+pub const COMM_BYTES: usize = tcptrace_common::TASK_COMM_LEN - 1;
+
+/// `--comm` names as the kernel keeps them: a name longer than 15 bytes
+/// would match nothing, so it is cut (at a character boundary) and a
+/// warning says so.
+#[must_use]
+pub fn kernel_comms(names: Vec<String>) -> (Vec<String>, Vec<String>) {
+    let mut warnings = Vec::new();
+    let names = names
+        .into_iter()
+        .map(|name| {
+            if name.len() <= COMM_BYTES {
+                return name;
+            }
+            let mut end = COMM_BYTES;
+            while !name.is_char_boundary(end) {
+                end -= 1;
+            }
+            let kept = name[..end].to_owned();
+            warnings.push(format!(
+                "--comm {name}: the kernel keeps the first {COMM_BYTES} bytes of a process name; \
+                 matching `{kept}`"
+            ));
+            kept
+        })
+        .collect();
+    (names, warnings)
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct Filter {
     pub pids: Vec<u32>,
@@ -68,5 +99,26 @@ impl Filter {
     #[must_use]
     pub fn matches_ports(&self, local: u16, remote: u16) -> bool {
         self.ports.is_empty() || self.ports.contains(&local) || self.ports.contains(&remote)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_comm_names_are_cut_as_the_kernel_cuts_them() {
+        let (names, warnings) = kernel_comms(vec![
+            "nginx".to_owned(),
+            "kube-controller-manager".to_owned(),
+            "ééééééééé".to_owned(), // 18 bytes: cut at a char boundary
+        ]);
+        assert_eq!(names, ["nginx", "kube-controller", "ééééééé"]);
+        assert_eq!(warnings.len(), 2);
+        assert!(
+            warnings[0].contains("matching `kube-controller`"),
+            "{}",
+            warnings[0]
+        );
     }
 }

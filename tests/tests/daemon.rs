@@ -340,3 +340,48 @@ fn real_prometheus_sees_the_close_wait_leak() {
     assert_eq!(value, "3", "Prometheus sees the three leaked sockets");
     drop(leak);
 }
+
+/// `/healthz` tells the truth: while sockets go untracked (a socket map
+/// far too small for the workload) it says "degraded", with the reason
+/// and the remedy, not "ok".
+#[test]
+fn healthz_is_degraded_while_sockets_go_untracked() {
+    const HOLD_MANY_BIN: &str = env!("CARGO_BIN_EXE_tt-hold-many");
+    require_root();
+    let daemon = Daemon::start(&free_loopback_addr(), &["--socket-map-entries", "16"]);
+    let (status, health) = http_get(&daemon.listen, "/healthz", &[]).expect("healthz");
+    assert_eq!(status, 200);
+    let before: serde_json::Value = serde_json::from_str(&health).expect("healthz is JSON");
+
+    // 60 connections, both ends tracked: far more than 16 sockets.
+    let mut holder = Command::new(HOLD_MANY_BIN)
+        .arg("60")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start tt-hold-many");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.take().expect("piped")),
+        &mut line,
+    )
+    .expect("tt-hold-many output");
+    assert!(line.starts_with("holding"), "tt-hold-many: {line:?}");
+    drop(holder.stdin.take());
+    let status = holder.wait().expect("tt-hold-many exit");
+    assert!(status.success(), "tt-hold-many failed: {status}");
+
+    let (status, health) = http_get(&daemon.listen, "/healthz", &[]).expect("healthz");
+    assert_eq!(status, 200, "{health}");
+    let health: serde_json::Value = serde_json::from_str(&health).expect("healthz is JSON");
+    assert!(
+        health["sock_map_full"].as_u64().unwrap_or(0) > 0,
+        "the kernel counted sockets it could not track: {health}"
+    );
+    assert_eq!(health["status"], "degraded", "{health} (before: {before})");
+    let reasons = health["reasons"].to_string();
+    assert!(
+        reasons.contains("socket map full") && reasons.contains("socket-map-entries"),
+        "the reason names the cause and the remedy: {health}"
+    );
+}

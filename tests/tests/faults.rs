@@ -559,7 +559,10 @@ fn overflow_is_counted_and_reported() {
         .unwrap_or_else(|| panic!("no `# shown ... lost N` line in the text summary:\n{text}"));
     assert!(text_lost > 0, "the text session lost events too");
     assert!(
-        text.contains("# WARNING: events were lost; attributions and counts may be incomplete"),
+        text.contains(&format!(
+            "# WARNING: {text_lost} events lost to a full ring buffer; attributions and counts \
+             may be incomplete (raise --ring-buffer-mib)"
+        )),
         "the text summary warns:\n{}",
         text_lines[text_lines.len().saturating_sub(30)..].join("\n")
     );

@@ -3,7 +3,7 @@ use std::{io, time::Duration};
 use anyhow::{Context, Result};
 use clap::Args;
 use tcptrace::{
-    filter::Filter,
+    filter::{kernel_comms, Filter},
     output::{JsonLines, Sink, TextLines},
     probe::{
         ProbeOptions, DEFAULT_SOCKET_MAP_ENTRIES, DEFAULT_STACK_RING_BYTES,
@@ -69,11 +69,15 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 pub fn run(args: TraceArgs) -> Result<()> {
+    let (comms, warnings) = kernel_comms(args.comms);
+    for warning in warnings {
+        eprintln!("tcptrace: warning: {warning}");
+    }
     let options = SessionOptions {
         duration: args.duration,
         filter: Filter {
             pids: args.pids,
-            comms: args.comms,
+            comms,
             ports: args.ports,
         },
         probe: ProbeOptions {

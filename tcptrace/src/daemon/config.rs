@@ -6,7 +6,10 @@ use std::{net::SocketAddr, path::Path, time::Duration};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-use crate::probe::{DEFAULT_SOCKET_MAP_ENTRIES, SOCKET_MAP_ENTRIES_RANGE};
+use crate::{
+    filter::kernel_comms,
+    probe::{DEFAULT_SOCKET_MAP_ENTRIES, SOCKET_MAP_ENTRIES_RANGE},
+};
 
 /// Default `/metrics` address: loopback only, a fixed port below the
 /// ephemeral range (32768+) so an outgoing connection can never hold it.
@@ -65,6 +68,9 @@ pub struct Overrides {
     reason = "configuration switches, each its own setting"
 )]
 pub struct DaemonConfig {
+    /// What the daemon logs at start about its configuration (a `comm`
+    /// longer than the kernel keeps).
+    pub warnings: Vec<String>,
     pub listen: SocketAddr,
     /// Destinations with their own `peer` label; the rest are "other".
     pub top_peers: usize,
@@ -138,7 +144,13 @@ impl DaemonConfig {
                 SOCKET_MAP_ENTRIES_RANGE.end()
             );
         }
+        let (comm, comm_warnings) = kernel_comms(if flags.comm.is_empty() {
+            file.comm.unwrap_or_default()
+        } else {
+            flags.comm
+        });
         Ok(Self {
+            warnings: comm_warnings,
             listen,
             top_peers: flags.top_peers.or(file.top_peers).unwrap_or(10),
             ring_buffer_mib,
@@ -149,11 +161,7 @@ impl DaemonConfig {
             every_event,
             refresh,
             log_findings: file.log_findings.unwrap_or(true),
-            comm: if flags.comm.is_empty() {
-                file.comm.unwrap_or_default()
-            } else {
-                flags.comm
-            },
+            comm,
             port: if flags.port.is_empty() {
                 file.port.unwrap_or_default()
             } else {

@@ -6,6 +6,7 @@
 //! the state only to render a scrape, never across an await.
 
 pub mod config;
+mod health;
 mod http;
 mod scrape;
 
@@ -15,7 +16,12 @@ use anyhow::{Context, Result};
 use tcptrace_common::Counter;
 use tokio::{net::TcpListener, signal::unix::SignalKind, task::LocalSet};
 
-use self::{config::DaemonConfig, http::Route, scrape::Refreshed};
+use self::{
+    config::DaemonConfig,
+    health::{Health, Losses},
+    http::Route,
+    scrape::Refreshed,
+};
 use crate::{
     container::Containers,
     diagnose::{Finding, Report},
@@ -40,6 +46,8 @@ struct Daemon {
     /// Times the kernel woke the reader (the ring buffer filled past the
     /// wakeup mark); the rest is drained on the 100 ms timer.
     wakeups: u64,
+    /// Loss counters over the last minute, for `/healthz`.
+    health: Health,
 }
 
 pub fn run(config: DaemonConfig) -> Result<()> {
@@ -79,13 +87,7 @@ async fn serve(config: DaemonConfig) -> Result<()> {
     // The daemon shows no start listing: only the owners are kept.
     let (mut pipeline, mut rings, _) = Pipeline::start(&mut probe, filter)?;
     pipeline.call_sites.set_jvm_perf_maps(config.jvm_perf_map);
-    for missing in probe.missing_hooks() {
-        log(
-            "warn",
-            "a hook is missing",
-            &serde_json::json!({ "lost": missing }),
-        );
-    }
+    log_warnings(&config, &probe);
     let kept = crate::privileges::drop_after_attach()?;
     release_free_heap();
     log(
@@ -103,6 +105,7 @@ async fn serve(config: DaemonConfig) -> Result<()> {
         started: Instant::now(),
         logged: HashSet::new(),
         wakeups: 0,
+        health: Health::default(),
     }));
     log(
         "info",
@@ -176,7 +179,7 @@ async fn answer(mut stream: tokio::net::TcpStream, daemon: Rc<RefCell<Daemon>>) 
             "text/plain; version=0.0.4; charset=utf-8",
             to_classic_text(&daemon.borrow_mut().render()),
         ),
-        Route::Health => ("200 OK", "application/json", daemon.borrow().health()),
+        Route::Health => ("200 OK", "application/json", daemon.borrow_mut().health()),
         Route::NotFound => (
             "404 Not Found",
             "text/plain",
@@ -210,6 +213,10 @@ impl Daemon {
     /// Diagnoses and the findings log, against a fresh socket dump.
     fn refresh(&mut self, all: Snapshot, owned: Snapshot) {
         let kernel = self.probe.counters().unwrap_or_default();
+        self.health.observe(
+            Instant::now(),
+            Losses::of(&kernel, self.pipeline.counts.decode_errors),
+        );
         let report = self
             .pipeline
             .report_with(&all, &owned, self.started.elapsed(), &kernel);
@@ -290,10 +297,16 @@ impl Daemon {
         render(scrape)
     }
 
-    fn health(&self) -> String {
+    fn health(&mut self) -> String {
         let kernel = self.probe.counters().unwrap_or_default();
+        let now = Instant::now();
+        let losses = Losses::of(&kernel, self.pipeline.counts.decode_errors);
+        self.health.observe(now, losses);
+        let verdict = self.health.verdict(now, losses);
         serde_json::json!({
-            "status": "ok",
+            "status": verdict.status,
+            "reasons": verdict.reasons,
+            "window_s": health::WINDOW.as_secs(),
             "uptime_s": self.started.elapsed().as_secs_f64(),
             "events": self.pipeline.counts.events,
             "state_changes": self.pipeline.counts.state_changes,
@@ -304,12 +317,35 @@ impl Daemon {
             "decode_errors": self.pipeline.counts.decode_errors,
             "stacks": self.pipeline.call_sites.counts(),
             "stack_errors": kernel.stack_errors,
+            "sock_map_full": kernel.sock_map_full,
+            "listener_map_full": kernel.listener_map_full,
+            "kernel_read_errors": kernel.read_errors,
+            "processes_not_announced": kernel.processes_not_announced,
             "missing_hooks": self.probe.missing_hooks(),
             "ring_wakeups": self.wakeups,
             "live_sockets_traced": self.pipeline.table.len(),
         })
         .to_string()
             + "\n"
+    }
+}
+
+/// What the configuration and the kernel could not give, logged once at
+/// start.
+fn log_warnings(config: &DaemonConfig, probe: &Probe) {
+    for warning in &config.warnings {
+        log(
+            "warn",
+            "configuration",
+            &serde_json::json!({ "warning": warning }),
+        );
+    }
+    for missing in probe.missing_hooks() {
+        log(
+            "warn",
+            "a hook is missing",
+            &serde_json::json!({ "lost": missing }),
+        );
     }
 }
 

@@ -130,11 +130,36 @@ impl<W: Write> Sink for TextLines<W> {
         for missing in &s.missing_hooks {
             writeln!(self.out, "# missing hook: {missing}")?;
         }
-        if s.kernel.events_lost > 0 || s.kernel.runs_skipped > 0 || c.decode_errors > 0 {
+        // Each loss with its own remedy, when it has one.
+        if s.kernel.events_lost > 0 {
             writeln!(
                 self.out,
-                "# WARNING: events were lost; attributions and counts may be incomplete \
-                 (raise --ring-buffer-mib)"
+                "# WARNING: {} events lost to a full ring buffer; attributions and counts may be \
+                 incomplete (raise --ring-buffer-mib)",
+                s.kernel.events_lost
+            )?;
+        }
+        if s.kernel.runs_skipped > 0 {
+            writeln!(
+                self.out,
+                "# WARNING: the kernel skipped {} program runs (one nested in another on a CPU): \
+                 those events were never seen, and counts may be incomplete",
+                s.kernel.runs_skipped
+            )?;
+        }
+        if c.decode_errors > 0 {
+            writeln!(
+                self.out,
+                "# WARNING: {} records did not decode; counts may be incomplete",
+                c.decode_errors
+            )?;
+        }
+        if s.kernel.stack_errors > 0 {
+            writeln!(
+                self.out,
+                "# WARNING: {} stacks not captured: some call sites are missing (raise \
+                 --stack-ring-buffer-mib if the stack ring was full)",
+                s.kernel.stack_errors
             )?;
         }
         Ok(())
