@@ -79,9 +79,19 @@ pub struct KernelLayout {
     /// `inet_sk(sk)->inet_sport`: the local port, network order, kept
     /// after CLOSE clears `skc_num` (a u16)
     pub inet_sport: u32,
-    pub _pad: u32,
+    /// `task->se.cfs_rq`: the task's CFS runqueue (a pointer); with
+    /// `cfs_rq_rq` and `preempt_count_from_rq`, the way to this CPU's
+    /// `preempt_count`, which tells softirq from process context. 0 when
+    /// this kernel has no such path (the softirq programs keep a flag).
+    pub task_se_cfs_rq: u32,
+    /// `cfs_rq->rq`: the CPU's runqueue (a pointer; `CONFIG_FAIR_GROUP_SCHED`)
+    pub cfs_rq_rq: u32,
+    /// Per-CPU `__preempt_count` minus per-CPU `runqueues`, from the
+    /// kernel BTF's `.data..percpu` section: added to this CPU's `rq`,
+    /// the address of this CPU's `preempt_count` (an int).
+    pub preempt_count_from_rq: i32,
 }
-const _: () = assert!(core::mem::size_of::<KernelLayout>() == 72);
+const _: () = assert!(core::mem::size_of::<KernelLayout>() == 80);
 
 /// `syscalls:sys_exit_accept4` and `syscalls:sys_exit_accept`.
 #[repr(C)]

@@ -22,16 +22,51 @@ use crate::{
 };
 
 /// True when the tracepoint fired in a system call, where "current" is the
-/// task acting on the socket. In softirq "current" is whoever was
-/// interrupted and must never be used for attribution.
+/// task acting on the socket. In softirq (or a hard interrupt) "current"
+/// is whoever was interrupted and must never be used for attribution.
 ///
 /// The record's `common_flags` would say so, but the kernel does not fill
-/// the common fields for BPF; and per-CPU `preempt_count` is not reachable
-/// from a tracepoint program. So `irq:softirq_entry`/`softirq_exit` keep a
-/// per-CPU flag (softirqs do not nest on one CPU).
+/// the common fields for BPF, and `__preempt_count` is no usable ksym
+/// without `CONFIG_KALLSYMS_ALL`. So this CPU's `preempt_count` is reached
+/// through the current task's runqueue (offsets from BTF, see
+/// `KernelLayout::preempt_count_from_rq`); on kernels without that path,
+/// `irq:softirq_entry`/`softirq_exit` keep a per-CPU flag instead
+/// (softirqs do not nest on one CPU), at two more program runs per softirq.
 #[inline(always)]
 pub fn in_process_context() -> bool {
-    IN_SOFTIRQ.get(0).is_none_or(|flag| *flag == 0)
+    match preempt_count() {
+        Some(count) => count & (SOFTIRQ_OFFSET | HARDIRQ_MASK | NMI_MASK) == 0,
+        None => IN_SOFTIRQ.get(0).is_none_or(|flag| *flag == 0),
+    }
+}
+
+/// `preempt_count` bits (include/linux/preempt.h): serving a softirq sets
+/// `SOFTIRQ_OFFSET` (a section with bottom halves disabled adds twice it,
+/// and is process context); hard interrupts and NMIs have their own.
+const SOFTIRQ_OFFSET: u32 = 1 << 8;
+const HARDIRQ_MASK: u32 = 0xf << 16;
+const NMI_MASK: u32 = 0xf << 20;
+
+/// This CPU's `preempt_count`: `current->se.cfs_rq->rq`, this CPU's
+/// runqueue, plus the distance from `runqueues` to `__preempt_count` in
+/// the per-CPU area. `None` when the path is not configured or a read
+/// fails.
+#[inline(always)]
+fn preempt_count() -> Option<u32> {
+    let layout = kernel_layout();
+    if layout.task_se_cfs_rq == 0 || layout.cfs_rq_rq == 0 {
+        return None;
+    }
+    // SAFETY: probe reads check every address; the offsets come from BTF.
+    unsafe {
+        let task = gen::bpf_get_current_task_btf() as u64;
+        let cfs_rq: u64 =
+            bpf_probe_read_kernel((task + u64::from(layout.task_se_cfs_rq)) as *const u64).ok()?;
+        let rq: u64 =
+            bpf_probe_read_kernel((cfs_rq + u64::from(layout.cfs_rq_rq)) as *const u64).ok()?;
+        let at = rq.wrapping_add_signed(i64::from(layout.preempt_count_from_rq));
+        bpf_probe_read_kernel(at as *const u32).ok()
+    }
 }
 
 #[inline(always)]

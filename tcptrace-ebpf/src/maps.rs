@@ -106,7 +106,9 @@ static KERNEL_LAYOUT: KernelLayout = KernelLayout {
     sock_state: 0,
     mm_start_stack: 0,
     inet_sport: 0,
-    _pad: 0,
+    task_se_cfs_rq: 0,
+    cfs_rq_rq: 0,
+    preempt_count_from_rq: 0,
 };
 #[unsafe(no_mangle)]
 static ACCEPT_LAYOUT: AcceptLayout = AcceptLayout { ret: 0, _pad: 0 };

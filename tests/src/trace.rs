@@ -49,9 +49,16 @@ impl Tracer {
     /// Starts tracing with `extra` arguments and waits until it is attached.
     #[must_use]
     pub fn start(extra: &[&str]) -> Self {
+        Self::start_with_env(extra, &[])
+    }
+
+    /// The same, with environment variables set for tcptrace.
+    #[must_use]
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(tcptrace_bin())
             .args(["trace", "--json"])
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

@@ -46,9 +46,9 @@ fn assert_not_foreign(event: &Value, own_pid: u32) {
 /// A client connects over loopback, exchanges data and closes; the server
 /// closes after EOF. Every transition of the client socket, the accepted
 /// socket and the listener appears, with owner, actor and closer right.
-fn loopback_lifecycle(host: &str, wildcard: &str) {
+fn loopback_lifecycle(host: &str, wildcard: &str, env: &[(&str, &str)]) {
     require_root();
-    let tracer = Tracer::start(&["--comm", "tt-workload"]);
+    let tracer = Tracer::start_with_env(&["--comm", "tt-workload"], env);
     let mut server = Workload::start(&["server", &format!("{host}:0"), "1"]);
     let port = server.expect_line("port ");
     let server_addr = format!("{host}:{port}");
@@ -135,12 +135,24 @@ fn loopback_lifecycle(host: &str, wildcard: &str) {
 
 #[test]
 fn loopback_ipv4_lifecycle_is_attributed() {
-    loopback_lifecycle("127.0.0.1", "0.0.0.0:0");
+    loopback_lifecycle("127.0.0.1", "0.0.0.0:0", &[]);
 }
 
 #[test]
 fn loopback_ipv6_lifecycle_is_attributed() {
-    loopback_lifecycle("[::1]", "[::]:0");
+    loopback_lifecycle("[::1]", "[::]:0", &[]);
+}
+
+/// The same attribution where the programs cannot read `preempt_count`
+/// and the softirq programs keep the context flag instead (forced here;
+/// on this kernel the programs read `preempt_count`).
+#[test]
+fn loopback_lifecycle_is_attributed_with_the_softirq_programs() {
+    loopback_lifecycle(
+        "127.0.0.1",
+        "0.0.0.0:0",
+        &[("TCPTRACE_SOFTIRQ_PROGRAMS", "1")],
+    );
 }
 
 /// A connection made before tracing starts is listed with its holders, and

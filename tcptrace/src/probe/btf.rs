@@ -94,8 +94,54 @@ fn kernel_layout(btf: &Btf) -> Result<KernelLayout> {
         mm_start_stack: optional("mm_struct", &["start_stack"]),
         // `struct inet_sock` starts with its `struct sock`.
         inet_sport: u32::try_from(member_offset(btf, "inet_sock", &["inet_sport"])?)?,
-        _pad: 0,
+        ..preempt_count_path(btf).unwrap_or_default()
     })
+}
+
+/// The way from the current task to this CPU's `preempt_count`:
+/// `task->se.cfs_rq->rq` is this CPU's per-CPU `runqueues`, and the
+/// distance between two per-CPU variables is the same on every CPU (their
+/// offsets in the `.data..percpu` section). `None` on kernels without one
+/// of the links (no group scheduling, `preempt_count` inside another
+/// per-CPU struct): the softirq programs keep the context flag instead.
+fn preempt_count_path(btf: &Btf) -> Option<KernelLayout> {
+    let task_se_cfs_rq = member_offset(btf, "task_struct", &["se", "cfs_rq"]).ok()?;
+    let cfs_rq_rq = member_offset(btf, "cfs_rq", &["rq"]).ok()?;
+    let percpu = percpu_offsets(btf, &["__preempt_count", "runqueues"]).ok()?;
+    let (preempt_count, runqueues) = (percpu[0]?, percpu[1]?);
+    Some(KernelLayout {
+        task_se_cfs_rq: u32::try_from(task_se_cfs_rq).ok()?,
+        cfs_rq_rq: u32::try_from(cfs_rq_rq).ok()?,
+        preempt_count_from_rq: i32::try_from(i64::from(preempt_count) - i64::from(runqueues))
+            .ok()?,
+        ..KernelLayout::default()
+    })
+}
+
+/// Offsets of per-CPU variables in the kernel's `.data..percpu` section,
+/// in the order asked (`None` for one the section does not hold).
+fn percpu_offsets(btf: &Btf, names: &[&str]) -> Result<Vec<Option<u32>>> {
+    let section = btf
+        .resolve_types_by_name(".data..percpu")?
+        .into_iter()
+        .find_map(|t| match t {
+            Type::Datasec(section) => Some(section),
+            _ => None,
+        })
+        .context("no .data..percpu section in kernel BTF")?;
+    let mut found = vec![None; names.len()];
+    for variable in &section.variables {
+        let Ok(Type::Var(var)) = btf.resolve_chained_type(variable) else {
+            continue;
+        };
+        let Ok(name) = btf.resolve_name(&var) else {
+            continue;
+        };
+        if let Some(i) = names.iter().position(|n| *n == name) {
+            found[i] = Some(variable.offset());
+        }
+    }
+    Ok(found)
 }
 
 /// Byte offset of the member reached by `path` from `struct <name>`,

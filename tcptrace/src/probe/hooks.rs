@@ -36,6 +36,23 @@ pub enum When {
     AcceptHook,
     /// Kernels with BTF (the programs read `struct sock` fields).
     Btf,
+    /// Kernels where the programs cannot reach this CPU's `preempt_count`
+    /// (see `KernelLayout::preempt_count_from_rq`): softirq entry and exit
+    /// keep a per-CPU flag instead.
+    NoPreemptCount,
+}
+
+/// What a session runs with, which decides the programs attached.
+#[derive(Clone, Copy, Debug)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "four independent yes-or-no facts about the session and the kernel"
+)]
+pub struct Selection {
+    pub summary: bool,
+    pub accept: bool,
+    pub btf: bool,
+    pub preempt_count: bool,
 }
 
 /// One kernel program.
@@ -52,23 +69,24 @@ pub struct Hook {
     pub gives: &'static str,
 }
 
-/// In attach order. Softirq bracketing first, so attribution is right from
-/// the first event; the exit before the entry: attached the other way
-/// round, a softirq running while they attach could leave its CPU's flag
-/// stuck at "in softirq" (entry seen, exit missed) until that CPU's next
-/// softirq, and a `connect()` or `listen()` there would lose its owner.
+/// In attach order. Softirq bracketing (where needed) first, so
+/// attribution is right from the first event; the exit before the entry:
+/// attached the other way round, a softirq running while they attach could
+/// leave its CPU's flag stuck at "in softirq" (entry seen, exit missed)
+/// until that CPU's next softirq, and a `connect()` or `listen()` there
+/// would lose its owner.
 pub const HOOKS: [Hook; 11] = [
     Hook {
         program: "tcptrace_softirq_exit",
         attach: &[Attach::Raw("irq", "softirq_exit")],
-        when: When::Always,
+        when: When::NoPreemptCount,
         required: true,
         gives: "tells softirq from system calls (attribution)",
     },
     Hook {
         program: "tcptrace_softirq_entry",
         attach: &[Attach::Raw("irq", "softirq_entry")],
-        when: When::Always,
+        when: When::NoPreemptCount,
         required: true,
         gives: "tells softirq from system calls (attribution)",
     },
@@ -142,13 +160,14 @@ pub const HOOKS: [Hook; 11] = [
 
 /// The hooks a session attaches, in order: `summary` mode or not, with
 /// the accept hook or not, on a kernel with BTF or not.
-pub fn selected(summary: bool, accept: bool, btf: bool) -> impl Iterator<Item = &'static Hook> {
+pub fn selected(with: Selection) -> impl Iterator<Item = &'static Hook> {
     HOOKS.iter().filter(move |hook| match hook.when {
         When::Always => true,
-        When::EveryEvent => !summary,
-        When::Summary => summary,
-        When::AcceptHook => accept,
-        When::Btf => btf,
+        When::EveryEvent => !with.summary,
+        When::Summary => with.summary,
+        When::AcceptHook => with.accept,
+        When::Btf => with.btf,
+        When::NoPreemptCount => !with.preempt_count,
     })
 }
 
@@ -171,15 +190,31 @@ mod tests {
     #[test]
     fn each_mode_attaches_one_state_program_and_both_reset_programs() {
         for summary in [false, true] {
-            let names: Vec<&str> = selected(summary, true, true).map(|h| h.program).collect();
-            let state = names.iter().filter(|n| n.contains("state")).count();
-            let resets = names.iter().filter(|n| n.contains("reset")).count();
-            assert_eq!((state, resets), (1, 2), "{names:?}");
-            assert_eq!(
-                names[..2],
-                ["tcptrace_softirq_exit", "tcptrace_softirq_entry"]
-            );
+            for preempt_count in [false, true] {
+                let with = Selection {
+                    summary,
+                    accept: true,
+                    btf: true,
+                    preempt_count,
+                };
+                let names: Vec<&str> = selected(with).map(|h| h.program).collect();
+                let state = names.iter().filter(|n| n.contains("state")).count();
+                let resets = names.iter().filter(|n| n.contains("reset")).count();
+                assert_eq!((state, resets), (1, 2), "{names:?}");
+                let softirq = ["tcptrace_softirq_exit", "tcptrace_softirq_entry"];
+                if preempt_count {
+                    assert!(!names.iter().any(|n| n.contains("softirq")), "{names:?}");
+                } else {
+                    assert_eq!(names[..2], softirq);
+                }
+            }
         }
-        assert!(!selected(true, false, true).any(|h| h.program == "tcptrace_accept"));
+        let daemon = Selection {
+            summary: true,
+            accept: false,
+            btf: true,
+            preempt_count: true,
+        };
+        assert!(!selected(daemon).any(|h| h.program == "tcptrace_accept"));
     }
 }

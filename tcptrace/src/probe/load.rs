@@ -52,6 +52,10 @@ pub struct ProbeOptions {
 /// the stacks of a burst of 500 connections between two reads.
 pub const DEFAULT_STACK_RING_BYTES: u32 = 8 * 1024 * 1024;
 
+/// Set to 1: tell softirq from system calls with the softirq programs'
+/// flag even where the programs could read `preempt_count`.
+pub const SOFTIRQ_PROGRAMS_ENV: &str = "TCPTRACE_SOFTIRQ_PROGRAMS";
+
 /// Sockets the kernel tracks at once by default.
 pub const DEFAULT_SOCKET_MAP_ENTRIES: u32 = 262_144;
 /// Bounds of `--socket-map-entries`.
@@ -85,7 +89,7 @@ impl Probe {
         let root = tracefs::tracefs_root()?;
         let mut layouts = read_layouts(&root)?;
         let globals = layouts.kernel_globals();
-        let (kernel, regs_sp) = match btf::kernel_offsets() {
+        let (mut kernel, regs_sp) = match btf::kernel_offsets() {
             Ok(offsets) => {
                 // Summary and end-of-file records copy the socket's start.
                 layouts.sock_common = Some(offsets.sock_common);
@@ -100,6 +104,13 @@ impl Probe {
                 (tcptrace_common::KernelLayout::default(), 0)
             }
         };
+        if std::env::var_os(SOFTIRQ_PROGRAMS_ENV).is_some_and(|v| v == "1") {
+            // Softirq or system call from the softirq programs' flag, not
+            // from `preempt_count` (tests of that path; a way out should
+            // the runqueue path misbehave on some kernel).
+            kernel.task_se_cfs_rq = 0;
+            kernel.cfs_rq_rq = 0;
+        }
         let summary = options.summary && layouts.sock_common.is_some();
         let accept = accept_layout(&root, &kernel).filter(|_| options.accept_hook);
         let settings = Settings {
@@ -130,7 +141,13 @@ impl Probe {
             .map_err(|err| refused("loading the eBPF object", &err))?;
         let btf = layouts.sock_common.is_some();
         let mut missing = Vec::new();
-        for hook in hooks::selected(summary, accept.is_some(), btf) {
+        let selection = hooks::Selection {
+            summary,
+            accept: accept.is_some(),
+            btf,
+            preempt_count: kernel.task_se_cfs_rq != 0,
+        };
+        for hook in hooks::selected(selection) {
             match attach(&mut ebpf, hook) {
                 Ok(()) => {}
                 Err(err) if hook.required => return Err(err),

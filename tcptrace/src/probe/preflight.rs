@@ -4,7 +4,11 @@
 
 use std::{fs, path::Path};
 
-use super::{btf::VMLINUX_BTF, hooks::HOOKS, tracefs};
+use super::{
+    btf::VMLINUX_BTF,
+    hooks::{When, HOOKS},
+    tracefs,
+};
 
 /// Oldest kernel with the BPF ring buffer.
 pub const MIN_KERNEL: (u32, u32) = (5, 8);
@@ -45,6 +49,8 @@ impl Check {
 #[must_use]
 pub fn run_checks() -> Vec<Check> {
     let mut checks = vec![kernel_version(), privileges(), proc_access()];
+    let preempt_count =
+        super::btf::kernel_offsets().is_ok_and(|offsets| offsets.layout.task_se_cfs_rq != 0);
     match tracefs::tracefs_root() {
         Ok(root) => {
             checks.push(Check::new(
@@ -55,7 +61,12 @@ pub fn run_checks() -> Vec<Check> {
             // Each tracepoint once, with what the hooks on it give; a
             // missing one fails tcptrace when a required hook needs it.
             let mut seen: Vec<(&str, &str)> = Vec::new();
-            for hook in &HOOKS {
+            // The softirq programs are not needed where the programs read
+            // `preempt_count` themselves.
+            let needed = HOOKS
+                .iter()
+                .filter(|hook| !(preempt_count && hook.when == When::NoPreemptCount));
+            for hook in needed {
                 for (category, name) in hook.attach.iter().map(|at| at.event()) {
                     if seen.contains(&(category, name)) {
                         continue;
@@ -95,6 +106,16 @@ pub fn run_checks() -> Vec<Check> {
             format!("{VMLINUX_BTF} missing: network namespaces of sockets will show as 0"),
         )
     });
+    checks.push(Check::new(
+        "softirq or system call",
+        Status::Ok,
+        if preempt_count {
+            "read from this CPU's preempt_count (offsets from BTF): no softirq programs"
+        } else {
+            "a per-CPU flag kept by irq:softirq_entry/exit programs (preempt_count not \
+             reachable on this kernel)"
+        },
+    ));
     checks.push(hook_availability());
     checks
 }
