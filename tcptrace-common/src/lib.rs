@@ -162,6 +162,19 @@ impl SockInfo {
     };
 }
 
+// The kernel programs clear a record word by word (`emit::zero_words`):
+// `SockInfo::EMPTY` (and the `Task::NOBODY`s in it) must stay all zeros.
+const _: () = {
+    // SAFETY: `SockInfo` is plain data of exactly this many bytes.
+    let bytes: [u8; core::mem::size_of::<SockInfo>()] =
+        unsafe { core::mem::transmute(SockInfo::EMPTY) };
+    let mut i = 0;
+    while i < bytes.len() {
+        assert!(bytes[i] == 0, "SockInfo::EMPTY must be all zeros");
+        i += 1;
+    }
+};
+
 /// `Event::context` bit: the tracepoint fired in a system call of `actor`
 /// (not in softirq/hardirq, where "current" is whoever was interrupted).
 pub const CTX_PROCESS: u32 = 1 << 0;

@@ -34,17 +34,36 @@ pub const fn classify(old: i32, new: i32, in_syscall: bool, peer_reset: bool) ->
     if old == LISTEN && new == SYN_RECV {
         return Role::PassiveChild;
     }
-    if !in_syscall {
+    if !in_syscall || !depends_on_context(old, new) {
         return Role::Other;
     }
     match (old, new) {
         (CLOSE, SYN_SENT | LISTEN) => Role::Birth,
-        (ESTABLISHED | SYN_RECV, FIN_WAIT1) | (CLOSE_WAIT, LAST_ACK) => Role::CloseCall,
         // An abort (SO_LINGER 0, unread data, close() during the handshake,
         // connect() giving up) — unless the peer's RST caused it.
-        (_, CLOSE) if !peer_reset => Role::CloseCall,
-        _ => Role::Other,
+        (_, CLOSE) if peer_reset => Role::Other,
+        _ => Role::CloseCall,
     }
+}
+
+/// The transitions a system call can make, whose role depends on whether
+/// one is running: `connect()`/`listen()` (births) and `close()`,
+/// `shutdown()` or an abort (close calls). For the others the kernel
+/// programs need not find out (reading `preempt_count` costs three reads).
+#[inline(always)]
+#[expect(
+    clippy::inline_always,
+    reason = "called from the kernel programs, which keep every helper inline (no BPF-to-BPF calls)"
+)]
+#[must_use]
+pub const fn depends_on_context(old: i32, new: i32) -> bool {
+    matches!(
+        (old, new),
+        (CLOSE, SYN_SENT | LISTEN)
+            | (ESTABLISHED | SYN_RECV, FIN_WAIT1)
+            | (CLOSE_WAIT, LAST_ACK)
+            | (_, CLOSE)
+    )
 }
 
 #[cfg(test)]

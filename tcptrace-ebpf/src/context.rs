@@ -16,8 +16,8 @@ use tcptrace_common::{
 use crate::{
     emit::wakeup_flag,
     maps::{
-        count, kernel_layout, settings, IN_SOFTIRQ, PROCESSES, STACK_SAMPLES, STACK_SCRATCH,
-        USER_STACKS,
+        count, kernel_layout, settings, IN_SOFTIRQ, PREEMPT_COUNT_AT, PROCESSES, STACK_SAMPLES,
+        STACK_SCRATCH, USER_STACKS,
     },
 };
 
@@ -49,23 +49,29 @@ const NMI_MASK: u32 = 0xf << 20;
 
 /// This CPU's `preempt_count`: `current->se.cfs_rq->rq`, this CPU's
 /// runqueue, plus the distance from `runqueues` to `__preempt_count` in
-/// the per-CPU area. `None` when the path is not configured or a read
-/// fails.
+/// the per-CPU area. The address never changes for a CPU: it is found once
+/// and kept (`PREEMPT_COUNT_AT`), so each later call is one read. `None`
+/// when the path is not configured or a read fails.
 #[inline(always)]
 fn preempt_count() -> Option<u32> {
     let layout = kernel_layout();
     if layout.task_se_cfs_rq == 0 || layout.cfs_rq_rq == 0 {
         return None;
     }
-    // SAFETY: probe reads check every address; the offsets come from BTF.
+    let kept = PREEMPT_COUNT_AT.get_ptr_mut(0)?;
+    // SAFETY: this CPU's slot of a per-CPU array; programs do not nest on
+    // one CPU, and every address is read with a probe read.
     unsafe {
-        let task = gen::bpf_get_current_task_btf() as u64;
-        let cfs_rq: u64 =
-            bpf_probe_read_kernel((task + u64::from(layout.task_se_cfs_rq)) as *const u64).ok()?;
-        let rq: u64 =
-            bpf_probe_read_kernel((cfs_rq + u64::from(layout.cfs_rq_rq)) as *const u64).ok()?;
-        let at = rq.wrapping_add_signed(i64::from(layout.preempt_count_from_rq));
-        bpf_probe_read_kernel(at as *const u32).ok()
+        if *kept == 0 {
+            let task = gen::bpf_get_current_task_btf() as u64;
+            let cfs_rq: u64 =
+                bpf_probe_read_kernel((task + u64::from(layout.task_se_cfs_rq)) as *const u64)
+                    .ok()?;
+            let rq: u64 =
+                bpf_probe_read_kernel((cfs_rq + u64::from(layout.cfs_rq_rq)) as *const u64).ok()?;
+            *kept = rq.wrapping_add_signed(i64::from(layout.preempt_count_from_rq));
+        }
+        bpf_probe_read_kernel(*kept as *const u32).ok()
     }
 }
 
@@ -95,24 +101,31 @@ pub enum StackFor {
 #[inline(always)]
 pub fn current_task(stack: StackFor, now: u64) -> Task {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let mut task = Task::NOBODY;
-    task.tgid = (pid_tgid >> 32) as u32;
-    task.pid = pid_tgid as u32;
-    // Straight into the record: aya's wrapper zeroes a temporary first,
-    // byte by byte.
-    // SAFETY: the helper writes at most TASK_COMM_LEN bytes into the array.
-    unsafe {
-        gen::bpf_get_current_comm(task.thread_comm.as_mut_ptr().cast(), TASK_COMM_LEN as u32)
+    // Every field is written below, none zeroed first: zeroing a `Task`
+    // became a call to a byte-wise memset subprogram.
+    let mut thread_comm = core::mem::MaybeUninit::<[u8; TASK_COMM_LEN]>::uninit();
+    // SAFETY: the helper fills all TASK_COMM_LEN bytes (the name, then
+    // zeros) and never fails for the current task.
+    let thread_comm = unsafe {
+        gen::bpf_get_current_comm(thread_comm.as_mut_ptr().cast(), TASK_COMM_LEN as u32);
+        thread_comm.assume_init()
+    };
+    let mut task = Task {
+        tgid: (pid_tgid >> 32) as u32,
+        pid: pid_tgid as u32,
+        comm: thread_comm,
+        thread_comm,
+        stack: 0,
     };
     // SAFETY: a BPF helper with no memory arguments.
     let current = unsafe { gen::bpf_get_current_task_btf() } as u64;
     // A process's main thread carries the process name; only another
     // thread (a pool thread) needs its leader's read.
-    task.comm = if task.pid == task.tgid {
-        task.thread_comm
-    } else {
-        process_name(current).unwrap_or(task.thread_comm)
-    };
+    if task.pid != task.tgid {
+        if let Some(name) = process_name(current) {
+            task.comm = name;
+        }
+    }
     let settings = settings();
     let kind = match stack {
         StackFor::None => return task,

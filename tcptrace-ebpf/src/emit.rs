@@ -94,6 +94,20 @@ pub fn wakeup_flag(before: u64, after: u64, mark: u32) -> u64 {
     })
 }
 
+/// Zeroes a record as 8-byte words (every `EMPTY`/`NOBODY` record is all
+/// zeros). Volatile, for the reason `copy_words` is: assigning a zeroed
+/// constant became a call to a byte-wise `memset` subprogram, 176 stores
+/// for a `SockInfo`.
+#[inline(always)]
+pub unsafe fn zero_words<T>(dst: *mut T) {
+    const { assert!(core::mem::size_of::<T>() % 8 == 0) };
+    let dst = dst.cast::<u64>();
+    for i in 0..core::mem::size_of::<T>() / 8 {
+        // SAFETY: the caller guarantees `dst` is valid for `size_of::<T>()` bytes.
+        unsafe { core::ptr::write_volatile(dst.add(i), 0) };
+    }
+}
+
 /// Copies a record as 8-byte words. Volatile, because LLVM would turn a
 /// plain struct copy this large into a call to a byte-wise `memmove`
 /// subprogram, several times slower.

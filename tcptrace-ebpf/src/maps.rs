@@ -37,6 +37,11 @@ pub static LISTENERS: HashMap<ListenerKey, Listener> = HashMap::with_max_entries
 pub static STACK_SAMPLES: LruHashMap<StackSampleKey, StackSample> =
     LruHashMap::with_max_entries(16_384, 0);
 
+/// Per-CPU: the address of this CPU's `preempt_count`, found once (see
+/// `context::preempt_count`); 0 until then.
+#[map]
+pub static PREEMPT_COUNT_AT: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
 /// Per-CPU counters, indexed by `tcptrace_common::Counter`.
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);

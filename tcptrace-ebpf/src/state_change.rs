@@ -14,7 +14,7 @@ use aya_ebpf::{
     EbpfContext,
 };
 use tcptrace_common::{
-    rules::{classify, Role},
+    rules::{classify, depends_on_context, Role},
     state::raw::{CLOSE, CLOSE_WAIT, LISTEN},
     Counter, EventKind, Listener, ListenerKey, SockInfo, Task, CLOSER_KNOWN, CTX_PROCESS,
     IPPROTO_TCP, OWNER_FROM_ACCEPT, OWNER_FROM_LISTENER, OWNER_FROM_SYSCALL, RAW_RECORD_LEN,
@@ -23,7 +23,7 @@ use tcptrace_common::{
 
 use crate::{
     context::{current_cgroup_id, current_task, in_process_context, StackFor},
-    emit::{copy_words, emit, Record},
+    emit::{copy_words, emit, zero_words, Record},
     maps::{count, settings, state_layout, LAST_RESET_SOCK, LISTENERS, SCRATCH, SOCKS},
     sock::{error_of, local_port_of, netns_of, protocol_of},
 };
@@ -88,9 +88,10 @@ fn on_change(
     let &Change { skaddr, old, new } = change;
     // SAFETY: a BPF helper with no memory arguments.
     let now = unsafe { bpf_ktime_get_ns() };
-    let process = in_process_context();
-
     let summary = settings().summary != 0;
+    // Every-event records say for every transition whether a task acted;
+    // summary mode needs to know only where the role depends on it.
+    let process = (!summary || depends_on_context(old, new)) && in_process_context();
     let role = classify(old, new, process, new == CLOSE && reset_by_peer(skaddr));
     let born = role == Role::Birth;
     let closing = role == Role::CloseCall;
@@ -119,7 +120,8 @@ fn on_change(
             } else if role == Role::PassiveChild {
                 init_passive_child(scratch, skaddr, local_port()?, now);
             } else {
-                *scratch = SockInfo::EMPTY;
+                // SAFETY: `scratch` is this CPU's whole slot.
+                unsafe { zero_words(scratch) };
                 scratch.netns = netns_of(skaddr);
                 scratch.flags = SEEN_MID_LIFE;
             }
@@ -227,8 +229,11 @@ fn reset_by_peer(skaddr: u64) -> bool {
 
 #[inline(always)]
 fn init_born(info: &mut SockInfo, skaddr: u64, owner: &Task, now: u64) {
-    *info = SockInfo::EMPTY;
-    info.owner = *owner;
+    // SAFETY: `info` is a whole record (SockInfo::EMPTY is all zeros).
+    unsafe {
+        zero_words(info);
+        copy_words(&raw mut info.owner, owner);
+    }
     info.cgroup_id = current_cgroup_id();
     info.created_ns = now;
     info.netns = netns_of(skaddr);
@@ -247,7 +252,8 @@ fn listener_key(netns: u32, port: u16) -> ListenerKey {
 /// A passive child's local port is its listener's port.
 #[inline(always)]
 fn init_passive_child(info: &mut SockInfo, skaddr: u64, port: u16, now: u64) {
-    *info = SockInfo::EMPTY;
+    // SAFETY: `info` is a whole record (SockInfo::EMPTY is all zeros).
+    unsafe { zero_words(info) };
     info.created_ns = now;
     info.netns = netns_of(skaddr);
     // SAFETY: the map value is copied out (or read) at once; a concurrent update can only give another whole, stale entry.

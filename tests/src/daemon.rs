@@ -191,3 +191,21 @@ fn bpf_fd_ids(pid: u32, anon_inode: &str, key: &str) -> Vec<u64> {
     ids.dedup();
     ids
 }
+
+/// Programs the daemon attaches on this kernel: state changes (summary),
+/// retransmits, two reset counters and end-of-file reads, plus softirq
+/// entry and exit where the programs cannot read `preempt_count` (as
+/// `tcptrace doctor` says).
+#[must_use]
+pub fn daemon_program_count() -> usize {
+    let out = std::process::Command::new(crate::trace::tcptrace_bin())
+        .arg("doctor")
+        .output()
+        .expect("run tcptrace doctor");
+    let doctor = String::from_utf8_lossy(&out.stdout);
+    if doctor.contains("no softirq programs") {
+        5
+    } else {
+        7
+    }
+}
