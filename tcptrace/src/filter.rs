@@ -1,6 +1,30 @@
-//! Which events a session shows: by process, command or port.
+//! Which events a session shows: by process, command or port, and by the
+//! workload the socket's owner ran in (Kubernetes namespace, pod and
+//! container names, or a cgroup).
+//!
+//! Process and port criteria read the event. Workload criteria read the
+//! cgroup key recorded with each socket at its birth (`SocketRecord::
+//! cgroup`), so a socket keeps its workload after its process exits; their
+//! verdict is decided once per key (`Workloads`) and then only looked up.
 
-use crate::{event::TcpEvent, owner::Owner, snapshot::ExistingSocket, table::SocketRecord};
+use std::{
+    collections::HashMap,
+    io,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use crate::{
+    container::{
+        lookup::{self, Cgroup2},
+        ContainerLabels, Containers, V1_KEY,
+    },
+    event::TcpEvent,
+    owner::Owner,
+    snapshot::ExistingSocket,
+    table::SocketRecord,
+    FastMap,
+};
 
 /// The bytes of a process name the kernel keeps (`TASK_COMM_LEN` less the
 /// terminating NUL): `comm` of a longer program name is its first 15.
@@ -38,9 +62,45 @@ pub struct Filter {
     pub pids: Vec<u32>,
     pub comms: Vec<String>,
     pub ports: Vec<u16>,
+    /// Kubernetes namespaces of the socket owner's pod.
+    pub namespaces: Vec<String>,
+    /// Kubernetes pod names.
+    pub pods: Vec<String>,
+    /// Container names (in a pod, or as Docker, Podman or lxc name them).
+    pub containers: Vec<String>,
+    /// cgroup-v2 paths (each with the cgroups below it) or cgroup ids.
+    pub cgroups: Vec<String>,
 }
 
 impl Filter {
+    /// Whether a process criterion (pid, comm) is given.
+    #[must_use]
+    pub fn by_process(&self) -> bool {
+        !self.pids.is_empty() || !self.comms.is_empty()
+    }
+
+    /// Whether a workload criterion (namespace, pod, container, cgroup) is
+    /// given.
+    #[must_use]
+    pub fn by_workload(&self) -> bool {
+        self.by_names() || !self.cgroups.is_empty()
+    }
+
+    fn by_names(&self) -> bool {
+        !self.namespaces.is_empty() || !self.pods.is_empty() || !self.containers.is_empty()
+    }
+
+    /// Whether a workload's names pass the namespace, pod and container
+    /// criteria (each given one must list the name).
+    #[must_use]
+    pub fn matches_names(&self, labels: &ContainerLabels) -> bool {
+        let listed =
+            |wanted: &[String], name: &str| wanted.is_empty() || wanted.iter().any(|w| w == name);
+        listed(&self.namespaces, &labels.namespace)
+            && listed(&self.pods, &labels.pod)
+            && listed(&self.containers, &labels.container)
+    }
+
     /// An event passes when every given criterion matches: its owner or the
     /// task acting on the socket has one of the pids / comms, and one of its
     /// ports is listed.
@@ -78,9 +138,13 @@ impl Filter {
         pid_ok && comm_ok && self.matches_ports(socket.local.port(), socket.remote.port())
     }
 
-    /// The same test for a traced socket, by its owner and closer.
+    /// The same test for a traced socket, by its owner and closer, and
+    /// by its workload as `workloads` decided it.
     #[must_use]
-    pub fn matches_record(&self, record: &SocketRecord) -> bool {
+    pub fn matches_record(&self, record: &SocketRecord, workloads: &Workloads) -> bool {
+        if self.by_workload() && workloads.decided(record.cgroup) != Some(true) {
+            return false;
+        }
         let processes = [record.owner, record.closer];
         let pid_ok = self.pids.is_empty()
             || processes
@@ -102,6 +166,193 @@ impl Filter {
     }
 }
 
+/// How long a verdict that may change stands: a workload whose names
+/// were not known yet, a `--cgroup` directory not made yet.
+const RETRY_AFTER: Duration = Duration::from_secs(10);
+/// Verdicts kept at most (then forgotten all at once, and decided again).
+const MAX_VERDICTS: usize = 65_536;
+/// How often a `--cgroup` subtree may be walked when cgroup ids cannot be
+/// opened by handle.
+const WALK_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The workload criteria's verdict per cgroup key: decided at a key's
+/// first sight (its names from the container cache, its place in the
+/// cgroup tree) and then looked up, so a check never reads a file for a
+/// key seen before.
+#[derive(Default)]
+pub struct Workloads {
+    verdicts: FastMap<u64, Verdict>,
+    /// `--cgroup` ids.
+    ids: Vec<u64>,
+    /// `--cgroup` paths.
+    subtrees: Vec<Subtree>,
+}
+
+#[derive(Clone, Copy)]
+struct Verdict {
+    pass: bool,
+    /// When it is to be decided again (`None`: never).
+    until: Option<Instant>,
+}
+
+/// A `--cgroup` path and the cgroups under it.
+struct Subtree {
+    /// The directory (absolute).
+    dir: PathBuf,
+    /// It, opened (`None` until it exists).
+    opened: Option<Cgroup2>,
+    /// Whether ids open by handle here: unknown until the first answer.
+    handles: Option<bool>,
+    /// Its last walk, when ids do not open by handle here.
+    walked: Option<(Instant, HashMap<u64, String>)>,
+}
+
+impl Workloads {
+    /// The criteria of `filter`; `mount` is the cgroup-v2 mount, against
+    /// which `--cgroup` paths are read (given relative to it, or under it).
+    #[must_use]
+    pub fn new(filter: &Filter, mount: Option<&Path>) -> Self {
+        let mut ids = Vec::new();
+        let mut subtrees = Vec::new();
+        for cgroup in &filter.cgroups {
+            if let Ok(id) = cgroup.parse::<u64>() {
+                ids.push(id);
+                continue;
+            }
+            let Some(mount) = mount else {
+                continue;
+            };
+            let path = Path::new(cgroup);
+            let relative = path.strip_prefix(mount).unwrap_or(path);
+            let dir = mount.join(relative.strip_prefix("/").unwrap_or(relative));
+            subtrees.push(Subtree {
+                opened: Cgroup2::at(dir.clone()),
+                dir,
+                handles: None,
+                walked: None,
+            });
+        }
+        Self {
+            verdicts: FastMap::default(),
+            ids,
+            subtrees,
+        }
+    }
+
+    /// Whether the socket of cgroup `key` passes the workload criteria.
+    /// Cheap for a key seen before.
+    pub fn matches(&mut self, filter: &Filter, key: u64, containers: &mut Containers) -> bool {
+        if let Some(verdict) = self.verdicts.get(&key) {
+            if verdict.until.is_none_or(|t| Instant::now() < t) {
+                return verdict.pass;
+            }
+        }
+        let (pass, settled) = self.decide(filter, key, containers);
+        if self.verdicts.len() >= MAX_VERDICTS {
+            self.verdicts.clear();
+        }
+        let until = (!settled).then(|| Instant::now() + RETRY_AFTER);
+        self.verdicts.insert(key, Verdict { pass, until });
+        pass
+    }
+
+    /// The verdict on `key`, if decided (`matches` decides).
+    #[must_use]
+    pub fn decided(&self, key: u64) -> Option<bool> {
+        self.verdicts.get(&key).map(|v| v.pass)
+    }
+
+    /// The verdict, and whether it is final.
+    fn decide(&mut self, filter: &Filter, key: u64, containers: &mut Containers) -> (bool, bool) {
+        if key == 0 {
+            // No cgroup known: no workload to match.
+            return (false, true);
+        }
+        let mut settled = true;
+        if filter.by_names() {
+            let labels = containers.labels(key);
+            if !filter.matches_names(labels) {
+                // Names not known (yet): the runtime may write them later.
+                let unnamed = labels.namespace.is_empty()
+                    && labels.pod.is_empty()
+                    && labels.container.is_empty()
+                    && labels.unit.is_empty();
+                return (false, !unnamed);
+            }
+        }
+        if !filter.cgroups.is_empty() {
+            // Before 5.5 a cgroup id also carries a generation in its high
+            // half: the directory's inode is the low half.
+            let listed = self
+                .ids
+                .iter()
+                .any(|&id| id == key || (key & V1_KEY == 0 && id == key & u64::from(u32::MAX)));
+            let mut below = false;
+            for subtree in &mut self.subtrees {
+                match subtree.holds(key) {
+                    Some(true) => below = true,
+                    Some(false) => {}
+                    None => settled = false,
+                }
+                if below {
+                    break;
+                }
+            }
+            if !listed && !below {
+                return (false, settled);
+            }
+        }
+        (true, true)
+    }
+}
+
+impl Subtree {
+    /// Whether cgroup `key` is this directory or below it; `None` when
+    /// that cannot be told now (the directory does not exist yet, or a
+    /// walk is not due).
+    fn holds(&mut self, key: u64) -> Option<bool> {
+        // Keys made from v1 paths name no v2 directory.
+        if key & V1_KEY != 0 {
+            return Some(false);
+        }
+        if self.opened.is_none() {
+            self.opened = Cgroup2::at(self.dir.clone());
+        }
+        let opened = self.opened.as_ref()?;
+        if self.handles != Some(false) {
+            match opened.path_of(key) {
+                Ok(_) => {
+                    self.handles = Some(true);
+                    return Some(true);
+                }
+                // Opened, elsewhere in the tree.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    self.handles = Some(true);
+                    return Some(false);
+                }
+                // Gone, where handles are known to work.
+                Err(_) if self.handles == Some(true) => return Some(false),
+                // Not cgroupfs, or not allowed: walk from now on.
+                Err(_) => self.handles = Some(false),
+            }
+        }
+        let now = Instant::now();
+        let found = |walked: &HashMap<u64, String>| lookup::in_walk(walked, key).is_some();
+        if let Some((walked_at, walked)) = &self.walked {
+            if found(walked) {
+                return Some(true);
+            }
+            if now.duration_since(*walked_at) < WALK_INTERVAL {
+                return None;
+            }
+        }
+        let walked = opened.walk();
+        let holds = found(&walked);
+        self.walked = Some((now, walked));
+        Some(holds)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,5 +371,156 @@ mod tests {
             "{}",
             warnings[0]
         );
+    }
+
+    use std::fs;
+
+    use crate::table::tests::{pod_path, FakeHost, CTR};
+
+    fn pod_filter(pods: &[&str]) -> Filter {
+        Filter {
+            pods: pods.iter().map(ToString::to_string).collect(),
+            ..Filter::default()
+        }
+    }
+
+    #[test]
+    fn names_each_given_criterion_must_list() {
+        let labels = ContainerLabels {
+            namespace: "shop".into(),
+            pod: "checkout-0".into(),
+            container: "api".into(),
+            ..ContainerLabels::EMPTY
+        };
+        let filter = |namespaces: &[&str], pods: &[&str], containers: &[&str]| Filter {
+            namespaces: namespaces.iter().map(ToString::to_string).collect(),
+            pods: pods.iter().map(ToString::to_string).collect(),
+            containers: containers.iter().map(ToString::to_string).collect(),
+            ..Filter::default()
+        };
+        assert!(filter(&[], &[], &[]).matches_names(&labels));
+        assert!(filter(&["shop"], &[], &[]).matches_names(&labels));
+        assert!(filter(&["kube-system", "shop"], &["checkout-0"], &["api"]).matches_names(&labels));
+        assert!(!filter(&["shop"], &[], &["worker"]).matches_names(&labels));
+        assert!(!filter(&[], &["checkout-1"], &[]).matches_names(&ContainerLabels::EMPTY));
+        assert!(filter(&["shop"], &[], &[]).by_workload() && !filter(&[], &[], &[]).by_workload());
+        assert!(!Filter::default().by_process());
+    }
+
+    /// A verdict per cgroup key, decided once: asked again, it is read
+    /// from memory even when nothing on disk could answer any more.
+    #[test]
+    fn workload_verdicts_decided_once_per_key() {
+        let host = FakeHost::new("filter-names");
+        let pod = host.cgroup(&pod_path());
+        let service = host.cgroup("/system.slice/cron.service");
+        let filter = pod_filter(&["checkout-7d9f8b6c5-x2x9z"]);
+        let mut containers = host.containers();
+        let mut workloads = Workloads::new(&filter, None);
+        assert_eq!(workloads.decided(pod), None);
+        assert!(workloads.matches(&filter, pod, &mut containers));
+        assert!(!workloads.matches(&filter, service, &mut containers));
+        assert!(!workloads.matches(&filter, 0, &mut containers));
+        assert_eq!(workloads.decided(pod), Some(true));
+        assert_eq!(workloads.decided(service), Some(false));
+        // A service has names (its unit) that do not match: final.
+        assert!(workloads.verdicts[&service].until.is_none());
+        drop(host);
+        let mut forgetful = Containers::default();
+        assert!(workloads.matches(&filter, pod, &mut forgetful));
+        assert!(forgetful.is_empty(), "nothing was looked up");
+    }
+
+    /// A workload whose names are not known yet is asked again later.
+    #[test]
+    fn unnamed_workloads_are_decided_again() {
+        let host = FakeHost::new("filter-unnamed");
+        let other = host.cgroup(&pod_path().replace(CTR, &"e".repeat(64)));
+        let filter = pod_filter(&["checkout-7d9f8b6c5-x2x9z"]);
+        let mut workloads = Workloads::new(&filter, None);
+        assert!(!workloads.matches(&filter, other, &mut host.containers()));
+        assert!(workloads.verdicts[&other].until.is_some());
+    }
+
+    #[test]
+    fn cgroup_paths_hold_their_subtrees_ids_themselves() {
+        let host = FakeHost::new("filter-cgroups");
+        let pod = host.cgroup(&pod_path());
+        let service = host.cgroup("/system.slice/cron.service");
+        let mount = host.path().join("cgroup");
+        let mut containers = host.containers();
+        for given in [
+            "/kubepods.slice".to_owned(),
+            "kubepods.slice/".to_owned(),
+            mount.join("kubepods.slice").display().to_string(),
+        ] {
+            let filter = Filter {
+                cgroups: vec![given.clone()],
+                ..Filter::default()
+            };
+            let mut workloads = Workloads::new(&filter, Some(&mount));
+            assert!(workloads.matches(&filter, pod, &mut containers), "{given}");
+            assert!(
+                !workloads.matches(&filter, service, &mut containers),
+                "{given}"
+            );
+            assert!(!workloads.matches(&filter, pod | V1_KEY, &mut containers));
+        }
+        let filter = Filter {
+            cgroups: vec![service.to_string()],
+            ..Filter::default()
+        };
+        let mut workloads = Workloads::new(&filter, Some(&mount));
+        assert!(workloads.matches(&filter, service, &mut containers));
+        assert!(!workloads.matches(&filter, pod, &mut containers));
+        // Names and a cgroup: both must hold.
+        let filter = Filter {
+            cgroups: vec!["/kubepods.slice".into()],
+            containers: vec!["worker".into()],
+            ..Filter::default()
+        };
+        let mut workloads = Workloads::new(&filter, Some(&mount));
+        assert!(!workloads.matches(&filter, pod, &mut containers));
+        // A directory made after the filter: found once it exists.
+        let filter = Filter {
+            cgroups: vec!["/later.slice".into()],
+            ..Filter::default()
+        };
+        let mut workloads = Workloads::new(&filter, Some(&mount));
+        let later = host.cgroup("/later.slice/job.scope");
+        assert!(workloads.matches(&filter, later, &mut containers));
+    }
+
+    /// The machine's own cgroup-v2 tree, where ids open by handle: a
+    /// cgroup below a `--cgroup` path is found without a walk.
+    #[test]
+    fn cgroup_subtree_on_this_machine() {
+        let mounts = fs::read_to_string("/proc/self/mounts").unwrap();
+        let Some(mount) = lookup::cgroup2_mount(&mounts) else {
+            eprintln!("no cgroup2 mount: not tested");
+            return;
+        };
+        let top = mount.join(format!("tcptrace-filter-test-{}", std::process::id()));
+        let leaf = top.join("pod.slice/ctr.scope");
+        if let Err(e) = fs::create_dir_all(&leaf) {
+            eprintln!("cannot create cgroups here ({e}): not tested");
+            return;
+        }
+        let id = |path: &Path| std::os::unix::fs::MetadataExt::ino(&fs::metadata(path).unwrap());
+        let (leaf_id, top_id) = (id(&leaf), id(&top));
+        let filter = Filter {
+            cgroups: vec![top.join("pod.slice").display().to_string()],
+            ..Filter::default()
+        };
+        let mut workloads = Workloads::new(&filter, Some(&mount));
+        let mut containers = Containers::default();
+        let (below, above) = (
+            workloads.matches(&filter, leaf_id, &mut containers),
+            workloads.matches(&filter, top_id, &mut containers),
+        );
+        let _ = fs::remove_dir(&leaf);
+        let _ = fs::remove_dir(top.join("pod.slice"));
+        let _ = fs::remove_dir(&top);
+        assert!(below && !above);
     }
 }

@@ -72,17 +72,19 @@ impl Buckets {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ProcessKey {
     pub comm: [u8; 16],
-    pub cgroup_id: u64,
+    /// The cgroup key of the socket (`SocketRecord::cgroup`, found at its
+    /// birth): per container even where the cgroup-v2 id is shared.
+    pub cgroup: u64,
 }
 
 impl ProcessKey {
     pub const OTHER: Self = Self {
         comm: *b"other\0\0\0\0\0\0\0\0\0\0\0",
-        cgroup_id: 0,
+        cgroup: 0,
     };
     pub const UNKNOWN: Self = Self {
         comm: *b"unknown\0\0\0\0\0\0\0\0\0",
-        cgroup_id: 0,
+        cgroup: 0,
     };
 }
 
@@ -167,7 +169,7 @@ impl DaemonMetrics {
         };
         let owner = record.owner.map_or(ProcessKey::UNKNOWN, |o| ProcessKey {
             comm: o.comm,
-            cgroup_id: record.cgroup_id,
+            cgroup: record.cgroup,
         });
         let event = seen.event;
         let active = record.role == Role::Active;

@@ -15,18 +15,20 @@ use tokio::io::unix::AsyncFd;
 use crate::{
     callsite::CallSites,
     clock::monotonic_ns,
+    container::{ContainerConfig, ContainerLabels, Containers},
     diagnose::{build_report, ports::local_port_range, Diagnoses, Report, ReportInput},
     event::{
         comm_str, decode, decode_user_stack, expand, is_user_stack, layout::RecordLayouts,
         TcpEvent, What,
     },
-    filter::Filter,
+    filter::{Filter, Workloads},
     netns::DiagSockets,
     owner::{self, Owner, StartOwners},
     probe::{Counters, Probe},
-    snapshot::Snapshot,
+    snapshot::{ExistingSocket, Snapshot},
     symbolize::Meeter,
-    table::{Applied, SocketRecord, SocketTable},
+    table::{Applied, Cgroups, SocketRecord, SocketTable},
+    FastMap,
 };
 
 /// How often the ring buffer is drained when no wakeup came: records are
@@ -55,6 +57,10 @@ pub struct Observed<'a> {
     pub owner: Option<&'a Owner<'a>>,
     pub record: Option<&'a SocketRecord>,
     pub closed: bool,
+    /// The names of the owner's workload, when `Pipeline::label_events`
+    /// asks for them (a one-off session printing events; never the
+    /// daemon).
+    pub labels: Option<&'a ContainerLabels>,
 }
 
 pub struct Pipeline {
@@ -69,6 +75,15 @@ pub struct Pipeline {
     /// `sock_diag` sockets in every network namespace, for the dumps;
     /// shared with the daemon's dumps, which run off its event loop.
     pub diag: Arc<Mutex<DiagSockets>>,
+    /// Container attribution: each socket's cgroup key, found when its
+    /// record is made, and the names of those keys (the daemon's labels).
+    /// `None` in a detached pipeline, whose records keep the kernel's id.
+    pub cgroups: Option<Cgroups>,
+    /// The filter's workload verdicts, per cgroup key.
+    pub workloads: Workloads,
+    /// Look up the owner's workload names for each event shown (in
+    /// `Observed::labels`): a cache hit per event, for a session's output.
+    pub label_events: bool,
 }
 
 /// The kernel's two ring buffers, pollable by tokio: events, and the
@@ -111,7 +126,11 @@ impl Pipeline {
     /// in between is seen by both, never by neither), teaches the kernel
     /// the owners of listeners that already existed and keeps the owners of
     /// the others. Returns the snapshot for the caller to show, or drop.
-    pub fn start(probe: &mut Probe, filter: Filter) -> Result<(Self, Rings, Snapshot)> {
+    pub fn start(
+        probe: &mut Probe,
+        filter: Filter,
+        containers: ContainerConfig,
+    ) -> Result<(Self, Rings, Snapshot)> {
         // Before the daemon drops its privileges: the helper that enters
         // namespaces is started with them.
         let mut diag = DiagSockets::start();
@@ -120,15 +139,19 @@ impl Pipeline {
         let rings = Rings::take(probe)?;
         let meeter = Meeter::spawn(probe.take_processes()?)
             .context("starting the thread that meets new processes")?;
+        let cgroups = Cgroups::new(Containers::new(containers));
         let pipeline = Self {
             layouts: probe.layouts,
             start: StartOwners::of(&start),
+            workloads: Workloads::new(&filter, cgroups.mount()),
             filter,
             counts: EventCounts::default(),
             table: SocketTable::default(),
             diagnoses: Diagnoses::default(),
             call_sites: CallSites::with_meeter(meeter),
             diag: Arc::new(Mutex::new(diag)),
+            cgroups: Some(cgroups),
+            label_events: false,
         };
         Ok((pipeline, rings, start))
     }
@@ -139,12 +162,15 @@ impl Pipeline {
         Self {
             layouts,
             start: StartOwners::default(),
+            workloads: Workloads::new(&filter, None),
             filter,
             counts: EventCounts::default(),
             table: SocketTable::default(),
             diagnoses: Diagnoses::default(),
             call_sites: CallSites::default(),
             diag: Arc::new(Mutex::new(DiagSockets::own_only())),
+            cgroups: None,
+            label_events: false,
         }
     }
 
@@ -285,63 +311,150 @@ impl Pipeline {
         let owner = owner::resolve(event, &self.start);
         // The table sees everything, so a socket's record stays whole
         // whatever the filter; diagnoses see what the filter lets by.
-        let applied = self.table.apply(event, owner.as_ref());
+        let applied = self
+            .table
+            .apply_in(event, owner.as_ref(), self.cgroups.as_mut());
         if !self.filter.matches(event, owner.as_ref()) {
             self.counts.filtered_out += 1;
             return Ok(());
         }
-        self.counts.shown += 1;
         let (record, closed) = match &applied {
             Applied::Live(skaddr) => (self.table.get(*skaddr), false),
             Applied::Closed(record) => (Some(record), true),
             Applied::Untracked => (None, false),
         };
+        // The socket's workload, by the cgroup recorded at its birth: a
+        // verdict looked up, decided once per cgroup.
+        if self.filter.by_workload() {
+            let shown = match (record, self.cgroups.as_mut()) {
+                (Some(record), Some(cgroups)) => {
+                    self.workloads
+                        .matches(&self.filter, record.cgroup, &mut cgroups.containers)
+                }
+                _ => false,
+            };
+            if !shown {
+                self.counts.filtered_out += 1;
+                return Ok(());
+            }
+        }
+        self.counts.shown += 1;
         match (record, closed) {
             (Some(record), false) => self.diagnoses.on_event(event, record),
             (Some(record), true) => self.diagnoses.on_closed(record, event),
             (None, _) => {}
         }
+        let labels = match (record, self.cgroups.as_mut()) {
+            (Some(record), Some(cgroups)) if self.label_events && record.cgroup != 0 => {
+                Some(cgroups.containers.labels(record.cgroup))
+            }
+            _ => None,
+        };
         each(&Observed {
             event,
             owner: owner.as_ref(),
             record,
             closed,
+            labels,
+        })
+    }
+
+    /// The container cache (made now in a detached pipeline).
+    pub fn containers(&mut self) -> &mut Containers {
+        &mut self
+            .cgroups
+            .get_or_insert_with(|| Cgroups::new(Containers::default()))
+            .containers
+    }
+
+    /// Whether a socket of a dump passes the filter: its ports, and a
+    /// holder of the processes and workloads it asks for.
+    pub fn shows_existing(&mut self, socket: &ExistingSocket) -> bool {
+        self.filter.matches_existing(socket)
+            && self.held_by_workloads(socket, &mut FastMap::default())
+    }
+
+    /// Keeps the sockets of a dump held by a process of the filter's
+    /// workloads (`dump` applied the rest of the filter).
+    pub fn retain_workloads(&mut self, snapshot: &mut Snapshot) {
+        if !self.filter.by_workload() {
+            return;
+        }
+        // One verdict per process per dump: holders share processes.
+        let mut pids = FastMap::default();
+        let mut sockets = std::mem::take(&mut snapshot.sockets);
+        sockets.retain(|socket| self.held_by_workloads(socket, &mut pids));
+        snapshot.sockets = sockets;
+    }
+
+    /// Whether a holder of `socket` runs in a workload the filter asks for
+    /// (true when it asks for none); `pids` remembers each process's verdict.
+    fn held_by_workloads(
+        &mut self,
+        socket: &ExistingSocket,
+        pids: &mut FastMap<u32, bool>,
+    ) -> bool {
+        if !self.filter.by_workload() {
+            return true;
+        }
+        let Some(cgroups) = self.cgroups.as_mut() else {
+            return false;
+        };
+        socket.holders.iter().any(|holder| {
+            *pids.entry(holder.pid).or_insert_with(|| {
+                let key = cgroups.key_of_pid(holder.pid);
+                self.workloads
+                    .matches(&self.filter, key, &mut cgroups.containers)
+            })
         })
     }
 
     /// The diagnosis report now, from a fresh `sock_diag` dump.
-    pub fn report(&self, elapsed: Duration, kernel: &Counters) -> Result<Report> {
-        let (all, owned) = dump(&self.filter, &self.diag)?;
+    pub fn report(&mut self, elapsed: Duration, kernel: &Counters) -> Result<Report> {
+        let (all, mut owned) = dump(&self.filter, &self.diag)?;
+        self.retain_workloads(&mut owned);
         Ok(self.report_with(&all, &owned, elapsed, kernel))
     }
 
-    /// The sockets `dump_now` says the filter's processes hold.
+    /// The sockets `dump` (then `retain_workloads`) says the filter's
+    /// processes and workloads hold.
     #[must_use]
     pub fn owned<'a>(&self, all: &'a Snapshot, owned: &'a Snapshot) -> &'a Snapshot {
-        if self.filter.pids.is_empty() && self.filter.comms.is_empty() {
-            all
-        } else {
+        if self.filter.by_process() || self.filter.by_workload() {
             owned
+        } else {
+            all
         }
     }
 
-    /// The diagnosis report against the dumps of `dump_now`.
+    /// The diagnosis report against the dumps of `dump` (`owned` after
+    /// `retain_workloads`), its processes named by the workloads they ran
+    /// in.
     #[must_use]
     pub fn report_with(
-        &self,
+        &mut self,
         now: &Snapshot,
         owned: &Snapshot,
         elapsed: Duration,
         kernel: &Counters,
     ) -> Report {
         let owned = self.owned(now, owned);
-        build_report(
+        // Every live socket's workload decided, for the findings about
+        // live sockets (most are already, from their events).
+        if let (true, Some(cgroups)) = (self.filter.by_workload(), self.cgroups.as_mut()) {
+            for record in self.table.live() {
+                self.workloads
+                    .matches(&self.filter, record.cgroup, &mut cgroups.containers);
+            }
+        }
+        let mut report = build_report(
             &self.diagnoses,
             &ReportInput {
                 table: &self.table,
                 now,
                 owned,
                 filter: &self.filter,
+                workloads: &self.workloads,
                 now_ns: monotonic_ns(),
                 elapsed,
                 call_sites: &self.call_sites,
@@ -350,13 +463,25 @@ impl Pipeline {
                 events_lost: kernel.events_lost + kernel.runs_skipped + self.counts.decode_errors,
                 sockets_untracked: kernel.sock_map_full,
             },
-        )
+        );
+        if let Some(cgroups) = self.cgroups.as_mut() {
+            report.name_processes(|process| {
+                // A process only the socket dump knows (a leak's holder):
+                // where it runs now.
+                if process.cgroup == 0 {
+                    process.cgroup = cgroups.key_of_pid(process.pid);
+                }
+                process.name(cgroups.containers.labels(process.cgroup));
+            });
+        }
+        report
     }
 }
 
 /// A `sock_diag` dump now: every socket on the filter's ports, and the ones
-/// the filter's processes hold (empty when there is no process filter: then
-/// they are the same, see `Pipeline::owned`). Needs no pipeline state, so
+/// the filter's processes hold (empty when there is no process or workload
+/// filter: then they are the same, see `Pipeline::owned`; the workloads are
+/// for `Pipeline::retain_workloads` to check). Needs no pipeline state, so
 /// the daemon runs it off its event loop.
 pub fn dump(filter: &Filter, diag: &Mutex<DiagSockets>) -> Result<(Snapshot, Snapshot)> {
     // A panic elsewhere cannot leave the sockets half-used: each dump
@@ -367,10 +492,10 @@ pub fn dump(filter: &Filter, diag: &Mutex<DiagSockets>) -> Result<(Snapshot, Sna
     let mut all =
         Snapshot::take(&mut diag).context("listing sockets for the report (sock_diag)")?;
     all.retain(|s| filter.matches_ports(s.local.port(), s.remote.port()));
-    let owned = if filter.pids.is_empty() && filter.comms.is_empty() {
-        Snapshot::default()
-    } else {
+    let owned = if filter.by_process() || filter.by_workload() {
         all.filtered(|s| filter.matches_existing(s))
+    } else {
+        Snapshot::default()
     };
     Ok((all, owned))
 }

@@ -10,6 +10,7 @@ use tokio::signal::unix::SignalKind;
 use crate::{
     callsite::StackCounts,
     clock::WallClock,
+    container::ContainerConfig,
     filter::Filter,
     output::Sink,
     pipeline::{EventCounts, Pipeline, Rings, DRAIN_INTERVAL},
@@ -27,6 +28,8 @@ pub struct SessionOptions {
     pub report_only: bool,
     /// Never ask JVMs for their perf maps.
     pub no_jvm_perf_map: bool,
+    /// Where container names are read from (the node's runtime state).
+    pub containers: ContainerConfig,
 }
 
 /// What a session saw, printed at its end.
@@ -53,10 +56,16 @@ fn as_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> 
 /// Ctrl-C or SIGTERM; dropping the probe detaches every program.
 pub async fn run(options: SessionOptions, sink: &mut dyn Sink) -> Result<Summary> {
     let mut probe = Probe::load(options.probe)?;
-    let (mut pipeline, mut rings, start) = Pipeline::start(&mut probe, options.filter.clone())?;
+    let (mut pipeline, mut rings, start) = Pipeline::start(
+        &mut probe,
+        options.filter.clone(),
+        options.containers.clone(),
+    )?;
     pipeline
         .call_sites
         .set_jvm_perf_maps(!options.no_jvm_perf_map);
+    // Events printed name their owner's workload.
+    pipeline.label_events = !options.report_only;
     for missing in probe.missing_hooks() {
         eprintln!("tcptrace: warning: {missing}");
     }
@@ -64,7 +73,7 @@ pub async fn run(options: SessionOptions, sink: &mut dyn Sink) -> Result<Summary
         let start = &start.sockets;
         let shown: Vec<&ExistingSocket> = start
             .iter()
-            .filter(|s| options.filter.matches_existing(s))
+            .filter(|s| pipeline.shows_existing(s))
             .collect();
         sink.start(start, shown.len())?;
         for socket in shown {
@@ -82,7 +91,12 @@ pub async fn run(options: SessionOptions, sink: &mut dyn Sink) -> Result<Summary
             if report_only {
                 return Ok(());
             }
-            sink.event(seen.event, seen.owner, clock.unix_ns(seen.event.ts_ns))
+            sink.event_in(
+                seen.event,
+                seen.owner,
+                seen.labels,
+                clock.unix_ns(seen.event.ts_ns),
+            )
         })?;
         sink.flush()
     };

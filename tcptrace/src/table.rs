@@ -6,12 +6,23 @@
 //! (connect, listen, passive open) at a known address ends the old record
 //! first; a record is also indexed by its endpoints so the end-of-session
 //! `sock_diag` dump can be joined with what was traced.
+//!
+//! Each record also carries where its owner ran: a cgroup key (`Cgroups`),
+//! found once at the socket's birth or first sight, so that series,
+//! findings and filters name the container even after the process is gone.
 
-use std::net::SocketAddr;
+use std::{
+    fs,
+    net::SocketAddr,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
 
 use tcptrace_common::{Task, TcpState};
 
 use crate::{
+    container::{lookup, proc_cgroup, Containers},
     event::{TcpEvent, What},
     owner::{Owner, OwnerSource},
     FastMap,
@@ -23,6 +34,10 @@ use crate::{
 pub struct ProcessId {
     pub pid: u32,
     pub comm: [u8; 16],
+    /// Where it ran: the cgroup key of the socket it owns (or closed, when
+    /// it is that socket's owner); 0 when not known. Two processes of one
+    /// program in two containers are two processes to the reports.
+    pub cgroup: u64,
 }
 
 impl ProcessId {
@@ -31,6 +46,7 @@ impl ProcessId {
         Self {
             pid: task.tgid,
             comm: task.comm,
+            cgroup: 0,
         }
     }
 
@@ -45,7 +61,11 @@ impl ProcessId {
         let mut bytes = [0u8; 16];
         let len = comm.len().min(15);
         bytes[..len].copy_from_slice(&comm.as_bytes()[..len]);
-        Self { pid, comm: bytes }
+        Self {
+            pid,
+            comm: bytes,
+            cgroup: 0,
+        }
     }
 
     #[must_use]
@@ -125,7 +145,15 @@ pub struct SocketRecord {
     pub remote: SocketAddr,
     pub state: TcpState,
     pub netns: u32,
+    /// The owner's cgroup-v2 id at the socket's birth, as the kernel
+    /// recorded it (0 when it did not see the birth).
     pub cgroup_id: u64,
+    /// The key of the owner's container (`Containers::key_at_birth`):
+    /// `cgroup_id`, or a key of its own where the v2 cgroup does not tell
+    /// containers apart, or the owner's current cgroup for a socket whose
+    /// birth the kernel did not see; 0 when unknown. What series, findings
+    /// and filters name the socket's workload by.
+    pub cgroup: u64,
     /// When the socket was born (connect, listen, passive open); `None` when
     /// it existed before tracing started.
     pub born_ns: Option<u64>,
@@ -192,7 +220,21 @@ impl SocketTable {
         self.live.is_empty()
     }
 
+    /// An event, without container attribution (records keep the kernel's
+    /// cgroup id as their key).
     pub fn apply(&mut self, event: &TcpEvent, owner: Option<&Owner>) -> Applied {
+        self.apply_in(event, owner, None)
+    }
+
+    /// An event; a socket seen for the first time (or whose owner is
+    /// learnt only now) gets its cgroup key from `cgroups`. Nothing else
+    /// asks it: the per-event path stays free of lookups.
+    pub fn apply_in(
+        &mut self,
+        event: &TcpEvent,
+        owner: Option<&Owner>,
+        mut cgroups: Option<&mut Cgroups>,
+    ) -> Applied {
         if event.skaddr == 0 {
             return Applied::Untracked;
         }
@@ -211,22 +253,34 @@ impl SocketTable {
             } => Some(Role::Passive),
             _ => None,
         };
+        let key_of = |cgroups: &mut Option<&mut Cgroups>| match cgroups {
+            Some(cgroups) => cgroups.key_at_birth(event.sock.cgroup_id, owner.map(|o| o.pid)),
+            None => event.sock.cgroup_id,
+        };
         if let Some(role) = birth {
             if let Some(old) = self.live.remove(&event.skaddr) {
                 self.unindex(&old);
                 self.replaced += 1;
             }
+            let cgroup = key_of(&mut cgroups);
             self.live
-                .insert(event.skaddr, SocketRecord::born(event, role, owner));
+                .insert(event.skaddr, SocketRecord::born(event, role, owner, cgroup));
         }
         // First sight of a socket born before tracing started.
         let mut fresh = birth.is_some();
         let record = self.live.entry(event.skaddr).or_insert_with(|| {
             fresh = true;
-            SocketRecord::seen_mid_life(event, owner)
+            SocketRecord::seen_mid_life(event, owner, key_of(&mut cgroups))
         });
+        let unowned = record.owner.is_none();
         let old_endpoints = (record.netns, record.local, record.remote);
         record.observe(event, owner);
+        // An owner learnt only now (a listener seeded from the start dump):
+        // its cgroup, if the birth did not give one.
+        if unowned && record.owner.is_some() && record.cgroup == 0 {
+            let cgroup = key_of(&mut cgroups);
+            record.set_cgroup(cgroup);
+        }
         let new_endpoints = (record.netns, record.local, record.remote);
         let moved = old_endpoints != new_endpoints;
         if moved && self.by_endpoints.get(&old_endpoints) == Some(&event.skaddr) {
@@ -257,14 +311,14 @@ impl SocketTable {
 }
 
 impl SocketRecord {
-    fn born(event: &TcpEvent, role: Role, owner: Option<&Owner>) -> Self {
-        let mut record = Self::seen_mid_life(event, owner);
+    fn born(event: &TcpEvent, role: Role, owner: Option<&Owner>, cgroup: u64) -> Self {
+        let mut record = Self::seen_mid_life(event, owner, cgroup);
         record.role = role;
         record.born_ns = Some(event.ts_ns);
         record
     }
 
-    fn seen_mid_life(event: &TcpEvent, owner: Option<&Owner>) -> Self {
+    fn seen_mid_life(event: &TcpEvent, owner: Option<&Owner>, cgroup: u64) -> Self {
         let state = match event.what {
             What::StateChange { old, .. } => old,
             What::Retransmit { state } | What::ResetSent { state } => {
@@ -276,7 +330,10 @@ impl SocketRecord {
         Self {
             skaddr: event.skaddr,
             role: Role::Unknown,
-            owner: owner.map(ProcessId::of_owner),
+            owner: owner.map(|o| ProcessId {
+                cgroup,
+                ..ProcessId::of_owner(o)
+            }),
             owner_source: owner.map(|o| o.source),
             owner_stack: event.owner().and_then(StackRef::of_task),
             closer: None,
@@ -288,6 +345,7 @@ impl SocketRecord {
             state,
             netns: event.sock.netns,
             cgroup_id: event.sock.cgroup_id,
+            cgroup,
             born_ns: None,
             established_ns: None,
             state_since_ns: None,
@@ -299,11 +357,40 @@ impl SocketRecord {
         }
     }
 
+    /// The socket's cgroup key, and so its owner's (and that of a closer
+    /// or reader that is its owner).
+    fn set_cgroup(&mut self, cgroup: u64) {
+        self.cgroup = cgroup;
+        let owner = self.owner.map(|o| o.pid);
+        for process in [&mut self.owner, &mut self.closer, &mut self.eof_reader]
+            .into_iter()
+            .flatten()
+        {
+            if Some(process.pid) == owner {
+                process.cgroup = cgroup;
+            }
+        }
+    }
+
+    /// `process` as the reports name it: in this socket's cgroup when it
+    /// is its owner (another process may run anywhere).
+    fn placed(&self, mut process: ProcessId) -> ProcessId {
+        if self.owner.is_some_and(|o| o.pid == process.pid) {
+            process.cgroup = self.cgroup;
+        }
+        process
+    }
+
     fn observe(&mut self, event: &TcpEvent, owner: Option<&Owner>) {
+        let cgroup = self.cgroup;
+        let placed_owner = |o: &Owner| ProcessId {
+            cgroup,
+            ..ProcessId::of_owner(o)
+        };
         // The kernel's record may learn the owner later (a listener seeded
         // from the snapshot); take the best we have.
         if self.owner.is_none() {
-            self.owner = owner.map(ProcessId::of_owner);
+            self.owner = owner.map(placed_owner);
             self.owner_source = owner.map(|o| o.source);
         }
         // accept() hands a passive socket from its listener's owner to the
@@ -311,7 +398,7 @@ impl SocketRecord {
         // accept call site.
         let accepted = owner.is_some_and(|o| o.source == OwnerSource::Accept);
         if accepted && self.owner_source != Some(OwnerSource::Accept) {
-            self.owner = owner.map(ProcessId::of_owner);
+            self.owner = owner.map(placed_owner);
             self.owner_source = Some(OwnerSource::Accept);
             self.owner_stack = event.owner().and_then(StackRef::of_task);
         }
@@ -320,7 +407,7 @@ impl SocketRecord {
         }
         if self.closer.is_none() {
             if let Some(closer) = event.closer() {
-                self.closer = Some(ProcessId::of_task(closer));
+                self.closer = Some(self.placed(ProcessId::of_task(closer)));
                 self.closer_stack = StackRef::of_task(closer);
             }
         }
@@ -343,7 +430,7 @@ impl SocketRecord {
             }
             What::EofRead => {
                 if let Some(reader) = &event.actor {
-                    self.eof_reader = Some(ProcessId::of_task(reader));
+                    self.eof_reader = Some(self.placed(ProcessId::of_task(reader)));
                     self.eof_stack = StackRef::of_task(reader);
                 }
             }
@@ -414,8 +501,91 @@ impl SocketRecord {
     }
 }
 
+/// How long the cgroup found for a process serves its next sockets.
+const PID_TTL: Duration = Duration::from_secs(5);
+/// Processes remembered at most (then forgotten all at once).
+const MAX_PIDS: usize = 4096;
+
+/// Where sockets' owners run: the container cache, asked for a socket's
+/// key once, when its record is made (`SocketTable::apply_in`), and for the
+/// processes of the socket dumps.
+pub struct Cgroups {
+    pub containers: Containers,
+    /// The cgroup-v2 mount: the id of a process's cgroup is its
+    /// directory's inode there.
+    mount: Option<PathBuf>,
+    /// pid → (cgroup-v2 id, when read), for `PID_TTL`.
+    pids: FastMap<u32, (u64, Instant)>,
+}
+
+impl Cgroups {
+    #[must_use]
+    pub fn new(containers: Containers) -> Self {
+        let config = containers.config();
+        let mount = config.cgroup2.clone().or_else(|| {
+            let mounts = fs::read_to_string(config.proc.join("self/mounts")).unwrap_or_default();
+            lookup::cgroup2_mount(&mounts)
+        });
+        Self {
+            containers,
+            mount,
+            pids: FastMap::default(),
+        }
+    }
+
+    /// The cgroup-v2 mount, if there is one.
+    #[must_use]
+    pub fn mount(&self) -> Option<&Path> {
+        self.mount.as_deref()
+    }
+
+    /// The key of a socket whose kernel record says `cgroup_id`, owned by
+    /// `pid`: `Containers::key_at_birth`, which labels a new cgroup at
+    /// once. A socket the kernel saw no birth of (id 0: born before
+    /// tracing, or accepted from a listener that was) takes its owner's
+    /// cgroup now.
+    pub fn key_at_birth(&mut self, cgroup_id: u64, pid: Option<u32>) -> u64 {
+        match (cgroup_id, pid) {
+            (0, Some(pid)) => self.key_of_pid(pid),
+            (0, None) => 0,
+            (id, Some(pid)) => self.containers.key_at_birth(id, pid),
+            (id, None) => id,
+        }
+    }
+
+    /// A live process's key (0 when it is gone, or has no cgroup here).
+    pub fn key_of_pid(&mut self, pid: u32) -> u64 {
+        let id = self.id_of_pid(pid);
+        self.containers.key_at_birth(id, pid)
+    }
+
+    /// A process's cgroup-v2 id, from `/proc/PID/cgroup` and the mount.
+    fn id_of_pid(&mut self, pid: u32) -> u64 {
+        let now = Instant::now();
+        if let Some(&(id, read)) = self.pids.get(&pid) {
+            if now.duration_since(read) < PID_TTL {
+                return id;
+            }
+        }
+        let proc = &self.containers.config().proc;
+        let text =
+            fs::read_to_string(proc.join(pid.to_string()).join("cgroup")).unwrap_or_default();
+        let id = match (proc_cgroup::unified(&text), &self.mount) {
+            (Some(path), Some(mount)) => {
+                fs::metadata(mount.join(path.trim_start_matches('/'))).map_or(0, |m| m.ino())
+            }
+            _ => 0,
+        };
+        if self.pids.len() >= MAX_PIDS {
+            self.pids.clear();
+        }
+        self.pids.insert(pid, (id, now));
+        id
+    }
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::net::SocketAddr;
 
     use tcptrace_common::TcpState::*;
@@ -530,5 +700,214 @@ mod tests {
         assert_eq!(record.closed_by, Some(ClosedBy::Peer));
         assert_eq!(record.state_since_ns, Some(50));
         assert_eq!(record.peer_key(), REMOTE.parse::<SocketAddr>().unwrap());
+    }
+
+    /// A fake host for the container wiring: `cgroup/` (a v2 tree whose
+    /// ids are its directories' inodes, as on cgroupfs), `proc/` and
+    /// `node/` (a containerd task's bundle), removed on drop.
+    pub(crate) struct FakeHost(std::path::PathBuf);
+
+    pub(crate) const CTR: &str = "2752ea5db34c1dc718967086526c49d5f55793678e2002db3f7a3e45a4a97b2a";
+    pub(crate) const UID: &str = "1b2c3d4e-5f60-4182-93a4-b5c6d7e8f901";
+
+    /// The fixture container's cgroup (systemd driver).
+    pub(crate) fn pod_path() -> String {
+        format!(
+            "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice/cri-containerd-{CTR}.scope",
+            UID.replace('-', "_")
+        )
+    }
+
+    impl FakeHost {
+        pub(crate) fn new(name: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!(
+                "tcptrace-{name}-{}-{:?}",
+                std::process::id(),
+                std::thread::current().id()
+            ));
+            let _ = fs::remove_dir_all(&dir);
+            let host = Self(dir);
+            host.file("proc/self/mounts", "");
+            host.file(
+                &format!(
+                    "node/run/containerd/io.containerd.runtime.v2.task/k8s.io/{CTR}/config.json"
+                ),
+                include_str!("container/fixtures/containerd-container.config.json"),
+            );
+            host
+        }
+
+        pub(crate) fn path(&self) -> &std::path::Path {
+            &self.0
+        }
+
+        pub(crate) fn file(&self, relative: &str, contents: &str) {
+            let path = self.0.join(relative);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(path, contents).unwrap();
+        }
+
+        /// Makes a cgroup and returns its id.
+        pub(crate) fn cgroup(&self, path: &str) -> u64 {
+            let dir = self.0.join("cgroup").join(path.trim_start_matches('/'));
+            fs::create_dir_all(&dir).unwrap();
+            fs::metadata(dir).unwrap().ino()
+        }
+
+        pub(crate) fn process(&self, pid: u32, cgroup: &str) {
+            self.file(&format!("proc/{pid}/cgroup"), cgroup);
+        }
+
+        pub(crate) fn containers(&self) -> Containers {
+            Containers::new(crate::container::ContainerConfig {
+                cgroup2: Some(self.0.join("cgroup")),
+                proc: self.0.join("proc"),
+                node: crate::container::NodeState::default().under(self.0.join("node")),
+                walk_interval: Duration::from_secs(3600),
+                ..crate::container::ContainerConfig::default()
+            })
+        }
+    }
+
+    impl Drop for FakeHost {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// Each socket's cgroup key is found when its record is made: the
+    /// kernel's id at a birth (its names read then), the owner's own
+    /// cgroup for a socket the kernel saw no birth of; the owner (and a
+    /// closer that is the owner) carry it into the reports.
+    #[test]
+    fn cgroup_key_found_once_per_socket() {
+        let host = FakeHost::new("table-keys");
+        let pod = host.cgroup(&pod_path());
+        host.process(100, &format!("0::{}\n", pod_path()));
+        host.process(300, &format!("0::{}\n", pod_path()));
+        let mut cgroups = Cgroups::new(host.containers());
+        let mut table = SocketTable::default();
+        let start = StartOwners::default();
+        let feed = |table: &mut SocketTable, cgroups: &mut Cgroups, e: &TcpEvent| {
+            let owner = owner::resolve(e, &start);
+            match table.apply_in(e, owner.as_ref(), Some(cgroups)) {
+                Applied::Closed(record) => Some(record),
+                _ => None,
+            }
+        };
+
+        // Born in the pod's cgroup: that id, named at once.
+        let client = task(100, "api", 0);
+        let mut c = Conn::active(1, client, "10.0.0.1:40000", REMOTE);
+        c.sock.cgroup_id = pod;
+        feed(&mut table, &mut cgroups, &c.state(1, Close, SynSent));
+        let record = table.get(1).unwrap();
+        assert_eq!((record.cgroup_id, record.cgroup), (pod, pod));
+        assert_eq!(record.owner.unwrap().cgroup, pod);
+        assert_eq!(cgroups.containers.labels(pod).container, "api");
+        feed(&mut table, &mut cgroups, &c.state(2, SynSent, Established));
+        let other = task(101, "sidecar", 0);
+        let closed = feed(
+            &mut table,
+            &mut cgroups,
+            &c.closed_by(3, Established, Close, other),
+        )
+        .unwrap();
+        assert_eq!(closed.cgroup, pod);
+        assert_eq!(
+            closed.closer.unwrap().cgroup,
+            0,
+            "another process: not placed"
+        );
+        let mut d = Conn::active(2, client, "10.0.0.1:40001", REMOTE);
+        d.sock.cgroup_id = pod;
+        feed(&mut table, &mut cgroups, &d.state(4, Close, SynSent));
+        let closed = feed(
+            &mut table,
+            &mut cgroups,
+            &d.closed_by(5, SynSent, Close, client),
+        )
+        .unwrap();
+        assert_eq!(closed.closer.unwrap().cgroup, pod, "the owner closed it");
+
+        // Seen mid-life (id 0), its owner known from the start dump: the
+        // owner's cgroup now.
+        let old = Conn::active(3, Task::NOBODY, "10.0.0.1:8080", REMOTE);
+        let event = old.state(6, Established, CloseWait);
+        let snapshot_owner = Owner {
+            pid: 300,
+            comm: "old-api".into(),
+            source: OwnerSource::Snapshot,
+        };
+        table.apply_in(&event, Some(&snapshot_owner), Some(&mut cgroups));
+        let record = table.get(3).unwrap();
+        assert_eq!((record.cgroup_id, record.cgroup), (0, pod));
+        assert_eq!(record.owner.unwrap().cgroup, pod);
+        // No owner, no cgroup: nothing to look up.
+        let orphan = Conn::active(4, Task::NOBODY, "10.0.0.1:8081", REMOTE);
+        table.apply_in(
+            &orphan.state(7, Established, CloseWait),
+            None,
+            Some(&mut cgroups),
+        );
+        assert_eq!(table.get(4).unwrap().cgroup, 0);
+        // The owner learnt later (a seeded listener's child): its cgroup then.
+        table.apply_in(
+            &orphan.state(8, CloseWait, LastAck),
+            Some(&snapshot_owner),
+            Some(&mut cgroups),
+        );
+        assert_eq!(table.get(4).unwrap().cgroup, pod);
+
+        // Without attribution a record keeps the kernel's id.
+        let mut plain = SocketTable::default();
+        let mut e = Conn::active(5, client, "10.0.0.1:40002", REMOTE);
+        e.sock.cgroup_id = 77;
+        apply(&mut plain, &e.state(9, Close, SynSent));
+        assert_eq!(plain.get(5).unwrap().cgroup, 77);
+    }
+
+    /// Hybrid host, runtime on the cgroupfs driver: every container shares
+    /// the runtime's v2 cgroup, the born process's v1 path tells them
+    /// apart, and the socket keeps that key (and so its names) after the
+    /// process is gone.
+    #[test]
+    fn shared_v2_cgroup_keyed_by_the_v1_path_at_birth() {
+        let host = FakeHost::new("table-hybrid");
+        host.file(
+            "proc/self/mounts",
+            "cgroup /sys/fs/cgroup/memory cgroup rw,memory 0 0\ncgroup2 /sys/fs/cgroup/unified cgroup2 rw 0 0\n",
+        );
+        let shared = host.cgroup("/system.slice/containerd.service");
+        host.process(
+            200,
+            &format!(
+                "5:memory:/kubepods/besteffort/pod{UID}/{CTR}\n0::/system.slice/containerd.service\n"
+            ),
+        );
+        let mut cgroups = Cgroups::new(host.containers());
+        let mut table = SocketTable::default();
+        let mut c = Conn::active(1, task(200, "api", 0), "10.0.0.1:40000", REMOTE);
+        c.sock.cgroup_id = shared;
+        let born = c.state(1, Close, SynSent);
+        let start = StartOwners::default();
+        let owner = owner::resolve(&born, &start);
+        table.apply_in(&born, owner.as_ref(), Some(&mut cgroups));
+        let key = table.get(1).unwrap().cgroup;
+        assert!(key & crate::container::V1_KEY != 0 && key != shared);
+        fs::remove_file(host.0.join("proc/200/cgroup")).unwrap();
+        let closed = table.apply_in(
+            &c.dies(2, SynSent, Some(libc::ECONNREFUSED)),
+            owner.as_ref(),
+            Some(&mut cgroups),
+        );
+        let Applied::Closed(record) = closed else {
+            panic!("CLOSE ends the record");
+        };
+        assert_eq!(record.cgroup, key);
+        assert_eq!(
+            cgroups.containers.labels(key).pod,
+            "checkout-7d9f8b6c5-x2x9z"
+        );
     }
 }

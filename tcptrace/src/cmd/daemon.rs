@@ -8,6 +8,10 @@ use tcptrace::daemon::{
 };
 
 #[derive(Debug, Args)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "command-line switches, each its own flag"
+)]
 pub struct DaemonArgs {
     /// TOML configuration file (see deploy/tcptrace.toml); flags win over it.
     #[arg(long, env = "TCPTRACE_CONFIG")]
@@ -47,6 +51,29 @@ pub struct DaemonArgs {
     /// Only sockets with this local or remote port (repeatable).
     #[arg(long = "port")]
     ports: Vec<u16>,
+    /// Only sockets whose owner runs in a pod of this Kubernetes namespace
+    /// (repeatable).
+    #[arg(long = "namespace")]
+    namespaces: Vec<String>,
+    /// Only sockets whose owner runs in the pod of this name (repeatable).
+    #[arg(long = "pod")]
+    pods: Vec<String>,
+    /// Only sockets whose owner runs in the container of this name
+    /// (repeatable).
+    #[arg(long = "container")]
+    containers: Vec<String>,
+    /// Only sockets whose owner runs in this cgroup: a cgroup-v2 path (and
+    /// the cgroups below it) or a cgroup id (repeatable).
+    #[arg(long = "cgroup", value_name = "PATH_OR_ID")]
+    cgroups: Vec<String>,
+    /// Also label series with `container_id` and `pod_uid` (they change at
+    /// every restart: more series).
+    #[arg(long, env = "TCPTRACE_CONTAINER_IDS")]
+    container_ids: bool,
+    /// Where the node's filesystem is (`/host` when the pod mounts it
+    /// there): its runtimes' state names containers and pods [default: /].
+    #[arg(long, env = "TCPTRACE_NODE_ROOT")]
+    node_root: Option<PathBuf>,
 }
 
 pub fn run(args: DaemonArgs) -> Result<()> {
@@ -66,8 +93,14 @@ pub fn run(args: DaemonArgs) -> Result<()> {
             no_jvm_perf_map: args.no_jvm_perf_map,
             every_event: args.every_event,
             refresh: args.refresh,
+            container_ids: args.container_ids,
+            node_root: args.node_root,
             comm: args.comms,
             port: args.ports,
+            namespace: args.namespaces,
+            pod: args.pods,
+            container: args.containers,
+            cgroup: args.cgroups,
         },
     )?;
     daemon::run(config)

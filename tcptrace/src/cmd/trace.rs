@@ -1,8 +1,9 @@
-use std::{io, time::Duration};
+use std::{io, path::PathBuf, time::Duration};
 
 use anyhow::{Context, Result};
 use clap::Args;
 use tcptrace::{
+    container::{ContainerConfig, NodeState},
     filter::{kernel_comms, Filter},
     output::{JsonLines, Sink, TextLines},
     probe::{
@@ -30,6 +31,25 @@ pub struct TraceArgs {
     /// Only sockets with this local or remote port (repeatable).
     #[arg(long = "port")]
     ports: Vec<u16>,
+    /// Only sockets whose owner runs in a pod of this Kubernetes namespace
+    /// (repeatable).
+    #[arg(long = "namespace")]
+    namespaces: Vec<String>,
+    /// Only sockets whose owner runs in the pod of this name (repeatable).
+    #[arg(long = "pod")]
+    pods: Vec<String>,
+    /// Only sockets whose owner runs in the container of this name (in its
+    /// pod, or as Docker, Podman or lxc name it) (repeatable).
+    #[arg(long = "container")]
+    containers: Vec<String>,
+    /// Only sockets whose owner runs in this cgroup: a cgroup-v2 path
+    /// (and the cgroups below it) or a cgroup id (repeatable).
+    #[arg(long = "cgroup", value_name = "PATH_OR_ID")]
+    cgroups: Vec<String>,
+    /// Where the node's filesystem is (its container runtimes' state
+    /// names containers and pods): `/host` when it is mounted there.
+    #[arg(long, default_value = "/")]
+    node_root: PathBuf,
     /// One JSON object per line instead of text.
     #[arg(long)]
     json: bool,
@@ -79,6 +99,10 @@ pub fn run(args: TraceArgs) -> Result<()> {
             pids: args.pids,
             comms,
             ports: args.ports,
+            namespaces: args.namespaces,
+            pods: args.pods,
+            containers: args.containers,
+            cgroups: args.cgroups,
         },
         probe: ProbeOptions {
             ring_bytes: args.ring_buffer_mib * 1024 * 1024,
@@ -92,6 +116,10 @@ pub fn run(args: TraceArgs) -> Result<()> {
         },
         report_only: args.report_only,
         no_jvm_perf_map: args.no_jvm_perf_map,
+        containers: ContainerConfig {
+            node: NodeState::default().under(args.node_root),
+            ..ContainerConfig::default()
+        },
     };
     let stdout = io::BufWriter::new(io::stdout().lock());
     let mut sink: Box<dyn Sink> = if args.json {

@@ -1,13 +1,18 @@
 //! Daemon configuration: defaults, then an optional TOML file, then the
 //! environment and flags (clap merges those two), each overriding the last.
 
-use std::{net::SocketAddr, path::Path, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
 use crate::{
-    filter::kernel_comms,
+    container::{ContainerConfig, NodeState},
+    filter::{kernel_comms, Filter},
     probe::{DEFAULT_SOCKET_MAP_ENTRIES, SOCKET_MAP_ENTRIES_RANGE},
 };
 
@@ -29,8 +34,14 @@ pub struct FileConfig {
     pub every_event: Option<bool>,
     pub refresh: Option<String>,
     pub log_findings: Option<bool>,
+    pub container_ids: Option<bool>,
+    pub node_root: Option<PathBuf>,
     pub comm: Option<Vec<String>>,
     pub port: Option<Vec<u16>>,
+    pub namespace: Option<Vec<String>>,
+    pub pod: Option<Vec<String>>,
+    pub container: Option<Vec<String>>,
+    pub cgroup: Option<Vec<String>>,
 }
 
 impl FileConfig {
@@ -47,6 +58,10 @@ impl FileConfig {
 
 /// Values given on the command line or in the environment.
 #[derive(Clone, Debug, Default)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "command-line switches, each its own flag"
+)]
 pub struct Overrides {
     pub listen: Option<String>,
     pub top_peers: Option<usize>,
@@ -57,8 +72,14 @@ pub struct Overrides {
     pub no_jvm_perf_map: bool,
     pub every_event: bool,
     pub refresh: Option<String>,
+    pub container_ids: bool,
+    pub node_root: Option<PathBuf>,
     pub comm: Vec<String>,
     pub port: Vec<u16>,
+    pub namespace: Vec<String>,
+    pub pod: Vec<String>,
+    pub container: Vec<String>,
+    pub cgroup: Vec<String>,
 }
 
 /// The configuration in force.
@@ -88,11 +109,55 @@ pub struct DaemonConfig {
     /// How often the socket dump, diagnoses and findings log are refreshed.
     pub refresh: Duration,
     pub log_findings: bool,
+    /// Also label series with `container_id` and `pod_uid`.
+    pub container_ids: bool,
+    /// Where the node's filesystem is (`/host` when the daemon's pod
+    /// mounts it there): the runtimes' state under it names containers.
+    pub node_root: PathBuf,
     pub comm: Vec<String>,
     pub port: Vec<u16>,
+    /// Workload filters: Kubernetes namespaces, pod and container names,
+    /// cgroup paths or ids.
+    pub namespace: Vec<String>,
+    pub pod: Vec<String>,
+    pub container: Vec<String>,
+    pub cgroup: Vec<String>,
+}
+
+/// A list given by flags, else by the file.
+fn listed<T>(flags: Vec<T>, file: Option<Vec<T>>) -> Vec<T> {
+    if flags.is_empty() {
+        file.unwrap_or_default()
+    } else {
+        flags
+    }
 }
 
 impl DaemonConfig {
+    /// What container attribution reads.
+    #[must_use]
+    pub fn containers(&self) -> ContainerConfig {
+        ContainerConfig {
+            ids: self.container_ids,
+            node: NodeState::default().under(self.node_root.clone()),
+            ..ContainerConfig::default()
+        }
+    }
+
+    /// The processes, ports and workloads the daemon watches.
+    #[must_use]
+    pub fn filter(&self) -> Filter {
+        Filter {
+            comms: self.comm.clone(),
+            ports: self.port.clone(),
+            namespaces: self.namespace.clone(),
+            pods: self.pod.clone(),
+            containers: self.container.clone(),
+            cgroups: self.cgroup.clone(),
+            ..Filter::default()
+        }
+    }
+
     pub fn merge(file: FileConfig, flags: Overrides) -> Result<Self> {
         let listen = flags
             .listen
@@ -144,11 +209,17 @@ impl DaemonConfig {
                 SOCKET_MAP_ENTRIES_RANGE.end()
             );
         }
-        let (comm, comm_warnings) = kernel_comms(if flags.comm.is_empty() {
-            file.comm.unwrap_or_default()
-        } else {
-            flags.comm
-        });
+        let (comm, comm_warnings) = kernel_comms(listed(flags.comm, file.comm));
+        let node_root = flags
+            .node_root
+            .or(file.node_root)
+            .unwrap_or_else(|| PathBuf::from("/"));
+        if !node_root.is_absolute() {
+            bail!(
+                "node-root: `{}` is not an absolute path",
+                node_root.display()
+            );
+        }
         Ok(Self {
             warnings: comm_warnings,
             listen,
@@ -161,12 +232,14 @@ impl DaemonConfig {
             every_event,
             refresh,
             log_findings: file.log_findings.unwrap_or(true),
+            container_ids: flags.container_ids || file.container_ids.unwrap_or(false),
+            node_root,
             comm,
-            port: if flags.port.is_empty() {
-                file.port.unwrap_or_default()
-            } else {
-                flags.port
-            },
+            port: listed(flags.port, file.port),
+            namespace: listed(flags.namespace, file.namespace),
+            pod: listed(flags.pod, file.pod),
+            container: listed(flags.container, file.container),
+            cgroup: listed(flags.cgroup, file.cgroup),
         })
     }
 }
@@ -232,10 +305,54 @@ mod tests {
     }
 
     #[test]
+    fn container_keys_and_workload_filters() {
+        let file = FileConfig::parse(
+            "container-ids = true\nnode-root = \"/host\"\nnamespace = [\"shop\"]\npod = [\"checkout-0\"]\ncontainer = [\"api\"]\ncgroup = [\"/kubepods.slice\"]\n",
+        )
+        .unwrap();
+        let config = DaemonConfig::merge(file.clone(), Overrides::default()).unwrap();
+        let containers = config.containers();
+        assert!(containers.ids);
+        assert_eq!(containers.node.root, PathBuf::from("/host"));
+        let filter = config.filter();
+        assert_eq!(filter.namespaces, ["shop"]);
+        assert_eq!(filter.pods, ["checkout-0"]);
+        assert_eq!(filter.containers, ["api"]);
+        assert_eq!(filter.cgroups, ["/kubepods.slice"]);
+        // Flags win, list by list.
+        let flagged = DaemonConfig::merge(
+            file,
+            Overrides {
+                node_root: Some("/mnt/node".into()),
+                pod: vec!["web-1".into()],
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(flagged.node_root, PathBuf::from("/mnt/node"));
+        assert_eq!(flagged.filter().pods, ["web-1"]);
+        assert_eq!(flagged.filter().namespaces, ["shop"]);
+        // Defaults: names only, the node's own root.
+        let defaults = DaemonConfig::merge(FileConfig::default(), Overrides::default()).unwrap();
+        assert!(!defaults.containers().ids);
+        assert_eq!(defaults.containers().node.root, PathBuf::from("/"));
+        assert!(!defaults.filter().by_workload());
+        let err = DaemonConfig::merge(
+            FileConfig::parse("node-root = \"host\"").unwrap(),
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().starts_with("node-root:"), "{err}");
+    }
+
+    #[test]
     fn example_config_is_valid_and_complete() {
         let text = include_str!("../../../deploy/tcptrace.toml");
         let file = FileConfig::parse(text).unwrap();
         assert!(file.listen.is_some() && file.top_peers.is_some() && file.refresh.is_some());
+        assert!(file.container_ids.is_some() && file.node_root.is_some());
+        assert!(file.namespace.is_some() && file.pod.is_some());
+        assert!(file.container.is_some() && file.cgroup.is_some());
         DaemonConfig::merge(file, Overrides::default()).unwrap();
     }
 }

@@ -23,10 +23,8 @@ use self::{
     scrape::Refreshed,
 };
 use crate::{
-    container::Containers,
     diagnose::{Finding, Report},
     export::prometheus::{render, to_classic_text, Scrape},
-    filter::Filter,
     metrics::DaemonMetrics,
     pipeline::{dump, Pipeline, Rings, DRAIN_INTERVAL},
     probe::{Probe, ProbeOptions},
@@ -36,9 +34,10 @@ use crate::{
 struct Daemon {
     config: DaemonConfig,
     probe: Probe,
+    /// Its `cgroups` hold the container cache: the labels of every series,
+    /// each cgroup resolved once for the daemon's life.
     pipeline: Pipeline,
     metrics: DaemonMetrics,
-    containers: Containers,
     refreshed: Refreshed,
     started: Instant,
     /// Findings already logged (kind, process, peer or call site).
@@ -79,13 +78,9 @@ async fn serve(config: DaemonConfig) -> Result<()> {
         accept_hook: false,
         socket_map_entries: config.socket_map_entries,
     })?;
-    let filter = Filter {
-        comms: config.comm.clone(),
-        ports: config.port.clone(),
-        ..Filter::default()
-    };
     // The daemon shows no start listing: only the owners are kept.
-    let (mut pipeline, mut rings, _) = Pipeline::start(&mut probe, filter)?;
+    let (mut pipeline, mut rings, _) =
+        Pipeline::start(&mut probe, config.filter(), config.containers())?;
     pipeline.call_sites.set_jvm_perf_maps(config.jvm_perf_map);
     log_warnings(&config, &probe);
     let kept = crate::privileges::drop_after_attach()?;
@@ -100,7 +95,6 @@ async fn serve(config: DaemonConfig) -> Result<()> {
         probe,
         pipeline,
         metrics: DaemonMetrics::default(),
-        containers: Containers::default(),
         refreshed: Refreshed::default(),
         started: Instant::now(),
         logged: HashSet::new(),
@@ -211,7 +205,8 @@ impl Daemon {
     }
 
     /// Diagnoses and the findings log, against a fresh socket dump.
-    fn refresh(&mut self, all: Snapshot, owned: Snapshot) {
+    fn refresh(&mut self, all: Snapshot, mut owned: Snapshot) {
+        self.pipeline.retain_workloads(&mut owned);
         let kernel = self.probe.counters().unwrap_or_default();
         self.health.observe(
             Instant::now(),
@@ -223,11 +218,13 @@ impl Daemon {
         if self.config.log_findings {
             self.log_new_findings(&report);
         }
+        let owned_now = self.pipeline.owned(&all, &owned);
         self.refreshed = Refreshed::new(
             &all,
-            self.pipeline.owned(&all, &owned),
+            owned_now,
             &report,
             self.config.top_peers,
+            self.pipeline.containers(),
         );
         drop((all, owned, report));
         self.pipeline.call_sites.release_idle();
@@ -290,7 +287,7 @@ impl Daemon {
         };
         scrape::counters(
             &self.metrics,
-            &mut self.containers,
+            self.pipeline.containers(),
             self.config.top_peers,
             &mut scrape,
         );

@@ -26,29 +26,32 @@ pub struct Refreshed {
     pub port_range_size: u64,
 }
 
-/// A live process's container labels, from `/proc/PID/cgroup`.
-fn container_of_pid(containers: &mut Containers, pid: u32) -> ContainerLabels {
-    containers.labels_of_pid(pid)
-}
-
+/// A finding's process's labels: those of the cgroup its sockets were born
+/// in, which outlive the process (its `TIME_WAIT` sockets do too).
 fn labels_of(containers: &mut Containers, process: Option<&ProcessJson>) -> ProcessLabels {
     match process {
-        Some(p) => process_labels(&p.comm, &container_of_pid(containers, p.pid)),
+        Some(p) => process_labels(&p.comm, containers.labels(p.cgroup)),
         None => process_labels("unknown", &ContainerLabels::EMPTY),
     }
 }
 
 impl Refreshed {
     /// `all`: every socket (for kernel totals); `owned`: those held by the
-    /// processes the filter allows (for per-process counts).
+    /// processes the filter allows (for per-process counts); `containers`:
+    /// the daemon's cache, so a container's names are read once for its
+    /// life, not once per refresh.
     #[must_use]
-    pub fn new(all: &Snapshot, owned: &Snapshot, report: &Report, top_peers: usize) -> Self {
+    pub fn new(
+        all: &Snapshot,
+        owned: &Snapshot,
+        report: &Report,
+        top_peers: usize,
+        containers: &mut Containers,
+    ) -> Self {
         let mut sockets: HashMap<(ProcessLabels, &'static str), u64> = HashMap::new();
         let mut kernel: HashMap<&'static str, u64> = HashMap::new();
-        // One refresh's cache (names read once per container per refresh);
-        // sharing the daemon's would spare even that.
-        let mut cache = Containers::default();
-        let mut containers: HashMap<u32, ContainerLabels> = HashMap::new();
+        // Each holder's `/proc/PID/cgroup` read once per refresh.
+        let mut holders: HashMap<u32, ContainerLabels> = HashMap::new();
         for socket in &all.sockets {
             *kernel.entry(socket.state.name()).or_default() += 1;
         }
@@ -60,9 +63,9 @@ impl Refreshed {
                     continue;
                 }
                 seen.push(holder.pid);
-                let container = containers
+                let container = holders
                     .entry(holder.pid)
-                    .or_insert_with(|| container_of_pid(&mut cache, holder.pid));
+                    .or_insert_with(|| containers.labels_of_pid(holder.pid));
                 let labels = process_labels(&holder.comm, container);
                 *sockets.entry((labels, socket.state.name())).or_default() += 1;
             }
@@ -75,12 +78,12 @@ impl Refreshed {
             match finding {
                 Finding::Churn(c) if c.time_wait_now > 0 => {
                     *time_wait
-                        .entry(labels_of(&mut cache, c.process.as_ref()))
+                        .entry(labels_of(containers, c.process.as_ref()))
                         .or_default() += c.time_wait_now;
                 }
                 Finding::CloseWaitLeak(l) => {
                     let oldest = close_wait
-                        .entry(labels_of(&mut cache, l.process.as_ref()))
+                        .entry(labels_of(containers, l.process.as_ref()))
                         .or_default();
                     *oldest = oldest.max(l.oldest_age_s);
                 }
@@ -136,7 +139,7 @@ pub fn counters(
         .map(|(key, m)| {
             let comm = crate::event::comm_str(&key.comm);
             (
-                process_labels(&comm, containers.labels(key.cgroup_id)),
+                process_labels(&comm, containers.labels(key.cgroup)),
                 m.clone(),
             )
         })

@@ -1,7 +1,9 @@
 //! Flows of many processes of one program fold into one finding per
-//! (process name, role, peer, call site): a shell loop that runs curl 200
-//! times is one finding with 200 pids, not 200 rows. Folding is done when
-//! the report is built, since call sites are known only then.
+//! (process name, cgroup, role, peer, call site): a shell loop that runs
+//! curl 200 times is one finding with 200 pids, not 200 rows; the same
+//! program in two containers is two findings, each named by its own.
+//! Folding is done when the report is built, since call sites are known
+//! only then.
 
 use std::{borrow::Cow, collections::HashMap, net::SocketAddr};
 
@@ -28,7 +30,8 @@ pub struct Folded<'a> {
 /// What makes flows one finding.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct FoldKey {
-    comm: Option<String>,
+    /// The process name and the cgroup key it ran in.
+    comm: Option<(String, u64)>,
     role: Role,
     peer: SocketAddr,
     owner_site: Option<(String, Option<String>, Option<u32>)>,
@@ -43,13 +46,17 @@ pub struct Member<'a> {
     pub close_site: Option<CallSite>,
 }
 
-/// Groups `members` that share a process name, role, peer and call site.
+/// Groups `members` that share a process name, cgroup, role, peer and
+/// call site.
 #[must_use]
 pub fn fold<'a>(members: impl IntoIterator<Item = Member<'a>>) -> Vec<Folded<'a>> {
     let mut groups: HashMap<FoldKey, Vec<Member<'a>>> = HashMap::new();
     for member in members {
         let key = FoldKey {
-            comm: member.key.owner.map(|owner| owner.comm().into_owned()),
+            comm: member
+                .key
+                .owner
+                .map(|owner| (owner.comm().into_owned(), owner.cgroup)),
             role: member.key.role,
             peer: member.key.peer,
             owner_site: member

@@ -23,7 +23,8 @@ use super::{
 };
 use crate::{
     callsite::{CallSite, CallSites},
-    filter::Filter,
+    container::ContainerLabels,
+    filter::{Filter, Workloads},
     snapshot::Snapshot,
     table::{ProcessId, Role, SocketTable},
 };
@@ -39,6 +40,8 @@ pub struct ReportInput<'a> {
     /// The same dump restricted to the processes the filter allows.
     pub owned: &'a Snapshot,
     pub filter: &'a Filter,
+    /// The filter's verdicts on the workloads of the live sockets.
+    pub workloads: &'a Workloads,
     /// `CLOCK_MONOTONIC` now.
     pub now_ns: u64,
     pub elapsed: Duration,
@@ -54,6 +57,18 @@ pub struct ReportInput<'a> {
 pub struct ProcessJson {
     pub pid: u32,
     pub comm: String,
+    /// Where it ran, by name (`Report::name_processes`): Kubernetes
+    /// namespace and pod, and the container's name; left out when empty.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub namespace: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub pod: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub container: String,
+    /// The cgroup key its sockets carried (0: not known), which the
+    /// names and the daemon's labels come from.
+    #[serde(skip)]
+    pub cgroup: u64,
 }
 
 impl ProcessJson {
@@ -61,7 +76,18 @@ impl ProcessJson {
         process.map(|p| Self {
             pid: p.pid,
             comm: p.comm().into_owned(),
+            namespace: String::new(),
+            pod: String::new(),
+            container: String::new(),
+            cgroup: p.cgroup,
         })
+    }
+
+    /// Takes the names of the workload it ran in.
+    pub fn name(&mut self, labels: &ContainerLabels) {
+        self.namespace.clone_from(&labels.namespace);
+        self.pod.clone_from(&labels.pod);
+        self.container.clone_from(&labels.container);
     }
 }
 
@@ -267,6 +293,26 @@ pub struct Report {
     pub totals: Totals,
 }
 
+impl Report {
+    /// Hands every process the findings name to `name` (which gives each
+    /// the names of the workload it ran in): the report is built from
+    /// the diagnoses alone, names are looked up once per finding after.
+    pub fn name_processes(&mut self, mut name: impl FnMut(&mut ProcessJson)) {
+        for finding in &mut self.findings {
+            let (process, others): (_, &mut [ProcessJson]) = match finding {
+                Finding::Churn(c) => (&mut c.process, &mut c.closers),
+                Finding::ReconnectLoop(r) => (&mut r.process, &mut []),
+                Finding::CloseWaitLeak(l) => (&mut l.process, &mut []),
+                Finding::DeadPeerFin(d) => (&mut d.process, &mut []),
+                Finding::Connect(c) => (&mut c.process, &mut []),
+                Finding::Accept(a) => (&mut a.process, &mut []),
+                Finding::PortPressure(_) => continue,
+            };
+            process.iter_mut().chain(others).for_each(&mut name);
+        }
+    }
+}
+
 #[expect(clippy::cast_precision_loss, reason = "rates and ages for display")]
 fn secs(ns: u64) -> f64 {
     ns as f64 / 1e9
@@ -458,7 +504,7 @@ pub fn build_report(diagnoses: &Diagnoses, input: &ReportInput) -> Report {
             input
                 .table
                 .live()
-                .filter(|r| input.filter.matches_record(r)),
+                .filter(|r| input.filter.matches_record(r, input.workloads)),
             input.now_ns,
         )
         .iter()
@@ -502,7 +548,7 @@ pub fn build_report(diagnoses: &Diagnoses, input: &ReportInput) -> Report {
     totals.live_sockets_traced = input
         .table
         .live()
-        .filter(|r| input.filter.matches_record(r))
+        .filter(|r| input.filter.matches_record(r, input.workloads))
         .count();
     totals.events_lost = input.events_lost;
     totals.sockets_untracked = input.sockets_untracked;

@@ -46,6 +46,7 @@ impl Pipeline {
                 now,
                 owned: now,
                 filter: &crate::filter::Filter::default(),
+                workloads: &crate::filter::Workloads::default(),
                 now_ns,
                 elapsed: Duration::from_secs(10),
                 call_sites: &CallSites::default(),

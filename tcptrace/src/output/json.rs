@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::Sink;
 use crate::{
+    container::ContainerLabels,
     diagnose::{Finding, Report},
     event::{comm_str, errno_name, TcpEvent, What},
     owner::Owner,
@@ -103,6 +104,14 @@ struct EventJson<'a> {
     closer: Option<TaskJson<'a>>,
     netns: u32,
     cgroup_id: u64,
+    /// The owner's workload by name (its cgroup's, recorded at the
+    /// socket's birth); left out when empty.
+    #[serde(skip_serializing_if = "str::is_empty")]
+    namespace: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pod: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    container: &'a str,
     retransmits: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'static str>,
@@ -136,6 +145,18 @@ impl<W: Write> Sink for JsonLines<W> {
     }
 
     fn event(&mut self, event: &TcpEvent, owner: Option<&Owner>, unix_ns: u128) -> io::Result<()> {
+        self.event_in(event, owner, None, unix_ns)
+    }
+
+    fn event_in(
+        &mut self,
+        event: &TcpEvent,
+        owner: Option<&Owner>,
+        labels: Option<&ContainerLabels>,
+        unix_ns: u128,
+    ) -> io::Result<()> {
+        static UNNAMED: ContainerLabels = ContainerLabels::EMPTY;
+        let labels = labels.unwrap_or(&UNNAMED);
         let (kind, old, new, state) = match event.what {
             What::StateChange { old, new } => ("state", Some(old.name()), Some(new.name()), None),
             What::Retransmit { state } => (
@@ -176,6 +197,9 @@ impl<W: Write> Sink for JsonLines<W> {
             closer: event.closer().map(TaskJson::of),
             netns: event.sock.netns,
             cgroup_id: event.sock.cgroup_id,
+            namespace: &labels.namespace,
+            pod: &labels.pod,
+            container: &labels.container,
             retransmits: event.sock.retransmits,
             error: event.error.map(errno_name),
         };

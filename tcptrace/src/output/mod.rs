@@ -10,7 +10,8 @@ pub use json::JsonLines;
 pub use text::TextLines;
 
 use crate::{
-    diagnose::Report, event::TcpEvent, owner::Owner, session::Summary, snapshot::ExistingSocket,
+    container::ContainerLabels, diagnose::Report, event::TcpEvent, owner::Owner, session::Summary,
+    snapshot::ExistingSocket,
 };
 
 /// Where a session writes what it sees.
@@ -20,6 +21,18 @@ pub trait Sink {
     /// A pre-existing socket that passes the filters.
     fn existing(&mut self, socket: &ExistingSocket) -> io::Result<()>;
     fn event(&mut self, event: &TcpEvent, owner: Option<&Owner>, unix_ns: u128) -> io::Result<()>;
+    /// An event with the names of its owner's workload, when known; a
+    /// sink that shows none writes the event as `event` does.
+    fn event_in(
+        &mut self,
+        event: &TcpEvent,
+        owner: Option<&Owner>,
+        labels: Option<&ContainerLabels>,
+        unix_ns: u128,
+    ) -> io::Result<()> {
+        let _ = labels;
+        self.event(event, owner, unix_ns)
+    }
     fn summary(&mut self, summary: &Summary) -> io::Result<()>;
     /// The diagnosis report at the end of a session.
     fn report(&mut self, report: &Report) -> io::Result<()>;

@@ -309,7 +309,9 @@ struct Folded<'a>(Option<&'a ProcessJson>, &'a Processes);
 impl std::fmt::Display for Folded<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match (self.0, self.1.pids) {
-            (Some(p), n) if n > 1 => write!(f, "{} ({n} processes)", Escaped(&p.comm)),
+            (Some(p), n) if n > 1 => {
+                write!(f, "{}{} ({n} processes)", Escaped(&p.comm), Workload(p))
+            }
             (process, _) => Process(process).fmt(f),
         }
     }
@@ -318,9 +320,36 @@ impl std::fmt::Display for Folded<'_> {
 impl std::fmt::Display for Process<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.0 {
-            Some(p) => write!(f, "{}/{}", p.pid, Escaped(&p.comm)),
+            Some(p) => write!(f, "{}/{}{}", p.pid, Escaped(&p.comm), Workload(p)),
             None => f.write_str("unknown process"),
         }
+    }
+}
+
+/// Where a process ran, when known: ` [namespace/pod/container]` in
+/// Kubernetes (` [namespace/pod]` for the pod's own cgroup), ` [name]` for
+/// a container outside it; nothing for a host process. The names come
+/// from the node's runtime state: escaped like a comm.
+struct Workload<'a>(&'a ProcessJson);
+
+impl std::fmt::Display for Workload<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let p = self.0;
+        let names = [&p.namespace, &p.pod, &p.container];
+        let names = if p.pod.is_empty() {
+            &names[2..]
+        } else {
+            &names[..]
+        };
+        let mut names = names.iter().filter(|n| !n.is_empty());
+        let Some(first) = names.next() else {
+            return Ok(());
+        };
+        write!(f, " [{}", Escaped(first))?;
+        for name in names {
+            write!(f, "/{}", Escaped(name))?;
+        }
+        f.write_str("]")
     }
 }
 
@@ -345,4 +374,52 @@ fn latency(p: Option<Percentiles>) -> String {
             )
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn process(namespace: &str, pod: &str, container: &str) -> ProcessJson {
+        ProcessJson {
+            pid: 42,
+            comm: "api".into(),
+            namespace: namespace.into(),
+            pod: pod.into(),
+            container: container.into(),
+            cgroup: 7,
+        }
+    }
+
+    #[test]
+    fn rows_name_the_workload_when_known() {
+        let shown = |p: &ProcessJson| Process(Some(p)).to_string();
+        assert_eq!(
+            shown(&process("shop", "checkout-0", "api")),
+            "42/api [shop/checkout-0/api]"
+        );
+        assert_eq!(
+            shown(&process("shop", "checkout-0", "")),
+            "42/api [shop/checkout-0]"
+        );
+        assert_eq!(
+            shown(&process("", "", "billing-db-1")),
+            "42/api [billing-db-1]"
+        );
+        assert_eq!(shown(&process("", "", "")), "42/api");
+        // Names from the node's files cannot inject control characters.
+        assert_eq!(
+            shown(&process("shop", "evil\n0", "api")),
+            "42/api [shop/evil\\n0/api]"
+        );
+        let folded = Processes {
+            pids: 3,
+            pid_list: vec![1, 2, 3],
+        };
+        let p = process("shop", "checkout-0", "api");
+        assert_eq!(
+            Folded(Some(&p), &folded).to_string(),
+            "api [shop/checkout-0/api] (3 processes)"
+        );
+    }
 }
