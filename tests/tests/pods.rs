@@ -209,3 +209,77 @@ fn relevant(scrape: &str) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// A pod as the runtime makes it: its own network, pid and mount
+/// namespaces, its binary at a path that exists only in its mount
+/// namespace (a tmpfs mounted there). tcptrace names the process by its
+/// pid on the host, lists its leak with its fds, and names the code that
+/// read end-of-file from the binary it reaches through `/proc/PID/root`.
+#[test]
+fn a_pod_with_its_own_pid_and_mount_namespaces_is_attributed_and_symbolized() {
+    const COUNT: usize = 2;
+    require_root();
+    let hosts = HostPair::new("ttpodm");
+    let server_addr = format!("{}:18404", hosts.a_addr);
+    let json = Tracer::start(&["--comm", COMM]);
+    // The binary is copied into a tmpfs mounted inside the pod's private
+    // mount namespace: the host's /mnt does not have it.
+    let inside = format!(
+        "mount -t tmpfs pod /mnt && cp {SCENARIO_BIN} /mnt/{COMM} && \
+         exec /mnt/{COMM} leak {server_addr} {COUNT}"
+    );
+    let mut pod = Workload::spawn_command(Command::new("ip").args([
+        "netns",
+        "exec",
+        &hosts.a,
+        "unshare",
+        "--pid",
+        "--fork",
+        // The pod's process dies with the test's handle on it.
+        "--kill-child",
+        "--mount",
+        "--propagation",
+        "private",
+        "--mount-proc",
+        "sh",
+        "-c",
+        &inside,
+    ]));
+    let addr = pod.expect_line("listening ");
+    // `unshare` forks the pod's first process (pid 1 inside).
+    let server_pid = *tcptrace_tests::programs::children_of(pod.pid())
+        .first()
+        .expect("the pod's process, forked by unshare");
+    assert!(
+        !std::path::Path::new(&format!("/mnt/{COMM}")).exists(),
+        "the pod's binary must be invisible from the host"
+    );
+    let mut client = scenario_in(&hosts.b, &["connect-close", &addr, &COUNT.to_string()]);
+    client.expect_line("done");
+    let fds: BTreeSet<u64> = pod
+        .expect_lines("eof ", COUNT)
+        .iter()
+        .map(|line| {
+            line.rsplit(' ')
+                .next()
+                .and_then(|fd| fd.parse().ok())
+                .expect("fd number")
+        })
+        .collect();
+    pod.expect_line("done");
+    thread::sleep(Duration::from_millis(300));
+    let trace = json.stop();
+
+    let leaks: Vec<&Value> = trace.findings("close_wait_leak").collect();
+    let leak = leak_of(&leaks, server_pid);
+    assert_eq!(leak["sockets"], COUNT, "{leak:#}");
+    assert_eq!(fds_of(leak), fds, "the pod process's own fds: {leak:#}");
+    let eof = leak["eof_call_site"]["function"].as_str().unwrap_or("");
+    assert_eq!(
+        eof,
+        "tt_scenario::read_to_eof",
+        "the EOF call site, symbolized from the binary inside the pod: {:#}",
+        without_frames(leak)
+    );
+    drop(pod);
+}
