@@ -185,20 +185,23 @@ fn assert_named(record: &Value, what: &str) {
     );
 }
 
+/// A pod UID shaped like the kubelet's (a version-4 UUID).
+fn pod_uid() -> String {
+    let h = hex(32);
+    format!(
+        "{}-{}-4{}-8{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[13..16],
+        &h[17..20],
+        &h[20..32]
+    )
+}
+
 #[test]
 fn pod_by_name_in_trace_and_daemon() {
     require_root();
-    let uid = {
-        let h = hex(32);
-        format!(
-            "{}-{}-4{}-8{}-{}",
-            &h[..8],
-            &h[8..12],
-            &h[13..16],
-            &h[17..20],
-            &h[20..32]
-        )
-    };
+    let uid = pod_uid();
     let container_id = hex(64);
     // Declared first, dropped last: after every process below is gone.
     let cgroups = PodCgroups::new(&uid, &container_id);
@@ -340,5 +343,51 @@ fn check_daemon(daemon: &Daemon) {
     assert!(
         outside.is_empty(),
         "the host's server is filtered out by --namespace: {outside:#?}"
+    );
+}
+
+/// A daemon (re)started while a pod's server already listens: it learns
+/// the listener from its start dump, and the connections the server
+/// accepts afterwards are counted under the pod's names, not "unknown".
+#[test]
+fn a_daemon_started_after_a_pod_server_labels_its_accepts() {
+    require_root();
+    let uid = pod_uid();
+    let container_id = hex(64);
+    let cgroups = PodCgroups::new(&uid, &container_id);
+    let node = NodeRoot::new(&uid, &container_id);
+    let node_root = node.path().display().to_string();
+
+    let mut server = cgroups.run(&["server", "127.0.0.1:0", &CONNECTIONS.to_string()]);
+    let port = server.expect_line("port ");
+    let daemon = Daemon::start(&free_loopback_addr(), &["--node-root", &node_root]);
+    let client = Workload::start(&[
+        "client",
+        &format!("127.0.0.1:{port}"),
+        &CONNECTIONS.to_string(),
+    ]);
+    client.wait_success();
+    server.wait_success();
+
+    let connections = f64::from(u32::try_from(CONNECTIONS).expect("a few"));
+    let accepted = [
+        ("comm", "tt-workload"),
+        ("namespace", NAMESPACE),
+        ("pod", POD),
+        ("container", CONTAINER),
+        ("role", "passive"),
+    ];
+    let scrape = daemon.scrape_until(Duration::from_secs(20), |scrape| {
+        sample(scrape, "tcptrace_connections_opened_total", &accepted).unwrap_or(0.0) >= connections
+    });
+    assert_eq!(
+        sample(&scrape, "tcptrace_connections_opened_total", &accepted),
+        Some(connections),
+        "the pre-existing pod server's accepts, under its names:\n{}",
+        scrape
+            .lines()
+            .filter(|l| l.contains("connections_opened"))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 }
