@@ -55,7 +55,8 @@ fn every_mode_agrees_with_the_kernels_counters() {
     let every_event_port = Tracer::start(&ports);
     let summary = Tracer::start_report_only(&[]);
     let summary_port = Tracer::start_report_only(&ports);
-    let daemon = Daemon::start(&free_loopback_addr(), &ports);
+    let daemon_args = [&ports[..], &["--refresh", "1s"]].concat();
+    let daemon = Daemon::start(&free_loopback_addr(), &daemon_args);
 
     let nginx = [
         Nginx::start(&hosts.a, &format!("{}:{PORT}", hosts.a_addr)),
@@ -75,8 +76,16 @@ fn every_mode_agrees_with_the_kernels_counters() {
         time_wait_server: ss_count(&hosts.a, "time-wait"),
         time_wait_clients: ss_count(&hosts.b, "time-wait"),
     };
+    let listening = ss_count(&hosts.a, "listening");
+    let nginx_listeners = |scrape: &str| {
+        sample(
+            scrape,
+            "tcptrace_sockets",
+            &[("comm", "nginx"), ("state", "LISTEN")],
+        )
+    };
     let scrape = daemon.scrape_until(Duration::from_secs(5), |scrape| {
-        figures_of_scrape(scrape).accepted >= kernel.accepted
+        figures_of_scrape(scrape).accepted >= kernel.accepted && nginx_listeners(scrape).is_some()
     });
     let modes = [
         ("trace --json", every_event.stop()),
@@ -114,6 +123,12 @@ fn every_mode_agrees_with_the_kernels_counters() {
             "{name} disagrees with the kernel:\n{table}"
         );
     }
+    // nginx's master and both workers hold each listener: counted once.
+    assert_eq!(
+        nginx_listeners(&scrape),
+        Some(f64::from(u32::try_from(listening).expect("a few"))),
+        "nginx's listeners as ss counts them ({listening}), once each"
+    );
     // The daemon's counters hold no per-socket TIME_WAIT model.
     assert_eq!(
         (

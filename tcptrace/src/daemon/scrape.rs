@@ -56,19 +56,17 @@ impl Refreshed {
             *kernel.entry(socket.state.name()).or_default() += 1;
         }
         for socket in &owned.sockets {
-            // One count per process holding it (a forked server shares fds).
-            let mut seen = Vec::new();
-            for holder in &socket.holders {
-                if seen.contains(&holder.pid) {
-                    continue;
-                }
-                seen.push(holder.pid);
-                let container = holders
-                    .entry(holder.pid)
-                    .or_insert_with(|| containers.labels_of_pid(holder.pid));
-                let labels = process_labels(&holder.comm, container);
-                *sockets.entry((labels, socket.state.name())).or_default() += 1;
-            }
+            // Each socket once, for the lowest pid holding it: a pre-fork
+            // server's listener is shared by its master and every worker,
+            // and counting it per holder made 2 listeners read as 6.
+            let Some(holder) = socket.holders.iter().min_by_key(|h| h.pid) else {
+                continue;
+            };
+            let container = holders
+                .entry(holder.pid)
+                .or_insert_with(|| containers.labels_of_pid(holder.pid));
+            let labels = process_labels(&holder.comm, container);
+            *sockets.entry((labels, socket.state.name())).or_default() += 1;
         }
         let mut time_wait: HashMap<ProcessLabels, u64> = HashMap::new();
         let mut close_wait: HashMap<ProcessLabels, f64> = HashMap::new();

@@ -151,7 +151,8 @@ impl Scrape {
     fn encode_sockets(&self, e: &mut DescriptorEncoder) -> Result {
         let mut m = e.encode_descriptor(
             "sockets",
-            "TCP sockets held by a process, by state (from sock_diag and /proc fds)",
+            "TCP sockets held by a process, by state (from sock_diag and /proc fds); a socket \
+             several processes share counts once, for the lowest pid",
             None,
             MetricType::Gauge,
         )?;
