@@ -90,8 +90,10 @@ pub struct KernelLayout {
     /// kernel BTF's `.data..percpu` section: added to this CPU's `rq`,
     /// the address of this CPU's `preempt_count` (an int).
     pub preempt_count_from_rq: i32,
+    /// `tcp_sk(sk)->bytes_received` (a u64), 0 when unknown
+    pub tcp_bytes_received: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelLayout>() == 80);
+const _: () = assert!(core::mem::size_of::<KernelLayout>() == 84);
 
 /// `syscalls:sys_exit_accept4` and `syscalls:sys_exit_accept`.
 #[repr(C)]

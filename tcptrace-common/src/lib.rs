@@ -119,6 +119,11 @@ pub const SEEN_MID_LIFE: u32 = 1 << 3;
 pub const OWNER_FROM_ACCEPT: u32 = 1 << 4;
 /// `SockInfo::flags`: a read returning end-of-file in `CLOSE_WAIT` was sent.
 pub const EOF_READ_SENT: u32 = 1 << 5;
+/// `SockInfo::flags`: the peer had sent data when its FIN arrived
+/// (`tcp_sock.bytes_received` > 0 on entering `CLOSE_WAIT`). A server that
+/// answers a request and closes (HTTP/1.0) sent data; one that refuses a
+/// client by closing at once (a connection limit) did not.
+pub const PEER_SENT_DATA: u32 = 1 << 6;
 
 /// What the kernel remembers per socket, keyed by the `struct sock` address.
 /// A copy travels with every event so userspace never has to guess the owner.

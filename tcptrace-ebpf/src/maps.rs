@@ -114,6 +114,7 @@ static KERNEL_LAYOUT: KernelLayout = KernelLayout {
     task_se_cfs_rq: 0,
     cfs_rq_rq: 0,
     preempt_count_from_rq: 0,
+    tcp_bytes_received: 0,
 };
 #[unsafe(no_mangle)]
 static ACCEPT_LAYOUT: AcceptLayout = AcceptLayout { ret: 0, _pad: 0 };

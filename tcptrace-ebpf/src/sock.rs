@@ -54,6 +54,14 @@ pub fn local_port_of(skaddr: u64) -> Result<u16, ()> {
     read_at(skaddr, kernel_layout().sock_num)
 }
 
+/// Whether the peer sent any data before its FIN, read on entering
+/// `CLOSE_WAIT`: `tcp_sk(sk)->bytes_received` counts sequence space, and
+/// by then it includes the FIN's one; false when it cannot be read.
+#[inline(always)]
+pub fn peer_sent_data(skaddr: u64) -> bool {
+    read_at::<u64>(skaddr, kernel_layout().tcp_bytes_received).is_ok_and(|bytes| bytes > 1)
+}
+
 /// `inet_sk(sk)->inet_sport`, network order; 0 when it cannot be read.
 #[inline(always)]
 pub fn local_port_be_of(skaddr: u64) -> u16 {

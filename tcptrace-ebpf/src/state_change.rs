@@ -17,7 +17,8 @@ use tcptrace_common::{
     rules::{classify, depends_on_context, Role},
     state::raw::{CLOSE, CLOSE_WAIT, LISTEN},
     Counter, EventKind, Listener, ListenerKey, SockInfo, Task, CLOSER_KNOWN, CTX_PROCESS,
-    IPPROTO_TCP, OWNER_FROM_ACCEPT, OWNER_FROM_LISTENER, OWNER_FROM_SYSCALL, RAW_RECORD_LEN,
+    IPPROTO_TCP, OWNER_FROM_ACCEPT, OWNER_FROM_LISTENER, OWNER_FROM_SYSCALL, PEER_SENT_DATA,
+    RAW_RECORD_LEN,
     SEEN_MID_LIFE,
 };
 
@@ -25,7 +26,7 @@ use crate::{
     context::{current_cgroup_id, current_task, in_process_context, StackFor},
     emit::{copy_words, emit, zero_words, Record},
     maps::{count, settings, state_layout, LAST_RESET_SOCK, LISTENERS, SCRATCH, SOCKS},
-    sock::{error_of, local_port_of, netns_of, protocol_of},
+    sock::{error_of, local_port_of, netns_of, peer_sent_data, protocol_of},
 };
 
 #[inline(always)]
@@ -148,6 +149,10 @@ fn on_change(
     };
     info.state_since_ns = now;
     info.history.enter(old, new, now);
+    // The peer's FIN: had it answered anything first? (See PEER_SENT_DATA.)
+    if new == CLOSE_WAIT && peer_sent_data(skaddr) {
+        info.flags |= PEER_SENT_DATA;
+    }
 
     if born && new == LISTEN {
         remember_listener(skaddr, local_port()?, info);

@@ -19,7 +19,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tcptrace_common::{Task, TcpState};
+use tcptrace_common::{Task, TcpState, PEER_SENT_DATA};
 
 use crate::{
     container::{lookup, proc_cgroup, Containers},
@@ -166,6 +166,9 @@ pub struct SocketRecord {
     pub retransmits: Retransmits,
     pub resets_received: u32,
     pub resets_sent: u32,
+    /// The peer had sent data when its FIN came (see
+    /// `tcptrace_common::PEER_SENT_DATA`): it answered before closing.
+    pub peer_sent_data: bool,
 }
 
 /// What `SocketTable::apply` did with an event.
@@ -354,6 +357,7 @@ impl SocketRecord {
             retransmits: Retransmits::default(),
             resets_received: 0,
             resets_sent: 0,
+            peer_sent_data: false,
         }
     }
 
@@ -417,6 +421,7 @@ impl SocketRecord {
         }
         self.remote = event.remote;
         self.netns = event.sock.netns;
+        self.peer_sent_data |= event.sock.flags & PEER_SENT_DATA != 0;
         match event.what {
             What::StateChange { old, new } => self.transition(event, old, new),
             What::Retransmit { state } => self.retransmit(event.ts_ns, state.unwrap_or(self.state)),

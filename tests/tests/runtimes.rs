@@ -766,6 +766,14 @@ fn nginx_workers_own_the_server_side() {
     );
     assert_eq!(kernel["events_lost"], 0, "no event was lost: {kernel}");
 
+    // ab's HTTP/1.0 requests are answered, then nginx closes: ordinary
+    // request/response, never a reconnect loop (issue 14).
+    let loops = report.findings("reconnect_loop", |f| f["process"]["comm"] == "ab");
+    assert!(
+        loops.is_empty(),
+        "an answered client is not a reconnect loop: {loops:#?}"
+    );
+
     let master = nginx.master_pid();
     let workers = nginx.workers.clone();
     eprintln!("nginx master {master}, workers {workers:?}");

@@ -131,6 +131,9 @@ pub struct Flow {
     pub closed: u64,
     pub active_closes: u64,
     pub passive_closes: u64,
+    /// Passive closes where the peer sent nothing before its FIN: it
+    /// turned the client away (a connection limit) rather than answered.
+    pub rejections: u64,
     pub resets: u64,
     /// Born → CLOSE, microseconds, for sockets whose birth was seen.
     pub lifetimes_us: Histogram<u32>,
@@ -169,6 +172,7 @@ impl Flow {
         self.closed += other.closed;
         self.active_closes += other.active_closes;
         self.passive_closes += other.passive_closes;
+        self.rejections += other.rejections;
         self.resets += other.resets;
         // Same bounds on both sides: adding cannot fail.
         let _ = self.lifetimes_us.add(&other.lifetimes_us);
@@ -217,6 +221,7 @@ impl Default for Flow {
             closed: 0,
             active_closes: 0,
             passive_closes: 0,
+            rejections: 0,
             resets: 0,
             lifetimes_us: histogram(),
             first_ns: u64::MAX,
@@ -321,7 +326,12 @@ impl Flows {
         }
         match record.closed_by {
             Some(ClosedBy::Local) => flow.active_closes += 1,
-            Some(ClosedBy::Peer) => flow.passive_closes += 1,
+            Some(ClosedBy::Peer) => {
+                flow.passive_closes += 1;
+                if !record.peer_sent_data {
+                    flow.rejections += 1;
+                }
+            }
             None => {}
         }
         if record.resets_received + record.resets_sent > 0 {

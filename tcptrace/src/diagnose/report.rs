@@ -580,9 +580,11 @@ fn reconnect_loop(
     let median_lifetime_us = Percentiles::of(&flow.lifetimes_us).map(|p| p.p50);
     let short_lived = median_lifetime_us.is_some_and(|us| us < 1_000_000);
     let failing = flow.failures.total() * 2 >= flow.attempts;
-    // A client that closes its own short connections is churn (story 1); a
-    // loop is the peer refusing or closing on us and us coming straight back.
-    let rejected = failing || flow.passive_closes * 2 >= flow.closed.max(1);
+    // A client that closes its own short connections is churn (story 1),
+    // and so is one whose server answers and then closes (HTTP/1.0); a
+    // loop is the peer refusing, or closing on us without a word, and us
+    // coming straight back.
+    let rejected = failing || flow.rejections * 2 >= flow.closed.max(1);
     if backoff != Backoff::None || !short_lived && !failing || !rejected {
         return None;
     }

@@ -169,6 +169,37 @@ fn reconnect_loop_against_a_server_that_closes_first() {
     assert_eq!(r.backoff, super::reconnect::Backoff::None);
 }
 
+/// The same rhythm against a server that answers each request and then
+/// closes (HTTP/1.0, `ab`): ordinary request/response, not a loop.
+#[test]
+fn a_server_that_answers_then_closes_is_not_a_loop() {
+    let mut p = Pipeline::default();
+    let client = task(202, "ab", 4);
+    for i in 0..10u64 {
+        let t = i * 20 * MS;
+        let mut c = Conn::active(
+            0xffff_2200 + i,
+            client,
+            &format!("127.0.0.1:{}", 43000 + i),
+            "10.0.0.7:80",
+        );
+        p.feed(&c.state(t, Close, SynSent));
+        p.feed(&c.state(t + MS, SynSent, Established));
+        c.sock.flags |= tcptrace_common::PEER_SENT_DATA; // the response, then the FIN
+        p.feed(&c.state(t + 2 * MS, Established, CloseWait));
+        p.feed(&c.closed_by(t + 3 * MS, CloseWait, LastAck, client));
+        p.feed(&c.state(t + 4 * MS, LastAck, Close));
+    }
+    let report = p.report(&Snapshot::default(), SEC);
+    assert!(
+        report
+            .findings
+            .iter()
+            .all(|f| !matches!(f, Finding::ReconnectLoop(_))),
+        "{report:#?}"
+    );
+}
+
 #[test]
 fn exponential_backoff_is_not_a_loop() {
     let mut p = Pipeline::default();

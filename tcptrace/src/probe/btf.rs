@@ -94,6 +94,8 @@ fn kernel_layout(btf: &Btf) -> Result<KernelLayout> {
         mm_start_stack: optional("mm_struct", &["start_stack"]),
         // `struct inet_sock` starts with its `struct sock`.
         inet_sport: u32::try_from(member_offset(btf, "inet_sock", &["inet_sport"])?)?,
+        // `struct tcp_sock` starts with its `struct sock` too.
+        tcp_bytes_received: optional("tcp_sock", &["bytes_received"]),
         ..preempt_count_path(btf).unwrap_or_default()
     })
 }
