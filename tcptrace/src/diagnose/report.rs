@@ -361,11 +361,20 @@ pub fn build_report(diagnoses: &Diagnoses, input: &ReportInput) -> Report {
     let site = |stack| input.call_sites.get(stack);
     let mut report = Report::default();
     let elapsed_ns = u64::try_from(input.elapsed.as_nanos()).unwrap_or(u64::MAX);
-    let session_span = |flow: &Flow| {
-        input
-            .now_ns
-            .saturating_sub(flow.first_ns.min(input.now_ns))
-            .max(1)
+    // One rate per row: connections over the window they happened in
+    // (first birth to last close), not over the time since, which an idle
+    // end of the session diluted (ab's 2,700/s read as 259/s). A lone
+    // connection's window is its own lifetime: it is measured against the
+    // time since it began instead.
+    let activity_span = |flow: &Flow| {
+        if flow.closed >= 2 && flow.last_ns > flow.first_ns {
+            flow.last_ns - flow.first_ns
+        } else {
+            input
+                .now_ns
+                .saturating_sub(flow.first_ns.min(input.now_ns))
+                .max(1)
+        }
     };
 
     let kernel_tw = time_wait_by_destination(input.now);
@@ -399,7 +408,7 @@ pub fn build_report(diagnoses: &Diagnoses, input: &ReportInput) -> Report {
                 role: key.role,
                 peer: key.peer.to_string(),
                 connections: flow.closed,
-                per_second: rate(flow.closed, session_span(flow)),
+                per_second: rate(flow.closed, activity_span(flow)),
                 lifetime_us: Percentiles::of(&flow.lifetimes_us),
                 active_closes: flow.active_closes,
                 passive_closes: flow.passive_closes,

@@ -167,6 +167,19 @@ fn reconnect_loop_against_a_server_that_closes_first() {
     );
     assert_close(r.median_lifetime_us.unwrap(), 4_000);
     assert_eq!(r.backoff, super::reconnect::Backoff::None);
+    // The churn row of the same connections gives the same rate (over the
+    // window they happened in), not one diluted by the rest of the session.
+    let churn = findings(&report, |f| match f {
+        Finding::Churn(c) => Some(c),
+        _ => None,
+    });
+    assert_eq!(churn.len(), 1, "{report:#?}");
+    assert!(
+        (churn[0].per_second - r.per_second).abs() / r.per_second < 0.15,
+        "churn {}/s, loop {}/s",
+        churn[0].per_second,
+        r.per_second
+    );
 }
 
 /// The same rhythm against a server that answers each request and then
