@@ -258,6 +258,9 @@ pub enum Finding {
     ReconnectLoop(ReconnectLoop),
     CloseWaitLeak(CloseWaitLeak),
     DeadPeerFin(DeadPeerFin),
+    /// FIN retransmits the peer acknowledged in the end: a lossy path, not
+    /// a dead peer (lower severity; never logged as a dead peer).
+    FinRetransmitsRecovered(DeadPeerFin),
     Connect(Connect),
     Accept(Accept),
     PortPressure(PortPressure),
@@ -303,7 +306,9 @@ impl Report {
                 Finding::Churn(c) => (&mut c.process, &mut c.closers),
                 Finding::ReconnectLoop(r) => (&mut r.process, &mut []),
                 Finding::CloseWaitLeak(l) => (&mut l.process, &mut []),
-                Finding::DeadPeerFin(d) => (&mut d.process, &mut []),
+                Finding::DeadPeerFin(d) | Finding::FinRetransmitsRecovered(d) => {
+                    (&mut d.process, &mut [])
+                }
                 Finding::Connect(c) => (&mut c.process, &mut []),
                 Finding::Accept(a) => (&mut a.process, &mut []),
                 Finding::PortPressure(_) => continue,
@@ -535,6 +540,11 @@ pub fn build_report(diagnoses: &Diagnoses, input: &ReportInput) -> Report {
         })
         .collect();
     dead.sort_by_key(|d| Reverse(d.retransmits));
+    // "Dead" only where the peer never acknowledged (or is gone): FINs
+    // acknowledged after a few retransmits crossed a lossy path.
+    let (dead, recovered): (Vec<DeadPeerFin>, Vec<DeadPeerFin>) = dead
+        .into_iter()
+        .partition(|d| d.outcomes.gave_up + d.outcomes.still_trying + d.outcomes.reset > 0);
 
     let mut pressure: Vec<PortPressure> = ports::use_by_destination(input.now, input.port_range)
         .into_iter()
@@ -569,6 +579,12 @@ pub fn build_report(diagnoses: &Diagnoses, input: &ReportInput) -> Report {
     let mut push_all = |items: Vec<Finding>| findings.extend(items);
     push_all(leaks.into_iter().map(Finding::CloseWaitLeak).collect());
     push_all(dead.into_iter().map(Finding::DeadPeerFin).collect());
+    push_all(
+        recovered
+            .into_iter()
+            .map(Finding::FinRetransmitsRecovered)
+            .collect(),
+    );
     push_all(loops.into_iter().map(Finding::ReconnectLoop).collect());
     push_all(churn.into_iter().map(Finding::Churn).collect());
     push_all(connects.into_iter().map(Finding::Connect).collect());

@@ -241,6 +241,40 @@ fn exponential_backoff_is_not_a_loop() {
     assert_eq!(connect[0].failures.refused, 8);
 }
 
+/// FINs acknowledged after two retransmits crossed a lossy path: their own
+/// finding, not a dead peer.
+#[test]
+fn acknowledged_fin_retransmits_are_not_a_dead_peer() {
+    let mut p = Pipeline::default();
+    let client = task(301, "uploader", 5);
+    let mut c = Conn::active(0xffff_3100, client, "10.0.0.1:42000", "10.0.0.70:443");
+    p.feed(&c.state(0, Close, SynSent));
+    p.feed(&c.state(MS, SynSent, Established));
+    p.feed(&c.closed_by(SEC, Established, FinWait1, client));
+    p.feed(&c.retransmit(SEC + 200 * MS, FinWait1));
+    p.feed(&c.retransmit(SEC + 600 * MS, FinWait1));
+    p.feed(&c.state(SEC + 700 * MS, FinWait1, FinWait2)); // acknowledged
+    p.feed(&c.state(SEC + 800 * MS, FinWait2, Close));
+
+    let report = p.report(&Snapshot::default(), 2 * SEC);
+    assert!(
+        report
+            .findings
+            .iter()
+            .all(|f| !matches!(f, Finding::DeadPeerFin(_))),
+        "{report:#?}"
+    );
+    let recovered = findings(&report, |f| match f {
+        Finding::FinRetransmitsRecovered(d) => Some(d),
+        _ => None,
+    });
+    assert_eq!(recovered.len(), 1, "{report:#?}");
+    assert_eq!(
+        (recovered[0].retransmits, recovered[0].outcomes.acknowledged),
+        (2, 1)
+    );
+}
+
 #[test]
 fn dead_peer_fin_retransmits_belong_to_the_late_closer() {
     let mut p = Pipeline::default();

@@ -110,6 +110,29 @@ pub fn write_report(out: &mut impl Write, report: &Report) -> io::Result<()> {
         },
     )?;
 
+    section(
+        out,
+        report,
+        "FIN retransmits acknowledged in the end (a lossy path, not a dead peer)",
+        |out, f| {
+            let Finding::FinRetransmitsRecovered(d) = f else {
+                return Ok(false);
+            };
+            writeln!(
+                out,
+                "  {} closed {} socket(s) to {}; {} FIN-phase retransmits in {}: {}",
+                Process(d.process.as_ref()),
+                d.sockets,
+                d.peer,
+                d.retransmits,
+                d.states.join("/"),
+                d.verdict,
+            )?;
+            call_site(out, "closed at", d.call_site.as_ref())?;
+            Ok(true)
+        },
+    )?;
+
     section(out, report, "Reconnect loops (no back-off)", |out, f| {
         let Finding::ReconnectLoop(r) = f else {
             return Ok(false);
