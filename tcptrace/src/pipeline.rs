@@ -15,6 +15,7 @@ use tokio::io::unix::AsyncFd;
 use crate::{
     callsite::CallSites,
     clock::monotonic_ns,
+    container::lookup::cgroup_id_of_pid,
     container::{ContainerConfig, ContainerLabels, Containers},
     diagnose::{build_report, ports::local_port_range, Diagnoses, Report, ReportInput},
     event::{
@@ -518,9 +519,11 @@ fn seed_listeners(probe: &mut Probe, snapshot: &Snapshot) {
             port: socket.local.port(),
             _pad: 0,
         };
+        // The cgroup the server runs in now: its connections are labelled
+        // with its container even if it exits before they are counted.
         let listener = Listener {
             owner,
-            cgroup_id: 0,
+            cgroup_id: cgroup_id_of_pid(holder.pid).unwrap_or(0),
             skaddr: 0,
         };
         if let Err(err) = probe.seed_listener(key, listener) {

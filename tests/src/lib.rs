@@ -25,3 +25,16 @@ pub fn require_root() {
          run them as root (`sudo cargo xtask test`); euid is {euid}"
     );
 }
+
+/// The cgroup v2 mount (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on a
+/// hybrid host like this one).
+#[must_use]
+pub fn cgroup2_root() -> std::path::PathBuf {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").expect("mounts");
+    mounts
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.len() > 2 && f[2] == "cgroup2")
+        .map(|f| std::path::PathBuf::from(f[1]))
+        .expect("this test needs a cgroup v2 mount")
+}

@@ -18,6 +18,7 @@ use std::{
 
 use serde_json::Value;
 use tcptrace_tests::{
+    cgroup2_root,
     daemon::{free_loopback_addr, sample, Daemon},
     process::workload_bin,
     require_root,
@@ -31,18 +32,6 @@ const CONTAINER: &str = "api";
 /// Connections the workload in the pod opens (and closes first, leaving
 /// as many `TIME_WAIT` sockets on its side).
 const CONNECTIONS: usize = 5;
-
-/// The cgroup v2 mount (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on a
-/// hybrid host like this one).
-fn cgroup2_root() -> PathBuf {
-    let mounts = fs::read_to_string("/proc/self/mounts").expect("mounts");
-    mounts
-        .lines()
-        .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .find(|f| f.len() > 2 && f[2] == "cgroup2")
-        .map(|f| PathBuf::from(f[1]))
-        .expect("this test needs a cgroup v2 mount")
-}
 
 /// Hex digits that differ from run to run (pod UID, container id).
 fn hex(len: usize) -> String {

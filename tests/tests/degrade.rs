@@ -5,20 +5,10 @@ use std::{fs, os::unix::fs::MetadataExt, path::PathBuf, process::Command, thread
 
 use serde_json::Value;
 use tcptrace_tests::{
+    cgroup2_root,
     daemon::{free_loopback_addr, http_get, sample, Daemon},
     require_root, Tracer, Workload,
 };
-
-/// The cgroup v2 mount (`/sys/fs/cgroup` or `/sys/fs/cgroup/unified`).
-fn cgroup2_root() -> PathBuf {
-    let mounts = fs::read_to_string("/proc/self/mounts").expect("mounts");
-    mounts
-        .lines()
-        .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .find(|f| f.len() > 2 && f[2] == "cgroup2")
-        .map(|f| PathBuf::from(f[1]))
-        .expect("this test needs a cgroup v2 mount")
-}
 
 /// A cgroup made by the test, removed on drop (after moving any process
 /// still in it back to the root).

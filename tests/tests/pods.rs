@@ -45,10 +45,16 @@ fn leaking_server(hosts: &HostPair, port: u16, count: usize) -> (Workload, BTree
     let addr = server.expect_line("listening ");
     let mut client = scenario_in(&hosts.b, &["connect-close", &addr, &count.to_string()]);
     client.expect_line("done");
+    let fds = leaked_fds(&mut server, count);
+    (server, fds)
+}
+
+/// The fds a leaking server reports for its `count` connections
+/// ("eof PEER fd N" each, then "done").
+fn leaked_fds(server: &mut Workload, count: usize) -> BTreeSet<u64> {
     let fds = server
         .expect_lines("eof ", count)
         .iter()
-        // "PEER fd N"
         .map(|line| {
             line.rsplit(' ')
                 .next()
@@ -57,7 +63,7 @@ fn leaking_server(hosts: &HostPair, port: u16, count: usize) -> (Workload, BTree
         })
         .collect();
     server.expect_line("done");
-    (server, fds)
+    fds
 }
 
 fn leak_of<'a>(findings: &'a [&'a Value], pid: u32) -> &'a Value {
@@ -165,8 +171,7 @@ fn a_daemon_started_after_a_pod_server_attributes_its_connections() {
     let daemon = Daemon::start(&free_loopback_addr(), &["--comm", COMM]);
     let mut client = scenario_in(&hosts.b, &["connect-close", &addr, &COUNT.to_string()]);
     client.expect_line("done");
-    server.expect_lines("eof ", COUNT);
-    server.expect_line("done");
+    leaked_fds(&mut server, COUNT);
 
     let accepted = |scrape: &str| {
         sample(
@@ -256,17 +261,7 @@ fn a_pod_with_its_own_pid_and_mount_namespaces_is_attributed_and_symbolized() {
     );
     let mut client = scenario_in(&hosts.b, &["connect-close", &addr, &COUNT.to_string()]);
     client.expect_line("done");
-    let fds: BTreeSet<u64> = pod
-        .expect_lines("eof ", COUNT)
-        .iter()
-        .map(|line| {
-            line.rsplit(' ')
-                .next()
-                .and_then(|fd| fd.parse().ok())
-                .expect("fd number")
-        })
-        .collect();
-    pod.expect_line("done");
+    let fds = leaked_fds(&mut pod, COUNT);
     thread::sleep(Duration::from_millis(300));
     let trace = json.stop();
 

@@ -7,6 +7,8 @@ use tcptrace::daemon::{
     config::{DaemonConfig, FileConfig, Overrides},
 };
 
+use super::WorkloadArgs;
+
 #[derive(Debug, Args)]
 #[expect(
     clippy::struct_excessive_bools,
@@ -51,21 +53,8 @@ pub struct DaemonArgs {
     /// Only sockets with this local or remote port (repeatable).
     #[arg(long = "port")]
     ports: Vec<u16>,
-    /// Only sockets whose owner runs in a pod of this Kubernetes namespace
-    /// (repeatable).
-    #[arg(long = "namespace")]
-    namespaces: Vec<String>,
-    /// Only sockets whose owner runs in the pod of this name (repeatable).
-    #[arg(long = "pod")]
-    pods: Vec<String>,
-    /// Only sockets whose owner runs in the container of this name
-    /// (repeatable).
-    #[arg(long = "container")]
-    containers: Vec<String>,
-    /// Only sockets whose owner runs in this cgroup: a cgroup-v2 path (and
-    /// the cgroups below it) or a cgroup id (repeatable).
-    #[arg(long = "cgroup", value_name = "PATH_OR_ID")]
-    cgroups: Vec<String>,
+    #[command(flatten)]
+    workload: WorkloadArgs,
     /// Also label series with `container_id` and `pod_uid` (they change at
     /// every restart: more series).
     #[arg(long, env = "TCPTRACE_CONTAINER_IDS")]
@@ -97,10 +86,10 @@ pub fn run(args: DaemonArgs) -> Result<()> {
             node_root: args.node_root,
             comm: args.comms,
             port: args.ports,
-            namespace: args.namespaces,
-            pod: args.pods,
-            container: args.containers,
-            cgroup: args.cgroups,
+            namespace: args.workload.namespaces,
+            pod: args.workload.pods,
+            container: args.workload.containers,
+            cgroup: args.workload.cgroups,
         },
     )?;
     daemon::run(config)

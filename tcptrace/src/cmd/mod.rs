@@ -1,5 +1,5 @@
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 mod daemon;
 mod doctor;
@@ -26,6 +26,27 @@ enum Command {
     /// session or daemon that dropped that privilege (started by them).
     #[command(name = "netns-opener", hide = true)]
     NetnsOpener,
+}
+
+/// Which workloads a session or daemon shows, by where their owners run;
+/// the same flags for `trace` and `daemon`.
+#[derive(Debug, Args)]
+pub struct WorkloadArgs {
+    /// Only sockets whose owner runs in a pod of this Kubernetes namespace
+    /// (repeatable).
+    #[arg(long = "namespace")]
+    pub namespaces: Vec<String>,
+    /// Only sockets whose owner runs in the pod of this name (repeatable).
+    #[arg(long = "pod")]
+    pub pods: Vec<String>,
+    /// Only sockets whose owner runs in the container of this name (in its
+    /// pod, or as Docker, Podman or lxc name it) (repeatable).
+    #[arg(long = "container")]
+    pub containers: Vec<String>,
+    /// Only sockets whose owner runs in this cgroup: a cgroup-v2 path (and
+    /// the cgroups below it) or a cgroup id (repeatable).
+    #[arg(long = "cgroup", value_name = "PATH_OR_ID")]
+    pub cgroups: Vec<String>,
 }
 
 pub fn run(cli: Cli) -> Result<()> {

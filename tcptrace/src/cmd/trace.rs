@@ -13,6 +13,8 @@ use tcptrace::{
     session::{self, SessionOptions},
 };
 
+use super::WorkloadArgs;
+
 #[derive(Debug, Args)]
 #[expect(
     clippy::struct_excessive_bools,
@@ -31,21 +33,8 @@ pub struct TraceArgs {
     /// Only sockets with this local or remote port (repeatable).
     #[arg(long = "port")]
     ports: Vec<u16>,
-    /// Only sockets whose owner runs in a pod of this Kubernetes namespace
-    /// (repeatable).
-    #[arg(long = "namespace")]
-    namespaces: Vec<String>,
-    /// Only sockets whose owner runs in the pod of this name (repeatable).
-    #[arg(long = "pod")]
-    pods: Vec<String>,
-    /// Only sockets whose owner runs in the container of this name (in its
-    /// pod, or as Docker, Podman or lxc name it) (repeatable).
-    #[arg(long = "container")]
-    containers: Vec<String>,
-    /// Only sockets whose owner runs in this cgroup: a cgroup-v2 path
-    /// (and the cgroups below it) or a cgroup id (repeatable).
-    #[arg(long = "cgroup", value_name = "PATH_OR_ID")]
-    cgroups: Vec<String>,
+    #[command(flatten)]
+    workload: WorkloadArgs,
     /// Where the node's filesystem is (its container runtimes' state
     /// names containers and pods): `/host` when it is mounted there.
     #[arg(long, default_value = "/")]
@@ -99,10 +88,10 @@ pub fn run(args: TraceArgs) -> Result<()> {
             pids: args.pids,
             comms,
             ports: args.ports,
-            namespaces: args.namespaces,
-            pods: args.pods,
-            containers: args.containers,
-            cgroups: args.cgroups,
+            namespaces: args.workload.namespaces,
+            pods: args.workload.pods,
+            containers: args.workload.containers,
+            cgroups: args.workload.cgroups,
         },
         probe: ProbeOptions {
             ring_bytes: args.ring_buffer_mib * 1024 * 1024,

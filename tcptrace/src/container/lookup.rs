@@ -43,6 +43,23 @@ pub fn cgroup2_mount(mounts: &str) -> Option<PathBuf> {
         .map(|f| PathBuf::from(f[1]))
 }
 
+/// The cgroup-v2 id of process `pid` now (the inode of its cgroup's
+/// directory, what `bpf_get_current_cgroup_id()` returns in its system
+/// calls): for sockets whose birth the kernel programs did not see, such
+/// as the listeners of servers that started before tcptrace. `None` when
+/// the process is gone or has no cgroup-v2 path.
+#[must_use]
+pub fn cgroup_id_of_pid(pid: u32) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    let root = cgroup2_mount(&mounts)?;
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let path = super::proc_cgroup::unified(&text)?;
+    std::fs::metadata(root.join(path.trim_start_matches('/')))
+        .ok()
+        .map(|m| m.ino())
+}
+
 /// Whether any cgroup-v1 hierarchy is mounted (hybrid and v1-only hosts).
 #[must_use]
 pub fn v1_mounted(mounts: &str) -> bool {

@@ -13,7 +13,8 @@ mod report;
 mod tests;
 
 pub use report::{
-    build_report, Finding, Percentiles, ProcessJson, Processes, Report, ReportInput, Totals,
+    build_report, DeadPeerFin, Finding, Percentiles, ProcessJson, Processes, Report, ReportInput,
+    Totals,
 };
 
 use crate::{event::TcpEvent, table::SocketRecord};

@@ -5,7 +5,7 @@ use std::io::{self, Write};
 use super::text::Escaped;
 use crate::{
     callsite::CallSite,
-    diagnose::{Finding, Percentiles, ProcessJson, Processes, Report},
+    diagnose::{DeadPeerFin, Finding, Percentiles, ProcessJson, Processes, Report},
 };
 
 /// Rows shown per section; the rest are counted.
@@ -91,22 +91,9 @@ pub fn write_report(out: &mut impl Write, report: &Report) -> io::Result<()> {
         out,
         report,
         "FIN retransmits to dead peers (late close)",
-        |out, f| {
-            let Finding::DeadPeerFin(d) = f else {
-                return Ok(false);
-            };
-            writeln!(
-                out,
-                "  {} closed {} socket(s) to {}; {} FIN-phase retransmits in {}: {}",
-                Process(d.process.as_ref()),
-                d.sockets,
-                d.peer,
-                d.retransmits,
-                d.states.join("/"),
-                d.verdict,
-            )?;
-            call_site(out, "closed at", d.call_site.as_ref())?;
-            Ok(true)
+        |out, f| match f {
+            Finding::DeadPeerFin(d) => fin_retransmits(out, d),
+            _ => Ok(false),
         },
     )?;
 
@@ -114,22 +101,9 @@ pub fn write_report(out: &mut impl Write, report: &Report) -> io::Result<()> {
         out,
         report,
         "FIN retransmits acknowledged in the end (a lossy path, not a dead peer)",
-        |out, f| {
-            let Finding::FinRetransmitsRecovered(d) = f else {
-                return Ok(false);
-            };
-            writeln!(
-                out,
-                "  {} closed {} socket(s) to {}; {} FIN-phase retransmits in {}: {}",
-                Process(d.process.as_ref()),
-                d.sockets,
-                d.peer,
-                d.retransmits,
-                d.states.join("/"),
-                d.verdict,
-            )?;
-            call_site(out, "closed at", d.call_site.as_ref())?;
-            Ok(true)
+        |out, f| match f {
+            Finding::FinRetransmitsRecovered(d) => fin_retransmits(out, d),
+            _ => Ok(false),
         },
     )?;
 
@@ -262,6 +236,23 @@ pub fn write_report(out: &mut impl Write, report: &Report) -> io::Result<()> {
         Ok(true)
     })?;
     Ok(())
+}
+
+/// A row of FIN-phase retransmits (dead peer or recovered): who closed,
+/// to whom, how many, and the verdict.
+fn fin_retransmits(out: &mut impl Write, d: &DeadPeerFin) -> io::Result<bool> {
+    writeln!(
+        out,
+        "  {} closed {} socket(s) to {}; {} FIN-phase retransmits in {}: {}",
+        Process(d.process.as_ref()),
+        d.sockets,
+        d.peer,
+        d.retransmits,
+        d.states.join("/"),
+        d.verdict,
+    )?;
+    call_site(out, "closed at", d.call_site.as_ref())?;
+    Ok(true)
 }
 
 /// Writes a heading and the findings `line` accepts, or "none".
