@@ -185,7 +185,7 @@ impl CallSites {
             return;
         }
         // The first capture of a path is its own alias: every capture met
-        // has one (see `knows_captures_of`).
+        // has one (see `canonicalize`).
         self.aliases.insert(key, key);
         self.paths.insert(path.clone(), key);
         self.pending.push_back((key, path.1));
@@ -194,43 +194,30 @@ impl CallSites {
         }
     }
 
-    /// The capture that stands for `stack`'s call path (see `aliases`).
-    #[must_use]
-    pub fn canonical(&self, stack: u64, tgid: u32) -> u64 {
-        if stack == 0 {
-            return 0;
-        }
-        let key = StackRef { pid: tgid, stack };
-        self.aliases.peek(&key).map_or(stack, |first| first.stack)
-    }
-
-    /// Whether every capture `event` refers to has been met (or forgotten
-    /// since: a capture older than the last `MAX_STACKS` counts as unmet,
-    /// which costs only a look at an empty ring).
-    #[must_use]
-    pub fn knows_captures_of(&self, event: &TcpEvent) -> bool {
-        [&event.sock.owner, &event.sock.closer]
-            .into_iter()
-            .chain(event.actor.as_ref())
-            .all(|task| {
-                let key = StackRef {
-                    pid: task.tgid,
-                    stack: task.stack,
-                };
-                task.stack == 0
-                    || self.aliases.peek(&key).is_some()
-                    || self.resolved.peek(&key).is_some()
-            })
-    }
-
-    /// Rewrites the captures an event names to their canonical ones.
-    pub fn canonicalize(&self, event: &mut TcpEvent) {
+    /// Rewrites the captures an event names to their canonical ones, and
+    /// says whether every one of them has been met (a capture forgotten
+    /// since, older than the last `MAX_STACKS`, counts as unmet: that costs
+    /// only a look at an empty ring).
+    pub fn canonicalize(&self, event: &mut TcpEvent) -> bool {
+        let mut all_met = true;
         for task in [&mut event.sock.owner, &mut event.sock.closer]
             .into_iter()
             .chain(event.actor.as_mut())
         {
-            task.stack = self.canonical(task.stack, task.tgid);
+            if task.stack == 0 {
+                continue;
+            }
+            let key = StackRef {
+                pid: task.tgid,
+                stack: task.stack,
+            };
+            match self.aliases.peek(&key) {
+                Some(first) => task.stack = first.stack,
+                // Unmapped captures are resolved (as unknown) under their own key.
+                None => all_met &= self.resolved.peek(&key).is_some(),
+            }
         }
+        all_met
     }
 
     /// Symbolizes the oldest capture waiting, or else a retry that is

@@ -15,7 +15,7 @@ use tokio::io::unix::AsyncFd;
 use crate::{
     callsite::CallSites,
     clock::monotonic_ns,
-    container::lookup::cgroup_id_of_pid,
+    container::lookup::{cgroup2_mount, cgroup_id_of_pid},
     container::{ContainerConfig, ContainerLabels, Containers},
     diagnose::{build_report, ports::local_port_range, Diagnoses, Report, ReportInput},
     event::{
@@ -188,13 +188,14 @@ impl Pipeline {
         loop {
             self.drain_stacks(stacks);
             while let Some(item) = events.next() {
-                let Some(event) = self.decoded(&item) else {
+                let Some(mut event) = self.decoded(&item) else {
                     continue;
                 };
                 // The kernel sends a capture before the event that refers
                 // to it: one not met yet is in the stack ring by now.
-                if !self.call_sites.knows_captures_of(&event) {
+                if !self.call_sites.canonicalize(&mut event) {
                     self.drain_stacks(stacks);
+                    self.call_sites.canonicalize(&mut event);
                 }
                 self.handle_event(&event, &mut each)?;
             }
@@ -220,10 +221,12 @@ impl Pipeline {
         bytes: &[u8],
         each: &mut impl FnMut(&Observed) -> Result<(), E>,
     ) -> Result<(), E> {
-        match self.decoded(bytes) {
-            Some(event) => self.handle_event(&event, each),
-            None => Ok(()),
-        }
+        let Some(mut event) = self.decoded(bytes) else {
+            return Ok(());
+        };
+        // Records fed by hand come with their stacks before them.
+        self.call_sites.canonicalize(&mut event);
+        self.handle_event(&event, each)
     }
 
     /// The event `bytes` holds. A stack capture is taken in (and gives
@@ -241,6 +244,8 @@ impl Pipeline {
         Some(event)
     }
 
+    /// A decoded event whose captures are canonical: unfolded (summary
+    /// records) and processed.
     fn handle_event<E>(
         &mut self,
         event: &TcpEvent,
@@ -281,9 +286,6 @@ impl Pipeline {
         event: &TcpEvent,
         each: &mut impl FnMut(&Observed) -> Result<(), E>,
     ) -> Result<(), E> {
-        let mut event = *event;
-        self.call_sites.canonicalize(&mut event);
-        let event = &event;
         let result = self.observe(event, each);
         if let What::StateChange {
             new: TcpState::Close,
@@ -504,6 +506,9 @@ pub fn dump(filter: &Filter, diag: &Mutex<DiagSockets>) -> Result<(Snapshot, Sna
 /// Passive sockets inherit their listener's owner in the kernel; listeners
 /// opened before tcptrace started are taught to it from the snapshot.
 fn seed_listeners(probe: &mut Probe, snapshot: &Snapshot) {
+    let cgroup2 = std::fs::read_to_string("/proc/self/mounts")
+        .ok()
+        .and_then(|mounts| cgroup2_mount(&mounts));
     for socket in &snapshot.sockets {
         let (TcpState::Listen, Some(holder)) = (socket.state, socket.holders.first()) else {
             continue;
@@ -523,7 +528,10 @@ fn seed_listeners(probe: &mut Probe, snapshot: &Snapshot) {
         // with its container even if it exits before they are counted.
         let listener = Listener {
             owner,
-            cgroup_id: cgroup_id_of_pid(holder.pid).unwrap_or(0),
+            cgroup_id: cgroup2
+                .as_deref()
+                .and_then(|root| cgroup_id_of_pid(root, holder.pid))
+                .unwrap_or(0),
             skaddr: 0,
         };
         if let Err(err) = probe.seed_listener(key, listener) {

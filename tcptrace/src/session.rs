@@ -91,7 +91,7 @@ pub async fn run(options: SessionOptions, sink: &mut dyn Sink) -> Result<Summary
             if report_only {
                 return Ok(());
             }
-            sink.event_in(
+            sink.event(
                 seen.event,
                 seen.owner,
                 seen.labels,

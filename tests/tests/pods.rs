@@ -202,6 +202,14 @@ fn a_daemon_started_after_a_pod_server_attributes_its_connections() {
         "the pod server's CLOSE_WAIT leak is in the gauges:\n{}",
         relevant(&scrape)
     );
+    // The host's and both pods' namespaces were listed; none missed.
+    let namespaces = |state| sample(&scrape, "tcptrace_network_namespaces", &[("state", state)]);
+    assert!(
+        namespaces("listed").unwrap_or(0.0) >= 3.0,
+        "the dump covers the pods' namespaces: {:?}",
+        namespaces("listed")
+    );
+    assert_eq!(namespaces("unreachable"), Some(0.0));
     drop(server);
 }
 

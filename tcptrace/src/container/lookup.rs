@@ -47,12 +47,11 @@ pub fn cgroup2_mount(mounts: &str) -> Option<PathBuf> {
 /// directory, what `bpf_get_current_cgroup_id()` returns in its system
 /// calls): for sockets whose birth the kernel programs did not see, such
 /// as the listeners of servers that started before tcptrace. `None` when
-/// the process is gone or has no cgroup-v2 path.
+/// the process is gone or has no cgroup-v2 path. `root` is the cgroup2
+/// mount (`cgroup2_mount`).
 #[must_use]
-pub fn cgroup_id_of_pid(pid: u32) -> Option<u64> {
+pub fn cgroup_id_of_pid(root: &Path, pid: u32) -> Option<u64> {
     use std::os::unix::fs::MetadataExt;
-    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
-    let root = cgroup2_mount(&mounts)?;
     let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
     let path = super::proc_cgroup::unified(&text)?;
     std::fs::metadata(root.join(path.trim_start_matches('/')))

@@ -279,6 +279,10 @@ impl Daemon {
                 .to_owned(),
             sockets: self.refreshed.sockets.clone(),
             kernel_sockets: self.refreshed.kernel_sockets.clone(),
+            network_namespaces: (
+                self.refreshed.namespaces_listed,
+                self.refreshed.namespaces_unreachable.len() as u64,
+            ),
             time_wait: self.refreshed.time_wait.clone(),
             close_wait_oldest: self.refreshed.close_wait_oldest.clone(),
             ports_in_use: self.refreshed.ports_in_use.clone(),
@@ -299,7 +303,15 @@ impl Daemon {
         let now = Instant::now();
         let losses = Losses::of(&kernel, self.pipeline.counts.decode_errors);
         self.health.observe(now, losses);
-        let verdict = self.health.verdict(now, losses);
+        let mut verdict = self.health.verdict(now, losses);
+        // Sockets of namespaces the last dump could not list are missing
+        // from the gauges until one can.
+        for namespace in &self.refreshed.namespaces_unreachable {
+            verdict.status = "degraded";
+            verdict
+                .reasons
+                .push(format!("sockets not listed: {namespace}"));
+        }
         serde_json::json!({
             "status": verdict.status,
             "reasons": verdict.reasons,

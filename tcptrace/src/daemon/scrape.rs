@@ -19,6 +19,10 @@ use crate::{
 pub struct Refreshed {
     pub sockets: Vec<(ProcessLabels, &'static str, u64)>,
     pub kernel_sockets: Vec<(&'static str, u64)>,
+    /// Network namespaces the dump listed, and those it could not (with
+    /// why): their sockets are missing from the gauges.
+    pub namespaces_listed: u64,
+    pub namespaces_unreachable: Vec<String>,
     pub time_wait: Vec<(ProcessLabels, u64)>,
     pub close_wait_oldest: Vec<(ProcessLabels, f64)>,
     /// By (network namespace, destination).
@@ -104,6 +108,8 @@ impl Refreshed {
         Self {
             sockets,
             kernel_sockets,
+            namespaces_listed: all.namespaces as u64,
+            namespaces_unreachable: all.unreachable.clone(),
             time_wait: time_wait.into_iter().collect(),
             close_wait_oldest: close_wait.into_iter().collect(),
             ports_in_use: top_k(

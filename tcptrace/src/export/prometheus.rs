@@ -74,6 +74,8 @@ pub struct Scrape {
     pub sockets: Vec<(ProcessLabels, &'static str, u64)>,
     /// All TCP sockets in the kernel by state (`TIME_WAIT` included).
     pub kernel_sockets: Vec<(&'static str, u64)>,
+    /// Network namespaces whose sockets were listed, and not (unreachable).
+    pub network_namespaces: (u64, u64),
     /// `TIME_WAIT` sockets held per closing process (modelled).
     pub time_wait: Vec<(ProcessLabels, u64)>,
     pub close_wait_oldest: Vec<(ProcessLabels, f64)>,
@@ -168,6 +170,16 @@ impl Scrape {
         )?;
         for (state, count) in &self.kernel_sockets {
             m.encode_family(&[("state", *state)])?.encode_gauge(count)?;
+        }
+        let mut m = e.encode_descriptor(
+            "network_namespaces",
+            "Network namespaces whose sockets the gauges cover (listed) or miss (unreachable)",
+            None,
+            MetricType::Gauge,
+        )?;
+        let (listed, unreachable) = self.network_namespaces;
+        for (state, count) in [("listed", listed), ("unreachable", unreachable)] {
+            m.encode_family(&[("state", state)])?.encode_gauge(&count)?;
         }
         let mut m = e.encode_descriptor(
             "time_wait_sockets",

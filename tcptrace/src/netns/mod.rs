@@ -18,6 +18,7 @@ use anyhow::{Context, Result};
 use netlink_sys::{protocols::NETLINK_SOCK_DIAG, Socket};
 
 use self::opener::Opener;
+use crate::proc_fds::netns_inode;
 
 /// A network namespace: its inode (`net->ns.inum`, what the kernel
 /// programs record with each socket) and a path that opens it.
@@ -30,7 +31,7 @@ pub struct Namespace {
 /// The namespaces present now, tcptrace's own first, each once.
 #[must_use]
 pub fn list() -> Vec<Namespace> {
-    let own = own_inode();
+    let own = netns_inode("self");
     let mut found: BTreeMap<u32, PathBuf> = BTreeMap::new();
     let named = fs::read_dir("/run/netns")
         .into_iter()
@@ -82,14 +83,6 @@ fn connected(mut socket: Socket) -> Result<Socket> {
     Ok(socket)
 }
 
-/// tcptrace's own network namespace.
-#[must_use]
-pub fn own_inode() -> Option<u32> {
-    fs::metadata("/proc/self/ns/net")
-        .ok()
-        .and_then(|m| u32::try_from(m.ino()).ok())
-}
-
 /// A `sock_diag` socket per namespace, opened once and kept while the
 /// namespace exists (a kept socket also keeps its namespace alive, so the
 /// sockets of namespaces that disappeared are closed at each refresh).
@@ -137,7 +130,7 @@ impl DiagSockets {
         let present = list();
         self.open
             .retain(|inode, _| present.iter().any(|ns| ns.inode == *inode));
-        let own = own_inode();
+        let own = netns_inode("self");
         let mut unreachable = Vec::new();
         for namespace in &present {
             if self.open.contains_key(&namespace.inode) {

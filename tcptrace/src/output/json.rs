@@ -144,11 +144,7 @@ impl<W: Write> Sink for JsonLines<W> {
         }))
     }
 
-    fn event(&mut self, event: &TcpEvent, owner: Option<&Owner>, unix_ns: u128) -> io::Result<()> {
-        self.event_in(event, owner, None, unix_ns)
-    }
-
-    fn event_in(
+    fn event(
         &mut self,
         event: &TcpEvent,
         owner: Option<&Owner>,

@@ -20,19 +20,14 @@ pub trait Sink {
     fn start(&mut self, existing: &[ExistingSocket], shown_existing: usize) -> io::Result<()>;
     /// A pre-existing socket that passes the filters.
     fn existing(&mut self, socket: &ExistingSocket) -> io::Result<()>;
-    fn event(&mut self, event: &TcpEvent, owner: Option<&Owner>, unix_ns: u128) -> io::Result<()>;
-    /// An event with the names of its owner's workload, when known; a
-    /// sink that shows none writes the event as `event` does.
-    fn event_in(
+    /// An event, with the names of its owner's workload when known.
+    fn event(
         &mut self,
         event: &TcpEvent,
         owner: Option<&Owner>,
         labels: Option<&ContainerLabels>,
         unix_ns: u128,
-    ) -> io::Result<()> {
-        let _ = labels;
-        self.event(event, owner, unix_ns)
-    }
+    ) -> io::Result<()>;
     fn summary(&mut self, summary: &Summary) -> io::Result<()>;
     /// The diagnosis report at the end of a session.
     fn report(&mut self, report: &Report) -> io::Result<()>;

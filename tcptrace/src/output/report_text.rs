@@ -31,7 +31,8 @@ pub fn write_report(out: &mut impl Write, report: &Report) -> io::Result<()> {
         t.connections_closed
     )?;
     for unreachable in &t.namespaces_unreachable {
-        writeln!(out, "WARNING: sockets not listed: {unreachable}")?;
+        // Holds a /run/netns name and an error: text from outside.
+        writeln!(out, "WARNING: sockets not listed: {}", Escaped(unreachable))?;
     }
     if t.events_lost > 0 {
         writeln!(

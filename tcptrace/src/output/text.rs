@@ -10,6 +10,7 @@ use tcptrace_common::TcpState;
 use super::Sink;
 use crate::{
     clock::write_time_of_day,
+    container::ContainerLabels,
     diagnose::Report,
     event::{comm_str, TcpEvent, What},
     owner::Owner,
@@ -76,7 +77,14 @@ impl<W: Write> Sink for TextLines<W> {
         )
     }
 
-    fn event(&mut self, event: &TcpEvent, owner: Option<&Owner>, unix_ns: u128) -> io::Result<()> {
+    /// The live line names the process; workload names are in the report.
+    fn event(
+        &mut self,
+        event: &TcpEvent,
+        owner: Option<&Owner>,
+        _labels: Option<&ContainerLabels>,
+        unix_ns: u128,
+    ) -> io::Result<()> {
         write_time_of_day(&mut self.out, unix_ns)?;
         match owner {
             Some(owner) => write!(self.out, " {:>7} {:<16}", owner.pid, Escaped(&owner.comm))?,
