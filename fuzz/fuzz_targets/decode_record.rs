@@ -104,8 +104,18 @@ fuzz_target!(|data: &[u8]| {
             let mut text_sink = TextLines::new(&mut text);
             pipeline
                 .handle::<std::io::Error>(&record, &mut |seen| {
-                    json_sink.event(seen.event, seen.owner, seen.labels, 1_700_000_000_000_000_000)?;
-                    text_sink.event(seen.event, seen.owner, seen.labels, 1_700_000_000_000_000_000)
+                    json_sink.event(
+                        seen.event,
+                        seen.owner,
+                        seen.labels,
+                        1_700_000_000_000_000_000,
+                    )?;
+                    text_sink.event(
+                        seen.event,
+                        seen.owner,
+                        seen.labels,
+                        1_700_000_000_000_000_000,
+                    )
                 })
                 .expect("writing to memory");
             drop((json_sink, text_sink));
