@@ -3,7 +3,7 @@
 //! socket record, updated in place by every state change, and unfolded by
 //! userspace into the transitions it stands for.
 
-use crate::state::raw::{CLOSE_WAIT, ESTABLISHED, FIN_WAIT1, LAST_ACK, SYN_RECV, SYN_SENT};
+use crate::transition::{moment, retransmit_phase, Moment, RetransmitPhase};
 
 /// Most states `History::path` holds (4 bits each in a u64).
 pub const PATH_CAPACITY: u8 = 16;
@@ -59,10 +59,11 @@ impl History {
             self.push(old);
         }
         self.push(new);
-        match new {
-            ESTABLISHED if self.established_ns == 0 => self.established_ns = now_ns,
-            FIN_WAIT1 | LAST_ACK if self.fin_sent_ns == 0 => self.fin_sent_ns = now_ns,
-            CLOSE_WAIT if self.close_wait_ns == 0 => self.close_wait_ns = now_ns,
+        // The first time of each moment is kept.
+        match moment(old, new) {
+            Some(Moment::Established) if self.established_ns == 0 => self.established_ns = now_ns,
+            Some(Moment::FinSent) if self.fin_sent_ns == 0 => self.fin_sent_ns = now_ns,
+            Some(Moment::CloseWait) if self.close_wait_ns == 0 => self.close_wait_ns = now_ns,
             _ => {}
         }
     }
@@ -110,16 +111,21 @@ impl History {
         reason = "called from the kernel programs, which keep every helper inline (no BPF-to-BPF calls)"
     )]
     pub fn count_retransmit(&mut self, state: i32) -> bool {
-        match state {
-            SYN_SENT | SYN_RECV => {
+        if state == 0 {
+            // No state recorded yet (a socket first met by this
+            // retransmit): the event goes to userspace, which knows more.
+            return false;
+        }
+        match retransmit_phase(state) {
+            RetransmitPhase::Handshake => {
                 self.syn_retransmits = self.syn_retransmits.saturating_add(1);
                 true
             }
-            ESTABLISHED | CLOSE_WAIT => {
+            RetransmitPhase::Data => {
                 self.data_retransmits = self.data_retransmits.saturating_add(1);
                 true
             }
-            _ => false,
+            RetransmitPhase::Fin => false,
         }
     }
 

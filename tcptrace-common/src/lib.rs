@@ -13,14 +13,15 @@
 
 pub mod history;
 pub mod layout;
-pub mod rules;
 pub mod state;
+pub mod transition;
 
 pub use history::History;
 pub use layout::{
     AcceptLayout, KernelLayout, ResetLayout, RetransmitLayout, StateLayout, RAW_RECORD_LEN,
 };
 pub use state::TcpState;
+pub use transition::{Birth, Moment, RetransmitPhase, Side};
 
 /// Length of a task's `comm`, including the terminating NUL.
 pub const TASK_COMM_LEN: usize = 16;

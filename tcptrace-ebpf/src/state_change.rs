@@ -14,7 +14,7 @@ use aya_ebpf::{
     EbpfContext,
 };
 use tcptrace_common::{
-    rules::{classify, depends_on_context, Role},
+    transition::{classify, depends_on_context, summary_sent_on, Attribution},
     state::raw::{CLOSE, CLOSE_WAIT, LISTEN},
     Counter, EventKind, Listener, ListenerKey, SockInfo, Task, CLOSER_KNOWN, CTX_PROCESS,
     IPPROTO_TCP, OWNER_FROM_ACCEPT, OWNER_FROM_LISTENER, OWNER_FROM_SYSCALL, PEER_SENT_DATA,
@@ -94,12 +94,12 @@ fn on_change(
     // summary mode needs to know only where the role depends on it.
     let process = (!summary || depends_on_context(old, new)) && in_process_context();
     let role = classify(old, new, process, new == CLOSE && reset_by_peer(skaddr));
-    let born = role == Role::Birth;
-    let closing = role == Role::CloseCall;
+    let born = role == Attribution::Birth;
+    let closing = role == Attribution::CloseCall;
     let actor = match role {
         _ if !process => Task::NOBODY,
-        Role::Birth => current_task(StackFor::Birth, now),
-        Role::CloseCall => current_task(StackFor::Close, now),
+        Attribution::Birth => current_task(StackFor::Birth, now),
+        Attribution::CloseCall => current_task(StackFor::Close, now),
         // Only a printed event names who was running for the rest.
         _ if summary => Task::NOBODY,
         _ => current_task(StackFor::None, now),
@@ -109,7 +109,7 @@ fn on_change(
     // per-CPU scratch slot (the 512-byte BPF stack cannot hold it next to
     // the task records) and inserted at the end.
     let stored = SOCKS.get_ptr_mut(skaddr);
-    let fresh = born || role == Role::PassiveChild || stored.is_none();
+    let fresh = born || role == Attribution::PassiveChild || stored.is_none();
     let info = match stored {
         // SAFETY: a pointer into the SOCKS map's value, valid for this program run; updates of one socket race only with its own softirq work, which sees a whole record.
         Some(known) if !fresh => unsafe { &mut *known },
@@ -118,7 +118,7 @@ fn on_change(
             let scratch = unsafe { &mut *SCRATCH.get_ptr_mut(0).ok_or(())? };
             if born {
                 init_born(scratch, skaddr, &actor, now);
-            } else if role == Role::PassiveChild {
+            } else if role == Attribution::PassiveChild {
                 init_passive_child(scratch, skaddr, local_port()?, now);
             } else {
                 // SAFETY: `scratch` is this CPU's whole slot.
@@ -160,12 +160,7 @@ fn on_change(
         forget_listener(skaddr, local_port()?, info.netns);
     }
 
-    // Summary mode sends the moments the diagnoses need while a socket
-    // lives: a listener appearing (its listen() call site names every
-    // connection it accepts) and a peer's FIN (CLOSE_WAIT, where leaks
-    // start); everything else waits for the end.
-    let send_now = new == CLOSE || new == CLOSE_WAIT || new == LISTEN;
-    if !summary || send_now {
+    if !summary || summary_sent_on(new) {
         let (kind, raw_from, raw_len) = if summary {
             // The start of `struct sock` is `struct sock_common`: addresses,
             // ports and family, decoded in userspace at offsets from BTF.
@@ -208,7 +203,7 @@ fn on_change(
         let _ = SOCKS.remove(skaddr);
     } else if fresh
         && SOCKS.insert(skaddr, info, 0).is_err()
-        && (born || role == Role::PassiveChild)
+        && (born || role == Attribution::PassiveChild)
     {
         // Counted once per socket, at birth: an untracked socket tries
         // again at each later transition, in case room was freed.

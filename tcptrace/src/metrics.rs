@@ -8,14 +8,10 @@
 
 use std::net::SocketAddr;
 
-use tcptrace_common::TcpState;
+use tcptrace_common::{Birth, RetransmitPhase, Side, TcpState};
 
 use crate::{
-    diagnose::flows::ConnectFailures,
-    event::What,
-    pipeline::Observed,
-    table::{ClosedBy, Role},
-    FastMap,
+    diagnose::flows::ConnectFailures, event::What, pipeline::Observed, table::Role, FastMap,
 };
 
 pub const MAX_PROCESSES: usize = 10_000;
@@ -88,18 +84,137 @@ impl ProcessKey {
     };
 }
 
+/// The values of one label of a counter, in the order its counts are kept:
+/// the enum names its series, so nobody indexes counts by position.
+pub trait LabelValue: Copy + 'static {
+    /// The label's name in the series.
+    const LABEL: &'static str;
+    /// Every value, in the order of `index`.
+    const ALL: &'static [Self];
+    fn index(self) -> usize;
+    fn label_value(self) -> &'static str;
+}
+
+/// A counter per value of the label `L` (at most three values).
+#[derive(Clone, Copy, Debug)]
+pub struct CountsBy<L> {
+    counts: [u64; 3],
+    label: std::marker::PhantomData<L>,
+}
+
+impl<L> Default for CountsBy<L> {
+    fn default() -> Self {
+        Self {
+            counts: [0; 3],
+            label: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<L: LabelValue> CountsBy<L> {
+    pub fn add(&mut self, value: L, count: u64) {
+        self.counts[value.index()] += count;
+    }
+
+    #[must_use]
+    pub fn get(&self, value: L) -> u64 {
+        self.counts[value.index()]
+    }
+
+    pub fn merge(&mut self, other: &Self) {
+        for value in L::ALL {
+            self.add(*value, other.get(*value));
+        }
+    }
+
+    /// (label value, count) for every value, in `L::ALL` order.
+    pub fn iter(&self) -> impl Iterator<Item = (L, u64)> + '_ {
+        L::ALL.iter().map(|value| (*value, self.get(*value)))
+    }
+}
+
+/// How an opened connection came to be (a `listen()` opens none).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Opened {
+    /// `connect()`.
+    Active,
+    /// Accepted from a listener.
+    Passive,
+}
+
+impl LabelValue for Opened {
+    const LABEL: &'static str = "role";
+    const ALL: &'static [Self] = &[Self::Active, Self::Passive];
+    fn index(self) -> usize {
+        self as usize
+    }
+    fn label_value(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Passive => "passive",
+        }
+    }
+}
+
+/// Which way a reset went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResetDirection {
+    Sent,
+    Received,
+}
+
+impl LabelValue for ResetDirection {
+    const LABEL: &'static str = "direction";
+    const ALL: &'static [Self] = &[Self::Sent, Self::Received];
+    fn index(self) -> usize {
+        self as usize
+    }
+    fn label_value(self) -> &'static str {
+        match self {
+            Self::Sent => "sent",
+            Self::Received => "received",
+        }
+    }
+}
+
+impl LabelValue for Side {
+    const LABEL: &'static str = "closed_first";
+    const ALL: &'static [Self] = &[Self::Local, Self::Peer];
+    fn index(self) -> usize {
+        self as usize
+    }
+    fn label_value(self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::Peer => "peer",
+        }
+    }
+}
+
+impl LabelValue for RetransmitPhase {
+    const LABEL: &'static str = "phase";
+    const ALL: &'static [Self] = &Self::ALL;
+    fn index(self) -> usize {
+        self as usize
+    }
+    fn label_value(self) -> &'static str {
+        match self {
+            Self::Handshake => "syn",
+            Self::Data => "data",
+            Self::Fin => "fin",
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct ProcessMetrics {
     /// (old, new) state numbers → count.
     pub transitions: FastMap<(TcpState, TcpState), u64>,
-    /// By role: active (connect), passive (accept).
-    pub opened: [u64; 2],
-    /// By side that closed first: local (active close), peer (passive close).
-    pub closes: [u64; 2],
-    /// By phase: syn, data, fin.
-    pub retransmits: [u64; 3],
-    /// sent, received.
-    pub resets: [u64; 2],
+    pub opened: CountsBy<Opened>,
+    /// By the side that closed first: local (active close), peer (passive close).
+    pub closes: CountsBy<Side>,
+    pub retransmits: CountsBy<RetransmitPhase>,
+    pub resets: CountsBy<ResetDirection>,
     pub connect_failures: ConnectFailures,
     /// Closing sockets whose FIN was never acknowledged (kernel gave up).
     pub dead_peer_closes: u64,
@@ -155,7 +270,9 @@ impl DaemonMetrics {
         let new = kernel_total.saturating_sub(self.resets_without_socket);
         if new > 0 {
             self.resets_without_socket = kernel_total;
-            self.process(ProcessKey::UNKNOWN).resets[0] += new;
+            self.process(ProcessKey::UNKNOWN)
+                .resets
+                .add(ResetDirection::Sent, new);
         }
     }
 
@@ -163,7 +280,9 @@ impl DaemonMetrics {
     pub fn observe(&mut self, seen: &Observed) {
         let Some(record) = seen.record else {
             if let What::ResetSent { .. } = seen.event.what {
-                self.process(ProcessKey::UNKNOWN).resets[0] += 1;
+                self.process(ProcessKey::UNKNOWN)
+                    .resets
+                    .add(ResetDirection::Sent, 1);
             }
             return;
         };
@@ -177,32 +296,28 @@ impl DaemonMetrics {
             What::StateChange { old, new } => {
                 let process = self.process(owner);
                 *process.transitions.entry((old, new)).or_default() += 1;
-                match (old, new) {
-                    (TcpState::Close, TcpState::SynSent) => process.opened[0] += 1,
-                    (TcpState::Listen, TcpState::SynRecv) => process.opened[1] += 1,
-                    (TcpState::SynSent, TcpState::Established) => {
-                        if let Some(ns) = event.in_state_ns {
-                            process.connect_latency.observe_ns(ns);
-                            let peer = self.peer(record.remote);
-                            peer.connect_latency.observe_ns(ns);
-                        }
-                    }
-                    _ => {}
+                match TcpState::birth(old, new) {
+                    Some(Birth::Active) => process.opened.add(Opened::Active, 1),
+                    Some(Birth::Passive) => process.opened.add(Opened::Passive, 1),
+                    Some(Birth::Listener) | None => {}
                 }
-                if active && (old, new) == (TcpState::Close, TcpState::SynSent) {
+                // connect() latency: SYN_SENT to ESTABLISHED.
+                if let ((TcpState::SynSent, TcpState::Established), Some(ns)) =
+                    ((old, new), event.in_state_ns)
+                {
+                    process.connect_latency.observe_ns(ns);
+                    self.peer(record.remote).connect_latency.observe_ns(ns);
+                }
+                if active && TcpState::birth(old, new) == Some(Birth::Active) {
                     self.peer(record.remote).attempts += 1;
                 }
             }
             What::Retransmit { state } => {
-                let phase = match state.unwrap_or(record.state) {
-                    TcpState::SynSent | TcpState::SynRecv => 0,
-                    TcpState::FinWait1 | TcpState::Closing | TcpState::LastAck => 2,
-                    _ => 1,
-                };
-                self.process(owner).retransmits[phase] += 1;
+                let phase = state.unwrap_or(record.state).retransmit_phase();
+                self.process(owner).retransmits.add(phase, 1);
             }
-            What::ResetSent { .. } => self.process(owner).resets[0] += 1,
-            What::ResetReceived => self.process(owner).resets[1] += 1,
+            What::ResetSent { .. } => self.process(owner).resets.add(ResetDirection::Sent, 1),
+            What::ResetReceived => self.process(owner).resets.add(ResetDirection::Received, 1),
             What::EofRead => {}
         }
         if seen.closed {
@@ -222,10 +337,8 @@ impl DaemonMetrics {
         let by_caller = event.actor.is_some();
 
         let process = self.process(owner);
-        match record.closed_by {
-            Some(ClosedBy::Local) => process.closes[0] += 1,
-            Some(ClosedBy::Peer) => process.closes[1] += 1,
-            None => {}
+        if let Some(side) = record.closed_by {
+            process.closes.add(side, 1);
         }
         if let (Some(lifetime), false) = (
             record.lifetime_ns(event.ts_ns),
@@ -257,16 +370,10 @@ pub fn merge(into: &mut ProcessMetrics, from: &ProcessMetrics) {
     for (key, count) in &from.transitions {
         *into.transitions.entry(*key).or_default() += count;
     }
-    for (a, b) in [
-        (&mut into.opened[..], &from.opened[..]),
-        (&mut into.closes[..], &from.closes[..]),
-        (&mut into.retransmits[..], &from.retransmits[..]),
-        (&mut into.resets[..], &from.resets[..]),
-    ] {
-        for (x, y) in a.iter_mut().zip(b) {
-            *x += y;
-        }
-    }
+    into.opened.merge(&from.opened);
+    into.closes.merge(&from.closes);
+    into.retransmits.merge(&from.retransmits);
+    into.resets.merge(&from.resets);
     into.connect_failures.add(&from.connect_failures);
     into.dead_peer_closes += from.dead_peer_closes;
     into.lifetime.merge(&from.lifetime);

@@ -19,7 +19,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tcptrace_common::{Task, TcpState, PEER_SENT_DATA};
+use tcptrace_common::{Birth, Moment, RetransmitPhase, Side, Task, TcpState, PEER_SENT_DATA};
 
 use crate::{
     container::{lookup, proc_cgroup, Containers},
@@ -105,12 +105,14 @@ pub enum Role {
     Unknown,
 }
 
-/// Which side sent the first FIN (or reset).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ClosedBy {
-    Local,
-    Peer,
+impl From<Birth> for Role {
+    fn from(birth: Birth) -> Self {
+        match birth {
+            Birth::Active => Self::Active,
+            Birth::Passive => Self::Passive,
+            Birth::Listener => Self::Listener,
+        }
+    }
 }
 
 /// Retransmits split by the phase of the connection they happened in.
@@ -162,7 +164,8 @@ pub struct SocketRecord {
     pub state_since_ns: Option<u64>,
     /// When our FIN went out (`FIN_WAIT1` or `LAST_ACK` entered).
     pub fin_sent_ns: Option<u64>,
-    pub closed_by: Option<ClosedBy>,
+    /// Which side sent the first FIN (or reset).
+    pub closed_by: Option<Side>,
     pub retransmits: Retransmits,
     pub resets_received: u32,
     pub resets_sent: u32,
@@ -242,18 +245,7 @@ impl SocketTable {
             return Applied::Untracked;
         }
         let birth = match event.what {
-            What::StateChange {
-                old: TcpState::Close,
-                new: TcpState::SynSent,
-            } => Some(Role::Active),
-            What::StateChange {
-                old: TcpState::Close,
-                new: TcpState::Listen,
-            } => Some(Role::Listener),
-            What::StateChange {
-                old: TcpState::Listen,
-                new: TcpState::SynRecv,
-            } => Some(Role::Passive),
+            What::StateChange { old, new } => TcpState::birth(old, new).map(Role::from),
             _ => None,
         };
         let key_of = |cgroups: &mut Option<&mut Cgroups>| match cgroups {
@@ -427,11 +419,11 @@ impl SocketRecord {
             What::Retransmit { state } => self.retransmit(event.ts_ns, state.unwrap_or(self.state)),
             What::ResetSent { .. } => {
                 self.resets_sent += 1;
-                self.closed_by.get_or_insert(ClosedBy::Local);
+                self.closed_by.get_or_insert(Side::Local);
             }
             What::ResetReceived => {
                 self.resets_received += 1;
-                self.closed_by.get_or_insert(ClosedBy::Peer);
+                self.closed_by.get_or_insert(Side::Peer);
             }
             What::EofRead => {
                 if let Some(reader) = &event.actor {
@@ -443,25 +435,13 @@ impl SocketRecord {
     }
 
     fn transition(&mut self, event: &TcpEvent, old: TcpState, new: TcpState) {
-        use TcpState::{Close, CloseWait, Established, FinWait1, LastAck};
-        if new == Established && old != Established {
-            self.established_ns = Some(event.ts_ns);
+        match TcpState::moment(old, new) {
+            Some(Moment::Established) => self.established_ns = Some(event.ts_ns),
+            Some(Moment::FinSent) => self.fin_sent_ns = Some(event.ts_ns),
+            Some(Moment::CloseWait) | None => {}
         }
-        match (old, new) {
-            (_, FinWait1) if old != FinWait1 => {
-                self.fin_sent_ns = Some(event.ts_ns);
-                self.closed_by.get_or_insert(ClosedBy::Local);
-            }
-            (_, CloseWait) => {
-                self.closed_by.get_or_insert(ClosedBy::Peer);
-            }
-            (_, LastAck) => self.fin_sent_ns = Some(event.ts_ns),
-            // An abort in a system call (SO_LINGER 0, unread data): this
-            // side reset the connection. Not a failed connect().
-            (Established | CloseWait, Close) if event.actor.is_some() => {
-                self.closed_by.get_or_insert(ClosedBy::Local);
-            }
-            _ => {}
+        if let Some(side) = TcpState::closing_side(old, new, event.actor.is_some()) {
+            self.closed_by.get_or_insert(side);
         }
         self.state = new;
         self.state_since_ns = Some(event.ts_ns);
@@ -469,16 +449,16 @@ impl SocketRecord {
 
     fn retransmit(&mut self, ts_ns: u64, state: TcpState) {
         let r = &mut self.retransmits;
-        match state {
-            TcpState::SynSent | TcpState::SynRecv => r.syn += 1,
-            TcpState::FinWait1 | TcpState::Closing | TcpState::LastAck => {
+        match state.retransmit_phase() {
+            RetransmitPhase::Handshake => r.syn += 1,
+            RetransmitPhase::Fin => {
                 if r.fin == 0 {
                     r.first_fin_ns = ts_ns;
                 }
                 r.fin += 1;
                 r.last_fin_ns = ts_ns;
             }
-            _ => r.data += 1,
+            RetransmitPhase::Data => r.data += 1,
         }
     }
 
@@ -633,7 +613,7 @@ pub(crate) mod tests {
         };
         assert_eq!(record.role, Role::Active);
         assert_eq!(record.lifetime_ns(9_000), Some(8_000));
-        assert_eq!(record.closed_by, Some(ClosedBy::Local));
+        assert_eq!(record.closed_by, Some(Side::Local));
         assert_eq!(record.closer.map(|c| c.pid), Some(100));
         assert_eq!(record.retransmits.fin, 1);
         assert_eq!(
@@ -658,7 +638,7 @@ pub(crate) mod tests {
         else {
             panic!("CLOSE ends the record");
         };
-        assert_eq!(record.closed_by, Some(ClosedBy::Local));
+        assert_eq!(record.closed_by, Some(Side::Local));
         // The same transition in softirq (the peer's RST) names nobody.
         let d = Conn::active(4, client, "10.0.0.1:40003", REMOTE);
         apply(&mut table, &d.state(1, Close, SynSent));
@@ -702,7 +682,7 @@ pub(crate) mod tests {
         let record = table.get(3).unwrap();
         assert_eq!(record.role, Role::Unknown);
         assert_eq!(record.born_ns, None);
-        assert_eq!(record.closed_by, Some(ClosedBy::Peer));
+        assert_eq!(record.closed_by, Some(Side::Peer));
         assert_eq!(record.state_since_ns, Some(50));
         assert_eq!(record.peer_key(), REMOTE.parse::<SocketAddr>().unwrap());
     }

@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 
-use tcptrace_common::TcpState;
+use tcptrace_common::{RetransmitPhase, TcpState};
 
 use crate::{
     event::{TcpEvent, What},
@@ -108,10 +108,7 @@ impl DeadPeers {
             groups: self.groups.clone(),
         };
         for record in live {
-            let closing = matches!(
-                record.state,
-                TcpState::FinWait1 | TcpState::Closing | TcpState::LastAck
-            );
+            let closing = record.state.retransmit_phase() == RetransmitPhase::Fin;
             if closing && record.retransmits.fin > 0 {
                 all.add(record, now_ns).outcomes.still_trying += 1;
             }

@@ -6,10 +6,11 @@ use std::net::SocketAddr;
 
 use hdrhistogram::Histogram;
 use smallvec::SmallVec;
+use tcptrace_common::{Birth, Moment, RetransmitPhase, Side, TcpState};
 
 use crate::{
     event::{TcpEvent, What},
-    table::{ClosedBy, ProcessId, Role, SocketRecord, StackRef},
+    table::{ProcessId, Role, SocketRecord, StackRef},
     FastMap,
 };
 
@@ -273,16 +274,12 @@ impl Flows {
 
     /// Every event on a live socket: connects and handshakes.
     pub fn on_event(&mut self, event: &TcpEvent, record: &SocketRecord) {
-        use tcptrace_common::TcpState::{Close, Established, SynRecv, SynSent};
         // One lookup per event: this runs for every event the daemon sees.
         let flow = self.flow(record);
         flow.last_seen_ns = event.ts_ns;
         flow.saw_namespace(record.netns);
         match event.what {
-            What::StateChange {
-                old: Close,
-                new: SynSent,
-            } => {
+            What::StateChange { old, new } if TcpState::birth(old, new) == Some(Birth::Active) => {
                 flow.attempts += 1;
                 if flow.recent_attempts_ns.len() == RECENT_ATTEMPTS {
                     flow.recent_attempts_ns.remove(0);
@@ -292,18 +289,19 @@ impl Flows {
                     *flow.owner_stacks.entry(stack).or_default() += 1;
                 }
             }
-            What::StateChange {
-                old: SynSent | SynRecv,
-                new: Established,
-            } => {
+            What::StateChange { old, new }
+                if TcpState::moment(old, new) == Some(Moment::Established) =>
+            {
                 flow.established += 1;
                 if let Some(ns) = event.in_state_ns {
                     flow.handshake_us.saturating_record((ns / 1_000).max(1));
                 }
             }
-            What::Retransmit {
-                state: Some(SynSent | SynRecv),
-            } => flow.syn_retransmits += 1,
+            What::Retransmit { state: Some(state) }
+                if state.retransmit_phase() == RetransmitPhase::Handshake =>
+            {
+                flow.syn_retransmits += 1;
+            }
             _ => {}
         }
     }
@@ -325,8 +323,8 @@ impl Flows {
                 .saturating_record((lifetime / 1_000).max(1));
         }
         match record.closed_by {
-            Some(ClosedBy::Local) => flow.active_closes += 1,
-            Some(ClosedBy::Peer) => {
+            Some(Side::Local) => flow.active_closes += 1,
+            Some(Side::Peer) => {
                 flow.passive_closes += 1;
                 if !record.peer_sent_data {
                     flow.rejections += 1;

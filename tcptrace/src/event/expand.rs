@@ -8,7 +8,7 @@
 //! known for the birth (the owner), the first close call (the closer) and
 //! the last transition (the record's own context).
 
-use tcptrace_common::{history::PATH_CAPACITY, TcpState, CLOSER_KNOWN, OWNER_FROM_SYSCALL};
+use tcptrace_common::{history::PATH_CAPACITY, Moment, TcpState, CLOSER_KNOWN, OWNER_FROM_SYSCALL};
 
 use super::{TcpEvent, What};
 
@@ -49,12 +49,7 @@ pub fn expand(summary: &TcpEvent, mut each: impl FnMut(&TcpEvent)) {
     // Every transition before the summary's own one.
     for i in 0..last {
         let (old, new) = (states[i], states[i + 1]);
-        let birth = i == 0
-            && matches!(
-                (old, new),
-                (TcpState::Close, TcpState::SynSent | TcpState::Listen)
-                    | (TcpState::Listen, TcpState::SynRecv)
-            );
+        let birth = i == 0 && TcpState::birth(old, new).is_some();
         // An unrecorded moment takes the time of the transition before.
         let ts_ns = match (moment(summary, old, new, birth), previous_ns) {
             (Some(ts), Some(previous)) => ts.max(previous),
@@ -66,7 +61,7 @@ pub fn expand(summary: &TcpEvent, mut each: impl FnMut(&TcpEvent)) {
         event.in_state_ns = previous_ns.map(|p| ts_ns.saturating_sub(p));
         event.actor = if birth && sock.flags & OWNER_FROM_SYSCALL != 0 {
             Some(sock.owner)
-        } else if !closer_named && is_close_call(old, new) && sock.flags & CLOSER_KNOWN != 0 {
+        } else if !closer_named && TcpState::sends_fin(old, new) && sock.flags & CLOSER_KNOWN != 0 {
             closer_named = true;
             Some(sock.closer)
         } else {
@@ -123,25 +118,14 @@ pub fn expand(summary: &TcpEvent, mut each: impl FnMut(&TcpEvent)) {
 /// When the kernel recorded entering `new`, if it did.
 fn moment(summary: &TcpEvent, old: TcpState, new: TcpState, birth: bool) -> Option<u64> {
     let h = &summary.sock.history;
-    let ns = match new {
+    let ns = match TcpState::moment(old, new) {
         _ if birth => summary.sock.created_ns,
-        TcpState::Established if old != TcpState::Established => h.established_ns,
-        TcpState::FinWait1 | TcpState::LastAck => h.fin_sent_ns,
-        TcpState::CloseWait => h.close_wait_ns,
-        _ => 0,
+        Some(Moment::Established) => h.established_ns,
+        Some(Moment::FinSent) => h.fin_sent_ns,
+        Some(Moment::CloseWait) => h.close_wait_ns,
+        None => 0,
     };
     (ns != 0).then_some(ns)
-}
-
-/// The transitions a `close()`, `shutdown()` or abort makes in process context.
-fn is_close_call(old: TcpState, new: TcpState) -> bool {
-    matches!(
-        (old, new),
-        (
-            TcpState::Established | TcpState::SynRecv,
-            TcpState::FinWait1
-        ) | (TcpState::CloseWait, TcpState::LastAck)
-    )
 }
 
 /// `count` events `what` at `at`'s time, by nobody.

@@ -19,7 +19,7 @@ use crate::{
     callsite::StackCounts,
     container::ContainerLabels,
     diagnose::flows::ConnectFailures,
-    metrics::{Buckets, ProcessMetrics},
+    metrics::{Buckets, CountsBy, LabelValue, ProcessMetrics},
     pipeline::EventCounts,
     probe::Counters,
 };
@@ -249,8 +249,6 @@ impl Scrape {
             rows,
             "connections_opened",
             "Connections opened, by role",
-            "role",
-            &["active", "passive"],
             |p| &p.opened,
         )?;
         counter_by(
@@ -258,8 +256,6 @@ impl Scrape {
             rows,
             "connections_closed",
             "Connections closed, by the side that closed first (local = active close)",
-            "closed_first",
-            &["local", "peer"],
             |p| &p.closes,
         )?;
         counter_by(
@@ -267,19 +263,9 @@ impl Scrape {
             rows,
             "retransmits",
             "Retransmitted segments, by phase",
-            "phase",
-            &["syn", "data", "fin"],
             |p| &p.retransmits,
         )?;
-        counter_by(
-            e,
-            rows,
-            "resets",
-            "Resets, by direction",
-            "direction",
-            &["sent", "received"],
-            |p| &p.resets,
-        )?;
+        counter_by(e, rows, "resets", "Resets, by direction", |p| &p.resets)?;
         let mut m = e.encode_descriptor(
             "dead_peer_closes",
             "Closing sockets whose FIN the peer never acknowledged (the kernel gave up)",
@@ -451,20 +437,19 @@ fn with<const N: usize>(
     labels.iter().cloned().chain(extra).collect()
 }
 
-fn counter_by<const N: usize>(
+/// One counter family with a label whose values `L` names.
+fn counter_by<L: LabelValue>(
     e: &mut DescriptorEncoder,
     rows: &[(ProcessLabels, ProcessMetrics)],
     name: &str,
     help: &str,
-    label: &'static str,
-    values: &[&str; N],
-    pick: impl Fn(&ProcessMetrics) -> &[u64; N],
+    pick: impl Fn(&ProcessMetrics) -> &CountsBy<L>,
 ) -> Result {
     let mut m = e.encode_descriptor(name, help, None, MetricType::Counter)?;
     for (labels, p) in rows {
-        for (value, count) in values.iter().zip(pick(p)) {
-            m.encode_family(&with(labels, [(label, (*value).to_owned())]))?
-                .encode_counter::<NoLabelSet, _, u64>(count, None)?;
+        for (value, count) in pick(p).iter() {
+            m.encode_family(&with(labels, [(L::LABEL, value.label_value().to_owned())]))?
+                .encode_counter::<NoLabelSet, _, u64>(&count, None)?;
         }
     }
     Ok(())
@@ -539,6 +524,7 @@ pub fn merge_rows(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::Opened;
 
     #[test]
     fn label_values_are_escaped() {
@@ -548,10 +534,9 @@ mod tests {
 
     #[test]
     fn renders_openmetrics_with_hostile_comm() {
-        let mut p = ProcessMetrics {
-            opened: [3, 1],
-            ..ProcessMetrics::default()
-        };
+        let mut p = ProcessMetrics::default();
+        p.opened.add(Opened::Active, 3);
+        p.opened.add(Opened::Passive, 1);
         p.lifetime.observe_ns(2_000_000);
         let labels = process_labels("evil\"\n", &ContainerLabels::default());
         let text = render(Scrape {

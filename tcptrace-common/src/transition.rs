@@ -1,0 +1,354 @@
+//! The TCP transition vocabulary: what each state change means, for the
+//! kernel programs (which apply it to raw state numbers) and for every
+//! userspace module (through the typed methods on [`TcpState`]). No other
+//! copy of these rules exists; docs/ARCHITECTURE.md explains them.
+//!
+//! Only transitions made inside a system call of the acting process may
+//! name it; packet-driven transitions run in softirq, where "current" is
+//! whoever happened to be interrupted.
+
+use crate::state::{
+    raw::{
+        CLOSE, CLOSE_WAIT, CLOSING, ESTABLISHED, FIN_WAIT1, LAST_ACK, LISTEN, SYN_RECV, SYN_SENT,
+    },
+    TcpState,
+};
+
+/// How a socket came to be, told by its first transition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Birth {
+    /// `connect()`: `CLOSE`→`SYN_SENT`.
+    Active,
+    /// `listen()`: `CLOSE`→`LISTEN`.
+    Listener,
+    /// A connection a listener accepted: `LISTEN`→`SYN_RECV`.
+    Passive,
+}
+
+/// Which socket a transition is born, if it is a birth.
+#[inline(always)]
+#[expect(
+    clippy::inline_always,
+    reason = "called from the kernel programs, which keep every helper inline (no BPF-to-BPF calls)"
+)]
+#[must_use]
+pub const fn birth(old: i32, new: i32) -> Option<Birth> {
+    match (old, new) {
+        (CLOSE, SYN_SENT) => Some(Birth::Active),
+        (CLOSE, LISTEN) => Some(Birth::Listener),
+        (LISTEN, SYN_RECV) => Some(Birth::Passive),
+        _ => None,
+    }
+}
+
+/// Our FIN leaves: `close()` or `shutdown()` of an open connection, before
+/// (`FIN_WAIT1`) or after (`LAST_ACK`) the peer's.
+#[inline(always)]
+#[expect(
+    clippy::inline_always,
+    reason = "called from the kernel programs, which keep every helper inline (no BPF-to-BPF calls)"
+)]
+#[must_use]
+pub const fn sends_fin(old: i32, new: i32) -> bool {
+    matches!(
+        (old, new),
+        (ESTABLISHED | SYN_RECV, FIN_WAIT1) | (CLOSE_WAIT, LAST_ACK)
+    )
+}
+
+/// The moments of a life the kernel keeps in summary mode (and the socket
+/// table keeps for every socket), marked by entering a state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Moment {
+    /// The handshake completed.
+    Established,
+    /// Our FIN left (`FIN_WAIT1` or `LAST_ACK`).
+    FinSent,
+    /// The peer's FIN arrived first.
+    CloseWait,
+}
+
+/// The moment entering `new` from `old` marks, if any.
+#[inline(always)]
+#[expect(
+    clippy::inline_always,
+    reason = "called from the kernel programs, which keep every helper inline (no BPF-to-BPF calls)"
+)]
+#[must_use]
+pub const fn moment(old: i32, new: i32) -> Option<Moment> {
+    match new {
+        ESTABLISHED if old != ESTABLISHED => Some(Moment::Established),
+        FIN_WAIT1 | LAST_ACK if old != new => Some(Moment::FinSent),
+        CLOSE_WAIT if old != CLOSE_WAIT => Some(Moment::CloseWait),
+        _ => None,
+    }
+}
+
+/// What a retransmitted segment was, told by the state it left in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RetransmitPhase {
+    /// A SYN or SYN-ACK: the handshake.
+    Handshake,
+    /// Data of an open connection.
+    Data,
+    /// Our FIN (or data queued before it), unacknowledged.
+    Fin,
+}
+
+impl RetransmitPhase {
+    pub const ALL: [Self; 3] = [Self::Handshake, Self::Data, Self::Fin];
+}
+
+/// The phase of a retransmit made in `state`.
+#[inline(always)]
+#[expect(
+    clippy::inline_always,
+    reason = "called from the kernel programs, which keep every helper inline (no BPF-to-BPF calls)"
+)]
+#[must_use]
+pub const fn retransmit_phase(state: i32) -> RetransmitPhase {
+    match state {
+        SYN_SENT | SYN_RECV => RetransmitPhase::Handshake,
+        FIN_WAIT1 | CLOSING | LAST_ACK => RetransmitPhase::Fin,
+        _ => RetransmitPhase::Data,
+    }
+}
+
+/// Which side ended a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(
+    feature = "user",
+    derive(serde::Serialize),
+    serde(rename_all = "snake_case")
+)]
+pub enum Side {
+    /// This host: our FIN or RST went first.
+    Local,
+    /// The peer: its FIN or RST arrived first.
+    Peer,
+}
+
+/// The side a transition shows closing first, if it shows one. `in_syscall`:
+/// the transition was made by a system call (a `CLOSE` then is an abort of
+/// ours: `SO_LINGER` 0 or unread data, not a failed `connect()`).
+#[must_use]
+pub const fn closing_side(old: i32, new: i32, in_syscall: bool) -> Option<Side> {
+    match (old, new) {
+        (_, FIN_WAIT1) if old != FIN_WAIT1 => Some(Side::Local),
+        (_, CLOSE_WAIT) => Some(Side::Peer),
+        (ESTABLISHED | CLOSE_WAIT, CLOSE) if in_syscall => Some(Side::Local),
+        _ => None,
+    }
+}
+
+/// Summary mode sends a record on entering `new` while the socket lives only
+/// for the moments the diagnoses need then: a listener appearing (its
+/// `listen()` call site names every connection it accepts) and a peer's
+/// FIN (`CLOSE_WAIT`, where leaks start); everything else waits for the end
+/// (`CLOSE`).
+#[inline(always)]
+#[expect(
+    clippy::inline_always,
+    reason = "called from the kernel programs, which keep every helper inline (no BPF-to-BPF calls)"
+)]
+#[must_use]
+pub const fn summary_sent_on(new: i32) -> bool {
+    matches!(new, CLOSE | CLOSE_WAIT | LISTEN)
+}
+
+/// Who a state change may be attributed to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attribution {
+    /// `connect()` or `listen()`: the current task becomes the owner.
+    Birth,
+    /// A passive child (`LISTEN`→`SYN_RECV`): the listener's owner is inherited.
+    PassiveChild,
+    /// `close()`, `shutdown()` or an abort: the current task is the closer.
+    CloseCall,
+    /// Anything else: attributed through the records only.
+    Other,
+}
+
+/// Classifies a transition. `in_syscall` is false in softirq; `peer_reset`
+/// is true when the peer's RST was just processed for this socket.
+#[inline(always)]
+#[expect(
+    clippy::inline_always,
+    reason = "called from the kernel programs, which keep every helper inline (no BPF-to-BPF calls)"
+)]
+#[must_use]
+pub const fn classify(old: i32, new: i32, in_syscall: bool, peer_reset: bool) -> Attribution {
+    match birth(old, new) {
+        Some(Birth::Passive) => Attribution::PassiveChild,
+        _ if !in_syscall || !depends_on_context(old, new) => Attribution::Other,
+        Some(Birth::Active | Birth::Listener) => Attribution::Birth,
+        // An abort (SO_LINGER 0, unread data, close() during the handshake,
+        // connect() giving up) — unless the peer's RST caused it.
+        None if new == CLOSE && peer_reset => Attribution::Other,
+        None => Attribution::CloseCall,
+    }
+}
+
+/// The transitions a system call can make, whose attribution depends on
+/// whether one is running: `connect()`/`listen()` (births) and `close()`,
+/// `shutdown()` or an abort (close calls). For the others the kernel
+/// programs need not find out (reading `preempt_count` costs three reads).
+#[inline(always)]
+#[expect(
+    clippy::inline_always,
+    reason = "called from the kernel programs, which keep every helper inline (no BPF-to-BPF calls)"
+)]
+#[must_use]
+pub const fn depends_on_context(old: i32, new: i32) -> bool {
+    matches!(birth(old, new), Some(Birth::Active | Birth::Listener))
+        || sends_fin(old, new)
+        || new == CLOSE
+}
+
+/// The same rules on validated states, for userspace.
+impl TcpState {
+    /// The kernel's number for this state.
+    #[must_use]
+    pub const fn raw(self) -> i32 {
+        self as i32
+    }
+
+    /// See [`birth`].
+    #[must_use]
+    pub const fn birth(old: Self, new: Self) -> Option<Birth> {
+        birth(old.raw(), new.raw())
+    }
+
+    /// See [`sends_fin`].
+    #[must_use]
+    pub const fn sends_fin(old: Self, new: Self) -> bool {
+        sends_fin(old.raw(), new.raw())
+    }
+
+    /// See [`moment`].
+    #[must_use]
+    pub const fn moment(old: Self, new: Self) -> Option<Moment> {
+        moment(old.raw(), new.raw())
+    }
+
+    /// See [`closing_side`].
+    #[must_use]
+    pub const fn closing_side(old: Self, new: Self, in_syscall: bool) -> Option<Side> {
+        closing_side(old.raw(), new.raw(), in_syscall)
+    }
+
+    /// See [`retransmit_phase`].
+    #[must_use]
+    pub const fn retransmit_phase(self) -> RetransmitPhase {
+        retransmit_phase(self.raw())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::raw::*;
+
+    /// Applies `classify` along a sequence of `(old, new, in_syscall)` and
+    /// returns the roles, as the kernel program would see them.
+    fn roles(sequence: &[(i32, i32, bool)]) -> [Attribution; 8] {
+        let mut out = [Attribution::Other; 8];
+        for (i, &(old, new, syscall)) in sequence.iter().enumerate() {
+            out[i] = classify(old, new, syscall, false);
+        }
+        out
+    }
+
+    #[test]
+    fn active_open_and_close() {
+        let r = roles(&[
+            (CLOSE, SYN_SENT, true),        // connect()
+            (SYN_SENT, ESTABLISHED, false), // SYN-ACK in softirq
+            (ESTABLISHED, FIN_WAIT1, true), // close()
+            (FIN_WAIT1, FIN_WAIT2, false),  // ACK of FIN
+            (FIN_WAIT2, CLOSE, false),      // FIN: TIME_WAIT takes over
+        ]);
+        assert_eq!(
+            &r[..5],
+            &[
+                Attribution::Birth,
+                Attribution::Other,
+                Attribution::CloseCall,
+                Attribution::Other,
+                Attribution::Other
+            ]
+        );
+    }
+
+    #[test]
+    fn passive_open_and_close_after_eof() {
+        let r = roles(&[
+            (LISTEN, SYN_RECV, false), // SYN in softirq: inherit listener
+            (SYN_RECV, ESTABLISHED, false),
+            (ESTABLISHED, CLOSE_WAIT, false), // peer FIN
+            (CLOSE_WAIT, LAST_ACK, true),     // close()
+            (LAST_ACK, CLOSE, false),         // ACK of our FIN
+        ]);
+        assert_eq!(
+            &r[..5],
+            &[
+                Attribution::PassiveChild,
+                Attribution::Other,
+                Attribution::Other,
+                Attribution::CloseCall,
+                Attribution::Other
+            ]
+        );
+    }
+
+    #[test]
+    fn softirq_never_names_the_current_task() {
+        for old in 1..=12 {
+            for new in 1..=12 {
+                let role = classify(old, new, false, false);
+                assert!(
+                    matches!(role, Attribution::Other | Attribution::PassiveChild),
+                    "{old}->{new}: {role:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn births_fins_and_moments() {
+        assert_eq!(birth(CLOSE, SYN_SENT), Some(Birth::Active));
+        assert_eq!(birth(CLOSE, LISTEN), Some(Birth::Listener));
+        assert_eq!(birth(LISTEN, SYN_RECV), Some(Birth::Passive));
+        assert_eq!(birth(SYN_SENT, ESTABLISHED), None);
+        assert!(sends_fin(ESTABLISHED, FIN_WAIT1) && sends_fin(CLOSE_WAIT, LAST_ACK));
+        assert!(!sends_fin(FIN_WAIT1, FIN_WAIT2));
+        assert_eq!(moment(SYN_SENT, ESTABLISHED), Some(Moment::Established));
+        assert_eq!(moment(ESTABLISHED, ESTABLISHED), None);
+        assert_eq!(moment(CLOSE_WAIT, LAST_ACK), Some(Moment::FinSent));
+        assert_eq!(retransmit_phase(SYN_RECV), RetransmitPhase::Handshake);
+        assert_eq!(retransmit_phase(LAST_ACK), RetransmitPhase::Fin);
+        assert_eq!(retransmit_phase(CLOSE_WAIT), RetransmitPhase::Data);
+        assert_eq!(closing_side(ESTABLISHED, CLOSE, true), Some(Side::Local));
+        assert_eq!(closing_side(SYN_SENT, CLOSE, true), None);
+        assert_eq!(
+            closing_side(ESTABLISHED, CLOSE_WAIT, false),
+            Some(Side::Peer)
+        );
+    }
+
+    #[test]
+    fn peer_reset_in_backlog_is_not_a_close_call() {
+        // An RST processed from the socket backlog runs in the owner's
+        // syscall, but the peer closed the connection.
+        assert_eq!(classify(ESTABLISHED, CLOSE, true, true), Attribution::Other);
+        assert_eq!(
+            classify(ESTABLISHED, CLOSE, true, false),
+            Attribution::CloseCall
+        );
+        assert_eq!(
+            classify(SYN_SENT, CLOSE, true, false),
+            Attribution::CloseCall
+        );
+        assert_eq!(classify(LISTEN, CLOSE, true, false), Attribution::CloseCall);
+    }
+}
