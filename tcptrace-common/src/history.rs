@@ -2,6 +2,10 @@
 //! one record per socket instead of one per event. Kept in the kernel's
 //! socket record, updated in place by every state change, and unfolded by
 //! userspace into the transitions it stands for.
+#![expect(
+    clippy::inline_always,
+    reason = "called from the kernel programs, which keep every helper inline (no BPF-to-BPF calls)"
+)]
 
 use crate::transition::{moment, retransmit_phase, Moment, RetransmitPhase};
 
@@ -50,10 +54,6 @@ impl History {
 
     /// Records the transition `old → new` at `now_ns`.
     #[inline(always)]
-    #[expect(
-        clippy::inline_always,
-        reason = "called from the kernel programs, which keep every helper inline (no BPF-to-BPF calls)"
-    )]
     pub fn enter(&mut self, old: i32, new: i32, now_ns: u64) {
         if self.path_len == 0 {
             self.push(old);
@@ -71,10 +71,6 @@ impl History {
     /// Appends a state; when the path is full the oldest one falls out
     /// (the closing states matter more than the handshake's).
     #[inline(always)]
-    #[expect(
-        clippy::inline_always,
-        reason = "called from the kernel programs, which keep every helper inline (no BPF-to-BPF calls)"
-    )]
     fn push(&mut self, state: i32) {
         let nibble = u64::from(state.cast_unsigned() & 0xf);
         if self.path_len < PATH_CAPACITY {
@@ -89,10 +85,6 @@ impl History {
     /// Starts over from `state` once a summary was sent mid-life (at
     /// `CLOSE_WAIT`): the next summary carries only what happened since.
     #[inline(always)]
-    #[expect(
-        clippy::inline_always,
-        reason = "called from the kernel programs, which keep every helper inline (no BPF-to-BPF calls)"
-    )]
     pub fn restart(&mut self, state: i32) {
         self.path = u64::from(state.cast_unsigned() & 0xf);
         self.path_len = 1;
@@ -106,10 +98,6 @@ impl History {
     /// Counts a retransmit outside the closing phase; false for one in the
     /// closing phase, which the caller sends as an event instead.
     #[inline(always)]
-    #[expect(
-        clippy::inline_always,
-        reason = "called from the kernel programs, which keep every helper inline (no BPF-to-BPF calls)"
-    )]
     pub fn count_retransmit(&mut self, state: i32) -> bool {
         if state == 0 {
             // No state recorded yet (a socket first met by this
@@ -130,10 +118,6 @@ impl History {
     }
 
     #[inline(always)]
-    #[expect(
-        clippy::inline_always,
-        reason = "called from the kernel programs, which keep every helper inline (no BPF-to-BPF calls)"
-    )]
     pub fn count_reset(&mut self, sent: bool) {
         if sent {
             self.resets_sent = self.resets_sent.saturating_add(1);
@@ -144,10 +128,6 @@ impl History {
 
     /// The state entered last, or 0 when nothing was recorded.
     #[inline(always)]
-    #[expect(
-        clippy::inline_always,
-        reason = "called from the kernel programs, which keep every helper inline (no BPF-to-BPF calls)"
-    )]
     #[must_use]
     pub fn last_state(&self) -> i32 {
         if self.path_len == 0 {

@@ -6,6 +6,10 @@
 //! Only transitions made inside a system call of the acting process may
 //! name it; packet-driven transitions run in softirq, where "current" is
 //! whoever happened to be interrupted.
+#![expect(
+    clippy::inline_always,
+    reason = "called from the kernel programs, which keep every helper inline (no BPF-to-BPF calls)"
+)]
 
 use crate::state::{
     raw::{
@@ -27,10 +31,6 @@ pub enum Birth {
 
 /// Which socket a transition is born, if it is a birth.
 #[inline(always)]
-#[expect(
-    clippy::inline_always,
-    reason = "called from the kernel programs, which keep every helper inline (no BPF-to-BPF calls)"
-)]
 #[must_use]
 pub const fn birth(old: i32, new: i32) -> Option<Birth> {
     match (old, new) {
@@ -44,10 +44,6 @@ pub const fn birth(old: i32, new: i32) -> Option<Birth> {
 /// Our FIN leaves: `close()` or `shutdown()` of an open connection, before
 /// (`FIN_WAIT1`) or after (`LAST_ACK`) the peer's.
 #[inline(always)]
-#[expect(
-    clippy::inline_always,
-    reason = "called from the kernel programs, which keep every helper inline (no BPF-to-BPF calls)"
-)]
 #[must_use]
 pub const fn sends_fin(old: i32, new: i32) -> bool {
     matches!(
@@ -70,10 +66,6 @@ pub enum Moment {
 
 /// The moment entering `new` from `old` marks, if any.
 #[inline(always)]
-#[expect(
-    clippy::inline_always,
-    reason = "called from the kernel programs, which keep every helper inline (no BPF-to-BPF calls)"
-)]
 #[must_use]
 pub const fn moment(old: i32, new: i32) -> Option<Moment> {
     match new {
@@ -101,10 +93,6 @@ impl RetransmitPhase {
 
 /// The phase of a retransmit made in `state`.
 #[inline(always)]
-#[expect(
-    clippy::inline_always,
-    reason = "called from the kernel programs, which keep every helper inline (no BPF-to-BPF calls)"
-)]
 #[must_use]
 pub const fn retransmit_phase(state: i32) -> RetransmitPhase {
     match state {
@@ -147,10 +135,6 @@ pub const fn closing_side(old: i32, new: i32, in_syscall: bool) -> Option<Side> 
 /// FIN (`CLOSE_WAIT`, where leaks start); everything else waits for the end
 /// (`CLOSE`).
 #[inline(always)]
-#[expect(
-    clippy::inline_always,
-    reason = "called from the kernel programs, which keep every helper inline (no BPF-to-BPF calls)"
-)]
 #[must_use]
 pub const fn summary_sent_on(new: i32) -> bool {
     matches!(new, CLOSE | CLOSE_WAIT | LISTEN)
@@ -172,10 +156,6 @@ pub enum Attribution {
 /// Classifies a transition. `in_syscall` is false in softirq; `peer_reset`
 /// is true when the peer's RST was just processed for this socket.
 #[inline(always)]
-#[expect(
-    clippy::inline_always,
-    reason = "called from the kernel programs, which keep every helper inline (no BPF-to-BPF calls)"
-)]
 #[must_use]
 pub const fn classify(old: i32, new: i32, in_syscall: bool, peer_reset: bool) -> Attribution {
     match birth(old, new) {
@@ -194,10 +174,6 @@ pub const fn classify(old: i32, new: i32, in_syscall: bool, peer_reset: bool) ->
 /// `shutdown()` or an abort (close calls). For the others the kernel
 /// programs need not find out (reading `preempt_count` costs three reads).
 #[inline(always)]
-#[expect(
-    clippy::inline_always,
-    reason = "called from the kernel programs, which keep every helper inline (no BPF-to-BPF calls)"
-)]
 #[must_use]
 pub const fn depends_on_context(old: i32, new: i32) -> bool {
     matches!(birth(old, new), Some(Birth::Active | Birth::Listener))

@@ -12,6 +12,7 @@ pub mod diagnose;
 pub mod event;
 pub mod export;
 pub mod filter;
+pub mod findings;
 pub mod generations;
 pub mod metrics;
 pub mod netns;

@@ -17,12 +17,13 @@ use crate::{
     clock::monotonic_ns,
     container::lookup::{cgroup2_mount, cgroup_id_of_pid},
     container::{ContainerConfig, ContainerLabels, Containers},
-    diagnose::{build_report, ports::local_port_range, Diagnoses, Report, ReportInput},
+    diagnose::{ports::local_port_range, Diagnoses},
     event::{
         comm_str, decode, decode_user_stack, expand, is_user_stack, layout::RecordLayouts,
         TcpEvent, What,
     },
     filter::{Filter, Workloads},
+    findings::{build_report, Report, ReportInput},
     netns::DiagSockets,
     owner::{self, Owner, StartOwners},
     probe::{Counters, Probe},
@@ -454,7 +455,7 @@ impl Pipeline {
             &self.diagnoses,
             &ReportInput {
                 table: &self.table,
-                now,
+                sockets_now: now,
                 owned,
                 filter: &self.filter,
                 workloads: &self.workloads,

@@ -23,8 +23,8 @@ use self::{
     scrape::Refreshed,
 };
 use crate::{
-    diagnose::{Finding, Report},
     export::prometheus::{render, to_classic_text, Scrape},
+    findings::Report,
     metrics::DaemonMetrics,
     pipeline::{dump, Pipeline, Rings, DRAIN_INTERVAL},
     probe::{Probe, ProbeOptions},
@@ -234,33 +234,17 @@ impl Daemon {
 
     fn log_new_findings(&mut self, report: &Report) {
         for finding in &report.findings {
-            let (message, key) = match finding {
-                Finding::CloseWaitLeak(l) => (
-                    "CLOSE_WAIT leak",
-                    format!(
-                        "cw/{:?}/{:?}",
-                        l.process.as_ref().map(|p| p.pid),
-                        l.call_site.as_ref().map(|c| &c.function)
-                    ),
-                ),
-                Finding::DeadPeerFin(d) => (
-                    "dead peer",
-                    format!("dp/{:?}/{}", d.process.as_ref().map(|p| p.pid), d.peer),
-                ),
-                Finding::ReconnectLoop(r) => (
-                    "reconnect loop",
-                    format!("rl/{:?}/{}", r.process.as_ref().map(|p| p.pid), r.peer),
-                ),
-                _ => continue,
+            let Some(line) = finding.log_line() else {
+                continue;
             };
             // Bounded: a daemon running for weeks forgets old keys.
             if self.logged.len() > 10_000 {
                 self.logged.clear();
             }
-            if self.logged.insert(key) {
+            if self.logged.insert(line.key) {
                 log(
                     "warn",
-                    message,
+                    line.message,
                     &serde_json::to_value(finding).unwrap_or_default(),
                 );
             }

@@ -7,8 +7,8 @@ use tcptrace_common::TcpState;
 
 use crate::{
     container::{ContainerLabels, Containers},
-    diagnose::{Finding, ProcessJson, Report},
     export::prometheus::{merge_rows, process_labels, top_k, ProcessLabels, Scrape},
+    findings::{Finding, ProcessJson, Report},
     metrics::DaemonMetrics,
     snapshot::Snapshot,
 };

@@ -1,6 +1,5 @@
-//! From events to answers: each diagnosis aggregates what the socket table
-//! tells it and, at the end, turns into findings naming process, peer and
-//! call site.
+//! Diagnoses: each aggregates what the socket table tells it, per flow,
+//! socket group or peer; `crate::findings` turns them into answers.
 
 pub mod closewait;
 pub mod deadpeer;
@@ -8,14 +7,8 @@ pub mod flows;
 pub mod fold;
 pub mod ports;
 pub mod reconnect;
-mod report;
 #[cfg(test)]
 mod tests;
-
-pub use report::{
-    build_report, DeadPeerFin, Finding, Percentiles, ProcessJson, Processes, Report, ReportInput,
-    Totals,
-};
 
 use crate::{event::TcpEvent, table::SocketRecord};
 

@@ -5,13 +5,14 @@ use std::time::Duration;
 
 use tcptrace_common::{Task, TcpState::*};
 
-use super::{build_report, Diagnoses, Finding, Report, ReportInput};
+use super::Diagnoses;
 use crate::{
     callsite::CallSites,
     event::{
         synthetic::{task, Conn, MS, SEC},
         TcpEvent,
     },
+    findings::{build_report, Finding, Report, ReportInput},
     owner::{self, StartOwners},
     proc_fds::FdHolder,
     snapshot::{ExistingSocket, Snapshot},
@@ -43,7 +44,7 @@ impl Pipeline {
             &self.diagnoses,
             &ReportInput {
                 table: &self.table,
-                now,
+                sockets_now: now,
                 owned: now,
                 filter: &crate::filter::Filter::default(),
                 workloads: &crate::filter::Workloads::default(),

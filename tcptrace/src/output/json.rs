@@ -11,8 +11,8 @@ use serde::Serialize;
 use super::Sink;
 use crate::{
     container::ContainerLabels,
-    diagnose::{Finding, Report},
     event::{comm_str, errno_name, TcpEvent, What},
+    findings::{Finding, Report},
     owner::Owner,
     session::Summary,
     snapshot::ExistingSocket,

@@ -7,10 +7,10 @@ mod text;
 use std::io;
 
 pub use json::JsonLines;
-pub use text::TextLines;
+pub use text::{Escaped, TextLines};
 
 use crate::{
-    container::ContainerLabels, diagnose::Report, event::TcpEvent, owner::Owner, session::Summary,
+    container::ContainerLabels, event::TcpEvent, findings::Report, owner::Owner, session::Summary,
     snapshot::ExistingSocket,
 };
 

@@ -11,8 +11,8 @@ use super::Sink;
 use crate::{
     clock::write_time_of_day,
     container::ContainerLabels,
-    diagnose::Report,
     event::{comm_str, TcpEvent, What},
+    findings::Report,
     owner::Owner,
     session::Summary,
     snapshot::ExistingSocket,

@@ -1,0 +1,52 @@
+//! Accepted connections per server process and client address.
+
+use std::io::{self, Write};
+
+use serde::Serialize;
+
+use super::{
+    parts::{Percentiles, ProcessJson, Processes},
+    text::{latency, FoldedProcess},
+};
+use crate::{diagnose::fold::Folded, table::Role};
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Accept {
+    pub process: Option<ProcessJson>,
+    #[serde(flatten)]
+    pub processes: Processes,
+    pub peer: String,
+    pub established: u64,
+    /// `SYN_RECV` → ESTABLISHED of the accepted socket.
+    pub handshake_us: Option<Percentiles>,
+    pub syn_ack_retransmits: u64,
+}
+
+impl Accept {
+    pub const HEADING: &'static str = "Accepts (by server and client address)";
+
+    /// A server group's accepted connections, if any completed.
+    pub(super) fn of(group: &Folded) -> Option<Self> {
+        let (key, flow) = (group.key, &group.flow);
+        (key.role == Role::Passive && flow.established > 0).then(|| Self {
+            process: ProcessJson::of(key.owner),
+            processes: Processes::of(&group.pids),
+            peer: key.peer.to_string(),
+            established: flow.established,
+            handshake_us: Percentiles::of(&flow.handshake_us),
+            syn_ack_retransmits: flow.syn_retransmits,
+        })
+    }
+
+    pub fn write_text(&self, out: &mut impl Write) -> io::Result<()> {
+        writeln!(
+            out,
+            "  {} <- {}: {} established, SYN_RECV->ESTABLISHED {}, {} SYN-ACK retransmits",
+            FoldedProcess(self.process.as_ref(), &self.processes),
+            self.peer,
+            self.established,
+            latency(self.handshake_us),
+            self.syn_ack_retransmits,
+        )
+    }
+}

@@ -1,0 +1,100 @@
+//! Connection churn and the `TIME_WAIT` it leaves (incident 1 of
+//! docs/INCIDENTS.md): per owner, role and peer, how many connections
+//! closed, how fast, who closed first and the `TIME_WAIT` left now.
+
+use std::{
+    collections::HashMap,
+    io::{self, Write},
+    net::SocketAddr,
+};
+
+use serde::Serialize;
+
+use super::{
+    parts::{rate, ClosedFirst, Percentiles, ProcessJson, Processes},
+    text::{call_site, latency, FoldedProcess},
+};
+use crate::{callsite::CallSite, diagnose::fold::Folded, table::Role};
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Churn {
+    pub process: Option<ProcessJson>,
+    #[serde(flatten)]
+    pub processes: Processes,
+    pub role: Role,
+    pub peer: String,
+    pub connections: u64,
+    pub per_second: f64,
+    pub lifetime_us: Option<Percentiles>,
+    pub active_closes: u64,
+    pub passive_closes: u64,
+    pub closed_first: ClosedFirst,
+    /// `TIME_WAIT` sockets this flow holds now, modelled from its active closes.
+    pub time_wait_now: u64,
+    /// `TIME_WAIT` sockets towards `peer` in the kernel's own dump.
+    pub time_wait_kernel: u64,
+    pub call_site: Option<CallSite>,
+    pub close_call_site: Option<CallSite>,
+    pub closers: Vec<ProcessJson>,
+}
+
+impl Churn {
+    pub const HEADING: &'static str = "Connection churn and TIME_WAIT (by owner and peer)";
+
+    /// The churn of a folded group, if any of its connections closed.
+    /// `span_ns`: the window they happened in; `kernel_time_wait`: the
+    /// kernel's `TIME_WAIT` sockets by network namespace and peer.
+    pub(super) fn of(
+        group: &Folded,
+        span_ns: u64,
+        kernel_time_wait: &HashMap<(u32, SocketAddr), u64>,
+    ) -> Option<Self> {
+        let (key, flow) = (group.key, &group.flow);
+        (flow.closed > 0).then(|| Self {
+            process: ProcessJson::of(key.owner),
+            processes: Processes::of(&group.pids),
+            role: key.role,
+            peer: key.peer.to_string(),
+            connections: flow.closed,
+            per_second: rate(flow.closed, span_ns),
+            lifetime_us: Percentiles::of(&flow.lifetimes_us),
+            active_closes: flow.active_closes,
+            passive_closes: flow.passive_closes,
+            closed_first: ClosedFirst::of(flow),
+            time_wait_now: group.time_wait_now,
+            time_wait_kernel: flow
+                .namespaces
+                .iter()
+                .filter_map(|&netns| kernel_time_wait.get(&(netns, key.peer)))
+                .sum(),
+            call_site: group.owner_site.clone(),
+            close_call_site: group.close_site.clone(),
+            closers: flow
+                .closers
+                .keys()
+                .filter_map(|c| ProcessJson::of(Some(*c)))
+                .collect(),
+        })
+    }
+
+    pub fn write_text(&self, out: &mut impl Write) -> io::Result<()> {
+        writeln!(
+            out,
+            "  {} {:?} {}: {} closed ({:.1}/s), lifetime {}, closed first by {:?} ({} local, {} \
+             peer), TIME_WAIT now {} (kernel {})",
+            FoldedProcess(self.process.as_ref(), &self.processes),
+            self.role,
+            self.peer,
+            self.connections,
+            self.per_second,
+            latency(self.lifetime_us),
+            self.closed_first,
+            self.active_closes,
+            self.passive_closes,
+            self.time_wait_now,
+            self.time_wait_kernel,
+        )?;
+        call_site(out, "opened at", self.call_site.as_ref())?;
+        call_site(out, "closed at", self.close_call_site.as_ref())
+    }
+}

@@ -1,0 +1,338 @@
+//! Findings: what the diagnoses gathered, turned into answers that name
+//! the process, the peer and the call site. One module per kind builds
+//! it, names its thresholds and writes its text and its daemon log line;
+//! the report is the list of them, in the order of `Section::ALL`.
+
+mod accept;
+mod churn;
+mod close_wait_leak;
+mod connect;
+mod fin_retransmits;
+mod parts;
+mod port_pressure;
+mod reconnect_loop;
+mod text;
+
+use std::{
+    cmp::Reverse,
+    collections::HashMap,
+    io::{self, Write},
+    net::SocketAddr,
+    time::Duration,
+};
+
+pub use accept::Accept;
+pub use churn::Churn;
+pub use close_wait_leak::{CloseWaitLeak, FdJson};
+pub use connect::Connect;
+pub use fin_retransmits::DeadPeerFin;
+pub use parts::{ClosedFirst, Percentiles, ProcessJson, Processes};
+pub use port_pressure::PortPressure;
+pub use reconnect_loop::ReconnectLoop;
+use serde::Serialize;
+use tcptrace_common::TcpState;
+
+use crate::{
+    callsite::CallSites,
+    diagnose::{
+        flows::Flow,
+        fold::{fold, Member},
+        Diagnoses,
+    },
+    filter::{Filter, Workloads},
+    snapshot::Snapshot,
+    table::SocketTable,
+};
+
+pub struct ReportInput<'a> {
+    pub table: &'a SocketTable,
+    /// A `sock_diag` dump taken now: every socket the filter's ports allow,
+    /// owned or not (`TIME_WAIT` sockets have no owner).
+    pub sockets_now: &'a Snapshot,
+    /// The same dump restricted to the processes the filter allows.
+    pub owned: &'a Snapshot,
+    pub filter: &'a Filter,
+    /// The filter's verdicts on the workloads of the live sockets.
+    pub workloads: &'a Workloads,
+    /// `CLOCK_MONOTONIC` now.
+    pub now_ns: u64,
+    pub elapsed: Duration,
+    pub call_sites: &'a CallSites,
+    pub port_range: (u16, u16),
+    /// Events the kernel could not deliver: findings may be incomplete.
+    pub events_lost: u64,
+    /// Sockets the kernel could not track (its socket map was full).
+    pub sockets_untracked: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Finding {
+    Churn(Churn),
+    ReconnectLoop(ReconnectLoop),
+    CloseWaitLeak(CloseWaitLeak),
+    DeadPeerFin(DeadPeerFin),
+    /// FIN retransmits the peer acknowledged in the end: a lossy path, not
+    /// a dead peer (lower severity; never logged as a dead peer).
+    FinRetransmitsRecovered(DeadPeerFin),
+    Connect(Connect),
+    Accept(Accept),
+    PortPressure(PortPressure),
+}
+
+/// The report's sections, one per kind of finding, in the order the
+/// report lists them: the most urgent first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Section {
+    CloseWaitLeaks,
+    DeadPeers,
+    RecoveredFins,
+    ReconnectLoops,
+    Churn,
+    Connects,
+    Accepts,
+    Ports,
+}
+
+impl Section {
+    pub const ALL: [Self; 8] = [
+        Self::CloseWaitLeaks,
+        Self::DeadPeers,
+        Self::RecoveredFins,
+        Self::ReconnectLoops,
+        Self::Churn,
+        Self::Connects,
+        Self::Accepts,
+        Self::Ports,
+    ];
+
+    #[must_use]
+    pub fn heading(self) -> &'static str {
+        match self {
+            Self::CloseWaitLeaks => CloseWaitLeak::HEADING,
+            Self::DeadPeers => DeadPeerFin::DEAD_HEADING,
+            Self::RecoveredFins => DeadPeerFin::RECOVERED_HEADING,
+            Self::ReconnectLoops => ReconnectLoop::HEADING,
+            Self::Churn => Churn::HEADING,
+            Self::Connects => Connect::HEADING,
+            Self::Accepts => Accept::HEADING,
+            Self::Ports => PortPressure::HEADING,
+        }
+    }
+}
+
+/// A finding the daemon logs once per `key` (process and peer or call
+/// site), as a warning with `message` and the finding's JSON.
+pub struct LogLine {
+    pub message: &'static str,
+    pub key: String,
+}
+
+impl Finding {
+    #[must_use]
+    pub fn section(&self) -> Section {
+        match self {
+            Self::CloseWaitLeak(_) => Section::CloseWaitLeaks,
+            Self::DeadPeerFin(_) => Section::DeadPeers,
+            Self::FinRetransmitsRecovered(_) => Section::RecoveredFins,
+            Self::ReconnectLoop(_) => Section::ReconnectLoops,
+            Self::Churn(_) => Section::Churn,
+            Self::Connect(_) => Section::Connects,
+            Self::Accept(_) => Section::Accepts,
+            Self::PortPressure(_) => Section::Ports,
+        }
+    }
+
+    /// The finding's row (and call sites) in the text report.
+    pub fn write_text(&self, out: &mut impl Write, totals: &Totals) -> io::Result<()> {
+        match self {
+            Self::CloseWaitLeak(l) => l.write_text(out),
+            Self::DeadPeerFin(d) | Self::FinRetransmitsRecovered(d) => d.write_text(out),
+            Self::ReconnectLoop(r) => r.write_text(out),
+            Self::Churn(c) => c.write_text(out),
+            Self::Connect(c) => c.write_text(out),
+            Self::Accept(a) => a.write_text(out),
+            Self::PortPressure(p) => p.write_text(out, totals.network_namespaces > 1),
+        }
+    }
+
+    /// What the daemon logs of it, if anything: the problems someone must
+    /// act on (leaks, dead peers, loops), not the statistics.
+    #[must_use]
+    pub fn log_line(&self) -> Option<LogLine> {
+        match self {
+            Self::CloseWaitLeak(l) => Some(l.log_line()),
+            Self::DeadPeerFin(d) => Some(d.log_line()),
+            Self::ReconnectLoop(r) => Some(r.log_line()),
+            Self::FinRetransmitsRecovered(_)
+            | Self::Churn(_)
+            | Self::Connect(_)
+            | Self::Accept(_)
+            | Self::PortPressure(_) => None,
+        }
+    }
+
+    /// The processes it names: its own, and others it lists.
+    fn processes_mut(&mut self) -> Option<(&mut Option<ProcessJson>, &mut [ProcessJson])> {
+        Some(match self {
+            Self::Churn(c) => (&mut c.process, &mut c.closers),
+            Self::ReconnectLoop(r) => (&mut r.process, &mut []),
+            Self::CloseWaitLeak(l) => (&mut l.process, &mut []),
+            Self::DeadPeerFin(d) | Self::FinRetransmitsRecovered(d) => (&mut d.process, &mut []),
+            Self::Connect(c) => (&mut c.process, &mut []),
+            Self::Accept(a) => (&mut a.process, &mut []),
+            Self::PortPressure(_) => return None,
+        })
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Totals {
+    pub elapsed_s: f64,
+    pub connections_closed: u64,
+    pub time_wait_kernel: u64,
+    pub time_wait_modelled: u64,
+    pub close_wait_kernel: u64,
+    /// Network namespaces the kernel counts above cover (tcptrace's own,
+    /// and every container's and pod's).
+    pub network_namespaces: usize,
+    /// Namespaces whose sockets could not be listed, with why: the
+    /// kernel counts miss them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub namespaces_unreachable: Vec<String>,
+    pub live_sockets_traced: usize,
+    pub events_lost: u64,
+    /// Sockets born while the kernel's socket map was full: their owners
+    /// and histories are unknown.
+    pub sockets_untracked: u64,
+    /// Events were lost or sockets untracked: counts and attributions may
+    /// be incomplete.
+    pub incomplete: bool,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Report {
+    pub findings: Vec<Finding>,
+    pub totals: Totals,
+}
+
+impl Report {
+    /// Hands every process the findings name to `name` (which gives each
+    /// the names of the workload it ran in): the report is built from
+    /// the diagnoses alone, names are looked up once per finding after.
+    pub fn name_processes(&mut self, mut name: impl FnMut(&mut ProcessJson)) {
+        for (process, others) in self.findings.iter_mut().filter_map(Finding::processes_mut) {
+            process.iter_mut().chain(others).for_each(&mut name);
+        }
+    }
+
+    /// The findings of one section, in the report's order.
+    pub fn in_section(&self, section: Section) -> impl Iterator<Item = &Finding> {
+        self.findings.iter().filter(move |f| f.section() == section)
+    }
+}
+
+/// Builds the report from what the diagnoses gathered so far.
+#[must_use]
+pub fn build_report(diagnoses: &Diagnoses, input: &ReportInput) -> Report {
+    let mut report = Report::default();
+    let elapsed_ns = u64::try_from(input.elapsed.as_nanos()).unwrap_or(u64::MAX);
+    let kernel_time_wait = time_wait_by_destination(input.sockets_now);
+    let (mut churn, mut loops, mut connects, mut accepts) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let site = |stack| input.call_sites.get(stack);
+    let members = diagnoses.flows.flows.iter().map(|(key, flow)| Member {
+        key,
+        flow,
+        time_wait_now: flow.time_wait.live(input.now_ns),
+        owner_site: site(parts::best_stack(&flow.owner_stacks, input.call_sites)),
+        close_site: site(parts::best_stack(&flow.close_stacks, input.call_sites)),
+    });
+    for group in fold(members) {
+        report.totals.connections_closed += group.flow.closed;
+        report.totals.time_wait_modelled += group.time_wait_now;
+        let span_ns = activity_span(&group.flow, input.now_ns);
+        churn.extend(Churn::of(&group, span_ns, &kernel_time_wait));
+        loops.extend(ReconnectLoop::of(&group));
+        connects.extend(Connect::of(&group));
+        accepts.extend(Accept::of(&group));
+    }
+    churn.sort_by_key(|c| Reverse((c.time_wait_now, c.connections)));
+    loops.sort_by_key(|l| Reverse(l.attempts));
+    connects.sort_by_key(|c| Reverse((c.failures.total(), c.attempts)));
+    accepts.sort_by_key(|a| Reverse(a.established));
+    let (dead, recovered) = DeadPeerFin::all(input, diagnoses);
+
+    report.totals = Totals {
+        elapsed_s: input.elapsed.as_secs_f64(),
+        time_wait_kernel: count_state(input.sockets_now, TcpState::TimeWait),
+        close_wait_kernel: count_state(input.sockets_now, TcpState::CloseWait),
+        network_namespaces: input.sockets_now.namespaces,
+        namespaces_unreachable: input.sockets_now.unreachable.clone(),
+        live_sockets_traced: input
+            .table
+            .live()
+            .filter(|r| input.filter.matches_record(r, input.workloads))
+            .count(),
+        events_lost: input.events_lost,
+        sockets_untracked: input.sockets_untracked,
+        incomplete: input.events_lost > 0 || input.sockets_untracked > 0,
+        ..report.totals
+    };
+
+    // Every finding, in the order of Section::ALL: the text report shows
+    // the first rows of each kind and says how many more the JSON has.
+    let findings = &mut report.findings;
+    findings.extend(
+        CloseWaitLeak::all(input, elapsed_ns)
+            .into_iter()
+            .map(Finding::CloseWaitLeak),
+    );
+    findings.extend(dead.into_iter().map(Finding::DeadPeerFin));
+    findings.extend(recovered.into_iter().map(Finding::FinRetransmitsRecovered));
+    findings.extend(loops.into_iter().map(Finding::ReconnectLoop));
+    findings.extend(churn.into_iter().map(Finding::Churn));
+    findings.extend(connects.into_iter().map(Finding::Connect));
+    findings.extend(accepts.into_iter().map(Finding::Accept));
+    findings.extend(
+        PortPressure::busiest(input.sockets_now, input.port_range)
+            .into_iter()
+            .map(Finding::PortPressure),
+    );
+    report
+}
+
+/// The window a flow's connections happened in (first birth to last
+/// close), not the time since, which an idle end of the session would
+/// dilute (ab's 2,700/s read as 259/s). A lone connection's window is its
+/// own lifetime: it is measured against the time since it began instead.
+fn activity_span(flow: &Flow, now_ns: u64) -> u64 {
+    if flow.closed >= 2 && flow.last_ns > flow.first_ns {
+        flow.last_ns - flow.first_ns
+    } else {
+        now_ns.saturating_sub(flow.first_ns.min(now_ns)).max(1)
+    }
+}
+
+fn count_state(snapshot: &Snapshot, state: TcpState) -> u64 {
+    snapshot.sockets.iter().filter(|s| s.state == state).count() as u64
+}
+
+/// `TIME_WAIT` sockets per network namespace and remote endpoint, and per
+/// remote address (port 0) for the server side, where clients come from
+/// many ports. (Two pods may talk to the same peer from the same
+/// addresses.)
+fn time_wait_by_destination(snapshot: &Snapshot) -> HashMap<(u32, SocketAddr), u64> {
+    let mut counts = HashMap::new();
+    for socket in snapshot
+        .sockets
+        .iter()
+        .filter(|s| s.state == TcpState::TimeWait)
+    {
+        *counts.entry((socket.netns, socket.remote)).or_default() += 1;
+        *counts
+            .entry((socket.netns, SocketAddr::new(socket.remote.ip(), 0)))
+            .or_default() += 1;
+    }
+    counts
+}

@@ -1,0 +1,146 @@
+//! What every kind of finding is made of: the process it names, folded
+//! processes, percentiles, who closed first, rates.
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::{
+    callsite::CallSites,
+    container::ContainerLabels,
+    diagnose::{flows::Flow, fold::MAX_LISTED_PIDS},
+    table::{ProcessId, StackRef},
+};
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ProcessJson {
+    pub pid: u32,
+    pub comm: String,
+    /// Where it ran, by name (`Report::name_processes`): Kubernetes
+    /// namespace and pod, and the container's name; left out when empty.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub namespace: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub pod: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub container: String,
+    /// The cgroup key its sockets carried (0: not known), which the
+    /// names and the daemon's labels come from.
+    #[serde(skip)]
+    pub cgroup: u64,
+}
+
+impl ProcessJson {
+    pub(super) fn of(process: Option<ProcessId>) -> Option<Self> {
+        process.map(|p| Self {
+            pid: p.pid,
+            comm: p.comm().into_owned(),
+            namespace: String::new(),
+            pod: String::new(),
+            container: String::new(),
+            cgroup: p.cgroup,
+        })
+    }
+
+    /// Takes the names of the workload it ran in.
+    pub fn name(&mut self, labels: &ContainerLabels) {
+        self.namespace.clone_from(&labels.namespace);
+        self.pod.clone_from(&labels.pod);
+        self.container.clone_from(&labels.container);
+    }
+}
+
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Percentiles {
+    pub count: u64,
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub max: u64,
+}
+
+impl Percentiles {
+    pub(super) fn of(h: &Histogram<u32>) -> Option<Self> {
+        (!h.is_empty()).then(|| Self {
+            count: h.len(),
+            p50: h.value_at_quantile(0.5),
+            p90: h.value_at_quantile(0.9),
+            p99: h.value_at_quantile(0.99),
+            max: h.max(),
+        })
+    }
+}
+
+/// Which side closed a group's connections first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClosedFirst {
+    Local,
+    Peer,
+    Mixed,
+    Unknown,
+}
+
+impl ClosedFirst {
+    pub(super) fn of(flow: &Flow) -> Self {
+        match (flow.active_closes, flow.passive_closes) {
+            (0, 0) => Self::Unknown,
+            (_, 0) => Self::Local,
+            (0, _) => Self::Peer,
+            _ => Self::Mixed,
+        }
+    }
+}
+
+/// How many processes of one program a finding folds (see
+/// `diagnose::fold`), and which: one row for a shell loop of 200 curls.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Processes {
+    /// Processes folded into this finding.
+    pub pids: u64,
+    /// Their pids (at most `MAX_LISTED_PIDS`), when more than one.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pid_list: Vec<u32>,
+}
+
+impl Processes {
+    pub(super) fn of(pids: &[u32]) -> Self {
+        Self {
+            pids: pids.len().max(1) as u64,
+            pid_list: if pids.len() > 1 {
+                pids.iter().copied().take(MAX_LISTED_PIDS).collect()
+            } else {
+                Vec::new()
+            },
+        }
+    }
+}
+
+#[expect(clippy::cast_precision_loss, reason = "rates and ages for display")]
+pub(super) fn secs(ns: u64) -> f64 {
+    ns as f64 / 1e9
+}
+
+#[expect(clippy::cast_precision_loss, reason = "rates for display")]
+pub(super) fn rate(count: u64, span_ns: u64) -> f64 {
+    if span_ns == 0 {
+        0.0
+    } else {
+        count as f64 / secs(span_ns).max(1e-3)
+    }
+}
+
+/// The stack that names a group's call site: the most frequent one among
+/// those that reach the user's code, else the most frequent. (A JIT
+/// runtime's first calls run interpreted, unnamed; later ones compiled and
+/// named, on other addresses.)
+pub(super) fn best_stack<S>(
+    counts: &std::collections::HashMap<StackRef, u64, S>,
+    call_sites: &CallSites,
+) -> Option<StackRef> {
+    let user = counts
+        .iter()
+        .filter(|(&stack, _)| call_sites.names_user_code(stack))
+        .max_by_key(|(_, &n)| n);
+    user.or_else(|| counts.iter().max_by_key(|(_, &n)| n))
+        .map(|(&stack, _)| stack)
+}
