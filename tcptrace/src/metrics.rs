@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use tcptrace_common::{Birth, RetransmitPhase, Side, TcpState};
 
 use crate::{
-    diagnose::flows::ConnectFailures, event::What, pipeline::Observed, table::Role, FastMap,
+    diagnose::flows::ConnectFailures, event::TcpEventKind, pipeline::Observed, table::Role, FastMap,
 };
 
 pub const MAX_PROCESSES: usize = 10_000;
@@ -279,7 +279,7 @@ impl DaemonMetrics {
     /// One event that passed the filter.
     pub fn observe(&mut self, seen: &Observed) {
         let Some(record) = seen.record else {
-            if let What::ResetSent { .. } = seen.event.what {
+            if let TcpEventKind::ResetSent { .. } = seen.event.what {
                 self.process(ProcessKey::UNKNOWN)
                     .resets
                     .add(ResetDirection::Sent, 1);
@@ -293,7 +293,7 @@ impl DaemonMetrics {
         let event = seen.event;
         let active = record.role == Role::Active;
         match event.what {
-            What::StateChange { old, new } => {
+            TcpEventKind::StateChange { old, new } => {
                 let process = self.process(owner);
                 *process.transitions.entry((old, new)).or_default() += 1;
                 match TcpState::birth(old, new) {
@@ -312,13 +312,17 @@ impl DaemonMetrics {
                     self.peer(record.remote).attempts += 1;
                 }
             }
-            What::Retransmit { state } => {
+            TcpEventKind::Retransmit { state } => {
                 let phase = state.unwrap_or(record.state).retransmit_phase();
                 self.process(owner).retransmits.add(phase, 1);
             }
-            What::ResetSent { .. } => self.process(owner).resets.add(ResetDirection::Sent, 1),
-            What::ResetReceived => self.process(owner).resets.add(ResetDirection::Received, 1),
-            What::EofRead => {}
+            TcpEventKind::ResetSent { .. } => {
+                self.process(owner).resets.add(ResetDirection::Sent, 1);
+            }
+            TcpEventKind::ResetReceived => {
+                self.process(owner).resets.add(ResetDirection::Received, 1);
+            }
+            TcpEventKind::EofRead => {}
         }
         if seen.closed {
             self.closed(seen, owner);
@@ -329,7 +333,7 @@ impl DaemonMetrics {
         let (Some(record), event) = (seen.record, seen.event) else {
             return;
         };
-        let What::StateChange { old, .. } = event.what else {
+        let TcpEventKind::StateChange { old, .. } = event.what else {
             return;
         };
         let gave_up = record.retransmits.fin > 0 && event.error == Some(libc::ETIMEDOUT);

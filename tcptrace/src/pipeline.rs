@@ -20,7 +20,7 @@ use crate::{
     diagnose::{ports::local_port_range, Diagnoses},
     event::{
         comm_str, decode, decode_user_stack, expand, is_user_stack, layout::RecordLayouts,
-        TcpEvent, What,
+        TcpEvent, TcpEventKind,
     },
     filter::{Filter, Workloads},
     findings::{build_report, Report, ReportInput},
@@ -288,7 +288,7 @@ impl Pipeline {
         each: &mut impl FnMut(&Observed) -> Result<(), E>,
     ) -> Result<(), E> {
         let result = self.observe(event, each);
-        if let What::StateChange {
+        if let TcpEventKind::StateChange {
             new: TcpState::Close,
             ..
         } = event.what
@@ -306,11 +306,11 @@ impl Pipeline {
     ) -> Result<(), E> {
         let c = &mut self.counts;
         match event.what {
-            What::StateChange { .. } => c.state_changes += 1,
-            What::Retransmit { .. } => c.retransmits += 1,
-            What::ResetSent { .. } => c.resets_sent += 1,
-            What::ResetReceived => c.resets_received += 1,
-            What::EofRead => c.eof_reads += 1,
+            TcpEventKind::StateChange { .. } => c.state_changes += 1,
+            TcpEventKind::Retransmit { .. } => c.retransmits += 1,
+            TcpEventKind::ResetSent { .. } => c.resets_sent += 1,
+            TcpEventKind::ResetReceived => c.resets_received += 1,
+            TcpEventKind::EofRead => c.eof_reads += 1,
         }
         let owner = owner::resolve(event, &self.start);
         // The table sees everything, so a socket's record stays whole

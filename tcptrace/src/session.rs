@@ -34,7 +34,7 @@ pub struct SessionOptions {
 
 /// What a session saw, printed at its end.
 #[derive(Clone, Debug, Default, Serialize)]
-pub struct Summary {
+pub struct SessionCounts {
     #[serde(serialize_with = "as_secs")]
     pub elapsed: Duration,
     #[serde(flatten)]
@@ -54,7 +54,7 @@ fn as_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> 
 
 /// Runs a session, writing to `sink`. Returns when the duration ends, on
 /// Ctrl-C or SIGTERM; dropping the probe detaches every program.
-pub async fn run(options: SessionOptions, sink: &mut dyn Sink) -> Result<Summary> {
+pub async fn run(options: SessionOptions, sink: &mut dyn Sink) -> Result<SessionCounts> {
     let mut probe = Probe::load(options.probe)?;
     let (mut pipeline, mut rings, start) = Pipeline::start(
         &mut probe,
@@ -125,7 +125,7 @@ pub async fn run(options: SessionOptions, sink: &mut dyn Sink) -> Result<Summary
     }
     drain(&mut pipeline, &mut rings, sink)?;
     pipeline.call_sites.finish();
-    let summary = Summary {
+    let summary = SessionCounts {
         elapsed: started.elapsed(),
         counts: pipeline.counts,
         kernel: probe.counters()?,

@@ -23,7 +23,7 @@ use tcptrace_common::{Birth, Moment, RetransmitPhase, Side, Task, TcpState, PEER
 
 use crate::{
     container::{lookup, proc_cgroup, Containers},
-    event::{TcpEvent, What},
+    event::{TcpEvent, TcpEventKind},
     owner::{Owner, OwnerSource},
     FastMap,
 };
@@ -31,7 +31,7 @@ use crate::{
 /// A process as the reports name it. `comm` is kept inline (no allocation
 /// per socket) and turned into text only when reporting.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct ProcessId {
+pub struct Process {
     pub pid: u32,
     pub comm: [u8; 16],
     /// Where it ran: the cgroup key of the socket it owns (or closed, when
@@ -40,7 +40,7 @@ pub struct ProcessId {
     pub cgroup: u64,
 }
 
-impl ProcessId {
+impl Process {
     #[must_use]
     pub fn of_task(task: &Task) -> Self {
         Self {
@@ -133,15 +133,15 @@ pub struct Retransmits {
 pub struct SocketRecord {
     pub skaddr: u64,
     pub role: Role,
-    pub owner: Option<ProcessId>,
+    pub owner: Option<Process>,
     pub owner_source: Option<OwnerSource>,
     /// Stack of `connect()/listen()` (a passive socket: its listener's).
     pub owner_stack: Option<StackRef>,
-    pub closer: Option<ProcessId>,
+    pub closer: Option<Process>,
     pub closer_stack: Option<StackRef>,
     /// Who read end-of-file in `CLOSE_WAIT`, and where: the code that saw
     /// the peer's FIN and had to close.
-    pub eof_reader: Option<ProcessId>,
+    pub eof_reader: Option<Process>,
     pub eof_stack: Option<StackRef>,
     pub local: SocketAddr,
     pub remote: SocketAddr,
@@ -245,7 +245,7 @@ impl SocketTable {
             return Applied::Untracked;
         }
         let birth = match event.what {
-            What::StateChange { old, new } => TcpState::birth(old, new).map(Role::from),
+            TcpEventKind::StateChange { old, new } => TcpState::birth(old, new).map(Role::from),
             _ => None,
         };
         let key_of = |cgroups: &mut Option<&mut Cgroups>| match cgroups {
@@ -315,19 +315,19 @@ impl SocketRecord {
 
     fn seen_mid_life(event: &TcpEvent, owner: Option<&Owner>, cgroup: u64) -> Self {
         let state = match event.what {
-            What::StateChange { old, .. } => old,
-            What::Retransmit { state } | What::ResetSent { state } => {
+            TcpEventKind::StateChange { old, .. } => old,
+            TcpEventKind::Retransmit { state } | TcpEventKind::ResetSent { state } => {
                 state.unwrap_or(TcpState::Established)
             }
-            What::ResetReceived => TcpState::Established,
-            What::EofRead => TcpState::CloseWait,
+            TcpEventKind::ResetReceived => TcpState::Established,
+            TcpEventKind::EofRead => TcpState::CloseWait,
         };
         Self {
             skaddr: event.skaddr,
             role: Role::Unknown,
-            owner: owner.map(|o| ProcessId {
+            owner: owner.map(|o| Process {
                 cgroup,
-                ..ProcessId::of_owner(o)
+                ..Process::of_owner(o)
             }),
             owner_source: owner.map(|o| o.source),
             owner_stack: event.owner().and_then(StackRef::of_task),
@@ -370,7 +370,7 @@ impl SocketRecord {
 
     /// `process` as the reports name it: in this socket's cgroup when it
     /// is its owner (another process may run anywhere).
-    fn placed(&self, mut process: ProcessId) -> ProcessId {
+    fn placed(&self, mut process: Process) -> Process {
         if self.owner.is_some_and(|o| o.pid == process.pid) {
             process.cgroup = self.cgroup;
         }
@@ -379,9 +379,9 @@ impl SocketRecord {
 
     fn observe(&mut self, event: &TcpEvent, owner: Option<&Owner>) {
         let cgroup = self.cgroup;
-        let placed_owner = |o: &Owner| ProcessId {
+        let placed_owner = |o: &Owner| Process {
             cgroup,
-            ..ProcessId::of_owner(o)
+            ..Process::of_owner(o)
         };
         // The kernel's record may learn the owner later (a listener seeded
         // from the snapshot); take the best we have.
@@ -403,7 +403,7 @@ impl SocketRecord {
         }
         if self.closer.is_none() {
             if let Some(closer) = event.closer() {
-                self.closer = Some(self.placed(ProcessId::of_task(closer)));
+                self.closer = Some(self.placed(Process::of_task(closer)));
                 self.closer_stack = StackRef::of_task(closer);
             }
         }
@@ -415,19 +415,21 @@ impl SocketRecord {
         self.netns = event.sock.netns;
         self.peer_sent_data |= event.sock.flags & PEER_SENT_DATA != 0;
         match event.what {
-            What::StateChange { old, new } => self.transition(event, old, new),
-            What::Retransmit { state } => self.retransmit(event.ts_ns, state.unwrap_or(self.state)),
-            What::ResetSent { .. } => {
+            TcpEventKind::StateChange { old, new } => self.transition(event, old, new),
+            TcpEventKind::Retransmit { state } => {
+                self.retransmit(event.ts_ns, state.unwrap_or(self.state));
+            }
+            TcpEventKind::ResetSent { .. } => {
                 self.resets_sent += 1;
                 self.closed_by.get_or_insert(Side::Local);
             }
-            What::ResetReceived => {
+            TcpEventKind::ResetReceived => {
                 self.resets_received += 1;
                 self.closed_by.get_or_insert(Side::Peer);
             }
-            What::EofRead => {
+            TcpEventKind::EofRead => {
                 if let Some(reader) = &event.actor {
-                    self.eof_reader = Some(self.placed(ProcessId::of_task(reader)));
+                    self.eof_reader = Some(self.placed(Process::of_task(reader)));
                     self.eof_stack = StackRef::of_task(reader);
                 }
             }
@@ -481,7 +483,7 @@ impl SocketRecord {
     /// The process a report names for this socket's close: the closer when
     /// recorded, else the owner.
     #[must_use]
-    pub fn responsible(&self) -> Option<ProcessId> {
+    pub fn responsible(&self) -> Option<Process> {
         self.closer.or(self.owner)
     }
 }

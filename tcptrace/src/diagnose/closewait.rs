@@ -11,12 +11,12 @@ use tcptrace_common::TcpState;
 use crate::{
     proc_fds::FdHolder,
     snapshot::Snapshot,
-    table::{ProcessId, SocketTable, StackRef},
+    table::{Process, SocketTable, StackRef},
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct LeakKey {
-    pub owner: Option<ProcessId>,
+    pub owner: Option<Process>,
     pub call_site: Option<StackRef>,
 }
 
@@ -86,7 +86,7 @@ pub fn leaks(
             socket
                 .holders
                 .first()
-                .map(|h| ProcessId::named(h.pid, &h.comm))
+                .map(|h| Process::named(h.pid, &h.comm))
         });
         let key = LeakKey {
             owner,

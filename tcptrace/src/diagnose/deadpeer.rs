@@ -8,14 +8,14 @@ use std::net::SocketAddr;
 use tcptrace_common::{RetransmitPhase, TcpState};
 
 use crate::{
-    event::{TcpEvent, What},
-    table::{ProcessId, SocketRecord, StackRef},
+    event::{TcpEvent, TcpEventKind},
+    table::{Process, SocketRecord, StackRef},
     FastMap,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct DeadPeerKey {
-    pub closer: Option<ProcessId>,
+    pub closer: Option<Process>,
     pub peer: SocketAddr,
     pub close_stack: Option<StackRef>,
 }
@@ -82,7 +82,7 @@ impl DeadPeers {
             return;
         }
         let old = match event.what {
-            What::StateChange { old, .. } => old,
+            TcpEventKind::StateChange { old, .. } => old,
             _ => record.state,
         };
         let error = event.error;

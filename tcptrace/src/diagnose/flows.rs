@@ -9,8 +9,8 @@ use smallvec::SmallVec;
 use tcptrace_common::{Birth, Moment, RetransmitPhase, Side, TcpState};
 
 use crate::{
-    event::{TcpEvent, What},
-    table::{ProcessId, Role, SocketRecord, StackRef},
+    event::{TcpEvent, TcpEventKind},
+    table::{Process, Role, SocketRecord, StackRef},
     FastMap,
 };
 
@@ -25,7 +25,7 @@ pub const MAX_FLOWS: usize = 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FlowKey {
-    pub owner: Option<ProcessId>,
+    pub owner: Option<Process>,
     pub role: Role,
     /// Server endpoint for clients; client address (port 0) for servers.
     pub peer: SocketAddr,
@@ -153,7 +153,7 @@ pub struct Flow {
     pub failures: ConnectFailures,
     pub owner_stacks: FastMap<StackRef, u64>,
     pub close_stacks: FastMap<StackRef, u64>,
-    pub closers: FastMap<ProcessId, u64>,
+    pub closers: FastMap<Process, u64>,
     /// Network namespaces its sockets lived in (one, unless its process
     /// moved or the flow folds several pods' processes).
     pub namespaces: SmallVec<[u32; 1]>,
@@ -279,7 +279,9 @@ impl Flows {
         flow.last_seen_ns = event.ts_ns;
         flow.saw_namespace(record.netns);
         match event.what {
-            What::StateChange { old, new } if TcpState::birth(old, new) == Some(Birth::Active) => {
+            TcpEventKind::StateChange { old, new }
+                if TcpState::birth(old, new) == Some(Birth::Active) =>
+            {
                 flow.attempts += 1;
                 if flow.recent_attempts_ns.len() == RECENT_ATTEMPTS {
                     flow.recent_attempts_ns.remove(0);
@@ -289,7 +291,7 @@ impl Flows {
                     *flow.owner_stacks.entry(stack).or_default() += 1;
                 }
             }
-            What::StateChange { old, new }
+            TcpEventKind::StateChange { old, new }
                 if TcpState::moment(old, new) == Some(Moment::Established) =>
             {
                 flow.established += 1;
@@ -297,7 +299,7 @@ impl Flows {
                     flow.handshake_us.saturating_record((ns / 1_000).max(1));
                 }
             }
-            What::Retransmit { state: Some(state) }
+            TcpEventKind::Retransmit { state: Some(state) }
                 if state.retransmit_phase() == RetransmitPhase::Handshake =>
             {
                 flow.syn_retransmits += 1;
@@ -348,7 +350,7 @@ impl Flows {
         if let Some(closer) = record.closer {
             *flow.closers.entry(closer).or_default() += 1;
         }
-        if let What::StateChange { old, .. } = event.what {
+        if let TcpEventKind::StateChange { old, .. } = event.what {
             // FIN_WAIT2/CLOSING → CLOSE without error is the hand-over to a
             // timewait socket, which holds the port for 60 s: in TIME_WAIT,
             // or in FIN_WAIT2 when the peer never sent its FIN (an orphan

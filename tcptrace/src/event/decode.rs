@@ -16,7 +16,7 @@ use tcptrace_common::{
 
 use super::{
     layout::{Endpoints, RecordLayouts, SockCommonLayout},
-    TcpEvent, What,
+    TcpEvent, TcpEventKind,
 };
 use crate::probe::tracefs::Field;
 
@@ -84,7 +84,7 @@ pub fn decode(bytes: &[u8], layouts: &RecordLayouts) -> Result<TcpEvent, DecodeE
             let (Some(new), Some(old)) = (states.next(), states.next()) else {
                 return Err(DecodeError::EmptyHistory);
             };
-            let what = What::StateChange {
+            let what = TcpEventKind::StateChange {
                 old: state(old)?,
                 new: state(new)?,
             };
@@ -93,7 +93,7 @@ pub fn decode(bytes: &[u8], layouts: &RecordLayouts) -> Result<TcpEvent, DecodeE
         }
         EventKind::StateChange => {
             let l = &layouts.state;
-            let what = What::StateChange {
+            let what = TcpEventKind::StateChange {
                 old: state(raw.i32(l.oldstate)?)?,
                 new: state(raw.i32(l.newstate)?)?,
             };
@@ -102,7 +102,7 @@ pub fn decode(bytes: &[u8], layouts: &RecordLayouts) -> Result<TcpEvent, DecodeE
         EventKind::Retransmit => {
             let l = &layouts.retransmit;
             let state = l.state.map(|f| raw.i32(f).and_then(state)).transpose()?;
-            (What::Retransmit { state }, &l.endpoints)
+            (TcpEventKind::Retransmit { state }, &l.endpoints)
         }
         EventKind::ResetSent => {
             let l = &layouts.send_reset;
@@ -111,13 +111,16 @@ pub fn decode(bytes: &[u8], layouts: &RecordLayouts) -> Result<TcpEvent, DecodeE
                 Some(f) => TcpState::from_raw(raw.i32(f)?),
                 None => None,
             };
-            (What::ResetSent { state }, &l.endpoints)
+            (TcpEventKind::ResetSent { state }, &l.endpoints)
         }
-        EventKind::ResetReceived => (What::ResetReceived, &layouts.receive_reset.endpoints),
+        EventKind::ResetReceived => (
+            TcpEventKind::ResetReceived,
+            &layouts.receive_reset.endpoints,
+        ),
         EventKind::EofRead => {
             let layout = layouts.sock_common.ok_or(DecodeError::NoSummaryLayout)?;
             return Ok(decoded(
-                What::EofRead,
+                TcpEventKind::EofRead,
                 sock_common_endpoints(raw, &layout, event.local_port_be)?,
                 false,
             ));
@@ -374,7 +377,7 @@ mod tests {
         let event = decode(&bytes(&record), &layouts()).unwrap();
         assert_eq!(
             event.what,
-            What::StateChange {
+            TcpEventKind::StateChange {
                 old: TcpState::SynSent,
                 new: TcpState::Established
             }
@@ -413,7 +416,7 @@ mod tests {
         let event = decode(&bytes(&record), &layouts()).unwrap();
         assert_eq!(
             event.what,
-            What::ResetSent {
+            TcpEventKind::ResetSent {
                 state: Some(TcpState::Established)
             }
         );

@@ -10,7 +10,7 @@
 
 use tcptrace_common::{history::PATH_CAPACITY, Moment, TcpState, CLOSER_KNOWN, OWNER_FROM_SYSCALL};
 
-use super::{TcpEvent, What};
+use super::{TcpEvent, TcpEventKind};
 
 /// Calls `each` with every event `summary` stands for, oldest first; the
 /// last one is the summary's own transition. Allocates nothing.
@@ -34,7 +34,7 @@ pub fn expand(summary: &TcpEvent, mut each: impl FnMut(&TcpEvent)) {
         return;
     }
     let sock = &summary.sock;
-    let retransmit = |state| What::Retransmit { state: Some(state) };
+    let retransmit = |state| TcpEventKind::Retransmit { state: Some(state) };
     let mut event = TcpEvent {
         actor: None,
         in_state_ns: None,
@@ -56,7 +56,7 @@ pub fn expand(summary: &TcpEvent, mut each: impl FnMut(&TcpEvent)) {
             (Some(ts), None) => ts,
             (None, previous) => previous.unwrap_or(summary.ts_ns),
         };
-        event.what = What::StateChange { old, new };
+        event.what = TcpEventKind::StateChange { old, new };
         event.ts_ns = ts_ns;
         event.in_state_ns = previous_ns.map(|p| ts_ns.saturating_sub(p));
         event.actor = if birth && sock.flags & OWNER_FROM_SYSCALL != 0 {
@@ -91,7 +91,7 @@ pub fn expand(summary: &TcpEvent, mut each: impl FnMut(&TcpEvent)) {
     // The summary's own transition, after what ended the life: data
     // retransmits not placed after an ESTABLISHED on the path, then resets.
     let (old, new) = (states[last], states[last + 1]);
-    event.what = What::StateChange { old, new };
+    event.what = TcpEventKind::StateChange { old, new };
     event.ts_ns = summary.ts_ns;
     event.in_state_ns = summary.in_state_ns;
     event.actor = summary.actor;
@@ -104,12 +104,12 @@ pub fn expand(summary: &TcpEvent, mut each: impl FnMut(&TcpEvent)) {
             &mut each,
         );
     }
-    let sent = What::ResetSent { state: Some(old) };
+    let sent = TcpEventKind::ResetSent { state: Some(old) };
     replay(&event, history.resets_sent.into(), sent, &mut each);
     replay(
         &event,
         history.resets_received.into(),
-        What::ResetReceived,
+        TcpEventKind::ResetReceived,
         &mut each,
     );
     each(&event);
@@ -129,7 +129,7 @@ fn moment(summary: &TcpEvent, old: TcpState, new: TcpState, birth: bool) -> Opti
 }
 
 /// `count` events `what` at `at`'s time, by nobody.
-fn replay(at: &TcpEvent, count: u32, what: What, each: &mut impl FnMut(&TcpEvent)) {
+fn replay(at: &TcpEvent, count: u32, what: TcpEventKind, each: &mut impl FnMut(&TcpEvent)) {
     let event = TcpEvent {
         what,
         actor: None,
@@ -163,7 +163,7 @@ mod tests {
         event
     }
 
-    fn unfold(summary: &TcpEvent) -> Vec<(What, u64, Option<u32>)> {
+    fn unfold(summary: &TcpEvent) -> Vec<(TcpEventKind, u64, Option<u32>)> {
         let mut out = Vec::new();
         expand(summary, |e| {
             out.push((e.what, e.ts_ns, e.actor.map(|a| a.tgid)));
@@ -192,13 +192,13 @@ mod tests {
             },
         );
         let events = unfold(&s);
-        let sc = |old, new| What::StateChange { old, new };
+        let sc = |old, new| TcpEventKind::StateChange { old, new };
         assert_eq!(
             events,
             vec![
                 (sc(Close, SynSent), 100, Some(7)),
                 (
-                    What::Retransmit {
+                    TcpEventKind::Retransmit {
                         state: Some(SynSent)
                     },
                     100,
@@ -229,26 +229,26 @@ mod tests {
                 sock.history.data_retransmits = 2;
             },
         );
-        let kinds: Vec<What> = unfold(&s).into_iter().map(|(w, _, _)| w).collect();
+        let kinds: Vec<TcpEventKind> = unfold(&s).into_iter().map(|(w, _, _)| w).collect();
         assert_eq!(
             kinds,
             vec![
-                What::StateChange {
+                TcpEventKind::StateChange {
                     old: Listen,
                     new: SynRecv
                 },
-                What::StateChange {
+                TcpEventKind::StateChange {
                     old: SynRecv,
                     new: Established
                 },
-                What::Retransmit {
+                TcpEventKind::Retransmit {
                     state: Some(Established)
                 },
-                What::Retransmit {
+                TcpEventKind::Retransmit {
                     state: Some(Established)
                 },
-                What::ResetReceived,
-                What::StateChange {
+                TcpEventKind::ResetReceived,
+                TcpEventKind::StateChange {
                     old: Established,
                     new: Close
                 },

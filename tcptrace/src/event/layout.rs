@@ -58,7 +58,7 @@ pub struct StateRecord {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SockRecord {
+pub struct SockEventLayout {
     pub skaddr: Field,
     /// The socket state, where the record has one.
     pub state: Option<Field>,
@@ -111,9 +111,9 @@ impl SockCommonLayout {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RecordLayouts {
     pub state: StateRecord,
-    pub retransmit: SockRecord,
-    pub send_reset: SockRecord,
-    pub receive_reset: SockRecord,
+    pub retransmit: SockEventLayout,
+    pub send_reset: SockEventLayout,
+    pub receive_reset: SockEventLayout,
     /// Summary records (from BTF); `None` when summary mode is off.
     pub sock_common: Option<SockCommonLayout>,
 }
@@ -142,9 +142,9 @@ impl RecordLayouts {
                 endpoints: Endpoints::from_format(state)?,
                 len: state.record_len(),
             },
-            retransmit: SockRecord::from_format(retransmit)?,
-            send_reset: SockRecord::from_format(send_reset)?,
-            receive_reset: SockRecord::from_format(receive_reset)?,
+            retransmit: SockEventLayout::from_format(retransmit)?,
+            send_reset: SockEventLayout::from_format(send_reset)?,
+            receive_reset: SockEventLayout::from_format(receive_reset)?,
             sock_common: None,
         };
         for (name, len) in [
@@ -168,7 +168,7 @@ impl RecordLayouts {
             // without them fails in `from_formats` already.
             Endpoints::SockAddr { .. } => 0,
         };
-        let reset = |r: &SockRecord| ResetLayout {
+        let reset = |r: &SockEventLayout| ResetLayout {
             skaddr: offset(r.skaddr),
             record_len: len(r.len),
         };
@@ -191,7 +191,7 @@ impl RecordLayouts {
     }
 }
 
-impl SockRecord {
+impl SockEventLayout {
     fn from_format(format: &Format) -> Result<Self> {
         Ok(Self {
             skaddr: format.field("skaddr", 8)?,

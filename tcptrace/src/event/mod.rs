@@ -14,7 +14,7 @@ use tcptrace_common::{SockInfo, Task, TcpState, CLOSER_KNOWN};
 
 /// What happened to a socket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum What {
+pub enum TcpEventKind {
     StateChange {
         old: TcpState,
         new: TcpState,
@@ -37,7 +37,7 @@ pub enum What {
 /// One decoded kernel event.
 #[derive(Clone, Copy, Debug)]
 pub struct TcpEvent {
-    pub what: What,
+    pub what: TcpEventKind,
     /// `CLOCK_MONOTONIC` nanoseconds (`bpf_ktime_get_ns`).
     pub ts_ns: u64,
     /// The `struct sock` address; identifies a socket only while it lives.

@@ -6,7 +6,7 @@ use tcptrace_common::{
     SockInfo, Task, TcpState, CLOSER_KNOWN, OWNER_FROM_LISTENER, OWNER_FROM_SYSCALL,
 };
 
-use super::{TcpEvent, What};
+use super::{TcpEvent, TcpEventKind};
 
 pub const MS: u64 = 1_000_000;
 pub const SEC: u64 = 1_000_000_000;
@@ -53,7 +53,7 @@ impl Conn {
         conn
     }
 
-    fn event(&self, ts_ns: u64, what: What) -> TcpEvent {
+    fn event(&self, ts_ns: u64, what: TcpEventKind) -> TcpEvent {
         TcpEvent {
             what,
             ts_ns,
@@ -70,7 +70,7 @@ impl Conn {
 
     #[must_use]
     pub fn state(&self, ts_ns: u64, old: TcpState, new: TcpState) -> TcpEvent {
-        self.event(ts_ns, What::StateChange { old, new })
+        self.event(ts_ns, TcpEventKind::StateChange { old, new })
     }
 
     /// A transition made in `actor`'s system call that names it the closer.
@@ -86,7 +86,7 @@ impl Conn {
     #[must_use]
     pub fn retransmit(&mut self, ts_ns: u64, state: TcpState) -> TcpEvent {
         self.sock.retransmits += 1;
-        self.event(ts_ns, What::Retransmit { state: Some(state) })
+        self.event(ts_ns, TcpEventKind::Retransmit { state: Some(state) })
     }
 
     /// The socket dies with `sk_err` = `error`.

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::{
     parts::{best_stack, secs, ProcessJson},
-    text::{call_site, Process},
+    text::{call_site, ShownProcess},
     LogLine, ReportInput,
 };
 use crate::{
@@ -107,7 +107,7 @@ impl CloseWaitLeak {
         writeln!(
             out,
             "  {} holds {} socket(s) in CLOSE_WAIT, oldest {}{:.1}s; fds {}{}; peers {}",
-            Process(self.process.as_ref()),
+            ShownProcess(self.process.as_ref()),
             self.sockets,
             if self.age_is_lower_bound {
                 "at least "

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::{
     parts::{secs, ProcessJson},
-    text::{call_site, Process},
+    text::{call_site, ShownProcess},
     LogLine, ReportInput,
 };
 use crate::{callsite::CallSite, diagnose::deadpeer::DeadPeerOutcomes};
@@ -84,7 +84,7 @@ impl DeadPeerFin {
         writeln!(
             out,
             "  {} closed {} socket(s) to {}; {} FIN-phase retransmits in {}: {}",
-            Process(self.process.as_ref()),
+            ShownProcess(self.process.as_ref()),
             self.sockets,
             self.peer,
             self.retransmits,

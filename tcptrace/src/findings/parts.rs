@@ -8,7 +8,7 @@ use crate::{
     callsite::CallSites,
     container::ContainerLabels,
     diagnose::{flows::Flow, fold::MAX_LISTED_PIDS},
-    table::{ProcessId, StackRef},
+    table::{Process, StackRef},
 };
 
 #[derive(Clone, Debug, Serialize)]
@@ -30,7 +30,7 @@ pub struct ProcessJson {
 }
 
 impl ProcessJson {
-    pub(super) fn of(process: Option<ProcessId>) -> Option<Self> {
+    pub(super) fn of(process: Option<Process>) -> Option<Self> {
         process.map(|p| Self {
             pid: p.pid,
             comm: p.comm().into_owned(),

@@ -36,7 +36,7 @@ pub fn call_site(out: &mut impl Write, label: &str, site: Option<&CallSite>) -> 
 }
 
 /// A finding's process: pid, name and workload.
-pub struct Process<'a>(pub Option<&'a ProcessJson>);
+pub struct ShownProcess<'a>(pub Option<&'a ProcessJson>);
 
 /// A finding's process, or its program and how many processes of it the
 /// finding folds (a shell loop's 200 curls).
@@ -48,12 +48,12 @@ impl std::fmt::Display for FoldedProcess<'_> {
             (Some(p), n) if n > 1 => {
                 write!(f, "{}{} ({n} processes)", Escaped(&p.comm), Workload(p))
             }
-            (process, _) => Process(process).fmt(f),
+            (process, _) => ShownProcess(process).fmt(f),
         }
     }
 }
 
-impl std::fmt::Display for Process<'_> {
+impl std::fmt::Display for ShownProcess<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.0 {
             Some(p) => write!(f, "{}/{}{}", p.pid, Escaped(&p.comm), Workload(p)),
@@ -129,7 +129,7 @@ mod tests {
 
     #[test]
     fn rows_name_the_workload_when_known() {
-        let shown = |p: &ProcessJson| Process(Some(p)).to_string();
+        let shown = |p: &ProcessJson| ShownProcess(Some(p)).to_string();
         assert_eq!(
             shown(&process("shop", "checkout-0", "api")),
             "42/api [shop/checkout-0/api]"

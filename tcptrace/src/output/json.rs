@@ -11,10 +11,10 @@ use serde::Serialize;
 use super::Sink;
 use crate::{
     container::ContainerLabels,
-    event::{comm_str, errno_name, TcpEvent, What},
+    event::{comm_str, errno_name, TcpEvent, TcpEventKind},
     findings::{Finding, Report},
     owner::Owner,
-    session::Summary,
+    session::SessionCounts,
     snapshot::ExistingSocket,
 };
 
@@ -154,21 +154,23 @@ impl<W: Write> Sink for JsonLines<W> {
         static UNNAMED: ContainerLabels = ContainerLabels::EMPTY;
         let labels = labels.unwrap_or(&UNNAMED);
         let (kind, old, new, state) = match event.what {
-            What::StateChange { old, new } => ("state", Some(old.name()), Some(new.name()), None),
-            What::Retransmit { state } => (
+            TcpEventKind::StateChange { old, new } => {
+                ("state", Some(old.name()), Some(new.name()), None)
+            }
+            TcpEventKind::Retransmit { state } => (
                 "retransmit",
                 None,
                 None,
                 state.map(tcptrace_common::TcpState::name),
             ),
-            What::ResetSent { state } => (
+            TcpEventKind::ResetSent { state } => (
                 "reset_sent",
                 None,
                 None,
                 state.map(tcptrace_common::TcpState::name),
             ),
-            What::ResetReceived => ("reset_received", None, None, None),
-            What::EofRead => ("eof_read", None, None, None),
+            TcpEventKind::ResetReceived => ("reset_received", None, None, None),
+            TcpEventKind::EofRead => ("eof_read", None, None, None),
         };
         let record = EventJson {
             r#type: kind,
@@ -202,7 +204,7 @@ impl<W: Write> Sink for JsonLines<W> {
         self.line(&record)
     }
 
-    fn summary(&mut self, s: &Summary) -> io::Result<()> {
+    fn summary(&mut self, s: &SessionCounts) -> io::Result<()> {
         self.line(&serde_json::json!({ "type": "summary", "summary": s }))
     }
 

@@ -10,8 +10,8 @@ pub use json::JsonLines;
 pub use text::{Escaped, TextLines};
 
 use crate::{
-    container::ContainerLabels, event::TcpEvent, findings::Report, owner::Owner, session::Summary,
-    snapshot::ExistingSocket,
+    container::ContainerLabels, event::TcpEvent, findings::Report, owner::Owner,
+    session::SessionCounts, snapshot::ExistingSocket,
 };
 
 /// Where a session writes what it sees.
@@ -28,7 +28,7 @@ pub trait Sink {
         labels: Option<&ContainerLabels>,
         unix_ns: u128,
     ) -> io::Result<()>;
-    fn summary(&mut self, summary: &Summary) -> io::Result<()>;
+    fn summary(&mut self, summary: &SessionCounts) -> io::Result<()>;
     /// The diagnosis report at the end of a session.
     fn report(&mut self, report: &Report) -> io::Result<()>;
     fn flush(&mut self) -> io::Result<()>;

@@ -11,10 +11,10 @@ use super::Sink;
 use crate::{
     clock::write_time_of_day,
     container::ContainerLabels,
-    event::{comm_str, TcpEvent, What},
+    event::{comm_str, TcpEvent, TcpEventKind},
     findings::Report,
     owner::Owner,
-    session::Summary,
+    session::SessionCounts,
     snapshot::ExistingSocket,
 };
 
@@ -112,7 +112,7 @@ impl<W: Write> Sink for TextLines<W> {
         writeln!(self.out)
     }
 
-    fn summary(&mut self, s: &Summary) -> io::Result<()> {
+    fn summary(&mut self, s: &SessionCounts) -> io::Result<()> {
         let c = &s.counts;
         writeln!(
             self.out,
@@ -204,22 +204,24 @@ impl fmt::Display for Addr {
     }
 }
 
-struct WhatText(What, u32);
+struct WhatText(TcpEventKind, u32);
 
 impl fmt::Display for WhatText {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = |s: Option<TcpState>| s.map_or("?", TcpState::name);
         match self.0 {
-            What::StateChange { old, new } => {
+            TcpEventKind::StateChange { old, new } => {
                 pad(f, format_args!("{} -> {}", old.name(), new.name()))
             }
-            What::Retransmit { state: s } => {
+            TcpEventKind::Retransmit { state: s } => {
                 pad(f, format_args!("RETRANSMIT #{} in {}", self.1, state(s)))
             }
-            What::ResetSent { state: None } => f.pad("RST sent (no socket)"),
-            What::ResetSent { state: Some(s) } => pad(f, format_args!("RST sent in {}", s.name())),
-            What::ResetReceived => f.pad("RST received"),
-            What::EofRead => f.pad("EOF read in CLOSE_WAIT"),
+            TcpEventKind::ResetSent { state: None } => f.pad("RST sent (no socket)"),
+            TcpEventKind::ResetSent { state: Some(s) } => {
+                pad(f, format_args!("RST sent in {}", s.name()))
+            }
+            TcpEventKind::ResetReceived => f.pad("RST received"),
+            TcpEventKind::EofRead => f.pad("EOF read in CLOSE_WAIT"),
         }
     }
 }
