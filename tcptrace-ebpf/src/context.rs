@@ -308,7 +308,7 @@ fn stack_left(mm: u64, sp: u64) -> u64 {
 /// the stack mapping, but another thread's stack or a small environment
 /// above `start_stack` can leave less than `USER_STACK_BYTES` mapped.
 #[inline(always)]
-unsafe fn copy_user_stack(
+fn copy_user_stack(
     sp: u64,
     wanted: u64,
     into: &mut [u8; USER_STACK_BYTES],

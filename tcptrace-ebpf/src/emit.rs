@@ -98,6 +98,9 @@ pub fn wakeup_flag(before: u64, after: u64, mark: u32) -> u64 {
 /// zeros). Volatile, for the reason `copy_words` is: assigning a zeroed
 /// constant became a call to a byte-wise `memset` subprogram, 176 stores
 /// for a `SockInfo`.
+///
+/// # Safety
+/// `dst` must be valid for writes of `size_of::<T>()` bytes, 8-aligned.
 #[inline(always)]
 pub unsafe fn zero_words<T>(dst: *mut T) {
     const { assert!(core::mem::size_of::<T>() % 8 == 0) };
@@ -111,6 +114,10 @@ pub unsafe fn zero_words<T>(dst: *mut T) {
 /// Copies a record as 8-byte words. Volatile, because LLVM would turn a
 /// plain struct copy this large into a call to a byte-wise `memmove`
 /// subprogram, several times slower.
+///
+/// # Safety
+/// `dst` and `src` must be valid for `size_of::<T>()` bytes, 8-aligned,
+/// and not overlap.
 #[inline(always)]
 pub unsafe fn copy_words<T>(dst: *mut T, src: *const T) {
     const { assert!(core::mem::size_of::<T>() % 8 == 0) };
