@@ -3,7 +3,7 @@
 //! language, their owners the process (not a thread, not nginx's master).
 //!
 //! Each test builds a small program of `tests/workloads/` from source (Go,
-//! Java, Node, C) or runs a distribution binary (nginx, curl, ab), runs it
+//! Java, Node, C), runs a script (Python) or runs a distribution binary (nginx, curl, ab), runs it
 //! in network namespaces the test creates, traces it with
 //! `tcptrace trace --json` (and a text session beside it, printed always:
 //! it is the "call site" line people read) and checks the findings.
@@ -480,6 +480,64 @@ fn java_connect_per_request_names_the_users_method() {
     server.wait_success();
 }
 
+/// The same client in a pod of its own: pid and mount namespaces, and a
+/// private /tmp, where the JVM keeps its attach socket (`.java_pid1`: the
+/// JVM is pid 1 in the pod). tcptrace asks the JVM for its perf map by its
+/// pid inside the pod, through `/proc/PID/root`; the owner is the JVM's pid
+/// on the host.
+#[test]
+fn java_in_a_pod_with_its_own_pid_and_mount_namespaces_names_the_users_method() {
+    const N: u64 = 2000;
+    require_root();
+    let hosts = HostPair::new("ttrt-jp");
+    let server_addr = format!("{}:18110", hosts.a_addr);
+    let classes = java_classes();
+    let session = Session::start("java_pod_client", &["--port", "18110"]);
+    let server = go_server(&hosts.a, &server_addr);
+    let inside = format!(
+        "mount -t tmpfs pod /tmp && exec java {} -cp {} Client {} 18110 {N}",
+        JAVA_FLAGS.join(" "),
+        classes.display(),
+        hosts.a_addr
+    );
+    let mut pod = Workload::spawn_command(Command::new("ip").args([
+        "netns",
+        "exec",
+        &hosts.b,
+        "unshare",
+        "--pid",
+        "--fork",
+        // The pod's process dies with the test's handle on it.
+        "--kill-child",
+        "--mount",
+        "--propagation",
+        "private",
+        "--mount-proc",
+        "sh",
+        "-c",
+        &inside,
+    ]));
+    pod.expect_line("done");
+    // `unshare` forks the pod's first process (pid 1 inside), which execs java.
+    let java_pid = *tcptrace_tests::programs::children_of(pod.pid())
+        .first()
+        .expect("the pod's JVM, forked by unshare");
+    let report = session.stop();
+
+    let churn = client_churn(&report, java_pid, &server_addr);
+    assert_process(churn, java_pid, "java");
+    report.assert_count(churn, "connections", N);
+    assert_site_names(churn, "call_site", &["Client", "connectPerRequest"]);
+    assert_site_names(churn, "close_call_site", &["Client", "connectPerRequest"]);
+    assert!(
+        !Path::new("/tmp/.java_pid1").exists(),
+        "the JVM's attach socket lives in the pod's /tmp only"
+    );
+
+    drop(pod);
+    server.wait_success();
+}
+
 /// A Java server reads each connection to EOF in
 /// `LeakServer.readUntilEofAndForget` and never closes it. The leak names
 /// the function that opened the listening socket (`call_site`, as for any
@@ -615,6 +673,64 @@ fn node_connect_per_request_names_the_users_function() {
     // Library frame by necessity (see above): the connect runs on nextTick.
     assert_site_names(churn, "call_site", &["internalConnect"]);
     assert_site_names(churn, "close_call_site", &["nodeCloseAfterReply"]);
+
+    client.wait_success();
+    server.wait_success();
+}
+
+// ------------------------------------------------------------ Python
+
+/// Debian 12's Python 3.11 (the distribution's default) has no perf map
+/// support (`-X perf` came with 3.12), and its functions live in the
+/// interpreter's heap-allocated frames, not on the native stack: no native
+/// frame names `python_connect_per_request`. The report must say so, and
+/// what would name it, instead of naming the interpreter as if it were the
+/// user's code. (A Python 3.12+ `-X perf` perf map is parsed and chosen by
+/// the unit tests of `symbolize::runtimes`; Debian 12 has no 3.12.)
+#[test]
+fn python_without_perf_support_says_what_names_its_functions() {
+    const N: u64 = 100;
+    require_root();
+    let hosts = HostPair::new("ttrt-py");
+    let server_addr = format!("{}:18109", hosts.a_addr);
+    let script = workloads().join("python/client.py");
+    let session = Session::start("python_client", &["--port", "18109"]);
+    let server = go_server(&hosts.a, &server_addr);
+    let mut client = Workload::spawn_command(
+        Command::new("ip")
+            .args(["netns", "exec", &hosts.b, "/usr/bin/python3"])
+            .arg(&script)
+            .args([hosts.a_addr, "18109", &N.to_string()]),
+    );
+    client.expect_line("done");
+    let report = session.stop();
+
+    let churn = client_churn(&report, client.pid(), &server_addr);
+    assert_process(churn, client.pid(), "python3");
+    report.assert_count(churn, "connections", N);
+    assert_eq!(churn["closed_first"], "local");
+    for site in ["call_site", "close_call_site"] {
+        let call_site = &churn[site];
+        assert_eq!(
+            call_site["user_code"],
+            false,
+            "{site}: the interpreter is not the user's code: {:#}",
+            without_frames(churn)
+        );
+        assert!(
+            call_site["advice"]
+                .as_str()
+                .is_some_and(|advice| advice.contains("-X perf") && advice.contains("3.12")),
+            "{site} says what names Python functions: {:#}",
+            without_frames(churn)
+        );
+    }
+    // Debian strips the interpreter's own functions (socket module
+    // included): the documented frame is libc's wrapper, reached by CFI
+    // unwinding (python3.11 has no frame pointers) up to PyObject_Vectorcall
+    // and the evaluation loop.
+    assert_site_names(churn, "call_site", &["connect"]);
+    assert_site_names(churn, "close_call_site", &["close"]);
 
     client.wait_success();
     server.wait_success();
@@ -866,9 +982,10 @@ fn curl_in_a_shell_loop_is_one_churn_finding() {
     let report = session.stop();
 
     // One row with the call site, folding the curl processes. A curl lives
-    // well under a millisecond after its connect on loopback: one whose
-    // mappings were gone before tcptrace could read them (the kernel
-    // announces each new process to a thread that reads them at once) is
+    // well under a millisecond after its connect on loopback; the kernel
+    // announces each new process to a real-time thread that reads its
+    // mappings at once (at normal priority 15-28 % were gone by then; now
+    // 0 or 1 in 200 here: the tolerance below is 2 %). One missed is
     // folded into a row of its own, whose call site is unknown and says
     // why, never a wrong one.
     let rows = report.findings("churn", |f| {
@@ -891,7 +1008,7 @@ fn curl_in_a_shell_loop_is_one_churn_finding() {
     });
     let pids = u64_of(churn, "pids");
     assert!(
-        pids >= N * 6 / 10 && u64_of(churn, "connections") == pids,
+        pids >= N * 98 / 100 && u64_of(churn, "connections") == pids,
         "most curl processes, one connection each, folded into the row: {:#}",
         without_frames(churn)
     );
