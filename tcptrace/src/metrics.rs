@@ -11,7 +11,14 @@ use std::net::SocketAddr;
 use tcptrace_common::{Birth, RetransmitPhase, Side, TcpState};
 
 use crate::{
-    diagnose::flows::ConnectFailures, event::TcpEventKind, pipeline::Observed, table::Role, FastMap,
+    diagnose::{
+        flows::ConnectFailures,
+        lost::{self, LostCause},
+    },
+    event::TcpEventKind,
+    pipeline::Observed,
+    table::Role,
+    FastMap,
 };
 
 pub const MAX_PROCESSES: usize = 10_000;
@@ -206,6 +213,25 @@ impl LabelValue for RetransmitPhase {
     }
 }
 
+impl LabelValue for LostCause {
+    const LABEL: &'static str = "cause";
+    const ALL: &'static [Self] = &[
+        Self::KeepaliveTimeout,
+        Self::RetransmitTimeout,
+        Self::PeerReset,
+    ];
+    fn index(self) -> usize {
+        self as usize
+    }
+    fn label_value(self) -> &'static str {
+        match self {
+            Self::KeepaliveTimeout => "keepalive_timeout",
+            Self::RetransmitTimeout => "retransmit_timeout",
+            Self::PeerReset => "peer_reset",
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct ProcessMetrics {
     /// (old, new) state numbers → count.
@@ -215,6 +241,8 @@ pub struct ProcessMetrics {
     pub closes: CountsBy<Side>,
     pub retransmits: CountsBy<RetransmitPhase>,
     pub resets: CountsBy<ResetDirection>,
+    /// Established connections that died without a close by either side.
+    pub lost: CountsBy<LostCause>,
     pub connect_failures: ConnectFailures,
     /// Closing sockets whose FIN was never acknowledged (kernel gave up).
     pub dead_peer_closes: u64,
@@ -344,6 +372,9 @@ impl DaemonMetrics {
         if let Some(side) = record.closed_by {
             process.closes.add(side, 1);
         }
+        if let Some(cause) = lost::cause(record, event) {
+            process.lost.add(cause, 1);
+        }
         if let (Some(lifetime), false) = (
             record.lifetime_ns(event.ts_ns),
             record.role == Role::Listener,
@@ -378,6 +409,7 @@ pub fn merge(into: &mut ProcessMetrics, from: &ProcessMetrics) {
     into.closes.merge(&from.closes);
     into.retransmits.merge(&from.retransmits);
     into.resets.merge(&from.resets);
+    into.lost.merge(&from.lost);
     into.connect_failures.add(&from.connect_failures);
     into.dead_peer_closes += from.dead_peer_closes;
     into.lifetime.merge(&from.lifetime);

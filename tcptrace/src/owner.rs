@@ -126,6 +126,7 @@ mod tests {
             inode: 1,
             uid: 0,
             holders: holders.iter().cloned().collect(),
+            activity: None,
         };
         let snapshot = Snapshot::from_sockets(
             vec![

@@ -23,7 +23,7 @@ use crate::{
         TcpEvent, TcpEventKind,
     },
     filter::{Filter, Workloads},
-    findings::{build_report, Report, ReportInput},
+    findings::{build_report, Report, ReportInput, DEFAULT_IDLE_THRESHOLD},
     netns::DiagSockets,
     owner::{self, Owner, StartOwners},
     probe::{Counters, Probe},
@@ -86,6 +86,9 @@ pub struct Pipeline {
     /// Look up the owner's workload names for each event shown (in
     /// `Observed::labels`): a cache hit per event, for a session's output.
     pub label_events: bool,
+    /// Connections idle this long are reported as idle (and lives this
+    /// long as long).
+    pub idle_threshold: Duration,
 }
 
 /// The kernel's two ring buffers, pollable by tokio: events, and the
@@ -154,6 +157,7 @@ impl Pipeline {
             diag: Arc::new(Mutex::new(diag)),
             cgroups: Some(cgroups),
             label_events: false,
+            idle_threshold: DEFAULT_IDLE_THRESHOLD,
         };
         Ok((pipeline, rings, start))
     }
@@ -173,6 +177,7 @@ impl Pipeline {
             diag: Arc::new(Mutex::new(DiagSockets::own_only())),
             cgroups: None,
             label_events: false,
+            idle_threshold: DEFAULT_IDLE_THRESHOLD,
         }
     }
 
@@ -466,6 +471,7 @@ impl Pipeline {
                 // A skipped run is an event never seen, as a lost one is.
                 events_lost: kernel.events_lost + kernel.runs_skipped + self.counts.decode_errors,
                 sockets_untracked: kernel.sock_map_full,
+                idle_threshold: self.idle_threshold,
             },
         );
         if let Some(cgroups) = self.cgroups.as_mut() {

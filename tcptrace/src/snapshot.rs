@@ -10,7 +10,7 @@ use netlink_packet_core::{
 };
 use netlink_packet_sock_diag::{
     constants::{AF_INET, AF_INET6, IPPROTO_TCP},
-    inet::{ExtensionFlags, InetRequest, SocketId, StateFlags},
+    inet::{nlas::Nla, ExtensionFlags, InetRequest, SocketId, StateFlags, Timer},
     SockDiagMessage,
 };
 use netlink_sys::Socket;
@@ -35,6 +35,21 @@ pub struct ExistingSocket {
     pub uid: u32,
     /// Processes and fds holding it (empty when none or unreadable).
     pub holders: Holders,
+    /// Its traffic and timers, for an ESTABLISHED socket.
+    pub activity: Option<Activity>,
+}
+
+/// What the kernel says of an ESTABLISHED socket's traffic: `tcp_info`'s
+/// last send and receive times and the timer armed (`ss -tio` shows the
+/// same).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Activity {
+    /// Since data last went either way, in milliseconds (since the
+    /// handshake when none ever did).
+    pub idle_ms: u32,
+    /// Keepalive is armed: milliseconds until its next probe. `None` when
+    /// another timer runs (data in flight) or none does: keepalive is off.
+    pub keepalive_in_ms: Option<u32>,
 }
 
 /// Every TCP socket at one moment, with owners. Kept lean: the daemon takes
@@ -155,6 +170,23 @@ fn expected_sockets() -> usize {
     sockets + sockets / 16
 }
 
+/// An ESTABLISHED socket's activity from its `tcp_info` and timer.
+fn activity(timer: Option<&Timer>, nlas: &[Nla]) -> Option<Activity> {
+    let info = nlas.iter().find_map(|nla| match nla {
+        Nla::TcpInfo(info) => Some(info),
+        _ => None,
+    })?;
+    Some(Activity {
+        idle_ms: info.last_data_sent.min(info.last_data_recv),
+        keepalive_in_ms: match timer {
+            Some(Timer::KeepAlive(expires)) => {
+                Some(u32::try_from(expires.as_millis()).unwrap_or(u32::MAX))
+            }
+            _ => None,
+        },
+    })
+}
+
 /// Appends every socket of `family` in namespace `netns` (whose
 /// `sock_diag` socket is `socket`) to `sockets`.
 fn dump(
@@ -170,7 +202,8 @@ fn dump(
         SockDiagMessage::InetRequest(InetRequest {
             family,
             protocol: IPPROTO_TCP,
-            extensions: ExtensionFlags::empty(),
+            // tcp_info: when data last went each way (idle connections).
+            extensions: ExtensionFlags::INFO,
             states: StateFlags::all(),
             socket_id: if family == AF_INET {
                 SocketId::new_v4()
@@ -208,6 +241,9 @@ fn dump(
                         continue;
                     };
                     let id = &h.socket_id;
+                    let activity = (state == TcpState::Established)
+                        .then(|| activity(h.timer.as_ref(), &response.nlas))
+                        .flatten();
                     sockets.push(ExistingSocket {
                         netns,
                         state,
@@ -216,6 +252,7 @@ fn dump(
                         inode: u64::from(h.inode),
                         uid: h.uid,
                         holders: Holders::new(),
+                        activity,
                     });
                 }
                 NetlinkPayload::Done(_) => return Ok(()),

@@ -47,6 +47,11 @@ pub struct DaemonArgs {
     /// How often to refresh the socket dump and diagnoses [default: 15s].
     #[arg(long, env = "TCPTRACE_REFRESH")]
     refresh: Option<String>,
+    /// Connections idle this long with keepalive off are findings, and
+    /// established connections reset after living this long are lost
+    /// [default: 5m].
+    #[arg(long, env = "TCPTRACE_IDLE_THRESHOLD")]
+    idle_threshold: Option<String>,
     /// Only sockets owned or acted on by this command name (repeatable).
     #[arg(short, long = "comm")]
     comms: Vec<String>,
@@ -82,6 +87,7 @@ pub fn run(args: DaemonArgs) -> Result<()> {
             no_jvm_perf_map: args.no_jvm_perf_map,
             every_event: args.every_event,
             refresh: args.refresh,
+            idle_threshold: args.idle_threshold,
             container_ids: args.container_ids,
             node_root: args.node_root,
             comm: args.comms,

@@ -63,6 +63,10 @@ pub struct TraceArgs {
     /// through the attach socket); Java methods then stay unnamed.
     #[arg(long)]
     no_jvm_perf_map: bool,
+    /// Connections idle this long with keepalive off are reported, and
+    /// established connections reset after living this long are lost.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    idle_threshold: Duration,
     /// No live lines: only the diagnosis report at the end.
     #[arg(long)]
     report_only: bool,
@@ -104,6 +108,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
             socket_map_entries: args.socket_map_entries,
         },
         report_only: args.report_only,
+        idle_threshold: args.idle_threshold,
         no_jvm_perf_map: args.no_jvm_perf_map,
         containers: ContainerConfig {
             node: NodeState::default().under(args.node_root),

@@ -33,6 +33,7 @@ pub struct FileConfig {
     pub jvm_perf_map: Option<bool>,
     pub every_event: Option<bool>,
     pub refresh: Option<String>,
+    pub idle_threshold: Option<String>,
     pub log_findings: Option<bool>,
     pub container_ids: Option<bool>,
     pub node_root: Option<PathBuf>,
@@ -72,6 +73,7 @@ pub struct Overrides {
     pub no_jvm_perf_map: bool,
     pub every_event: bool,
     pub refresh: Option<String>,
+    pub idle_threshold: Option<String>,
     pub container_ids: bool,
     pub node_root: Option<PathBuf>,
     pub comm: Vec<String>,
@@ -108,6 +110,9 @@ pub struct DaemonConfig {
     pub every_event: bool,
     /// How often the socket dump, diagnoses and findings log are refreshed.
     pub refresh: Duration,
+    /// Connections idle this long (keepalive off) are findings; lives this
+    /// long are long.
+    pub idle_threshold: Duration,
     pub log_findings: bool,
     /// Also label series with `container_id` and `pod_uid`.
     pub container_ids: bool,
@@ -175,6 +180,16 @@ impl DaemonConfig {
         if refresh < Duration::from_secs(1) {
             bail!("refresh: must be at least 1s");
         }
+        let idle_threshold = flags
+            .idle_threshold
+            .or(file.idle_threshold)
+            .unwrap_or_else(|| "5m".to_owned());
+        let idle_threshold = humantime::parse_duration(&idle_threshold).with_context(|| {
+            format!("idle-threshold: `{idle_threshold}` is not a duration like 5m")
+        })?;
+        if idle_threshold < Duration::from_secs(1) {
+            bail!("idle-threshold: must be at least 1s");
+        }
         let stack_interval = flags
             .stack_interval
             .or(file.stack_interval)
@@ -231,6 +246,7 @@ impl DaemonConfig {
             jvm_perf_map: !flags.no_jvm_perf_map && file.jvm_perf_map.unwrap_or(true),
             every_event,
             refresh,
+            idle_threshold,
             log_findings: file.log_findings.unwrap_or(true),
             container_ids: flags.container_ids || file.container_ids.unwrap_or(false),
             node_root,

@@ -82,6 +82,7 @@ async fn serve(config: DaemonConfig) -> Result<()> {
     let (mut pipeline, mut rings, _) =
         Pipeline::start(&mut probe, config.filter(), config.containers())?;
     pipeline.call_sites.set_jvm_perf_maps(config.jvm_perf_map);
+    pipeline.idle_threshold = config.idle_threshold;
     log_warnings(&config, &probe);
     let kept = crate::privileges::drop_after_attach()?;
     release_free_heap();
@@ -269,6 +270,10 @@ impl Daemon {
             ),
             time_wait: self.refreshed.time_wait.clone(),
             close_wait_oldest: self.refreshed.close_wait_oldest.clone(),
+            idle_without_keepalive: self.refreshed.idle_without_keepalive.clone(),
+            connection_ages: self.refreshed.connection_ages.clone(),
+            oldest_connection: self.refreshed.oldest_connection.clone(),
+            listeners_in_range: self.refreshed.listeners_in_range.clone(),
             ports_in_use: self.refreshed.ports_in_use.clone(),
             port_range_size: self.refreshed.port_range_size,
             ..Scrape::default()

@@ -8,7 +8,7 @@ use tcptrace_common::TcpState;
 use crate::{
     container::{ContainerLabels, Containers},
     export::prometheus::{merge_rows, process_labels, top_k, ProcessLabels, Scrape},
-    findings::{Finding, ProcessJson, Report},
+    findings::{Finding, ProcessJson, Report, AGE_BANDS},
     metrics::DaemonMetrics,
     snapshot::Snapshot,
 };
@@ -25,6 +25,12 @@ pub struct Refreshed {
     pub namespaces_unreachable: Vec<String>,
     pub time_wait: Vec<(ProcessLabels, u64)>,
     pub close_wait_oldest: Vec<(ProcessLabels, f64)>,
+    pub idle_without_keepalive: Vec<(ProcessLabels, u64)>,
+    /// Established connections per process and age band (`AGE_BANDS`).
+    pub connection_ages: Vec<(ProcessLabels, [u64; AGE_BANDS.len()])>,
+    pub oldest_connection: Vec<(ProcessLabels, f64)>,
+    /// Listeners inside the ephemeral port range: (labels, netns, port).
+    pub listeners_in_range: Vec<(ProcessLabels, u32, u16)>,
     /// By (network namespace, destination).
     pub ports_in_use: Vec<((String, String), u64)>,
     pub port_range_size: u64,
@@ -74,6 +80,10 @@ impl Refreshed {
         }
         let mut time_wait: HashMap<ProcessLabels, u64> = HashMap::new();
         let mut close_wait: HashMap<ProcessLabels, f64> = HashMap::new();
+        let mut idle: HashMap<ProcessLabels, u64> = HashMap::new();
+        let mut ages: HashMap<ProcessLabels, [u64; AGE_BANDS.len()]> = HashMap::new();
+        let mut oldest: HashMap<ProcessLabels, f64> = HashMap::new();
+        let mut listeners = Vec::new();
         let mut ports = Vec::new();
         let mut range_size = 0;
         for finding in &report.findings {
@@ -88,6 +98,23 @@ impl Refreshed {
                         .entry(labels_of(containers, l.process.as_ref()))
                         .or_default();
                     *oldest = oldest.max(l.oldest_age_s);
+                }
+                Finding::IdleConnections(i) => {
+                    *idle
+                        .entry(labels_of(containers, i.process.as_ref()))
+                        .or_default() += i.sockets;
+                }
+                Finding::ConnectionAges(a) => {
+                    let labels = labels_of(containers, a.process.as_ref());
+                    let bands = ages.entry(labels.clone()).or_default();
+                    for (band, n) in bands.iter_mut().zip(a.by_age) {
+                        *band += n;
+                    }
+                    let age = oldest.entry(labels).or_default();
+                    *age = age.max(a.oldest_age_s);
+                }
+                Finding::ListenerInRange(l) => {
+                    listeners.push((labels_of(containers, l.process.as_ref()), l.netns, l.port));
                 }
                 Finding::PortPressure(p) => {
                     // Two namespaces (pods) may use ports towards the
@@ -112,6 +139,10 @@ impl Refreshed {
             namespaces_unreachable: all.unreachable.clone(),
             time_wait: time_wait.into_iter().collect(),
             close_wait_oldest: close_wait.into_iter().collect(),
+            idle_without_keepalive: idle.into_iter().collect(),
+            connection_ages: ages.into_iter().collect(),
+            oldest_connection: oldest.into_iter().collect(),
+            listeners_in_range: listeners,
             ports_in_use: top_k(
                 ports,
                 top_peers,

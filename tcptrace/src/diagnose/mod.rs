@@ -5,6 +5,8 @@ pub mod closewait;
 pub mod deadpeer;
 pub mod flows;
 pub mod fold;
+pub mod idle;
+pub mod lost;
 pub mod ports;
 pub mod reconnect;
 #[cfg(test)]
@@ -16,6 +18,7 @@ use crate::{event::TcpEvent, table::SocketRecord};
 pub struct Diagnoses {
     pub flows: flows::Flows,
     pub dead_peers: deadpeer::DeadPeers,
+    pub lost: lost::LostConnections,
 }
 
 impl Diagnoses {
@@ -30,5 +33,6 @@ impl Diagnoses {
         self.flows.on_event(event, record);
         self.flows.on_closed(record, event);
         self.dead_peers.on_closed(record, event);
+        self.lost.on_closed(record, event);
     }
 }

@@ -54,6 +54,7 @@ impl Pipeline {
                 port_range: (32768, 60999),
                 events_lost: 0,
                 sockets_untracked: 0,
+                idle_threshold: crate::findings::DEFAULT_IDLE_THRESHOLD,
             },
         )
     }
@@ -342,6 +343,7 @@ fn close_wait_leak_ages_exact_or_at_least() {
         inode: 1000 + u64::from(fd),
         uid: 0,
         holders: [holder(fd)].into_iter().collect(),
+        activity: None,
     };
     // One traced into CLOSE_WAIT, one already there before tracing began.
     let now = Snapshot::from_sockets(
@@ -446,4 +448,41 @@ fn process_exit_mid_session_keeps_attribution() {
     });
     assert_eq!(churn[0].process.as_ref().map(|p| p.pid), Some(600));
     assert_eq!(churn[0].time_wait_now, 1);
+}
+
+#[test]
+fn established_connections_that_time_out_are_lost_by_their_cause() {
+    let mut p = Pipeline::default();
+    let client = task(400, "pool", 9);
+    // Keepalive gave up: nothing outstanding.
+    let quiet = Conn::active(0xffff_4000, client, "10.0.0.1:42000", "10.0.0.70:5432");
+    p.feed(&quiet.state(0, Close, SynSent));
+    p.feed(&quiet.state(MS, SynSent, Established));
+    p.feed(&quiet.dies(600 * SEC, Established, Some(libc::ETIMEDOUT)));
+    // Retransmits gave up on data.
+    let mut busy = Conn::active(0xffff_4001, client, "10.0.0.1:42001", "10.0.0.70:5432");
+    p.feed(&busy.state(0, Close, SynSent));
+    p.feed(&busy.state(MS, SynSent, Established));
+    p.feed(&busy.retransmit(900 * SEC, Established));
+    p.feed(&busy.dies(915 * SEC, Established, Some(libc::ETIMEDOUT)));
+    // A connect that timed out is a connect failure, not a lost connection.
+    let never = Conn::active(0xffff_4002, client, "10.0.0.1:42002", "10.0.0.70:5432");
+    p.feed(&never.state(0, Close, SynSent));
+    p.feed(&never.dies(SEC, SynSent, Some(libc::ETIMEDOUT)));
+
+    let report = p.report(&Snapshot::default(), 1000 * SEC);
+    let lost = findings(&report, |f| match f {
+        Finding::LostConnection(l) => Some(l),
+        _ => None,
+    });
+    assert_eq!(lost.len(), 1, "{report:#?}");
+    assert_eq!(
+        (lost[0].keepalive_timeouts, lost[0].retransmit_timeouts),
+        (1, 1),
+        "{report:#?}"
+    );
+    assert_eq!(lost[0].peer, "10.0.0.70:5432");
+    // Lifetimes are kept in a histogram of 2 significant digits: within 1 %.
+    let longest = lost[0].longest_lifetime_s;
+    assert!((914.0..=915.0 * 1.01).contains(&longest), "{longest}");
 }

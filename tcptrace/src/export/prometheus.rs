@@ -19,6 +19,7 @@ use crate::{
     callsite::StackCounts,
     container::ContainerLabels,
     diagnose::flows::ConnectFailures,
+    findings::AGE_BANDS,
     metrics::{Buckets, CountsBy, LabelValue, ProcessMetrics},
     pipeline::EventCounts,
     probe::Counters,
@@ -79,6 +80,13 @@ pub struct Scrape {
     /// `TIME_WAIT` sockets held per closing process (modelled).
     pub time_wait: Vec<(ProcessLabels, u64)>,
     pub close_wait_oldest: Vec<(ProcessLabels, f64)>,
+    /// ESTABLISHED connections idle past the threshold, keepalive off.
+    pub idle_without_keepalive: Vec<(ProcessLabels, u64)>,
+    /// ESTABLISHED connections per age band (`AGE_BANDS`).
+    pub connection_ages: Vec<(ProcessLabels, [u64; AGE_BANDS.len()])>,
+    pub oldest_connection: Vec<(ProcessLabels, f64)>,
+    /// Listeners inside the ephemeral port range: (labels, netns, port).
+    pub listeners_in_range: Vec<(ProcessLabels, u32, u16)>,
     /// Ephemeral ports in use per destination (top K).
     /// By (network namespace, destination).
     pub ports_in_use: Vec<((String, String), u64)>,
@@ -143,6 +151,7 @@ type Result = std::result::Result<(), std::fmt::Error>;
 impl Collector for Scrape {
     fn encode(&self, mut e: DescriptorEncoder) -> Result {
         self.encode_sockets(&mut e)?;
+        self.encode_connections(&mut e)?;
         self.encode_processes(&mut e)?;
         self.encode_peers(&mut e)?;
         self.encode_self(&mut e)
@@ -221,6 +230,54 @@ impl Scrape {
         .encode_gauge(&self.port_range_size)
     }
 
+    /// Live connections: idle ones, ages, listeners in the port range.
+    fn encode_connections(&self, e: &mut DescriptorEncoder) -> Result {
+        let mut m = e.encode_descriptor(
+            "idle_connections_without_keepalive",
+            "ESTABLISHED connections idle past the idle threshold with no keepalive armed",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (labels, count) in &self.idle_without_keepalive {
+            m.encode_family(labels)?.encode_gauge(count)?;
+        }
+        let mut m = e.encode_descriptor(
+            "established_connections_by_age",
+            "ESTABLISHED connections by age band (up to the band's bound; `longer`: past 2h)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (labels, bands) in &self.connection_ages {
+            for ((band, _), count) in AGE_BANDS.iter().zip(bands) {
+                m.encode_family(&with(labels, [("age", (*band).to_owned())]))?
+                    .encode_gauge(count)?;
+            }
+        }
+        let mut m = e.encode_descriptor(
+            "oldest_connection_age",
+            "Age of the oldest ESTABLISHED connection a process holds (at least the daemon's uptime for older ones)",
+            Some(&Unit::Seconds),
+            MetricType::Gauge,
+        )?;
+        for (labels, age) in &self.oldest_connection {
+            m.encode_family(labels)?.encode_gauge(age)?;
+        }
+        let mut m = e.encode_descriptor(
+            "listeners_in_ephemeral_range",
+            "Listeners on a port inside ip_local_port_range: a restart may find the port taken by an outgoing connection",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (labels, netns, port) in &self.listeners_in_range {
+            m.encode_family(&with(
+                labels,
+                [("netns", netns.to_string()), ("port", port.to_string())],
+            ))?
+            .encode_gauge(&1u64)?;
+        }
+        Ok(())
+    }
+
     fn encode_processes(&self, e: &mut DescriptorEncoder) -> Result {
         let rows = &self.processes;
         let mut m = e.encode_descriptor(
@@ -266,6 +323,14 @@ impl Scrape {
             |p| &p.retransmits,
         )?;
         counter_by(e, rows, "resets", "Resets, by direction", |p| &p.resets)?;
+        counter_by(
+            e,
+            rows,
+            "connections_lost",
+            "Established connections that died without a close: timed out (keepalive or \
+             retransmits) or reset by the peer",
+            |p| &p.lost,
+        )?;
         let mut m = e.encode_descriptor(
             "dead_peer_closes",
             "Closing sockets whose FIN the peer never acknowledged (the kernel gave up)",

@@ -7,7 +7,11 @@ mod accept;
 mod churn;
 mod close_wait_leak;
 mod connect;
+mod connection_age;
 mod fin_retransmits;
+mod idle_connection;
+mod listener_in_range;
+mod lost_connection;
 mod parts;
 mod port_pressure;
 mod reconnect_loop;
@@ -25,7 +29,11 @@ pub use accept::Accept;
 pub use churn::Churn;
 pub use close_wait_leak::{CloseWaitLeak, FdJson};
 pub use connect::Connect;
+pub use connection_age::{ConnectionAges, AGE_BANDS};
 pub use fin_retransmits::DeadPeerFin;
+pub use idle_connection::IdleConnections;
+pub use listener_in_range::ListenerInRange;
+pub use lost_connection::LostConnection;
 pub use parts::{ClosedFirst, Percentiles, ProcessJson, Processes};
 pub use port_pressure::PortPressure;
 pub use reconnect_loop::ReconnectLoop;
@@ -37,7 +45,7 @@ use crate::{
     diagnose::{
         flows::Flow,
         fold::{fold, Member},
-        Diagnoses,
+        idle, Diagnoses,
     },
     filter::{Filter, Workloads},
     snapshot::Snapshot,
@@ -63,7 +71,12 @@ pub struct ReportInput<'a> {
     pub events_lost: u64,
     /// Sockets the kernel could not track (its socket map was full).
     pub sockets_untracked: u64,
+    /// Connections idle this long are idle; lives this long are long.
+    pub idle_threshold: Duration,
 }
+
+/// The idle threshold of `tcptrace trace` (`--idle-threshold`).
+pub const DEFAULT_IDLE_THRESHOLD: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Debug, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -72,12 +85,16 @@ pub enum Finding {
     ReconnectLoop(ReconnectLoop),
     CloseWaitLeak(CloseWaitLeak),
     DeadPeerFin(DeadPeerFin),
+    LostConnection(LostConnection),
+    IdleConnections(IdleConnections),
     /// FIN retransmits the peer acknowledged in the end: a lossy path, not
     /// a dead peer (lower severity; never logged as a dead peer).
     FinRetransmitsRecovered(DeadPeerFin),
     Connect(Connect),
     Accept(Accept),
+    ConnectionAges(ConnectionAges),
     PortPressure(PortPressure),
+    ListenerInRange(ListenerInRange),
 }
 
 /// The report's sections, one per kind of finding, in the order the
@@ -86,24 +103,32 @@ pub enum Finding {
 pub enum Section {
     CloseWaitLeaks,
     DeadPeers,
+    LostConnections,
+    IdleConnections,
     RecoveredFins,
     ReconnectLoops,
     Churn,
     Connects,
     Accepts,
+    ConnectionAges,
     Ports,
+    ListenersInRange,
 }
 
 impl Section {
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 12] = [
         Self::CloseWaitLeaks,
         Self::DeadPeers,
+        Self::LostConnections,
+        Self::IdleConnections,
         Self::RecoveredFins,
         Self::ReconnectLoops,
         Self::Churn,
         Self::Connects,
         Self::Accepts,
+        Self::ConnectionAges,
         Self::Ports,
+        Self::ListenersInRange,
     ];
 
     #[must_use]
@@ -111,12 +136,16 @@ impl Section {
         match self {
             Self::CloseWaitLeaks => CloseWaitLeak::HEADING,
             Self::DeadPeers => DeadPeerFin::DEAD_HEADING,
+            Self::LostConnections => LostConnection::HEADING,
+            Self::IdleConnections => IdleConnections::HEADING,
             Self::RecoveredFins => DeadPeerFin::RECOVERED_HEADING,
             Self::ReconnectLoops => ReconnectLoop::HEADING,
             Self::Churn => Churn::HEADING,
             Self::Connects => Connect::HEADING,
             Self::Accepts => Accept::HEADING,
+            Self::ConnectionAges => ConnectionAges::HEADING,
             Self::Ports => PortPressure::HEADING,
+            Self::ListenersInRange => ListenerInRange::HEADING,
         }
     }
 }
@@ -134,6 +163,10 @@ impl Finding {
         match self {
             Self::CloseWaitLeak(_) => Section::CloseWaitLeaks,
             Self::DeadPeerFin(_) => Section::DeadPeers,
+            Self::LostConnection(_) => Section::LostConnections,
+            Self::IdleConnections(_) => Section::IdleConnections,
+            Self::ConnectionAges(_) => Section::ConnectionAges,
+            Self::ListenerInRange(_) => Section::ListenersInRange,
             Self::FinRetransmitsRecovered(_) => Section::RecoveredFins,
             Self::ReconnectLoop(_) => Section::ReconnectLoops,
             Self::Churn(_) => Section::Churn,
@@ -153,6 +186,10 @@ impl Finding {
             Self::Connect(c) => c.write_text(out),
             Self::Accept(a) => a.write_text(out),
             Self::PortPressure(p) => p.write_text(out, totals.network_namespaces > 1),
+            Self::LostConnection(l) => l.write_text(out),
+            Self::IdleConnections(i) => i.write_text(out),
+            Self::ConnectionAges(a) => a.write_text(out),
+            Self::ListenerInRange(l) => l.write_text(out),
         }
     }
 
@@ -164,10 +201,14 @@ impl Finding {
             Self::CloseWaitLeak(l) => Some(l.log_line()),
             Self::DeadPeerFin(d) => Some(d.log_line()),
             Self::ReconnectLoop(r) => Some(r.log_line()),
+            Self::LostConnection(l) => Some(l.log_line()),
+            Self::IdleConnections(i) => Some(i.log_line()),
+            Self::ListenerInRange(l) => Some(l.log_line()),
             Self::FinRetransmitsRecovered(_)
             | Self::Churn(_)
             | Self::Connect(_)
             | Self::Accept(_)
+            | Self::ConnectionAges(_)
             | Self::PortPressure(_) => None,
         }
     }
@@ -181,6 +222,10 @@ impl Finding {
             Self::DeadPeerFin(d) | Self::FinRetransmitsRecovered(d) => (&mut d.process, &mut []),
             Self::Connect(c) => (&mut c.process, &mut []),
             Self::Accept(a) => (&mut a.process, &mut []),
+            Self::LostConnection(l) => (&mut l.process, &mut []),
+            Self::IdleConnections(i) => (&mut i.process, &mut []),
+            Self::ConnectionAges(a) => (&mut a.process, &mut []),
+            Self::ListenerInRange(l) => (&mut l.process, &mut []),
             Self::PortPressure(_) => return None,
         })
     }
@@ -262,6 +307,27 @@ pub fn build_report(diagnoses: &Diagnoses, input: &ReportInput) -> Report {
     connects.sort_by_key(|c| Reverse((c.failures.total(), c.attempts)));
     accepts.sort_by_key(|a| Reverse(a.established));
     let (dead, recovered) = DeadPeerFin::all(input, diagnoses);
+    let mut lost: Vec<LostConnection> = diagnoses
+        .lost
+        .groups
+        .iter()
+        .filter_map(|(key, group)| LostConnection::of(key, group, input))
+        .collect();
+    lost.sort_by_key(|l| {
+        Reverse(l.keepalive_timeouts + l.retransmit_timeouts + l.reset_after_long_life)
+    });
+    let idle_ms = u32::try_from(input.idle_threshold.as_millis()).unwrap_or(u32::MAX);
+    let live = idle::connections(input.owned, input.table, input.now_ns, elapsed_ns, idle_ms);
+    let mut idle: Vec<IdleConnections> = live
+        .iter()
+        .filter_map(|(key, group)| IdleConnections::of(key, group, input))
+        .collect();
+    idle.sort_by_key(|i| Reverse(i.sockets));
+    let mut ages: Vec<ConnectionAges> = live
+        .iter()
+        .map(|(key, group)| ConnectionAges::of(key, group, input))
+        .collect();
+    ages.sort_by(|a, b| b.oldest_age_s.total_cmp(&a.oldest_age_s));
 
     report.totals = Totals {
         elapsed_s: input.elapsed.as_secs_f64(),
@@ -289,15 +355,23 @@ pub fn build_report(diagnoses: &Diagnoses, input: &ReportInput) -> Report {
             .map(Finding::CloseWaitLeak),
     );
     findings.extend(dead.into_iter().map(Finding::DeadPeerFin));
+    findings.extend(lost.into_iter().map(Finding::LostConnection));
+    findings.extend(idle.into_iter().map(Finding::IdleConnections));
     findings.extend(recovered.into_iter().map(Finding::FinRetransmitsRecovered));
     findings.extend(loops.into_iter().map(Finding::ReconnectLoop));
     findings.extend(churn.into_iter().map(Finding::Churn));
     findings.extend(connects.into_iter().map(Finding::Connect));
     findings.extend(accepts.into_iter().map(Finding::Accept));
+    findings.extend(ages.into_iter().map(Finding::ConnectionAges));
     findings.extend(
         PortPressure::busiest(input.sockets_now, input.port_range)
             .into_iter()
             .map(Finding::PortPressure),
+    );
+    findings.extend(
+        ListenerInRange::all(input)
+            .into_iter()
+            .map(Finding::ListenerInRange),
     );
     report
 }

@@ -39,7 +39,11 @@ const USAGE: &str = "usage:
   tt-scenario refused ADDR COUNT
         story 4: COUNT connects to a closed port
   tt-scenario black-hole ADDR
-        story 4: one blocking connect to an address that never answers";
+        story 4: one blocking connect to an address that never answers
+  tt-scenario idle ADDR none|keepalive|keepalive-fast
+        incident 5: one connection, then no data at all; `keepalive`: probes
+        after 10 min idle; `keepalive-fast`: after 1 s, 1 s apart, 2 unanswered
+        end it";
 
 /// Upper bound of any single wait for the peer.
 const PEER_TIMEOUT: Duration = Duration::from_secs(20);
@@ -57,6 +61,7 @@ fn main() -> ExitCode {
         ["late-close", addr, count] => late_close(addr, count),
         ["refused", addr, count] => refused(addr, count),
         ["black-hole", addr] => black_hole(addr),
+        ["idle", addr, keepalive] => idle(addr, keepalive),
         _ => Err(USAGE.to_owned()),
     };
     exit_code("tt-scenario", result)
@@ -321,4 +326,54 @@ fn black_hole(addr: &str) -> Result {
     let waited = connect_to_black_hole(parse_addr(addr)?)?;
     say(&format!("timed out after {} ms", waited.as_millis()));
     linger()
+}
+
+/// Incident 5: a connection opened and then left idle, with or without
+/// keepalive. Prints `connected LOCAL` and `done`; the socket lives until
+/// stdin closes (or the kernel gives up on a vanished peer).
+fn idle(addr: &str, keepalive: &str) -> Result {
+    let timing = match keepalive {
+        "none" => None,
+        "keepalive" => Some((600, 60, 9)),
+        "keepalive-fast" => Some((1, 1, 2)),
+        _ => return Err(USAGE.to_owned()),
+    };
+    let conn = hold_idle_connection(parse_addr(addr)?, timing)?;
+    let local = conn.local_addr().map_err(err("local address"))?;
+    say(&format!("connected {local}"));
+    linger()?;
+    drop(conn);
+    Ok(())
+}
+
+/// Connects, and arms keepalive with (idle s, interval s, probes) if asked.
+#[inline(never)]
+fn hold_idle_connection(addr: SocketAddr, keepalive: Option<(i32, i32, i32)>) -> Result<TcpStream> {
+    let conn = TcpStream::connect_timeout(&addr, PEER_TIMEOUT).map_err(err("connect"))?;
+    if let Some((idle, interval, probes)) = keepalive {
+        let fd = conn.as_raw_fd();
+        for (level, option, value) in [
+            (libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1),
+            (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, idle),
+            (libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, interval),
+            (libc::IPPROTO_TCP, libc::TCP_KEEPCNT, probes),
+        ] {
+            // SAFETY: `fd` is the open socket `conn` owns; `value` is a
+            // c_int that outlives the call, with its size given.
+            let set = unsafe {
+                libc::setsockopt(
+                    fd,
+                    level,
+                    option,
+                    (&raw const value).cast(),
+                    // 4: the size of a c_int.
+                    4,
+                )
+            };
+            if set != 0 {
+                return Err(format!("setsockopt: {}", std::io::Error::last_os_error()));
+            }
+        }
+    }
+    Ok(conn)
 }

@@ -1,0 +1,95 @@
+//! How old the live connections are, per owner, peer and call site: pools
+//! that never rotate their connections (a 2 h limit is common practice to
+//! keep load balanced) and pools whose rotation works both show here.
+
+use std::io::{self, Write};
+
+use serde::Serialize;
+
+use super::{
+    parts::{secs, ProcessJson},
+    text::{call_site, ShownProcess},
+    ReportInput,
+};
+use crate::{
+    callsite::CallSite,
+    diagnose::idle::{ConnectionKey, Connections},
+};
+
+/// Upper bounds (seconds) of the age bands: a minute, ten, an hour, two
+/// (a common rotation limit), and beyond.
+pub const AGE_BANDS: [(&str, f64); 5] = [
+    ("1m", 60.0),
+    ("10m", 600.0),
+    ("1h", 3600.0),
+    ("2h", 7200.0),
+    ("longer", f64::INFINITY),
+];
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ConnectionAges {
+    pub process: Option<ProcessJson>,
+    pub peer: String,
+    /// ESTABLISHED now.
+    pub established: u64,
+    pub oldest_age_s: f64,
+    pub median_age_s: f64,
+    /// Some connection predates the session: ages are at least these.
+    pub age_is_lower_bound: bool,
+    /// Idle at least the idle threshold, with keepalive armed (protected).
+    pub idle_with_keepalive: u64,
+    /// Connections per band of `AGE_BANDS` (up to 1m, 10m, 1h, 2h, longer).
+    pub by_age: [u64; AGE_BANDS.len()],
+    pub call_site: Option<CallSite>,
+}
+
+impl ConnectionAges {
+    pub const HEADING: &'static str = "Live connections by age (oldest first)";
+
+    pub(super) fn of(key: &ConnectionKey, group: &Connections, input: &ReportInput) -> Self {
+        let mut ages = group.ages_ns.clone();
+        ages.sort_unstable();
+        let mut by_age = [0; AGE_BANDS.len()];
+        for &age in &ages {
+            let band = AGE_BANDS
+                .iter()
+                .position(|&(_, bound)| secs(age) <= bound)
+                .unwrap_or(AGE_BANDS.len() - 1);
+            by_age[band] += 1;
+        }
+        Self {
+            process: ProcessJson::of(key.owner),
+            peer: key.peer.to_string(),
+            established: group.established,
+            oldest_age_s: secs(ages.last().copied().unwrap_or(0)),
+            median_age_s: secs(ages.get(ages.len() / 2).copied().unwrap_or(0)),
+            age_is_lower_bound: group.oldest_is_lower_bound,
+            idle_with_keepalive: group.idle_with_keepalive,
+            by_age,
+            call_site: input.call_sites.get(key.call_site),
+        }
+    }
+
+    pub fn write_text(&self, out: &mut impl Write) -> io::Result<()> {
+        writeln!(
+            out,
+            "  {} -> {}: {} established, oldest {}{:.0}s, median {:.0}s{}",
+            ShownProcess(self.process.as_ref()),
+            self.peer,
+            self.established,
+            if self.age_is_lower_bound {
+                "at least "
+            } else {
+                ""
+            },
+            self.oldest_age_s,
+            self.median_age_s,
+            if self.idle_with_keepalive > 0 {
+                format!(", {} idle with keepalive on", self.idle_with_keepalive)
+            } else {
+                String::new()
+            },
+        )?;
+        call_site(out, "opened at", self.call_site.as_ref())
+    }
+}

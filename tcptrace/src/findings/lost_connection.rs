@@ -1,0 +1,93 @@
+//! Established connections that died without a close (incident 5 of
+//! docs/INCIDENTS.md): timed out (the peer stopped answering keepalive
+//! probes or retransmits) or reset by the peer after a long life (an idle
+//! timeout in a NAT or load balancer, answered with RST).
+
+use std::io::{self, Write};
+
+use serde::Serialize;
+
+use super::{
+    parts::ProcessJson,
+    text::{call_site, ShownProcess},
+    LogLine, ReportInput,
+};
+use crate::{
+    callsite::CallSite,
+    diagnose::lost::{Lost, LostKey},
+};
+
+#[derive(Clone, Debug, Serialize)]
+pub struct LostConnection {
+    pub process: Option<ProcessJson>,
+    pub peer: String,
+    /// Timed out with nothing outstanding: keepalive probes unanswered.
+    pub keepalive_timeouts: u64,
+    /// Timed out retransmitting data.
+    pub retransmit_timeouts: u64,
+    /// Reset by the peer after living at least the idle threshold.
+    pub reset_after_long_life: u64,
+    /// The longest life among them, seconds.
+    pub longest_lifetime_s: f64,
+    pub call_site: Option<CallSite>,
+}
+
+impl LostConnection {
+    pub const HEADING: &'static str =
+        "Established connections lost (timed out, or reset by the peer after a long life)";
+
+    pub(super) fn of(key: &LostKey, lost: &Lost, input: &ReportInput) -> Option<Self> {
+        let long_ms = u64::try_from(input.idle_threshold.as_millis()).unwrap_or(u64::MAX);
+        let reset_after_long_life = lost.reset_lifetimes_ms.count_between(long_ms, u64::MAX);
+        let timed_out = lost.keepalive_timeouts + lost.retransmit_timeouts;
+        if timed_out == 0 && reset_after_long_life == 0 {
+            return None;
+        }
+        let longest_ms = lost
+            .timed_out_lifetimes_ms
+            .max()
+            .max(if reset_after_long_life > 0 {
+                lost.reset_lifetimes_ms.max()
+            } else {
+                0
+            });
+        #[expect(clippy::cast_precision_loss, reason = "seconds for display")]
+        let longest_lifetime_s = longest_ms as f64 / 1e3;
+        Some(Self {
+            process: ProcessJson::of(key.owner),
+            peer: key.peer.to_string(),
+            keepalive_timeouts: lost.keepalive_timeouts,
+            retransmit_timeouts: lost.retransmit_timeouts,
+            reset_after_long_life,
+            longest_lifetime_s,
+            call_site: input.call_sites.get(key.call_site),
+        })
+    }
+
+    pub fn write_text(&self, out: &mut impl Write) -> io::Result<()> {
+        writeln!(
+            out,
+            "  {} lost connection(s) to {}: {} keepalive timeout(s), {} retransmit timeout(s), \
+             {} reset by the peer after a long life; lived up to {:.0}s",
+            ShownProcess(self.process.as_ref()),
+            self.peer,
+            self.keepalive_timeouts,
+            self.retransmit_timeouts,
+            self.reset_after_long_life,
+            self.longest_lifetime_s,
+        )?;
+        call_site(out, "opened at", self.call_site.as_ref())
+    }
+
+    /// Logged once per process and peer.
+    pub(super) fn log_line(&self) -> LogLine {
+        LogLine {
+            message: "connections lost",
+            key: format!(
+                "lost/{:?}/{}",
+                self.process.as_ref().map(|p| p.pid),
+                self.peer
+            ),
+        }
+    }
+}

@@ -1,0 +1,291 @@
+//! Connections that live too long (incident 5 of docs/INCIDENTS.md): idle
+//! without keepalive, lost to a peer that vanished, how old they are, and
+//! listeners inside the ephemeral port range. Real kernel, Debian's nginx
+//! as the server, in network namespaces the tests create; checked against
+//! `ss` (timers), `nstat` (timeouts) and the namespace's own sysctls.
+
+use std::{
+    process::Command,
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use tcptrace_tests::{
+    daemon::{free_loopback_addr, sample, Daemon},
+    kernel_counts::nstat,
+    netns::HostPair,
+    programs::Nginx,
+    require_root,
+    trace::without_frames,
+    Tracer, Workload,
+};
+
+const SCENARIO_BIN: &str = env!("CARGO_BIN_EXE_tt-scenario");
+
+/// `tt-scenario ARGS` inside network namespace `netns`.
+fn scenario_in(netns: &str, args: &[&str]) -> Workload {
+    Workload::spawn_command(
+        Command::new("ip")
+            .args(["netns", "exec", netns, SCENARIO_BIN])
+            .args(args),
+    )
+}
+
+/// `ss -tnoH state established` lines in `netns` towards port `port`.
+fn established_to(netns: &str, port: u16) -> Vec<String> {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            netns,
+            "ss",
+            "-tnoH",
+            "state",
+            "established",
+        ])
+        .arg(format!("( dport = :{port} )"))
+        .output()
+        .expect("run ss (iproute2)");
+    assert!(out.status.success(), "ss in {netns} failed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn of_pid<'a>(findings: &[&'a Value], pid: u32) -> Option<&'a Value> {
+    findings
+        .iter()
+        .copied()
+        .find(|f| f["process"]["pid"].as_u64() == Some(u64::from(pid)))
+}
+
+fn f64_of(finding: &Value, key: &str) -> f64 {
+    finding[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no number `{key}` in {:#}", without_frames(finding)))
+}
+
+fn assert_call_site(finding: &Value, function: &str) {
+    assert_eq!(
+        finding["call_site"]["function"].as_str(),
+        Some(function),
+        "call site of {:#}",
+        without_frames(finding)
+    );
+}
+
+/// Two clients hold one connection each to nginx and send nothing: one
+/// with keepalive off, one with keepalive on (probes only after 10 min).
+/// Past the 2 s threshold, the first is an idle connection without
+/// keepalive, named by its call site; the second is only counted as
+/// protected; nginx's own two accepted connections (no keepalive either)
+/// are idle too. `ss -o` shows the same timers; the ages grow with the
+/// time held.
+#[test]
+fn idle_connection_without_keepalive_is_reported_and_one_with_keepalive_is_not() {
+    const HOLD: Duration = Duration::from_millis(3500);
+    require_root();
+    let hosts = HostPair::new("ttidle");
+    let addr = format!("{}:18120", hosts.a_addr);
+    let nginx = Nginx::start(&hosts.a, &addr);
+    let trace = Tracer::start(&["--port", "18120", "--idle-threshold", "2s"]);
+    let mut bare = scenario_in(&hosts.b, &["idle", &addr, "none"]);
+    let mut kept = scenario_in(&hosts.b, &["idle", &addr, "keepalive"]);
+    bare.expect_line("done");
+    kept.expect_line("done");
+    let held_from = Instant::now();
+    thread::sleep(HOLD);
+
+    // The kernel's view: one of the two client sockets has a keepalive timer.
+    let lines = established_to(&hosts.b, 18120);
+    let with_keepalive = lines.iter().filter(|l| l.contains("keepalive")).count();
+    assert_eq!(
+        (lines.len(), with_keepalive),
+        (2, 1),
+        "ss -o in the clients' namespace: {lines:#?}"
+    );
+    let trace = trace.stop();
+    let held_s = held_from.elapsed().as_secs_f64();
+
+    let idle: Vec<&Value> = trace.findings("idle_connections").collect();
+    let bare_idle = of_pid(&idle, bare.pid()).unwrap_or_else(|| {
+        panic!(
+            "the client without keepalive is idle: {:#?}",
+            idle.iter().map(|f| without_frames(f)).collect::<Vec<_>>()
+        )
+    });
+    assert_eq!(bare_idle["sockets"], 1, "{bare_idle:#}");
+    assert_eq!(bare_idle["keepalive"], false);
+    assert!(f64_of(bare_idle, "longest_idle_s") >= 2.0, "{bare_idle:#}");
+    assert!(
+        f64_of(bare_idle, "oldest_age_s") >= HOLD.as_secs_f64(),
+        "{bare_idle:#}"
+    );
+    assert_call_site(bare_idle, "tt_scenario::hold_idle_connection");
+    assert!(
+        of_pid(&idle, kept.pid()).is_none(),
+        "keepalive protects the other client: {:#?}",
+        idle.iter().map(|f| without_frames(f)).collect::<Vec<_>>()
+    );
+    let nginx_idle: u64 = idle
+        .iter()
+        .filter(|f| f["process"]["comm"] == "nginx")
+        .map(|f| f["sockets"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(nginx_idle, 2, "nginx's accepted connections are idle too");
+
+    let ages: Vec<&Value> = trace.findings("connection_ages").collect();
+    let kept_ages = of_pid(&ages, kept.pid()).expect("the keepalive client's connection");
+    assert_eq!(kept_ages["established"], 1);
+    assert_eq!(kept_ages["idle_with_keepalive"], 1, "{kept_ages:#}");
+    let age = f64_of(kept_ages, "oldest_age_s");
+    assert!(
+        (HOLD.as_secs_f64()..=held_s + 1.0).contains(&age),
+        "its age grew with the time held ({held_s:.1} s): {kept_ages:#}"
+    );
+    assert_eq!(kept_ages["age_is_lower_bound"], false);
+    drop((bare, kept, nginx));
+}
+
+/// A client with fast keepalive (1 s idle, 2 probes 1 s apart) loses its
+/// peer: the server's namespace starts dropping every packet. The kernel
+/// gives up after the probes (`ETIMEDOUT` while ESTABLISHED): a lost
+/// connection, by keepalive, named by owner and call site, as many as the
+/// client namespace's `TcpExtTCPAbortOnTimeout` counts; the daemon beside
+/// counts it as `connections_lost_total{cause="keepalive_timeout"}`.
+#[test]
+fn a_peer_that_vanishes_under_keepalive_is_a_lost_connection() {
+    require_root();
+    let hosts = HostPair::new("ttlost");
+    let addr = format!("{}:18121", hosts.a_addr);
+    let nginx = Nginx::start(&hosts.a, &addr);
+    let daemon = Daemon::start(
+        &free_loopback_addr(),
+        &[
+            "--refresh",
+            "1s",
+            "--port",
+            "18121",
+            "--comm",
+            "tt-scenario",
+        ],
+    );
+    let trace = Tracer::start(&["--port", "18121"]);
+    let before = nstat(&hosts.b);
+    let mut client = scenario_in(&hosts.b, &["idle", &addr, "keepalive-fast"]);
+    client.expect_line("done");
+    hosts.drop_ingress(&hosts.a);
+    // Keepalive: 1 s idle, then 2 probes 1 s apart: gone after ~3 s.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !established_to(&hosts.b, 18121).is_empty() {
+        assert!(Instant::now() < deadline, "keepalive never gave up");
+        thread::sleep(Duration::from_millis(200));
+    }
+    let aborted = nstat(&hosts.b)["TcpExtTCPAbortOnTimeout"]
+        - before.get("TcpExtTCPAbortOnTimeout").copied().unwrap_or(0);
+    let trace = trace.stop();
+
+    let lost: Vec<&Value> = trace.findings("lost_connection").collect();
+    let finding = of_pid(&lost, client.pid()).unwrap_or_else(|| {
+        panic!(
+            "the client's connection is lost: {:#?}",
+            lost.iter().map(|f| without_frames(f)).collect::<Vec<_>>()
+        )
+    });
+    assert_eq!(aborted, 1, "the kernel aborted one connection on a timeout");
+    assert_eq!(finding["keepalive_timeouts"], aborted, "{finding:#}");
+    assert_eq!(finding["retransmit_timeouts"], 0, "{finding:#}");
+    assert_eq!(finding["peer"], addr.as_str());
+    assert_call_site(finding, "tt_scenario::hold_idle_connection");
+
+    let scrape = daemon.scrape_until(Duration::from_secs(10), |s| {
+        sample(
+            s,
+            "tcptrace_connections_lost_total",
+            &[("comm", "tt-scenario"), ("cause", "keepalive_timeout")],
+        ) == Some(1.0)
+    });
+    assert_eq!(
+        sample(
+            &scrape,
+            "tcptrace_connections_lost_total",
+            &[("comm", "tt-scenario"), ("cause", "keepalive_timeout")],
+        ),
+        Some(1.0),
+        "{scrape}"
+    );
+    drop((client, nginx));
+}
+
+/// nginx listening on a port inside the namespace's ephemeral range (and
+/// another one below it): the first is flagged with its owner, in the
+/// report and as a daemon gauge; the second is not.
+#[test]
+fn listener_inside_the_ephemeral_range_is_flagged() {
+    require_root();
+    let hosts = HostPair::new("ttrange");
+    let range = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &hosts.a,
+            "cat",
+            "/proc/sys/net/ipv4/ip_local_port_range",
+        ])
+        .output()
+        .expect("read the namespace's ip_local_port_range");
+    let range: Vec<u16> = String::from_utf8_lossy(&range.stdout)
+        .split_whitespace()
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    assert!(
+        range[0] <= 40120 && 40120 <= range[1] && 18122 < range[0],
+        "the namespace's range {range:?} holds 40120, not 18122"
+    );
+    let inside = Nginx::start(&hosts.a, &format!("{}:40120", hosts.a_addr));
+    let below = Nginx::start(&hosts.a, &format!("{}:18122", hosts.a_addr));
+    let daemon = Daemon::start(&free_loopback_addr(), &["--refresh", "1s"]);
+    let trace = Tracer::start(&["--port", "40120", "--port", "18122"]);
+    thread::sleep(Duration::from_millis(500));
+    let trace = trace.stop();
+
+    let flagged: Vec<&Value> = trace.findings("listener_in_range").collect();
+    let ports: Vec<u64> = flagged.iter().filter_map(|f| f["port"].as_u64()).collect();
+    assert_eq!(ports, [40120], "{flagged:#?}");
+    let listener = flagged[0];
+    assert_eq!(listener["process"]["comm"], "nginx", "{listener:#}");
+    assert_eq!(
+        listener["netns"].as_u64(),
+        Some(hosts.inode(&hosts.a)),
+        "{listener:#}"
+    );
+
+    let scrape = daemon.scrape_until(Duration::from_secs(10), |s| {
+        sample(
+            s,
+            "tcptrace_listeners_in_ephemeral_range",
+            &[("port", "40120")],
+        )
+        .is_some()
+    });
+    assert_eq!(
+        sample(
+            &scrape,
+            "tcptrace_listeners_in_ephemeral_range",
+            &[("port", "40120")]
+        ),
+        Some(1.0),
+        "{scrape}"
+    );
+    assert_eq!(
+        sample(
+            &scrape,
+            "tcptrace_listeners_in_ephemeral_range",
+            &[("port", "18122")]
+        ),
+        None
+    );
+    drop((inside, below));
+}
