@@ -13,6 +13,7 @@ pub mod event;
 pub mod export;
 pub mod filter;
 pub mod findings;
+pub mod first_seen;
 pub mod generations;
 pub mod metrics;
 pub mod netns;

@@ -67,6 +67,12 @@ impl StartOwners {
     }
 
     /// The socket with these endpoints closed: a later one is not it.
+    /// Whether the socket existed (with an owner) when tracing started.
+    #[must_use]
+    pub fn existed(&self, netns: u32, local: SocketAddr, remote: SocketAddr) -> bool {
+        self.by_tuple.contains_key(&(netns, local, remote))
+    }
+
     pub fn forget(&mut self, netns: u32, local: SocketAddr, remote: SocketAddr) {
         if !self.by_tuple.is_empty() {
             self.by_tuple.remove(&(netns, local, remote));

@@ -24,6 +24,7 @@ use crate::{
     },
     filter::{Filter, Workloads},
     findings::{build_report, Report, ReportInput, DEFAULT_IDLE_THRESHOLD},
+    first_seen::FirstSeen,
     netns::DiagSockets,
     owner::{self, Owner, StartOwners},
     probe::{Counters, Probe},
@@ -89,6 +90,8 @@ pub struct Pipeline {
     /// Connections idle this long are reported as idle (and lives this
     /// long as long).
     pub idle_threshold: Duration,
+    /// When each live connection was first listed by a report's dump.
+    first_seen: FirstSeen,
 }
 
 /// The kernel's two ring buffers, pollable by tokio: events, and the
@@ -158,6 +161,7 @@ impl Pipeline {
             cgroups: Some(cgroups),
             label_events: false,
             idle_threshold: DEFAULT_IDLE_THRESHOLD,
+            first_seen: FirstSeen::default(),
         };
         Ok((pipeline, rings, start))
     }
@@ -178,6 +182,7 @@ impl Pipeline {
             cgroups: None,
             label_events: false,
             idle_threshold: DEFAULT_IDLE_THRESHOLD,
+            first_seen: FirstSeen::default(),
         }
     }
 
@@ -472,8 +477,12 @@ impl Pipeline {
                 events_lost: kernel.events_lost + kernel.runs_skipped + self.counts.decode_errors,
                 sockets_untracked: kernel.sock_map_full,
                 idle_threshold: self.idle_threshold,
+                start: &self.start,
+                first_seen: &self.first_seen,
             },
         );
+        // The next report knows these connections were alive now.
+        self.first_seen.update(now, monotonic_ns());
         if let Some(cgroups) = self.cgroups.as_mut() {
             report.name_processes(|process| {
                 // A process only the socket dump knows (a leak's holder):

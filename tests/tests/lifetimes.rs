@@ -82,7 +82,8 @@ fn assert_call_site(finding: &Value, function: &str) {
 /// keepalive, named by its call site; the second is only counted as
 /// protected; nginx's own two accepted connections (no keepalive either)
 /// are idle too. `ss -o` shows the same timers; the ages grow with the
-/// time held.
+/// time held. The daemon beside (summary mode: it hears of a socket when
+/// it closes) shows the same from its dumps, ages included.
 #[test]
 fn idle_connection_without_keepalive_is_reported_and_one_with_keepalive_is_not() {
     const HOLD: Duration = Duration::from_millis(3500);
@@ -90,6 +91,17 @@ fn idle_connection_without_keepalive_is_reported_and_one_with_keepalive_is_not()
     let hosts = HostPair::new("ttidle");
     let addr = format!("{}:18120", hosts.a_addr);
     let nginx = Nginx::start(&hosts.a, &addr);
+    let daemon = Daemon::start(
+        &free_loopback_addr(),
+        &[
+            "--refresh",
+            "1s",
+            "--port",
+            "18120",
+            "--idle-threshold",
+            "2s",
+        ],
+    );
     let trace = Tracer::start(&["--port", "18120", "--idle-threshold", "2s"]);
     let mut bare = scenario_in(&hosts.b, &["idle", &addr, "none"]);
     let mut kept = scenario_in(&hosts.b, &["idle", &addr, "keepalive"]);
@@ -146,7 +158,61 @@ fn idle_connection_without_keepalive_is_reported_and_one_with_keepalive_is_not()
         "its age grew with the time held ({held_s:.1} s): {kept_ages:#}"
     );
     assert_eq!(kept_ages["age_is_lower_bound"], false);
+
+    daemon_shows_idle_connections_and_ages(&daemon);
     drop((bare, kept, nginx));
+}
+
+/// The daemon's gauges in the idle test: the unprotected client's and
+/// nginx's idle connections, and both clients' ages, known from its dumps.
+fn daemon_shows_idle_connections_and_ages(daemon: &Daemon) {
+    let scrape = daemon.scrape_until(Duration::from_secs(10), |s| {
+        sample(
+            s,
+            "tcptrace_idle_connections_without_keepalive",
+            &[("comm", "tt-scenario")],
+        ) == Some(1.0)
+            && sample(
+                s,
+                "tcptrace_oldest_connection_age_seconds",
+                &[("comm", "tt-scenario")],
+            )
+            .is_some_and(|age| age >= 2.0)
+    });
+    let gauge = |name: &str, labels: &[(&str, &str)]| sample(&scrape, name, labels);
+    assert_eq!(
+        gauge(
+            "tcptrace_idle_connections_without_keepalive",
+            &[("comm", "tt-scenario")]
+        ),
+        Some(1.0),
+        "{scrape}"
+    );
+    assert_eq!(
+        gauge(
+            "tcptrace_idle_connections_without_keepalive",
+            &[("comm", "nginx")]
+        ),
+        Some(2.0),
+        "{scrape}"
+    );
+    // Both clients' connections, under a minute old, known from the dumps.
+    assert_eq!(
+        gauge(
+            "tcptrace_established_connections_by_age",
+            &[("comm", "tt-scenario"), ("age", "1m")]
+        ),
+        Some(2.0),
+        "{scrape}"
+    );
+    assert!(
+        gauge(
+            "tcptrace_oldest_connection_age_seconds",
+            &[("comm", "tt-scenario")]
+        )
+        .is_some_and(|age| age >= 2.0),
+        "{scrape}"
+    );
 }
 
 /// A client with fast keepalive (1 s idle, 2 probes 1 s apart) loses its

@@ -110,8 +110,10 @@ impl Refreshed {
                     for (band, n) in bands.iter_mut().zip(a.by_age) {
                         *band += n;
                     }
-                    let age = oldest.entry(labels).or_default();
-                    *age = age.max(a.oldest_age_s);
+                    if let Some(oldest_age) = a.oldest_age_s {
+                        let age = oldest.entry(labels).or_default();
+                        *age = age.max(oldest_age);
+                    }
                 }
                 Finding::ListenerInRange(l) => {
                     listeners.push((labels_of(containers, l.process.as_ref()), l.netns, l.port));

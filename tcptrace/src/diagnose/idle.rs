@@ -5,11 +5,16 @@
 //! data last went each way and which timer is armed; the trace adds when
 //! each connection was established and the call site that opened it.
 
-use std::{collections::HashMap, net::SocketAddr};
+use std::{
+    collections::{HashMap, HashSet},
+    net::SocketAddr,
+};
 
 use tcptrace_common::TcpState;
 
 use crate::{
+    first_seen::FirstSeen,
+    owner::StartOwners,
     snapshot::Snapshot,
     table::{Process, SocketTable, StackRef},
 };
@@ -18,6 +23,8 @@ use crate::{
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ConnectionKey {
     pub owner: Option<Process>,
+    /// The server for a client; the client's address (port 0) for a
+    /// server, whose clients come from many ports.
     pub peer: SocketAddr,
     pub call_site: Option<StackRef>,
 }
@@ -25,9 +32,14 @@ pub struct ConnectionKey {
 #[derive(Clone, Debug, Default)]
 pub struct Connections {
     pub established: u64,
-    /// Ages (since the handshake) of every connection, in nanoseconds;
-    /// for one established before the session, the session's length.
+    /// Ages (since the handshake) of the connections whose age is known,
+    /// in nanoseconds; for one established before the session, the
+    /// session's length.
     pub ages_ns: Vec<u64>,
+    /// Connections born during the session that neither the trace nor an
+    /// earlier dump has met (summary mode reports a socket when it closes;
+    /// a one-off session dumps once, at its end): age unknown.
+    pub ages_unknown: u64,
     /// Some connection was established before the session: the oldest
     /// age is at least `oldest_ns`.
     pub oldest_is_lower_bound: bool,
@@ -46,17 +58,39 @@ impl Connections {
     }
 }
 
-/// Groups the ESTABLISHED sockets in `now` by owner, peer and call site.
-/// `idle_ms`: the idle threshold; `elapsed_ns`: the session's length, the
-/// least age of a connection established before it.
+/// The moment the live connections are looked at, and what is known of
+/// their past.
+pub struct LiveView<'a> {
+    pub now: &'a Snapshot,
+    pub table: &'a SocketTable,
+    /// The sockets that existed when the session started.
+    pub start: &'a StartOwners,
+    /// When each live connection was first listed by a dump.
+    pub first_seen: &'a FirstSeen,
+    pub now_ns: u64,
+    /// The session's length: the least age of a connection established
+    /// before it.
+    pub elapsed_ns: u64,
+}
+
+/// Groups the ESTABLISHED sockets by owner, peer and call site. `idle_ms`:
+/// the idle threshold.
 #[must_use]
-pub fn connections(
-    now: &Snapshot,
-    table: &SocketTable,
-    now_ns: u64,
-    elapsed_ns: u64,
-    idle_ms: u32,
-) -> HashMap<ConnectionKey, Connections> {
+pub fn connections(view: &LiveView, idle_ms: u32) -> HashMap<ConnectionKey, Connections> {
+    let LiveView {
+        now,
+        table,
+        start,
+        first_seen,
+        now_ns,
+        elapsed_ns,
+    } = *view;
+    let listening: HashSet<(u32, u16)> = now
+        .sockets
+        .iter()
+        .filter(|s| s.state == TcpState::Listen)
+        .map(|s| (s.netns, s.local.port()))
+        .collect();
     let mut groups: HashMap<ConnectionKey, Connections> = HashMap::new();
     for socket in now
         .sockets
@@ -70,18 +104,34 @@ pub fn connections(
                 .first()
                 .map(|h| Process::named(h.pid, &h.comm))
         });
+        let server_side = listening.contains(&(socket.netns, socket.local.port()));
         let key = ConnectionKey {
             owner,
-            peer: socket.remote,
+            peer: if server_side {
+                SocketAddr::new(socket.remote.ip(), 0)
+            } else {
+                socket.remote
+            },
             call_site: traced.and_then(|r| r.owner_stack),
         };
         let group = groups.entry(key).or_default();
         group.established += 1;
+        // Exact when the trace saw the handshake; else at least the
+        // session (it existed at the start) or the time since a dump
+        // first listed it, whichever is longer.
+        let existed = start
+            .existed(socket.netns, socket.local, socket.remote)
+            .then_some(elapsed_ns);
+        let listed = first_seen
+            .get(socket.netns, socket.local, socket.remote)
+            .map(|since| now_ns.saturating_sub(since));
         if let Some(since) = traced.and_then(|r| r.established_ns) {
             group.ages_ns.push(now_ns.saturating_sub(since));
-        } else {
-            group.ages_ns.push(elapsed_ns);
+        } else if let Some(at_least) = existed.max(listed) {
+            group.ages_ns.push(at_least);
             group.oldest_is_lower_bound = true;
+        } else {
+            group.ages_unknown += 1;
         }
         let Some(activity) = socket.activity.filter(|a| a.idle_ms >= idle_ms) else {
             continue;

@@ -55,6 +55,8 @@ impl Pipeline {
                 events_lost: 0,
                 sockets_untracked: 0,
                 idle_threshold: crate::findings::DEFAULT_IDLE_THRESHOLD,
+                start: &StartOwners::default(),
+                first_seen: &crate::first_seen::FirstSeen::default(),
             },
         )
     }

@@ -32,8 +32,12 @@ pub struct ConnectionAges {
     pub peer: String,
     /// ESTABLISHED now.
     pub established: u64,
-    pub oldest_age_s: f64,
-    pub median_age_s: f64,
+    /// Over the connections of known age (none: every age is unknown).
+    pub oldest_age_s: Option<f64>,
+    pub median_age_s: Option<f64>,
+    /// Born during the session, not met by the trace yet (summary mode
+    /// reports a socket when it closes): age unknown.
+    pub ages_unknown: u64,
     /// Some connection predates the session: ages are at least these.
     pub age_is_lower_bound: bool,
     /// Idle at least the idle threshold, with keepalive armed (protected).
@@ -61,8 +65,9 @@ impl ConnectionAges {
             process: ProcessJson::of(key.owner),
             peer: key.peer.to_string(),
             established: group.established,
-            oldest_age_s: secs(ages.last().copied().unwrap_or(0)),
-            median_age_s: secs(ages.get(ages.len() / 2).copied().unwrap_or(0)),
+            oldest_age_s: ages.last().map(|&age| secs(age)),
+            median_age_s: ages.get(ages.len() / 2).map(|&age| secs(age)),
+            ages_unknown: group.ages_unknown,
             age_is_lower_bound: group.oldest_is_lower_bound,
             idle_with_keepalive: group.idle_with_keepalive,
             by_age,
@@ -71,19 +76,28 @@ impl ConnectionAges {
     }
 
     pub fn write_text(&self, out: &mut impl Write) -> io::Result<()> {
+        let ages = match (self.oldest_age_s, self.median_age_s) {
+            (Some(oldest), Some(median)) => format!(
+                "oldest {}{oldest:.0}s, median {median:.0}s",
+                if self.age_is_lower_bound {
+                    "at least "
+                } else {
+                    ""
+                },
+            ),
+            _ => "ages unknown".to_owned(),
+        };
+        let unknown = if self.ages_unknown > 0 && self.oldest_age_s.is_some() {
+            format!(" ({} of unknown age)", self.ages_unknown)
+        } else {
+            String::new()
+        };
         writeln!(
             out,
-            "  {} -> {}: {} established, oldest {}{:.0}s, median {:.0}s{}",
+            "  {} -> {}: {} established, {ages}{unknown}{}",
             ShownProcess(self.process.as_ref()),
             self.peer,
             self.established,
-            if self.age_is_lower_bound {
-                "at least "
-            } else {
-                ""
-            },
-            self.oldest_age_s,
-            self.median_age_s,
             if self.idle_with_keepalive > 0 {
                 format!(", {} idle with keepalive on", self.idle_with_keepalive)
             } else {

@@ -28,7 +28,9 @@ pub struct IdleConnections {
     /// Always false here: the ones with keepalive armed are protected and
     /// only counted (`ConnectionAges::idle_with_keepalive`).
     pub keepalive: bool,
-    pub oldest_age_s: f64,
+    /// The oldest connection of known age in the group (see
+    /// `ConnectionAges::ages_unknown`).
+    pub oldest_age_s: Option<f64>,
     /// Some connection predates the session: its age is at least this.
     pub age_is_lower_bound: bool,
     pub call_site: Option<CallSite>,
@@ -50,28 +52,27 @@ impl IdleConnections {
             longest_idle_s: f64::from(group.longest_idle_ms) / 1e3,
             idle_threshold_s: input.idle_threshold.as_secs_f64(),
             keepalive: false,
-            oldest_age_s: secs(group.oldest_ns()),
+            oldest_age_s: (!group.ages_ns.is_empty()).then(|| secs(group.oldest_ns())),
             age_is_lower_bound: group.oldest_is_lower_bound,
             call_site: input.call_sites.get(key.call_site),
         })
     }
 
     pub fn write_text(&self, out: &mut impl Write) -> io::Result<()> {
+        let age = match self.oldest_age_s {
+            Some(age) if self.age_is_lower_bound => format!("; oldest at least {age:.0}s"),
+            Some(age) => format!("; oldest {age:.0}s"),
+            None => String::new(),
+        };
         writeln!(
             out,
             "  {} holds {} connection(s) to {} idle up to {:.0}s (threshold {:.0}s) with \
-             keepalive off; oldest {}{:.0}s",
+             keepalive off{age}",
             ShownProcess(self.process.as_ref()),
             self.sockets,
             self.peer,
             self.longest_idle_s,
             self.idle_threshold_s,
-            if self.age_is_lower_bound {
-                "at least "
-            } else {
-                ""
-            },
-            self.oldest_age_s,
         )?;
         call_site(out, "opened at", self.call_site.as_ref())
     }

@@ -48,6 +48,8 @@ use crate::{
         idle, Diagnoses,
     },
     filter::{Filter, Workloads},
+    first_seen::FirstSeen,
+    owner::StartOwners,
     snapshot::Snapshot,
     table::SocketTable,
 };
@@ -73,6 +75,10 @@ pub struct ReportInput<'a> {
     pub sockets_untracked: u64,
     /// Connections idle this long are idle; lives this long are long.
     pub idle_threshold: Duration,
+    /// The sockets that existed when the session started.
+    pub start: &'a StartOwners,
+    /// When each live connection was first listed by a dump.
+    pub first_seen: &'a FirstSeen,
 }
 
 /// The idle threshold of `tcptrace trace` (`--idle-threshold`).
@@ -317,7 +323,15 @@ pub fn build_report(diagnoses: &Diagnoses, input: &ReportInput) -> Report {
         Reverse(l.keepalive_timeouts + l.retransmit_timeouts + l.reset_after_long_life)
     });
     let idle_ms = u32::try_from(input.idle_threshold.as_millis()).unwrap_or(u32::MAX);
-    let live = idle::connections(input.owned, input.table, input.now_ns, elapsed_ns, idle_ms);
+    let view = idle::LiveView {
+        now: input.owned,
+        table: input.table,
+        start: input.start,
+        first_seen: input.first_seen,
+        now_ns: input.now_ns,
+        elapsed_ns,
+    };
+    let live = idle::connections(&view, idle_ms);
     let mut idle: Vec<IdleConnections> = live
         .iter()
         .filter_map(|(key, group)| IdleConnections::of(key, group, input))
@@ -327,7 +341,8 @@ pub fn build_report(diagnoses: &Diagnoses, input: &ReportInput) -> Report {
         .iter()
         .map(|(key, group)| ConnectionAges::of(key, group, input))
         .collect();
-    ages.sort_by(|a, b| b.oldest_age_s.total_cmp(&a.oldest_age_s));
+    let oldest = |a: &ConnectionAges| a.oldest_age_s.unwrap_or(-1.0);
+    ages.sort_by(|a, b| oldest(b).total_cmp(&oldest(a)));
 
     report.totals = Totals {
         elapsed_s: input.elapsed.as_secs_f64(),
