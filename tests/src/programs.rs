@@ -11,6 +11,30 @@ use std::{
 
 use crate::Workload;
 
+/// `sh -c INSIDE` in a pod of its own in network namespace `netns`: new
+/// pid and mount namespaces (private propagation, its own /proc), as a
+/// container runtime makes them. `unshare` forks the pod's first process
+/// (pid 1 inside; `children_of` finds it), which dies with the handle.
+#[must_use]
+pub fn pod_in(netns: &str, inside: &str) -> Workload {
+    Workload::spawn_command(Command::new("ip").args([
+        "netns",
+        "exec",
+        netns,
+        "unshare",
+        "--pid",
+        "--fork",
+        "--kill-child",
+        "--mount",
+        "--propagation",
+        "private",
+        "--mount-proc",
+        "sh",
+        "-c",
+        inside,
+    ]))
+}
+
 /// Where the tests build workloads and keep their findings and configs.
 #[must_use]
 pub fn scratch_dir() -> PathBuf {

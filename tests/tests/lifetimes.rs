@@ -54,6 +54,33 @@ fn established_to(netns: &str, port: u16) -> Vec<String> {
         .collect()
 }
 
+/// Debian's nginx on `port` in a namespace pair, and a daemon watching
+/// that port (refreshing every second).
+struct Watched {
+    hosts: HostPair,
+    addr: String,
+    nginx: Nginx,
+    daemon: Daemon,
+}
+
+impl Watched {
+    fn nginx(tag: &str, port: u16, daemon_args: &[&str]) -> Self {
+        let hosts = HostPair::new(tag);
+        let addr = format!("{}:{port}", hosts.a_addr);
+        let nginx = Nginx::start(&hosts.a, &addr);
+        let port = port.to_string();
+        let mut args = vec!["--refresh", "1s", "--port", &port];
+        args.extend_from_slice(daemon_args);
+        let daemon = Daemon::start(&free_loopback_addr(), &args);
+        Self {
+            hosts,
+            addr,
+            nginx,
+            daemon,
+        }
+    }
+}
+
 fn of_pid<'a>(findings: &[&'a Value], pid: u32) -> Option<&'a Value> {
     findings
         .iter()
@@ -88,20 +115,12 @@ fn assert_call_site(finding: &Value, function: &str) {
 fn idle_connection_without_keepalive_is_reported_and_one_with_keepalive_is_not() {
     const HOLD: Duration = Duration::from_millis(3500);
     require_root();
-    let hosts = HostPair::new("ttidle");
-    let addr = format!("{}:18120", hosts.a_addr);
-    let nginx = Nginx::start(&hosts.a, &addr);
-    let daemon = Daemon::start(
-        &free_loopback_addr(),
-        &[
-            "--refresh",
-            "1s",
-            "--port",
-            "18120",
-            "--idle-threshold",
-            "2s",
-        ],
-    );
+    let Watched {
+        hosts,
+        addr,
+        nginx,
+        daemon,
+    } = Watched::nginx("ttidle", 18120, &["--idle-threshold", "2s"]);
     let trace = Tracer::start(&["--port", "18120", "--idle-threshold", "2s"]);
     let mut bare = scenario_in(&hosts.b, &["idle", &addr, "none"]);
     let mut kept = scenario_in(&hosts.b, &["idle", &addr, "keepalive"]);
@@ -224,20 +243,12 @@ fn daemon_shows_idle_connections_and_ages(daemon: &Daemon) {
 #[test]
 fn a_peer_that_vanishes_under_keepalive_is_a_lost_connection() {
     require_root();
-    let hosts = HostPair::new("ttlost");
-    let addr = format!("{}:18121", hosts.a_addr);
-    let nginx = Nginx::start(&hosts.a, &addr);
-    let daemon = Daemon::start(
-        &free_loopback_addr(),
-        &[
-            "--refresh",
-            "1s",
-            "--port",
-            "18121",
-            "--comm",
-            "tt-scenario",
-        ],
-    );
+    let Watched {
+        hosts,
+        addr,
+        nginx,
+        daemon,
+    } = Watched::nginx("ttlost", 18121, &["--comm", "tt-scenario"]);
     let trace = Tracer::start(&["--port", "18121"]);
     let before = nstat(&hosts.b);
     let mut client = scenario_in(&hosts.b, &["idle", &addr, "keepalive-fast"]);

@@ -241,23 +241,7 @@ fn a_pod_with_its_own_pid_and_mount_namespaces_is_attributed_and_symbolized() {
         "mount -t tmpfs pod /mnt && cp {SCENARIO_BIN} /mnt/{COMM} && \
          exec /mnt/{COMM} leak {server_addr} {COUNT}"
     );
-    let mut pod = Workload::spawn_command(Command::new("ip").args([
-        "netns",
-        "exec",
-        &hosts.a,
-        "unshare",
-        "--pid",
-        "--fork",
-        // The pod's process dies with the test's handle on it.
-        "--kill-child",
-        "--mount",
-        "--propagation",
-        "private",
-        "--mount-proc",
-        "sh",
-        "-c",
-        &inside,
-    ]));
+    let mut pod = tcptrace_tests::programs::pod_in(&hosts.a, &inside);
     let addr = pod.expect_line("listening ");
     // `unshare` forks the pod's first process (pid 1 inside).
     let server_pid = *tcptrace_tests::programs::children_of(pod.pid())

@@ -494,29 +494,16 @@ fn java_in_a_pod_with_its_own_pid_and_mount_namespaces_names_the_users_method() 
     let classes = java_classes();
     let session = Session::start("java_pod_client", &["--port", "18110"]);
     let server = go_server(&hosts.a, &server_addr);
+    // The classes are copied into the pod (as an image has them): its /tmp
+    // hides the host's, where a checkout may live.
     let inside = format!(
-        "mount -t tmpfs pod /tmp && exec java {} -cp {} Client {} 18110 {N}",
-        JAVA_FLAGS.join(" "),
+        "mount -t tmpfs pod /mnt && cp -r {} /mnt/classes && mount -t tmpfs podtmp /tmp && \
+         exec java {} -cp /mnt/classes Client {} 18110 {N}",
         classes.display(),
+        JAVA_FLAGS.join(" "),
         hosts.a_addr
     );
-    let mut pod = Workload::spawn_command(Command::new("ip").args([
-        "netns",
-        "exec",
-        &hosts.b,
-        "unshare",
-        "--pid",
-        "--fork",
-        // The pod's process dies with the test's handle on it.
-        "--kill-child",
-        "--mount",
-        "--propagation",
-        "private",
-        "--mount-proc",
-        "sh",
-        "-c",
-        &inside,
-    ]));
+    let mut pod = tcptrace_tests::programs::pod_in(&hosts.b, &inside);
     pod.expect_line("done");
     // `unshare` forks the pod's first process (pid 1 inside), which execs java.
     let java_pid = *tcptrace_tests::programs::children_of(pod.pid())

@@ -27,11 +27,12 @@ impl ListenerInRange {
     pub const HEADING: &'static str =
         "Listeners inside the ephemeral port range (a restart may find the port taken)";
 
-    /// Every listener on a port inside the range, by port.
+    /// Every listener of the processes the filter allows on a port inside
+    /// the range, by port.
     pub(super) fn all(input: &ReportInput) -> Vec<Self> {
         let (low, high) = input.port_range;
         let mut all: Vec<Self> = input
-            .sockets_now
+            .owned
             .sockets
             .iter()
             .filter(|s| s.state == TcpState::Listen && (low..=high).contains(&s.local.port()))
