@@ -47,6 +47,8 @@ pub struct Connections {
     pub idle_without_keepalive: u64,
     /// Idle at least the threshold, keepalive armed (protected).
     pub idle_with_keepalive: u64,
+    /// The soonest next keepalive probe among those, milliseconds.
+    pub next_keepalive_probe_ms: Option<u32>,
     /// The longest idle time among the unprotected ones, milliseconds.
     pub longest_idle_ms: u32,
 }
@@ -136,8 +138,13 @@ pub fn connections(view: &LiveView, idle_ms: u32) -> HashMap<ConnectionKey, Conn
         let Some(activity) = socket.activity.filter(|a| a.idle_ms >= idle_ms) else {
             continue;
         };
-        if activity.keepalive_in_ms.is_some() {
+        if let Some(probe_in) = activity.keepalive_in_ms {
             group.idle_with_keepalive += 1;
+            group.next_keepalive_probe_ms = Some(
+                group
+                    .next_keepalive_probe_ms
+                    .map_or(probe_in, |soonest| soonest.min(probe_in)),
+            );
         } else {
             group.idle_without_keepalive += 1;
             group.longest_idle_ms = group.longest_idle_ms.max(activity.idle_ms);

@@ -488,3 +488,36 @@ fn established_connections_that_time_out_are_lost_by_their_cause() {
     let longest = lost[0].longest_lifetime_s;
     assert!((914.0..=915.0 * 1.01).contains(&longest), "{longest}");
 }
+
+#[test]
+fn peer_resets_are_lost_connections_only_after_a_long_life() {
+    let mut p = Pipeline::default();
+    let client = task(500, "api", 11);
+    // Reset by the peer after 10 minutes (an idle timeout in a middlebox).
+    let old = Conn::active(0xffff_5000, client, "10.0.0.1:43000", "10.0.0.80:443");
+    p.feed(&old.state(0, Close, SynSent));
+    p.feed(&old.state(MS, SynSent, Established));
+    p.feed(&old.reset_received(600 * SEC));
+    p.feed(&old.dies(600 * SEC, Established, Some(libc::ECONNRESET)));
+    // Reset after 2 seconds: not a long life (the threshold is 30 s).
+    let young = Conn::active(0xffff_5001, client, "10.0.0.1:43001", "10.0.0.80:443");
+    p.feed(&young.state(0, Close, SynSent));
+    p.feed(&young.state(MS, SynSent, Established));
+    p.feed(&young.reset_received(2 * SEC));
+    p.feed(&young.dies(2 * SEC, Established, Some(libc::ECONNRESET)));
+
+    let report = p.report(&Snapshot::default(), 601 * SEC);
+    let lost = findings(&report, |f| match f {
+        Finding::LostConnection(l) => Some(l),
+        _ => None,
+    });
+    assert_eq!(lost.len(), 1, "{report:#?}");
+    assert_eq!(
+        (
+            lost[0].reset_after_long_life,
+            lost[0].keepalive_timeouts + lost[0].retransmit_timeouts
+        ),
+        (1, 0),
+        "{report:#?}"
+    );
+}

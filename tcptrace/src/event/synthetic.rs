@@ -89,6 +89,12 @@ impl Conn {
         self.event(ts_ns, TcpEventKind::Retransmit { state: Some(state) })
     }
 
+    /// The peer's RST arrives.
+    #[must_use]
+    pub fn reset_received(&self, ts_ns: u64) -> TcpEvent {
+        self.event(ts_ns, TcpEventKind::ResetReceived)
+    }
+
     /// The socket dies with `sk_err` = `error`.
     #[must_use]
     pub fn dies(&self, ts_ns: u64, old: TcpState, error: Option<i32>) -> TcpEvent {

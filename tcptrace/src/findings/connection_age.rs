@@ -42,6 +42,9 @@ pub struct ConnectionAges {
     pub age_is_lower_bound: bool,
     /// Idle at least the idle threshold, with keepalive armed (protected).
     pub idle_with_keepalive: u64,
+    /// The soonest keepalive probe due among those, seconds from now: how
+    /// soon a dropped peer would be noticed.
+    pub next_keepalive_probe_s: Option<f64>,
     /// Connections per band of `AGE_BANDS` (up to 1m, 10m, 1h, 2h, longer).
     pub by_age: [u64; AGE_BANDS.len()],
     pub call_site: Option<CallSite>,
@@ -70,6 +73,7 @@ impl ConnectionAges {
             ages_unknown: group.ages_unknown,
             age_is_lower_bound: group.oldest_is_lower_bound,
             idle_with_keepalive: group.idle_with_keepalive,
+            next_keepalive_probe_s: group.next_keepalive_probe_ms.map(|ms| f64::from(ms) / 1e3),
             by_age,
             call_site: input.call_sites.get(key.call_site),
         }
@@ -99,7 +103,11 @@ impl ConnectionAges {
             self.peer,
             self.established,
             if self.idle_with_keepalive > 0 {
-                format!(", {} idle with keepalive on", self.idle_with_keepalive)
+                format!(
+                    ", {} idle with keepalive on (next probe in {:.0}s)",
+                    self.idle_with_keepalive,
+                    self.next_keepalive_probe_s.unwrap_or(0.0)
+                )
             } else {
                 String::new()
             },
