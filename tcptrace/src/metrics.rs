@@ -258,7 +258,6 @@ pub struct PeerMetrics {
     pub dead_peer_closes: u64,
 }
 
-#[derive(Default)]
 pub struct DaemonMetrics {
     pub processes: FastMap<ProcessKey, ProcessMetrics>,
     pub peers: FastMap<SocketAddr, PeerMetrics>,
@@ -268,9 +267,34 @@ pub struct DaemonMetrics {
     /// The kernel's count of resets on unknown sockets (summary mode)
     /// already added to the "unknown" process.
     resets_without_socket: u64,
+    /// A life this long is long: peer resets after it are lost
+    /// connections (`lost::cause`).
+    long_life_ns: u64,
+}
+
+impl Default for DaemonMetrics {
+    fn default() -> Self {
+        Self {
+            processes: FastMap::default(),
+            peers: FastMap::default(),
+            folded_processes: 0,
+            folded_peers: 0,
+            resets_without_socket: 0,
+            long_life_ns: lost::duration_ns(crate::diagnose::idle::DEFAULT_IDLE_THRESHOLD),
+        }
+    }
 }
 
 impl DaemonMetrics {
+    /// Counters whose peer resets count as lost after `long_life`.
+    #[must_use]
+    pub fn with_long_life(long_life: std::time::Duration) -> Self {
+        Self {
+            long_life_ns: lost::duration_ns(long_life),
+            ..Self::default()
+        }
+    }
+
     fn process(&mut self, key: ProcessKey) -> &mut ProcessMetrics {
         let key = if self.processes.len() >= MAX_PROCESSES && !self.processes.contains_key(&key) {
             self.folded_processes += 1;
@@ -367,12 +391,13 @@ impl DaemonMetrics {
         let gave_up = record.retransmits.fin > 0 && event.error == Some(libc::ETIMEDOUT);
         let failed_connect = old == TcpState::SynSent;
         let by_caller = event.actor.is_some();
+        let lost = lost::cause(record, event, self.long_life_ns);
 
         let process = self.process(owner);
         if let Some(side) = record.closed_by {
             process.closes.add(side, 1);
         }
-        if let Some(cause) = lost::cause(record, event) {
+        if let Some(cause) = lost {
             process.lost.add(cause, 1);
         }
         if let (Some(lifetime), false) = (

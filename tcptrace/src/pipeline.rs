@@ -88,8 +88,8 @@ pub struct Pipeline {
     /// `Observed::labels`): a cache hit per event, for a session's output.
     pub label_events: bool,
     /// Connections idle this long are reported as idle (and lives this
-    /// long as long).
-    pub idle_threshold: Duration,
+    /// long as long): `set_idle_threshold`.
+    idle_threshold: Duration,
     /// When each live connection was first listed by a report's dump.
     first_seen: FirstSeen,
 }
@@ -130,6 +130,13 @@ impl Rings {
 }
 
 impl Pipeline {
+    /// Connections idle this long are idle, lives this long are long (for
+    /// the report and the diagnoses alike).
+    pub fn set_idle_threshold(&mut self, threshold: Duration) {
+        self.idle_threshold = threshold;
+        self.diagnoses.lost.long_life_ns = crate::diagnose::lost::duration_ns(threshold);
+    }
+
     /// Takes the start snapshot (after the probe is attached: a socket born
     /// in between is seen by both, never by neither), teaches the kernel
     /// the owners of listeners that already existed and keeps the owners of

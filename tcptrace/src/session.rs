@@ -26,7 +26,7 @@ pub struct SessionOptions {
     pub probe: ProbeOptions,
     /// Only the report at the end, no live lines.
     pub report_only: bool,
-    /// See `Pipeline::idle_threshold`.
+    /// See `Pipeline::set_idle_threshold`.
     pub idle_threshold: Duration,
     /// Never ask JVMs for their perf maps.
     pub no_jvm_perf_map: bool,
@@ -68,7 +68,7 @@ pub async fn run(options: SessionOptions, sink: &mut dyn Sink) -> Result<Session
         .set_jvm_perf_maps(!options.no_jvm_perf_map);
     // Events printed name their owner's workload.
     pipeline.label_events = !options.report_only;
-    pipeline.idle_threshold = options.idle_threshold;
+    pipeline.set_idle_threshold(options.idle_threshold);
     for missing in probe.missing_hooks() {
         eprintln!("tcptrace: warning: {missing}");
     }

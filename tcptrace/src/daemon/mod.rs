@@ -82,7 +82,7 @@ async fn serve(config: DaemonConfig) -> Result<()> {
     let (mut pipeline, mut rings, _) =
         Pipeline::start(&mut probe, config.filter(), config.containers())?;
     pipeline.call_sites.set_jvm_perf_maps(config.jvm_perf_map);
-    pipeline.idle_threshold = config.idle_threshold;
+    pipeline.set_idle_threshold(config.idle_threshold);
     log_warnings(&config, &probe);
     let kept = crate::privileges::drop_after_attach()?;
     release_free_heap();
@@ -95,7 +95,7 @@ async fn serve(config: DaemonConfig) -> Result<()> {
         config: config.clone(),
         probe,
         pipeline,
-        metrics: DaemonMetrics::default(),
+        metrics: DaemonMetrics::with_long_life(config.idle_threshold),
         refreshed: Refreshed::default(),
         started: Instant::now(),
         logged: HashSet::new(),

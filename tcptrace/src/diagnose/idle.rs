@@ -19,6 +19,10 @@ use crate::{
     table::{Process, SocketTable, StackRef},
 };
 
+/// How long a connection may sit idle, or live, before it counts as idle
+/// or long-lived: `tcptrace trace`'s `--idle-threshold` default.
+pub const DEFAULT_IDLE_THRESHOLD: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Connections of one owner to one peer from one call site.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ConnectionKey {

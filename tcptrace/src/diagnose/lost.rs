@@ -8,12 +8,12 @@
 
 use std::net::SocketAddr;
 
-use hdrhistogram::Histogram;
 use tcptrace_common::TcpState;
 
+use super::idle::DEFAULT_IDLE_THRESHOLD;
 use crate::{
     event::{TcpEvent, TcpEventKind},
-    table::{Process, SocketRecord, StackRef},
+    table::{Process, Role, SocketRecord, StackRef},
     FastMap,
 };
 
@@ -27,14 +27,17 @@ pub enum LostCause {
     KeepaliveTimeout,
     /// Timed out retransmitting data.
     RetransmitTimeout,
-    /// The peer reset it.
+    /// The peer reset it after it had lived long.
     PeerReset,
 }
 
 /// Whether, and how, the close `event` of `record` lost an established
-/// connection: the one rule for the report and the daemon's counters.
+/// connection: the one rule for the report and the daemon's counters. A
+/// peer's reset counts only after `long_life_ns` (the idle threshold), or
+/// for a connection older than the session: resetting a young connection
+/// is ordinary (an abortive close, `SO_LINGER` 0).
 #[must_use]
-pub fn cause(record: &SocketRecord, event: &TcpEvent) -> Option<LostCause> {
+pub fn cause(record: &SocketRecord, event: &TcpEvent, long_life_ns: u64) -> Option<LostCause> {
     let TcpEventKind::StateChange { old, .. } = event.what else {
         return None;
     };
@@ -48,7 +51,12 @@ pub fn cause(record: &SocketRecord, event: &TcpEvent) -> Option<LostCause> {
             LostCause::KeepaliveTimeout
         })
     } else if record.resets_received > 0 && event.actor.is_none() {
-        Some(LostCause::PeerReset)
+        let long = record
+            .established_ns
+            .map_or(record.born_ns.is_none(), |since| {
+                event.ts_ns.saturating_sub(since) >= long_life_ns
+            });
+        long.then_some(LostCause::PeerReset)
     } else {
         None
     }
@@ -57,54 +65,61 @@ pub fn cause(record: &SocketRecord, event: &TcpEvent) -> Option<LostCause> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct LostKey {
     pub owner: Option<Process>,
+    /// The server for a client; the client's address (port 0) for a
+    /// server, whose clients come from many ports.
     pub peer: SocketAddr,
     pub call_site: Option<StackRef>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct Lost {
-    /// Timed out with no data outstanding: keepalive probes gave up.
     pub keepalive_timeouts: u64,
-    /// Timed out retransmitting data.
     pub retransmit_timeouts: u64,
-    /// Lifetimes (milliseconds) of the connections timed out.
-    pub timed_out_lifetimes_ms: Histogram<u32>,
-    /// Lifetimes (milliseconds) of the established connections the peer
-    /// reset.
-    pub reset_lifetimes_ms: Histogram<u32>,
+    /// Reset by the peer after a long life.
+    pub peer_resets: u64,
+    /// The longest life among them, milliseconds (0 when unknown).
+    pub longest_ms: u64,
 }
 
-impl Default for Lost {
-    fn default() -> Self {
-        // Up to 30 days, in milliseconds; longer lives count as 30 days.
-        let histogram =
-            || Histogram::new_with_bounds(1, 30 * 86_400_000, 2).expect("valid histogram bounds");
-        Self {
-            keepalive_timeouts: 0,
-            retransmit_timeouts: 0,
-            timed_out_lifetimes_ms: histogram(),
-            reset_lifetimes_ms: histogram(),
-        }
-    }
-}
-
-#[derive(Default)]
 pub struct LostConnections {
     pub groups: FastMap<LostKey, Lost>,
     /// Deaths not grouped because `MAX_GROUPS` was reached.
     pub folded: u64,
+    /// A life this long is long (the idle threshold).
+    pub long_life_ns: u64,
+}
+
+impl Default for LostConnections {
+    fn default() -> Self {
+        Self {
+            groups: FastMap::default(),
+            folded: 0,
+            long_life_ns: duration_ns(DEFAULT_IDLE_THRESHOLD),
+        }
+    }
+}
+
+/// A duration in nanoseconds (saturating).
+#[must_use]
+pub fn duration_ns(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
 impl LostConnections {
     /// A socket's final record: did an established connection die of a
-    /// timeout or a peer's reset?
+    /// timeout, or of a peer's reset after a long life?
     pub fn on_closed(&mut self, record: &SocketRecord, event: &TcpEvent) {
-        let Some(cause) = cause(record, event) else {
+        let Some(cause) = cause(record, event, self.long_life_ns) else {
             return;
+        };
+        let peer = if record.role == Role::Passive {
+            SocketAddr::new(record.remote.ip(), 0)
+        } else {
+            record.remote
         };
         let key = LostKey {
             owner: record.owner,
-            peer: record.remote,
+            peer,
             call_site: record.owner_stack,
         };
         if self.groups.len() >= MAX_GROUPS && !self.groups.contains_key(&key) {
@@ -112,18 +127,14 @@ impl LostConnections {
             return;
         }
         let lost = self.groups.entry(key).or_default();
-        let lifetime_ms = record
-            .established_ns
-            .map_or(0, |since| event.ts_ns.saturating_sub(since) / 1_000_000);
         match cause {
             LostCause::KeepaliveTimeout => lost.keepalive_timeouts += 1,
             LostCause::RetransmitTimeout => lost.retransmit_timeouts += 1,
-            LostCause::PeerReset => {}
+            LostCause::PeerReset => lost.peer_resets += 1,
         }
-        let lifetimes = match cause {
-            LostCause::PeerReset => &mut lost.reset_lifetimes_ms,
-            _ => &mut lost.timed_out_lifetimes_ms,
-        };
-        lifetimes.saturating_record(lifetime_ms.max(1));
+        let lifetime_ms = record
+            .established_ns
+            .map_or(0, |since| event.ts_ns.saturating_sub(since) / 1_000_000);
+        lost.longest_ms = lost.longest_ms.max(lifetime_ms);
     }
 }

@@ -36,32 +36,18 @@ impl LostConnection {
     pub const HEADING: &'static str =
         "Established connections lost (timed out, or reset by the peer after a long life)";
 
-    pub(super) fn of(key: &LostKey, lost: &Lost, input: &ReportInput) -> Option<Self> {
-        let long_ms = u64::try_from(input.idle_threshold.as_millis()).unwrap_or(u64::MAX);
-        let reset_after_long_life = lost.reset_lifetimes_ms.count_between(long_ms, u64::MAX);
-        let timed_out = lost.keepalive_timeouts + lost.retransmit_timeouts;
-        if timed_out == 0 && reset_after_long_life == 0 {
-            return None;
-        }
-        let longest_ms = lost
-            .timed_out_lifetimes_ms
-            .max()
-            .max(if reset_after_long_life > 0 {
-                lost.reset_lifetimes_ms.max()
-            } else {
-                0
-            });
+    pub(super) fn of(key: &LostKey, lost: &Lost, input: &ReportInput) -> Self {
         #[expect(clippy::cast_precision_loss, reason = "seconds for display")]
-        let longest_lifetime_s = longest_ms as f64 / 1e3;
-        Some(Self {
+        let longest_lifetime_s = lost.longest_ms as f64 / 1e3;
+        Self {
             process: ProcessJson::of(key.owner),
             peer: key.peer.to_string(),
             keepalive_timeouts: lost.keepalive_timeouts,
             retransmit_timeouts: lost.retransmit_timeouts,
-            reset_after_long_life,
+            reset_after_long_life: lost.peer_resets,
             longest_lifetime_s,
             call_site: input.call_sites.get(key.call_site),
-        })
+        }
     }
 
     pub fn write_text(&self, out: &mut impl Write) -> io::Result<()> {

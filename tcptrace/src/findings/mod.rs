@@ -81,8 +81,7 @@ pub struct ReportInput<'a> {
     pub first_seen: &'a FirstSeen,
 }
 
-/// The idle threshold of `tcptrace trace` (`--idle-threshold`).
-pub const DEFAULT_IDLE_THRESHOLD: Duration = Duration::from_secs(30);
+pub use crate::diagnose::idle::DEFAULT_IDLE_THRESHOLD;
 
 #[derive(Clone, Debug, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -317,7 +316,7 @@ pub fn build_report(diagnoses: &Diagnoses, input: &ReportInput) -> Report {
         .lost
         .groups
         .iter()
-        .filter_map(|(key, group)| LostConnection::of(key, group, input))
+        .map(|(key, group)| LostConnection::of(key, group, input))
         .collect();
     lost.sort_by_key(|l| {
         Reverse(l.keepalive_timeouts + l.retransmit_timeouts + l.reset_after_long_life)
