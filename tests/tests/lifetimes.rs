@@ -296,6 +296,66 @@ fn a_peer_that_vanishes_under_keepalive_is_a_lost_connection() {
     drop((client, nginx));
 }
 
+/// A server resets a connection after it has lived 2.5 s (past the 2 s
+/// threshold), as a middlebox's idle timeout does when it answers: the
+/// client's connection is lost by a peer reset, as many as the client
+/// namespace's `TcpEstabResets` counts; a reset after 0.3 s is not.
+#[test]
+fn a_peer_reset_after_a_long_life_is_a_lost_connection() {
+    require_root();
+    let hosts = HostPair::new("ttreset");
+    let trace = Tracer::start(&[
+        "--port",
+        "18123",
+        "--port",
+        "18124",
+        "--idle-threshold",
+        "2s",
+    ]);
+    let before = nstat(&hosts.b);
+    let mut long = scenario_in(
+        &hosts.a,
+        &["abort-after", &format!("{}:18123", hosts.a_addr), "2500"],
+    );
+    let mut short = scenario_in(
+        &hosts.a,
+        &["abort-after", &format!("{}:18124", hosts.a_addr), "300"],
+    );
+    let long_addr = long.expect_line("listening ");
+    let short_addr = short.expect_line("listening ");
+    let mut long_client = scenario_in(&hosts.b, &["idle", &long_addr, "none"]);
+    let mut short_client = scenario_in(&hosts.b, &["idle", &short_addr, "none"]);
+    long_client.expect_line("done");
+    short_client.expect_line("done");
+    long.expect_line("reset");
+    short.expect_line("reset");
+    thread::sleep(Duration::from_millis(300));
+    let resets =
+        nstat(&hosts.b)["TcpEstabResets"] - before.get("TcpEstabResets").copied().unwrap_or(0);
+    let trace = trace.stop();
+
+    assert_eq!(
+        resets, 2,
+        "the kernel counts both resets of established connections"
+    );
+    let lost: Vec<&Value> = trace.findings("lost_connection").collect();
+    let finding = of_pid(&lost, long_client.pid()).unwrap_or_else(|| {
+        panic!(
+            "the long-lived connection is lost: {:#?}",
+            lost.iter().map(|f| without_frames(f)).collect::<Vec<_>>()
+        )
+    });
+    assert_eq!(finding["reset_after_long_life"], 1, "{finding:#}");
+    assert_eq!(finding["keepalive_timeouts"], 0);
+    assert!(f64_of(finding, "longest_lifetime_s") >= 2.0, "{finding:#}");
+    assert_call_site(finding, "tt_scenario::hold_idle_connection");
+    assert!(
+        of_pid(&lost, short_client.pid()).is_none(),
+        "a reset after 0.3 s is an abortive close, not a lost connection: {lost:#?}"
+    );
+    drop((long, short, long_client, short_client));
+}
+
 /// nginx listening on a port inside the namespace's ephemeral range (and
 /// another one below it): the first is flagged with its owner, in the
 /// report and as a daemon gauge; the second is not.

@@ -40,6 +40,9 @@ const USAGE: &str = "usage:
         story 4: COUNT connects to a closed port
   tt-scenario black-hole ADDR
         story 4: one blocking connect to an address that never answers
+  tt-scenario abort-after ADDR MS
+        incident 5: accept one connection, keep it MS milliseconds, then
+        reset it (SO_LINGER 0), as a middlebox's idle timeout does
   tt-scenario idle ADDR none|keepalive|keepalive-fast
         incident 5: one connection, then no data at all; `keepalive`: probes
         after 10 min idle; `keepalive-fast`: after 1 s, 1 s apart, 2 unanswered
@@ -62,6 +65,7 @@ fn main() -> ExitCode {
         ["refused", addr, count] => refused(addr, count),
         ["black-hole", addr] => black_hole(addr),
         ["idle", addr, keepalive] => idle(addr, keepalive),
+        ["abort-after", addr, ms] => abort_after(addr, ms),
         _ => Err(USAGE.to_owned()),
     };
     exit_code("tt-scenario", result)
@@ -376,4 +380,40 @@ fn hold_idle_connection(addr: SocketAddr, keepalive: Option<(i32, i32, i32)>) ->
         }
     }
     Ok(conn)
+}
+
+/// Incident 5: the peer that resets a connection after it has lived a
+/// while. Prints `listening ADDR`, `reset` once done, then `done`.
+fn abort_after(addr: &str, ms: &str) -> Result {
+    let ms: u64 = ms
+        .parse()
+        .map_err(|e| format!("bad milliseconds {ms}: {e}"))?;
+    if ms > 60_000 {
+        return Err(format!("{ms} ms is too long"));
+    }
+    let listener = listen(addr)?;
+    let (conn, _) = accept_in_time(&listener)?;
+    thread::sleep(Duration::from_millis(ms));
+    let abortive = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: `conn` owns the open socket; `abortive` outlives the call and
+    // its size is given.
+    let set = unsafe {
+        libc::setsockopt(
+            conn.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&raw const abortive).cast(),
+            // 8: the size of a struct linger (two c_ints).
+            8,
+        )
+    };
+    if set != 0 {
+        return Err(format!("setsockopt: {}", std::io::Error::last_os_error()));
+    }
+    drop(conn); // SO_LINGER 0: the close sends RST
+    say("reset");
+    linger()
 }
