@@ -5,6 +5,7 @@ use clap::Args;
 use tcptrace::{
     container::{ContainerConfig, NodeState},
     filter::{kernel_comms, Filter},
+    findings::DEFAULT_IDLE_THRESHOLD,
     output::{JsonLines, Sink, TextLines},
     probe::{
         ProbeOptions, DEFAULT_SOCKET_MAP_ENTRIES, DEFAULT_STACK_RING_BYTES,
@@ -64,9 +65,10 @@ pub struct TraceArgs {
     #[arg(long)]
     no_jvm_perf_map: bool,
     /// Connections idle this long with keepalive off are reported, and
-    /// established connections reset after living this long are lost.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
-    idle_threshold: Duration,
+    /// established connections reset after living this long are lost
+    /// [default: 30s].
+    #[arg(long, value_parser = parse_duration)]
+    idle_threshold: Option<Duration>,
     /// No live lines: only the diagnosis report at the end.
     #[arg(long)]
     report_only: bool,
@@ -108,7 +110,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
             socket_map_entries: args.socket_map_entries,
         },
         report_only: args.report_only,
-        idle_threshold: args.idle_threshold,
+        idle_threshold: args.idle_threshold.unwrap_or(DEFAULT_IDLE_THRESHOLD),
         no_jvm_perf_map: args.no_jvm_perf_map,
         containers: ContainerConfig {
             node: NodeState::default().under(args.node_root),
