@@ -62,6 +62,11 @@ pub fn run(args: &[String]) -> Result<()> {
             .args(["--", "--test-threads=1"]),
         &mut totals,
     );
+    // The panic messages again, last: a long failing test's own output
+    // (reports, backtraces) would otherwise push them out of a log's tail.
+    for panic in &totals.panics {
+        println!("{panic}");
+    }
     println!("{} passed, {} failed", totals.passed, totals.failed);
     let failures: Vec<String> = lints
         .into_iter()
@@ -109,6 +114,47 @@ fn lint(root: &Path) -> Vec<Result<()>> {
 struct Totals {
     passed: u64,
     failed: u64,
+    /// Each failed test's panic: its `panicked at` line and message.
+    panics: Vec<String>,
+}
+
+/// Lines of a panic message kept for the end-of-run summary.
+const PANIC_LINES: usize = 12;
+
+/// Collects `thread '…' panicked at …` and the message lines after it,
+/// up to the backtrace or a blank line.
+#[derive(Default)]
+struct PanicCollector {
+    current: Option<Vec<String>>,
+}
+
+impl PanicCollector {
+    fn line(&mut self, line: &str, panics: &mut Vec<String>) {
+        if line.starts_with("thread '") && line.contains("' panicked at ") {
+            self.finish(panics);
+            self.current = Some(vec![line.to_owned()]);
+            return;
+        }
+        let Some(lines) = &mut self.current else {
+            return;
+        };
+        let ends = line.is_empty()
+            || line.starts_with("stack backtrace:")
+            || line.starts_with("note: run with `RUST_BACKTRACE");
+        if ends {
+            self.finish(panics);
+        } else if lines.len() < PANIC_LINES {
+            lines.push(line.to_owned());
+        } else if lines.len() == PANIC_LINES {
+            lines.push("[…]".to_owned());
+        }
+    }
+
+    fn finish(&mut self, panics: &mut Vec<String>) {
+        if let Some(lines) = self.current.take() {
+            panics.push(lines.join("\n"));
+        }
+    }
 }
 
 /// Runs `cargo test`, echoing its output and adding up its result lines.
@@ -118,9 +164,11 @@ fn cargo_test(command: &mut Command, totals: &mut Totals) -> Result<()> {
         .spawn()
         .with_context(|| format!("starting {command:?}"))?;
     let stdout = child.stdout.take().context("cargo test stdout")?;
+    let mut panics = PanicCollector::default();
     for line in BufReader::new(stdout).lines() {
         let line = line?;
         println!("{line}");
+        panics.line(&line, &mut totals.panics);
         if let Some(result) = line.strip_prefix("test result: ") {
             let count = |label: &str| {
                 result
@@ -138,9 +186,34 @@ fn cargo_test(command: &mut Command, totals: &mut Totals) -> Result<()> {
             totals.failed += count(" failed");
         }
     }
+    panics.finish(&mut totals.panics);
     let status = child.wait()?;
     if !status.success() {
         bail!("{command:?} failed with {status}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_message_is_kept_without_its_backtrace() {
+        let output = "---- t stdout ----\nreport line\n\
+            thread 't' panicked at tests/tests/x.rs:9:5:\nassertion failed: 2 rows\n  row 1\n\
+            stack backtrace:\n   0: main\nthread 'u' panicked at y.rs:1:1:\nboom\n\ntest result: FAILED.";
+        let (mut collector, mut panics) = (PanicCollector::default(), Vec::new());
+        for line in output.lines() {
+            collector.line(line, &mut panics);
+        }
+        collector.finish(&mut panics);
+        assert_eq!(
+            panics,
+            [
+                "thread 't' panicked at tests/tests/x.rs:9:5:\nassertion failed: 2 rows\n  row 1",
+                "thread 'u' panicked at y.rs:1:1:\nboom"
+            ]
+        );
+    }
 }
