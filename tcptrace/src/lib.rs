@@ -20,6 +20,7 @@ pub mod netns;
 pub mod output;
 pub mod owner;
 pub mod pipeline;
+pub mod port_range;
 pub mod privileges;
 pub mod probe;
 pub mod proc_fds;

@@ -17,7 +17,7 @@ use crate::{
     clock::monotonic_ns,
     container::lookup::{cgroup2_mount, cgroup_id_of_pid},
     container::{ContainerConfig, ContainerLabels, Containers},
-    diagnose::{ports::local_port_range, Diagnoses},
+    diagnose::Diagnoses,
     event::{
         comm_str, decode, decode_user_stack, expand, is_user_stack, layout::RecordLayouts,
         TcpEvent, TcpEventKind,
@@ -479,7 +479,6 @@ impl Pipeline {
                 now_ns: monotonic_ns(),
                 elapsed,
                 call_sites: &self.call_sites,
-                port_range: local_port_range(),
                 // A skipped run is an event never seen, as a lost one is.
                 events_lost: kernel.events_lost + kernel.runs_skipped + self.counts.decode_errors,
                 sockets_untracked: kernel.sock_map_full,

@@ -18,6 +18,7 @@ use tcptrace_common::TcpState;
 
 use crate::{
     netns::DiagSockets,
+    port_range::PortRange,
     proc_fds::{self, Holders, SocketHolders},
 };
 
@@ -65,6 +66,8 @@ pub struct Snapshot {
     /// Namespaces that could not be dumped, with why: their sockets are
     /// missing from this snapshot.
     pub unreachable: Vec<String>,
+    /// Each dumped namespace's `ip_local_port_range` at the dump.
+    pub port_ranges: HashMap<u32, PortRange>,
 }
 
 impl Snapshot {
@@ -79,11 +82,18 @@ impl Snapshot {
         let mut namespaces = 0;
         let mut unreachable = reachable.unreachable;
         let mut broken = Vec::new();
-        for (netns, socket) in reachable.sockets {
+        let mut port_ranges = HashMap::new();
+        for reached in reachable.namespaces {
+            let (netns, socket) = (reached.netns, reached.socket);
             let dumped = dump(socket, AF_INET, netns, &mut sockets)
                 .and_then(|()| dump(socket, AF_INET6, netns, &mut sockets));
             match dumped {
-                Ok(()) => namespaces += 1,
+                Ok(()) => {
+                    namespaces += 1;
+                    if let Some(range) = reached.port_range {
+                        port_ranges.insert(netns, range);
+                    }
+                }
                 Err(err) if netns == own => return Err(err),
                 Err(err) => {
                     unreachable.push(format!("network namespace {netns}: {err:#}"));
@@ -105,17 +115,32 @@ impl Snapshot {
         let mut snapshot = Self::from_sockets(sockets, own);
         snapshot.namespaces = namespaces;
         snapshot.unreachable = unreachable;
+        snapshot.port_ranges = port_ranges;
         Ok(snapshot)
     }
 
+    /// Sockets from elsewhere than a dump (tests, hand-fed pipelines):
+    /// every namespace is taken to have the kernel's default port range.
     #[must_use]
-    pub const fn from_sockets(sockets: Vec<ExistingSocket>, netns: u32) -> Self {
+    pub fn from_sockets(sockets: Vec<ExistingSocket>, netns: u32) -> Self {
         Self {
             sockets,
             netns,
             namespaces: 1,
             unreachable: Vec::new(),
+            port_ranges: HashMap::new(),
         }
+    }
+
+    /// The `ip_local_port_range` of namespace `netns` at the dump; the
+    /// kernel's default when it could not be read (the sysctl file of a
+    /// namespace is opened beside its `sock_diag` socket).
+    #[must_use]
+    pub fn port_range(&self, netns: u32) -> PortRange {
+        self.port_ranges
+            .get(&netns)
+            .copied()
+            .unwrap_or(PortRange::DEFAULT)
     }
 
     /// Keeps only the sockets `keep` accepts.
@@ -131,6 +156,7 @@ impl Snapshot {
             netns: self.netns,
             namespaces: self.namespaces,
             unreachable: self.unreachable.clone(),
+            port_ranges: self.port_ranges.clone(),
         }
     }
 

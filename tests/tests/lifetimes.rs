@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use tcptrace_tests::{
     daemon::{free_loopback_addr, sample, Daemon},
     kernel_counts::nstat,
@@ -363,66 +363,99 @@ fn a_peer_reset_after_a_long_life_is_a_lost_connection() {
 fn listener_inside_the_ephemeral_range_is_flagged() {
     require_root();
     let hosts = HostPair::new("ttrange");
-    let range = Command::new("ip")
+    // Namespace a sets a range of its own, as a pod may; b keeps the
+    // kernel's default. Each listener is judged against its namespace's
+    // range, which the namespaces themselves report.
+    sysctl_in(&hosts.a, "net.ipv4.ip_local_port_range", "18000 18999");
+    let range_a = port_range_in(&hosts.a);
+    let range_b = port_range_in(&hosts.b);
+    assert_eq!(range_a, (18000, 18999));
+    assert!(
+        range_b.0 <= 40121 && 40121 <= range_b.1 && 18123 < range_b.0,
+        "namespace b's range {range_b:?} holds 40121, not 18123"
+    );
+    let nginx = [
+        Nginx::start(&hosts.a, &format!("{}:18122", hosts.a_addr)), // inside a's
+        Nginx::start(&hosts.a, &format!("{}:40120", hosts.a_addr)), // outside
+        Nginx::start(&hosts.b, &format!("{}:40121", hosts.b_addr)), // inside b's
+        Nginx::start(&hosts.b, &format!("{}:18123", hosts.b_addr)), // outside
+    ];
+    let daemon = Daemon::start(&free_loopback_addr(), &["--refresh", "1s"]);
+    let ports = ["18122", "40120", "40121", "18123"];
+    let filter: Vec<&str> = ports.iter().flat_map(|p| ["--port", p]).collect();
+    let trace = Tracer::start(&filter);
+    thread::sleep(Duration::from_millis(500));
+    let trace = trace.stop();
+
+    let flagged: Vec<&Value> = trace.findings("listener_in_range").collect();
+    let found: Vec<(u64, u64, Value)> = flagged
+        .iter()
+        .map(|f| {
+            assert_eq!(f["process"]["comm"], "nginx", "{f:#}");
+            let number = |key: &str| f[key].as_u64().unwrap_or_else(|| panic!("{key}: {f:#}"));
+            (number("port"), number("netns"), f["range"].clone())
+        })
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (18122, hosts.inode(&hosts.a), json!([range_a.0, range_a.1])),
+            (40121, hosts.inode(&hosts.b), json!([range_b.0, range_b.1])),
+        ],
+        "{flagged:#?}"
+    );
+
+    let in_range = |scrape: &str, port: &str| {
+        sample(
+            scrape,
+            "tcptrace_listeners_in_ephemeral_range",
+            &[("port", port)],
+        )
+    };
+    let scrape = daemon.scrape_until(Duration::from_secs(10), |s| {
+        in_range(s, "18122").is_some() && in_range(s, "40121").is_some()
+    });
+    assert_eq!(in_range(&scrape, "18122"), Some(1.0), "{scrape}");
+    assert_eq!(in_range(&scrape, "40121"), Some(1.0), "{scrape}");
+    assert_eq!(in_range(&scrape, "40120"), None, "{scrape}");
+    assert_eq!(in_range(&scrape, "18123"), None, "{scrape}");
+    drop(nginx);
+}
+
+/// Sets `key` to `value` inside network namespace `netns`.
+fn sysctl_in(netns: &str, key: &str, value: &str) {
+    let status = Command::new("ip")
         .args([
             "netns",
             "exec",
-            &hosts.a,
+            netns,
+            "sysctl",
+            "-qw",
+            &format!("{key}={value}"),
+        ])
+        .status()
+        .expect("run sysctl");
+    assert!(
+        status.success(),
+        "sysctl {key}={value} in {netns}: {status}"
+    );
+}
+
+/// `ip_local_port_range` as namespace `netns` reads it.
+fn port_range_in(netns: &str) -> (u16, u16) {
+    let output = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            netns,
             "cat",
             "/proc/sys/net/ipv4/ip_local_port_range",
         ])
         .output()
         .expect("read the namespace's ip_local_port_range");
-    let range: Vec<u16> = String::from_utf8_lossy(&range.stdout)
+    let range: Vec<u16> = String::from_utf8_lossy(&output.stdout)
         .split_whitespace()
         .filter_map(|n| n.parse().ok())
         .collect();
-    assert!(
-        range[0] <= 40120 && 40120 <= range[1] && 18122 < range[0],
-        "the namespace's range {range:?} holds 40120, not 18122"
-    );
-    let inside = Nginx::start(&hosts.a, &format!("{}:40120", hosts.a_addr));
-    let below = Nginx::start(&hosts.a, &format!("{}:18122", hosts.a_addr));
-    let daemon = Daemon::start(&free_loopback_addr(), &["--refresh", "1s"]);
-    let trace = Tracer::start(&["--port", "40120", "--port", "18122"]);
-    thread::sleep(Duration::from_millis(500));
-    let trace = trace.stop();
-
-    let flagged: Vec<&Value> = trace.findings("listener_in_range").collect();
-    let ports: Vec<u64> = flagged.iter().filter_map(|f| f["port"].as_u64()).collect();
-    assert_eq!(ports, [40120], "{flagged:#?}");
-    let listener = flagged[0];
-    assert_eq!(listener["process"]["comm"], "nginx", "{listener:#}");
-    assert_eq!(
-        listener["netns"].as_u64(),
-        Some(hosts.inode(&hosts.a)),
-        "{listener:#}"
-    );
-
-    let scrape = daemon.scrape_until(Duration::from_secs(10), |s| {
-        sample(
-            s,
-            "tcptrace_listeners_in_ephemeral_range",
-            &[("port", "40120")],
-        )
-        .is_some()
-    });
-    assert_eq!(
-        sample(
-            &scrape,
-            "tcptrace_listeners_in_ephemeral_range",
-            &[("port", "40120")]
-        ),
-        Some(1.0),
-        "{scrape}"
-    );
-    assert_eq!(
-        sample(
-            &scrape,
-            "tcptrace_listeners_in_ephemeral_range",
-            &[("port", "18122")]
-        ),
-        None
-    );
-    drop((inside, below));
+    (range[0], range[1])
 }

@@ -275,7 +275,7 @@ impl Daemon {
             oldest_connection: self.refreshed.oldest_connection.clone(),
             listeners_in_range: self.refreshed.listeners_in_range.clone(),
             ports_in_use: self.refreshed.ports_in_use.clone(),
-            port_range_size: self.refreshed.port_range_size,
+            port_range_sizes: self.refreshed.port_range_sizes.clone(),
             ..Scrape::default()
         };
         scrape::counters(

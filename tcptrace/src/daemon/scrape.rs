@@ -33,7 +33,9 @@ pub struct Refreshed {
     pub listeners_in_range: Vec<(ProcessLabels, u32, u16)>,
     /// By (network namespace, destination).
     pub ports_in_use: Vec<((String, String), u64)>,
-    pub port_range_size: u64,
+    /// Ports in `ip_local_port_range` by network namespace: tcptrace's own
+    /// and each namespace in `ports_in_use`.
+    pub port_range_sizes: Vec<(String, u64)>,
 }
 
 /// A finding's process's labels: those of the cgroup its sockets were born
@@ -85,7 +87,6 @@ impl Refreshed {
         let mut oldest: HashMap<ProcessLabels, f64> = HashMap::new();
         let mut listeners = Vec::new();
         let mut ports = Vec::new();
-        let mut range_size = 0;
         for finding in &report.findings {
             match finding {
                 Finding::Churn(c) if c.time_wait_now > 0 => {
@@ -122,7 +123,6 @@ impl Refreshed {
                     // Two namespaces (pods) may use ports towards the
                     // same destination: one series each.
                     ports.push(((p.netns.to_string(), p.destination.clone()), p.ports_in_use));
-                    range_size = p.range_size;
                 }
                 _ => {}
             }
@@ -134,6 +134,14 @@ impl Refreshed {
             .map(|s| (s.name(), kernel.get(s.name()).copied().unwrap_or(0)))
             .collect();
         kernel_sockets.retain(|(name, _)| *name != "NEW_SYN_RECV" && *name != "CLOSE");
+        let ports_in_use = top_k(
+            ports,
+            top_peers,
+            |n| *n,
+            |a, n| *a += n,
+            ("other".to_owned(), "other".to_owned()),
+        );
+        let port_range_sizes = range_sizes(all, &ports_in_use);
         Self {
             sockets,
             kernel_sockets,
@@ -145,21 +153,27 @@ impl Refreshed {
             connection_ages: ages.into_iter().collect(),
             oldest_connection: oldest.into_iter().collect(),
             listeners_in_range: listeners,
-            ports_in_use: top_k(
-                ports,
-                top_peers,
-                |n| *n,
-                |a, n| *a += n,
-                ("other".to_owned(), "other".to_owned()),
-            ),
-            port_range_size: if range_size == 0 {
-                let (low, high) = crate::diagnose::ports::local_port_range();
-                u64::from(high - low) + 1
-            } else {
-                range_size
-            },
+            ports_in_use,
+            port_range_sizes,
         }
     }
+}
+
+/// The port range's size of tcptrace's namespace and of each namespace
+/// with ports in use shown, so that a share of the range is computed
+/// against the namespace's own range (a pod may set its own).
+fn range_sizes(all: &Snapshot, ports_in_use: &[((String, String), u64)]) -> Vec<(String, u64)> {
+    let mut namespaces: Vec<u32> = ports_in_use
+        .iter()
+        .filter_map(|((netns, _), _)| netns.parse().ok())
+        .chain([all.netns])
+        .collect();
+    namespaces.sort_unstable();
+    namespaces.dedup();
+    namespaces
+        .into_iter()
+        .map(|netns| (netns.to_string(), all.port_range(netns).size()))
+        .collect()
 }
 
 /// Counters by process and peer, with container labels and the top-K

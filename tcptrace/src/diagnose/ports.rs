@@ -2,29 +2,11 @@
 //! `net.ipv4.ip_local_port_range` are tied up (`TIME_WAIT` included) towards
 //! one remote endpoint, which is what a new `connect()` to it competes for.
 
-use std::{collections::HashMap, fs, net::SocketAddr};
+use std::{collections::HashMap, net::SocketAddr};
 
 use tcptrace_common::TcpState;
 
 use crate::snapshot::Snapshot;
-
-/// The kernel's default range, 32768–60999 (28,232 ports).
-pub const DEFAULT_RANGE: (u16, u16) = (32768, 60999);
-
-/// `net.ipv4.ip_local_port_range` of tcptrace's network namespace.
-#[must_use]
-pub fn local_port_range() -> (u16, u16) {
-    fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|text| parse_range(&text))
-        .unwrap_or(DEFAULT_RANGE)
-}
-
-fn parse_range(text: &str) -> Option<(u16, u16)> {
-    let mut parts = text.split_whitespace().map(str::parse::<u16>);
-    let (low, high) = (parts.next()?.ok()?, parts.next()?.ok()?);
-    (low <= high).then_some((low, high))
-}
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PortUse {
@@ -36,13 +18,9 @@ pub struct PortUse {
 /// endpoint, from a dump (each namespace has ports of its own).
 /// Server-side sockets are left out: their local port is a listener's
 /// (which may itself lie in the range: the known trap of story 5), not an
-/// ephemeral port taken by `connect()`. `range` is tcptrace's namespace's:
-/// other namespaces are assumed to keep the default they were created with.
+/// ephemeral port taken by `connect()`. Each namespace's own range counts.
 #[must_use]
-pub fn use_by_destination(
-    snapshot: &Snapshot,
-    range: (u16, u16),
-) -> HashMap<(u32, SocketAddr), PortUse> {
+pub fn use_by_destination(snapshot: &Snapshot) -> HashMap<(u32, SocketAddr), PortUse> {
     let listening: std::collections::HashSet<(u32, u16)> = snapshot
         .sockets
         .iter()
@@ -53,8 +31,7 @@ pub fn use_by_destination(
     for socket in &snapshot.sockets {
         let port = socket.local.port();
         if socket.state == TcpState::Listen
-            || port < range.0
-            || port > range.1
+            || !snapshot.port_range(socket.netns).contains(port)
             || listening.contains(&(socket.netns, port))
         {
             continue;
@@ -68,17 +45,4 @@ pub fn use_by_destination(
         }
     }
     by_destination
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_the_sysctl() {
-        assert_eq!(parse_range("32768\t60999\n"), Some((32768, 60999)));
-        assert_eq!(parse_range("1024 65535"), Some((1024, 65535)));
-        assert_eq!(parse_range("9 1"), None);
-        assert_eq!(parse_range(""), None);
-    }
 }

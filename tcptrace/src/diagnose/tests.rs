@@ -51,7 +51,6 @@ impl Pipeline {
                 now_ns,
                 elapsed: Duration::from_secs(10),
                 call_sites: &CallSites::default(),
-                port_range: (32768, 60999),
                 events_lost: 0,
                 sockets_untracked: 0,
                 idle_threshold: crate::findings::DEFAULT_IDLE_THRESHOLD,

@@ -90,7 +90,8 @@ pub struct Scrape {
     /// Ephemeral ports in use per destination (top K).
     /// By (network namespace, destination).
     pub ports_in_use: Vec<((String, String), u64)>,
-    pub port_range_size: u64,
+    /// Ports in `ip_local_port_range`, by network namespace.
+    pub port_range_sizes: Vec<(String, u64)>,
     pub kernel: Counters,
     pub events: EventCounts,
     /// What became of the stacks the kernel captured.
@@ -221,13 +222,17 @@ impl Scrape {
             ])?
             .encode_gauge(count)?;
         }
-        e.encode_descriptor(
+        let mut m = e.encode_descriptor(
             "ephemeral_port_range_size",
-            "Ports in net.ipv4.ip_local_port_range",
+            "Ports in net.ipv4.ip_local_port_range of a network namespace (tcptrace's own, and each with ports in use shown)",
             None,
             MetricType::Gauge,
-        )?
-        .encode_gauge(&self.port_range_size)
+        )?;
+        for (netns, size) in &self.port_range_sizes {
+            m.encode_family(&[("netns", netns.clone())])?
+                .encode_gauge(size)?;
+        }
+        Ok(())
     }
 
     /// Live connections: idle ones, ages, listeners in the port range.

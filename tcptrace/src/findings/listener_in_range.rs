@@ -9,7 +9,7 @@ use serde::Serialize;
 use tcptrace_common::TcpState;
 
 use super::{parts::ProcessJson, text::ShownProcess, LogLine, ReportInput};
-use crate::table::Process;
+use crate::{port_range::PortRange, table::Process};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct ListenerInRange {
@@ -18,9 +18,8 @@ pub struct ListenerInRange {
     pub netns: u32,
     pub local: String,
     pub port: u16,
-    /// The range, as tcptrace's own network namespace sets it (a namespace
-    /// may set its own).
-    pub range: (u16, u16),
+    /// The range, as the listener's network namespace sets it.
+    pub range: PortRange,
 }
 
 impl ListenerInRange {
@@ -30,18 +29,19 @@ impl ListenerInRange {
     /// Every listener of the processes the filter allows on a port inside
     /// the range, by port.
     pub(super) fn all(input: &ReportInput) -> Vec<Self> {
-        let (low, high) = input.port_range;
-        let mut all: Vec<Self> = input
-            .owned
+        let owned = input.owned;
+        let mut all: Vec<Self> = owned
             .sockets
             .iter()
-            .filter(|s| s.state == TcpState::Listen && (low..=high).contains(&s.local.port()))
+            .filter(|s| {
+                s.state == TcpState::Listen && owned.port_range(s.netns).contains(s.local.port())
+            })
             .map(|s| Self {
                 process: ProcessJson::of(s.holders.first().map(|h| Process::named(h.pid, &h.comm))),
                 netns: s.netns,
                 local: s.local.to_string(),
                 port: s.local.port(),
-                range: input.port_range,
+                range: owned.port_range(s.netns),
             })
             .collect();
         all.sort_by_key(|l| (l.port, l.netns));
@@ -51,12 +51,11 @@ impl ListenerInRange {
     pub fn write_text(&self, out: &mut impl Write) -> io::Result<()> {
         writeln!(
             out,
-            "  {} listens on {} (network namespace {}), inside {}-{}",
+            "  {} listens on {} (network namespace {}), inside {}",
             ShownProcess(self.process.as_ref()),
             self.local,
             self.netns,
-            self.range.0,
-            self.range.1,
+            self.range,
         )
     }
 

@@ -68,7 +68,6 @@ pub struct ReportInput<'a> {
     pub now_ns: u64,
     pub elapsed: Duration,
     pub call_sites: &'a CallSites,
-    pub port_range: (u16, u16),
     /// Events the kernel could not deliver: findings may be incomplete.
     pub events_lost: u64,
     /// Sockets the kernel could not track (its socket map was full).
@@ -378,7 +377,7 @@ pub fn build_report(diagnoses: &Diagnoses, input: &ReportInput) -> Report {
     findings.extend(accepts.into_iter().map(Finding::Accept));
     findings.extend(ages.into_iter().map(Finding::ConnectionAges));
     findings.extend(
-        PortPressure::busiest(input.sockets_now, input.port_range)
+        PortPressure::busiest(input.sockets_now)
             .into_iter()
             .map(Finding::PortPressure),
     );

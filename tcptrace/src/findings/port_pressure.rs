@@ -8,7 +8,7 @@ use std::{
 
 use serde::Serialize;
 
-use crate::{diagnose::ports, snapshot::Snapshot};
+use crate::{diagnose::ports, port_range::PortRange, snapshot::Snapshot};
 
 /// Destinations listed: the busiest are what matters, the rest is noise.
 const MAX_DESTINATIONS: usize = 10;
@@ -20,7 +20,8 @@ pub struct PortPressure {
     pub destination: String,
     pub ports_in_use: u64,
     pub time_wait: u64,
-    pub range: (u16, u16),
+    /// The namespace's own `ip_local_port_range`.
+    pub range: PortRange,
     pub range_size: u64,
     pub percent: f64,
 }
@@ -28,13 +29,14 @@ pub struct PortPressure {
 impl PortPressure {
     pub const HEADING: &'static str = "Ephemeral ports by destination";
 
-    /// The busiest destinations of the sockets in `now`, for the local
-    /// port range `range`.
-    pub(super) fn busiest(now: &Snapshot, range: (u16, u16)) -> Vec<Self> {
-        let range_size = u64::from(range.1 - range.0) + 1;
-        let mut all: Vec<Self> = ports::use_by_destination(now, range)
+    /// The busiest destinations of the sockets in `now`, each against its
+    /// namespace's port range.
+    pub(super) fn busiest(now: &Snapshot) -> Vec<Self> {
+        let mut all: Vec<Self> = ports::use_by_destination(now)
             .into_iter()
             .map(|((netns, destination), used)| {
+                let range = now.port_range(netns);
+                let range_size = range.size();
                 #[expect(clippy::cast_precision_loss, reason = "a percentage for display")]
                 let percent = used.in_use as f64 * 100.0 / range_size as f64;
                 Self {
@@ -63,12 +65,11 @@ impl PortPressure {
         };
         writeln!(
             out,
-            "  {}{whose}: {} of {} ports ({}-{}) in use = {:.1}%, {} in TIME_WAIT",
+            "  {}{whose}: {} of {} ports ({}) in use = {:.1}%, {} in TIME_WAIT",
             self.destination,
             self.ports_in_use,
             self.range_size,
-            self.range.0,
-            self.range.1,
+            self.range,
             self.percent,
             self.time_wait
         )

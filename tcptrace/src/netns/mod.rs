@@ -3,7 +3,8 @@
 //! sees. Namespaces are found through `/proc/*/ns/net` (one per process)
 //! and `/run/netns/*` (named ones, which may hold sockets without any
 //! process), and each gets a `sock_diag` socket opened inside it once, by
-//! the [`opener`] helper, and kept while the namespace exists.
+//! the [`opener`] helper, and kept while the namespace exists, with its
+//! `ip_local_port_range` sysctl (read again at every refresh).
 
 pub mod opener;
 
@@ -17,8 +18,8 @@ use std::{
 use anyhow::{Context, Result};
 use netlink_sys::{protocols::NETLINK_SOCK_DIAG, Socket};
 
-use self::opener::Opener;
-use crate::proc_fds::netns_inode;
+use self::opener::{Opened, Opener};
+use crate::{port_range::PortRange, proc_fds::netns_inode};
 
 /// A network namespace: its inode (`net->ns.inum`, what the kernel
 /// programs record with each socket) and a path that opens it.
@@ -88,13 +89,21 @@ fn connected(mut socket: Socket) -> Result<Socket> {
 /// sockets of namespaces that disappeared are closed at each refresh).
 pub struct DiagSockets {
     opener: Result<Opener, String>,
-    open: HashMap<u32, Socket>,
+    open: HashMap<u32, Opened>,
+}
+
+/// One namespace of a refresh.
+pub struct Reached<'a> {
+    pub netns: u32,
+    pub socket: &'a mut Socket,
+    /// Its `ip_local_port_range` now; `None` when unreadable.
+    pub port_range: Option<PortRange>,
 }
 
 /// The namespaces of one refresh: a socket for each that could be opened,
 /// and why the others could not.
 pub struct Reachable<'a> {
-    pub sockets: Vec<(u32, &'a mut Socket)>,
+    pub namespaces: Vec<Reached<'a>>,
     pub unreachable: Vec<String>,
 }
 
@@ -137,16 +146,27 @@ impl DiagSockets {
                 continue;
             }
             let opened = if Some(namespace.inode) == own {
-                Socket::new(NETLINK_SOCK_DIAG).context("opening a sock_diag netlink socket")
+                Socket::new(NETLINK_SOCK_DIAG)
+                    .context("opening a sock_diag netlink socket")
+                    .map(|socket| Opened {
+                        socket,
+                        port_range: PortRange::open_sysctl().ok(),
+                    })
             } else {
                 match &self.opener {
                     Ok(opener) => opener.open(namespace.inode, &namespace.path),
                     Err(why) => Err(anyhow::anyhow!("no namespace opener: {why}")),
                 }
             };
-            match opened.and_then(connected) {
-                Ok(socket) => {
-                    self.open.insert(namespace.inode, socket);
+            let connected = opened.and_then(|opened| {
+                Ok(Opened {
+                    socket: connected(opened.socket)?,
+                    port_range: opened.port_range,
+                })
+            });
+            match connected {
+                Ok(opened) => {
+                    self.open.insert(namespace.inode, opened);
                 }
                 Err(err) => unreachable.push(format!(
                     "network namespace {} ({}): {err:#}",
@@ -155,15 +175,19 @@ impl DiagSockets {
                 )),
             }
         }
-        let mut sockets: Vec<(u32, &mut Socket)> = self
+        let mut namespaces: Vec<Reached> = self
             .open
             .iter_mut()
-            .map(|(inode, socket)| (*inode, socket))
+            .map(|(inode, opened)| Reached {
+                netns: *inode,
+                socket: &mut opened.socket,
+                port_range: opened.port_range.as_ref().and_then(PortRange::read),
+            })
             .collect();
         // Own namespace first, then by inode: a stable order.
-        sockets.sort_by_key(|(inode, _)| (Some(*inode) != own, *inode));
+        namespaces.sort_by_key(|reached| (Some(reached.netns) != own, reached.netns));
         Reachable {
-            sockets,
+            namespaces,
             unreachable,
         }
     }

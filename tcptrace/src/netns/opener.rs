@@ -3,8 +3,10 @@
 //! `CAP_SYS_PTRACE` to open other users' `/proc/PID/ns/net`), so the daemon
 //! can drop it. It does one thing: given a namespace's path and inode, it
 //! enters the namespace, opens a `sock_diag` netlink socket there (a
-//! netlink socket belongs to the namespace it was created in, for life),
-//! returns to its own and passes the socket back (`SCM_RIGHTS`). It never
+//! netlink socket belongs to the namespace it was created in, for life)
+//! and the namespace's `ip_local_port_range` sysctl (a `/proc/sys/net`
+//! file does too), returns to its own and passes both back
+//! (`SCM_RIGHTS`). It never
 //! hands out the namespace file itself, and accepts only `/proc/PID/ns/net`
 //! and `/run/netns/NAME` paths.
 //!
@@ -16,7 +18,7 @@ use std::{
     fs::File,
     io::{IoSlice, IoSliceMut},
     os::{
-        fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd},
+        fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd},
         unix::fs::MetadataExt,
     },
     path::Path,
@@ -35,6 +37,8 @@ use nix::{
     },
 };
 
+use crate::port_range::PortRange;
+
 /// What the opener keeps: entering namespaces, and opening other users'
 /// namespace files.
 const OPENER_KEEPS: [Capability; 2] = [Capability::CAP_SYS_ADMIN, Capability::CAP_SYS_PTRACE];
@@ -44,6 +48,14 @@ pub const SUBCOMMAND: &str = "netns-opener";
 
 /// Longest request: an inode and a path.
 const MAX_REQUEST: usize = 512;
+
+/// What the opener passes back for one namespace.
+pub struct Opened {
+    /// A `sock_diag` socket of the namespace.
+    pub socket: Socket,
+    /// Its `ip_local_port_range` sysctl, when it could be opened.
+    pub port_range: Option<File>,
+}
 
 /// The daemon's or session's end of the opener.
 pub struct Opener {
@@ -77,7 +89,7 @@ impl Opener {
 
     /// A `sock_diag` socket inside the namespace at `path`, which must
     /// still be namespace `inode` (a pid may have been reused meanwhile).
-    pub fn open(&self, inode: u32, path: &Path) -> Result<Socket> {
+    pub fn open(&self, inode: u32, path: &Path) -> Result<Opened> {
         let request = format!("{inode} {}", path.display());
         sendmsg::<()>(
             self.channel.as_raw_fd(),
@@ -88,7 +100,7 @@ impl Opener {
         )
         .context("asking the namespace opener")?;
         let mut reply = [0u8; MAX_REQUEST];
-        let mut fds = cmsg_space!([RawFd; 1]);
+        let mut fds = cmsg_space!([RawFd; 2]);
         let mut iov = [IoSliceMut::new(&mut reply)];
         let message = recvmsg::<()>(
             self.channel.as_raw_fd(),
@@ -97,14 +109,14 @@ impl Opener {
             MsgFlags::MSG_CMSG_CLOEXEC,
         )
         .context("reading the namespace opener's answer")?;
-        let mut socket = None;
+        // The socket first, then the sysctl file when there is one.
+        let mut received_fds = Vec::new();
         for control in message.cmsgs().context("the opener's answer")? {
             if let ControlMessageOwned::ScmRights(received) = control {
                 for fd in received {
                     // SAFETY: the kernel just installed this fd for us; we
                     // own it from here on.
-                    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-                    socket.get_or_insert(owned);
+                    received_fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
                 }
             }
         }
@@ -112,9 +124,14 @@ impl Opener {
         if length == 0 {
             bail!("the namespace opener exited");
         }
-        match socket {
-            // SAFETY: a netlink socket the opener created and passed to us.
-            Some(fd) => Ok(unsafe { Socket::from_raw_fd(into_raw(fd)) }),
+        let mut received_fds = received_fds.into_iter();
+        match received_fds.next() {
+            Some(fd) => Ok(Opened {
+                // SAFETY: a netlink socket the opener created and passed
+                // to us.
+                socket: unsafe { Socket::from_raw_fd(fd.into_raw_fd()) },
+                port_range: received_fds.next().map(File::from),
+            }),
             None => bail!(
                 "{}",
                 String::from_utf8_lossy(&reply[..length.min(MAX_REQUEST)])
@@ -130,11 +147,6 @@ impl Drop for Opener {
             nix::sys::socket::shutdown(self.channel.as_raw_fd(), nix::sys::socket::Shutdown::Both);
         let _ = self.child.wait();
     }
-}
-
-fn into_raw(fd: OwnedFd) -> RawFd {
-    use std::os::fd::IntoRawFd;
-    fd.into_raw_fd()
 }
 
 /// The helper's loop: one request, one answer, until the parent goes.
@@ -157,8 +169,9 @@ pub fn serve() -> Result<()> {
             .context("a request that is not text")
             .and_then(|text| open_in(text, &home));
         match answer {
-            Ok(socket) => {
-                let fds = [socket.as_raw_fd()];
+            Ok(opened) => {
+                let mut fds = vec![opened.socket.as_raw_fd()];
+                fds.extend(opened.port_range.as_ref().map(AsRawFd::as_raw_fd));
                 sendmsg::<()>(
                     channel.as_raw_fd(),
                     &[IoSlice::new(b"ok")],
@@ -185,8 +198,9 @@ pub fn serve() -> Result<()> {
     }
 }
 
-/// Enters the namespace a request names, opens the socket, comes home.
-fn open_in(request: &str, home: &File) -> Result<Socket> {
+/// Enters the namespace a request names, opens the socket and the
+/// sysctl, comes home.
+fn open_in(request: &str, home: &File) -> Result<Opened> {
     let (inode, path) = request.split_once(' ').context("a malformed request")?;
     let inode: u64 = inode.parse().context("a malformed inode")?;
     if !allowed(path) {
@@ -199,8 +213,13 @@ fn open_in(request: &str, home: &File) -> Result<Socket> {
     }
     setns(&namespace, CloneFlags::CLONE_NEWNET).with_context(|| format!("entering {path}"))?;
     let socket = Socket::new(NETLINK_SOCK_DIAG);
+    // Without it, the default range is assumed (and said in the report).
+    let port_range = PortRange::open_sysctl().ok();
     setns(home, CloneFlags::CLONE_NEWNET).context("returning to the opener's namespace")?;
-    socket.with_context(|| format!("opening a sock_diag socket in {path}"))
+    Ok(Opened {
+        socket: socket.with_context(|| format!("opening a sock_diag socket in {path}"))?,
+        port_range,
+    })
 }
 
 /// `/proc/PID/ns/net` or `/run/netns/NAME`, nothing else.
