@@ -92,8 +92,13 @@ pub struct KernelLayout {
     pub preempt_count_from_rq: i32,
     /// `tcp_sk(sk)->bytes_received` (a u64), 0 when unknown
     pub tcp_bytes_received: u32,
+    /// `tcp_sk(sk)->rcv_tstamp` and `inet_csk(sk)->icsk_ack.lrcvtime`
+    /// (u32 jiffies): when the peer last sent an acceptable ACK, and data.
+    /// 0 when unknown.
+    pub tcp_rcv_tstamp: u32,
+    pub tcp_lrcvtime: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelLayout>() == 84);
+const _: () = assert!(core::mem::size_of::<KernelLayout>() == 92);
 
 /// `syscalls:sys_exit_accept4` and `syscalls:sys_exit_accept`.
 #[repr(C)]

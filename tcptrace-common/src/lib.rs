@@ -125,6 +125,9 @@ pub const EOF_READ_SENT: u32 = 1 << 5;
 /// answers a request and closes (HTTP/1.0) sent data; one that refuses a
 /// client by closing at once (a connection limit) did not.
 pub const PEER_SENT_DATA: u32 = 1 << 6;
+/// `SockInfo::flags`: `peer_silent_jiffies` was measured (at a CLOSE with
+/// an error from an open connection: a reset or a timeout).
+pub const PEER_SILENCE_KNOWN: u32 = 1 << 7;
 
 /// What the kernel remembers per socket, keyed by the `struct sock` address.
 /// A copy travels with every event so userspace never has to guess the owner.
@@ -147,7 +150,12 @@ pub struct SockInfo {
     pub flags: u32,
     /// Retransmits seen on this socket so far.
     pub retransmits: u32,
-    pub _pad: u32,
+    /// How long the peer had been silent when the connection died of an
+    /// error, in jiffies (`tcp_jiffies32` minus the later of the last data
+    /// received, `icsk_ack.lrcvtime`, and the last acceptable ACK,
+    /// `rcv_tstamp`): a reset after a long silence is what an idle-timeout
+    /// drop looks like. Valid with `PEER_SILENCE_KNOWN`.
+    pub peer_silent_jiffies: u32,
     /// The socket's life so far, kept in summary mode (see `history`).
     pub history: History,
 }
@@ -163,7 +171,7 @@ impl SockInfo {
         netns: 0,
         flags: 0,
         retransmits: 0,
-        _pad: 0,
+        peer_silent_jiffies: 0,
         history: History::EMPTY,
     };
 }

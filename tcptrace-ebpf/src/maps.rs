@@ -115,6 +115,8 @@ static KERNEL_LAYOUT: KernelLayout = KernelLayout {
     cfs_rq_rq: 0,
     preempt_count_from_rq: 0,
     tcp_bytes_received: 0,
+    tcp_rcv_tstamp: 0,
+    tcp_lrcvtime: 0,
 };
 #[unsafe(no_mangle)]
 static ACCEPT_LAYOUT: AcceptLayout = AcceptLayout { ret: 0, _pad: 0 };

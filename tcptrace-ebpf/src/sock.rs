@@ -62,6 +62,24 @@ pub fn peer_sent_data(skaddr: u64) -> bool {
     read_at::<u64>(skaddr, kernel_layout().tcp_bytes_received).is_ok_and(|bytes| bytes > 1)
 }
 
+/// How long the peer has been silent, in jiffies: now minus the later of
+/// its last data and its last acceptable ACK (u32 jiffies, compared
+/// across wrap-around as the kernel does). `None` when unreadable.
+#[inline(always)]
+pub fn peer_silent_jiffies(skaddr: u64) -> Option<u32> {
+    let layout = kernel_layout();
+    let last_ack: u32 = read_at(skaddr, layout.tcp_rcv_tstamp).ok()?;
+    let last_data: u32 = read_at(skaddr, layout.tcp_lrcvtime).ok()?;
+    let last_heard = if (last_data.wrapping_sub(last_ack) as i32) > 0 {
+        last_data
+    } else {
+        last_ack
+    };
+    // SAFETY: a BPF helper with no arguments; `tcp_jiffies32` is its low half.
+    let now = unsafe { aya_ebpf::helpers::bpf_jiffies64() } as u32;
+    Some(now.wrapping_sub(last_heard))
+}
+
 /// `inet_sk(sk)->inet_sport`, network order; 0 when it cannot be read.
 #[inline(always)]
 pub fn local_port_be_of(skaddr: u64) -> u16 {

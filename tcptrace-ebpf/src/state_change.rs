@@ -15,10 +15,10 @@ use aya_ebpf::{
 };
 use tcptrace_common::{
     transition::{classify, depends_on_context, summary_sent_on, Attribution},
-    state::raw::{CLOSE, CLOSE_WAIT, LISTEN},
+    state::raw::{CLOSE, CLOSE_WAIT, ESTABLISHED, LISTEN},
     Counter, EventKind, Listener, ListenerKey, SockInfo, Task, CLOSER_KNOWN, CTX_PROCESS,
     IPPROTO_TCP, OWNER_FROM_ACCEPT, OWNER_FROM_LISTENER, OWNER_FROM_SYSCALL, PEER_SENT_DATA,
-    RAW_RECORD_LEN,
+    PEER_SILENCE_KNOWN, RAW_RECORD_LEN,
     SEEN_MID_LIFE,
 };
 
@@ -26,7 +26,7 @@ use crate::{
     context::{current_cgroup_id, current_task, in_process_context, StackFor},
     emit::{copy_words, emit, zero_words, Record},
     maps::{count, settings, state_layout, LAST_RESET_SOCK, LISTENERS, SCRATCH, SOCKS},
-    sock::{error_of, local_port_of, netns_of, peer_sent_data, protocol_of},
+    sock::{error_of, local_port_of, netns_of, peer_sent_data, peer_silent_jiffies, protocol_of},
 };
 
 #[inline(always)]
@@ -154,6 +154,17 @@ fn on_change(
         info.flags |= PEER_SENT_DATA;
     }
 
+    // An open connection dying of an error (a reset, a timeout): how long
+    // had the peer been silent? A reset after a long silence is what an
+    // idle-timeout drop by a NAT or load balancer looks like.
+    let sk_err = if new == CLOSE { error_of(skaddr) } else { 0 };
+    if sk_err != 0 && (old == ESTABLISHED || old == CLOSE_WAIT) {
+        if let Some(silent) = peer_silent_jiffies(skaddr) {
+            info.peer_silent_jiffies = silent;
+            info.flags |= PEER_SILENCE_KNOWN;
+        }
+    }
+
     if born && new == LISTEN {
         remember_listener(skaddr, local_port()?, info);
     } else if old == LISTEN && new == CLOSE {
@@ -184,7 +195,7 @@ fn on_change(
             sock: info,
             actor: &actor,
             in_state_ns,
-            sk_err: if new == CLOSE { error_of(skaddr) } else { 0 },
+            sk_err,
             raw_from,
             raw_len,
         });

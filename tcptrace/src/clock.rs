@@ -50,3 +50,104 @@ pub fn write_time_of_day(out: &mut impl std::io::Write, unix_ns: u128) -> std::i
         secs % 60
     )
 }
+
+/// Nanoseconds per jiffy (`1e9 / CONFIG_HZ`), for the few kernel times
+/// kept in jiffies (TCP's receive and send stamps). Found once: from the
+/// kernel's configuration (`/proc/config.gz`, else
+/// `/boot/config-RELEASE`), else measured against `/proc/timer_list`
+/// (jiffies and monotonic time, read 100 ms apart). `None` when none of
+/// them is readable: such times are then reported unknown, never guessed.
+#[must_use]
+pub fn jiffy_ns() -> Option<u64> {
+    static JIFFY_NS: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *JIFFY_NS.get_or_init(|| {
+        let hz = configured_hz().or_else(measured_hz)?;
+        (hz > 0).then(|| 1_000_000_000 / hz)
+    })
+}
+
+/// `CONFIG_HZ` from the kernel's configuration.
+fn configured_hz() -> Option<u64> {
+    use std::io::Read;
+    let mut text = String::new();
+    let from_proc = std::fs::File::open("/proc/config.gz")
+        .ok()
+        .and_then(|file| {
+            flate2::read::GzDecoder::new(file)
+                .read_to_string(&mut text)
+                .ok()
+        });
+    if from_proc.is_none() {
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
+        text = std::fs::read_to_string(format!("/boot/config-{}", release.trim())).ok()?;
+    }
+    hz_of_config(&text)
+}
+
+fn hz_of_config(config: &str) -> Option<u64> {
+    config
+        .lines()
+        .find_map(|line| line.strip_prefix("CONFIG_HZ="))
+        .and_then(|hz| hz.trim().parse().ok())
+}
+
+/// HZ measured: jiffies advanced over 100 ms of monotonic time, rounded to
+/// the nearest value the kernel offers.
+fn measured_hz() -> Option<u64> {
+    let first = timer_list_now()?;
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let second = timer_list_now()?;
+    hz_of_samples(first, second)
+}
+
+/// (monotonic ns, jiffies) from `/proc/timer_list`.
+fn timer_list_now() -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/timer_list").ok()?;
+    let number = |prefix: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(prefix))
+            .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+    };
+    Some((number("now at ")?, number("jiffies: ")?))
+}
+
+fn hz_of_samples((ns_a, jiffies_a): (u64, u64), (ns_b, jiffies_b): (u64, u64)) -> Option<u64> {
+    const OFFERED: [u64; 4] = [100, 250, 300, 1000];
+    let elapsed_ns = ns_b.checked_sub(ns_a).filter(|ns| *ns > 0)?;
+    let ticks = jiffies_b.checked_sub(jiffies_a)?;
+    #[expect(clippy::cast_precision_loss, reason = "a rate, then rounded")]
+    let hz = ticks as f64 * 1e9 / elapsed_ns as f64;
+    OFFERED.into_iter().min_by(|a, b| {
+        #[expect(clippy::cast_precision_loss, reason = "small integers")]
+        let distance = |x: u64| (x as f64 - hz).abs();
+        distance(*a).total_cmp(&distance(*b))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hz_from_the_configuration_or_from_samples() {
+        assert_eq!(
+            hz_of_config("# CONFIG_HZ_100 is not set\nCONFIG_HZ_250=y\nCONFIG_HZ=250\n"),
+            Some(250)
+        );
+        assert_eq!(hz_of_config("CONFIG_HZ_1000=y\n"), None);
+        // 26 jiffies in 101 ms is 250 Hz with a tick of jitter; 30 in
+        // 100 ms is 300.
+        assert_eq!(hz_of_samples((0, 7), (101_000_000, 33)), Some(250));
+        assert_eq!(hz_of_samples((0, 0), (100_000_000, 30)), Some(300));
+        assert_eq!(hz_of_samples((5, 0), (5, 30)), None);
+    }
+
+    #[test]
+    fn this_kernel_has_a_jiffy() {
+        // Configured and measured agree where both can be read.
+        if let (Some(configured), Some(measured)) = (configured_hz(), measured_hz()) {
+            assert_eq!(configured, measured);
+        }
+        assert!(jiffy_ns().is_some_and(|ns| ns >= 1_000_000));
+    }
+}

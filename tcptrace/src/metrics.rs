@@ -267,9 +267,9 @@ pub struct DaemonMetrics {
     /// The kernel's count of resets on unknown sockets (summary mode)
     /// already added to the "unknown" process.
     resets_without_socket: u64,
-    /// A life this long is long: peer resets after it are lost
+    /// A silence this long is long: peer resets after it are lost
     /// connections (`lost::cause`).
-    long_life_ns: u64,
+    long_ns: u64,
 }
 
 impl Default for DaemonMetrics {
@@ -280,17 +280,18 @@ impl Default for DaemonMetrics {
             folded_processes: 0,
             folded_peers: 0,
             resets_without_socket: 0,
-            long_life_ns: lost::duration_ns(crate::diagnose::idle::DEFAULT_IDLE_THRESHOLD),
+            long_ns: lost::duration_ns(crate::diagnose::idle::DEFAULT_IDLE_THRESHOLD),
         }
     }
 }
 
 impl DaemonMetrics {
-    /// Counters whose peer resets count as lost after `long_life`.
+    /// Counters whose peer resets count as lost after a silence of
+    /// `long` (the idle threshold).
     #[must_use]
-    pub fn with_long_life(long_life: std::time::Duration) -> Self {
+    pub fn with_idle_threshold(long: std::time::Duration) -> Self {
         Self {
-            long_life_ns: lost::duration_ns(long_life),
+            long_ns: lost::duration_ns(long),
             ..Self::default()
         }
     }
@@ -391,7 +392,7 @@ impl DaemonMetrics {
         let gave_up = record.retransmits.fin > 0 && event.error == Some(libc::ETIMEDOUT);
         let failed_connect = old == TcpState::SynSent;
         let by_caller = event.actor.is_some();
-        let lost = lost::cause(record, event, self.long_life_ns);
+        let lost = lost::cause(record, event, self.long_ns);
 
         let process = self.process(owner);
         if let Some(side) = record.closed_by {

@@ -134,7 +134,7 @@ impl Pipeline {
     /// the report and the diagnoses alike).
     pub fn set_idle_threshold(&mut self, threshold: Duration) {
         self.idle_threshold = threshold;
-        self.diagnoses.lost.long_life_ns = crate::diagnose::lost::duration_ns(threshold);
+        self.diagnoses.lost.long_ns = crate::diagnose::lost::duration_ns(threshold);
     }
 
     /// Takes the start snapshot (after the probe is attached: a socket born

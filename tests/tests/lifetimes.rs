@@ -274,6 +274,9 @@ fn a_peer_that_vanishes_under_keepalive_is_a_lost_connection() {
     assert_eq!(aborted, 1, "the kernel aborted one connection on a timeout");
     assert_eq!(finding["keepalive_timeouts"], aborted, "{finding:#}");
     assert_eq!(finding["retransmit_timeouts"], 0, "{finding:#}");
+    // Keepalive gave up after 1 s idle and two unanswered probes 1 s
+    // apart: the kernel measured at least 2 s without a word from the peer.
+    assert!(f64_of(finding, "longest_silence_s") >= 2.0, "{finding:#}");
     assert_eq!(finding["peer"], addr.as_str());
     assert_call_site(finding, "tt_scenario::hold_idle_connection");
 
@@ -296,64 +299,79 @@ fn a_peer_that_vanishes_under_keepalive_is_a_lost_connection() {
     drop((client, nginx));
 }
 
-/// A server resets a connection after it has lived 2.5 s (past the 2 s
-/// threshold), as a middlebox's idle timeout does when it answers: the
-/// client's connection is lost by a peer reset, as many as the client
-/// namespace's `TcpEstabResets` counts; a reset after 0.3 s is not.
+/// A server resets three connections, as a middlebox's idle timeout does
+/// when it answers: one after 2.5 s of silence (past the 2 s threshold),
+/// one after 2.5 s during which it sent a byte every 100 ms, one after
+/// 0.3 s. Only the first is lost by a peer reset: the kernel measured the
+/// peer's silence (no data, no ACK) when the reset came. The client
+/// namespace's `TcpEstabResets` counts all three resets; the daemon
+/// (summary mode) counts one `peer_reset` loss.
 #[test]
-fn a_peer_reset_after_a_long_life_is_a_lost_connection() {
+fn a_peer_reset_after_a_long_silence_is_a_lost_connection() {
     require_root();
     let hosts = HostPair::new("ttreset");
-    let trace = Tracer::start(&[
-        "--port",
-        "18123",
-        "--port",
-        "18124",
-        "--idle-threshold",
-        "2s",
-    ]);
+    let ports = ["18123", "18124", "18125"];
+    let mut args: Vec<&str> = ports.iter().flat_map(|p| ["--port", p]).collect();
+    args.extend(["--idle-threshold", "2s"]);
+    let daemon = Daemon::start(&free_loopback_addr(), &args);
+    let trace = Tracer::start(&args);
     let before = nstat(&hosts.b);
-    let mut long = scenario_in(
-        &hosts.a,
-        &["abort-after", &format!("{}:18123", hosts.a_addr), "2500"],
-    );
-    let mut short = scenario_in(
-        &hosts.a,
-        &["abort-after", &format!("{}:18124", hosts.a_addr), "300"],
-    );
-    let long_addr = long.expect_line("listening ");
-    let short_addr = short.expect_line("listening ");
-    let mut long_client = scenario_in(&hosts.b, &["idle", &long_addr, "none"]);
-    let mut short_client = scenario_in(&hosts.b, &["idle", &short_addr, "none"]);
-    long_client.expect_line("done");
-    short_client.expect_line("done");
-    long.expect_line("reset");
-    short.expect_line("reset");
+    let server = |port: &str, ms: &str, talk: &str| {
+        let addr = format!("{}:{port}", hosts.a_addr);
+        let mut server = scenario_in(&hosts.a, &["abort-after", &addr, ms, talk]);
+        let listening = server.expect_line("listening ");
+        let mut client = scenario_in(&hosts.b, &["idle", &listening, "none"]);
+        client.expect_line("done");
+        (server, client)
+    };
+    let mut silent = server(ports[0], "2500", "silent");
+    let mut chatty = server(ports[1], "2500", "chatty");
+    let mut short = server(ports[2], "300", "silent");
+    for (server, _) in [&mut silent, &mut chatty, &mut short] {
+        server.expect_line("reset");
+    }
     thread::sleep(Duration::from_millis(300));
     let resets =
         nstat(&hosts.b)["TcpEstabResets"] - before.get("TcpEstabResets").copied().unwrap_or(0);
     let trace = trace.stop();
 
     assert_eq!(
-        resets, 2,
-        "the kernel counts both resets of established connections"
+        resets, 3,
+        "the kernel counts the three resets of established connections"
     );
     let lost: Vec<&Value> = trace.findings("lost_connection").collect();
-    let finding = of_pid(&lost, long_client.pid()).unwrap_or_else(|| {
-        panic!(
-            "the long-lived connection is lost: {:#?}",
-            lost.iter().map(|f| without_frames(f)).collect::<Vec<_>>()
-        )
-    });
-    assert_eq!(finding["reset_after_long_life"], 1, "{finding:#}");
+    let shown = || lost.iter().map(|f| without_frames(f)).collect::<Vec<_>>();
+    let finding = of_pid(&lost, silent.1.pid())
+        .unwrap_or_else(|| panic!("the silent connection is lost: {:#?}", shown()));
+    assert_eq!(finding["reset_after_silence"], 1, "{finding:#}");
     assert_eq!(finding["keepalive_timeouts"], 0);
     assert!(f64_of(finding, "longest_lifetime_s") >= 2.0, "{finding:#}");
+    // Silent from the handshake to the reset: 2.5 s, give or take the
+    // start-up of the processes and a jiffy.
+    let silence = f64_of(finding, "longest_silence_s");
+    assert!((2.0..3.5).contains(&silence), "{finding:#}");
     assert_call_site(finding, "tt_scenario::hold_idle_connection");
     assert!(
-        of_pid(&lost, short_client.pid()).is_none(),
-        "a reset after 0.3 s is an abortive close, not a lost connection: {lost:#?}"
+        of_pid(&lost, chatty.1.pid()).is_none(),
+        "a reset of a connection whose peer talked until then is not a lost one: {:#?}",
+        shown()
     );
-    drop((long, short, long_client, short_client));
+    assert!(
+        of_pid(&lost, short.1.pid()).is_none(),
+        "a reset after 0.3 s is an abortive close, not a lost connection: {:#?}",
+        shown()
+    );
+
+    let lost_by_reset = |scrape: &str| {
+        sample(
+            scrape,
+            "tcptrace_connections_lost_total",
+            &[("comm", "tt-scenario"), ("cause", "peer_reset")],
+        )
+    };
+    let scrape = daemon.scrape_until(Duration::from_secs(10), |s| lost_by_reset(s).is_some());
+    assert_eq!(lost_by_reset(&scrape), Some(1.0), "{scrape}");
+    drop((silent, chatty, short));
 }
 
 /// nginx listening on a port inside the namespace's ephemeral range (and

@@ -48,7 +48,7 @@ pub struct DaemonArgs {
     #[arg(long, env = "TCPTRACE_REFRESH")]
     refresh: Option<String>,
     /// Connections idle this long with keepalive off are findings, and
-    /// established connections reset after living this long are lost
+    /// established connections reset by a peer silent this long are lost
     /// [default: 5m].
     #[arg(long, env = "TCPTRACE_IDLE_THRESHOLD")]
     idle_threshold: Option<String>,

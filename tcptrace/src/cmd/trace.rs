@@ -65,7 +65,7 @@ pub struct TraceArgs {
     #[arg(long)]
     no_jvm_perf_map: bool,
     /// Connections idle this long with keepalive off are reported, and
-    /// established connections reset after living this long are lost
+    /// established connections reset by a peer silent this long are lost
     /// [default: 30s].
     #[arg(long, value_parser = parse_duration)]
     idle_threshold: Option<Duration>,

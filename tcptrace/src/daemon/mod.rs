@@ -95,7 +95,7 @@ async fn serve(config: DaemonConfig) -> Result<()> {
         config: config.clone(),
         probe,
         pipeline,
-        metrics: DaemonMetrics::with_long_life(config.idle_threshold),
+        metrics: DaemonMetrics::with_idle_threshold(config.idle_threshold),
         refreshed: Refreshed::default(),
         started: Instant::now(),
         logged: HashSet::new(),

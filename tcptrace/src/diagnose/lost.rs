@@ -1,8 +1,8 @@
 //! Established connections that died without a close by either side
 //! (incident 5 of docs/INCIDENTS.md): the kernel gave up on a peer that
 //! stopped answering (keepalive probes or retransmits timed out:
-//! `ETIMEDOUT` while ESTABLISHED), or the peer reset a connection that had
-//! lived long (what an idle-timeout drop by a NAT or load balancer looks
+//! `ETIMEDOUT` while ESTABLISHED), or the peer reset a connection after a
+//! long silence (what an idle-timeout drop by a NAT or load balancer looks
 //! like when it answers the next packet with RST). Connect timeouts are the
 //! connect findings'; a FIN nobody acknowledges is a dead peer's.
 
@@ -27,17 +27,20 @@ pub enum LostCause {
     KeepaliveTimeout,
     /// Timed out retransmitting data.
     RetransmitTimeout,
-    /// The peer reset it after it had lived long.
+    /// The peer reset it after a long silence.
     PeerReset,
 }
 
 /// Whether, and how, the close `event` of `record` lost an established
 /// connection: the one rule for the report and the daemon's counters. A
-/// peer's reset counts only after `long_life_ns` (the idle threshold), or
-/// for a connection older than the session: resetting a young connection
-/// is ordinary (an abortive close, `SO_LINGER` 0).
+/// peer's reset counts only after a silence of `long_ns` (the idle
+/// threshold): the kernel measures how long the peer had sent nothing (no
+/// data, no ACK) when its reset arrived. Resetting a busy connection is
+/// ordinary (an abortive close, `SO_LINGER` 0). Where the kernel could not
+/// measure the silence, the connection's life stands in for it (a life
+/// that long, or one older than the session).
 #[must_use]
-pub fn cause(record: &SocketRecord, event: &TcpEvent, long_life_ns: u64) -> Option<LostCause> {
+pub fn cause(record: &SocketRecord, event: &TcpEvent, long_ns: u64) -> Option<LostCause> {
     let TcpEventKind::StateChange { old, .. } = event.what else {
         return None;
     };
@@ -51,11 +54,14 @@ pub fn cause(record: &SocketRecord, event: &TcpEvent, long_life_ns: u64) -> Opti
             LostCause::KeepaliveTimeout
         })
     } else if record.resets_received > 0 && event.actor.is_none() {
-        let long = record
-            .established_ns
-            .map_or(record.born_ns.is_none(), |since| {
-                event.ts_ns.saturating_sub(since) >= long_life_ns
-            });
+        let long = match event.peer_silent_ns {
+            Some(silent) => silent >= long_ns,
+            None => record
+                .established_ns
+                .map_or(record.born_ns.is_none(), |since| {
+                    event.ts_ns.saturating_sub(since) >= long_ns
+                }),
+        };
         long.then_some(LostCause::PeerReset)
     } else {
         None
@@ -75,18 +81,21 @@ pub struct LostKey {
 pub struct Lost {
     pub keepalive_timeouts: u64,
     pub retransmit_timeouts: u64,
-    /// Reset by the peer after a long life.
+    /// Reset by the peer after a long silence.
     pub peer_resets: u64,
     /// The longest life among them, milliseconds (0 when unknown).
     pub longest_ms: u64,
+    /// The longest silence of the peer before the end, milliseconds, where
+    /// the kernel measured it.
+    pub longest_silence_ms: Option<u64>,
 }
 
 pub struct LostConnections {
     pub groups: FastMap<LostKey, Lost>,
     /// Deaths not grouped because `MAX_GROUPS` was reached.
     pub folded: u64,
-    /// A life this long is long (the idle threshold).
-    pub long_life_ns: u64,
+    /// A silence this long is long (the idle threshold).
+    pub long_ns: u64,
 }
 
 impl Default for LostConnections {
@@ -94,7 +103,7 @@ impl Default for LostConnections {
         Self {
             groups: FastMap::default(),
             folded: 0,
-            long_life_ns: duration_ns(DEFAULT_IDLE_THRESHOLD),
+            long_ns: duration_ns(DEFAULT_IDLE_THRESHOLD),
         }
     }
 }
@@ -107,9 +116,9 @@ pub fn duration_ns(duration: std::time::Duration) -> u64 {
 
 impl LostConnections {
     /// A socket's final record: did an established connection die of a
-    /// timeout, or of a peer's reset after a long life?
+    /// timeout, or of a peer's reset after a long silence?
     pub fn on_closed(&mut self, record: &SocketRecord, event: &TcpEvent) {
-        let Some(cause) = cause(record, event, self.long_life_ns) else {
+        let Some(cause) = cause(record, event, self.long_ns) else {
             return;
         };
         let peer = if record.role == Role::Passive {
@@ -136,5 +145,12 @@ impl LostConnections {
             .established_ns
             .map_or(0, |since| event.ts_ns.saturating_sub(since) / 1_000_000);
         lost.longest_ms = lost.longest_ms.max(lifetime_ms);
+        if let Some(silent_ns) = event.peer_silent_ns {
+            let silent_ms = silent_ns / 1_000_000;
+            lost.longest_silence_ms = Some(
+                lost.longest_silence_ms
+                    .map_or(silent_ms, |m| m.max(silent_ms)),
+            );
+        }
     }
 }

@@ -489,17 +489,27 @@ fn established_connections_that_time_out_are_lost_by_their_cause() {
 }
 
 #[test]
-fn peer_resets_are_lost_connections_only_after_a_long_life() {
+fn peer_resets_are_lost_connections_only_after_a_long_silence() {
     let mut p = Pipeline::default();
     let client = task(500, "api", 11);
-    // Reset by the peer after 10 minutes (an idle timeout in a middlebox).
-    let old = Conn::active(0xffff_5000, client, "10.0.0.1:43000", "10.0.0.80:443");
-    p.feed(&old.state(0, Close, SynSent));
-    p.feed(&old.state(MS, SynSent, Established));
-    p.feed(&old.reset_received(600 * SEC));
-    p.feed(&old.dies(600 * SEC, Established, Some(libc::ECONNRESET)));
-    // Reset after 2 seconds: not a long life (the threshold is 30 s).
-    let young = Conn::active(0xffff_5001, client, "10.0.0.1:43001", "10.0.0.80:443");
+    let peer = "10.0.0.80:443";
+    let opened = |p: &mut Pipeline, skaddr, local| {
+        let conn = Conn::active(skaddr, client, local, peer);
+        p.feed(&conn.state(0, Close, SynSent));
+        p.feed(&conn.state(MS, SynSent, Established));
+        p.feed(&conn.reset_received(600 * SEC));
+        conn
+    };
+    // The peer silent for 10 minutes, then a reset (an idle timeout in a
+    // middlebox): lost. The threshold is 30 s.
+    let idle = opened(&mut p, 0xffff_5000, "10.0.0.1:43000");
+    p.feed(&idle.reset_after_silence(600 * SEC, 599 * SEC));
+    // As long a life, but busy until the reset: an abortive close, not lost.
+    let busy = opened(&mut p, 0xffff_5001, "10.0.0.1:43001");
+    p.feed(&busy.reset_after_silence(600 * SEC, 20 * MS));
+    // Silence unmeasured (an old kernel): the life stands in for it, and 2
+    // seconds is short.
+    let young = Conn::active(0xffff_5002, client, "10.0.0.1:43002", peer);
     p.feed(&young.state(0, Close, SynSent));
     p.feed(&young.state(MS, SynSent, Established));
     p.feed(&young.reset_received(2 * SEC));
@@ -513,10 +523,11 @@ fn peer_resets_are_lost_connections_only_after_a_long_life() {
     assert_eq!(lost.len(), 1, "{report:#?}");
     assert_eq!(
         (
-            lost[0].reset_after_long_life,
-            lost[0].keepalive_timeouts + lost[0].retransmit_timeouts
+            lost[0].reset_after_silence,
+            lost[0].keepalive_timeouts + lost[0].retransmit_timeouts,
+            lost[0].longest_silence_s,
         ),
-        (1, 0),
+        (1, 0, Some(599.0)),
         "{report:#?}"
     );
 }

@@ -11,7 +11,7 @@ use std::mem::offset_of;
 
 use tcptrace_common::{
     Event, EventKind, TcpState, UserStack, AF_INET, AF_INET6, CTX_PROCESS, EVENT_SIZE,
-    TASK_COMM_LEN, USER_STACK_BYTES, USER_STACK_HEADER, USER_STACK_SIZE,
+    PEER_SILENCE_KNOWN, TASK_COMM_LEN, USER_STACK_BYTES, USER_STACK_HEADER, USER_STACK_SIZE,
 };
 
 use super::{
@@ -74,6 +74,10 @@ pub fn decode(bytes: &[u8], layouts: &RecordLayouts) -> Result<TcpEvent, DecodeE
         actor: process.then_some(event.actor),
         in_state_ns: (event.in_state_ns != 0).then_some(event.in_state_ns),
         error: (event.sk_err != 0).then_some(event.sk_err),
+        peer_silent_ns: (event.sock.flags & PEER_SILENCE_KNOWN != 0)
+            .then_some(layouts.jiffy_ns)
+            .flatten()
+            .map(|ns| ns * u64::from(event.sock.peer_silent_jiffies)),
         summary,
     };
 

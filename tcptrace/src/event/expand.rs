@@ -39,6 +39,7 @@ pub fn expand(summary: &TcpEvent, mut each: impl FnMut(&TcpEvent)) {
         actor: None,
         in_state_ns: None,
         error: None,
+        peer_silent_ns: None,
         summary: false,
         ..*summary
     };
@@ -96,6 +97,7 @@ pub fn expand(summary: &TcpEvent, mut each: impl FnMut(&TcpEvent)) {
     event.in_state_ns = summary.in_state_ns;
     event.actor = summary.actor;
     event.error = summary.error;
+    event.peer_silent_ns = summary.peer_silent_ns;
     if !data_retransmits_replayed {
         replay(
             &event,
@@ -135,6 +137,7 @@ fn replay(at: &TcpEvent, count: u32, what: TcpEventKind, each: &mut impl FnMut(&
         actor: None,
         in_state_ns: None,
         error: None,
+        peer_silent_ns: None,
         ..*at
     };
     for _ in 0..count {
@@ -260,5 +263,30 @@ mod tests {
     fn a_summary_without_history_passes_through() {
         let s = summary(&[], |_| {});
         assert_eq!(unfold(&s).len(), 1);
+    }
+
+    #[test]
+    fn the_death_keeps_its_cause_and_the_peers_silence() {
+        use raw::*;
+        let mut s = summary(
+            &[
+                (CLOSE, SYN_SENT, 100),
+                (SYN_SENT, ESTABLISHED, 150),
+                (ESTABLISHED, CLOSE, 9_000),
+            ],
+            |sock| sock.created_ns = 100,
+        );
+        s.error = Some(libc::ECONNRESET);
+        s.peer_silent_ns = Some(8_000);
+        let mut deaths = Vec::new();
+        expand(&s, |e| deaths.push((e.error, e.peer_silent_ns)));
+        assert_eq!(
+            deaths,
+            [
+                (None, None),
+                (None, None),
+                (Some(libc::ECONNRESET), Some(8_000))
+            ]
+        );
     }
 }

@@ -116,6 +116,9 @@ pub struct RecordLayouts {
     pub receive_reset: SockEventLayout,
     /// Summary records (from BTF); `None` when summary mode is off.
     pub sock_common: Option<SockCommonLayout>,
+    /// Nanoseconds per jiffy (`clock::jiffy_ns`): a peer's silence is
+    /// recorded in jiffies. `None`: unknown, and silences with it.
+    pub jiffy_ns: Option<u64>,
 }
 
 /// Offsets handed to the kernel programs as read-only globals.
@@ -146,6 +149,7 @@ impl RecordLayouts {
             send_reset: SockEventLayout::from_format(send_reset)?,
             receive_reset: SockEventLayout::from_format(receive_reset)?,
             sock_common: None,
+            jiffy_ns: crate::clock::jiffy_ns(),
         };
         for (name, len) in [
             ("inet_sock_set_state", layouts.state.len),

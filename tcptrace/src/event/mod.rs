@@ -52,6 +52,9 @@ pub struct TcpEvent {
     pub in_state_ns: Option<u64>,
     /// Why the socket died, on a transition to CLOSE (`sk_err`, an errno).
     pub error: Option<i32>,
+    /// On an open connection's death by error (a reset, a timeout): how
+    /// long the peer had been silent (no data, no acceptable ACK).
+    pub peer_silent_ns: Option<u64>,
     /// A summary record (daemon mode): `what` is the last transition, and
     /// `sock.history` the ones before it (see `expand`).
     pub summary: bool,

@@ -63,6 +63,7 @@ impl Conn {
             sock: self.sock,
             actor: None,
             in_state_ns: None,
+            peer_silent_ns: None,
             error: None,
             summary: false,
         }
@@ -100,6 +101,15 @@ impl Conn {
     pub fn dies(&self, ts_ns: u64, old: TcpState, error: Option<i32>) -> TcpEvent {
         let mut event = self.state(ts_ns, old, TcpState::Close);
         event.error = error;
+        event
+    }
+
+    /// The socket dies of a reset that came after the peer was silent for
+    /// `silent_ns` (as the kernel measures it).
+    #[must_use]
+    pub fn reset_after_silence(&self, ts_ns: u64, silent_ns: u64) -> TcpEvent {
+        let mut event = self.dies(ts_ns, TcpState::Established, Some(libc::ECONNRESET));
+        event.peer_silent_ns = Some(silent_ns);
         event
     }
 }

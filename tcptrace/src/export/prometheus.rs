@@ -333,7 +333,7 @@ impl Scrape {
             rows,
             "connections_lost",
             "Established connections that died without a close: timed out (keepalive or \
-             retransmits) or reset by the peer",
+             retransmits) or reset by a peer silent past the idle threshold",
             |p| &p.lost,
         )?;
         let mut m = e.encode_descriptor(

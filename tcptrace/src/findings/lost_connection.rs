@@ -1,7 +1,7 @@
 //! Established connections that died without a close (incident 5 of
 //! docs/INCIDENTS.md): timed out (the peer stopped answering keepalive
-//! probes or retransmits) or reset by the peer after a long life (an idle
-//! timeout in a NAT or load balancer, answered with RST).
+//! probes or retransmits) or reset by the peer after a long silence (an
+//! idle timeout in a NAT or load balancer, answered with RST).
 
 use std::io::{self, Write};
 
@@ -25,16 +25,19 @@ pub struct LostConnection {
     pub keepalive_timeouts: u64,
     /// Timed out retransmitting data.
     pub retransmit_timeouts: u64,
-    /// Reset by the peer after living at least the idle threshold.
-    pub reset_after_long_life: u64,
+    /// Reset by the peer after a silence of at least the idle threshold.
+    pub reset_after_silence: u64,
     /// The longest life among them, seconds.
     pub longest_lifetime_s: f64,
+    /// The peer's longest silence before the end, seconds, where the
+    /// kernel measured it (no data and no ACK from the peer).
+    pub longest_silence_s: Option<f64>,
     pub call_site: Option<CallSite>,
 }
 
 impl LostConnection {
     pub const HEADING: &'static str =
-        "Established connections lost (timed out, or reset by the peer after a long life)";
+        "Established connections lost (timed out, or reset by the peer after a long silence)";
 
     pub(super) fn of(key: &LostKey, lost: &Lost, input: &ReportInput) -> Self {
         #[expect(clippy::cast_precision_loss, reason = "seconds for display")]
@@ -44,24 +47,30 @@ impl LostConnection {
             peer: key.peer.to_string(),
             keepalive_timeouts: lost.keepalive_timeouts,
             retransmit_timeouts: lost.retransmit_timeouts,
-            reset_after_long_life: lost.peer_resets,
+            reset_after_silence: lost.peer_resets,
             longest_lifetime_s,
+            #[expect(clippy::cast_precision_loss, reason = "seconds for display")]
+            longest_silence_s: lost.longest_silence_ms.map(|ms| ms as f64 / 1e3),
             call_site: input.call_sites.get(key.call_site),
         }
     }
 
     pub fn write_text(&self, out: &mut impl Write) -> io::Result<()> {
-        writeln!(
+        write!(
             out,
             "  {} lost connection(s) to {}: {} keepalive timeout(s), {} retransmit timeout(s), \
-             {} reset by the peer after a long life; lived up to {:.0}s",
+             {} reset by the peer after a long silence; lived up to {:.0}s",
             ShownProcess(self.process.as_ref()),
             self.peer,
             self.keepalive_timeouts,
             self.retransmit_timeouts,
-            self.reset_after_long_life,
+            self.reset_after_silence,
             self.longest_lifetime_s,
         )?;
+        match self.longest_silence_s {
+            Some(silent) => writeln!(out, ", the peer silent up to {silent:.0}s")?,
+            None => writeln!(out)?,
+        }
         call_site(out, "opened at", self.call_site.as_ref())
     }
 

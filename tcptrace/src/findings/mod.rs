@@ -318,7 +318,7 @@ pub fn build_report(diagnoses: &Diagnoses, input: &ReportInput) -> Report {
         .map(|(key, group)| LostConnection::of(key, group, input))
         .collect();
     lost.sort_by_key(|l| {
-        Reverse(l.keepalive_timeouts + l.retransmit_timeouts + l.reset_after_long_life)
+        Reverse(l.keepalive_timeouts + l.retransmit_timeouts + l.reset_after_silence)
     });
     let idle_ms = u32::try_from(input.idle_threshold.as_millis()).unwrap_or(u32::MAX);
     let view = idle::LiveView {

@@ -96,6 +96,8 @@ fn kernel_layout(btf: &Btf) -> Result<KernelLayout> {
         inet_sport: u32::try_from(member_offset(btf, "inet_sock", &["inet_sport"])?)?,
         // `struct tcp_sock` starts with its `struct sock` too.
         tcp_bytes_received: optional("tcp_sock", &["bytes_received"]),
+        tcp_rcv_tstamp: optional("tcp_sock", &["rcv_tstamp"]),
+        tcp_lrcvtime: optional("tcp_sock", &["inet_conn", "icsk_ack", "lrcvtime"]),
         ..preempt_count_path(btf).unwrap_or_default()
     })
 }

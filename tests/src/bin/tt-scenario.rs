@@ -40,9 +40,10 @@ const USAGE: &str = "usage:
         story 4: COUNT connects to a closed port
   tt-scenario black-hole ADDR
         story 4: one blocking connect to an address that never answers
-  tt-scenario abort-after ADDR MS
+  tt-scenario abort-after ADDR MS silent|chatty
         incident 5: accept one connection, keep it MS milliseconds, then
-        reset it (SO_LINGER 0), as a middlebox's idle timeout does
+        reset it (SO_LINGER 0), as a middlebox's idle timeout does;
+        `chatty`: send a byte every 100 ms until then (a busy connection)
   tt-scenario idle ADDR none|keepalive|keepalive-fast
         incident 5: one connection, then no data at all; `keepalive`: probes
         after 10 min idle; `keepalive-fast`: after 1 s, 1 s apart, 2 unanswered
@@ -65,7 +66,7 @@ fn main() -> ExitCode {
         ["refused", addr, count] => refused(addr, count),
         ["black-hole", addr] => black_hole(addr),
         ["idle", addr, keepalive] => idle(addr, keepalive),
-        ["abort-after", addr, ms] => abort_after(addr, ms),
+        ["abort-after", addr, ms, talk] => abort_after(addr, ms, talk),
         _ => Err(USAGE.to_owned()),
     };
     exit_code("tt-scenario", result)
@@ -384,16 +385,26 @@ fn hold_idle_connection(addr: SocketAddr, keepalive: Option<(i32, i32, i32)>) ->
 
 /// Incident 5: the peer that resets a connection after it has lived a
 /// while. Prints `listening ADDR`, `reset` once done, then `done`.
-fn abort_after(addr: &str, ms: &str) -> Result {
+fn abort_after(addr: &str, ms: &str, talk: &str) -> Result {
     let ms: u64 = ms
         .parse()
         .map_err(|e| format!("bad milliseconds {ms}: {e}"))?;
     if ms > 60_000 {
         return Err(format!("{ms} ms is too long"));
     }
+    let chatty = match talk {
+        "silent" => false,
+        "chatty" => true,
+        _ => return Err(format!("{talk}: silent or chatty")),
+    };
     let listener = listen(addr)?;
-    let (conn, _) = accept_in_time(&listener)?;
-    thread::sleep(Duration::from_millis(ms));
+    let (mut conn, _) = accept_in_time(&listener)?;
+    let until = Instant::now() + Duration::from_millis(ms);
+    while chatty && Instant::now() + Duration::from_millis(100) < until {
+        conn.write_all(b".").map_err(err("write"))?;
+        thread::sleep(Duration::from_millis(100));
+    }
+    thread::sleep(until.saturating_duration_since(Instant::now()));
     let abortive = libc::linger {
         l_onoff: 1,
         l_linger: 0,
