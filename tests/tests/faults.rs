@@ -1100,8 +1100,8 @@ fn hostile_comm_is_escaped(name: &str) {
         );
     }
     assert!(
-        text_lines.iter().all(|l| !l.chars().any(char::is_control)),
-        "no raw control character in the text output"
+        text_lines.iter().all(|l| !l.chars().any(unsafe_char)),
+        "no raw control or bidirectional control character in the text output"
     );
 
     eprintln!(
@@ -1109,11 +1109,11 @@ fn hostile_comm_is_escaped(name: &str) {
          metrics labels {labels:?}"
     );
     // tcptrace escapes what the text format can escape (\\, \" and \n)
-    // and replaces every other control character with U+FFFD.
+    // and replaces every other unsafe character with U+FFFD.
     let expected: String = name
         .chars()
         .map(|c| {
-            if c.is_control() && c != '\n' {
+            if unsafe_char(c) && c != '\n' {
                 char::REPLACEMENT_CHARACTER
             } else {
                 c
@@ -1147,6 +1147,16 @@ fn hostile_comm_is_escaped(name: &str) {
     drop(daemon);
 }
 
+/// What must not reach a terminal or a dashboard raw: control characters
+/// and the invisible bidirectional controls (Unicode's list, UAX #9).
+fn unsafe_char(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+        )
+}
+
 /// Quotes, a newline and braces: what could break JSON framing, text lines
 /// and label syntax.
 #[test]
@@ -1159,4 +1169,12 @@ fn hostile_comm_with_quote_and_newline_is_escaped() {
 #[test]
 fn hostile_comm_with_control_characters_is_escaped() {
     hostile_comm_is_escaped("ev\\il\t\u{1b}[1m\u{7f}");
+}
+
+/// A right-to-left override: invisible, it shows `evil.txt` reversed after
+/// it. Escaped in text, replaced in labels; JSON keeps the exact name (a
+/// quoted string, which it cannot break out of).
+#[test]
+fn hostile_comm_with_a_bidirectional_override_is_escaped() {
+    hostile_comm_is_escaped("evil\u{202e}txt.sh");
 }

@@ -48,8 +48,10 @@ pub fn process_labels(comm: &str, container: &ContainerLabels) -> ProcessLabels 
 }
 
 /// Escapes a label value as the text format requires (`\`, `"`, newline;
-/// it knows no other escape) and replaces other control characters with
-/// U+FFFD, so no process name can break the exposition.
+/// it knows no other escape) and replaces other unsafe characters (control
+/// and bidirectional controls, `output::is_unsafe_char`) with U+FFFD, so
+/// no process name can break the exposition or reorder what a dashboard
+/// shows.
 #[must_use]
 pub fn escape(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
@@ -58,7 +60,7 @@ pub fn escape(value: &str) -> String {
             '\\' => out.push_str("\\\\"),
             '"' => out.push_str("\\\""),
             '\n' => out.push_str("\\n"),
-            c if c.is_control() => out.push(char::REPLACEMENT_CHARACTER),
+            c if crate::output::is_unsafe_char(c) => out.push(char::REPLACEMENT_CHARACTER),
             c => out.push(c),
         }
     }

@@ -7,7 +7,7 @@ mod text;
 use std::io;
 
 pub use json::JsonLines;
-pub use text::{Escaped, TextLines};
+pub use text::{is_unsafe_char, Escaped, TextLines};
 
 use crate::{
     container::ContainerLabels, event::TcpEvent, findings::Report, owner::Owner,

@@ -182,12 +182,26 @@ impl<W: Write> Sink for TextLines<W> {
     }
 }
 
-/// Untrusted text (a process's comm) with control characters escaped.
+/// Characters that must never reach a terminal or a label raw from
+/// untrusted text: control characters (escape sequences, newlines that
+/// forge lines) and the invisible bidirectional controls that reorder
+/// what is shown (U+202E makes `exe.txt` read `txt.exe`).
+#[must_use]
+pub fn is_unsafe_char(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+        )
+}
+
+/// Untrusted text (a process's comm, a file or function name from a
+/// binary) with unsafe characters ([`is_unsafe_char`]) escaped.
 pub struct Escaped<'a>(pub &'a str);
 
 impl fmt::Display for Escaped<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0.chars().all(|c| !c.is_control()) {
+        if !self.0.chars().any(is_unsafe_char) {
             return f.pad(self.0);
         }
         let escaped: String = self.0.chars().flat_map(char::escape_default).collect();
@@ -249,4 +263,22 @@ fn pad(f: &mut fmt::Formatter<'_>, args: fmt::Arguments<'_>) -> fmt::Result {
     let _ = cursor.write_fmt(args);
     let len = usize::try_from(cursor.position()).unwrap_or(0);
     f.pad(std::str::from_utf8(&buf[..len]).unwrap_or("?"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsafe_characters_are_escaped_and_plain_text_is_not() {
+        assert_eq!(Escaped("nginx: worker").to_string(), "nginx: worker");
+        assert_eq!(Escaped("ünïcode").to_string(), "ünïcode");
+        assert_eq!(Escaped("a\u{1b}[2Jb").to_string(), "a\\u{1b}[2Jb");
+        // A right-to-left override is invisible and reorders the rest.
+        assert_eq!(Escaped("ev\u{202e}lig").to_string(), "ev\\u{202e}lig");
+        assert_eq!(
+            crate::export::prometheus::escape("ev\u{202e}lig\u{2066}"),
+            "ev\u{fffd}lig\u{fffd}"
+        );
+    }
 }
