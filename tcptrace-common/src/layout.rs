@@ -97,8 +97,14 @@ pub struct KernelLayout {
     /// 0 when unknown.
     pub tcp_rcv_tstamp: u32,
     pub tcp_lrcvtime: u32,
+    /// `sk->__sk_common.skc_family` (a u16), `skc_rcv_saddr` (a u32) and
+    /// `skc_v6_rcv_saddr` (16 bytes): the bound address of a listener,
+    /// which its children carry at birth (see `ListenerKey`).
+    pub sock_family: u32,
+    pub sock_rcv_saddr: u32,
+    pub sock_v6_rcv_saddr: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelLayout>() == 92);
+const _: () = assert!(core::mem::size_of::<KernelLayout>() == 104);
 
 /// `syscalls:sys_exit_accept4` and `syscalls:sys_exit_accept`.
 #[repr(C)]

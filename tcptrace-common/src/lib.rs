@@ -344,15 +344,54 @@ pub struct NewProcess {
 const _: () = assert!(core::mem::size_of::<NewProcess>() == 16);
 
 /// Key of the `LISTENERS` map: passive sockets inherit the owner of the
-/// listener on their local port in their network namespace.
+/// listener they were cloned from, found by the listener's bound address
+/// and port in their network namespace. The address matters: another user
+/// listening on 127.0.0.2:P must not take over the connections accepted
+/// by a service on 127.0.0.1:P. A child is cloned from its listener before
+/// its own addresses are set, so at its birth it still holds the
+/// listener's bound address (0 for a wildcard): the same key.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ListenerKey {
     pub netns: u32,
     pub port: u16,
-    pub _pad: u16,
+    /// `AF_INET` or `AF_INET6`.
+    pub family: u16,
+    /// `skc_rcv_saddr` in the first word for `AF_INET`, the rest 0;
+    /// `skc_v6_rcv_saddr` for `AF_INET6`; as in memory (network order).
+    pub addr: [u32; 4],
 }
-const _: () = assert!(core::mem::size_of::<ListenerKey>() == 8);
+const _: () = assert!(core::mem::size_of::<ListenerKey>() == 24);
+
+#[cfg(feature = "user")]
+impl ListenerKey {
+    /// The key of a listener bound to `local` (as a socket dump shows it).
+    #[must_use]
+    pub fn bound_to(netns: u32, local: core::net::SocketAddr) -> Self {
+        let word = |b: &[u8]| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
+        let (family, addr) = match local.ip() {
+            core::net::IpAddr::V4(ip) => (AF_INET, [word(&ip.octets()), 0, 0, 0]),
+            core::net::IpAddr::V6(ip) => {
+                let o = ip.octets();
+                (
+                    AF_INET6,
+                    [
+                        word(&o[..4]),
+                        word(&o[4..8]),
+                        word(&o[8..12]),
+                        word(&o[12..]),
+                    ],
+                )
+            }
+        };
+        Self {
+            netns,
+            port: local.port(),
+            family,
+            addr,
+        }
+    }
+}
 
 /// Value of the `LISTENERS` map.
 #[repr(C)]

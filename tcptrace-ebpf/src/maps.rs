@@ -117,6 +117,9 @@ static KERNEL_LAYOUT: KernelLayout = KernelLayout {
     tcp_bytes_received: 0,
     tcp_rcv_tstamp: 0,
     tcp_lrcvtime: 0,
+    sock_family: 0,
+    sock_rcv_saddr: 0,
+    sock_v6_rcv_saddr: 0,
 };
 #[unsafe(no_mangle)]
 static ACCEPT_LAYOUT: AcceptLayout = AcceptLayout { ret: 0, _pad: 0 };

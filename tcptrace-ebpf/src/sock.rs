@@ -3,7 +3,7 @@
 
 use aya_ebpf::helpers::bpf_probe_read_kernel;
 
-use tcptrace_common::Counter;
+use tcptrace_common::{Counter, ListenerKey, AF_INET6};
 
 use crate::maps::{count, kernel_layout};
 
@@ -78,6 +78,26 @@ pub fn peer_silent_jiffies(skaddr: u64) -> Option<u32> {
     // SAFETY: a BPF helper with no arguments; `tcp_jiffies32` is its low half.
     let now = unsafe { aya_ebpf::helpers::bpf_jiffies64() } as u32;
     Some(now.wrapping_sub(last_heard))
+}
+
+/// The key of the listener `skaddr` is, or was cloned from: its family
+/// and bound address (see `ListenerKey`). A passive child is cloned before
+/// its addresses are set, so at its birth it still holds its listener's.
+#[inline(always)]
+pub fn listener_key_of(skaddr: u64, netns: u32, port: u16) -> Result<ListenerKey, ()> {
+    let layout = kernel_layout();
+    let family: u16 = read_at(skaddr, layout.sock_family)?;
+    let addr = if family == AF_INET6 {
+        read_at::<[u32; 4]>(skaddr, layout.sock_v6_rcv_saddr)?
+    } else {
+        [read_at::<u32>(skaddr, layout.sock_rcv_saddr)?, 0, 0, 0]
+    };
+    Ok(ListenerKey {
+        netns,
+        port,
+        family,
+        addr,
+    })
 }
 
 /// `inet_sk(sk)->inet_sport`, network order; 0 when it cannot be read.

@@ -16,7 +16,7 @@ use aya_ebpf::{
 use tcptrace_common::{
     transition::{classify, depends_on_context, summary_sent_on, Attribution},
     state::raw::{CLOSE, CLOSE_WAIT, ESTABLISHED, LISTEN},
-    Counter, EventKind, Listener, ListenerKey, SockInfo, Task, CLOSER_KNOWN, CTX_PROCESS,
+    Counter, EventKind, Listener, SockInfo, Task, CLOSER_KNOWN, CTX_PROCESS,
     IPPROTO_TCP, OWNER_FROM_ACCEPT, OWNER_FROM_LISTENER, OWNER_FROM_SYSCALL, PEER_SENT_DATA,
     PEER_SILENCE_KNOWN, RAW_RECORD_LEN,
     SEEN_MID_LIFE,
@@ -26,7 +26,10 @@ use crate::{
     context::{current_cgroup_id, current_task, in_process_context, StackFor},
     emit::{copy_words, emit, zero_words, Record},
     maps::{count, settings, state_layout, LAST_RESET_SOCK, LISTENERS, SCRATCH, SOCKS},
-    sock::{error_of, local_port_of, netns_of, peer_sent_data, peer_silent_jiffies, protocol_of},
+    sock::{
+        error_of, listener_key_of, local_port_of, netns_of, peer_sent_data, peer_silent_jiffies,
+        protocol_of,
+    },
 };
 
 #[inline(always)]
@@ -251,15 +254,6 @@ fn init_born(info: &mut SockInfo, skaddr: u64, owner: &Task, now: u64) {
     info.flags = OWNER_FROM_SYSCALL;
 }
 
-#[inline(always)]
-fn listener_key(netns: u32, port: u16) -> ListenerKey {
-    ListenerKey {
-        netns,
-        port,
-        _pad: 0,
-    }
-}
-
 /// A passive child's local port is its listener's port.
 #[inline(always)]
 fn init_passive_child(info: &mut SockInfo, skaddr: u64, port: u16, now: u64) {
@@ -267,8 +261,12 @@ fn init_passive_child(info: &mut SockInfo, skaddr: u64, port: u16, now: u64) {
     unsafe { zero_words(info) };
     info.created_ns = now;
     info.netns = netns_of(skaddr);
+    let Ok(key) = listener_key_of(skaddr, info.netns, port) else {
+        count(Counter::ReadErrors);
+        return;
+    };
     // SAFETY: the map value is copied out (or read) at once; a concurrent update can only give another whole, stale entry.
-    if let Some(listener) = unsafe { LISTENERS.get(&listener_key(info.netns, port)) } {
+    if let Some(listener) = unsafe { LISTENERS.get(&key) } {
         unsafe { copy_words(&raw mut info.owner, &raw const listener.owner) };
         info.cgroup_id = listener.cgroup_id;
         info.flags = OWNER_FROM_LISTENER;
@@ -277,7 +275,10 @@ fn init_passive_child(info: &mut SockInfo, skaddr: u64, port: u16, now: u64) {
 
 #[inline(always)]
 fn remember_listener(skaddr: u64, port: u16, info: &SockInfo) {
-    let key = listener_key(info.netns, port);
+    let Ok(key) = listener_key_of(skaddr, info.netns, port) else {
+        count(Counter::ReadErrors);
+        return;
+    };
     let listener = Listener {
         owner: info.owner,
         cgroup_id: info.cgroup_id,
@@ -290,7 +291,9 @@ fn remember_listener(skaddr: u64, port: u16, info: &SockInfo) {
 
 #[inline(always)]
 fn forget_listener(skaddr: u64, port: u16, netns: u32) {
-    let key = listener_key(netns, port);
+    let Ok(key) = listener_key_of(skaddr, netns, port) else {
+        return;
+    };
     // Only our own entry: another SO_REUSEPORT listener may own the port now.
     // SAFETY: the map value is copied out (or read) at once; a concurrent update can only give another whole, stale entry.
     if unsafe { LISTENERS.get(&key) }.is_some_and(|l| l.skaddr == skaddr) {

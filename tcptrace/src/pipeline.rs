@@ -541,11 +541,7 @@ fn seed_listeners(probe: &mut Probe, snapshot: &Snapshot) {
         let comm = holder.comm.as_bytes();
         let len = comm.len().min(owner.comm.len() - 1);
         owner.comm[..len].copy_from_slice(&comm[..len]);
-        let key = ListenerKey {
-            netns: socket.netns,
-            port: socket.local.port(),
-            _pad: 0,
-        };
+        let key = ListenerKey::bound_to(socket.netns, socket.local);
         // The cgroup the server runs in now: its connections are labelled
         // with its container even if it exits before they are counted.
         let listener = Listener {

@@ -1178,3 +1178,69 @@ fn hostile_comm_with_control_characters_is_escaped() {
 fn hostile_comm_with_a_bidirectional_override_is_escaped() {
     hostile_comm_is_escaped("evil\u{202e}txt.sh");
 }
+
+// ------------------------------------------------- listener address collision
+
+/// A service leaks `CLOSE_WAIT` sockets on 127.0.0.1:P; another process,
+/// started after it, listens on 127.0.0.2:P, the same port on another
+/// address. Each keeps the connections it accepted: the second listener
+/// takes over none of the service's (the kernel's listener map is keyed by
+/// the bound address too), in every-event and in summary mode.
+#[test]
+fn a_listener_on_another_address_of_the_same_port_takes_over_nothing() {
+    require_root();
+    const VICTIM: usize = 3;
+    const OTHER: usize = 1;
+    let json = Tracer::start(&["--comm", WORKLOAD]);
+    let summary = Tracer::start_report_only(&["--comm", WORKLOAD]);
+    let mut victim = Workload::start(&["leak", "127.0.0.1:0", &VICTIM.to_string()]);
+    let port = victim.expect_line("port ");
+    let mut other = Workload::start(&["leak", &format!("127.0.0.2:{port}"), &OTHER.to_string()]);
+    assert_eq!(other.expect_line("port "), port);
+    for (addr, count) in [("127.0.0.1", VICTIM), ("127.0.0.2", OTHER)] {
+        Workload::start(&["client", &format!("{addr}:{port}"), &count.to_string()]).wait_success();
+    }
+    assert_eq!(victim.expect_line("leaking"), VICTIM.to_string());
+    assert_eq!(other.expect_line("leaking"), OTHER.to_string());
+    thread::sleep(Duration::from_millis(300));
+    let trace = json.stop();
+    let summary = summary.stop();
+
+    for (mode, report) in [("every-event", &trace), ("summary", &summary)] {
+        let leaks: Vec<(u64, u64)> = report
+            .findings("close_wait_leak")
+            .map(|f| {
+                let number = |v: &Value| v.as_u64().unwrap_or_else(|| panic!("{f:#}"));
+                (number(&f["process"]["pid"]), number(&f["sockets"]))
+            })
+            .collect();
+        let mut expected = vec![
+            (u64::from(victim.pid()), VICTIM as u64),
+            (u64::from(other.pid()), OTHER as u64),
+        ];
+        let mut found = leaks.clone();
+        found.sort_unstable();
+        expected.sort_unstable();
+        assert_eq!(
+            found, expected,
+            "{mode}: each listener keeps its own accepted sockets (pid, sockets)"
+        );
+    }
+    // Every server-side transition names its own listener's owner.
+    let mut owners = std::collections::BTreeSet::new();
+    for event in trace.of_type("state") {
+        let local = event["local"].as_str().unwrap_or("");
+        let owner = event["owner"]["pid"].as_u64().unwrap_or(0);
+        if local == format!("127.0.0.1:{port}") {
+            owners.insert(("127.0.0.1", owner == u64::from(victim.pid())));
+        } else if local == format!("127.0.0.2:{port}") {
+            owners.insert(("127.0.0.2", owner == u64::from(other.pid())));
+        }
+    }
+    assert_eq!(
+        owners,
+        [("127.0.0.1", true), ("127.0.0.2", true)].into(),
+        "(address, owned by its own listener's process) over every server-side event"
+    );
+    drop((victim, other));
+}

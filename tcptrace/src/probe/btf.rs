@@ -98,6 +98,17 @@ fn kernel_layout(btf: &Btf) -> Result<KernelLayout> {
         tcp_bytes_received: optional("tcp_sock", &["bytes_received"]),
         tcp_rcv_tstamp: optional("tcp_sock", &["rcv_tstamp"]),
         tcp_lrcvtime: optional("tcp_sock", &["inet_conn", "icsk_ack", "lrcvtime"]),
+        sock_family: u32::try_from(member_offset(btf, "sock", &["__sk_common", "skc_family"])?)?,
+        sock_rcv_saddr: u32::try_from(member_offset(
+            btf,
+            "sock",
+            &["__sk_common", "skc_rcv_saddr"],
+        )?)?,
+        sock_v6_rcv_saddr: u32::try_from(member_offset(
+            btf,
+            "sock",
+            &["__sk_common", "skc_v6_rcv_saddr"],
+        )?)?,
         ..preempt_count_path(btf).unwrap_or_default()
     })
 }
