@@ -30,7 +30,10 @@ use tcptrace_common::Counter;
 
 use serde_json::Value;
 use tcptrace_tests::{
-    daemon::{daemon_program_count, free_loopback_addr, maps_of, programs_of, sample, Daemon},
+    daemon::{
+        daemon_program_count, free_loopback_addr, http_get, http_request, maps_of, programs_of,
+        sample, Daemon,
+    },
     netns::{sh, HostPair},
     process::LINE_TIMEOUT,
     require_root,
@@ -1243,4 +1246,104 @@ fn a_listener_on_another_address_of_the_same_port_takes_over_nothing() {
         "(address, owned by its own listener's process) over every server-side event"
     );
     drop((victim, other));
+}
+
+// ------------------------------------------------- idle HTTP connections
+
+/// Sets this process's soft limit on open files (children inherit it).
+fn set_open_files_soft_limit(soft: Option<u64>) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit on a struct we own.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit), 0);
+        limit.rlim_cur = soft.unwrap_or(limit.rlim_max).min(limit.rlim_max);
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &raw const limit), 0);
+    }
+}
+
+/// CPU seconds (user + system) process `pid` has used.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    // Fields after the parenthesised comm: state is field 3, utime 14, stime 15.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .expect("comm")
+        .1
+        .split_whitespace()
+        .collect();
+    // SAFETY: sysconf has no memory arguments.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let tick = |i: usize| fields[i].parse::<f64>().expect("ticks");
+    (tick(11) + tick(12)) / ticks
+}
+
+/// 1,100 idle connections to the metrics port, with the daemon started
+/// under the usual soft limit of 1,024 open files (before: every socket
+/// dump failed with "Too many open files", `accept4` spun at ~85 % CPU and
+/// /healthz said "ok"). Now the daemon raises its limit, serves at most 64
+/// connections at once and closes the rest unserved: its CPU stays low,
+/// its dumps keep working, /healthz answers and says it is being flooded,
+/// and once the connections are gone it is "ok" again a window later.
+#[test]
+fn idle_connections_to_the_metrics_port_cannot_blind_the_daemon() {
+    require_root();
+    const IDLE: usize = 1_100;
+    let listen = free_loopback_addr();
+    set_open_files_soft_limit(Some(1024));
+    let daemon = Daemon::start(&listen, &["--refresh", "1s"]);
+    set_open_files_soft_limit(None);
+
+    let cpu_before = cpu_seconds(daemon.pid());
+    let started = Instant::now();
+    let idle: Vec<std::net::TcpStream> = (0..IDLE)
+        .map(|i| {
+            std::net::TcpStream::connect(&listen)
+                .unwrap_or_else(|e| panic!("idle connection {i} to {listen}: {e}"))
+        })
+        .collect();
+    // Long enough for the served ones to time out (2 s) and for several
+    // refreshes (1 s) to run.
+    thread::sleep(Duration::from_secs(4));
+    let cpu = cpu_seconds(daemon.pid()) - cpu_before;
+    let elapsed = started.elapsed().as_secs_f64();
+    let (status, health) = http_get(&listen, "/healthz", &[]).expect("/healthz answers");
+    // How many of ours the daemon closed (EOF at once).
+    let closed = idle
+        .iter()
+        .filter(|stream| {
+            stream.set_nonblocking(true).expect("nonblocking");
+            matches!((&**stream).read(&mut [0u8; 1]), Ok(0))
+        })
+        .count();
+    eprintln!(
+        "{IDLE} idle connections: daemon CPU {cpu:.2} s in {elapsed:.1} s, {closed} closed by it, \
+         /healthz {status}: {health}"
+    );
+    assert!(
+        cpu < 0.25 * elapsed,
+        "the daemon used {cpu:.2} s of CPU in {elapsed:.1} s under {IDLE} idle connections"
+    );
+    assert_eq!(
+        closed, IDLE,
+        "every idle connection closed: served ones after 2 s"
+    );
+    assert_eq!(status, 200);
+    let health: Value = serde_json::from_str(&health).expect("JSON");
+    let reasons = health["reasons"].to_string();
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert!(reasons.contains("closed unserved"), "{health}");
+    assert!(
+        !reasons.contains("socket dumps failed"),
+        "the dumps kept their descriptors: {health}"
+    );
+    drop(idle);
+    // Scrapes work as before; HEAD gets the headers only.
+    assert!(daemon.scrape().contains("tcptrace_events_total"));
+    assert_eq!(
+        http_request(&listen, "HEAD", "/healthz", &[]),
+        Some((200, String::new()))
+    );
 }

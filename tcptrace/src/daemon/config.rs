@@ -45,10 +45,35 @@ pub struct FileConfig {
     pub cgroup: Option<Vec<String>>,
 }
 
+/// A configuration file larger than this is refused: a real one is a few
+/// hundred bytes, and `--config /dev/zero` must not eat the host's memory.
+const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
 impl FileConfig {
+    /// Reads a regular file of at most `MAX_CONFIG_BYTES` (a FIFO would
+    /// block the start, a device never ends).
     pub fn load(path: &Path) -> Result<Self> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        use std::io::Read;
+        use std::os::unix::fs::OpenOptionsExt;
+        // Non-blocking: opening a FIFO would otherwise wait for a writer.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        let meta = file
+            .metadata()
+            .with_context(|| format!("reading {}", path.display()))?;
+        if !meta.is_file() {
+            bail!("{}: not a regular file", path.display());
+        }
+        let mut text = String::new();
+        file.take(MAX_CONFIG_BYTES + 1)
+            .read_to_string(&mut text)
+            .with_context(|| format!("reading {}", path.display()))?;
+        if text.len() as u64 > MAX_CONFIG_BYTES {
+            bail!("{}: larger than {MAX_CONFIG_BYTES} bytes", path.display());
+        }
         Self::parse(&text).with_context(|| format!("in {}", path.display()))
     }
 
@@ -263,6 +288,27 @@ impl DaemonConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn config_files_are_regular_and_small() {
+        let dir = std::env::temp_dir().join(format!("tcptrace-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("fifo");
+        let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo with a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        let refused = |path: &Path| format!("{:#}", FileConfig::load(path).unwrap_err());
+        // Would block forever (a FIFO) or never end (a device) if read.
+        assert!(refused(&fifo).contains("not a regular file"));
+        assert!(refused(Path::new("/dev/zero")).contains("not a regular file"));
+        let big = dir.join("big.toml");
+        std::fs::write(&big, vec![b'#'; 2 * 1024 * 1024]).unwrap();
+        assert!(refused(&big).contains("larger than"));
+        let fine = dir.join("fine.toml");
+        std::fs::write(&fine, "top-peers = 3\n").unwrap();
+        assert!(FileConfig::load(&fine).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn flags_win_over_the_file_which_wins_over_defaults() {

@@ -1,5 +1,6 @@
 //! `/healthz` that tells the truth: "degraded", with the reasons, while
-//! events are being lost, a kernel map is full or stacks cannot be taken;
+//! events are being lost, a kernel map is full, stacks cannot be taken,
+//! socket dumps fail or the HTTP side is flooded;
 //! "ok" once a whole window has passed without any of it. The answer stays
 //! HTTP 200 either way: a liveness probe that restarted a degraded daemon
 //! would lose its state and fix nothing (a full ring buffer needs a bigger
@@ -12,8 +13,8 @@ use crate::probe::Counters;
 /// How far back "while" reaches: losses in the last minute degrade.
 pub const WINDOW: Duration = Duration::from_secs(60);
 
-/// The counters whose growth means findings are incomplete, with what to
-/// do about each.
+/// The counters whose growth means findings are incomplete or the daemon
+/// is under pressure, with what to do about each.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Losses {
     pub events_lost: u64,
@@ -24,6 +25,12 @@ pub struct Losses {
     pub processes_not_announced: u64,
     pub read_errors: u64,
     pub decode_errors: u64,
+    /// Socket dumps that failed: the gauges are stale.
+    pub refresh_errors: u64,
+    /// HTTP connections closed unserved (the budget was full).
+    pub http_refused: u64,
+    /// HTTP accepts that failed (descriptors exhausted).
+    pub http_accept_errors: u64,
 }
 
 impl Losses {
@@ -38,6 +45,9 @@ impl Losses {
             processes_not_announced: kernel.processes_not_announced,
             read_errors: kernel.read_errors,
             decode_errors,
+            refresh_errors: 0,
+            http_refused: 0,
+            http_accept_errors: 0,
         }
     }
 
@@ -77,6 +87,19 @@ impl Losses {
             (
                 grew(self.decode_errors, earlier.decode_errors),
                 "records that did not decode",
+            ),
+            (
+                grew(self.refresh_errors, earlier.refresh_errors),
+                "socket dumps failed (see the log): socket gauges and findings are stale",
+            ),
+            (
+                grew(self.http_refused, earlier.http_refused),
+                "HTTP connections closed unserved (more than the concurrent limit open): \
+                 someone holds connections to this port",
+            ),
+            (
+                grew(self.http_accept_errors, earlier.http_accept_errors),
+                "HTTP accepts failed (out of file descriptors?)",
             ),
         ]
         .into_iter()

@@ -80,15 +80,30 @@ pub async fn read_head(stream: &mut TcpStream) -> Option<Vec<u8>> {
     Some(head)
 }
 
-/// Writes a complete response and closes.
-pub async fn respond(stream: &mut TcpStream, status: &str, content_type: &str, body: &[u8]) {
+/// Whether the request is a HEAD: answered with the headers only.
+#[must_use]
+pub fn is_head(head: &[u8]) -> bool {
+    head.starts_with(b"HEAD ")
+}
+
+/// Writes a complete response and closes; the body's length is always
+/// given, the body itself only when `send_body` (not for HEAD).
+pub async fn respond(
+    stream: &mut TcpStream,
+    status: &str,
+    content_type: &str,
+    body: &[u8],
+    send_body: bool,
+) {
     let head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     let write = async {
         stream.write_all(head.as_bytes()).await?;
-        stream.write_all(body).await?;
+        if send_body {
+            stream.write_all(body).await?;
+        }
         stream.shutdown().await
     };
     let _ = tokio::time::timeout(READ_TIMEOUT, write).await;

@@ -8,6 +8,7 @@
 pub mod config;
 mod health;
 mod http;
+mod http_budget;
 mod scrape;
 
 use std::{cell::RefCell, collections::HashSet, rc::Rc, time::Instant};
@@ -20,6 +21,7 @@ use self::{
     config::DaemonConfig,
     health::{Health, Losses},
     http::Route,
+    http_budget::{HttpBudget, Slot},
     scrape::Refreshed,
 };
 use crate::{
@@ -47,6 +49,10 @@ struct Daemon {
     wakeups: u64,
     /// Loss counters over the last minute, for `/healthz`.
     health: Health,
+    /// HTTP connections open, refused and failed to accept.
+    http: Rc<HttpBudget>,
+    /// Socket dumps that failed (`/healthz` says so while they do).
+    refresh_errors: u64,
 }
 
 pub fn run(config: DaemonConfig) -> Result<()> {
@@ -65,6 +71,8 @@ async fn serve(config: DaemonConfig) -> Result<()> {
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {} (--listen)", config.listen))?;
+    let open_files = raise_open_files_limit();
+    let http = Rc::new(HttpBudget::default());
     let mut probe = Probe::load(ProbeOptions {
         ring_bytes: config.ring_buffer_mib * 1024 * 1024,
         // Stacks are sampled (`stack-interval`): a few per process and
@@ -101,11 +109,16 @@ async fn serve(config: DaemonConfig) -> Result<()> {
         logged: HashSet::new(),
         wakeups: 0,
         health: Health::default(),
+        http: Rc::clone(&http),
+        refresh_errors: 0,
     }));
     log(
         "info",
         "started",
-        &serde_json::json!({ "listen": config.listen.to_string() }),
+        &serde_json::json!({
+            "listen": listener.local_addr().map_or_else(|_| config.listen.to_string(), |a| a.to_string()),
+            "open_files_limit": open_files,
+        }),
     );
 
     let mut drain_tick = tokio::time::interval(DRAIN_INTERVAL);
@@ -139,13 +152,17 @@ async fn serve(config: DaemonConfig) -> Result<()> {
                 d.drain(&mut rings);
                 match dumped {
                     Ok(Ok((all, owned))) => d.refresh(all, owned),
-                    Ok(Err(err)) => log("warn", "refresh failed", &serde_json::json!({ "error": format!("{err:#}") })),
-                    Err(err) => log("warn", "refresh failed", &serde_json::json!({ "error": err.to_string() })),
+                    Ok(Err(err)) => d.refresh_failed(&format!("{err:#}")),
+                    Err(err) => d.refresh_failed(&err.to_string()),
                 }
             }
-            accepted = listener.accept() => {
-                if let Ok((stream, _)) = accepted {
-                    tokio::task::spawn_local(answer(stream, Rc::clone(&daemon)));
+            accepted = listener.accept(), if http.accepting(Instant::now()) => {
+                match accepted {
+                    // Over the budget: closed at once (dropped), counted.
+                    Ok((stream, _)) => if let Some(slot) = http.take() {
+                        tokio::task::spawn_local(answer(stream, Rc::clone(&daemon), slot));
+                    },
+                    Err(_) => http.accept_failed(Instant::now()),
                 }
             }
             _ = sigint.recv() => break,
@@ -159,7 +176,35 @@ async fn serve(config: DaemonConfig) -> Result<()> {
     Ok(())
 }
 
-async fn answer(mut stream: tokio::net::TcpStream, daemon: Rc<RefCell<Daemon>>) {
+/// Raises the soft limit on open files to the hard one (no privilege
+/// needed): the default soft limit, 1024, is a budget a local user could
+/// exhaust with idle connections, and the socket dumps need descriptors
+/// too. Returns the limit now in force (0 when unknown).
+fn raise_open_files_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) != 0 {
+            return 0;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raw const raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    limit.rlim_cur
+}
+
+/// One HTTP connection, holding its place in the budget until it ends.
+async fn answer(mut stream: tokio::net::TcpStream, daemon: Rc<RefCell<Daemon>>, _slot: Slot) {
     let Some(head) = http::read_head(&mut stream).await else {
         return;
     };
@@ -187,7 +232,15 @@ async fn answer(mut stream: tokio::net::TcpStream, daemon: Rc<RefCell<Daemon>>) 
         ),
         Route::BadRequest => ("400 Bad Request", "text/plain", "bad request\n".to_owned()),
     };
-    http::respond(&mut stream, status, content_type, body.as_bytes()).await;
+    let send_body = !http::is_head(&head);
+    http::respond(
+        &mut stream,
+        status,
+        content_type,
+        body.as_bytes(),
+        send_body,
+    )
+    .await;
 }
 
 impl Daemon {
@@ -209,10 +262,8 @@ impl Daemon {
     fn refresh(&mut self, all: Snapshot, mut owned: Snapshot) {
         self.pipeline.retain_workloads(&mut owned);
         let kernel = self.probe.counters().unwrap_or_default();
-        self.health.observe(
-            Instant::now(),
-            Losses::of(&kernel, self.pipeline.counts.decode_errors),
-        );
+        let losses = self.losses(&kernel);
+        self.health.observe(Instant::now(), losses);
         let report = self
             .pipeline
             .report_with(&all, &owned, self.started.elapsed(), &kernel);
@@ -287,10 +338,30 @@ impl Daemon {
         render(scrape)
     }
 
+    /// A socket dump failed: logged, and `/healthz` degraded while they do.
+    fn refresh_failed(&mut self, error: &str) {
+        self.refresh_errors += 1;
+        log(
+            "warn",
+            "refresh failed",
+            &serde_json::json!({ "error": error }),
+        );
+    }
+
+    /// Every counter `/healthz` watches, now.
+    fn losses(&self, kernel: &crate::probe::Counters) -> Losses {
+        Losses {
+            refresh_errors: self.refresh_errors,
+            http_refused: self.http.refused.get(),
+            http_accept_errors: self.http.accept_errors.get(),
+            ..Losses::of(kernel, self.pipeline.counts.decode_errors)
+        }
+    }
+
     fn health(&mut self) -> String {
         let kernel = self.probe.counters().unwrap_or_default();
         let now = Instant::now();
-        let losses = Losses::of(&kernel, self.pipeline.counts.decode_errors);
+        let losses = self.losses(&kernel);
         self.health.observe(now, losses);
         let mut verdict = self.health.verdict(now, losses);
         // Sockets of namespaces the last dump could not list are missing
