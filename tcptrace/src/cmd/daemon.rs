@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use clap::Args;
+use clap::{builder::BoolishValueParser, Args};
 use tcptrace::daemon::{
     self,
     config::{DaemonConfig, FileConfig, Overrides},
@@ -31,18 +31,18 @@ pub struct DaemonArgs {
     #[arg(long, env = "TCPTRACE_SOCKET_MAP_ENTRIES")]
     socket_map_entries: Option<u32>,
     /// Do not capture user stacks (call sites).
-    #[arg(long, env = "TCPTRACE_NO_STACKS")]
+    #[arg(long, env = "TCPTRACE_NO_STACKS", value_parser = BoolishValueParser::new())]
     no_stacks: bool,
     /// At most one call-site stack per process and call kind per interval [default: 1s].
     #[arg(long, env = "TCPTRACE_STACK_INTERVAL")]
     stack_interval: Option<String>,
     /// Do not ask JVMs for their perf maps (`jcmd PID Compiler.perfmap`
     /// through the attach socket); Java methods then stay unnamed.
-    #[arg(long, env = "TCPTRACE_NO_JVM_PERF_MAP")]
+    #[arg(long, env = "TCPTRACE_NO_JVM_PERF_MAP", value_parser = BoolishValueParser::new())]
     no_jvm_perf_map: bool,
     /// Have the kernel send every event instead of one summary per socket
     /// (more overhead; the metrics are the same).
-    #[arg(long, env = "TCPTRACE_EVERY_EVENT")]
+    #[arg(long, env = "TCPTRACE_EVERY_EVENT", value_parser = BoolishValueParser::new())]
     every_event: bool,
     /// How often to refresh the socket dump and diagnoses [default: 15s].
     #[arg(long, env = "TCPTRACE_REFRESH")]
@@ -62,7 +62,7 @@ pub struct DaemonArgs {
     workload: WorkloadArgs,
     /// Also label series with `container_id` and `pod_uid` (they change at
     /// every restart: more series).
-    #[arg(long, env = "TCPTRACE_CONTAINER_IDS")]
+    #[arg(long, env = "TCPTRACE_CONTAINER_IDS", value_parser = BoolishValueParser::new())]
     container_ids: bool,
     /// Where the node's filesystem is (`/host` when the pod mounts it
     /// there): its runtimes' state names containers and pods [default: /].
@@ -99,4 +99,39 @@ pub fn run(args: DaemonArgs) -> Result<()> {
         },
     )?;
     daemon::run(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{FromArgMatches, Parser};
+
+    use super::DaemonArgs;
+
+    #[derive(Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        daemon: DaemonArgs,
+    }
+
+    /// Switches from the environment take the usual spellings (a unit
+    /// file's `Environment=TCPTRACE_EVERY_EVENT=1`), not only true/false.
+    #[test]
+    fn switches_from_the_environment_take_the_usual_spellings() {
+        // The only test reading this variable.
+        for (value, expected) in [
+            ("1", true),
+            ("on", true),
+            ("yes", true),
+            ("0", false),
+            ("off", false),
+        ] {
+            std::env::set_var("TCPTRACE_CONTAINER_IDS", value);
+            let matches = <Wrapper as clap::CommandFactory>::command()
+                .try_get_matches_from(["tcptrace"])
+                .unwrap_or_else(|e| panic!("{value}: {e}"));
+            let parsed = Wrapper::from_arg_matches(&matches).expect("parsed");
+            assert_eq!(parsed.daemon.container_ids, expected, "{value}");
+        }
+        std::env::remove_var("TCPTRACE_CONTAINER_IDS");
+    }
 }
