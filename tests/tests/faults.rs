@@ -1347,3 +1347,46 @@ fn idle_connections_to_the_metrics_port_cannot_blind_the_daemon() {
         Some((200, String::new()))
     );
 }
+
+// ------------------------------------------------- a reader that never reads
+
+/// `tcptrace trace --duration 2s | sleep 30`: the reader never reads, the
+/// pipe fills within the churn's first moments. The session still ends on
+/// time (before: it ran until `sleep` did, deaf to signals, and lost its
+/// summary), and says on stderr how much of its output was never written.
+#[test]
+fn a_session_whose_output_is_never_read_ends_on_time() {
+    require_root();
+    let mut trace = Command::new(tcptrace_bin())
+        .args(["trace", "--duration", "2s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start tcptrace");
+    let started = Instant::now();
+    // Its stdout, held and never read.
+    let _unread = trace.stdout.take().expect("piped");
+    let mut stderr = BufReader::new(trace.stderr.take().expect("piped"));
+    let mut line = String::new();
+    stderr.read_line(&mut line).expect("stderr");
+    assert!(line.contains("tracing TCP sockets"), "{line}");
+    let mut churn = Command::new(CHURN_BIN)
+        .args(["--threads", "2", "--seconds", "1", "--linger0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start tt-churn");
+    assert!(wait_bounded(&mut churn, Duration::from_secs(15), "tt-churn").success());
+    // The duration, the report and at most 2 s of grace for the reader.
+    let status = wait_bounded(&mut trace, Duration::from_secs(15), "tcptrace");
+    let took = started.elapsed();
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).expect("stderr");
+    eprintln!("tcptrace ended after {took:?} with {status}: {rest}");
+    assert!(status.success(), "tcptrace: {status}\n{rest}");
+    assert!(took < Duration::from_secs(10), "ended after {took:?}");
+    assert!(
+        rest.contains("standard output was not read") && rest.contains("still unwritten"),
+        "stderr says the output was not all written: {rest}"
+    );
+}

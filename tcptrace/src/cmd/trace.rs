@@ -6,7 +6,7 @@ use tcptrace::{
     container::{ContainerConfig, NodeState},
     filter::{kernel_comms, Filter},
     findings::DEFAULT_IDLE_THRESHOLD,
-    output::{JsonLines, Sink, TextLines},
+    output::{detached, JsonLines, Sink, TextLines},
     probe::{
         ProbeOptions, DEFAULT_SOCKET_MAP_ENTRIES, DEFAULT_STACK_RING_BYTES,
         SOCKET_MAP_ENTRIES_RANGE,
@@ -117,7 +117,10 @@ pub fn run(args: TraceArgs) -> Result<()> {
             ..ContainerConfig::default()
         },
     };
-    let stdout = io::BufWriter::new(io::stdout().lock());
+    // Written by a thread of its own: a reader that stops reading must not
+    // stop the session (see `output::detached`).
+    let (stdout, stdout_status) =
+        detached::spawn(io::stdout()).context("starting the output thread")?;
     let mut sink: Box<dyn Sink> = if args.json {
         Box::new(JsonLines::new(stdout))
     } else {
@@ -127,9 +130,21 @@ pub fn run(args: TraceArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(session::run(options, sink.as_mut()))?;
-    Ok(())
+    let result = runtime.block_on(session::run(options, sink.as_mut()));
+    drop(sink);
+    let (unwritten, dropped) = stdout_status.settle(STDOUT_GRACE);
+    if unwritten > 0 || dropped > 0 {
+        eprintln!(
+            "tcptrace: standard output was not read: {dropped} bytes dropped, {unwritten} bytes \
+             (the end of the session, its summary and report among them) still unwritten after \
+             {STDOUT_GRACE:?}"
+        );
+    }
+    result.map(|_| ())
 }
+
+/// How long the end of a session waits for a slow reader of its output.
+const STDOUT_GRACE: Duration = Duration::from_secs(2);
 
 #[cfg(test)]
 mod tests {

@@ -1,5 +1,6 @@
 //! Live session output: lines for people or JSON lines for scripts.
 
+pub mod detached;
 mod json;
 mod report_text;
 mod text;
