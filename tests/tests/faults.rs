@@ -108,7 +108,8 @@ fn wait_bounded(child: &mut Child, limit: Duration, what: &str) -> ExitStatus {
     }
 }
 
-fn lines_of(child: ChildStdout) -> Receiver<String> {
+/// Lines of a child's output, read on a thread.
+fn lines_of(child: impl Read + Send + 'static) -> Receiver<String> {
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
         for line in BufReader::new(child).lines().map_while(Result::ok) {
@@ -1389,4 +1390,70 @@ fn a_session_whose_output_is_never_read_ends_on_time() {
         rest.contains("standard output was not read") && rest.contains("still unwritten"),
         "stderr says the output was not all written: {rest}"
     );
+}
+
+/// A child killed when dropped (a failing test leaves no daemon behind).
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// SIGHUP, SIGUSR1, SIGUSR2 and SIGALRM ended the daemon silently (SIGHUP
+/// with a status systemd counts as clean). They are logged and ignored:
+/// the daemon still answers, and only SIGTERM ends it.
+#[test]
+fn stray_signals_do_not_end_the_daemon() {
+    require_root();
+    let listen = free_loopback_addr();
+    let daemon = Command::new(tcptrace_bin())
+        .args(["daemon", "--listen", &listen])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start tcptrace daemon");
+    // Killed if the test fails.
+    let mut daemon = Killed(daemon);
+    let daemon = &mut daemon.0;
+    // The log is JSON lines on stderr.
+    let log = lines_of(daemon.stderr.take().expect("piped"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while http_get(&listen, "/healthz", &[]).is_none() {
+        assert!(Instant::now() < deadline, "the daemon did not answer");
+        thread::sleep(Duration::from_millis(100));
+    }
+    let pid = i32::try_from(daemon.id()).expect("pid");
+    for signal in [libc::SIGHUP, libc::SIGUSR1, libc::SIGUSR2, libc::SIGALRM] {
+        // SAFETY: kill(2) on our own child.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+        thread::sleep(Duration::from_millis(200));
+        assert!(
+            daemon.try_wait().expect("wait").is_none(),
+            "signal {signal} ended the daemon"
+        );
+    }
+    assert_eq!(
+        http_get(&listen, "/healthz", &[]).map(|(s, _)| s),
+        Some(200)
+    );
+    let mut ignored = Vec::new();
+    while let Ok(line) = log.recv_timeout(Duration::from_millis(500)) {
+        if line.contains("signal ignored") {
+            let record: Value = serde_json::from_str(&line).expect("a JSON log line");
+            ignored.push(
+                record["fields"]["signal"]
+                    .as_str()
+                    .unwrap_or("?")
+                    .to_owned(),
+            );
+        }
+    }
+    assert_eq!(ignored, ["SIGHUP", "SIGUSR1", "SIGUSR2", "SIGALRM"]);
+    // SAFETY: kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let status = wait_bounded(daemon, Duration::from_secs(10), "tcptrace daemon");
+    assert!(status.success(), "SIGTERM: a clean stop, {status}");
 }

@@ -15,7 +15,11 @@ use std::{cell::RefCell, collections::HashSet, rc::Rc, time::Instant};
 
 use anyhow::{Context, Result};
 use tcptrace_common::Counter;
-use tokio::{net::TcpListener, signal::unix::SignalKind, task::LocalSet};
+use tokio::{
+    net::TcpListener,
+    signal::unix::{Signal, SignalKind},
+    task::LocalSet,
+};
 
 use self::{
     config::DaemonConfig,
@@ -126,6 +130,7 @@ async fn serve(config: DaemonConfig) -> Result<()> {
     let mut dumping = None;
     let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
     let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
+    let mut ignored = IgnoredSignals::new()?;
     loop {
         tokio::select! {
             readable = rings.readable() => {
@@ -167,6 +172,7 @@ async fn serve(config: DaemonConfig) -> Result<()> {
             }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
+            name = ignored.recv() => ignored_signal(name),
         }
     }
     log("info", "stopping", &serde_json::json!({}));
@@ -174,6 +180,51 @@ async fn serve(config: DaemonConfig) -> Result<()> {
     // Dropping the probe detaches every program; nothing is pinned.
     drop(daemon);
     Ok(())
+}
+
+/// Signals whose default action would end the daemon silently (an
+/// operator's `kill -HUP` out of habit): logged and otherwise ignored.
+/// SIGHUP does not reload the configuration yet; a restart applies it.
+struct IgnoredSignals {
+    hangup: Signal,
+    user1: Signal,
+    user2: Signal,
+    alarm: Signal,
+}
+
+impl IgnoredSignals {
+    fn new() -> std::io::Result<Self> {
+        let handle = |kind| tokio::signal::unix::signal(kind);
+        Ok(Self {
+            hangup: handle(SignalKind::hangup())?,
+            user1: handle(SignalKind::user_defined1())?,
+            user2: handle(SignalKind::user_defined2())?,
+            alarm: handle(SignalKind::alarm())?,
+        })
+    }
+
+    /// The next one to arrive, by name.
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.hangup.recv() => "SIGHUP",
+            _ = self.user1.recv() => "SIGUSR1",
+            _ = self.user2.recv() => "SIGUSR2",
+            _ = self.alarm.recv() => "SIGALRM",
+        }
+    }
+}
+
+/// A signal that would otherwise have ended the daemon: said in the log.
+fn ignored_signal(name: &str) {
+    log(
+        "warn",
+        "signal ignored",
+        &serde_json::json!({
+            "signal": name,
+            "why": "only SIGTERM and SIGINT stop the daemon; the configuration is read at start \
+                    (restart to apply a change)",
+        }),
+    );
 }
 
 /// Raises the soft limit on open files to the hard one (no privilege
