@@ -427,8 +427,11 @@ pub struct StackSample {
     pub taken_ns: u64,
     /// The `UserStack::id` of that capture.
     pub stack: u64,
+    /// `task->mm` when it was taken: after an exec in the same pid, the
+    /// old program's stack is not the new one's.
+    pub mm: u64,
 }
-const _: () = assert!(core::mem::size_of::<StackSample>() == 16);
+const _: () = assert!(core::mem::size_of::<StackSample>() == 24);
 
 /// Knobs userspace sets before load (a `.rodata` global).
 #[repr(C)]

@@ -144,10 +144,14 @@ pub fn current_task(stack: StackFor, now: u64) -> Task {
         kind,
     };
     let interval_ns = u64::from(settings.stack_interval_ms) * 1_000_000;
+    // A sample of the program before an exec in this pid is not this one's.
+    let mm = mm_of(current);
     // SAFETY: the value is copied out at once; a concurrent update of the
     // LRU entry can at worst give a stale sample, which is still a stack of
     // this process and kind.
-    let last = unsafe { STACK_SAMPLES.get(&key) }.copied();
+    let last = unsafe { STACK_SAMPLES.get(&key) }
+        .copied()
+        .filter(|last| last.mm == mm);
     if let Some(last) = last {
         if interval_ns != 0 && now.saturating_sub(last.taken_ns) < interval_ns {
             task.stack = last.stack;
@@ -163,6 +167,7 @@ pub fn current_task(stack: StackFor, now: u64) -> Task {
         let sample = StackSample {
             taken_ns: now,
             stack: task.stack,
+            mm,
         };
         let _ = STACK_SAMPLES.insert(&key, &sample, 0);
     }

@@ -1457,3 +1457,78 @@ fn stray_signals_do_not_end_the_daemon() {
     let status = wait_bounded(daemon, Duration::from_secs(10), "tcptrace daemon");
     assert!(status.success(), "SIGTERM: a clean stop, {status}");
 }
+
+// ------------------------------------------------- exec in the same pid
+
+/// A Python process tries a port nobody listens on, then execs curl in the
+/// same pid, which tries it six times within the daemon's stack interval
+/// (1 s): a reconnect loop, which the daemon logs with its call site
+/// (Python waits 0.3 s first, so that the daemon has read its mappings
+/// before they are replaced: that race is the meeter's, not this test's). The
+/// kernel samples one stack per process and call kind per interval:
+/// before, the Python program's stack stood for curl's connects. Now a
+/// sample is reused only within the same address space (`task->mm`).
+#[test]
+fn after_an_exec_in_the_same_pid_the_new_programs_call_site_is_named() {
+    require_root();
+    let closed = free_loopback_addr();
+    let port = closed.rsplit_once(':').expect("port").1.to_owned();
+    let listen = free_loopback_addr();
+    let mut daemon = Killed(
+        Command::new(tcptrace_bin())
+            .args([
+                "daemon",
+                "--listen",
+                &listen,
+                "--refresh",
+                "1s",
+                "--port",
+                &port,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start tcptrace daemon"),
+    );
+    let log = lines_of(daemon.0.stderr.take().expect("piped"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while http_get(&listen, "/healthz", &[]).is_none() {
+        assert!(Instant::now() < deadline, "the daemon did not answer");
+        thread::sleep(Duration::from_millis(100));
+    }
+    let url = format!("http://{closed}/");
+    let urls = [url.as_str(); 6].join("', '");
+    let script = format!(
+        "import os, socket, time\n\
+         try:\n    socket.create_connection(('127.0.0.1', {port}))\n\
+         except ConnectionRefusedError:\n    pass\n\
+         time.sleep(0.3)\n\
+         os.execv('/usr/bin/curl', ['curl', '-s', '-o', '/dev/null', '{urls}'])\n"
+    );
+    // curl exits non-zero: every attempt was refused.
+    let _ = Command::new("python3")
+        .args(["-c", &script])
+        .status()
+        .expect("python3 then curl");
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut curl = None;
+    while curl.is_none() && Instant::now() < deadline {
+        let Ok(line) = log.recv_timeout(Duration::from_millis(500)) else {
+            continue;
+        };
+        let Ok(record) = serde_json::from_str::<Value>(&line) else {
+            continue;
+        };
+        let fields = &record["fields"];
+        if fields["kind"] == "reconnect_loop" && fields["process"]["comm"] == "curl" {
+            curl = Some(fields.clone());
+        }
+    }
+    let curl = curl.expect("a reconnect loop of curl in the daemon's log");
+    let function = curl["call_site"]["function"].as_str().unwrap_or("");
+    assert!(
+        function.starts_with("curl_"),
+        "curl's connects are named by libcurl's API, not by the program before the exec: {curl:#}"
+    );
+}
