@@ -368,20 +368,12 @@ impl ListenerKey {
     /// The key of a listener bound to `local` (as a socket dump shows it).
     #[must_use]
     pub fn bound_to(netns: u32, local: core::net::SocketAddr) -> Self {
-        let word = |b: &[u8]| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
         let (family, addr) = match local.ip() {
-            core::net::IpAddr::V4(ip) => (AF_INET, [word(&ip.octets()), 0, 0, 0]),
+            core::net::IpAddr::V4(ip) => (AF_INET, [u32::from_ne_bytes(ip.octets()), 0, 0, 0]),
             core::net::IpAddr::V6(ip) => {
                 let o = ip.octets();
-                (
-                    AF_INET6,
-                    [
-                        word(&o[..4]),
-                        word(&o[4..8]),
-                        word(&o[8..12]),
-                        word(&o[12..]),
-                    ],
-                )
+                let word = |i: usize| u32::from_ne_bytes([o[i], o[i + 1], o[i + 2], o[i + 3]]);
+                (AF_INET6, [word(0), word(4), word(8), word(12)])
             }
         };
         Self {

@@ -147,10 +147,8 @@ impl LostConnections {
         lost.longest_ms = lost.longest_ms.max(lifetime_ms);
         if let Some(silent_ns) = event.peer_silent_ns {
             let silent_ms = silent_ns / 1_000_000;
-            lost.longest_silence_ms = Some(
-                lost.longest_silence_ms
-                    .map_or(silent_ms, |m| m.max(silent_ms)),
-            );
+            // `None` orders below any `Some`.
+            lost.longest_silence_ms = lost.longest_silence_ms.max(Some(silent_ms));
         }
     }
 }

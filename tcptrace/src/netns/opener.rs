@@ -213,7 +213,7 @@ fn open_in(request: &str, home: &File) -> Result<Opened> {
     }
     setns(&namespace, CloneFlags::CLONE_NEWNET).with_context(|| format!("entering {path}"))?;
     let socket = Socket::new(NETLINK_SOCK_DIAG);
-    // Without it, the default range is assumed (and said in the report).
+    // Without it, the kernel's default range is assumed for the namespace.
     let port_range = PortRange::open_sysctl().ok();
     setns(home, CloneFlags::CLONE_NEWNET).context("returning to the opener's namespace")?;
     Ok(Opened {
