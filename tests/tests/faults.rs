@@ -122,12 +122,14 @@ fn lines_of(child: impl Read + Send + 'static) -> Receiver<String> {
 }
 
 /// A `tcptrace` run whose stdout the test reads only once it chooses to
-/// (`release`): until then tcptrace blocks writing to a full pipe, like a
-/// slow consumer, and its ring buffer fills.
+/// (`release`). tcptrace itself never blocks on its stdout (a thread
+/// writes it, up to 64 MiB pending), so a test that needs a reader that
+/// does not read stops the process (`pause`) until `release`.
 struct Session {
     child: Child,
     stdout: Option<ChildStdout>,
     lines: Option<Receiver<String>>,
+    paused: bool,
 }
 
 impl Session {
@@ -156,6 +158,7 @@ impl Session {
             child,
             stdout,
             lines: None,
+            paused: false,
         };
         attached
             .recv_timeout(LINE_TIMEOUT)
@@ -163,8 +166,18 @@ impl Session {
         session
     }
 
-    /// From now on, stdout is read.
+    /// Stops the process (SIGSTOP): it reads nothing, so its ring buffer
+    /// fills as behind a consumer that has fallen behind.
+    fn pause(&mut self) {
+        signal(&self.child, libc::SIGSTOP);
+        self.paused = true;
+    }
+
+    /// From now on, the process runs and its stdout is read.
     fn release(&mut self) {
+        if std::mem::take(&mut self.paused) {
+            signal(&self.child, libc::SIGCONT);
+        }
         if let Some(stdout) = self.stdout.take() {
             self.lines = Some(lines_of(stdout));
         }
@@ -458,9 +471,9 @@ fn kernel_counter(pid: u32, counter: Counter) -> u64 {
         .sum()
 }
 
-/// A 1 MiB ring buffer, a reader that does not read (its stdout is a full
-/// pipe) and a burst of connections: events are lost, every lost event is
-/// counted, every other one is read, and the report says so.
+/// A 1 MiB ring buffer, a reader that does not read (the process is
+/// stopped) and a burst of connections: events are lost, every lost event
+/// is counted, every other one is read and printed, and the report says so.
 #[test]
 fn overflow_is_counted_and_reported() {
     require_root();
@@ -469,6 +482,8 @@ fn overflow_is_counted_and_reported() {
     let text_args: Vec<&str> = ["trace"].iter().chain(&tiny).copied().collect();
     let mut json = Session::start(&json_args);
     let mut text = Session::start(&text_args);
+    json.pause();
+    text.pause();
 
     let churn = Command::new(CHURN_BIN)
         .args(["--threads", "4", "--seconds", "2", "--linger0"])

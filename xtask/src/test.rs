@@ -165,10 +165,20 @@ fn cargo_test(command: &mut Command, totals: &mut Totals) -> Result<()> {
         .with_context(|| format!("starting {command:?}"))?;
     let stdout = child.stdout.take().context("cargo test stdout")?;
     let mut panics = PanicCollector::default();
-    for line in BufReader::new(stdout).lines() {
-        let line = line?;
+    // Read to the end whatever the bytes are: a test may print a child's
+    // raw output, and a reader that stopped early would leave cargo
+    // writing into a closed pipe (its output lost, the run cut short).
+    let mut reader = BufReader::new(stdout);
+    let mut bytes = Vec::new();
+    loop {
+        bytes.clear();
+        if reader.read_until(b'\n', &mut bytes)? == 0 {
+            break;
+        }
+        let line = String::from_utf8_lossy(&bytes);
+        let line = line.trim_end_matches(['\n', '\r']);
         println!("{line}");
-        panics.line(&line, &mut totals.panics);
+        panics.line(line, &mut totals.panics);
         if let Some(result) = line.strip_prefix("test result: ") {
             let count = |label: &str| {
                 result
