@@ -1477,9 +1477,11 @@ fn stray_signals_do_not_end_the_daemon() {
 
 /// A Python process tries a port nobody listens on, then execs curl in the
 /// same pid, which tries it six times within the daemon's stack interval
-/// (1 s): a reconnect loop, which the daemon logs with its call site
-/// (Python waits 0.3 s first, so that the daemon has read its mappings
-/// before they are replaced: that race is the meeter's, not this test's). The
+/// (1 s): a reconnect loop, which the daemon logs with its call site.
+/// Python waits 0.3 s before the exec, and curl spreads its attempts over
+/// 0.25 s (`--rate`), so that the daemon reads each program's mappings
+/// while it runs: that race is the meeter's (a process that exits within a
+/// millisecond of its first connect may go unnamed), not this test's. The
 /// kernel samples one stack per process and call kind per interval:
 /// before, the Python program's stack stood for curl's connects. Now a
 /// sample is reused only within the same address space (`task->mm`).
@@ -1518,7 +1520,7 @@ fn after_an_exec_in_the_same_pid_the_new_programs_call_site_is_named() {
          try:\n    socket.create_connection(('127.0.0.1', {port}))\n\
          except ConnectionRefusedError:\n    pass\n\
          time.sleep(0.3)\n\
-         os.execv('/usr/bin/curl', ['curl', '-s', '-o', '/dev/null', '{urls}'])\n"
+         os.execv('/usr/bin/curl', ['curl', '-s', '--rate', '20/s', '-o', '/dev/null', '{urls}'])\n"
     );
     // curl exits non-zero: every attempt was refused.
     let _ = Command::new("python3")

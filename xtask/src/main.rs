@@ -85,8 +85,21 @@ enum Task {
     },
 }
 
-fn main() -> Result<()> {
-    match Cli::parse().command {
+/// Errors are printed as their chain of causes, without the backtrace
+/// `RUST_BACKTRACE` would add: at the end of a test run, a backtrace of
+/// xtask itself pushed the summary of failures out of a log's tail.
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse().command) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(task: Task) -> Result<()> {
+    match task {
         Task::Setup => setup::kernel_toolchain().map(|_| ()),
         Task::BuildEbpf => build_ebpf::run(),
         Task::Test { args } => test::run(&args),
