@@ -11,7 +11,8 @@ use crate::{
     event::{TcpEvent, UserStackRecord},
     generations::Generations,
     symbolize::{
-        advice, choose, CapturedStack, Chosen, Frame, Meeter, Symbolizer, UNKNOWN_FUNCTION,
+        advice, choose, CapturedStack, Chosen, Frame, Meeter, MeetingPriority, Symbolizer,
+        UNKNOWN_FUNCTION,
     },
     table::StackRef,
 };
@@ -77,6 +78,9 @@ pub struct StackCounts {
     /// Processes announced by the kernel that were gone before their
     /// mappings could be read.
     pub processes_missed: u64,
+    /// How soon the thread that reads new processes' mappings runs: below
+    /// real-time priority, more short-lived processes are missed.
+    pub meeting_priority: MeetingPriority,
 }
 
 pub struct CallSites {
@@ -145,6 +149,7 @@ impl CallSites {
     pub fn counts(&self) -> StackCounts {
         StackCounts {
             processes_missed: self.symbolizer.processes_missed(),
+            meeting_priority: self.symbolizer.meeting_priority(),
             ..self.counts
         }
     }

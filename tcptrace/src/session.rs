@@ -66,6 +66,14 @@ pub async fn run(options: SessionOptions, sink: &mut dyn Sink) -> Result<Session
     pipeline
         .call_sites
         .set_jvm_perf_maps(!options.no_jvm_perf_map);
+    let priority = pipeline.call_sites.counts().meeting_priority;
+    if priority.is_degraded() {
+        eprintln!(
+            "tcptrace: warning: {} (it runs at {} priority)",
+            crate::symbolize::MeetingPriority::CONSEQUENCE,
+            priority.as_str()
+        );
+    }
     // Events printed name their owner's workload.
     pipeline.label_events = !options.report_only;
     pipeline.set_idle_threshold(options.idle_threshold);

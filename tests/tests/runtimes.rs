@@ -969,10 +969,13 @@ fn curl_in_a_shell_loop_is_one_churn_finding() {
     let report = session.stop();
 
     // One row with the call site, folding the curl processes. A curl lives
-    // well under a millisecond after its connect on loopback; the kernel
+    // a millisecond or two after its connect on loopback; the kernel
     // announces each new process to a real-time thread that reads its
-    // mappings at once (at normal priority 15-28 % were gone by then; now
-    // 0 or 1 in 200 here: the tolerance below is 2 %). One missed is
+    // mappings at once: 0 or 1 in 200 gone by then here, so the tolerance
+    // is 2 %. Where real-time priority is refused (a cgroup without
+    // real-time budget, as CI's may be) the thread runs at nice -20 with a
+    // short slice: 4-8 % missed here (15-28 % at normal priority), so the
+    // tolerance is 15 %, and the session says which it got. One missed is
     // folded into a row of its own, whose call site is unknown and says
     // why, never a wrong one.
     let rows = report.findings("churn", |f| {
@@ -994,9 +997,16 @@ fn curl_in_a_shell_loop_is_one_churn_finding() {
         f.starts_with("curl_")
     });
     let pids = u64_of(churn, "pids");
+    let priority = report.trace.summary()["summary"]["stacks"]["meeting_priority"].clone();
+    let least = if priority == "real_time" {
+        N * 98 / 100
+    } else {
+        N * 85 / 100
+    };
     assert!(
-        pids >= N * 98 / 100 && u64_of(churn, "connections") == pids,
-        "most curl processes, one connection each, folded into the row: {:#}",
+        pids >= least && u64_of(churn, "connections") == pids,
+        "most curl processes (at least {least}, the meeting thread at {priority} priority), \
+         one connection each, folded into the row: {:#}",
         without_frames(churn)
     );
     for row in rows.iter().filter(|f| site_function(f, "call_site") == "?") {

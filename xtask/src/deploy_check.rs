@@ -48,7 +48,7 @@ const ENTRYPOINT: &str = r#"ENTRYPOINT ["/usr/local/bin/tcptrace", "daemon"]"#;
 /// Capabilities the daemon must have (deploy/README.md, "Capabilities"),
 /// and the only others it may be given.
 const REQUIRED_CAPS: [&str; 4] = ["BPF", "PERFMON", "SYS_PTRACE", "DAC_READ_SEARCH"];
-const OPTIONAL_CAPS: [&str; 1] = ["SYS_ADMIN"];
+const OPTIONAL_CAPS: [&str; 2] = ["SYS_ADMIN", "SYS_NICE"];
 /// Host paths the pod must mount (read-only, like every host path).
 const HOST_MOUNTS: [&str; 5] = [
     "/sys/kernel/tracing",

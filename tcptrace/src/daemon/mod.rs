@@ -95,7 +95,7 @@ async fn serve(config: DaemonConfig) -> Result<()> {
         Pipeline::start(&mut probe, config.filter(), config.containers())?;
     pipeline.call_sites.set_jvm_perf_maps(config.jvm_perf_map);
     pipeline.set_idle_threshold(config.idle_threshold);
-    log_warnings(&config, &probe);
+    log_warnings(&config, &probe, &pipeline);
     let kept = crate::privileges::drop_after_attach()?;
     release_free_heap();
     log(
@@ -455,7 +455,7 @@ impl Daemon {
 
 /// What the configuration and the kernel could not give, logged once at
 /// start.
-fn log_warnings(config: &DaemonConfig, probe: &Probe) {
+fn log_warnings(config: &DaemonConfig, probe: &Probe, pipeline: &Pipeline) {
     for warning in &config.warnings {
         log(
             "warn",
@@ -468,6 +468,17 @@ fn log_warnings(config: &DaemonConfig, probe: &Probe) {
             "warn",
             "a hook is missing",
             &serde_json::json!({ "lost": missing }),
+        );
+    }
+    let priority = pipeline.call_sites.counts().meeting_priority;
+    if priority.is_degraded() {
+        log(
+            "warn",
+            "process meeting thread below real-time priority",
+            &serde_json::json!({
+                "priority": priority.as_str(),
+                "consequence": crate::symbolize::MeetingPriority::CONSEQUENCE,
+            }),
         );
     }
 }

@@ -130,10 +130,10 @@ impl<W: Write> Sink for TextLines<W> {
         writeln!(
             self.out,
             "# stacks: {} captured, {} reused (sampling), {} not captured (no room or unreadable); \
-             {} unwound, {} of processes gone before tcptrace met them ({} processes), {} of \
-             filtered-out processes",
+             {} unwound, {} of processes gone before tcptrace met them ({} processes; meeting \
+             thread at {} priority), {} of filtered-out processes",
             k.stacks_taken, k.stacks_sampled, k.stack_errors, s.stacks.unwound, s.stacks.unmapped,
-            s.stacks.processes_missed, s.stacks.filtered_out
+            s.stacks.processes_missed, s.stacks.meeting_priority.as_str(), s.stacks.filtered_out
         )?;
         for missing in &s.missing_hooks {
             writeln!(self.out, "# missing hook: {missing}")?;

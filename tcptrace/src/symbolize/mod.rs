@@ -47,7 +47,7 @@ use framehop::{x86_64::CacheX86_64, Unwinder};
 
 pub use call_site::{call_site, choose, Chosen};
 pub use frame::{Frame, UNKNOWN as UNKNOWN_FUNCTION};
-pub use meeter::Meeter;
+pub use meeter::{Meeter, MeetingPriority};
 pub use runtimes::advice;
 
 use crate::generations::Generations;
@@ -258,6 +258,14 @@ impl Symbolizer {
     #[must_use]
     pub fn processes_missed(&self) -> u64 {
         self.meeter.as_ref().map_or(0, |m| m.lock().missed)
+    }
+
+    /// The scheduling the meeting thread was granted.
+    #[must_use]
+    pub fn meeting_priority(&self) -> MeetingPriority {
+        self.meeter
+            .as_ref()
+            .map_or(MeetingPriority::None, |m| m.lock().priority)
     }
 
     /// Whether tcptrace may ask JVMs for their perf maps (on by default).
