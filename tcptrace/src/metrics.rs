@@ -5,6 +5,10 @@
 //! Cardinality is bounded by design: series are keyed by process name and
 //! cgroup (container), never by pid; at most `MAX_PROCESSES` distinct keys
 //! and `MAX_PEERS` peers are tracked, the rest is folded into "other".
+//! Any local user can name processes at will, so the bound is small enough
+//! for /metrics to stay a few megabytes, and a key without events for
+//! `EVICT_AFTER` is dropped (counted): a flood of made-up names fills the
+//! table only for a while, and never displaces a service that is active.
 
 use std::net::SocketAddr;
 
@@ -21,8 +25,12 @@ use crate::{
     FastMap,
 };
 
-pub const MAX_PROCESSES: usize = 10_000;
+/// Label sets of processes: each has up to ~60 series (two histograms,
+/// ~6.5 KB of /metrics), so 2,000 keep /metrics under 13 MB at worst.
+pub const MAX_PROCESSES: usize = 2_000;
 pub const MAX_PEERS: usize = 4_096;
+/// A process or peer with no event for this long loses its series.
+pub const EVICT_AFTER: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
 /// Upper bounds (seconds) of the latency and lifetime histograms.
 pub const BUCKETS: [f64; 15] = [
@@ -248,6 +256,8 @@ pub struct ProcessMetrics {
     pub dead_peer_closes: u64,
     pub lifetime: Buckets,
     pub connect_latency: Buckets,
+    /// Kernel time of the last event counted here (`evict_idle`).
+    pub last_event_ns: u64,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -256,6 +266,8 @@ pub struct PeerMetrics {
     pub connect_latency: Buckets,
     pub connect_failures: ConnectFailures,
     pub dead_peer_closes: u64,
+    /// Kernel time of the last event counted here (`evict_idle`).
+    pub last_event_ns: u64,
 }
 
 pub struct DaemonMetrics {
@@ -264,6 +276,8 @@ pub struct DaemonMetrics {
     /// Events folded into "other" because the bounds were reached.
     pub folded_processes: u64,
     pub folded_peers: u64,
+    /// Label sets dropped after `EVICT_AFTER` without events.
+    pub evicted: u64,
     /// The kernel's count of resets on unknown sockets (summary mode)
     /// already added to the "unknown" process.
     resets_without_socket: u64,
@@ -279,6 +293,7 @@ impl Default for DaemonMetrics {
             peers: FastMap::default(),
             folded_processes: 0,
             folded_peers: 0,
+            evicted: 0,
             resets_without_socket: 0,
             long_ns: lost::duration_ns(crate::diagnose::idle::DEFAULT_IDLE_THRESHOLD),
         }
@@ -296,24 +311,47 @@ impl DaemonMetrics {
         }
     }
 
-    fn process(&mut self, key: ProcessKey) -> &mut ProcessMetrics {
+    /// The counters of `key` for an event at `ts_ns`.
+    fn process(&mut self, key: ProcessKey, ts_ns: u64) -> &mut ProcessMetrics {
         let key = if self.processes.len() >= MAX_PROCESSES && !self.processes.contains_key(&key) {
             self.folded_processes += 1;
             ProcessKey::OTHER
         } else {
             key
         };
-        self.processes.entry(key).or_default()
+        let process = self.processes.entry(key).or_default();
+        process.last_event_ns = process.last_event_ns.max(ts_ns);
+        process
     }
 
-    fn peer(&mut self, peer: SocketAddr) -> &mut PeerMetrics {
+    fn peer(&mut self, peer: SocketAddr, ts_ns: u64) -> &mut PeerMetrics {
         let peer = if self.peers.len() >= MAX_PEERS && !self.peers.contains_key(&peer) {
             self.folded_peers += 1;
             SocketAddr::from(([0, 0, 0, 0], 0))
         } else {
             peer
         };
-        self.peers.entry(peer).or_default()
+        let metrics = self.peers.entry(peer).or_default();
+        metrics.last_event_ns = metrics.last_event_ns.max(ts_ns);
+        metrics
+    }
+
+    /// Drops the processes and peers without events for `EVICT_AFTER` at
+    /// kernel time `now_ns` ("other" and "unknown" stay). Returns how many
+    /// went.
+    pub fn evict_idle(&mut self, now_ns: u64) -> usize {
+        let limit = lost::duration_ns(EVICT_AFTER);
+        let active = |last: u64| now_ns.saturating_sub(last) <= limit;
+        let before = self.processes.len() + self.peers.len();
+        self.processes.retain(|key, process| {
+            *key == ProcessKey::OTHER
+                || *key == ProcessKey::UNKNOWN
+                || active(process.last_event_ns)
+        });
+        self.peers.retain(|_, peer| active(peer.last_event_ns));
+        let evicted = before - self.processes.len() - self.peers.len();
+        self.evicted += evicted as u64;
+        evicted
     }
 
     /// Summary mode counts resets on unknown sockets in the kernel instead
@@ -323,7 +361,7 @@ impl DaemonMetrics {
         let new = kernel_total.saturating_sub(self.resets_without_socket);
         if new > 0 {
             self.resets_without_socket = kernel_total;
-            self.process(ProcessKey::UNKNOWN)
+            self.process(ProcessKey::UNKNOWN, 0)
                 .resets
                 .add(ResetDirection::Sent, new);
         }
@@ -331,9 +369,10 @@ impl DaemonMetrics {
 
     /// One event that passed the filter.
     pub fn observe(&mut self, seen: &Observed) {
+        let ts_ns = seen.event.ts_ns;
         let Some(record) = seen.record else {
             if let TcpEventKind::ResetSent { .. } = seen.event.what {
-                self.process(ProcessKey::UNKNOWN)
+                self.process(ProcessKey::UNKNOWN, ts_ns)
                     .resets
                     .add(ResetDirection::Sent, 1);
             }
@@ -347,7 +386,7 @@ impl DaemonMetrics {
         let active = record.role == Role::Active;
         match event.what {
             TcpEventKind::StateChange { old, new } => {
-                let process = self.process(owner);
+                let process = self.process(owner, ts_ns);
                 *process.transitions.entry((old, new)).or_default() += 1;
                 match TcpState::birth(old, new) {
                     Some(Birth::Active) => process.opened.add(Opened::Active, 1),
@@ -359,21 +398,27 @@ impl DaemonMetrics {
                     ((old, new), event.in_state_ns)
                 {
                     process.connect_latency.observe_ns(ns);
-                    self.peer(record.remote).connect_latency.observe_ns(ns);
+                    self.peer(record.remote, ts_ns)
+                        .connect_latency
+                        .observe_ns(ns);
                 }
                 if active && TcpState::birth(old, new) == Some(Birth::Active) {
-                    self.peer(record.remote).attempts += 1;
+                    self.peer(record.remote, ts_ns).attempts += 1;
                 }
             }
             TcpEventKind::Retransmit { state } => {
                 let phase = state.unwrap_or(record.state).retransmit_phase();
-                self.process(owner).retransmits.add(phase, 1);
+                self.process(owner, ts_ns).retransmits.add(phase, 1);
             }
             TcpEventKind::ResetSent { .. } => {
-                self.process(owner).resets.add(ResetDirection::Sent, 1);
+                self.process(owner, ts_ns)
+                    .resets
+                    .add(ResetDirection::Sent, 1);
             }
             TcpEventKind::ResetReceived => {
-                self.process(owner).resets.add(ResetDirection::Received, 1);
+                self.process(owner, ts_ns)
+                    .resets
+                    .add(ResetDirection::Received, 1);
             }
             TcpEventKind::EofRead => {}
         }
@@ -394,7 +439,7 @@ impl DaemonMetrics {
         let by_caller = event.actor.is_some();
         let lost = lost::cause(record, event, self.long_ns);
 
-        let process = self.process(owner);
+        let process = self.process(owner, event.ts_ns);
         if let Some(side) = record.closed_by {
             process.closes.add(side, 1);
         }
@@ -415,7 +460,7 @@ impl DaemonMetrics {
         }
 
         if gave_up || failed_connect {
-            let peer = self.peer(record.remote);
+            let peer = self.peer(record.remote, event.ts_ns);
             if gave_up {
                 peer.dead_peer_closes += 1;
             }
@@ -440,6 +485,7 @@ pub fn merge(into: &mut ProcessMetrics, from: &ProcessMetrics) {
     into.dead_peer_closes += from.dead_peer_closes;
     into.lifetime.merge(&from.lifetime);
     into.connect_latency.merge(&from.connect_latency);
+    into.last_event_ns = into.last_event_ns.max(from.last_event_ns);
 }
 
 impl PeerMetrics {
@@ -448,12 +494,51 @@ impl PeerMetrics {
         self.connect_latency.merge(&other.connect_latency);
         self.connect_failures.add(&other.connect_failures);
         self.dead_peer_closes += other.dead_peer_closes;
+        self.last_event_ns = self.last_event_ns.max(other.last_event_ns);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn key(name: &str) -> ProcessKey {
+        let mut comm = [0; 16];
+        comm[..name.len()].copy_from_slice(name.as_bytes());
+        ProcessKey { comm, cgroup: 0 }
+    }
+
+    #[test]
+    fn a_flood_of_names_folds_then_expires_without_touching_active_services() {
+        const MINUTE: u64 = 60 * 1_000_000_000;
+        let mut metrics = DaemonMetrics::default();
+        metrics.process(key("service"), 0).dead_peer_closes += 1;
+        for i in 0..MAX_PROCESSES + 100 {
+            metrics
+                .process(key(&format!("flood{i}")), MINUTE)
+                .dead_peer_closes += 1;
+        }
+        assert_eq!(metrics.processes.len(), MAX_PROCESSES + 1, "with \"other\"");
+        assert_eq!(metrics.folded_processes, 101);
+        // The service stays active; the flood does not.
+        metrics
+            .process(key("service"), 14 * MINUTE)
+            .dead_peer_closes += 1;
+        assert_eq!(
+            metrics.evict_idle(15 * MINUTE),
+            0,
+            "nothing idle for 15 min yet"
+        );
+        assert_eq!(metrics.evict_idle(20 * MINUTE), MAX_PROCESSES - 1);
+        assert_eq!(metrics.evicted, (MAX_PROCESSES - 1) as u64);
+        assert_eq!(metrics.processes[&key("service")].dead_peer_closes, 2);
+        assert!(metrics.processes.contains_key(&ProcessKey::OTHER));
+        // Room again for a new name.
+        metrics
+            .process(key("newcomer"), 20 * MINUTE)
+            .dead_peer_closes += 1;
+        assert!(metrics.processes.contains_key(&key("newcomer")));
+    }
 
     #[test]
     fn buckets_count_per_bucket_with_overflow_last() {

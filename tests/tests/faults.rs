@@ -1296,6 +1296,153 @@ fn cpu_seconds(pid: u32) -> f64 {
     (tick(11) + tick(12)) / ticks
 }
 
+/// The largest resident set the process has had, in KiB (`VmHWM`).
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM")
+}
+
+/// One scrape read slowly (64 KiB per 10 ms, a scraper on a busy or far
+/// machine): the status, the announced length and the bytes received.
+fn slow_scrape(addr: &str) -> (String, usize, usize) {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to the daemon");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: tcptrace\r\n\r\n")
+        .expect("request");
+    let mut response = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => response.extend_from_slice(&chunk[..n]),
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head");
+    let head = String::from_utf8_lossy(&response[..split]).into_owned();
+    let length = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("Content-Length");
+    let status = head.lines().next().unwrap_or_default().to_owned();
+    (status, length, response.len() - split - 4)
+}
+
+/// A local user invents process names (3,000 processes, each its own
+/// name, each one refused connect) while 20 slow scrapers read /metrics.
+/// Before: every name got its label sets (up to 10,000, ~570,000 series),
+/// /metrics was rendered once per request (54 MB each), RSS passed 1 GB and
+/// scrapes were cut. Now: at most 2,000 label sets, the rest counted under
+/// "other"; one render shared by the scrapes within a second; every scrape
+/// complete, the peak RSS bounded, no event lost; and the service that was
+/// there before the flood keeps its own series (its new connections are
+/// not folded into "other").
+#[test]
+fn a_flood_of_process_names_cannot_exhaust_the_daemon() {
+    require_root();
+    const FLOOD: usize = 3_000;
+    const SCRAPERS: usize = 20;
+    let closed = free_loopback_addr();
+    let port = closed.rsplit_once(':').expect("port").1.to_owned();
+    let daemon = Daemon::start(&free_loopback_addr(), &["--port", &port, "--refresh", "1s"]);
+    let victim = || {
+        Workload::start(&["refused", &closed, "3"]).wait_success();
+    };
+    victim();
+
+    let mut flood = Command::new(EVIL_BIN)
+        .args(["--flood", &FLOOD.to_string(), &closed])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start tt-evil --flood");
+    let flooded = lines_of(flood.stdout.take().expect("piped"));
+    // Scrapers while the names pour in.
+    let scrapers: Vec<_> = (0..SCRAPERS)
+        .map(|i| {
+            let listen = daemon.listen.clone();
+            thread::spawn(move || {
+                thread::sleep(Duration::from_millis(100 * i as u64));
+                slow_scrape(&listen)
+            })
+        })
+        .collect();
+    assert_eq!(
+        flooded
+            .recv_timeout(Duration::from_mins(2))
+            .expect("tt-evil --flood finished"),
+        format!("flooded {FLOOD}")
+    );
+    let status = wait_bounded(&mut flood, LINE_TIMEOUT, "tt-evil --flood");
+    assert!(status.success(), "tt-evil --flood: {status}");
+    victim();
+
+    // The flood counted: its processes' connects are all there, under
+    // their names or "other", with the folding counted.
+    let family = "tcptrace_connections_opened_total";
+    let scrape = daemon.scrape_until(Duration::from_secs(20), |s| {
+        sample(s, family, &[("role", "active")]).unwrap_or(0.0) >= (FLOOD + 6) as f64
+    });
+    let opened = sample(&scrape, family, &[("role", "active")]).unwrap_or(0.0);
+    let named = scrape
+        .lines()
+        .filter(|l| {
+            l.starts_with(family) && l.contains("comm=\"ttflood") && l.contains("role=\"active\"")
+        })
+        .count();
+    let folded = sample(&scrape, "tcptrace_folded_series_total", &[]).unwrap_or(0.0);
+    let lost = sample(&scrape, "tcptrace_events_lost_total", &[]).unwrap_or(-1.0);
+    let peak_mib = peak_rss_kib(daemon.pid()) / 1024;
+    let results: Vec<(String, usize, usize)> = scrapers
+        .into_iter()
+        .map(|s| s.join().expect("scraper thread"))
+        .collect();
+    let complete = results
+        .iter()
+        .filter(|(status, length, got)| status.contains(" 200 ") && length == got)
+        .count();
+    let largest = results.iter().map(|r| r.1).max().unwrap_or(0);
+    eprintln!(
+        "flood: {opened} connections opened; {named} flood names with series, {folded} events \
+         folded into \"other\"; {complete}/{SCRAPERS} slow scrapes complete (largest {largest} \
+         bytes); daemon peak RSS {peak_mib} MiB; events lost {lost}; /metrics now {} bytes",
+        scrape.len()
+    );
+    assert_eq!(
+        Some(opened),
+        Some((FLOOD + 6) as f64),
+        "every connect is counted"
+    );
+    assert!(
+        named < 2_000 && folded > 0.0,
+        "at most 2,000 label sets; the rest counted as folded ({named}, {folded})"
+    );
+    assert_eq!(
+        sample(
+            &scrape,
+            family,
+            &[("comm", "tt-workload"), ("role", "active")]
+        ),
+        Some(6.0),
+        "the service from before the flood keeps its own series"
+    );
+    assert_eq!(complete, SCRAPERS, "every scrape complete: {results:?}");
+    assert!(peak_mib < 256, "peak RSS {peak_mib} MiB");
+    assert_eq!(Some(lost), Some(0.0), "nothing lost");
+}
+
 /// 1,100 idle connections to the metrics port, with the daemon started
 /// under the usual soft limit of 1,024 open files (before: every socket
 /// dump failed with "Too many open files", `accept4` spun at ~85 % CPU and

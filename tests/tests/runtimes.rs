@@ -200,7 +200,7 @@ impl Session {
         for finding in &findings {
             eprintln!("{}", without_frames(finding));
         }
-        Report { trace }
+        Report { trace, text }
     }
 }
 
@@ -218,6 +218,8 @@ impl Drop for Session {
 
 struct Report {
     trace: Trace,
+    /// The text session's output: what an operator's terminal shows.
+    text: String,
 }
 
 impl Report {
@@ -762,6 +764,61 @@ fn c_without_frame_pointers_names_the_users_function() {
         );
     }
 
+    client.wait_success();
+    server.wait_success();
+}
+
+/// A source file name comes from the binary's debug information, which
+/// whoever built the binary chose: here a directory name that clears the
+/// screen, sets the terminal's title and starts a forged report line. The
+/// text report shows the file escaped (no escape character, no line of
+/// its own), and the JSON report keeps the exact name in its string.
+#[test]
+fn a_source_file_name_with_terminal_escapes_is_printed_escaped() {
+    const N: u64 = 5;
+    const FORGED: &str = "# FORGED: nothing to see here";
+    require_root();
+    let hosts = HostPair::new("ttrt-esc");
+    let server_addr = format!("{}:18111", hosts.a_addr);
+    let dir = out_dir().join(format!("evil\u{1b}[2J\u{1b}]0;pwned\u{7}\n{FORGED}"));
+    fs::create_dir_all(&dir).expect("the hostile directory");
+    let source = dir.join("c_client.c");
+    fs::copy(workloads().join("c").join("c_client.c"), &source).expect("copy c_client.c");
+    let exe = out_dir().join("c_client_evil_file");
+    build(
+        Command::new("gcc")
+            .args(["-O2", "-fomit-frame-pointer", "-g", "-o"])
+            .arg(&exe)
+            .arg(&source),
+    );
+    let session = Session::start("c_evil_file", &["--port", "18111"]);
+    let server = go_server(&hosts.a, &server_addr);
+    let mut client = run_in(&hosts.b, &exe, &[hosts.a_addr, "18111", &N.to_string()]);
+    client.expect_line("done");
+    let report = session.stop();
+
+    let churn = client_churn(&report, client.pid(), &server_addr);
+    let file = churn["call_site"]["file"].as_str().unwrap_or_default();
+    assert!(
+        file.ends_with("c_client.c") && file.contains('\u{1b}') && file.contains(FORGED),
+        "the JSON report keeps the exact file name: {:#}",
+        without_frames(churn)
+    );
+    assert!(
+        report.text.contains("c_connect_per_request"),
+        "the text report names the call site:\n{}",
+        report.text
+    );
+    assert!(
+        !report.text.contains('\u{1b}') && !report.text.contains('\u{7}'),
+        "no escape or bell character reaches the terminal:\n{}",
+        report.text
+    );
+    assert!(
+        !report.text.lines().any(|line| line.starts_with(FORGED)),
+        "no forged line of its own:\n{}",
+        report.text
+    );
     client.wait_success();
     server.wait_success();
 }

@@ -12,6 +12,14 @@ use tokio::{
 
 const MAX_REQUEST: usize = 8 * 1024;
 const READ_TIMEOUT: Duration = Duration::from_secs(2);
+/// A response is written in pieces of `WRITE_CHUNK`, each within
+/// `WRITE_TIMEOUT`: a slow scraper that keeps reading gets the whole
+/// response (a large /metrics takes a while at a few MB/s), one that stops
+/// is dropped 2 s later, and none holds its connection past
+/// `RESPONSE_LIMIT`.
+const WRITE_CHUNK: usize = 256 * 1024;
+const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+const RESPONSE_LIMIT: Duration = Duration::from_secs(30);
 
 /// What the client asked for.
 #[derive(Debug, PartialEq, Eq)]
@@ -99,14 +107,23 @@ pub async fn respond(
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
+    let body = if send_body { body } else { &[] };
     let write = async {
-        stream.write_all(head.as_bytes()).await?;
-        if send_body {
-            stream.write_all(body).await?;
+        let timed =
+            |piece: &'static str| move |_| std::io::Error::new(std::io::ErrorKind::TimedOut, piece);
+        tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(head.as_bytes()))
+            .await
+            .map_err(timed("head"))??;
+        for chunk in body.chunks(WRITE_CHUNK) {
+            tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(chunk))
+                .await
+                .map_err(timed("body"))??;
         }
-        stream.shutdown().await
+        tokio::time::timeout(WRITE_TIMEOUT, stream.shutdown())
+            .await
+            .map_err(timed("shutdown"))?
     };
-    let _ = tokio::time::timeout(READ_TIMEOUT, write).await;
+    let _ = tokio::time::timeout(RESPONSE_LIMIT, write).await;
 }
 
 #[cfg(test)]

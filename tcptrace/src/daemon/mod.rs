@@ -9,6 +9,7 @@ pub mod config;
 mod health;
 mod http;
 mod http_budget;
+mod rendered;
 mod scrape;
 
 use std::{cell::RefCell, collections::HashSet, rc::Rc, time::Instant};
@@ -26,10 +27,11 @@ use self::{
     health::{Health, Losses},
     http::Route,
     http_budget::{HttpBudget, Slot},
+    rendered::{Format, RenderedMetrics},
     scrape::Refreshed,
 };
 use crate::{
-    export::prometheus::{render, to_classic_text, Scrape},
+    export::prometheus::{render, Scrape},
     findings::Report,
     metrics::DaemonMetrics,
     pipeline::{dump, Pipeline, Rings, DRAIN_INTERVAL},
@@ -57,6 +59,8 @@ struct Daemon {
     http: Rc<HttpBudget>,
     /// Socket dumps that failed (`/healthz` says so while they do).
     refresh_errors: u64,
+    /// The last `/metrics` text, shared by the scrapes that follow it.
+    rendered: RenderedMetrics,
 }
 
 pub fn run(config: DaemonConfig) -> Result<()> {
@@ -103,19 +107,12 @@ async fn serve(config: DaemonConfig) -> Result<()> {
         "capabilities dropped after attach",
         &serde_json::json!({ "kept": kept.iter().map(ToString::to_string).collect::<Vec<_>>() }),
     );
-    let daemon = Rc::new(RefCell::new(Daemon {
-        config: config.clone(),
+    let daemon = Rc::new(RefCell::new(Daemon::new(
+        config.clone(),
         probe,
         pipeline,
-        metrics: DaemonMetrics::with_idle_threshold(config.idle_threshold),
-        refreshed: Refreshed::default(),
-        started: Instant::now(),
-        logged: HashSet::new(),
-        wakeups: 0,
-        health: Health::default(),
-        http: Rc::clone(&http),
-        refresh_errors: 0,
-    }));
+        Rc::clone(&http),
+    )));
     log(
         "info",
         "started",
@@ -259,29 +256,29 @@ async fn answer(mut stream: tokio::net::TcpStream, daemon: Rc<RefCell<Daemon>>, 
     let Some(head) = http::read_head(&mut stream).await else {
         return;
     };
-    let (status, content_type, body) = match http::route(&head) {
+    let (status, content_type, body): (_, _, Rc<str>) = match http::route(&head) {
         Route::Metrics(true) => (
             "200 OK",
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            daemon.borrow_mut().render(),
+            daemon.borrow_mut().metrics_text(Format::OpenMetrics),
         ),
         Route::Metrics(false) => (
             "200 OK",
             "text/plain; version=0.0.4; charset=utf-8",
-            to_classic_text(&daemon.borrow_mut().render()),
+            daemon.borrow_mut().metrics_text(Format::Classic),
         ),
-        Route::Health => ("200 OK", "application/json", daemon.borrow_mut().health()),
+        Route::Health => (
+            "200 OK",
+            "application/json",
+            daemon.borrow_mut().health().into(),
+        ),
         Route::NotFound => (
             "404 Not Found",
             "text/plain",
-            "try /metrics or /healthz\n".to_owned(),
+            "try /metrics or /healthz\n".into(),
         ),
-        Route::MethodNotAllowed => (
-            "405 Method Not Allowed",
-            "text/plain",
-            "read-only\n".to_owned(),
-        ),
-        Route::BadRequest => ("400 Bad Request", "text/plain", "bad request\n".to_owned()),
+        Route::MethodNotAllowed => ("405 Method Not Allowed", "text/plain", "read-only\n".into()),
+        Route::BadRequest => ("400 Bad Request", "text/plain", "bad request\n".into()),
     };
     let send_body = !http::is_head(&head);
     http::respond(
@@ -295,6 +292,23 @@ async fn answer(mut stream: tokio::net::TcpStream, daemon: Rc<RefCell<Daemon>>, 
 }
 
 impl Daemon {
+    fn new(config: DaemonConfig, probe: Probe, pipeline: Pipeline, http: Rc<HttpBudget>) -> Self {
+        Self {
+            metrics: DaemonMetrics::with_idle_threshold(config.idle_threshold),
+            config,
+            probe,
+            pipeline,
+            refreshed: Refreshed::default(),
+            started: Instant::now(),
+            logged: HashSet::new(),
+            wakeups: 0,
+            health: Health::default(),
+            http,
+            refresh_errors: 0,
+            rendered: RenderedMetrics::default(),
+        }
+    }
+
     fn drain(&mut self, rings: &mut Rings) {
         let metrics = &mut self.metrics;
         let _ = self
@@ -330,6 +344,7 @@ impl Daemon {
             self.pipeline.containers(),
         );
         drop((all, owned, report));
+        self.metrics.evict_idle(crate::clock::monotonic_ns());
         self.pipeline.call_sites.release_idle();
         // A refresh allocates per socket and frees it all again.
         release_free_heap();
@@ -352,6 +367,14 @@ impl Daemon {
                 );
             }
         }
+    }
+
+    /// `/metrics` in `format`: the last render if recent, else a new one.
+    fn metrics_text(&mut self, format: Format) -> Rc<str> {
+        let mut rendered = std::mem::take(&mut self.rendered);
+        let text = rendered.get(format, Instant::now(), || self.render());
+        self.rendered = rendered;
+        text
     }
 
     fn render(&mut self) -> String {

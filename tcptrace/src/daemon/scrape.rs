@@ -209,4 +209,5 @@ pub fn counters(
         "other".to_owned(),
     );
     scrape.folded = metrics.folded_processes + metrics.folded_peers;
+    scrape.evicted = metrics.evicted;
 }

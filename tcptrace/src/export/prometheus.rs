@@ -99,6 +99,8 @@ pub struct Scrape {
     /// What became of the stacks the kernel captured.
     pub stacks: StackCounts,
     pub folded: u64,
+    /// Label sets dropped after a long time without events.
+    pub evicted: u64,
     pub version: &'static str,
     pub kernel_release: String,
 }
@@ -480,6 +482,11 @@ impl Scrape {
                 "folded_series",
                 "Events counted under \"other\" because label bounds were reached",
                 self.folded,
+            ),
+            (
+                "label_sets_evicted",
+                "Process and peer label sets dropped after 15 minutes without events (their series end)",
+                self.evicted,
             ),
         ] {
             e.encode_descriptor(name, help, None, MetricType::Counter)?

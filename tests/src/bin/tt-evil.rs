@@ -5,6 +5,11 @@
 //!
 //! Prints `comm <NAME as the kernel now has it, Rust-escaped>`, then
 //! `local ADDR` per connection and `done`, one line each, flushed.
+//!
+//! `tt-evil --flood N ADDR`: a local user inventing process names. Forks N
+//! processes one after the other, each named `ttflood<i>`, each trying
+//! one connection to ADDR (a closed port: refused is fine), then prints
+//! `flooded N`.
 
 use std::{
     env,
@@ -20,11 +25,15 @@ use tcptrace_tests::workload::{exit_code, say};
 
 const USAGE: &str =
     "usage: tt-evil NAME ADDR COUNT   set comm to NAME (at most 15 bytes), then COUNT times:
-                                connect to ADDR, send `hello`, read `ok`, close";
+                                connect to ADDR, send `hello`, read `ok`, close
+       tt-evil --flood N ADDR     N processes with distinct names, one connect each";
 
 fn main() -> ExitCode {
     let args: Vec<_> = env::args_os().skip(1).collect();
     let result = match &args[..] {
+        [flag, count, addr] if flag == "--flood" => {
+            flood(&count.to_string_lossy(), &addr.to_string_lossy())
+        }
         [name, addr, count] => run(
             name.as_bytes(),
             &addr.to_string_lossy(),
@@ -76,5 +85,35 @@ fn run(name: &[u8], addr: &str, count: &str) -> Result<(), String> {
         conn.read_exact(&mut ok).map_err(|e| e.to_string())?;
     }
     say("done");
+    Ok(())
+}
+
+fn flood(count: &str, addr: &str) -> Result<(), String> {
+    let addr: SocketAddr = addr
+        .parse()
+        .map_err(|e| format!("bad address {addr}: {e}"))?;
+    let count: u32 = count
+        .parse()
+        .map_err(|e| format!("bad count {count}: {e}"))?;
+    for i in 0..count {
+        // Prepared before the fork: the child only makes system calls.
+        let name = CString::new(format!("ttflood{i}")).map_err(|e| e.to_string())?;
+        // SAFETY: this program is single-threaded; the child calls prctl,
+        // connect (through std, which allocates nothing here) and _exit.
+        match unsafe { libc::fork() } {
+            -1 => return Err(format!("fork: {}", std::io::Error::last_os_error())),
+            0 => unsafe {
+                libc::prctl(libc::PR_SET_NAME, name.as_ptr(), 0, 0, 0);
+                let _ = TcpStream::connect_timeout(&addr, Duration::from_secs(2));
+                libc::_exit(0);
+            },
+            child => {
+                let mut status = 0;
+                // SAFETY: waits for the child just forked.
+                unsafe { libc::waitpid(child, &raw mut status, 0) };
+            }
+        }
+    }
+    say(&format!("flooded {count}"));
     Ok(())
 }
