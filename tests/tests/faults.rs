@@ -1414,10 +1414,20 @@ fn a_flood_of_process_names_cannot_exhaust_the_daemon() {
         .filter(|(status, length, got)| status.contains(" 200 ") && length == got)
         .count();
     let largest = results.iter().map(|r| r.1).max().unwrap_or(0);
+    // What Prometheus asks for: gzip (curl undoes it and says what it got).
+    let gzipped = Command::new("curl")
+        .args(["-sS", "--compressed", "-w", "\n%{size_download}", "-o", "-"])
+        .arg(format!("http://{}/metrics", daemon.listen))
+        .output()
+        .expect("curl");
+    let body = String::from_utf8_lossy(&gzipped.stdout);
+    let (text, downloaded) = body.rsplit_once('\n').expect("size after the body");
+    let downloaded: usize = downloaded.trim().parse().expect("size_download");
     eprintln!(
         "flood: {opened} connections opened; {named} flood names with series, {folded} events \
          folded into \"other\"; {complete}/{SCRAPERS} slow scrapes complete (largest {largest} \
-         bytes); daemon peak RSS {peak_mib} MiB; events lost {lost}; /metrics now {} bytes",
+         bytes); daemon peak RSS {peak_mib} MiB; events lost {lost}; /metrics now {} bytes, {downloaded} \
+         gzipped",
         scrape.len()
     );
     assert_eq!(
@@ -1439,6 +1449,11 @@ fn a_flood_of_process_names_cannot_exhaust_the_daemon() {
         "the service from before the flood keeps its own series"
     );
     assert_eq!(complete, SCRAPERS, "every scrape complete: {results:?}");
+    assert!(
+        text.contains(family) && downloaded * 5 < text.len(),
+        "gzip when asked: {downloaded} bytes for {} of text",
+        text.len()
+    );
     assert!(peak_mib < 256, "peak RSS {peak_mib} MiB");
     assert_eq!(Some(lost), Some(0.0), "nothing lost");
 }

@@ -57,6 +57,26 @@ pub fn route(head: &[u8]) -> Route {
     }
 }
 
+/// True when the request's `Accept-Encoding` lists gzip (and does not
+/// refuse it with `q=0`).
+#[must_use]
+pub fn accepts_gzip(head: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(head);
+    text.lines()
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(name, _)| name.trim().eq_ignore_ascii_case("accept-encoding"))
+        .flat_map(|(_, value)| value.split(','))
+        .any(|coding| {
+            let mut parts = coding.split(';').map(str::trim);
+            parts.next().is_some_and(|c| c.eq_ignore_ascii_case("gzip"))
+                && !parts.any(|p| {
+                    p.strip_prefix("q=")
+                        .and_then(|q| q.parse::<f32>().ok())
+                        .is_some_and(|q| q <= 0.0)
+                })
+        })
+}
+
 fn accepts_openmetrics(head: &str) -> bool {
     head.lines()
         .filter_map(|l| l.split_once(':'))
@@ -100,11 +120,17 @@ pub async fn respond(
     stream: &mut TcpStream,
     status: &str,
     content_type: &str,
+    gzipped: bool,
     body: &[u8],
     send_body: bool,
 ) {
+    let encoding = if gzipped {
+        "Content-Encoding: gzip\r\n"
+    } else {
+        ""
+    };
     let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n{encoding}Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     let body = if send_body { body } else { &[] };
@@ -150,5 +176,19 @@ mod tests {
         assert_eq!(route(b"GET / HTTP/1.1\r\n\r\n"), Route::NotFound);
         assert_eq!(route(b"garbage"), Route::BadRequest);
         assert_eq!(route(&[0xff, 0xfe]), Route::BadRequest);
+    }
+
+    #[test]
+    fn gzip_when_asked_and_not_refused() {
+        let head = |encoding: &str| format!("GET /metrics HTTP/1.1\r\n{encoding}\r\n\r\n");
+        // What Prometheus sends.
+        assert!(accepts_gzip(head("Accept-Encoding: gzip").as_bytes()));
+        assert!(accepts_gzip(
+            head("accept-encoding: deflate, GZIP;q=0.5").as_bytes()
+        ));
+        assert!(!accepts_gzip(head("Accept-Encoding: gzip;q=0").as_bytes()));
+        assert!(!accepts_gzip(head("Accept-Encoding: identity").as_bytes()));
+        assert!(!accepts_gzip(head("X-Note: gzip").as_bytes()));
+        assert!(!accepts_gzip(b"GET /metrics HTTP/1.1\r\n\r\n"));
     }
 }

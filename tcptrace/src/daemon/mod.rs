@@ -27,7 +27,7 @@ use self::{
     health::{Health, Losses},
     http::Route,
     http_budget::{HttpBudget, Slot},
-    rendered::{Format, RenderedMetrics},
+    rendered::{Format, RenderedMetrics, Variant},
     scrape::Refreshed,
 };
 use crate::{
@@ -256,39 +256,50 @@ async fn answer(mut stream: tokio::net::TcpStream, daemon: Rc<RefCell<Daemon>>, 
     let Some(head) = http::read_head(&mut stream).await else {
         return;
     };
-    let (status, content_type, body): (_, _, Rc<str>) = match http::route(&head) {
+    let gzip = http::accepts_gzip(&head);
+    let metrics = |format| Variant { format, gzip };
+    let (status, content_type, gzipped, body): (_, _, _, Rc<[u8]>) = match http::route(&head) {
         Route::Metrics(true) => (
             "200 OK",
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            daemon.borrow_mut().metrics_text(Format::OpenMetrics),
+            gzip,
+            daemon
+                .borrow_mut()
+                .metrics_text(metrics(Format::OpenMetrics)),
         ),
         Route::Metrics(false) => (
             "200 OK",
             "text/plain; version=0.0.4; charset=utf-8",
-            daemon.borrow_mut().metrics_text(Format::Classic),
+            gzip,
+            daemon.borrow_mut().metrics_text(metrics(Format::Classic)),
         ),
         Route::Health => (
             "200 OK",
             "application/json",
-            daemon.borrow_mut().health().into(),
+            false,
+            daemon.borrow_mut().health().into_bytes().into(),
         ),
         Route::NotFound => (
             "404 Not Found",
             "text/plain",
-            "try /metrics or /healthz\n".into(),
+            false,
+            b"try /metrics or /healthz\n".as_slice().into(),
         ),
-        Route::MethodNotAllowed => ("405 Method Not Allowed", "text/plain", "read-only\n".into()),
-        Route::BadRequest => ("400 Bad Request", "text/plain", "bad request\n".into()),
+        Route::MethodNotAllowed => (
+            "405 Method Not Allowed",
+            "text/plain",
+            false,
+            b"read-only\n".as_slice().into(),
+        ),
+        Route::BadRequest => (
+            "400 Bad Request",
+            "text/plain",
+            false,
+            b"bad request\n".as_slice().into(),
+        ),
     };
     let send_body = !http::is_head(&head);
-    http::respond(
-        &mut stream,
-        status,
-        content_type,
-        body.as_bytes(),
-        send_body,
-    )
-    .await;
+    http::respond(&mut stream, status, content_type, gzipped, &body, send_body).await;
 }
 
 impl Daemon {
@@ -369,10 +380,11 @@ impl Daemon {
         }
     }
 
-    /// `/metrics` in `format`: the last render if recent, else a new one.
-    fn metrics_text(&mut self, format: Format) -> Rc<str> {
+    /// `/metrics` as `variant`: from the last render if recent, else a new
+    /// one.
+    fn metrics_text(&mut self, variant: Variant) -> Rc<[u8]> {
         let mut rendered = std::mem::take(&mut self.rendered);
-        let text = rendered.get(format, Instant::now(), || self.render());
+        let text = rendered.get(variant, Instant::now(), || self.render());
         self.rendered = rendered;
         text
     }

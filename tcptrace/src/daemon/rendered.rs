@@ -1,12 +1,17 @@
 //! `/metrics` rendered once and shared: every scrape within `MAX_AGE` of a
-//! render gets the same text, so that many scrapers at once (or one user
+//! render gets the same bytes, so that many scrapers at once (or one user
 //! opening many connections) cost one render, not one each, and no copy
-//! per connection (each holds a reference while it writes).
+//! per connection (each holds a reference while it writes). The classic
+//! text format and the gzip encodings are derived from that render, each
+//! at most once.
 
 use std::{
+    io::Write,
     rc::Rc,
     time::{Duration, Instant},
 };
+
+use flate2::{write::GzEncoder, Compression};
 
 use crate::export::prometheus::to_classic_text;
 
@@ -23,51 +28,102 @@ pub enum Format {
     Classic,
 }
 
+/// What a scrape is sent: a format, gzip-compressed or not (Prometheus
+/// asks for gzip; /metrics shrinks about tenfold).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Variant {
+    pub format: Format,
+    pub gzip: bool,
+}
+
+impl Variant {
+    fn slot(self) -> usize {
+        usize::from(self.format == Format::Classic) * 2 + usize::from(self.gzip)
+    }
+}
+
+/// Each variant of the last render, with the time of that render.
 #[derive(Default)]
 pub struct RenderedMetrics {
-    openmetrics: Option<(Instant, Rc<str>)>,
-    classic: Option<(Instant, Rc<str>)>,
+    variants: [Option<(Instant, Rc<[u8]>)>; 4],
 }
 
 impl RenderedMetrics {
-    /// The text in `format`, rendered by `render` (`OpenMetrics`) only when
-    /// the last render is older than `MAX_AGE` at `now`.
+    /// The bytes of `variant`, rendered by `render` (`OpenMetrics` text)
+    /// only when the last render is older than `MAX_AGE` at `now`.
     pub fn get(
         &mut self,
-        format: Format,
+        variant: Variant,
         now: Instant,
         render: impl FnOnce() -> String,
-    ) -> Rc<str> {
-        let fresh = |slot: &Option<(Instant, Rc<str>)>| {
-            slot.as_ref()
-                .filter(|(at, _)| now.saturating_duration_since(*at) < MAX_AGE)
-                .map(|(at, text)| (*at, Rc::clone(text)))
+    ) -> Rc<[u8]> {
+        let base = Variant {
+            format: Format::OpenMetrics,
+            gzip: false,
         };
-        let (at, openmetrics) = fresh(&self.openmetrics).unwrap_or_else(|| {
-            let text: Rc<str> = Rc::from(render());
-            self.openmetrics = Some((now, Rc::clone(&text)));
-            (now, text)
-        });
-        match format {
-            Format::OpenMetrics => openmetrics,
-            Format::Classic => match &self.classic {
-                // Derived from this very render, not an older one.
-                Some((classic_at, text)) if *classic_at == at => Rc::clone(text),
-                _ => {
-                    let text: Rc<str> = Rc::from(to_classic_text(&openmetrics));
-                    self.classic = Some((at, Rc::clone(&text)));
-                    text
-                }
-            },
-        }
+        let at = match &self.variants[base.slot()] {
+            Some((at, _)) if now.saturating_duration_since(*at) < MAX_AGE => *at,
+            _ => {
+                self.variants = Default::default();
+                self.variants[base.slot()] = Some((now, Rc::from(render().into_bytes())));
+                now
+            }
+        };
+        self.derive(variant, at)
     }
+
+    /// `variant` of the render made at `at` (which is in the base slot).
+    fn derive(&mut self, variant: Variant, at: Instant) -> Rc<[u8]> {
+        if let Some((made, bytes)) = &self.variants[variant.slot()] {
+            if *made == at {
+                return Rc::clone(bytes);
+            }
+        }
+        let bytes: Rc<[u8]> = if variant.gzip {
+            let plain = self.derive(
+                Variant {
+                    gzip: false,
+                    ..variant
+                },
+                at,
+            );
+            Rc::from(gzip(&plain))
+        } else {
+            // Only the classic text is derived plain: the base is always there.
+            let base = self.derive(
+                Variant {
+                    format: Format::OpenMetrics,
+                    gzip: false,
+                },
+                at,
+            );
+            Rc::from(to_classic_text(&String::from_utf8_lossy(&base)).into_bytes())
+        };
+        self.variants[variant.slot()] = Some((at, Rc::clone(&bytes)));
+        bytes
+    }
+}
+
+/// gzip at the fastest level: a render is compressed at most once a
+/// second, on the daemon's only thread.
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut encoder = GzEncoder::new(Vec::with_capacity(bytes.len() / 8), Compression::fast());
+    // Writing into a Vec cannot fail.
+    let _ = encoder.write_all(bytes);
+    encoder.finish().unwrap_or_default()
 }
 
 #[cfg(test)]
 mod tests {
+    use std::io::Read;
+
     use super::*;
 
     const TEXT: &str = "# TYPE a counter\na_total 1\n# EOF\n";
+
+    fn variant(format: Format, gzip: bool) -> Variant {
+        Variant { format, gzip }
+    }
 
     #[test]
     fn scrapes_within_max_age_share_one_render() {
@@ -78,18 +134,25 @@ mod tests {
             renders += 1;
             TEXT.to_owned()
         };
-        let first = rendered.get(Format::OpenMetrics, start, &mut render);
-        let second = rendered.get(Format::OpenMetrics, start + MAX_AGE / 2, &mut render);
-        let classic = rendered.get(Format::Classic, start + MAX_AGE / 2, &mut render);
-        let classic_again = rendered.get(Format::Classic, start + MAX_AGE / 2, &mut render);
-        assert!(Rc::ptr_eq(&first, &second), "the same text, not a copy");
+        let half = start + MAX_AGE / 2;
+        let first = rendered.get(variant(Format::OpenMetrics, false), start, &mut render);
+        let second = rendered.get(variant(Format::OpenMetrics, false), half, &mut render);
+        let classic = rendered.get(variant(Format::Classic, false), half, &mut render);
+        let classic_again = rendered.get(variant(Format::Classic, false), half, &mut render);
+        let zipped = rendered.get(variant(Format::Classic, true), half, &mut render);
+        assert!(Rc::ptr_eq(&first, &second), "the same bytes, not a copy");
         assert!(Rc::ptr_eq(&classic, &classic_again));
-        assert_eq!(&*classic, to_classic_text(TEXT));
+        assert_eq!(&*classic, to_classic_text(TEXT).as_bytes());
+        let mut unzipped = Vec::new();
+        flate2::read::GzDecoder::new(&*zipped)
+            .read_to_end(&mut unzipped)
+            .unwrap();
+        assert_eq!(unzipped, &*classic, "gzip of the classic text");
         assert_eq!(renders, 1);
     }
 
     #[test]
-    fn an_old_render_is_replaced() {
+    fn an_old_render_is_replaced_with_everything_derived_from_it() {
         let mut rendered = RenderedMetrics::default();
         let start = Instant::now();
         let mut renders = 0;
@@ -97,13 +160,13 @@ mod tests {
             renders += 1;
             format!("# n {renders}\n")
         };
-        let classic = rendered.get(Format::Classic, start, &mut render);
+        let zipped = rendered.get(variant(Format::OpenMetrics, true), start, &mut render);
         let later = start + MAX_AGE;
-        let openmetrics = rendered.get(Format::OpenMetrics, later, &mut render);
-        assert_eq!(&*openmetrics, "# n 2\n");
-        let classic_later = rendered.get(Format::Classic, later, &mut render);
+        let plain = rendered.get(variant(Format::OpenMetrics, false), later, &mut render);
+        assert_eq!(&*plain, b"# n 2\n");
+        let zipped_later = rendered.get(variant(Format::OpenMetrics, true), later, &mut render);
         assert!(
-            !Rc::ptr_eq(&classic, &classic_later),
+            !Rc::ptr_eq(&zipped, &zipped_later),
             "derived from the new render"
         );
         assert_eq!(renders, 2);
