@@ -7,10 +7,12 @@
 //! written its state) is kept only until its deadline, so it is asked
 //! again rather than remembered as unknown.
 
-use std::{collections::HashMap, hash::Hash, time::Instant};
+use std::{hash::Hash, time::Instant};
+
+use crate::FastMap;
 
 pub struct Bounded<K, V> {
-    map: HashMap<K, Slot<V>>,
+    map: FastMap<K, Slot<V>>,
     capacity: usize,
     /// Advances at each use: the order of last use.
     clock: u64,
@@ -26,7 +28,7 @@ impl<K: Hash + Eq + Copy, V> Bounded<K, V> {
     #[must_use]
     pub fn new(capacity: usize) -> Self {
         Self {
-            map: HashMap::new(),
+            map: FastMap::default(),
             capacity: capacity.max(1),
             clock: 0,
         }
