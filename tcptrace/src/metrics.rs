@@ -311,6 +311,11 @@ impl DaemonMetrics {
         }
     }
 
+    /// Peer resets after a silence of `long` count as lost from now on.
+    pub fn set_idle_threshold(&mut self, long: std::time::Duration) {
+        self.long_ns = lost::duration_ns(long);
+    }
+
     /// The counters of `key` for an event at `ts_ns`.
     fn process(&mut self, key: ProcessKey, ts_ns: u64) -> &mut ProcessMetrics {
         let key = if self.processes.len() >= MAX_PROCESSES && !self.processes.contains_key(&key) {

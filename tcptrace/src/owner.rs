@@ -53,7 +53,7 @@ pub struct Owner<'a> {
 pub struct StartOwners {
     /// By (network namespace, local, remote): pods reuse addresses
     /// (127.0.0.1 in every one).
-    /// Looked up at every close: ahash (randomly keyed, as SipHash is, and
+    /// Looked up at every close: ahash (randomly keyed, as `SipHash` is, and
     /// several times faster).
     by_tuple: FastMap<(u32, SocketAddr, SocketAddr), FdHolder>,
 }

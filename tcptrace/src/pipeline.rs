@@ -137,6 +137,14 @@ impl Pipeline {
         self.diagnoses.lost.long_ns = crate::diagnose::lost::duration_ns(threshold);
     }
 
+    /// A new filter (the daemon's SIGHUP): its workload verdicts are
+    /// decided again. The socket table, which sees everything, is kept.
+    pub fn set_filter(&mut self, filter: Filter) {
+        let mount = self.cgroups.as_ref().and_then(Cgroups::mount);
+        self.workloads = Workloads::new(&filter, mount);
+        self.filter = filter;
+    }
+
     /// Takes the start snapshot (after the probe is attached: a socket born
     /// in between is seen by both, never by neither), teaches the kernel
     /// the owners of listeners that already existed and keeps the owners of

@@ -1580,8 +1580,9 @@ impl Drop for Killed {
 }
 
 /// SIGHUP, SIGUSR1, SIGUSR2 and SIGALRM ended the daemon silently (SIGHUP
-/// with a status systemd counts as clean). They are logged and ignored:
-/// the daemon still answers, and only SIGTERM ends it.
+/// with a status systemd counts as clean). SIGHUP now reloads the
+/// configuration (here: nothing changed) and the others are logged and
+/// ignored: the daemon still answers, and only SIGTERM ends it.
 #[test]
 fn stray_signals_do_not_end_the_daemon() {
     require_root();
@@ -1617,7 +1618,12 @@ fn stray_signals_do_not_end_the_daemon() {
         Some(200)
     );
     let mut ignored = Vec::new();
+    let mut reloaded = None;
     while let Ok(line) = log.recv_timeout(Duration::from_millis(500)) {
+        if line.contains("configuration reloaded") {
+            let record: Value = serde_json::from_str(&line).expect("a JSON log line");
+            reloaded = Some(record["fields"].clone());
+        }
         if line.contains("signal ignored") {
             let record: Value = serde_json::from_str(&line).expect("a JSON log line");
             ignored.push(
@@ -1628,11 +1634,116 @@ fn stray_signals_do_not_end_the_daemon() {
             );
         }
     }
-    assert_eq!(ignored, ["SIGHUP", "SIGUSR1", "SIGUSR2", "SIGALRM"]);
+    assert_eq!(ignored, ["SIGUSR1", "SIGUSR2", "SIGALRM"]);
+    assert_eq!(
+        reloaded,
+        Some(serde_json::json!({ "applied": [], "need_restart": [] })),
+        "SIGHUP reloads; nothing changed"
+    );
     // SAFETY: kill(2) on our own child.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
     let status = wait_bounded(daemon, Duration::from_secs(10), "tcptrace daemon");
     assert!(status.success(), "SIGTERM: a clean stop, {status}");
+}
+
+/// The next log record whose message is `message`, within 10 s.
+fn logged(log: &Receiver<String>, message: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let Ok(line) = log.recv_timeout(Duration::from_millis(200)) else {
+            continue;
+        };
+        if let Ok(record) = serde_json::from_str::<Value>(&line) {
+            if record["msg"] == message {
+                return record["fields"].clone();
+            }
+        }
+    }
+    panic!("no {message:?} in the daemon's log within 10 s");
+}
+
+/// SIGHUP reloads the configuration file: a new `comm` filter applies at
+/// once (connections of the newly watched program are counted, and were
+/// not before), a new listen address is named as needing a restart (the
+/// daemon still answers where it did), and a file that does not read
+/// changes nothing (logged; the daemon goes on with what it had).
+#[test]
+fn sighup_reloads_the_configuration() {
+    require_root();
+    let closed = free_loopback_addr();
+    let listen = free_loopback_addr();
+    let dir = std::env::temp_dir().join(format!("tt-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("config directory");
+    let file = dir.join("tcptrace.toml");
+    let write = |text: &str| std::fs::write(&file, text).expect("write the configuration");
+    write(&format!(
+        "listen = \"{listen}\"\nrefresh = \"1s\"\ncomm = [\"tt-nothing\"]\n"
+    ));
+    let mut daemon = Killed(
+        Command::new(tcptrace_bin())
+            .args(["daemon", "--config"])
+            .arg(&file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start tcptrace daemon"),
+    );
+    let log = lines_of(daemon.0.stderr.take().expect("piped"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while http_get(&listen, "/healthz", &[]).is_none() {
+        assert!(Instant::now() < deadline, "the daemon did not answer");
+        thread::sleep(Duration::from_millis(100));
+    }
+    let opened = |listen: &str| {
+        let scrape = http_get(listen, "/metrics", &[]).expect("a scrape").1;
+        sample(
+            &scrape,
+            "tcptrace_connections_opened_total",
+            &[("comm", "tt-workload"), ("role", "active")],
+        )
+    };
+    let hangup = |daemon: &Child| signal(daemon, libc::SIGHUP);
+    Workload::start(&["refused", &closed, "2"]).wait_success();
+    thread::sleep(Duration::from_millis(1500));
+    assert_eq!(opened(&listen), None, "tt-workload is outside the filter");
+
+    write(&format!(
+        "listen = \"{}\"\nrefresh = \"1s\"\ncomm = [\"tt-workload\"]\n",
+        free_loopback_addr()
+    ));
+    hangup(&daemon.0);
+    let reloaded = logged(&log, "configuration reloaded");
+    assert_eq!(
+        reloaded,
+        serde_json::json!({ "applied": ["comm"], "need_restart": ["listen"] })
+    );
+    Workload::start(&["refused", &closed, "3"]).wait_success();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while opened(&listen) != Some(3.0) && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(
+        opened(&listen),
+        Some(3.0),
+        "counted from the reload on, on the address it had"
+    );
+
+    write("comm = [\"tt-workload\"\n");
+    hangup(&daemon.0);
+    let refused = logged(&log, "configuration not reloaded");
+    assert!(
+        refused["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("tcptrace.toml")),
+        "the error names the file: {refused}"
+    );
+    Workload::start(&["refused", &closed, "1"]).wait_success();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while opened(&listen) != Some(4.0) && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(opened(&listen), Some(4.0), "still the configuration it had");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 // ------------------------------------------------- exec in the same pid

@@ -71,34 +71,37 @@ pub struct DaemonArgs {
 }
 
 pub fn run(args: DaemonArgs) -> Result<()> {
-    let file = match &args.config {
-        Some(path) => FileConfig::load(path)?,
-        None => FileConfig::default(),
+    let path = args.config.clone();
+    let overrides = Overrides {
+        listen: args.listen,
+        top_peers: args.top_peers,
+        ring_buffer_mib: args.ring_buffer_mib,
+        socket_map_entries: args.socket_map_entries,
+        no_stacks: args.no_stacks,
+        stack_interval: args.stack_interval,
+        no_jvm_perf_map: args.no_jvm_perf_map,
+        every_event: args.every_event,
+        refresh: args.refresh,
+        idle_threshold: args.idle_threshold,
+        container_ids: args.container_ids,
+        node_root: args.node_root,
+        comm: args.comms,
+        port: args.ports,
+        namespace: args.workload.namespaces,
+        pod: args.workload.pods,
+        container: args.workload.containers,
+        cgroup: args.workload.cgroups,
     };
-    let config = DaemonConfig::merge(
-        file,
-        Overrides {
-            listen: args.listen,
-            top_peers: args.top_peers,
-            ring_buffer_mib: args.ring_buffer_mib,
-            socket_map_entries: args.socket_map_entries,
-            no_stacks: args.no_stacks,
-            stack_interval: args.stack_interval,
-            no_jvm_perf_map: args.no_jvm_perf_map,
-            every_event: args.every_event,
-            refresh: args.refresh,
-            idle_threshold: args.idle_threshold,
-            container_ids: args.container_ids,
-            node_root: args.node_root,
-            comm: args.comms,
-            port: args.ports,
-            namespace: args.workload.namespaces,
-            pod: args.workload.pods,
-            container: args.workload.containers,
-            cgroup: args.workload.cgroups,
-        },
-    )?;
-    daemon::run(config)
+    // The flags stay as given; the file is read again at each SIGHUP.
+    let read = move || {
+        let file = match &path {
+            Some(path) => FileConfig::load(path)?,
+            None => FileConfig::default(),
+        };
+        DaemonConfig::merge(file, overrides.clone())
+    };
+    let config = read()?;
+    daemon::run(config, Box::new(read))
 }
 
 #[cfg(test)]

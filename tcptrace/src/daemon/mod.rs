@@ -9,6 +9,7 @@ pub mod config;
 mod health;
 mod http;
 mod http_budget;
+mod reload;
 mod rendered;
 mod scrape;
 
@@ -20,6 +21,7 @@ use tokio::{
     net::TcpListener,
     signal::unix::{Signal, SignalKind},
     task::LocalSet,
+    time::Interval,
 };
 
 use self::{
@@ -27,6 +29,7 @@ use self::{
     health::{Health, Losses},
     http::Route,
     http_budget::{HttpBudget, Slot},
+    reload::Changes,
     rendered::{Format, RenderedMetrics, Variant},
     scrape::Refreshed,
 };
@@ -63,18 +66,21 @@ struct Daemon {
     rendered: RenderedMetrics,
 }
 
-pub fn run(config: DaemonConfig) -> Result<()> {
+/// Reads the configuration again (the file, under the same flags).
+pub type ReadConfig = Box<dyn Fn() -> Result<DaemonConfig>>;
+
+pub fn run(config: DaemonConfig, read_config: ReadConfig) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    LocalSet::new().block_on(&runtime, serve(config))
+    LocalSet::new().block_on(&runtime, serve(config, read_config))
 }
 
 /// The daemon's stack ring buffer (see `ProbeOptions::stack_ring_bytes`).
 const DAEMON_STACK_RING_BYTES: u32 = 4 * 1024 * 1024;
 
-async fn serve(config: DaemonConfig) -> Result<()> {
+async fn serve(config: DaemonConfig, read_config: ReadConfig) -> Result<()> {
     // Bind before loading anything: a taken port is the commonest mistake.
     let listener = TcpListener::bind(config.listen)
         .await
@@ -127,6 +133,7 @@ async fn serve(config: DaemonConfig) -> Result<()> {
     let mut dumping = None;
     let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
     let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
+    let mut hangup = tokio::signal::unix::signal(SignalKind::hangup())?;
     let mut ignored = IgnoredSignals::new()?;
     loop {
         tokio::select! {
@@ -169,6 +176,7 @@ async fn serve(config: DaemonConfig) -> Result<()> {
             }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
+            _ = hangup.recv() => reload(&daemon, &read_config, &mut refresh_tick),
             name = ignored.recv() => ignored_signal(name),
         }
     }
@@ -179,11 +187,19 @@ async fn serve(config: DaemonConfig) -> Result<()> {
     Ok(())
 }
 
-/// Signals whose default action would end the daemon silently (an
-/// operator's `kill -HUP` out of habit): logged and otherwise ignored.
-/// SIGHUP does not reload the configuration yet; a restart applies it.
+/// SIGHUP: the configuration reloaded, with the refresh timer it sets.
+fn reload(daemon: &RefCell<Daemon>, read_config: &ReadConfig, refresh_tick: &mut Interval) {
+    let mut daemon = daemon.borrow_mut();
+    let refresh = daemon.config.refresh;
+    daemon.reload(read_config);
+    if daemon.config.refresh != refresh {
+        *refresh_tick = tokio::time::interval(daemon.config.refresh);
+    }
+}
+
+/// Signals whose default action would end the daemon silently: logged
+/// and otherwise ignored. (SIGHUP reloads the configuration.)
 struct IgnoredSignals {
-    hangup: Signal,
     user1: Signal,
     user2: Signal,
     alarm: Signal,
@@ -193,7 +209,6 @@ impl IgnoredSignals {
     fn new() -> std::io::Result<Self> {
         let handle = |kind| tokio::signal::unix::signal(kind);
         Ok(Self {
-            hangup: handle(SignalKind::hangup())?,
             user1: handle(SignalKind::user_defined1())?,
             user2: handle(SignalKind::user_defined2())?,
             alarm: handle(SignalKind::alarm())?,
@@ -203,7 +218,6 @@ impl IgnoredSignals {
     /// The next one to arrive, by name.
     async fn recv(&mut self) -> &'static str {
         tokio::select! {
-            _ = self.hangup.recv() => "SIGHUP",
             _ = self.user1.recv() => "SIGUSR1",
             _ = self.user2.recv() => "SIGUSR2",
             _ = self.alarm.recv() => "SIGALRM",
@@ -218,8 +232,7 @@ fn ignored_signal(name: &str) {
         "signal ignored",
         &serde_json::json!({
             "signal": name,
-            "why": "only SIGTERM and SIGINT stop the daemon; the configuration is read at start \
-                    (restart to apply a change)",
+            "why": "only SIGTERM and SIGINT stop the daemon, and SIGHUP reloads the configuration",
         }),
     );
 }
@@ -378,6 +391,47 @@ impl Daemon {
                 );
             }
         }
+    }
+
+    /// SIGHUP: the configuration read again; what can change without
+    /// re-attaching is applied, the rest is named in the log (restart).
+    /// A configuration that does not read changes nothing.
+    fn reload(&mut self, read_config: &ReadConfig) {
+        let new = match read_config() {
+            Ok(new) => new,
+            Err(error) => {
+                log(
+                    "warn",
+                    "configuration not reloaded",
+                    &serde_json::json!({ "error": format!("{error:#}") }),
+                );
+                return;
+            }
+        };
+        let changes = Changes::between(&self.config, &new);
+        let config = Changes::in_force(&self.config, &new);
+        self.pipeline.set_filter(config.filter());
+        self.pipeline.set_idle_threshold(config.idle_threshold);
+        self.pipeline
+            .call_sites
+            .set_jvm_perf_maps(config.jvm_perf_map);
+        self.metrics.set_idle_threshold(config.idle_threshold);
+        for warning in &config.warnings {
+            log(
+                "warn",
+                "configuration",
+                &serde_json::json!({ "warning": warning }),
+            );
+        }
+        self.config = config;
+        log(
+            "info",
+            "configuration reloaded",
+            &serde_json::json!({
+                "applied": changes.applied,
+                "need_restart": changes.need_restart,
+            }),
+        );
     }
 
     /// `/metrics` as `variant`: from the last render if recent, else a new
