@@ -1340,7 +1340,7 @@ fn slow_scrape(addr: &str) -> (String, usize, usize) {
     (status, length, response.len() - split - 4)
 }
 
-/// A local user invents process names (3,000 processes, each its own
+/// A local user invents process names (12,000 processes, each its own
 /// name, each one refused connect) while 20 slow scrapers read /metrics.
 /// Before: every name got its label sets (up to 10,000, ~570,000 series),
 /// /metrics was rendered once per request (54 MB each), RSS passed 1 GB and
@@ -1352,7 +1352,7 @@ fn slow_scrape(addr: &str) -> (String, usize, usize) {
 #[test]
 fn a_flood_of_process_names_cannot_exhaust_the_daemon() {
     require_root();
-    const FLOOD: usize = 3_000;
+    const FLOOD: usize = 12_000;
     const SCRAPERS: usize = 20;
     let closed = free_loopback_addr();
     let port = closed.rsplit_once(':').expect("port").1.to_owned();
