@@ -166,6 +166,31 @@ fn metrics_show_churn_leaks_and_failures_of_the_workloads() {
             >= 5.0
     );
     promtool(&["check", "metrics"], Some(&scrape));
+    // The daemon's own resources, under every exporter's names; compared
+    // with what the kernel says of the process.
+    let rss = sample(&scrape, "process_resident_memory_bytes", &[]).unwrap_or(0.0);
+    let kernel_rss_kib: f64 = std::fs::read_to_string(format!("/proc/{}/status", daemon.pid()))
+        .expect("status")
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    assert!(
+        (rss / 1024.0 - kernel_rss_kib).abs() < kernel_rss_kib / 4.0,
+        "process_resident_memory_bytes {rss} near VmRSS {kernel_rss_kib} kB"
+    );
+    for name in [
+        "process_cpu_seconds_total",
+        "process_open_fds",
+        "process_max_fds",
+        "process_start_time_seconds",
+        "process_virtual_memory_bytes",
+    ] {
+        assert!(
+            sample(&scrape, name, &[]).is_some_and(|v| v > 0.0),
+            "{name} in the scrape"
+        );
+    }
 
     let (status, health) = http_get(&daemon.listen, "/healthz", &[]).expect("healthz");
     assert_eq!(status, 200);
@@ -198,6 +223,12 @@ fn metrics_show_churn_leaks_and_failures_of_the_workloads() {
     assert_eq!(
         http_get(&daemon.listen, "/admin", &[]).map(|r| r.0),
         Some(404)
+    );
+    let (status, landing) = http_get(&daemon.listen, "/", &[]).expect("landing page");
+    assert_eq!(status, 200);
+    assert!(
+        landing.contains("href=\"/metrics\"") && landing.contains("href=\"/healthz\""),
+        "{landing}"
     );
     drop(leak);
 }

@@ -94,12 +94,12 @@ fn container_cgroup_removed_while_its_socket_lives() {
         );
         assert_eq!(event["owner"]["pid"], holder_pid);
     }
-    let scrape = daemon.scrape();
-    let closes = sample(
-        &scrape,
-        "tcptrace_connections_closed_total",
-        &[("comm", "tt-workload"), ("closed_first", "local")],
-    );
+    // /metrics is rendered at most once a second: wait for a fresh one.
+    let labels = [("comm", "tt-workload"), ("closed_first", "local")];
+    let scrape = daemon.scrape_until(Duration::from_secs(10), |s| {
+        sample(s, "tcptrace_connections_closed_total", &labels).is_some_and(|v| v >= 1.0)
+    });
+    let closes = sample(&scrape, "tcptrace_connections_closed_total", &labels);
     assert!(
         closes.unwrap_or(0.0) >= 1.0,
         "the close after the cgroup was removed is counted:\n{scrape}"

@@ -1662,11 +1662,47 @@ fn logged(log: &Receiver<String>, message: &str) -> Value {
     panic!("no {message:?} in the daemon's log within 10 s");
 }
 
+/// Notifications a daemon sent to the test's `NOTIFY_SOCKET`, as systemd
+/// would receive them.
+struct NotifySocket {
+    socket: std::os::unix::net::UnixDatagram,
+    path: std::path::PathBuf,
+}
+
+impl NotifySocket {
+    fn bind(path: std::path::PathBuf) -> Self {
+        let _ = std::fs::remove_file(&path);
+        let socket = std::os::unix::net::UnixDatagram::bind(&path).expect("bind the notify socket");
+        socket
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        Self { socket, path }
+    }
+
+    /// The next notification's text.
+    fn next(&self) -> String {
+        let mut buf = [0u8; 512];
+        let n = self
+            .socket
+            .recv(&mut buf)
+            .expect("a notification within 20 s");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+}
+
+impl Drop for NotifySocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 /// SIGHUP reloads the configuration file: a new `comm` filter applies at
 /// once (connections of the newly watched program are counted, and were
 /// not before), a new listen address is named as needing a restart (the
 /// daemon still answers where it did), and a file that does not read
-/// changes nothing (logged; the daemon goes on with what it had).
+/// changes nothing (logged; the daemon goes on with what it had). systemd
+/// hears of it all (`Type=notify`): ready once `/metrics` answers,
+/// reloading and ready again around each SIGHUP, stopping at SIGTERM.
 #[test]
 fn sighup_reloads_the_configuration() {
     require_root();
@@ -1679,21 +1715,24 @@ fn sighup_reloads_the_configuration() {
     write(&format!(
         "listen = \"{listen}\"\nrefresh = \"1s\"\ncomm = [\"tt-nothing\"]\n"
     ));
+    let notify = NotifySocket::bind(dir.join("notify"));
     let mut daemon = Killed(
         Command::new(tcptrace_bin())
             .args(["daemon", "--config"])
             .arg(&file)
+            .env("NOTIFY_SOCKET", &notify.path)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("start tcptrace daemon"),
     );
     let log = lines_of(daemon.0.stderr.take().expect("piped"));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while http_get(&listen, "/healthz", &[]).is_none() {
-        assert!(Instant::now() < deadline, "the daemon did not answer");
-        thread::sleep(Duration::from_millis(100));
-    }
+    assert_eq!(notify.next(), "READY=1\nSTATUS=tracing\n");
+    assert_eq!(
+        http_get(&listen, "/healthz", &[]).map(|r| r.0),
+        Some(200),
+        "ready means answering"
+    );
     let opened = |listen: &str| {
         let scrape = http_get(listen, "/metrics", &[]).expect("a scrape").1;
         sample(
@@ -1712,6 +1751,8 @@ fn sighup_reloads_the_configuration() {
         free_loopback_addr()
     ));
     hangup(&daemon.0);
+    assert!(notify.next().starts_with("RELOADING=1\nMONOTONIC_USEC="));
+    assert_eq!(notify.next(), "READY=1\nSTATUS=tracing\n");
     let reloaded = logged(&log, "configuration reloaded");
     assert_eq!(
         reloaded,
@@ -1730,6 +1771,12 @@ fn sighup_reloads_the_configuration() {
 
     write("comm = [\"tt-workload\"\n");
     hangup(&daemon.0);
+    assert!(notify.next().starts_with("RELOADING=1\nMONOTONIC_USEC="));
+    assert_eq!(
+        notify.next(),
+        "READY=1\nSTATUS=tracing\n",
+        "ready with what it had"
+    );
     let refused = logged(&log, "configuration not reloaded");
     assert!(
         refused["error"]
@@ -1743,6 +1790,11 @@ fn sighup_reloads_the_configuration() {
         thread::sleep(Duration::from_millis(300));
     }
     assert_eq!(opened(&listen), Some(4.0), "still the configuration it had");
+    signal(&daemon.0, libc::SIGTERM);
+    assert_eq!(notify.next(), "STOPPING=1\n");
+    let status = wait_bounded(&mut daemon.0, Duration::from_secs(10), "tcptrace daemon");
+    assert!(status.success(), "SIGTERM: a clean stop, {status}");
+    drop(notify);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

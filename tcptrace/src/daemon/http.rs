@@ -27,11 +27,25 @@ pub enum Route {
     /// `/metrics`; true when the client accepts `OpenMetrics`.
     Metrics(bool),
     Health,
+    /// `/`: a page that says what this is and links the endpoints.
+    Index,
     NotFound,
     /// Anything but GET/HEAD: the endpoints are read-only.
     MethodNotAllowed,
     BadRequest,
 }
+
+/// What a browser pointed at the daemon sees.
+pub const LANDING_PAGE: &str = concat!(
+    "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>tcptrace</title></head>\n",
+    "<body><h1>tcptrace ",
+    env!("CARGO_PKG_VERSION"),
+    "</h1>\n<p>TCP connection lifecycle tracer: who churns, leaks CLOSE_WAIT, ",
+    "retransmits FINs to dead peers, and holds idle connections.</p>\n<ul>\n",
+    "<li><a href=\"/metrics\">/metrics</a>: Prometheus metrics</li>\n",
+    "<li><a href=\"/healthz\">/healthz</a>: health, with the reasons when degraded</li>\n",
+    "</ul></body></html>\n"
+);
 
 /// Parses the request line of `head`.
 #[must_use]
@@ -53,6 +67,7 @@ pub fn route(head: &[u8]) -> Route {
     match target.split('?').next() {
         Some("/metrics") => Route::Metrics(accepts_openmetrics(text)),
         Some("/healthz") => Route::Health,
+        Some("/") => Route::Index,
         _ => Route::NotFound,
     }
 }
@@ -173,7 +188,8 @@ mod tests {
             route(b"POST /metrics HTTP/1.1\r\n\r\n"),
             Route::MethodNotAllowed
         );
-        assert_eq!(route(b"GET / HTTP/1.1\r\n\r\n"), Route::NotFound);
+        assert_eq!(route(b"GET / HTTP/1.1\r\n\r\n"), Route::Index);
+        assert_eq!(route(b"GET /other HTTP/1.1\r\n\r\n"), Route::NotFound);
         assert_eq!(route(b"garbage"), Route::BadRequest);
         assert_eq!(route(&[0xff, 0xfe]), Route::BadRequest);
     }

@@ -12,6 +12,7 @@ mod http_budget;
 mod reload;
 mod rendered;
 mod scrape;
+mod service_manager;
 
 use std::{cell::RefCell, collections::HashSet, rc::Rc, time::Instant};
 
@@ -34,7 +35,10 @@ use self::{
     scrape::Refreshed,
 };
 use crate::{
-    export::prometheus::{render, Scrape},
+    export::{
+        process_stats::ProcessStats,
+        prometheus::{render, Scrape},
+    },
     findings::Report,
     metrics::DaemonMetrics,
     pipeline::{dump, Pipeline, Rings, DRAIN_INTERVAL},
@@ -127,6 +131,7 @@ async fn serve(config: DaemonConfig, read_config: ReadConfig) -> Result<()> {
             "open_files_limit": open_files,
         }),
     );
+    service_manager::ready();
 
     let mut drain_tick = tokio::time::interval(DRAIN_INTERVAL);
     let mut refresh_tick = tokio::time::interval(config.refresh);
@@ -181,6 +186,7 @@ async fn serve(config: DaemonConfig, read_config: ReadConfig) -> Result<()> {
         }
     }
     log("info", "stopping", &serde_json::json!({}));
+    service_manager::stopping();
     drop(rings);
     // Dropping the probe detaches every program; nothing is pinned.
     drop(daemon);
@@ -189,9 +195,11 @@ async fn serve(config: DaemonConfig, read_config: ReadConfig) -> Result<()> {
 
 /// SIGHUP: the configuration reloaded, with the refresh timer it sets.
 fn reload(daemon: &RefCell<Daemon>, read_config: &ReadConfig, refresh_tick: &mut Interval) {
+    service_manager::reloading();
     let mut daemon = daemon.borrow_mut();
     let refresh = daemon.config.refresh;
     daemon.reload(read_config);
+    service_manager::ready();
     if daemon.config.refresh != refresh {
         *refresh_tick = tokio::time::interval(daemon.config.refresh);
     }
@@ -291,6 +299,12 @@ async fn answer(mut stream: tokio::net::TcpStream, daemon: Rc<RefCell<Daemon>>, 
             "application/json",
             false,
             daemon.borrow_mut().health().into_bytes().into(),
+        ),
+        Route::Index => (
+            "200 OK",
+            "text/html; charset=utf-8",
+            false,
+            http::LANDING_PAGE.as_bytes().into(),
         ),
         Route::NotFound => (
             "404 Not Found",
@@ -467,6 +481,7 @@ impl Daemon {
             listeners_in_range: self.refreshed.listeners_in_range.clone(),
             ports_in_use: self.refreshed.ports_in_use.clone(),
             port_range_sizes: self.refreshed.port_range_sizes.clone(),
+            process: ProcessStats::of_self(),
             ..Scrape::default()
         };
         scrape::counters(

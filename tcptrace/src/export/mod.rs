@@ -1,3 +1,4 @@
 //! Exporters: what leaves tcptrace besides the live session output.
 
+pub mod process_stats;
 pub mod prometheus;

@@ -15,6 +15,7 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
+use super::process_stats::ProcessStats;
 use crate::{
     callsite::StackCounts,
     container::ContainerLabels,
@@ -103,13 +104,20 @@ pub struct Scrape {
     pub evicted: u64,
     pub version: &'static str,
     pub kernel_release: String,
+    /// The daemon's own `process_*` metrics (no `tcptrace_` prefix).
+    pub process: Option<ProcessStats>,
 }
 
 /// Renders a scrape as `OpenMetrics` text.
 #[must_use]
-pub fn render(scrape: Scrape) -> String {
-    let mut registry = Registry::with_prefix("tcptrace");
-    registry.register_collector(Box::new(scrape));
+pub fn render(mut scrape: Scrape) -> String {
+    let mut registry = Registry::default();
+    if let Some(process) = scrape.process.take() {
+        registry.register_collector(Box::new(process));
+    }
+    registry
+        .sub_registry_with_prefix("tcptrace")
+        .register_collector(Box::new(scrape));
     let mut out = String::new();
     // Writing into a String cannot fail.
     let _ = encode(&mut out, &registry);
