@@ -179,6 +179,11 @@ fn metrics_show_churn_leaks_and_failures_of_the_workloads() {
         (rss / 1024.0 - kernel_rss_kib).abs() < kernel_rss_kib / 4.0,
         "process_resident_memory_bytes {rss} near VmRSS {kernel_rss_kib} kB"
     );
+    assert_eq!(
+        sample(&scrape, "tcptrace_meeting_thread_info", &[]),
+        Some(1.0),
+        "the meeting thread's scheduling is exported (one series)"
+    );
     for name in [
         "process_cpu_seconds_total",
         "process_open_fds",

@@ -512,6 +512,16 @@ impl Scrape {
             ("version", self.version.to_owned()),
             ("kernel", escape(&self.kernel_release)),
         ])?
+        .encode_gauge(&1u64)?;
+        // Below real-time priority, short-lived processes may lose their
+        // call sites (see `symbolize::MeetingPriority`).
+        e.encode_descriptor(
+            "meeting_thread_info",
+            "Scheduling of the thread that reads new processes' mappings (real-time: short-lived processes keep their call sites)",
+            None,
+            MetricType::Gauge,
+        )?
+        .encode_family(&[("priority", self.stacks.meeting_priority.label().to_owned())])?
         .encode_gauge(&1u64)
     }
 }

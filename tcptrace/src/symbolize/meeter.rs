@@ -85,6 +85,19 @@ impl MeetingPriority {
         get real-time priority (no CAP_SYS_NICE, or a cgroup without real-time budget): call \
         sites of processes that exit within milliseconds of their connect may be missed";
 
+    /// The value of a Prometheus label: the JSON summary's name.
+    #[must_use]
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::RealTime => "real_time",
+            Self::FairShortSlice => "fair_short_slice",
+            Self::FairNiced => "fair_niced",
+            Self::ShortSlice => "short_slice",
+            Self::Normal => "normal",
+        }
+    }
+
     #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
@@ -256,6 +269,24 @@ fn fair_with_short_slice() -> MeetingPriority {
         MeetingPriority::ShortSlice
     } else {
         MeetingPriority::Normal
+    }
+}
+
+#[cfg(test)]
+#[test]
+fn priority_labels_are_the_json_names() {
+    for priority in [
+        MeetingPriority::None,
+        MeetingPriority::RealTime,
+        MeetingPriority::FairShortSlice,
+        MeetingPriority::FairNiced,
+        MeetingPriority::ShortSlice,
+        MeetingPriority::Normal,
+    ] {
+        assert_eq!(
+            serde_json::to_value(priority).unwrap(),
+            serde_json::json!(priority.label())
+        );
     }
 }
 

@@ -60,13 +60,19 @@ fn set_comm(name: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-fn run(name: &[u8], addr: &str, count: &str) -> Result<(), String> {
-    let addr: SocketAddr = addr
+/// ADDR and COUNT from the command line.
+fn addr_and_count(addr: &str, count: &str) -> Result<(SocketAddr, u32), String> {
+    let addr = addr
         .parse()
         .map_err(|e| format!("bad address {addr}: {e}"))?;
-    let count: u32 = count
+    let count = count
         .parse()
         .map_err(|e| format!("bad count {count}: {e}"))?;
+    Ok((addr, count))
+}
+
+fn run(name: &[u8], addr: &str, count: &str) -> Result<(), String> {
+    let (addr, count) = addr_and_count(addr, count)?;
     set_comm(name)?;
     let comm = std::fs::read("/proc/thread-self/comm").map_err(|e| e.to_string())?;
     let comm = comm.strip_suffix(b"\n").unwrap_or(&comm);
@@ -89,12 +95,7 @@ fn run(name: &[u8], addr: &str, count: &str) -> Result<(), String> {
 }
 
 fn flood(count: &str, addr: &str) -> Result<(), String> {
-    let addr: SocketAddr = addr
-        .parse()
-        .map_err(|e| format!("bad address {addr}: {e}"))?;
-    let count: u32 = count
-        .parse()
-        .map_err(|e| format!("bad count {count}: {e}"))?;
+    let (addr, count) = addr_and_count(addr, count)?;
     for i in 0..count {
         // Prepared before the fork: the child only makes system calls.
         let name = CString::new(format!("ttflood{i}")).map_err(|e| e.to_string())?;
