@@ -3,6 +3,7 @@ use clap::{Args, Parser, Subcommand};
 
 mod daemon;
 mod doctor;
+mod manual;
 mod trace;
 
 /// eBPF TCP connection lifecycle tracer: who leaves `TIME_WAIT`, `CLOSE_WAIT`
@@ -22,6 +23,14 @@ enum Command {
     Daemon(daemon::DaemonArgs),
     /// Show what this kernel supports and what will work.
     Doctor,
+    /// Print a shell completion script, e.g.
+    /// `tcptrace completions bash > /etc/bash_completion.d/tcptrace`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `tcptrace man | man -l -`.
+    Man,
     /// The helper that opens sockets inside network namespaces for a
     /// session or daemon that dropped that privilege (started by them).
     #[command(name = "netns-opener", hide = true)]
@@ -54,6 +63,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Trace(args) => trace::run(args),
         Command::Daemon(args) => daemon::run(args),
         Command::Doctor => doctor::run(),
+        Command::Completions { shell } => manual::completions(shell),
+        Command::Man => manual::man(),
         Command::NetnsOpener => tcptrace::netns::opener::serve(),
     }
 }
