@@ -14,7 +14,12 @@ use super::{
     parts::{rate, ClosedFirst, Percentiles, ProcessJson, Processes},
     text::{call_site, latency, FoldedProcess},
 };
-use crate::{callsite::CallSite, diagnose::fold::Folded, table::Role};
+use crate::{
+    callsite::CallSite,
+    diagnose::fold::Folded,
+    table::{Process, Role},
+    FastMap,
+};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Churn {
@@ -35,7 +40,23 @@ pub struct Churn {
     pub time_wait_kernel: u64,
     pub call_site: Option<CallSite>,
     pub close_call_site: Option<CallSite>,
+    /// The processes that closed the most of these connections, most
+    /// first (at most `MAX_LISTED_CLOSERS`: a shell loop of 200 curls has
+    /// 200 closers of one connection each).
     pub closers: Vec<ProcessJson>,
+    /// How many processes closed these connections in all.
+    pub closers_total: u64,
+}
+
+/// Closers listed in a churn finding at most.
+pub const MAX_LISTED_CLOSERS: usize = 16;
+
+/// The `max` processes that closed the most connections, most first (ties
+/// by pid, for a stable order).
+fn top_closers(closers: &FastMap<Process, u64>, max: usize) -> Vec<Process> {
+    let mut ranked: Vec<(&Process, &u64)> = closers.iter().collect();
+    ranked.sort_by(|(a, a_count), (b, b_count)| b_count.cmp(a_count).then(a.pid.cmp(&b.pid)));
+    ranked.into_iter().take(max).map(|(p, _)| *p).collect()
 }
 
 impl Churn {
@@ -69,11 +90,11 @@ impl Churn {
                 .sum(),
             call_site: group.owner_site.clone(),
             close_call_site: group.close_site.clone(),
-            closers: flow
-                .closers
-                .keys()
-                .filter_map(|c| ProcessJson::of(Some(*c)))
+            closers: top_closers(&flow.closers, MAX_LISTED_CLOSERS)
+                .into_iter()
+                .filter_map(|c| ProcessJson::of(Some(c)))
                 .collect(),
+            closers_total: flow.closers.len() as u64,
         })
     }
 
@@ -96,5 +117,23 @@ impl Churn {
         )?;
         call_site(out, "opened at", self.call_site.as_ref())?;
         call_site(out, "closed at", self.close_call_site.as_ref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn closers_are_capped_most_connections_first() {
+        let mut closers = FastMap::default();
+        for pid in 1..=40u32 {
+            closers.insert(Process::named(pid, "curl"), 1);
+        }
+        closers.insert(Process::named(99, "pool"), 7);
+        closers.insert(Process::named(98, "pool"), 7);
+        let top = top_closers(&closers, MAX_LISTED_CLOSERS);
+        assert_eq!(top.len(), MAX_LISTED_CLOSERS);
+        assert_eq!((top[0].pid, top[1].pid, top[2].pid), (98, 99, 1));
     }
 }
