@@ -301,16 +301,6 @@ impl Default for DaemonMetrics {
 }
 
 impl DaemonMetrics {
-    /// Counters whose peer resets count as lost after a silence of
-    /// `long` (the idle threshold).
-    #[must_use]
-    pub fn with_idle_threshold(long: std::time::Duration) -> Self {
-        Self {
-            long_ns: lost::duration_ns(long),
-            ..Self::default()
-        }
-    }
-
     /// Peer resets after a silence of `long` count as lost from now on.
     pub fn set_idle_threshold(&mut self, long: std::time::Duration) {
         self.long_ns = lost::duration_ns(long);

@@ -72,32 +72,35 @@ pub fn route(head: &[u8]) -> Route {
     }
 }
 
+/// The values of the request's headers called `name` (any case).
+fn header_values<'a>(head: &'a str, name: &'a str) -> impl Iterator<Item = &'a str> {
+    head.lines()
+        .filter_map(|l| l.split_once(':'))
+        .filter(move |(n, _)| n.trim().eq_ignore_ascii_case(name))
+        .map(|(_, value)| value)
+}
+
 /// True when the request's `Accept-Encoding` lists gzip (and does not
-/// refuse it with `q=0`).
+/// refuse it with `q=0`). A head that is not UTF-8 is a bad request.
 #[must_use]
 pub fn accepts_gzip(head: &[u8]) -> bool {
-    let text = String::from_utf8_lossy(head);
-    text.lines()
-        .filter_map(|l| l.split_once(':'))
-        .filter(|(name, _)| name.trim().eq_ignore_ascii_case("accept-encoding"))
-        .flat_map(|(_, value)| value.split(','))
-        .any(|coding| {
-            let mut parts = coding.split(';').map(str::trim);
-            parts.next().is_some_and(|c| c.eq_ignore_ascii_case("gzip"))
-                && !parts.any(|p| {
-                    p.strip_prefix("q=")
-                        .and_then(|q| q.parse::<f32>().ok())
-                        .is_some_and(|q| q <= 0.0)
-                })
-        })
+    std::str::from_utf8(head).is_ok_and(|text| {
+        header_values(text, "accept-encoding")
+            .flat_map(|value| value.split(','))
+            .any(|coding| {
+                let mut parts = coding.split(';').map(str::trim);
+                parts.next().is_some_and(|c| c.eq_ignore_ascii_case("gzip"))
+                    && !parts.any(|p| {
+                        p.strip_prefix("q=")
+                            .and_then(|q| q.parse::<f32>().ok())
+                            .is_some_and(|q| q <= 0.0)
+                    })
+            })
+    })
 }
 
 fn accepts_openmetrics(head: &str) -> bool {
-    head.lines()
-        .filter_map(|l| l.split_once(':'))
-        .any(|(name, value)| {
-            name.eq_ignore_ascii_case("accept") && value.contains("application/openmetrics-text")
-        })
+    header_values(head, "accept").any(|value| value.contains("application/openmetrics-text"))
 }
 
 /// Reads a request head (up to the blank line), bounded in size and time.

@@ -105,10 +105,8 @@ async fn serve(config: DaemonConfig, read_config: ReadConfig) -> Result<()> {
         socket_map_entries: config.socket_map_entries,
     })?;
     // The daemon shows no start listing: only the owners are kept.
-    let (mut pipeline, mut rings, _) =
+    let (pipeline, mut rings, _) =
         Pipeline::start(&mut probe, config.filter(), config.containers())?;
-    pipeline.call_sites.set_jvm_perf_maps(config.jvm_perf_map);
-    pipeline.set_idle_threshold(config.idle_threshold);
     log_warnings(&config, &probe, &pipeline);
     let kept = crate::privileges::drop_after_attach()?;
     release_free_heap();
@@ -331,9 +329,9 @@ async fn answer(mut stream: tokio::net::TcpStream, daemon: Rc<RefCell<Daemon>>, 
 
 impl Daemon {
     fn new(config: DaemonConfig, probe: Probe, pipeline: Pipeline, http: Rc<HttpBudget>) -> Self {
-        Self {
-            metrics: DaemonMetrics::with_idle_threshold(config.idle_threshold),
-            config,
+        let mut daemon = Self {
+            metrics: DaemonMetrics::default(),
+            config: config.clone(),
             probe,
             pipeline,
             refreshed: Refreshed::default(),
@@ -344,7 +342,21 @@ impl Daemon {
             http,
             refresh_errors: 0,
             rendered: RenderedMetrics::default(),
-        }
+        };
+        daemon.apply(config);
+        daemon
+    }
+
+    /// The settings that take effect without re-attaching, at start and
+    /// at each SIGHUP (see `reload::Changes`).
+    fn apply(&mut self, config: DaemonConfig) {
+        self.pipeline.set_filter(config.filter());
+        self.pipeline.set_idle_threshold(config.idle_threshold);
+        self.pipeline
+            .call_sites
+            .set_jvm_perf_maps(config.jvm_perf_map);
+        self.metrics.set_idle_threshold(config.idle_threshold);
+        self.config = config;
     }
 
     fn drain(&mut self, rings: &mut Rings) {
@@ -424,20 +436,8 @@ impl Daemon {
         };
         let changes = Changes::between(&self.config, &new);
         let config = Changes::in_force(&self.config, &new);
-        self.pipeline.set_filter(config.filter());
-        self.pipeline.set_idle_threshold(config.idle_threshold);
-        self.pipeline
-            .call_sites
-            .set_jvm_perf_maps(config.jvm_perf_map);
-        self.metrics.set_idle_threshold(config.idle_threshold);
-        for warning in &config.warnings {
-            log(
-                "warn",
-                "configuration",
-                &serde_json::json!({ "warning": warning }),
-            );
-        }
-        self.config = config;
+        log_config_warnings(&config);
+        self.apply(config);
         log(
             "info",
             "configuration reloaded",
@@ -560,13 +560,7 @@ impl Daemon {
 /// What the configuration and the kernel could not give, logged once at
 /// start.
 fn log_warnings(config: &DaemonConfig, probe: &Probe, pipeline: &Pipeline) {
-    for warning in &config.warnings {
-        log(
-            "warn",
-            "configuration",
-            &serde_json::json!({ "warning": warning }),
-        );
-    }
+    log_config_warnings(config);
     for missing in probe.missing_hooks() {
         log(
             "warn",
@@ -583,6 +577,18 @@ fn log_warnings(config: &DaemonConfig, probe: &Probe, pipeline: &Pipeline) {
                 "priority": priority.as_str(),
                 "consequence": crate::symbolize::MeetingPriority::CONSEQUENCE,
             }),
+        );
+    }
+}
+
+/// What the configuration asked that cannot be done as asked (a `comm`
+/// longer than the kernel keeps).
+fn log_config_warnings(config: &DaemonConfig) {
+    for warning in &config.warnings {
+        log(
+            "warn",
+            "configuration",
+            &serde_json::json!({ "warning": warning }),
         );
     }
 }

@@ -37,15 +37,22 @@ pub struct Variant {
 }
 
 impl Variant {
+    /// What is rendered; the others are derived from it.
+    const BASE: Self = Self {
+        format: Format::OpenMetrics,
+        gzip: false,
+    };
+
     fn slot(self) -> usize {
         usize::from(self.format == Format::Classic) * 2 + usize::from(self.gzip)
     }
 }
 
-/// Each variant of the last render, with the time of that render.
+/// The last render and the variants derived from it so far.
 #[derive(Default)]
 pub struct RenderedMetrics {
-    variants: [Option<(Instant, Rc<[u8]>)>; 4],
+    rendered_at: Option<Instant>,
+    variants: [Option<Rc<[u8]>>; 4],
 }
 
 impl RenderedMetrics {
@@ -57,49 +64,34 @@ impl RenderedMetrics {
         now: Instant,
         render: impl FnOnce() -> String,
     ) -> Rc<[u8]> {
-        let base = Variant {
-            format: Format::OpenMetrics,
-            gzip: false,
-        };
-        let at = match &self.variants[base.slot()] {
-            Some((at, _)) if now.saturating_duration_since(*at) < MAX_AGE => *at,
-            _ => {
-                self.variants = Default::default();
-                self.variants[base.slot()] = Some((now, Rc::from(render().into_bytes())));
-                now
-            }
-        };
-        self.derive(variant, at)
+        let fresh = self
+            .rendered_at
+            .is_some_and(|at| now.saturating_duration_since(at) < MAX_AGE);
+        if !fresh {
+            self.variants = Default::default();
+            self.variants[Variant::BASE.slot()] = Some(Rc::from(render().into_bytes()));
+            self.rendered_at = Some(now);
+        }
+        self.derive(variant)
     }
 
-    /// `variant` of the render made at `at` (which is in the base slot).
-    fn derive(&mut self, variant: Variant, at: Instant) -> Rc<[u8]> {
-        if let Some((made, bytes)) = &self.variants[variant.slot()] {
-            if *made == at {
-                return Rc::clone(bytes);
-            }
+    /// `variant` of the current render, derived now if it was not yet.
+    fn derive(&mut self, variant: Variant) -> Rc<[u8]> {
+        if let Some(bytes) = &self.variants[variant.slot()] {
+            return Rc::clone(bytes);
         }
         let bytes: Rc<[u8]> = if variant.gzip {
-            let plain = self.derive(
-                Variant {
-                    gzip: false,
-                    ..variant
-                },
-                at,
-            );
+            let plain = self.derive(Variant {
+                gzip: false,
+                ..variant
+            });
             Rc::from(gzip(&plain))
         } else {
-            // Only the classic text is derived plain: the base is always there.
-            let base = self.derive(
-                Variant {
-                    format: Format::OpenMetrics,
-                    gzip: false,
-                },
-                at,
-            );
+            // Only the classic text is derived plain: the base is rendered.
+            let base = self.derive(Variant::BASE);
             Rc::from(to_classic_text(&String::from_utf8_lossy(&base)).into_bytes())
         };
-        self.variants[variant.slot()] = Some((at, Rc::clone(&bytes)));
+        self.variants[variant.slot()] = Some(Rc::clone(&bytes));
         bytes
     }
 }

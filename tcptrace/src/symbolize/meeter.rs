@@ -49,14 +49,12 @@ pub(super) struct Met {
     file_arrivals: VecDeque<(u64, u64)>,
     /// Processes announced whose mappings could not be read (gone already).
     pub(super) missed: u64,
-    /// What the scheduler granted the thread (set once it started).
-    pub(super) priority: MeetingPriority,
 }
 
 /// The scheduling the meeting thread got: how soon it runs when a
 /// short-lived process is announced, which decides how many are missed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(into = "&'static str")]
 pub enum MeetingPriority {
     /// No meeting thread (a detached pipeline), or not started yet.
     #[default]
@@ -85,7 +83,7 @@ impl MeetingPriority {
         get real-time priority (no CAP_SYS_NICE, or a cgroup without real-time budget): call \
         sites of processes that exit within milliseconds of their connect may be missed";
 
-    /// The value of a Prometheus label: the JSON summary's name.
+    /// Its name in the JSON summary and the Prometheus label.
     #[must_use]
     pub fn label(self) -> &'static str {
         match self {
@@ -108,6 +106,12 @@ impl MeetingPriority {
             Self::ShortSlice => "nice 0, 0.1 ms slice",
             Self::Normal => "normal",
         }
+    }
+}
+
+impl From<MeetingPriority> for &'static str {
+    fn from(priority: MeetingPriority) -> Self {
+        priority.label()
     }
 }
 
@@ -153,6 +157,8 @@ impl Met {
 pub struct Meeter {
     pub(super) met: Arc<Mutex<Met>>,
     stop: Arc<AtomicBool>,
+    /// What the scheduler granted the thread when it started.
+    pub(super) priority: MeetingPriority,
 }
 
 impl Meeter {
@@ -183,10 +189,14 @@ impl Meeter {
                 }
             })?;
         // Known before the session starts, so that it can say so.
-        lock(&met).priority = priority
+        let priority = priority
             .recv_timeout(std::time::Duration::from_secs(1))
             .unwrap_or(MeetingPriority::None);
-        Ok(Self { met, stop })
+        Ok(Self {
+            met,
+            stop,
+            priority,
+        })
     }
 
     pub(super) fn lock(&self) -> MutexGuard<'_, Met> {

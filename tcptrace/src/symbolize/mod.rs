@@ -265,7 +265,7 @@ impl Symbolizer {
     pub fn meeting_priority(&self) -> MeetingPriority {
         self.meeter
             .as_ref()
-            .map_or(MeetingPriority::None, |m| m.lock().priority)
+            .map_or(MeetingPriority::None, |m| m.priority)
     }
 
     /// Whether tcptrace may ask JVMs for their perf maps (on by default).
