@@ -9,6 +9,22 @@
 /// Bytes of the tracepoint record copied into every event.
 pub const RAW_RECORD_LEN: usize = 96;
 
+/// Where a tracepoint record holds its two ports, as userspace decodes
+/// them: the kernel's port filter reads the same bytes. Offsets of 0 mean
+/// "not in this record" (offset 0 is the common header): the filter then
+/// lets the record by and userspace decides.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortsAt {
+    pub sport: u16,
+    pub dport: u16,
+    /// 1: network byte order (a `sockaddr`'s port), 0: host order (the
+    /// `__u16 sport`/`dport` fields).
+    pub network_order: u16,
+    pub _pad: u16,
+}
+const _: () = assert!(core::mem::size_of::<PortsAt>() == 8);
+
 /// `sock:inet_sock_set_state`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -16,21 +32,28 @@ pub struct StateLayout {
     pub skaddr: u32,
     pub oldstate: u32,
     pub newstate: u32,
-    pub sport: u32,
     pub protocol: u32,
     /// Bytes to copy into `Event::raw` (at most `RAW_RECORD_LEN`).
     pub record_len: u32,
+    /// The local port is also where a new listener's key comes from.
+    pub ports: PortsAt,
 }
-const _: () = assert!(core::mem::size_of::<StateLayout>() == 24);
+const _: () = assert!(core::mem::size_of::<StateLayout>() == 28);
 
-/// `tcp:tcp_retransmit_skb`.
+/// `tcp:tcp_retransmit_skb`, and `tcp:tcp_retransmit_synack` (whose
+/// `skaddr` is the listener's and which has no `err`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RetransmitLayout {
     pub skaddr: u32,
     pub record_len: u32,
+    pub ports: PortsAt,
+    /// The attempt's result (an int, 0 when it went out); 0: no such field
+    /// (before Linux 6.11), every attempt counts.
+    pub err: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<RetransmitLayout>() == 8);
+const _: () = assert!(core::mem::size_of::<RetransmitLayout>() == 24);
 
 /// `tcp:tcp_send_reset` and `tcp:tcp_receive_reset`.
 #[repr(C)]
@@ -38,8 +61,9 @@ const _: () = assert!(core::mem::size_of::<RetransmitLayout>() == 8);
 pub struct ResetLayout {
     pub skaddr: u32,
     pub record_len: u32,
+    pub ports: PortsAt,
 }
-const _: () = assert!(core::mem::size_of::<ResetLayout>() == 8);
+const _: () = assert!(core::mem::size_of::<ResetLayout>() == 16);
 
 /// `struct sock` offsets resolved from BTF; 0 means "unresolved".
 #[repr(C)]
@@ -55,6 +79,8 @@ pub struct KernelLayout {
     pub sock_protocol: u32,
     /// `sk->__sk_common.skc_num`: the local port, host order (a u16)
     pub sock_num: u32,
+    /// `sk->__sk_common.skc_dport`: the peer's port, network order (a u16)
+    pub sock_dport: u32,
     /// `task->group_leader`: the process's main thread, whose `comm` is the
     /// process name (a thread's own `comm` is often a pool thread's name)
     pub task_group_leader: u32,
@@ -104,7 +130,7 @@ pub struct KernelLayout {
     pub sock_rcv_saddr: u32,
     pub sock_v6_rcv_saddr: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelLayout>() == 104);
+const _: () = assert!(core::mem::size_of::<KernelLayout>() == 108);
 
 /// `syscalls:sys_exit_accept4` and `syscalls:sys_exit_accept`.
 #[repr(C)]

@@ -11,14 +11,16 @@
               can build them, underscored so that nobody reads them"
 )]
 
+pub mod filter;
 pub mod history;
 pub mod layout;
 pub mod state;
 pub mod transition;
 
+pub use filter::KernelFilter;
 pub use history::History;
 pub use layout::{
-    AcceptLayout, KernelLayout, ResetLayout, RetransmitLayout, StateLayout, RAW_RECORD_LEN,
+    AcceptLayout, KernelLayout, PortsAt, ResetLayout, RetransmitLayout, StateLayout, RAW_RECORD_LEN,
 };
 pub use state::TcpState;
 pub use transition::{Birth, Moment, RetransmitPhase, Side};
@@ -56,6 +58,10 @@ pub enum EventKind {
     /// the reading task's system call: the code that saw the peer's FIN and
     /// must close. Sent once per socket; `raw` holds its `sock_common`.
     EofRead = 7,
+    /// `tcp:tcp_retransmit_synack`: a SYN-ACK sent again for a connection
+    /// request not yet accepted. `skaddr` and `sock` are the listener's;
+    /// `raw` is the tracepoint record (the request's endpoints).
+    SynAckRetransmit = 8,
 }
 
 impl EventKind {
@@ -69,6 +75,7 @@ impl EventKind {
             5 => Some(Self::Summary),
             6 => Some(Self::UserStack),
             7 => Some(Self::EofRead),
+            8 => Some(Self::SynAckRetransmit),
             _ => None,
         }
     }
@@ -251,20 +258,29 @@ pub enum Counter {
     /// Summary mode: events folded into a socket's `History` instead of
     /// being sent (state changes, retransmits, resets).
     EventsFolded = 7,
-    /// Summary mode: resets sent or received on a socket tcptrace does not
-    /// know (a SYN to a closed port, a reset sent after the close).
-    ResetsWithoutSocket = 8,
+    /// Summary mode: resets sent on a socket tcptrace does not know, or
+    /// without one (a SYN to a closed port, a reset sent after the close).
+    ResetsSentWithoutSocket = 8,
     /// Stacks reused from the process's last capture of the same kind
     /// (sampling, see `Settings::stack_interval_ms`).
     StacksSampled = 9,
     /// New processes not announced on the `PROCESSES` ring (it was full):
     /// their mappings are read later, and may be gone by then.
     ProcessesNotAnnounced = 10,
+    /// Summary mode: resets received on a socket tcptrace does not know.
+    ResetsReceivedWithoutSocket = 11,
+    /// Records not sent because the session's filter rejects them in the
+    /// kernel (`KernelFilter`).
+    FilteredOut = 12,
+    /// Retransmit attempts that did not go out (`err` of
+    /// `tcp_retransmit_skb`: the original was still queued below TCP, or
+    /// the transmit failed): counted here, not as retransmits.
+    RetransmitsFailed = 13,
 }
 
 impl Counter {
     /// Every counter, in slot order.
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 14] = [
         Self::EventsLost,
         Self::EventsSent,
         Self::SockMapFull,
@@ -273,9 +289,12 @@ impl Counter {
         Self::ReadErrors,
         Self::StacksTaken,
         Self::EventsFolded,
-        Self::ResetsWithoutSocket,
+        Self::ResetsSentWithoutSocket,
         Self::StacksSampled,
         Self::ProcessesNotAnnounced,
+        Self::ResetsReceivedWithoutSocket,
+        Self::FilteredOut,
+        Self::RetransmitsFailed,
     ];
 }
 
@@ -480,6 +499,7 @@ mod pod {
     unsafe impl aya::Pod for super::ListenerKey {}
     unsafe impl aya::Pod for super::Listener {}
     unsafe impl aya::Pod for super::Settings {}
+    unsafe impl aya::Pod for super::KernelFilter {}
     unsafe impl aya::Pod for super::StateLayout {}
     unsafe impl aya::Pod for super::RetransmitLayout {}
     unsafe impl aya::Pod for super::ResetLayout {}

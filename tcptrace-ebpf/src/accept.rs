@@ -13,6 +13,7 @@ use tcptrace_common::{Counter, OWNER_FROM_ACCEPT, OWNER_FROM_LISTENER};
 use crate::{
     context::{current_cgroup_id, current_task, StackFor},
     emit::copy_words,
+    filter::{socket_ports, stack_unless_ruled_out},
     maps::{accept_layout, count, kernel_layout, SOCKS},
 };
 
@@ -27,8 +28,9 @@ pub fn on_accept_exit(ctx: &TracePointContext) -> Result<(), ()> {
     let Some(info) = SOCKS.get_ptr_mut(skaddr) else {
         return Ok(()); // not a socket tcptrace follows (or the map was full)
     };
+    let stack = stack_unless_ruled_out(StackFor::Accept, || socket_ports(skaddr));
     // SAFETY: a BPF helper with no memory arguments.
-    let owner = current_task(StackFor::Accept, unsafe { bpf_ktime_get_ns() });
+    let owner = current_task(stack, unsafe { bpf_ktime_get_ns() });
     // SAFETY: `info` points into the SOCKS map value; a concurrent update of
     // the same socket can at worst mix two owners' fields, which the next
     // state change's record shows whole again.

@@ -15,6 +15,7 @@ use tcptrace_common::{
 
 use crate::{
     emit::wakeup_flag,
+    filter::allows_capture,
     maps::{
         count, kernel_layout, settings, IN_SOFTIRQ, PREEMPT_COUNT_AT, PROCESSES, STACK_SAMPLES,
         STACK_SCRATCH, USER_STACKS,
@@ -134,7 +135,8 @@ pub fn current_task(stack: StackFor, now: u64) -> Task {
         StackFor::Accept => STACK_KIND_ACCEPT,
         StackFor::EofRead => STACK_KIND_EOF,
     };
-    if settings.capture_stacks == 0 || task.tgid == settings.tracer_tgid {
+    if settings.capture_stacks == 0 || task.tgid == settings.tracer_tgid || !allows_capture(&task)
+    {
         return task;
     }
     // A capture costs a microsecond or two: when sampling, reuse the one

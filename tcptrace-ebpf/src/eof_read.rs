@@ -15,6 +15,7 @@ use tcptrace_common::{
 use crate::{
     context::{current_task, in_process_context, StackFor},
     emit::{emit, Record},
+    filter::{allows, socket_ports, stack_unless_ruled_out},
     maps::SOCKS,
     sock::{protocol_of, state_of},
 };
@@ -41,7 +42,12 @@ pub fn on_recv_length(ctx: &RawTracePointContext) {
     }
     // SAFETY: a BPF helper with no memory arguments.
     let now = unsafe { bpf_ktime_get_ns() };
-    let reader = current_task(StackFor::EofRead, now);
+    let stack = stack_unless_ruled_out(StackFor::EofRead, || socket_ports(skaddr));
+    let reader = current_task(stack, now);
+    // SAFETY: as above.
+    if !allows(unsafe { &*info }, &reader, || socket_ports(skaddr)) {
+        return;
+    }
     emit(&Record {
         kind: EventKind::EofRead,
         ts_ns: now,

@@ -10,6 +10,7 @@ mod accept;
 mod context;
 mod emit;
 mod eof_read;
+mod filter;
 mod maps;
 mod reset;
 mod retransmit;
@@ -54,6 +55,13 @@ pub fn tcptrace_eof_read(ctx: RawTracePointContext) -> u32 {
 #[tracepoint]
 pub fn tcptrace_retransmit(ctx: TracePointContext) -> u32 {
     match retransmit::on_retransmit(&ctx) {
+        Ok(()) | Err(()) => 0,
+    }
+}
+
+#[tracepoint]
+pub fn tcptrace_syn_ack_retransmit(ctx: TracePointContext) -> u32 {
+    match retransmit::on_syn_ack_retransmit(&ctx) {
         Ok(()) | Err(()) => 0,
     }
 }

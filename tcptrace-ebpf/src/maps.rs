@@ -2,12 +2,14 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use tcptrace_common::{
-    AcceptLayout, Counter, KernelLayout, Listener, ListenerKey, ResetLayout, RetransmitLayout,
-    Settings, SockInfo, StackSample, StackSampleKey, StateLayout, UserStack, COUNTER_SLOTS,
+    AcceptLayout, Counter, KernelFilter, KernelLayout, Listener, ListenerKey, PortsAt,
+    ResetLayout, RetransmitLayout, Settings, SockInfo, StackSample, StackSampleKey, StateLayout,
+    UserStack, COUNTER_SLOTS, TASK_COMM_LEN,
 };
+use tcptrace_common::filter::FILTER_VALUES;
 
 /// Records to userspace. Userspace may resize it before load.
 #[map]
@@ -36,6 +38,25 @@ pub static LISTENERS: HashMap<ListenerKey, Listener> = HashMap::with_max_entries
 #[map]
 pub static STACK_SAMPLES: LruHashMap<StackSampleKey, StackSample> =
     LruHashMap::with_max_entries(16_384, 0);
+
+/// The session's filter (see `tcptrace_common::filter`): which criteria
+/// apply (one entry), and their values as keys of the three hash maps
+/// after it. Written by userspace at start and at a daemon's reload.
+#[map]
+pub static FILTER: Array<KernelFilter> = Array::with_max_entries(1, 0);
+#[map]
+pub static FILTER_PIDS: HashMap<u32, u8> = HashMap::with_max_entries(FILTER_VALUES, 0);
+#[map]
+pub static FILTER_COMMS: HashMap<[u8; TASK_COMM_LEN], u8> =
+    HashMap::with_max_entries(FILTER_VALUES, 0);
+#[map]
+pub static FILTER_PORTS: HashMap<u16, u8> = HashMap::with_max_entries(FILTER_VALUES, 0);
+
+/// cgroups whose sockets the filter's workload criteria reject, added by
+/// userspace as it decides each cgroup (the value is unused). A cgroup not
+/// decided yet passes.
+#[map]
+pub static REJECTED_CGROUPS: HashMap<u64, u8> = HashMap::with_max_entries(16_384, 0);
 
 /// Per-CPU: the address of this CPU's `preempt_count`, found once (see
 /// `context::preempt_count`); 0 until then.
@@ -73,25 +94,36 @@ static STATE_LAYOUT: StateLayout = StateLayout {
     skaddr: 0,
     oldstate: 0,
     newstate: 0,
-    sport: 0,
     protocol: 0,
     record_len: 0,
+    ports: NO_PORTS,
 };
-#[unsafe(no_mangle)]
-static RETRANSMIT_LAYOUT: RetransmitLayout = RetransmitLayout {
+const NO_PORTS: PortsAt = PortsAt {
+    sport: 0,
+    dport: 0,
+    network_order: 0,
+    _pad: 0,
+};
+const NO_RETRANSMIT: RetransmitLayout = RetransmitLayout {
     skaddr: 0,
     record_len: 0,
+    ports: NO_PORTS,
+    err: 0,
+    _pad: 0,
 };
-#[unsafe(no_mangle)]
-static SEND_RESET_LAYOUT: ResetLayout = ResetLayout {
+const NO_RESET: ResetLayout = ResetLayout {
     skaddr: 0,
     record_len: 0,
+    ports: NO_PORTS,
 };
 #[unsafe(no_mangle)]
-static RECEIVE_RESET_LAYOUT: ResetLayout = ResetLayout {
-    skaddr: 0,
-    record_len: 0,
-};
+static RETRANSMIT_LAYOUT: RetransmitLayout = NO_RETRANSMIT;
+#[unsafe(no_mangle)]
+static SYN_ACK_LAYOUT: RetransmitLayout = NO_RETRANSMIT;
+#[unsafe(no_mangle)]
+static SEND_RESET_LAYOUT: ResetLayout = NO_RESET;
+#[unsafe(no_mangle)]
+static RECEIVE_RESET_LAYOUT: ResetLayout = NO_RESET;
 #[unsafe(no_mangle)]
 static KERNEL_LAYOUT: KernelLayout = KernelLayout {
     sock_net: 0,
@@ -99,6 +131,7 @@ static KERNEL_LAYOUT: KernelLayout = KernelLayout {
     sock_err: 0,
     sock_protocol: 0,
     sock_num: 0,
+    sock_dport: 0,
     task_group_leader: 0,
     task_comm: 0,
     task_mm: 0,
@@ -136,6 +169,11 @@ pub fn state_layout() -> StateLayout {
 pub fn retransmit_layout() -> RetransmitLayout {
     // SAFETY: a read-only global that the loader fills before the programs run.
     unsafe { core::ptr::read_volatile(&raw const RETRANSMIT_LAYOUT) }
+}
+#[inline(always)]
+pub fn syn_ack_layout() -> RetransmitLayout {
+    // SAFETY: a read-only global that the loader fills before the programs run.
+    unsafe { core::ptr::read_volatile(&raw const SYN_ACK_LAYOUT) }
 }
 #[inline(always)]
 pub fn send_reset_layout() -> ResetLayout {

@@ -16,6 +16,7 @@ use tcptrace_common::{Counter, EventKind, SockInfo, Task, CTX_PROCESS};
 use crate::{
     context::{current_task, in_process_context, StackFor},
     emit::{emit, Record},
+    filter::{allows, record_ports, socket_ports},
     maps::{count, receive_reset_layout, send_reset_layout, LAST_RESET_SOCK, SOCKS},
 };
 
@@ -34,7 +35,15 @@ pub fn on_reset_raw(ctx: &RawTracePointContext, direction: Direction) {
         Some(known) if skaddr != 0 => unsafe {
             (*known).history.count_reset(direction == Direction::Sent);
         },
-        _ => count(Counter::ResetsWithoutSocket),
+        // A socket tcptrace does not know: its ports can still be told
+        // (without a socket, they are in the packet, which is not read).
+        _ if skaddr != 0 && !allows(&SockInfo::EMPTY, &Task::NOBODY, || socket_ports(skaddr)) => {
+            return;
+        }
+        _ => count(match direction {
+            Direction::Sent => Counter::ResetsSentWithoutSocket,
+            Direction::Received => Counter::ResetsReceivedWithoutSocket,
+        }),
     }
     count(Counter::EventsFolded);
 }
@@ -74,6 +83,9 @@ pub fn on_reset(ctx: &TracePointContext, direction: Direction) -> Result<(), ()>
     } else {
         Task::NOBODY
     };
+    if !allows(&info, &actor, || record_ports(ctx, layout.ports)) {
+        return Ok(());
+    }
     emit(&Record {
         ts_ns: now,
         kind: match direction {

@@ -1,13 +1,16 @@
 //! `tcp:tcp_retransmit_skb`: always softirq or timer context, so the
-//! socket's owner record is the only attribution there is.
+//! socket's owner record is the only attribution there is. Also
+//! `tcp:tcp_retransmit_synack`, a handshake's SYN-ACK sent again, which
+//! belongs to the listener's owner.
 
 use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::TracePointContext, EbpfContext};
-use tcptrace_common::{Counter, EventKind, SockInfo, Task, SEEN_MID_LIFE};
+use tcptrace_common::{Counter, EventKind, SockInfo, Task, OWNER_FROM_LISTENER, SEEN_MID_LIFE};
 
 use crate::{
-    emit::{emit, Record},
-    maps::{count, retransmit_layout, settings, SOCKS},
-    sock::netns_of,
+    emit::{copy_words, emit, Record},
+    filter::{allows, record_ports},
+    maps::{count, retransmit_layout, settings, syn_ack_layout, LISTENERS, SOCKS},
+    sock::{listener_key_of, local_port_of, netns_of},
 };
 
 pub fn on_retransmit(ctx: &TracePointContext) -> Result<(), ()> {
@@ -15,6 +18,16 @@ pub fn on_retransmit(ctx: &TracePointContext) -> Result<(), ()> {
     let skaddr: u64 =
         // SAFETY: a probe read of the tracepoint record at an offset from its tracefs format; the helper checks the address.
         unsafe { ctx.read_at(layout.skaddr as usize) }.map_err(|_| count(Counter::ReadErrors))?;
+    // An attempt that did not go out is no retransmit.
+    if layout.err != 0 {
+        // SAFETY: as above.
+        let err: i32 = unsafe { ctx.read_at(layout.err as usize) }
+            .map_err(|_| count(Counter::ReadErrors))?;
+        if err != 0 {
+            count(Counter::RetransmitsFailed);
+            return Ok(());
+        }
+    }
     let summary = settings().summary != 0;
     let info = match SOCKS.get_ptr_mut(skaddr) {
         // SAFETY: a pointer into the SOCKS map's value, valid for this program run; updates of one socket race only with its own softirq work, which sees a whole record.
@@ -39,12 +52,66 @@ pub fn on_retransmit(ctx: &TracePointContext) -> Result<(), ()> {
             info
         }
     };
+    if !allows(&info, &Task::NOBODY, || record_ports(ctx, layout.ports)) {
+        return Ok(());
+    }
     emit(&Record {
         // SAFETY: a BPF helper with no memory arguments.
         ts_ns: unsafe { bpf_ktime_get_ns() },
         kind: EventKind::Retransmit,
         context: 0,
         skaddr,
+        sock: &info,
+        actor: &Task::NOBODY,
+        in_state_ns: 0,
+        sk_err: 0,
+        raw_from: ctx.as_ptr() as *const u8,
+        raw_len: layout.record_len,
+    });
+    Ok(())
+}
+
+/// `tcp:tcp_retransmit_synack`: the request has no socket of its own yet
+/// (the child is made when the handshake completes), so the record carries
+/// the listener's, and the request's endpoints in the tracepoint record.
+/// Sent in both modes: SYN-ACKs go again only when a handshake stalls.
+pub fn on_syn_ack_retransmit(ctx: &TracePointContext) -> Result<(), ()> {
+    let layout = syn_ack_layout();
+    let listener: u64 =
+        // SAFETY: a probe read of the tracepoint record at an offset from its tracefs format; the helper checks the address.
+        unsafe { ctx.read_at(layout.skaddr as usize) }.map_err(|_| count(Counter::ReadErrors))?;
+    let info = match SOCKS.get_ptr_mut(listener) {
+        // SAFETY: a pointer into the SOCKS map's value, valid for this program run.
+        Some(known) => unsafe { *known },
+        // A listener from before the session: its owner, if userspace
+        // taught it from the start dump.
+        None => {
+            let mut info = SockInfo::EMPTY;
+            info.netns = netns_of(listener);
+            info.flags = SEEN_MID_LIFE;
+            let seeded = local_port_of(listener)
+                .and_then(|port| listener_key_of(listener, info.netns, port));
+            if let Ok(key) = seeded {
+                // SAFETY: the map value is copied out at once.
+                if let Some(seeded) = unsafe { LISTENERS.get(&key) } {
+                    // SAFETY: two whole `Task` records.
+                    unsafe { copy_words(&raw mut info.owner, &raw const seeded.owner) };
+                    info.cgroup_id = seeded.cgroup_id;
+                    info.flags |= OWNER_FROM_LISTENER;
+                }
+            }
+            info
+        }
+    };
+    if !allows(&info, &Task::NOBODY, || record_ports(ctx, layout.ports)) {
+        return Ok(());
+    }
+    emit(&Record {
+        // SAFETY: a BPF helper with no memory arguments.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        kind: EventKind::SynAckRetransmit,
+        context: 0,
+        skaddr: listener,
         sock: &info,
         actor: &Task::NOBODY,
         in_state_ns: 0,

@@ -107,7 +107,7 @@ pub fn local_port_be_of(skaddr: u64) -> u16 {
 }
 
 #[inline(always)]
-fn read_at<T>(skaddr: u64, offset: u32) -> Result<T, ()> {
+pub fn read_at<T>(skaddr: u64, offset: u32) -> Result<T, ()> {
     if offset == 0 || skaddr == 0 {
         return Err(());
     }

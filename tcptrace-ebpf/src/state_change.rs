@@ -25,6 +25,7 @@ use tcptrace_common::{
 use crate::{
     context::{current_cgroup_id, current_task, in_process_context, StackFor},
     emit::{copy_words, emit, zero_words, Record},
+    filter::{allows, record_ports, socket_ports, stack_unless_ruled_out},
     maps::{count, settings, state_layout, LAST_RESET_SOCK, LISTENERS, SCRATCH, SOCKS},
     sock::{
         error_of, listener_key_of, local_port_of, netns_of, peer_sent_data, peer_silent_jiffies,
@@ -51,9 +52,12 @@ pub fn on_set_state(ctx: &TracePointContext) -> Result<(), ()> {
         old: read(ctx, layout.oldstate)?,
         new: read(ctx, layout.newstate)?,
     };
-    on_change(ctx.as_ptr() as *const u8, &change, || {
-        read(ctx, layout.sport)
-    })
+    on_change(
+        ctx.as_ptr() as *const u8,
+        &change,
+        || read(ctx, u32::from(layout.ports.sport)),
+        || record_ports(ctx, layout.ports),
+    )
 }
 
 /// The raw tracepoint (summary mode, the daemon): its arguments are
@@ -71,7 +75,12 @@ pub fn on_set_state_raw(ctx: &RawTracePointContext) -> Result<(), ()> {
         new: ctx.arg::<u64>(2) as i32,
     };
     // No tracepoint record to copy: summary records copy the socket.
-    on_change(core::ptr::null(), &change, || local_port_of(skaddr))
+    on_change(
+        core::ptr::null(),
+        &change,
+        || local_port_of(skaddr),
+        || socket_ports(skaddr),
+    )
 }
 
 struct Change {
@@ -82,12 +91,14 @@ struct Change {
 
 /// One transition, whichever hook saw it: `tracepoint_record` is the
 /// classic tracepoint's record (null for the raw tracepoint). `local_port`
-/// is read only when the listener map needs it.
+/// is read only when the listener map needs it, `ports` (local, remote, as
+/// the record userspace decodes has them) only when the filter lists ports.
 #[inline(always)]
 fn on_change(
     tracepoint_record: *const u8,
     change: &Change,
     local_port: impl Fn() -> Result<u16, ()>,
+    ports: impl Fn() -> Option<(u16, u16)>,
 ) -> Result<(), ()> {
     let &Change { skaddr, old, new } = change;
     // SAFETY: a BPF helper with no memory arguments.
@@ -101,8 +112,10 @@ fn on_change(
     let closing = role == Attribution::CloseCall;
     let actor = match role {
         _ if !process => Task::NOBODY,
-        Attribution::Birth => current_task(StackFor::Birth, now),
-        Attribution::CloseCall => current_task(StackFor::Close, now),
+        Attribution::Birth => current_task(stack_unless_ruled_out(StackFor::Birth, &ports), now),
+        Attribution::CloseCall => {
+            current_task(stack_unless_ruled_out(StackFor::Close, &ports), now)
+        }
         // Only a printed event names who was running for the rest.
         _ if summary => Task::NOBODY,
         _ => current_task(StackFor::None, now),
@@ -174,7 +187,14 @@ fn on_change(
         forget_listener(skaddr, local_port()?, info.netns);
     }
 
-    if !summary || summary_sent_on(new) {
+    // A summary's close was made by its closer, whoever runs now.
+    let acting = if summary && info.closer.is_known() {
+        &info.closer
+    } else {
+        &actor
+    };
+    let sent = (!summary || summary_sent_on(new)) && allows(info, acting, &ports);
+    if sent {
         let (kind, raw_from, raw_len) = if summary {
             // The start of `struct sock` is `struct sock_common`: addresses,
             // ports and family, decoded in userspace at offsets from BTF.
@@ -207,7 +227,7 @@ fn on_change(
         if summary && new != CLOSE {
             info.history.restart(new);
         }
-    } else {
+    } else if summary && !summary_sent_on(new) {
         count(Counter::EventsFolded);
     }
 

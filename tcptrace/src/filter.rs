@@ -14,6 +14,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use tcptrace_common::{filter::FILTER_VALUES, KernelFilter, TASK_COMM_LEN};
+
 use crate::{
     container::{
         lookup::{self, Cgroup2},
@@ -73,6 +75,12 @@ pub struct Filter {
 }
 
 impl Filter {
+    /// Whether no criterion at all is given.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        !self.by_process() && !self.by_workload() && self.ports.is_empty()
+    }
+
     /// Whether a process criterion (pid, comm) is given.
     #[must_use]
     pub fn by_process(&self) -> bool {
@@ -159,11 +167,55 @@ impl Filter {
         pid_ok && comm_ok && self.matches_ports(record.local.port(), record.remote.port())
     }
 
+    /// The part of the filter the kernel programs apply before sending a
+    /// record or taking a stack (see `tcptrace_common::filter`). A
+    /// criterion with more values than the kernel's maps hold is left to
+    /// userspace; workload criteria are applied per cgroup once userspace
+    /// has decided it (`FilterMaps::reject_cgroup`).
+    #[must_use]
+    pub fn kernel(&self) -> KernelCriteria {
+        let fits = |len: usize| len > 0 && len <= FILTER_VALUES as usize;
+        let mut criteria = KernelCriteria::default();
+        if fits(self.pids.len()) {
+            criteria.which.by_pid = 1;
+            criteria.pids.clone_from(&self.pids);
+        }
+        if fits(self.comms.len()) {
+            criteria.which.by_comm = 1;
+            criteria.comms = self.comms.iter().map(|name| kernel_comm(name)).collect();
+        }
+        if fits(self.ports.len()) {
+            criteria.which.by_port = 1;
+            criteria.ports.clone_from(&self.ports);
+        }
+        criteria.which.by_workload = u32::from(self.by_workload());
+        criteria
+    }
+
     /// Only the port criterion (sockets without an owner, like `TIME_WAIT`).
     #[must_use]
     pub fn matches_ports(&self, local: u16, remote: u16) -> bool {
         self.ports.is_empty() || self.ports.contains(&local) || self.ports.contains(&remote)
     }
+}
+
+/// What of a `Filter` the kernel programs apply: which criteria, and
+/// their values.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KernelCriteria {
+    pub which: KernelFilter,
+    pub pids: Vec<u32>,
+    pub comms: Vec<[u8; TASK_COMM_LEN]>,
+    pub ports: Vec<u16>,
+}
+
+/// A process name as the kernel keeps it: at most 15 bytes (`--comm` is cut
+/// so already, see `kernel_comms`), then NULs to the end.
+fn kernel_comm(name: &str) -> [u8; TASK_COMM_LEN] {
+    let mut comm = [0; TASK_COMM_LEN];
+    let bytes = &name.as_bytes()[..name.len().min(COMM_BYTES)];
+    comm[..bytes.len()].copy_from_slice(bytes);
+    comm
 }
 
 /// How long a verdict that may change stands: a workload whose names
@@ -262,6 +314,14 @@ impl Workloads {
         self.verdicts.get(&key).map(|v| v.pass)
     }
 
+    /// Whether `key` is decided for good against the filter.
+    #[must_use]
+    pub fn rejected_for_good(&self, key: u64) -> bool {
+        self.verdicts
+            .get(&key)
+            .is_some_and(|v| !v.pass && v.until.is_none())
+    }
+
     /// The verdict, and whether it is final.
     fn decide(&mut self, filter: &Filter, key: u64, containers: &mut Containers) -> (bool, bool) {
         if key == 0 {
@@ -356,6 +416,31 @@ impl Subtree {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_kernel_gets_what_fits_and_userspace_keeps_the_rest() {
+        let filter = Filter {
+            pids: (1..=2000).collect(),
+            comms: vec!["nginx".to_owned(), "curl".to_owned()],
+            ports: vec![80, 443],
+            pods: vec!["web".to_owned()],
+            ..Filter::default()
+        };
+        let kernel = filter.kernel();
+        // Too many pids for the kernel's map: it lets every pid by.
+        assert_eq!((kernel.which.by_pid, kernel.pids.len()), (0, 0));
+        assert_eq!(kernel.which.by_comm, 1);
+        assert_eq!(&kernel.comms[1][..5], b"curl\0");
+        assert_eq!(kernel.comms[1][4..], [0; 12]);
+        assert_eq!(
+            (kernel.which.by_port, &kernel.ports[..]),
+            (1, &[80, 443][..])
+        );
+        assert_eq!(kernel.which.by_workload, 1);
+        assert_eq!(Filter::default().kernel(), KernelCriteria::default());
+        assert_eq!(Filter::default().kernel().which, KernelFilter::NONE);
+        assert!(Filter::default().is_empty() && !filter.is_empty());
+    }
 
     #[test]
     fn long_comm_names_are_cut_as_the_kernel_cuts_them() {

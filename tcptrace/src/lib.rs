@@ -34,3 +34,5 @@ pub mod table;
 /// profile) and, being randomly keyed, still resists collision attacks
 /// through attacker-chosen ports.
 pub type FastMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
+/// The set of `FastMap`.
+pub type FastSet<K> = std::collections::HashSet<K, ahash::RandomState>;

@@ -278,9 +278,9 @@ pub struct DaemonMetrics {
     pub folded_peers: u64,
     /// Label sets dropped after `EVICT_AFTER` without events.
     pub evicted: u64,
-    /// The kernel's count of resets on unknown sockets (summary mode)
-    /// already added to the "unknown" process.
-    resets_without_socket: u64,
+    /// The kernel's counts of resets on unknown sockets (summary mode)
+    /// already added to the "unknown" process, by `ResetDirection`.
+    resets_without_socket: [u64; 2],
     /// A silence this long is long: peer resets after it are lost
     /// connections (`lost::cause`).
     long_ns: u64,
@@ -294,7 +294,7 @@ impl Default for DaemonMetrics {
             folded_processes: 0,
             folded_peers: 0,
             evicted: 0,
-            resets_without_socket: 0,
+            resets_without_socket: [0; 2],
             long_ns: lost::duration_ns(crate::diagnose::idle::DEFAULT_IDLE_THRESHOLD),
         }
     }
@@ -352,13 +352,19 @@ impl DaemonMetrics {
     /// Summary mode counts resets on unknown sockets in the kernel instead
     /// of sending them: add what is new to the "unknown" process, as the
     /// events would have been.
-    pub fn resets_without_socket(&mut self, kernel_total: u64) {
-        let new = kernel_total.saturating_sub(self.resets_without_socket);
-        if new > 0 {
-            self.resets_without_socket = kernel_total;
-            self.process(ProcessKey::UNKNOWN, 0)
-                .resets
-                .add(ResetDirection::Sent, new);
+    pub fn resets_without_socket(&mut self, sent_total: u64, received_total: u64) {
+        for (direction, total) in [
+            (ResetDirection::Sent, sent_total),
+            (ResetDirection::Received, received_total),
+        ] {
+            let seen = &mut self.resets_without_socket[direction as usize];
+            let new = total.saturating_sub(*seen);
+            if new > 0 {
+                *seen = total;
+                self.process(ProcessKey::UNKNOWN, 0)
+                    .resets
+                    .add(direction, new);
+            }
         }
     }
 
@@ -404,6 +410,12 @@ impl DaemonMetrics {
             TcpEventKind::Retransmit { state } => {
                 let phase = state.unwrap_or(record.state).retransmit_phase();
                 self.process(owner, ts_ns).retransmits.add(phase, 1);
+            }
+            // `record` is the listener's: its owner answered the handshake.
+            TcpEventKind::SynAckRetransmit => {
+                self.process(owner, ts_ns)
+                    .retransmits
+                    .add(RetransmitPhase::Handshake, 1);
             }
             TcpEventKind::ResetSent { .. } => {
                 self.process(owner, ts_ns)

@@ -27,7 +27,7 @@ use crate::{
     first_seen::FirstSeen,
     netns::DiagSockets,
     owner::{self, Owner, StartOwners},
-    probe::{Counters, Probe},
+    probe::{Counters, FilterMaps, Probe},
     snapshot::{ExistingSocket, Snapshot},
     symbolize::Meeter,
     table::{Applied, Cgroups, SocketRecord, SocketTable},
@@ -84,6 +84,8 @@ pub struct Pipeline {
     pub cgroups: Option<Cgroups>,
     /// The filter's workload verdicts, per cgroup key.
     pub workloads: Workloads,
+    /// Where the filter reaches the kernel programs (`None` when detached).
+    kernel_filter: Option<FilterMaps>,
     /// Look up the owner's workload names for each event shown (in
     /// `Observed::labels`): a cache hit per event, for a session's output.
     pub label_events: bool,
@@ -92,6 +94,21 @@ pub struct Pipeline {
     idle_threshold: Duration,
     /// When each live connection was first listed by a report's dump.
     first_seen: FirstSeen,
+}
+
+/// A socket of a workload the filter rejects for good: the kernel stops
+/// sending its cgroup's records. Only where the record's key is the
+/// kernel's cgroup id (cgroup v2).
+fn reject_in_kernel(
+    maps: &mut FilterMaps,
+    workloads: &Workloads,
+    event: &TcpEvent,
+    record: &SocketRecord,
+) {
+    let id = event.sock.cgroup_id;
+    if id != 0 && record.cgroup == id && workloads.rejected_for_good(id) {
+        maps.reject_cgroup(id);
+    }
 }
 
 /// The kernel's two ring buffers, pollable by tokio: events, and the
@@ -137,12 +154,18 @@ impl Pipeline {
         self.diagnoses.lost.long_ns = crate::diagnose::lost::duration_ns(threshold);
     }
 
-    /// A new filter (the daemon's SIGHUP): its workload verdicts are
-    /// decided again. The socket table, which sees everything, is kept.
-    pub fn set_filter(&mut self, filter: Filter) {
+    /// A new filter (the daemon's SIGHUP), in the kernel programs too: its
+    /// workload verdicts are decided again. The socket table is kept.
+    pub fn set_filter(&mut self, filter: Filter) -> Result<()> {
         let mount = self.cgroups.as_ref().and_then(Cgroups::mount);
         self.workloads = Workloads::new(&filter, mount);
+        let kernel = filter.kernel();
         self.filter = filter;
+        if let Some(maps) = &mut self.kernel_filter {
+            maps.set(&kernel)
+                .context("giving the kernel programs the new filter")?;
+        }
+        Ok(())
     }
 
     /// Takes the start snapshot (after the probe is attached: a socket born
@@ -159,6 +182,10 @@ impl Pipeline {
         let mut diag = DiagSockets::start();
         let start = Snapshot::take(&mut diag).context("listing existing sockets (sock_diag)")?;
         seed_listeners(probe, &start);
+        let mut kernel_filter = probe.take_filter_maps()?;
+        kernel_filter
+            .set(&filter.kernel())
+            .context("giving the kernel programs the filter")?;
         let rings = Rings::take(probe)?;
         let meeter = Meeter::spawn(probe.take_processes()?)
             .context("starting the thread that meets new processes")?;
@@ -167,6 +194,7 @@ impl Pipeline {
             layouts: probe.layouts,
             start: StartOwners::of(&start),
             workloads: Workloads::new(&filter, cgroups.mount()),
+            kernel_filter: Some(kernel_filter),
             filter,
             counts: EventCounts::default(),
             table: SocketTable::default(),
@@ -188,6 +216,7 @@ impl Pipeline {
             layouts,
             start: StartOwners::default(),
             workloads: Workloads::new(&filter, None),
+            kernel_filter: None,
             filter,
             counts: EventCounts::default(),
             table: SocketTable::default(),
@@ -332,7 +361,9 @@ impl Pipeline {
         let c = &mut self.counts;
         match event.what {
             TcpEventKind::StateChange { .. } => c.state_changes += 1,
-            TcpEventKind::Retransmit { .. } => c.retransmits += 1,
+            TcpEventKind::Retransmit { .. } | TcpEventKind::SynAckRetransmit => {
+                c.retransmits += 1;
+            }
             TcpEventKind::ResetSent { .. } => c.resets_sent += 1,
             TcpEventKind::ResetReceived => c.resets_received += 1,
             TcpEventKind::EofRead => c.eof_reads += 1,
@@ -364,6 +395,9 @@ impl Pipeline {
             };
             if !shown {
                 self.counts.filtered_out += 1;
+                if let (Some(maps), Some(record)) = (self.kernel_filter.as_mut(), record) {
+                    reject_in_kernel(maps, &self.workloads, event, record);
+                }
                 return Ok(());
             }
         }

@@ -252,6 +252,19 @@ impl SocketTable {
             Some(cgroups) => cgroups.key_at_birth(event.sock.cgroup_id, owner.map(|o| o.pid)),
             None => event.sock.cgroup_id,
         };
+        if event.what == TcpEventKind::SynAckRetransmit {
+            // About a handshake the listener answers, not about its own
+            // life; a listener from before the session is met here.
+            if !self.live.contains_key(&event.skaddr) {
+                let listener = SocketRecord::listener_seen(event, owner, key_of(&mut cgroups));
+                self.by_endpoints.insert(
+                    (listener.netns, listener.local, listener.remote),
+                    event.skaddr,
+                );
+                self.live.insert(event.skaddr, listener);
+            }
+            return Applied::Live(event.skaddr);
+        }
         if let Some(role) = birth {
             if let Some(old) = self.live.remove(&event.skaddr) {
                 self.unindex(&old);
@@ -313,6 +326,20 @@ impl SocketRecord {
         record
     }
 
+    /// A listener first met through a SYN-ACK it sent again (`event`'s
+    /// remote end is the client, not the listener's).
+    fn listener_seen(event: &TcpEvent, owner: Option<&Owner>, cgroup: u64) -> Self {
+        let mut record = Self::seen_mid_life(event, owner, cgroup);
+        record.role = Role::Listener;
+        let any: std::net::IpAddr = if event.local.is_ipv4() {
+            std::net::Ipv4Addr::UNSPECIFIED.into()
+        } else {
+            std::net::Ipv6Addr::UNSPECIFIED.into()
+        };
+        record.remote = SocketAddr::new(any, 0);
+        record
+    }
+
     fn seen_mid_life(event: &TcpEvent, owner: Option<&Owner>, cgroup: u64) -> Self {
         let state = match event.what {
             TcpEventKind::StateChange { old, .. } => old,
@@ -321,6 +348,7 @@ impl SocketRecord {
             }
             TcpEventKind::ResetReceived => TcpState::Established,
             TcpEventKind::EofRead => TcpState::CloseWait,
+            TcpEventKind::SynAckRetransmit => TcpState::Listen,
         };
         Self {
             skaddr: event.skaddr,
@@ -433,6 +461,8 @@ impl SocketRecord {
                     self.eof_stack = StackRef::of_task(reader);
                 }
             }
+            // Not applied to the listener (see `SocketTable::apply_in`).
+            TcpEventKind::SynAckRetransmit => {}
         }
     }
 

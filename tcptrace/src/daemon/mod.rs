@@ -350,7 +350,15 @@ impl Daemon {
     /// The settings that take effect without re-attaching, at start and
     /// at each SIGHUP (see `reload::Changes`).
     fn apply(&mut self, config: DaemonConfig) {
-        self.pipeline.set_filter(config.filter());
+        if let Err(err) = self.pipeline.set_filter(config.filter()) {
+            // Userspace still applies the whole filter: only the kernel's
+            // saving is lost.
+            log(
+                "warn",
+                "the kernel programs keep the previous filter",
+                &serde_json::json!({ "error": format!("{err:#}") }),
+            );
+        }
         self.pipeline.set_idle_threshold(config.idle_threshold);
         self.pipeline
             .call_sites
@@ -367,9 +375,15 @@ impl Daemon {
                 metrics.observe(seen);
                 Ok(())
             });
-        // One counter, not all of them: this runs ten times a second.
-        if let Ok(resets) = self.probe.counter(Counter::ResetsWithoutSocket) {
-            self.metrics.resets_without_socket(resets);
+        // Resets on sockets nobody owns belong to no filter's scope: with a
+        // filter they are host-wide figures only (`tcptrace_kernel_*`).
+        if self.pipeline.filter.is_empty() {
+            // Two counters, not all of them: this runs ten times a second.
+            let count = |counter| self.probe.counter(counter).unwrap_or(0);
+            self.metrics.resets_without_socket(
+                count(Counter::ResetsSentWithoutSocket),
+                count(Counter::ResetsReceivedWithoutSocket),
+            );
         }
     }
 
@@ -538,6 +552,7 @@ impl Daemon {
             "kernel_runs_skipped": kernel.runs_skipped,
             "events_sent_by_kernel": kernel.events_sent,
             "events_folded_by_kernel": kernel.events_folded,
+            "events_filtered_by_kernel": kernel.filtered_out,
             "decode_errors": self.pipeline.counts.decode_errors,
             "stacks": self.pipeline.call_sites.counts(),
             "stack_errors": kernel.stack_errors,

@@ -252,11 +252,14 @@ pub struct Flows {
 
 impl Flows {
     fn flow(&mut self, record: &SocketRecord) -> &mut Flow {
-        let key = FlowKey {
+        self.flow_of(FlowKey {
             owner: record.owner,
             role: record.role,
             peer: record.peer_key(),
-        };
+        })
+    }
+
+    fn flow_of(&mut self, key: FlowKey) -> &mut Flow {
         if self.flows.len() >= MAX_FLOWS && !self.flows.contains_key(&key) {
             // Only when a new flow arrives at the bound: O(n) is fine.
             let stalest = self
@@ -274,6 +277,19 @@ impl Flows {
 
     /// Every event on a live socket: connects and handshakes.
     pub fn on_event(&mut self, event: &TcpEvent, record: &SocketRecord) {
+        if event.what == TcpEventKind::SynAckRetransmit {
+            // `record` is the listener's: the handshake belongs to the
+            // passive flow of the client it was answering.
+            let flow = self.flow_of(FlowKey {
+                owner: record.owner,
+                role: Role::Passive,
+                peer: SocketAddr::new(event.remote.ip(), 0),
+            });
+            flow.last_seen_ns = event.ts_ns;
+            flow.saw_namespace(record.netns);
+            flow.syn_retransmits += 1;
+            return;
+        }
         // One lookup per event: this runs for every event the daemon sees.
         let flow = self.flow(record);
         flow.last_seen_ns = event.ts_ns;

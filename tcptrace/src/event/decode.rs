@@ -129,6 +129,14 @@ pub fn decode(bytes: &[u8], layouts: &RecordLayouts) -> Result<TcpEvent, DecodeE
                 false,
             ));
         }
+        EventKind::SynAckRetransmit => {
+            // Only attached where the layout was read.
+            let l = layouts
+                .syn_ack
+                .as_ref()
+                .ok_or(DecodeError::Kind(event.kind))?;
+            (TcpEventKind::SynAckRetransmit, &l.endpoints)
+        }
         // Never `EVENT_SIZE` long: see `decode_user_stack`.
         EventKind::UserStack => return Err(DecodeError::Kind(event.kind)),
     };

@@ -3,7 +3,7 @@
 //! they need (`kernel_globals`); the decoder uses the rest.
 
 use anyhow::{bail, Result};
-use tcptrace_common::{ResetLayout, RetransmitLayout, StateLayout, RAW_RECORD_LEN};
+use tcptrace_common::{PortsAt, ResetLayout, RetransmitLayout, StateLayout, RAW_RECORD_LEN};
 
 use crate::probe::tracefs::{Field, Format};
 
@@ -62,6 +62,8 @@ pub struct SockEventLayout {
     pub skaddr: Field,
     /// The socket state, where the record has one.
     pub state: Option<Field>,
+    /// A retransmit attempt's result (`tcp_retransmit_skb` since 6.11).
+    pub err: Option<Field>,
     pub endpoints: Endpoints,
     pub len: usize,
 }
@@ -114,6 +116,8 @@ pub struct RecordLayouts {
     pub retransmit: SockEventLayout,
     pub send_reset: SockEventLayout,
     pub receive_reset: SockEventLayout,
+    /// `tcp_retransmit_synack`, when this kernel has it (see `with_syn_ack`).
+    pub syn_ack: Option<SockEventLayout>,
     /// Summary records (from BTF); `None` when summary mode is off.
     pub sock_common: Option<SockCommonLayout>,
     /// Nanoseconds per jiffy (`clock::jiffy_ns`): a peer's silence is
@@ -125,6 +129,7 @@ pub struct RecordLayouts {
 pub struct KernelGlobals {
     pub state: StateLayout,
     pub retransmit: RetransmitLayout,
+    pub syn_ack: RetransmitLayout,
     pub send_reset: ResetLayout,
     pub receive_reset: ResetLayout,
 }
@@ -148,6 +153,7 @@ impl RecordLayouts {
             retransmit: SockEventLayout::from_format(retransmit)?,
             send_reset: SockEventLayout::from_format(send_reset)?,
             receive_reset: SockEventLayout::from_format(receive_reset)?,
+            syn_ack: None,
             sock_common: None,
             jiffy_ns: crate::clock::jiffy_ns(),
         };
@@ -164,33 +170,70 @@ impl RecordLayouts {
         Ok(layouts)
     }
 
+    /// Adds `tcp_retransmit_synack`'s layout (an optional hook: a kernel
+    /// without it, or with another layout, counts no SYN-ACK retransmits).
+    pub fn with_syn_ack(mut self, format: &Format) -> Result<Self> {
+        let layout = SockEventLayout::from_format(format)?;
+        if layout.len > RAW_RECORD_LEN {
+            bail!(
+                "tcp_retransmit_synack records are {} bytes; tcptrace copies at most {RAW_RECORD_LEN}",
+                layout.len
+            );
+        }
+        self.syn_ack = Some(layout);
+        Ok(self)
+    }
+
     #[must_use]
     pub fn kernel_globals(&self) -> KernelGlobals {
-        let sport = match self.state.endpoints {
-            Endpoints::Split { sport, .. } => sport.offset,
-            // inet_sock_set_state has always had split endpoints; a kernel
-            // without them fails in `from_formats` already.
-            Endpoints::SockAddr { .. } => 0,
-        };
         let reset = |r: &SockEventLayout| ResetLayout {
             skaddr: offset(r.skaddr),
             record_len: len(r.len),
+            ports: r.endpoints.ports_at(),
+        };
+        let retransmit = |r: &SockEventLayout| RetransmitLayout {
+            skaddr: offset(r.skaddr),
+            record_len: len(r.len),
+            ports: r.endpoints.ports_at(),
+            err: r.err.map_or(0, offset),
+            _pad: 0,
         };
         KernelGlobals {
             state: StateLayout {
                 skaddr: offset(self.state.skaddr),
                 oldstate: offset(self.state.oldstate),
                 newstate: offset(self.state.newstate),
-                sport: u32::try_from(sport).unwrap_or(0),
                 protocol: offset(self.state.protocol),
                 record_len: len(self.state.len),
+                ports: self.state.endpoints.ports_at(),
             },
-            retransmit: RetransmitLayout {
-                skaddr: offset(self.retransmit.skaddr),
-                record_len: len(self.retransmit.len),
-            },
+            retransmit: retransmit(&self.retransmit),
+            syn_ack: self.syn_ack.as_ref().map(retransmit).unwrap_or_default(),
             send_reset: reset(&self.send_reset),
             receive_reset: reset(&self.receive_reset),
+        }
+    }
+}
+
+impl Endpoints {
+    /// Where the kernel's port filter finds the ports this decoder reads.
+    fn ports_at(&self) -> PortsAt {
+        // Offsets are bounded by RAW_RECORD_LEN (checked in `from_formats`).
+        let at = |offset: usize| u16::try_from(offset).unwrap_or(0);
+        match *self {
+            Self::Split { sport, dport, .. } => PortsAt {
+                sport: at(sport.offset),
+                dport: at(dport.offset),
+                network_order: 0,
+                _pad: 0,
+            },
+            // `sin_port` and `sin6_port` follow the 2-byte family.
+            Self::SockAddr { saddr, daddr } => PortsAt {
+                sport: at(saddr.offset + 2),
+                dport: at(daddr.offset + 2),
+                network_order: 1,
+                _pad: 0,
+            },
         }
     }
 }
@@ -200,6 +243,7 @@ impl SockEventLayout {
         Ok(Self {
             skaddr: format.field("skaddr", 8)?,
             state: format.optional_field("state", 4)?,
+            err: format.optional_field("err", 4)?,
             endpoints: Endpoints::from_format(format)?,
             len: format.record_len(),
         })
@@ -245,9 +289,50 @@ mod tests {
             "6.x retransmit record carries `err`"
         );
         let globals = layouts.kernel_globals();
-        assert_eq!((globals.state.skaddr, globals.state.sport), (8, 24));
+        assert_eq!(
+            (
+                globals.state.skaddr,
+                globals.state.ports.sport,
+                globals.state.ports.dport
+            ),
+            (8, 24, 26)
+        );
+        assert_eq!(
+            (globals.retransmit.err, globals.retransmit.ports.sport),
+            (76, 28)
+        );
         assert_eq!(globals.send_reset.skaddr, 16);
+        // sockaddr ports, network order, after the 2-byte family.
+        let reset_ports = globals.send_reset.ports;
+        assert_eq!(reset_ports.network_order, 1);
+        assert_eq!(reset_ports.dport - reset_ports.sport, 28);
         assert_eq!(globals.receive_reset.skaddr, 8);
+    }
+
+    #[test]
+    fn syn_ack_layout_is_read_where_the_kernel_has_it() {
+        let layouts = RecordLayouts::from_formats(
+            &format(SET_STATE),
+            &format(include_str!(
+                "../probe/fixtures/tcp_retransmit_skb-6.18.format"
+            )),
+            &format(include_str!("../probe/fixtures/tcp_send_reset-6.18.format")),
+            &format(RECEIVE_RESET),
+        )
+        .unwrap();
+        assert_eq!(
+            layouts.kernel_globals().syn_ack,
+            RetransmitLayout::default()
+        );
+        let layouts = layouts
+            .with_syn_ack(&format(include_str!(
+                "../probe/fixtures/tcp_retransmit_synack-6.18.format"
+            )))
+            .unwrap();
+        let syn_ack = layouts.kernel_globals().syn_ack;
+        assert_eq!((syn_ack.skaddr, syn_ack.err), (8, 0));
+        assert_eq!((syn_ack.ports.sport, syn_ack.ports.dport), (24, 26));
+        assert_eq!(syn_ack.ports.network_order, 0);
     }
 
     #[test]

@@ -32,6 +32,9 @@ pub enum TcpEventKind {
     /// A read returned end-of-file on the socket in `CLOSE_WAIT`: the actor
     /// saw the peer's FIN and is the one who must close.
     EofRead,
+    /// A listener sent a SYN-ACK again: `skaddr` and `sock` are the
+    /// listener's, `remote` the client whose handshake stalled.
+    SynAckRetransmit,
 }
 
 /// One decoded kernel event.

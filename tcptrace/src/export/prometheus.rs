@@ -336,7 +336,9 @@ impl Scrape {
             e,
             rows,
             "retransmits",
-            "Retransmitted segments, by phase",
+            "Retransmissions that went out, by phase: one per retransmitted skb (with TSO/GSO \
+             an skb may carry several segments, which the kernel's TcpRetransSegs counts each); \
+             SYN-ACKs count as phase=\"syn\" for the listener's owner",
             |p| &p.retransmits,
         )?;
         counter_by(e, rows, "resets", "Resets, by direction", |p| &p.resets)?;
@@ -420,9 +422,10 @@ impl Scrape {
         )
     }
 
-    fn encode_self(&self, e: &mut DescriptorEncoder) -> Result {
+    /// tcptrace's own counters: (name, help, value).
+    fn self_counters(&self) -> [(&'static str, &'static str, u64); 20] {
         let k = &self.kernel;
-        for (name, help, value) in [
+        [
             ("events", "Events read from the kernel", self.events.events),
             (
                 "events_lost",
@@ -487,6 +490,29 @@ impl Scrape {
                 k.listener_map_full,
             ),
             (
+                "kernel_filtered_out",
+                "Records the kernel programs did not send because the filter rejects them",
+                k.filtered_out,
+            ),
+            (
+                "retransmit_attempts_failed",
+                "Retransmit attempts that did not go out (the original still queued below TCP, \
+                 or the transmit failed): host-wide, not counted in tcptrace_retransmits_total",
+                k.retransmits_failed,
+            ),
+            (
+                "kernel_resets_sent_without_socket",
+                "Resets sent on sockets tcptrace does not know, or with none (a SYN to a closed \
+                 port): host-wide; without a filter also counted under comm=\"unknown\"",
+                k.resets_sent_without_socket,
+            ),
+            (
+                "kernel_resets_received_without_socket",
+                "Resets received on sockets tcptrace does not know: host-wide; without a filter \
+                 also counted under comm=\"unknown\"",
+                k.resets_received_without_socket,
+            ),
+            (
                 "folded_series",
                 "Events counted under \"other\" because label bounds were reached",
                 self.folded,
@@ -496,7 +522,11 @@ impl Scrape {
                 "Process and peer label sets dropped after 15 minutes without events (their series end)",
                 self.evicted,
             ),
-        ] {
+        ]
+    }
+
+    fn encode_self(&self, e: &mut DescriptorEncoder) -> Result {
+        for (name, help, value) in self.self_counters() {
             e.encode_descriptor(name, help, None, MetricType::Counter)?
                 .encode_counter::<NoLabelSet, _, u64>(&value, None)?;
         }

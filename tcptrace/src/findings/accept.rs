@@ -25,10 +25,13 @@ pub struct Accept {
 impl Accept {
     pub const HEADING: &'static str = "Accepts (by server and client address)";
 
-    /// A server group's accepted connections, if any completed.
+    /// A server group's accepted connections, if any completed or any
+    /// handshake stalled (SYN-ACKs sent again to a client that does not
+    /// answer).
     pub(super) fn of(group: &Folded) -> Option<Self> {
         let (key, flow) = (group.key, &group.flow);
-        (key.role == Role::Passive && flow.established > 0).then(|| Self {
+        let seen = flow.established > 0 || flow.syn_retransmits > 0;
+        (key.role == Role::Passive && seen).then(|| Self {
             process: ProcessJson::of(key.owner),
             processes: Processes::of(&group.pids),
             peer: key.peer.to_string(),

@@ -171,6 +171,7 @@ impl<W: Write> Sink for JsonLines<W> {
             ),
             TcpEventKind::ResetReceived => ("reset_received", None, None, None),
             TcpEventKind::EofRead => ("eof_read", None, None, None),
+            TcpEventKind::SynAckRetransmit => ("syn_ack_retransmit", None, None, Some("LISTEN")),
         };
         let record = EventJson {
             r#type: kind,

@@ -121,10 +121,18 @@ impl<W: Write> Sink for TextLines<W> {
         )?;
         writeln!(
             self.out,
-            "# shown {}, filtered out {}, undecodable {}; kernel: sent {}, lost {} (ring buffer full), \
-             skipped {} (nested runs), socket map full {}",
-            c.shown, c.filtered_out, c.decode_errors, s.kernel.events_sent, s.kernel.events_lost,
-            s.kernel.runs_skipped, s.kernel.sock_map_full
+            "# shown {}, filtered out {} (and {} by the kernel), undecodable {}; kernel: sent {}, \
+             lost {} (ring buffer full), skipped {} (nested runs), socket map full {}; {} failed \
+             retransmit attempts not counted",
+            c.shown,
+            c.filtered_out,
+            s.kernel.filtered_out,
+            c.decode_errors,
+            s.kernel.events_sent,
+            s.kernel.events_lost,
+            s.kernel.runs_skipped,
+            s.kernel.sock_map_full,
+            s.kernel.retransmits_failed
         )?;
         let k = &s.kernel;
         writeln!(
@@ -236,6 +244,7 @@ impl fmt::Display for WhatText {
             }
             TcpEventKind::ResetReceived => f.pad("RST received"),
             TcpEventKind::EofRead => f.pad("EOF read in CLOSE_WAIT"),
+            TcpEventKind::SynAckRetransmit => f.pad("SYN-ACK RETRANSMIT"),
         }
     }
 }

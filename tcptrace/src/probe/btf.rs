@@ -81,6 +81,8 @@ fn kernel_layout(btf: &Btf) -> Result<KernelLayout> {
         sock_err: u32::try_from(sock_err)?,
         sock_protocol: u32::try_from(sock_protocol)?,
         sock_num: u32::try_from(sock_num)?,
+        // The kernel's port filter only; without it, records pass by.
+        sock_dport: optional("sock", &["__sk_common", "skc_dport"]),
         task_group_leader: u32::try_from(task_group_leader)?,
         task_comm: u32::try_from(task_comm)?,
         task_mm: u32::try_from(task_mm)?,

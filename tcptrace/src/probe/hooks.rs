@@ -40,19 +40,22 @@ pub enum When {
     /// (see `KernelLayout::preempt_count_from_rq`): softirq entry and exit
     /// keep a per-CPU flag instead.
     NoPreemptCount,
+    /// Kernels whose `tcp_retransmit_synack` record the decoder reads.
+    SynAck,
 }
 
 /// What a session runs with, which decides the programs attached.
 #[derive(Clone, Copy, Debug)]
 #[expect(
     clippy::struct_excessive_bools,
-    reason = "four independent yes-or-no facts about the session and the kernel"
+    reason = "independent yes-or-no facts about the session and the kernel"
 )]
 pub struct Selection {
     pub summary: bool,
     pub accept: bool,
     pub btf: bool,
     pub preempt_count: bool,
+    pub syn_ack: bool,
 }
 
 /// One kernel program.
@@ -75,7 +78,7 @@ pub struct Hook {
 /// leave its CPU's flag stuck at "in softirq" (entry seen, exit missed)
 /// until that CPU's next softirq, and a `connect()` or `listen()` there
 /// would lose its owner.
-pub const HOOKS: [Hook; 11] = [
+pub const HOOKS: [Hook; 12] = [
     Hook {
         program: "tcptrace_softirq_exit",
         attach: &[Attach::Raw("irq", "softirq_exit")],
@@ -110,6 +113,13 @@ pub const HOOKS: [Hook; 11] = [
         when: When::Always,
         required: true,
         gives: "retransmits, including FINs to dead peers",
+    },
+    Hook {
+        program: "tcptrace_syn_ack_retransmit",
+        attach: &[Attach::Tracepoint("tcp", "tcp_retransmit_synack")],
+        when: When::SynAck,
+        required: false,
+        gives: "SYN-ACK retransmits (a client's handshake a server answers again)",
     },
     Hook {
         program: "tcptrace_send_reset",
@@ -168,6 +178,7 @@ pub fn selected(with: Selection) -> impl Iterator<Item = &'static Hook> {
         When::AcceptHook => with.accept,
         When::Btf => with.btf,
         When::NoPreemptCount => !with.preempt_count,
+        When::SynAck => with.syn_ack,
     })
 }
 
@@ -196,6 +207,7 @@ mod tests {
                     accept: true,
                     btf: true,
                     preempt_count,
+                    syn_ack: true,
                 };
                 let names: Vec<&str> = selected(with).map(|h| h.program).collect();
                 let state = names.iter().filter(|n| n.contains("state")).count();
@@ -214,7 +226,14 @@ mod tests {
             accept: false,
             btf: true,
             preempt_count: true,
+            syn_ack: false,
         };
-        assert!(!selected(daemon).any(|h| h.program == "tcptrace_accept"));
+        let daemon: Vec<&str> = selected(daemon).map(|h| h.program).collect();
+        assert!(!daemon.contains(&"tcptrace_accept"), "{daemon:?}");
+        // A kernel whose SYN-ACK record the decoder cannot read.
+        assert!(
+            !daemon.contains(&"tcptrace_syn_ack_retransmit"),
+            "{daemon:?}"
+        );
     }
 }

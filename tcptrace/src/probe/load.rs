@@ -2,11 +2,14 @@ use std::path::Path;
 
 use anyhow::{anyhow, Context, Result};
 use aya::{
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
     programs::{RawTracePoint, TracePoint},
     Ebpf, EbpfLoader,
 };
-use tcptrace_common::{AcceptLayout, Counter, KernelLayout, Listener, ListenerKey, Settings};
+use tcptrace_common::{
+    AcceptLayout, Counter, KernelFilter, KernelLayout, Listener, ListenerKey, Settings,
+    TASK_COMM_LEN,
+};
 
 use super::{
     btf,
@@ -14,7 +17,7 @@ use super::{
     object::EBPF_OBJECT,
     preflight, program_stats, tracefs,
 };
-use crate::event::layout::RecordLayouts;
+use crate::{event::layout::RecordLayouts, filter::KernelCriteria};
 
 /// How to load the programs.
 #[derive(Clone, Copy, Debug)]
@@ -129,6 +132,7 @@ impl Probe {
         let mut ebpf = EbpfLoader::new()
             .override_global("STATE_LAYOUT", &globals.state, true)
             .override_global("RETRANSMIT_LAYOUT", &globals.retransmit, true)
+            .override_global("SYN_ACK_LAYOUT", &globals.syn_ack, true)
             .override_global("SEND_RESET_LAYOUT", &globals.send_reset, true)
             .override_global("RECEIVE_RESET_LAYOUT", &globals.receive_reset, true)
             .override_global("KERNEL_LAYOUT", &kernel, true)
@@ -146,6 +150,7 @@ impl Probe {
             accept: accept.is_some(),
             btf,
             preempt_count: kernel.task_se_cfs_rq != 0,
+            syn_ack: layouts.syn_ack.is_some(),
         };
         for hook in hooks::selected(selection) {
             match attach(&mut ebpf, hook) {
@@ -239,12 +244,34 @@ impl Probe {
             processes_not_announced: sum(Counter::ProcessesNotAnnounced)?,
             read_errors: sum(Counter::ReadErrors)?,
             events_folded: sum(Counter::EventsFolded)?,
-            resets_without_socket: sum(Counter::ResetsWithoutSocket)?,
+            resets_sent_without_socket: sum(Counter::ResetsSentWithoutSocket)?,
+            resets_received_without_socket: sum(Counter::ResetsReceivedWithoutSocket)?,
+            filtered_out: sum(Counter::FilteredOut)?,
+            retransmits_failed: sum(Counter::RetransmitsFailed)?,
             runs_skipped: self
                 .ebpf
                 .programs()
                 .filter_map(|(_, program)| program_stats::recursion_misses(program))
                 .sum(),
+        })
+    }
+
+    /// The maps through which the session's filter reaches the kernel
+    /// programs; can be taken once.
+    pub fn take_filter_maps(&mut self) -> Result<FilterMaps> {
+        let mut take = |name: &str| {
+            self.ebpf.take_map(name).with_context(|| {
+                format!("map {name} already taken or missing from the eBPF object")
+            })
+        };
+        Ok(FilterMaps {
+            which: Array::try_from(take("FILTER")?)?,
+            pids: HashMap::try_from(take("FILTER_PIDS")?)?,
+            comms: HashMap::try_from(take("FILTER_COMMS")?)?,
+            ports: HashMap::try_from(take("FILTER_PORTS")?)?,
+            current: KernelCriteria::default(),
+            rejected: HashMap::try_from(take("REJECTED_CGROUPS")?)?,
+            known: crate::FastSet::default(),
         })
     }
 
@@ -267,6 +294,66 @@ impl Probe {
     }
 }
 
+/// The session's filter as the kernel programs see it.
+pub struct FilterMaps {
+    which: Array<MapData, KernelFilter>,
+    pids: HashMap<MapData, u32, u8>,
+    comms: HashMap<MapData, [u8; TASK_COMM_LEN], u8>,
+    ports: HashMap<MapData, u16, u8>,
+    /// The criteria written last, to take out when they change.
+    current: KernelCriteria,
+    rejected: HashMap<MapData, u64, u8>,
+    /// What `rejected` holds, so that a cgroup costs one system call.
+    known: crate::FastSet<u64>,
+}
+
+/// `REJECTED_CGROUPS`' capacity (tcptrace-ebpf's maps.rs).
+const REJECTED_CGROUPS_MAX: usize = 16_384;
+
+impl FilterMaps {
+    /// Applies `criteria` from now on, and forgets every cgroup verdict
+    /// (they were the previous filter's). While the lists change the kernel
+    /// applies no criterion: it sends more, never less, than either filter
+    /// shows.
+    pub fn set(&mut self, criteria: &KernelCriteria) -> Result<()> {
+        self.which.set(0, KernelFilter::NONE, 0)?;
+        let old = std::mem::take(&mut self.current);
+        for pid in &old.pids {
+            let _ = self.pids.remove(pid);
+        }
+        for comm in &old.comms {
+            let _ = self.comms.remove(comm);
+        }
+        for port in &old.ports {
+            let _ = self.ports.remove(port);
+        }
+        for key in self.known.drain() {
+            let _ = self.rejected.remove(&key);
+        }
+        for &pid in &criteria.pids {
+            self.pids.insert(pid, 1, 0)?;
+        }
+        for comm in &criteria.comms {
+            self.comms.insert(comm, 1, 0)?;
+        }
+        for &port in &criteria.ports {
+            self.ports.insert(port, 1, 0)?;
+        }
+        self.current = criteria.clone();
+        self.which.set(0, criteria.which, 0)?;
+        Ok(())
+    }
+
+    /// Tells the kernel that the sockets of cgroup `id` are not shown. A
+    /// full map only means the kernel keeps sending that cgroup's records
+    /// for userspace to drop.
+    pub fn reject_cgroup(&mut self, id: u64) {
+        if self.known.len() < REJECTED_CGROUPS_MAX && self.known.insert(id) {
+            let _ = self.rejected.insert(id, 1, 0);
+        }
+    }
+}
+
 /// Kernel-side counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Counters {
@@ -283,8 +370,14 @@ pub struct Counters {
     pub read_errors: u64,
     /// Summary mode: events kept in the kernel's socket history, not sent.
     pub events_folded: u64,
-    /// Summary mode: resets on sockets tcptrace did not know.
-    pub resets_without_socket: u64,
+    /// Summary mode: resets sent, and received, on sockets tcptrace did
+    /// not know (or with no socket at all).
+    pub resets_sent_without_socket: u64,
+    pub resets_received_without_socket: u64,
+    /// Records the kernel did not send because the filter rejects them.
+    pub filtered_out: u64,
+    /// Retransmit attempts that did not go out (not counted as retransmits).
+    pub retransmits_failed: u64,
     /// Program runs the kernel skipped because the same program was already
     /// running on that CPU (a softirq nested in a process-context run):
     /// those events were never seen.
@@ -361,7 +454,16 @@ const DECODED_RECORDS: [(&str, &str); 4] = [
 fn read_layouts(root: &Path) -> Result<RecordLayouts> {
     let [state, retransmit, send_reset, receive_reset] =
         DECODED_RECORDS.map(|(category, name)| tracefs::read_format(root, category, name));
-    RecordLayouts::from_formats(&state?, &retransmit?, &send_reset?, &receive_reset?)
+    let layouts =
+        RecordLayouts::from_formats(&state?, &retransmit?, &send_reset?, &receive_reset?)?;
+    // Optional: without it (or with a layout the decoder does not know),
+    // its hook is not attached and the session says so.
+    Ok(
+        match tracefs::read_format(root, "tcp", "tcp_retransmit_synack") {
+            Ok(format) => layouts.with_syn_ack(&format).unwrap_or(layouts),
+            Err(_) => layouts,
+        },
+    )
 }
 
 /// Turns a loader error into advice: EPERM almost always means missing

@@ -10,6 +10,6 @@ mod program_stats;
 pub mod tracefs;
 
 pub use load::{
-    Counters, Probe, ProbeOptions, DEFAULT_SOCKET_MAP_ENTRIES, DEFAULT_STACK_RING_BYTES,
-    SOCKET_MAP_ENTRIES_RANGE,
+    Counters, FilterMaps, Probe, ProbeOptions, DEFAULT_SOCKET_MAP_ENTRIES,
+    DEFAULT_STACK_RING_BYTES, SOCKET_MAP_ENTRIES_RANGE,
 };
