@@ -9,7 +9,9 @@ pub mod kernel_counts;
 pub mod netns;
 pub mod process;
 pub mod programs;
+pub mod redis;
 pub mod trace;
+pub mod tracefs;
 pub mod workload;
 
 pub use process::Workload;

@@ -177,7 +177,7 @@ fn install_bpf_linker(toolchain: &str) -> Result<()> {
 }
 
 /// Debian packages the real-kernel tests and peers need.
-pub const TEST_PACKAGES: [(&str, &str); 12] = [
+pub const TEST_PACKAGES: [(&str, &str); 14] = [
     ("nft", "nftables"),
     ("tcpstates", "libbpf-tools"),
     ("ip", "iproute2"),
@@ -192,6 +192,10 @@ pub const TEST_PACKAGES: [(&str, &str); 12] = [
     ("nginx", "nginx"),
     ("curl", "curl"),
     ("ab", "apache2-utils"),
+    // tests/tests/truth.rs: a server and a client with a connection per
+    // request, also over a lossy path.
+    ("redis-server", "redis-server"),
+    ("redis-benchmark", "redis-tools"),
 ];
 
 /// Installs the Debian packages whose commands are missing.

@@ -1,0 +1,118 @@
+//! A tracefs instance of the test's own, as a witness of what the kernel's
+//! `tcp:tcp_retransmit_skb` tracepoint reports, independent of tcptrace
+//! and of BPF: since Linux 6.17 the tracepoint also fires for retransmit
+//! attempts that sent nothing, with the error in its `err` field.
+
+use std::{fs, path::PathBuf};
+
+const EVENT: &str = "events/tcp/tcp_retransmit_skb";
+/// Instance names: this prefix and the test process's pid.
+const PREFIX: &str = "tcptrace-truth-";
+
+/// Records every `tcp:tcp_retransmit_skb` hit on one TCP port, in an
+/// instance removed on drop.
+pub struct Retransmits {
+    dir: PathBuf,
+    /// Whether this kernel's tracepoint has an `err` field (before 6.17 it
+    /// fired only for segments sent).
+    pub has_err: bool,
+}
+
+impl Retransmits {
+    #[must_use]
+    pub fn start(port: u16) -> Self {
+        let root = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| p.join("instances").is_dir())
+            .expect("tracefs (with instances) at /sys/kernel/tracing");
+        let instances = root.join("instances");
+        // Leftovers of killed runs (an instance is removed with rmdir).
+        for entry in fs::read_dir(&instances).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let owner = name
+                .strip_prefix(PREFIX)
+                .and_then(|pid| pid.parse::<u32>().ok());
+            if owner.is_some_and(|pid| !PathBuf::from(format!("/proc/{pid}")).exists()) {
+                let _ = fs::remove_dir(entry.path());
+            }
+        }
+        let dir = instances.join(format!("{PREFIX}{}", std::process::id()));
+        let _ = fs::remove_dir(&dir);
+        fs::create_dir(&dir)
+            .unwrap_or_else(|e| panic!("create tracefs instance {}: {e}", dir.display()));
+        let witness = Self {
+            has_err: fs::read_to_string(dir.join(EVENT).join("format"))
+                .is_ok_and(|f| f.contains("field:int err;")),
+            dir,
+        };
+        // Room for about 100,000 hits per CPU.
+        fs::write(witness.dir.join("buffer_size_kb"), "8192").expect("size the tracefs buffer");
+        witness.write("filter", &format!("sport == {port} || dport == {port}"));
+        witness.write("enable", "1");
+        witness
+    }
+
+    fn write(&self, file: &str, value: &str) {
+        let path = self.dir.join(EVENT).join(file);
+        fs::write(&path, value)
+            .unwrap_or_else(|e| panic!("write {value:?} to {}: {e}", path.display()));
+    }
+
+    /// The hits so far. Panics when the instance's buffer dropped any.
+    #[must_use]
+    pub fn hits(&self) -> Vec<Hit> {
+        let trace = fs::read_to_string(self.dir.join("trace")).expect("read the instance's trace");
+        // "# entries-in-buffer/entries-written: 42/42   #P:2"
+        let entries = trace
+            .lines()
+            .find_map(|l| l.strip_prefix("# entries-in-buffer/entries-written: "))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|l| l.split_once('/'));
+        if let Some((kept, written)) = entries {
+            assert_eq!(kept, written, "the tracefs witness lost entries");
+        }
+        trace
+            .lines()
+            .filter(|l| l.contains("tcp_retransmit_skb:"))
+            .map(|line| {
+                let field = |name: &str| {
+                    line.split_whitespace()
+                        .find_map(|w| w.strip_prefix(name))
+                        .unwrap_or_else(|| panic!("no {name} in {line:?}"))
+                };
+                let number = |name: &str| {
+                    field(name)
+                        .parse::<i64>()
+                        .unwrap_or_else(|e| panic!("{name} in {line:?}: {e}"))
+                };
+                Hit {
+                    sport: u16::try_from(number("sport=")).expect("a port"),
+                    dport: u16::try_from(number("dport=")).expect("a port"),
+                    state: field("state=").trim_start_matches("TCP_").to_owned(),
+                    err: if self.has_err { number("err=") } else { 0 },
+                }
+            })
+            .collect()
+    }
+}
+
+/// One `tcp:tcp_retransmit_skb` hit.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Hit {
+    pub sport: u16,
+    pub dport: u16,
+    /// As tcptrace names states (`SYN_SENT`, `ESTABLISHED`, ...).
+    pub state: String,
+    /// 0 when a segment was sent; else a negative errno: -16 (EBUSY) when
+    /// the original transmission was still in the host's queues
+    /// (`TcpExtTCPSpuriousRtxHostQueues`).
+    pub err: i64,
+}
+
+impl Drop for Retransmits {
+    fn drop(&mut self) {
+        let _ = fs::write(self.dir.join(EVENT).join("enable"), "0");
+        let _ = fs::remove_dir(&self.dir);
+    }
+}
