@@ -192,10 +192,8 @@ fn bpf_fd_ids(pid: u32, anon_inode: &str, key: &str) -> Vec<u64> {
     ids
 }
 
-/// Programs the daemon attaches on this kernel: state changes (summary),
-/// retransmits, two reset counters and end-of-file reads, plus softirq
-/// entry and exit where the programs cannot read `preempt_count` (as
-/// `tcptrace doctor` says).
+/// Programs the daemon attaches on this kernel, as `tcptrace doctor`
+/// describes it.
 #[must_use]
 pub fn daemon_program_count() -> usize {
     let out = std::process::Command::new(crate::trace::tcptrace_bin())
@@ -203,9 +201,12 @@ pub fn daemon_program_count() -> usize {
         .output()
         .expect("run tcptrace doctor");
     let doctor = String::from_utf8_lossy(&out.stdout);
-    if doctor.contains("no softirq programs") {
-        5
-    } else {
-        7
-    }
+    // state_summary, retransmit, the two reset counters and eof_read;
+    // SYN-ACK retransmits where the kernel has their tracepoint; softirq
+    // entry and exit where preempt_count cannot be read.
+    let syn_ack = doctor
+        .lines()
+        .any(|l| l.starts_with("[ok  ] tracepoint tcp:tcp_retransmit_synack"));
+    let softirq = !doctor.contains("no softirq programs");
+    5 + usize::from(syn_ack) + 2 * usize::from(softirq)
 }

@@ -194,6 +194,12 @@ fn syn_ack_retransmits_are_counted_for_the_listener() {
             .map(|f| f["syn_ack_retransmits"].as_u64().unwrap_or(0))
             .sum();
         eprintln!("{name}: {counted} SYN-ACK retransmits; kernel {kernel}");
-        assert_eq!(counted, kernel, "{name}: SYN-ACK retransmits");
+        let accepts: Vec<&Value> = trace.findings("accept").collect();
+        assert_eq!(
+            counted,
+            kernel,
+            "{name}: SYN-ACK retransmits; accept findings {accepts:#?}; session {:#}",
+            trace.summary()["summary"]
+        );
     }
 }

@@ -471,6 +471,33 @@ fn close_wait_leak_is_listed_with_fds_and_call_site() {
     );
     assert_call_site(leak, "call_site", "serve_and_never_close");
 
+    // The clients' closed sockets wait in the FIN_WAIT2 timewait substate
+    // (their FIN acknowledged, the server's never sent), not in TIME_WAIT:
+    // the kernel's counts say so, as ss does.
+    let churn = report.finding("churn", client.pid(), |f| f["role"] == "active");
+    let ss = |state: &str| {
+        let out = Command::new("ss")
+            .args(["-Htan", "state", state, "dst", &server_addr])
+            .output()
+            .expect("run ss");
+        String::from_utf8_lossy(&out.stdout).lines().count() as u64
+    };
+    let in_fin_wait2 = ss("fin-wait-2");
+    assert_eq!(
+        in_fin_wait2, N as u64,
+        "ss: the clients' sockets in FIN-WAIT-2"
+    );
+    assert_eq!(
+        (
+            u64_of(churn, &["time_wait_now"]),
+            u64_of(churn, &["time_wait_kernel"]),
+            u64_of(churn, &["fin_wait2_kernel"]),
+        ),
+        (N as u64, ss("time-wait"), in_fin_wait2),
+        "the clients' timewait sockets, modelled and in the kernel: {:#}",
+        without_frames(churn)
+    );
+
     client.wait_success();
     server.wait_success();
 }

@@ -34,10 +34,14 @@ pub struct Churn {
     pub active_closes: u64,
     pub passive_closes: u64,
     pub closed_first: ClosedFirst,
-    /// `TIME_WAIT` sockets this flow holds now, modelled from its active closes.
+    /// Timewait sockets this flow holds now, modelled from its active
+    /// closes: in `TIME_WAIT`, or in the `FIN_WAIT2` substate while the
+    /// peer has not sent its FIN (no tracepoint tells them apart).
     pub time_wait_now: u64,
-    /// `TIME_WAIT` sockets towards `peer` in the kernel's own dump.
+    /// `TIME_WAIT` and `FIN_WAIT2` sockets towards `peer` in the kernel's
+    /// own dump, which reports each timewait socket's substate.
     pub time_wait_kernel: u64,
+    pub fin_wait2_kernel: u64,
     pub call_site: Option<CallSite>,
     pub close_call_site: Option<CallSite>,
     /// The processes that closed the most of these connections, most
@@ -63,14 +67,21 @@ impl Churn {
     pub const HEADING: &'static str = "Connection churn and TIME_WAIT (by owner and peer)";
 
     /// The churn of a folded group, if any of its connections closed.
-    /// `span_ns`: the window they happened in; `kernel_time_wait`: the
-    /// kernel's `TIME_WAIT` sockets by network namespace and peer.
+    /// `span_ns`: the window they happened in; `kernel_timewait`: the
+    /// kernel's `TIME_WAIT` and `FIN_WAIT2` sockets by network namespace
+    /// and peer.
     pub(super) fn of(
         group: &Folded,
         span_ns: u64,
-        kernel_time_wait: &HashMap<(u32, SocketAddr), u64>,
+        kernel_timewait: &[HashMap<(u32, SocketAddr), u64>; 2],
     ) -> Option<Self> {
         let (key, flow) = (group.key, &group.flow);
+        let [time_wait_kernel, fin_wait2_kernel] = kernel_timewait.each_ref().map(|counts| {
+            flow.namespaces
+                .iter()
+                .filter_map(|&netns| counts.get(&(netns, key.peer)))
+                .sum()
+        });
         (flow.closed > 0).then(|| Self {
             process: ProcessJson::of(key.owner),
             processes: Processes::of(&group.pids),
@@ -83,11 +94,8 @@ impl Churn {
             passive_closes: flow.passive_closes,
             closed_first: ClosedFirst::of(flow),
             time_wait_now: group.time_wait_now,
-            time_wait_kernel: flow
-                .namespaces
-                .iter()
-                .filter_map(|&netns| kernel_time_wait.get(&(netns, key.peer)))
-                .sum(),
+            time_wait_kernel,
+            fin_wait2_kernel,
             call_site: group.owner_site.clone(),
             close_call_site: group.close_site.clone(),
             closers: top_closers(&flow.closers, MAX_LISTED_CLOSERS)
@@ -102,7 +110,7 @@ impl Churn {
         writeln!(
             out,
             "  {} {:?} {}: {} closed ({:.1}/s), lifetime {}, closed first by {:?} ({} local, {} \
-             peer), TIME_WAIT now {} (kernel {})",
+             peer), timewait now {} (kernel {} TIME_WAIT, {} FIN_WAIT2)",
             FoldedProcess(self.process.as_ref(), &self.processes),
             self.role,
             self.peer,
@@ -114,7 +122,15 @@ impl Churn {
             self.passive_closes,
             self.time_wait_now,
             self.time_wait_kernel,
+            self.fin_wait2_kernel,
         )?;
+        if self.fin_wait2_kernel > 0 {
+            writeln!(
+                out,
+                "      FIN_WAIT2: closed first here, and the peer has not sent its FIN (it keeps \
+                 its end open)"
+            )?;
+        }
         call_site(out, "opened at", self.call_site.as_ref())?;
         call_site(out, "closed at", self.close_call_site.as_ref())
     }

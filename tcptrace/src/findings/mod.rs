@@ -240,6 +240,13 @@ pub struct Totals {
     pub elapsed_s: f64,
     pub connections_closed: u64,
     pub time_wait_kernel: u64,
+    /// `FIN_WAIT2` sockets in the kernel: timewait sockets whose peer has
+    /// not sent its FIN (full sockets in `FIN_WAIT2` too).
+    pub fin_wait2_kernel: u64,
+    /// Timewait sockets (either substate) tcptrace models from traced
+    /// active closes: no tracepoint fires when one turns from `FIN_WAIT2`
+    /// to `TIME_WAIT` (the peer's FIN came late), so only the kernel's
+    /// counts tell the substates apart.
     pub time_wait_modelled: u64,
     pub close_wait_kernel: u64,
     /// Network namespaces the kernel counts above cover (tcptrace's own,
@@ -286,7 +293,8 @@ impl Report {
 pub fn build_report(diagnoses: &Diagnoses, input: &ReportInput) -> Report {
     let mut report = Report::default();
     let elapsed_ns = u64::try_from(input.elapsed.as_nanos()).unwrap_or(u64::MAX);
-    let kernel_time_wait = time_wait_by_destination(input.sockets_now);
+    let kernel_timewait = [TcpState::TimeWait, TcpState::FinWait2]
+        .map(|state| by_destination(input.sockets_now, state));
     let (mut churn, mut loops, mut connects, mut accepts) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let site = |stack| input.call_sites.get(stack);
@@ -301,7 +309,7 @@ pub fn build_report(diagnoses: &Diagnoses, input: &ReportInput) -> Report {
         report.totals.connections_closed += group.flow.closed;
         report.totals.time_wait_modelled += group.time_wait_now;
         let span_ns = activity_span(&group.flow, input.now_ns);
-        churn.extend(Churn::of(&group, span_ns, &kernel_time_wait));
+        churn.extend(Churn::of(&group, span_ns, &kernel_timewait));
         loops.extend(ReconnectLoop::of(&group));
         connects.extend(Connect::of(&group));
         accepts.extend(Accept::of(&group));
@@ -345,6 +353,7 @@ pub fn build_report(diagnoses: &Diagnoses, input: &ReportInput) -> Report {
     report.totals = Totals {
         elapsed_s: input.elapsed.as_secs_f64(),
         time_wait_kernel: count_state(input.sockets_now, TcpState::TimeWait),
+        fin_wait2_kernel: count_state(input.sockets_now, TcpState::FinWait2),
         close_wait_kernel: count_state(input.sockets_now, TcpState::CloseWait),
         network_namespaces: input.sockets_now.namespaces,
         namespaces_unreachable: input.sockets_now.unreachable.clone(),
@@ -405,17 +414,13 @@ fn count_state(snapshot: &Snapshot, state: TcpState) -> u64 {
     snapshot.sockets.iter().filter(|s| s.state == state).count() as u64
 }
 
-/// `TIME_WAIT` sockets per network namespace and remote endpoint, and per
-/// remote address (port 0) for the server side, where clients come from
-/// many ports. (Two pods may talk to the same peer from the same
-/// addresses.)
-fn time_wait_by_destination(snapshot: &Snapshot) -> HashMap<(u32, SocketAddr), u64> {
+/// The kernel's sockets in `state` by network namespace and remote
+/// endpoint, and by remote address (port 0) for the server side, where
+/// clients come from many ports. (Two pods may talk to the same peer from
+/// the same addresses.)
+fn by_destination(snapshot: &Snapshot, state: TcpState) -> HashMap<(u32, SocketAddr), u64> {
     let mut counts = HashMap::new();
-    for socket in snapshot
-        .sockets
-        .iter()
-        .filter(|s| s.state == TcpState::TimeWait)
-    {
+    for socket in snapshot.sockets.iter().filter(|s| s.state == state) {
         *counts.entry((socket.netns, socket.remote)).or_default() += 1;
         *counts
             .entry((socket.netns, SocketAddr::new(socket.remote.ip(), 0)))

@@ -16,11 +16,13 @@ pub fn write_report(out: &mut impl Write, report: &Report) -> io::Result<()> {
     writeln!(out, "== Diagnosis ({:.1}s traced) ==", t.elapsed_s)?;
     writeln!(
         out,
-        "kernel now ({} network namespace{}): {} TIME_WAIT (tcptrace models {} from traced \
-         active closes), {} CLOSE_WAIT; {} connections closed while tracing",
+        "kernel now ({} network namespace{}): {} TIME_WAIT and {} FIN_WAIT2 (tcptrace models {} \
+         timewait sockets from traced active closes), {} CLOSE_WAIT; {} connections closed \
+         while tracing",
         t.network_namespaces,
         if t.network_namespaces == 1 { "" } else { "s" },
         t.time_wait_kernel,
+        t.fin_wait2_kernel,
         t.time_wait_modelled,
         t.close_wait_kernel,
         t.connections_closed
