@@ -466,6 +466,30 @@ fn until_comparable(mut run: impl FnMut() -> Run) {
 
 const REDIS_PORT: u16 = 18310;
 
+/// How the sockets connected to `server` ended, as `trace --json` saw
+/// them: `OLD->CLOSE` (with the error, if any) and how many. A client's
+/// `FIN_WAIT2->CLOSE` or `CLOSING->CLOSE` without an error is its
+/// hand-over to a timewait socket.
+fn endings(trace: &Trace, server: &str) -> String {
+    let mut ends: BTreeMap<String, u64> = BTreeMap::new();
+    for r in trace
+        .of_type("state")
+        .filter(|r| r["remote"] == server && r["new"] == "CLOSE")
+    {
+        let error = r["error"]
+            .as_str()
+            .map(|e| format!(" ({e})"))
+            .unwrap_or_default();
+        *ends
+            .entry(format!(
+                "{}->CLOSE{error}",
+                r["old"].as_str().unwrap_or("?")
+            ))
+            .or_default() += 1;
+    }
+    format!("{ends:?}")
+}
+
 /// Debian's redis-server, and redis-benchmark opening a new connection for
 /// every request (`-k 0`): connects, accepts and `TIME_WAIT` on each side,
 /// as nstat and ss count them, against every-event and summary mode, each
@@ -559,7 +583,12 @@ fn redis_run() -> Run {
     run.check_lost("daemon", daemon_unseen(&scrape));
     let daemon_figures = figures_of_scrape(&scrape, &cast);
     table.row("daemon --port (metrics)", &daemon_figures);
-    let table = table.0;
+    let server = format!("{}:{REDIS_PORT}", hosts.a_addr);
+    let table = format!(
+        "{}clients' sockets ended (trace --json): {}\n",
+        table.0,
+        endings(&modes[0].1[0], &server)
+    );
 
     // Sanity: the workload did what it says (plus redis-benchmark's own
     // CONFIG GET connection), and the client closed first.
@@ -988,10 +1017,12 @@ fn session_counts(trace: &Trace) -> String {
     summary.to_string()
 }
 
-/// The tracepoint's hits (tracefs) that `trace --json` printed no
-/// retransmit event for, and its events no hit stands for, by ports and
-/// state; empty when they pair up.
+/// The tracepoint's hits (tracefs) that sent a segment but that
+/// `trace --json` printed no retransmit event for, the failed attempts it
+/// printed as retransmits, and its events no hit stands for, by ports and
+/// state; empty when every event pairs with a hit that sent a segment.
 fn unmatched(hits: &[Hit], trace: &Trace) -> String {
+    type Key = (u16, u16, String);
     let port = |endpoint: &Value| -> u16 {
         endpoint
             .as_str()
@@ -999,10 +1030,14 @@ fn unmatched(hits: &[Hit], trace: &Trace) -> String {
             .and_then(|(_, p)| p.parse().ok())
             .unwrap_or(0)
     };
-    let mut unseen: Vec<(u16, u16, String)> = hits
-        .iter()
-        .map(|h| (h.sport, h.dport, h.state.clone()))
-        .collect();
+    let keys = |sent: bool| -> Vec<Key> {
+        hits.iter()
+            .filter(|h| (h.err == 0) == sent)
+            .map(|h| (h.sport, h.dport, h.state.clone()))
+            .collect()
+    };
+    let (mut sent, mut failed) = (keys(true), keys(false));
+    let mut failed_printed = 0;
     let mut unexplained = Vec::new();
     for event in trace.of_type("retransmit") {
         let key = (
@@ -1010,33 +1045,29 @@ fn unmatched(hits: &[Hit], trace: &Trace) -> String {
             port(&event["remote"]),
             event["state"].as_str().unwrap_or("?").to_owned(),
         );
-        match unseen.iter().position(|k| *k == key) {
-            Some(i) => {
-                unseen.swap_remove(i);
-            }
-            None => unexplained.push(key),
+        if let Some(i) = sent.iter().position(|k| *k == key) {
+            sent.swap_remove(i);
+        } else if let Some(i) = failed.iter().position(|k| *k == key) {
+            failed.swap_remove(i);
+            failed_printed += 1;
+        } else {
+            unexplained.push(key);
         }
     }
     let mut text = String::new();
-    if !unseen.is_empty() {
+    if !sent.is_empty() {
+        sent.sort();
         let _ = writeln!(
             text,
-            "tracepoint hits without a tcptrace event (sport, dport, state): {unseen:?}"
+            "segments retransmitted (tracepoint, err 0) without a tcptrace event \
+             (sport, dport, state): {sent:?}"
         );
-        unseen.sort();
-        unseen.dedup();
-        for (sport, dport, state) in &unseen {
-            let same: Vec<&Hit> = hits
-                .iter()
-                .filter(|h| (h.sport, h.dport, &h.state) == (*sport, *dport, state))
-                .collect();
-            let failed = same.iter().filter(|h| h.err != 0).count();
-            let _ = writeln!(
-                text,
-                "  {sport} -> {dport} in {state}: {} hits, {failed} of them failed",
-                same.len()
-            );
-        }
+    }
+    if failed_printed > 0 {
+        let _ = writeln!(
+            text,
+            "failed attempts (err != 0) tcptrace printed as retransmits: {failed_printed}"
+        );
     }
     if !unexplained.is_empty() {
         let _ = writeln!(
