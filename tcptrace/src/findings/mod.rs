@@ -293,8 +293,7 @@ impl Report {
 pub fn build_report(diagnoses: &Diagnoses, input: &ReportInput) -> Report {
     let mut report = Report::default();
     let elapsed_ns = u64::try_from(input.elapsed.as_nanos()).unwrap_or(u64::MAX);
-    let kernel_timewait = [TcpState::TimeWait, TcpState::FinWait2]
-        .map(|state| by_destination(input.sockets_now, state));
+    let kernel_timewait = timewait_by_destination(input.sockets_now);
     let (mut churn, mut loops, mut connects, mut accepts) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let site = |stack| input.call_sites.get(stack);
@@ -412,6 +411,11 @@ fn activity_span(flow: &Flow, now_ns: u64) -> u64 {
 
 fn count_state(snapshot: &Snapshot, state: TcpState) -> u64 {
     snapshot.sockets.iter().filter(|s| s.state == state).count() as u64
+}
+
+/// The kernel's `TIME_WAIT` and `FIN_WAIT2` sockets by destination.
+fn timewait_by_destination(snapshot: &Snapshot) -> [HashMap<(u32, SocketAddr), u64>; 2] {
+    [TcpState::TimeWait, TcpState::FinWait2].map(|state| by_destination(snapshot, state))
 }
 
 /// The kernel's sockets in `state` by network namespace and remote
