@@ -62,6 +62,13 @@ pub enum EventKind {
     /// request not yet accepted. `skaddr` and `sock` are the listener's;
     /// `raw` is the tracepoint record (the request's endpoints).
     SynAckRetransmit = 8,
+    /// `tcp:tcp_retransmit_skb` from the raw tracepoint (kernels with
+    /// BTF): `raw` holds the socket's `sock_common`, whose state is the
+    /// retransmit's. The classic tracepoint runs behind perf's handler,
+    /// which skips BPF while any other tracing program runs on the CPU (or
+    /// drops the hit without a trace): a softirq's retransmits went
+    /// missing under load.
+    SockRetransmit = 9,
 }
 
 impl EventKind {
@@ -76,6 +83,7 @@ impl EventKind {
             6 => Some(Self::UserStack),
             7 => Some(Self::EofRead),
             8 => Some(Self::SynAckRetransmit),
+            9 => Some(Self::SockRetransmit),
             _ => None,
         }
     }

@@ -56,7 +56,9 @@ pub fn emit(record: &Record) {
         (*event).in_state_ns = record.in_state_ns;
         (*event).sk_err = record.sk_err;
         (*event).local_port_be = match record.kind {
-            EventKind::Summary | EventKind::EofRead => local_port_be_of(record.skaddr),
+            EventKind::Summary | EventKind::EofRead | EventKind::SockRetransmit => {
+                local_port_be_of(record.skaddr)
+            }
             _ => 0,
         };
         (*event)._pad = 0;

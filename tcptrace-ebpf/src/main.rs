@@ -59,6 +59,14 @@ pub fn tcptrace_retransmit(ctx: TracePointContext) -> u32 {
     }
 }
 
+/// Kernels with BTF: the same probe point as a raw tracepoint (see
+/// `EventKind::SockRetransmit`).
+#[raw_tracepoint(tracepoint = "tcp_retransmit_skb")]
+pub fn tcptrace_retransmit_raw(ctx: RawTracePointContext) -> u32 {
+    retransmit::on_retransmit_raw(&ctx);
+    0
+}
+
 #[tracepoint]
 pub fn tcptrace_syn_ack_retransmit(ctx: TracePointContext) -> u32 {
     match retransmit::on_syn_ack_retransmit(&ctx) {

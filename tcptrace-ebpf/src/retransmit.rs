@@ -3,12 +3,18 @@
 //! `tcp:tcp_retransmit_synack`, a handshake's SYN-ACK sent again, which
 //! belongs to the listener's owner.
 
-use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::TracePointContext, EbpfContext};
-use tcptrace_common::{Counter, EventKind, SockInfo, Task, OWNER_FROM_LISTENER, SEEN_MID_LIFE};
+use aya_ebpf::{
+    helpers::bpf_ktime_get_ns,
+    programs::{RawTracePointContext, TracePointContext},
+    EbpfContext,
+};
+use tcptrace_common::{
+    Counter, EventKind, SockInfo, Task, OWNER_FROM_LISTENER, RAW_RECORD_LEN, SEEN_MID_LIFE,
+};
 
 use crate::{
     emit::{copy_words, emit, Record},
-    filter::{allows, record_ports},
+    filter::{allows, record_ports, socket_ports},
     maps::{count, retransmit_layout, settings, syn_ack_layout, LISTENERS, SOCKS},
     sock::{listener_key_of, local_port_of, netns_of},
 };
@@ -18,15 +24,57 @@ pub fn on_retransmit(ctx: &TracePointContext) -> Result<(), ()> {
     let skaddr: u64 =
         // SAFETY: a probe read of the tracepoint record at an offset from its tracefs format; the helper checks the address.
         unsafe { ctx.read_at(layout.skaddr as usize) }.map_err(|_| count(Counter::ReadErrors))?;
-    // An attempt that did not go out is no retransmit.
-    if layout.err != 0 {
+    let err: i32 = if layout.err != 0 {
         // SAFETY: as above.
-        let err: i32 = unsafe { ctx.read_at(layout.err as usize) }
-            .map_err(|_| count(Counter::ReadErrors))?;
-        if err != 0 {
-            count(Counter::RetransmitsFailed);
-            return Ok(());
-        }
+        unsafe { ctx.read_at(layout.err as usize) }.map_err(|_| count(Counter::ReadErrors))?
+    } else {
+        0
+    };
+    let record = Copied {
+        kind: EventKind::Retransmit,
+        from: ctx.as_ptr() as *const u8,
+        len: layout.record_len,
+    };
+    retransmit(skaddr, err, &record, || record_ports(ctx, layout.ports));
+    Ok(())
+}
+
+/// The raw tracepoint, where BTF gives the socket's layout:
+/// `TP_PROTO(sk, skb, err)` (`err` since Linux 6.11, where the record has
+/// it too). The record copies the socket's `sock_common`.
+pub fn on_retransmit_raw(ctx: &RawTracePointContext) {
+    let skaddr: u64 = ctx.arg(0);
+    let err = if retransmit_layout().err != 0 {
+        ctx.arg::<u64>(2) as i32
+    } else {
+        0
+    };
+    let record = Copied {
+        kind: EventKind::SockRetransmit,
+        from: skaddr as *const u8,
+        len: RAW_RECORD_LEN as u32,
+    };
+    retransmit(skaddr, err, &record, || socket_ports(skaddr));
+}
+
+/// What a retransmit record carries in `raw`.
+struct Copied {
+    kind: EventKind,
+    from: *const u8,
+    len: u32,
+}
+
+#[inline(always)]
+fn retransmit(
+    skaddr: u64,
+    err: i32,
+    record: &Copied,
+    ports: impl FnOnce() -> Option<(u16, u16)>,
+) {
+    // An attempt that did not go out is no retransmit.
+    if err != 0 {
+        count(Counter::RetransmitsFailed);
+        return;
     }
     let summary = settings().summary != 0;
     let info = match SOCKS.get_ptr_mut(skaddr) {
@@ -39,7 +87,7 @@ pub fn on_retransmit(ctx: &TracePointContext) -> Result<(), ()> {
                 let state = (*known).history.last_state();
                 if (*known).history.count_retransmit(state) {
                     count(Counter::EventsFolded);
-                    return Ok(());
+                    return;
                 }
             }
             *known
@@ -52,23 +100,22 @@ pub fn on_retransmit(ctx: &TracePointContext) -> Result<(), ()> {
             info
         }
     };
-    if !allows(&info, &Task::NOBODY, || record_ports(ctx, layout.ports)) {
-        return Ok(());
+    if !allows(&info, &Task::NOBODY, ports) {
+        return;
     }
     emit(&Record {
         // SAFETY: a BPF helper with no memory arguments.
         ts_ns: unsafe { bpf_ktime_get_ns() },
-        kind: EventKind::Retransmit,
+        kind: record.kind,
         context: 0,
         skaddr,
         sock: &info,
         actor: &Task::NOBODY,
         in_state_ns: 0,
         sk_err: 0,
-        raw_from: ctx.as_ptr() as *const u8,
-        raw_len: layout.record_len,
+        raw_from: record.from,
+        raw_len: record.len,
     });
-    Ok(())
 }
 
 /// `tcp:tcp_retransmit_synack`: the request has no socket of its own yet

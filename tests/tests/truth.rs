@@ -934,7 +934,11 @@ fn lossy_run() -> Run {
     let opened = |scrape: &str| figures_of_scrape(scrape, &cast);
     let scrape = daemon.scrape_until(Duration::from_secs(10), |scrape| {
         let r = retransmits_of_scrape(scrape, &cast);
+        // /metrics is rendered at most once a second: wait for every
+        // figure, the last SYN-ACK retransmit's too.
         opened(scrape).accepted >= kernel_a["TcpPassiveOpens"]
+            && r.syn >= kernel.syn
+            && r.syn_ack >= kernel.syn_ack
             && r.data_server >= kernel.data_server
             && r.data_clients >= kernel.data_clients
     });

@@ -129,6 +129,15 @@ pub fn decode(bytes: &[u8], layouts: &RecordLayouts) -> Result<TcpEvent, DecodeE
                 false,
             ));
         }
+        EventKind::SockRetransmit => {
+            let layout = layouts.sock_common.ok_or(DecodeError::NoSummaryLayout)?;
+            let state = state(i32::from(raw.bytes::<1>(layout.state)?[0]))?;
+            return Ok(decoded(
+                TcpEventKind::Retransmit { state: Some(state) },
+                sock_common_endpoints(raw, &layout, event.local_port_be)?,
+                false,
+            ));
+        }
         EventKind::SynAckRetransmit => {
             // Only attached where the layout was read.
             let l = layouts

@@ -81,6 +81,8 @@ pub struct SockCommonLayout {
     pub dport: usize,
     /// Local port, host order.
     pub num: usize,
+    /// `skc_state` (a byte): a retransmit record's state.
+    pub state: usize,
     pub v6_daddr: usize,
     pub v6_rcv_saddr: usize,
 }
@@ -94,6 +96,7 @@ impl SockCommonLayout {
             self.rcv_saddr + 4,
             self.dport + 2,
             self.num + 2,
+            self.state + 1,
             self.v6_daddr + 16,
             self.v6_rcv_saddr + 16,
         ]

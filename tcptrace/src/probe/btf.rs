@@ -48,6 +48,7 @@ fn sock_common_layout(btf: &Btf) -> Result<SockCommonLayout> {
         rcv_saddr: at("skc_rcv_saddr")?,
         dport: at("skc_dport")?,
         num: at("skc_num")?,
+        state: at("skc_state")?,
         v6_daddr: at("skc_v6_daddr")?,
         v6_rcv_saddr: at("skc_v6_rcv_saddr")?,
     }

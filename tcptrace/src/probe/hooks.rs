@@ -36,6 +36,9 @@ pub enum When {
     AcceptHook,
     /// Kernels with BTF (the programs read `struct sock` fields).
     Btf,
+    /// Kernels without it: the classic tracepoint, whose record carries
+    /// what the raw one reads from the socket.
+    NoBtf,
     /// Kernels where the programs cannot reach this CPU's `preempt_count`
     /// (see `KernelLayout::preempt_count_from_rq`): softirq entry and exit
     /// keep a per-CPU flag instead.
@@ -78,7 +81,7 @@ pub struct Hook {
 /// leave its CPU's flag stuck at "in softirq" (entry seen, exit missed)
 /// until that CPU's next softirq, and a `connect()` or `listen()` there
 /// would lose its owner.
-pub const HOOKS: [Hook; 12] = [
+pub const HOOKS: [Hook; 13] = [
     Hook {
         program: "tcptrace_softirq_exit",
         attach: &[Attach::Raw("irq", "softirq_exit")],
@@ -108,9 +111,16 @@ pub const HOOKS: [Hook; 12] = [
         gives: "every TCP state change, one record per socket",
     },
     Hook {
+        program: "tcptrace_retransmit_raw",
+        attach: &[Attach::Raw("tcp", "tcp_retransmit_skb")],
+        when: When::Btf,
+        required: true,
+        gives: "retransmits, including FINs to dead peers",
+    },
+    Hook {
         program: "tcptrace_retransmit",
         attach: &[Attach::Tracepoint("tcp", "tcp_retransmit_skb")],
-        when: When::Always,
+        when: When::NoBtf,
         required: true,
         gives: "retransmits, including FINs to dead peers",
     },
@@ -177,6 +187,7 @@ pub fn selected(with: Selection) -> impl Iterator<Item = &'static Hook> {
         When::Summary => with.summary,
         When::AcceptHook => with.accept,
         When::Btf => with.btf,
+        When::NoBtf => !with.btf,
         When::NoPreemptCount => !with.preempt_count,
         When::SynAck => with.syn_ack,
     })
