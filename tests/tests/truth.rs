@@ -1066,6 +1066,26 @@ fn unmatched(hits: &[Hit], trace: &Trace) -> String {
             "segments retransmitted (tracepoint, err 0) without a tcptrace event \
              (sport, dport, state): {sent:?}"
         );
+        // What tcptrace did see of those sockets, to tell a lost event
+        // from a socket it never followed.
+        let mut shown = Vec::new();
+        for (sport, dport, _) in &sent {
+            if shown.contains(&(*sport, *dport)) || shown.len() == 3 {
+                continue;
+            }
+            shown.push((*sport, *dport));
+            let _ = writeln!(text, "  tcptrace's records of {sport} -> {dport}:");
+            for r in trace.records.iter().filter(|r| {
+                let (l, p) = (port(&r["local"]), port(&r["remote"]));
+                (l, p) == (*sport, *dport) || (l, p) == (*dport, *sport)
+            }) {
+                let _ = writeln!(
+                    text,
+                    "    {} {}->{} state {} netns {} sock {}",
+                    r["type"], r["old"], r["new"], r["state"], r["netns"], r["sock"]
+                );
+            }
+        }
     }
     if failed_printed > 0 {
         let _ = writeln!(
