@@ -129,8 +129,13 @@ pub struct KernelLayout {
     pub sock_family: u32,
     pub sock_rcv_saddr: u32,
     pub sock_v6_rcv_saddr: u32,
+    /// `sk->sk_socket` (a pointer, NULL once the file is gone) and, from
+    /// that `struct socket`, its inode's `i_ino` (a `struct socket_alloc`
+    /// holds both): the number `sock_diag` reports. 0 when unknown.
+    pub sock_socket: u32,
+    pub socket_ino: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelLayout>() == 108);
+const _: () = assert!(core::mem::size_of::<KernelLayout>() == 116);
 
 /// `syscalls:sys_exit_accept4` and `syscalls:sys_exit_accept`.
 #[repr(C)]

@@ -173,8 +173,14 @@ pub struct SockInfo {
     pub peer_silent_jiffies: u32,
     /// The socket's life so far, kept in summary mode (see `history`).
     pub history: History,
+    /// The inode of the socket's file (as `sock_diag` and `/proc/PID/fd`
+    /// name it), read when a process connects or accepts; 0 until then.
+    /// Summary mode sends nothing while a connection lives: this is how
+    /// userspace finds a live connection's record (and its call site) in
+    /// the socket map.
+    pub inode: u64,
 }
-const _: () = assert!(core::mem::size_of::<SockInfo>() == 176);
+const _: () = assert!(core::mem::size_of::<SockInfo>() == 184);
 
 impl SockInfo {
     pub const EMPTY: Self = Self {
@@ -188,6 +194,7 @@ impl SockInfo {
         retransmits: 0,
         peer_silent_jiffies: 0,
         history: History::EMPTY,
+        inode: 0,
     };
 }
 
@@ -242,7 +249,7 @@ pub struct Event {
     pub raw: [u8; RAW_RECORD_LEN],
 }
 pub const EVENT_SIZE: usize = core::mem::size_of::<Event>();
-const _: () = assert!(EVENT_SIZE == 360);
+const _: () = assert!(EVENT_SIZE == 368);
 
 /// Per-CPU counters (index into the `COUNTERS` array), summed by userspace.
 #[repr(u32)]

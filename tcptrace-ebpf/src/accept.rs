@@ -15,6 +15,7 @@ use crate::{
     emit::copy_words,
     filter::{socket_ports, stack_unless_ruled_out},
     maps::{accept_layout, count, kernel_layout, SOCKS},
+    sock::inode_of,
 };
 
 pub fn on_accept_exit(ctx: &TracePointContext) -> Result<(), ()> {
@@ -37,6 +38,7 @@ pub fn on_accept_exit(ctx: &TracePointContext) -> Result<(), ()> {
     unsafe {
         copy_words(&raw mut (*info).owner, &raw const owner);
         (*info).cgroup_id = current_cgroup_id();
+        (*info).inode = inode_of(skaddr);
         (*info).flags = ((*info).flags & !OWNER_FROM_LISTENER) | OWNER_FROM_ACCEPT;
     }
     Ok(())

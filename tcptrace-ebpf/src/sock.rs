@@ -25,6 +25,20 @@ pub fn netns_of(skaddr: u64) -> u32 {
     unsafe { bpf_probe_read_kernel((net + u64::from(layout.net_inum)) as *const u32) }.unwrap_or(0)
 }
 
+/// The inode number of the socket's file (`sk->sk_socket`'s inode), 0 if
+/// it has none (no file yet, or no more) or it cannot be read.
+#[inline(always)]
+pub fn inode_of(skaddr: u64) -> u64 {
+    let layout = kernel_layout();
+    if layout.sock_socket == 0 || layout.socket_ino == 0 {
+        return 0;
+    }
+    match read_at::<u64>(skaddr, layout.sock_socket) {
+        Ok(socket) if socket != 0 => read_at(socket, layout.socket_ino).unwrap_or(0),
+        _ => 0,
+    }
+}
+
 /// `sk->sk_err`: set before the kernel moves a socket to CLOSE because of an
 /// error (refused, timed out, unreachable, reset). 0 if it cannot be read.
 #[inline(always)]

@@ -28,7 +28,8 @@ use crate::{
     filter::{allows, record_ports, socket_ports, stack_unless_ruled_out},
     maps::{count, settings, state_layout, LAST_RESET_SOCK, LISTENERS, SCRATCH, SOCKS},
     sock::{
-        error_of, listener_key_of, local_port_of, netns_of, peer_sent_data, peer_silent_jiffies,
+        error_of, inode_of, listener_key_of, local_port_of, netns_of, peer_sent_data,
+        peer_silent_jiffies,
         protocol_of,
     },
 };
@@ -271,6 +272,7 @@ fn init_born(info: &mut SockInfo, skaddr: u64, owner: &Task, now: u64) {
     info.cgroup_id = current_cgroup_id();
     info.created_ns = now;
     info.netns = netns_of(skaddr);
+    info.inode = inode_of(skaddr);
     info.flags = OWNER_FROM_SYSCALL;
 }
 

@@ -199,6 +199,13 @@ impl CallSites {
         }
     }
 
+    /// The canonical capture of `key`: the first of its process that
+    /// unwound to the same addresses (itself until it is unwound).
+    #[must_use]
+    pub fn canonical(&self, key: StackRef) -> StackRef {
+        self.aliases.peek(&key).copied().unwrap_or(key)
+    }
+
     /// Rewrites the captures an event names to their canonical ones, and
     /// says whether every one of them has been met (a capture forgotten
     /// since, older than the last `MAX_STACKS`, counts as unmet: that costs

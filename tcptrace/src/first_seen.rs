@@ -1,9 +1,11 @@
-//! When each live connection was first listed by a socket dump. Summary
-//! mode (the daemon) hears of a socket only when it closes, so the age of a
-//! connection that lives on is known from the dumps alone: it is at least
-//! the time since the first dump that listed it (the daemon dumps every
-//! refresh). Bounded by the live ESTABLISHED sockets: those no longer
-//! listed are forgotten at each dump.
+//! When each live connection was first listed by a socket dump in its
+//! state. Summary mode (the daemon) hears of a socket only when it closes,
+//! so the age of a connection that lives on is known from the dumps alone:
+//! it is at least the time since the first dump that listed it (the daemon
+//! dumps every refresh). The same holds for a `CLOSE_WAIT` socket whose
+//! entry into that state was never seen (its event was lost). Bounded by
+//! the live ESTABLISHED and `CLOSE_WAIT` sockets: those no longer listed
+//! (or listed in another state) are forgotten at each dump.
 
 use std::net::SocketAddr;
 
@@ -16,7 +18,7 @@ type Endpoints = (u32, SocketAddr, SocketAddr);
 
 #[derive(Default)]
 pub struct FirstSeen {
-    since: FastMap<Endpoints, u64>,
+    since: FastMap<Endpoints, (TcpState, u64)>,
 }
 
 impl FirstSeen {
@@ -26,19 +28,31 @@ impl FirstSeen {
         for socket in dump
             .sockets
             .iter()
-            .filter(|s| s.state == TcpState::Established)
+            .filter(|s| matches!(s.state, TcpState::Established | TcpState::CloseWait))
         {
             let key = (socket.netns, socket.local, socket.remote);
-            let first = self.since.get(&key).copied().unwrap_or(now_ns);
-            since.insert(key, first);
+            let first = match self.since.get(&key) {
+                Some(&(state, first)) if state == socket.state => first,
+                _ => now_ns,
+            };
+            since.insert(key, (socket.state, first));
         }
         self.since = since;
     }
 
-    /// When the socket was first listed, if it was.
+    /// When the socket was first listed in `state`, if it was.
     #[must_use]
-    pub fn get(&self, netns: u32, local: SocketAddr, remote: SocketAddr) -> Option<u64> {
-        self.since.get(&(netns, local, remote)).copied()
+    pub fn get(
+        &self,
+        netns: u32,
+        local: SocketAddr,
+        remote: SocketAddr,
+        state: TcpState,
+    ) -> Option<u64> {
+        self.since
+            .get(&(netns, local, remote))
+            .filter(|(listed, _)| *listed == state)
+            .map(|&(_, since)| since)
     }
 }
 
@@ -48,12 +62,16 @@ mod tests {
     use crate::snapshot::ExistingSocket;
 
     fn dump(remotes: &[&str]) -> Snapshot {
+        dump_in(TcpState::Established, remotes)
+    }
+
+    fn dump_in(state: TcpState, remotes: &[&str]) -> Snapshot {
         Snapshot {
             sockets: remotes
                 .iter()
                 .map(|remote| ExistingSocket {
                     netns: 1,
-                    state: TcpState::Established,
+                    state,
                     local: "10.0.0.1:40000".parse().unwrap(),
                     remote: remote.parse().unwrap(),
                     inode: 0,
@@ -74,10 +92,27 @@ mod tests {
         let mut seen = FirstSeen::default();
         seen.update(&dump(&["10.0.0.2:80"]), 10);
         seen.update(&dump(&["10.0.0.2:80", "10.0.0.3:80"]), 20);
-        assert_eq!(seen.get(1, local, a), Some(10));
-        assert_eq!(seen.get(1, local, b), Some(20));
+        let established = TcpState::Established;
+        assert_eq!(seen.get(1, local, a, established), Some(10));
+        assert_eq!(seen.get(1, local, b, established), Some(20));
         seen.update(&dump(&["10.0.0.3:80"]), 30);
-        assert_eq!(seen.get(1, local, a), None, "closed: forgotten");
-        assert_eq!(seen.get(1, local, b), Some(20));
+        assert_eq!(
+            seen.get(1, local, a, established),
+            None,
+            "closed: forgotten"
+        );
+        assert_eq!(seen.get(1, local, b, established), Some(20));
+    }
+
+    #[test]
+    fn a_new_state_is_listed_anew() {
+        let local: SocketAddr = "10.0.0.1:40000".parse().unwrap();
+        let a: SocketAddr = "10.0.0.2:80".parse().unwrap();
+        let mut seen = FirstSeen::default();
+        seen.update(&dump(&["10.0.0.2:80"]), 10);
+        seen.update(&dump_in(TcpState::CloseWait, &["10.0.0.2:80"]), 20);
+        seen.update(&dump_in(TcpState::CloseWait, &["10.0.0.2:80"]), 30);
+        assert_eq!(seen.get(1, local, a, TcpState::CloseWait), Some(20));
+        assert_eq!(seen.get(1, local, a, TcpState::Established), None);
     }
 }

@@ -15,6 +15,7 @@ pub mod filter;
 pub mod findings;
 pub mod first_seen;
 pub mod generations;
+pub mod live_births;
 pub mod metrics;
 pub mod netns;
 pub mod output;

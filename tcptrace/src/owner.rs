@@ -3,13 +3,13 @@
 
 use std::{borrow::Cow, net::SocketAddr};
 
-use tcptrace_common::{OWNER_FROM_ACCEPT, OWNER_FROM_LISTENER};
+use tcptrace_common::{TcpState, OWNER_FROM_ACCEPT, OWNER_FROM_LISTENER};
 
 use crate::{
     event::{comm_str, TcpEvent},
     proc_fds::FdHolder,
     snapshot::Snapshot,
-    FastMap,
+    FastMap, FastSet,
 };
 
 /// How the owner was learnt.
@@ -56,6 +56,9 @@ pub struct StartOwners {
     /// Looked up at every close: ahash (randomly keyed, as `SipHash` is, and
     /// several times faster).
     by_tuple: FastMap<(u32, SocketAddr, SocketAddr), FdHolder>,
+    /// The sockets in `CLOSE_WAIT` at the start: their age in that state
+    /// is at least the session's, if no event says more.
+    close_wait: FastSet<(u32, SocketAddr, SocketAddr)>,
 }
 
 impl StartOwners {
@@ -66,7 +69,16 @@ impl StartOwners {
             .iter()
             .filter_map(|s| Some(((s.netns, s.local, s.remote), s.holders.first()?.clone())))
             .collect();
-        Self { by_tuple }
+        let close_wait = snapshot
+            .sockets
+            .iter()
+            .filter(|s| s.state == TcpState::CloseWait)
+            .map(|s| (s.netns, s.local, s.remote))
+            .collect();
+        Self {
+            by_tuple,
+            close_wait,
+        }
     }
 
     /// The socket with these endpoints closed: a later one is not it.
@@ -80,6 +92,15 @@ impl StartOwners {
         if !self.by_tuple.is_empty() {
             self.by_tuple.remove(&(netns, local, remote));
         }
+        if !self.close_wait.is_empty() {
+            self.close_wait.remove(&(netns, local, remote));
+        }
+    }
+
+    /// Whether the socket was in `CLOSE_WAIT` when tracing started.
+    #[must_use]
+    pub fn was_close_wait(&self, netns: u32, local: SocketAddr, remote: SocketAddr) -> bool {
+        self.close_wait.contains(&(netns, local, remote))
     }
 }
 

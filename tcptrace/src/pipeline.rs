@@ -25,9 +25,10 @@ use crate::{
     filter::{Filter, Workloads},
     findings::{build_report, Report, ReportInput, DEFAULT_IDLE_THRESHOLD},
     first_seen::FirstSeen,
+    live_births::LiveBirths,
     netns::DiagSockets,
     owner::{self, Owner, StartOwners},
-    probe::{Counters, FilterMaps, Probe},
+    probe::{Counters, FilterMaps, Probe, SocketMap},
     snapshot::{ExistingSocket, Snapshot},
     symbolize::Meeter,
     table::{Applied, Cgroups, SocketRecord, SocketTable},
@@ -51,6 +52,9 @@ pub struct EventCounts {
     pub shown: u64,
     pub filtered_out: u64,
     pub decode_errors: u64,
+    /// Socket records dropped because another socket took their address
+    /// before they were seen closing: events were lost.
+    pub records_replaced: u64,
 }
 
 /// One event that passed the filter, with the socket's record: the live
@@ -94,6 +98,10 @@ pub struct Pipeline {
     idle_threshold: Duration,
     /// When each live connection was first listed by a report's dump.
     first_seen: FirstSeen,
+    /// Where the live connections the table has no record of were opened,
+    /// from the kernel's socket map (`None` when detached).
+    socket_map: Option<SocketMap>,
+    births: LiveBirths,
 }
 
 /// A socket of a workload the filter rejects for good: the kernel stops
@@ -186,6 +194,7 @@ impl Pipeline {
         kernel_filter
             .set(&filter.kernel())
             .context("giving the kernel programs the filter")?;
+        let socket_map = probe.take_socket_map()?;
         let rings = Rings::take(probe)?;
         let meeter = Meeter::spawn(probe.take_processes()?)
             .context("starting the thread that meets new processes")?;
@@ -205,6 +214,8 @@ impl Pipeline {
             label_events: false,
             idle_threshold: DEFAULT_IDLE_THRESHOLD,
             first_seen: FirstSeen::default(),
+            socket_map: Some(socket_map),
+            births: LiveBirths::default(),
         };
         Ok((pipeline, rings, start))
     }
@@ -227,6 +238,8 @@ impl Pipeline {
             label_events: false,
             idle_threshold: DEFAULT_IDLE_THRESHOLD,
             first_seen: FirstSeen::default(),
+            socket_map: None,
+            births: LiveBirths::default(),
         }
     }
 
@@ -374,6 +387,7 @@ impl Pipeline {
         let applied = self
             .table
             .apply_in(event, owner.as_ref(), self.cgroups.as_mut());
+        self.counts.records_replaced = self.table.replaced;
         if !self.filter.matches(event, owner.as_ref()) {
             self.counts.filtered_out += 1;
             return Ok(());
@@ -510,6 +524,12 @@ impl Pipeline {
                     .matches(&self.filter, record.cgroup, &mut cgroups.containers);
             }
         }
+        if let Some(map) = &self.socket_map {
+            // Counted in `births.walks_failed`, shown with the report.
+            let _ = self
+                .births
+                .update(owned, &self.table, map, &self.call_sites);
+        }
         let mut report = build_report(
             &self.diagnoses,
             &ReportInput {
@@ -527,6 +547,7 @@ impl Pipeline {
                 idle_threshold: self.idle_threshold,
                 start: &self.start,
                 first_seen: &self.first_seen,
+                births: &self.births,
             },
         );
         // The next report knows these connections were alive now.

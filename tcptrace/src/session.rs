@@ -12,7 +12,7 @@ use crate::{
     clock::WallClock,
     container::ContainerConfig,
     filter::Filter,
-    output::Sink,
+    output::{Shown, Sink},
     pipeline::{EventCounts, Pipeline, Rings, DRAIN_INTERVAL},
     probe::{Counters, Probe, ProbeOptions},
     snapshot::ExistingSocket,
@@ -104,9 +104,12 @@ pub async fn run(options: SessionOptions, sink: &mut dyn Sink) -> Result<Session
             }
             sink.event(
                 seen.event,
-                seen.owner,
-                seen.labels,
-                clock.unix_ns(seen.event.ts_ns),
+                &Shown {
+                    owner: seen.owner,
+                    labels: seen.labels,
+                    unix_ns: clock.unix_ns(seen.event.ts_ns),
+                    history_incomplete: seen.record.is_some_and(|r| r.history_incomplete),
+                },
             )
         })?;
         sink.flush()

@@ -159,6 +159,8 @@ pub struct SocketRecord {
     /// When the socket was born (connect, listen, passive open); `None` when
     /// it existed before tracing started.
     pub born_ns: Option<u64>,
+    /// The time of the first event of this record.
+    pub seen_since_ns: u64,
     pub established_ns: Option<u64>,
     /// When it entered `state`; `None` when not seen.
     pub state_since_ns: Option<u64>,
@@ -172,6 +174,9 @@ pub struct SocketRecord {
     /// The peer had sent data when its FIN came (see
     /// `tcptrace_common::PEER_SENT_DATA`): it answered before closing.
     pub peer_sent_data: bool,
+    /// A transition left a state the record was not in: one in between
+    /// was lost, and what the record says of the past may be incomplete.
+    pub history_incomplete: bool,
 }
 
 /// What `SocketTable::apply` did with an event.
@@ -265,11 +270,18 @@ impl SocketTable {
             }
             return Applied::Live(event.skaddr);
         }
-        if let Some(role) = birth {
+        let reused = birth.is_some()
+            || self
+                .live
+                .get(&event.skaddr)
+                .is_some_and(|record| record.is_another_socket_than(event));
+        if reused {
             if let Some(old) = self.live.remove(&event.skaddr) {
                 self.unindex(&old);
                 self.replaced += 1;
             }
+        }
+        if let Some(role) = birth {
             let cgroup = key_of(&mut cgroups);
             self.live
                 .insert(event.skaddr, SocketRecord::born(event, role, owner, cgroup));
@@ -370,6 +382,7 @@ impl SocketRecord {
             cgroup_id: event.sock.cgroup_id,
             cgroup,
             born_ns: None,
+            seen_since_ns: event.ts_ns,
             established_ns: None,
             state_since_ns: None,
             fin_sent_ns: None,
@@ -378,7 +391,20 @@ impl SocketRecord {
             resets_received: 0,
             resets_sent: 0,
             peer_sent_data: false,
+            history_incomplete: false,
         }
+    }
+
+    /// Whether `event` is about another socket at this record's address:
+    /// the kernel saw it born (at `created_ns`) but this record is of an
+    /// earlier one, whose close and the new one's birth were lost.
+    fn is_another_socket_than(&self, event: &TcpEvent) -> bool {
+        let created = event.sock.created_ns;
+        created != 0
+            && match self.born_ns {
+                Some(born) => born != created,
+                None => created > self.seen_since_ns,
+            }
     }
 
     /// The socket's cgroup key, and so its owner's (and that of a closer
@@ -441,6 +467,10 @@ impl SocketRecord {
         }
         self.remote = event.remote;
         self.netns = event.sock.netns;
+        // Met after its birth event was lost: the kernel saw the birth.
+        if self.born_ns.is_none() && event.sock.created_ns != 0 {
+            self.born_ns = Some(event.sock.created_ns);
+        }
         self.peer_sent_data |= event.sock.flags & PEER_SENT_DATA != 0;
         match event.what {
             TcpEventKind::StateChange { old, new } => self.transition(event, old, new),
@@ -475,6 +505,7 @@ impl SocketRecord {
         if let Some(side) = TcpState::closing_side(old, new, event.actor.is_some()) {
             self.closed_by.get_or_insert(side);
         }
+        self.history_incomplete |= old != self.state;
         self.state = new;
         self.state_since_ns = Some(event.ts_ns);
     }
@@ -704,6 +735,43 @@ pub(crate) mod tests {
         assert_eq!(record.state, SynSent);
         let (local, remote) = endpoints("10.0.0.1:40001");
         assert!(table.find(0, local, remote).is_none());
+    }
+
+    #[test]
+    fn a_socket_whose_birth_was_lost_does_not_inherit_a_stale_record() {
+        let mut table = SocketTable::default();
+        let old = task(100, "old", 7);
+        let mut first = Conn::active(4, old, "10.0.0.1:40004", REMOTE);
+        first.sock.created_ns = 1;
+        apply(&mut table, &first.state(1, Close, SynSent));
+        apply(&mut table, &first.state(2, SynSent, Established));
+        // Its close and the next socket's birth at the same address were
+        // lost; the next socket's peer closes. The kernel's record says when
+        // it was born.
+        let mut second = Conn::active(4, task(200, "new", 9), "10.0.0.1:40005", REMOTE);
+        second.sock.created_ns = 50;
+        apply(&mut table, &second.state(60, Established, CloseWait));
+        assert_eq!(table.replaced, 1);
+        let record = table.get(4).unwrap();
+        assert_eq!(record.owner.map(|o| o.pid), Some(200));
+        assert_eq!(record.born_ns, Some(50), "the kernel's birth time");
+        assert_eq!(record.state_since_ns, Some(60));
+        let (local, remote) = endpoints("10.0.0.1:40004");
+        assert!(
+            table.find(0, local, remote).is_none(),
+            "the old one is gone"
+        );
+    }
+
+    #[test]
+    fn a_socket_met_after_its_birth_event_was_lost_gets_the_kernels_birth_time() {
+        let mut table = SocketTable::default();
+        let mut c = Conn::active(5, task(100, "client", 7), "10.0.0.1:40006", REMOTE);
+        c.sock.created_ns = 10;
+        apply(&mut table, &c.state(20, Established, CloseWait));
+        apply(&mut table, &c.state(30, CloseWait, LastAck));
+        assert_eq!(table.replaced, 0, "the same socket all along");
+        assert_eq!(table.get(5).unwrap().born_ns, Some(10));
     }
 
     #[test]

@@ -1,12 +1,15 @@
 //! Running `tcptrace daemon` and talking HTTP to it (and to Prometheus).
 
 use std::{
-    io::{Read, Write},
+    io::{BufRead, BufReader, Read, Write},
     net::TcpStream,
     process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
     thread,
     time::{Duration, Instant},
 };
+
+use serde_json::Value;
 
 use crate::trace::tcptrace_bin;
 
@@ -14,7 +17,12 @@ use crate::trace::tcptrace_bin;
 pub struct Daemon {
     pub child: Child,
     pub listen: String,
+    /// Its log (JSON lines on stderr), also echoed to the test's stderr.
+    log: Arc<Mutex<Vec<String>>>,
 }
+
+/// Log lines kept per daemon; the rest are only echoed.
+const LOG_LINES_KEPT: usize = 10_000;
 
 impl Daemon {
     /// Starts `tcptrace daemon --listen LISTEN EXTRA...` and waits for /healthz.
@@ -24,12 +32,28 @@ impl Daemon {
             .args(["daemon", "--listen", listen])
             .args(extra)
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("start tcptrace daemon");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut child = child;
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let kept = Arc::clone(&log);
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("{line}");
+                let mut kept = kept
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if kept.len() < LOG_LINES_KEPT {
+                    kept.push(line);
+                }
+            }
+        });
         let daemon = Self {
             child,
             listen: listen.to_owned(),
+            log,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
@@ -59,6 +83,39 @@ impl Daemon {
             let scrape = self.scrape();
             if check(&scrape) || Instant::now() > deadline {
                 return scrape;
+            }
+            thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The log lines so far whose `msg` is `message`, parsed.
+    #[must_use]
+    pub fn logged(&self, message: &str) -> Vec<Value> {
+        let log = self
+            .log
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        log.iter()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|line| line["msg"] == message)
+            .collect()
+    }
+
+    /// Waits up to `limit` for a log line `message` that `check` accepts.
+    #[must_use]
+    pub fn wait_for_log(
+        &self,
+        limit: Duration,
+        message: &str,
+        check: impl Fn(&Value) -> bool,
+    ) -> Option<Value> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(line) = self.logged(message).into_iter().find(|l| check(l)) {
+                return Some(line);
+            }
+            if Instant::now() > deadline {
+                return None;
             }
             thread::sleep(Duration::from_millis(200));
         }

@@ -109,8 +109,10 @@ fn assert_call_site(finding: &Value, function: &str) {
 /// keepalive, named by its call site; the second is only counted as
 /// protected; nginx's own two accepted connections (no keepalive either)
 /// are idle too. `ss -o` shows the same timers; the ages grow with the
-/// time held. The daemon beside (summary mode: it hears of a socket when
-/// it closes) shows the same from its dumps, ages included.
+/// time held. The daemon and a `--report-only` session beside (summary
+/// mode: the kernel sends nothing while a connection lives) show the same
+/// from their dumps, ages included, and name the idle client's call site
+/// from the kernel's socket map.
 #[test]
 fn idle_connection_without_keepalive_is_reported_and_one_with_keepalive_is_not() {
     const HOLD: Duration = Duration::from_millis(3500);
@@ -122,6 +124,7 @@ fn idle_connection_without_keepalive_is_reported_and_one_with_keepalive_is_not()
         daemon,
     } = Watched::nginx("ttidle", 18120, &["--idle-threshold", "2s"]);
     let trace = Tracer::start(&["--port", "18120", "--idle-threshold", "2s"]);
+    let summary = Tracer::start_report_only(&["--port", "18120", "--idle-threshold", "2s"]);
     let mut bare = scenario_in(&hosts.b, &["idle", &addr, "none"]);
     let mut kept = scenario_in(&hosts.b, &["idle", &addr, "keepalive"]);
     bare.expect_line("done");
@@ -137,8 +140,21 @@ fn idle_connection_without_keepalive_is_reported_and_one_with_keepalive_is_not()
         (2, 1),
         "ss -o in the clients' namespace: {lines:#?}"
     );
-    let trace = trace.stop();
+    let (trace, summary) = (trace.stop(), summary.stop());
     let held_s = held_from.elapsed().as_secs_f64();
+
+    let summary_idle: Vec<&Value> = summary.findings("idle_connections").collect();
+    let in_summary = of_pid(&summary_idle, bare.pid()).unwrap_or_else(|| {
+        panic!(
+            "summary mode: the client without keepalive is idle: {:#?}",
+            summary_idle
+                .iter()
+                .map(|f| without_frames(f))
+                .collect::<Vec<_>>()
+        )
+    });
+    assert_eq!(in_summary["sockets"], 1, "{in_summary:#}");
+    assert_call_site(in_summary, "tt_scenario::hold_idle_connection");
 
     let idle: Vec<&Value> = trace.findings("idle_connections").collect();
     let bare_idle = of_pid(&idle, bare.pid()).unwrap_or_else(|| {
@@ -179,6 +195,18 @@ fn idle_connection_without_keepalive_is_reported_and_one_with_keepalive_is_not()
     assert_eq!(kept_ages["age_is_lower_bound"], false);
 
     daemon_shows_idle_connections_and_ages(&daemon);
+    let logged = daemon.wait_for_log(
+        Duration::from_secs(10),
+        "idle connections without keepalive",
+        |line| line["fields"]["process"]["pid"].as_u64() == Some(u64::from(bare.pid())),
+    );
+    let logged = logged.unwrap_or_else(|| {
+        panic!(
+            "the daemon logs the idle client: {:#?}",
+            daemon.logged("idle connections without keepalive")
+        )
+    });
+    assert_call_site(&logged["fields"], "tt_scenario::hold_idle_connection");
     drop((bare, kept, nginx));
 }
 

@@ -796,8 +796,9 @@ fn retransmits_of_hits(hits: &[Hit], keep: &dyn Fn(&Hit) -> bool) -> Retransmits
     }
 }
 
-/// SYN and SYN-ACK retransmits from the `connect` and `accept` findings.
-fn handshake_retransmits_of_findings(trace: &Trace, cast: &Cast) -> Retransmits {
+/// Retransmits from the `connect` (clients) and `accept` (server)
+/// findings: the handshake's, and the ones after it.
+fn retransmits_of_findings(trace: &Trace, cast: &Cast) -> Retransmits {
     let sum = |kind: &str, keep: &dyn Fn(&Value) -> bool, key: &str| -> u64 {
         trace
             .findings(kind)
@@ -812,7 +813,12 @@ fn handshake_retransmits_of_findings(trace: &Trace, cast: &Cast) -> Retransmits 
             "syn_retransmits",
         )),
         syn_ack: Some(sum("accept", &|f| cast.is_server(f), "syn_ack_retransmits")),
-        ..Retransmits::default()
+        data_server: Some(sum("accept", &|f| cast.is_server(f), "data_retransmits")),
+        data_clients: Some(sum(
+            "connect",
+            &|f| cast.is_client(f) && cast.to_server(f),
+            "data_retransmits",
+        )),
     }
 }
 
@@ -950,11 +956,11 @@ fn lossy_run() -> Run {
         ("trace --json --port (events)", events),
         (
             "trace --json --port (findings)",
-            handshake_retransmits_of_findings(&every_event, &cast),
+            retransmits_of_findings(&every_event, &cast),
         ),
         (
             "trace --report-only --port",
-            handshake_retransmits_of_findings(&summary, &cast),
+            retransmits_of_findings(&summary, &cast),
         ),
         (
             "daemon --port (metrics)",
@@ -976,8 +982,7 @@ fn lossy_run() -> Run {
     let table = format!(
         "{}failed attempts (err != 0) seen by tracefs: {failed} (errors {errs:?}); \
          TcpExtTCPSpuriousRtxHostQueues a {} b {}, TcpExtTCPRetransFail a {} b {}\n\
-         summary mode reports data retransmits in no finding (only the session-wide, \
-         unfiltered count: {})\n\
+         summary mode's session-wide, unfiltered count: {}\n\
          events lost or skipped: trace --json {}, trace --report-only {}, daemon {}\n\
          trace --json counts: {}\n{}",
         table.0,

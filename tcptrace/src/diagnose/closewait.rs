@@ -8,10 +8,10 @@ use std::collections::HashMap;
 
 use tcptrace_common::TcpState;
 
+use super::idle::LiveView;
 use crate::{
     proc_fds::FdHolder,
-    snapshot::Snapshot,
-    table::{Process, SocketTable, StackRef},
+    table::{Process, StackRef},
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -24,8 +24,9 @@ pub struct LeakKey {
 pub struct Leak {
     pub sockets: u64,
     pub oldest_ns: u64,
-    /// True when the oldest socket was already in `CLOSE_WAIT` before tracing
-    /// started: its age is at least `oldest_ns`.
+    /// True when the oldest socket's entry into `CLOSE_WAIT` was not seen
+    /// (before tracing started, or its event was lost): its age is at
+    /// least `oldest_ns`.
     pub oldest_is_lower_bound: bool,
     pub fds: Vec<FdHolder>,
     pub peers: Vec<std::net::SocketAddr>,
@@ -58,16 +59,22 @@ impl Leak {
     }
 }
 
-/// Groups the sockets in `CLOSE_WAIT` now by owner and call site.
-/// `elapsed_ns` is the session length: the least age of a socket that was
-/// in `CLOSE_WAIT` before the session.
+/// Groups the sockets in `CLOSE_WAIT` now by owner and call site. A
+/// socket's time in `CLOSE_WAIT` is exact when its entry was traced; else
+/// it is at least the session's length (`view.elapsed_ns`) for one that
+/// was in `CLOSE_WAIT` at the start, and at least the time since a dump
+/// first listed it so for one whose entry was lost.
 #[must_use]
-pub fn leaks(
-    now: &Snapshot,
-    table: &SocketTable,
-    now_ns: u64,
-    elapsed_ns: u64,
-) -> HashMap<LeakKey, Leak> {
+pub fn leaks(view: &LiveView) -> HashMap<LeakKey, Leak> {
+    let &LiveView {
+        now,
+        table,
+        start,
+        first_seen,
+        births,
+        now_ns,
+        elapsed_ns,
+    } = view;
     let mut leaks: HashMap<LeakKey, Leak> = HashMap::new();
     for socket in now
         .sockets
@@ -80,7 +87,16 @@ pub fn leaks(
             .and_then(|r| r.state_since_ns);
         let (age, lower_bound) = match since {
             Some(since) => (now_ns.saturating_sub(since), false),
-            None => (elapsed_ns, true),
+            None => {
+                let (netns, local, remote) = (socket.netns, socket.local, socket.remote);
+                let at_start = start
+                    .was_close_wait(netns, local, remote)
+                    .then_some(elapsed_ns);
+                let listed = first_seen
+                    .get(netns, local, remote, TcpState::CloseWait)
+                    .map(|since| now_ns.saturating_sub(since));
+                (at_start.max(listed).unwrap_or(0), true)
+            }
         };
         let owner = traced.and_then(|r| r.owner).or_else(|| {
             socket
@@ -90,7 +106,10 @@ pub fn leaks(
         });
         let key = LeakKey {
             owner,
-            call_site: traced.and_then(|r| r.owner_stack),
+            call_site: match traced {
+                Some(record) => record.owner_stack,
+                None => births.stack_of(socket.netns, socket.inode),
+            },
         };
         let leak = leaks.entry(key).or_default();
         leak.sockets += 1;

@@ -150,6 +150,10 @@ pub struct Flow {
     /// `SYN_SENT` → ESTABLISHED (or `SYN_RECV` → ESTABLISHED for servers), microseconds.
     pub handshake_us: Histogram<u32>,
     pub syn_retransmits: u64,
+    /// Segments sent again after the handshake (data, and the FIN or the
+    /// data before it): loss on the path. `tcp_retransmit_skb` hits that
+    /// went out; summary mode replays them from each socket's history.
+    pub data_retransmits: u64,
     pub failures: ConnectFailures,
     pub owner_stacks: FastMap<StackRef, u64>,
     pub close_stacks: FastMap<StackRef, u64>,
@@ -192,6 +196,7 @@ impl Flow {
         self.recent_attempts_ns.drain(..excess);
         self.established += other.established;
         self.syn_retransmits += other.syn_retransmits;
+        self.data_retransmits += other.data_retransmits;
         self.failures.add(&other.failures);
         for (maps, theirs) in [
             (&mut self.owner_stacks, &other.owner_stacks),
@@ -234,6 +239,7 @@ impl Default for Flow {
             established: 0,
             handshake_us: histogram(),
             syn_retransmits: 0,
+            data_retransmits: 0,
             failures: ConnectFailures::default(),
             owner_stacks: FastMap::default(),
             close_stacks: FastMap::default(),
@@ -320,6 +326,7 @@ impl Flows {
             {
                 flow.syn_retransmits += 1;
             }
+            TcpEventKind::Retransmit { state: Some(_) } => flow.data_retransmits += 1,
             _ => {}
         }
     }

@@ -14,6 +14,7 @@ use tcptrace_common::TcpState;
 
 use crate::{
     first_seen::FirstSeen,
+    live_births::LiveBirths,
     owner::StartOwners,
     snapshot::Snapshot,
     table::{Process, SocketTable, StackRef},
@@ -73,6 +74,8 @@ pub struct LiveView<'a> {
     pub start: &'a StartOwners,
     /// When each live connection was first listed by a dump.
     pub first_seen: &'a FirstSeen,
+    /// Where the connections the table has no record of were opened.
+    pub births: &'a LiveBirths,
     pub now_ns: u64,
     /// The session's length: the least age of a connection established
     /// before it.
@@ -88,6 +91,7 @@ pub fn connections(view: &LiveView, idle_ms: u32) -> HashMap<ConnectionKey, Conn
         table,
         start,
         first_seen,
+        births,
         now_ns,
         elapsed_ns,
     } = *view;
@@ -118,7 +122,10 @@ pub fn connections(view: &LiveView, idle_ms: u32) -> HashMap<ConnectionKey, Conn
             } else {
                 socket.remote
             },
-            call_site: traced.and_then(|r| r.owner_stack),
+            call_site: match traced {
+                Some(record) => record.owner_stack,
+                None => births.stack_of(socket.netns, socket.inode),
+            },
         };
         let group = groups.entry(key).or_default();
         group.established += 1;
@@ -129,7 +136,12 @@ pub fn connections(view: &LiveView, idle_ms: u32) -> HashMap<ConnectionKey, Conn
             .existed(socket.netns, socket.local, socket.remote)
             .then_some(elapsed_ns);
         let listed = first_seen
-            .get(socket.netns, socket.local, socket.remote)
+            .get(
+                socket.netns,
+                socket.local,
+                socket.remote,
+                TcpState::Established,
+            )
             .map(|since| now_ns.saturating_sub(since));
         if let Some(since) = traced.and_then(|r| r.established_ns) {
             group.ages_ns.push(now_ns.saturating_sub(since));

@@ -23,6 +23,8 @@ use crate::{
 struct Pipeline {
     table: SocketTable,
     diagnoses: Diagnoses,
+    /// The sockets of the start snapshot.
+    start: StartOwners,
 }
 
 impl Pipeline {
@@ -54,8 +56,9 @@ impl Pipeline {
                 events_lost: 0,
                 sockets_untracked: 0,
                 idle_threshold: crate::findings::DEFAULT_IDLE_THRESHOLD,
-                start: &StartOwners::default(),
+                start: &self.start,
                 first_seen: &crate::first_seen::FirstSeen::default(),
+                births: &crate::live_births::LiveBirths::default(),
             },
         )
     }
@@ -347,6 +350,10 @@ fn close_wait_leak_ages_exact_or_at_least() {
         activity: None,
     };
     // One traced into CLOSE_WAIT, one already there before tracing began.
+    p.start = StartOwners::of(&Snapshot::from_sockets(
+        vec![socket("10.0.0.71:50001", 8)],
+        0,
+    ));
     let now = Snapshot::from_sockets(
         vec![socket("10.0.0.70:50000", 7), socket("10.0.0.71:50001", 8)],
         0,
@@ -382,6 +389,40 @@ fn close_wait_leak_ages_exact_or_at_least() {
         "owner from the fd scan"
     );
     assert_eq!(report.totals.close_wait_kernel, 2);
+}
+
+/// A socket in `CLOSE_WAIT` whose entry was never seen and that was not
+/// there at the start (its event was lost): its age is not the session's.
+#[test]
+fn close_wait_leak_of_a_lost_entry_claims_no_session_age() {
+    let p = Pipeline::default();
+    let socket = ExistingSocket {
+        netns: 0,
+        state: CloseWait,
+        local: "10.0.0.1:8080".parse().unwrap(),
+        remote: "10.0.0.72:50002".parse().unwrap(),
+        inode: 1009,
+        uid: 0,
+        holders: [FdHolder {
+            pid: 400,
+            fd: 9,
+            comm: "leaky".into(),
+        }]
+        .into_iter()
+        .collect(),
+        activity: None,
+    };
+    let report = p.report(&Snapshot::from_sockets(vec![socket], 0), 9 * SEC);
+    let leaks = findings(&report, |f| match f {
+        Finding::CloseWaitLeak(l) => Some(l),
+        _ => None,
+    });
+    assert_eq!(leaks.len(), 1, "{leaks:#?}");
+    assert!(leaks[0].age_is_lower_bound);
+    assert!(
+        leaks[0].oldest_age_s < 1e-6,
+        "no dump listed it before: at least 0 s, not the session's 10 s"
+    );
 }
 
 #[test]

@@ -20,6 +20,9 @@ pub struct Accept {
     /// `SYN_RECV` → ESTABLISHED of the accepted socket.
     pub handshake_us: Option<Percentiles>,
     pub syn_ack_retransmits: u64,
+    /// Segments the accepted connections sent again after the handshake,
+    /// their FINs included.
+    pub data_retransmits: u64,
 }
 
 impl Accept {
@@ -38,18 +41,21 @@ impl Accept {
             established: flow.established,
             handshake_us: Percentiles::of(&flow.handshake_us),
             syn_ack_retransmits: flow.syn_retransmits,
+            data_retransmits: flow.data_retransmits,
         })
     }
 
     pub fn write_text(&self, out: &mut impl Write) -> io::Result<()> {
         writeln!(
             out,
-            "  {} <- {}: {} established, SYN_RECV->ESTABLISHED {}, {} SYN-ACK retransmits",
+            "  {} <- {}: {} established, SYN_RECV->ESTABLISHED {}, {} SYN-ACK retransmits, {} \
+             data retransmits",
             FoldedProcess(self.process.as_ref(), &self.processes),
             self.peer,
             self.established,
             latency(self.handshake_us),
             self.syn_ack_retransmits,
+            self.data_retransmits,
         )
     }
 }

@@ -17,7 +17,10 @@ use super::{
 };
 use crate::{
     callsite::CallSite,
-    diagnose::closewait::{self, Leak},
+    diagnose::{
+        closewait::{self, Leak},
+        idle::LiveView,
+    },
 };
 
 /// File descriptors listed per row of the text report.
@@ -34,7 +37,8 @@ pub struct CloseWaitLeak {
     pub process: Option<ProcessJson>,
     pub sockets: u64,
     pub oldest_age_s: f64,
-    /// The oldest was in `CLOSE_WAIT` before tracing started: "at least".
+    /// The oldest one's entry into `CLOSE_WAIT` was not seen (before the
+    /// session, or its event was lost): its age is "at least".
     pub age_is_lower_bound: bool,
     pub fds: Vec<FdJson>,
     pub peers: Vec<String>,
@@ -51,10 +55,10 @@ impl CloseWaitLeak {
     /// code); the call sites that name no user code are one leak per
     /// process, named by the one with the most sockets; sockets without
     /// any (born before the session) one more. Most sockets first.
-    pub(super) fn all(input: &ReportInput, elapsed_ns: u64) -> Vec<Self> {
+    pub(super) fn all(input: &ReportInput, view: &LiveView) -> Vec<Self> {
         let site = |stack| input.call_sites.get(stack);
         let mut groups: HashMap<_, (Option<CallSite>, Leak)> = HashMap::new();
-        for (key, leak) in closewait::leaks(input.owned, input.table, input.now_ns, elapsed_ns) {
+        for (key, leak) in closewait::leaks(view) {
             let call_site = site(key.call_site);
             let text = call_site.as_ref().map(|s| {
                 s.user_code

@@ -25,6 +25,9 @@ pub struct Connect {
     pub established: u64,
     pub latency_us: Option<Percentiles>,
     pub syn_retransmits: u64,
+    /// Segments these connections sent again after the handshake, their
+    /// FINs included (see `Flow::data_retransmits`).
+    pub data_retransmits: u64,
     pub failures: ConnectFailures,
     pub call_site: Option<CallSite>,
 }
@@ -43,6 +46,7 @@ impl Connect {
             established: flow.established,
             latency_us: Percentiles::of(&flow.handshake_us),
             syn_retransmits: flow.syn_retransmits,
+            data_retransmits: flow.data_retransmits,
             failures: flow.failures,
             call_site: group.owner_site.clone(),
         })
@@ -52,14 +56,16 @@ impl Connect {
         let x = &self.failures;
         writeln!(
             out,
-            "  {} -> {}: {} attempts, {} established, latency {}, {} SYN retransmits; failed: \
-             {} refused, {} timed out, {} unreachable, {} reset, {} aborted, {} other",
+            "  {} -> {}: {} attempts, {} established, latency {}, {} SYN retransmits, {} data \
+             retransmits; failed: {} refused, {} timed out, {} unreachable, {} reset, {} \
+             aborted, {} other",
             FoldedProcess(self.process.as_ref(), &self.processes),
             self.peer,
             self.attempts,
             self.established,
             latency(self.latency_us),
             self.syn_retransmits,
+            self.data_retransmits,
             x.refused,
             x.timed_out,
             x.unreachable,

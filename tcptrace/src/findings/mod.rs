@@ -49,6 +49,7 @@ use crate::{
     },
     filter::{Filter, Workloads},
     first_seen::FirstSeen,
+    live_births::LiveBirths,
     owner::StartOwners,
     snapshot::Snapshot,
     table::SocketTable,
@@ -78,6 +79,8 @@ pub struct ReportInput<'a> {
     pub start: &'a StartOwners,
     /// When each live connection was first listed by a dump.
     pub first_seen: &'a FirstSeen,
+    /// Where the live connections the table has no record of were opened.
+    pub births: &'a LiveBirths,
 }
 
 pub use crate::diagnose::idle::DEFAULT_IDLE_THRESHOLD;
@@ -261,6 +264,10 @@ pub struct Totals {
     /// Sockets born while the kernel's socket map was full: their owners
     /// and histories are unknown.
     pub sockets_untracked: u64,
+    /// Walks of the kernel's socket map that failed: live connections the
+    /// trace has no record of (in summary mode, all of them) miss their
+    /// call sites.
+    pub socket_map_walks_failed: u64,
     /// Events were lost or sockets untracked: counts and attributions may
     /// be incomplete.
     pub incomplete: bool,
@@ -333,6 +340,7 @@ pub fn build_report(diagnoses: &Diagnoses, input: &ReportInput) -> Report {
         table: input.table,
         start: input.start,
         first_seen: input.first_seen,
+        births: input.births,
         now_ns: input.now_ns,
         elapsed_ns,
     };
@@ -363,6 +371,7 @@ pub fn build_report(diagnoses: &Diagnoses, input: &ReportInput) -> Report {
             .count(),
         events_lost: input.events_lost,
         sockets_untracked: input.sockets_untracked,
+        socket_map_walks_failed: input.births.walks_failed,
         incomplete: input.events_lost > 0 || input.sockets_untracked > 0,
         ..report.totals
     };
@@ -371,7 +380,7 @@ pub fn build_report(diagnoses: &Diagnoses, input: &ReportInput) -> Report {
     // the first rows of each kind and says how many more the JSON has.
     let findings = &mut report.findings;
     findings.extend(
-        CloseWaitLeak::all(input, elapsed_ns)
+        CloseWaitLeak::all(input, &view)
             .into_iter()
             .map(Finding::CloseWaitLeak),
     );

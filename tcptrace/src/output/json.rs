@@ -8,12 +8,11 @@ use std::{
 
 use serde::Serialize;
 
-use super::Sink;
+use super::{Shown, Sink};
 use crate::{
     container::ContainerLabels,
     event::{comm_str, errno_name, TcpEvent, TcpEventKind},
     findings::{Finding, Report},
-    owner::Owner,
     session::SessionCounts,
     snapshot::ExistingSocket,
 };
@@ -115,6 +114,9 @@ struct EventJson<'a> {
     retransmits: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'static str>,
+    /// The socket's record missed a transition (events were lost).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    history_incomplete: bool,
 }
 
 impl<W: Write> Sink for JsonLines<W> {
@@ -144,15 +146,10 @@ impl<W: Write> Sink for JsonLines<W> {
         }))
     }
 
-    fn event(
-        &mut self,
-        event: &TcpEvent,
-        owner: Option<&Owner>,
-        labels: Option<&ContainerLabels>,
-        unix_ns: u128,
-    ) -> io::Result<()> {
+    fn event(&mut self, event: &TcpEvent, shown: &Shown) -> io::Result<()> {
         static UNNAMED: ContainerLabels = ContainerLabels::EMPTY;
-        let labels = labels.unwrap_or(&UNNAMED);
+        let (owner, unix_ns) = (shown.owner, shown.unix_ns);
+        let labels = shown.labels.unwrap_or(&UNNAMED);
         let (kind, old, new, state) = match event.what {
             TcpEventKind::StateChange { old, new } => {
                 ("state", Some(old.name()), Some(new.name()), None)
@@ -201,6 +198,7 @@ impl<W: Write> Sink for JsonLines<W> {
             container: &labels.container,
             retransmits: event.sock.retransmits,
             error: event.error.map(errno_name),
+            history_incomplete: shown.history_incomplete,
         };
         self.line(&record)
     }

@@ -15,20 +15,26 @@ use crate::{
     session::SessionCounts, snapshot::ExistingSocket,
 };
 
+/// What is known around an event when it is shown.
+pub struct Shown<'a> {
+    pub owner: Option<&'a Owner<'a>>,
+    /// The names of the owner's workload, when known.
+    pub labels: Option<&'a ContainerLabels>,
+    /// Wall-clock time of the event.
+    pub unix_ns: u128,
+    /// The socket's record missed a transition (events were lost): what
+    /// it says of the socket's past may be incomplete.
+    pub history_incomplete: bool,
+}
+
 /// Where a session writes what it sees.
 pub trait Sink {
     /// Called once after attaching, before any event.
     fn start(&mut self, existing: &[ExistingSocket], shown_existing: usize) -> io::Result<()>;
     /// A pre-existing socket that passes the filters.
     fn existing(&mut self, socket: &ExistingSocket) -> io::Result<()>;
-    /// An event, with the names of its owner's workload when known.
-    fn event(
-        &mut self,
-        event: &TcpEvent,
-        owner: Option<&Owner>,
-        labels: Option<&ContainerLabels>,
-        unix_ns: u128,
-    ) -> io::Result<()>;
+    /// An event, with what is known around it.
+    fn event(&mut self, event: &TcpEvent, shown: &Shown) -> io::Result<()>;
     fn summary(&mut self, summary: &SessionCounts) -> io::Result<()>;
     /// The diagnosis report at the end of a session.
     fn report(&mut self, report: &Report) -> io::Result<()>;

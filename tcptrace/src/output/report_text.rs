@@ -46,6 +46,14 @@ pub fn write_report(out: &mut impl Write, report: &Report) -> io::Result<()> {
             t.sockets_untracked
         )?;
     }
+    if t.socket_map_walks_failed > 0 {
+        writeln!(
+            out,
+            "WARNING: the kernel's socket map could not be read ({} times): live connections \
+             may miss their call sites",
+            t.socket_map_walks_failed
+        )?;
+    }
 
     for section in Section::ALL {
         write_section(out, report, section)?;

@@ -7,13 +7,11 @@ use std::{
 
 use tcptrace_common::TcpState;
 
-use super::Sink;
+use super::{Shown, Sink};
 use crate::{
     clock::write_time_of_day,
-    container::ContainerLabels,
     event::{comm_str, TcpEvent, TcpEventKind},
     findings::Report,
-    owner::Owner,
     session::SessionCounts,
     snapshot::ExistingSocket,
 };
@@ -78,14 +76,9 @@ impl<W: Write> Sink for TextLines<W> {
     }
 
     /// The live line names the process; workload names are in the report.
-    fn event(
-        &mut self,
-        event: &TcpEvent,
-        owner: Option<&Owner>,
-        _labels: Option<&ContainerLabels>,
-        unix_ns: u128,
-    ) -> io::Result<()> {
-        write_time_of_day(&mut self.out, unix_ns)?;
+    fn event(&mut self, event: &TcpEvent, shown: &Shown) -> io::Result<()> {
+        let owner = shown.owner;
+        write_time_of_day(&mut self.out, shown.unix_ns)?;
         match owner {
             Some(owner) => write!(self.out, " {:>7} {:<16}", owner.pid, Escaped(&owner.comm))?,
             None => write!(self.out, " {:>7} {:<16}", "-", "-")?,
@@ -108,6 +101,9 @@ impl<W: Write> Sink for TextLines<W> {
                     Escaped(&comm_str(&actor.comm))
                 )?;
             }
+        }
+        if shown.history_incomplete {
+            write!(self.out, "  (history incomplete: events lost)")?;
         }
         writeln!(self.out)
     }
@@ -161,6 +157,14 @@ impl<W: Write> Sink for TextLines<W> {
                 "# WARNING: the kernel skipped {} program runs (one nested in another on a CPU): \
                  those events were never seen, and counts may be incomplete",
                 s.kernel.runs_skipped
+            )?;
+        }
+        if c.records_replaced > 0 {
+            writeln!(
+                self.out,
+                "# WARNING: {} sockets were never seen closing (their address was reused first): \
+                 events were lost, and counts may be incomplete",
+                c.records_replaced
             )?;
         }
         if c.decode_errors > 0 {

@@ -112,8 +112,18 @@ fn kernel_layout(btf: &Btf) -> Result<KernelLayout> {
             "sock",
             &["__sk_common", "skc_v6_rcv_saddr"],
         )?)?,
+        sock_socket: optional("sock", &["sk_socket"]),
+        socket_ino: socket_ino(btf).unwrap_or(0),
         ..preempt_count_path(btf).unwrap_or_default()
     })
+}
+
+/// From a `struct socket` to its inode number: the socket is the first
+/// half of a `struct socket_alloc`, its inode the second.
+fn socket_ino(btf: &Btf) -> Option<u32> {
+    let socket = member_offset(btf, "socket_alloc", &["socket"]).ok()?;
+    let ino = member_offset(btf, "socket_alloc", &["vfs_inode", "i_ino"]).ok()?;
+    u32::try_from(ino.checked_sub(socket)?).ok()
 }
 
 /// The way from the current task to this CPU's `preempt_count`:

@@ -15,7 +15,9 @@ use super::{
     btf,
     hooks::{self, Attach, Hook},
     object::EBPF_OBJECT,
-    preflight, program_stats, tracefs,
+    preflight, program_stats,
+    socket_map::SocketMap,
+    tracefs,
 };
 use crate::{event::layout::RecordLayouts, filter::KernelCriteria};
 
@@ -84,6 +86,8 @@ pub struct Probe {
     /// Optional hooks not attached, with what that costs.
     missing: Vec<String>,
     pub layouts: RecordLayouts,
+    /// `SOCKS`' capacity.
+    socket_map_entries: u32,
 }
 
 impl Probe {
@@ -183,6 +187,7 @@ impl Probe {
             ebpf,
             missing,
             layouts,
+            socket_map_entries: options.socket_map_entries,
         })
     }
 
@@ -273,6 +278,18 @@ impl Probe {
             rejected: HashMap::try_from(take("REJECTED_CGROUPS")?)?,
             known: crate::FastSet::default(),
         })
+    }
+
+    /// The kernel's record of each socket it follows; can be taken once.
+    pub fn take_socket_map(&mut self) -> Result<SocketMap> {
+        let map = self
+            .ebpf
+            .take_map("SOCKS")
+            .context("map SOCKS already taken or missing from the eBPF object")?;
+        Ok(SocketMap::new(
+            HashMap::try_from(map)?,
+            self.socket_map_entries,
+        ))
     }
 
     /// Tells the kernel who owns a listener that existed before the probe,

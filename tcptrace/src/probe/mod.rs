@@ -7,9 +7,11 @@ mod load;
 pub mod object;
 pub mod preflight;
 mod program_stats;
+mod socket_map;
 pub mod tracefs;
 
 pub use load::{
     Counters, FilterMaps, Probe, ProbeOptions, DEFAULT_SOCKET_MAP_ENTRIES,
     DEFAULT_STACK_RING_BYTES, SOCKET_MAP_ENTRIES_RANGE,
 };
+pub use socket_map::SocketMap;

@@ -1,0 +1,54 @@
+//! The kernel's record of each socket it follows (`SOCKS`), read from
+//! userspace. Summary mode sends nothing while a connection lives, so this
+//! is where a live connection's owner and birth call site are found; the
+//! key is the socket's address, which no socket dump gives, so a record is
+//! matched by the inode the kernel stored at connect or accept.
+
+use anyhow::{Context, Result};
+use aya::maps::{HashMap, MapData};
+use tcptrace_common::{SockInfo, Task};
+
+use crate::{FastMap, FastSet};
+
+pub struct SocketMap {
+    records: HashMap<MapData, u64, SockInfo>,
+    /// The map's capacity: a walk reads at most twice as many keys (a key
+    /// deleted under the walk restarts it from the first).
+    capacity: usize,
+}
+
+impl SocketMap {
+    pub(super) fn new(records: HashMap<MapData, u64, SockInfo>, capacity: u32) -> Self {
+        Self {
+            records,
+            capacity: usize::try_from(capacity).unwrap_or(usize::MAX),
+        }
+    }
+
+    /// The owners (with their birth captures) of the sockets `wanted`
+    /// (network namespace, inode), in one walk of the map: two system calls
+    /// per socket the kernel follows, so callers ask only for what they miss.
+    pub fn owners_of(&self, wanted: &FastSet<(u32, u64)>) -> Result<FastMap<(u32, u64), Task>> {
+        let mut found = FastMap::default();
+        if wanted.is_empty() {
+            return Ok(found);
+        }
+        for entry in self.records.iter().take(self.capacity.saturating_mul(2)) {
+            let (_, record) = match entry {
+                Ok(entry) => entry,
+                // Deleted between its key and its value: a socket that
+                // just closed.
+                Err(aya::maps::MapError::KeyNotFound) => continue,
+                Err(error) => return Err(error).context("reading the kernel's socket map"),
+            };
+            let key = (record.netns, record.inode);
+            if record.inode != 0 && wanted.contains(&key) {
+                found.insert(key, record.owner);
+                if found.len() == wanted.len() {
+                    break;
+                }
+            }
+        }
+        Ok(found)
+    }
+}
