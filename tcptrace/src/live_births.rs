@@ -1,8 +1,8 @@
-//! Where live connections were opened, for the ones the socket table has
-//! no record of. Summary mode (the daemon, `trace --report-only`) sends
-//! nothing while a connection lives, so an idle connection's call site is
-//! read from the kernel's socket map, matched by the inode a socket dump
-//! reports. What was found is kept while the connection lives: the map is
+//! Where and when live connections were opened, for the ones the socket
+//! table has no record of. Summary mode (the daemon, `trace --report-only`)
+//! sends nothing while a connection lives, so an idle connection's call
+//! site and its age are read from the kernel's socket map, matched by the
+//! inode a socket dump reports. What was found is kept while the connection lives: the map is
 //! walked only when a dump lists a connection not looked up before.
 
 use anyhow::Result;
@@ -15,23 +15,39 @@ use crate::{
 
 #[derive(Default)]
 pub struct LiveBirths {
-    /// (network namespace, inode) → the capture taken where the connection
-    /// was opened; `None` when the kernel had none (no stack, or a socket
-    /// born before tracing started).
-    by_inode: FastMap<(u32, u64), Option<StackRef>>,
+    /// By (network namespace, inode); the default when the kernel had no
+    /// record (a socket born before tracing started, or not followed).
+    by_inode: FastMap<(u32, u64), Birth>,
     /// Walks of the kernel's socket map that failed: those connections'
     /// call sites stay unknown until a later walk succeeds.
     pub walks_failed: u64,
+}
+
+/// What the kernel knew of a live connection's start.
+#[derive(Clone, Copy, Default)]
+struct Birth {
+    /// The capture taken where it was opened.
+    stack: Option<StackRef>,
+    /// When it was established (`CLOCK_MONOTONIC`).
+    established_ns: Option<u64>,
 }
 
 impl LiveBirths {
     /// The capture taken where this live connection was opened.
     #[must_use]
     pub fn stack_of(&self, netns: u32, inode: u64) -> Option<StackRef> {
-        self.by_inode.get(&(netns, inode)).copied().flatten()
+        self.by_inode.get(&(netns, inode)).and_then(|b| b.stack)
     }
 
-    /// Learns the births of the ESTABLISHED connections in `now` that
+    /// When this live connection was established, if the kernel saw it.
+    #[must_use]
+    pub fn established_ns(&self, netns: u32, inode: u64) -> Option<u64> {
+        self.by_inode
+            .get(&(netns, inode))
+            .and_then(|b| b.established_ns)
+    }
+
+    /// Learns the births of the ESTABLISHED and `CLOSE_WAIT` connections in `now` that
     /// `table` has no record of, and forgets the connections gone.
     pub fn update(
         &mut self,
@@ -43,7 +59,8 @@ impl LiveBirths {
         let live: FastSet<(u32, u64)> = now
             .sockets
             .iter()
-            .filter(|s| s.state == TcpState::Established && s.inode != 0)
+            .filter(|s| matches!(s.state, TcpState::Established | TcpState::CloseWait))
+            .filter(|s| s.inode != 0)
             .filter(|s| table.find(s.netns, s.local, s.remote).is_none())
             .map(|s| (s.netns, s.inode))
             .collect();
@@ -53,17 +70,22 @@ impl LiveBirths {
             .filter(|key| !self.by_inode.contains_key(key))
             .collect();
         if !wanted.is_empty() {
-            let owners = map
-                .owners_of(&wanted)
+            let records = map
+                .records_of(&wanted)
                 .inspect_err(|_| self.walks_failed += 1)?;
             for key in wanted {
-                let stack = owners.get(&key).and_then(StackRef::of_task);
-                self.by_inode.insert(key, stack);
+                let birth = records
+                    .get(&key)
+                    .map_or_else(Birth::default, |record| Birth {
+                        stack: StackRef::of_task(&record.owner),
+                        established_ns: Some(record.history.established_ns).filter(|&ns| ns != 0),
+                    });
+                self.by_inode.insert(key, birth);
             }
         }
         // A capture is canonical once unwound (see `CallSites::canonical`).
-        for stack in self.by_inode.values_mut().flatten() {
-            *stack = call_sites.canonical(*stack);
+        for birth in self.by_inode.values_mut() {
+            birth.stack = birth.stack.map(|stack| call_sites.canonical(stack));
         }
         Ok(())
     }

@@ -155,6 +155,12 @@ fn idle_connection_without_keepalive_is_reported_and_one_with_keepalive_is_not()
     });
     assert_eq!(in_summary["sockets"], 1, "{in_summary:#}");
     assert_call_site(in_summary, "tt_scenario::hold_idle_connection");
+    // Its age from the kernel's record, not from the dumps.
+    assert_eq!(in_summary["age_is_lower_bound"], false, "{in_summary:#}");
+    assert!(
+        f64_of(in_summary, "oldest_age_s") >= HOLD.as_secs_f64(),
+        "{in_summary:#}"
+    );
 
     let idle: Vec<&Value> = trace.findings("idle_connections").collect();
     let bare_idle = of_pid(&idle, bare.pid()).unwrap_or_else(|| {

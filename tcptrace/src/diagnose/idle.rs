@@ -143,7 +143,11 @@ pub fn connections(view: &LiveView, idle_ms: u32) -> HashMap<ConnectionKey, Conn
                 TcpState::Established,
             )
             .map(|since| now_ns.saturating_sub(since));
-        if let Some(since) = traced.and_then(|r| r.established_ns) {
+        let established = match traced {
+            Some(record) => record.established_ns,
+            None => births.established_ns(socket.netns, socket.inode),
+        };
+        if let Some(since) = established {
             group.ages_ns.push(now_ns.saturating_sub(since));
         } else if let Some(at_least) = existed.max(listed) {
             group.ages_ns.push(at_least);

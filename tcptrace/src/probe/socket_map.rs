@@ -6,7 +6,7 @@
 
 use anyhow::{Context, Result};
 use aya::maps::{HashMap, MapData};
-use tcptrace_common::{SockInfo, Task};
+use tcptrace_common::SockInfo;
 
 use crate::{FastMap, FastSet};
 
@@ -25,10 +25,13 @@ impl SocketMap {
         }
     }
 
-    /// The owners (with their birth captures) of the sockets `wanted`
-    /// (network namespace, inode), in one walk of the map: two system calls
-    /// per socket the kernel follows, so callers ask only for what they miss.
-    pub fn owners_of(&self, wanted: &FastSet<(u32, u64)>) -> Result<FastMap<(u32, u64), Task>> {
+    /// The kernel's records of the sockets `wanted` (network namespace,
+    /// inode), in one walk of the map: two system calls per socket the
+    /// kernel follows, so callers ask only for what they miss.
+    pub fn records_of(
+        &self,
+        wanted: &FastSet<(u32, u64)>,
+    ) -> Result<FastMap<(u32, u64), SockInfo>> {
         let mut found = FastMap::default();
         if wanted.is_empty() {
             return Ok(found);
@@ -43,7 +46,7 @@ impl SocketMap {
             };
             let key = (record.netns, record.inode);
             if record.inode != 0 && wanted.contains(&key) {
-                found.insert(key, record.owner);
+                found.insert(key, record);
                 if found.len() == wanted.len() {
                     break;
                 }
