@@ -9,7 +9,8 @@ use aya_ebpf::{
     EbpfContext,
 };
 use tcptrace_common::{
-    Counter, EventKind, SockInfo, Task, OWNER_FROM_LISTENER, RAW_RECORD_LEN, SEEN_MID_LIFE,
+    Counter, EventKind, SockInfo, Task, CLOSER_KNOWN, CTX_PROCESS, OWNER_FROM_LISTENER,
+    RAW_RECORD_LEN, SEEN_MID_LIFE,
 };
 
 use crate::{
@@ -57,6 +58,43 @@ pub fn on_retransmit_raw(ctx: &RawTracePointContext) {
     retransmit(skaddr, err, &record, || socket_ports(skaddr));
 }
 
+/// Summary mode, before a closing-phase retransmit's own record: the
+/// socket's life so far, as the summary its close would have sent, and the
+/// history starts again from here. Userspace then meets the socket whole
+/// (owner, role, call site) rather than as one seen mid-life, the
+/// retransmit counts where the socket belongs, and the close's summary
+/// covers only what follows.
+#[inline(always)]
+fn send_life_so_far(skaddr: u64, known: *mut SockInfo, info: &SockInfo, now: u64) {
+    if info.history.path_len < 2 {
+        return; // sent already (at CLOSE_WAIT, or at an earlier retransmit)
+    }
+    let closer_known = info.flags & CLOSER_KNOWN != 0;
+    emit(&Record {
+        kind: EventKind::Summary,
+        // The transition it ends with is the one into the current state.
+        ts_ns: if info.state_since_ns != 0 {
+            info.state_since_ns
+        } else {
+            now
+        },
+        context: if closer_known { CTX_PROCESS } else { 0 },
+        skaddr,
+        sock: info,
+        actor: if closer_known {
+            &info.closer
+        } else {
+            &Task::NOBODY
+        },
+        in_state_ns: 0,
+        sk_err: 0,
+        raw_from: skaddr as *const u8,
+        raw_len: RAW_RECORD_LEN as u32,
+    });
+    // SAFETY: `known` points into the SOCKS map's value, valid for this program run.
+    unsafe { (*known).history.restart(info.history.last_state()) };
+}
+
 /// What a retransmit record carries in `raw`.
 struct Copied {
     kind: EventKind,
@@ -77,7 +115,8 @@ fn retransmit(
         return;
     }
     let summary = settings().summary != 0;
-    let info = match SOCKS.get_ptr_mut(skaddr) {
+    let known = SOCKS.get_ptr_mut(skaddr);
+    let info = match known {
         // SAFETY: a pointer into the SOCKS map's value, valid for this program run; updates of one socket race only with its own softirq work, which sees a whole record.
         Some(known) => unsafe {
             (*known).retransmits += 1;
@@ -103,9 +142,13 @@ fn retransmit(
     if !allows(&info, &Task::NOBODY, ports) {
         return;
     }
+    // SAFETY: a BPF helper with no memory arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if let (true, Some(known)) = (summary, known) {
+        send_life_so_far(skaddr, known, &info, now);
+    }
     emit(&Record {
-        // SAFETY: a BPF helper with no memory arguments.
-        ts_ns: unsafe { bpf_ktime_get_ns() },
+        ts_ns: now,
         kind: record.kind,
         context: 0,
         skaddr,
