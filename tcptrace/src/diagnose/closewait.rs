@@ -85,18 +85,17 @@ pub fn leaks(view: &LiveView) -> HashMap<LeakKey, Leak> {
         let since = traced
             .filter(|r| r.state == TcpState::CloseWait)
             .and_then(|r| r.state_since_ns);
-        let (age, lower_bound) = match since {
-            Some(since) => (now_ns.saturating_sub(since), false),
-            None => {
-                let (netns, local, remote) = (socket.netns, socket.local, socket.remote);
-                let at_start = start
-                    .was_close_wait(netns, local, remote)
-                    .then_some(elapsed_ns);
-                let listed = first_seen
-                    .get(netns, local, remote, TcpState::CloseWait)
-                    .map(|since| now_ns.saturating_sub(since));
-                (at_start.max(listed).unwrap_or(0), true)
-            }
+        let (age, lower_bound) = if let Some(since) = since {
+            (now_ns.saturating_sub(since), false)
+        } else {
+            let (netns, local, remote) = (socket.netns, socket.local, socket.remote);
+            let at_start = start
+                .was_close_wait(netns, local, remote)
+                .then_some(elapsed_ns);
+            let listed = first_seen
+                .get(netns, local, remote, TcpState::CloseWait)
+                .map(|since| now_ns.saturating_sub(since));
+            (at_start.max(listed).unwrap_or(0), true)
         };
         let owner = traced.and_then(|r| r.owner).or_else(|| {
             socket

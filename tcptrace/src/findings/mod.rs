@@ -335,15 +335,7 @@ pub fn build_report(diagnoses: &Diagnoses, input: &ReportInput) -> Report {
         Reverse(l.keepalive_timeouts + l.retransmit_timeouts + l.reset_after_silence)
     });
     let idle_ms = u32::try_from(input.idle_threshold.as_millis()).unwrap_or(u32::MAX);
-    let view = idle::LiveView {
-        now: input.owned,
-        table: input.table,
-        start: input.start,
-        first_seen: input.first_seen,
-        births: input.births,
-        now_ns: input.now_ns,
-        elapsed_ns,
-    };
+    let view = live_view(input, elapsed_ns);
     let live = idle::connections(&view, idle_ms);
     let mut idle: Vec<IdleConnections> = live
         .iter()
@@ -440,4 +432,17 @@ fn by_destination(snapshot: &Snapshot, state: TcpState) -> HashMap<(u32, SocketA
             .or_default() += 1;
     }
     counts
+}
+
+/// The live connections as the report looks at them.
+fn live_view<'a>(input: &ReportInput<'a>, elapsed_ns: u64) -> idle::LiveView<'a> {
+    idle::LiveView {
+        now: input.owned,
+        table: input.table,
+        start: input.start,
+        first_seen: input.first_seen,
+        births: input.births,
+        now_ns: input.now_ns,
+        elapsed_ns,
+    }
 }
