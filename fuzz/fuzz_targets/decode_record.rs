@@ -18,7 +18,7 @@ use serde_json::Value;
 use tcptrace::{
     event::{comm_str, decode, decode_user_stack, layout::RecordLayouts},
     filter::Filter,
-    output::{JsonLines, Sink, TextLines},
+    output::{JsonLines, Shown, Sink, TextLines},
     pipeline::Pipeline,
     probe::Counters,
     snapshot::Snapshot,
@@ -104,18 +104,14 @@ fuzz_target!(|data: &[u8]| {
             let mut text_sink = TextLines::new(&mut text);
             pipeline
                 .handle::<std::io::Error>(&record, &mut |seen| {
-                    json_sink.event(
-                        seen.event,
-                        seen.owner,
-                        seen.labels,
-                        1_700_000_000_000_000_000,
-                    )?;
-                    text_sink.event(
-                        seen.event,
-                        seen.owner,
-                        seen.labels,
-                        1_700_000_000_000_000_000,
-                    )
+                    let shown = Shown {
+                        owner: seen.owner,
+                        labels: seen.labels,
+                        unix_ns: 1_700_000_000_000_000_000,
+                        history_incomplete: seen.record.is_some_and(|r| r.history_incomplete),
+                    };
+                    json_sink.event(seen.event, &shown)?;
+                    text_sink.event(seen.event, &shown)
                 })
                 .expect("writing to memory");
             drop((json_sink, text_sink));

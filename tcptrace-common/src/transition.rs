@@ -13,7 +13,8 @@
 
 use crate::state::{
     raw::{
-        CLOSE, CLOSE_WAIT, CLOSING, ESTABLISHED, FIN_WAIT1, LAST_ACK, LISTEN, SYN_RECV, SYN_SENT,
+        CLOSE, CLOSE_WAIT, CLOSING, ESTABLISHED, FIN_WAIT1, FIN_WAIT2, LAST_ACK, LISTEN, SYN_RECV,
+        SYN_SENT,
     },
     TcpState,
 };
@@ -50,6 +51,33 @@ pub const fn sends_fin(old: i32, new: i32) -> bool {
         (old, new),
         (ESTABLISHED | SYN_RECV, FIN_WAIT1) | (CLOSE_WAIT, LAST_ACK)
     )
+}
+
+/// A `connect()` completed its handshake: the time spent in `SYN_SENT`
+/// is the connect latency.
+#[inline(always)]
+#[must_use]
+pub const fn connect_completed(old: i32, new: i32) -> bool {
+    old == SYN_SENT && new == ESTABLISHED
+}
+
+/// A `connect()` failed: the socket closed from `SYN_SENT` (refused,
+/// timed out, unreachable, or abandoned by its owner).
+#[inline(always)]
+#[must_use]
+pub const fn connect_failed(old: i32, new: i32) -> bool {
+    old == SYN_SENT && new == CLOSE
+}
+
+/// The socket hands its connection over to a timewait socket, which holds
+/// the port for 60 s (when it closes without an error): `TIME_WAIT`, or
+/// `FIN_WAIT2` when the peer has not sent its FIN yet (an orphan after
+/// `close()`; `sock_diag` lists those as `FIN_WAIT2`). No tracepoint tells
+/// the two apart, nor fires when one turns into the other.
+#[inline(always)]
+#[must_use]
+pub const fn hands_over_to_timewait(old: i32, new: i32) -> bool {
+    matches!(old, FIN_WAIT2 | CLOSING) && new == CLOSE
 }
 
 /// The moments of a life the kernel keeps in summary mode (and the socket
@@ -207,6 +235,24 @@ impl TcpState {
         moment(old.raw(), new.raw())
     }
 
+    /// See [`connect_completed`].
+    #[must_use]
+    pub const fn connect_completed(old: Self, new: Self) -> bool {
+        connect_completed(old.raw(), new.raw())
+    }
+
+    /// See [`connect_failed`].
+    #[must_use]
+    pub const fn connect_failed(old: Self, new: Self) -> bool {
+        connect_failed(old.raw(), new.raw())
+    }
+
+    /// See [`hands_over_to_timewait`].
+    #[must_use]
+    pub const fn hands_over_to_timewait(old: Self, new: Self) -> bool {
+        hands_over_to_timewait(old.raw(), new.raw())
+    }
+
     /// See [`closing_side`].
     #[must_use]
     pub const fn closing_side(old: Self, new: Self, in_syscall: bool) -> Option<Side> {
@@ -223,7 +269,6 @@ impl TcpState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::raw::*;
 
     /// Applies `classify` along a sequence of `(old, new, in_syscall)` and
     /// returns the roles, as the kernel program would see them.
@@ -233,6 +278,17 @@ mod tests {
             out[i] = classify(old, new, syscall, false);
         }
         out
+    }
+
+    #[test]
+    fn connect_outcomes_and_the_timewait_hand_over() {
+        assert!(connect_completed(SYN_SENT, ESTABLISHED));
+        assert!(!connect_completed(SYN_RECV, ESTABLISHED), "an accept");
+        assert!(connect_failed(SYN_SENT, CLOSE));
+        assert!(!connect_failed(ESTABLISHED, CLOSE));
+        assert!(hands_over_to_timewait(FIN_WAIT2, CLOSE));
+        assert!(hands_over_to_timewait(CLOSING, CLOSE));
+        assert!(!hands_over_to_timewait(LAST_ACK, CLOSE), "the passive side");
     }
 
     #[test]

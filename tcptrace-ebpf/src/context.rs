@@ -135,8 +135,7 @@ pub fn current_task(stack: StackFor, now: u64) -> Task {
         StackFor::Accept => STACK_KIND_ACCEPT,
         StackFor::EofRead => STACK_KIND_EOF,
     };
-    if settings.capture_stacks == 0 || task.tgid == settings.tracer_tgid || !allows_capture(&task)
-    {
+    if settings.capture_stacks == 0 || task.tgid == settings.tracer_tgid || !allows_capture(&task) {
         return task;
     }
     // A capture costs a microsecond or two: when sampling, reuse the one
@@ -315,11 +314,7 @@ fn stack_left(mm: u64, sp: u64) -> u64 {
 /// the stack mapping, but another thread's stack or a small environment
 /// above `start_stack` can leave less than `USER_STACK_BYTES` mapped.
 #[inline(always)]
-fn copy_user_stack(
-    sp: u64,
-    wanted: u64,
-    into: &mut [u8; USER_STACK_BYTES],
-) -> Result<u32, ()> {
+fn copy_user_stack(sp: u64, wanted: u64, into: &mut [u8; USER_STACK_BYTES]) -> Result<u32, ()> {
     // 256 bytes at least: a system call this close to `start_stack` reads
     // a little of the argument area above it, which is mapped.
     let mut size = wanted.clamp(256, USER_STACK_BYTES as u64) as u32;
@@ -332,9 +327,8 @@ fn copy_user_stack(
         }
         // SAFETY: a probe read checks the user addresses; `bounded` bytes
         // fit in `into`.
-        let read = unsafe {
-            gen::bpf_probe_read_user(into.as_mut_ptr().cast(), bounded, sp as *const _)
-        };
+        let read =
+            unsafe { gen::bpf_probe_read_user(into.as_mut_ptr().cast(), bounded, sp as *const _) };
         if read == 0 {
             return Ok(bounded);
         }

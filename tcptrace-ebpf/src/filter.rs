@@ -49,8 +49,8 @@ fn kernel_filter() -> &'static KernelFilter {
 pub fn allows(info: &SockInfo, actor: &Task, ports: impl FnOnce() -> Option<(u16, u16)>) -> bool {
     let filter = kernel_filter();
     let ports = if filter.by_port != 0 { ports() } else { None };
-    let pass = filter.passes(&Maps, &info.owner, actor, ports)
-        && !rejected_cgroup(filter, info.cgroup_id);
+    let pass =
+        filter.passes(&Maps, &info.owner, actor, ports) && !rejected_cgroup(filter, info.cgroup_id);
     if !pass {
         count(Counter::FilteredOut);
     }

@@ -4,12 +4,12 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use tcptrace_common::{
-    AcceptLayout, Counter, KernelFilter, KernelLayout, Listener, ListenerKey, PortsAt,
-    ResetLayout, RetransmitLayout, Settings, SockInfo, StackSample, StackSampleKey, StateLayout,
-    UserStack, COUNTER_SLOTS, TASK_COMM_LEN,
-};
 use tcptrace_common::filter::FILTER_VALUES;
+use tcptrace_common::{
+    AcceptLayout, Counter, KernelFilter, KernelLayout, Listener, ListenerKey, PortsAt, ResetLayout,
+    RetransmitLayout, Settings, SockInfo, StackSample, StackSampleKey, StateLayout, UserStack,
+    COUNTER_SLOTS, TASK_COMM_LEN,
+};
 
 /// Records to userspace. Userspace may resize it before load.
 #[map]

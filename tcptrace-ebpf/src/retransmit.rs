@@ -103,12 +103,7 @@ struct Copied {
 }
 
 #[inline(always)]
-fn retransmit(
-    skaddr: u64,
-    err: i32,
-    record: &Copied,
-    ports: impl FnOnce() -> Option<(u16, u16)>,
-) {
+fn retransmit(skaddr: u64, err: i32, record: &Copied, ports: impl FnOnce() -> Option<(u16, u16)>) {
     // An attempt that did not go out is no retransmit.
     if err != 0 {
         count(Counter::RetransmitsFailed);

@@ -1,6 +1,7 @@
 //! `sock:inet_sock_set_state`: the probe point inside `tcp_set_state`.
 //!
-//! Attribution rules (see DESIGN.md): only transitions that run in a system
+//! Attribution rules (docs/ARCHITECTURE.md, "Attribution rules and the
+//! kernel facts behind them"): only transitions that run in a system
 //! call of the acting process may name it. connect() (CLOSE→SYN_SENT) and
 //! listen() (CLOSE→LISTEN) create the owner record; a passive child
 //! (LISTEN→SYN_RECV, softirq) inherits the owner of its listener; close,
@@ -14,12 +15,11 @@ use aya_ebpf::{
     EbpfContext,
 };
 use tcptrace_common::{
-    transition::{classify, depends_on_context, summary_sent_on, Attribution},
     state::raw::{CLOSE, CLOSE_WAIT, ESTABLISHED, LISTEN},
-    Counter, EventKind, Listener, SockInfo, Task, CLOSER_KNOWN, CTX_PROCESS,
-    IPPROTO_TCP, OWNER_FROM_ACCEPT, OWNER_FROM_LISTENER, OWNER_FROM_SYSCALL, PEER_SENT_DATA,
-    PEER_SILENCE_KNOWN, RAW_RECORD_LEN,
-    SEEN_MID_LIFE,
+    transition::{classify, depends_on_context, summary_sent_on, Attribution},
+    Counter, EventKind, Listener, SockInfo, Task, CLOSER_KNOWN, CTX_PROCESS, IPPROTO_TCP,
+    OWNER_FROM_ACCEPT, OWNER_FROM_LISTENER, OWNER_FROM_SYSCALL, PEER_SENT_DATA, PEER_SILENCE_KNOWN,
+    RAW_RECORD_LEN, SEEN_MID_LIFE,
 };
 
 use crate::{
@@ -29,8 +29,7 @@ use crate::{
     maps::{count, settings, state_layout, LAST_RESET_SOCK, LISTENERS, SCRATCH, SOCKS},
     sock::{
         error_of, inode_of, listener_key_of, local_port_of, netns_of, peer_sent_data,
-        peer_silent_jiffies,
-        protocol_of,
+        peer_silent_jiffies, protocol_of,
     },
 };
 

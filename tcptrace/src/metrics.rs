@@ -395,8 +395,7 @@ impl DaemonMetrics {
                     Some(Birth::Listener) | None => {}
                 }
                 // connect() latency: SYN_SENT to ESTABLISHED.
-                if let ((TcpState::SynSent, TcpState::Established), Some(ns)) =
-                    ((old, new), event.in_state_ns)
+                if let (true, Some(ns)) = (TcpState::connect_completed(old, new), event.in_state_ns)
                 {
                     process.connect_latency.observe_ns(ns);
                     self.peer(record.remote, ts_ns)
@@ -438,11 +437,11 @@ impl DaemonMetrics {
         let (Some(record), event) = (seen.record, seen.event) else {
             return;
         };
-        let TcpEventKind::StateChange { old, .. } = event.what else {
+        let TcpEventKind::StateChange { old, new } = event.what else {
             return;
         };
         let gave_up = record.retransmits.fin > 0 && event.error == Some(libc::ETIMEDOUT);
-        let failed_connect = old == TcpState::SynSent;
+        let failed_connect = TcpState::connect_failed(old, new);
         let by_caller = event.actor.is_some();
         let lost = lost::cause(record, event, self.long_ns);
 

@@ -1,4 +1,4 @@
-//! Real programs in the languages of USER-STORIES.md ("Who runs it, and on
+//! Real programs in the languages of docs/INCIDENTS.md ("Who runs it, and on
 //! what"): their call sites must name the user's function in *that*
 //! language, their owners the process (not a thread, not nginx's master).
 //!

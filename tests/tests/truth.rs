@@ -64,6 +64,21 @@ struct Figures {
     time_wait_clients: u64,
 }
 
+/// The kernel's figures of a run: the clients' namespace connects
+/// (`TcpActiveOpens`, `TcpAttemptFails`), the server's accepts
+/// (`TcpPassiveOpens`, each one served), and each side's `TIME_WAIT`.
+fn kernel_figures(hosts: &HostPair) -> Figures {
+    let (server, clients) = (nstat(&hosts.a), nstat(&hosts.b));
+    Figures {
+        connects: clients["TcpActiveOpens"],
+        refused: clients["TcpAttemptFails"],
+        accepted: server["TcpPassiveOpens"],
+        served: server["TcpPassiveOpens"],
+        time_wait_server: ss_count(&hosts.a, "time-wait"),
+        time_wait_clients: ss_count(&hosts.b, "time-wait"),
+    }
+}
+
 #[test]
 fn every_mode_agrees_with_the_kernels_counters() {
     require_root();
@@ -85,16 +100,7 @@ fn every_mode_agrees_with_the_kernels_counters() {
     drive(&hosts);
     settle(&hosts, Duration::from_secs(20));
 
-    let kernel_a = nstat(&hosts.a);
-    let kernel_b = nstat(&hosts.b);
-    let kernel = Figures {
-        connects: kernel_b["TcpActiveOpens"],
-        refused: kernel_b["TcpAttemptFails"],
-        accepted: kernel_a["TcpPassiveOpens"],
-        served: kernel_a["TcpPassiveOpens"],
-        time_wait_server: ss_count(&hosts.a, "time-wait"),
-        time_wait_clients: ss_count(&hosts.b, "time-wait"),
-    };
+    let kernel = kernel_figures(&hosts);
     let listening = ss_count(&hosts.a, "listening");
     let nginx_listeners = |scrape: &str| {
         sample(
@@ -526,16 +532,7 @@ fn redis_run() -> Run {
     );
     settle(&hosts, Duration::from_secs(30));
 
-    let kernel_a = nstat(&hosts.a);
-    let kernel_b = nstat(&hosts.b);
-    let kernel = Figures {
-        connects: kernel_b["TcpActiveOpens"],
-        refused: kernel_b["TcpAttemptFails"],
-        accepted: kernel_a["TcpPassiveOpens"],
-        served: kernel_a["TcpPassiveOpens"],
-        time_wait_server: ss_count(&hosts.a, "time-wait"),
-        time_wait_clients: ss_count(&hosts.b, "time-wait"),
-    };
+    let kernel = kernel_figures(&hosts);
     let scrape = daemon.scrape_until(Duration::from_secs(10), |scrape| {
         let f = figures_of_scrape(scrape, &cast);
         f.connects >= kernel.connects && f.accepted >= kernel.accepted

@@ -79,8 +79,10 @@ pub fn run(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// `cargo fmt --check` (the workspace and the fuzz crate, which is its own
-/// workspace) and clippy with warnings denied; each failure names its fix.
+/// `cargo fmt --check` (the workspace, and the fuzz and kernel crates,
+/// each its own workspace) and clippy with warnings denied (the kernel
+/// crate builds only for BPF, with the pinned nightly: `build-ebpf` and
+/// the object's hash test cover it); each failure names its fix.
 fn lint(root: &Path) -> Vec<Result<()>> {
     let cargo = || {
         let mut command = Command::new(env!("CARGO"));
@@ -95,6 +97,16 @@ fn lint(root: &Path) -> Vec<Result<()>> {
                 "the fuzz targets are not formatted (diff above): \
                  run `cargo fmt --manifest-path fuzz/Cargo.toml`",
             ),
+        crate::run_checked(cargo().args([
+            "fmt",
+            "--manifest-path",
+            "tcptrace-ebpf/Cargo.toml",
+            "--check",
+        ]))
+        .context(
+            "the kernel programs are not formatted (diff above): run `cargo fmt \
+             --manifest-path tcptrace-ebpf/Cargo.toml`, then `cargo xtask build-ebpf`",
+        ),
         crate::run_checked(cargo().args([
             "clippy",
             "--workspace",

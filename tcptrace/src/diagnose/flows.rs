@@ -333,7 +333,6 @@ impl Flows {
 
     /// A socket's final record.
     pub fn on_closed(&mut self, record: &SocketRecord, event: &TcpEvent) {
-        use tcptrace_common::TcpState::{Closing, FinWait2, SynSent};
         if record.role == Role::Listener {
             return;
         }
@@ -373,16 +372,12 @@ impl Flows {
         if let Some(closer) = record.closer {
             *flow.closers.entry(closer).or_default() += 1;
         }
-        if let TcpEventKind::StateChange { old, .. } = event.what {
-            // FIN_WAIT2/CLOSING → CLOSE without error is the hand-over to a
-            // timewait socket, which holds the port for 60 s: in TIME_WAIT,
-            // or in FIN_WAIT2 when the peer never sent its FIN (an orphan
-            // after close(); sock_diag lists those as FIN_WAIT2). The
-            // tracepoint cannot tell the two apart, so both count here.
-            if matches!(old, FinWait2 | Closing) && event.error.is_none() {
+        if let TcpEventKind::StateChange { old, new } = event.what {
+            // Either timewait substate: the tracepoint cannot tell them apart.
+            if TcpState::hands_over_to_timewait(old, new) && event.error.is_none() {
                 flow.time_wait.enter(event.ts_ns);
             }
-            if old == SynSent {
+            if TcpState::connect_failed(old, new) {
                 flow.failures.record(event.error, event.actor.is_some());
             }
         }

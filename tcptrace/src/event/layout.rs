@@ -272,9 +272,9 @@ mod tests {
     const SET_STATE: &str = include_str!("../probe/fixtures/inet_sock_set_state-6.18.format");
     const RECEIVE_RESET: &str = include_str!("../probe/fixtures/tcp_receive_reset-6.18.format");
 
-    #[test]
-    fn kernel_6_18_layout() {
-        let layouts = RecordLayouts::from_formats(
+    /// The layouts of this kernel's tracepoint formats (fixtures).
+    fn layouts_6_18() -> RecordLayouts {
+        RecordLayouts::from_formats(
             &format(SET_STATE),
             &format(include_str!(
                 "../probe/fixtures/tcp_retransmit_skb-6.18.format"
@@ -282,7 +282,12 @@ mod tests {
             &format(include_str!("../probe/fixtures/tcp_send_reset-6.18.format")),
             &format(RECEIVE_RESET),
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn kernel_6_18_layout() {
+        let layouts = layouts_6_18();
         assert!(matches!(
             layouts.send_reset.endpoints,
             Endpoints::SockAddr { .. }
@@ -314,15 +319,7 @@ mod tests {
 
     #[test]
     fn syn_ack_layout_is_read_where_the_kernel_has_it() {
-        let layouts = RecordLayouts::from_formats(
-            &format(SET_STATE),
-            &format(include_str!(
-                "../probe/fixtures/tcp_retransmit_skb-6.18.format"
-            )),
-            &format(include_str!("../probe/fixtures/tcp_send_reset-6.18.format")),
-            &format(RECEIVE_RESET),
-        )
-        .unwrap();
+        let layouts = layouts_6_18();
         assert_eq!(
             layouts.kernel_globals().syn_ack,
             RetransmitLayout::default()

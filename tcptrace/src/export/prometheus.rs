@@ -422,20 +422,33 @@ impl Scrape {
         )
     }
 
-    /// tcptrace's own counters: (name, help, value).
-    fn self_counters(&self) -> [(&'static str, &'static str, u64); 20] {
+    /// tcptrace's own counters (name, help, value): the kernel programs', then
+    /// userspace's.
+    fn self_counters(&self) -> impl Iterator<Item = (&'static str, &'static str, u64)> {
+        self.kernel_counters()
+            .into_iter()
+            .chain(self.userspace_counters())
+    }
+
+    /// The kernel programs' counters.
+    fn kernel_counters(&self) -> [(&'static str, &'static str, u64); 15] {
         let k = &self.kernel;
         [
-            ("events", "Events read from the kernel", self.events.events),
+            (
+                "kernel_events_sent",
+                "Records the kernel programs sent to the ring buffer",
+                k.events_sent,
+            ),
+            (
+                "kernel_events_folded",
+                "Transitions and retransmits the kernel kept in a socket's summary instead of \
+                 sending them (summary mode); each is unfolded from the summary at its close",
+                k.events_folded,
+            ),
             (
                 "events_lost",
                 "Events the kernel dropped because the ring buffer was full",
                 k.events_lost,
-            ),
-            (
-                "decode_errors",
-                "Records that could not be decoded",
-                self.events.decode_errors,
             ),
             (
                 "kernel_runs_skipped",
@@ -458,21 +471,6 @@ impl Scrape {
                 "stacks_sampled",
                 "Call-site stacks reused from the process's last capture (sampling)",
                 k.stacks_sampled,
-            ),
-            (
-                "stacks_unwound",
-                "Captured stacks unwound in userspace",
-                self.stacks.unwound,
-            ),
-            (
-                "stacks_unmapped",
-                "Captured stacks of processes gone before tcptrace read their mappings: no call site",
-                self.stacks.unmapped,
-            ),
-            (
-                "processes_missed",
-                "New processes gone before their mappings could be read",
-                self.stacks.processes_missed,
             ),
             (
                 "processes_not_announced",
@@ -511,6 +509,33 @@ impl Scrape {
                 "Resets received on sockets tcptrace does not know: host-wide; without a filter \
                  also counted under comm=\"unknown\"",
                 k.resets_received_without_socket,
+            ),
+        ]
+    }
+
+    /// What userspace counts of its own work.
+    fn userspace_counters(&self) -> [(&'static str, &'static str, u64); 7] {
+        [
+            ("events", "Events read from the kernel", self.events.events),
+            (
+                "decode_errors",
+                "Records that could not be decoded",
+                self.events.decode_errors,
+            ),
+            (
+                "stacks_unwound",
+                "Captured stacks unwound in userspace",
+                self.stacks.unwound,
+            ),
+            (
+                "stacks_unmapped",
+                "Captured stacks of processes gone before tcptrace read their mappings: no call site",
+                self.stacks.unmapped,
+            ),
+            (
+                "processes_missed",
+                "New processes gone before their mappings could be read",
+                self.stacks.processes_missed,
             ),
             (
                 "folded_series",
