@@ -150,7 +150,7 @@ pub fn current_task(stack: StackFor, now: u64) -> Task {
     // SAFETY: the value is copied out at once; a concurrent update of the
     // LRU entry can at worst give a stale sample, which is still a stack of
     // this process and kind.
-    let last = unsafe { STACK_SAMPLES.get(&key) }
+    let last = unsafe { STACK_SAMPLES.get(key) }
         .copied()
         .filter(|last| last.mm == mm);
     if let Some(last) = last {
@@ -170,7 +170,7 @@ pub fn current_task(stack: StackFor, now: u64) -> Task {
             stack: task.stack,
             mm,
         };
-        let _ = STACK_SAMPLES.insert(&key, &sample, 0);
+        let _ = STACK_SAMPLES.insert(key, sample, 0);
     }
     task
 }

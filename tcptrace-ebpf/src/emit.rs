@@ -105,7 +105,7 @@ pub fn wakeup_flag(before: u64, after: u64, mark: u32) -> u64 {
 /// `dst` must be valid for writes of `size_of::<T>()` bytes, 8-aligned.
 #[inline(always)]
 pub unsafe fn zero_words<T>(dst: *mut T) {
-    const { assert!(core::mem::size_of::<T>() % 8 == 0) };
+    const { assert!(core::mem::size_of::<T>().is_multiple_of(8)) };
     let dst = dst.cast::<u64>();
     for i in 0..core::mem::size_of::<T>() / 8 {
         // SAFETY: the caller guarantees `dst` is valid for `size_of::<T>()` bytes.
@@ -122,7 +122,7 @@ pub unsafe fn zero_words<T>(dst: *mut T) {
 /// and not overlap.
 #[inline(always)]
 pub unsafe fn copy_words<T>(dst: *mut T, src: *const T) {
-    const { assert!(core::mem::size_of::<T>() % 8 == 0) };
+    const { assert!(core::mem::size_of::<T>().is_multiple_of(8)) };
     let (dst, src) = (dst.cast::<u64>(), src.cast::<u64>());
     for i in 0..core::mem::size_of::<T>() / 8 {
         // SAFETY: the caller guarantees both pointers are valid for `size_of::<T>()` bytes.

@@ -23,7 +23,7 @@ impl Listed for Maps {
     #[inline(always)]
     fn pid(&self, tgid: u32) -> bool {
         // SAFETY: the value is only tested for presence.
-        unsafe { FILTER_PIDS.get(&tgid) }.is_some()
+        unsafe { FILTER_PIDS.get(tgid) }.is_some()
     }
     #[inline(always)]
     fn comm(&self, comm: &[u8; TASK_COMM_LEN]) -> bool {
@@ -33,7 +33,7 @@ impl Listed for Maps {
     #[inline(always)]
     fn port(&self, port: u16) -> bool {
         // SAFETY: as above.
-        unsafe { FILTER_PORTS.get(&port) }.is_some()
+        unsafe { FILTER_PORTS.get(port) }.is_some()
     }
 }
 
@@ -89,7 +89,7 @@ pub fn allows_capture(task: &Task) -> bool {
 #[inline(always)]
 fn rejected_cgroup(filter: &KernelFilter, cgroup: u64) -> bool {
     // SAFETY: the value is only tested for presence.
-    filter.by_workload != 0 && cgroup != 0 && unsafe { REJECTED_CGROUPS.get(&cgroup) }.is_some()
+    filter.by_workload != 0 && cgroup != 0 && unsafe { REJECTED_CGROUPS.get(cgroup) }.is_some()
 }
 
 /// The ports of a tracepoint record, where its layout says they are.

@@ -178,7 +178,7 @@ pub fn on_syn_ack_retransmit(ctx: &TracePointContext) -> Result<(), ()> {
                 .and_then(|port| listener_key_of(listener, info.netns, port));
             if let Ok(key) = seeded {
                 // SAFETY: the map value is copied out at once.
-                if let Some(seeded) = unsafe { LISTENERS.get(&key) } {
+                if let Some(seeded) = unsafe { LISTENERS.get(key) } {
                     // SAFETY: two whole `Task` records.
                     unsafe { copy_words(&raw mut info.owner, &raw const seeded.owner) };
                     info.cgroup_id = seeded.cgroup_id;

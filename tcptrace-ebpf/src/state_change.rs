@@ -287,7 +287,7 @@ fn init_passive_child(info: &mut SockInfo, skaddr: u64, port: u16, now: u64) {
         return;
     };
     // SAFETY: the map value is copied out (or read) at once; a concurrent update can only give another whole, stale entry.
-    if let Some(listener) = unsafe { LISTENERS.get(&key) } {
+    if let Some(listener) = unsafe { LISTENERS.get(key) } {
         unsafe { copy_words(&raw mut info.owner, &raw const listener.owner) };
         info.cgroup_id = listener.cgroup_id;
         info.flags = OWNER_FROM_LISTENER;
@@ -305,7 +305,7 @@ fn remember_listener(skaddr: u64, port: u16, info: &SockInfo) {
         cgroup_id: info.cgroup_id,
         skaddr,
     };
-    if LISTENERS.insert(&key, &listener, 0).is_err() {
+    if LISTENERS.insert(key, listener, 0).is_err() {
         count(Counter::ListenerMapFull);
     }
 }
@@ -317,7 +317,7 @@ fn forget_listener(skaddr: u64, port: u16, netns: u32) {
     };
     // Only our own entry: another SO_REUSEPORT listener may own the port now.
     // SAFETY: the map value is copied out (or read) at once; a concurrent update can only give another whole, stale entry.
-    if unsafe { LISTENERS.get(&key) }.is_some_and(|l| l.skaddr == skaddr) {
-        let _ = LISTENERS.remove(&key);
+    if unsafe { LISTENERS.get(key) }.is_some_and(|l| l.skaddr == skaddr) {
+        let _ = LISTENERS.remove(key);
     }
 }

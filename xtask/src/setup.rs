@@ -61,6 +61,16 @@ impl PinnedNightly {
 /// rustup toolchain to build with: `nightly-DATE` when installed, else
 /// `nightly` when it is that same build.
 pub fn kernel_toolchain() -> Result<String> {
+    let toolchain = kernel_check_toolchain()?;
+    if !succeeds(Command::new("bpf-linker").arg("--version")) {
+        install_bpf_linker(&toolchain)?;
+    }
+    Ok(toolchain)
+}
+
+/// The pinned nightly with `rust-src`: enough to check the kernel crate
+/// (clippy), which links nothing.
+pub fn kernel_check_toolchain() -> Result<String> {
     let toolchain = pinned_nightly()?;
     let installed = output(Command::new("rustup").args([
         "component",
@@ -77,9 +87,6 @@ pub fn kernel_toolchain() -> Result<String> {
             "--toolchain",
             &toolchain,
         ]))?;
-    }
-    if !succeeds(Command::new("bpf-linker").arg("--version")) {
-        install_bpf_linker(&toolchain)?;
     }
     Ok(toolchain)
 }

@@ -81,8 +81,8 @@ pub fn run(args: &[String]) -> Result<()> {
 
 /// `cargo fmt --check` (the workspace, and the fuzz and kernel crates,
 /// each its own workspace) and clippy with warnings denied (the kernel
-/// crate builds only for BPF, with the pinned nightly: `build-ebpf` and
-/// the object's hash test cover it); each failure names its fix.
+/// crate's with the pinned nightly it builds with); each failure names its
+/// fix.
 fn lint(root: &Path) -> Vec<Result<()>> {
     let cargo = || {
         let mut command = Command::new(env!("CARGO"));
@@ -119,7 +119,26 @@ fn lint(root: &Path) -> Vec<Result<()>> {
             "clippy found warnings (listed above): fix them, or allow one where it is right \
              with #[expect(clippy::LINT, reason = \"...\")]",
         ),
+        kernel_clippy(root),
     ]
+}
+
+/// Clippy on the kernel programs (BPF target, `build-std`: the pinned
+/// nightly with `rust-src`, as `cargo xtask build-ebpf` uses).
+fn kernel_clippy(root: &Path) -> Result<()> {
+    let toolchain = setup::kernel_check_toolchain()?;
+    crate::run_checked(
+        Command::new("cargo")
+            .current_dir(root.join("tcptrace-ebpf"))
+            .env("RUSTUP_TOOLCHAIN", &toolchain)
+            .env_remove("RUSTC")
+            .env_remove("CARGO")
+            .args(["clippy", "--release", "--", "-D", "warnings"]),
+    )
+    .context(
+        "clippy found warnings in the kernel programs (listed above): fix them, then run \
+         `cargo xtask build-ebpf` and commit the object",
+    )
 }
 
 #[derive(Default)]
