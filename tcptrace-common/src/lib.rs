@@ -143,6 +143,12 @@ pub const PEER_SENT_DATA: u32 = 1 << 6;
 /// `SockInfo::flags`: `peer_silent_jiffies` was measured (at a CLOSE with
 /// an error from an open connection: a reset or a timeout).
 pub const PEER_SILENCE_KNOWN: u32 = 1 << 7;
+/// `SockInfo::flags`, on a CLOSE record: the close call that closed the
+/// socket sent a reset (`SO_LINGER` 0, unread data, an abort; see
+/// `transition::close_sends_reset`). The kernel sends it after the CLOSE,
+/// when the socket's record is gone: this flag is how it is counted, and
+/// the reset event that follows says it is that one (`CTX_BY_CLOSE`).
+pub const RESET_BY_CLOSE: u32 = 1 << 8;
 
 /// What the kernel remembers per socket, keyed by the `struct sock` address.
 /// A copy travels with every event so userspace never has to guess the owner.
@@ -214,6 +220,9 @@ const _: () = {
 /// `Event::context` bit: the tracepoint fired in a system call of `actor`
 /// (not in softirq/hardirq, where "current" is whoever was interrupted).
 pub const CTX_PROCESS: u32 = 1 << 0;
+/// `Event::context` bit of a reset sent: the one its socket's CLOSE record
+/// already counted (`RESET_BY_CLOSE`).
+pub const CTX_BY_CLOSE: u32 = 1 << 1;
 
 /// One record in the ring buffer.
 #[repr(C)]

@@ -80,6 +80,20 @@ pub const fn hands_over_to_timewait(old: i32, new: i32) -> bool {
     matches!(old, FIN_WAIT2 | CLOSING) && new == CLOSE
 }
 
+/// A close call that takes the socket straight to CLOSE from one of these
+/// states aborts the connection: the kernel sends a reset right after the
+/// transition (`tcp_disconnect`'s `tcp_need_reset`, or `close()` with
+/// unread data).
+#[inline(always)]
+#[must_use]
+pub const fn close_sends_reset(old: i32, new: i32) -> bool {
+    new == CLOSE
+        && matches!(
+            old,
+            ESTABLISHED | CLOSE_WAIT | FIN_WAIT1 | FIN_WAIT2 | SYN_RECV
+        )
+}
+
 /// The moments of a life the kernel keeps in summary mode (and the socket
 /// table keeps for every socket), marked by entering a state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -289,6 +303,10 @@ mod tests {
         assert!(hands_over_to_timewait(FIN_WAIT2, CLOSE));
         assert!(hands_over_to_timewait(CLOSING, CLOSE));
         assert!(!hands_over_to_timewait(LAST_ACK, CLOSE), "the passive side");
+        assert!(close_sends_reset(ESTABLISHED, CLOSE));
+        assert!(close_sends_reset(CLOSE_WAIT, CLOSE));
+        assert!(!close_sends_reset(SYN_SENT, CLOSE), "a connect abandoned");
+        assert!(!close_sends_reset(LAST_ACK, CLOSE));
     }
 
     #[test]

@@ -30,6 +30,12 @@ pub static PROCESSES: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
 pub static SOCKS: HashMap<u64, SockInfo> = HashMap::with_max_entries(262_144, 0);
 
 /// (netns, local port) → owner of the listening socket.
+/// Sockets whose close call is about to send a reset (`RESET_BY_CLOSE`):
+/// the reset programs take their entry, so that reset is not counted twice.
+/// LRU: an entry whose reset never came is pushed out.
+#[map]
+pub static RESETS_BY_CLOSE: LruHashMap<u64, u8> = LruHashMap::with_max_entries(4096, 0);
+
 #[map]
 pub static LISTENERS: HashMap<ListenerKey, Listener> = HashMap::with_max_entries(16_384, 0);
 

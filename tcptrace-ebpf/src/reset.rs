@@ -11,13 +11,15 @@ use aya_ebpf::{
     programs::{RawTracePointContext, TracePointContext},
     EbpfContext,
 };
-use tcptrace_common::{Counter, EventKind, SockInfo, Task, CTX_PROCESS};
+use tcptrace_common::{Counter, EventKind, SockInfo, Task, CTX_BY_CLOSE, CTX_PROCESS};
 
 use crate::{
     context::{current_task, in_process_context, StackFor},
     emit::{emit, Record},
     filter::{allows, record_ports, socket_ports},
-    maps::{count, receive_reset_layout, send_reset_layout, LAST_RESET_SOCK, SOCKS},
+    maps::{
+        count, receive_reset_layout, send_reset_layout, LAST_RESET_SOCK, RESETS_BY_CLOSE, SOCKS,
+    },
 };
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -30,6 +32,10 @@ pub enum Direction {
 pub fn on_reset_raw(ctx: &RawTracePointContext, direction: Direction) {
     let skaddr: u64 = ctx.arg(0);
     mark_peer_reset(skaddr, direction);
+    if announced_by_close(skaddr, direction) {
+        count(Counter::EventsFolded); // counted with its socket's CLOSE
+        return;
+    }
     match SOCKS.get_ptr_mut(skaddr) {
         // SAFETY: a pointer into the SOCKS map's value, valid for this program run; updates of one socket race only with its own softirq work, which sees a whole record.
         Some(known) if skaddr != 0 => unsafe {
@@ -46,6 +52,13 @@ pub fn on_reset_raw(ctx: &RawTracePointContext, direction: Direction) {
         }),
     }
     count(Counter::EventsFolded);
+}
+
+/// Whether this is the reset an abortive close announced on its socket's
+/// CLOSE record (`RESET_BY_CLOSE`); takes the announcement.
+#[inline(always)]
+fn announced_by_close(skaddr: u64, direction: Direction) -> bool {
+    direction == Direction::Sent && skaddr != 0 && RESETS_BY_CLOSE.remove(skaddr).is_ok()
 }
 
 /// Remembers the socket a received reset is about (see `reset_by_peer`).
@@ -68,6 +81,7 @@ pub fn on_reset(ctx: &TracePointContext, direction: Direction) -> Result<(), ()>
         // SAFETY: a probe read of the tracepoint record at an offset from its tracefs format; the helper checks the address.
         unsafe { ctx.read_at(layout.skaddr as usize) }.map_err(|_| count(Counter::ReadErrors))?;
     mark_peer_reset(skaddr, direction);
+    let by_close = announced_by_close(skaddr, direction);
     let info = match (skaddr, SOCKS.get_ptr_mut(skaddr)) {
         (0, _) | (_, None) => SockInfo::EMPTY,
         // SAFETY: a pointer into the SOCKS map's value, valid for this program run; updates of one socket race only with its own softirq work, which sees a whole record.
@@ -92,7 +106,7 @@ pub fn on_reset(ctx: &TracePointContext, direction: Direction) -> Result<(), ()>
             Direction::Sent => EventKind::ResetSent,
             Direction::Received => EventKind::ResetReceived,
         },
-        context: if process { CTX_PROCESS } else { 0 },
+        context: if process { CTX_PROCESS } else { 0 } | if by_close { CTX_BY_CLOSE } else { 0 },
         skaddr,
         sock: &info,
         actor: &actor,

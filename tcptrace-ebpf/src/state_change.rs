@@ -16,17 +16,19 @@ use aya_ebpf::{
 };
 use tcptrace_common::{
     state::raw::{CLOSE, CLOSE_WAIT, ESTABLISHED, LISTEN},
-    transition::{classify, depends_on_context, summary_sent_on, Attribution},
+    transition::{classify, close_sends_reset, depends_on_context, summary_sent_on, Attribution},
     Counter, EventKind, Listener, SockInfo, Task, CLOSER_KNOWN, CTX_PROCESS, IPPROTO_TCP,
     OWNER_FROM_ACCEPT, OWNER_FROM_LISTENER, OWNER_FROM_SYSCALL, PEER_SENT_DATA, PEER_SILENCE_KNOWN,
-    RAW_RECORD_LEN, SEEN_MID_LIFE,
+    RAW_RECORD_LEN, RESET_BY_CLOSE, SEEN_MID_LIFE,
 };
 
 use crate::{
     context::{current_cgroup_id, current_task, in_process_context, StackFor},
     emit::{copy_words, emit, zero_words, Record},
     filter::{allows, record_ports, socket_ports, stack_unless_ruled_out},
-    maps::{count, settings, state_layout, LAST_RESET_SOCK, LISTENERS, SCRATCH, SOCKS},
+    maps::{
+        count, settings, state_layout, LAST_RESET_SOCK, LISTENERS, RESETS_BY_CLOSE, SCRATCH, SOCKS,
+    },
     sock::{
         error_of, inode_of, listener_key_of, local_port_of, netns_of, peer_sent_data,
         peer_silent_jiffies, protocol_of,
@@ -146,6 +148,12 @@ fn on_change(
         }
     };
 
+    // An abortive close: its reset follows the CLOSE, after the socket's
+    // record is gone; it is counted here (see RESET_BY_CLOSE).
+    if closing && close_sends_reset(old, new) {
+        info.flags |= RESET_BY_CLOSE;
+        let _ = RESETS_BY_CLOSE.insert(skaddr, 0, 0);
+    }
     if closing && info.flags & CLOSER_KNOWN == 0 {
         info.closer = actor;
         info.flags |= CLOSER_KNOWN;

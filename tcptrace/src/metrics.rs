@@ -12,7 +12,7 @@
 
 use std::net::SocketAddr;
 
-use tcptrace_common::{Birth, RetransmitPhase, Side, TcpState};
+use tcptrace_common::{Birth, RetransmitPhase, Side, TcpState, RESET_BY_CLOSE};
 
 use crate::{
     diagnose::{
@@ -372,7 +372,10 @@ impl DaemonMetrics {
     pub fn observe(&mut self, seen: &Observed) {
         let ts_ns = seen.event.ts_ns;
         let Some(record) = seen.record else {
-            if let TcpEventKind::ResetSent { .. } = seen.event.what {
+            if let TcpEventKind::ResetSent {
+                by_close: false, ..
+            } = seen.event.what
+            {
                 self.process(ProcessKey::UNKNOWN, ts_ns)
                     .resets
                     .add(ResetDirection::Sent, 1);
@@ -448,6 +451,10 @@ impl DaemonMetrics {
         let process = self.process(owner, event.ts_ns);
         if let Some(side) = record.closed_by {
             process.closes.add(side, 1);
+        }
+        // An abortive close's reset, sent after the CLOSE.
+        if event.sock.flags & RESET_BY_CLOSE != 0 {
+            process.resets.add(ResetDirection::Sent, 1);
         }
         if let Some(cause) = lost {
             process.lost.add(cause, 1);

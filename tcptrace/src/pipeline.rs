@@ -9,7 +9,7 @@ use std::{
 use anyhow::{Context, Result};
 use aya::maps::{MapData, RingBuf};
 use serde::Serialize;
-use tcptrace_common::{Listener, ListenerKey, Task, TcpState};
+use tcptrace_common::{Listener, ListenerKey, Task, TcpState, RESET_BY_CLOSE};
 use tokio::io::unix::AsyncFd;
 
 use crate::{
@@ -373,11 +373,17 @@ impl Pipeline {
     ) -> Result<(), E> {
         let c = &mut self.counts;
         match event.what {
-            TcpEventKind::StateChange { .. } => c.state_changes += 1,
+            TcpEventKind::StateChange { new, .. } => {
+                c.state_changes += 1;
+                // An abortive close's reset, sent after the CLOSE.
+                if new == TcpState::Close && event.sock.flags & RESET_BY_CLOSE != 0 {
+                    c.resets_sent += 1;
+                }
+            }
             TcpEventKind::Retransmit { .. } | TcpEventKind::SynAckRetransmit => {
                 c.retransmits += 1;
             }
-            TcpEventKind::ResetSent { .. } => c.resets_sent += 1,
+            TcpEventKind::ResetSent { by_close, .. } => c.resets_sent += u64::from(!by_close),
             TcpEventKind::ResetReceived => c.resets_received += 1,
             TcpEventKind::EofRead => c.eof_reads += 1,
         }

@@ -19,7 +19,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tcptrace_common::{Birth, Moment, RetransmitPhase, Side, Task, TcpState, PEER_SENT_DATA};
+use tcptrace_common::{
+    Birth, Moment, RetransmitPhase, Side, Task, TcpState, PEER_SENT_DATA, RESET_BY_CLOSE,
+};
 
 use crate::{
     container::{lookup, proc_cgroup, Containers},
@@ -246,7 +248,10 @@ impl SocketTable {
         owner: Option<&Owner>,
         mut cgroups: Option<&mut Cgroups>,
     ) -> Applied {
-        if event.skaddr == 0 {
+        // A reset after its socket's end (counted with the CLOSE) or
+        // without any socket.
+        if event.skaddr == 0 || matches!(event.what, TcpEventKind::ResetSent { by_close: true, .. })
+        {
             return Applied::Untracked;
         }
         let birth = match event.what {
@@ -355,7 +360,7 @@ impl SocketRecord {
     fn seen_mid_life(event: &TcpEvent, owner: Option<&Owner>, cgroup: u64) -> Self {
         let state = match event.what {
             TcpEventKind::StateChange { old, .. } => old,
-            TcpEventKind::Retransmit { state } | TcpEventKind::ResetSent { state } => {
+            TcpEventKind::Retransmit { state } | TcpEventKind::ResetSent { state, .. } => {
                 state.unwrap_or(TcpState::Established)
             }
             TcpEventKind::ResetReceived => TcpState::Established,
@@ -506,6 +511,11 @@ impl SocketRecord {
             self.closed_by.get_or_insert(side);
         }
         self.history_incomplete |= old != self.state;
+        // An abortive close: its reset comes after the CLOSE.
+        if new == TcpState::Close && event.sock.flags & RESET_BY_CLOSE != 0 {
+            self.resets_sent += 1;
+            self.closed_by.get_or_insert(Side::Local);
+        }
         self.state = new;
         self.state_since_ns = Some(event.ts_ns);
     }

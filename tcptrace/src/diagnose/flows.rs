@@ -135,6 +135,7 @@ pub struct Flow {
     /// Passive closes where the peer sent nothing before its FIN: it
     /// turned the client away (a connection limit) rather than answered.
     pub rejections: u64,
+    /// Connections that sent or received a reset.
     pub resets: u64,
     /// Born → CLOSE, microseconds, for sockets whose birth was seen.
     pub lifetimes_us: Histogram<u32>,

@@ -10,8 +10,9 @@ use std::{
 use std::mem::offset_of;
 
 use tcptrace_common::{
-    Event, EventKind, TcpState, UserStack, AF_INET, AF_INET6, CTX_PROCESS, EVENT_SIZE,
-    PEER_SILENCE_KNOWN, TASK_COMM_LEN, USER_STACK_BYTES, USER_STACK_HEADER, USER_STACK_SIZE,
+    Event, EventKind, TcpState, UserStack, AF_INET, AF_INET6, CTX_BY_CLOSE, CTX_PROCESS,
+    EVENT_SIZE, PEER_SILENCE_KNOWN, TASK_COMM_LEN, USER_STACK_BYTES, USER_STACK_HEADER,
+    USER_STACK_SIZE,
 };
 
 use super::{
@@ -115,7 +116,8 @@ pub fn decode(bytes: &[u8], layouts: &RecordLayouts) -> Result<TcpEvent, DecodeE
                 Some(f) => TcpState::from_raw(raw.i32(f)?),
                 None => None,
             };
-            (TcpEventKind::ResetSent { state }, &l.endpoints)
+            let by_close = event.context & CTX_BY_CLOSE != 0;
+            (TcpEventKind::ResetSent { state, by_close }, &l.endpoints)
         }
         EventKind::ResetReceived => (
             TcpEventKind::ResetReceived,
@@ -438,7 +440,8 @@ mod tests {
         assert_eq!(
             event.what,
             TcpEventKind::ResetSent {
-                state: Some(TcpState::Established)
+                state: Some(TcpState::Established),
+                by_close: false,
             }
         );
         assert_eq!(event.local, "10.0.0.1:8080".parse().unwrap());

@@ -106,7 +106,10 @@ pub fn expand(summary: &TcpEvent, mut each: impl FnMut(&TcpEvent)) {
             &mut each,
         );
     }
-    let sent = TcpEventKind::ResetSent { state: Some(old) };
+    let sent = TcpEventKind::ResetSent {
+        state: Some(old),
+        by_close: false,
+    };
     replay(&event, history.resets_sent.into(), sent, &mut each);
     replay(
         &event,

@@ -26,6 +26,10 @@ pub enum TcpEventKind {
     /// This host sent a RST (`state` is the socket's, when it has one).
     ResetSent {
         state: Option<TcpState>,
+        /// The reset of an abortive close, already counted with its
+        /// socket's CLOSE (`tcptrace_common::RESET_BY_CLOSE`): it follows
+        /// the socket's end and belongs to no live socket.
+        by_close: bool,
     },
     /// The peer sent a RST.
     ResetReceived,

@@ -34,6 +34,9 @@ pub struct Churn {
     pub active_closes: u64,
     pub passive_closes: u64,
     pub closed_first: ClosedFirst,
+    /// Connections that sent or received a reset (a refused connect, an
+    /// abortive close, a peer's reset).
+    pub resets: u64,
     /// Timewait sockets this flow holds now, modelled from its active
     /// closes: in `TIME_WAIT`, or in the `FIN_WAIT2` substate while the
     /// peer has not sent its FIN (no tracepoint tells them apart).
@@ -93,6 +96,7 @@ impl Churn {
             active_closes: flow.active_closes,
             passive_closes: flow.passive_closes,
             closed_first: ClosedFirst::of(flow),
+            resets: flow.resets,
             time_wait_now: group.time_wait_now,
             time_wait_kernel,
             fin_wait2_kernel,

@@ -160,7 +160,7 @@ impl<W: Write> Sink for JsonLines<W> {
                 None,
                 state.map(tcptrace_common::TcpState::name),
             ),
-            TcpEventKind::ResetSent { state } => (
+            TcpEventKind::ResetSent { state, .. } => (
                 "reset_sent",
                 None,
                 None,

@@ -253,8 +253,9 @@ impl fmt::Display for WhatText {
             TcpEventKind::Retransmit { state: s } => {
                 pad(f, format_args!("RETRANSMIT #{} in {}", self.1, state(s)))
             }
-            TcpEventKind::ResetSent { state: None } => f.pad("RST sent (no socket)"),
-            TcpEventKind::ResetSent { state: Some(s) } => {
+            TcpEventKind::ResetSent { by_close: true, .. } => f.pad("RST sent by close()"),
+            TcpEventKind::ResetSent { state: None, .. } => f.pad("RST sent (no socket)"),
+            TcpEventKind::ResetSent { state: Some(s), .. } => {
                 pad(f, format_args!("RST sent in {}", s.name()))
             }
             TcpEventKind::ResetReceived => f.pad("RST received"),

@@ -1,0 +1,242 @@
+//! Resets against the kernel's counters, in every mode. Servers in one
+//! namespace the test creates close accepted connections abortively
+//! (`SO_LINGER` 0: an RST), and a client in the other namespace connects
+//! to a port nobody listens on (the kernel answers with an RST and no
+//! socket). The truth is `nstat` of those namespaces:
+//!
+//! - RST segments sent, by both sides: `TcpOutRsts` of each;
+//! - resets received by the clients: their connections reset while
+//!   ESTABLISHED (`TcpEstabResets`) and their connects refused
+//!   (`TcpAttemptFails`), since nothing else fails or aborts there;
+//! - connections ended by a reset, per side: `TcpEstabResets` (the
+//!   servers' own aborts from ESTABLISHED count there too) plus
+//!   `TcpAttemptFails`.
+//!
+//! `trace --json` shows every RST (its `reset_sent` and `reset_received`
+//! events); the churn findings of every mode count the connections a reset
+//! ended (`resets`); the daemon counts the resets of known sockets by
+//! process, and the kernel's count of those sent without a socket.
+
+use std::{collections::BTreeMap, process::Command, thread, time::Duration};
+
+use serde_json::Value;
+use tcptrace_tests::{
+    daemon::{free_loopback_addr, sample, Daemon},
+    kernel_counts::nstat,
+    netns::HostPair,
+    require_root,
+    trace::Trace,
+    Tracer, Workload,
+};
+
+const SCENARIO_BIN: &str = env!("CARGO_BIN_EXE_tt-scenario");
+/// One server on each, each aborting the one connection it accepts.
+const ABORT_PORTS: [u16; 3] = [18340, 18341, 18342];
+/// Nothing listens here.
+const CLOSED_PORT: u16 = 18349;
+const REFUSED: usize = 5;
+
+fn scenario_in(netns: &str, args: &[&str]) -> Workload {
+    Workload::spawn_command(
+        Command::new("ip")
+            .args(["netns", "exec", netns, SCENARIO_BIN])
+            .args(args),
+    )
+}
+
+/// Whether a record's endpoint is one of the test's ports.
+fn ours(record: &Value) -> bool {
+    let port = |key: &str| {
+        record[key]
+            .as_str()
+            .and_then(|e| e.rsplit_once(':'))
+            .and_then(|(_, p)| p.parse::<u16>().ok())
+    };
+    [port("local"), port("remote")]
+        .into_iter()
+        .flatten()
+        .any(|p| ABORT_PORTS.contains(&p) || p == CLOSED_PORT)
+}
+
+/// The connections a reset ended, by the churn findings of one role of
+/// the test's processes.
+fn reset_connections(trace: &Trace, role: &str) -> u64 {
+    trace
+        .findings("churn")
+        .filter(|f| f["process"]["comm"] == "tt-scenario" && f["role"] == role)
+        .map(|f| f["resets"].as_u64().unwrap_or(0))
+        .sum()
+}
+
+/// One source's figures ("-" where it has none).
+#[derive(Debug, PartialEq, Eq)]
+struct Resets {
+    /// RST segments sent by either side.
+    sent: Option<u64>,
+    /// Resets the clients received.
+    received: Option<u64>,
+    /// Connections a reset ended: the servers', the clients'.
+    server_connections: Option<u64>,
+    client_connections: Option<u64>,
+}
+
+impl Resets {
+    fn row(&self, name: &str) -> String {
+        let cell = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
+        format!(
+            "{name:<24}{:>11}{:>15}{:>17}{:>17}\n",
+            cell(self.sent),
+            cell(self.received),
+            cell(self.server_connections),
+            cell(self.client_connections)
+        )
+    }
+}
+
+/// The kernel's figures: `nstat` deltas of the servers' namespace `a` and
+/// the clients' `b` since `before`.
+fn kernel_resets(hosts: &HostPair, before: &[BTreeMap<String, u64>; 2]) -> Resets {
+    let delta = |side: usize, key: &str| {
+        let ns = if side == 0 { &hosts.a } else { &hosts.b };
+        nstat(ns)[key] - before[side].get(key).copied().unwrap_or(0)
+    };
+    let ended = |side| delta(side, "TcpEstabResets") + delta(side, "TcpAttemptFails");
+    Resets {
+        sent: Some(delta(0, "TcpOutRsts") + delta(1, "TcpOutRsts")),
+        received: Some(ended(1)),
+        server_connections: Some(ended(0)),
+        client_connections: Some(ended(1)),
+    }
+}
+
+/// Three servers each abort the connection they accepted; a client is
+/// refused `REFUSED` times. Returns the processes, alive.
+fn drive(hosts: &HostPair) -> Vec<Workload> {
+    let mut alive = Vec::new();
+    for port in ABORT_PORTS {
+        let addr = format!("{}:{port}", hosts.a_addr);
+        let mut server = scenario_in(&hosts.a, &["abort-after", &addr, "100", "silent"]);
+        let listening = server.expect_line("listening ");
+        let mut client = scenario_in(&hosts.b, &["idle", &listening, "none"]);
+        client.expect_line("done");
+        server.expect_line("reset");
+        alive.extend([server, client]);
+    }
+    let closed_port = format!("{}:{CLOSED_PORT}", hosts.a_addr);
+    let mut refused = scenario_in(&hosts.b, &["refused", &closed_port, &REFUSED.to_string()]);
+    refused.expect_lines("refused", REFUSED);
+    alive.push(refused);
+    // The clients' sockets end at the reset; let the servers' ends settle.
+    thread::sleep(Duration::from_millis(300));
+    alive
+}
+
+/// `tcptrace_resets_total{comm="tt-scenario", direction}`.
+#[expect(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "the counter is whole, non-negative and far below 2^53"
+)]
+fn scraped(scrape: &str, direction: &str) -> u64 {
+    sample(
+        scrape,
+        "tcptrace_resets_total",
+        &[("comm", "tt-scenario"), ("direction", direction)],
+    )
+    .map_or(0, |v| v as u64)
+}
+
+/// `trace --json`'s events of `kind` about the test's ports.
+fn events(trace: &Trace, kind: &str, keep: impl Fn(&Value) -> bool) -> u64 {
+    trace
+        .records
+        .iter()
+        .filter(|r| r["type"] == kind && ours(r) && keep(r))
+        .count() as u64
+}
+
+#[test]
+fn resets_agree_with_the_kernel() {
+    require_root();
+    let hosts = HostPair::new("ttrst");
+    let ports: Vec<String> = ABORT_PORTS
+        .iter()
+        .chain([&CLOSED_PORT])
+        .map(ToString::to_string)
+        .collect();
+    let filter: Vec<&str> = ports.iter().flat_map(|p| ["--port", p.as_str()]).collect();
+    let every_event = Tracer::start(&filter);
+    let summary = Tracer::start_report_only(&filter);
+    let daemon_args = [&filter[..], &["--refresh", "1s"]].concat();
+    let daemon = Daemon::start(&free_loopback_addr(), &daemon_args);
+    let before = [nstat(&hosts.a), nstat(&hosts.b)];
+    let alive = drive(&hosts);
+
+    let kernel = kernel_resets(&hosts, &before);
+    let (aborts, refused) = (ABORT_PORTS.len() as u64, REFUSED as u64);
+    assert_eq!(
+        (kernel.sent, kernel.received),
+        (Some(aborts + refused), Some(aborts + refused)),
+        "the run: one RST per abort and per refused connect"
+    );
+    let scrape = daemon.scrape_until(Duration::from_secs(10), |s| {
+        scraped(s, "sent") >= aborts && Some(scraped(s, "received")) >= kernel.received
+    });
+    let (every_event, summary) = (every_event.stop(), summary.stop());
+
+    let of_findings = |trace: &Trace, sent, received| Resets {
+        sent,
+        received,
+        server_connections: Some(reset_connections(trace, "passive")),
+        client_connections: Some(reset_connections(trace, "active")),
+    };
+    let json = of_findings(
+        &every_event,
+        Some(events(&every_event, "reset_sent", |_| true)),
+        Some(events(&every_event, "reset_received", |_| true)),
+    );
+    let report_only = of_findings(&summary, None, None);
+    let without_socket = events(&every_event, "reset_sent", |r| r["sock"] == "0x0");
+    // Host-wide: the packet of a reset without a socket is not read, so no
+    // filter applies to this count.
+    let host_wide = sample(
+        &scrape,
+        "tcptrace_kernel_resets_sent_without_socket_total",
+        &[],
+    )
+    .unwrap_or(0.0);
+    let table = [
+        "source                    RSTs sent  RSTs received  conns reset srv  conns reset cli\n"
+            .to_owned(),
+        kernel.row("kernel (nstat)"),
+        json.row("trace --json"),
+        report_only.row("trace --report-only"),
+        format!(
+            "daemon (metrics)        {:>11}{:>15}\n",
+            format!("{} + {host_wide}", scraped(&scrape, "sent")),
+            scraped(&scrape, "received")
+        ),
+        format!(
+            "trace --json: {without_socket} RSTs sent without a socket; the daemon's second \
+             figure is the kernel's host-wide count of those"
+        ),
+    ]
+    .concat();
+    eprintln!("{table}");
+    assert_eq!(json, kernel, "{table}");
+    assert_eq!(without_socket, refused, "{table}");
+    let connections = |r: &Resets| (r.server_connections, r.client_connections);
+    assert_eq!(connections(&report_only), connections(&kernel), "{table}");
+    // The daemon counts the resets of the sockets it knows by their owner.
+    assert_eq!(scraped(&scrape, "sent"), aborts, "{table}");
+    assert_eq!(
+        Some(scraped(&scrape, "received")),
+        kernel.received,
+        "{table}"
+    );
+    assert!(
+        host_wide >= 5.0,
+        "at least the {REFUSED} refused connects': {table}"
+    );
+    drop(alive);
+}
