@@ -1,0 +1,126 @@
+//! `CLOSE_WAIT` sockets against `ss`, in every mode and filter. A server
+//! in a namespace the test makes reads end-of-file from each of its
+//! clients and never closes (incident 3 of docs/INCIDENTS.md); the truth is
+//! `ss state close-wait` in its namespace. Every session must list each of
+//! those sockets in the server's `CLOSE_WAIT` leak, with an exact age (they
+//! entered `CLOSE_WAIT` while it traced), and the daemon must hold them in
+//! `tcptrace_sockets{state="CLOSE_WAIT"}`.
+
+use std::{fmt::Write as _, process::Command, thread, time::Duration};
+
+use serde_json::Value;
+use tcptrace_tests::{
+    daemon::{free_loopback_addr, sample, Daemon},
+    kernel_counts::ss_count,
+    netns::HostPair,
+    require_root,
+    trace::{without_frames, Trace},
+    Tracer, Workload,
+};
+
+const SCENARIO_BIN: &str = env!("CARGO_BIN_EXE_tt-scenario");
+const PORT: &str = "18350";
+const LEAKED: usize = 6;
+
+fn scenario_in(netns: &str, args: &[&str]) -> Workload {
+    Workload::spawn_command(
+        Command::new("ip")
+            .args(["netns", "exec", netns, SCENARIO_BIN])
+            .args(args),
+    )
+}
+
+/// The server's leak in a session's report: (sockets, age exact).
+fn leak_of(trace: &Trace, server: u32) -> Option<(u64, bool)> {
+    let leaks: Vec<&Value> = trace.findings_of("close_wait_leak", server).collect();
+    if leaks.is_empty() {
+        return None;
+    }
+    let sockets = leaks
+        .iter()
+        .map(|l| l["sockets"].as_u64().unwrap_or(0))
+        .sum();
+    let exact = leaks.iter().all(|l| l["age_is_lower_bound"] == false);
+    Some((sockets, exact))
+}
+
+#[test]
+fn close_wait_leaks_agree_with_ss() {
+    require_root();
+    let hosts = HostPair::new("ttcw");
+    let filters: [(&str, &[&str]); 3] = [
+        ("", &[]),
+        (" --port", &["--port", PORT]),
+        (" --comm", &["--comm", "tt-scenario"]),
+    ];
+    let sessions: Vec<(String, Tracer)> = filters
+        .iter()
+        .flat_map(|(name, args)| {
+            [
+                (format!("trace --json{name}"), Tracer::start(args)),
+                (
+                    format!("trace --report-only{name}"),
+                    Tracer::start_report_only(args),
+                ),
+            ]
+        })
+        .collect();
+    let daemon = Daemon::start(&free_loopback_addr(), &["--port", PORT, "--refresh", "1s"]);
+
+    let addr = format!("{}:{PORT}", hosts.a_addr);
+    let mut server = scenario_in(&hosts.a, &["leak", &addr, &LEAKED.to_string()]);
+    let listening = server.expect_line("listening ");
+    let mut client = scenario_in(
+        &hosts.b,
+        &["connect-close", &listening, &LEAKED.to_string()],
+    );
+    client.expect_lines("local ", LEAKED);
+    client.expect_line("done");
+    server.expect_lines("eof ", LEAKED);
+    thread::sleep(Duration::from_millis(200));
+
+    let kernel = ss_count(&hosts.a, "close-wait");
+    let held = |scrape: &str| {
+        sample(
+            scrape,
+            "tcptrace_sockets",
+            &[("comm", "tt-scenario"), ("state", "CLOSE_WAIT")],
+        )
+    };
+    #[expect(clippy::cast_precision_loss, reason = "a handful of sockets")]
+    let scrape = daemon.scrape_until(Duration::from_secs(10), |s| held(s) == Some(kernel as f64));
+    let mut table = format!("source                              CLOSE_WAIT  age exact\nkernel (ss)                         {kernel:>10}\n");
+    let mut found = Vec::new();
+    for (name, tracer) in sessions {
+        let trace = tracer.stop();
+        let leak = leak_of(&trace, server.pid());
+        let (sockets, exact) = leak.unwrap_or((0, false));
+        let _ = writeln!(table, "{name:<36}{sockets:>10}  {exact:>9}");
+        if leak.is_none() {
+            let shown: Vec<Value> = trace
+                .findings("close_wait_leak")
+                .map(without_frames)
+                .collect();
+            let _ = writeln!(table, "  its close_wait_leak findings: {shown:?}");
+        }
+        found.push((sockets, exact));
+    }
+    let _ = writeln!(
+        table,
+        "daemon --port (metrics)             {:>10}",
+        held(&scrape).map_or_else(|| "-".to_owned(), |v| v.to_string())
+    );
+    eprintln!("{table}");
+
+    assert_eq!(
+        kernel, LEAKED as u64,
+        "the server leaked every connection: {table}"
+    );
+    for (sockets, exact) in found {
+        assert_eq!((sockets, exact), (kernel, true), "{table}");
+    }
+    #[expect(clippy::cast_precision_loss, reason = "a handful of sockets")]
+    let expected = kernel as f64;
+    assert_eq!(held(&scrape), Some(expected), "{table}");
+    drop((server, client));
+}
