@@ -510,6 +510,12 @@ impl Pipeline {
         }
     }
 
+    /// Walks of the kernel's socket map that failed so far.
+    #[must_use]
+    pub fn socket_map_walks_failed(&self) -> u64 {
+        self.births.walks_failed
+    }
+
     /// The diagnosis report against the dumps of `dump` (`owned` after
     /// `retain_workloads`), its processes named by the workloads they ran
     /// in.

@@ -476,6 +476,7 @@ impl Daemon {
             kernel: self.probe.counters().unwrap_or_default(),
             events: self.pipeline.counts,
             stacks: self.pipeline.call_sites.counts(),
+            socket_map_walks_failed: self.pipeline.socket_map_walks_failed(),
             version: env!("CARGO_PKG_VERSION"),
             kernel_release: std::fs::read_to_string("/proc/sys/kernel/osrelease")
                 .unwrap_or_default()

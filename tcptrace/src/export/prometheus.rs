@@ -102,6 +102,8 @@ pub struct Scrape {
     pub folded: u64,
     /// Label sets dropped after a long time without events.
     pub evicted: u64,
+    /// Walks of the kernel's socket map that failed (see `LiveBirths`).
+    pub socket_map_walks_failed: u64,
     pub version: &'static str,
     pub kernel_release: String,
     /// The daemon's own `process_*` metrics (no `tcptrace_` prefix).
@@ -514,7 +516,7 @@ impl Scrape {
     }
 
     /// What userspace counts of its own work.
-    fn userspace_counters(&self) -> [(&'static str, &'static str, u64); 7] {
+    fn userspace_counters(&self) -> [(&'static str, &'static str, u64); 8] {
         [
             ("events", "Events read from the kernel", self.events.events),
             (
@@ -541,6 +543,12 @@ impl Scrape {
                 "folded_series",
                 "Events counted under \"other\" because label bounds were reached",
                 self.folded,
+            ),
+            (
+                "socket_map_walks_failed",
+                "Reads of the kernel's socket map that failed: live connections the daemon \
+                 has no record of lack their call sites and exact ages until one succeeds",
+                self.socket_map_walks_failed,
             ),
             (
                 "label_sets_evicted",
