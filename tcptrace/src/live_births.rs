@@ -1,8 +1,10 @@
 //! Where and when live connections were opened, for the ones the socket
-//! table has no record of. Summary mode (the daemon, `trace --report-only`)
-//! sends nothing while a connection lives, so an idle connection's call
-//! site and its age are read from the kernel's socket map, matched by the
-//! inode a socket dump reports. What was found is kept while the connection lives: the map is
+//! table has no record of, or no call site for. Summary mode (the daemon,
+//! `trace --report-only`) sends nothing while a connection lives, and the
+//! accept hook updates only the kernel's record (a socket accepted from a
+//! listener older than the session, idle since, sends nothing more), so
+//! such a connection's call site and age are read from the kernel's
+//! socket map, matched by the inode a socket dump reports. What was found is kept while the connection lives: the map is
 //! walked only when a dump lists a connection not looked up before.
 
 use anyhow::Result;
@@ -61,7 +63,13 @@ impl LiveBirths {
             .iter()
             .filter(|s| matches!(s.state, TcpState::Established | TcpState::CloseWait))
             .filter(|s| s.inode != 0)
-            .filter(|s| table.find(s.netns, s.local, s.remote).is_none())
+            // No record, or one without its call site: an accepted
+            // socket's accept() reaches the kernel's record only.
+            .filter(|s| {
+                table
+                    .find(s.netns, s.local, s.remote)
+                    .is_none_or(|r| r.owner_stack.is_none())
+            })
             .map(|s| (s.netns, s.inode))
             .collect();
         self.by_inode.retain(|key, _| live.contains(key));

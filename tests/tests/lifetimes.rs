@@ -188,6 +188,16 @@ fn idle_connection_without_keepalive_is_reported_and_one_with_keepalive_is_not()
         .map(|f| f["sockets"].as_u64().unwrap_or(0))
         .sum();
     assert_eq!(nginx_idle, 2, "nginx's accepted connections are idle too");
+    // Accepted by a worker after the session began, from a listener opened
+    // before it: the accept() call site, known to the kernel's record only.
+    for finding in idle.iter().filter(|f| f["process"]["comm"] == "nginx") {
+        let function = finding["call_site"]["function"].as_str().unwrap_or("?");
+        assert!(
+            function.starts_with("ngx_"),
+            "an nginx function: {:#}",
+            without_frames(finding)
+        );
+    }
 
     let ages: Vec<&Value> = trace.findings("connection_ages").collect();
     let kept_ages = of_pid(&ages, kept.pid()).expect("the keepalive client's connection");

@@ -105,10 +105,9 @@ pub fn leaks(view: &LiveView) -> HashMap<LeakKey, Leak> {
         });
         let key = LeakKey {
             owner,
-            call_site: match traced {
-                Some(record) => record.owner_stack,
-                None => births.stack_of(socket.netns, socket.inode),
-            },
+            call_site: traced
+                .and_then(|r| r.owner_stack)
+                .or_else(|| births.stack_of(socket.netns, socket.inode)),
         };
         let leak = leaks.entry(key).or_default();
         leak.sockets += 1;

@@ -122,10 +122,9 @@ pub fn connections(view: &LiveView, idle_ms: u32) -> HashMap<ConnectionKey, Conn
             } else {
                 socket.remote
             },
-            call_site: match traced {
-                Some(record) => record.owner_stack,
-                None => births.stack_of(socket.netns, socket.inode),
-            },
+            call_site: traced
+                .and_then(|r| r.owner_stack)
+                .or_else(|| births.stack_of(socket.netns, socket.inode)),
         };
         let group = groups.entry(key).or_default();
         group.established += 1;
