@@ -47,7 +47,10 @@ pub struct Member<'a> {
 }
 
 /// Groups `members` that share a process name, cgroup, role, peer and
-/// call site.
+/// call site. A member whose call site is unknown (no stack, or its
+/// process exited before tcptrace could read its mappings) is no evidence
+/// of another code path: it joins the group of the same program, role and
+/// peer whose call site is known, when there is exactly one.
 #[must_use]
 pub fn fold<'a>(members: impl IntoIterator<Item = Member<'a>>) -> Vec<Folded<'a>> {
     let mut groups: HashMap<FoldKey, Vec<Member<'a>>> = HashMap::new();
@@ -62,9 +65,24 @@ pub fn fold<'a>(members: impl IntoIterator<Item = Member<'a>>) -> Vec<Folded<'a>
             owner_site: member
                 .owner_site
                 .as_ref()
+                .filter(|s| s.unresolved.is_none())
                 .map(|s| (s.function.clone(), s.file.clone(), s.line)),
         };
         groups.entry(key).or_default().push(member);
+    }
+    let unknown: Vec<FoldKey> = groups
+        .keys()
+        .filter(|k| k.owner_site.is_none())
+        .cloned()
+        .collect();
+    for key in unknown {
+        let mut known = groups.keys().filter(|k| {
+            k.owner_site.is_some() && (&k.comm, k.role, k.peer) == (&key.comm, key.role, key.peer)
+        });
+        if let (Some(only), None) = (known.next().cloned(), known.next()) {
+            let members = groups.remove(&key).unwrap_or_default();
+            groups.entry(only).or_default().extend(members);
+        }
     }
     groups.into_values().map(merge).collect()
 }
@@ -96,13 +114,23 @@ fn merge(mut members: Vec<Member<'_>>) -> Folded<'_> {
         .rev()
         .max_by_key(|site| (site.user_code, site.unresolved.is_none()))
         .cloned();
+    // Likewise the call site: the busiest member's that is known.
+    let known = members
+        .iter()
+        .position(|m| {
+            m.owner_site
+                .as_ref()
+                .is_some_and(|s| s.unresolved.is_none())
+        })
+        .unwrap_or(0);
+    let owner_site = members[known].owner_site.clone();
     let first = members.swap_remove(0);
     Folded {
         key: first.key,
         pids,
         flow,
         time_wait_now,
-        owner_site: first.owner_site,
+        owner_site,
         close_site,
     }
 }
