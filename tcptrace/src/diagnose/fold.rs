@@ -35,6 +35,8 @@ struct FoldKey {
     role: Role,
     peer: SocketAddr,
     owner_site: Option<(String, Option<String>, Option<u32>)>,
+    /// A stack was taken but could not be read (`CallSite::unresolved`).
+    unread_site: bool,
 }
 
 /// A flow with what it folds by.
@@ -47,10 +49,11 @@ pub struct Member<'a> {
 }
 
 /// Groups `members` that share a process name, cgroup, role, peer and
-/// call site. A member whose call site is unknown (no stack, or its
-/// process exited before tcptrace could read its mappings) is no evidence
-/// of another code path: it joins the group of the same program, role and
-/// peer whose call site is known, when there is exactly one.
+/// call site. A member whose stack could not be read (its process exited
+/// before tcptrace could read its mappings) is no evidence of another code
+/// path: it joins the group of the same program, role and peer whose call
+/// site is known, when there is exactly one. (A flow with no stack at all,
+/// such as the handshakes a listener's owner completes, stays apart.)
 #[must_use]
 pub fn fold<'a>(members: impl IntoIterator<Item = Member<'a>>) -> Vec<Folded<'a>> {
     let mut groups: HashMap<FoldKey, Vec<Member<'a>>> = HashMap::new();
@@ -67,14 +70,14 @@ pub fn fold<'a>(members: impl IntoIterator<Item = Member<'a>>) -> Vec<Folded<'a>
                 .as_ref()
                 .filter(|s| s.unresolved.is_none())
                 .map(|s| (s.function.clone(), s.file.clone(), s.line)),
+            unread_site: member
+                .owner_site
+                .as_ref()
+                .is_some_and(|s| s.unresolved.is_some()),
         };
         groups.entry(key).or_default().push(member);
     }
-    let unknown: Vec<FoldKey> = groups
-        .keys()
-        .filter(|k| k.owner_site.is_none())
-        .cloned()
-        .collect();
+    let unknown: Vec<FoldKey> = groups.keys().filter(|k| k.unread_site).cloned().collect();
     for key in unknown {
         let mut known = groups.keys().filter(|k| {
             k.owner_site.is_some() && (&k.comm, k.role, k.peer) == (&key.comm, key.role, key.peer)
