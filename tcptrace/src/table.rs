@@ -12,6 +12,7 @@
 //! findings and filters name the container even after the process is gone.
 
 use std::{
+    collections::hash_map::Entry,
     fs,
     net::SocketAddr,
     os::unix::fs::MetadataExt,
@@ -275,28 +276,30 @@ impl SocketTable {
             }
             return Applied::Live(event.skaddr);
         }
-        let reused = birth.is_some()
-            || self
-                .live
-                .get(&event.skaddr)
-                .is_some_and(|record| record.is_another_socket_than(event));
-        if reused {
-            if let Some(old) = self.live.remove(&event.skaddr) {
-                self.unindex(&old);
-                self.replaced += 1;
+        let born = birth.map(|role| SocketRecord::born(event, role, owner, key_of(&mut cgroups)));
+        // One lookup per event: a birth, or the first sight of a socket born
+        // before tracing started, starts a record; so does an event the
+        // kernel says is about another socket than the record's (the old
+        // one's close and the new one's birth were lost).
+        let mut fresh = true;
+        let record = match self.live.entry(event.skaddr) {
+            Entry::Occupied(mut slot) => {
+                if born.is_some() || slot.get().is_another_socket_than(event) {
+                    let new = born.unwrap_or_else(|| {
+                        SocketRecord::seen_mid_life(event, owner, key_of(&mut cgroups))
+                    });
+                    let old = slot.insert(new);
+                    unindex(&mut self.by_endpoints, &old);
+                    self.replaced += 1;
+                } else {
+                    fresh = false;
+                }
+                slot.into_mut()
             }
-        }
-        if let Some(role) = birth {
-            let cgroup = key_of(&mut cgroups);
-            self.live
-                .insert(event.skaddr, SocketRecord::born(event, role, owner, cgroup));
-        }
-        // First sight of a socket born before tracing started.
-        let mut fresh = birth.is_some();
-        let record = self.live.entry(event.skaddr).or_insert_with(|| {
-            fresh = true;
-            SocketRecord::seen_mid_life(event, owner, key_of(&mut cgroups))
-        });
+            Entry::Vacant(slot) => slot.insert(born.unwrap_or_else(|| {
+                SocketRecord::seen_mid_life(event, owner, key_of(&mut cgroups))
+            })),
+        };
         let unowned = record.owner.is_none();
         let old_endpoints = (record.netns, record.local, record.remote);
         record.observe(event, owner);
@@ -316,7 +319,7 @@ impl SocketTable {
                 .live
                 .remove(&event.skaddr)
                 .expect("the record just updated");
-            self.unindex(&record);
+            unindex(&mut self.by_endpoints, &record);
             return Applied::Closed(record);
         }
         // The index changes only when a socket appears or its endpoints do
@@ -326,12 +329,13 @@ impl SocketTable {
         }
         Applied::Live(event.skaddr)
     }
+}
 
-    fn unindex(&mut self, record: &SocketRecord) {
-        let key = (record.netns, record.local, record.remote);
-        if self.by_endpoints.get(&key) == Some(&record.skaddr) {
-            self.by_endpoints.remove(&key);
-        }
+/// Drops `record`'s entry from the endpoint index, if it is still its.
+fn unindex(by_endpoints: &mut FastMap<(u32, SocketAddr, SocketAddr), u64>, record: &SocketRecord) {
+    let key = (record.netns, record.local, record.remote);
+    if by_endpoints.get(&key) == Some(&record.skaddr) {
+        by_endpoints.remove(&key);
     }
 }
 
