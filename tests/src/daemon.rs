@@ -10,6 +10,7 @@ use std::{
 };
 
 use serde_json::Value;
+use std::path::PathBuf;
 
 use crate::trace::tcptrace_bin;
 
@@ -28,6 +29,16 @@ impl Daemon {
     /// Starts `tcptrace daemon --listen LISTEN EXTRA...` and waits for /healthz.
     #[must_use]
     pub fn start(listen: &str, extra: &[&str]) -> Self {
+        Self::start_until(listen, extra, || {
+            matches!(http_get(listen, "/healthz", &[]), Some((200, _)))
+        })
+    }
+
+    /// Starts `tcptrace daemon --listen LISTEN EXTRA...` and waits (20 s at
+    /// most) until `ready` says it answers (e.g. over TLS, with
+    /// credentials).
+    #[must_use]
+    pub fn start_until(listen: &str, extra: &[&str], ready: impl Fn() -> bool) -> Self {
         let child = Command::new(tcptrace_bin())
             .args(["daemon", "--listen", listen])
             .args(extra)
@@ -57,12 +68,12 @@ impl Daemon {
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if let Some((200, _)) = http_get(listen, "/healthz", &[]) {
+            if ready() {
                 return daemon;
             }
             thread::sleep(Duration::from_millis(100));
         }
-        panic!("tcptrace daemon did not answer /healthz on {listen} within 20 s (see its stderr above)");
+        panic!("tcptrace daemon did not answer on {listen} within 20 s (see its stderr above)");
     }
 
     /// `/metrics` in the classic text format.
@@ -266,4 +277,84 @@ pub fn daemon_program_count() -> usize {
         .any(|l| l.starts_with("[ok  ] tracepoint tcp:tcp_retransmit_synack"));
     let softirq = !doctor.contains("no softirq programs");
     5 + usize::from(syn_ack) + 2 * usize::from(softirq)
+}
+
+/// A real Prometheus server on loopback, scraping what `scrape_configs`
+/// (the YAML list, indented two spaces) says every second; stopped and its
+/// directory removed on drop.
+pub struct Prometheus {
+    child: Child,
+    pub dir: PathBuf,
+    pub addr: String,
+}
+
+impl Prometheus {
+    #[must_use]
+    pub fn start(tag: &str, scrape_configs: &str) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("tcptrace-prometheus-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let config = dir.join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n{scrape_configs}"
+            ),
+        )
+        .expect("prometheus.yml");
+        let addr = free_loopback_addr();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect(
+                "prometheus (Debian package) must be installed: `cargo xtask test` installs it",
+            );
+        Self { child, dir, addr }
+    }
+
+    /// The first result of the instant query `query`, once it has one
+    /// that `accept` takes (waits `limit` at most): its value, and the
+    /// whole answer.
+    #[must_use]
+    pub fn query_until(
+        &self,
+        query: &str,
+        limit: Duration,
+        accept: impl Fn(&str) -> bool,
+    ) -> (Option<String>, String) {
+        let path = format!("/api/v1/query?query={}", url_encode(query));
+        let deadline = Instant::now() + limit;
+        let mut last = String::new();
+        loop {
+            if let Some((200, body)) = http_get(&self.addr, &path, &[]) {
+                let json: Value = serde_json::from_str(&body).unwrap_or_default();
+                if let Some(value) = json["data"]["result"][0]["value"][1].as_str() {
+                    if accept(value) {
+                        return (Some(value.to_owned()), body);
+                    }
+                }
+                last = body;
+            }
+            if Instant::now() > deadline {
+                return (None, last);
+            }
+            thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }

@@ -7,6 +7,7 @@
 pub mod daemon;
 pub mod kernel_counts;
 pub mod netns;
+pub mod pki;
 pub mod process;
 pub mod programs;
 pub mod redis;

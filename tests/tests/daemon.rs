@@ -6,10 +6,6 @@
     reason = "the samples compared are exact small integer counts"
 )]
 #![expect(
-    clippy::items_after_statements,
-    reason = "a test declares its helper types where it first needs them"
-)]
-#![expect(
     clippy::too_many_lines,
     reason = "a real-kernel scenario reads top to bottom as one story"
 )]
@@ -23,7 +19,7 @@ use std::{
 use tcptrace_tests::{
     daemon::{
         daemon_program_count, free_loopback_addr, http_get, http_request, programs_of, sample,
-        url_encode, Daemon,
+        Daemon, Prometheus,
     },
     require_root, Workload,
 };
@@ -334,58 +330,17 @@ fn real_prometheus_sees_the_close_wait_leak() {
     Workload::start(&["client", &format!("127.0.0.1:{port}"), "3"]).wait_success();
     leak.expect_line("leaking");
 
-    let dir = std::env::temp_dir().join(format!("tcptrace-prometheus-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let config = dir.join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: tcptrace\n    static_configs:\n      - targets: ['{}']\n",
+    let prometheus = Prometheus::start(
+        "leak",
+        &format!(
+            "  - job_name: tcptrace\n    static_configs:\n      - targets: ['{}']\n",
             daemon.listen
         ),
-    )
-    .expect("prometheus.yml");
-    let prometheus_addr = &free_loopback_addr();
-    let prometheus = Command::new("prometheus")
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
-        ))
-        .arg(format!("--web.listen-address={prometheus_addr}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("prometheus (Debian package) must be installed: `cargo xtask test` installs it");
-    struct Cleanup(std::process::Child, std::path::PathBuf);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-            let _ = std::fs::remove_dir_all(&self.1);
-        }
-    }
-    let _prometheus = Cleanup(prometheus, dir.clone());
-
+    );
     let query = r#"tcptrace_sockets{comm="tt-workload",state="CLOSE_WAIT"}"#;
-    let path = format!("/api/v1/query?query={}", url_encode(query));
-    let deadline = Instant::now() + Duration::from_secs(40);
-    let mut last = String::new();
-    let value = loop {
-        if let Some((200, body)) = http_get(prometheus_addr, &path, &[]) {
-            let json: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-            if let Some(v) = json["data"]["result"][0]["value"][1].as_str() {
-                break v.to_owned();
-            }
-            last = body;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "Prometheus never returned {query}; last answer: {last}"
-        );
-        thread::sleep(Duration::from_millis(500));
-    };
+    let (value, last) = prometheus.query_until(query, Duration::from_secs(40), |_| true);
+    let value =
+        value.unwrap_or_else(|| panic!("Prometheus never returned {query}; last answer: {last}"));
     assert_eq!(value, "3", "Prometheus sees the three leaked sockets");
     drop(leak);
 }

@@ -1315,7 +1315,7 @@ fn slow_scrape(addr: &str) -> (String, usize, usize) {
         .set_read_timeout(Some(Duration::from_secs(30)))
         .expect("timeout");
     stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: tcptrace\r\n\r\n")
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: tcptrace\r\nConnection: close\r\n\r\n")
         .expect("request");
     let mut response = Vec::new();
     let mut chunk = vec![0u8; 64 * 1024];
@@ -1333,7 +1333,11 @@ fn slow_scrape(addr: &str) -> (String, usize, usize) {
     let head = String::from_utf8_lossy(&response[..split]).into_owned();
     let length = head
         .lines()
-        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .find_map(|l| {
+            l.split_once(':')
+                .filter(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+                .map(|(_, value)| value)
+        })
         .and_then(|v| v.trim().parse().ok())
         .expect("Content-Length");
     let status = head.lines().next().unwrap_or_default().to_owned();

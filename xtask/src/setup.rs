@@ -184,7 +184,7 @@ fn install_bpf_linker(toolchain: &str) -> Result<()> {
 }
 
 /// Debian packages the real-kernel tests and peers need.
-pub const TEST_PACKAGES: [(&str, &str); 14] = [
+pub const TEST_PACKAGES: [(&str, &str); 15] = [
     ("nft", "nftables"),
     ("tcpstates", "libbpf-tools"),
     ("ip", "iproute2"),
@@ -199,6 +199,9 @@ pub const TEST_PACKAGES: [(&str, &str); 14] = [
     ("nginx", "nginx"),
     ("curl", "curl"),
     ("ab", "apache2-utils"),
+    // tests/tests/web.rs: certificates for the daemon's TLS
+    // (`htpasswd` for its users comes with apache2-utils).
+    ("openssl", "openssl"),
     // tests/tests/truth.rs: a server and a client with a connection per
     // request, also over a lossy path.
     ("redis-server", "redis-server"),

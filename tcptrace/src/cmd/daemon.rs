@@ -21,6 +21,11 @@ pub struct DaemonArgs {
     /// Address of /metrics and /healthz [default: 127.0.0.1:9640].
     #[arg(long, env = "TCPTRACE_LISTEN")]
     listen: Option<String>,
+    /// TLS and basic authentication for /metrics and /healthz, in the
+    /// Prometheus exporter-toolkit format (`tls_server_config`,
+    /// `basic_auth_users`); read again on SIGHUP.
+    #[arg(long, env = "TCPTRACE_WEB_CONFIG")]
+    web_config: Option<PathBuf>,
     /// Destinations with their own `peer` label; the rest are "other" [default: 10].
     #[arg(long, env = "TCPTRACE_TOP_PEERS")]
     top_peers: Option<usize>,
@@ -74,6 +79,7 @@ pub fn run(args: DaemonArgs) -> Result<()> {
     let path = args.config.clone();
     let overrides = Overrides {
         listen: args.listen,
+        web_config: args.web_config,
         top_peers: args.top_peers,
         ring_buffer_mib: args.ring_buffer_mib,
         socket_map_entries: args.socket_map_entries,

@@ -25,6 +25,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:9640";
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct FileConfig {
     pub listen: Option<String>,
+    /// TLS and basic authentication (exporter-toolkit format).
+    pub web_config: Option<PathBuf>,
     pub top_peers: Option<usize>,
     pub ring_buffer_mib: Option<u32>,
     pub socket_map_entries: Option<u32>,
@@ -90,6 +92,7 @@ impl FileConfig {
 )]
 pub struct Overrides {
     pub listen: Option<String>,
+    pub web_config: Option<PathBuf>,
     pub top_peers: Option<usize>,
     pub ring_buffer_mib: Option<u32>,
     pub socket_map_entries: Option<u32>,
@@ -120,6 +123,9 @@ pub struct DaemonConfig {
     /// longer than the kernel keeps).
     pub warnings: Vec<String>,
     pub listen: SocketAddr,
+    /// The exporter-toolkit web configuration (TLS, basic auth), read at
+    /// start and at each SIGHUP.
+    pub web_config: Option<PathBuf>,
     /// Destinations with their own `peer` label; the rest are "other".
     pub top_peers: usize,
     pub ring_buffer_mib: u32,
@@ -263,6 +269,7 @@ impl DaemonConfig {
         Ok(Self {
             warnings: comm_warnings,
             listen,
+            web_config: flags.web_config.or(file.web_config),
             top_peers: flags.top_peers.or(file.top_peers).unwrap_or(10),
             ring_buffer_mib,
             socket_map_entries,

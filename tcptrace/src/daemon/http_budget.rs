@@ -1,6 +1,6 @@
 //! What the HTTP side may take, whatever local users do: at most
-//! [`MAX_OPEN`] connections at once (each bounded in time by
-//! `http::READ_TIMEOUT`), later ones accepted and closed at once (counted),
+//! [`MAX_OPEN`] connections at once (each phase of each bounded in time by
+//! `http_conn`), later ones accepted and closed at once (counted),
 //! and a pause after a failed `accept` instead of a busy loop. Without it,
 //! 1,100 idle connections exhausted the daemon's descriptors: every socket
 //! dump failed and `accept4` spun at 85 % CPU.
@@ -15,6 +15,10 @@ use std::{
 /// room for several Prometheus servers and people with curl.
 pub const MAX_OPEN: usize = 64;
 
+/// Places that may be held by kept-alive connections: past it, answers
+/// say `Connection: close`, so idle keep-alive can never take every place.
+pub const KEEP_ALIVE: usize = MAX_OPEN / 4;
+
 /// How long accepting pauses after an error (`EMFILE`: no descriptor left).
 pub const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
@@ -26,6 +30,10 @@ pub struct HttpBudget {
     pub refused: Cell<u64>,
     /// `accept` failures.
     pub accept_errors: Cell<u64>,
+    /// Requests refused for want of the right credentials (401).
+    pub unauthorized: Cell<u64>,
+    /// TLS handshakes that failed or timed out.
+    pub tls_failed: Cell<u64>,
 }
 
 /// One served connection's place; given back when dropped.
@@ -56,6 +64,13 @@ impl HttpBudget {
         Some(Slot(Rc::clone(self)))
     }
 
+    /// Whether more than [`KEEP_ALIVE`] places are taken: connections
+    /// are then closed after their answer.
+    #[must_use]
+    pub fn crowded(&self) -> bool {
+        self.open.get() > KEEP_ALIVE
+    }
+
     /// `accept` failed: pause, so the loop does not spin on it.
     pub fn accept_failed(&self, now: Instant) {
         self.accept_errors.set(self.accept_errors.get() + 1);
@@ -73,9 +88,11 @@ mod tests {
         let slots: Vec<Slot> = (0..MAX_OPEN)
             .map(|_| budget.take().expect("a place"))
             .collect();
+        assert!(budget.crowded());
         assert!(budget.take().is_none());
         assert_eq!(budget.refused.get(), 1);
         drop(slots);
+        assert!(!budget.crowded());
         assert!(budget.take().is_some());
 
         let now = Instant::now();

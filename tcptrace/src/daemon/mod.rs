@@ -5,18 +5,24 @@
 //! refresh (socket dump + diagnoses) and the HTTP handlers, which borrow
 //! the state only to render a scrape, never across an await.
 
+mod basic_auth;
 pub mod config;
 mod health;
 mod http;
 mod http_budget;
+mod http_conn;
 mod reload;
 mod rendered;
 mod scrape;
 mod service_manager;
+pub mod web_config;
 
 use std::{cell::RefCell, collections::HashSet, rc::Rc, time::Instant};
 
 use anyhow::{Context, Result};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{body::Incoming, header, Request, Response, StatusCode};
 use tcptrace_common::Counter;
 use tokio::{
     net::TcpListener,
@@ -24,8 +30,10 @@ use tokio::{
     task::LocalSet,
     time::Interval,
 };
+use tokio_rustls::TlsAcceptor;
 
 use self::{
+    basic_auth::BasicAuth,
     config::DaemonConfig,
     health::{Health, Losses},
     http::Route,
@@ -33,6 +41,7 @@ use self::{
     reload::Changes,
     rendered::{Format, RenderedMetrics, Variant},
     scrape::Refreshed,
+    web_config::WebConfig,
 };
 use crate::{
     export::{
@@ -68,6 +77,9 @@ struct Daemon {
     refresh_errors: u64,
     /// The last `/metrics` text, shared by the scrapes that follow it.
     rendered: RenderedMetrics,
+    /// TLS, users and headers of `--web-config` (read again on SIGHUP).
+    web: WebConfig,
+    auth: Rc<BasicAuth>,
 }
 
 /// Reads the configuration again (the file, under the same flags).
@@ -89,6 +101,7 @@ async fn serve(config: DaemonConfig, read_config: ReadConfig) -> Result<()> {
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {} (--listen)", config.listen))?;
+    let web = load_web_config(&config)?;
     let open_files = raise_open_files_limit();
     let http = Rc::new(HttpBudget::default());
     let mut probe = Probe::load(ProbeOptions {
@@ -120,12 +133,15 @@ async fn serve(config: DaemonConfig, read_config: ReadConfig) -> Result<()> {
         probe,
         pipeline,
         Rc::clone(&http),
+        web,
     )));
     log(
         "info",
         "started",
         &serde_json::json!({
             "listen": listener.local_addr().map_or_else(|_| config.listen.to_string(), |a| a.to_string()),
+            "tls": daemon.borrow().web.tls.is_some(),
+            "basic_auth": daemon.borrow().auth.required(),
             "open_files_limit": open_files,
         }),
     );
@@ -172,7 +188,7 @@ async fn serve(config: DaemonConfig, read_config: ReadConfig) -> Result<()> {
                 match accepted {
                     // Over the budget: closed at once (dropped), counted.
                     Ok((stream, _)) => if let Some(slot) = http.take() {
-                        tokio::task::spawn_local(answer(stream, Rc::clone(&daemon), slot));
+                        tokio::task::spawn_local(connection(stream, Rc::clone(&daemon), slot));
                     },
                     Err(_) => http.accept_failed(Instant::now()),
                 }
@@ -270,65 +286,146 @@ fn raise_open_files_limit() -> u64 {
     limit.rlim_cur
 }
 
-/// One HTTP connection, holding its place in the budget until it ends.
-async fn answer(mut stream: tokio::net::TcpStream, daemon: Rc<RefCell<Daemon>>, _slot: Slot) {
-    let Some(head) = http::read_head(&mut stream).await else {
-        return;
+/// The web configuration `config` names (none: plain HTTP, no users).
+fn load_web_config(config: &DaemonConfig) -> Result<WebConfig> {
+    config.web_config.as_deref().map_or_else(
+        || Ok(WebConfig::default()),
+        |path| WebConfig::load(path).context("--web-config"),
+    )
+}
+
+/// One HTTP connection, holding its place in the budget until it ends,
+/// served with the web configuration in force when it was accepted.
+async fn connection(stream: tokio::net::TcpStream, daemon: Rc<RefCell<Daemon>>, slot: Slot) {
+    let (tls, auth, headers, budget) = {
+        let d = daemon.borrow();
+        (
+            d.web.tls.clone().map(TlsAcceptor::from),
+            Rc::clone(&d.auth),
+            Rc::new(d.web.headers.clone()),
+            Rc::clone(&d.http),
+        )
     };
-    let gzip = http::accepts_gzip(&head);
+    let ended = http_conn::serve(stream, tls, move |request| {
+        let (daemon, auth, headers) = (Rc::clone(&daemon), Rc::clone(&auth), Rc::clone(&headers));
+        async move {
+            let mut response = if auth
+                .allows(
+                    request
+                        .headers()
+                        .get(header::AUTHORIZATION)
+                        .map(header::HeaderValue::as_bytes),
+                )
+                .await
+            {
+                answer(&request, &daemon)
+            } else {
+                daemon
+                    .borrow()
+                    .http
+                    .unauthorized
+                    .set(daemon.borrow().http.unauthorized.get() + 1);
+                unauthorized()
+            };
+            let response_headers = response.headers_mut();
+            for (name, value) in headers.iter() {
+                response_headers.insert(name.clone(), value.clone());
+            }
+            if daemon.borrow().http.crowded() {
+                response_headers.insert(
+                    header::CONNECTION,
+                    header::HeaderValue::from_static("close"),
+                );
+            }
+            response
+        }
+    })
+    .await;
+    if ended == http_conn::Ended::TlsFailed {
+        budget.tls_failed.set(budget.tls_failed.get() + 1);
+    }
+    drop(slot);
+}
+
+fn unauthorized() -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(b"unauthorized\n")));
+    *response.status_mut() = StatusCode::UNAUTHORIZED;
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Basic realm=\"tcptrace\""),
+    );
+    response
+}
+
+/// The answer to an authenticated request.
+fn answer(request: &Request<Incoming>, daemon: &RefCell<Daemon>) -> Response<Full<Bytes>> {
+    let gzip = http::accepts_gzip(request.headers());
     let metrics = |format| Variant { format, gzip };
-    let (status, content_type, gzipped, body): (_, _, _, Rc<[u8]>) = match http::route(&head) {
-        Route::Metrics(true) => (
-            "200 OK",
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            gzip,
-            daemon
-                .borrow_mut()
-                .metrics_text(metrics(Format::OpenMetrics)),
-        ),
-        Route::Metrics(false) => (
-            "200 OK",
-            "text/plain; version=0.0.4; charset=utf-8",
-            gzip,
-            daemon.borrow_mut().metrics_text(metrics(Format::Classic)),
-        ),
-        Route::Health => (
-            "200 OK",
-            "application/json",
-            false,
-            daemon.borrow_mut().health().into_bytes().into(),
-        ),
-        Route::Index => (
-            "200 OK",
-            "text/html; charset=utf-8",
-            false,
-            http::LANDING_PAGE.as_bytes().into(),
-        ),
-        Route::NotFound => (
-            "404 Not Found",
-            "text/plain",
-            false,
-            b"try /metrics or /healthz\n".as_slice().into(),
-        ),
-        Route::MethodNotAllowed => (
-            "405 Method Not Allowed",
-            "text/plain",
-            false,
-            b"read-only\n".as_slice().into(),
-        ),
-        Route::BadRequest => (
-            "400 Bad Request",
-            "text/plain",
-            false,
-            b"bad request\n".as_slice().into(),
-        ),
-    };
-    let send_body = !http::is_head(&head);
-    http::respond(&mut stream, status, content_type, gzipped, &body, send_body).await;
+    let (status, content_type, gzipped, body) =
+        match http::route(request.method(), request.uri().path(), request.headers()) {
+            Route::Metrics(true) => (
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                gzip,
+                daemon
+                    .borrow_mut()
+                    .metrics_text(metrics(Format::OpenMetrics)),
+            ),
+            Route::Metrics(false) => (
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                gzip,
+                daemon.borrow_mut().metrics_text(metrics(Format::Classic)),
+            ),
+            Route::Health => (
+                StatusCode::OK,
+                "application/json",
+                false,
+                Bytes::from(daemon.borrow_mut().health()),
+            ),
+            Route::Index => (
+                StatusCode::OK,
+                "text/html; charset=utf-8",
+                false,
+                Bytes::from_static(http::LANDING_PAGE.as_bytes()),
+            ),
+            Route::NotFound => (
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                false,
+                Bytes::from_static(b"try /metrics or /healthz\n"),
+            ),
+            Route::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "text/plain",
+                false,
+                Bytes::from_static(b"read-only\n"),
+            ),
+        };
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    if gzipped {
+        headers.insert(
+            header::CONTENT_ENCODING,
+            header::HeaderValue::from_static("gzip"),
+        );
+    }
+    response
 }
 
 impl Daemon {
-    fn new(config: DaemonConfig, probe: Probe, pipeline: Pipeline, http: Rc<HttpBudget>) -> Self {
+    fn new(
+        config: DaemonConfig,
+        probe: Probe,
+        pipeline: Pipeline,
+        http: Rc<HttpBudget>,
+        web: WebConfig,
+    ) -> Self {
         let mut daemon = Self {
             metrics: DaemonMetrics::default(),
             config: config.clone(),
@@ -342,6 +439,8 @@ impl Daemon {
             http,
             refresh_errors: 0,
             rendered: RenderedMetrics::default(),
+            auth: BasicAuth::new(web.users.clone()),
+            web,
         };
         daemon.apply(config);
         daemon
@@ -451,11 +550,26 @@ impl Daemon {
         let changes = Changes::between(&self.config, &new);
         let config = Changes::in_force(&self.config, &new);
         log_config_warnings(&config);
+        // Read again even when its path is the same: certificates are
+        // renewed in place.
+        match load_web_config(&config) {
+            Ok(web) => {
+                self.auth = BasicAuth::new(web.users.clone());
+                self.web = web;
+            }
+            Err(error) => log(
+                "warn",
+                "web configuration not reloaded",
+                &serde_json::json!({ "error": format!("{error:#}") }),
+            ),
+        }
         self.apply(config);
         log(
             "info",
             "configuration reloaded",
             &serde_json::json!({
+                "tls": self.web.tls.is_some(),
+                "basic_auth": self.auth.required(),
                 "applied": changes.applied,
                 "need_restart": changes.need_restart,
             }),
@@ -464,7 +578,7 @@ impl Daemon {
 
     /// `/metrics` as `variant`: from the last render if recent, else a new
     /// one.
-    fn metrics_text(&mut self, variant: Variant) -> Rc<[u8]> {
+    fn metrics_text(&mut self, variant: Variant) -> Bytes {
         let mut rendered = std::mem::take(&mut self.rendered);
         let text = rendered.get(variant, Instant::now(), || self.render());
         self.rendered = rendered;
@@ -561,6 +675,8 @@ impl Daemon {
             "listener_map_full": kernel.listener_map_full,
             "http_connections_refused": self.http.refused.get(),
             "http_accept_errors": self.http.accept_errors.get(),
+            "http_unauthorized": self.http.unauthorized.get(),
+            "http_tls_handshakes_failed": self.http.tls_failed.get(),
             "refresh_errors": self.refresh_errors,
             "kernel_read_errors": kernel.read_errors,
             "processes_not_announced": kernel.processes_not_announced,

@@ -1,6 +1,7 @@
 //! SIGHUP: the configuration read again and what can change applied
 //! without re-attaching. Filters, logging, peers shown, the idle threshold,
-//! the refresh interval and the JVM switch are userspace state; the
+//! the refresh interval, the JVM switch and the web configuration (read
+//! again even when its path is unchanged) are userspace state; the
 //! listen address, the kernel's maps and ring, the stack settings, the
 //! event mode and container labels are fixed at start (changing them
 //! needs a restart, which the log says).
@@ -35,6 +36,7 @@ impl Changes {
         live("idle-threshold", old.idle_threshold != new.idle_threshold);
         live("refresh", old.refresh != new.refresh);
         live("jvm-perf-map", old.jvm_perf_map != new.jvm_perf_map);
+        live("web-config", old.web_config != new.web_config);
         let mut fixed = |key, changed: bool| {
             if changed {
                 changes.need_restart.push(key);
@@ -73,6 +75,7 @@ impl Changes {
             idle_threshold: new.idle_threshold,
             refresh: new.refresh,
             jvm_perf_map: new.jvm_perf_map,
+            web_config: new.web_config.clone(),
             warnings: new.warnings.clone(),
             ..old.clone()
         }

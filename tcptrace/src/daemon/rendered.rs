@@ -7,10 +7,10 @@
 
 use std::{
     io::Write,
-    rc::Rc,
     time::{Duration, Instant},
 };
 
+use bytes::Bytes;
 use flate2::{write::GzEncoder, Compression};
 
 use crate::export::prometheus::to_classic_text;
@@ -52,7 +52,7 @@ impl Variant {
 #[derive(Default)]
 pub struct RenderedMetrics {
     rendered_at: Option<Instant>,
-    variants: [Option<Rc<[u8]>>; 4],
+    variants: [Option<Bytes>; 4],
 }
 
 impl RenderedMetrics {
@@ -63,35 +63,35 @@ impl RenderedMetrics {
         variant: Variant,
         now: Instant,
         render: impl FnOnce() -> String,
-    ) -> Rc<[u8]> {
+    ) -> Bytes {
         let fresh = self
             .rendered_at
             .is_some_and(|at| now.saturating_duration_since(at) < MAX_AGE);
         if !fresh {
             self.variants = Default::default();
-            self.variants[Variant::BASE.slot()] = Some(Rc::from(render().into_bytes()));
+            self.variants[Variant::BASE.slot()] = Some(Bytes::from(render()));
             self.rendered_at = Some(now);
         }
         self.derive(variant)
     }
 
     /// `variant` of the current render, derived now if it was not yet.
-    fn derive(&mut self, variant: Variant) -> Rc<[u8]> {
+    fn derive(&mut self, variant: Variant) -> Bytes {
         if let Some(bytes) = &self.variants[variant.slot()] {
-            return Rc::clone(bytes);
+            return bytes.clone();
         }
-        let bytes: Rc<[u8]> = if variant.gzip {
+        let bytes: Bytes = if variant.gzip {
             let plain = self.derive(Variant {
                 gzip: false,
                 ..variant
             });
-            Rc::from(gzip(&plain))
+            Bytes::from(gzip(&plain))
         } else {
             // Only the classic text is derived plain: the base is rendered.
             let base = self.derive(Variant::BASE);
-            Rc::from(to_classic_text(&String::from_utf8_lossy(&base)).into_bytes())
+            Bytes::from(to_classic_text(&String::from_utf8_lossy(&base)))
         };
-        self.variants[variant.slot()] = Some(Rc::clone(&bytes));
+        self.variants[variant.slot()] = Some(bytes.clone());
         bytes
     }
 }
@@ -132,8 +132,12 @@ mod tests {
         let classic = rendered.get(variant(Format::Classic, false), half, &mut render);
         let classic_again = rendered.get(variant(Format::Classic, false), half, &mut render);
         let zipped = rendered.get(variant(Format::Classic, true), half, &mut render);
-        assert!(Rc::ptr_eq(&first, &second), "the same bytes, not a copy");
-        assert!(Rc::ptr_eq(&classic, &classic_again));
+        assert_eq!(
+            first.as_ptr(),
+            second.as_ptr(),
+            "the same bytes, not a copy"
+        );
+        assert_eq!(classic.as_ptr(), classic_again.as_ptr());
         assert_eq!(&*classic, to_classic_text(TEXT).as_bytes());
         let mut unzipped = Vec::new();
         flate2::read::GzDecoder::new(&*zipped)
@@ -158,7 +162,7 @@ mod tests {
         assert_eq!(&*plain, b"# n 2\n");
         let zipped_later = rendered.get(variant(Format::OpenMetrics, true), later, &mut render);
         assert!(
-            !Rc::ptr_eq(&zipped, &zipped_later),
+            zipped.as_ptr() != zipped_later.as_ptr(),
             "derived from the new render"
         );
         assert_eq!(renders, 2);
