@@ -2,6 +2,7 @@
 //! sessions and the daemon: decode → owner → socket table → diagnoses.
 
 use std::{
+    os::fd::AsFd,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -28,7 +29,7 @@ use crate::{
     live_births::LiveBirths,
     netns::DiagSockets,
     owner::{self, Owner, StartOwners},
-    probe::{Counters, FilterMaps, Probe, SocketMap},
+    probe::{Counters, FilterMaps, Probe, RingFill, SocketMap},
     snapshot::{ExistingSocket, Snapshot},
     symbolize::Meeter,
     table::{Applied, Cgroups, SocketRecord, SocketTable},
@@ -125,6 +126,9 @@ fn reject_in_kernel(
 pub struct Rings {
     pub events: AsyncFd<RingBuf<MapData>>,
     pub stacks: AsyncFd<RingBuf<MapData>>,
+    /// How full each is (`None` where its positions could not be mapped).
+    pub events_fill: Option<RingFill>,
+    pub stacks_fill: Option<RingFill>,
 }
 
 impl Rings {
@@ -135,9 +139,16 @@ impl Rings {
             unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
                 .map_err(|e| anyhow::anyhow!("polling a ring buffer: {e}"))
         };
+        let (events, stacks) = (
+            pollable(probe.take_events()?)?,
+            pollable(probe.take_stacks()?)?,
+        );
+        let fill = |ring: &AsyncFd<RingBuf<MapData>>| RingFill::of(ring.get_ref().as_fd()).ok();
         Ok(Self {
-            events: pollable(probe.take_events()?)?,
-            stacks: pollable(probe.take_stacks()?)?,
+            events_fill: fill(&events),
+            stacks_fill: fill(&stacks),
+            events,
+            stacks,
         })
     }
 

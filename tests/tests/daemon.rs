@@ -234,6 +234,105 @@ fn metrics_show_churn_leaks_and_failures_of_the_workloads() {
     drop(leak);
 }
 
+/// `kernel.bpf_stats_enabled` set for a test, restored on drop.
+struct BpfStats(String);
+
+impl BpfStats {
+    const PATH: &'static str = "/proc/sys/kernel/bpf_stats_enabled";
+
+    fn enable() -> Self {
+        let before = std::fs::read_to_string(Self::PATH).expect("bpf_stats_enabled");
+        std::fs::write(Self::PATH, "1").expect("enable bpf_stats");
+        Self(before)
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        let _ = std::fs::write(Self::PATH, self.0.trim());
+    }
+}
+
+/// The daemon's costs as its own metrics: each kernel program's runs and
+/// run time agree with what bpftool reads from the kernel for the same
+/// programs (read after the scrape, so at least as large), and each ring
+/// buffer has its size and a fill histogram.
+#[test]
+fn tracer_costs_agree_with_bpftool() {
+    require_root();
+    let _stats = BpfStats::enable();
+    let daemon = Daemon::start(&free_loopback_addr(), &["--refresh", "1s"]);
+    let mut server = Workload::start(&["server", "127.0.0.1:0", "50"]);
+    let port = server.expect_line("port ");
+    Workload::start(&["client", &format!("127.0.0.1:{port}"), "50"]).wait_success();
+    server.wait_success();
+    let scrape = daemon.scrape_until(Duration::from_secs(20), |s| {
+        sample(s, "tcptrace_bpf_program_runs_total", &[]).is_some_and(|runs| runs >= 100.0)
+    });
+    assert_eq!(
+        sample(&scrape, "tcptrace_bpf_stats_enabled", &[]),
+        Some(1.0)
+    );
+    let out = Command::new("bpftool")
+        .args(["--json", "prog", "show"])
+        .output()
+        .expect("bpftool");
+    let progs: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
+    let ours = programs_of(daemon.pid());
+    let mut compared = 0;
+    for prog in progs.as_array().expect("array") {
+        if !prog["id"].as_u64().is_some_and(|id| ours.contains(&id)) {
+            continue;
+        }
+        let name = prog["name"].as_str().expect("name");
+        let program = [("program", name)];
+        let runs = sample(&scrape, "tcptrace_bpf_program_runs_total", &program)
+            .unwrap_or_else(|| panic!("no runs of {name} in\n{scrape}"));
+        let seconds = sample(
+            &scrape,
+            "tcptrace_bpf_program_run_time_seconds_total",
+            &program,
+        )
+        .expect("run time");
+        let kernel_runs = prog["run_cnt"].as_f64().unwrap_or(0.0);
+        let kernel_ns = prog["run_time_ns"].as_f64().unwrap_or(0.0);
+        assert!(
+            runs <= kernel_runs && (runs > 0.0) == (kernel_runs > 0.0),
+            "{name}: {runs} runs scraped, {kernel_runs} by bpftool later"
+        );
+        assert!(
+            seconds * 1e9 <= kernel_ns + 1.0,
+            "{name}: {seconds} s scraped, {kernel_ns} ns"
+        );
+        compared += 1;
+    }
+    assert_eq!(
+        compared,
+        ours.len(),
+        "every program of the daemon has its series"
+    );
+    assert_eq!(
+        sample(
+            &scrape,
+            "tcptrace_ring_buffer_size_bytes",
+            &[("ring", "events")]
+        ),
+        Some(4.0 * 1024.0 * 1024.0),
+        "the daemon's 4 MiB event ring"
+    );
+    for ring in ["events", "stacks"] {
+        let drains = sample(
+            &scrape,
+            "tcptrace_ring_buffer_fill_ratio_count",
+            &[("ring", ring)],
+        );
+        assert!(
+            drains.is_some_and(|n| n > 0.0),
+            "{ring}: fill observed at each drain"
+        );
+    }
+}
+
 /// Every BPF program loaded in the kernel now.
 fn all_program_ids() -> Vec<u64> {
     let out = Command::new("bpftool")

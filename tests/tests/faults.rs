@@ -1641,7 +1641,9 @@ fn stray_signals_do_not_end_the_daemon() {
     assert_eq!(ignored, ["SIGUSR1", "SIGUSR2", "SIGALRM"]);
     assert_eq!(
         reloaded,
-        Some(serde_json::json!({ "applied": [], "need_restart": [] })),
+        Some(serde_json::json!({
+            "applied": [], "need_restart": [], "tls": false, "basic_auth": false
+        })),
         "SIGHUP reloads; nothing changed"
     );
     // SAFETY: kill(2) on our own child.
@@ -1760,7 +1762,9 @@ fn sighup_reloads_the_configuration() {
     let reloaded = logged(&log, "configuration reloaded");
     assert_eq!(
         reloaded,
-        serde_json::json!({ "applied": ["comm"], "need_restart": ["listen"] })
+        serde_json::json!({
+            "applied": ["comm"], "need_restart": ["listen"], "tls": false, "basic_auth": false
+        })
     );
     Workload::start(&["refused", &closed, "3"]).wait_success();
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -47,11 +47,12 @@ use crate::{
     export::{
         process_stats::ProcessStats,
         prometheus::{render, Scrape},
+        tracer_costs::{RingFillStats, TracerCosts},
     },
     findings::Report,
     metrics::DaemonMetrics,
     pipeline::{dump, Pipeline, Rings, DRAIN_INTERVAL},
-    probe::{Probe, ProbeOptions},
+    probe::{bpf_stats_enabled, Probe, ProbeOptions},
     snapshot::Snapshot,
 };
 
@@ -80,6 +81,8 @@ struct Daemon {
     /// TLS, users and headers of `--web-config` (read again on SIGHUP).
     web: WebConfig,
     auth: Rc<BasicAuth>,
+    /// How full each ring buffer was at each drain.
+    rings: [RingFillStats; 2],
 }
 
 /// Reads the configuration again (the file, under the same flags).
@@ -441,6 +444,16 @@ impl Daemon {
             rendered: RenderedMetrics::default(),
             auth: BasicAuth::new(web.users.clone()),
             web,
+            rings: [
+                RingFillStats {
+                    ring: "events",
+                    ..RingFillStats::default()
+                },
+                RingFillStats {
+                    ring: "stacks",
+                    ..RingFillStats::default()
+                },
+            ],
         };
         daemon.apply(config);
         daemon
@@ -467,6 +480,17 @@ impl Daemon {
     }
 
     fn drain(&mut self, rings: &mut Rings) {
+        // The pressure that ends in lost events, as the reader finds it.
+        for (stats, fill) in self
+            .rings
+            .iter_mut()
+            .zip([&rings.events_fill, &rings.stacks_fill])
+        {
+            if let Some(fill) = fill {
+                stats.size_bytes = fill.size;
+                stats.fill.observe(fill.ratio());
+            }
+        }
         let metrics = &mut self.metrics;
         let _ = self
             .pipeline
@@ -611,6 +635,16 @@ impl Daemon {
             ports_in_use: self.refreshed.ports_in_use.clone(),
             port_range_sizes: self.refreshed.port_range_sizes.clone(),
             process: ProcessStats::of_self(),
+            costs: Some(TracerCosts {
+                bpf_stats_enabled: bpf_stats_enabled(),
+                programs: self.probe.program_runs(),
+                rings: self
+                    .rings
+                    .iter()
+                    .filter(|ring| ring.size_bytes > 0)
+                    .cloned()
+                    .collect(),
+            }),
             ..Scrape::default()
         };
         scrape::counters(

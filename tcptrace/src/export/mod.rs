@@ -2,3 +2,4 @@
 
 pub mod process_stats;
 pub mod prometheus;
+pub mod tracer_costs;

@@ -15,7 +15,7 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-use super::process_stats::ProcessStats;
+use super::{process_stats::ProcessStats, tracer_costs::TracerCosts};
 use crate::{
     callsite::StackCounts,
     container::ContainerLabels,
@@ -108,6 +108,8 @@ pub struct Scrape {
     pub kernel_release: String,
     /// The daemon's own `process_*` metrics (no `tcptrace_` prefix).
     pub process: Option<ProcessStats>,
+    /// Kernel program runs and ring buffer fill.
+    pub costs: Option<TracerCosts>,
 }
 
 /// Renders a scrape as `OpenMetrics` text.
@@ -117,9 +119,12 @@ pub fn render(mut scrape: Scrape) -> String {
     if let Some(process) = scrape.process.take() {
         registry.register_collector(Box::new(process));
     }
-    registry
-        .sub_registry_with_prefix("tcptrace")
-        .register_collector(Box::new(scrape));
+    let costs = scrape.costs.take();
+    let tcptrace = registry.sub_registry_with_prefix("tcptrace");
+    if let Some(costs) = costs {
+        tcptrace.register_collector(Box::new(costs));
+    }
+    tcptrace.register_collector(Box::new(scrape));
     let mut out = String::new();
     // Writing into a String cannot fail.
     let _ = encode(&mut out, &registry);

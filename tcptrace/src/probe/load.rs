@@ -256,9 +256,20 @@ impl Probe {
             runs_skipped: self
                 .ebpf
                 .programs()
-                .filter_map(|(_, program)| program_stats::recursion_misses(program))
+                .filter_map(|(_, program)| program_stats::runs_of(program))
+                .map(|runs| runs.recursion_misses)
                 .sum(),
         })
+    }
+
+    /// Each attached program's runs, by name (what the tracer costs the
+    /// kernel; see `program_stats`).
+    #[must_use]
+    pub fn program_runs(&self) -> Vec<(String, program_stats::ProgramRuns)> {
+        self.ebpf
+            .programs()
+            .filter_map(|(name, program)| Some((name.to_owned(), program_stats::runs_of(program)?)))
+            .collect()
     }
 
     /// The maps through which the session's filter reaches the kernel

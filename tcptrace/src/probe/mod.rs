@@ -7,6 +7,7 @@ mod load;
 pub mod object;
 pub mod preflight;
 mod program_stats;
+mod ring_fill;
 mod socket_map;
 pub mod tracefs;
 
@@ -14,4 +15,6 @@ pub use load::{
     Counters, FilterMaps, Probe, ProbeOptions, DEFAULT_SOCKET_MAP_ENTRIES,
     DEFAULT_STACK_RING_BYTES, SOCKET_MAP_ENTRIES_RANGE,
 };
+pub use program_stats::{bpf_stats_enabled, ProgramRuns};
+pub use ring_fill::RingFill;
 pub use socket_map::SocketMap;

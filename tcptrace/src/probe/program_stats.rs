@@ -1,5 +1,6 @@
 //! What the kernel knows about each loaded program that aya does not
-//! expose: how many runs it skipped. A program attached to a tracepoint is
+//! expose: how many runs it skipped, and (while `kernel.bpf_stats_enabled`
+//! is 1) how often it ran and for how long. A program attached to a tracepoint is
 //! not re-entered on a CPU where it is already running: when a softirq
 //! interrupts a run in process context (a stack capture takes about a
 //! microsecond) and hits the same tracepoint, that nested run is skipped and
@@ -14,9 +15,20 @@ use std::os::fd::{AsFd, AsRawFd};
 use aya::programs::Program;
 use aya_obj::generated::{bpf_attr, bpf_cmd, bpf_prog_info};
 
-/// Runs the kernel skipped because the program was already running on that
-/// CPU; `None` when the kernel would not say.
-pub fn recursion_misses(program: &Program) -> Option<u64> {
+/// One program's figures from `bpf_prog_info`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProgramRuns {
+    /// Runs the kernel skipped because the program was already running on
+    /// that CPU.
+    pub recursion_misses: u64,
+    /// Runs and their total time, counted only while
+    /// `kernel.bpf_stats_enabled` is 1 (it costs two clock reads a run).
+    pub runs: u64,
+    pub run_time_ns: u64,
+}
+
+/// `program`'s figures; `None` when the kernel would not say.
+pub fn runs_of(program: &Program) -> Option<ProgramRuns> {
     let fd = program.fd().ok()?.as_fd().as_raw_fd();
     // SAFETY: both are plain C structures for which all-zero is valid.
     let mut info: bpf_prog_info = unsafe { std::mem::zeroed() };
@@ -34,5 +46,15 @@ pub fn recursion_misses(program: &Program) -> Option<u64> {
             std::mem::size_of::<bpf_attr>(),
         )
     };
-    (result == 0).then_some(info.recursion_misses)
+    (result == 0).then_some(ProgramRuns {
+        recursion_misses: info.recursion_misses,
+        runs: info.run_cnt,
+        run_time_ns: info.run_time_ns,
+    })
+}
+
+/// Whether the kernel counts program runs and their time now.
+#[must_use]
+pub fn bpf_stats_enabled() -> bool {
+    std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").is_ok_and(|v| v.trim() == "1")
 }

@@ -1,0 +1,123 @@
+//! How full a BPF ring buffer is: the bytes the kernel has written that
+//! the reader has not consumed yet, out of the ring's size. Read before
+//! each drain, this is the pressure that ends in lost events when it
+//! reaches the size (`tcptrace_ring_buffer_fill_ratio`).
+//!
+//! aya's `RingBuf` does not expose its positions, so this maps the ring's
+//! two position pages a second time, read-only (the kernel allows any
+//! read-only mapping of a ring buffer): the consumer position is at the
+//! start of the first page, the producer position at the start of the
+//! second. Hand-written: one `BPF_OBJ_GET_INFO_BY_FD` and one `mmap`.
+
+use std::{
+    os::fd::{AsRawFd, BorrowedFd},
+    ptr::NonNull,
+    sync::atomic::{AtomicU64, Ordering},
+};
+
+use anyhow::{bail, Result};
+use aya_obj::generated::{bpf_attr, bpf_cmd, bpf_map_info};
+
+/// A read-only view of one ring buffer's positions.
+pub struct RingFill {
+    positions: NonNull<libc::c_void>,
+    page: usize,
+    /// The ring's data size in bytes.
+    pub size: u64,
+}
+
+impl RingFill {
+    /// The positions of the ring buffer map behind `fd`.
+    pub fn of(fd: BorrowedFd<'_>) -> Result<Self> {
+        let size = u64::from(max_entries(fd)?);
+        // SAFETY: sysconf has no memory arguments.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })?;
+        // SAFETY: a new read-only shared mapping of two pages of a ring
+        // buffer map; the kernel checks the fd and the range.
+        let mapped = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                2 * page,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if mapped == libc::MAP_FAILED {
+            bail!(
+                "mapping a ring buffer's positions: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        Ok(Self {
+            positions: NonNull::new(mapped).expect("mmap returned MAP_FAILED or a mapping"),
+            page,
+            size,
+        })
+    }
+
+    /// Bytes written by the kernel and not yet consumed.
+    #[must_use]
+    pub fn waiting(&self) -> u64 {
+        let position = |page: usize| {
+            // SAFETY: each position is a u64 at the start of a page of the
+            // mapping (page-aligned), which lives as long as `self`; the
+            // kernel updates them atomically.
+            unsafe {
+                (*self
+                    .positions
+                    .as_ptr()
+                    .cast::<AtomicU64>()
+                    .add(page * self.page / std::mem::size_of::<u64>()))
+                .load(Ordering::Acquire)
+            }
+        };
+        let consumer = position(0);
+        let producer = position(1);
+        producer.saturating_sub(consumer).min(self.size)
+    }
+
+    /// `waiting` as a share of the ring.
+    #[must_use]
+    #[expect(clippy::cast_precision_loss, reason = "a ratio")]
+    pub fn ratio(&self) -> f64 {
+        self.waiting() as f64 / self.size.max(1) as f64
+    }
+}
+
+impl Drop for RingFill {
+    fn drop(&mut self) {
+        // SAFETY: unmapping the mapping made in `of`, used by nothing else.
+        unsafe {
+            libc::munmap(self.positions.as_ptr(), 2 * self.page);
+        }
+    }
+}
+
+/// The map's `max_entries`: a ring buffer's data size in bytes.
+fn max_entries(fd: BorrowedFd<'_>) -> Result<u32> {
+    // SAFETY: plain C structures for which all-zero is valid.
+    let mut info: bpf_map_info = unsafe { std::mem::zeroed() };
+    let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+    attr.info.bpf_fd = u32::try_from(fd.as_raw_fd())?;
+    attr.info.info_len = u32::try_from(std::mem::size_of::<bpf_map_info>())?;
+    attr.info.info = std::ptr::addr_of_mut!(info) as u64;
+    // SAFETY: `attr` points the kernel at `info`, which outlives the call
+    // and is as large as `info_len` says.
+    let result = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            bpf_cmd::BPF_OBJ_GET_INFO_BY_FD as libc::c_long,
+            std::ptr::addr_of_mut!(attr),
+            std::mem::size_of::<bpf_attr>(),
+        )
+    };
+    if result != 0 {
+        bail!(
+            "reading a ring buffer's size: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(info.max_entries)
+}
