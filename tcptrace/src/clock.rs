@@ -39,16 +39,20 @@ pub fn monotonic_ns() -> u64 {
 }
 
 /// `HH:MM:SS.micros` (UTC) of a Unix time in nanoseconds.
-pub fn write_time_of_day(out: &mut impl std::io::Write, unix_ns: u128) -> std::io::Result<()> {
-    let micros = (unix_ns / 1_000) % 1_000_000;
-    let secs = (unix_ns / 1_000_000_000) % 86_400;
-    write!(
-        out,
-        "{:02}:{:02}:{:02}.{micros:06}",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
+pub struct TimeOfDay(pub u128);
+
+impl std::fmt::Display for TimeOfDay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let micros = (self.0 / 1_000) % 1_000_000;
+        let secs = (self.0 / 1_000_000_000) % 86_400;
+        write!(
+            f,
+            "{:02}:{:02}:{:02}.{micros:06}",
+            secs / 3600,
+            secs / 60 % 60,
+            secs % 60
+        )
+    }
 }
 
 /// Nanoseconds per jiffy (`1e9 / CONFIG_HZ`), for the few kernel times

@@ -6,7 +6,11 @@ use tcptrace::{
     container::{ContainerConfig, NodeState},
     filter::{kernel_comms, Filter},
     findings::DEFAULT_IDLE_THRESHOLD,
-    output::{detached, JsonLines, Sink, TextLines},
+    output::{
+        detached,
+        fields::{Field, CSV_DEFAULT},
+        CsvLines, JsonLines, Sink, TextLines,
+    },
     probe::{
         ProbeOptions, DEFAULT_SOCKET_MAP_ENTRIES, DEFAULT_STACK_RING_BYTES,
         SOCKET_MAP_ENTRIES_RANGE,
@@ -40,9 +44,19 @@ pub struct TraceArgs {
     /// names containers and pods): `/host` when it is mounted there.
     #[arg(long, default_value = "/")]
     node_root: PathBuf,
-    /// One JSON object per line instead of text.
-    #[arg(long)]
+    /// How live lines are written: `text` for people, `json` (one object
+    /// per line, every field) for scripts, `csv` (one table; the summary
+    /// and report go to standard error) for spreadsheets.
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Text)]
+    output: OutputFormat,
+    /// The same as `-o json`.
+    #[arg(long, conflicts_with = "output")]
     json: bool,
+    /// The columns of text and CSV lines, comma-separated, e.g.
+    /// `time,comm,remote,event,pod` [default for text:
+    /// `time,pid,comm,local,remote,event,in_old,by`; every field for CSV].
+    #[arg(long, value_enum, value_delimiter = ',')]
+    fields: Vec<Field>,
     /// Ring buffer size in MiB (rounded up to a power of two).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
     ring_buffer_mib: u32,
@@ -74,6 +88,14 @@ pub struct TraceArgs {
     report_only: bool,
 }
 
+/// `-o`: how live lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum OutputFormat {
+    Text,
+    Json,
+    Csv,
+}
+
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let duration = humantime::parse_duration(text)
         .map_err(|e| format!("`{text}` is not a duration like 30s, 2m or 1h: {e}"))?;
@@ -84,6 +106,12 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 pub fn run(args: TraceArgs) -> Result<()> {
+    if !args.fields.is_empty() && (args.json || args.output == OutputFormat::Json) {
+        anyhow::bail!(
+            "--fields chooses the columns of text and CSV lines; JSON lines carry every field \
+             (pick them with jq)"
+        );
+    }
     let (comms, warnings) = kernel_comms(args.comms);
     for warning in warnings {
         eprintln!("tcptrace: warning: {warning}");
@@ -121,10 +149,23 @@ pub fn run(args: TraceArgs) -> Result<()> {
     // stop the session (see `output::detached`).
     let (stdout, stdout_status) =
         detached::spawn(io::stdout()).context("starting the output thread")?;
-    let mut sink: Box<dyn Sink> = if args.json {
-        Box::new(JsonLines::new(stdout))
+    let format = if args.json {
+        OutputFormat::Json
     } else {
-        Box::new(TextLines::new(stdout))
+        args.output
+    };
+    let mut sink: Box<dyn Sink> = match format {
+        OutputFormat::Json => Box::new(JsonLines::new(stdout)),
+        OutputFormat::Text if args.fields.is_empty() => Box::new(TextLines::new(stdout)),
+        OutputFormat::Text => Box::new(TextLines::with_fields(stdout, args.fields)),
+        OutputFormat::Csv => {
+            let fields = if args.fields.is_empty() {
+                CSV_DEFAULT.to_vec()
+            } else {
+                args.fields
+            };
+            Box::new(CsvLines::new(stdout, fields, io::stderr()))
+        }
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

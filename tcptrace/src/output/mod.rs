@@ -1,12 +1,16 @@
-//! Live session output: lines for people or JSON lines for scripts.
+//! Live session output: lines for people, JSON lines for scripts, CSV for
+//! spreadsheets.
 
+mod csv;
 pub mod detached;
+pub mod fields;
 mod json;
 mod report_text;
 mod text;
 
 use std::io;
 
+pub use csv::CsvLines;
 pub use json::JsonLines;
 pub use text::{is_unsafe_char, Escaped, TextLines};
 

@@ -7,10 +7,12 @@ use std::{
 
 use tcptrace_common::TcpState;
 
-use super::{Shown, Sink};
+use super::{
+    fields::{EventValue, ExistingValue, Field, TEXT_DEFAULT},
+    Shown, Sink,
+};
 use crate::{
-    clock::write_time_of_day,
-    event::{comm_str, TcpEvent, TcpEventKind},
+    event::{TcpEvent, TcpEventKind},
     findings::Report,
     session::SessionCounts,
     snapshot::ExistingSocket,
@@ -18,11 +20,68 @@ use crate::{
 
 pub struct TextLines<W: Write> {
     out: W,
+    fields: Vec<Field>,
 }
 
 impl<W: Write> TextLines<W> {
+    /// Lines with the default columns (`fields::TEXT_DEFAULT`).
     pub fn new(out: W) -> Self {
-        Self { out }
+        Self::with_fields(out, TEXT_DEFAULT.to_vec())
+    }
+
+    /// Lines with `fields` as columns.
+    pub fn with_fields(out: W, fields: Vec<Field>) -> Self {
+        Self { out, fields }
+    }
+
+    /// `value(field)` for each column, padded to the columns' widths (the
+    /// last column is not), without the newline and without trailing
+    /// blanks.
+    fn row<V: fmt::Display>(&mut self, value: impl Fn(Field) -> V) -> io::Result<()> {
+        let last = self.fields.len().saturating_sub(1);
+        let mut cell = Blanked {
+            out: &mut self.out,
+            pending: 0,
+        };
+        for (i, &field) in self.fields.iter().enumerate() {
+            if i > 0 {
+                // Two blanks before the free-form `by` column, one elsewhere.
+                cell.pending += if field == Field::By { 2 } else { 1 };
+            }
+            let (width, right) = field.width();
+            let width = if i == last { 0 } else { width };
+            if right {
+                write!(cell, "{:>width$}", value(field))?;
+            } else {
+                write!(cell, "{:<width$}", value(field))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A line being written whose blanks are held back until something else
+/// follows them: columns line up, and no line ends in blanks.
+struct Blanked<'a, W: Write> {
+    out: &'a mut W,
+    pending: usize,
+}
+
+impl<W: Write> Write for Blanked<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.iter().all(|&b| b == b' ') {
+            self.pending += buf.len();
+            return Ok(buf.len());
+        }
+        for _ in 0..std::mem::take(&mut self.pending) {
+            self.out.write_all(b" ")?;
+        }
+        self.out.write_all(buf)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
     }
 }
 
@@ -41,67 +100,23 @@ impl<W: Write> Sink for TextLines<W> {
             write!(self.out, ", {} {count}", state.name())?;
         }
         writeln!(self.out, " ({shown} shown)")?;
-        writeln!(
-            self.out,
-            "{:<15} {:>7} {:<16} {:<22} {:<22} {:<30} {:>8}  BY",
-            "TIME(UTC)", "PID", "COMM", "LOCAL", "REMOTE", "EVENT", "IN-OLD"
-        )
+        self.row(Field::header)?;
+        writeln!(self.out)
     }
 
     fn existing(&mut self, socket: &ExistingSocket) -> io::Result<()> {
-        let (pid, comm) = socket
-            .holders
-            .first()
-            .map_or((String::from("-"), "-"), |h| (h.pid.to_string(), &*h.comm));
-        let fds: Vec<String> = socket
-            .holders
-            .iter()
-            .map(|h| format!("{}:{}", h.pid, h.fd))
-            .collect();
-        writeln!(
-            self.out,
-            "{:<15} {pid:>7} {:<16} {:<22} {:<22} {:<30} {:>8}  fds {}",
-            "existing",
-            Escaped(comm),
-            socket.local.to_string(),
-            socket.remote.to_string(),
-            socket.state.name(),
-            "-",
-            if fds.is_empty() {
-                "-".to_owned()
-            } else {
-                fds.join(",")
-            },
-        )
+        self.row(|field| ExistingValue { field, socket })?;
+        writeln!(self.out)
     }
 
-    /// The live line names the process; workload names are in the report.
+    /// The live line names the process; workload names are in the report
+    /// (or in the columns `--fields` adds).
     fn event(&mut self, event: &TcpEvent, shown: &Shown) -> io::Result<()> {
-        let owner = shown.owner;
-        write_time_of_day(&mut self.out, shown.unix_ns)?;
-        match owner {
-            Some(owner) => write!(self.out, " {:>7} {:<16}", owner.pid, Escaped(&owner.comm))?,
-            None => write!(self.out, " {:>7} {:<16}", "-", "-")?,
-        }
-        write!(
-            self.out,
-            " {:<22} {:<22} {:<30} {:>8}",
-            Addr(event.local),
-            Addr(event.remote),
-            WhatText(event.what, event.sock.retransmits),
-            Elapsed(event.in_state_ns),
-        )?;
-        if let Some(actor) = &event.actor {
-            let acted_by_owner = owner.is_some_and(|o| o.pid == actor.tgid);
-            if !acted_by_owner {
-                write!(
-                    self.out,
-                    "  {}/{}",
-                    actor.tgid,
-                    Escaped(&comm_str(&actor.comm))
-                )?;
-            }
-        }
+        self.row(|field| EventValue {
+            field,
+            event,
+            shown,
+        })?;
         if shown.history_incomplete {
             write!(self.out, "  (history incomplete: events lost)")?;
         }
@@ -232,7 +247,7 @@ impl fmt::Display for Escaped<'_> {
     }
 }
 
-struct Addr(std::net::SocketAddr);
+pub struct Addr(pub std::net::SocketAddr);
 
 impl fmt::Display for Addr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -241,7 +256,7 @@ impl fmt::Display for Addr {
     }
 }
 
-struct WhatText(TcpEventKind, u32);
+pub struct WhatText(pub TcpEventKind, pub u32);
 
 impl fmt::Display for WhatText {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -282,7 +297,7 @@ impl fmt::Display for Elapsed {
 
 /// Formats into a stack buffer, then pads to the caller's width: most
 /// `Display` impls ignore width, and the per-event path must not allocate.
-fn pad(f: &mut fmt::Formatter<'_>, args: fmt::Arguments<'_>) -> fmt::Result {
+pub fn pad(f: &mut fmt::Formatter<'_>, args: fmt::Arguments<'_>) -> fmt::Result {
     let mut buf = [0u8; 96];
     let mut cursor = io::Cursor::new(&mut buf[..]);
     let _ = cursor.write_fmt(args);
