@@ -70,7 +70,8 @@ pub struct Filter {
     pub pods: Vec<String>,
     /// Container names (in a pod, or as Docker, Podman or lxc name them).
     pub containers: Vec<String>,
-    /// cgroup-v2 paths (each with the cgroups below it) or cgroup ids.
+    /// cgroup paths (each with the cgroups below it: v2, and v1 for the
+    /// sockets keyed by their v1 path) or cgroup ids.
     pub cgroups: Vec<String>,
 }
 
@@ -238,6 +239,10 @@ pub struct Workloads {
     ids: Vec<u64>,
     /// `--cgroup` paths.
     subtrees: Vec<Subtree>,
+    /// The same paths as cgroup-v1 paths (relative to a hierarchy's root,
+    /// `/sys/fs/cgroup/CONTROLLER` taken off), for the keys of sockets
+    /// born where only v1 tells workloads apart.
+    v1_prefixes: Vec<String>,
 }
 
 #[derive(Clone, Copy)]
@@ -266,11 +271,13 @@ impl Workloads {
     pub fn new(filter: &Filter, mount: Option<&Path>) -> Self {
         let mut ids = Vec::new();
         let mut subtrees = Vec::new();
+        let mut v1_prefixes = Vec::new();
         for cgroup in &filter.cgroups {
             if let Ok(id) = cgroup.parse::<u64>() {
                 ids.push(id);
                 continue;
             }
+            v1_prefixes.push(v1_prefix(cgroup));
             let Some(mount) = mount else {
                 continue;
             };
@@ -288,6 +295,7 @@ impl Workloads {
             verdicts: FastMap::default(),
             ids,
             subtrees,
+            v1_prefixes,
         }
     }
 
@@ -348,6 +356,19 @@ impl Workloads {
                 .iter()
                 .any(|&id| id == key || (key & V1_KEY == 0 && id == key & u64::from(u32::MAX)));
             let mut below = false;
+            if key & V1_KEY != 0 {
+                match containers.v1_path(key) {
+                    Some(path) => {
+                        below = self.v1_prefixes.iter().any(|prefix| {
+                            prefix == "/"
+                                || path
+                                    .strip_prefix(prefix.as_str())
+                                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+                        });
+                    }
+                    None => settled = false,
+                }
+            }
             for subtree in &mut self.subtrees {
                 match subtree.holds(key) {
                     Some(true) => below = true,
@@ -364,6 +385,18 @@ impl Workloads {
         }
         (true, true)
     }
+}
+
+/// A `--cgroup` path as a cgroup-v1 path: absolute, without the
+/// hierarchy's mount (`/sys/fs/cgroup/memory/kubepods` is `/kubepods`)
+/// and without a trailing slash.
+fn v1_prefix(given: &str) -> String {
+    let path = given
+        .strip_prefix("/sys/fs/cgroup/")
+        .and_then(|rest| rest.split_once('/').map(|(_, below)| below))
+        .unwrap_or(given)
+        .trim_matches('/');
+    format!("/{path}")
 }
 
 impl Subtree {

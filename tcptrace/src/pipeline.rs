@@ -107,15 +107,23 @@ pub struct Pipeline {
 
 /// A socket of a workload the filter rejects for good: the kernel stops
 /// sending its cgroup's records. Only where the record's key is the
-/// kernel's cgroup id (cgroup v2).
+/// kernel's cgroup id (cgroup v2), and only for a cgroup whose sockets all
+/// get that key: on a hybrid host a v2 cgroup (the root, a runtime's
+/// service) can hold pods that only their v1 paths tell apart, and
+/// rejecting it would hide them.
 fn reject_in_kernel(
     maps: &mut FilterMaps,
     workloads: &Workloads,
+    containers: &mut Containers,
     event: &TcpEvent,
     record: &SocketRecord,
 ) {
     let id = event.sock.cgroup_id;
-    if id != 0 && record.cgroup == id && workloads.rejected_for_good(id) {
+    if id != 0
+        && record.cgroup == id
+        && workloads.rejected_for_good(id)
+        && !containers.may_split_by_v1(id)
+    {
         maps.reject_cgroup(id);
     }
 }
@@ -426,8 +434,16 @@ impl Pipeline {
             };
             if !shown {
                 self.counts.filtered_out += 1;
-                if let (Some(maps), Some(record)) = (self.kernel_filter.as_mut(), record) {
-                    reject_in_kernel(maps, &self.workloads, event, record);
+                if let (Some(maps), Some(record), Some(cgroups)) =
+                    (self.kernel_filter.as_mut(), record, self.cgroups.as_mut())
+                {
+                    reject_in_kernel(
+                        maps,
+                        &self.workloads,
+                        &mut cgroups.containers,
+                        event,
+                        record,
+                    );
                 }
                 return Ok(());
             }

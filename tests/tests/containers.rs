@@ -380,3 +380,145 @@ fn a_daemon_started_after_a_pod_server_labels_its_accepts() {
             .join("\n")
     );
 }
+
+/// A pod's cgroup in the cgroup-v1 memory hierarchy, as the kubelet's
+/// cgroupfs driver makes it on a hybrid host
+/// (`/kubepods/besteffort/pod<uid>/<id>`), while the process's cgroup-v2
+/// path is the root, shared with everything: only the v1 path tells it
+/// apart. Removed on drop (its processes moved back to the root first).
+struct V1PodCgroup {
+    hierarchy: PathBuf,
+    made: Vec<PathBuf>,
+    /// `/kubepods/besteffort/pod<uid>`, as /proc/PID/cgroup writes it.
+    pod_path: String,
+    container: PathBuf,
+}
+
+impl V1PodCgroup {
+    fn new(uid: &str, container_id: &str) -> Self {
+        let hierarchy = PathBuf::from("/sys/fs/cgroup/memory");
+        let mounts = fs::read_to_string("/proc/self/mounts").expect("mounts");
+        assert!(
+            mounts.lines().any(
+                |l| l.split_whitespace().nth(1) == Some("/sys/fs/cgroup/memory")
+                    && l.split_whitespace().nth(2) == Some("cgroup")
+            ),
+            "this test needs a cgroup-v1 memory hierarchy at /sys/fs/cgroup/memory \
+             (a hybrid host, as this machine class is)"
+        );
+        let pod_path = format!("/kubepods/besteffort/pod{uid}");
+        let mut made = Vec::new();
+        let mut dir = hierarchy.clone();
+        for part in format!("{pod_path}/{container_id}")
+            .trim_start_matches('/')
+            .split('/')
+        {
+            dir.push(part);
+            if !dir.exists() {
+                fs::create_dir(&dir).expect("make a v1 cgroup");
+                made.push(dir.clone());
+            }
+        }
+        Self {
+            hierarchy,
+            made,
+            pod_path,
+            container: dir,
+        }
+    }
+
+    /// The workload binary with `args`, moved into the container's v1
+    /// cgroup before it execs.
+    fn run(&self, args: &[&str]) -> Workload {
+        let procs = self.container.join("cgroup.procs");
+        let mut script = format!(
+            "echo $$ > '{}' && exec '{}'",
+            procs.display(),
+            workload_bin().display()
+        );
+        for arg in args {
+            let _ = write!(script, " '{arg}'");
+        }
+        Workload::spawn_command(Command::new("sh").args(["-c", &script]))
+    }
+}
+
+impl Drop for V1PodCgroup {
+    fn drop(&mut self) {
+        for dir in self.made.iter().rev() {
+            if let Ok(procs) = fs::read_to_string(dir.join("cgroup.procs")) {
+                for pid in procs.lines() {
+                    let _ = fs::write(self.hierarchy.join("cgroup.procs"), pid);
+                }
+            }
+            if let Err(e) = fs::remove_dir(dir) {
+                eprintln!("cannot remove test cgroup {}: {e}", dir.display());
+            }
+        }
+    }
+}
+
+/// `--cgroup` with a cgroup-v1 path on a hybrid host: the pod's client
+/// (v1 cgroup of a cgroupfs-driver pod, v2 cgroup the root) is shown,
+/// named by its containerd state; a client outside it is not. The clients
+/// hold their connection open: a v1 key is read from the owner's
+/// `/proc/PID/cgroup` when its first event is handled, which a process
+/// gone by then no longer has (see the README).
+#[test]
+fn cgroup_v1_path_selects_the_pod_on_a_hybrid_host() {
+    require_root();
+    let uid = pod_uid();
+    let container_id = hex(64);
+    let cgroup = V1PodCgroup::new(&uid, &container_id);
+    let node = NodeRoot::new(&uid, &container_id);
+    let node_root = node.path().display().to_string();
+    let tracer = Tracer::start(&["--cgroup", &cgroup.pod_path, "--node-root", &node_root]);
+
+    let mut server = Workload::start(&["server", "127.0.0.1:0", "2"]);
+    let port = server.expect_line("port ");
+    let server_addr = format!("127.0.0.1:{port}");
+    // One after the other: the server serves a connection to its end.
+    let mut pids = Vec::new();
+    for inside in [true, false] {
+        let hold = ["hold", server_addr.as_str()];
+        let mut client = if inside {
+            cgroup.run(&hold)
+        } else {
+            Workload::start(&hold)
+        };
+        client.expect_line("holding");
+        pids.push(client.pid());
+        // Its events handled (drained every 100 ms) while it lives.
+        std::thread::sleep(Duration::from_millis(500));
+        client.close_stdin();
+        client.expect_line("closed");
+        client.wait_success();
+    }
+    let (inside_pid, outside_pid) = (pids[0], pids[1]);
+    server.wait_success();
+    let trace = tracer.stop();
+
+    let events = |pid: u32| {
+        trace
+            .of_type("state")
+            .filter(|e| e["owner"]["pid"] == pid)
+            .collect::<Vec<&Value>>()
+    };
+    let shown = events(inside_pid);
+    let established = shown
+        .iter()
+        .filter(|e| transition(e) == "SYN_SENT->ESTABLISHED")
+        .count();
+    assert_eq!(
+        established, 1,
+        "the pod's client under --cgroup {}: {shown:#?}",
+        cgroup.pod_path
+    );
+    for event in shown {
+        assert_named(event, "an event of the v1 pod");
+    }
+    assert!(
+        events(outside_pid).is_empty(),
+        "the client outside the pod is not shown"
+    );
+}

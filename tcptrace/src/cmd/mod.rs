@@ -52,8 +52,9 @@ pub struct WorkloadArgs {
     /// pod, or as Docker, Podman or lxc name it) (repeatable).
     #[arg(long = "container")]
     pub containers: Vec<String>,
-    /// Only sockets whose owner runs in this cgroup: a cgroup-v2 path (and
-    /// the cgroups below it) or a cgroup id (repeatable).
+    /// Only sockets whose owner runs in this cgroup: a path (and the
+    /// cgroups below it; cgroup v2, or v1 where only v1 tells containers
+    /// apart) or a cgroup id (repeatable).
     #[arg(long = "cgroup", value_name = "PATH_OR_ID")]
     pub cgroups: Vec<String>,
 }

@@ -140,6 +140,26 @@ impl Containers {
         self.cache.get(&key, now).map_or(&UNKNOWN, |e| &e.labels)
     }
 
+    /// The cgroup-v1 path a key `key_at_birth` made stands for (`None`
+    /// for cgroup ids, and for v1 keys no longer remembered).
+    pub fn v1_path(&mut self, key: u64) -> Option<&str> {
+        if key & V1_KEY == 0 {
+            return None;
+        }
+        self.v1_paths.get(&key, Instant::now()).map(String::as_str)
+    }
+
+    /// Whether sockets born in cgroup `cgroup_id` may get keys of their
+    /// own from their owners' v1 paths (`key_at_birth`): v1 is mounted and
+    /// the v2 cgroup itself names no workload.
+    pub fn may_split_by_v1(&mut self, cgroup_id: u64) -> bool {
+        self.v1
+            && !self
+                .cache
+                .get(&cgroup_id, Instant::now())
+                .is_some_and(|entry| entry.workload)
+    }
+
     /// The key a socket born in `cgroup_id` to process `pid` should carry:
     /// `cgroup_id` itself, resolved now if new (with the process's own
     /// `/proc/PID/cgroup` as the path), or a v1 key where the v2 cgroup

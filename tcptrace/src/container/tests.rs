@@ -193,6 +193,34 @@ fn hybrid_cgroupfs_driver_keys_by_v1_path() {
     assert_eq!(containers.labels(shared).unit, "containerd.service");
     // The socket dump's owners go the same way.
     assert_eq!(containers.labels_of_pid(201).container, "worker");
+    // `--cgroup` finds them by their v1 paths, as written in
+    // /proc/PID/cgroup or under the hierarchy's mount.
+    for (given, both) in [
+        ("/kubepods/burstable".to_owned(), true),
+        (
+            format!("/sys/fs/cgroup/memory/kubepods/burstable/pod{UID}/"),
+            true,
+        ),
+        (format!("/kubepods/burstable/pod{UID}/{CTR}"), false),
+        ("/kubepods/besteffort".to_owned(), false),
+        ("/kubepods/burst".to_owned(), false),
+    ] {
+        let filter = crate::filter::Filter {
+            cgroups: vec![given.clone()],
+            ..crate::filter::Filter::default()
+        };
+        let mut workloads = crate::filter::Workloads::new(&filter, None);
+        let (api_in, worker_in) = (
+            workloads.matches(&filter, api, &mut containers),
+            workloads.matches(&filter, worker, &mut containers),
+        );
+        assert_eq!(api_in, both || given.ends_with(CTR), "{given}");
+        assert_eq!(worker_in, both, "{given}");
+        assert!(
+            !workloads.matches(&filter, shared, &mut containers),
+            "{given}"
+        );
+    }
 }
 
 /// v1-only host: no cgroup-v2 mount, every task in the v2 root.
