@@ -10,6 +10,7 @@ pub mod netns;
 pub mod process;
 pub mod programs;
 pub mod redis;
+pub mod tmux;
 pub mod trace;
 pub mod tracefs;
 pub mod workload;

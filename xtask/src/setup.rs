@@ -184,7 +184,7 @@ fn install_bpf_linker(toolchain: &str) -> Result<()> {
 }
 
 /// Debian packages the real-kernel tests and peers need.
-pub const TEST_PACKAGES: [(&str, &str); 14] = [
+pub const TEST_PACKAGES: [(&str, &str); 15] = [
     ("nft", "nftables"),
     ("tcpstates", "libbpf-tools"),
     ("ip", "iproute2"),
@@ -203,6 +203,8 @@ pub const TEST_PACKAGES: [(&str, &str); 14] = [
     // request, also over a lossy path.
     ("redis-server", "redis-server"),
     ("redis-benchmark", "redis-tools"),
+    // tests/tests/top.rs: `tcptrace top`'s terminal view, driven in tmux.
+    ("tmux", "tmux"),
 ];
 
 /// Installs the Debian packages whose commands are missing.
