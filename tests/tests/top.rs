@@ -4,7 +4,7 @@
 //!
 //! - The terminal view, in tmux: the rows of nginx and curl appear with
 //!   connections per second, `s` sorts, Enter opens the detail pane with
-//!   the peer, `q` quits with status 0 and the terminal is given back
+//!   the peer, `g` makes one row per program, `q` quits with status 0 and the terminal is given back
 //!   (no alternate screen, no raw mode).
 //! - `--batch`: the printed rows' connections against the kernel's own
 //!   counters (`nstat`).
@@ -35,6 +35,8 @@ const ATTACH_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone)]
 struct Row {
     pid: u32,
+    /// Processes in the row: more than 1 in a program's row (`1234x3`).
+    processes: u32,
     name: String,
     conn_per_s: f64,
     conns: u64,
@@ -49,8 +51,10 @@ fn rows(text: &str) -> Vec<Row> {
             if fields.len() < 12 {
                 return None;
             }
+            let (pid, processes) = fields[0].split_once('x').unwrap_or((fields[0], "1"));
             Some(Row {
-                pid: fields[0].parse().ok()?,
+                pid: pid.parse().ok()?,
+                processes: processes.parse().ok()?,
                 name: fields[1].to_owned(),
                 conn_per_s: fields[3].parse().ok()?,
                 conns: fields[4].parse().ok()?,
@@ -206,6 +210,28 @@ fn terminal_view_shows_nginx_and_curl_sorts_details_and_quits_cleanly() {
         s.contains("sorted by TIME_WAIT")
     });
     assert!(sorted, "`s` did not sort by the next column:\n{screen}");
+
+    // `g`: one row per program. nginx's master (counted for its
+    // listener's handshakes) and its workers (for the connections they
+    // accepted and closed) are one row.
+    tmux.send_keys(&["g"]);
+    let (screen, grouped) = tmux.wait_for(Duration::from_secs(5), |s| {
+        s.contains(" programs - ")
+            && rows(s)
+                .iter()
+                .any(|r| r.name == "nginx" && u64::from(r.processes) == 1 + Nginx::WORKERS as u64)
+    });
+    assert!(
+        grouped,
+        "`g` did not make nginx's master and workers one row:\n{screen}"
+    );
+    let programs = rows(&screen);
+    assert_eq!(
+        programs.iter().filter(|r| r.name == "curl").count(),
+        1,
+        "the curls are one row:\n{screen}"
+    );
+    println!("per program:\n{screen}");
 
     clients.join().expect("the curl loop");
     let quit_at = Instant::now();

@@ -14,6 +14,10 @@ use tcptrace::{
 use super::{trace::parse_duration, WorkloadArgs};
 
 #[derive(Debug, Args)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "command-line switches, each its own flag"
+)]
 pub struct TopArgs {
     /// How often the rows are counted and shown (`1s`, `500ms`, `5s`).
     #[arg(short, long, default_value = "1s", value_parser = parse_duration)]
@@ -28,6 +32,11 @@ pub struct TopArgs {
     /// change it).
     #[arg(long, value_enum, default_value = "conn")]
     sort: Column,
+    /// One row per program (process name and container) instead of one
+    /// per process (`g` changes it): a shell loop's processes, or a
+    /// pre-fork server's master and workers, as one row.
+    #[arg(short, long)]
+    group: bool,
     /// Plain text instead of the terminal view: one table per interval on
     /// standard output, like `top -b` (for scripts and logs).
     #[arg(short, long)]
@@ -97,6 +106,7 @@ pub fn run(args: TopArgs) -> Result<()> {
         duration: args.duration,
         iterations: args.iterations,
         sort: args.sort,
+        by_program: args.group,
         idle_threshold: DEFAULT_IDLE_THRESHOLD,
         no_jvm_perf_map: args.no_jvm_perf_map,
         notes: warnings.iter().map(|w| format!("warning: {w}")).collect(),

@@ -126,8 +126,10 @@ pub const HEADINGS: [&str; 12] = [
     "RST/s",
 ];
 
-/// Widths of the columns (the process name is the kernel's 15 bytes).
-pub const WIDTHS: [u16; 12] = [7, 15, 16, 8, 8, 8, 9, 10, 9, 8, 9, 7];
+/// Widths of the columns (the process name is the kernel's 15 bytes; a
+/// program's row shows its lowest pid and its number of processes,
+/// `1234x3`).
+pub const WIDTHS: [u16; 12] = [10, 15, 16, 8, 8, 8, 9, 10, 9, 8, 9, 7];
 
 /// Columns whose text is aligned left.
 #[must_use]
@@ -165,7 +167,11 @@ pub fn cells(row: &Row, interval: Duration) -> [String; HEADINGS.len()] {
         }
     };
     [
-        row.pid.to_string(),
+        if row.processes > 1 {
+            format!("{}x{}", row.pid, row.processes)
+        } else {
+            row.pid.to_string()
+        },
         name(&row.name()),
         name(&row.container),
         per_second(last.opened),

@@ -20,10 +20,14 @@ pub const FINDINGS_SHOWN: usize = 6;
 #[must_use]
 pub fn lines(row: &Row, report: Option<&Report>) -> Vec<String> {
     let mut lines = vec![format!(
-        "{} (pid {}){}: {} connections opened, {} closed, {} connect failures, {} retransmits, \
+        "{} ({}){}: {} connections opened, {} closed, {} connect failures, {} retransmits, \
          {} resets since start",
         Escaped(&row.name()),
-        row.pid,
+        if row.processes > 1 {
+            format!("{} processes, lowest pid {}", row.processes, row.pid)
+        } else {
+            format!("pid {}", row.pid)
+        },
         if row.container.is_empty() {
             String::new()
         } else {
@@ -102,7 +106,9 @@ fn call_sites<'a>(row: &Row, report: &'a Report) -> Vec<Sites<'a>> {
         })
     };
     let none = Processes::default();
-    for by_name in [false, true] {
+    // A program's row: the findings about any of its processes.
+    let by_pid = row.processes == 1;
+    for by_name in [!by_pid, true] {
         let sites: Vec<Sites> = report
             .findings
             .iter()

@@ -16,6 +16,8 @@ pub enum Action {
     Down,
     ToggleDetail,
     Pause,
+    /// One row per process, or per program.
+    Group,
     /// The terminal changed size, or a key to ignore: draw again.
     Redraw,
 }
@@ -37,6 +39,7 @@ pub fn action(key: KeyEvent) -> Option<Action> {
         KeyCode::Down | KeyCode::Char('j') => Action::Down,
         KeyCode::Enter => Action::ToggleDetail,
         KeyCode::Char('p' | ' ') => Action::Pause,
+        KeyCode::Char('g') => Action::Group,
         _ => return None,
     })
 }
@@ -94,5 +97,6 @@ mod tests {
         assert_eq!(action(key(KeyCode::Up)), Some(Action::Up));
         assert_eq!(action(key(KeyCode::Enter)), Some(Action::ToggleDetail));
         assert_eq!(action(key(KeyCode::Char('p'))), Some(Action::Pause));
+        assert_eq!(action(key(KeyCode::Char('g'))), Some(Action::Group));
     }
 }

@@ -69,6 +69,8 @@ pub struct TopOptions {
     /// Stop after this many intervals.
     pub iterations: Option<u64>,
     pub sort: Column,
+    /// One row per program at start (`g` changes it).
+    pub by_program: bool,
     pub idle_threshold: Duration,
     pub no_jvm_perf_map: bool,
     /// Warnings to show under the header (and print in batch mode).
@@ -138,13 +140,25 @@ impl Live {
         self.pipeline.call_sites.release_idle();
     }
 
-    /// The rows to show, sorted.
-    fn snapshot(&self, sort: Column, interval: Duration) -> Vec<Row> {
-        self.rows
-            .sorted(sort, interval)
-            .into_iter()
-            .cloned()
-            .collect()
+    /// The rows to show, sorted: one per process, or per program.
+    fn snapshot(&self, sort: Column, by_program: bool, interval: Duration) -> Vec<Row> {
+        let mut rows = if by_program {
+            self.rows.by_program()
+        } else {
+            self.rows
+                .sorted(sort, interval)
+                .into_iter()
+                .cloned()
+                .collect()
+        };
+        if by_program {
+            rows.sort_by(|a, b| {
+                sort.sort_key(b, interval)
+                    .total_cmp(&sort.sort_key(a, interval))
+                    .then(a.pid.cmp(&b.pid))
+            });
+        }
+        rows
     }
 }
 
@@ -162,6 +176,7 @@ enum Screen {
     Batch {
         out: DetachedWriter,
         sort: Column,
+        by_program: bool,
         notes: Vec<String>,
     },
 }
@@ -175,10 +190,13 @@ impl Screen {
         }
     }
 
-    fn sort(&self) -> Column {
+    /// The sort column and the grouping.
+    fn order(&self) -> (Column, bool) {
         match self {
-            Self::Terminal { view, .. } => view.sort,
-            Self::Batch { sort, .. } => *sort,
+            Self::Terminal { view, .. } => (view.sort, view.by_program),
+            Self::Batch {
+                sort, by_program, ..
+            } => (*sort, *by_program),
         }
     }
 
@@ -195,8 +213,13 @@ impl Screen {
                 view.update(rows, interval, status);
                 self.draw(live)
             }
-            Self::Batch { out, sort, notes } => {
-                let mut view = View::new(*sort, interval, std::mem::take(notes));
+            Self::Batch {
+                out,
+                sort,
+                by_program,
+                notes,
+            } => {
+                let mut view = View::new(*sort, *by_program, interval, std::mem::take(notes));
                 view.update(rows, interval, status);
                 for line in view.header() {
                     writeln!(out, "{line}")?;
@@ -268,7 +291,7 @@ pub async fn run(options: TopOptions, output: Output) -> Result<()> {
         Output::Terminal => {
             let guard = TerminalGuard::enter()?;
             let actions = keys::spawn_reader().context("starting the thread reading keys")?;
-            let view = View::new(options.sort, options.interval, notes);
+            let view = View::new(options.sort, options.by_program, options.interval, notes);
             Screen::Terminal {
                 guard,
                 view,
@@ -278,6 +301,7 @@ pub async fn run(options: TopOptions, output: Output) -> Result<()> {
         Output::Batch(out) => Screen::Batch {
             out,
             sort: options.sort,
+            by_program: options.by_program,
             notes,
         },
     };
@@ -338,7 +362,8 @@ async fn run_loop(
                 } else {
                     // The last dump is still running: show what is known.
                     let (interval, status) = closed;
-                    let rows = live.snapshot(screen.sort(), interval);
+                    let (sort, by_program) = screen.order();
+                    let rows = live.snapshot(sort, by_program, interval);
                     screen.publish(live, rows, interval, status)?;
                     published += 1;
                 }
@@ -357,7 +382,8 @@ async fn run_loop(
                         status.close_wait_kernel = Some(report.totals.close_wait_kernel);
                         status.namespaces_unreachable = report.totals.namespaces_unreachable.len();
                     }
-                    let rows = live.snapshot(screen.sort(), interval);
+                    let (sort, by_program) = screen.order();
+                    let rows = live.snapshot(sort, by_program, interval);
                     screen.publish(live, rows, interval, status)?;
                     published += 1;
                 }
@@ -367,6 +393,9 @@ async fn run_loop(
                 let Screen::Terminal { view, .. } = &mut *screen else { continue };
                 if !view.apply(action) {
                     break;
+                }
+                if action == Action::Group {
+                    view.replace_rows(live.snapshot(view.sort, view.by_program, view.interval));
                 }
                 screen.draw(live)?;
             }

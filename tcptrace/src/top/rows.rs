@@ -99,10 +99,13 @@ impl Counts {
     }
 }
 
-/// One process's row.
+/// One process's row (or one program's: `Rows::by_program`).
 #[derive(Clone, Debug)]
 pub struct Row {
+    /// The process (the lowest pid of a program's row).
     pub pid: u32,
+    /// Processes in the row: 1, or those of one program.
+    pub processes: u32,
     /// The process name (the thread-group leader's `comm`; untrusted).
     pub comm: [u8; 16],
     /// Its container or pod, by name (empty on the host or when unknown).
@@ -128,6 +131,7 @@ impl Row {
     fn new(pid: u32, comm: [u8; 16], labels: Option<&ContainerLabels>) -> Self {
         Self {
             pid,
+            processes: 1,
             comm,
             container: labels.map(container_name).unwrap_or_default(),
             now: Counts::default(),
@@ -153,6 +157,26 @@ impl Row {
         peers.sort_by(|(a, a_n), (b, b_n)| b_n.cmp(a_n).then(a.cmp(b)));
         peers.truncate(max);
         peers
+    }
+
+    /// Adds another process's row (of the same program).
+    fn merge(&mut self, other: &Self) {
+        self.pid = self.pid.min(other.pid);
+        self.processes += other.processes;
+        self.now.add(other.now);
+        self.last.add(other.last);
+        self.total.add(other.total);
+        self.held.add(other.held);
+        for (peer, n) in &other.peers {
+            if let Some(count) = self.peers.get_mut(peer) {
+                *count += n;
+            } else if self.peers.len() < MAX_PEERS {
+                self.peers.insert(*peer, *n);
+            } else {
+                self.peers_folded += n;
+            }
+        }
+        self.peers_folded += other.peers_folded;
     }
 
     fn is_idle(&self) -> bool {
@@ -305,6 +329,26 @@ impl Rows {
         let key = |row: &Row| column.sort_key(row, interval);
         rows.sort_by(|a, b| key(b).total_cmp(&key(a)).then(a.pid.cmp(&b.pid)));
         rows
+    }
+
+    /// One row per program (process name and container), unsorted: a
+    /// shell loop's processes, or a pre-fork server's master (whose
+    /// listener's handshakes it is counted for) and its workers (which
+    /// accept and close the connections), as one.
+    #[must_use]
+    pub fn by_program(&self) -> Vec<Row> {
+        let mut programs: FastMap<([u8; 16], &str), Row> = FastMap::default();
+        for row in self.rows.values() {
+            match programs.entry((row.comm, row.container.as_str())) {
+                std::collections::hash_map::Entry::Occupied(mut program) => {
+                    program.get_mut().merge(row);
+                }
+                std::collections::hash_map::Entry::Vacant(program) => {
+                    program.insert(row.clone());
+                }
+            }
+        }
+        programs.into_values().collect()
     }
 
     #[must_use]
@@ -496,6 +540,60 @@ mod tests {
         }
         assert!(rows.get(1).is_none(), "idle for {KEEP_IDLE_INTERVALS}");
         assert!(rows.get(2).is_some(), "it holds TIME_WAIT sockets");
+    }
+
+    #[test]
+    fn one_row_per_program() {
+        let mut rows = Rows::default();
+        let counts = |opened, closed| Counts {
+            opened,
+            closed,
+            ..Counts::default()
+        };
+        let nginx = *b"nginx\0\0\0\0\0\0\0\0\0\0\0";
+        let curl = *b"curl\0\0\0\0\0\0\0\0\0\0\0\0";
+        let (server, client): (SocketAddr, SocketAddr) = (
+            "10.0.0.1:80".parse().expect("addr"),
+            "10.0.0.2:0".parse().expect("addr"),
+        );
+        // The master is counted for its listener's handshakes, the
+        // workers for the closes of the connections they accepted.
+        rows.add(100, nginx, None, counts(4, 0), Some(client));
+        rows.add(101, nginx, None, counts(0, 3), None);
+        rows.add(102, nginx, None, counts(0, 1), None);
+        for pid in 200..205 {
+            rows.add(pid, curl, None, counts(1, 1), Some(server));
+        }
+        let in_pod = ContainerLabels {
+            container: "api".to_owned(),
+            ..ContainerLabels::EMPTY
+        };
+        rows.add(300, curl, Some(&in_pod), counts(1, 0), Some(server));
+        rows.end_interval();
+        let mut programs = rows.by_program();
+        programs.sort_by_key(|r| r.pid);
+        let summary: Vec<(u32, u32, &str, u64, u64)> = programs
+            .iter()
+            .map(|r| {
+                (
+                    r.pid,
+                    r.processes,
+                    r.container.as_str(),
+                    r.last.opened,
+                    r.last.closed,
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (100, 3, "", 4, 4),
+                (200, 5, "", 5, 5),
+                (300, 1, "api", 1, 0)
+            ],
+            "a program in a container is a program of its own"
+        );
+        assert_eq!(programs[1].top_peers(1), [(server, 5)]);
     }
 
     #[test]

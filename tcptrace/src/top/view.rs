@@ -28,6 +28,9 @@ pub struct View {
     pub selected: Option<u32>,
     pub detail: bool,
     pub paused: bool,
+    /// One row per program (process name and container) instead of one
+    /// per process.
+    pub by_program: bool,
     /// The rows shown, sorted.
     pub rows: Vec<Row>,
     pub interval: Duration,
@@ -38,12 +41,13 @@ pub struct View {
 
 impl View {
     #[must_use]
-    pub fn new(sort: Column, interval: Duration, notes: Vec<String>) -> Self {
+    pub fn new(sort: Column, by_program: bool, interval: Duration, notes: Vec<String>) -> Self {
         Self {
             sort,
             selected: None,
             detail: false,
             paused: false,
+            by_program,
             rows: Vec::new(),
             interval,
             status: Status::default(),
@@ -59,6 +63,12 @@ impl View {
         self.rows = rows;
         self.interval = interval;
         self.status = status;
+        self.sort_rows();
+    }
+
+    /// Other rows now, paused or not (the grouping changed).
+    pub fn replace_rows(&mut self, rows: Vec<Row>) {
+        self.rows = rows;
         self.sort_rows();
     }
 
@@ -100,6 +110,7 @@ impl View {
                 self.detail = !self.detail;
             }
             Action::Pause => self.paused = !self.paused,
+            Action::Group => self.by_program = !self.by_program,
             Action::Redraw => {}
         }
         true
@@ -129,9 +140,14 @@ impl View {
         let now = chrono_like_now();
         [
             format!(
-                "tcptrace top - {now} - every {:.1}s - {} processes - sorted by {}{}",
+                "tcptrace top - {now} - every {:.1}s - {} {} - sorted by {}{}",
                 self.interval.as_secs_f64(),
                 self.rows.len(),
+                if self.by_program {
+                    "programs"
+                } else {
+                    "processes"
+                },
                 self.sort.heading(),
                 if self.paused {
                     " - PAUSED (p resumes)"
@@ -147,11 +163,12 @@ impl View {
     /// Draws the screen; `detail` is the detail pane's text, when shown.
     pub fn draw(&self, frame: &mut Frame, detail: Option<&[String]>) {
         let notes = u16::try_from(self.notes.len().min(3)).unwrap_or(3);
-        let detail_height = if detail.is_some() {
-            frame.area().height / 2
-        } else {
-            0
-        };
+        // The pane's lines and its borders, at most half the screen.
+        let detail_height = detail.map_or(0, |lines| {
+            u16::try_from(lines.len() + 2)
+                .unwrap_or(u16::MAX)
+                .min(frame.area().height / 2)
+        });
         let [header, help, table, pane] = Layout::vertical([
             Constraint::Length(3 + notes),
             Constraint::Length(1),
@@ -170,7 +187,8 @@ impl View {
         frame.render_widget(Paragraph::new(lines), header);
         frame.render_widget(
             Paragraph::new(
-                "q quit  s/</> sort  1-8 sort column  up/down j/k select  Enter details  p pause",
+                "q quit  s/</> sort  1-8 sort column  up/down j/k select  Enter details  \
+                 g per process/program  p pause",
             )
             .style(Style::new().add_modifier(Modifier::DIM)),
             help,
@@ -266,7 +284,12 @@ mod tests {
 
     #[test]
     fn keys_move_the_selection_and_sort() {
-        let mut view = View::new(Column::Retransmits, Duration::from_secs(1), Vec::new());
+        let mut view = View::new(
+            Column::Retransmits,
+            false,
+            Duration::from_secs(1),
+            Vec::new(),
+        );
         view.update(rows(), Duration::from_secs(1), Status::default());
         assert!(view.apply(Action::Sort(Column::Connections)));
         assert_eq!(view.rows[0].pid, 2, "most connections first");
@@ -284,12 +307,20 @@ mod tests {
         assert!(view.apply(Action::Pause));
         view.update(Vec::new(), Duration::from_secs(1), Status::default());
         assert_eq!(view.rows.len(), 2, "paused: the screen stays");
+        assert!(view.apply(Action::Group));
+        assert!(view.by_program);
+        assert!(view.header()[0].contains("programs"), "{:?}", view.header());
         assert!(!view.apply(Action::Quit));
     }
 
     #[test]
     fn draws_the_rows_and_the_detail_pane() {
-        let mut view = View::new(Column::Connections, Duration::from_secs(1), Vec::new());
+        let mut view = View::new(
+            Column::Connections,
+            false,
+            Duration::from_secs(1),
+            Vec::new(),
+        );
         view.update(rows(), Duration::from_secs(1), Status::default());
         let mut terminal = Terminal::new(TestBackend::new(140, 30)).expect("terminal");
         let detail = vec!["Top peers (connections opened):".to_owned()];
