@@ -172,7 +172,7 @@ impl View {
         let [header, help, table, pane] = Layout::vertical([
             Constraint::Length(3 + notes),
             Constraint::Length(1),
-            Constraint::Min(3),
+            Constraint::Fill(1),
             Constraint::Length(detail_height),
         ])
         .areas(frame.area());
