@@ -8,6 +8,8 @@
 //!   (no alternate screen, no raw mode).
 //! - `--batch`: the printed rows' connections against the kernel's own
 //!   counters (`nstat`).
+//! - `--batch --sort close-wait`: a server that never closes holds as
+//!   many `CLOSE_WAIT` sockets as `ss` lists, first in the table.
 //! - SIGTERM and SIGHUP while the view is up: the terminal is given back.
 
 use std::{
@@ -20,12 +22,13 @@ use std::{
 };
 
 use tcptrace_tests::{
-    kernel_counts::nstat,
+    kernel_counts::{nstat, ss_count},
     netns::HostPair,
     programs::{children_of, scratch_dir, shell_in, Nginx},
     require_root,
     tmux::Tmux,
     trace::tcptrace_bin,
+    Workload,
 };
 
 /// How long tcptrace may take to load its programs and show a screen.
@@ -40,6 +43,8 @@ struct Row {
     name: String,
     conn_per_s: f64,
     conns: u64,
+    close_wait: u64,
+    close_wait_oldest: String,
 }
 
 /// The rows of a screen or a batch table: lines whose first field is a
@@ -58,6 +63,8 @@ fn rows(text: &str) -> Vec<Row> {
                 name: fields[1].to_owned(),
                 conn_per_s: fields[3].parse().ok()?,
                 conns: fields[4].parse().ok()?,
+                close_wait: fields[7].parse().ok()?,
+                close_wait_oldest: fields[8].to_owned(),
             })
         })
         .collect()
@@ -289,6 +296,30 @@ impl Batch {
         }
     }
 
+    /// The next table: the lines up to the blank one that ends it.
+    fn next_table(&self, timeout: Duration) -> String {
+        let header = self.until("tcptrace top -", timeout).pop();
+        let mut table: Vec<String> = header.into_iter().collect();
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(timeout)
+                .expect("the rest of a table");
+            if line.is_empty() {
+                return table.join("\n");
+            }
+            table.push(line);
+        }
+    }
+
+    /// Ends it as Ctrl-C would (SIGINT); its exit status.
+    fn interrupt(mut self) -> std::process::ExitStatus {
+        let pid = i32::try_from(self.child.id()).expect("pid");
+        // SAFETY: kill(2) of our own child, not yet reaped.
+        unsafe { libc::kill(pid, libc::SIGINT) };
+        self.child.wait().expect("wait for tcptrace top")
+    }
+
     /// Everything else it prints, and its exit status (it ends by itself
     /// after its iterations).
     fn finish(mut self, timeout: Duration) -> (Vec<String>, std::process::ExitStatus) {
@@ -428,6 +459,62 @@ fn batch_rows_count_the_connections_the_kernel_counted() {
         "nginx's CONN/s over the intervals ({opened_in_intervals:.1}) against its total {server}"
     );
     drop(nginx);
+}
+
+#[test]
+fn batch_close_wait_held_agrees_with_ss() {
+    const PORT: u16 = 18433;
+    const LEAKED: usize = 6;
+    require_root();
+    let hosts = HostPair::new("tttopcw");
+    let batch = Batch::start(&["--sort", "close-wait", "--port", "18433"]);
+    let _ = batch.next_table(ATTACH_TIMEOUT);
+    let scenario = |netns: &str, args: &[&str]| {
+        Workload::spawn_command(
+            Command::new("ip")
+                .args(["netns", "exec", netns, env!("CARGO_BIN_EXE_tt-scenario")])
+                .args(args),
+        )
+    };
+    // A server that reads end-of-file from each client and never closes.
+    let addr = format!("{}:{PORT}", hosts.a_addr);
+    let mut server = scenario(&hosts.a, &["leak", &addr, &LEAKED.to_string()]);
+    let listening = server.expect_line("listening ");
+    let mut client = scenario(
+        &hosts.b,
+        &["connect-close", &listening, &LEAKED.to_string()],
+    );
+    client.expect_lines("local ", LEAKED);
+    client.expect_line("done");
+    server.expect_lines("eof ", LEAKED);
+    let in_kernel = ss_count(&hosts.a, "close-wait");
+    assert_eq!(in_kernel, LEAKED as u64, "ss lists the leaked sockets");
+    // The held columns follow the socket dump of each interval.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let table = loop {
+        let table = batch.next_table(Duration::from_secs(5));
+        let held = rows(&table)
+            .first()
+            .is_some_and(|r| r.name == "tt-scenario" && r.close_wait == in_kernel);
+        if held {
+            break table;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no table with tt-scenario first holding {in_kernel} CLOSE_WAIT sockets (ss):\n{table}"
+        );
+    };
+    println!("{table}");
+    let leaky = &rows(&table)[0];
+    assert_eq!(leaky.pid, server.pid(), "the server's own row");
+    assert_ne!(
+        leaky.close_wait_oldest, "-",
+        "the oldest one's age is shown"
+    );
+    let status = batch.interrupt();
+    assert!(status.success(), "tcptrace top --batch on SIGINT: {status}");
+    drop(client);
+    drop(server);
 }
 
 #[test]
