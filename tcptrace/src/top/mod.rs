@@ -261,7 +261,7 @@ impl Screen {
 pub async fn run(options: TopOptions, output: Output) -> Result<()> {
     let mut probe = Probe::load(options.probe)?;
     let (mut pipeline, mut rings, start) =
-        Pipeline::start(&mut probe, options.filter.clone(), options.containers)?;
+        Pipeline::start(&mut probe, options.filter, options.containers)?;
     drop(start);
     pipeline
         .call_sites
@@ -279,14 +279,13 @@ pub async fn run(options: TopOptions, output: Output) -> Result<()> {
     let now = Instant::now();
     let mut live = Live {
         probe,
+        counts_before: pipeline.counts,
         pipeline,
         rows: Rows::default(),
         report: None,
         started: now,
         interval_start: now,
-        counts_before: EventCounts::default(),
     };
-    live.counts_before = live.pipeline.counts;
     let mut screen = match output {
         Output::Terminal => {
             let guard = TerminalGuard::enter()?;
