@@ -1,7 +1,8 @@
 //! A terminal for the tests of terminal programs: a tmux session, on a
 //! tmux server of its own (its own socket), running a shell that stays
 //! when the program under test exits, so the screen it leaves behind can
-//! be read. The server is killed in `Drop`, also when the test fails.
+//! be read. The server is killed (and its socket file removed) in `Drop`,
+//! also when the test fails.
 
 use std::{
     process::{Command, Output},
@@ -13,6 +14,8 @@ use std::{
 pub struct Tmux {
     socket: String,
     pub session: String,
+    /// The server's socket file, which it leaves behind when killed.
+    socket_path: String,
 }
 
 impl Tmux {
@@ -20,9 +23,10 @@ impl Tmux {
     /// is named after it and the test's pid).
     #[must_use]
     pub fn new(name: &str) -> Self {
-        let tmux = Self {
+        let mut tmux = Self {
             socket: format!("{name}-{}", std::process::id()),
             session: name.to_owned(),
+            socket_path: String::new(),
         };
         let out = tmux.run(&[
             "new-session",
@@ -40,6 +44,7 @@ impl Tmux {
             "tmux new-session failed (is tmux installed? `cargo xtask setup` installs it): {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        tmux.socket_path = tmux.display("#{socket_path}");
         tmux
     }
 
@@ -122,5 +127,8 @@ impl Drop for Tmux {
     fn drop(&mut self) {
         // Ends the session, its shell and whatever still runs in it.
         let _ = self.run(&["kill-server"]);
+        if !self.socket_path.is_empty() {
+            let _ = std::fs::remove_file(&self.socket_path);
+        }
     }
 }
