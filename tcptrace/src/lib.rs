@@ -29,6 +29,7 @@ pub mod session;
 pub mod snapshot;
 pub mod symbolize;
 pub mod table;
+pub mod top;
 
 /// Hash map for the per-event path: aHash is several times faster than the
 /// default `SipHash` on these small keys (`SipHash` was 30% of the daemon's

@@ -11,6 +11,7 @@ pub mod pki;
 pub mod process;
 pub mod programs;
 pub mod redis;
+pub mod tmux;
 pub mod trace;
 pub mod tracefs;
 pub mod workload;

@@ -184,7 +184,7 @@ fn install_bpf_linker(toolchain: &str) -> Result<()> {
 }
 
 /// Debian packages the real-kernel tests and peers need.
-pub const TEST_PACKAGES: [(&str, &str); 15] = [
+pub const TEST_PACKAGES: &[(&str, &str)] = &[
     ("nft", "nftables"),
     ("tcpstates", "libbpf-tools"),
     ("ip", "iproute2"),
@@ -206,6 +206,8 @@ pub const TEST_PACKAGES: [(&str, &str); 15] = [
     // request, also over a lossy path.
     ("redis-server", "redis-server"),
     ("redis-benchmark", "redis-tools"),
+    // tests/tests/top.rs: `tcptrace top`'s terminal view, driven in tmux.
+    ("tmux", "tmux"),
 ];
 
 /// Installs the Debian packages whose commands are missing.

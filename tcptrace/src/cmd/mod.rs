@@ -4,6 +4,7 @@ use clap::{Args, Parser, Subcommand};
 mod daemon;
 mod doctor;
 mod manual;
+mod top;
 mod trace;
 
 /// eBPF TCP connection lifecycle tracer: who leaves `TIME_WAIT`, `CLOSE_WAIT`
@@ -19,6 +20,9 @@ pub struct Cli {
 enum Command {
     /// Trace TCP state changes, retransmits and resets live.
     Trace(trace::TraceArgs),
+    /// A live view of the processes opening, closing and holding TCP
+    /// connections, refreshed every second (`--batch` for plain text).
+    Top(top::TopArgs),
     /// Run continuously, exporting Prometheus metrics and logging findings.
     Daemon(daemon::DaemonArgs),
     /// Show what this kernel supports and what will work.
@@ -38,7 +42,7 @@ enum Command {
 }
 
 /// Which workloads a session or daemon shows, by where their owners run;
-/// the same flags for `trace` and `daemon`.
+/// the same flags for `trace`, `top` and `daemon`.
 #[derive(Debug, Args)]
 pub struct WorkloadArgs {
     /// Only sockets whose owner runs in a pod of this Kubernetes namespace
@@ -62,6 +66,7 @@ pub struct WorkloadArgs {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Trace(args) => trace::run(args),
+        Command::Top(args) => top::run(args),
         Command::Daemon(args) => daemon::run(args),
         Command::Doctor => doctor::run(),
         Command::Completions { shell } => manual::completions(shell),

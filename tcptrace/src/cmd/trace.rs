@@ -96,7 +96,7 @@ enum OutputFormat {
     Csv,
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(super) fn parse_duration(text: &str) -> Result<Duration, String> {
     let duration = humantime::parse_duration(text)
         .map_err(|e| format!("`{text}` is not a duration like 30s, 2m or 1h: {e}"))?;
     if duration.is_zero() {

@@ -88,18 +88,17 @@ impl Refreshed {
         let mut listeners = Vec::new();
         let mut ports = Vec::new();
         for finding in &report.findings {
+            if let Some((process, held)) = finding.held() {
+                let labels = labels_of(containers, process);
+                if held.time_wait > 0 {
+                    *time_wait.entry(labels.clone()).or_default() += held.time_wait;
+                }
+                if let Some(age) = held.close_wait_oldest_s {
+                    let oldest = close_wait.entry(labels).or_default();
+                    *oldest = oldest.max(age);
+                }
+            }
             match finding {
-                Finding::Churn(c) if c.time_wait_now > 0 => {
-                    *time_wait
-                        .entry(labels_of(containers, c.process.as_ref()))
-                        .or_default() += c.time_wait_now;
-                }
-                Finding::CloseWaitLeak(l) => {
-                    let oldest = close_wait
-                        .entry(labels_of(containers, l.process.as_ref()))
-                        .or_default();
-                    *oldest = oldest.max(l.oldest_age_s);
-                }
                 Finding::IdleConnections(i) => {
                     *idle
                         .entry(labels_of(containers, i.process.as_ref()))

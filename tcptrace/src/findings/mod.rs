@@ -15,7 +15,7 @@ mod lost_connection;
 mod parts;
 mod port_pressure;
 mod reconnect_loop;
-mod text;
+pub(crate) mod text;
 
 use std::{
     cmp::Reverse,
@@ -220,6 +220,32 @@ impl Finding {
         }
     }
 
+    /// What it says its process holds now in the closing states: the
+    /// `TIME_WAIT` its churn left (modelled from its active closes), its
+    /// `CLOSE_WAIT` leak. The one place the daemon's gauges and
+    /// `tcptrace top` read these from.
+    #[must_use]
+    pub fn held(&self) -> Option<(Option<&ProcessJson>, Held)> {
+        match self {
+            Self::Churn(c) if c.time_wait_now > 0 => Some((
+                c.process.as_ref(),
+                Held {
+                    time_wait: c.time_wait_now,
+                    ..Held::default()
+                },
+            )),
+            Self::CloseWaitLeak(l) => Some((
+                l.process.as_ref(),
+                Held {
+                    close_wait: l.sockets,
+                    close_wait_oldest_s: Some(l.oldest_age_s),
+                    ..Held::default()
+                },
+            )),
+            _ => None,
+        }
+    }
+
     /// The processes it names: its own, and others it lists.
     fn processes_mut(&mut self) -> Option<(&mut Option<ProcessJson>, &mut [ProcessJson])> {
         Some(match self {
@@ -235,6 +261,29 @@ impl Finding {
             Self::ListenerInRange(l) => (&mut l.process, &mut []),
             Self::PortPressure(_) => return None,
         })
+    }
+}
+
+/// Sockets a process holds in the closing states (`Finding::held`).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Held {
+    /// Timewait sockets its active closes left.
+    pub time_wait: u64,
+    /// Sockets in `CLOSE_WAIT` it never closed.
+    pub close_wait: u64,
+    /// How long the oldest of them has been in `CLOSE_WAIT`.
+    pub close_wait_oldest_s: Option<f64>,
+}
+
+impl Held {
+    /// Adds what another finding says the same process holds.
+    pub fn add(&mut self, other: Self) {
+        self.time_wait += other.time_wait;
+        self.close_wait += other.close_wait;
+        self.close_wait_oldest_s = match (self.close_wait_oldest_s, other.close_wait_oldest_s) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
     }
 }
 
