@@ -337,7 +337,8 @@ fn check_daemon(daemon: &Daemon) {
 
 /// A daemon (re)started while a pod's server already listens: it learns
 /// the listener from its start dump, and the connections the server
-/// accepts afterwards are counted under the pod's names, not "unknown".
+/// accepts afterwards are counted under the pod's names, not "unknown",
+/// and under its ids with `--container-ids`.
 #[test]
 fn a_daemon_started_after_a_pod_server_labels_its_accepts() {
     require_root();
@@ -349,7 +350,11 @@ fn a_daemon_started_after_a_pod_server_labels_its_accepts() {
 
     let mut server = cgroups.run(&["server", "127.0.0.1:0", &CONNECTIONS.to_string()]);
     let port = server.expect_line("port ");
-    let daemon = Daemon::start(&free_loopback_addr(), &["--node-root", &node_root]);
+    // With the ids too: `container_id` and `pod_uid` beside the names.
+    let daemon = Daemon::start(
+        &free_loopback_addr(),
+        &["--node-root", &node_root, "--container-ids"],
+    );
     let client = Workload::start(&[
         "client",
         &format!("127.0.0.1:{port}"),
@@ -364,6 +369,8 @@ fn a_daemon_started_after_a_pod_server_labels_its_accepts() {
         ("namespace", NAMESPACE),
         ("pod", POD),
         ("container", CONTAINER),
+        ("container_id", &container_id),
+        ("pod_uid", &uid),
         ("role", "passive"),
     ];
     let scrape = daemon.scrape_until(Duration::from_secs(20), |scrape| {

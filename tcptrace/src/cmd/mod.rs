@@ -1,5 +1,11 @@
+use std::path::PathBuf;
+
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
+use tcptrace::{
+    container::{ContainerConfig, NodeState},
+    filter::{kernel_comms, Filter},
+};
 
 mod daemon;
 mod doctor;
@@ -61,6 +67,51 @@ pub struct WorkloadArgs {
     /// apart) or a cgroup id (repeatable).
     #[arg(long = "cgroup", value_name = "PATH_OR_ID")]
     pub cgroups: Vec<String>,
+}
+
+/// Which sockets a one-off session (`trace`, `top`) shows: the same
+/// flags for both.
+#[derive(Debug, Args)]
+pub struct SessionFilterArgs {
+    /// Only sockets owned or acted on by this process id (repeatable).
+    #[arg(short, long = "pid")]
+    pub pids: Vec<u32>,
+    /// Only sockets owned or acted on by this command name (repeatable).
+    #[arg(short, long = "comm")]
+    pub comms: Vec<String>,
+    /// Only sockets with this local or remote port (repeatable).
+    #[arg(long = "port")]
+    pub ports: Vec<u16>,
+    #[command(flatten)]
+    pub workload: WorkloadArgs,
+    /// Where the node's filesystem is (its container runtimes' state
+    /// names containers and pods): `/host` when it is mounted there.
+    #[arg(long, default_value = "/")]
+    pub node_root: PathBuf,
+}
+
+impl SessionFilterArgs {
+    /// The filter, where container names are read from, and what the
+    /// flags ask that cannot be done as asked (a `--comm` longer than the
+    /// kernel keeps).
+    #[must_use]
+    pub fn into_filter(self) -> (Filter, ContainerConfig, Vec<String>) {
+        let (comms, warnings) = kernel_comms(self.comms);
+        let filter = Filter {
+            pids: self.pids,
+            comms,
+            ports: self.ports,
+            namespaces: self.workload.namespaces,
+            pods: self.workload.pods,
+            containers: self.workload.containers,
+            cgroups: self.workload.cgroups,
+        };
+        let containers = ContainerConfig {
+            node: NodeState::default().under(self.node_root),
+            ..ContainerConfig::default()
+        };
+        (filter, containers, warnings)
+    }
 }
 
 pub fn run(cli: Cli) -> Result<()> {

@@ -1,17 +1,15 @@
-use std::{io, path::PathBuf, time::Duration};
+use std::{io, time::Duration};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use tcptrace::{
-    container::{ContainerConfig, NodeState},
-    filter::{kernel_comms, Filter},
     findings::DEFAULT_IDLE_THRESHOLD,
     output::detached,
     probe::{ProbeOptions, DEFAULT_SOCKET_MAP_ENTRIES, DEFAULT_STACK_RING_BYTES},
     top::{self, columns::Column, terminal::stdout_is_terminal, Output, TopOptions},
 };
 
-use super::{trace::parse_duration, WorkloadArgs};
+use super::{trace::parse_duration, SessionFilterArgs};
 
 #[derive(Debug, Args)]
 #[expect(
@@ -41,21 +39,8 @@ pub struct TopArgs {
     /// standard output, like `top -b` (for scripts and logs).
     #[arg(short, long)]
     batch: bool,
-    /// Only sockets owned or acted on by this process id (repeatable).
-    #[arg(short, long = "pid")]
-    pids: Vec<u32>,
-    /// Only sockets owned or acted on by this command name (repeatable).
-    #[arg(short, long = "comm")]
-    comms: Vec<String>,
-    /// Only sockets with this local or remote port (repeatable).
-    #[arg(long = "port")]
-    ports: Vec<u16>,
     #[command(flatten)]
-    workload: WorkloadArgs,
-    /// Where the node's filesystem is (its container runtimes' state
-    /// names containers and pods): `/host` when it is mounted there.
-    #[arg(long, default_value = "/")]
-    node_root: PathBuf,
+    filter: SessionFilterArgs,
     /// Ring buffer size in MiB (rounded up to a power of two).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
     ring_buffer_mib: u32,
@@ -76,17 +61,9 @@ pub fn run(args: TopArgs) -> Result<()> {
              text, `tcptrace trace` prints every event"
         );
     }
-    let (comms, warnings) = kernel_comms(args.comms);
+    let (filter, containers, warnings) = args.filter.into_filter();
     let options = TopOptions {
-        filter: Filter {
-            pids: args.pids,
-            comms,
-            ports: args.ports,
-            namespaces: args.workload.namespaces,
-            pods: args.workload.pods,
-            containers: args.workload.containers,
-            cgroups: args.workload.cgroups,
-        },
+        filter,
         probe: ProbeOptions {
             ring_bytes: args.ring_buffer_mib * 1024 * 1024,
             stack_ring_bytes: DEFAULT_STACK_RING_BYTES,
@@ -98,10 +75,7 @@ pub fn run(args: TopArgs) -> Result<()> {
             accept_hook: true,
             socket_map_entries: DEFAULT_SOCKET_MAP_ENTRIES,
         },
-        containers: ContainerConfig {
-            node: NodeState::default().under(args.node_root),
-            ..ContainerConfig::default()
-        },
+        containers,
         interval: args.interval,
         duration: args.duration,
         iterations: args.iterations,

@@ -1,10 +1,8 @@
-use std::{io, path::PathBuf, time::Duration};
+use std::{io, time::Duration};
 
 use anyhow::{Context, Result};
 use clap::Args;
 use tcptrace::{
-    container::{ContainerConfig, NodeState},
-    filter::{kernel_comms, Filter},
     findings::DEFAULT_IDLE_THRESHOLD,
     output::{
         detached,
@@ -18,7 +16,7 @@ use tcptrace::{
     session::{self, SessionOptions},
 };
 
-use super::WorkloadArgs;
+use super::SessionFilterArgs;
 
 #[derive(Debug, Args)]
 #[expect(
@@ -29,21 +27,8 @@ pub struct TraceArgs {
     /// Stop after this long (`30s`, `2m`, `1h`); default: until Ctrl-C.
     #[arg(short, long, value_parser = parse_duration)]
     duration: Option<Duration>,
-    /// Only sockets owned or acted on by this process id (repeatable).
-    #[arg(short, long = "pid")]
-    pids: Vec<u32>,
-    /// Only sockets owned or acted on by this command name (repeatable).
-    #[arg(short, long = "comm")]
-    comms: Vec<String>,
-    /// Only sockets with this local or remote port (repeatable).
-    #[arg(long = "port")]
-    ports: Vec<u16>,
     #[command(flatten)]
-    workload: WorkloadArgs,
-    /// Where the node's filesystem is (its container runtimes' state
-    /// names containers and pods): `/host` when it is mounted there.
-    #[arg(long, default_value = "/")]
-    node_root: PathBuf,
+    filter: SessionFilterArgs,
     /// How live lines are written: `text` for people, `json` (one object
     /// per line, every field) for scripts, `csv` (one table; the summary
     /// and report go to standard error) for spreadsheets.
@@ -112,21 +97,13 @@ pub fn run(args: TraceArgs) -> Result<()> {
              (pick them with jq)"
         );
     }
-    let (comms, warnings) = kernel_comms(args.comms);
+    let (filter, containers, warnings) = args.filter.into_filter();
     for warning in warnings {
         eprintln!("tcptrace: warning: {warning}");
     }
     let options = SessionOptions {
         duration: args.duration,
-        filter: Filter {
-            pids: args.pids,
-            comms,
-            ports: args.ports,
-            namespaces: args.workload.namespaces,
-            pods: args.workload.pods,
-            containers: args.workload.containers,
-            cgroups: args.workload.cgroups,
-        },
+        filter,
         probe: ProbeOptions {
             ring_bytes: args.ring_buffer_mib * 1024 * 1024,
             stack_ring_bytes: args.stack_ring_buffer_mib * 1024 * 1024,
@@ -140,10 +117,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
         report_only: args.report_only,
         idle_threshold: args.idle_threshold.unwrap_or(DEFAULT_IDLE_THRESHOLD),
         no_jvm_perf_map: args.no_jvm_perf_map,
-        containers: ContainerConfig {
-            node: NodeState::default().under(args.node_root),
-            ..ContainerConfig::default()
-        },
+        containers,
     };
     // Written by a thread of its own: a reader that stops reading must not
     // stop the session (see `output::detached`).

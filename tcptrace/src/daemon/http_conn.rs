@@ -127,6 +127,15 @@ struct Watched<S> {
     clock: Rc<ConnClock>,
 }
 
+impl<S> Watched<S> {
+    fn new(inner: S, clock: &Rc<ConnClock>) -> Self {
+        Self {
+            inner,
+            clock: Rc::clone(clock),
+        }
+    }
+}
+
 impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -208,37 +217,16 @@ where
         // The watchdog bounds heads (hyper's own timer is not installed).
         .header_read_timeout(None);
     match tls {
-        None => {
-            serve_http(
-                &http,
-                Watched {
-                    inner: stream,
-                    clock: Rc::clone(&clock),
-                },
-                service,
-                &clock,
-            )
-            .await;
-            Ended::Served
-        }
+        None => serve_http(&http, Watched::new(stream, &clock), service, &clock).await,
         Some(acceptor) => {
             let handshake = tokio::time::timeout_at(clock.deadline(), acceptor.accept(stream));
             let Ok(Ok(stream)) = handshake.await else {
                 return Ended::TlsFailed;
             };
-            serve_http(
-                &http,
-                Watched {
-                    inner: stream,
-                    clock: Rc::clone(&clock),
-                },
-                service,
-                &clock,
-            )
-            .await;
-            Ended::Served
+            serve_http(&http, Watched::new(stream, &clock), service, &clock).await;
         }
     }
+    Ended::Served
 }
 
 /// HTTP/1.1 over `stream` until either side ends it or `clock` expires.
