@@ -1,8 +1,9 @@
 //! Containers by name on the real kernel: a process in a cgroup shaped
 //! like a kubelet's (systemd driver, containerd), whose containerd task
 //! bundle at a test-owned node root (`--node-root`) names its namespace,
-//! pod and container. `trace --pod` shows that process and nothing else,
-//! its events and findings named; the daemon labels its series with the
+//! pod and container. `trace --pod` (and `--container`) shows that
+//! process and nothing else, its events and findings named; the daemon
+//! labels its series with the
 //! names, and keeps them on its `TIME_WAIT` once the process is gone.
 //!
 //! Nothing is written under the real `/run`; the cgroups and the node root
@@ -209,6 +210,7 @@ fn pod_by_name_in_trace_and_daemon() {
         ],
     );
     let by_pod = Tracer::start(&["--pod", POD, "--node-root", &node_root]);
+    let by_container = Tracer::start(&["--container", CONTAINER, "--node-root", &node_root]);
     let by_cgroup =
         Tracer::start_report_only(&["--cgroup", &cgroups.pod_path, "--node-root", &node_root]);
 
@@ -223,8 +225,10 @@ fn pod_by_name_in_trace_and_daemon() {
     client.wait_success();
     server.wait_success();
 
-    // --- trace --pod: the pod's process, named, and nothing else.
+    // --- trace --pod and --container: the pod's process, named, and
+    // nothing else.
     check_by_pod(&by_pod.stop(), client_pid, &locals, &server_addr);
+    check_by_pod(&by_container.stop(), client_pid, &locals, &server_addr);
 
     // --- trace --cgroup <the pod's cgroup>: the same process, named.
     let by_cgroup = by_cgroup.stop();
