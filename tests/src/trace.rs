@@ -38,6 +38,23 @@ fn line_channel(stdout: std::process::ChildStdout) -> Receiver<String> {
     lines
 }
 
+/// Waits until a session says on `stderr` that it is tracing (echoing
+/// its stderr to the test's, then and afterwards).
+pub fn wait_until_tracing(stderr: std::process::ChildStderr) {
+    let (ready_tx, ready) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("{line}");
+            if line.contains("tracing TCP sockets") {
+                let _ = ready_tx.send(());
+            }
+        }
+    });
+    ready
+        .recv_timeout(LINE_TIMEOUT)
+        .expect("tcptrace did not start in time (see its stderr above)");
+}
+
 /// A running `tcptrace trace --json` session.
 pub struct Tracer {
     child: Child,
@@ -97,19 +114,7 @@ impl Tracer {
             .spawn()
             .expect("start tcptrace");
         let lines = line_channel(child.stdout.take().expect("stdout is piped"));
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let (ready_tx, ready) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("{line}");
-                if line.contains("tracing TCP sockets") {
-                    let _ = ready_tx.send(());
-                }
-            }
-        });
-        ready
-            .recv_timeout(LINE_TIMEOUT)
-            .expect("tcptrace --report-only did not start in time (see its stderr above)");
+        wait_until_tracing(child.stderr.take().expect("stderr is piped"));
         Self {
             child,
             lines,

@@ -2,15 +2,13 @@
 //! `csv` module (a reader nobody here wrote), `--fields` choosing the text
 //! columns, and `--fields` refused where it cannot apply.
 
-use std::{
-    io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
-    sync::mpsc,
-    thread,
-    time::Duration,
-};
+use std::process::{Child, Command, Stdio};
 
-use tcptrace_tests::{require_root, trace::tcptrace_bin, Workload};
+use tcptrace_tests::{
+    require_root,
+    trace::{tcptrace_bin, wait_until_tracing},
+    Workload,
+};
 
 const CONNECTIONS: usize = 20;
 
@@ -24,19 +22,7 @@ fn start_trace(args: &[&str], path: &std::path::Path) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start tcptrace");
-    let stderr = child.stderr.take().expect("stderr is piped");
-    let (ready_tx, ready) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            eprintln!("{line}");
-            if line.contains("tracing TCP sockets") {
-                let _ = ready_tx.send(());
-            }
-        }
-    });
-    ready
-        .recv_timeout(Duration::from_secs(30))
-        .expect("tcptrace did not start in time (see its stderr above)");
+    wait_until_tracing(child.stderr.take().expect("stderr is piped"));
     child
 }
 

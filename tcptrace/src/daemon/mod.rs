@@ -33,7 +33,6 @@ use tokio::{
 use tokio_rustls::TlsAcceptor;
 
 use self::{
-    basic_auth::BasicAuth,
     config::DaemonConfig,
     health::{Health, Losses},
     http::Route,
@@ -80,7 +79,6 @@ struct Daemon {
     rendered: RenderedMetrics,
     /// TLS, users and headers of `--web-config` (read again on SIGHUP).
     web: WebConfig,
-    auth: Rc<BasicAuth>,
     /// How full each ring buffer was at each drain.
     rings: [RingFillStats; 2],
 }
@@ -144,7 +142,7 @@ async fn serve(config: DaemonConfig, read_config: ReadConfig) -> Result<()> {
         &serde_json::json!({
             "listen": listener.local_addr().map_or_else(|_| config.listen.to_string(), |a| a.to_string()),
             "tls": daemon.borrow().web.tls.is_some(),
-            "basic_auth": daemon.borrow().auth.required(),
+            "basic_auth": daemon.borrow().web.auth.required(),
             "open_files_limit": open_files,
         }),
     );
@@ -300,42 +298,32 @@ fn load_web_config(config: &DaemonConfig) -> Result<WebConfig> {
 /// One HTTP connection, holding its place in the budget until it ends,
 /// served with the web configuration in force when it was accepted.
 async fn connection(stream: tokio::net::TcpStream, daemon: Rc<RefCell<Daemon>>, slot: Slot) {
-    let (tls, auth, headers, budget) = {
+    let (web, budget) = {
         let d = daemon.borrow();
-        (
-            d.web.tls.clone().map(TlsAcceptor::from),
-            Rc::clone(&d.auth),
-            Rc::new(d.web.headers.clone()),
-            Rc::clone(&d.http),
-        )
+        (d.web.clone(), Rc::clone(&d.http))
     };
+    let tls = web.tls.clone().map(TlsAcceptor::from);
+    let answers = Rc::clone(&budget);
     let ended = http_conn::serve(stream, tls, move |request| {
-        let (daemon, auth, headers) = (Rc::clone(&daemon), Rc::clone(&auth), Rc::clone(&headers));
+        let (daemon, web, budget) = (Rc::clone(&daemon), web.clone(), Rc::clone(&answers));
         async move {
-            let mut response = if auth
-                .allows(
-                    request
-                        .headers()
-                        .get(header::AUTHORIZATION)
-                        .map(header::HeaderValue::as_bytes),
-                )
+            let authorization = request.headers().get(header::AUTHORIZATION);
+            let mut response = if web
+                .auth
+                .allows(authorization.map(header::HeaderValue::as_bytes))
                 .await
             {
                 answer(&request, &daemon)
             } else {
-                daemon
-                    .borrow()
-                    .http
-                    .unauthorized
-                    .set(daemon.borrow().http.unauthorized.get() + 1);
+                budget.unauthorized.set(budget.unauthorized.get() + 1);
                 unauthorized()
             };
-            let response_headers = response.headers_mut();
-            for (name, value) in headers.iter() {
-                response_headers.insert(name.clone(), value.clone());
+            let headers = response.headers_mut();
+            for (name, value) in web.headers.iter() {
+                headers.insert(name.clone(), value.clone());
             }
-            if daemon.borrow().http.crowded() {
-                response_headers.insert(
+            if budget.crowded() {
+                headers.insert(
                     header::CONNECTION,
                     header::HeaderValue::from_static("close"),
                 );
@@ -442,7 +430,6 @@ impl Daemon {
             http,
             refresh_errors: 0,
             rendered: RenderedMetrics::default(),
-            auth: BasicAuth::new(web.users.clone()),
             web,
             rings: [
                 RingFillStats {
@@ -577,10 +564,7 @@ impl Daemon {
         // Read again even when its path is the same: certificates are
         // renewed in place.
         match load_web_config(&config) {
-            Ok(web) => {
-                self.auth = BasicAuth::new(web.users.clone());
-                self.web = web;
-            }
+            Ok(web) => self.web = web,
             Err(error) => log(
                 "warn",
                 "web configuration not reloaded",
@@ -593,7 +577,7 @@ impl Daemon {
             "configuration reloaded",
             &serde_json::json!({
                 "tls": self.web.tls.is_some(),
-                "basic_auth": self.auth.required(),
+                "basic_auth": self.web.auth.required(),
                 "applied": changes.applied,
                 "need_restart": changes.need_restart,
             }),

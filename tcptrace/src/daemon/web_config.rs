@@ -21,16 +21,20 @@ use std::{
     collections::BTreeMap,
     fs,
     path::{Path, PathBuf},
+    rc::Rc,
     sync::Arc,
 };
 
 use anyhow::{bail, Context, Result};
+use hyper::header::{HeaderName, HeaderValue};
 use rustls::{
     pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer},
     server::WebPkiClientVerifier,
     RootCertStore, ServerConfig, SupportedProtocolVersion,
 };
 use serde::Deserialize;
+
+use super::basic_auth::BasicAuth;
 
 /// The file as written. Unknown keys are errors.
 #[derive(Debug, Default, Deserialize)]
@@ -69,21 +73,32 @@ struct HttpServerFile {
 }
 
 /// What the file asks for, checked and ready to serve.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct WebConfig {
     /// `None`: plain HTTP.
     pub tls: Option<Arc<ServerConfig>>,
-    /// User name → bcrypt hash; empty: no authentication.
-    pub users: BTreeMap<String, String>,
+    /// The users and their bcrypt hashes (none: no authentication), with
+    /// the passwords accepted so far: a new configuration starts afresh.
+    pub auth: Rc<BasicAuth>,
     /// Added to every response.
-    pub headers: Vec<(hyper::header::HeaderName, hyper::header::HeaderValue)>,
+    pub headers: Rc<[(HeaderName, HeaderValue)]>,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        Self {
+            tls: None,
+            auth: BasicAuth::new(BTreeMap::new()),
+            headers: Rc::from([]),
+        }
+    }
 }
 
 impl std::fmt::Debug for WebConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WebConfig")
             .field("tls", &self.tls.is_some())
-            .field("users", &self.users.keys().collect::<Vec<_>>())
+            .field("basic_auth", &self.auth.required())
             .finish_non_exhaustive()
     }
 }
@@ -116,7 +131,7 @@ impl WebConfig {
             serde_yaml_ng::from_str(text)?
         };
         for (user, hash) in &file.basic_auth_users {
-            if bcrypt_cost(hash).is_none() {
+            if hash.parse::<bcrypt::HashParts>().is_err() {
                 bail!("basic_auth_users: the password of `{user}` is not a bcrypt hash (make one with `htpasswd -nbB USER PASSWORD`)");
             }
         }
@@ -126,9 +141,9 @@ impl WebConfig {
                 bail!("http_server_config.http2: tcptrace serves HTTP/1.1 only; remove the key or set it to false");
             }
             for (name, value) in http.headers {
-                let name = hyper::header::HeaderName::from_bytes(name.as_bytes())
+                let name = HeaderName::from_bytes(name.as_bytes())
                     .with_context(|| format!("http_server_config.headers: `{name}`"))?;
-                let value = hyper::header::HeaderValue::from_str(&value)
+                let value = HeaderValue::from_str(&value)
                     .with_context(|| format!("http_server_config.headers: {name}"))?;
                 headers.push((name, value));
             }
@@ -139,28 +154,10 @@ impl WebConfig {
         };
         Ok(Self {
             tls,
-            users: file.basic_auth_users,
-            headers,
+            auth: BasicAuth::new(file.basic_auth_users),
+            headers: headers.into(),
         })
     }
-}
-
-/// The cost of a bcrypt hash (`$2a$`, `$2b$`, `$2x$` or `$2y$`), or `None`
-/// when `hash` is not one.
-fn bcrypt_cost(hash: &str) -> Option<u32> {
-    let mut parts = hash.split('$');
-    let (Some(""), Some(version), Some(cost), Some(rest), None) = (
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-    ) else {
-        return None;
-    };
-    let cost: u32 = cost.parse().ok()?;
-    (["2a", "2b", "2x", "2y"].contains(&version) && (4..=31).contains(&cost) && rest.len() == 53)
-        .then_some(cost)
 }
 
 fn server_config(tls: &TlsFile, dir: &Path) -> Result<ServerConfig> {
@@ -291,16 +288,15 @@ pub mod tests {
         )
         .unwrap();
         assert!(config.tls.is_none());
-        assert_eq!(config.users.len(), 1);
+        assert!(config.auth.required());
         assert!(err("basic_auth_users:\n  alice: secret\n").contains("not a bcrypt hash"));
-        assert_eq!(bcrypt_cost(HASH), Some(4));
-        assert_eq!(bcrypt_cost("$1$abc$def"), None);
+        assert!(err("basic_auth_users:\n  alice: $1$abc$def\n").contains("not a bcrypt hash"));
     }
 
     #[test]
     fn empty_file_is_plain_http_and_unknown_keys_are_named() {
         let config = WebConfig::parse("", Path::new(".")).unwrap();
-        assert!(config.tls.is_none() && config.users.is_empty());
+        assert!(config.tls.is_none() && !config.auth.required());
         assert!(err("tls_config:\n  cert_file: x\n").contains("tls_config"));
         assert!(err("tls_server_config:\n  cert_file: a\n").contains("key_file"));
         assert!(

@@ -5,6 +5,7 @@ pub mod btf;
 pub mod hooks;
 mod load;
 pub mod object;
+mod object_info;
 pub mod preflight;
 mod program_stats;
 mod ring_fill;

@@ -7,13 +7,14 @@
 //! only counted in `bpf_prog_info.recursion_misses`. tcptrace reports the
 //! count so that a missed transition is never silent.
 //!
-//! Hand-written: one `BPF_OBJ_GET_INFO_BY_FD` call, with the kernel's own
-//! structures from `aya-obj`.
+//! From `bpf_prog_info` (`object_info`).
 
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 
 use aya::programs::Program;
-use aya_obj::generated::{bpf_attr, bpf_cmd, bpf_prog_info};
+use aya_obj::generated::bpf_prog_info;
+
+use super::object_info::object_info;
 
 /// One program's figures from `bpf_prog_info`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -29,24 +30,8 @@ pub struct ProgramRuns {
 
 /// `program`'s figures; `None` when the kernel would not say.
 pub fn runs_of(program: &Program) -> Option<ProgramRuns> {
-    let fd = program.fd().ok()?.as_fd().as_raw_fd();
-    // SAFETY: both are plain C structures for which all-zero is valid.
-    let mut info: bpf_prog_info = unsafe { std::mem::zeroed() };
-    let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
-    attr.info.bpf_fd = u32::try_from(fd).ok()?;
-    attr.info.info_len = u32::try_from(std::mem::size_of::<bpf_prog_info>()).ok()?;
-    attr.info.info = std::ptr::addr_of_mut!(info) as u64;
-    // SAFETY: `attr` points the kernel at `info`, which outlives the call
-    // and is as large as `info_len` says.
-    let result = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            bpf_cmd::BPF_OBJ_GET_INFO_BY_FD as libc::c_long,
-            std::ptr::addr_of_mut!(attr),
-            std::mem::size_of::<bpf_attr>(),
-        )
-    };
-    (result == 0).then_some(ProgramRuns {
+    let info: bpf_prog_info = object_info(program.fd().ok()?.as_fd()).ok()?;
+    Some(ProgramRuns {
         recursion_misses: info.recursion_misses,
         runs: info.run_cnt,
         run_time_ns: info.run_time_ns,

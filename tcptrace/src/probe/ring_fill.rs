@@ -7,7 +7,7 @@
 //! two position pages a second time, read-only (the kernel allows any
 //! read-only mapping of a ring buffer): the consumer position is at the
 //! start of the first page, the producer position at the start of the
-//! second. Hand-written: one `BPF_OBJ_GET_INFO_BY_FD` and one `mmap`.
+//! second. Hand-written: one `mmap` (the size from `object_info`).
 
 use std::{
     os::fd::{AsRawFd, BorrowedFd},
@@ -16,7 +16,9 @@ use std::{
 };
 
 use anyhow::{bail, Result};
-use aya_obj::generated::{bpf_attr, bpf_cmd, bpf_map_info};
+use aya_obj::generated::bpf_map_info;
+
+use super::object_info::object_info;
 
 /// A read-only view of one ring buffer's positions.
 pub struct RingFill {
@@ -97,27 +99,7 @@ impl Drop for RingFill {
 
 /// The map's `max_entries`: a ring buffer's data size in bytes.
 fn max_entries(fd: BorrowedFd<'_>) -> Result<u32> {
-    // SAFETY: plain C structures for which all-zero is valid.
-    let mut info: bpf_map_info = unsafe { std::mem::zeroed() };
-    let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
-    attr.info.bpf_fd = u32::try_from(fd.as_raw_fd())?;
-    attr.info.info_len = u32::try_from(std::mem::size_of::<bpf_map_info>())?;
-    attr.info.info = std::ptr::addr_of_mut!(info) as u64;
-    // SAFETY: `attr` points the kernel at `info`, which outlives the call
-    // and is as large as `info_len` says.
-    let result = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            bpf_cmd::BPF_OBJ_GET_INFO_BY_FD as libc::c_long,
-            std::ptr::addr_of_mut!(attr),
-            std::mem::size_of::<bpf_attr>(),
-        )
-    };
-    if result != 0 {
-        bail!(
-            "reading a ring buffer's size: {}",
-            std::io::Error::last_os_error()
-        );
-    }
+    let info: bpf_map_info =
+        object_info(fd).map_err(|e| anyhow::anyhow!("reading a ring buffer's size: {e}"))?;
     Ok(info.max_entries)
 }
