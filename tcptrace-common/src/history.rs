@@ -14,6 +14,7 @@ pub const PATH_CAPACITY: u8 = 16;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
 pub struct History {
     /// States in the order entered, 4 bits each, the first in the low bits;
     /// the first one is the state the first traced transition left.

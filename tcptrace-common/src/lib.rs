@@ -11,6 +11,8 @@
               can build them, underscored so that nobody reads them"
 )]
 
+#[cfg(feature = "user")]
+mod comm_serde;
 pub mod filter;
 pub mod history;
 pub mod layout;
@@ -92,14 +94,17 @@ impl EventKind {
 /// A task as seen by the kernel programs: who did something to a socket.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
 pub struct Task {
     /// Process id (thread group id); 0 means "nobody recorded".
     pub tgid: u32,
     /// Thread id.
     pub pid: u32,
     /// The process's name: its thread-group leader's `comm`.
+    #[cfg_attr(feature = "user", serde(with = "comm_serde"))]
     pub comm: [u8; TASK_COMM_LEN],
     /// The acting thread's own name (a pool thread's, say).
+    #[cfg_attr(feature = "user", serde(with = "comm_serde"))]
     pub thread_comm: [u8; TASK_COMM_LEN],
     /// The `UserStack` record captured for this task's system call (its
     /// `id`), or 0 when none was taken.
@@ -154,6 +159,7 @@ pub const RESET_BY_CLOSE: u32 = 1 << 8;
 /// A copy travels with every event so userspace never has to guess the owner.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
 pub struct SockInfo {
     /// Who created the socket (connect/listen) or owns its listener.
     pub owner: Task,

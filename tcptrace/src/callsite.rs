@@ -19,7 +19,7 @@ use crate::{
 
 /// Resolved frames of one stack, innermost first, and the frame that names
 /// the call site (the first outside libc and the language runtime).
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct CallSite {
     pub function: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -66,7 +66,7 @@ impl CallSite {
 const MAX_STACKS: usize = 16_384;
 
 /// What became of the stacks the kernel captured.
-#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct StackCounts {
     /// Captures received and unwound.
     pub unwound: u64,
@@ -142,6 +142,20 @@ impl CallSites {
         let mut call_sites = Self::default();
         call_sites.symbolizer.attach_meeter(meeter);
         call_sites
+    }
+
+    /// Call sites resolved elsewhere (a recording's), by canonical capture.
+    #[must_use]
+    pub fn recorded(sites: Vec<(StackRef, CallSite)>) -> Self {
+        // Room for all of them in the young generation: none is forgotten.
+        let mut resolved = Generations::new(2 * sites.len() + 2);
+        for (key, site) in sites {
+            resolved.insert(key, site);
+        }
+        Self {
+            resolved,
+            ..Self::default()
+        }
     }
 
     /// Counts, with the processes the meeting thread missed.

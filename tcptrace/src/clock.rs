@@ -19,6 +19,20 @@ impl WallClock {
         }
     }
 
+    /// The clock of another session (a recording's).
+    #[must_use]
+    pub fn with_offset(offset_ns: i64) -> Self {
+        Self {
+            offset_ns: i128::from(offset_ns),
+        }
+    }
+
+    /// Realtime minus monotonic, in nanoseconds.
+    #[must_use]
+    pub fn offset_ns(self) -> i64 {
+        i64::try_from(self.offset_ns).unwrap_or(0)
+    }
+
     /// Unix time in nanoseconds of a kernel timestamp.
     #[must_use]
     pub fn unix_ns(self, ktime_ns: u64) -> u128 {

@@ -59,7 +59,7 @@ pub fn kernel_comms(names: Vec<String>) -> (Vec<String>, Vec<String>) {
     (names, warnings)
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Filter {
     pub pids: Vec<u32>,
     pub comms: Vec<String>,
@@ -297,6 +297,18 @@ impl Workloads {
             subtrees,
             v1_prefixes,
         }
+    }
+
+    /// The criteria of `filter` with verdicts decided elsewhere (a
+    /// recording's): those keys are never judged again.
+    #[must_use]
+    pub fn with_verdicts(filter: &Filter, verdicts: impl IntoIterator<Item = (u64, bool)>) -> Self {
+        let mut workloads = Self::new(filter, None);
+        workloads.verdicts = verdicts
+            .into_iter()
+            .map(|(key, pass)| (key, Verdict { pass, until: None }))
+            .collect();
+        workloads
     }
 
     /// Whether the socket of cgroup `key` passes the workload criteria.

@@ -49,6 +49,30 @@ impl LiveBirths {
             .and_then(|b| b.established_ns)
     }
 
+    /// Every birth known: (network namespace, inode, capture, established).
+    pub fn entries(&self) -> impl Iterator<Item = (u32, u64, Option<StackRef>, Option<u64>)> + '_ {
+        self.by_inode
+            .iter()
+            .map(|(&(netns, inode), birth)| (netns, inode, birth.stack, birth.established_ns))
+    }
+
+    /// A birth learnt elsewhere (a recording).
+    pub fn insert(
+        &mut self,
+        netns: u32,
+        inode: u64,
+        stack: Option<StackRef>,
+        established_ns: Option<u64>,
+    ) {
+        self.by_inode.insert(
+            (netns, inode),
+            Birth {
+                stack,
+                established_ns,
+            },
+        );
+    }
+
     /// Learns the births of the ESTABLISHED and `CLOSE_WAIT` connections in `now` that
     /// `table` has no record of, and forgets the connections gone.
     pub fn update(

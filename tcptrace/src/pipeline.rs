@@ -30,6 +30,7 @@ use crate::{
     netns::DiagSockets,
     owner::{self, Owner, StartOwners},
     probe::{Counters, FilterMaps, Probe, RingFill, SocketMap},
+    recording::Recorder,
     snapshot::{ExistingSocket, Snapshot},
     symbolize::Meeter,
     table::{Applied, Cgroups, SocketRecord, SocketTable},
@@ -41,7 +42,7 @@ use crate::{
 pub const DRAIN_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Event counts of a session or daemon.
-#[derive(Clone, Copy, Debug, Default, Serialize)]
+#[derive(Clone, Copy, Debug, Default, Serialize, serde::Deserialize)]
 pub struct EventCounts {
     pub events: u64,
     pub state_changes: u64,
@@ -72,7 +73,9 @@ pub struct Observed<'a> {
 }
 
 pub struct Pipeline {
-    layouts: RecordLayouts,
+    /// How to read the kernel's records (`None` when replaying a
+    /// recording, whose events are decoded already).
+    layouts: Option<RecordLayouts>,
     /// Owners of the sockets that existed when tracing started.
     pub start: StartOwners,
     pub filter: Filter,
@@ -103,6 +106,8 @@ pub struct Pipeline {
     /// from the kernel's socket map (`None` when detached).
     socket_map: Option<SocketMap>,
     births: LiveBirths,
+    /// Where every event the table sees is saved (`trace --write`).
+    pub recorder: Option<Recorder>,
 }
 
 /// A socket of a workload the filter rejects for good: the kernel stops
@@ -219,7 +224,7 @@ impl Pipeline {
             .context("starting the thread that meets new processes")?;
         let cgroups = Cgroups::new(Containers::new(containers));
         let pipeline = Self {
-            layouts: probe.layouts,
+            layouts: Some(probe.layouts),
             start: StartOwners::of(&start),
             workloads: Workloads::new(&filter, cgroups.mount()),
             kernel_filter: Some(kernel_filter),
@@ -235,6 +240,7 @@ impl Pipeline {
             first_seen: FirstSeen::default(),
             socket_map: Some(socket_map),
             births: LiveBirths::default(),
+            recorder: None,
         };
         Ok((pipeline, rings, start))
     }
@@ -243,7 +249,7 @@ impl Pipeline {
     #[must_use]
     pub fn detached(layouts: RecordLayouts, filter: Filter) -> Self {
         Self {
-            layouts,
+            layouts: Some(layouts),
             start: StartOwners::default(),
             workloads: Workloads::new(&filter, None),
             kernel_filter: None,
@@ -259,9 +265,56 @@ impl Pipeline {
             first_seen: FirstSeen::default(),
             socket_map: None,
             births: LiveBirths::default(),
+            recorder: None,
         }
     }
 
+    /// A pipeline replaying a recording: its start owners, call sites,
+    /// names and live births are the recording's, nothing of this machine
+    /// is read (see `recording::replay`).
+    #[must_use]
+    pub fn replaying(
+        filter: Filter,
+        start: &Snapshot,
+        call_sites: CallSites,
+        cgroups: Cgroups,
+        workloads: Workloads,
+        births: LiveBirths,
+    ) -> Self {
+        Self {
+            layouts: None,
+            start: StartOwners::of(start),
+            workloads,
+            kernel_filter: None,
+            filter,
+            counts: EventCounts::default(),
+            table: SocketTable::default(),
+            diagnoses: Diagnoses::default(),
+            call_sites,
+            diag: Arc::new(Mutex::new(DiagSockets::own_only())),
+            cgroups: Some(cgroups),
+            label_events: false,
+            idle_threshold: DEFAULT_IDLE_THRESHOLD,
+            first_seen: FirstSeen::default(),
+            socket_map: None,
+            births,
+            recorder: None,
+        }
+    }
+
+    /// A recorded event, whose socket's record takes the recorded cgroup
+    /// key, through the same path as a live one.
+    pub fn replay_event<E>(
+        &mut self,
+        event: &TcpEvent,
+        cgroup: u64,
+        each: &mut impl FnMut(&Observed) -> Result<(), E>,
+    ) -> Result<(), E> {
+        if let Some(cgroups) = self.cgroups.as_mut() {
+            cgroups.set_recorded_key(cgroup);
+        }
+        self.process(event, each)
+    }
     /// Reads every waiting record; `each` sees those that pass the filter.
     pub fn drain<E>(
         &mut self,
@@ -323,7 +376,7 @@ impl Pipeline {
             self.on_user_stack(bytes);
             return None;
         }
-        let Ok(event) = decode(bytes, &self.layouts) else {
+        let Some(Ok(event)) = self.layouts.as_ref().map(|layouts| decode(bytes, layouts)) else {
             self.counts.decode_errors += 1;
             return None;
         };
@@ -413,6 +466,14 @@ impl Pipeline {
             .table
             .apply_in(event, owner.as_ref(), self.cgroups.as_mut());
         self.counts.records_replaced = self.table.replaced;
+        if let Some(recorder) = &mut self.recorder {
+            let cgroup = match &applied {
+                Applied::Live(skaddr) => self.table.get(*skaddr).map_or(0, |r| r.cgroup),
+                Applied::Closed(record) => record.cgroup,
+                Applied::Untracked => 0,
+            };
+            recorder.event(event, cgroup);
+        }
         if !self.filter.matches(event, owner.as_ref()) {
             self.counts.filtered_out += 1;
             return Ok(());
@@ -523,7 +584,17 @@ impl Pipeline {
     pub fn report(&mut self, elapsed: Duration, kernel: &Counters) -> Result<Report> {
         let (all, mut owned) = dump(&self.filter, &self.diag)?;
         self.retain_workloads(&mut owned);
-        Ok(self.report_with(&all, &owned, elapsed, kernel))
+        Ok(self.report_with(&all, &owned, elapsed, kernel, monotonic_ns()))
+    }
+
+    /// The births of the live connections in `now` the table cannot tell,
+    /// learnt now from the kernel's socket map (a recording keeps them).
+    pub fn live_births(&mut self, now: &Snapshot) -> &LiveBirths {
+        if let Some(map) = &self.socket_map {
+            // Counted in `births.walks_failed`, shown with the report.
+            let _ = self.births.update(now, &self.table, map, &self.call_sites);
+        }
+        &self.births
     }
 
     /// The sockets `dump` (then `retain_workloads`) says the filter's
@@ -544,8 +615,8 @@ impl Pipeline {
     }
 
     /// The diagnosis report against the dumps of `dump` (`owned` after
-    /// `retain_workloads`), its processes named by the workloads they ran
-    /// in.
+    /// `retain_workloads`) taken at `now_ns` (`CLOCK_MONOTONIC`), its
+    /// processes named by the workloads they ran in.
     #[must_use]
     pub fn report_with(
         &mut self,
@@ -553,6 +624,7 @@ impl Pipeline {
         owned: &Snapshot,
         elapsed: Duration,
         kernel: &Counters,
+        now_ns: u64,
     ) -> Report {
         let owned = self.owned(now, owned);
         // Every live socket's workload decided, for the findings about
@@ -563,12 +635,7 @@ impl Pipeline {
                     .matches(&self.filter, record.cgroup, &mut cgroups.containers);
             }
         }
-        if let Some(map) = &self.socket_map {
-            // Counted in `births.walks_failed`, shown with the report.
-            let _ = self
-                .births
-                .update(owned, &self.table, map, &self.call_sites);
-        }
+        self.live_births(owned);
         let mut report = build_report(
             &self.diagnoses,
             &ReportInput {
@@ -577,7 +644,7 @@ impl Pipeline {
                 owned,
                 filter: &self.filter,
                 workloads: &self.workloads,
-                now_ns: monotonic_ns(),
+                now_ns,
                 elapsed,
                 call_sites: &self.call_sites,
                 // A skipped run is an event never seen, as a lost one is.
@@ -590,7 +657,7 @@ impl Pipeline {
             },
         );
         // The next report knows these connections were alive now.
-        self.first_seen.update(now, monotonic_ns());
+        self.first_seen.update(now, now_ns);
         if let Some(cgroups) = self.cgroups.as_mut() {
             report.name_processes(|process| {
                 // A process only the socket dump knows (a leak's holder):
@@ -616,15 +683,21 @@ pub fn dump(filter: &Filter, diag: &Mutex<DiagSockets>) -> Result<(Snapshot, Sna
     let mut diag = diag
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let mut all =
-        Snapshot::take(&mut diag).context("listing sockets for the report (sock_diag)")?;
+    let all = Snapshot::take(&mut diag).context("listing sockets for the report (sock_diag)")?;
+    Ok(split_dump(filter, all))
+}
+
+/// A dump's sockets on the filter's ports, and the ones the filter's
+/// processes hold (see `dump`).
+#[must_use]
+pub fn split_dump(filter: &Filter, mut all: Snapshot) -> (Snapshot, Snapshot) {
     all.retain(|s| filter.matches_ports(s.local.port(), s.remote.port()));
     let owned = if filter.by_process() || filter.by_workload() {
         all.filtered(|s| filter.matches_existing(s))
     } else {
         Snapshot::default()
     };
-    Ok((all, owned))
+    (all, owned)
 }
 
 /// Passive sockets inherit their listener's owner in the kernel; listeners

@@ -80,6 +80,18 @@ impl serde::Serialize for PortRange {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for PortRange {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let (low, high) = <(u16, u16)>::deserialize(deserializer)?;
+        if low > high {
+            return Err(serde::de::Error::custom(format!(
+                "port range {low}-{high} ends before it starts"
+            )));
+        }
+        Ok(Self { low, high })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,7 @@ use std::{fs, sync::Arc};
 use smallvec::SmallVec;
 
 /// One file descriptor that refers to a socket.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FdHolder {
     pub pid: u32,
     pub fd: u32,

@@ -1,7 +1,10 @@
 //! A one-off tracing session: attach, stream events through the filters to
 //! a sink until the duration ends or the user interrupts, then report.
 
-use std::time::{Duration, Instant};
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
 
 use anyhow::Result;
 use serde::Serialize;
@@ -9,12 +12,14 @@ use tokio::signal::unix::SignalKind;
 
 use crate::{
     callsite::StackCounts,
+    clock::monotonic_ns,
     clock::WallClock,
     container::ContainerConfig,
     filter::Filter,
     output::{Shown, Sink},
-    pipeline::{EventCounts, Pipeline, Rings, DRAIN_INTERVAL},
+    pipeline::{dump, EventCounts, Pipeline, Rings, DRAIN_INTERVAL},
     probe::{Counters, Probe, ProbeOptions},
+    recording::{Header, Recorder},
     snapshot::ExistingSocket,
 };
 
@@ -32,12 +37,14 @@ pub struct SessionOptions {
     pub no_jvm_perf_map: bool,
     /// Where container names are read from (the node's runtime state).
     pub containers: ContainerConfig,
+    /// Save the session here for `tcptrace report` (see `recording`).
+    pub write: Option<PathBuf>,
 }
 
 /// What a session saw, printed at its end.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
 pub struct SessionCounts {
-    #[serde(serialize_with = "as_secs")]
+    #[serde(serialize_with = "as_secs", deserialize_with = "from_secs")]
     pub elapsed: Duration,
     #[serde(flatten)]
     pub counts: EventCounts,
@@ -46,12 +53,17 @@ pub struct SessionCounts {
     /// What became of the stacks the kernel captured.
     pub stacks: StackCounts,
     /// Optional hooks this kernel did not give, with what is lost.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub missing_hooks: Vec<String>,
 }
 
 fn as_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64())
+}
+
+fn from_secs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let secs = <f64 as serde::Deserialize>::deserialize(d)?;
+    Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
 }
 
 /// Runs a session, writing to `sink`. Returns when the duration ends, on
@@ -80,6 +92,12 @@ pub async fn run(options: SessionOptions, sink: &mut dyn Sink) -> Result<Session
     for missing in probe.missing_hooks() {
         eprintln!("tcptrace: warning: {missing}");
     }
+    let clock = WallClock::now();
+    if let Some(path) = &options.write {
+        let header = Header::new(&options, clock);
+        let recorder = Recorder::create(path, &header, &start, pipeline.cgroups.as_mut())?;
+        pipeline.recorder = Some(recorder);
+    }
     if !options.report_only {
         let start = &start.sockets;
         let shown: Vec<&ExistingSocket> = start
@@ -95,7 +113,6 @@ pub async fn run(options: SessionOptions, sink: &mut dyn Sink) -> Result<Session
     sink.flush()?;
     eprintln!("tcptrace: tracing TCP sockets; Ctrl-C to stop");
 
-    let clock = WallClock::now();
     let report_only = options.report_only;
     let drain = |pipeline: &mut Pipeline, rings: &mut Rings, sink: &mut dyn Sink| {
         pipeline.drain(rings, |seen| {
@@ -146,9 +163,34 @@ pub async fn run(options: SessionOptions, sink: &mut dyn Sink) -> Result<Session
         stacks: pipeline.call_sites.counts(),
         missing_hooks: probe.missing_hooks().to_vec(),
     };
+    end(&mut pipeline, summary, options.write.as_deref(), sink)
+}
+
+/// The session's summary and report (and the end of its recording),
+/// against a socket dump taken now.
+fn end(
+    pipeline: &mut Pipeline,
+    summary: SessionCounts,
+    recording: Option<&Path>,
+    sink: &mut dyn Sink,
+) -> Result<SessionCounts> {
+    let now_ns = monotonic_ns();
+    let (all, mut owned) = dump(&pipeline.filter, &pipeline.diag)?;
+    pipeline.retain_workloads(&mut owned);
+    let recorded = pipeline
+        .recorder
+        .take()
+        .map(|recorder| recorder.finish(pipeline, &all, now_ns, &summary));
     sink.summary(&summary)?;
-    let report = pipeline.report(summary.elapsed, &summary.kernel)?;
+    let report = pipeline.report_with(&all, &owned, summary.elapsed, &summary.kernel, now_ns);
     sink.report(&report)?;
     sink.flush()?;
+    if let (Some(recorded), Some(path)) = (recorded, recording) {
+        recorded?;
+        eprintln!(
+            "tcptrace: session saved to {0}; `tcptrace report {0}` replays it",
+            path.display()
+        );
+    }
     Ok(summary)
 }

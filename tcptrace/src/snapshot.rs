@@ -23,7 +23,7 @@ use crate::{
 };
 
 /// One socket from the dump.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct ExistingSocket {
     /// The network namespace it lives in (its inode, as the kernel
     /// programs record it).
@@ -43,7 +43,7 @@ pub struct ExistingSocket {
 /// What the kernel says of an ESTABLISHED socket's traffic: `tcp_info`'s
 /// last send and receive times and the timer armed (`ss -tio` shows the
 /// same).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Activity {
     /// Since data last went either way, in milliseconds (since the
     /// handshake when none ever did).
@@ -55,7 +55,7 @@ pub struct Activity {
 
 /// Every TCP socket at one moment, with owners. Kept lean: the daemon takes
 /// one every refresh, and a host may have 100k sockets.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Snapshot {
     pub sockets: Vec<ExistingSocket>,
     /// tcptrace's own network namespace.

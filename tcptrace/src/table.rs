@@ -78,7 +78,7 @@ impl Process {
 }
 
 /// A user stack the kernel captured for a process (`Task::stack`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct StackRef {
     pub pid: u32,
     /// The `UserStack` record's id.
@@ -578,6 +578,16 @@ pub struct Cgroups {
     mount: Option<PathBuf>,
     /// pid → (cgroup-v2 id, when read), for `PID_TTL`.
     pids: FastMap<u32, (u64, Instant)>,
+    /// Keys given by a recording instead of read from this machine.
+    recorded: Option<RecordedKeys>,
+}
+
+/// The keys a recording gives: the one the next new record takes, and
+/// each process's (from the dump being replayed).
+#[derive(Default)]
+struct RecordedKeys {
+    next: u64,
+    pids: FastMap<u32, u64>,
 }
 
 impl Cgroups {
@@ -592,6 +602,33 @@ impl Cgroups {
             containers,
             mount,
             pids: FastMap::default(),
+            recorded: None,
+        }
+    }
+
+    /// Keys from a recording (`set_recorded_key`, `set_recorded_pids`):
+    /// nothing of this machine is read.
+    #[must_use]
+    pub fn recorded(containers: Containers) -> Self {
+        Self {
+            containers,
+            mount: None,
+            pids: FastMap::default(),
+            recorded: Some(RecordedKeys::default()),
+        }
+    }
+
+    /// The key the next new record takes (a recorded event's).
+    pub fn set_recorded_key(&mut self, key: u64) {
+        if let Some(recorded) = &mut self.recorded {
+            recorded.next = key;
+        }
+    }
+
+    /// The processes' keys as a recorded dump gives them.
+    pub fn set_recorded_pids(&mut self, pids: impl IntoIterator<Item = (u32, u64)>) {
+        if let Some(recorded) = &mut self.recorded {
+            recorded.pids = pids.into_iter().collect();
         }
     }
 
@@ -607,6 +644,9 @@ impl Cgroups {
     /// tracing, or accepted from a listener that was) takes its owner's
     /// cgroup now.
     pub fn key_at_birth(&mut self, cgroup_id: u64, pid: Option<u32>) -> u64 {
+        if let Some(recorded) = &self.recorded {
+            return recorded.next;
+        }
         match (cgroup_id, pid) {
             (0, Some(pid)) => self.key_of_pid(pid),
             (0, None) => 0,
@@ -617,6 +657,9 @@ impl Cgroups {
 
     /// A live process's key (0 when it is gone, or has no cgroup here).
     pub fn key_of_pid(&mut self, pid: u32) -> u64 {
+        if let Some(recorded) = &self.recorded {
+            return recorded.pids.get(&pid).copied().unwrap_or(0);
+        }
         let id = self.id_of_pid(pid);
         self.containers.key_at_birth(id, pid)
     }

@@ -10,6 +10,8 @@ use tcptrace::{
 mod daemon;
 mod doctor;
 mod manual;
+mod output;
+mod report;
 mod top;
 mod trace;
 
@@ -26,6 +28,9 @@ pub struct Cli {
 enum Command {
     /// Trace TCP state changes, retransmits and resets live.
     Trace(trace::TraceArgs),
+    /// Replay a session saved with `trace --write FILE`: its events and
+    /// report, narrowed by the usual flags; needs no BPF and no root.
+    Report(report::ReportArgs),
     /// A live view of the processes opening, closing and holding TCP
     /// connections, refreshed every second (`--batch` for plain text).
     Top(top::TopArgs),
@@ -73,6 +78,18 @@ pub struct WorkloadArgs {
 /// flags for both.
 #[derive(Debug, Args)]
 pub struct SessionFilterArgs {
+    #[command(flatten)]
+    pub sockets: SocketFilterArgs,
+    /// Where the node's filesystem is (its container runtimes' state
+    /// names containers and pods): `/host` when it is mounted there.
+    #[arg(long, default_value = "/")]
+    pub node_root: PathBuf,
+}
+
+/// Which sockets are shown, by process, port and workload: the same flags
+/// for sessions and for replaying them.
+#[derive(Debug, Args)]
+pub struct SocketFilterArgs {
     /// Only sockets owned or acted on by this process id (repeatable).
     #[arg(short, long = "pid")]
     pub pids: Vec<u32>,
@@ -84,18 +101,13 @@ pub struct SessionFilterArgs {
     pub ports: Vec<u16>,
     #[command(flatten)]
     pub workload: WorkloadArgs,
-    /// Where the node's filesystem is (its container runtimes' state
-    /// names containers and pods): `/host` when it is mounted there.
-    #[arg(long, default_value = "/")]
-    pub node_root: PathBuf,
 }
 
-impl SessionFilterArgs {
-    /// The filter, where container names are read from, and what the
-    /// flags ask that cannot be done as asked (a `--comm` longer than the
-    /// kernel keeps).
+impl SocketFilterArgs {
+    /// The filter, and what the flags ask that cannot be done as asked (a
+    /// `--comm` longer than the kernel keeps).
     #[must_use]
-    pub fn into_filter(self) -> (Filter, ContainerConfig, Vec<String>) {
+    pub fn into_filter(self) -> (Filter, Vec<String>) {
         let (comms, warnings) = kernel_comms(self.comms);
         let filter = Filter {
             pids: self.pids,
@@ -106,6 +118,16 @@ impl SessionFilterArgs {
             containers: self.workload.containers,
             cgroups: self.workload.cgroups,
         };
+        (filter, warnings)
+    }
+}
+
+impl SessionFilterArgs {
+    /// The filter, where container names are read from, and what cannot
+    /// be done as asked.
+    #[must_use]
+    pub fn into_filter(self) -> (Filter, ContainerConfig, Vec<String>) {
+        let (filter, warnings) = self.sockets.into_filter();
         let containers = ContainerConfig {
             node: NodeState::default().under(self.node_root),
             ..ContainerConfig::default()
@@ -117,6 +139,7 @@ impl SessionFilterArgs {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Trace(args) => trace::run(args),
+        Command::Report(args) => report::run(args),
         Command::Top(args) => top::run(args),
         Command::Daemon(args) => daemon::run(args),
         Command::Doctor => doctor::run(),

@@ -1,14 +1,10 @@
-use std::{io, time::Duration};
+use std::{io, path::PathBuf, time::Duration};
 
 use anyhow::{Context, Result};
 use clap::Args;
 use tcptrace::{
     findings::DEFAULT_IDLE_THRESHOLD,
-    output::{
-        detached,
-        fields::{Field, CSV_DEFAULT},
-        CsvLines, JsonLines, Sink, TextLines,
-    },
+    output::detached,
     probe::{
         ProbeOptions, DEFAULT_SOCKET_MAP_ENTRIES, DEFAULT_STACK_RING_BYTES,
         SOCKET_MAP_ENTRIES_RANGE,
@@ -16,32 +12,21 @@ use tcptrace::{
     session::{self, SessionOptions},
 };
 
-use super::SessionFilterArgs;
+use super::{output::OutputArgs, SessionFilterArgs};
 
 #[derive(Debug, Args)]
-#[expect(
-    clippy::struct_excessive_bools,
-    reason = "command-line switches, each its own flag"
-)]
 pub struct TraceArgs {
     /// Stop after this long (`30s`, `2m`, `1h`); default: until Ctrl-C.
     #[arg(short, long, value_parser = parse_duration)]
     duration: Option<Duration>,
     #[command(flatten)]
     filter: SessionFilterArgs,
-    /// How live lines are written: `text` for people, `json` (one object
-    /// per line, every field) for scripts, `csv` (one table; the summary
-    /// and report go to standard error) for spreadsheets.
-    #[arg(short, long, value_enum, default_value_t = OutputFormat::Text)]
-    output: OutputFormat,
-    /// The same as `-o json`.
-    #[arg(long, conflicts_with = "output")]
-    json: bool,
-    /// The columns of text and CSV lines, comma-separated, e.g.
-    /// `time,comm,remote,event,pod` [default for text:
-    /// `time,pid,comm,local,remote,event,in_old,by`; every field for CSV].
-    #[arg(long, value_enum, value_delimiter = ',')]
-    fields: Vec<Field>,
+    #[command(flatten)]
+    output: OutputArgs,
+    /// Also save the session to FILE (gzip-compressed when it ends in
+    /// `.gz`), for `tcptrace report FILE` to replay later or elsewhere.
+    #[arg(short, long, value_name = "FILE")]
+    write: Option<PathBuf>,
     /// Ring buffer size in MiB (rounded up to a power of two).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
     ring_buffer_mib: u32,
@@ -73,14 +58,6 @@ pub struct TraceArgs {
     report_only: bool,
 }
 
-/// `-o`: how live lines are written.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-enum OutputFormat {
-    Text,
-    Json,
-    Csv,
-}
-
 pub(super) fn parse_duration(text: &str) -> Result<Duration, String> {
     let duration = humantime::parse_duration(text)
         .map_err(|e| format!("`{text}` is not a duration like 30s, 2m or 1h: {e}"))?;
@@ -91,12 +68,7 @@ pub(super) fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 pub fn run(args: TraceArgs) -> Result<()> {
-    if !args.fields.is_empty() && (args.json || args.output == OutputFormat::Json) {
-        anyhow::bail!(
-            "--fields chooses the columns of text and CSV lines; JSON lines carry every field \
-             (pick them with jq)"
-        );
-    }
+    args.output.check()?;
     let (filter, containers, warnings) = args.filter.into_filter();
     for warning in warnings {
         eprintln!("tcptrace: warning: {warning}");
@@ -118,29 +90,13 @@ pub fn run(args: TraceArgs) -> Result<()> {
         idle_threshold: args.idle_threshold.unwrap_or(DEFAULT_IDLE_THRESHOLD),
         no_jvm_perf_map: args.no_jvm_perf_map,
         containers,
+        write: args.write,
     };
     // Written by a thread of its own: a reader that stops reading must not
     // stop the session (see `output::detached`).
     let (stdout, stdout_status) =
         detached::spawn(io::stdout()).context("starting the output thread")?;
-    let format = if args.json {
-        OutputFormat::Json
-    } else {
-        args.output
-    };
-    let mut sink: Box<dyn Sink> = match format {
-        OutputFormat::Json => Box::new(JsonLines::new(stdout)),
-        OutputFormat::Text if args.fields.is_empty() => Box::new(TextLines::new(stdout)),
-        OutputFormat::Text => Box::new(TextLines::with_fields(stdout, args.fields)),
-        OutputFormat::Csv => {
-            let fields = if args.fields.is_empty() {
-                CSV_DEFAULT.to_vec()
-            } else {
-                args.fields
-            };
-            Box::new(CsvLines::new(stdout, fields, io::stderr()))
-        }
-    };
+    let mut sink = args.output.sink(stdout);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -105,6 +105,43 @@ impl Containers {
         }
     }
 
+    /// Names as a recording made elsewhere gives them (key, labels, v1
+    /// path): nothing of this machine is looked up, an unknown key stays
+    /// unnamed.
+    #[must_use]
+    pub fn recorded(cgroups: Vec<(u64, ContainerLabels, Option<String>)>) -> Self {
+        let config = ContainerConfig {
+            capacity: cgroups.len().max(1),
+            // Never read: no key is resolved here (no cgroup mount).
+            proc: "/nonexistent/proc".into(),
+            ..ContainerConfig::default()
+        };
+        let mut containers = Self {
+            cgroups: None,
+            v1: false,
+            handles: Some(false),
+            cache: Bounded::new(config.capacity),
+            walked: HashMap::new(),
+            last_walk: None,
+            v1_paths: Bounded::new(config.capacity),
+            births: Bounded::new(1),
+            config,
+        };
+        for (key, labels, v1_path) in cgroups {
+            let workload = labels != ContainerLabels::EMPTY && labels.unit.is_empty();
+            if let Some(path) = v1_path {
+                containers.v1_paths.insert(key, path, None);
+            }
+            let entry = Entry {
+                labels,
+                found: true,
+                workload,
+            };
+            containers.cache.insert(key, entry, None);
+        }
+        containers
+    }
+
     #[must_use]
     pub fn config(&self) -> &ContainerConfig {
         &self.config

@@ -7,7 +7,7 @@
 
 use super::{layout::CgroupIdentity, names::Names};
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct ContainerLabels {
     /// Kubernetes namespace; empty outside Kubernetes.
     pub namespace: String,

@@ -503,9 +503,13 @@ impl Daemon {
         let kernel = self.probe.counters().unwrap_or_default();
         let losses = self.losses(&kernel);
         self.health.observe(Instant::now(), losses);
-        let report = self
-            .pipeline
-            .report_with(&all, &owned, self.started.elapsed(), &kernel);
+        let report = self.pipeline.report_with(
+            &all,
+            &owned,
+            self.started.elapsed(),
+            &kernel,
+            crate::clock::monotonic_ns(),
+        );
         if self.config.log_findings {
             self.log_new_findings(&report);
         }

@@ -91,8 +91,14 @@ pub fn fold<'a>(members: impl IntoIterator<Item = Member<'a>>) -> Vec<Folded<'a>
 }
 
 fn merge(mut members: Vec<Member<'_>>) -> Folded<'_> {
-    // The busiest member stands for the group.
-    members.sort_by_key(|m| std::cmp::Reverse((m.flow.closed, m.flow.attempts)));
+    // The busiest member stands for the group; of equals, the lowest pid,
+    // so that the same events always give the same report.
+    members.sort_by_key(|m| {
+        (
+            std::cmp::Reverse((m.flow.closed, m.flow.attempts)),
+            m.key.owner.map(|owner| owner.pid),
+        )
+    });
     let mut pids: Vec<u32> = members
         .iter()
         .filter_map(|m| m.key.owner.map(|owner| owner.pid))

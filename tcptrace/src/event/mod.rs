@@ -13,7 +13,7 @@ pub use expand::expand;
 use tcptrace_common::{SockInfo, Task, TcpState, CLOSER_KNOWN};
 
 /// What happened to a socket.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum TcpEventKind {
     StateChange {
         old: TcpState,
@@ -42,7 +42,7 @@ pub enum TcpEventKind {
 }
 
 /// One decoded kernel event.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
 pub struct TcpEvent {
     pub what: TcpEventKind,
     /// `CLOCK_MONOTONIC` nanoseconds (`bpf_ktime_get_ns`).

@@ -383,7 +383,8 @@ impl FilterMaps {
 }
 
 /// Kernel-side counters.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Counters {
     pub events_sent: u64,
     pub events_lost: u64,

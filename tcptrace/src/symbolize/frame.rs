@@ -13,7 +13,7 @@ pub const UNKNOWN: &str = "??";
 pub const JIT_MODULE: &str = "[jit]";
 
 /// One symbolized frame.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Frame {
     pub addr: u64,
     /// Demangled, without the Rust hash suffix; "??" when unknown.

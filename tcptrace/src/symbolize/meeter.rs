@@ -53,8 +53,8 @@ pub(super) struct Met {
 
 /// The scheduling the meeting thread got: how soon it runs when a
 /// short-lived process is announced, which decides how many are missed.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
-#[serde(into = "&'static str")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(into = "&'static str", try_from = "String")]
 pub enum MeetingPriority {
     /// No meeting thread (a detached pipeline), or not started yet.
     #[default]
@@ -112,6 +112,24 @@ impl MeetingPriority {
 impl From<MeetingPriority> for &'static str {
     fn from(priority: MeetingPriority) -> Self {
         priority.label()
+    }
+}
+
+impl TryFrom<String> for MeetingPriority {
+    type Error = String;
+
+    fn try_from(label: String) -> Result<Self, String> {
+        [
+            Self::None,
+            Self::RealTime,
+            Self::FairShortSlice,
+            Self::FairNiced,
+            Self::ShortSlice,
+            Self::Normal,
+        ]
+        .into_iter()
+        .find(|priority| priority.label() == label)
+        .ok_or_else(|| format!("unknown meeting priority `{label}`"))
     }
 }
 

@@ -132,9 +132,13 @@ impl Live {
     fn refresh(&mut self, all: &Snapshot, mut owned: Snapshot) {
         self.pipeline.retain_workloads(&mut owned);
         let kernel = self.probe.counters().unwrap_or_default();
-        let report = self
-            .pipeline
-            .report_with(all, &owned, self.started.elapsed(), &kernel);
+        let report = self.pipeline.report_with(
+            all,
+            &owned,
+            self.started.elapsed(),
+            &kernel,
+            crate::clock::monotonic_ns(),
+        );
         self.rows.set_held(&report);
         self.report = Some(report);
         self.pipeline.call_sites.release_idle();
