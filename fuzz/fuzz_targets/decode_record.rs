@@ -157,6 +157,7 @@ fuzz_target!(|data: &[u8]| {
             &Snapshot::default(),
             Duration::from_secs(1),
             &Counters::default(),
+            tcptrace::clock::monotonic_ns(),
         );
         let mut out = Vec::new();
         JsonLines::new(&mut out)
