@@ -79,6 +79,9 @@ pub struct Header {
     pub tcptrace: String,
     pub hostname: String,
     pub kernel: String,
+    /// When the session started (Unix time, seconds).
+    #[serde(default)]
+    pub started_unix_s: u64,
     /// Realtime minus monotonic at the start: event times are
     /// `CLOCK_MONOTONIC`, shown as wall-clock time.
     pub clock_offset_ns: i64,
@@ -107,12 +110,63 @@ impl Header {
             tcptrace: env!("CARGO_PKG_VERSION").to_owned(),
             hostname: read("/proc/sys/kernel/hostname"),
             kernel: read("/proc/sys/kernel/osrelease"),
+            started_unix_s: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
             clock_offset_ns: clock.offset_ns(),
             filter: session.filter.clone(),
             summary_mode: session.probe.summary,
             idle_threshold_ms: u64::try_from(session.idle_threshold.as_millis())
                 .unwrap_or(u64::MAX),
         }
+    }
+}
+
+impl std::fmt::Display for Header {
+    /// Where and when it was recorded, and with what filter.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let started = std::time::UNIX_EPOCH + std::time::Duration::from_secs(self.started_unix_s);
+        write!(
+            f,
+            "recorded on {} (Linux {}) from {} by tcptrace {}",
+            self.hostname,
+            self.kernel,
+            humantime::format_rfc3339_seconds(started),
+            self.tcptrace
+        )?;
+        let filter = &self.filter;
+        let criteria = [
+            (
+                "--pid",
+                filter.pids.iter().map(ToString::to_string).collect(),
+            ),
+            ("--comm", filter.comms.clone()),
+            (
+                "--port",
+                filter.ports.iter().map(ToString::to_string).collect(),
+            ),
+            ("--namespace", filter.namespaces.clone()),
+            ("--pod", filter.pods.clone()),
+            ("--container", filter.containers.clone()),
+            ("--cgroup", filter.cgroups.clone()),
+        ];
+        let flags: Vec<String> = criteria
+            .into_iter()
+            .flat_map(|(flag, values): (&str, Vec<String>)| {
+                values
+                    .into_iter()
+                    .map(move |value| format!("{flag} {value}"))
+            })
+            .collect();
+        if flags.is_empty() {
+            write!(f, ", every socket")?;
+        } else {
+            write!(f, ", filtered by {}", flags.join(" "))?;
+        }
+        if self.summary_mode {
+            write!(f, " (--report-only: no live lines)")?;
+        }
+        Ok(())
     }
 }
 

@@ -55,6 +55,8 @@ struct Outline {
 /// written it with `options`; returns the session's counts.
 pub fn replay(path: &Path, options: &ReplayOptions, sink: &mut dyn Sink) -> Result<SessionCounts> {
     let (header, outline) = outline(path)?;
+    // On stderr: the output stays what the session printed.
+    eprintln!("tcptrace: replaying {}: {header}", path.display());
     let events_outlined = outline.events;
     let (mut pipeline, start, end) = pipeline_for(&header, outline, options)?;
     if !options.report_only {
