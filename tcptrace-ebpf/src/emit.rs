@@ -113,6 +113,19 @@ pub unsafe fn zero_words<T>(dst: *mut T) {
     }
 }
 
+/// `Task::NOBODY`, built word by word: the constant itself became a call
+/// to the `memset` subprogram on every run that names no task.
+#[inline(always)]
+pub fn nobody() -> Task {
+    let mut task = core::mem::MaybeUninit::<Task>::uninit();
+    // SAFETY: `task` is 48 bytes, 8-aligned, all written; all zeros is
+    // `Task::NOBODY` (asserted in tcptrace-common).
+    unsafe {
+        zero_words(task.as_mut_ptr());
+        task.assume_init()
+    }
+}
+
 /// Copies a record as 8-byte words. Volatile, because LLVM would turn a
 /// plain struct copy this large into a call to a byte-wise `memmove`
 /// subprogram, several times slower.

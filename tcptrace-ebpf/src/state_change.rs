@@ -24,7 +24,7 @@ use tcptrace_common::{
 
 use crate::{
     context::{current_cgroup_id, current_task, in_process_context, StackFor},
-    emit::{copy_words, emit, zero_words, Record},
+    emit::{copy_words, emit, nobody, zero_words, Record},
     filter::{allows, record_ports, socket_ports, stack_unless_ruled_out},
     maps::{
         count, settings, state_layout, LAST_RESET_SOCK, LISTENERS, RESETS_BY_CLOSE, SCRATCH, SOCKS,
@@ -113,13 +113,13 @@ fn on_change(
     let born = role == Attribution::Birth;
     let closing = role == Attribution::CloseCall;
     let actor = match role {
-        _ if !process => Task::NOBODY,
+        _ if !process => nobody(),
         Attribution::Birth => current_task(stack_unless_ruled_out(StackFor::Birth, &ports), now),
         Attribution::CloseCall => {
             current_task(stack_unless_ruled_out(StackFor::Close, &ports), now)
         }
         // Only a printed event names who was running for the rest.
-        _ if summary => Task::NOBODY,
+        _ if summary => nobody(),
         _ => current_task(StackFor::None, now),
     };
 
@@ -162,7 +162,8 @@ fn on_change(
         // another process than its listener's owner (a pre-fork server's
         // worker) becomes that process's, with its close call site.
         if info.flags & OWNER_FROM_LISTENER != 0 && actor.tgid != info.owner.tgid {
-            info.owner = actor;
+            // SAFETY: two whole records.
+            unsafe { copy_words(&raw mut info.owner, &raw const actor) };
             info.flags = (info.flags & !OWNER_FROM_LISTENER) | OWNER_FROM_ACCEPT;
         }
     }

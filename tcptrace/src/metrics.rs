@@ -240,10 +240,39 @@ impl LabelValue for LostCause {
     }
 }
 
+/// State changes by (old, new): a table indexed by the kernel's state
+/// numbers, counted on every event without hashing.
+#[derive(Clone, Debug)]
+pub struct Transitions([[u64; STATES]; STATES]);
+
+/// One more than the highest state number (`TcpState` numbers 1..=12).
+const STATES: usize = 13;
+
+impl Default for Transitions {
+    fn default() -> Self {
+        Self([[0; STATES]; STATES])
+    }
+}
+
+impl Transitions {
+    pub fn add(&mut self, old: TcpState, new: TcpState, count: u64) {
+        self.0[old as usize][new as usize] += count;
+    }
+
+    /// The changes seen, ordered by old then new state.
+    pub fn iter(&self) -> impl Iterator<Item = ((TcpState, TcpState), u64)> + '_ {
+        TcpState::ALL.into_iter().flat_map(move |old| {
+            TcpState::ALL.into_iter().filter_map(move |new| {
+                let count = self.0[old as usize][new as usize];
+                (count != 0).then_some(((old, new), count))
+            })
+        })
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct ProcessMetrics {
-    /// (old, new) state numbers → count.
-    pub transitions: FastMap<(TcpState, TcpState), u64>,
+    pub transitions: Transitions,
     pub opened: CountsBy<Opened>,
     /// By the side that closed first: local (active close), peer (passive close).
     pub closes: CountsBy<Side>,
@@ -391,7 +420,7 @@ impl DaemonMetrics {
         match event.what {
             TcpEventKind::StateChange { old, new } => {
                 let process = self.process(owner, ts_ns);
-                *process.transitions.entry((old, new)).or_default() += 1;
+                process.transitions.add(old, new, 1);
                 match TcpState::birth(old, new) {
                     Some(Birth::Active) => process.opened.add(Opened::Active, 1),
                     Some(Birth::Passive) => process.opened.add(Opened::Passive, 1),
@@ -486,8 +515,8 @@ impl DaemonMetrics {
 
 /// Adds `from` into `into` (rows whose labels turned out equal).
 pub fn merge(into: &mut ProcessMetrics, from: &ProcessMetrics) {
-    for (key, count) in &from.transitions {
-        *into.transitions.entry(*key).or_default() += count;
+    for ((old, new), count) in from.transitions.iter() {
+        into.transitions.add(old, new, count);
     }
     into.opened.merge(&from.opened);
     into.closes.merge(&from.closes);

@@ -311,9 +311,7 @@ impl Scrape {
             MetricType::Counter,
         )?;
         for (labels, p) in rows {
-            let mut transitions: Vec<_> = p.transitions.iter().collect();
-            transitions.sort_by_key(|(k, _)| **k);
-            for ((from, to), count) in transitions {
+            for ((from, to), count) in p.transitions.iter() {
                 let set = with(
                     labels,
                     [
@@ -322,7 +320,7 @@ impl Scrape {
                     ],
                 );
                 m.encode_family(&set)?
-                    .encode_counter::<NoLabelSet, _, u64>(count, None)?;
+                    .encode_counter::<NoLabelSet, _, u64>(&count, None)?;
             }
         }
         counter_by(
