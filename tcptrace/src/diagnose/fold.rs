@@ -23,6 +23,8 @@ pub struct Folded<'a> {
     pub flow: Cow<'a, Flow>,
     /// `TIME_WAIT` sockets the members hold now (modelled).
     pub time_wait_now: u64,
+    /// The same by member pid, for the pids holding any (sorted by pid).
+    pub time_wait_by_pid: Vec<(u32, u64)>,
     pub owner_site: Option<CallSite>,
     pub close_site: Option<CallSite>,
 }
@@ -106,6 +108,19 @@ fn merge(mut members: Vec<Member<'_>>) -> Folded<'_> {
     pids.sort_unstable();
     pids.dedup();
     let time_wait_now = members.iter().map(|m| m.time_wait_now).sum();
+    let mut time_wait_by_pid: Vec<(u32, u64)> = members
+        .iter()
+        .filter(|m| m.time_wait_now > 0)
+        .filter_map(|m| Some((m.key.owner?.pid, m.time_wait_now)))
+        .collect();
+    time_wait_by_pid.sort_unstable();
+    time_wait_by_pid.dedup_by(|later, first| {
+        let same = later.0 == first.0;
+        if same {
+            first.1 += later.1;
+        }
+        same
+    });
     let flow = if members.len() == 1 {
         Cow::Borrowed(members[0].flow)
     } else {
@@ -139,6 +154,7 @@ fn merge(mut members: Vec<Member<'_>>) -> Folded<'_> {
         pids,
         flow,
         time_wait_now,
+        time_wait_by_pid,
         owner_site,
         close_site,
     }

@@ -572,3 +572,31 @@ fn peer_resets_are_lost_connections_only_after_a_long_silence() {
         "{report:#?}"
     );
 }
+
+#[test]
+fn a_folded_churn_row_splits_its_time_wait_by_process() {
+    // A shell loop: three processes of one program, one call path, one
+    // peer, each leaving its own TIME_WAIT sockets.
+    let mut p = Pipeline::default();
+    for (pid, connections) in [(701, 1), (702, 2), (703, 3)] {
+        let start = u64::from(pid - 700) * SEC;
+        client_per_request(&mut p, task(pid, "curl", 4), connections, start, 10 * MS);
+    }
+    let report = p.report(&Snapshot::default(), 4 * SEC);
+    let churn: Vec<&Finding> = report
+        .findings
+        .iter()
+        .filter(|f| matches!(f, Finding::Churn(_)))
+        .collect();
+    assert_eq!(churn.len(), 1, "one folded row");
+    let held: Vec<(u32, u64)> = churn[0]
+        .held_by_pid()
+        .into_iter()
+        .map(|(pid, process, held)| {
+            assert_eq!(process.map(|p| p.comm.as_str()), Some("curl"));
+            (pid, held.time_wait)
+        })
+        .collect();
+    assert_eq!(held, [(701, 1), (702, 2), (703, 3)]);
+    assert_eq!(churn[0].held().map(|(_, held)| held.time_wait), Some(6));
+}

@@ -41,6 +41,10 @@ pub struct Churn {
     /// closes: in `TIME_WAIT`, or in the `FIN_WAIT2` substate while the
     /// peer has not sent its FIN (no tracepoint tells them apart).
     pub time_wait_now: u64,
+    /// `time_wait_now` by pid, when the row folds several processes
+    /// (`tcptrace top`'s per-process view splits it).
+    #[serde(skip)]
+    pub time_wait_by_pid: Vec<(u32, u64)>,
     /// `TIME_WAIT` and `FIN_WAIT2` sockets towards `peer` in the kernel's
     /// own dump, which reports each timewait socket's substate.
     pub time_wait_kernel: u64,
@@ -98,6 +102,11 @@ impl Churn {
             closed_first: ClosedFirst::of(flow),
             resets: flow.resets,
             time_wait_now: group.time_wait_now,
+            time_wait_by_pid: if group.pids.len() > 1 {
+                group.time_wait_by_pid.clone()
+            } else {
+                Vec::new()
+            },
             time_wait_kernel,
             fin_wait2_kernel,
             call_site: group.owner_site.clone(),

@@ -246,6 +246,32 @@ impl Finding {
         }
     }
 
+    /// What each process holds, by pid (`tcptrace top`'s rows): a
+    /// folded churn row's `TIME_WAIT` split among its processes, the
+    /// rest as `held` says.
+    #[must_use]
+    pub fn held_by_pid(&self) -> Vec<(u32, Option<&ProcessJson>, Held)> {
+        let Some((process, held)) = self.held() else {
+            return Vec::new();
+        };
+        match self {
+            Self::Churn(c) if !c.time_wait_by_pid.is_empty() => c
+                .time_wait_by_pid
+                .iter()
+                .map(|&(pid, time_wait)| {
+                    let held = Held {
+                        time_wait,
+                        ..Held::default()
+                    };
+                    (pid, process, held)
+                })
+                .collect(),
+            _ => process
+                .map(|p| vec![(p.pid, process, held)])
+                .unwrap_or_default(),
+        }
+    }
+
     /// The processes it names: its own, and others it lists.
     fn processes_mut(&mut self) -> Option<(&mut Option<ProcessJson>, &mut [ProcessJson])> {
         Some(match self {

@@ -307,7 +307,7 @@ impl Rows {
         for row in self.rows.values_mut() {
             row.held = Held::default();
         }
-        for (process, held) in report.findings.iter().filter_map(Finding::held) {
+        for (pid, process, held) in report.findings.iter().flat_map(Finding::held_by_pid) {
             let Some(process) = process else {
                 continue;
             };
@@ -318,7 +318,8 @@ impl Rows {
                 container: process.container.clone(),
                 ..ContainerLabels::EMPTY
             };
-            self.row(process.pid, comm, Some(&labels)).held.add(held);
+            // A folded row's other processes share its name and container.
+            self.row(pid, comm, Some(&labels)).held.add(held);
         }
     }
 
@@ -665,6 +666,7 @@ mod tests {
             closed_first: ClosedFirst::Local,
             resets: 0,
             time_wait_now,
+            time_wait_by_pid: Vec::new(),
             time_wait_kernel: 0,
             fin_wait2_kernel: 0,
             call_site: None,
