@@ -16,11 +16,10 @@ use crate::{
     clock::WallClock,
     container::ContainerConfig,
     filter::Filter,
-    output::{Shown, Sink},
+    output::{write_start, Shown, Sink},
     pipeline::{dump, EventCounts, Pipeline, Rings, DRAIN_INTERVAL},
     probe::{Counters, Probe, ProbeOptions},
     recording::{Header, Recorder},
-    snapshot::ExistingSocket,
 };
 
 #[derive(Clone, Debug, Default)]
@@ -99,15 +98,7 @@ pub async fn run(options: SessionOptions, sink: &mut dyn Sink) -> Result<Session
         pipeline.recorder = Some(recorder);
     }
     if !options.report_only {
-        let start = &start.sockets;
-        let shown: Vec<&ExistingSocket> = start
-            .iter()
-            .filter(|s| pipeline.shows_existing(s))
-            .collect();
-        sink.start(start, shown.len())?;
-        for socket in shown {
-            sink.existing(socket)?;
-        }
+        write_start(sink, &start.sockets, |s| pipeline.shows_existing(s))?;
     }
     drop(start);
     sink.flush()?;
@@ -119,15 +110,7 @@ pub async fn run(options: SessionOptions, sink: &mut dyn Sink) -> Result<Session
             if report_only {
                 return Ok(());
             }
-            sink.event(
-                seen.event,
-                &Shown {
-                    owner: seen.owner,
-                    labels: seen.labels,
-                    unix_ns: clock.unix_ns(seen.event.ts_ns),
-                    history_incomplete: seen.record.is_some_and(|r| r.history_incomplete),
-                },
-            )
+            sink.event(seen.event, &Shown::of(seen, clock))
         })?;
         sink.flush()
     };

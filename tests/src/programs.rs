@@ -61,6 +61,21 @@ pub fn shell_in(netns: &str, timeout: Duration, script: &str) {
     );
 }
 
+/// `curls` curl requests to `url` one after the other, then ab's
+/// `ab_requests` two at a time, from `netns`: Debian's clients of a
+/// server under test (a minute at most; fails the test if either fails).
+pub fn curls_then_ab(netns: &str, url: &str, curls: u64, ab_requests: u64) {
+    shell_in(
+        netns,
+        Duration::from_mins(1),
+        &format!(
+            "i=0; while [ $i -lt {curls} ]; do \
+             curl -fsS -o /dev/null --max-time 5 {url} || exit 1; i=$((i+1)); done; \
+             ab -q -n {ab_requests} -c 2 -s 5 {url} >/dev/null"
+        ),
+    );
+}
+
 /// Debian's nginx, master and 2 workers (`daemon off`), on `addr` in
 /// `netns`, with a config written into a directory of its own. Stopped in
 /// `Drop`: the master is asked to quit, and the workers are killed by pid

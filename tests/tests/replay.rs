@@ -20,14 +20,13 @@ use std::{
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     process::{Command, Output},
-    time::Duration,
 };
 
 use serde_json::Value;
 use tcptrace_tests::{
     kernel_counts::nstat,
     netns::HostPair,
-    programs::{scratch_dir, shell_in, Nginx},
+    programs::{curls_then_ab, scratch_dir, Nginx},
     require_root,
     trace::tcptrace_bin,
     Tracer,
@@ -118,15 +117,7 @@ fn a_replayed_session_prints_what_it_printed_live() {
 
     let before = nstat(&hosts.b);
     let url = format!("http://{}:{PORT}/", hosts.a_addr);
-    shell_in(
-        &hosts.b,
-        Duration::from_mins(1),
-        &format!(
-            "i=0; while [ $i -lt {CURLS} ]; do \
-             curl -fsS -o /dev/null --max-time 5 {url} || exit 1; i=$((i+1)); done; \
-             ab -q -n {AB_REQUESTS} -c 2 -s 5 {url} >/dev/null"
-        ),
-    );
+    curls_then_ab(&hosts.b, &url, CURLS, AB_REQUESTS);
     let after = nstat(&hosts.b);
     let active_opens = after.get("TcpActiveOpens").copied().unwrap_or(0)
         - before.get("TcpActiveOpens").copied().unwrap_or(0);

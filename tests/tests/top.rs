@@ -24,7 +24,7 @@ use std::{
 use tcptrace_tests::{
     kernel_counts::{nstat, ss_count},
     netns::HostPair,
-    programs::{children_of, scratch_dir, shell_in, Nginx},
+    programs::{children_of, curls_then_ab, scratch_dir, shell_in, Nginx},
     require_root,
     tmux::Tmux,
     trace::tcptrace_bin,
@@ -374,15 +374,7 @@ fn batch_rows_count_the_connections_the_kernel_counted() {
     let mut output = batch.until("tcptrace top -", ATTACH_TIMEOUT);
     let (server_before, clients_before) = (nstat(&hosts.a), nstat(&hosts.b));
     let url = format!("http://{}:{PORT}/", hosts.a_addr);
-    shell_in(
-        &hosts.b,
-        Duration::from_mins(1),
-        &format!(
-            "i=0; while [ $i -lt {CURLS} ]; do \
-             curl -fsS -o /dev/null --max-time 5 {url} || exit 1; i=$((i+1)); done; \
-             ab -q -n {AB_REQUESTS} -c 2 -s 5 {url} >/dev/null"
-        ),
-    );
+    curls_then_ab(&hosts.b, &url, CURLS, AB_REQUESTS);
     let (server_after, clients_after) = (nstat(&hosts.a), nstat(&hosts.b));
     let (rest, status) = batch.finish(Duration::from_secs(20));
     output.extend(rest);

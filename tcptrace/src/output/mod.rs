@@ -15,8 +15,8 @@ pub use json::JsonLines;
 pub use text::{is_unsafe_char, Escaped, TextLines};
 
 use crate::{
-    container::ContainerLabels, event::TcpEvent, findings::Report, owner::Owner,
-    session::SessionCounts, snapshot::ExistingSocket,
+    clock::WallClock, container::ContainerLabels, event::TcpEvent, findings::Report, owner::Owner,
+    pipeline::Observed, session::SessionCounts, snapshot::ExistingSocket,
 };
 
 /// What is known around an event when it is shown.
@@ -29,6 +29,35 @@ pub struct Shown<'a> {
     /// The socket's record missed a transition (events were lost): what
     /// it says of the socket's past may be incomplete.
     pub history_incomplete: bool,
+}
+
+impl<'a> Shown<'a> {
+    /// What is shown with an event the pipeline let by, its time told by
+    /// `clock` (the session's, or a recording's).
+    #[must_use]
+    pub fn of(seen: &Observed<'a>, clock: WallClock) -> Self {
+        Self {
+            owner: seen.owner,
+            labels: seen.labels,
+            unix_ns: clock.unix_ns(seen.event.ts_ns),
+            history_incomplete: seen.record.is_some_and(|r| r.history_incomplete),
+        }
+    }
+}
+
+/// The start of a session's output: how many sockets existed, then each
+/// one `is_shown` keeps.
+pub fn write_start(
+    sink: &mut dyn Sink,
+    start: &[ExistingSocket],
+    mut is_shown: impl FnMut(&ExistingSocket) -> bool,
+) -> io::Result<()> {
+    let shown: Vec<&ExistingSocket> = start.iter().filter(|s| is_shown(s)).collect();
+    sink.start(start, shown.len())?;
+    for socket in shown {
+        sink.existing(socket)?;
+    }
+    Ok(())
 }
 
 /// Where a session writes what it sees.

@@ -20,7 +20,7 @@ use crate::{
     container::Containers,
     filter::{Filter, Workloads},
     live_births::LiveBirths,
-    output::{Shown, Sink},
+    output::{write_start, Shown, Sink},
     pipeline::{split_dump, EventCounts, Pipeline},
     session::SessionCounts,
     snapshot::Snapshot,
@@ -60,15 +60,7 @@ pub fn replay(path: &Path, options: &ReplayOptions, sink: &mut dyn Sink) -> Resu
     let events_outlined = outline.events;
     let (mut pipeline, start, end) = pipeline_for(&header, outline, options)?;
     if !options.report_only {
-        let start = &start.sockets;
-        let shown: Vec<_> = start
-            .iter()
-            .filter(|s| pipeline.shows_existing(s))
-            .collect();
-        sink.start(start, shown.len())?;
-        for socket in shown {
-            sink.existing(socket)?;
-        }
+        write_start(sink, &start.sockets, |s| pipeline.shows_existing(s))?;
     }
 
     let clock = WallClock::with_offset(header.clock_offset_ns);
@@ -83,15 +75,7 @@ pub fn replay(path: &Path, options: &ReplayOptions, sink: &mut dyn Sink) -> Resu
             if options.report_only {
                 return Ok(());
             }
-            sink.event(
-                seen.event,
-                &Shown {
-                    owner: seen.owner,
-                    labels: seen.labels,
-                    unix_ns: clock.unix_ns(seen.event.ts_ns),
-                    history_incomplete: seen.record.is_some_and(|r| r.history_incomplete),
-                },
-            )
+            sink.event(seen.event, &Shown::of(seen, clock))
         })?;
     }
     if let Some(first) = &reader.unreadable.first {
