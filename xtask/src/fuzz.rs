@@ -23,7 +23,7 @@ use anyhow::{bail, Context, Result};
 use crate::{run_checked, workspace};
 
 /// The fuzz targets of fuzz/Cargo.toml.
-const TARGETS: [&str; 2] = ["decode_record", "tracefs_format"];
+const TARGETS: [&str; 3] = ["decode_record", "tracefs_format", "replay_recording"];
 
 pub fn run(seconds: u64) -> Result<()> {
     if seconds == 0 {
