@@ -128,14 +128,15 @@ impl Containers {
             config,
         };
         for (key, labels, v1_path) in cgroups {
-            let workload = labels != ContainerLabels::EMPTY && labels.unit.is_empty();
             if let Some(path) = v1_path {
                 containers.v1_paths.insert(key, path, None);
             }
+            // `workload` is asked only at births and by the kernel filter,
+            // neither of which a replay has.
             let entry = Entry {
                 labels,
                 found: true,
-                workload,
+                workload: false,
             };
             containers.cache.insert(key, entry, None);
         }

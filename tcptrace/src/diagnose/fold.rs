@@ -108,19 +108,13 @@ fn merge(mut members: Vec<Member<'_>>) -> Folded<'_> {
     pids.sort_unstable();
     pids.dedup();
     let time_wait_now = members.iter().map(|m| m.time_wait_now).sum();
-    let mut time_wait_by_pid: Vec<(u32, u64)> = members
-        .iter()
-        .filter(|m| m.time_wait_now > 0)
-        .filter_map(|m| Some((m.key.owner?.pid, m.time_wait_now)))
-        .collect();
-    time_wait_by_pid.sort_unstable();
-    time_wait_by_pid.dedup_by(|later, first| {
-        let same = later.0 == first.0;
-        if same {
-            first.1 += later.1;
+    let mut by_pid = std::collections::BTreeMap::<u32, u64>::new();
+    for member in members.iter().filter(|m| m.time_wait_now > 0) {
+        if let Some(owner) = member.key.owner {
+            *by_pid.entry(owner.pid).or_default() += member.time_wait_now;
         }
-        same
-    });
+    }
+    let time_wait_by_pid = by_pid.into_iter().collect();
     let flow = if members.len() == 1 {
         Cow::Borrowed(members[0].flow)
     } else {

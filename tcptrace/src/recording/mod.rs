@@ -34,6 +34,7 @@ use crate::{
     container::ContainerLabels,
     event::TcpEvent,
     filter::Filter,
+    output::Escaped,
     session::{SessionCounts, SessionOptions},
     snapshot::Snapshot,
     table::StackRef,
@@ -123,45 +124,42 @@ impl Header {
 }
 
 impl std::fmt::Display for Header {
-    /// Where and when it was recorded, and with what filter.
+    /// Where and when it was recorded, and with what filter; every text
+    /// escaped (a recording may come from anywhere).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::fmt::Write;
         let started = std::time::UNIX_EPOCH + std::time::Duration::from_secs(self.started_unix_s);
         write!(
             f,
             "recorded on {} (Linux {}) from {} by tcptrace {}",
-            self.hostname,
-            self.kernel,
+            Escaped(&self.hostname),
+            Escaped(&self.kernel),
             humantime::format_rfc3339_seconds(started),
-            self.tcptrace
+            Escaped(&self.tcptrace)
         )?;
         let filter = &self.filter;
-        let criteria = [
-            (
-                "--pid",
-                filter.pids.iter().map(ToString::to_string).collect(),
-            ),
-            ("--comm", filter.comms.clone()),
-            (
-                "--port",
-                filter.ports.iter().map(ToString::to_string).collect(),
-            ),
-            ("--namespace", filter.namespaces.clone()),
-            ("--pod", filter.pods.clone()),
-            ("--container", filter.containers.clone()),
-            ("--cgroup", filter.cgroups.clone()),
-        ];
-        let flags: Vec<String> = criteria
-            .into_iter()
-            .flat_map(|(flag, values): (&str, Vec<String>)| {
-                values
-                    .into_iter()
-                    .map(move |value| format!("{flag} {value}"))
-            })
-            .collect();
+        let mut flags = String::new();
+        for pid in &filter.pids {
+            let _ = write!(flags, " --pid {pid}");
+        }
+        for port in &filter.ports {
+            let _ = write!(flags, " --port {port}");
+        }
+        for (flag, values) in [
+            ("--comm", &filter.comms),
+            ("--namespace", &filter.namespaces),
+            ("--pod", &filter.pods),
+            ("--container", &filter.containers),
+            ("--cgroup", &filter.cgroups),
+        ] {
+            for value in values {
+                let _ = write!(flags, " {flag} {value}");
+            }
+        }
         if flags.is_empty() {
             write!(f, ", every socket")?;
         } else {
-            write!(f, ", filtered by {}", flags.join(" "))?;
+            write!(f, ", filtered by{}", Escaped(&flags))?;
         }
         if self.summary_mode {
             write!(f, " (--report-only: no live lines)")?;
@@ -325,5 +323,35 @@ mod tests {
             assert_ne!(broken, text);
             assert!(serde_json::from_str::<Entry>(&broken).is_err(), "{broken}");
         }
+    }
+
+    #[test]
+    fn a_header_from_elsewhere_is_shown_escaped() {
+        let header = Header {
+            format: FORMAT.to_owned(),
+            version: FORMAT_VERSION,
+            tcptrace: "0.1\x1b[31m".to_owned(),
+            hostname: "node\x1b[2J".to_owned(),
+            kernel: "6.1".to_owned(),
+            started_unix_s: 0,
+            clock_offset_ns: 0,
+            filter: Filter {
+                ports: vec![443],
+                comms: vec!["curl\x07".to_owned()],
+                ..Filter::default()
+            },
+            summary_mode: true,
+            idle_threshold_ms: 30_000,
+        };
+        let shown = header.to_string();
+        assert!(!shown.chars().any(char::is_control), "{shown:?}");
+        assert!(
+            shown.contains("recorded on node\\u{1b}[2J (Linux 6.1)"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("filtered by --port 443 --comm curl\\u{7}"),
+            "{shown}"
+        );
     }
 }

@@ -3,7 +3,7 @@
 
 use std::{
     fs::File,
-    io::{self, BufRead, BufReader, Read},
+    io::{self, BufRead, BufReader},
     path::{Path, PathBuf},
 };
 
@@ -11,6 +11,7 @@ use anyhow::{bail, Context, Result};
 use serde::de::DeserializeOwned;
 
 use super::{Entry, Header, FORMAT, FORMAT_VERSION};
+use crate::output::Escaped;
 
 /// How an event line starts (the recorder writes no spaces): the first
 /// pass skips events without parsing them.
@@ -24,7 +25,8 @@ pub struct Reader {
     pub unreadable: Unreadable,
 }
 
-/// Lines that did not parse: how many, and the first one's place and error.
+/// Lines that did not parse: how many, and the first one's place and error
+/// (which may quote the line: escape it before showing it).
 #[derive(Debug, Default)]
 pub struct Unreadable {
     pub lines: u64,
@@ -41,16 +43,18 @@ pub enum Line<T> {
 impl Reader {
     /// Opens `path` and checks its header.
     pub fn open(path: &Path) -> Result<(Self, Header)> {
-        let mut file = File::open(path)
-            .with_context(|| format!("opening the recording {}", path.display()))?;
-        let mut magic = [0u8; 2];
-        let gzip = file.read(&mut magic).is_ok_and(|n| n == 2) && magic == [0x1f, 0x8b];
-        let file = File::open(path)
-            .with_context(|| format!("opening the recording {}", path.display()))?;
+        let mut file = BufReader::new(
+            File::open(path)
+                .with_context(|| format!("opening the recording {}", path.display()))?,
+        );
+        let gzip = file
+            .fill_buf()
+            .with_context(|| format!("reading {}", path.display()))?
+            .starts_with(&[0x1f, 0x8b]);
         let lines: Box<dyn BufRead> = if gzip {
-            Box::new(BufReader::new(flate2::read::MultiGzDecoder::new(file)))
+            Box::new(BufReader::new(flate2::bufread::MultiGzDecoder::new(file)))
         } else {
-            Box::new(BufReader::new(file))
+            Box::new(file)
         };
         let mut reader = Self {
             path: path.to_owned(),
@@ -78,7 +82,7 @@ impl Reader {
                  up to {FORMAT_VERSION}: replay it with a newer tcptrace",
                 path.display(),
                 header.version,
-                header.tcptrace,
+                Escaped(&header.tcptrace),
                 env!("CARGO_PKG_VERSION"),
             );
         }

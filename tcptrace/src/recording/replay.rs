@@ -20,7 +20,7 @@ use crate::{
     container::Containers,
     filter::{Filter, Workloads},
     live_births::LiveBirths,
-    output::{write_start, Shown, Sink},
+    output::{write_start, Escaped, Shown, Sink},
     pipeline::{split_dump, EventCounts, Pipeline},
     session::SessionCounts,
     snapshot::Snapshot,
@@ -83,7 +83,8 @@ pub fn replay(path: &Path, options: &ReplayOptions, sink: &mut dyn Sink) -> Resu
             "tcptrace: warning: {}: {} lines unreadable (first at {first}); findings are \
              marked incomplete",
             path.display(),
-            reader.unreadable.lines
+            reader.unreadable.lines,
+            first = Escaped(first),
         );
     }
     let end = end.unwrap_or_else(|| {
