@@ -150,6 +150,7 @@ impl OpenFiles {
             backend,
             tgid,
             path,
+            mapping.inode,
             &[(mapping.start, mapping.offset)],
             &format!(
                 "/proc/{tgid}/map_files/{:x}-{:x}",
@@ -159,14 +160,16 @@ impl OpenFiles {
         .map_err(|err| format!("{}: {err}", path.display()))
     }
 
-    /// The open file that is what `tgid` maps at `path`, checked at
-    /// `probes` = (address, file offset) pairs (at least one);
-    /// `map_files` is the `/proc/<tgid>/map_files/` entry of the mapping.
+    /// The open file that is what `tgid` maps at `path` (with this device
+    /// and inode), checked at `probes` = (address, file offset) pairs (at
+    /// least one); `map_files` is the `/proc/<tgid>/map_files/` entry of the
+    /// mapping.
     fn find(
         &mut self,
         backend: &mut bz::Symbolizer,
         tgid: u32,
         path: &Path,
+        inode: (u64, u64),
         probes: &[(u64, u64)],
         map_files: &str,
     ) -> Result<FileKey, String> {
@@ -182,8 +185,10 @@ impl OpenFiles {
                     Some(PathBuf::from(in_root))
                 }
                 // A chrooted process in our namespace: `maps` names paths
-                // from our root.
-                1 => same_mount_namespace(tgid).then(|| path.to_owned()),
+                // from our root. Or the very file (same device and inode)
+                // at the same path of ours: this still holds once the
+                // process is gone, as a curl in a shell loop soon is.
+                1 => (same_mount_namespace(tgid) || is_file(path, inode)).then(|| path.to_owned()),
                 // A replaced executable still opens through `exe`
                 // (CAP_SYS_PTRACE).
                 2 => {
@@ -405,6 +410,11 @@ impl OpenFiles {
             }
         }
     }
+}
+
+/// Whether `path` names the file with this (device, inode) for us.
+fn is_file(path: &Path, inode: (u64, u64)) -> bool {
+    fs::metadata(path).is_ok_and(|meta| meta.is_file() && (meta.dev(), meta.ino()) == inode)
 }
 
 /// Whether `tgid` shares our mount namespace.

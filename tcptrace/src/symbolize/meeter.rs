@@ -217,6 +217,19 @@ impl Meeter {
         })
     }
 
+    /// A meeter without a thread that met `tgid` with these maps and opened
+    /// none of its files, as when the process exits during the meeting.
+    #[cfg(test)]
+    pub(super) fn met_only_maps(tgid: u32, maps: String) -> Self {
+        let mut met = Met::default();
+        met.remember(tgid, 0, maps);
+        Self {
+            met: Arc::new(Mutex::new(met)),
+            stop: Arc::new(AtomicBool::new(true)),
+            priority: MeetingPriority::None,
+        }
+    }
+
     pub(super) fn lock(&self) -> MutexGuard<'_, Met> {
         lock(&self.met)
     }
@@ -354,9 +367,12 @@ fn meet(shared: &Mutex<Met>, tgid: u32, mm: u64) {
             // The path names a file in the process's mount namespace.
             let mut in_root = OsString::from(format!("/proc/{tgid}/root"));
             in_root.push(&path);
+            // Our own path last: the same file (device and inode checked)
+            // when the process has exited while we were opening the others.
             let candidates = [
                 PathBuf::from(in_root),
                 PathBuf::from(format!("/proc/{tgid}/map_files/{start:x}-{end:x}")),
+                path,
             ];
             candidates
                 .iter()

@@ -131,6 +131,23 @@ fn cache_outlives_the_process() {
     assert!(symbolizer.last_error(tgid).is_some());
 }
 
+/// A curl in a shell loop can exit while the meeting thread is still
+/// opening its files: its mappings were read, some files were not. Those
+/// are found at the same path of ours when device and inode agree.
+#[test]
+fn files_of_a_process_gone_during_its_meeting_are_found_by_inode() {
+    let (mut child, ip) = spawn_sleep();
+    let tgid = child.id();
+    let maps = fs::read_to_string(format!("/proc/{tgid}/maps")).unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut symbolizer = Symbolizer::new();
+    symbolizer.attach_meeter(super::Meeter::met_only_maps(tgid, maps));
+    let frames = symbolizer.symbolize(tgid, &[ip]);
+    assert_eq!(symbolizer.last_error(tgid), None);
+    assert!(frames[0].function.contains("getpid"), "{frames:#?}");
+}
+
 /// An executable file mapping of a process.
 struct TextMap {
     start: u64,
