@@ -45,6 +45,16 @@ pub struct CallSite {
 }
 
 impl CallSite {
+    /// Whether the function named is a Java method the JVM was
+    /// interpreting (not compiled yet).
+    #[must_use]
+    pub fn is_interpreted(&self) -> bool {
+        self.frames.iter().any(|frame| {
+            frame.function == self.function
+                && frame.module.as_deref() == Some(crate::symbolize::INTERPRETED_MODULE)
+        })
+    }
+
     fn unknown(reason: impl Into<String>, frames: Vec<Frame>) -> Self {
         Self {
             function: "?".to_owned(),
@@ -279,11 +289,22 @@ impl CallSites {
 
     /// Symbolizes a capture (`tries` times before) and keeps its call
     /// site, scheduling another try if it names no user code while some
-    /// frames are still unknown.
+    /// frames are still unknown, or if JIT code not named yet lies inside
+    /// the user frame it names (an interpreted `main` calling a compiled
+    /// method: the perf map has not named that method yet).
     fn settle(&mut self, key: StackRef, ips: Vec<u64>, tries: u32) {
         let site = self.resolve(key.pid, &ips);
         let unknown = site.frames.iter().any(|f| f.function == UNKNOWN_FUNCTION);
-        if !site.user_code && unknown && tries < RETRIES && self.retries.len() < MAX_RETRIES {
+        let site_at = site
+            .frames
+            .iter()
+            .position(|f| f.function == site.function)
+            .unwrap_or(0);
+        let unnamed_jit_inside = site.frames[..site_at].iter().any(|f| {
+            f.function == UNKNOWN_FUNCTION && self.symbolizer.in_anonymous_code(key.pid, f.addr)
+        });
+        let named_later = (!site.user_code && unknown) || unnamed_jit_inside;
+        if named_later && tries < RETRIES && self.retries.len() < MAX_RETRIES {
             self.retries.push_back(Retry {
                 key,
                 ips,

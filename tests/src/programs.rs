@@ -17,22 +17,49 @@ use crate::Workload;
 /// (pid 1 inside; `children_of` finds it), which dies with the handle.
 #[must_use]
 pub fn pod_in(netns: &str, inside: &str) -> Workload {
-    Workload::spawn_command(Command::new("ip").args([
-        "netns",
-        "exec",
-        netns,
-        "unshare",
-        "--pid",
-        "--fork",
-        "--kill-child",
-        "--mount",
-        "--propagation",
-        "private",
-        "--mount-proc",
-        "sh",
-        "-c",
-        inside,
-    ]))
+    pod_with(netns, inside)
+}
+
+/// The same pod with a user namespace of its own as well, made as a
+/// rootless container runtime makes it: by host user 100000, who is root
+/// in there (`INSIDE` runs as that root). Files of the host are nobody's
+/// in the pod, so what `INSIDE` reads must be readable by all.
+#[must_use]
+pub fn user_namespace_pod_in(netns: &str, inside: &str) -> Workload {
+    Workload::spawn_command(
+        Command::new("ip")
+            .args(["netns", "exec", netns])
+            .args([
+                "setpriv",
+                "--reuid=100000",
+                "--regid=100000",
+                "--clear-groups",
+            ])
+            .args(["unshare", "--user", "--map-root-user"])
+            .args(POD_NAMESPACES)
+            .args(["--mount-proc", "sh", "-c", inside]),
+    )
+}
+
+/// The namespaces of a pod besides its network and user namespaces: pid
+/// (`unshare` forks its pid 1, which dies with it) and mount, with private
+/// propagation.
+const POD_NAMESPACES: &[&str] = &[
+    "--pid",
+    "--fork",
+    "--kill-child",
+    "--mount",
+    "--propagation",
+    "private",
+];
+
+fn pod_with(netns: &str, inside: &str) -> Workload {
+    Workload::spawn_command(
+        Command::new("ip")
+            .args(["netns", "exec", netns, "unshare"])
+            .args(POD_NAMESPACES)
+            .args(["--mount-proc", "sh", "-c", inside]),
+    )
 }
 
 /// Where the tests build workloads and keep their findings and configs.

@@ -28,7 +28,7 @@ use std::{
 use serde_json::Value;
 use tcptrace_tests::{
     netns::HostPair,
-    programs::{scratch_dir, shell_in, Nginx},
+    programs::{self, scratch_dir, shell_in, Nginx},
     require_root,
     trace::{without_frames, TextReport, Trace},
     Tracer, Workload,
@@ -489,26 +489,52 @@ fn java_connect_per_request_names_the_users_method() {
 /// on the host.
 #[test]
 fn java_in_a_pod_with_its_own_pid_and_mount_namespaces_names_the_users_method() {
+    java_client_in_a_pod("java_pod_client", "ttrt-jp", 18110, programs::pod_in);
+}
+
+/// The same pod with a user namespace of its own as well, as a rootless
+/// container or a `hostUsers: false` pod has (its root is host uid
+/// 100000). The JVM answers its attach socket only to its own user or
+/// root, and the host's root is nobody in there: tcptrace connects as the
+/// JVM's user.
+#[test]
+fn java_in_a_pod_with_its_own_user_namespace_answers_the_perf_map_request() {
+    java_client_in_a_pod(
+        "java_userns_pod_client",
+        "ttrt-ju",
+        18113,
+        programs::user_namespace_pod_in,
+    );
+}
+
+/// The Java client in a pod made by `pod`, traced; its perf map, written
+/// on tcptrace's request, is in the pod's /tmp.
+fn java_client_in_a_pod(
+    name: &'static str,
+    netns_prefix: &str,
+    port: u16,
+    pod: fn(&str, &str) -> Workload,
+) {
     const N: u64 = 2000;
     require_root();
-    let hosts = HostPair::new("ttrt-jp");
-    let server_addr = format!("{}:18110", hosts.a_addr);
+    let hosts = HostPair::new(netns_prefix);
+    let server_addr = format!("{}:{port}", hosts.a_addr);
     let classes = java_classes();
-    let session = Session::start("java_pod_client", &["--port", "18110"]);
+    let session = Session::start(name, &["--port", &port.to_string()]);
     let server = go_server(&hosts.a, &server_addr);
     // The classes are copied into the pod (as an image has them): its /tmp
     // hides the host's, where a checkout may live.
     let inside = format!(
         "mount -t tmpfs pod /mnt && cp -r {} /mnt/classes && mount -t tmpfs podtmp /tmp && \
-         exec java {} -cp /mnt/classes Client {} 18110 {N}",
+         exec java {} -cp /mnt/classes Client {} {port} {N}",
         classes.display(),
         JAVA_FLAGS.join(" "),
         hosts.a_addr
     );
-    let mut pod = tcptrace_tests::programs::pod_in(&hosts.b, &inside);
+    let mut pod = pod(&hosts.b, &inside);
     pod.expect_line("done");
     // `unshare` forks the pod's first process (pid 1 inside), which execs java.
-    let java_pid = *tcptrace_tests::programs::children_of(pod.pid())
+    let java_pid = *programs::children_of(pod.pid())
         .first()
         .expect("the pod's JVM, forked by unshare");
     let report = session.stop();
@@ -518,12 +544,78 @@ fn java_in_a_pod_with_its_own_pid_and_mount_namespaces_names_the_users_method() 
     report.assert_count(churn, "connections", N);
     assert_site_names(churn, "call_site", &["Client", "connectPerRequest"]);
     assert_site_names(churn, "close_call_site", &["Client", "connectPerRequest"]);
+    // The JVM stays alive until its stdin closes (when `pod` is dropped).
+    let perf_map = format!("/proc/{java_pid}/root/tmp/perf-1.map");
+    assert!(
+        fs::metadata(&perf_map).is_ok_and(|meta| meta.len() > 0),
+        "the JVM wrote its perf map in the pod's /tmp ({perf_map}) when tcptrace asked"
+    );
     assert!(
         !Path::new("/tmp/.java_pid1").exists(),
         "the JVM's attach socket lives in the pod's /tmp only"
     );
 
     drop(pod);
+    server.wait_success();
+}
+
+/// The same client run by the interpreter alone (`-Xint`: nothing is ever
+/// compiled, as much of a JVM's code is in its first minutes), with
+/// tcptrace asking for no perf map: the interpreter's code is the same for
+/// every method, so the method is named from the JVM's own memory (the
+/// `Method*` in the interpreted frame, read with the layout the JVM
+/// publishes), and the report says that it was interpreted.
+#[test]
+fn java_interpreted_methods_are_named_without_a_perf_map() {
+    const N: u64 = 200;
+    require_root();
+    let hosts = HostPair::new("ttrt-ji");
+    let server_addr = format!("{}:18112", hosts.a_addr);
+    let classes = java_classes();
+    let session = Session::start(
+        "java_interpreted",
+        &["--port", "18112", "--no-jvm-perf-map"],
+    );
+    let server = go_server(&hosts.a, &server_addr);
+    let mut client = Workload::spawn_command(
+        Command::new("ip")
+            .args(["netns", "exec", &hosts.b, "java", "-Xint"])
+            .args(JAVA_FLAGS)
+            .arg("-cp")
+            .arg(&classes)
+            .args(["Client", hosts.a_addr, "18112", &N.to_string()]),
+    );
+    client.expect_line("done");
+    let report = session.stop();
+
+    let churn = client_churn(&report, client.pid(), &server_addr);
+    assert_process(churn, client.pid(), "java");
+    report.assert_count(churn, "connections", N);
+    for site in ["call_site", "close_call_site"] {
+        // As the JVM's perf map writes a compiled method.
+        assert_site(churn, site, "void Client.connectPerRequest(...)", |f| {
+            f.starts_with("void Client.connectPerRequest(")
+        });
+        let function = &churn[site]["function"];
+        let frame = churn[site]["frames"]
+            .as_array()
+            .and_then(|frames| frames.iter().find(|f| &f["function"] == function));
+        assert_eq!(
+            frame.map(|f| &f["module"]),
+            Some(&Value::from("[interpreted]")),
+            "`{site}` names an interpreted frame: {:#}",
+            without_frames(churn)
+        );
+    }
+    assert!(
+        report.text.contains(
+            "opened at void Client.connectPerRequest(java.net.InetSocketAddress) (interpreted)"
+        ),
+        "the text report says the method was interpreted:\n{}",
+        report.text
+    );
+
+    client.wait_success();
     server.wait_success();
 }
 
@@ -597,20 +689,29 @@ fn java_close_wait_leak_names_the_method_that_read_eof() {
         "the leak's peers {peers:?} are clients whose connection leaked {leaked:?}"
     );
     // The accept loop is `main`'s, run once: interpreted, which no perf map
-    // names. Its call site is the JDK API it called, and the report says why.
-    assert_site_names(leak, "call_site", &["java.net.ServerSocket", "accept"]);
+    // names. It is named from the JVM's memory, and said to be interpreted,
+    // with the JDK API it called.
+    assert_site(
+        leak,
+        "call_site",
+        "void LeakServer.main(java.lang.String[])",
+        |f| f == "void LeakServer.main(java.lang.String[])",
+    );
     assert_eq!(
-        leak["call_site"]["user_code"],
-        false,
+        (&leak["call_site"]["user_code"], &leak["call_site"]["via"]),
+        (
+            &Value::from(true),
+            &Value::from("java.net.Socket java.net.ServerSocket.accept()")
+        ),
         "{:#}",
         without_frames(leak)
     );
     assert!(
-        leak["call_site"]["advice"]
-            .as_str()
-            .is_some_and(|a| a.contains("interpreted")),
-        "{:#}",
-        without_frames(leak)
+        report
+            .text
+            .contains("at void LeakServer.main(java.lang.String[]) (interpreted) via"),
+        "the text report says the method was interpreted:\n{}",
+        report.text
     );
     // The method that read EOF runs per connection: compiled, and named.
     assert_site_names(

@@ -11,6 +11,9 @@ pub fn call_site(out: &mut impl Write, label: &str, site: Option<&CallSite>) -> 
     match site {
         Some(site) => {
             write!(out, "      {label} {}", Escaped(&site.function))?;
+            if site.is_interpreted() {
+                write!(out, " (interpreted)")?;
+            }
             if let (Some(file), Some(line)) = (&site.file, site.line) {
                 // Debug info is the binary's to say: escaped like the rest.
                 write!(out, " ({}:{line})", Escaped(file))?;

@@ -15,6 +15,7 @@ pub const JIT_MODULE: &str = "[jit]";
 /// One symbolized frame.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Frame {
+    /// The captured address (an interpreted Java frame: its `Method*`).
     pub addr: u64,
     /// Demangled, without the Rust hash suffix; "??" when unknown.
     pub function: String,

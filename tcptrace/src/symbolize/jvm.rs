@@ -15,7 +15,13 @@ use std::{
     collections::HashMap,
     fs,
     io::{Read, Write},
-    os::unix::{fs::MetadataExt, net::UnixStream},
+    os::{
+        fd::AsRawFd,
+        unix::{
+            fs::{MetadataExt, OpenOptionsExt},
+            net::UnixStream,
+        },
+    },
     path::{Path, PathBuf},
     sync::mpsc::{self, Receiver, Sender},
     thread,
@@ -164,14 +170,33 @@ impl JvmPerfMaps {
 }
 
 /// One `Compiler.perfmap` request to JVM `tgid`.
+///
+/// Made as the JVM's own user where that is allowed: the JVM answers only
+/// its own user or root, and the host's root is nobody inside a user
+/// namespace (a rootless container, a `hostUsers: false` pod), where it
+/// cannot even create a file in the JVM's /tmp. As the JVM's user, we are
+/// that user (root, often) in its namespace too. The JVM's /tmp is opened
+/// first, as we are: its user may not see through `/proc/PID/root`.
 fn request_perf_map(tgid: u32, nspid: u32) -> Result<(), String> {
-    let root = PathBuf::from(format!("/proc/{tgid}/root"));
-    let socket = root.join(format!("tmp/.java_pid{nspid}"));
-    if !is_socket(&socket) {
-        start_attach_listener(tgid, nspid, &root, &socket)?;
+    let owner =
+        fs::metadata(format!("/proc/{tgid}")).map_err(|err| format!("the JVM is gone: {err}"))?;
+    let tmp_path = PathBuf::from(format!("/proc/{tgid}/root/tmp"));
+    let tmp_dir = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+        .open(&tmp_path)
+        .map_err(|err| format!("{}: {err}", tmp_path.display()))?;
+    let tmp = JvmTmp {
+        via: PathBuf::from(format!("/proc/self/fd/{}", tmp_dir.as_raw_fd())),
+        shown: tmp_path,
+    };
+    let _as_owner = EffectiveIds::switch_to(owner.uid(), owner.gid());
+    let socket = format!(".java_pid{nspid}");
+    if !is_socket(&tmp.via.join(&socket)) {
+        start_attach_listener(tgid, nspid, &owner, &tmp)?;
     }
-    let mut stream = UnixStream::connect(&socket)
-        .map_err(|err| format!("connecting to {}: {err}", socket.display()))?;
+    let mut stream = UnixStream::connect(tmp.via.join(&socket))
+        .map_err(|err| format!("connecting to {}: {err}", tmp.shown.join(&socket).display()))?;
     stream
         .set_read_timeout(Some(ATTACH_WAIT))
         .and_then(|()| stream.set_write_timeout(Some(ATTACH_WAIT)))
@@ -194,23 +219,37 @@ fn request_perf_map(tgid: u32, nspid: u32) -> Result<(), String> {
     }
 }
 
-/// Makes the JVM start its attach listener: a trigger file it owns in its
-/// /tmp, then SIGQUIT (which, with the file there, starts the listener
-/// instead of printing a thread dump).
-fn start_attach_listener(tgid: u32, nspid: u32, root: &Path, socket: &Path) -> Result<(), String> {
-    let owner =
-        fs::metadata(format!("/proc/{tgid}")).map_err(|err| format!("the JVM is gone: {err}"))?;
-    let trigger = root.join(format!("tmp/.attach_pid{nspid}"));
-    fs::write(&trigger, b"").map_err(|err| format!("{}: {err}", trigger.display()))?;
-    // The JVM only trusts a trigger file of its own user.
+/// The JVM's /tmp: the path to reach it by (an open directory), and the
+/// one to show.
+struct JvmTmp {
+    via: PathBuf,
+    shown: PathBuf,
+}
+
+/// Makes the JVM start its attach listener: a trigger file of its own user
+/// in its /tmp, then SIGQUIT (which, with the file there, starts the
+/// listener instead of printing a thread dump).
+fn start_attach_listener(
+    tgid: u32,
+    nspid: u32,
+    owner: &fs::Metadata,
+    tmp: &JvmTmp,
+) -> Result<(), String> {
+    let name = format!(".attach_pid{nspid}");
+    let trigger = tmp.via.join(&name);
+    fs::write(&trigger, b"")
+        .map_err(|err| format!("{}: {err}", tmp.shown.join(&name).display()))?;
+    // The JVM only trusts a trigger file of its own user (made as that user
+    // already, unless we could not switch to it).
     let _ = std::os::unix::fs::chown(&trigger, Some(owner.uid()), Some(owner.gid()));
     let pid = i32::try_from(tgid).map_err(|err| err.to_string())?;
     // SAFETY: kill has no memory effects; the pid is the JVM's.
     let sent = unsafe { libc::kill(pid, libc::SIGQUIT) } == 0;
+    let socket = tmp.via.join(format!(".java_pid{nspid}"));
     let deadline = Instant::now() + ATTACH_WAIT;
     let mut started = false;
     while sent && Instant::now() < deadline {
-        if is_socket(socket) {
+        if is_socket(&socket) {
             started = true;
             break;
         }
@@ -222,6 +261,49 @@ fn start_attach_listener(tgid: u32, nspid: u32, root: &Path, socket: &Path) -> R
     } else {
         Err("the JVM did not open its attach socket (-XX:+DisableAttachMechanism?)".to_owned())
     }
+}
+
+/// This thread's effective user and group switched, and switched back when
+/// dropped. Raw system calls: the C library's `setresuid` would switch
+/// every thread of tcptrace. Without the privilege to switch (the daemon
+/// keeps none after attaching), nothing changes.
+struct EffectiveIds {
+    before: Option<(u32, u32)>,
+}
+
+impl EffectiveIds {
+    fn switch_to(uid: u32, gid: u32) -> Self {
+        // SAFETY: id queries without memory arguments.
+        let before = unsafe { (libc::geteuid(), libc::getegid()) };
+        if before == (uid, gid) {
+            return Self { before: None };
+        }
+        // The group first, while the user may still change it.
+        if set_effective(libc::SYS_setresgid, gid) && set_effective(libc::SYS_setresuid, uid) {
+            return Self {
+                before: Some(before),
+            };
+        }
+        set_effective(libc::SYS_setresgid, before.1);
+        Self { before: None }
+    }
+}
+
+impl Drop for EffectiveIds {
+    fn drop(&mut self) {
+        if let Some((uid, gid)) = self.before {
+            // The user first: back to root, which may change the group.
+            set_effective(libc::SYS_setresuid, uid);
+            set_effective(libc::SYS_setresgid, gid);
+        }
+    }
+}
+
+/// `setresuid` or `setresgid` (`call`) of this thread's effective id only.
+fn set_effective(call: libc::c_long, id: u32) -> bool {
+    let unchanged = libc::c_long::from(u32::MAX);
+    // SAFETY: the system call takes three ids and touches no memory of ours.
+    unsafe { libc::syscall(call, unchanged, libc::c_long::from(id), unchanged) == 0 }
 }
 
 fn is_socket(path: &Path) -> bool {

@@ -30,6 +30,7 @@
 mod call_site;
 mod files;
 mod frame;
+mod hotspot;
 mod jvm;
 mod meeter;
 mod perf_map;
@@ -47,12 +48,14 @@ use framehop::{x86_64::CacheX86_64, Unwinder};
 
 pub use call_site::{call_site, choose, Chosen};
 pub use frame::{Frame, UNKNOWN as UNKNOWN_FUNCTION};
+pub use hotspot::INTERPRETED_MODULE;
 pub use meeter::{Meeter, MeetingPriority};
 pub use runtimes::advice;
 
 use crate::generations::Generations;
 use files::{FileKey, OpenFiles};
 use frame::Frames;
+use hotspot::HotSpot;
 use jvm::JvmPerfMaps;
 use perf_map::PerfMap;
 use process::{Backing, ProcessImage};
@@ -107,6 +110,9 @@ struct ProcessCache {
     /// Which mappings of `image` are modules of `unwinder`.
     modules: Vec<bool>,
     perf_map: PerfMap,
+    /// A JVM's interpreter and method names; `None` until a JVM's stack is
+    /// unwound, why not when they cannot be read.
+    hotspot: Option<Result<HotSpot, String>>,
     /// Lookup address → its frames (several when calls were inlined).
     frames: HashMap<u64, Frames>,
     last_error: Option<String>,
@@ -153,6 +159,34 @@ impl Default for Symbolizer {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// The interpreter and method names of JVM `tgid`, read the first time
+/// (`slot`) from its memory and its `libjvm.so`.
+fn hotspot_of<'a>(
+    slot: &'a mut Option<Result<HotSpot, String>>,
+    tgid: u32,
+    image: &ProcessImage,
+    files: &OpenFiles,
+) -> Option<&'a mut HotSpot> {
+    slot.get_or_insert_with(|| {
+        let (mapping, key) = image
+            .mappings
+            .iter()
+            .zip(&image.files)
+            .find_map(|(mapping, file)| {
+                let Backing::File(path) = &mapping.backing else {
+                    return None;
+                };
+                let key = file.as_ref()?.as_ref().ok()?;
+                path.ends_with("libjvm.so").then_some((mapping, key))
+            })
+            .ok_or("libjvm.so could not be opened")?;
+        let file = files.file(key).ok_or("libjvm.so was closed")?;
+        HotSpot::attach(tgid, mapping, file)
+    })
+    .as_mut()
+    .ok()
 }
 
 impl Symbolizer {
@@ -233,7 +267,10 @@ impl Symbolizer {
             .zip(&lookups)
             .flat_map(|(&ip, lookup)| {
                 match fresh.get(lookup).or_else(|| process.frames.get(lookup)) {
-                    Some(frames) => frame::at_addr(frames, ip).collect(),
+                    // An interpreted frame shows its `Method*`.
+                    Some(frames) => {
+                        frame::at_addr(frames, hotspot::method_of(ip).unwrap_or(ip)).collect()
+                    }
                     None => vec![Frame::unknown(ip)],
                 }
             })
@@ -285,6 +322,17 @@ impl Symbolizer {
     #[must_use]
     pub fn perf_map_failure(&self, tgid: u32) -> Option<&str> {
         self.jvm.failure(tgid)
+    }
+
+    /// Whether `addr` of `tgid` lies in anonymous memory: JIT code, which
+    /// a perf map may name later.
+    #[must_use]
+    pub fn in_anonymous_code(&self, tgid: u32, addr: u64) -> bool {
+        self.processes
+            .get(&tgid)
+            .and_then(|process| process.image.as_ref().ok())
+            .and_then(|image| image.mapping_of(addr))
+            .is_some_and(|(_, mapping)| matches!(mapping.backing, Backing::Anonymous))
     }
 
     /// Why the mappings of `tgid` are unknown, if they are.
@@ -344,14 +392,26 @@ impl Symbolizer {
         // add it and unwind again (framehop's rules for the frames before
         // it are cached). At most once per mapping.
         for _ in 0..=image.mappings.len() {
-            let ips = unwind::unwind(&process.unwinder, unwind_cache, &captured);
-            let missing = ips.iter().enumerate().find_map(|(i, &ip)| {
-                let (index, _) = image.mapping_of(unwind::lookup_address(i, ip))?;
+            let frames = unwind::unwind(&process.unwinder, unwind_cache, &captured);
+            let missing = frames.iter().enumerate().find_map(|(i, frame)| {
+                let (index, _) = image.mapping_of(unwind::lookup_address(i, frame.ip))?;
                 let key = image.files.get(index)?.as_ref()?.as_ref().ok()?;
                 (!process.modules[index]).then_some((index, key))
             });
             let Some((index, key)) = missing else {
-                return ips;
+                let mut jvm = image
+                    .jvm
+                    .then(|| hotspot_of(&mut process.hotspot, tgid, image, files))
+                    .flatten();
+                return frames
+                    .iter()
+                    .map(|frame| match jvm.as_deref_mut() {
+                        Some(jvm) => {
+                            jvm.frame_address(frame.ip, frame.bp, |addr| captured.word_at(addr))
+                        }
+                        None => frame.ip,
+                    })
+                    .collect();
             };
             process.modules[index] = true;
             let file = if let Some(known) = sections.get(key) {
@@ -418,6 +478,7 @@ impl Symbolizer {
                     unwinder: ProcessUnwinder::new(),
                     modules: Vec::new(),
                     perf_map: PerfMap::default(),
+                    hotspot: None,
                     frames: HashMap::new(),
                     last_error: None,
                     last_used: 0,

@@ -15,6 +15,7 @@ use blazesym::symbolize::{
 use super::{
     files::FileKey,
     frame::{frames_of, Frame, Frames},
+    hotspot,
     process::Backing,
     unwind::ProcessUnwinder,
     Symbolizer,
@@ -30,6 +31,8 @@ enum Target {
     File(FileKey, u64),
     /// In anonymous memory: maybe JIT code named in a perf map.
     Anonymous,
+    /// An interpreted Java method (its `Method*`).
+    Interpreted(u64),
     /// In a file that could not be opened, for this reason.
     Unusable(String),
     /// Outside any mapping, or in one with nothing to read (the vDSO).
@@ -57,6 +60,12 @@ impl Symbolizer {
                 Target::File(key, offset) => in_files.entry(key).or_default().push((i, offset)),
                 // Not named (yet): "??" this time, not cached, asked again.
                 Target::Anonymous => frames[i] = self.perf_map_frames(tgid, addrs[i]),
+                Target::Interpreted(method) => {
+                    let named = self.processes.get_mut(&tgid).and_then(|process| {
+                        process.hotspot.as_mut()?.as_mut().ok()?.frames(method)
+                    });
+                    frames[i] = Some(named.unwrap_or_else(|| Rc::clone(&unknown)));
+                }
                 Target::Unusable(reason) => {
                     if !errors.contains(&reason) {
                         errors.push(reason);
@@ -93,6 +102,9 @@ impl Symbolizer {
         Ok(addrs
             .iter()
             .map(|&addr| {
+                if let Some(method) = hotspot::method_of(addr) {
+                    return Target::Interpreted(method);
+                }
                 let Some((_, mapping)) = image.mapping_of(addr) else {
                     return Target::Unknown;
                 };

@@ -3,7 +3,10 @@
 //! knows the runtimes tcptrace names call sites in (C and C++, Rust, Go,
 //! Java, Node, Python). Decided from function, module and source file names.
 
-use super::frame::{Frame, JIT_MODULE, UNKNOWN};
+use super::{
+    frame::{Frame, JIT_MODULE, UNKNOWN},
+    hotspot::INTERPRETED_MODULE,
+};
 
 /// What a frame is, for choosing the call site.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,7 +34,7 @@ pub fn kind(frame: &Frame) -> FrameKind {
         return FrameKind::Unknown;
     }
     let module = frame.module.as_deref().unwrap_or("");
-    if module == JIT_MODULE {
+    if module == JIT_MODULE || module == INTERPRETED_MODULE {
         return jit_kind(function);
     }
     if is_libc_module(module) || LIBC_FUNCTIONS.contains(&function) {

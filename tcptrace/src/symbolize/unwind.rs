@@ -11,11 +11,14 @@ use std::{fs::File, ops::Range, rc::Rc};
 
 use framehop::{
     x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64},
-    ExplicitModuleSectionInfo, Module, Unwinder,
+    ExplicitModuleSectionInfo, FrameAddress, Module, Unwinder,
 };
 use object::{Object, ObjectSection, ObjectSegment, ReadCache};
 
-use super::process::{Backing, Mapping};
+use super::{
+    hotspot,
+    process::{Backing, Mapping},
+};
 
 /// At most this many frames per stack: the call site is near the top.
 pub(super) const MAX_FRAMES: usize = 64;
@@ -107,8 +110,9 @@ pub(super) fn module_for(mapping: &Mapping, file: &UnwindSections) -> Option<Mod
 /// The address to look up for the `i`-th of a stack's instruction
 /// pointers: every one but the innermost is a return address, which may
 /// already belong to the next line or function, so the call before it.
+/// (An interpreted Java frame stands for its method, not for code.)
 pub(super) fn lookup_address(i: usize, ip: u64) -> u64 {
-    if i == 0 {
+    if i == 0 || hotspot::method_of(ip).is_some() {
         ip
     } else {
         ip.saturating_sub(1)
@@ -124,28 +128,51 @@ pub(super) struct Captured<'a> {
     pub(super) stack: &'a [u8],
 }
 
-/// Instruction pointers of the captured stack, innermost first: `ip`, then
-/// return addresses, until the copied bytes end, a frame cannot be
-/// unwound or `MAX_FRAMES`.
+impl Captured<'_> {
+    /// The word at `addr`, if the capture holds it.
+    pub(super) fn word_at(&self, addr: u64) -> Option<u64> {
+        let offset = usize::try_from(addr.checked_sub(self.sp)?).ok()?;
+        let bytes = self.stack.get(offset..offset.checked_add(8)?)?;
+        Some(u64::from_le_bytes(bytes.try_into().ok()?))
+    }
+}
+
+/// One frame of an unwound stack.
+pub(super) struct Unwound {
+    /// The instruction pointer: a return address but for the innermost.
+    pub(super) ip: u64,
+    /// The frame pointer register in this frame.
+    pub(super) bp: u64,
+}
+
+/// The frames of the captured stack, innermost first, until the copied
+/// bytes end, a frame cannot be unwound or `MAX_FRAMES`.
 pub(super) fn unwind(
     unwinder: &ProcessUnwinder,
     cache: &mut CacheX86_64,
     captured: &Captured,
-) -> Vec<u64> {
-    let Captured { ip, sp, bp, stack } = *captured;
-    let mut read_stack = |addr: u64| -> Result<u64, ()> {
-        let offset = usize::try_from(addr.checked_sub(sp).ok_or(())?).map_err(|_| ())?;
-        let bytes = stack.get(offset..offset + 8).ok_or(())?;
-        Ok(u64::from_le_bytes(bytes.try_into().map_err(|_| ())?))
-    };
-    let regs = UnwindRegsX86_64::new(ip, sp, bp);
-    let mut frames = unwinder.iter_frames(ip, regs, cache, &mut read_stack);
-    let mut ips = Vec::new();
-    while ips.len() < MAX_FRAMES {
-        match frames.next() {
-            Ok(Some(frame)) => ips.push(frame.address()),
-            Ok(None) | Err(_) => break,
-        }
+) -> Vec<Unwound> {
+    let mut read_stack = |addr: u64| captured.word_at(addr).ok_or(());
+    let mut regs = UnwindRegsX86_64::new(captured.ip, captured.sp, captured.bp);
+    let mut frames = vec![Unwound {
+        ip: captured.ip,
+        bp: captured.bp,
+    }];
+    let mut address = FrameAddress::InstructionPointer(captured.ip);
+    while frames.len() < MAX_FRAMES {
+        let Ok(Some(return_address)) =
+            unwinder.unwind_frame(address, &mut regs, cache, &mut read_stack)
+        else {
+            break;
+        };
+        let Some(next) = FrameAddress::from_return_address(return_address) else {
+            break;
+        };
+        frames.push(Unwound {
+            ip: return_address,
+            bp: regs.bp(),
+        });
+        address = next;
     }
-    ips
+    frames
 }
