@@ -55,6 +55,15 @@ impl CallSite {
         })
     }
 
+    /// What names the user's code here (function, file, line), when the
+    /// call site is the user's: stacks of an interpreted and a compiled
+    /// path of one method differ, but this does not.
+    #[must_use]
+    pub fn user_code_text(&self) -> Option<(String, Option<String>, Option<u32>)> {
+        self.user_code
+            .then(|| (self.function.clone(), self.file.clone(), self.line))
+    }
+
     fn unknown(reason: impl Into<String>, frames: Vec<Frame>) -> Self {
         Self {
             function: "?".to_owned(),

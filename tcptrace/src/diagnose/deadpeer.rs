@@ -45,6 +45,26 @@ pub struct DeadPeer {
     pub states: Vec<TcpState>,
 }
 
+impl DeadPeer {
+    /// `other`'s sockets counted here too.
+    pub fn absorb(&mut self, other: &Self) {
+        self.sockets += other.sockets;
+        self.retransmits += other.retransmits;
+        self.max_retransmits = self.max_retransmits.max(other.max_retransmits);
+        self.longest_ns = self.longest_ns.max(other.longest_ns);
+        let (ours, theirs) = (&mut self.outcomes, &other.outcomes);
+        ours.gave_up += theirs.gave_up;
+        ours.reset += theirs.reset;
+        ours.acknowledged += theirs.acknowledged;
+        ours.still_trying += theirs.still_trying;
+        for state in &other.states {
+            if !self.states.contains(state) {
+                self.states.push(*state);
+            }
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct DeadPeers {
     pub groups: FastMap<DeadPeerKey, DeadPeer>,

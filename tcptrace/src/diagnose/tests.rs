@@ -23,6 +23,7 @@ use crate::{
 struct Pipeline {
     table: SocketTable,
     diagnoses: Diagnoses,
+    call_sites: CallSites,
     /// The sockets of the start snapshot.
     start: StartOwners,
 }
@@ -52,7 +53,7 @@ impl Pipeline {
                 workloads: &crate::filter::Workloads::default(),
                 now_ns,
                 elapsed: Duration::from_secs(10),
-                call_sites: &CallSites::default(),
+                call_sites: &self.call_sites,
                 events_lost: 0,
                 sockets_untracked: 0,
                 idle_threshold: crate::findings::DEFAULT_IDLE_THRESHOLD,
@@ -323,6 +324,58 @@ fn dead_peer_fin_retransmits_belong_to_the_late_closer() {
     assert_eq!(
         d.verdict,
         "peer never acknowledged; gave up after 3 retransmits over 2.0 s"
+    );
+}
+
+/// A method closing late, once interpreted and then compiled: two stacks
+/// that name the same user code, one row.
+#[test]
+fn fin_retransmits_of_one_method_by_two_paths_are_one_row() {
+    let mut p = Pipeline::default();
+    let flush = crate::callsite::CallSite {
+        function: "void Store.flush()".to_owned(),
+        file: None,
+        line: None,
+        via: None,
+        user_code: true,
+        advice: None,
+        frames: Vec::new(),
+        unresolved: None,
+    };
+    p.call_sites = CallSites::recorded(
+        [7, 8]
+            .map(|stack| (crate::table::StackRef { pid: 300, stack }, flush.clone()))
+            .into(),
+    );
+    for (i, stack) in [7_u64, 8].into_iter().enumerate() {
+        let server = task(300, "storage", stack);
+        let client = format!("10.0.0.50:5100{i}");
+        let mut c = Conn::passive(0xffff_3000 + stack, server, "10.0.0.1:9000", &client);
+        p.feed(&c.state(0, Listen, SynRecv));
+        p.feed(&c.state(MS, SynRecv, Established));
+        p.feed(&c.state(2 * MS, Established, CloseWait));
+        p.feed(&c.closed_by(120 * SEC, CloseWait, LastAck, server));
+        for k in 1..=3u64 {
+            p.feed(&c.retransmit(120 * SEC + k * 200 * MS, LastAck));
+        }
+        p.feed(&c.dies(122 * SEC, LastAck, Some(libc::ETIMEDOUT)));
+    }
+
+    let report = p.report(&Snapshot::default(), 123 * SEC);
+    let dead = findings(&report, |f| match f {
+        Finding::DeadPeerFin(d) => Some(d),
+        _ => None,
+    });
+    assert_eq!(dead.len(), 1, "{report:#?}");
+    let d = dead[0];
+    assert_eq!(
+        (d.sockets, d.retransmits, d.outcomes.gave_up),
+        (2, 6, 2),
+        "{d:#?}"
+    );
+    assert_eq!(
+        d.call_site.as_ref().map(|s| s.function.as_str()),
+        Some("void Store.flush()")
     );
 }
 

@@ -60,10 +60,7 @@ impl CloseWaitLeak {
         let mut groups: HashMap<_, (Option<CallSite>, Leak)> = HashMap::new();
         for (key, leak) in closewait::leaks(view) {
             let call_site = site(key.call_site);
-            let text = call_site.as_ref().map(|s| {
-                s.user_code
-                    .then(|| (s.function.clone(), s.file.clone(), s.line))
-            });
+            let text = call_site.as_ref().map(CallSite::user_code_text);
             match groups.entry((key.owner, text)) {
                 Entry::Occupied(mut group) => {
                     let (named, known) = group.get_mut();

@@ -5,6 +5,7 @@
 
 use std::{
     cmp::Reverse,
+    collections::{hash_map::Entry, HashMap},
     io::{self, Write},
 };
 
@@ -15,7 +16,10 @@ use super::{
     text::{call_site, ShownProcess},
     LogLine, ReportInput,
 };
-use crate::{callsite::CallSite, diagnose::deadpeer::DeadPeerOutcomes};
+use crate::{
+    callsite::CallSite,
+    diagnose::deadpeer::{DeadPeer, DeadPeerKey, DeadPeerOutcomes},
+};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct DeadPeerFin {
@@ -47,10 +51,31 @@ impl DeadPeerFin {
             .table
             .live()
             .filter(|r| input.filter.matches_record(r, input.workloads));
-        let mut all: Vec<Self> = diagnosed
-            .dead_peers
-            .with_live(live, input.now_ns)
-            .iter()
+        // One row per closer, peer and user code closing (an interpreted
+        // and a compiled path of one method are two stacks); the stack of
+        // the most sockets names it. Call sites without user code stay apart.
+        let mut merged: HashMap<_, (DeadPeerKey, DeadPeer)> = HashMap::new();
+        for (key, group) in diagnosed.dead_peers.with_live(live, input.now_ns) {
+            let text = input
+                .call_sites
+                .get(key.close_stack)
+                .and_then(|site| site.user_code_text());
+            let same = (key.closer, key.peer, text.ok_or(key.close_stack));
+            match merged.entry(same) {
+                Entry::Occupied(mut row) => {
+                    let (named, known) = row.get_mut();
+                    if group.sockets > known.sockets {
+                        *named = key;
+                    }
+                    known.absorb(&group);
+                }
+                Entry::Vacant(row) => {
+                    row.insert((key, group));
+                }
+            }
+        }
+        let mut all: Vec<Self> = merged
+            .values()
             .map(|(key, group)| Self {
                 process: ProcessJson::of(key.closer),
                 peer: key.peer.to_string(),
