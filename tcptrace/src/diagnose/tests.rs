@@ -287,14 +287,7 @@ fn dead_peer_fin_retransmits_belong_to_the_late_closer() {
     let mut p = Pipeline::default();
     let server = task(300, "storage", 5);
     let mut c = Conn::passive(0xffff_3000, server, "10.0.0.1:9000", "10.0.0.50:51000");
-    p.feed(&c.state(0, Listen, SynRecv));
-    p.feed(&c.state(MS, SynRecv, Established));
-    p.feed(&c.state(2 * MS, Established, CloseWait)); // the client closed and left
-                                                      // Minutes later the server closes; nobody acknowledges the FIN.
-    p.feed(&c.closed_by(120 * SEC, CloseWait, LastAck, server));
-    for k in 1..=3u64 {
-        p.feed(&c.retransmit(120 * SEC + k * 200 * MS, LastAck));
-    }
+    late_close_unacknowledged(&mut p, &mut c, server);
     // An ordinary data retransmit elsewhere must not count as a FIN one.
     let mut other = Conn::active(0xffff_3001, server, "10.0.0.1:41000", "10.0.0.60:80");
     p.feed(&other.state(0, Close, SynSent));
@@ -303,12 +296,7 @@ fn dead_peer_fin_retransmits_belong_to_the_late_closer() {
     p.feed(&c.dies(122 * SEC, LastAck, Some(libc::ETIMEDOUT)));
 
     let report = p.report(&Snapshot::default(), 123 * SEC);
-    let dead = findings(&report, |f| match f {
-        Finding::DeadPeerFin(d) => Some(d),
-        _ => None,
-    });
-    assert_eq!(dead.len(), 1, "{report:#?}");
-    let d = dead[0];
+    let d = the_dead_peer_row(&report);
     assert_eq!(d.process.as_ref().map(|p| p.pid), Some(300));
     assert_eq!(
         d.peer, "10.0.0.50:0",
@@ -325,6 +313,28 @@ fn dead_peer_fin_retransmits_belong_to_the_late_closer() {
         d.verdict,
         "peer never acknowledged; gave up after 3 retransmits over 2.0 s"
     );
+}
+
+/// An accepted connection whose client closed and left; the server closes
+/// two minutes later, and three FIN retransmits go unanswered.
+fn late_close_unacknowledged(p: &mut Pipeline, c: &mut Conn, server: Task) {
+    p.feed(&c.state(0, Listen, SynRecv));
+    p.feed(&c.state(MS, SynRecv, Established));
+    p.feed(&c.state(2 * MS, Established, CloseWait));
+    p.feed(&c.closed_by(120 * SEC, CloseWait, LastAck, server));
+    for k in 1..=3u64 {
+        p.feed(&c.retransmit(120 * SEC + k * 200 * MS, LastAck));
+    }
+}
+
+/// The report's one dead-peer row.
+fn the_dead_peer_row(report: &Report) -> &crate::findings::DeadPeerFin {
+    let dead = findings(report, |f| match f {
+        Finding::DeadPeerFin(d) => Some(d),
+        _ => None,
+    });
+    assert_eq!(dead.len(), 1, "{report:#?}");
+    dead[0]
 }
 
 /// A method closing late, once interpreted and then compiled: two stacks
@@ -351,23 +361,12 @@ fn fin_retransmits_of_one_method_by_two_paths_are_one_row() {
         let server = task(300, "storage", stack);
         let client = format!("10.0.0.50:5100{i}");
         let mut c = Conn::passive(0xffff_3000 + stack, server, "10.0.0.1:9000", &client);
-        p.feed(&c.state(0, Listen, SynRecv));
-        p.feed(&c.state(MS, SynRecv, Established));
-        p.feed(&c.state(2 * MS, Established, CloseWait));
-        p.feed(&c.closed_by(120 * SEC, CloseWait, LastAck, server));
-        for k in 1..=3u64 {
-            p.feed(&c.retransmit(120 * SEC + k * 200 * MS, LastAck));
-        }
+        late_close_unacknowledged(&mut p, &mut c, server);
         p.feed(&c.dies(122 * SEC, LastAck, Some(libc::ETIMEDOUT)));
     }
 
     let report = p.report(&Snapshot::default(), 123 * SEC);
-    let dead = findings(&report, |f| match f {
-        Finding::DeadPeerFin(d) => Some(d),
-        _ => None,
-    });
-    assert_eq!(dead.len(), 1, "{report:#?}");
-    let d = dead[0];
+    let d = the_dead_peer_row(&report);
     assert_eq!(
         (d.sockets, d.retransmits, d.outcomes.gave_up),
         (2, 6, 2),

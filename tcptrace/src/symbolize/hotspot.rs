@@ -259,22 +259,22 @@ impl Memory {
         Some(bytes)
     }
 
-    fn u64_at(&self, addr: u64) -> Option<u64> {
-        let mut bytes = [0; 8];
+    fn array_at<const N: usize>(&self, addr: u64) -> Option<[u8; N]> {
+        let mut bytes = [0; N];
         self.0.read_exact_at(&mut bytes, addr).ok()?;
-        Some(u64::from_ne_bytes(bytes))
+        Some(bytes)
+    }
+
+    fn u64_at(&self, addr: u64) -> Option<u64> {
+        self.array_at(addr).map(u64::from_ne_bytes)
     }
 
     fn u32_at(&self, addr: u64) -> Option<u32> {
-        let mut bytes = [0; 4];
-        self.0.read_exact_at(&mut bytes, addr).ok()?;
-        Some(u32::from_ne_bytes(bytes))
+        self.array_at(addr).map(u32::from_ne_bytes)
     }
 
     fn u16_at(&self, addr: u64) -> Option<u16> {
-        let mut bytes = [0; 2];
-        self.0.read_exact_at(&mut bytes, addr).ok()?;
-        Some(u16::from_ne_bytes(bytes))
+        self.array_at(addr).map(u16::from_ne_bytes)
     }
 
     /// A NUL-terminated name.
@@ -409,22 +409,32 @@ mod tests {
 
     #[test]
     fn descriptors_read_as_the_jvm_writes_methods() {
-        assert_eq!(
-            external_name("Client", "connectPerRequest", "(Ljava/lang/String;I)V").unwrap(),
-            "void Client.connectPerRequest(java.lang.String, int)"
-        );
-        assert_eq!(
-            external_name("java/net/Socket", "connect", "(Ljava/net/SocketAddress;)V").unwrap(),
-            "void java.net.Socket.connect(java.net.SocketAddress)"
-        );
-        assert_eq!(
-            external_name("a/B$C", "run", "([[Ljava/lang/Object;J[Z)[I").unwrap(),
-            "int[] a.B$C.run(java.lang.Object[][], long, boolean[])"
-        );
-        assert_eq!(
-            external_name("Main", "main", "()V").unwrap(),
-            "void Main.main()"
-        );
+        for (class, method, descriptor, external) in [
+            (
+                "Client",
+                "connectPerRequest",
+                "(Ljava/lang/String;I)V",
+                "void Client.connectPerRequest(java.lang.String, int)",
+            ),
+            (
+                "java/net/Socket",
+                "connect",
+                "(Ljava/net/SocketAddress;)V",
+                "void java.net.Socket.connect(java.net.SocketAddress)",
+            ),
+            (
+                "a/B$C",
+                "run",
+                "([[Ljava/lang/Object;J[Z)[I",
+                "int[] a.B$C.run(java.lang.Object[][], long, boolean[])",
+            ),
+            ("Main", "main", "()V", "void Main.main()"),
+        ] {
+            assert_eq!(
+                external_name(class, method, descriptor).as_deref(),
+                Some(external)
+            );
+        }
         for broken in ["", "(", "(I", "(Q)V", "(Ljava/lang/String)V", "()", "()VV"] {
             assert_eq!(external_name("A", "b", broken), None, "{broken:?}");
         }
