@@ -43,6 +43,8 @@ pub(super) fn method_of(addr: u64) -> Option<u64> {
 const MAX_METHODS: usize = 4096;
 /// Entries of the JVM's tables read at most (JDK 17 has about 2,500).
 const MAX_ENTRIES: u64 = 20_000;
+/// Table entries read at once.
+const ENTRIES_PER_READ: usize = 256;
 /// The longest type, field, class, method or signature name read.
 const MAX_NAME: usize = 1024;
 
@@ -287,40 +289,67 @@ impl Memory {
 
     /// The entries of `table` about `types`: (type, field) → (value,
     /// address). A type table's entries have no field (its name is empty).
-    /// Only their fields' names are read: some 2,500 entries, a read each.
+    /// Entries are read `ENTRIES_PER_READ` at a time, and each distinct
+    /// type name once (some 2,500 entries name a few hundred types).
     fn entries(&self, table: &Table, types: &[&str]) -> HashMap<(String, String), (u64, u64)> {
         let mut found = HashMap::new();
-        for i in 0..MAX_ENTRIES {
-            let entry = table.entries + i * table.stride;
-            let Some(type_at) = self.u64_at(entry + table.type_name) else {
-                break;
-            };
-            // The table ends with an entry without a type name.
-            if type_at == 0 {
+        let Ok(stride) = usize::try_from(table.stride) else {
+            return found;
+        };
+        if !(8..=4096).contains(&stride) {
+            return found;
+        }
+        // Type-name address → the name, when it is one of `types`.
+        let mut names: HashMap<u64, Option<String>> = HashMap::new();
+        let mut first = 0;
+        while first < MAX_ENTRIES {
+            let chunk = self.read_up_to(
+                table.entries + first * table.stride,
+                stride * ENTRIES_PER_READ,
+            );
+            for entry in chunk.chunks_exact(stride) {
+                let word = |offset: u64| -> Option<u64> {
+                    let at = usize::try_from(offset).ok()?;
+                    Some(u64::from_ne_bytes(entry.get(at..at + 8)?.try_into().ok()?))
+                };
+                // The table ends with an entry without a type name.
+                let Some(type_at) = word(table.type_name).filter(|&at| at != 0) else {
+                    return found;
+                };
+                let type_name = names.entry(type_at).or_insert_with(|| {
+                    self.c_string_at(type_at)
+                        .filter(|name| types.contains(&name.as_str()))
+                });
+                let Some(type_name) = type_name.clone() else {
+                    continue;
+                };
+                let field = table
+                    .field_name
+                    .and_then(word)
+                    .and_then(|name| self.c_string_at(name))
+                    .unwrap_or_default();
+                let value = word(table.value).unwrap_or(0);
+                let address = if table.field_name.is_some() {
+                    word(table.address).unwrap_or(0)
+                } else {
+                    0
+                };
+                found.insert((type_name, field), (value, address));
+            }
+            if chunk.len() < stride * ENTRIES_PER_READ {
                 break;
             }
-            let Some(type_name) = self
-                .c_string_at(type_at)
-                .filter(|name| types.contains(&name.as_str()))
-            else {
-                continue;
-            };
-            let field = match table.field_name {
-                Some(at) => self
-                    .u64_at(entry + at)
-                    .and_then(|name| self.c_string_at(name))
-                    .unwrap_or_default(),
-                None => String::new(),
-            };
-            let value = self.u64_at(entry + table.value).unwrap_or(0);
-            let address = if table.field_name.is_some() {
-                self.u64_at(entry + table.address).unwrap_or(0)
-            } else {
-                0
-            };
-            found.insert((type_name, field), (value, address));
+            first += ENTRIES_PER_READ as u64;
         }
         found
+    }
+
+    /// Up to `len` bytes at `addr`: fewer where readable memory ends.
+    fn read_up_to(&self, addr: u64, len: usize) -> Vec<u8> {
+        let mut bytes = vec![0; len];
+        let read = self.0.read_at(&mut bytes, addr).unwrap_or(0);
+        bytes.truncate(read);
+        bytes
     }
 }
 
