@@ -353,7 +353,8 @@ impl Symbolizer {
     }
 
     /// Unwinds a captured stack: instruction pointers, innermost first,
-    /// ready for [`Self::symbolize`]. Empty when the process's mappings
+    /// ready for [`Self::symbolize`] (an interpreted Java frame is its
+    /// method, tagged: see `hotspot`). Empty when the process's mappings
     /// are unknown (see [`Self::last_error`]).
     pub fn unwind(&mut self, captured: &CapturedStack) -> Vec<u64> {
         let tgid = captured.tgid;
