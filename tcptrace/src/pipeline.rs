@@ -321,26 +321,46 @@ impl Pipeline {
         rings: &mut Rings,
         mut each: impl FnMut(&Observed) -> Result<(), E>,
     ) -> Result<(), E> {
+        while self.drain_up_to(rings, usize::MAX, &mut each)? {}
+        Ok(())
+    }
+
+    /// Reads waiting records, at most `budget` of the event ring; true when
+    /// it stopped there and more may be waiting. Under a load that never
+    /// lets the ring empty, the caller gets back to its output, signals and
+    /// deadline between batches.
+    pub fn drain_up_to<E>(
+        &mut self,
+        rings: &mut Rings,
+        budget: usize,
+        each: &mut impl FnMut(&Observed) -> Result<(), E>,
+    ) -> Result<bool, E> {
         let (events, stacks) = (rings.events.get_mut(), rings.stacks.get_mut());
+        let mut read = 0;
         // Stacks are symbolized one at a time once the rings are empty, so
         // the records of other processes (their stacks to unwind while they
         // live) never wait behind the parse of a new binary.
         loop {
             self.drain_stacks(stacks);
             while let Some(item) = events.next() {
+                read += 1;
                 let Some(mut event) = self.decoded(&item) else {
                     continue;
                 };
+                drop(item);
                 // The kernel sends a capture before the event that refers
                 // to it: one not met yet is in the stack ring by now.
                 if !self.call_sites.canonicalize(&mut event) {
                     self.drain_stacks(stacks);
                     self.call_sites.canonicalize(&mut event);
                 }
-                self.handle_event(&event, &mut each)?;
+                self.handle_event(&event, each)?;
+                if read >= budget {
+                    return Ok(true);
+                }
             }
             if !self.call_sites.resolve_one() {
-                return Ok(());
+                return Ok(false);
             }
         }
     }

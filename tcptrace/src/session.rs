@@ -105,14 +105,16 @@ pub async fn run(options: SessionOptions, sink: &mut dyn Sink) -> Result<Session
     eprintln!("tcptrace: tracing TCP sockets; Ctrl-C to stop");
 
     let report_only = options.report_only;
+    // A batch of records at a time: true when more are waiting.
     let drain = |pipeline: &mut Pipeline, rings: &mut Rings, sink: &mut dyn Sink| {
-        pipeline.drain(rings, |seen| {
+        let more = pipeline.drain_up_to(rings, DRAIN_BATCH, &mut |seen| {
             if report_only {
                 return Ok(());
             }
             sink.event(seen.event, &Shown::of(seen, clock))
         })?;
-        sink.flush()
+        sink.flush()?;
+        anyhow::Ok(more)
     };
 
     let started = Instant::now();
@@ -125,19 +127,28 @@ pub async fn run(options: SessionOptions, sink: &mut dyn Sink) -> Result<Session
     let mut interval = tokio::time::interval(DRAIN_INTERVAL);
     let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
     let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
+    // Records left waiting by the last batch: read on at once, but the
+    // deadline and signals come first.
+    let mut more = false;
     loop {
         tokio::select! {
-            readable = rings.readable() => {
-                readable?;
-                drain(&mut pipeline, &mut rings, sink)?;
-            }
-            _ = interval.tick() => drain(&mut pipeline, &mut rings, sink)?,
+            biased;
             () = &mut deadline => break,
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
+            () = std::future::ready(()), if more => {
+                more = drain(&mut pipeline, &mut rings, sink)?;
+            }
+            readable = rings.readable() => {
+                readable?;
+                more = drain(&mut pipeline, &mut rings, sink)?;
+            }
+            _ = interval.tick() => more = drain(&mut pipeline, &mut rings, sink)?,
         }
     }
-    drain(&mut pipeline, &mut rings, sink)?;
+    // What is waiting now; a load that goes on after the end is not waited for.
+    let last = Instant::now() + LAST_DRAIN;
+    while drain(&mut pipeline, &mut rings, sink)? && Instant::now() < last {}
     pipeline.call_sites.finish();
     let summary = SessionCounts {
         elapsed: started.elapsed(),
@@ -148,6 +159,12 @@ pub async fn run(options: SessionOptions, sink: &mut dyn Sink) -> Result<Session
     };
     end(&mut pipeline, summary, options.write.as_deref(), sink)
 }
+
+/// Event records read between two looks at the output, signals and
+/// deadline.
+const DRAIN_BATCH: usize = 4096;
+/// The longest the end of a session goes on reading records.
+const LAST_DRAIN: Duration = Duration::from_secs(1);
 
 /// The session's summary and report (and the end of its recording),
 /// against a socket dump taken now.

@@ -73,19 +73,37 @@ pub fn spawn(mut out: impl Write + Send + 'static) -> io::Result<(DetachedWriter
     ))
 }
 
+/// A batch this large goes to the thread at the next line's end, flushed
+/// or not: a session under load may write for a long time between flushes,
+/// and a batch larger than [`MAX_PENDING`] would be dropped whole.
+pub const HANDOVER_BYTES: usize = 256 * 1024;
+
+impl DetachedWriter {
+    /// Hands the batch over once it is large and ends a line (a dropped
+    /// batch must not cut a line in two).
+    #[inline]
+    fn hand_over_if_large(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if self.buffer.len() >= HANDOVER_BYTES && bytes.ends_with(b"\n") {
+            self.flush()?;
+        }
+        Ok(())
+    }
+}
+
 impl Write for DetachedWriter {
     // Inlined into the serializers, which write a line in many small
     // pieces: a call per piece cost a tenth of `trace --json` under churn.
     #[inline]
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
         self.buffer.extend_from_slice(bytes);
+        self.hand_over_if_large(bytes)?;
         Ok(bytes.len())
     }
 
     #[inline]
     fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.buffer.extend_from_slice(bytes);
-        Ok(())
+        self.hand_over_if_large(bytes)
     }
 
     /// Hands the batch to the thread, or drops it (counted) when too much
@@ -105,7 +123,10 @@ impl Write for DetachedWriter {
         }
         // The next batch starts as large as this one was: growing an empty
         // buffer again by doubling copied every batch several times.
-        let capacity = self.buffer.len().max(64 * 1024);
+        let capacity = self
+            .buffer
+            .len()
+            .clamp(64 * 1024, HANDOVER_BYTES + 64 * 1024);
         let batch = std::mem::replace(&mut self.buffer, Vec::with_capacity(capacity));
         let len = batch.len() as u64;
         if shared.pending.load(Ordering::Relaxed) + len > MAX_PENDING {
@@ -169,6 +190,34 @@ mod tests {
         // 64 MiB wait; the rest was dropped, and counted.
         assert_eq!(pending, MAX_PENDING);
         assert_eq!(dropped, 100 * 1024 * 1024 - MAX_PENDING);
+    }
+
+    /// A session under load writes for a long time between flushes: its
+    /// output still goes out in bounded batches (one larger than
+    /// `MAX_PENDING` was dropped whole: `trace --json > file` under churn
+    /// kept 0.3 % of its lines), each ending a line.
+    #[test]
+    fn long_output_between_flushes_goes_out_in_whole_lines() {
+        let path = std::env::temp_dir().join(format!("tcptrace-batches-{}", std::process::id()));
+        let (mut writer, status) = spawn(std::fs::File::create(&path).unwrap()).unwrap();
+        let piece = [b'y'; 100];
+        for i in 0..20_000 {
+            // A line in pieces, as the serializers write it.
+            for _ in 0..5 {
+                writer.write_all(&piece).unwrap();
+            }
+            writeln!(writer, " {i}").unwrap();
+            assert!(writer.buffer.len() < HANDOVER_BYTES + 600);
+        }
+        writer.flush().unwrap();
+        assert_eq!(status.settle(Duration::from_secs(10)), (0, 0));
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let numbers: Vec<usize> = text
+            .lines()
+            .map(|line| line.rsplit_once(' ').unwrap().1.parse().unwrap())
+            .collect();
+        assert_eq!(numbers, (0..20_000).collect::<Vec<_>>());
     }
 
     #[test]
