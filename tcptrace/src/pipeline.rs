@@ -40,6 +40,10 @@ use crate::{
 /// How often the ring buffer is drained when no wakeup came: records are
 /// submitted without waking us (see tcptrace-ebpf/src/emit.rs).
 pub const DRAIN_INTERVAL: Duration = Duration::from_millis(100);
+/// Event records read between two looks at everything else a reader does
+/// (output, signals, deadline, HTTP): a load that never lets the ring
+/// empty must not keep it in one drain.
+pub const DRAIN_BATCH: usize = 4096;
 
 /// Event counts of a session or daemon.
 #[derive(Clone, Copy, Debug, Default, Serialize, serde::Deserialize)]

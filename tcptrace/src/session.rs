@@ -107,7 +107,7 @@ pub async fn run(options: SessionOptions, sink: &mut dyn Sink) -> Result<Session
     let report_only = options.report_only;
     // A batch of records at a time: true when more are waiting.
     let drain = |pipeline: &mut Pipeline, rings: &mut Rings, sink: &mut dyn Sink| {
-        let more = pipeline.drain_up_to(rings, DRAIN_BATCH, &mut |seen| {
+        let more = pipeline.drain_up_to(rings, crate::pipeline::DRAIN_BATCH, &mut |seen| {
             if report_only {
                 return Ok(());
             }
@@ -136,7 +136,9 @@ pub async fn run(options: SessionOptions, sink: &mut dyn Sink) -> Result<Session
             () = &mut deadline => break,
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
-            () = std::future::ready(()), if more => {
+            // A yield, not a ready future: the runtime must get to its
+            // timers and signals between batches.
+            () = tokio::task::yield_now(), if more => {
                 more = drain(&mut pipeline, &mut rings, sink)?;
             }
             readable = rings.readable() => {
@@ -160,9 +162,6 @@ pub async fn run(options: SessionOptions, sink: &mut dyn Sink) -> Result<Session
     end(&mut pipeline, summary, options.write.as_deref(), sink)
 }
 
-/// Event records read between two looks at the output, signals and
-/// deadline.
-const DRAIN_BATCH: usize = 4096;
 /// The longest the end of a session goes on reading records.
 const LAST_DRAIN: Duration = Duration::from_secs(1);
 

@@ -194,3 +194,30 @@ fn json_lines_under_saturating_churn_all_reach_the_file() {
         summary["summary"]["kernel"]["events_lost"]
     );
 }
+
+/// `--duration` ends a session under saturating churn: the session reads a
+/// batch at a time and looks at its deadline in between. A guard for the
+/// batching (the drain before it returned often enough here, and passes
+/// too). Ordered, not timed: the session ends while the load, four times
+/// as long, still runs.
+#[test]
+fn duration_ends_a_session_under_a_load_that_never_stops() {
+    require_root();
+    let path = scratch("duration");
+    let mut trace = start_trace(&["--json", "--duration", "3s"], &path);
+    let mut churn = Command::new(env!("CARGO_BIN_EXE_tt-churn"))
+        .args(["--threads", "4", "--seconds", "12", "--linger0"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("tt-churn");
+    let ended = trace.wait().expect("tcptrace");
+    let load_still_running = churn.try_wait().expect("tt-churn").is_none();
+    let _ = churn.kill();
+    let _ = churn.wait();
+    let _ = std::fs::remove_file(&path);
+    assert!(ended.success(), "{ended:?}");
+    assert!(
+        load_still_running,
+        "a 3 s session ended only after the 12 s load it traced"
+    );
+}

@@ -50,7 +50,7 @@ use crate::{
     },
     findings::Report,
     metrics::DaemonMetrics,
-    pipeline::{dump, Pipeline, Rings, DRAIN_INTERVAL},
+    pipeline::{dump, Pipeline, Rings, DRAIN_BATCH, DRAIN_INTERVAL},
     probe::{bpf_stats_enabled, Probe, ProbeOptions},
     snapshot::Snapshot,
 };
@@ -96,6 +96,9 @@ pub fn run(config: DaemonConfig, read_config: ReadConfig) -> Result<()> {
 
 /// The daemon's stack ring buffer (see `ProbeOptions::stack_ring_bytes`).
 const DAEMON_STACK_RING_BYTES: u32 = 4 * 1024 * 1024;
+/// Batches read at most before a socket dump is applied (the events
+/// before it first).
+const REFRESH_DRAIN_BATCHES: usize = 64;
 
 async fn serve(config: DaemonConfig, read_config: ReadConfig) -> Result<()> {
     // Bind before loading anything: a taken port is the commonest mistake.
@@ -155,15 +158,19 @@ async fn serve(config: DaemonConfig, read_config: ReadConfig) -> Result<()> {
     let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
     let mut hangup = tokio::signal::unix::signal(SignalKind::hangup())?;
     let mut ignored = IgnoredSignals::new()?;
+    // Records left waiting by the last batch: read on after a yield, so
+    // scrapes, signals and timers are served in between.
+    let mut more = false;
     loop {
         tokio::select! {
+            () = tokio::task::yield_now(), if more => more = daemon.borrow_mut().drain(&mut rings),
             readable = rings.readable() => {
                 readable?;
                 let mut d = daemon.borrow_mut();
                 d.wakeups += 1;
-                d.drain(&mut rings);
+                more = d.drain(&mut rings);
             }
-            _ = drain_tick.tick() => daemon.borrow_mut().drain(&mut rings),
+            _ = drain_tick.tick() => more = daemon.borrow_mut().drain(&mut rings),
             _ = refresh_tick.tick() => {
                 // The socket dump and /proc scan take long with 100k
                 // sockets: run them on a blocking thread while events drain.
@@ -177,13 +184,7 @@ async fn serve(config: DaemonConfig, read_config: ReadConfig) -> Result<()> {
             }
             dumped = async { dumping.as_mut().expect("guarded by the branch condition").await }, if dumping.is_some() => {
                 dumping = None;
-                let mut d = daemon.borrow_mut();
-                d.drain(&mut rings);
-                match dumped {
-                    Ok(Ok((all, owned))) => d.refresh(all, owned),
-                    Ok(Err(err)) => d.refresh_failed(&format!("{err:#}")),
-                    Err(err) => d.refresh_failed(&err.to_string()),
-                }
+                more = daemon.borrow_mut().apply_dump(&mut rings, dumped);
             }
             accepted = listener.accept(), if http.accepting(Instant::now()) => {
                 match accepted {
@@ -466,7 +467,31 @@ impl Daemon {
         self.config = config;
     }
 
-    fn drain(&mut self, rings: &mut Rings) {
+    /// Applies a socket dump taken just now, after the events before it (a
+    /// bounded number of batches under a load without end); true when
+    /// more records are waiting.
+    fn apply_dump(
+        &mut self,
+        rings: &mut Rings,
+        dumped: Result<Result<(Snapshot, Snapshot)>, tokio::task::JoinError>,
+    ) -> bool {
+        let mut more = false;
+        for _ in 0..REFRESH_DRAIN_BATCHES {
+            more = self.drain(rings);
+            if !more {
+                break;
+            }
+        }
+        match dumped {
+            Ok(Ok((all, owned))) => self.refresh(all, owned),
+            Ok(Err(err)) => self.refresh_failed(&format!("{err:#}")),
+            Err(err) => self.refresh_failed(&err.to_string()),
+        }
+        more
+    }
+
+    /// Reads a batch of records; true when more are waiting.
+    fn drain(&mut self, rings: &mut Rings) -> bool {
         // The pressure that ends in lost events, as the reader finds it.
         for (stats, fill) in self
             .rings
@@ -479,12 +504,13 @@ impl Daemon {
             }
         }
         let metrics = &mut self.metrics;
-        let _ = self
+        let more = self
             .pipeline
-            .drain::<std::convert::Infallible>(rings, |seen| {
+            .drain_up_to::<std::convert::Infallible>(rings, DRAIN_BATCH, &mut |seen| {
                 metrics.observe(seen);
                 Ok(())
-            });
+            })
+            .unwrap_or(false);
         // Resets on sockets nobody owns belong to no filter's scope: with a
         // filter they are host-wide figures only (`tcptrace_kernel_*`).
         if self.pipeline.filter.is_empty() {
@@ -495,6 +521,7 @@ impl Daemon {
                 count(Counter::ResetsReceivedWithoutSocket),
             );
         }
+        more
     }
 
     /// Diagnoses and the findings log, against a fresh socket dump.
