@@ -222,11 +222,14 @@ fn terminal_view_shows_nginx_and_curl_sorts_details_and_quits_cleanly() {
     // listener's handshakes) and its workers (for the connections they
     // accepted and closed) are one row.
     tmux.send_keys(&["g"]);
+    // The whole frame: a capture can land while the terminal is still
+    // drawing one, with the last frame's rows below the new ones.
     let (screen, grouped) = tmux.wait_for(Duration::from_secs(5), |s| {
         s.contains(" programs - ")
             && rows(s)
                 .iter()
                 .any(|r| r.name == "nginx" && u64::from(r.processes) == 1 + Nginx::WORKERS as u64)
+            && rows(s).iter().filter(|r| r.name == "curl").count() == 1
     });
     assert!(
         grouped,

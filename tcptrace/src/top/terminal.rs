@@ -6,7 +6,7 @@
 //! the shell is usable after.
 
 use std::{
-    io::{self, Stdout, Write},
+    io::{self, BufWriter, Stdout, Write},
     sync::{
         atomic::{AtomicBool, Ordering},
         Once,
@@ -30,8 +30,13 @@ static PANIC_HOOK: Once = Once::new();
 
 /// Owns the terminal in raw mode on the alternate screen.
 pub struct TerminalGuard {
-    pub terminal: Terminal<CrosstermBackend<Stdout>>,
+    pub terminal: Terminal<CrosstermBackend<BufWriter<Stdout>>>,
 }
+
+/// Room for a whole frame: it goes to the terminal in one write when the
+/// frame is done, never half drawn (stdout alone writes every 1 KiB, and a
+/// terminal or tmux shows the pieces as they come, over SSH too).
+const FRAME_BYTES: usize = 1024 * 1024;
 
 impl TerminalGuard {
     /// Takes the terminal: raw mode (keys one at a time, no echo, Ctrl-C
@@ -55,7 +60,10 @@ impl TerminalGuard {
             restore();
             return Err(err).context("switching to the alternate screen");
         }
-        match Terminal::new(CrosstermBackend::new(stdout)) {
+        match Terminal::new(CrosstermBackend::new(BufWriter::with_capacity(
+            FRAME_BYTES,
+            stdout,
+        ))) {
             Ok(terminal) => Ok(Self { terminal }),
             Err(err) => {
                 restore();
@@ -67,6 +75,8 @@ impl TerminalGuard {
 
 impl Drop for TerminalGuard {
     fn drop(&mut self) {
+        // A frame still buffered goes to the alternate screen, not after it.
+        let _ = ratatui::backend::Backend::flush(self.terminal.backend_mut());
         restore();
     }
 }
