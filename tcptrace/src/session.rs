@@ -150,7 +150,16 @@ pub async fn run(options: SessionOptions, sink: &mut dyn Sink) -> Result<Session
     }
     // What is waiting now; a load that goes on after the end is not waited for.
     let last = Instant::now() + LAST_DRAIN;
-    while drain(&mut pipeline, &mut rings, sink)? && Instant::now() < last {}
+    let mut unread = drain(&mut pipeline, &mut rings, sink)?;
+    while unread && Instant::now() < last {
+        unread = drain(&mut pipeline, &mut rings, sink)?;
+    }
+    if unread {
+        eprintln!(
+            "tcptrace: records were still arriving {LAST_DRAIN:?} after the session ended; \
+             those not read yet are not in this report"
+        );
+    }
     pipeline.call_sites.finish();
     let summary = SessionCounts {
         elapsed: started.elapsed(),
