@@ -113,17 +113,14 @@ pub unsafe fn zero_words<T>(dst: *mut T) {
     }
 }
 
-/// `Task::NOBODY`, built word by word: the constant itself became a call
-/// to the `memset` subprogram on every run that names no task.
+/// `Task::NOBODY`, written word by word where the task lives: the
+/// constant, or a zeroed task returned by value, became a call to the
+/// `memset` subprogram on every run that names no task.
 #[inline(always)]
-pub fn nobody() -> Task {
-    let mut task = core::mem::MaybeUninit::<Task>::uninit();
+pub fn set_nobody(task: &mut core::mem::MaybeUninit<Task>) {
     // SAFETY: `task` is 48 bytes, 8-aligned, all written; all zeros is
     // `Task::NOBODY` (asserted in tcptrace-common).
-    unsafe {
-        zero_words(task.as_mut_ptr());
-        task.assume_init()
-    }
+    unsafe { zero_words(task.as_mut_ptr()) };
 }
 
 /// Copies a record as 8-byte words. Volatile, because LLVM would turn a

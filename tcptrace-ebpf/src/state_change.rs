@@ -9,6 +9,8 @@
 //! (handshake completion, FIN received, TIME_WAIT hand-over, timers) runs in
 //! softirq and is attributed through the owner record only.
 
+use core::mem::MaybeUninit;
+
 use aya_ebpf::{
     helpers::bpf_ktime_get_ns,
     programs::{RawTracePointContext, TracePointContext},
@@ -24,7 +26,7 @@ use tcptrace_common::{
 
 use crate::{
     context::{current_cgroup_id, current_task, in_process_context, StackFor},
-    emit::{copy_words, emit, nobody, zero_words, Record},
+    emit::{copy_words, emit, set_nobody, zero_words, Record},
     filter::{allows, record_ports, socket_ports, stack_unless_ruled_out},
     maps::{
         count, settings, state_layout, LAST_RESET_SOCK, LISTENERS, RESETS_BY_CLOSE, SCRATCH, SOCKS,
@@ -112,22 +114,44 @@ fn on_change(
     let role = classify(old, new, process, new == CLOSE && reset_by_peer(skaddr));
     let born = role == Attribution::Birth;
     let closing = role == Attribution::CloseCall;
-    let actor = match role {
-        _ if !process => nobody(),
-        Attribution::Birth => current_task(stack_unless_ruled_out(StackFor::Birth, &ports), now),
+    // Built in place: a zeroed task returned by value became a call to
+    // a byte-wise memset subprogram on every run.
+    let mut actor = MaybeUninit::<Task>::uninit();
+    match role {
+        _ if !process => set_nobody(&mut actor),
+        Attribution::Birth => {
+            actor.write(current_task(
+                stack_unless_ruled_out(StackFor::Birth, &ports),
+                now,
+            ));
+        }
         Attribution::CloseCall => {
-            current_task(stack_unless_ruled_out(StackFor::Close, &ports), now)
+            actor.write(current_task(
+                stack_unless_ruled_out(StackFor::Close, &ports),
+                now,
+            ));
         }
         // Only a printed event names who was running for the rest.
-        _ if summary => nobody(),
-        _ => current_task(StackFor::None, now),
-    };
+        _ if summary => set_nobody(&mut actor),
+        _ => {
+            actor.write(current_task(StackFor::None, now));
+        }
+    }
+    // SAFETY: every arm above wrote the whole task.
+    let actor = unsafe { actor.assume_init_ref() };
 
     // A known socket is updated where it lives. A new one is built in a
     // per-CPU scratch slot (the 512-byte BPF stack cannot hold it next to
     // the task records) and inserted at the end.
-    let stored = SOCKS.get_ptr_mut(skaddr);
-    let fresh = born || role == Attribution::PassiveChild || stored.is_none();
+    // A new life needs no lookup: its insert replaces whatever record a
+    // freed socket at this address left behind.
+    let new_life = born || role == Attribution::PassiveChild;
+    let stored = if new_life {
+        None
+    } else {
+        SOCKS.get_ptr_mut(skaddr)
+    };
+    let fresh = new_life || stored.is_none();
     let info = match stored {
         // SAFETY: a pointer into the SOCKS map's value, valid for this program run; updates of one socket race only with its own softirq work, which sees a whole record.
         Some(known) if !fresh => unsafe { &mut *known },
@@ -135,7 +159,7 @@ fn on_change(
             // SAFETY: this CPU's scratch slot, used by one program run at a time.
             let scratch = unsafe { &mut *SCRATCH.get_ptr_mut(0).ok_or(())? };
             if born {
-                init_born(scratch, skaddr, &actor, now);
+                init_born(scratch, skaddr, actor, now);
             } else if role == Attribution::PassiveChild {
                 init_passive_child(scratch, skaddr, local_port()?, now);
             } else {
@@ -155,7 +179,8 @@ fn on_change(
         let _ = RESETS_BY_CLOSE.insert(skaddr, 0, 0);
     }
     if closing && info.flags & CLOSER_KNOWN == 0 {
-        info.closer = actor;
+        // SAFETY: two whole records.
+        unsafe { copy_words(&raw mut info.closer, actor) };
         info.flags |= CLOSER_KNOWN;
         // Without the accept hook (the daemon: syscall tracepoints tax
         // every system call on the host), a passive socket closed by
@@ -163,7 +188,7 @@ fn on_change(
         // worker) becomes that process's, with its close call site.
         if info.flags & OWNER_FROM_LISTENER != 0 && actor.tgid != info.owner.tgid {
             // SAFETY: two whole records.
-            unsafe { copy_words(&raw mut info.owner, &raw const actor) };
+            unsafe { copy_words(&raw mut info.owner, actor) };
             info.flags = (info.flags & !OWNER_FROM_LISTENER) | OWNER_FROM_ACCEPT;
         }
     }
@@ -200,7 +225,7 @@ fn on_change(
     let acting = if summary && info.closer.is_known() {
         &info.closer
     } else {
-        &actor
+        actor
     };
     let sent = (!summary || summary_sent_on(new)) && allows(info, acting, &ports);
     if sent {
@@ -225,7 +250,7 @@ fn on_change(
             context: if process { CTX_PROCESS } else { 0 },
             skaddr,
             sock: info,
-            actor: &actor,
+            actor,
             in_state_ns,
             sk_err,
             raw_from,
