@@ -1,18 +1,23 @@
 //! The userspace per-event path: decode → owner → socket table →
-//! diagnoses → daemon counters, on a synthetic loopback churn (10 events
-//! per connection, as the kernel sends them, addresses reused), in events
-//! per second on one core.
+//! diagnoses → daemon counters, on a synthetic loopback churn (addresses
+//! reused), in records per second on one core: as `trace` gets it (10
+//! state-change records per connection) and as the daemon gets it (two
+//! summary records per connection, each a whole life, as `tt-churn
+//! --linger0` makes them).
 
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use tcptrace::{
-    event::layout::RecordLayouts, filter::Filter, metrics::DaemonMetrics, pipeline::Pipeline,
+    event::layout::{RecordLayouts, SockCommonLayout},
+    filter::Filter,
+    metrics::DaemonMetrics,
+    pipeline::Pipeline,
     probe::tracefs::Format,
 };
 use tcptrace_common::{
-    Event, SockInfo, Task, CLOSER_KNOWN, CTX_PROCESS, EVENT_SIZE, OWNER_FROM_LISTENER,
-    OWNER_FROM_SYSCALL, RAW_RECORD_LEN,
+    history::History, state::raw, Event, EventKind, SockInfo, Task, CLOSER_KNOWN, CTX_PROCESS,
+    EVENT_SIZE, OWNER_FROM_LISTENER, OWNER_FROM_SYSCALL, RAW_RECORD_LEN, RESET_BY_CLOSE,
 };
 
 const CONNECTIONS: u64 = 2_000;
@@ -35,6 +40,18 @@ fn layouts() -> RecordLayouts {
     )
     .expect("layouts")
 }
+
+/// `struct sock_common` on `x86_64` (what the kernel's BTF gives there).
+const SOCK_COMMON: SockCommonLayout = SockCommonLayout {
+    family: 16,
+    daddr: 0,
+    rcv_saddr: 4,
+    dport: 12,
+    num: 14,
+    state: 18,
+    v6_daddr: 56,
+    v6_rcv_saddr: 72,
+};
 
 fn task(pid: u32, comm: &[u8], stack: u64) -> Task {
     let mut task = Task::NOBODY;
@@ -139,6 +156,90 @@ fn churn() -> Vec<Vec<u8>> {
     events
 }
 
+/// One summary record: `path` is the socket's whole life.
+fn summary_event(
+    skaddr: u64,
+    mut sock: SockInfo,
+    path: &[(i32, i32, u64)],
+    (local_port, remote_port): (u16, u16),
+    sk_err: i32,
+) -> Vec<u8> {
+    let mut history = History::EMPTY;
+    for &(old, new, ts) in path {
+        history.enter(old, new, ts);
+    }
+    sock.history = history;
+    sock.created_ns = path[0].2;
+    let l = SOCK_COMMON;
+    let mut raw = [0u8; RAW_RECORD_LEN];
+    raw[l.daddr..l.daddr + 4].copy_from_slice(&[127, 0, 0, 1]);
+    raw[l.rcv_saddr..l.rcv_saddr + 4].copy_from_slice(&[127, 0, 0, 1]);
+    raw[l.dport..l.dport + 2].copy_from_slice(&remote_port.to_be_bytes());
+    raw[l.num..l.num + 2].copy_from_slice(&local_port.to_ne_bytes());
+    raw[l.family..l.family + 2].copy_from_slice(&2u16.to_ne_bytes());
+    let closer = sock.closer;
+    let (last_ts, context) = (path[path.len() - 1].2, sock.flags & CLOSER_KNOWN);
+    let event = Event {
+        kind: EventKind::Summary as u16,
+        raw_len: u16::try_from(RAW_RECORD_LEN).expect("record length"),
+        context: if context != 0 { CTX_PROCESS } else { 0 },
+        ts_ns: last_ts,
+        skaddr,
+        sock,
+        actor: closer,
+        in_state_ns: 20_000,
+        sk_err,
+        local_port_be: local_port.to_be(),
+        _pad: 0,
+        raw,
+    };
+    // SAFETY: Event is plain data without padding.
+    unsafe { std::slice::from_raw_parts((&raw const event).cast::<u8>(), EVENT_SIZE) }.to_vec()
+}
+
+/// The daemon's records of the same churn: the client closes with
+/// `SO_LINGER` 0, the server's socket dies of the reset.
+fn summary_churn() -> Vec<Vec<u8>> {
+    let (client, server) = (task(100, b"client", 1), task(200, b"server", 2));
+    let mut events = Vec::new();
+    for i in 0..CONNECTIONS {
+        let t = i * 50_000;
+        let port = 32768 + u16::try_from(i % 28_000).expect("port");
+        let (active, passive) = (0xffff_0000 + (i % 64) * 2, 0xffff_0001 + (i % 64) * 2);
+        let mut a = SockInfo::EMPTY;
+        a.owner = client;
+        a.closer = client;
+        a.flags = OWNER_FROM_SYSCALL | CLOSER_KNOWN | RESET_BY_CLOSE;
+        let mut p = SockInfo::EMPTY;
+        p.owner = server;
+        p.flags = OWNER_FROM_LISTENER;
+        let (syn_sent, established, close) = (raw::SYN_SENT, raw::ESTABLISHED, raw::CLOSE);
+        events.push(summary_event(
+            active,
+            a,
+            &[
+                (close, syn_sent, t),
+                (syn_sent, established, t + 2_000),
+                (established, close, t + 4_000),
+            ],
+            (port, 8080),
+            0,
+        ));
+        events.push(summary_event(
+            passive,
+            p,
+            &[
+                (raw::LISTEN, raw::SYN_RECV, t + 1_000),
+                (raw::SYN_RECV, established, t + 3_000),
+                (established, close, t + 5_000),
+            ],
+            (8080, port),
+            104,
+        ));
+    }
+    events
+}
+
 fn hot_path(c: &mut Criterion) {
     let events = churn();
     let mut group = c.benchmark_group("userspace hot path");
@@ -156,6 +257,30 @@ fn hot_path(c: &mut Criterion) {
         });
         assert_eq!(pipeline.counts.decode_errors, 0);
     });
+    group.finish();
+
+    let summaries = summary_churn();
+    let mut group = c.benchmark_group("daemon hot path");
+    group.throughput(Throughput::Elements(summaries.len() as u64));
+    group.bench_function(
+        "summary records: decode+expand+table+diagnoses+metrics",
+        |b| {
+            let mut layouts = layouts();
+            layouts.sock_common = Some(SOCK_COMMON);
+            let mut pipeline = Pipeline::detached(layouts, Filter::default());
+            let mut metrics = DaemonMetrics::default();
+            b.iter(|| {
+                for bytes in &summaries {
+                    let _ = pipeline.handle::<()>(black_box(bytes), &mut |seen| {
+                        metrics.observe(seen);
+                        Ok(())
+                    });
+                }
+            });
+            assert_eq!(pipeline.counts.decode_errors, 0);
+            assert!(pipeline.counts.state_changes >= 6 * CONNECTIONS);
+        },
+    );
     group.finish();
 }
 

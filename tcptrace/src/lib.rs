@@ -25,6 +25,7 @@ pub mod port_range;
 pub mod privileges;
 pub mod probe;
 pub mod proc_fds;
+pub mod recent_map;
 pub mod recording;
 pub mod session;
 pub mod snapshot;

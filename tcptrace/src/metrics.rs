@@ -21,8 +21,8 @@ use crate::{
     },
     event::TcpEventKind,
     pipeline::Observed,
+    recent_map::RecentMap,
     table::Role,
-    FastMap,
 };
 
 /// Label sets of processes: each has up to ~60 series (two histograms,
@@ -300,8 +300,8 @@ pub struct PeerMetrics {
 }
 
 pub struct DaemonMetrics {
-    pub processes: FastMap<ProcessKey, ProcessMetrics>,
-    pub peers: FastMap<SocketAddr, PeerMetrics>,
+    pub processes: RecentMap<ProcessKey, ProcessMetrics>,
+    pub peers: RecentMap<SocketAddr, PeerMetrics>,
     /// Events folded into "other" because the bounds were reached.
     pub folded_processes: u64,
     pub folded_peers: u64,
@@ -318,8 +318,8 @@ pub struct DaemonMetrics {
 impl Default for DaemonMetrics {
     fn default() -> Self {
         Self {
-            processes: FastMap::default(),
-            peers: FastMap::default(),
+            processes: RecentMap::default(),
+            peers: RecentMap::default(),
             folded_processes: 0,
             folded_peers: 0,
             evicted: 0,
@@ -343,7 +343,7 @@ impl DaemonMetrics {
         } else {
             key
         };
-        let process = self.processes.entry(key).or_default();
+        let process = self.processes.entry_or_default(key);
         process.last_event_ns = process.last_event_ns.max(ts_ns);
         process
     }
@@ -355,7 +355,7 @@ impl DaemonMetrics {
         } else {
             peer
         };
-        let metrics = self.peers.entry(peer).or_default();
+        let metrics = self.peers.entry_or_default(peer);
         metrics.last_event_ns = metrics.last_event_ns.max(ts_ns);
         metrics
     }

@@ -21,7 +21,7 @@ use crate::{
     diagnose::Diagnoses,
     event::{
         comm_str, decode, decode_user_stack, expand, is_user_stack, layout::RecordLayouts,
-        TcpEvent, TcpEventKind,
+        tells_whole_life, TcpEvent, TcpEventKind,
     },
     filter::{Filter, Workloads},
     findings::{build_report, Report, ReportInput, DEFAULT_IDLE_THRESHOLD},
@@ -418,12 +418,16 @@ impl Pipeline {
         if !event.summary {
             return self.process(event, each);
         }
+        if tells_whole_life(event) {
+            self.table.whole_life(event.skaddr);
+        }
         let mut result = Ok(());
         expand(event, |unfolded| {
             if result.is_ok() {
                 result = self.process(unfolded, each);
             }
         });
+        self.table.end_whole_life();
         result
     }
 

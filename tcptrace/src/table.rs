@@ -204,12 +204,40 @@ pub struct SocketTable {
     /// Records replaced because their address was reused before we saw
     /// them close (e.g. events were lost).
     pub replaced: u64,
+    /// The record of a socket whose whole life one summary record tells
+    /// (see `whole_life`): born, updated and closed while the summary
+    /// unfolds, never entered in `live` or the endpoint index, since
+    /// nothing looks it up in between. The daemon's churn takes this path.
+    passing: Option<SocketRecord>,
+    /// The address `whole_life` announced, until its birth arrives.
+    whole_life_at: Option<u64>,
 }
 
 impl SocketTable {
     #[must_use]
     pub fn get(&self, skaddr: u64) -> Option<&SocketRecord> {
-        self.live.get(&skaddr)
+        match &self.passing {
+            Some(passing) if passing.skaddr == skaddr => Some(passing),
+            _ => self.live.get(&skaddr),
+        }
+    }
+
+    /// The next events, up to a CLOSE, are the whole life of the socket at
+    /// `skaddr` (a summary record from its birth to its end): unless the
+    /// table has a record there, it is kept out of the live records.
+    pub fn whole_life(&mut self, skaddr: u64) {
+        self.whole_life_at = Some(skaddr);
+    }
+
+    /// The summary has unfolded: a record that did not close (which a
+    /// whole life always does) becomes live like any other.
+    pub fn end_whole_life(&mut self) {
+        self.whole_life_at = None;
+        if let Some(record) = self.passing.take() {
+            self.by_endpoints
+                .insert((record.netns, record.local, record.remote), record.skaddr);
+            self.live.insert(record.skaddr, record);
+        }
     }
 
     /// The live socket with these endpoints in network namespace `netns`.
@@ -277,6 +305,59 @@ impl SocketTable {
             return Applied::Live(event.skaddr);
         }
         let born = birth.map(|role| SocketRecord::born(event, role, owner, key_of(&mut cgroups)));
+        if let Some(born) = born {
+            if self.whole_life_at.take() == Some(event.skaddr)
+                && !self.live.contains_key(&event.skaddr)
+            {
+                self.passing = Some(born);
+                return self.apply_passing(event, owner, cgroups);
+            }
+            self.end_whole_life();
+            return self.apply_live(event, owner, cgroups, Some(born));
+        }
+        if self
+            .passing
+            .as_ref()
+            .is_some_and(|passing| passing.skaddr == event.skaddr)
+        {
+            return self.apply_passing(event, owner, cgroups);
+        }
+        self.apply_live(event, owner, cgroups, None)
+    }
+
+    /// `event` about the whole-life record in `passing`.
+    fn apply_passing(
+        &mut self,
+        event: &TcpEvent,
+        owner: Option<&Owner>,
+        cgroups: Option<&mut Cgroups>,
+    ) -> Applied {
+        let Some(record) = self.passing.as_mut() else {
+            return Applied::Untracked;
+        };
+        record.observe_in(event, owner, cgroups);
+        if record.state == TcpState::Close {
+            return self
+                .passing
+                .take()
+                .map_or(Applied::Untracked, Applied::Closed);
+        }
+        Applied::Live(event.skaddr)
+    }
+
+    /// `event` about a record of the live table (`born`: the record its
+    /// birth starts).
+    fn apply_live(
+        &mut self,
+        event: &TcpEvent,
+        owner: Option<&Owner>,
+        mut cgroups: Option<&mut Cgroups>,
+        born: Option<SocketRecord>,
+    ) -> Applied {
+        let key_of = |cgroups: &mut Option<&mut Cgroups>| match cgroups {
+            Some(cgroups) => cgroups.key_at_birth(event.sock.cgroup_id, owner.map(|o| o.pid)),
+            None => event.sock.cgroup_id,
+        };
         // One lookup per event: a birth, or the first sight of a socket born
         // before tracing started, starts a record; so does an event the
         // kernel says is about another socket than the record's (the old
@@ -300,15 +381,8 @@ impl SocketTable {
                 SocketRecord::seen_mid_life(event, owner, key_of(&mut cgroups))
             })),
         };
-        let unowned = record.owner.is_none();
         let old_endpoints = (record.netns, record.local, record.remote);
-        record.observe(event, owner);
-        // An owner learnt only now (a listener seeded from the start dump):
-        // its cgroup, if the birth did not give one.
-        if unowned && record.owner.is_some() && record.cgroup == 0 {
-            let cgroup = key_of(&mut cgroups);
-            record.set_cgroup(cgroup);
-        }
+        record.observe_in(event, owner, cgroups);
         let new_endpoints = (record.netns, record.local, record.remote);
         let moved = old_endpoints != new_endpoints;
         if moved && self.by_endpoints.get(&old_endpoints) == Some(&event.skaddr) {
@@ -340,6 +414,25 @@ fn unindex(by_endpoints: &mut FastMap<(u32, SocketAddr, SocketAddr), u64>, recor
 }
 
 impl SocketRecord {
+    /// `observe`, and an owner learnt only now (a listener seeded from
+    /// the start dump) gets its cgroup, if the birth did not give one.
+    fn observe_in(
+        &mut self,
+        event: &TcpEvent,
+        owner: Option<&Owner>,
+        cgroups: Option<&mut Cgroups>,
+    ) {
+        let unowned = self.owner.is_none();
+        self.observe(event, owner);
+        if unowned && self.owner.is_some() && self.cgroup == 0 {
+            let cgroup = match cgroups {
+                Some(cgroups) => cgroups.key_at_birth(event.sock.cgroup_id, owner.map(|o| o.pid)),
+                None => event.sock.cgroup_id,
+            };
+            self.set_cgroup(cgroup);
+        }
+    }
+
     fn born(event: &TcpEvent, role: Role, owner: Option<&Owner>, cgroup: u64) -> Self {
         let mut record = Self::seen_mid_life(event, owner, cgroup);
         record.role = role;
@@ -743,6 +836,56 @@ pub(crate) mod tests {
         );
         assert!(table.is_empty());
         assert!(table.find(0, local, remote).is_none());
+    }
+
+    /// What a summary record's unfolding does: the same record, whether
+    /// it lived in the live table or passed through.
+    fn abortive_life(table: &mut SocketTable, skaddr: u64, whole_life: bool) -> SocketRecord {
+        let client = task(100, "client", 7);
+        let mut c = Conn::active(skaddr, client, "10.0.0.1:40002", REMOTE);
+        if whole_life {
+            table.whole_life(skaddr);
+        }
+        apply(table, &c.state(1, Close, SynSent));
+        assert_eq!(table.get(skaddr).map(|r| r.state), Some(SynSent));
+        apply(table, &c.state(2, SynSent, Established));
+        let closed = apply(table, &c.closed_by(3, Established, Close, client));
+        table.end_whole_life();
+        let Applied::Closed(record) = closed else {
+            panic!("CLOSE ends the record");
+        };
+        record
+    }
+
+    #[test]
+    fn a_whole_life_passes_through_without_entering_the_live_table() {
+        let mut table = SocketTable::default();
+        let lived = abortive_life(&mut table, 3, false);
+        let passed = abortive_life(&mut table, 3, true);
+        assert_eq!(format!("{lived:?}"), format!("{passed:?}"));
+        assert!(table.is_empty() && table.by_endpoints.is_empty());
+        assert!(table.passing.is_none());
+
+        // A record already at the address: the birth replaces it, counted,
+        // as without the announcement.
+        let server = task(200, "server", 9);
+        let listener = Conn::active(4, server, "10.0.0.1:80", "0.0.0.0:0");
+        apply(&mut table, &listener.state(1, Close, Listen));
+        abortive_life(&mut table, 4, true);
+        assert_eq!(table.replaced, 1);
+        assert!(table.is_empty());
+
+        // A whole life that does not close (never so from the kernel)
+        // stays live when the summary ends.
+        let client = task(100, "client", 7);
+        let c = Conn::active(5, client, "10.0.0.1:40005", REMOTE);
+        table.whole_life(5);
+        apply(&mut table, &c.state(1, Close, SynSent));
+        table.end_whole_life();
+        assert_eq!(table.len(), 1);
+        assert!(table.passing.is_none());
+        let (local, remote) = endpoints("10.0.0.1:40005");
+        assert_eq!(table.find(0, local, remote).map(|r| r.skaddr), Some(5));
     }
 
     #[test]

@@ -10,6 +10,7 @@ use tcptrace_common::{Birth, Moment, RetransmitPhase, Side, TcpState};
 
 use crate::{
     event::{TcpEvent, TcpEventKind},
+    recent_map::RecentMap,
     table::{Process, Role, SocketRecord, StackRef},
     FastMap,
 };
@@ -252,7 +253,7 @@ impl Default for Flow {
 
 #[derive(Default)]
 pub struct Flows {
-    pub flows: FastMap<FlowKey, Flow>,
+    pub flows: RecentMap<FlowKey, Flow>,
     /// Flows dropped to stay within `MAX_FLOWS`.
     pub evicted: u64,
 }
@@ -279,7 +280,7 @@ impl Flows {
                 self.evicted += 1;
             }
         }
-        self.flows.entry(key).or_default()
+        self.flows.entry_or_default(key)
     }
 
     /// Every event on a live socket: connects and handshakes.

@@ -14,6 +14,28 @@ use super::{TcpEvent, TcpEventKind};
 
 /// Calls `each` with every event `summary` stands for, oldest first; the
 /// last one is the summary's own transition. Allocates nothing.
+/// True when `summary` unfolds into a socket's whole life: a birth first
+/// (its path not truncated) and a CLOSE last.
+#[must_use]
+pub fn tells_whole_life(summary: &TcpEvent) -> bool {
+    let history = &summary.sock.history;
+    let mut states = history.states();
+    let born = match (states.next(), states.next()) {
+        (Some(old), Some(new)) => TcpState::from_raw(old)
+            .zip(TcpState::from_raw(new))
+            .is_some_and(|(old, new)| TcpState::birth(old, new).is_some()),
+        _ => false,
+    };
+    born && history.truncated == 0
+        && matches!(
+            summary.what,
+            TcpEventKind::StateChange {
+                new: TcpState::Close,
+                ..
+            }
+        )
+}
+
 pub fn expand(summary: &TcpEvent, mut each: impl FnMut(&TcpEvent)) {
     let history = &summary.sock.history;
     let mut states = [TcpState::Close; PATH_CAPACITY as usize];
