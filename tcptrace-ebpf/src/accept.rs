@@ -15,7 +15,7 @@ use crate::{
     emit::copy_words,
     filter::{socket_ports, stack_unless_ruled_out},
     maps::{accept_layout, count, kernel_layout, SOCKS},
-    sock::inode_of,
+    sock::{inode_of, Probe},
 };
 
 pub fn on_accept_exit(ctx: &TracePointContext) -> Result<(), ()> {
@@ -29,7 +29,7 @@ pub fn on_accept_exit(ctx: &TracePointContext) -> Result<(), ()> {
     let Some(info) = SOCKS.get_ptr_mut(skaddr) else {
         return Ok(()); // not a socket tcptrace follows (or the map was full)
     };
-    let stack = stack_unless_ruled_out(StackFor::Accept, || socket_ports(skaddr));
+    let stack = stack_unless_ruled_out(StackFor::Accept, || socket_ports::<Probe>(skaddr));
     // SAFETY: a BPF helper with no memory arguments.
     let owner = current_task(stack, unsafe { bpf_ktime_get_ns() });
     // SAFETY: `info` points into the SOCKS map value; a concurrent update of
@@ -38,7 +38,7 @@ pub fn on_accept_exit(ctx: &TracePointContext) -> Result<(), ()> {
     unsafe {
         copy_words(&raw mut (*info).owner, &raw const owner);
         (*info).cgroup_id = current_cgroup_id();
-        (*info).inode = inode_of(skaddr);
+        (*info).inode = inode_of::<Probe>(skaddr);
         (*info).flags = ((*info).flags & !OWNER_FROM_LISTENER) | OWNER_FROM_ACCEPT;
     }
     Ok(())

@@ -20,6 +20,7 @@ use crate::{
         count, kernel_layout, settings, IN_SOFTIRQ, PREEMPT_COUNT_AT, PROCESSES, STACK_SAMPLES,
         STACK_SCRATCH, USER_STACKS,
     },
+    sock::{read_at, SockRead, Typed},
 };
 
 /// True when the tracepoint fired in a system call, where "current" is the
@@ -175,21 +176,23 @@ pub fn current_task(stack: StackFor, now: u64) -> Task {
     task
 }
 
-/// The process name: the `comm` of the thread-group leader of `current`.
+/// The process name: the `comm` of the thread-group leader of `current`
+/// (a pointer the verifier knows: `bpf_get_current_task_btf`), read with
+/// plain loads.
 #[inline(always)]
 fn process_name(current: u64) -> Option<[u8; TASK_COMM_LEN]> {
     let layout = kernel_layout();
-    if layout.task_group_leader == 0 || layout.task_comm == 0 || current == 0 {
+    let leader = read_at::<Typed, u64>(current, layout.task_group_leader).ok()?;
+    if leader == 0 || layout.task_comm == 0 {
         return None;
     }
-    // SAFETY: probe reads check the addresses; offsets come from BTF.
-    unsafe {
-        let leader: u64 =
-            bpf_probe_read_kernel((current + u64::from(layout.task_group_leader)) as *const u64)
-                .ok()?;
-        bpf_probe_read_kernel((leader + u64::from(layout.task_comm)) as *const [u8; TASK_COMM_LEN])
-            .ok()
+    let words =
+        Typed::read_words::<{ TASK_COMM_LEN / 4 }>(leader + u64::from(layout.task_comm)).ok()?;
+    let mut name = [0u8; TASK_COMM_LEN];
+    for (bytes, word) in name.chunks_exact_mut(4).zip(words) {
+        bytes.copy_from_slice(&word.to_ne_bytes());
     }
+    Some(name)
 }
 
 /// x86-64's `struct pt_regs` offsets of the registers an unwind starts

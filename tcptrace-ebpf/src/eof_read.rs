@@ -17,7 +17,7 @@ use crate::{
     emit::{emit, Record},
     filter::{allows, socket_ports, stack_unless_ruled_out},
     maps::SOCKS,
-    sock::{protocol_of, state_of},
+    sock::{protocol_of, state_of, Probe},
 };
 
 pub fn on_recv_length(ctx: &RawTracePointContext) {
@@ -26,7 +26,8 @@ pub fn on_recv_length(ctx: &RawTracePointContext) {
         return;
     }
     let skaddr: u64 = ctx.arg(0);
-    if state_of(skaddr) != CLOSE_WAIT as u8 || protocol_of(skaddr) != IPPROTO_TCP {
+    if state_of::<Probe>(skaddr) != CLOSE_WAIT as u8 || protocol_of::<Probe>(skaddr) != IPPROTO_TCP
+    {
         return;
     }
     let Some(info) = SOCKS.get_ptr_mut(skaddr) else {
@@ -42,10 +43,10 @@ pub fn on_recv_length(ctx: &RawTracePointContext) {
     }
     // SAFETY: a BPF helper with no memory arguments.
     let now = unsafe { bpf_ktime_get_ns() };
-    let stack = stack_unless_ruled_out(StackFor::EofRead, || socket_ports(skaddr));
+    let stack = stack_unless_ruled_out(StackFor::EofRead, || socket_ports::<Probe>(skaddr));
     let reader = current_task(stack, now);
     // SAFETY: as above.
-    if !allows(unsafe { &*info }, &reader, || socket_ports(skaddr)) {
+    if !allows(unsafe { &*info }, &reader, || socket_ports::<Probe>(skaddr)) {
         return;
     }
     emit(&Record {

@@ -13,7 +13,7 @@ use crate::{
     maps::{
         count, kernel_layout, FILTER, FILTER_COMMS, FILTER_PIDS, FILTER_PORTS, REJECTED_CGROUPS,
     },
-    sock::read_at,
+    sock::{read_at, Probe, SockRead},
 };
 
 /// The listed values: keys of the filter's hash maps.
@@ -116,9 +116,10 @@ pub fn record_ports(ctx: &TracePointContext, at: PortsAt) -> Option<(u16, u16)> 
 /// local one from `inet_sport` (CLOSE clears `skc_num`), the peer's from
 /// `skc_dport`.
 #[inline(always)]
-pub fn socket_ports(skaddr: u64) -> Option<(u16, u16)> {
+pub fn socket_ports<R: SockRead>(skaddr: u64) -> Option<(u16, u16)> {
     let layout = kernel_layout();
-    let sport: u16 = read_at(skaddr, layout.inet_sport).ok()?;
-    let dport: u16 = read_at(skaddr, layout.sock_dport).ok()?;
+    // `inet_sport` lies in `inet_sock`, beyond `struct sock`.
+    let sport = read_at::<Probe, u16>(skaddr, layout.inet_sport).ok()?;
+    let dport = read_at::<R, u16>(skaddr, layout.sock_dport).ok()?;
     Some((u16::from_be(sport), u16::from_be(dport)))
 }

@@ -18,8 +18,8 @@ mod sock;
 mod state_change;
 
 use aya_ebpf::{
-    macros::{raw_tracepoint, tracepoint},
-    programs::{RawTracePointContext, TracePointContext},
+    macros::{btf_tracepoint, raw_tracepoint, tracepoint},
+    programs::{BtfTracePointContext, RawTracePointContext, TracePointContext},
 };
 
 #[tracepoint]
@@ -30,8 +30,16 @@ pub fn tcptrace_set_state(ctx: TracePointContext) -> u32 {
 }
 
 /// Summary mode (the daemon): the same probe point as a raw tracepoint.
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn tcptrace_state_summary(ctx: BtfTracePointContext) -> u32 {
+    match state_change::on_set_state_typed(&ctx) {
+        Ok(()) | Err(()) => 0,
+    }
+}
+
+/// `tcptrace_state_summary` where the kernel refuses the typed tracepoint.
 #[raw_tracepoint(tracepoint = "inet_sock_set_state")]
-pub fn tcptrace_state_summary(ctx: RawTracePointContext) -> u32 {
+pub fn tcptrace_state_summary_raw(ctx: RawTracePointContext) -> u32 {
     match state_change::on_set_state_raw(&ctx) {
         Ok(()) | Err(()) => 0,
     }

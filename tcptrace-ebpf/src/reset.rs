@@ -20,6 +20,7 @@ use crate::{
     maps::{
         count, receive_reset_layout, send_reset_layout, LAST_RESET_SOCK, RESETS_BY_CLOSE, SOCKS,
     },
+    sock::Probe,
 };
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -43,7 +44,11 @@ pub fn on_reset_raw(ctx: &RawTracePointContext, direction: Direction) {
         },
         // A socket tcptrace does not know: its ports can still be told
         // (without a socket, they are in the packet, which is not read).
-        _ if skaddr != 0 && !allows(&SockInfo::EMPTY, &Task::NOBODY, || socket_ports(skaddr)) => {
+        _ if skaddr != 0
+            && !allows(&SockInfo::EMPTY, &Task::NOBODY, || {
+                socket_ports::<Probe>(skaddr)
+            }) =>
+        {
             return;
         }
         _ => count(match direction {

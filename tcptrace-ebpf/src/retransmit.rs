@@ -17,7 +17,7 @@ use crate::{
     emit::{copy_words, emit, Record},
     filter::{allows, record_ports, socket_ports},
     maps::{count, retransmit_layout, settings, syn_ack_layout, LISTENERS, SOCKS},
-    sock::{listener_key_of, local_port_of, netns_of},
+    sock::{listener_key_of, local_port_of, netns_of, Probe},
 };
 
 pub fn on_retransmit(ctx: &TracePointContext) -> Result<(), ()> {
@@ -55,7 +55,7 @@ pub fn on_retransmit_raw(ctx: &RawTracePointContext) {
         from: skaddr as *const u8,
         len: RAW_RECORD_LEN as u32,
     };
-    retransmit(skaddr, err, &record, || socket_ports(skaddr));
+    retransmit(skaddr, err, &record, || socket_ports::<Probe>(skaddr));
 }
 
 /// Summary mode, before a closing-phase retransmit's own record: the
@@ -128,7 +128,7 @@ fn retransmit(skaddr: u64, err: i32, record: &Copied, ports: impl FnOnce() -> Op
         },
         None => {
             let mut info = SockInfo::EMPTY;
-            info.netns = netns_of(skaddr);
+            info.netns = netns_of::<Probe>(skaddr);
             info.flags = SEEN_MID_LIFE;
             info.retransmits = 1;
             info
@@ -172,10 +172,10 @@ pub fn on_syn_ack_retransmit(ctx: &TracePointContext) -> Result<(), ()> {
         // taught it from the start dump.
         None => {
             let mut info = SockInfo::EMPTY;
-            info.netns = netns_of(listener);
+            info.netns = netns_of::<Probe>(listener);
             info.flags = SEEN_MID_LIFE;
-            let seeded = local_port_of(listener)
-                .and_then(|port| listener_key_of(listener, info.netns, port));
+            let seeded = local_port_of::<Probe>(listener)
+                .and_then(|port| listener_key_of::<Probe>(listener, info.netns, port));
             if let Ok(key) = seeded {
                 // SAFETY: the map value is copied out at once.
                 if let Some(seeded) = unsafe { LISTENERS.get(key) } {

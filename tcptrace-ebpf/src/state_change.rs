@@ -13,7 +13,7 @@ use core::mem::MaybeUninit;
 
 use aya_ebpf::{
     helpers::bpf_ktime_get_ns,
-    programs::{RawTracePointContext, TracePointContext},
+    programs::{BtfTracePointContext, RawTracePointContext, TracePointContext},
     EbpfContext,
 };
 use tcptrace_common::{
@@ -33,7 +33,7 @@ use crate::{
     },
     sock::{
         error_of, inode_of, listener_key_of, local_port_of, netns_of, peer_sent_data,
-        peer_silent_jiffies, protocol_of,
+        peer_silent_jiffies, protocol_of, Probe, SockRead, Typed,
     },
 };
 
@@ -56,7 +56,7 @@ pub fn on_set_state(ctx: &TracePointContext) -> Result<(), ()> {
         old: read(ctx, layout.oldstate)?,
         new: read(ctx, layout.newstate)?,
     };
-    on_change(
+    on_change::<Probe>(
         ctx.as_ptr() as *const u8,
         &change,
         || read(ctx, u32::from(layout.ports.sport)),
@@ -64,26 +64,37 @@ pub fn on_set_state(ctx: &TracePointContext) -> Result<(), ()> {
     )
 }
 
-/// The raw tracepoint (summary mode, the daemon): its arguments are
+/// Summary mode (the daemon), on the typed tracepoint: its arguments are
 /// `TP_PROTO(sk, oldstate, newstate)`, so the kernel builds no record and
-/// nothing is copied per transition. The socket's history is updated in
-/// place; only CLOSE and CLOSE_WAIT send a record.
+/// nothing is copied per transition, and `sk` is a pointer the verifier
+/// knows, whose fields are read with plain loads. The socket's history is
+/// updated in place; only CLOSE and CLOSE_WAIT send a record.
+pub fn on_set_state_typed(ctx: &BtfTracePointContext) -> Result<(), ()> {
+    summary_change::<Typed>(ctx.arg(0), ctx.arg(1), ctx.arg(2))
+}
+
+/// The same on the raw tracepoint, for kernels that refuse the typed one:
+/// the same arguments, each socket field read with a probe read.
 pub fn on_set_state_raw(ctx: &RawTracePointContext) -> Result<(), ()> {
-    let skaddr: u64 = ctx.arg(0);
-    if protocol_of(skaddr) != IPPROTO_TCP {
+    summary_change::<Probe>(ctx.arg(0), ctx.arg(1), ctx.arg(2))
+}
+
+#[inline(always)]
+fn summary_change<R: SockRead>(skaddr: u64, old: u64, new: u64) -> Result<(), ()> {
+    if protocol_of::<R>(skaddr) != IPPROTO_TCP {
         return Ok(());
     }
     let change = Change {
         skaddr,
-        old: ctx.arg::<u64>(1) as i32,
-        new: ctx.arg::<u64>(2) as i32,
+        old: old as i32,
+        new: new as i32,
     };
     // No tracepoint record to copy: summary records copy the socket.
-    on_change(
+    on_change::<R>(
         core::ptr::null(),
         &change,
-        || local_port_of(skaddr),
-        || socket_ports(skaddr),
+        || local_port_of::<R>(skaddr),
+        || socket_ports::<R>(skaddr),
     )
 }
 
@@ -98,7 +109,7 @@ struct Change {
 /// is read only when the listener map needs it, `ports` (local, remote, as
 /// the record userspace decodes has them) only when the filter lists ports.
 #[inline(always)]
-fn on_change(
+fn on_change<R: SockRead>(
     tracepoint_record: *const u8,
     change: &Change,
     local_port: impl Fn() -> Result<u16, ()>,
@@ -159,13 +170,13 @@ fn on_change(
             // SAFETY: this CPU's scratch slot, used by one program run at a time.
             let scratch = unsafe { &mut *SCRATCH.get_ptr_mut(0).ok_or(())? };
             if born {
-                init_born(scratch, skaddr, actor, now);
+                init_born::<R>(scratch, skaddr, actor, now);
             } else if role == Attribution::PassiveChild {
-                init_passive_child(scratch, skaddr, local_port()?, now);
+                init_passive_child::<R>(scratch, skaddr, local_port()?, now);
             } else {
                 // SAFETY: `scratch` is this CPU's whole slot.
                 unsafe { zero_words(scratch) };
-                scratch.netns = netns_of(skaddr);
+                scratch.netns = netns_of::<R>(skaddr);
                 scratch.flags = SEEN_MID_LIFE;
             }
             scratch
@@ -207,7 +218,11 @@ fn on_change(
     // An open connection dying of an error (a reset, a timeout): how long
     // had the peer been silent? A reset after a long silence is what an
     // idle-timeout drop by a NAT or load balancer looks like.
-    let sk_err = if new == CLOSE { error_of(skaddr) } else { 0 };
+    let sk_err = if new == CLOSE {
+        error_of::<R>(skaddr)
+    } else {
+        0
+    };
     if sk_err != 0 && (old == ESTABLISHED || old == CLOSE_WAIT) {
         if let Some(silent) = peer_silent_jiffies(skaddr) {
             info.peer_silent_jiffies = silent;
@@ -216,9 +231,9 @@ fn on_change(
     }
 
     if born && new == LISTEN {
-        remember_listener(skaddr, local_port()?, info);
+        remember_listener::<R>(skaddr, local_port()?, info);
     } else if old == LISTEN && new == CLOSE {
-        forget_listener(skaddr, local_port()?, info.netns);
+        forget_listener::<R>(skaddr, local_port()?, info.netns);
     }
 
     // A summary's close was made by its closer, whoever runs now.
@@ -296,7 +311,7 @@ fn reset_by_peer(skaddr: u64) -> bool {
 }
 
 #[inline(always)]
-fn init_born(info: &mut SockInfo, skaddr: u64, owner: &Task, now: u64) {
+fn init_born<R: SockRead>(info: &mut SockInfo, skaddr: u64, owner: &Task, now: u64) {
     // SAFETY: `info` is a whole record (SockInfo::EMPTY is all zeros).
     unsafe {
         zero_words(info);
@@ -304,19 +319,19 @@ fn init_born(info: &mut SockInfo, skaddr: u64, owner: &Task, now: u64) {
     }
     info.cgroup_id = current_cgroup_id();
     info.created_ns = now;
-    info.netns = netns_of(skaddr);
-    info.inode = inode_of(skaddr);
+    info.netns = netns_of::<R>(skaddr);
+    info.inode = inode_of::<R>(skaddr);
     info.flags = OWNER_FROM_SYSCALL;
 }
 
 /// A passive child's local port is its listener's port.
 #[inline(always)]
-fn init_passive_child(info: &mut SockInfo, skaddr: u64, port: u16, now: u64) {
+fn init_passive_child<R: SockRead>(info: &mut SockInfo, skaddr: u64, port: u16, now: u64) {
     // SAFETY: `info` is a whole record (SockInfo::EMPTY is all zeros).
     unsafe { zero_words(info) };
     info.created_ns = now;
-    info.netns = netns_of(skaddr);
-    let Ok(key) = listener_key_of(skaddr, info.netns, port) else {
+    info.netns = netns_of::<R>(skaddr);
+    let Ok(key) = listener_key_of::<R>(skaddr, info.netns, port) else {
         count(Counter::ReadErrors);
         return;
     };
@@ -329,8 +344,8 @@ fn init_passive_child(info: &mut SockInfo, skaddr: u64, port: u16, now: u64) {
 }
 
 #[inline(always)]
-fn remember_listener(skaddr: u64, port: u16, info: &SockInfo) {
-    let Ok(key) = listener_key_of(skaddr, info.netns, port) else {
+fn remember_listener<R: SockRead>(skaddr: u64, port: u16, info: &SockInfo) {
+    let Ok(key) = listener_key_of::<R>(skaddr, info.netns, port) else {
         count(Counter::ReadErrors);
         return;
     };
@@ -345,8 +360,8 @@ fn remember_listener(skaddr: u64, port: u16, info: &SockInfo) {
 }
 
 #[inline(always)]
-fn forget_listener(skaddr: u64, port: u16, netns: u32) {
-    let Ok(key) = listener_key_of(skaddr, netns, port) else {
+fn forget_listener<R: SockRead>(skaddr: u64, port: u16, netns: u32) {
+    let Ok(key) = listener_key_of::<R>(skaddr, netns, port) else {
         return;
     };
     // Only our own entry: another SO_REUSEPORT listener may own the port now.

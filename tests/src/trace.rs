@@ -106,9 +106,16 @@ impl Tracer {
     /// read from its stderr.
     #[must_use]
     pub fn start_report_only(extra: &[&str]) -> Self {
+        Self::start_report_only_with_env(extra, &[])
+    }
+
+    /// The same, with environment variables set for tcptrace.
+    #[must_use]
+    pub fn start_report_only_with_env(extra: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(tcptrace_bin())
             .args(["trace", "--json", "--report-only"])
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -280,11 +280,13 @@ fn tracer_costs_agree_with_bpftool() {
     let progs: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
     let ours = programs_of(daemon.pid());
     let mut compared = 0;
+    let mut kinds = Vec::new();
     for prog in progs.as_array().expect("array") {
         if !prog["id"].as_u64().is_some_and(|id| ours.contains(&id)) {
             continue;
         }
         let name = prog["name"].as_str().expect("name");
+        kinds.push((name, prog["type"].as_str().unwrap_or("?")));
         let program = [("program", name)];
         let runs = sample(&scrape, "tcptrace_bpf_program_runs_total", &program)
             .unwrap_or_else(|| panic!("no runs of {name} in\n{scrape}"));
@@ -310,6 +312,15 @@ fn tracer_costs_agree_with_bpftool() {
         compared,
         ours.len(),
         "every program of the daemon has its series"
+    );
+    // This kernel takes the typed tracepoint (plain loads of the socket),
+    // not the probe-read fallback.
+    assert!(
+        kinds.contains(&("tcptrace_state_summary", "tracing"))
+            && !kinds
+                .iter()
+                .any(|(name, _)| *name == "tcptrace_state_summary_raw"),
+        "state-change program and type: {kinds:?}"
     );
     assert_eq!(
         sample(

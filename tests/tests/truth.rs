@@ -90,6 +90,9 @@ fn every_mode_agrees_with_the_kernels_counters() {
     let every_event_port = Tracer::start(&ports);
     let summary = Tracer::start_report_only(&[]);
     let summary_port = Tracer::start_report_only(&ports);
+    // Where a kernel refuses the typed tracepoint (forced here).
+    let summary_untyped =
+        Tracer::start_report_only_with_env(&[], &[("TCPTRACE_UNTYPED_TRACEPOINTS", "1")]);
     let daemon_args = [&ports[..], &["--refresh", "1s"]].concat();
     let daemon = Daemon::start(&free_loopback_addr(), &daemon_args);
 
@@ -123,8 +126,14 @@ fn every_mode_agrees_with_the_kernels_counters() {
         ("trace --json --port", every_event_port.stop()),
         ("trace --report-only", summary.stop()),
         ("trace --report-only --port", summary_port.stop()),
+        ("trace --report-only, probe reads", summary_untyped.stop()),
     ];
     drop(nginx);
+    let fallback = &modes[4].1.summary()["summary"]["missing_hooks"];
+    assert!(
+        fallback.to_string().contains("read with probe reads"),
+        "the fallback says it is in use: {fallback}"
+    );
 
     let mut table = Table::default();
     table.row("kernel (nstat, ss)", &kernel);

@@ -10,6 +10,10 @@ pub enum Attach {
     /// A raw tracepoint (category, name): the `TP_PROTO` arguments, no
     /// record. The category only locates it in tracefs.
     Raw(&'static str, &'static str),
+    /// A typed raw tracepoint (`tp_btf`, category, name; Linux 5.5 with
+    /// BTF): the same arguments, with their BTF types, so the program
+    /// reads the socket's fields with plain loads instead of probe reads.
+    Typed(&'static str, &'static str),
 }
 
 impl Attach {
@@ -17,7 +21,9 @@ impl Attach {
     #[must_use]
     pub const fn event(self) -> (&'static str, &'static str) {
         match self {
-            Self::Tracepoint(category, name) | Self::Raw(category, name) => (category, name),
+            Self::Tracepoint(category, name)
+            | Self::Raw(category, name)
+            | Self::Typed(category, name) => (category, name),
         }
     }
 }
@@ -73,6 +79,17 @@ pub struct Hook {
     /// says what is lost (`gives`).
     pub required: bool,
     pub gives: &'static str,
+    /// Attached instead where the kernel refuses this program (a kernel
+    /// without typed tracepoints, or whose verifier rejects it): the same
+    /// records, read more slowly.
+    pub fallback: Option<Fallback>,
+}
+
+/// A program that does what a hook's does, another way.
+#[derive(Clone, Copy, Debug)]
+pub struct Fallback {
+    pub program: &'static str,
+    pub attach: &'static [Attach],
 }
 
 /// In attach order. Softirq bracketing (where needed) first, so
@@ -88,6 +105,7 @@ pub const HOOKS: [Hook; 13] = [
         when: When::NoPreemptCount,
         required: true,
         gives: "tells softirq from system calls (attribution)",
+        fallback: None,
     },
     Hook {
         program: "tcptrace_softirq_entry",
@@ -95,6 +113,7 @@ pub const HOOKS: [Hook; 13] = [
         when: When::NoPreemptCount,
         required: true,
         gives: "tells softirq from system calls (attribution)",
+        fallback: None,
     },
     Hook {
         program: "tcptrace_set_state",
@@ -102,13 +121,18 @@ pub const HOOKS: [Hook; 13] = [
         when: When::EveryEvent,
         required: true,
         gives: "every TCP state change",
+        fallback: None,
     },
     Hook {
         program: "tcptrace_state_summary",
-        attach: &[Attach::Raw("sock", "inet_sock_set_state")],
+        attach: &[Attach::Typed("sock", "inet_sock_set_state")],
         when: When::Summary,
         required: true,
         gives: "every TCP state change, one record per socket",
+        fallback: Some(Fallback {
+            program: "tcptrace_state_summary_raw",
+            attach: &[Attach::Raw("sock", "inet_sock_set_state")],
+        }),
     },
     Hook {
         program: "tcptrace_retransmit_raw",
@@ -116,6 +140,7 @@ pub const HOOKS: [Hook; 13] = [
         when: When::Btf,
         required: true,
         gives: "retransmits, including FINs to dead peers",
+        fallback: None,
     },
     Hook {
         program: "tcptrace_retransmit",
@@ -123,6 +148,7 @@ pub const HOOKS: [Hook; 13] = [
         when: When::NoBtf,
         required: true,
         gives: "retransmits, including FINs to dead peers",
+        fallback: None,
     },
     Hook {
         program: "tcptrace_syn_ack_retransmit",
@@ -130,6 +156,7 @@ pub const HOOKS: [Hook; 13] = [
         when: When::SynAck,
         required: false,
         gives: "SYN-ACK retransmits (a client's handshake a server answers again)",
+        fallback: None,
     },
     Hook {
         program: "tcptrace_send_reset",
@@ -137,6 +164,7 @@ pub const HOOKS: [Hook; 13] = [
         when: When::EveryEvent,
         required: true,
         gives: "resets sent",
+        fallback: None,
     },
     Hook {
         program: "tcptrace_receive_reset",
@@ -144,6 +172,7 @@ pub const HOOKS: [Hook; 13] = [
         when: When::EveryEvent,
         required: true,
         gives: "resets received",
+        fallback: None,
     },
     Hook {
         program: "tcptrace_count_reset_sent",
@@ -151,6 +180,7 @@ pub const HOOKS: [Hook; 13] = [
         when: When::Summary,
         required: true,
         gives: "resets sent, counted",
+        fallback: None,
     },
     Hook {
         program: "tcptrace_count_reset_received",
@@ -158,6 +188,7 @@ pub const HOOKS: [Hook; 13] = [
         when: When::Summary,
         required: true,
         gives: "resets received, counted",
+        fallback: None,
     },
     Hook {
         program: "tcptrace_accept",
@@ -168,6 +199,7 @@ pub const HOOKS: [Hook; 13] = [
         when: When::AcceptHook,
         required: false,
         gives: "accepted sockets become the accepting process's, with its accept call site",
+        fallback: None,
     },
     Hook {
         program: "tcptrace_eof_read",
@@ -175,6 +207,7 @@ pub const HOOKS: [Hook; 13] = [
         when: When::Btf,
         required: false,
         gives: "CLOSE_WAIT leaks name the code that read end-of-file",
+        fallback: None,
     },
 ];
 
@@ -205,7 +238,11 @@ mod tests {
     fn every_program_in_the_table_is_in_the_object() {
         let object = aya_obj::Object::parse(EBPF_OBJECT).expect("the committed eBPF object parses");
         let in_object: BTreeSet<&str> = object.programs.keys().map(String::as_str).collect();
-        let in_table: BTreeSet<&str> = HOOKS.iter().map(|hook| hook.program).collect();
+        let in_table: BTreeSet<&str> = HOOKS
+            .iter()
+            .flat_map(|hook| [Some(hook.program), hook.fallback.map(|f| f.program)])
+            .flatten()
+            .collect();
         assert_eq!(in_table, in_object);
     }
 

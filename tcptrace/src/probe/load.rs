@@ -3,8 +3,8 @@ use std::path::Path;
 use anyhow::{anyhow, Context, Result};
 use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{RawTracePoint, TracePoint},
-    Ebpf, EbpfLoader,
+    programs::{BtfTracePoint, RawTracePoint, TracePoint},
+    Btf, Ebpf, EbpfLoader,
 };
 use tcptrace_common::{
     AcceptLayout, Counter, KernelFilter, KernelLayout, Listener, ListenerKey, Settings,
@@ -60,6 +60,10 @@ pub const DEFAULT_STACK_RING_BYTES: u32 = 8 * 1024 * 1024;
 /// Set to 1: tell softirq from system calls with the softirq programs'
 /// flag even where the programs could read `preempt_count`.
 pub const SOFTIRQ_PROGRAMS_ENV: &str = "TCPTRACE_SOFTIRQ_PROGRAMS";
+
+/// Set to 1: attach the probe-read fallback of a typed tracepoint's
+/// program even where the kernel takes the typed one (`Hook::fallback`).
+pub const UNTYPED_TRACEPOINTS_ENV: &str = "TCPTRACE_UNTYPED_TRACEPOINTS";
 
 /// Sockets the kernel tracks at once by default.
 pub const DEFAULT_SOCKET_MAP_ENTRIES: u32 = 262_144;
@@ -133,7 +137,10 @@ impl Probe {
         };
         let ring_bytes = options.ring_bytes.next_power_of_two().max(4096);
         let stack_ring_bytes = options.stack_ring_bytes.next_power_of_two().max(4096);
+        // Parsed once for aya's relocations and the typed tracepoints.
+        let kernel_btf = Btf::from_sys_fs().ok();
         let mut ebpf = EbpfLoader::new()
+            .btf(kernel_btf.as_ref())
             .override_global("STATE_LAYOUT", &globals.state, true)
             .override_global("RETRANSMIT_LAYOUT", &globals.retransmit, true)
             .override_global("SYN_ACK_LAYOUT", &globals.syn_ack, true)
@@ -157,7 +164,7 @@ impl Probe {
             syn_ack: layouts.syn_ack.is_some(),
         };
         for hook in hooks::selected(selection) {
-            match attach(&mut ebpf, hook) {
+            match attach_hook(&mut ebpf, hook, kernel_btf.as_ref(), &mut missing) {
                 Ok(()) => {}
                 Err(err) if hook.required => return Err(err),
                 Err(err) => missing.push(format!("{} lost ({err:#})", hook.gives)),
@@ -413,19 +420,18 @@ pub struct Counters {
     pub runs_skipped: u64,
 }
 
-/// Loads `hook`'s program and attaches it everywhere it goes.
-fn attach(ebpf: &mut Ebpf, hook: &Hook) -> Result<()> {
-    let program = hook.program;
+/// Loads `program` and attaches it everywhere `at` says (all of one kind).
+fn attach(ebpf: &mut Ebpf, program: &str, at: &[Attach], btf: Option<&Btf>) -> Result<()> {
     let program_mut = ebpf
         .program_mut(program)
         .with_context(|| format!("program {program} missing from the eBPF object"))?;
     let verify = |err: &dyn std::error::Error| refused(&format!("verifying {program}"), err);
     let attached = |err: &dyn std::error::Error| refused(&format!("attaching {program}"), err);
-    match hook.attach.first() {
+    match at.first() {
         Some(Attach::Tracepoint(..)) => {
             let tracepoint: &mut TracePoint = program_mut.try_into()?;
             tracepoint.load().map_err(|err| verify(&err))?;
-            for at in hook.attach {
+            for at in at {
                 let (category, name) = at.event();
                 tracepoint
                     .attach(category, name)
@@ -435,15 +441,50 @@ fn attach(ebpf: &mut Ebpf, hook: &Hook) -> Result<()> {
         Some(Attach::Raw(..)) => {
             let tracepoint: &mut RawTracePoint = program_mut.try_into()?;
             tracepoint.load().map_err(|err| verify(&err))?;
-            for at in hook.attach {
+            for at in at {
                 tracepoint
                     .attach(at.event().1)
                     .map_err(|err| attached(&err))?;
             }
         }
+        Some(Attach::Typed(_, name)) => {
+            let btf = btf.context("no kernel BTF for a typed tracepoint")?;
+            let tracepoint: &mut BtfTracePoint = program_mut.try_into()?;
+            tracepoint.load(name, btf).map_err(|err| verify(&err))?;
+            tracepoint.attach().map_err(|err| attached(&err))?;
+        }
         None => {}
     }
     Ok(())
+}
+
+/// Attaches `hook`, or its fallback where the kernel refuses it (said in
+/// `notes`, with why: the same records, read more slowly).
+fn attach_hook(
+    ebpf: &mut Ebpf,
+    hook: &Hook,
+    btf: Option<&Btf>,
+    notes: &mut Vec<String>,
+) -> Result<()> {
+    let typed = if hook.fallback.is_some()
+        && std::env::var_os(UNTYPED_TRACEPOINTS_ENV).is_some_and(|v| v == "1")
+    {
+        Err(anyhow::anyhow!("{UNTYPED_TRACEPOINTS_ENV}=1"))
+    } else {
+        attach(ebpf, hook.program, hook.attach, btf)
+    };
+    match (typed, hook.fallback) {
+        (Ok(()), _) => Ok(()),
+        (Err(err), Some(fallback)) => {
+            attach(ebpf, fallback.program, fallback.attach, btf)?;
+            notes.push(format!(
+                "{}: read with probe reads, slower, nothing lost ({} refused: {err:#})",
+                hook.gives, hook.program
+            ));
+            Ok(())
+        }
+        (Err(err), None) => Err(err),
+    }
 }
 
 /// Where `ret` sits in the accept exit tracepoints, when both exist with
