@@ -32,6 +32,18 @@ pub fn kernel_offsets() -> Result<KernelOffsets> {
     offsets_in(&btf)
 }
 
+/// Whether the kernel's BTF types the tracepoint `name` (its
+/// `btf_trace_<name>` typedef): a typed (`tp_btf`) program can attach.
+#[must_use]
+pub fn types_tracepoint(name: &str) -> bool {
+    Btf::from_file_with_backend(VMLINUX_BTF, Backend::Mmap)
+        .or_else(|_| Btf::from_file(VMLINUX_BTF))
+        .is_ok_and(|btf| {
+            btf.resolve_types_by_name(&format!("btf_trace_{name}"))
+                .is_ok_and(|types| !types.is_empty())
+        })
+}
+
 fn offsets_in(btf: &Btf) -> Result<KernelOffsets> {
     Ok(KernelOffsets {
         layout: kernel_layout(btf)?,
@@ -258,5 +270,13 @@ mod tests {
             format!("{:?}", offsets_in(&mapped).unwrap()),
             format!("{:?}", offsets_in(&parsed).unwrap())
         );
+    }
+
+    /// This kernel types the state-change tracepoint (the daemon's program
+    /// attaches there); a name no kernel has is not typed.
+    #[test]
+    fn typed_tracepoints_are_found_in_the_kernels_btf() {
+        assert!(types_tracepoint("inet_sock_set_state"));
+        assert!(!types_tracepoint("tcptrace_no_such_tracepoint"));
     }
 }

@@ -116,6 +116,17 @@ pub fn run_checks() -> Vec<Check> {
              reachable on this kernel)"
         },
     ));
+    checks.push(Check::new(
+        "socket reads (daemon, --report-only)",
+        Status::Ok,
+        if super::btf::types_tracepoint("inet_sock_set_state") {
+            "typed tracepoint sock:inet_sock_set_state: fields read with plain loads \
+             (the raw tracepoint's probe reads if the kernel refuses it)"
+        } else {
+            "raw tracepoint sock:inet_sock_set_state: fields read with probe reads \
+             (no typed tracepoint in this kernel's BTF)"
+        },
+    ));
     checks.push(hook_availability());
     checks
 }
