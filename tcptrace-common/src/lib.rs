@@ -474,6 +474,16 @@ pub struct StackSample {
 }
 const _: () = assert!(core::mem::size_of::<StackSample>() == 24);
 
+/// A CPU's last stack sample of one kind (`RECENT_SAMPLES`), and whose.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecentSample {
+    pub tgid: u32,
+    pub _pad: u32,
+    pub sample: StackSample,
+}
+const _: () = assert!(core::mem::size_of::<RecentSample>() == 32);
+
 /// Knobs userspace sets before load (a `.rodata` global).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

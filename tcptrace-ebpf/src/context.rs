@@ -8,17 +8,17 @@ use aya_ebpf::{
     },
 };
 use tcptrace_common::{
-    Counter, EventKind, NewProcess, StackSample, StackSampleKey, Task, STACK_KIND_ACCEPT,
-    STACK_KIND_BIRTH, STACK_KIND_CLOSE, STACK_KIND_EOF, TASK_COMM_LEN, USER_STACK_BYTES,
-    USER_STACK_HEADER,
+    Counter, EventKind, NewProcess, RecentSample, StackSample, StackSampleKey, Task,
+    STACK_KIND_ACCEPT, STACK_KIND_BIRTH, STACK_KIND_CLOSE, STACK_KIND_EOF, TASK_COMM_LEN,
+    USER_STACK_BYTES, USER_STACK_HEADER,
 };
 
 use crate::{
     emit::wakeup_flag,
     filter::allows_capture,
     maps::{
-        count, kernel_layout, settings, IN_SOFTIRQ, PREEMPT_COUNT_AT, PROCESSES, STACK_SAMPLES,
-        STACK_SCRATCH, USER_STACKS,
+        count, kernel_layout, settings, IN_SOFTIRQ, PREEMPT_COUNT_AT, PROCESSES, RECENT_SAMPLES,
+        STACK_SAMPLES, STACK_SCRATCH, USER_STACKS,
     },
     sock::{read_at, SockRead, Typed},
 };
@@ -148,15 +148,30 @@ pub fn current_task(stack: StackFor, now: u64) -> Task {
     let interval_ns = u64::from(settings.stack_interval_ms) * 1_000_000;
     // A sample of the program before an exec in this pid is not this one's.
     let mm = mm_of(current);
-    // SAFETY: the value is copied out at once; a concurrent update of the
-    // LRU entry can at worst give a stale sample, which is still a stack of
-    // this process and kind.
-    let last = unsafe { STACK_SAMPLES.get(key) }
-        .copied()
-        .filter(|last| last.mm == mm);
+    let fresh = |sample: &StackSample| {
+        interval_ns != 0 && now.saturating_sub(sample.taken_ns) < interval_ns
+    };
+    // This CPU's last sample of this kind first: a connection's birth and
+    // close, and the next connection's, are mostly one process's on one
+    // CPU, and a per-CPU slot is read without hashing.
+    let recent = RECENT_SAMPLES.get_ptr_mut(kind);
+    // SAFETY: this CPU's slot of a per-CPU array; programs do not nest on one CPU.
+    let recent_sample = recent.and_then(|slot| unsafe {
+        ((*slot).tgid == task.tgid && (*slot).sample.mm == mm).then_some((*slot).sample)
+    });
+    let last = match recent_sample {
+        Some(sample) if fresh(&sample) => Some(sample),
+        // SAFETY: the value is copied out at once; a concurrent update of
+        // the LRU entry can at worst give a stale sample, which is still a
+        // stack of this process and kind.
+        _ => unsafe { STACK_SAMPLES.get(key) }
+            .copied()
+            .filter(|last| last.mm == mm),
+    };
     if let Some(last) = last {
-        if interval_ns != 0 && now.saturating_sub(last.taken_ns) < interval_ns {
+        if fresh(&last) {
             task.stack = last.stack;
+            remember_recent(recent, task.tgid, last);
             count(Counter::StacksSampled);
             return task;
         }
@@ -172,8 +187,20 @@ pub fn current_task(stack: StackFor, now: u64) -> Task {
             mm,
         };
         let _ = STACK_SAMPLES.insert(key, sample, 0);
+        remember_recent(recent, task.tgid, sample);
     }
     task
+}
+
+#[inline(always)]
+fn remember_recent(slot: Option<*mut RecentSample>, tgid: u32, sample: StackSample) {
+    if let Some(slot) = slot {
+        // SAFETY: this CPU's slot of a per-CPU array; programs do not nest on one CPU.
+        unsafe {
+            (*slot).tgid = tgid;
+            (*slot).sample = sample;
+        }
+    }
 }
 
 /// The process name: the `comm` of the thread-group leader of `current`
@@ -343,12 +370,8 @@ fn copy_user_stack(sp: u64, wanted: u64, into: &mut [u8; USER_STACK_BYTES]) -> R
 /// `task->mm`, 0 when it cannot be read.
 #[inline(always)]
 fn mm_of(task: u64) -> u64 {
-    let offset = kernel_layout().task_mm;
-    if offset == 0 || task == 0 {
-        return 0;
-    }
-    // SAFETY: a probe read checks the address.
-    unsafe { bpf_probe_read_kernel((task + u64::from(offset)) as *const u64) }.unwrap_or(0)
+    // `task` is `bpf_get_current_task_btf()`'s: a plain load.
+    read_at::<Typed, u64>(task, kernel_layout().task_mm).unwrap_or(0)
 }
 
 #[inline(always)]

@@ -6,9 +6,9 @@ use aya_ebpf::{
 };
 use tcptrace_common::filter::FILTER_VALUES;
 use tcptrace_common::{
-    AcceptLayout, Counter, KernelFilter, KernelLayout, Listener, ListenerKey, PortsAt, ResetLayout,
-    RetransmitLayout, Settings, SockInfo, StackSample, StackSampleKey, StateLayout, UserStack,
-    COUNTER_SLOTS, TASK_COMM_LEN,
+    AcceptLayout, Counter, KernelFilter, KernelLayout, Listener, ListenerKey, PortsAt,
+    RecentSample, ResetLayout, RetransmitLayout, Settings, SockInfo, StackSample, StackSampleKey,
+    StateLayout, UserStack, COUNTER_SLOTS, TASK_COMM_LEN,
 };
 
 /// Records to userspace. Userspace may resize it before load.
@@ -38,6 +38,11 @@ pub static RESETS_BY_CLOSE: LruHashMap<u64, u8> = LruHashMap::with_max_entries(4
 
 #[map]
 pub static LISTENERS: HashMap<ListenerKey, Listener> = HashMap::with_max_entries(16_384, 0);
+
+/// Per CPU, per stack kind: the last sample used there, looked at before
+/// `STACK_SAMPLES` (an array slot instead of a hash lookup).
+#[map]
+pub static RECENT_SAMPLES: PerCpuArray<RecentSample> = PerCpuArray::with_max_entries(4, 0);
 
 /// The last stack taken per process and kind, for sampling (see
 /// `Settings::stack_interval_ms`). LRU: old processes fall out by themselves.
