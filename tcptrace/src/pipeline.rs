@@ -395,6 +395,7 @@ impl Pipeline {
 
     /// The event `bytes` holds. A stack capture is taken in (and gives
     /// none); a record that does not decode is counted.
+    #[inline]
     fn decoded(&mut self, bytes: &[u8]) -> Option<TcpEvent> {
         if is_user_stack(bytes) {
             self.on_user_stack(bytes);

@@ -288,7 +288,9 @@ impl SocketTable {
             _ => None,
         };
         let key_of = |cgroups: &mut Option<&mut Cgroups>| match cgroups {
-            Some(cgroups) => cgroups.key_at_birth(event.sock.cgroup_id, owner.map(|o| o.pid)),
+            Some(cgroups) => {
+                cgroups.key_at_birth(event.sock.cgroup_id, owner.map(|o| o.pid), event.ts_ns)
+            }
             None => event.sock.cgroup_id,
         };
         if event.what == TcpEventKind::SynAckRetransmit {
@@ -355,7 +357,9 @@ impl SocketTable {
         born: Option<SocketRecord>,
     ) -> Applied {
         let key_of = |cgroups: &mut Option<&mut Cgroups>| match cgroups {
-            Some(cgroups) => cgroups.key_at_birth(event.sock.cgroup_id, owner.map(|o| o.pid)),
+            Some(cgroups) => {
+                cgroups.key_at_birth(event.sock.cgroup_id, owner.map(|o| o.pid), event.ts_ns)
+            }
             None => event.sock.cgroup_id,
         };
         // One lookup per event: a birth, or the first sight of a socket born
@@ -426,7 +430,9 @@ impl SocketRecord {
         self.observe(event, owner);
         if unowned && self.owner.is_some() && self.cgroup == 0 {
             let cgroup = match cgroups {
-                Some(cgroups) => cgroups.key_at_birth(event.sock.cgroup_id, owner.map(|o| o.pid)),
+                Some(cgroups) => {
+                    cgroups.key_at_birth(event.sock.cgroup_id, owner.map(|o| o.pid), event.ts_ns)
+                }
                 None => event.sock.cgroup_id,
             };
             self.set_cgroup(cgroup);
@@ -736,14 +742,14 @@ impl Cgroups {
     /// once. A socket the kernel saw no birth of (id 0: born before
     /// tracing, or accepted from a listener that was) takes its owner's
     /// cgroup now.
-    pub fn key_at_birth(&mut self, cgroup_id: u64, pid: Option<u32>) -> u64 {
+    pub fn key_at_birth(&mut self, cgroup_id: u64, pid: Option<u32>, birth_ns: u64) -> u64 {
         if let Some(recorded) = &self.recorded {
             return recorded.next;
         }
         match (cgroup_id, pid) {
             (0, Some(pid)) => self.key_of_pid(pid),
             (0, None) => 0,
-            (id, Some(pid)) => self.containers.key_at_birth(id, pid),
+            (id, Some(pid)) => self.containers.key_at_birth(id, pid, birth_ns),
             (id, None) => id,
         }
     }
@@ -754,7 +760,7 @@ impl Cgroups {
             return recorded.pids.get(&pid).copied().unwrap_or(0);
         }
         let id = self.id_of_pid(pid);
-        self.containers.key_at_birth(id, pid)
+        self.containers.key_at_birth(id, pid, 0)
     }
 
     /// A process's cgroup-v2 id, from `/proc/PID/cgroup` and the mount.

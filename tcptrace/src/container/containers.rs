@@ -42,11 +42,22 @@ static UNKNOWN: ContainerLabels = ContainerLabels::EMPTY;
 /// births (saving a `/proc` read per connection on hosts that need it).
 const BIRTH_TTL: Duration = Duration::from_secs(5);
 
-/// How many births the last cgroup known to key its sockets by its own
-/// id answers without asking the cache (and the clock): that answer does
-/// not change while the id lives, and a clock read per connection was 4%
-/// of the daemon's time under churn.
-const RECENT_ANSWERS: u32 = 1024;
+/// How long (kernel time of the births) the last answer of `key_at_birth`
+/// serves the next births of the same process and cgroup without asking
+/// the caches and the clock: a clock read and two cache lookups per
+/// connection were 6% of the daemon's time under churn. Shorter than every
+/// cache's own time to live.
+const RECENT_ANSWER_NS: u64 = 1_000_000_000;
+
+/// The last answer of `key_at_birth`.
+#[derive(Clone, Copy)]
+struct RecentBirth {
+    pid: u32,
+    cgroup_id: u64,
+    key: u64,
+    /// The kernel time of the birth it was found for.
+    at_ns: u64,
+}
 
 /// How `open_by_handle_at` says it cannot be used here (as opposed to
 /// `ESTALE`, no such cgroup).
@@ -81,9 +92,8 @@ pub struct Containers {
     v1_paths: Bounded<u64, String>,
     /// (pid, cgroup id) → key, for `BIRTH_TTL`.
     births: Bounded<(u32, u64), u64>,
-    /// The last cgroup id `key_at_birth` gave back as its own key, and
-    /// how many more births may take that answer (`RECENT_ANSWERS`).
-    recent_own_key: Option<(u64, u32)>,
+    /// The last answer of `key_at_birth` (`RECENT_ANSWER_NS`).
+    recent_birth: Option<RecentBirth>,
 }
 
 impl Default for Containers {
@@ -110,7 +120,7 @@ impl Containers {
             last_walk: None,
             v1_paths: Bounded::new(config.capacity),
             births: Bounded::new(config.capacity),
-            recent_own_key: None,
+            recent_birth: None,
             config,
         }
     }
@@ -135,7 +145,7 @@ impl Containers {
             last_walk: None,
             v1_paths: Bounded::new(config.capacity),
             births: Bounded::new(1),
-            recent_own_key: None,
+            recent_birth: None,
             config,
         };
         for (key, labels, v1_path) in cgroups {
@@ -213,17 +223,36 @@ impl Containers {
     /// `cgroup_id` itself, resolved now if new (with the process's own
     /// `/proc/PID/cgroup` as the path), or a v1 key where the v2 cgroup
     /// does not tell containers apart. Cheap for a known id.
-    pub fn key_at_birth(&mut self, cgroup_id: u64, pid: u32) -> u64 {
-        if let Some((id, left)) = &mut self.recent_own_key {
-            if *id == cgroup_id && *left > 0 {
-                *left -= 1;
-                return cgroup_id;
+    ///
+    /// `birth_ns` is the birth's kernel time (0 when there is none): the
+    /// births of one process within `RECENT_ANSWER_NS` of the last one
+    /// asked take its answer.
+    pub fn key_at_birth(&mut self, cgroup_id: u64, pid: u32, birth_ns: u64) -> u64 {
+        if let Some(recent) = self.recent_birth {
+            if birth_ns != 0
+                && recent.pid == pid
+                && recent.cgroup_id == cgroup_id
+                && birth_ns.wrapping_sub(recent.at_ns) < RECENT_ANSWER_NS
+            {
+                return recent.key;
             }
         }
+        let key = self.find_key_at_birth(cgroup_id, pid);
+        if birth_ns != 0 {
+            self.recent_birth = Some(RecentBirth {
+                pid,
+                cgroup_id,
+                key,
+                at_ns: birth_ns,
+            });
+        }
+        key
+    }
+
+    fn find_key_at_birth(&mut self, cgroup_id: u64, pid: u32) -> u64 {
         let now = Instant::now();
         if let Some(entry) = self.cache.get(&cgroup_id, now) {
             if entry.workload || (entry.found && !self.v1) {
-                self.recent_own_key = Some((cgroup_id, RECENT_ANSWERS));
                 return cgroup_id;
             }
         }

@@ -113,12 +113,12 @@ fn cgroup_newer_than_the_walk_labelled_from_the_birth() {
         "walk not due yet"
     );
     host.process(4100, &format!("0::{}\n", pod_path(OTHER)));
-    assert_eq!(containers.key_at_birth(fresh, 4100), fresh);
+    assert_eq!(containers.key_at_birth(fresh, 4100, 0), fresh);
     assert_eq!(containers.labels(fresh).container, "worker");
     // A path that is not that cgroup's (the process moved) is no hint.
     let third = host.cgroup("/system.slice/cron.service");
     host.process(4101, &format!("0::{}\n", pod_path(CTR)));
-    assert_eq!(containers.key_at_birth(third, 4101), third);
+    assert_eq!(containers.key_at_birth(third, 4101, 0), third);
     assert_eq!(containers.labels(third), &ContainerLabels::EMPTY);
 }
 
@@ -183,13 +183,21 @@ fn hybrid_cgroupfs_driver_keys_by_v1_path() {
         "5:memory:/system.slice/containerd.service\n0::/system.slice/containerd.service\n",
     );
     let mut containers = Containers::new(host.config());
-    let api = containers.key_at_birth(shared, 200);
-    let worker = containers.key_at_birth(shared, 201);
+    let api = containers.key_at_birth(shared, 200, 0);
+    let worker = containers.key_at_birth(shared, 201, 0);
     assert!(api & V1_KEY != 0 && worker & V1_KEY != 0 && api != worker);
     assert_eq!(containers.labels(api).container, "api");
     assert_eq!(containers.labels(worker).container, "worker");
     // containerd itself is the service.
-    assert_eq!(containers.key_at_birth(shared, 202), shared);
+    assert_eq!(containers.key_at_birth(shared, 202, 0), shared);
+    // Births of one process within a second take the last answer; another
+    // process in the same cgroup, or a later birth, is asked again.
+    const SEC: u64 = 1_000_000_000;
+    assert_eq!(containers.key_at_birth(shared, 200, 10 * SEC), api);
+    assert_eq!(containers.key_at_birth(shared, 200, 10 * SEC + 5), api);
+    assert_eq!(containers.key_at_birth(shared, 201, 10 * SEC + 6), worker);
+    assert_eq!(containers.key_at_birth(shared, 202, 10 * SEC + 7), shared);
+    assert_eq!(containers.key_at_birth(shared, 202, 12 * SEC), shared);
     assert_eq!(containers.labels(shared).unit, "containerd.service");
     // The socket dump's owners go the same way.
     assert_eq!(containers.labels_of_pid(201).container, "worker");
@@ -244,14 +252,14 @@ fn v1_only_host() {
         cgroup2: None,
         ..host.config()
     });
-    let key = containers.key_at_birth(1, 300);
+    let key = containers.key_at_birth(1, 300, 0);
     assert_ne!(key, 1);
     assert_eq!(
         containers.labels(key),
         &named("shop", "checkout-7d9f8b6c5-x2x9z", "api")
     );
     // A host service keeps the root's id (v1 keys are for workloads).
-    assert_eq!(containers.key_at_birth(1, 301), 1);
+    assert_eq!(containers.key_at_birth(1, 301, 0), 1);
     assert_eq!(containers.labels_of_pid(300).container, "api");
     assert_eq!(containers.labels_of_pid(999), ContainerLabels::EMPTY);
 }

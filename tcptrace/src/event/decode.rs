@@ -55,13 +55,24 @@ impl fmt::Display for DecodeError {
 
 impl std::error::Error for DecodeError {}
 
+#[inline]
 pub fn decode(bytes: &[u8], layouts: &RecordLayouts) -> Result<TcpEvent, DecodeError> {
     if bytes.len() != EVENT_SIZE {
         return Err(DecodeError::Length(bytes.len()));
     }
-    // SAFETY: the length is checked above, `Event` is plain data for which
-    // every bit pattern is valid, and the read is unaligned-safe.
-    let event: Event = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+    // Ring-buffer records are 8-byte aligned: read in place, not copied
+    // (a few hundred bytes per record); other bytes are copied out.
+    let copied: Event;
+    let event: &Event = if bytes.as_ptr().align_offset(std::mem::align_of::<Event>()) == 0 {
+        // SAFETY: the length and alignment are checked above, and `Event`
+        // is plain data for which every bit pattern is valid.
+        unsafe { &*bytes.as_ptr().cast::<Event>() }
+    } else {
+        // SAFETY: the length is checked above, `Event` is plain data for
+        // which every bit pattern is valid, and the read is unaligned-safe.
+        copied = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+        &copied
+    };
     let kind = EventKind::from_u16(event.kind).ok_or(DecodeError::Kind(event.kind))?;
     let raw = Raw(&event.raw[..usize::from(event.raw_len).min(event.raw.len())]);
     let process = event.context & CTX_PROCESS != 0;
