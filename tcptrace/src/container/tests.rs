@@ -192,12 +192,12 @@ fn hybrid_cgroupfs_driver_keys_by_v1_path() {
     assert_eq!(containers.key_at_birth(shared, 202, 0), shared);
     // Births of one process within a second take the last answer; another
     // process in the same cgroup, or a later birth, is asked again.
-    const SEC: u64 = 1_000_000_000;
-    assert_eq!(containers.key_at_birth(shared, 200, 10 * SEC), api);
-    assert_eq!(containers.key_at_birth(shared, 200, 10 * SEC + 5), api);
-    assert_eq!(containers.key_at_birth(shared, 201, 10 * SEC + 6), worker);
-    assert_eq!(containers.key_at_birth(shared, 202, 10 * SEC + 7), shared);
-    assert_eq!(containers.key_at_birth(shared, 202, 12 * SEC), shared);
+    let sec = 1_000_000_000u64;
+    assert_eq!(containers.key_at_birth(shared, 200, 10 * sec), api);
+    assert_eq!(containers.key_at_birth(shared, 200, 10 * sec + 5), api);
+    assert_eq!(containers.key_at_birth(shared, 201, 10 * sec + 6), worker);
+    assert_eq!(containers.key_at_birth(shared, 202, 10 * sec + 7), shared);
+    assert_eq!(containers.key_at_birth(shared, 202, 12 * sec), shared);
     assert_eq!(containers.labels(shared).unit, "containerd.service");
     // The socket dump's owners go the same way.
     assert_eq!(containers.labels_of_pid(201).container, "worker");

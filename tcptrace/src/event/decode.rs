@@ -63,6 +63,10 @@ pub fn decode(bytes: &[u8], layouts: &RecordLayouts) -> Result<TcpEvent, DecodeE
     // Ring-buffer records are 8-byte aligned: read in place, not copied
     // (a few hundred bytes per record); other bytes are copied out.
     let copied: Event;
+    #[expect(
+        clippy::cast_ptr_alignment,
+        reason = "the alignment is checked before the cast"
+    )]
     let event: &Event = if bytes.as_ptr().align_offset(std::mem::align_of::<Event>()) == 0 {
         // SAFETY: the length and alignment are checked above, and `Event`
         // is plain data for which every bit pattern is valid.
