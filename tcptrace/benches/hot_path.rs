@@ -102,24 +102,37 @@ fn state_event(
         _pad: 0,
         raw,
     };
+    record_bytes(&event)
+}
+
+/// The bytes of `event` as the ring buffer holds them.
+fn record_bytes(event: &Event) -> Vec<u8> {
     // SAFETY: Event is plain data without padding.
-    unsafe { std::slice::from_raw_parts((&raw const event).cast::<u8>(), EVENT_SIZE) }.to_vec()
+    unsafe { std::slice::from_raw_parts(std::ptr::from_ref(event).cast::<u8>(), EVENT_SIZE) }
+        .to_vec()
+}
+
+/// Connection `i` of the churn: its start time, the client's port, and
+/// the two sockets' addresses (a small pool, as the slab allocator
+/// reuses them), with their owners' records.
+fn connection(i: u64) -> (u64, u16, (u64, SockInfo), (u64, SockInfo)) {
+    let (client, server) = (task(100, b"client", 1), task(200, b"server", 2));
+    let port = 32768 + u16::try_from(i % 28_000).expect("port");
+    let mut a = SockInfo::EMPTY;
+    a.owner = client;
+    a.flags = OWNER_FROM_SYSCALL;
+    let mut p = SockInfo::EMPTY;
+    p.owner = server;
+    p.flags = OWNER_FROM_LISTENER;
+    let active = 0xffff_0000 + (i % 64) * 2;
+    (i * 50_000, port, (active, a), (active + 1, p))
 }
 
 fn churn() -> Vec<Vec<u8>> {
     let (client, server) = (task(100, b"client", 1), task(200, b"server", 2));
     let mut events = Vec::new();
     for i in 0..CONNECTIONS {
-        let t = i * 50_000;
-        let port = 32768 + u16::try_from(i % 28_000).expect("port");
-        // A small pool of addresses, as the slab allocator reuses them.
-        let (active, passive) = (0xffff_0000 + (i % 64) * 2, 0xffff_0001 + (i % 64) * 2);
-        let mut a = SockInfo::EMPTY;
-        a.owner = client;
-        a.flags = OWNER_FROM_SYSCALL;
-        let mut p = SockInfo::EMPTY;
-        p.owner = server;
-        p.flags = OWNER_FROM_LISTENER;
+        let (t, port, (active, mut a), (passive, mut p)) = connection(i);
         events.push(state_event(t, active, a, Some(client), 7, 2, 0, 8080));
         events.push(state_event(t + 1_000, passive, p, None, 10, 3, 8080, port));
         events.push(state_event(t + 2_000, passive, p, None, 3, 1, 8080, port));
@@ -193,26 +206,17 @@ fn summary_event(
         _pad: 0,
         raw,
     };
-    // SAFETY: Event is plain data without padding.
-    unsafe { std::slice::from_raw_parts((&raw const event).cast::<u8>(), EVENT_SIZE) }.to_vec()
+    record_bytes(&event)
 }
 
 /// The daemon's records of the same churn: the client closes with
 /// `SO_LINGER` 0, the server's socket dies of the reset.
 fn summary_churn() -> Vec<Vec<u8>> {
-    let (client, server) = (task(100, b"client", 1), task(200, b"server", 2));
     let mut events = Vec::new();
     for i in 0..CONNECTIONS {
-        let t = i * 50_000;
-        let port = 32768 + u16::try_from(i % 28_000).expect("port");
-        let (active, passive) = (0xffff_0000 + (i % 64) * 2, 0xffff_0001 + (i % 64) * 2);
-        let mut a = SockInfo::EMPTY;
-        a.owner = client;
-        a.closer = client;
-        a.flags = OWNER_FROM_SYSCALL | CLOSER_KNOWN | RESET_BY_CLOSE;
-        let mut p = SockInfo::EMPTY;
-        p.owner = server;
-        p.flags = OWNER_FROM_LISTENER;
+        let (t, port, (active, mut a), (passive, p)) = connection(i);
+        a.closer = a.owner;
+        a.flags |= CLOSER_KNOWN | RESET_BY_CLOSE;
         let (syn_sent, established, close) = (raw::SYN_SENT, raw::ESTABLISHED, raw::CLOSE);
         events.push(summary_event(
             active,
