@@ -287,12 +287,8 @@ impl SocketTable {
             TcpEventKind::StateChange { old, new } => TcpState::birth(old, new).map(Role::from),
             _ => None,
         };
-        let key_of = |cgroups: &mut Option<&mut Cgroups>| match cgroups {
-            Some(cgroups) => {
-                cgroups.key_at_birth(event.sock.cgroup_id, owner.map(|o| o.pid), event.ts_ns)
-            }
-            None => event.sock.cgroup_id,
-        };
+        let key_of =
+            |cgroups: &mut Option<&mut Cgroups>| cgroup_key(cgroups.as_deref_mut(), event, owner);
         if event.what == TcpEventKind::SynAckRetransmit {
             // About a handshake the listener answers, not about its own
             // life; a listener from before the session is met here.
@@ -356,12 +352,8 @@ impl SocketTable {
         mut cgroups: Option<&mut Cgroups>,
         born: Option<SocketRecord>,
     ) -> Applied {
-        let key_of = |cgroups: &mut Option<&mut Cgroups>| match cgroups {
-            Some(cgroups) => {
-                cgroups.key_at_birth(event.sock.cgroup_id, owner.map(|o| o.pid), event.ts_ns)
-            }
-            None => event.sock.cgroup_id,
-        };
+        let key_of =
+            |cgroups: &mut Option<&mut Cgroups>| cgroup_key(cgroups.as_deref_mut(), event, owner);
         // One lookup per event: a birth, or the first sight of a socket born
         // before tracing started, starts a record; so does an event the
         // kernel says is about another socket than the record's (the old
@@ -409,6 +401,17 @@ impl SocketTable {
     }
 }
 
+/// The cgroup key a record made (or first owned) at `event` takes: from
+/// the container cache when there is one, else the kernel's cgroup id.
+fn cgroup_key(cgroups: Option<&mut Cgroups>, event: &TcpEvent, owner: Option<&Owner>) -> u64 {
+    match cgroups {
+        Some(cgroups) => {
+            cgroups.key_at_birth(event.sock.cgroup_id, owner.map(|o| o.pid), event.ts_ns)
+        }
+        None => event.sock.cgroup_id,
+    }
+}
+
 /// Drops `record`'s entry from the endpoint index, if it is still its.
 fn unindex(by_endpoints: &mut FastMap<(u32, SocketAddr, SocketAddr), u64>, record: &SocketRecord) {
     let key = (record.netns, record.local, record.remote);
@@ -429,12 +432,7 @@ impl SocketRecord {
         let unowned = self.owner.is_none();
         self.observe(event, owner);
         if unowned && self.owner.is_some() && self.cgroup == 0 {
-            let cgroup = match cgroups {
-                Some(cgroups) => {
-                    cgroups.key_at_birth(event.sock.cgroup_id, owner.map(|o| o.pid), event.ts_ns)
-                }
-                None => event.sock.cgroup_id,
-            };
+            let cgroup = cgroup_key(cgroups, event, owner);
             self.set_cgroup(cgroup);
         }
     }
