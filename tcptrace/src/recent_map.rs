@@ -76,22 +76,8 @@ impl<K: Hash + Eq, V> RecentMap<K, V> {
         self.map.get(key)
     }
 
-    pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
-        self.map.get_mut(key)
-    }
-
     pub fn iter(&self) -> indexmap::map::Iter<'_, K, V> {
         self.map.iter()
-    }
-
-    pub fn values(&self) -> indexmap::map::Values<'_, K, V> {
-        self.map.values()
-    }
-
-    /// Inserts or replaces.
-    pub fn insert(&mut self, key: K, value: V) -> Option<V> {
-        // A new key goes last: no index moves.
-        self.map.insert(key, value)
     }
 
     /// Removes `key` (the last entry takes its index).
@@ -153,7 +139,7 @@ mod tests {
         assert_eq!(map.get(&0), Some(&1));
         assert_eq!(map.get(&9), None);
         assert_eq!(map.len(), 6);
-        let total: u64 = map.values().sum();
+        let total: u64 = map.iter().map(|(_, value)| value).sum();
         let untouched: u64 = [1u64, 4, 5, 7].iter().map(|k| 3 * k + 3).sum();
         assert_eq!(total, untouched + (3 * 8 + 3 + 1) + 1);
     }
