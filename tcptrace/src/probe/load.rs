@@ -478,8 +478,10 @@ fn attach_hook(
         (Err(err), Some(fallback)) => {
             attach(ebpf, fallback.program, fallback.attach, btf)?;
             notes.push(format!(
-                "{}: read with probe reads, slower, nothing lost ({} refused: {err:#})",
-                hook.gives, hook.program
+                "{}: read with probe reads, slower, nothing lost ({} refused: {})",
+                hook.gives,
+                hook.program,
+                verdict(&format!("{err:#}"))
             ));
             Ok(())
         }
@@ -538,6 +540,30 @@ fn read_layouts(root: &Path) -> Result<RecordLayouts> {
 
 /// Turns a loader error into advice: EPERM almost always means missing
 /// privileges or a lockdown, not a bug in tcptrace.
+/// A refusal in one line: the message, and of a verifier log only its
+/// verdict (the line before its statistics), not the thousands of lines
+/// before it. For notes shown at every start and in `/healthz`.
+fn verdict(message: &str) -> String {
+    let Some((head, log)) = message.split_once("Verifier output:") else {
+        return message.lines().next().unwrap_or_default().to_owned();
+    };
+    let lines: Vec<&str> = log
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let end = lines
+        .iter()
+        .position(|line| line.starts_with("verification time"))
+        .unwrap_or(lines.len());
+    let last = end
+        .checked_sub(1)
+        .and_then(|i| lines.get(i))
+        .copied()
+        .unwrap_or_default();
+    format!("{} verifier: {last}", head.trim_end())
+}
+
 fn refused(what: &str, err: &dyn std::error::Error) -> anyhow::Error {
     let mut chain = err.to_string();
     let mut source = err.source();
@@ -553,4 +579,26 @@ fn refused(what: &str, err: &dyn std::error::Error) -> anyhow::Error {
         ""
     };
     anyhow!("{what} failed: {chain}{hint}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::verdict;
+
+    #[test]
+    fn a_refusal_is_told_by_its_verifier_verdict() {
+        let refused = "verifying p failed: the BPF_PROG_LOAD syscall returned Permission denied \
+                       (os error 13). Verifier output: 0: R1=ctx() R10=fp0\n1: (69) r3 = *(u16 *)(r4 +0)\n\
+                       access beyond struct sock at off 814 size 2\nverification time 2155 usec\n\
+                       stack depth 312\n: Permission denied (os error 13)";
+        assert_eq!(
+            verdict(refused),
+            "verifying p failed: the BPF_PROG_LOAD syscall returned Permission denied \
+             (os error 13). verifier: access beyond struct sock at off 814 size 2"
+        );
+        assert_eq!(
+            verdict("attaching p failed: EINVAL\nmore"),
+            "attaching p failed: EINVAL"
+        );
+    }
 }
