@@ -62,8 +62,12 @@ pub struct ResetLayout {
     pub skaddr: u32,
     pub record_len: u32,
     pub ports: PortsAt,
+    /// `skbaddr`, the packet a reset answers (NULL for an active reset;
+    /// `tcp_send_reset` only); 0: no such field.
+    pub packet: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<ResetLayout>() == 16);
+const _: () = assert!(core::mem::size_of::<ResetLayout>() == 24);
 
 /// `struct sock` offsets resolved from BTF; 0 means "unresolved".
 #[repr(C)]
@@ -123,6 +127,10 @@ pub struct KernelLayout {
     /// 0 when unknown.
     pub tcp_rcv_tstamp: u32,
     pub tcp_lrcvtime: u32,
+    /// `tcp_sk(sk)->snd_nxt` and `write_seq` (u32 sequence numbers): they
+    /// differ while data the user wrote has not been sent. 0 when unknown.
+    pub tcp_snd_nxt: u32,
+    pub tcp_write_seq: u32,
     /// `sk->__sk_common.skc_family` (a u16), `skc_rcv_saddr` (a u32) and
     /// `skc_v6_rcv_saddr` (16 bytes): the bound address of a listener,
     /// which its children carry at birth (see `ListenerKey`).
@@ -135,7 +143,7 @@ pub struct KernelLayout {
     pub sock_socket: u32,
     pub socket_ino: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelLayout>() == 116);
+const _: () = assert!(core::mem::size_of::<KernelLayout>() == 124);
 
 /// `syscalls:sys_exit_accept4` and `syscalls:sys_exit_accept`.
 #[repr(C)]

@@ -152,7 +152,8 @@ pub const PEER_SILENCE_KNOWN: u32 = 1 << 7;
 /// socket sent a reset (`SO_LINGER` 0, unread data, an abort; see
 /// `transition::close_sends_reset`). The kernel sends it after the CLOSE,
 /// when the socket's record is gone: this flag is how it is counted, and
-/// the reset event that follows says it is that one (`CTX_BY_CLOSE`).
+/// the reset event that follows says it is that one (`CTX_BY_CLOSE`,
+/// recognised by `transition::reset_follows_close`).
 pub const RESET_BY_CLOSE: u32 = 1 << 8;
 
 /// What the kernel remembers per socket, keyed by the `struct sock` address.

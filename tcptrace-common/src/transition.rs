@@ -82,16 +82,30 @@ pub const fn hands_over_to_timewait(old: i32, new: i32) -> bool {
 
 /// A close call that takes the socket straight to CLOSE from one of these
 /// states aborts the connection: the kernel sends a reset right after the
-/// transition (`tcp_disconnect`'s `tcp_need_reset`, or `close()` with
-/// unread data).
+/// transition (`tcp_disconnect`'s `tcp_need_reset`, `close()` with unread
+/// data, `SO_LINGER` 0). From `CLOSING` or `LAST_ACK`, `tcp_disconnect`
+/// sends one only when data it was asked to send never left:
+/// `has_unsent_data` is asked then.
 #[inline(always)]
 #[must_use]
-pub const fn close_sends_reset(old: i32, new: i32) -> bool {
+pub fn close_sends_reset(old: i32, new: i32, has_unsent_data: impl FnOnce() -> bool) -> bool {
     new == CLOSE
-        && matches!(
-            old,
-            ESTABLISHED | CLOSE_WAIT | FIN_WAIT1 | FIN_WAIT2 | SYN_RECV
-        )
+        && match old {
+            ESTABLISHED | CLOSE_WAIT | FIN_WAIT1 | FIN_WAIT2 | SYN_RECV => true,
+            CLOSING | LAST_ACK => has_unsent_data(),
+            _ => false,
+        }
+}
+
+/// A reset that answers no packet (`tcp_send_active_reset`) from a socket
+/// already in CLOSE is the one its close call sent right after the
+/// transition, which that CLOSE record counted (`close_sends_reset`, the
+/// same kernel paths). Every other reset is counted where it is seen:
+/// aborts send theirs before the CLOSE, and answers to packets have one.
+#[inline(always)]
+#[must_use]
+pub const fn reset_follows_close(answers_packet: bool, state: i32) -> bool {
+    !answers_packet && state == CLOSE
 }
 
 /// The moments of a life the kernel keeps in summary mode (and the socket
@@ -303,10 +317,22 @@ mod tests {
         assert!(hands_over_to_timewait(FIN_WAIT2, CLOSE));
         assert!(hands_over_to_timewait(CLOSING, CLOSE));
         assert!(!hands_over_to_timewait(LAST_ACK, CLOSE), "the passive side");
-        assert!(close_sends_reset(ESTABLISHED, CLOSE));
-        assert!(close_sends_reset(CLOSE_WAIT, CLOSE));
-        assert!(!close_sends_reset(SYN_SENT, CLOSE), "a connect abandoned");
-        assert!(!close_sends_reset(LAST_ACK, CLOSE));
+        let never_asked = || -> bool { panic!("only CLOSING and LAST_ACK depend on unsent data") };
+        assert!(close_sends_reset(ESTABLISHED, CLOSE, never_asked));
+        assert!(close_sends_reset(CLOSE_WAIT, CLOSE, never_asked));
+        assert!(
+            !close_sends_reset(SYN_SENT, CLOSE, never_asked),
+            "a connect abandoned"
+        );
+        assert!(!close_sends_reset(LAST_ACK, CLOSE, || false));
+        assert!(close_sends_reset(LAST_ACK, CLOSE, || true), "disconnect with data");
+        assert!(close_sends_reset(CLOSING, CLOSE, || true));
+        assert!(reset_follows_close(false, CLOSE));
+        assert!(!reset_follows_close(true, CLOSE), "an answer to a packet");
+        assert!(
+            !reset_follows_close(false, ESTABLISHED),
+            "an abort: its reset comes before the CLOSE"
+        );
     }
 
     #[test]

@@ -30,12 +30,6 @@ pub static PROCESSES: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
 pub static SOCKS: HashMap<u64, SockInfo> = HashMap::with_max_entries(262_144, 0);
 
 /// (netns, local port) → owner of the listening socket.
-/// Sockets whose close call is about to send a reset (`RESET_BY_CLOSE`):
-/// the reset programs take their entry, so that reset is not counted twice.
-/// LRU: an entry whose reset never came is pushed out.
-#[map]
-pub static RESETS_BY_CLOSE: LruHashMap<u64, u8> = LruHashMap::with_max_entries(4096, 0);
-
 #[map]
 pub static LISTENERS: HashMap<ListenerKey, Listener> = HashMap::with_max_entries(16_384, 0);
 
@@ -126,6 +120,8 @@ const NO_RESET: ResetLayout = ResetLayout {
     skaddr: 0,
     record_len: 0,
     ports: NO_PORTS,
+    packet: 0,
+    _pad: 0,
 };
 #[unsafe(no_mangle)]
 static RETRANSMIT_LAYOUT: RetransmitLayout = NO_RETRANSMIT;
@@ -161,6 +157,8 @@ static KERNEL_LAYOUT: KernelLayout = KernelLayout {
     tcp_bytes_received: 0,
     tcp_rcv_tstamp: 0,
     tcp_lrcvtime: 0,
+    tcp_snd_nxt: 0,
+    tcp_write_seq: 0,
     sock_family: 0,
     sock_rcv_saddr: 0,
     sock_v6_rcv_saddr: 0,

@@ -11,16 +11,16 @@ use aya_ebpf::{
     programs::{RawTracePointContext, TracePointContext},
     EbpfContext,
 };
-use tcptrace_common::{Counter, EventKind, SockInfo, Task, CTX_BY_CLOSE, CTX_PROCESS};
+use tcptrace_common::{
+    transition::reset_follows_close, Counter, EventKind, SockInfo, Task, CTX_BY_CLOSE, CTX_PROCESS,
+};
 
 use crate::{
     context::{current_task, in_process_context, StackFor},
     emit::{emit, Record},
     filter::{allows, record_ports, socket_ports},
-    maps::{
-        count, receive_reset_layout, send_reset_layout, LAST_RESET_SOCK, RESETS_BY_CLOSE, SOCKS,
-    },
-    sock::Probe,
+    maps::{count, receive_reset_layout, send_reset_layout, LAST_RESET_SOCK, SOCKS},
+    sock::{state_of, Probe},
 };
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -29,11 +29,12 @@ pub enum Direction {
     Received,
 }
 
-/// Summary mode: `TP_PROTO(sk, ...)`.
+/// Summary mode: `TP_PROTO(sk, skb, ...)` (`tcp_receive_reset` has `sk`
+/// alone).
 pub fn on_reset_raw(ctx: &RawTracePointContext, direction: Direction) {
     let skaddr: u64 = ctx.arg(0);
     mark_peer_reset(skaddr, direction);
-    if announced_by_close(skaddr, direction) {
+    if direction == Direction::Sent && follows_close(skaddr, ctx.arg::<u64>(1) != 0) {
         count(Counter::EventsFolded); // counted with its socket's CLOSE
         return;
     }
@@ -59,11 +60,11 @@ pub fn on_reset_raw(ctx: &RawTracePointContext, direction: Direction) {
     count(Counter::EventsFolded);
 }
 
-/// Whether this is the reset an abortive close announced on its socket's
-/// CLOSE record (`RESET_BY_CLOSE`); takes the announcement.
+/// Whether this reset sent is the one an abortive close announced on its
+/// socket's CLOSE record (`RESET_BY_CLOSE`).
 #[inline(always)]
-fn announced_by_close(skaddr: u64, direction: Direction) -> bool {
-    direction == Direction::Sent && skaddr != 0 && RESETS_BY_CLOSE.remove(skaddr).is_ok()
+fn follows_close(skaddr: u64, answers_packet: bool) -> bool {
+    skaddr != 0 && reset_follows_close(answers_packet, i32::from(state_of::<Probe>(skaddr)))
 }
 
 /// Remembers the socket a received reset is about (see `reset_by_peer`).
@@ -86,7 +87,11 @@ pub fn on_reset(ctx: &TracePointContext, direction: Direction) -> Result<(), ()>
         // SAFETY: a probe read of the tracepoint record at an offset from its tracefs format; the helper checks the address.
         unsafe { ctx.read_at(layout.skaddr as usize) }.map_err(|_| count(Counter::ReadErrors))?;
     mark_peer_reset(skaddr, direction);
-    let by_close = announced_by_close(skaddr, direction);
+    let by_close = direction == Direction::Sent
+        && layout.packet != 0
+        // SAFETY: as above.
+        && unsafe { ctx.read_at::<u64>(layout.packet as usize) }
+            .is_ok_and(|packet| follows_close(skaddr, packet != 0));
     let info = match (skaddr, SOCKS.get_ptr_mut(skaddr)) {
         (0, _) | (_, None) => SockInfo::EMPTY,
         // SAFETY: a pointer into the SOCKS map's value, valid for this program run; updates of one socket race only with its own softirq work, which sees a whole record.

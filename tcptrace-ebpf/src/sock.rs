@@ -78,6 +78,20 @@ pub fn peer_sent_data(skaddr: u64) -> bool {
     read_at::<Probe, u64>(skaddr, kernel_layout().tcp_bytes_received).is_ok_and(|bytes| bytes > 1)
 }
 
+/// Whether data the user wrote has not all been sent (`snd_nxt` behind
+/// `write_seq`); false when it cannot be read.
+#[inline(always)]
+pub fn has_unsent_data(skaddr: u64) -> bool {
+    let layout = kernel_layout();
+    match (
+        read_at::<Probe, u32>(skaddr, layout.tcp_snd_nxt),
+        read_at::<Probe, u32>(skaddr, layout.tcp_write_seq),
+    ) {
+        (Ok(snd_nxt), Ok(write_seq)) => snd_nxt != write_seq,
+        _ => false,
+    }
+}
+
 /// How long the peer has been silent, in jiffies: now minus the later of
 /// its last data and its last acceptable ACK (u32 jiffies, compared
 /// across wrap-around as the kernel does). `None` when unreadable.

@@ -28,12 +28,10 @@ use crate::{
     context::{current_cgroup_id, current_task, in_process_context, StackFor},
     emit::{copy_words, emit, set_nobody, zero_words, Record},
     filter::{allows, record_ports, socket_ports, stack_unless_ruled_out},
-    maps::{
-        count, settings, state_layout, LAST_RESET_SOCK, LISTENERS, RESETS_BY_CLOSE, SCRATCH, SOCKS,
-    },
+    maps::{count, settings, state_layout, LAST_RESET_SOCK, LISTENERS, SCRATCH, SOCKS},
     sock::{
-        error_of, inode_of, listener_key_of, local_port_of, netns_of, peer_sent_data,
-        peer_silent_jiffies, protocol_of, Probe, SockRead, Typed,
+        error_of, has_unsent_data, inode_of, listener_key_of, local_port_of, netns_of,
+        peer_sent_data, peer_silent_jiffies, protocol_of, Probe, SockRead, Typed,
     },
 };
 
@@ -185,9 +183,8 @@ fn on_change<R: SockRead>(
 
     // An abortive close: its reset follows the CLOSE, after the socket's
     // record is gone; it is counted here (see RESET_BY_CLOSE).
-    if closing && close_sends_reset(old, new) {
+    if closing && close_sends_reset(old, new, || has_unsent_data(skaddr)) {
         info.flags |= RESET_BY_CLOSE;
-        let _ = RESETS_BY_CLOSE.insert(skaddr, 0, 0);
     }
     if closing && info.flags & CLOSER_KNOWN == 0 {
         // SAFETY: two whole records.

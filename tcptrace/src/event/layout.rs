@@ -60,6 +60,8 @@ pub struct StateRecord {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SockEventLayout {
     pub skaddr: Field,
+    /// The packet a reset answers (`tcp_send_reset`'s `skbaddr`).
+    pub packet: Option<Field>,
     /// The socket state, where the record has one.
     pub state: Option<Field>,
     /// A retransmit attempt's result (`tcp_retransmit_skb` since 6.11).
@@ -193,6 +195,8 @@ impl RecordLayouts {
             skaddr: offset(r.skaddr),
             record_len: len(r.len),
             ports: r.endpoints.ports_at(),
+            packet: r.packet.map_or(0, offset),
+            _pad: 0,
         };
         let retransmit = |r: &SockEventLayout| RetransmitLayout {
             skaddr: offset(r.skaddr),
@@ -245,6 +249,7 @@ impl SockEventLayout {
     fn from_format(format: &Format) -> Result<Self> {
         Ok(Self {
             skaddr: format.field("skaddr", 8)?,
+            packet: format.optional_field("skbaddr", 8)?,
             state: format.optional_field("state", 4)?,
             err: format.optional_field("err", 4)?,
             endpoints: Endpoints::from_format(format)?,

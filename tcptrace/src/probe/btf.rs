@@ -113,6 +113,8 @@ fn kernel_layout(btf: &Btf) -> Result<KernelLayout> {
         tcp_bytes_received: optional("tcp_sock", &["bytes_received"]),
         tcp_rcv_tstamp: optional("tcp_sock", &["rcv_tstamp"]),
         tcp_lrcvtime: optional("tcp_sock", &["inet_conn", "icsk_ack", "lrcvtime"]),
+        tcp_snd_nxt: optional("tcp_sock", &["snd_nxt"]),
+        tcp_write_seq: optional("tcp_sock", &["write_seq"]),
         sock_family: u32::try_from(member_offset(btf, "sock", &["__sk_common", "skc_family"])?)?,
         sock_rcv_saddr: u32::try_from(member_offset(
             btf,
