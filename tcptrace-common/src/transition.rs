@@ -325,7 +325,10 @@ mod tests {
             "a connect abandoned"
         );
         assert!(!close_sends_reset(LAST_ACK, CLOSE, || false));
-        assert!(close_sends_reset(LAST_ACK, CLOSE, || true), "disconnect with data");
+        assert!(
+            close_sends_reset(LAST_ACK, CLOSE, || true),
+            "disconnect with data"
+        );
         assert!(close_sends_reset(CLOSING, CLOSE, || true));
         assert!(reset_follows_close(false, CLOSE));
         assert!(!reset_follows_close(true, CLOSE), "an answer to a packet");

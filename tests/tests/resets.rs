@@ -17,15 +17,15 @@
 //! ended (`resets`); the daemon counts the resets of known sockets by
 //! process, and the kernel's count of those sent without a socket.
 
-use std::{collections::BTreeMap, process::Command, thread, time::Duration};
+use std::{collections::BTreeMap, fmt::Write, process::Command, thread, time::Duration};
 
 use serde_json::Value;
 use tcptrace_tests::{
     daemon::{free_loopback_addr, sample, Daemon},
-    kernel_counts::nstat,
+    kernel_counts::{nstat, ss_count},
     netns::HostPair,
     require_root,
-    trace::Trace,
+    trace::{transition, Trace},
     Tracer, Workload,
 };
 
@@ -44,8 +44,8 @@ fn scenario_in(netns: &str, args: &[&str]) -> Workload {
     )
 }
 
-/// Whether a record's endpoint is one of the test's ports.
-fn ours(record: &Value) -> bool {
+/// Whether a record's local or remote endpoint has one of `ports`.
+fn on_ports(record: &Value, ports: &[u16]) -> bool {
     let port = |key: &str| {
         record[key]
             .as_str()
@@ -55,7 +55,12 @@ fn ours(record: &Value) -> bool {
     [port("local"), port("remote")]
         .into_iter()
         .flatten()
-        .any(|p| ABORT_PORTS.contains(&p) || p == CLOSED_PORT)
+        .any(|p| ports.contains(&p))
+}
+
+/// Whether a record's endpoint is one of the test's ports.
+fn ours(record: &Value) -> bool {
+    on_ports(record, &ABORT_PORTS) || on_ports(record, &[CLOSED_PORT])
 }
 
 /// The connections a reset ended, by the churn findings of one role of
@@ -238,5 +243,177 @@ fn resets_agree_with_the_kernel() {
         host_wide >= 5.0,
         "at least the {REFUSED} refused connects': {table}"
     );
+    drop(alive);
+}
+
+/// The server of `a_reset_after_a_last_ack_disconnect_is_counted_once`.
+const LAST_ACK_PORT: u16 = 18360;
+
+/// `tt-scenario abort-in-last-ack` on `server`, in namespace `a`: once
+/// `ss` sees the server's end in `LAST-ACK` and the client's in
+/// `FIN-WAIT-2`, the server's end is closed with `SO_LINGER` 0. Returns
+/// the process, alive (the client's end stays open).
+fn abort_in_last_ack(hosts: &HostPair, server: &str) -> Workload {
+    let mut scenario = scenario_in(&hosts.a, &["abort-in-last-ack", server]);
+    scenario.expect_line("listening ");
+    let unsent = scenario.expect_line("last-ack unsent ");
+    assert_eq!(
+        (
+            ss_count(&hosts.a, "last-ack"),
+            ss_count(&hosts.a, "fin-wait-2")
+        ),
+        (1, 1),
+        "the server's end in LAST_ACK ({unsent} bytes unsent), the client's in FIN_WAIT2"
+    );
+    scenario.send_line("abort");
+    scenario.expect_line("aborted in LAST_ACK");
+    // The reset reaches the client's end at once; let the records drain.
+    thread::sleep(Duration::from_millis(300));
+    scenario
+}
+
+/// `trace --json`'s records on `port`, one line each: the socket (its
+/// address's last digits), the event, the endpoints.
+fn listing(trace: &Trace, port: u16) -> String {
+    let mut lines = String::new();
+    for r in trace.records.iter().filter(|r| on_ports(r, &[port])) {
+        let text = |key: &str| r[key].as_str().unwrap_or("-").to_owned();
+        let sock = text("sock");
+        let what = match text("type").as_str() {
+            "state" => transition(r),
+            "reset_sent" => format!("reset_sent in {}", text("state")),
+            other => other.to_owned(),
+        };
+        let _ = writeln!(
+            lines,
+            "  {:<6} {what:<22} {} -> {}",
+            sock.get(sock.len().saturating_sub(6)..).unwrap_or("-"),
+            text("local"),
+            text("remote")
+        );
+    }
+    lines
+}
+
+/// The one `reset_sent` on `port` is the close's: sent by `server`'s end
+/// that went `LAST_ACK -> CLOSE`, after that, from CLOSE.
+fn assert_reset_of_the_close(trace: &Trace, port: u16, server: &str, table: &str) {
+    let on_port = |kind: &'static str| {
+        trace
+            .records
+            .iter()
+            .filter(move |r| r["type"] == kind && on_ports(r, &[port]))
+    };
+    let closes: Vec<&Value> = on_port("state")
+        .filter(|r| r["old"] == "LAST_ACK" && r["new"] == "CLOSE")
+        .collect();
+    let resets: Vec<&Value> = on_port("reset_sent").collect();
+    let ([close], [reset]) = (&closes[..], &resets[..]) else {
+        panic!("one LAST_ACK -> CLOSE and one reset sent on the port: {table}");
+    };
+    assert_eq!(reset["state"], "CLOSE", "{table}");
+    assert_eq!(reset["sock"], close["sock"], "the server's end: {table}");
+    assert_eq!(reset["local"], server, "{table}");
+    assert!(
+        reset["ktime_ns"].as_u64() >= close["ktime_ns"].as_u64(),
+        "after the CLOSE: {table}"
+    );
+}
+
+/// `tcp_disconnect` resets a connection from `LAST_ACK` only when data it
+/// was asked to send never left (`TCP_DISCONNECT_WITH_DATA`). One
+/// connection in namespace `a` gets there (`abort_in_last_ack`): the
+/// server's end in `LAST_ACK`, its FIN queued behind data the client's
+/// full window holds back, is closed with `SO_LINGER` 0. The kernel sends
+/// one RST, after the CLOSE (`TcpOutRsts` and `TcpExtTCPAbortOnData` 1);
+/// it reaches the client's end in `FIN_WAIT2`, the only other socket
+/// there, which counts it nowhere (`TcpEstabResets` counts resets of
+/// `ESTABLISHED` and `CLOSE_WAIT` sockets only).
+///
+/// Every mode counts that reset once: `trace --json` shows one
+/// `reset_sent`, the server's, in CLOSE after its `LAST_ACK -> CLOSE`;
+/// the session counts of `--report-only` and the daemon's metrics say one
+/// sent and one received; the churn findings see both ends ended by it.
+#[test]
+fn a_reset_after_a_last_ack_disconnect_is_counted_once() {
+    require_root();
+    let hosts = HostPair::new("ttrla");
+    let port = LAST_ACK_PORT.to_string();
+    let filter = ["--port", port.as_str()];
+    let every_event = Tracer::start(&filter);
+    let summary = Tracer::start_report_only(&filter);
+    let daemon_args = [&filter[..], &["--refresh", "1s"]].concat();
+    let daemon = Daemon::start(&free_loopback_addr(), &daemon_args);
+    let before = nstat(&hosts.a);
+    let server = format!("{}:{LAST_ACK_PORT}", hosts.a_addr);
+    let alive = abort_in_last_ack(&hosts, &server);
+
+    let delta = |key: &str| nstat(&hosts.a)[key] - before.get(key).copied().unwrap_or(0);
+    let kernel = Resets {
+        sent: Some(delta("TcpOutRsts")),
+        received: None,
+        server_connections: None,
+        client_connections: None,
+    };
+    assert_eq!(
+        (
+            kernel.sent,
+            delta("TcpExtTCPAbortOnData"),
+            delta("TcpEstabResets")
+        ),
+        (Some(1), 1, 0),
+        "the run: one abortive close from LAST_ACK, one RST"
+    );
+    let scrape = daemon.scrape_until(Duration::from_secs(10), |s| {
+        scraped(s, "sent") >= 1 && scraped(s, "received") >= 1
+    });
+    let (every_event, summary) = (every_event.stop(), summary.stop());
+
+    let on_port = |kind: &str| {
+        every_event
+            .of_type(kind)
+            .filter(|r| on_ports(r, &[LAST_ACK_PORT]))
+            .count() as u64
+    };
+    let json = Resets {
+        sent: Some(on_port("reset_sent")),
+        received: Some(on_port("reset_received")),
+        server_connections: Some(reset_connections(&every_event, "passive")),
+        client_connections: Some(reset_connections(&every_event, "active")),
+    };
+    // The session's counts: the kernel lets only the port's events by.
+    let session = &summary.summary()["summary"];
+    let report_only = Resets {
+        sent: session["resets_sent"].as_u64(),
+        received: session["resets_received"].as_u64(),
+        server_connections: Some(reset_connections(&summary, "passive")),
+        client_connections: Some(reset_connections(&summary, "active")),
+    };
+    let metrics = Resets {
+        sent: Some(scraped(&scrape, "sent")),
+        received: Some(scraped(&scrape, "received")),
+        server_connections: None,
+        client_connections: None,
+    };
+    let table = [
+        "source                    RSTs sent  RSTs received  conns reset srv  conns reset cli\n"
+            .to_owned(),
+        kernel.row("kernel (nstat)"),
+        json.row("trace --json"),
+        report_only.row("trace --report-only"),
+        metrics.row("daemon (metrics)"),
+        "trace --json on the port:\n".to_owned(),
+        listing(&every_event, LAST_ACK_PORT),
+    ]
+    .concat();
+    eprintln!("{table}");
+    for mode in [&json, &report_only, &metrics] {
+        assert_eq!(mode.sent, kernel.sent, "{table}");
+        assert_eq!(mode.received, Some(1), "the client's: {table}");
+    }
+    let connections = |r: &Resets| (r.server_connections, r.client_connections);
+    assert_eq!(connections(&json), (Some(1), Some(1)), "{table}");
+    assert_eq!(connections(&report_only), connections(&json), "{table}");
+    assert_reset_of_the_close(&every_event, LAST_ACK_PORT, &server, &table);
     drop(alive);
 }

@@ -13,7 +13,7 @@ use std::{
     env,
     io::{BufRead, Read, Write},
     net::{SocketAddr, TcpListener, TcpStream},
-    os::fd::AsRawFd,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
     process::ExitCode,
     thread,
     time::{Duration, Instant},
@@ -47,7 +47,15 @@ const USAGE: &str = "usage:
   tt-scenario idle ADDR none|keepalive|keepalive-fast
         incident 5: one connection, then no data at all; `keepalive`: probes
         after 10 min idle; `keepalive-fast`: after 1 s, 1 s apart, 2 unanswered
-        end it";
+        end it
+  tt-scenario abort-in-last-ack ADDR
+        one connection to itself: the accepted end reads EOF, fills the
+        client's tiny receive window, shuts down its write side with data
+        unsent (LAST_ACK); on stdin's `abort` it closes with SO_LINGER 0,
+        and the kernel resets it from LAST_ACK (TCP_DISCONNECT_WITH_DATA)";
+
+/// `TCP_LAST_ACK` of the kernel's `enum tcp_state` (`TCP_INFO`'s `tcpi_state`).
+const TCP_LAST_ACK: u8 = 9;
 
 /// Upper bound of any single wait for the peer.
 const PEER_TIMEOUT: Duration = Duration::from_secs(20);
@@ -67,6 +75,7 @@ fn main() -> ExitCode {
         ["black-hole", addr] => black_hole(addr),
         ["idle", addr, keepalive] => idle(addr, keepalive),
         ["abort-after", addr, ms, talk] => abort_after(addr, ms, talk),
+        ["abort-in-last-ack", addr] => abort_in_last_ack(addr),
         _ => Err(USAGE.to_owned()),
     };
     exit_code("tt-scenario", result)
@@ -405,26 +414,190 @@ fn abort_after(addr: &str, ms: &str, talk: &str) -> Result {
         thread::sleep(Duration::from_millis(100));
     }
     thread::sleep(until.saturating_duration_since(Instant::now()));
+    close_abortively(conn)?; // SO_LINGER 0: the close sends RST
+    say("reset");
+    linger()
+}
+
+/// `setsockopt` of a `T` (a `c_int`, a `struct linger`) on `fd`.
+fn set_option<T>(fd: RawFd, level: i32, option: i32, value: &T) -> Result {
+    let size = libc::socklen_t::try_from(size_of::<T>()).map_err(|e| e.to_string())?;
+    // SAFETY: `fd` is an open socket its caller owns; `value` is a live
+    // `T`, its size given.
+    let set =
+        unsafe { libc::setsockopt(fd, level, option, std::ptr::from_ref(value).cast(), size) };
+    if set != 0 {
+        return Err(format!("setsockopt: {}", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// `close()` with `SO_LINGER` {on, 0}: `tcp_disconnect`, which resets the
+/// connection from most states.
+fn close_abortively(conn: TcpStream) -> Result {
     let abortive = libc::linger {
         l_onoff: 1,
         l_linger: 0,
     };
-    // SAFETY: `conn` owns the open socket; `abortive` outlives the call and
-    // its size is given.
-    let set = unsafe {
-        libc::setsockopt(
+    set_option(
+        conn.as_raw_fd(),
+        libc::SOL_SOCKET,
+        libc::SO_LINGER,
+        &abortive,
+    )?;
+    drop(conn);
+    Ok(())
+}
+
+/// The kernel's `TCP_INFO` of a socket.
+fn tcp_info(conn: &TcpStream) -> Result<libc::tcp_info> {
+    // SAFETY: tcp_info is plain integers; all zeroes is a valid value.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut size =
+        libc::socklen_t::try_from(size_of::<libc::tcp_info>()).map_err(|e| e.to_string())?;
+    // SAFETY: `conn` owns the open socket; `info` and `size` outlive the
+    // call and `size` is `info`'s.
+    let got = unsafe {
+        libc::getsockopt(
             conn.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&raw const abortive).cast(),
-            // 8: the size of a struct linger (two c_ints).
-            8,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&raw mut info).cast(),
+            &raw mut size,
         )
     };
-    if set != 0 {
-        return Err(format!("setsockopt: {}", std::io::Error::last_os_error()));
+    if got != 0 {
+        return Err(format!("TCP_INFO: {}", std::io::Error::last_os_error()));
     }
-    drop(conn); // SO_LINGER 0: the close sends RST
-    say("reset");
-    linger()
+    Ok(info)
+}
+
+/// A blocking connect from a socket whose receive buffer was set to
+/// `rcvbuf` bytes first, so that the window it offers in its SYN is small.
+fn connect_with_receive_buffer(server: SocketAddr, rcvbuf: i32) -> Result<TcpStream> {
+    let family = if server.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: socket(2) with constant arguments; the descriptor it returns
+    // is owned at once.
+    let fd = unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(format!("socket: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: `fd` is a new socket nothing else owns.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    set_option(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &rcvbuf)?;
+    // SAFETY: all-zero sockaddr_storage is valid; it is filled below.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let size = match server {
+        SocketAddr::V4(v4) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::sa_family_t::try_from(libc::AF_INET)
+                    .map_err(|e| e.to_string())?,
+                sin_port: v4.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(v4.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for any
+            // sockaddr.
+            unsafe { std::ptr::write((&raw mut storage).cast(), sin) };
+            size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(v6) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::sa_family_t::try_from(libc::AF_INET6)
+                    .map_err(|e| e.to_string())?,
+                sin6_port: v6.port().to_be(),
+                sin6_flowinfo: v6.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: v6.ip().octets(),
+                },
+                sin6_scope_id: v6.scope_id(),
+            };
+            // SAFETY: as above.
+            unsafe { std::ptr::write((&raw mut storage).cast(), sin6) };
+            size_of::<libc::sockaddr_in6>()
+        }
+    };
+    let size = libc::socklen_t::try_from(size).map_err(|e| e.to_string())?;
+    // SAFETY: `fd` is open; `storage` holds a sockaddr of `size` bytes.
+    let connected = unsafe { libc::connect(fd, (&raw const storage).cast(), size) };
+    if connected != 0 {
+        return Err(format!("connect: {}", std::io::Error::last_os_error()));
+    }
+    Ok(TcpStream::from(owned))
+}
+
+/// `tcp_disconnect` resets a connection from `LAST_ACK` only when data it
+/// was asked to send never left (`snd_nxt != write_seq`). One connection
+/// to itself gets there: the client offers a tiny receive window, reads
+/// nothing and shuts down its write side; the server reads that EOF
+/// (`CLOSE_WAIT`), writes until its small send buffer is full, and shuts
+/// down its write side (`LAST_ACK`, its FIN queued behind the unsent
+/// data). Prints `listening ADDR`, then `last-ack unsent BYTES` once
+/// there; on stdin's `abort` closes the server's end with `SO_LINGER` 0
+/// and prints `aborted in LAST_ACK` and `done`; the client's end lives
+/// until stdin closes.
+fn abort_in_last_ack(addr: &str) -> Result {
+    let listener = listen(addr)?;
+    let server = listener.local_addr().map_err(err("local address"))?;
+    let client = connect_with_receive_buffer(server, 4096)?;
+    let (mut conn, _) = accept_in_time(&listener)?;
+    drop(listener);
+    set_option(
+        conn.as_raw_fd(),
+        libc::SOL_SOCKET,
+        libc::SO_SNDBUF,
+        &4096_i32,
+    )?;
+    client
+        .shutdown(std::net::Shutdown::Write)
+        .map_err(err("client shutdown"))?;
+    if !read_to_eof(&mut conn)?.is_empty() {
+        return Err("the client sent data".to_owned());
+    }
+    conn.set_nonblocking(true).map_err(err("non-blocking"))?;
+    let chunk = [b'x'; 4096];
+    let mut full = false;
+    // Bounded: the buffers hold some tens of KiB at most.
+    for _ in 0..1_000 {
+        match conn.write(&chunk) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                full = true;
+                break;
+            }
+            Err(e) => return Err(format!("write: {e}")),
+        }
+    }
+    if !full {
+        return Err("the send buffer never filled".to_owned());
+    }
+    conn.shutdown(std::net::Shutdown::Write)
+        .map_err(err("server shutdown"))?;
+    let info = tcp_info(&conn)?;
+    if info.tcpi_state != TCP_LAST_ACK || info.tcpi_notsent_bytes == 0 {
+        return Err(format!(
+            "expected LAST_ACK with unsent data, got state {} with {} bytes unsent",
+            info.tcpi_state, info.tcpi_notsent_bytes
+        ));
+    }
+    say(&format!("last-ack unsent {}", info.tcpi_notsent_bytes));
+    let mut pending = Some(conn);
+    until_stdin_closes(|line| {
+        if line == "abort" {
+            if let Some(conn) = pending.take() {
+                close_abortively(conn)?;
+                say("aborted in LAST_ACK");
+                say("done");
+            }
+        }
+        Ok(())
+    })?;
+    drop(client);
+    Ok(())
 }
