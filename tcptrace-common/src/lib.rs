@@ -16,6 +16,7 @@ mod comm_serde;
 pub mod filter;
 pub mod history;
 pub mod layout;
+pub mod stack_budget;
 pub mod state;
 pub mod transition;
 
@@ -466,7 +467,9 @@ pub const STACK_KIND_EOF: u32 = 3;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StackSample {
-    pub taken_ns: u64,
+    /// When the process's next capture of this kind is due at the steady
+    /// rate (see `stack_budget`).
+    pub due_ns: u64,
     /// The `UserStack::id` of that capture.
     pub stack: u64,
     /// `task->mm` when it was taken: after an exec in the same pid, the
@@ -501,9 +504,12 @@ pub struct Settings {
     /// only x86-64's, and take no user stack bytes elsewhere.
     pub regs_sp: u32,
     /// Capture at most one stack per process and call kind (birth, close)
-    /// in this many milliseconds; events in between reuse the last one.
-    /// 0 captures every time.
+    /// in this many milliseconds, after bursts of `stack_burst`; events in
+    /// between reuse the last one (see `stack_budget`). 0 captures every
+    /// time.
     pub stack_interval_ms: u32,
+    /// Captures a process may take back to back (at least 1).
+    pub stack_burst: u32,
     /// 1: summary mode (the daemon). State changes update the socket's
     /// `History` in the kernel and only CLOSE, LISTEN and `CLOSE_WAIT` send a
     /// `Summary` record; retransmits outside the closing phase and resets
@@ -514,7 +520,7 @@ pub struct Settings {
     /// nothing a user asked about). 0: none.
     pub tracer_tgid: u32,
 }
-const _: () = assert!(core::mem::size_of::<Settings>() == 28);
+const _: () = assert!(core::mem::size_of::<Settings>() == 32);
 
 impl Settings {
     pub const DEFAULT: Self = Self {
@@ -523,6 +529,7 @@ impl Settings {
         stack_wakeup_bytes: 2 * 1024 * 1024,
         regs_sp: 0,
         stack_interval_ms: 0,
+        stack_burst: 1,
         summary: 0,
         tracer_tgid: 0,
     };

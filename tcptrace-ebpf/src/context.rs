@@ -8,9 +8,9 @@ use aya_ebpf::{
     },
 };
 use tcptrace_common::{
-    Counter, EventKind, NewProcess, RecentSample, StackSample, StackSampleKey, Task,
-    STACK_KIND_ACCEPT, STACK_KIND_BIRTH, STACK_KIND_CLOSE, STACK_KIND_EOF, TASK_COMM_LEN,
-    USER_STACK_BYTES, USER_STACK_HEADER,
+    stack_budget::StackBudget, Counter, EventKind, NewProcess, RecentSample, StackSample,
+    StackSampleKey, Task, STACK_KIND_ACCEPT, STACK_KIND_BIRTH, STACK_KIND_CLOSE, STACK_KIND_EOF,
+    TASK_COMM_LEN, USER_STACK_BYTES, USER_STACK_HEADER,
 };
 
 use crate::{
@@ -139,28 +139,31 @@ pub fn current_task(stack: StackFor, now: u64) -> Task {
     if settings.capture_stacks == 0 || task.tgid == settings.tracer_tgid || !allows_capture(&task) {
         return task;
     }
-    // A capture costs a microsecond or two: when sampling, reuse the one
-    // taken for this process and kind less than `stack_interval_ms` ago.
+    // A capture costs a microsecond or two: over the process's budget for
+    // this kind (`stack_budget`), reuse its last one.
     let key = StackSampleKey {
         tgid: task.tgid,
         kind,
     };
-    let interval_ns = u64::from(settings.stack_interval_ms) * 1_000_000;
+    let budget = StackBudget {
+        interval_ns: u64::from(settings.stack_interval_ms) * 1_000_000,
+        burst: settings.stack_burst,
+    };
+    let over_budget = |sample: &StackSample| !budget.allows(sample.due_ns, now);
     // A sample of the program before an exec in this pid is not this one's.
     let mm = mm_of(current);
-    let fresh = |sample: &StackSample| {
-        interval_ns != 0 && now.saturating_sub(sample.taken_ns) < interval_ns
-    };
     // This CPU's last sample of this kind first: a connection's birth and
     // close, and the next connection's, are mostly one process's on one
-    // CPU, and a per-CPU slot is read without hashing.
+    // CPU, and a per-CPU slot is read without hashing. Its `due_ns` may
+    // lag the map's (another CPU captured since), never lead it: over
+    // budget by it is over budget.
     let recent = RECENT_SAMPLES.get_ptr_mut(kind);
     // SAFETY: this CPU's slot of a per-CPU array; programs do not nest on one CPU.
     let recent_sample = recent.and_then(|slot| unsafe {
         ((*slot).tgid == task.tgid && (*slot).sample.mm == mm).then_some((*slot).sample)
     });
     let last = match recent_sample {
-        Some(sample) if fresh(&sample) => Some(sample),
+        Some(sample) if over_budget(&sample) => Some(sample),
         // SAFETY: the value is copied out at once; a concurrent update of
         // the LRU entry can at worst give a stale sample, which is still a
         // stack of this process and kind.
@@ -169,7 +172,7 @@ pub fn current_task(stack: StackFor, now: u64) -> Task {
             .filter(|last| last.mm == mm),
     };
     if let Some(last) = last {
-        if fresh(&last) {
+        if over_budget(&last) {
             task.stack = last.stack;
             remember_recent(recent, task.tgid, last);
             count(Counter::StacksSampled);
@@ -182,7 +185,7 @@ pub fn current_task(stack: StackFor, now: u64) -> Task {
     }
     if task.stack != 0 {
         let sample = StackSample {
-            taken_ns: now,
+            due_ns: budget.after_capture(last.map_or(0, |last| last.due_ns), now),
             stack: task.stack,
             mm,
         };

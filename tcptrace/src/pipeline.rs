@@ -546,7 +546,7 @@ impl Pipeline {
         }
         let labels = match (record, self.cgroups.as_mut()) {
             (Some(record), Some(cgroups)) if self.label_events && record.cgroup != 0 => {
-                Some(cgroups.containers.labels(record.cgroup))
+                Some(cgroups.containers.labels_at(record.cgroup, event.ts_ns))
             }
             _ => None,
         };

@@ -5,7 +5,10 @@ use clap::Args;
 use tcptrace::{
     findings::DEFAULT_IDLE_THRESHOLD,
     output::detached,
-    probe::{ProbeOptions, DEFAULT_SOCKET_MAP_ENTRIES, DEFAULT_STACK_RING_BYTES},
+    probe::{
+        ProbeOptions, DEFAULT_SOCKET_MAP_ENTRIES, DEFAULT_STACK_RING_BYTES,
+        INTERACTIVE_STACK_BURST, INTERACTIVE_STACK_INTERVAL,
+    },
     top::{self, columns::Column, terminal::stdout_is_terminal, Output, TopOptions},
 };
 
@@ -68,7 +71,9 @@ pub fn run(args: TopArgs) -> Result<()> {
             ring_bytes: args.ring_buffer_mib * 1024 * 1024,
             stack_ring_bytes: DEFAULT_STACK_RING_BYTES,
             capture_stacks: !args.no_stacks,
-            stack_interval_ms: 0,
+            stack_interval_ms: u32::try_from(INTERACTIVE_STACK_INTERVAL.as_millis())
+                .unwrap_or(u32::MAX),
+            stack_burst: INTERACTIVE_STACK_BURST,
             // Every event, as it happens: a connection is counted in the
             // interval it opened in (summary mode sends it at its close).
             summary: false,

@@ -7,7 +7,7 @@ use tcptrace::{
     output::detached,
     probe::{
         ProbeOptions, DEFAULT_SOCKET_MAP_ENTRIES, DEFAULT_STACK_RING_BYTES,
-        SOCKET_MAP_ENTRIES_RANGE,
+        INTERACTIVE_STACK_BURST, INTERACTIVE_STACK_INTERVAL, SOCKET_MAP_ENTRIES_RANGE,
     },
     session::{self, SessionOptions},
 };
@@ -27,8 +27,10 @@ pub struct TraceArgs {
     /// `.gz`), for `tcptrace report FILE` to replay later or elsewhere.
     #[arg(short, long, value_name = "FILE")]
     write: Option<PathBuf>,
-    /// Ring buffer size in MiB (rounded up to a power of two).
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    /// Ring buffer size in MiB (rounded up to a power of two). The default
+    /// holds about 200 ms of events at 40,000 connections a second: a
+    /// reader that the load keeps off the CPU that long loses nothing.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
     ring_buffer_mib: u32,
     /// Stack ring buffer size in MiB: user stack captures (up to 4 KiB
     /// each) travel apart from the events; when it fills, call sites are
@@ -44,6 +46,12 @@ pub struct TraceArgs {
     /// Do not capture user stacks (call sites) at connect, listen and close.
     #[arg(long)]
     no_stacks: bool,
+    /// A process making more than 64 calls of a kind (connect, close,
+    /// accept) back to back gets one stack captured per this interval;
+    /// the calls in between show its last call site, and the summary
+    /// counts them as reused. `0` captures every call [default: 1ms].
+    #[arg(long, value_parser = parse_stack_interval)]
+    stack_interval: Option<Duration>,
     /// Do not ask JVMs for their perf maps (`jcmd PID Compiler.perfmap`
     /// through the attach socket); Java methods then stay unnamed.
     #[arg(long)]
@@ -67,6 +75,23 @@ pub(super) fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
+/// `0`, or a whole number of milliseconds up to an hour.
+fn parse_stack_interval(text: &str) -> Result<Duration, String> {
+    let interval = if text.trim() == "0" {
+        Duration::ZERO
+    } else {
+        humantime::parse_duration(text)
+            .map_err(|e| format!("`{text}` is not a duration like 1ms or 1s, or 0: {e}"))?
+    };
+    if interval > Duration::from_secs(3600) {
+        return Err("at most 1h".to_owned());
+    }
+    if interval.subsec_nanos() % 1_000_000 != 0 {
+        return Err(format!("`{text}`: whole milliseconds only"));
+    }
+    Ok(interval)
+}
+
 pub fn run(args: TraceArgs) -> Result<()> {
     args.output.check()?;
     let (filter, containers, warnings) = args.filter.into_filter();
@@ -80,7 +105,13 @@ pub fn run(args: TraceArgs) -> Result<()> {
             ring_bytes: args.ring_buffer_mib * 1024 * 1024,
             stack_ring_bytes: args.stack_ring_buffer_mib * 1024 * 1024,
             capture_stacks: !args.no_stacks,
-            stack_interval_ms: 0,
+            stack_interval_ms: u32::try_from(
+                args.stack_interval
+                    .unwrap_or(INTERACTIVE_STACK_INTERVAL)
+                    .as_millis(),
+            )
+            .unwrap_or(u32::MAX),
+            stack_burst: INTERACTIVE_STACK_BURST,
             // Nothing is printed per event: one record per socket will do.
             summary: args.report_only,
             accept_hook: true,

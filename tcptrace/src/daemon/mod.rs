@@ -115,6 +115,8 @@ async fn serve(config: DaemonConfig, read_config: ReadConfig) -> Result<()> {
         stack_ring_bytes: DAEMON_STACK_RING_BYTES,
         capture_stacks: config.stacks,
         stack_interval_ms: u32::try_from(config.stack_interval.as_millis()).unwrap_or(u32::MAX),
+        // A series needs one call site per interval, not a burst of them.
+        stack_burst: 1,
         summary: !config.every_event,
         // A syscall tracepoint taxes every system call on the host: the
         // daemon makes a passive socket its closer's instead.

@@ -1,17 +1,14 @@
 //! One JSON object per line, for scripts. Strings go through `serde_json`, so
-//! an attacker-chosen comm cannot break the framing.
+//! an attacker-chosen comm cannot break the framing. Events, the lines that
+//! come by the thousand, are written by `json_event`.
 
-use std::{
-    io::{self, Write},
-    net::SocketAddr,
-};
+use std::io::{self, Write};
 
 use serde::Serialize;
 
-use super::{Shown, Sink};
+use super::{json_event::write_event, Shown, Sink};
 use crate::{
-    container::ContainerLabels,
-    event::{comm_str, errno_name, TcpEvent, TcpEventKind},
+    event::TcpEvent,
     findings::{Finding, Report},
     session::SessionCounts,
     snapshot::ExistingSocket,
@@ -19,40 +16,33 @@ use crate::{
 
 pub struct JsonLines<W: Write> {
     out: W,
+    /// Event lines not yet written to `out`: one write per `LINES_BYTES`
+    /// instead of one per line.
+    lines: Vec<u8>,
 }
+
+/// See `JsonLines::lines`.
+const LINES_BYTES: usize = 64 * 1024;
 
 impl<W: Write> JsonLines<W> {
     pub fn new(out: W) -> Self {
-        Self { out }
+        Self {
+            out,
+            lines: Vec::with_capacity(LINES_BYTES + 4096),
+        }
     }
 
+    fn write_lines(&mut self) -> io::Result<()> {
+        let written = self.out.write_all(&self.lines);
+        self.lines.clear();
+        written
+    }
+
+    /// Any other line, after the event lines before it.
     fn line(&mut self, value: &impl Serialize) -> io::Result<()> {
+        self.write_lines()?;
         serde_json::to_writer(&mut self.out, value)?;
         self.out.write_all(b"\n")
-    }
-}
-
-#[derive(Serialize)]
-struct TaskJson<'a> {
-    pid: u32,
-    tid: u32,
-    comm: std::borrow::Cow<'a, str>,
-    /// The thread's own name, when it is not the process's.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    thread: Option<std::borrow::Cow<'a, str>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    stack_id: Option<u64>,
-}
-
-impl<'a> TaskJson<'a> {
-    fn of(task: &'a tcptrace_common::Task) -> Self {
-        Self {
-            pid: task.tgid,
-            tid: task.pid,
-            comm: comm_str(&task.comm),
-            thread: (task.thread_comm != task.comm).then(|| comm_str(&task.thread_comm)),
-            stack_id: (task.stack != 0).then_some(task.stack),
-        }
     }
 }
 
@@ -61,62 +51,6 @@ struct FindingLine<'a> {
     r#type: &'static str,
     #[serde(flatten)]
     finding: &'a Finding,
-}
-
-#[derive(Serialize)]
-struct OwnerJson<'a> {
-    pid: u32,
-    comm: &'a str,
-    source: &'static str,
-}
-
-/// A socket address as `0x...`, written straight into the output: the
-/// per-event path allocates nothing (serde writes `SocketAddr` the same
-/// way, through a stack buffer).
-struct Hex(u64);
-
-impl Serialize for Hex {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(&format_args!("{:#x}", self.0))
-    }
-}
-
-#[derive(Serialize)]
-struct EventJson<'a> {
-    r#type: &'static str,
-    time_ns: u128,
-    ktime_ns: u64,
-    sock: Hex,
-    local: SocketAddr,
-    remote: SocketAddr,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    old: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    new: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    state: Option<&'static str>,
-    in_old_state_ns: Option<u64>,
-    owner: Option<OwnerJson<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    owner_stack_id: Option<u64>,
-    actor: Option<TaskJson<'a>>,
-    closer: Option<TaskJson<'a>>,
-    netns: u32,
-    cgroup_id: u64,
-    /// The owner's workload by name (its cgroup's, recorded at the
-    /// socket's birth); left out when empty.
-    #[serde(skip_serializing_if = "str::is_empty")]
-    namespace: &'a str,
-    #[serde(skip_serializing_if = "str::is_empty")]
-    pod: &'a str,
-    #[serde(skip_serializing_if = "str::is_empty")]
-    container: &'a str,
-    retransmits: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<&'static str>,
-    /// The socket's record missed a transition (events were lost).
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    history_incomplete: bool,
 }
 
 impl<W: Write> Sink for JsonLines<W> {
@@ -147,60 +81,11 @@ impl<W: Write> Sink for JsonLines<W> {
     }
 
     fn event(&mut self, event: &TcpEvent, shown: &Shown) -> io::Result<()> {
-        static UNNAMED: ContainerLabels = ContainerLabels::EMPTY;
-        let (owner, unix_ns) = (shown.owner, shown.unix_ns);
-        let labels = shown.labels.unwrap_or(&UNNAMED);
-        let (kind, old, new, state) = match event.what {
-            TcpEventKind::StateChange { old, new } => {
-                ("state", Some(old.name()), Some(new.name()), None)
-            }
-            TcpEventKind::Retransmit { state } => (
-                "retransmit",
-                None,
-                None,
-                state.map(tcptrace_common::TcpState::name),
-            ),
-            TcpEventKind::ResetSent { state, .. } => (
-                "reset_sent",
-                None,
-                None,
-                state.map(tcptrace_common::TcpState::name),
-            ),
-            TcpEventKind::ResetReceived => ("reset_received", None, None, None),
-            TcpEventKind::EofRead => ("eof_read", None, None, None),
-            TcpEventKind::SynAckRetransmit => ("syn_ack_retransmit", None, None, Some("LISTEN")),
-        };
-        let record = EventJson {
-            r#type: kind,
-            time_ns: unix_ns,
-            ktime_ns: event.ts_ns,
-            sock: Hex(event.skaddr),
-            local: event.local,
-            remote: event.remote,
-            old,
-            new,
-            state,
-            in_old_state_ns: event.in_state_ns,
-            owner: owner.map(|o| OwnerJson {
-                pid: o.pid,
-                comm: &o.comm,
-                source: o.source.as_str(),
-            }),
-            owner_stack_id: event
-                .owner()
-                .and_then(|o| (o.stack != 0).then_some(o.stack)),
-            actor: event.actor.as_ref().map(TaskJson::of),
-            closer: event.closer().map(TaskJson::of),
-            netns: event.sock.netns,
-            cgroup_id: event.sock.cgroup_id,
-            namespace: &labels.namespace,
-            pod: &labels.pod,
-            container: &labels.container,
-            retransmits: event.sock.retransmits,
-            error: event.error.map(errno_name),
-            history_incomplete: shown.history_incomplete,
-        };
-        self.line(&record)
+        write_event(&mut self.lines, event, shown);
+        if self.lines.len() >= LINES_BYTES {
+            self.write_lines()?;
+        }
+        Ok(())
     }
 
     fn summary(&mut self, s: &SessionCounts) -> io::Result<()> {
@@ -218,6 +103,7 @@ impl<W: Write> Sink for JsonLines<W> {
     }
 
     fn flush(&mut self) -> io::Result<()> {
+        self.write_lines()?;
         self.out.flush()
     }
 }

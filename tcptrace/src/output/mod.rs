@@ -5,6 +5,7 @@ mod csv;
 pub mod detached;
 pub mod fields;
 mod json;
+mod json_event;
 mod report_text;
 mod text;
 

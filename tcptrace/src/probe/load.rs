@@ -32,9 +32,11 @@ pub struct ProbeOptions {
     pub stack_ring_bytes: u32,
     /// Capture user stacks at connect, listen and close.
     pub capture_stacks: bool,
-    /// At most one stack per process and call kind per this many ms
-    /// (0: every time). See `Settings::stack_interval_ms`.
+    /// At most one stack per process and call kind per this many ms after
+    /// bursts of `stack_burst` (0: every time). See
+    /// `tcptrace_common::stack_budget`.
     pub stack_interval_ms: u32,
+    pub stack_burst: u32,
     /// Summary mode (the daemon): one record per socket at CLOSE and at
     /// `CLOSE_WAIT` instead of one per event. Needs kernel BTF; without it
     /// tcptrace falls back to sending every event.
@@ -67,6 +69,15 @@ pub const UNTYPED_TRACEPOINTS_ENV: &str = "TCPTRACE_UNTYPED_TRACEPOINTS";
 
 /// Sockets the kernel tracks at once by default.
 pub const DEFAULT_SOCKET_MAP_ENTRIES: u32 = 262_144;
+/// The stack budget of `trace` and `top` (`tcptrace_common::stack_budget`):
+/// every call site of a process is its own until it makes more than 64
+/// calls of a kind back to back, then one capture per millisecond. A
+/// churning process otherwise costs a 4 KiB copy and an unwind per call:
+/// at 26k connections a second that was most of `trace`'s cost, and the
+/// reason it lost events.
+pub const INTERACTIVE_STACK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(1);
+pub const INTERACTIVE_STACK_BURST: u32 = 64;
+
 /// Bounds of `--socket-map-entries`.
 pub const SOCKET_MAP_ENTRIES_RANGE: std::ops::RangeInclusive<u32> = 16..=16_777_216;
 
@@ -77,6 +88,7 @@ impl Default for ProbeOptions {
             stack_ring_bytes: DEFAULT_STACK_RING_BYTES,
             capture_stacks: true,
             stack_interval_ms: 0,
+            stack_burst: 1,
             summary: false,
             accept_hook: true,
             socket_map_entries: DEFAULT_SOCKET_MAP_ENTRIES,
@@ -132,6 +144,7 @@ impl Probe {
             stack_wakeup_bytes: options.stack_ring_bytes / 4,
             regs_sp,
             stack_interval_ms: options.stack_interval_ms,
+            stack_burst: options.stack_burst.max(1),
             summary: u32::from(summary),
             tracer_tgid: std::process::id(),
         };
