@@ -72,6 +72,10 @@ pub enum EventKind {
     /// drops the hit without a trace): a softirq's retransmits went
     /// missing under load.
     SockRetransmit = 9,
+    /// A state change in every-event mode from the typed (or raw)
+    /// tracepoint, which gives no record: `raw` holds the socket's
+    /// `sock_common`, and `Event::transition` the old and new states.
+    SockStateChange = 10,
 }
 
 impl EventKind {
@@ -87,6 +91,7 @@ impl EventKind {
             7 => Some(Self::EofRead),
             8 => Some(Self::SynAckRetransmit),
             9 => Some(Self::SockRetransmit),
+            10 => Some(Self::SockStateChange),
             _ => None,
         }
     }
@@ -260,12 +265,37 @@ pub struct Event {
     /// itself (an accepted connection, an ephemeral client port);
     /// `inet_sport` keeps it.
     pub local_port_be: u16,
-    pub _pad: u16,
+    /// `SockStateChange`: the old state in the low byte, the new one in
+    /// the high byte (`transition_of`); 0 for other kinds.
+    pub transition: u16,
     /// The tracepoint record as the kernel wrote it; decoded in userspace with
     /// the offsets read from tracefs, so the layout is never hard-coded.
     pub raw: [u8; RAW_RECORD_LEN],
 }
 pub const EVENT_SIZE: usize = core::mem::size_of::<Event>();
+
+/// `Event::transition` of a change from `old` to `new` (kernel state
+/// numbers, all below 256).
+#[expect(
+    clippy::inline_always,
+    reason = "called from the kernel programs, which keep every helper inline"
+)]
+#[expect(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "the low byte of each state number is kept, and all of them fit"
+)]
+#[inline(always)]
+#[must_use]
+pub const fn transition_of(old: i32, new: i32) -> u16 {
+    (old as u16 & 0xff) | ((new as u16 & 0xff) << 8)
+}
+
+/// The (old, new) states of an `Event::transition`.
+#[must_use]
+pub const fn states_of(transition: u16) -> (i32, i32) {
+    ((transition & 0xff) as i32, (transition >> 8) as i32)
+}
 const _: () = assert!(EVENT_SIZE == 368);
 
 /// Per-CPU counters (index into the `COUNTERS` array), summed by userspace.

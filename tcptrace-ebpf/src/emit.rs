@@ -27,6 +27,8 @@ pub struct Record<'a> {
     pub raw_from: *const u8,
     /// Bytes of it userspace may read (at most `RAW_RECORD_LEN`).
     pub raw_len: u32,
+    /// `Event::transition` (`SockStateChange`), else 0.
+    pub transition: u16,
 }
 
 /// Reserves, fills and submits one event. A full ring buffer is counted as
@@ -56,12 +58,13 @@ pub fn emit(record: &Record) {
         (*event).in_state_ns = record.in_state_ns;
         (*event).sk_err = record.sk_err;
         (*event).local_port_be = match record.kind {
-            EventKind::Summary | EventKind::EofRead | EventKind::SockRetransmit => {
-                local_port_be_of(record.skaddr)
-            }
+            EventKind::Summary
+            | EventKind::EofRead
+            | EventKind::SockRetransmit
+            | EventKind::SockStateChange => local_port_be_of(record.skaddr),
             _ => 0,
         };
-        (*event)._pad = 0;
+        (*event).transition = record.transition;
         // A tracepoint record lives in a per-CPU trace buffer and a socket
         // in a `struct sock`, both far larger than RAW_RECORD_LEN, so a
         // fixed-size copy is safe; userspace reads only `raw_len` bytes.

@@ -62,5 +62,6 @@ pub fn on_recv_length(ctx: &RawTracePointContext) {
         // Its `sock_common`: endpoints, decoded as summary records are.
         raw_from: skaddr as *const u8,
         raw_len: RAW_RECORD_LEN as u32,
+        transition: 0,
     });
 }

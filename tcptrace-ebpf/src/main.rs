@@ -22,6 +22,17 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, RawTracePointContext, TracePointContext},
 };
 
+/// Every-event mode (`trace`, `top`), on the typed tracepoint: one record
+/// per transition, the socket's `sock_common` in it.
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn tcptrace_state_change(ctx: BtfTracePointContext) -> u32 {
+    match state_change::on_set_state_typed(&ctx) {
+        Ok(()) | Err(()) => 0,
+    }
+}
+
+/// `tcptrace_state_change` where the kernel refuses the typed tracepoint:
+/// the classic one, whose record userspace decodes with its tracefs format.
 #[tracepoint]
 pub fn tcptrace_set_state(ctx: TracePointContext) -> u32 {
     match state_change::on_set_state(&ctx) {
@@ -29,7 +40,7 @@ pub fn tcptrace_set_state(ctx: TracePointContext) -> u32 {
     }
 }
 
-/// Summary mode (the daemon): the same probe point as a raw tracepoint.
+/// Summary mode (the daemon): the same code, one record per socket.
 #[btf_tracepoint(function = "inet_sock_set_state")]
 pub fn tcptrace_state_summary(ctx: BtfTracePointContext) -> u32 {
     match state_change::on_set_state_typed(&ctx) {

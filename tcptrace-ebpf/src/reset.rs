@@ -124,6 +124,7 @@ pub fn on_reset(ctx: &TracePointContext, direction: Direction) -> Result<(), ()>
         sk_err: 0,
         raw_from: ctx.as_ptr() as *const u8,
         raw_len: layout.record_len,
+        transition: 0,
     });
     Ok(())
 }

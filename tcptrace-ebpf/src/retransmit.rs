@@ -90,6 +90,7 @@ fn send_life_so_far(skaddr: u64, known: *mut SockInfo, info: &SockInfo, now: u64
         sk_err: 0,
         raw_from: skaddr as *const u8,
         raw_len: RAW_RECORD_LEN as u32,
+        transition: 0,
     });
     // SAFETY: `known` points into the SOCKS map's value, valid for this program run.
     unsafe { (*known).history.restart(info.history.last_state()) };
@@ -153,6 +154,7 @@ fn retransmit(skaddr: u64, err: i32, record: &Copied, ports: impl FnOnce() -> Op
         sk_err: 0,
         raw_from: record.from,
         raw_len: record.len,
+        transition: 0,
     });
 }
 
@@ -203,6 +205,7 @@ pub fn on_syn_ack_retransmit(ctx: &TracePointContext) -> Result<(), ()> {
         sk_err: 0,
         raw_from: ctx.as_ptr() as *const u8,
         raw_len: layout.record_len,
+        transition: 0,
     });
     Ok(())
 }

@@ -19,9 +19,9 @@ use aya_ebpf::{
 use tcptrace_common::{
     state::raw::{CLOSE, CLOSE_WAIT, ESTABLISHED, LISTEN},
     transition::{classify, close_sends_reset, depends_on_context, summary_sent_on, Attribution},
-    Counter, EventKind, Listener, SockInfo, Task, CLOSER_KNOWN, CTX_PROCESS, IPPROTO_TCP,
-    OWNER_FROM_ACCEPT, OWNER_FROM_LISTENER, OWNER_FROM_SYSCALL, PEER_SENT_DATA, PEER_SILENCE_KNOWN,
-    RAW_RECORD_LEN, RESET_BY_CLOSE, SEEN_MID_LIFE,
+    transition_of, Counter, EventKind, Listener, SockInfo, Task, CLOSER_KNOWN, CTX_PROCESS,
+    IPPROTO_TCP, OWNER_FROM_ACCEPT, OWNER_FROM_LISTENER, OWNER_FROM_SYSCALL, PEER_SENT_DATA,
+    PEER_SILENCE_KNOWN, RAW_RECORD_LEN, RESET_BY_CLOSE, SEEN_MID_LIFE,
 };
 
 use crate::{
@@ -62,11 +62,12 @@ pub fn on_set_state(ctx: &TracePointContext) -> Result<(), ()> {
     )
 }
 
-/// Summary mode (the daemon), on the typed tracepoint: its arguments are
-/// `TP_PROTO(sk, oldstate, newstate)`, so the kernel builds no record and
-/// nothing is copied per transition, and `sk` is a pointer the verifier
-/// knows, whose fields are read with plain loads. The socket's history is
-/// updated in place; only CLOSE and CLOSE_WAIT send a record.
+/// The typed tracepoint: its arguments are `TP_PROTO(sk, oldstate,
+/// newstate)`, so the kernel builds no record, and `sk` is a pointer the
+/// verifier knows, whose fields are read with plain loads. In summary mode
+/// (the daemon) the socket's history is updated in place and only CLOSE
+/// and `CLOSE_WAIT` send a record; in every-event mode each transition
+/// sends one with the socket's `sock_common` (`SockStateChange`).
 pub fn on_set_state_typed(ctx: &BtfTracePointContext) -> Result<(), ()> {
     summary_change::<Typed>(ctx.arg(0), ctx.arg(1), ctx.arg(2))
 }
@@ -241,11 +242,17 @@ fn on_change<R: SockRead>(
     };
     let sent = (!summary || summary_sent_on(new)) && allows(info, acting, &ports);
     if sent {
+        // The start of `struct sock` is `struct sock_common`: addresses,
+        // ports and family, decoded in userspace at offsets from BTF.
         let (kind, raw_from, raw_len) = if summary {
-            // The start of `struct sock` is `struct sock_common`: addresses,
-            // ports and family, decoded in userspace at offsets from BTF.
             (
                 EventKind::Summary,
+                skaddr as *const u8,
+                RAW_RECORD_LEN as u32,
+            )
+        } else if tracepoint_record.is_null() {
+            (
+                EventKind::SockStateChange,
                 skaddr as *const u8,
                 RAW_RECORD_LEN as u32,
             )
@@ -267,6 +274,11 @@ fn on_change<R: SockRead>(
             sk_err,
             raw_from,
             raw_len,
+            transition: if kind == EventKind::SockStateChange {
+                transition_of(old, new)
+            } else {
+                0
+            },
         });
         // The summary just sent covers the life so far; the next one
         // covers what happens after.

@@ -99,7 +99,7 @@ fn state_event(
         in_state_ns: 20_000,
         sk_err: 0,
         local_port_be: 0,
-        _pad: 0,
+        transition: 0,
         raw,
     };
     record_bytes(&event)
@@ -203,7 +203,7 @@ fn summary_event(
         in_state_ns: 20_000,
         sk_err,
         local_port_be: local_port.to_be(),
-        _pad: 0,
+        transition: 0,
         raw,
     };
     record_bytes(&event)

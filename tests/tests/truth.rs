@@ -5,7 +5,10 @@
 //! and socket states (`ss`) of those namespaces are the truth; every mode
 //! of tcptrace must agree with them: every-event (`trace --json`), summary
 //! (`trace --report-only`, one kernel record per socket) and the daemon,
-//! each with and without a `--port` filter, all tracing the same run.
+//! each with and without a `--port` filter, and the programs a kernel that
+//! refuses the typed tracepoint gets (the raw tracepoint in summary mode,
+//! the classic one for every event; forced by
+//! `TCPTRACE_UNTYPED_TRACEPOINTS`), all tracing the same run.
 //!
 //! The same for Debian's redis-server and redis-benchmark with a new
 //! connection per request (also with `--comm` filters), for the
@@ -90,9 +93,11 @@ fn every_mode_agrees_with_the_kernels_counters() {
     let every_event_port = Tracer::start(&ports);
     let summary = Tracer::start_report_only(&[]);
     let summary_port = Tracer::start_report_only(&ports);
-    // Where a kernel refuses the typed tracepoint (forced here).
-    let summary_untyped =
-        Tracer::start_report_only_with_env(&[], &[("TCPTRACE_UNTYPED_TRACEPOINTS", "1")]);
+    // Where a kernel refuses the typed tracepoint (forced here): the raw
+    // one in summary mode, the classic one for every event.
+    let untyped = [("TCPTRACE_UNTYPED_TRACEPOINTS", "1")];
+    let summary_untyped = Tracer::start_report_only_with_env(&[], &untyped);
+    let every_event_classic = Tracer::start_with_env(&[], &untyped);
     let daemon_args = [&ports[..], &["--refresh", "1s"]].concat();
     let daemon = Daemon::start(&free_loopback_addr(), &daemon_args);
 
@@ -127,13 +132,19 @@ fn every_mode_agrees_with_the_kernels_counters() {
         ("trace --report-only", summary.stop()),
         ("trace --report-only --port", summary_port.stop()),
         ("trace --report-only, probe reads", summary_untyped.stop()),
+        (
+            "trace --json, classic tracepoint",
+            every_event_classic.stop(),
+        ),
     ];
     drop(nginx);
-    let fallback = &modes[4].1.summary()["summary"]["missing_hooks"];
-    assert!(
-        fallback.to_string().contains("read with probe reads"),
-        "the fallback says it is in use: {fallback}"
-    );
+    for (name, trace) in &modes[4..] {
+        let fallback = &trace.summary()["summary"]["missing_hooks"];
+        assert!(
+            fallback.to_string().contains("read with probe reads"),
+            "{name}: the fallback says it is in use: {fallback}"
+        );
+    }
 
     let mut table = Table::default();
     table.row("kernel (nstat, ss)", &kernel);

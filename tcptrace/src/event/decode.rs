@@ -10,7 +10,7 @@ use std::{
 use std::mem::offset_of;
 
 use tcptrace_common::{
-    Event, EventKind, TcpState, UserStack, AF_INET, AF_INET6, CTX_BY_CLOSE, CTX_PROCESS,
+    states_of, Event, EventKind, TcpState, UserStack, AF_INET, AF_INET6, CTX_BY_CLOSE, CTX_PROCESS,
     EVENT_SIZE, PEER_SILENCE_KNOWN, TASK_COMM_LEN, USER_STACK_BYTES, USER_STACK_HEADER,
     USER_STACK_SIZE,
 };
@@ -98,18 +98,15 @@ pub fn decode(bytes: &[u8], layouts: &RecordLayouts) -> Result<TcpEvent, DecodeE
     };
 
     let (what, endpoints) = match kind {
-        EventKind::Summary => {
+        // Records that copy the socket's `sock_common`.
+        EventKind::Summary
+        | EventKind::SockStateChange
+        | EventKind::EofRead
+        | EventKind::SockRetransmit => {
             let layout = layouts.sock_common.ok_or(DecodeError::NoSummaryLayout)?;
-            let mut states = event.sock.history.states().rev();
-            let (Some(new), Some(old)) = (states.next(), states.next()) else {
-                return Err(DecodeError::EmptyHistory);
-            };
-            let what = TcpEventKind::StateChange {
-                old: state(old)?,
-                new: state(new)?,
-            };
             let endpoints = sock_common_endpoints(raw, &layout, event.local_port_be)?;
-            return Ok(decoded(what, endpoints, true));
+            let what = socket_record_kind(kind, event, raw, &layout)?;
+            return Ok(decoded(what, endpoints, kind == EventKind::Summary));
         }
         EventKind::StateChange => {
             let l = &layouts.state;
@@ -138,23 +135,6 @@ pub fn decode(bytes: &[u8], layouts: &RecordLayouts) -> Result<TcpEvent, DecodeE
             TcpEventKind::ResetReceived,
             &layouts.receive_reset.endpoints,
         ),
-        EventKind::EofRead => {
-            let layout = layouts.sock_common.ok_or(DecodeError::NoSummaryLayout)?;
-            return Ok(decoded(
-                TcpEventKind::EofRead,
-                sock_common_endpoints(raw, &layout, event.local_port_be)?,
-                false,
-            ));
-        }
-        EventKind::SockRetransmit => {
-            let layout = layouts.sock_common.ok_or(DecodeError::NoSummaryLayout)?;
-            let state = state(i32::from(raw.bytes::<1>(layout.state)?[0]))?;
-            return Ok(decoded(
-                TcpEventKind::Retransmit { state: Some(state) },
-                sock_common_endpoints(raw, &layout, event.local_port_be)?,
-                false,
-            ));
-        }
         EventKind::SynAckRetransmit => {
             // Only attached where the layout was read.
             let l = layouts
@@ -167,6 +147,40 @@ pub fn decode(bytes: &[u8], layouts: &RecordLayouts) -> Result<TcpEvent, DecodeE
         EventKind::UserStack => return Err(DecodeError::Kind(event.kind)),
     };
     Ok(decoded(what, endpoints_of(raw, endpoints)?, false))
+}
+
+/// What a record that copies the socket's `sock_common` is about.
+fn socket_record_kind(
+    kind: EventKind,
+    event: &Event,
+    raw: Raw,
+    layout: &SockCommonLayout,
+) -> Result<TcpEventKind, DecodeError> {
+    Ok(match kind {
+        // The transition the summary was sent for: its history's last.
+        EventKind::Summary => {
+            let mut states = event.sock.history.states().rev();
+            let (Some(new), Some(old)) = (states.next(), states.next()) else {
+                return Err(DecodeError::EmptyHistory);
+            };
+            TcpEventKind::StateChange {
+                old: state(old)?,
+                new: state(new)?,
+            }
+        }
+        EventKind::SockStateChange => {
+            let (old, new) = states_of(event.transition);
+            TcpEventKind::StateChange {
+                old: state(old)?,
+                new: state(new)?,
+            }
+        }
+        EventKind::EofRead => TcpEventKind::EofRead,
+        // The socket's state is the retransmit's.
+        _ => TcpEventKind::Retransmit {
+            state: Some(state(i32::from(raw.bytes::<1>(layout.state)?[0]))?),
+        },
+    })
 }
 
 /// A `UserStack` record, its stack bytes borrowed from the ring buffer.
@@ -372,7 +386,7 @@ mod tests {
             in_state_ns: 0,
             sk_err: 0,
             local_port_be: 0,
-            _pad: 0,
+            transition: 0,
             raw: [0; RAW_RECORD_LEN],
         };
         for (offset, bytes) in raw {
@@ -441,6 +455,60 @@ mod tests {
         );
         assert!(event.actor.is_none(), "no CTX_PROCESS: softirq, no actor");
         assert_eq!(event.in_state_ns, None);
+    }
+
+    /// A state change from the typed tracepoint: the socket's
+    /// `sock_common` (this kernel's offsets) and the states beside it.
+    #[test]
+    fn state_change_with_the_sockets_endpoints() {
+        let common = SockCommonLayout {
+            family: 16,
+            daddr: 0,
+            rcv_saddr: 4,
+            dport: 12,
+            num: 14,
+            state: 18,
+            v6_daddr: 56,
+            v6_rcv_saddr: 72,
+        };
+        let mut layouts = layouts();
+        layouts.sock_common = Some(common);
+        let mut record = event(
+            EventKind::SockStateChange as u16,
+            &[
+                (0, &[10, 0, 0, 9]),
+                (4, &[10, 0, 0, 1]),
+                (12, &443u16.to_be_bytes()),
+                // CLOSE has cleared `skc_num`: the port is `inet_sport`'s.
+                (14, &0u16.to_ne_bytes()),
+                (16, &AF_INET.to_ne_bytes()),
+            ],
+            u16::try_from(RAW_RECORD_LEN).unwrap(),
+        );
+        record.local_port_be = 40000u16.to_be();
+        record.transition = tcptrace_common::transition_of(1, 7);
+        let event = decode(&bytes(&record), &layouts).unwrap();
+        assert_eq!(
+            event.what,
+            TcpEventKind::StateChange {
+                old: TcpState::Established,
+                new: TcpState::Close
+            }
+        );
+        assert_eq!(event.local, "10.0.0.1:40000".parse().unwrap());
+        assert_eq!(event.remote, "10.0.0.9:443".parse().unwrap());
+        assert!(!event.summary);
+
+        record.transition = tcptrace_common::transition_of(1, 99);
+        assert_eq!(
+            decode(&bytes(&record), &layouts).err(),
+            Some(DecodeError::State(99))
+        );
+        assert_eq!(
+            decode(&bytes(&record), &self::layouts()).err(),
+            Some(DecodeError::NoSummaryLayout),
+            "trace mode without BTF offsets never attaches the typed program"
+        );
     }
 
     #[test]

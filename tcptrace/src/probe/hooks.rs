@@ -116,12 +116,15 @@ pub const HOOKS: [Hook; 13] = [
         fallback: None,
     },
     Hook {
-        program: "tcptrace_set_state",
-        attach: &[Attach::Tracepoint("sock", "inet_sock_set_state")],
+        program: "tcptrace_state_change",
+        attach: &[Attach::Typed("sock", "inet_sock_set_state")],
         when: When::EveryEvent,
         required: true,
         gives: "every TCP state change",
-        fallback: None,
+        fallback: Some(Fallback {
+            program: "tcptrace_set_state",
+            attach: &[Attach::Tracepoint("sock", "inet_sock_set_state")],
+        }),
     },
     Hook {
         program: "tcptrace_state_summary",

@@ -117,14 +117,15 @@ pub fn run_checks() -> Vec<Check> {
         },
     ));
     checks.push(Check::new(
-        "socket reads (daemon, --report-only)",
+        "socket reads (state changes)",
         Status::Ok,
         if super::btf::types_tracepoint("inet_sock_set_state") {
             "typed tracepoint sock:inet_sock_set_state: fields read with plain loads \
-             (the raw tracepoint's probe reads if the kernel refuses it)"
+             (if the kernel refuses it: the raw tracepoint's probe reads for the daemon, \
+             the classic tracepoint's record for trace and top)"
         } else {
-            "raw tracepoint sock:inet_sock_set_state: fields read with probe reads \
-             (no typed tracepoint in this kernel's BTF)"
+            "no typed tracepoint in this kernel's BTF: the daemon reads fields with the \
+             raw tracepoint's probe reads, trace and top copy the classic tracepoint's record"
         },
     ));
     checks.push(hook_availability());
