@@ -98,6 +98,10 @@ impl Resets {
     }
 }
 
+/// The first line of the tables the tests print.
+const TABLE_HEADER: &str =
+    "source                    RSTs sent  RSTs received  conns reset srv  conns reset cli\n";
+
 /// The kernel's figures: `nstat` deltas of the servers' namespace `a` and
 /// the clients' `b` since `before`.
 fn kernel_resets(hosts: &HostPair, before: &[BTreeMap<String, u64>; 2]) -> Resets {
@@ -211,8 +215,7 @@ fn resets_agree_with_the_kernel() {
     )
     .unwrap_or(0.0);
     let table = [
-        "source                    RSTs sent  RSTs received  conns reset srv  conns reset cli\n"
-            .to_owned(),
+        TABLE_HEADER.to_owned(),
         kernel.row("kernel (nstat)"),
         json.row("trace --json"),
         report_only.row("trace --report-only"),
@@ -396,8 +399,7 @@ fn a_reset_after_a_last_ack_disconnect_is_counted_once() {
         client_connections: None,
     };
     let table = [
-        "source                    RSTs sent  RSTs received  conns reset srv  conns reset cli\n"
-            .to_owned(),
+        TABLE_HEADER.to_owned(),
         kernel.row("kernel (nstat)"),
         json.row("trace --json"),
         report_only.row("trace --report-only"),
