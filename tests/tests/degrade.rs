@@ -1,5 +1,6 @@
 //! Degrading, not failing: a container cgroup removed while its sockets
-//! live, and a process gone before its call site could be symbolized.
+//! live, a process gone before its call site could be symbolized, and a
+//! process calling faster than its stacks may be captured.
 
 use std::{fs, os::unix::fs::MetadataExt, path::PathBuf, process::Command, thread, time::Duration};
 
@@ -218,6 +219,87 @@ fn call_sites_survive_twenty_thousand_processes() {
         site["function"]
             .as_str()
             .is_some_and(|f| f.starts_with("tt_workload::")),
+        "{site}"
+    );
+}
+
+const CHURN_BIN: &str = env!("CARGO_BIN_EXE_tt-churn");
+
+/// A process connecting ten thousand times a second from one call site:
+/// `trace` captures its stacks within the interactive budget (64 back to
+/// back per call kind, then one per millisecond: `stack_budget`), every
+/// other call reuses the last capture and is counted as reused, and every
+/// connection still names its call site.
+#[test]
+fn a_churning_process_has_its_stack_captures_budgeted() {
+    require_root();
+    let tracer = Tracer::start(&["--comm", "tt-churn"]);
+    let started = std::time::Instant::now();
+    let churn = Command::new(CHURN_BIN)
+        .args(["--threads", "1", "--seconds", "1", "--rate", "10000"])
+        .output()
+        .expect("run tt-churn");
+    let churned = started.elapsed().as_secs_f64();
+    assert!(churn.status.success(), "tt-churn: {churn:?}");
+    let result: Value = serde_json::from_slice(&churn.stdout).expect("tt-churn's JSON");
+    let connections = result["connections"].as_u64().unwrap_or(0);
+    thread::sleep(Duration::from_millis(500));
+    let trace = tracer.stop();
+
+    let summary = &trace.summary()["summary"];
+    let kernel = &summary["kernel"];
+    let count = |value: &Value| value.as_u64().unwrap_or(0);
+    let (taken, reused) = (
+        count(&kernel["stacks_taken"]),
+        count(&kernel["stacks_sampled"]),
+    );
+    // A connect, an accept and a close at least per connection.
+    let calls = 3 * connections;
+    // Each call kind (`STACK_KIND_*`: birth, close, accept, end-of-file
+    // read) over the churn's life: a burst of 64, then one per
+    // millisecond (and the one due at the start of the next); a tenth
+    // more, as two CPUs may both find a capture due (the sample is read,
+    // then written, without a lock).
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "a few thousand"
+    )]
+    let budget = (4.0 * (65.0 + (1000.0 * churned).ceil()) * 1.1) as u64;
+    let figures = format!(
+        "{connections} connections: {taken} captures taken (budget {budget} over {churned:.2} s), \
+         {reused} reused: {kernel}"
+    );
+    eprintln!("{figures}");
+    assert!(connections >= 2000, "the churn ran near its rate: {result}");
+    assert!(
+        taken <= budget && reused > 0 && taken + reused + count(&kernel["stack_errors"]) >= calls,
+        "{figures}"
+    );
+
+    let connects: Vec<&Value> = trace
+        .of_type("state")
+        .filter(|r| r["old"] == "CLOSE" && r["new"] == "SYN_SENT")
+        .collect();
+    assert_eq!(connects.len() as u64, connections, "{summary}");
+    let unnamed = connects
+        .iter()
+        .filter(|r| !r["owner_stack_id"].is_u64())
+        .count();
+    assert_eq!(
+        unnamed, 0,
+        "every connect carries a capture, its own or reused"
+    );
+    let finding = trace
+        .of_type("finding")
+        .find(|f| f["kind"] == "connect")
+        .unwrap_or_else(|| panic!("no connect finding: {summary}"));
+    let site = &finding["call_site"];
+    assert_eq!(site["user_code"], true, "{site}");
+    assert!(
+        site["function"]
+            .as_str()
+            .is_some_and(|f| f.starts_with("tt_churn::")),
         "{site}"
     );
 }
