@@ -42,16 +42,7 @@ fn layouts() -> RecordLayouts {
 }
 
 /// `struct sock_common` on `x86_64` (what the kernel's BTF gives there).
-const SOCK_COMMON: SockCommonLayout = SockCommonLayout {
-    family: 16,
-    daddr: 0,
-    rcv_saddr: 4,
-    dport: 12,
-    num: 14,
-    state: 18,
-    v6_daddr: 56,
-    v6_rcv_saddr: 72,
-};
+const SOCK_COMMON: SockCommonLayout = SockCommonLayout::LINUX_6_18;
 
 fn task(pid: u32, comm: &[u8], stack: u64) -> Task {
     let mut task = Task::NOBODY;

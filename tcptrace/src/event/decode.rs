@@ -461,16 +461,7 @@ mod tests {
     /// `sock_common` (this kernel's offsets) and the states beside it.
     #[test]
     fn state_change_with_the_sockets_endpoints() {
-        let common = SockCommonLayout {
-            family: 16,
-            daddr: 0,
-            rcv_saddr: 4,
-            dport: 12,
-            num: 14,
-            state: 18,
-            v6_daddr: 56,
-            v6_rcv_saddr: 72,
-        };
+        let common = SockCommonLayout::LINUX_6_18;
         let mut layouts = layouts();
         layouts.sock_common = Some(common);
         let mut record = event(

@@ -90,6 +90,20 @@ pub struct SockCommonLayout {
 }
 
 impl SockCommonLayout {
+    /// The offsets of this project's test kernel (Linux 6.18, x86-64), for
+    /// tests and benchmarks that build records by hand; a session reads
+    /// its kernel's from BTF.
+    pub const LINUX_6_18: Self = Self {
+        family: 16,
+        daddr: 0,
+        rcv_saddr: 4,
+        dport: 12,
+        num: 14,
+        state: 18,
+        v6_daddr: 56,
+        v6_rcv_saddr: 72,
+    };
+
     /// Fails when a field lies beyond the bytes the kernel copies.
     pub fn checked(self) -> Result<Self> {
         let end = [
