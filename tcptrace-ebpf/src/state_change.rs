@@ -69,17 +69,18 @@ pub fn on_set_state(ctx: &TracePointContext) -> Result<(), ()> {
 /// and `CLOSE_WAIT` send a record; in every-event mode each transition
 /// sends one with the socket's `sock_common` (`SockStateChange`).
 pub fn on_set_state_typed(ctx: &BtfTracePointContext) -> Result<(), ()> {
-    summary_change::<Typed>(ctx.arg(0), ctx.arg(1), ctx.arg(2))
+    socket_change::<Typed>(ctx.arg(0), ctx.arg(1), ctx.arg(2))
 }
 
 /// The same on the raw tracepoint, for kernels that refuse the typed one:
 /// the same arguments, each socket field read with a probe read.
 pub fn on_set_state_raw(ctx: &RawTracePointContext) -> Result<(), ()> {
-    summary_change::<Probe>(ctx.arg(0), ctx.arg(1), ctx.arg(2))
+    socket_change::<Probe>(ctx.arg(0), ctx.arg(1), ctx.arg(2))
 }
 
+/// A transition given as `TP_PROTO` arguments (typed or raw tracepoint).
 #[inline(always)]
-fn summary_change<R: SockRead>(skaddr: u64, old: u64, new: u64) -> Result<(), ()> {
+fn socket_change<R: SockRead>(skaddr: u64, old: u64, new: u64) -> Result<(), ()> {
     if protocol_of::<R>(skaddr) != IPPROTO_TCP {
         return Ok(());
     }
@@ -88,7 +89,7 @@ fn summary_change<R: SockRead>(skaddr: u64, old: u64, new: u64) -> Result<(), ()
         old: old as i32,
         new: new as i32,
     };
-    // No tracepoint record to copy: summary records copy the socket.
+    // No tracepoint record to copy: the records copy the socket.
     on_change::<R>(
         core::ptr::null(),
         &change,

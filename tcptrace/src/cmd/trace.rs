@@ -6,7 +6,7 @@ use tcptrace::{
     findings::DEFAULT_IDLE_THRESHOLD,
     output::detached,
     probe::{
-        ProbeOptions, DEFAULT_SOCKET_MAP_ENTRIES, DEFAULT_STACK_RING_BYTES,
+        parse_stack_interval, ProbeOptions, DEFAULT_SOCKET_MAP_ENTRIES, DEFAULT_STACK_RING_BYTES,
         INTERACTIVE_STACK_BURST, INTERACTIVE_STACK_INTERVAL, SOCKET_MAP_ENTRIES_RANGE,
     },
     session::{self, SessionOptions},
@@ -73,23 +73,6 @@ pub(super) fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err("the duration must be longer than zero".to_owned());
     }
     Ok(duration)
-}
-
-/// `0`, or a whole number of milliseconds up to an hour.
-fn parse_stack_interval(text: &str) -> Result<Duration, String> {
-    let interval = if text.trim() == "0" {
-        Duration::ZERO
-    } else {
-        humantime::parse_duration(text)
-            .map_err(|e| format!("`{text}` is not a duration like 1ms or 1s, or 0: {e}"))?
-    };
-    if interval > Duration::from_secs(3600) {
-        return Err("at most 1h".to_owned());
-    }
-    if interval.subsec_nanos() % 1_000_000 != 0 {
-        return Err(format!("`{text}`: whole milliseconds only"));
-    }
-    Ok(interval)
 }
 
 pub fn run(args: TraceArgs) -> Result<()> {

@@ -225,12 +225,8 @@ impl DaemonConfig {
             .stack_interval
             .or(file.stack_interval)
             .unwrap_or_else(|| "1s".to_owned());
-        let stack_interval = humantime::parse_duration(&stack_interval).with_context(|| {
-            format!("stack-interval: `{stack_interval}` is not a duration like 1s")
-        })?;
-        if stack_interval > Duration::from_secs(3600) {
-            bail!("stack-interval: at most 1h");
-        }
+        let stack_interval = crate::probe::parse_stack_interval(&stack_interval)
+            .map_err(|e| anyhow::anyhow!("stack-interval: {e}"))?;
         let every_event = flags.every_event || file.every_event.unwrap_or(false);
         // Summary mode sends 2 records per loopback connection instead of
         // ~12: 4 MiB held 200 ms of this machine's maximum churn with no

@@ -78,6 +78,22 @@ pub const DEFAULT_SOCKET_MAP_ENTRIES: u32 = 262_144;
 pub const INTERACTIVE_STACK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(1);
 pub const INTERACTIVE_STACK_BURST: u32 = 64;
 
+/// A stack interval as `--stack-interval` takes it (the daemon's flag and
+/// configuration key, and `trace`'s): a duration in whole milliseconds up
+/// to an hour (the kernel counts milliseconds, and `stack_budget` bounds
+/// its arithmetic by the hour), `0` for every call.
+pub fn parse_stack_interval(text: &str) -> Result<std::time::Duration, String> {
+    let interval = humantime::parse_duration(text)
+        .map_err(|e| format!("`{text}` is not a duration like 1ms or 1s, or 0: {e}"))?;
+    if interval > std::time::Duration::from_secs(3600) {
+        return Err(format!("`{text}`: at most 1h"));
+    }
+    if interval.subsec_nanos() % 1_000_000 != 0 {
+        return Err(format!("`{text}`: whole milliseconds only"));
+    }
+    Ok(interval)
+}
+
 /// Bounds of `--socket-map-entries`.
 pub const SOCKET_MAP_ENTRIES_RANGE: std::ops::RangeInclusive<u32> = 16..=16_777_216;
 
@@ -551,8 +567,6 @@ fn read_layouts(root: &Path) -> Result<RecordLayouts> {
     )
 }
 
-/// Turns a loader error into advice: EPERM almost always means missing
-/// privileges or a lockdown, not a bug in tcptrace.
 /// A refusal in one line: the message, and of a verifier log only its
 /// verdict (the line before its statistics), not the thousands of lines
 /// before it. For notes shown at every start and in `/healthz`.
@@ -577,6 +591,8 @@ fn verdict(message: &str) -> String {
     format!("{} verifier: {last}", head.trim_end())
 }
 
+/// Turns a loader error into advice: EPERM almost always means missing
+/// privileges or a lockdown, not a bug in tcptrace.
 fn refused(what: &str, err: &dyn std::error::Error) -> anyhow::Error {
     let mut chain = err.to_string();
     let mut source = err.source();
@@ -596,7 +612,20 @@ fn refused(what: &str, err: &dyn std::error::Error) -> anyhow::Error {
 
 #[cfg(test)]
 mod tests {
-    use super::verdict;
+    use std::time::Duration;
+
+    use super::{parse_stack_interval, verdict};
+
+    #[test]
+    fn a_stack_interval_is_whole_milliseconds_up_to_an_hour() {
+        assert_eq!(parse_stack_interval("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_stack_interval("1ms"), Ok(Duration::from_millis(1)));
+        assert_eq!(parse_stack_interval("1h"), Ok(Duration::from_secs(3600)));
+        // The kernel counts milliseconds: 500us would have been 0, every call.
+        assert!(parse_stack_interval("500us").is_err());
+        assert!(parse_stack_interval("61m").is_err());
+        assert!(parse_stack_interval("soon").is_err());
+    }
 
     #[test]
     fn a_refusal_is_told_by_its_verifier_verdict() {

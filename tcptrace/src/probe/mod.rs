@@ -13,7 +13,7 @@ mod socket_map;
 pub mod tracefs;
 
 pub use load::{
-    Counters, FilterMaps, Probe, ProbeOptions, DEFAULT_SOCKET_MAP_ENTRIES,
+    parse_stack_interval, Counters, FilterMaps, Probe, ProbeOptions, DEFAULT_SOCKET_MAP_ENTRIES,
     DEFAULT_STACK_RING_BYTES, INTERACTIVE_STACK_BURST, INTERACTIVE_STACK_INTERVAL,
     SOCKET_MAP_ENTRIES_RANGE,
 };
