@@ -6,6 +6,7 @@
 
 pub mod callsite;
 pub mod clock;
+pub mod close_resets;
 pub mod container;
 pub mod daemon;
 pub mod diagnose;

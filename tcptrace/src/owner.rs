@@ -62,6 +62,13 @@ pub struct StartOwners {
 }
 
 impl StartOwners {
+    /// None, made without seeding a hasher (which `default` does): what
+    /// stands in while the pipeline lends its start owners out.
+    pub const NONE: Self = Self {
+        by_tuple: FastMap::with_hasher(ahash::RandomState::with_seeds(0, 0, 0, 0)),
+        close_wait: FastSet::with_hasher(ahash::RandomState::with_seeds(0, 0, 0, 0)),
+    };
+
     #[must_use]
     pub fn of(snapshot: &Snapshot) -> Self {
         let by_tuple = snapshot

@@ -16,6 +16,7 @@ use tokio::io::unix::AsyncFd;
 use crate::{
     callsite::CallSites,
     clock::monotonic_ns,
+    close_resets::CloseResets,
     container::lookup::{cgroup2_mount, cgroup_id_of_pid},
     container::{ContainerConfig, ContainerLabels, Containers},
     diagnose::Diagnoses,
@@ -112,6 +113,8 @@ pub struct Pipeline {
     births: LiveBirths,
     /// Where every event the table sees is saved (`trace --write`).
     pub recorder: Option<Recorder>,
+    /// Abortive closes, whose resets come after their sockets' records.
+    close_resets: CloseResets,
 }
 
 /// A socket of a workload the filter rejects for good: the kernel stops
@@ -245,6 +248,7 @@ impl Pipeline {
             socket_map: Some(socket_map),
             births: LiveBirths::default(),
             recorder: None,
+            close_resets: CloseResets::default(),
         };
         Ok((pipeline, rings, start))
     }
@@ -270,6 +274,7 @@ impl Pipeline {
             socket_map: None,
             births: LiveBirths::default(),
             recorder: None,
+            close_resets: CloseResets::default(),
         }
     }
 
@@ -303,6 +308,7 @@ impl Pipeline {
             socket_map: None,
             births,
             recorder: None,
+            close_resets: CloseResets::default(),
         }
     }
 
@@ -422,11 +428,16 @@ impl Pipeline {
         if tells_whole_life(event) {
             self.table.whole_life(event.skaddr);
         }
-        let mut result = Ok(());
-        expand(event, |unfolded| {
-            if result.is_ok() {
-                result = self.process(unfolded, each);
-            }
+        // Every event a summary unfolds into is about the same socket: its
+        // owner is resolved once.
+        let result = self.with_owner(event, |pipeline, owner| {
+            let mut result = Ok(());
+            expand(event, |unfolded| {
+                if result.is_ok() {
+                    result = pipeline.observe(unfolded, owner, each);
+                }
+            });
+            result
         });
         self.table.end_whole_life();
         result
@@ -455,7 +466,37 @@ impl Pipeline {
         event: &TcpEvent,
         each: &mut impl FnMut(&Observed) -> Result<(), E>,
     ) -> Result<(), E> {
-        let result = self.observe(event, each);
+        // A close's reset is about the socket that close ended. (Summary
+        // mode sends no reset events: its closes are not kept.)
+        self.close_resets.on_event(event);
+        let attributed = self.close_resets.attributed(event);
+        let event = attributed.as_ref().unwrap_or(event);
+        self.with_owner(event, |pipeline, owner| {
+            pipeline.observe(event, owner, each)
+        })
+    }
+
+    /// `f` with the owner of the socket `event` (or the summary it
+    /// unfolds into) is about; then a closed socket's start owner goes
+    /// (only the last event of a summary can be its CLOSE). The owner may
+    /// borrow from the start owners, set aside meanwhile.
+    fn with_owner<R>(
+        &mut self,
+        event: &TcpEvent,
+        f: impl FnOnce(&mut Self, Option<&Owner>) -> R,
+    ) -> R {
+        let start = std::mem::replace(&mut self.start, StartOwners::NONE);
+        let owner = owner::resolve(event, &start);
+        let result = f(self, owner.as_ref());
+        drop(owner);
+        self.start = start;
+        self.forget_if_closed(event);
+        result
+    }
+
+    /// A socket from before the session that closed: a later one with its
+    /// endpoints is another.
+    fn forget_if_closed(&mut self, event: &TcpEvent) {
         if let TcpEventKind::StateChange {
             new: TcpState::Close,
             ..
@@ -464,12 +505,12 @@ impl Pipeline {
             self.start
                 .forget(event.sock.netns, event.local, event.remote);
         }
-        result
     }
 
     fn observe<E>(
         &mut self,
         event: &TcpEvent,
+        owner: Option<&Owner>,
         each: &mut impl FnMut(&Observed) -> Result<(), E>,
     ) -> Result<(), E> {
         let c = &mut self.counts;
@@ -488,12 +529,9 @@ impl Pipeline {
             TcpEventKind::ResetReceived => c.resets_received += 1,
             TcpEventKind::EofRead => c.eof_reads += 1,
         }
-        let owner = owner::resolve(event, &self.start);
         // The table sees everything, so a socket's record stays whole
         // whatever the filter; diagnoses see what the filter lets by.
-        let applied = self
-            .table
-            .apply_in(event, owner.as_ref(), self.cgroups.as_mut());
+        let applied = self.table.apply_in(event, owner, self.cgroups.as_mut());
         self.counts.records_replaced = self.table.replaced;
         if let Some(recorder) = &mut self.recorder {
             let cgroup = match &applied {
@@ -503,7 +541,7 @@ impl Pipeline {
             };
             recorder.event(event, cgroup);
         }
-        if !self.filter.matches(event, owner.as_ref()) {
+        if !self.filter.matches(event, owner) {
             self.counts.filtered_out += 1;
             return Ok(());
         }
@@ -552,7 +590,7 @@ impl Pipeline {
         };
         each(&Observed {
             event,
-            owner: owner.as_ref(),
+            owner,
             record,
             closed,
             labels,

@@ -321,6 +321,12 @@ fn assert_reset_of_the_close(trace: &Trace, port: u16, server: &str, table: &str
         reset["ktime_ns"].as_u64() >= close["ktime_ns"].as_u64(),
         "after the CLOSE: {table}"
     );
+    // Sent after the socket's record was gone, it still names the socket's
+    // owner, closer and namespace: the CLOSE's.
+    for field in ["owner", "closer", "netns", "cgroup_id"] {
+        assert_eq!(reset[field], close[field], "the reset's {field}: {table}");
+    }
+    assert!(reset["owner"]["pid"].as_u64().is_some(), "{table}");
 }
 
 /// `tcp_disconnect` resets a connection from `LAST_ACK` only when data it

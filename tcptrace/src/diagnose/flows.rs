@@ -300,6 +300,23 @@ impl Flows {
         }
         // One lookup per event: this runs for every event the daemon sees.
         let flow = self.flow(record);
+        flow.on_event(event, record);
+    }
+
+    /// A socket's final record, with the event that closed it (also an
+    /// event of its flow: a failed connect is an attempt). One lookup.
+    pub fn on_closed(&mut self, record: &SocketRecord, event: &TcpEvent) {
+        let flow = self.flow(record);
+        flow.on_event(event, record);
+        if record.role != Role::Listener {
+            flow.on_closed(record, event);
+        }
+    }
+}
+
+impl Flow {
+    fn on_event(&mut self, event: &TcpEvent, record: &SocketRecord) {
+        let flow = self;
         flow.last_seen_ns = event.ts_ns;
         flow.saw_namespace(record.netns);
         match event.what {
@@ -333,14 +350,9 @@ impl Flows {
         }
     }
 
-    /// A socket's final record.
-    pub fn on_closed(&mut self, record: &SocketRecord, event: &TcpEvent) {
-        if record.role == Role::Listener {
-            return;
-        }
-        let flow = self.flow(record);
-        flow.last_seen_ns = event.ts_ns;
-        flow.saw_namespace(record.netns);
+    /// A socket's final record (not a listener's).
+    fn on_closed(&mut self, record: &SocketRecord, event: &TcpEvent) {
+        let flow = self;
         flow.closed += 1;
         flow.first_ns = flow.first_ns.min(record.born_ns.unwrap_or(event.ts_ns));
         flow.last_ns = flow.last_ns.max(event.ts_ns);

@@ -29,8 +29,6 @@ impl Diagnoses {
 
     /// A socket's final record, with the event that closed it.
     pub fn on_closed(&mut self, record: &SocketRecord, event: &TcpEvent) {
-        // The connect that failed is also an attempt of its flow.
-        self.flows.on_event(event, record);
         self.flows.on_closed(record, event);
         self.dead_peers.on_closed(record, event);
         self.lost.on_closed(record, event);
