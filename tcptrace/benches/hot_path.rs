@@ -4,10 +4,17 @@
 //! state-change records per connection) and as the daemon gets it (two
 //! summary records per connection, each a whole life, as `tt-churn
 //! --linger0` makes them).
+//!
+//! With `TCPTRACE_HOT_PATH_ROUNDS=N` it only feeds one path's records
+//! (`TCPTRACE_HOT_PATH=daemon` or `every-event`) N times and prints how
+//! many records a round has: `cargo xtask bench` runs that under
+//! valgrind to count instructions per record, a figure that does not
+//! move with the machine's load as timings do (by a third on the VM the
+//! README's table comes from).
 
 use std::hint::black_box;
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, Criterion, Throughput};
 use tcptrace::{
     event::layout::{RecordLayouts, SockCommonLayout},
     filter::Filter,
@@ -235,49 +242,81 @@ fn summary_churn() -> Vec<Vec<u8>> {
     events
 }
 
-fn hot_path(c: &mut Criterion) {
-    let events = churn();
-    let mut group = c.benchmark_group("userspace hot path");
-    group.throughput(Throughput::Elements(events.len() as u64));
-    group.bench_function("decode+table+diagnoses+metrics", |b| {
-        let mut pipeline = Pipeline::detached(layouts(), Filter::default());
-        let mut metrics = DaemonMetrics::default();
-        b.iter(|| {
-            for bytes in &events {
-                let _ = pipeline.handle::<()>(black_box(bytes), &mut |seen| {
-                    metrics.observe(seen);
-                    Ok(())
-                });
-            }
-        });
-        assert_eq!(pipeline.counts.decode_errors, 0);
-    });
-    group.finish();
+/// The records of one path, and the layouts that decode them.
+fn path_records(daemon: bool) -> (RecordLayouts, Vec<Vec<u8>>) {
+    let mut layouts = layouts();
+    if daemon {
+        layouts.sock_common = Some(SOCK_COMMON);
+        (layouts, summary_churn())
+    } else {
+        (layouts, churn())
+    }
+}
 
-    let summaries = summary_churn();
-    let mut group = c.benchmark_group("daemon hot path");
-    group.throughput(Throughput::Elements(summaries.len() as u64));
-    group.bench_function(
-        "summary records: decode+expand+table+diagnoses+metrics",
-        |b| {
-            let mut layouts = layouts();
-            layouts.sock_common = Some(SOCK_COMMON);
+/// Feeds every record through the pipeline and the daemon's counters.
+fn feed(pipeline: &mut Pipeline, metrics: &mut DaemonMetrics, records: &[Vec<u8>]) {
+    for bytes in records {
+        let _ = pipeline.handle::<()>(black_box(bytes), &mut |seen| {
+            metrics.observe(seen);
+            Ok(())
+        });
+    }
+}
+
+fn hot_path(c: &mut Criterion) {
+    for (group, name, daemon) in [
+        (
+            "userspace hot path",
+            "decode+table+diagnoses+metrics",
+            false,
+        ),
+        (
+            "daemon hot path",
+            "summary records: decode+expand+table+diagnoses+metrics",
+            true,
+        ),
+    ] {
+        let (layouts, records) = path_records(daemon);
+        let mut group = c.benchmark_group(group);
+        group.throughput(Throughput::Elements(records.len() as u64));
+        group.bench_function(name, |b| {
             let mut pipeline = Pipeline::detached(layouts, Filter::default());
             let mut metrics = DaemonMetrics::default();
-            b.iter(|| {
-                for bytes in &summaries {
-                    let _ = pipeline.handle::<()>(black_box(bytes), &mut |seen| {
-                        metrics.observe(seen);
-                        Ok(())
-                    });
-                }
-            });
+            b.iter(|| feed(&mut pipeline, &mut metrics, &records));
             assert_eq!(pipeline.counts.decode_errors, 0);
-            assert!(pipeline.counts.state_changes >= 6 * CONNECTIONS);
-        },
-    );
-    group.finish();
+            let per_connection = if daemon { 6 } else { 10 };
+            assert!(pipeline.counts.state_changes >= per_connection * CONNECTIONS);
+        });
+        group.finish();
+    }
+}
+
+/// `rounds` rounds of one path, for an instruction count (see the top).
+fn count_rounds(rounds: u32, path: &str) {
+    let daemon = match path {
+        "daemon" => true,
+        "every-event" => false,
+        other => panic!("TCPTRACE_HOT_PATH: {other:?} is neither daemon nor every-event"),
+    };
+    let (layouts, records) = path_records(daemon);
+    let mut pipeline = Pipeline::detached(layouts, Filter::default());
+    let mut metrics = DaemonMetrics::default();
+    for _ in 0..rounds {
+        feed(&mut pipeline, &mut metrics, &records);
+    }
+    assert_eq!(pipeline.counts.decode_errors, 0);
+    println!("records_per_round {}", records.len());
 }
 
 criterion_group!(benches, hot_path);
-criterion_main!(benches);
+
+fn main() {
+    if let Ok(rounds) = std::env::var("TCPTRACE_HOT_PATH_ROUNDS") {
+        let rounds = rounds.parse().expect("TCPTRACE_HOT_PATH_ROUNDS: a count");
+        let path = std::env::var("TCPTRACE_HOT_PATH").unwrap_or_else(|_| "daemon".to_owned());
+        count_rounds(rounds, &path);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

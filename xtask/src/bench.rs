@@ -8,8 +8,9 @@
 //! medians with ratios to the untraced baseline, the tracer's CPU seconds
 //! and peak RSS, its kernel-side BPF run time (`kernel.bpf_stats_enabled`,
 //! restored afterwards), and events seen and lost. An open-loop run at a
-//! fixed rate then reports busy CPU per 1,000 connections from /proc/stat.
-//! Output: a table for people and `target/bench/bench.json`.
+//! fixed rate then reports busy CPU per 1,000 connections from /proc/stat,
+//! and valgrind counts the userspace hot path's instructions per record
+//! (`bench_instructions`). Output: a table for people and `target/bench/bench.json`.
 #![expect(
     clippy::cast_precision_loss,
     reason = "counts, nanoseconds and KiB far below 2^52, reported as floats"
@@ -152,7 +153,8 @@ pub fn run(options: &Options) -> Result<()> {
     } else {
         Value::Null
     };
-    let report = summarize(&runs, &profiles, &open_loop, options);
+    let mut report = summarize(&runs, &profiles, &open_loop, options);
+    report["userspace_instructions"] = crate::bench_instructions::count(&root);
     fs::write(
         out_dir.join("bench.json"),
         serde_json::to_string_pretty(&report)?,
@@ -633,6 +635,16 @@ fn print_table(report: &Value) {
             o["busy_cpu_ms_per_1k_connections_daemon"].as_f64().unwrap_or(0.0),
             o["overhead_percent"].as_f64().unwrap_or(0.0),
         );
+    }
+    if let Some(paths) = report["userspace_instructions"].as_object() {
+        println!("\nuserspace hot path, instructions per record (valgrind; the Criterion bench's records):");
+        for path in paths.values() {
+            println!(
+                "  {:<28} {:>8.0}",
+                path["name"].as_str().unwrap_or("?"),
+                path["instructions_per_record"].as_f64().unwrap_or(0.0)
+            );
+        }
     }
     println!(
         "targets: daemon >= {:.0}% of untraced; trace >= {:.0}x tcpstates; <= {:.0} ms tracer CPU per 100k events; 0 lost",

@@ -2,6 +2,7 @@
 //! fresh machine needs nothing installed by hand.
 
 mod bench;
+mod bench_instructions;
 mod build_ebpf;
 mod deploy_check;
 mod fuzz;

@@ -217,12 +217,24 @@ pub fn test_packages() -> Result<()> {
         .filter(|(command, _)| !on_path(command))
         .map(|(_, package)| *package)
         .collect();
+    install_packages("the tests", &missing)
+}
+
+/// Installs `package` when `command` is missing (for `needed_by`).
+pub fn package_for(needed_by: &str, command: &str, package: &str) -> Result<()> {
+    if on_path(command) {
+        return Ok(());
+    }
+    install_packages(needed_by, &[package])
+}
+
+fn install_packages(needed_by: &str, missing: &[&str]) -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
     if !crate::is_root() {
         bail!(
-            "the tests need {} installed (and root to run): run as root",
+            "{needed_by} need {} installed (and root to run): run as root",
             missing.join(", ")
         );
     }
@@ -232,7 +244,7 @@ pub fn test_packages() -> Result<()> {
         Command::new("apt-get")
             .env("DEBIAN_FRONTEND", "noninteractive")
             .args(["install", "-y", "-q", "--no-install-recommends"])
-            .args(&missing),
+            .args(missing),
     )
 }
 
