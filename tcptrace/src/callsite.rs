@@ -160,6 +160,11 @@ impl CallSites {
     pub fn with_meeter(meeter: Meeter) -> Self {
         let mut call_sites = Self::default();
         call_sites.symbolizer.attach_meeter(meeter);
+        // Without it files are parsed on the reader's thread, which then
+        // drains nothing for the time of a parse.
+        if let Err(err) = call_sites.symbolizer.start_naming_thread() {
+            eprintln!("tcptrace: warning: no thread to symbolize on ({err}): events may be lost while a binary is parsed");
+        }
         call_sites
     }
 
@@ -228,7 +233,10 @@ impl CallSites {
         self.paths.insert(path.clone(), key);
         self.pending.push_back((key, path.1));
         if self.pending.len() > MAX_PENDING {
-            self.resolve_one();
+            // Past the bound the oldest is settled now, parse or not.
+            if let Some((key, ips)) = self.pending.pop_front() {
+                self.settle(key, ips, 0);
+            }
         }
     }
 
@@ -266,9 +274,15 @@ impl CallSites {
     }
 
     /// Symbolizes the oldest capture waiting, or else a retry that is
-    /// due; false when there was none.
+    /// due; false when there was none, or when its files are still being
+    /// parsed on the naming thread (the reader comes back on its timer).
     pub fn resolve_one(&mut self) -> bool {
-        if let Some((key, ips)) = self.pending.pop_front() {
+        if let Some((key, ips)) = self.pending.front() {
+            // Its files are being parsed off this thread: later.
+            if !self.symbolizer.ready_to_symbolize(key.pid, ips) {
+                return false;
+            }
+            let (key, ips) = self.pending.pop_front().expect("looked at above");
             self.settle(key, ips, 0);
             return true;
         }
@@ -276,6 +290,13 @@ impl CallSites {
         let Some(due) = self.retries.iter().position(|r| r.at <= now) else {
             return false;
         };
+        let retry = &self.retries[due];
+        if !self
+            .symbolizer
+            .ready_to_symbolize(retry.key.pid, &retry.ips)
+        {
+            return false;
+        }
         let retry = self.retries.remove(due).expect("found above");
         self.settle(retry.key, retry.ips, retry.tries);
         true

@@ -338,6 +338,14 @@ impl OpenFiles {
         self.open.get(key).map(|open| &open.file)
     }
 
+    /// A descriptor of its own for the open file `key`, with the file's
+    /// module name and the path it was opened by (for the naming thread).
+    pub(super) fn duplicate(&self, key: &FileKey) -> Option<(File, String, PathBuf)> {
+        let open = self.open.get(key)?;
+        let file = open.file.try_clone().ok()?;
+        Some((file, open.module.clone(), open.opened_via.clone()))
+    }
+
     /// The open file `key`, marked as just used.
     fn touch(&mut self, key: &FileKey) -> Option<&mut OpenFile> {
         let open = self.open.get_mut(key)?;

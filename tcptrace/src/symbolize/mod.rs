@@ -15,7 +15,8 @@
 //!   once and shared by every process's unwinder (`unwind`).
 //! - blazesym's parsed ELF/DWARF (tens of MiB for a large binary with debug
 //!   info) is kept for the few files used last, dropped when idle, and always
-//!   with the file.
+//!   with the file. In a live session files are parsed on a thread of their
+//!   own (`namer`), so a parse never keeps the reader from the ring.
 //! - A bounded cache (file, offset) → frames shared by all processes, so a
 //!   parse is needed only for call sites not seen before (`resolve`).
 //! - Per process its mappings and its addresses → those shared frames, so
@@ -33,6 +34,7 @@ mod frame;
 mod hotspot;
 mod jvm;
 mod meeter;
+mod namer;
 mod perf_map;
 mod process;
 mod resolve;
@@ -57,6 +59,7 @@ use files::{FileKey, OpenFiles};
 use frame::Frames;
 use hotspot::HotSpot;
 use jvm::JvmPerfMaps;
+use namer::{Namer, Naming};
 use perf_map::PerfMap;
 use process::{Backing, ProcessImage};
 use unwind::{Captured, ProcessUnwinder, UnwindSections};
@@ -150,6 +153,9 @@ pub struct Symbolizer {
     jvm: JvmPerfMaps,
     /// What the meeting thread read of processes that may be gone now.
     meeter: Option<Meeter>,
+    /// The thread that parses files and names their offsets, when started
+    /// (live sessions: see `start_naming_thread`).
+    naming: Option<Naming>,
     /// Logical time for least-recently-used eviction of processes.
     tick: u64,
     limits: Limits,
@@ -205,6 +211,7 @@ impl Symbolizer {
             unwind_cache: CacheX86_64::new(),
             jvm: JvmPerfMaps::new(true),
             meeter: None,
+            naming: None,
             tick: 0,
             limits,
         }
@@ -289,6 +296,14 @@ impl Symbolizer {
     /// exited before they were symbolized.
     pub fn attach_meeter(&mut self, meeter: Meeter) {
         self.meeter = Some(meeter);
+    }
+
+    /// Parses files and names their offsets on a thread of its own from
+    /// now on: see [`Self::ready_to_symbolize`].
+    pub fn start_naming_thread(&mut self) -> std::io::Result<()> {
+        let namer = Namer::spawn(self.limits.parsed_files, self.limits.parsed_idle)?;
+        self.naming = Some(Naming::new(namer));
+        Ok(())
     }
 
     /// Processes announced whose mappings were gone before they were read.

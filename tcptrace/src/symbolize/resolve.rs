@@ -17,7 +17,7 @@ use super::{
     frame::{frames_of, Frame, Frames},
     hotspot,
     process::Backing,
-    unwind::ProcessUnwinder,
+    unwind::{self, ProcessUnwinder},
     Symbolizer,
 };
 
@@ -40,6 +40,73 @@ enum Target {
 }
 
 impl Symbolizer {
+    /// Whether `symbolize(tgid, ips)` would need no parse of a file on
+    /// this thread. If it would, the file offsets no cache names are asked
+    /// of the naming thread (once) and the caller tries again later.
+    /// Always true without a naming thread; true too where this thread has
+    /// to look itself (a file closed since, offsets the thread could not
+    /// name), so that a capture never waits for good.
+    pub fn ready_to_symbolize(&mut self, tgid: u32, ips: &[u64]) -> bool {
+        self.take_names();
+        if self.naming.is_none() {
+            return true;
+        }
+        self.touch(tgid, 0);
+        let mut misses: Vec<u64> = ips
+            .iter()
+            .enumerate()
+            .map(|(i, &ip)| unwind::lookup_address(i, ip))
+            .filter(|addr| !self.processes[&tgid].frames.contains_key(addr))
+            .collect();
+        misses.sort_unstable();
+        misses.dedup();
+        let Ok(targets) = self.targets(tgid, &misses) else {
+            return true;
+        };
+        let mut wanted: HashMap<FileKey, Vec<u64>> = HashMap::new();
+        let mut waiting = false;
+        for target in targets {
+            let Target::File(key, offset) = target else {
+                continue;
+            };
+            if self.offsets.peek(&(key.clone(), offset)).is_some() {
+                continue;
+            }
+            let naming = self.naming.as_ref().expect("checked above");
+            if naming.to_ask(&key, offset) {
+                wanted.entry(key).or_default().push(offset);
+            } else {
+                waiting |= naming.is_in_flight(&key, offset);
+            }
+        }
+        for (key, offsets) in wanted {
+            let Some((file, module, opened_via)) = self.files.duplicate(&key) else {
+                // Closed since: `resolve` finds it again.
+                return true;
+            };
+            let naming = self.naming.as_mut().expect("checked above");
+            if !naming.ask(key, file, module, opened_via, offsets) {
+                // The thread is gone: this one parses, as without it.
+                self.naming = None;
+                return true;
+            }
+            waiting = true;
+        }
+        !waiting
+    }
+
+    /// Puts the naming thread's answers into the (file, offset) cache.
+    fn take_names(&mut self) {
+        let Some(naming) = self.naming.as_mut() else {
+            return;
+        };
+        while let Some(answer) = naming.namer.answer() {
+            for (key, offset, frames) in naming.take(answer) {
+                self.offsets.insert((key, offset), Rc::from(frames));
+            }
+        }
+    }
+
     /// Frames of sorted, distinct `addrs` of process `tgid` (touched by
     /// the caller), `None` where the file could not be used (the reason is
     /// the second value).

@@ -73,6 +73,30 @@ fn symbolizes_own_function() {
     assert_eq!(symbolizer.files.parses, 1);
 }
 
+#[test]
+fn the_naming_thread_names_what_this_thread_would() {
+    let start = own_fn_addr();
+    let ips = [start, start + 5, libc_fn_addr()];
+    let pid = std::process::id();
+    let expected = Symbolizer::new().symbolize(pid, &ips);
+    let mut symbolizer = Symbolizer::new();
+    symbolizer.start_naming_thread().expect("naming thread");
+    // First asked of the thread: not ready until it answers.
+    assert!(!symbolizer.ready_to_symbolize(pid, &ips));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !symbolizer.ready_to_symbolize(pid, &ips) {
+        assert!(std::time::Instant::now() < deadline, "no answer in 60 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(symbolizer.symbolize(pid, &ips), expected);
+    assert_eq!(
+        symbolizer.files.parses, 0,
+        "every file was parsed on the naming thread"
+    );
+    // Known now: ready at once, nothing asked again.
+    assert!(symbolizer.ready_to_symbolize(pid, &ips));
+}
+
 /// The function each of `ips` was compiled into (the last of its
 /// frames), checking there are frames for `ips` in their order.
 fn outer_functions<'a>(frames: &'a [Frame], ips: &[u64]) -> Vec<&'a str> {
