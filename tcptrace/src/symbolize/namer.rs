@@ -18,7 +18,7 @@ use std::{
     os::{fd::AsRawFd, unix::fs::MetadataExt},
     path::PathBuf,
     rc::Rc,
-    sync::mpsc::{self, Receiver, RecvTimeoutError, Sender},
+    sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError},
     thread,
     time::{Duration, Instant},
 };
@@ -55,6 +55,10 @@ pub(super) struct Answer {
     pub frames: Result<Vec<Vec<Frame>>, String>,
 }
 
+/// The naming thread ended.
+#[derive(Debug)]
+pub(super) struct ThreadGone;
+
 /// The caller's end.
 pub(super) struct Namer {
     requests: Sender<Request>,
@@ -78,9 +82,14 @@ impl Namer {
         self.requests.send(request).is_ok()
     }
 
-    /// An answer that came, if any.
-    pub fn answer(&self) -> Option<Answer> {
-        self.answers.try_recv().ok()
+    /// An answer that came, if any; `Err` when the thread is gone (a
+    /// panic on a file it parsed): its requests will never be answered.
+    pub fn answer(&self) -> Result<Option<Answer>, ThreadGone> {
+        match self.answers.try_recv() {
+            Ok(answer) => Ok(Some(answer)),
+            Err(TryRecvError::Empty) => Ok(None),
+            Err(TryRecvError::Disconnected) => Err(ThreadGone),
+        }
     }
 }
 

@@ -100,9 +100,20 @@ impl Symbolizer {
         let Some(naming) = self.naming.as_mut() else {
             return;
         };
-        while let Some(answer) = naming.namer.answer() {
-            for (key, offset, frames) in naming.take(answer) {
-                self.offsets.insert((key, offset), Rc::from(frames));
+        loop {
+            match naming.namer.answer() {
+                Ok(Some(answer)) => {
+                    for (key, offset, frames) in naming.take(answer) {
+                        self.offsets.insert((key, offset), Rc::from(frames));
+                    }
+                }
+                Ok(None) => return,
+                // What it was asked is never answered: this thread parses,
+                // as without it.
+                Err(_) => {
+                    self.naming = None;
+                    return;
+                }
             }
         }
     }
