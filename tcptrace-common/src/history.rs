@@ -137,6 +137,18 @@ impl History {
         ((self.path >> (4 * u32::from(self.path_len - 1))) & 0xf) as i32
     }
 
+    /// The last two states entered, (before last, last): the transition
+    /// a summary was sent for. `None` with fewer than two.
+    #[must_use]
+    pub fn last_transition(&self) -> Option<(i32, i32)> {
+        let len = self.path_len.min(PATH_CAPACITY);
+        if len < 2 {
+            return None;
+        }
+        let at = |i: u8| ((self.path >> (4 * u32::from(i))) & 0xf) as i32;
+        Some((at(len - 2), at(len - 1)))
+    }
+
     /// The states in the order entered (raw numbers; validate before use).
     #[must_use]
     pub fn states(&self) -> impl DoubleEndedIterator<Item = i32> + '_ {
@@ -173,6 +185,7 @@ mod tests {
         );
         assert_eq!(h.truncated, 0);
         assert_eq!(h.last_state(), CLOSE);
+        assert_eq!(h.last_transition(), Some((FIN_WAIT2, CLOSE)));
     }
 
     #[test]
@@ -194,6 +207,7 @@ mod tests {
         // 23 states entered: the first 7 fell out, the 8th (a SYN_SENT) leads.
         assert_eq!(h.states().next(), Some(SYN_SENT));
         assert_eq!(h.last_state(), CLOSE);
+        assert_eq!(h.last_transition(), Some((SYN_SENT, CLOSE)));
     }
 
     #[test]
@@ -204,8 +218,10 @@ mod tests {
         h.enter(SYN_RECV, ESTABLISHED, 2);
         h.enter(ESTABLISHED, CLOSE_WAIT, 3);
         h.restart(CLOSE_WAIT);
+        assert_eq!(h.last_transition(), None, "one state is no transition");
         h.enter(CLOSE_WAIT, LAST_ACK, 4);
         assert_eq!(h.states().count(), 2);
+        assert_eq!(h.last_transition(), Some((CLOSE_WAIT, LAST_ACK)));
         assert_eq!(
             (h.syn_retransmits, h.established_ns, h.close_wait_ns),
             (0, 2, 3)

@@ -115,6 +115,10 @@ impl Filter {
     /// ports is listed.
     #[must_use]
     pub fn matches(&self, event: &TcpEvent, owner: Option<&Owner>) -> bool {
+        if !self.by_process() {
+            // The daemon's usual case, once per event: no name to compare.
+            return self.matches_ports(event.local.port(), event.remote.port());
+        }
         let actor = event.actor.as_ref();
         let pid_ok = self.pids.is_empty()
             || owner.is_some_and(|o| self.pids.contains(&o.pid))
@@ -195,6 +199,7 @@ impl Filter {
 
     /// Only the port criterion (sockets without an owner, like `TIME_WAIT`).
     #[must_use]
+    #[inline]
     pub fn matches_ports(&self, local: u16, remote: u16) -> bool {
         self.ports.is_empty() || self.ports.contains(&local) || self.ports.contains(&remote)
     }

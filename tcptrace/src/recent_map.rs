@@ -31,13 +31,12 @@ impl<K, V> Default for RecentMap<K, V> {
 
 impl<K: Hash + Eq + Copy, V: Default> RecentMap<K, V> {
     /// The value at `key`, made with `V::default()` if it is not there.
+    #[inline]
     pub fn entry_or_default(&mut self, key: K) -> &mut V {
-        let known = self
-            .recent
-            .iter()
-            .flatten()
-            .find(|(recent, _)| *recent == key)
-            .map(|&(_, index)| index);
+        let known = self.recent.iter().find_map(|recent| match recent {
+            Some((recent, index)) if *recent == key => Some(*index),
+            _ => None,
+        });
         let index = known.unwrap_or_else(|| {
             let index = match self.map.entry(key) {
                 Entry::Occupied(entry) => entry.index(),

@@ -147,7 +147,10 @@ pub struct Flow {
     pub time_wait: TimeWaitWindow,
     /// `connect()` attempts (active flows).
     pub attempts: u64,
-    pub recent_attempts_ns: Vec<u64>,
+    /// Connection starts, oldest first: the last `RECENT_ATTEMPTS` count
+    /// (see `recent_attempts_ns`); up to twice as many are kept, so that
+    /// the oldest half goes in one move instead of one per start.
+    attempts_ns: Vec<u64>,
     pub established: u64,
     /// `SYN_SENT` → ESTABLISHED (or `SYN_RECV` → ESTABLISHED for servers), microseconds.
     pub handshake_us: Histogram<u32>,
@@ -188,14 +191,11 @@ impl Flow {
         self.last_ns = self.last_ns.max(other.last_ns);
         self.last_seen_ns = self.last_seen_ns.max(other.last_seen_ns);
         self.attempts += other.attempts;
-        self.recent_attempts_ns
-            .extend_from_slice(&other.recent_attempts_ns);
-        self.recent_attempts_ns.sort_unstable();
-        let excess = self
-            .recent_attempts_ns
-            .len()
-            .saturating_sub(RECENT_ATTEMPTS);
-        self.recent_attempts_ns.drain(..excess);
+        self.attempts_ns
+            .extend_from_slice(other.recent_attempts_ns());
+        self.attempts_ns.sort_unstable();
+        let excess = self.attempts_ns.len().saturating_sub(RECENT_ATTEMPTS);
+        self.attempts_ns.drain(..excess);
         self.established += other.established;
         self.syn_retransmits += other.syn_retransmits;
         self.data_retransmits += other.data_retransmits;
@@ -216,8 +216,17 @@ impl Flow {
         }
     }
 
+    /// The last `RECENT_ATTEMPTS` connection starts, oldest first.
+    #[must_use]
+    pub fn recent_attempts_ns(&self) -> &[u64] {
+        let kept = self.attempts_ns.len();
+        &self.attempts_ns[kept.saturating_sub(RECENT_ATTEMPTS)..]
+    }
+
+    #[inline]
     fn saw_namespace(&mut self, netns: u32) {
-        if !self.namespaces.contains(&netns) {
+        // Nearly always the one namespace the flow has already.
+        if self.namespaces.first() != Some(&netns) && !self.namespaces.contains(&netns) {
             self.namespaces.push(netns);
         }
     }
@@ -237,7 +246,7 @@ impl Default for Flow {
             last_seen_ns: 0,
             time_wait: TimeWaitWindow::default(),
             attempts: 0,
-            recent_attempts_ns: Vec::new(),
+            attempts_ns: Vec::new(),
             established: 0,
             handshake_us: histogram(),
             syn_retransmits: 0,
@@ -324,10 +333,10 @@ impl Flow {
                 if TcpState::birth(old, new) == Some(Birth::Active) =>
             {
                 flow.attempts += 1;
-                if flow.recent_attempts_ns.len() == RECENT_ATTEMPTS {
-                    flow.recent_attempts_ns.remove(0);
+                if flow.attempts_ns.len() == 2 * RECENT_ATTEMPTS {
+                    flow.attempts_ns.drain(..RECENT_ATTEMPTS);
                 }
-                flow.recent_attempts_ns.push(event.ts_ns);
+                flow.attempts_ns.push(event.ts_ns);
                 if let Some(stack) = record.owner_stack {
                     *flow.owner_stacks.entry(stack).or_default() += 1;
                 }

@@ -159,8 +159,7 @@ fn socket_record_kind(
     Ok(match kind {
         // The transition the summary was sent for: its history's last.
         EventKind::Summary => {
-            let mut states = event.sock.history.states().rev();
-            let (Some(new), Some(old)) = (states.next(), states.next()) else {
+            let Some((old, new)) = event.sock.history.last_transition() else {
                 return Err(DecodeError::EmptyHistory);
             };
             TcpEventKind::StateChange {

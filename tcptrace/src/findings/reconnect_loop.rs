@@ -51,7 +51,7 @@ impl ReconnectLoop {
         if key.role != Role::Active || flow.attempts < reconnect::MIN_ATTEMPTS {
             return None;
         }
-        let (backoff, first, last) = reconnect::backoff(&flow.recent_attempts_ns)?;
+        let (backoff, first, last) = reconnect::backoff(flow.recent_attempts_ns())?;
         let median_lifetime_us = Percentiles::of(&flow.lifetimes_us).map(|p| p.p50);
         let short_lived = median_lifetime_us.is_some_and(|us| us < SHORT_LIFETIME_US);
         let failing = flow.failures.total() * 2 >= flow.attempts;
@@ -63,7 +63,7 @@ impl ReconnectLoop {
         if backoff != Backoff::None || !short_lived && !failing || !rejected {
             return None;
         }
-        let starts = &flow.recent_attempts_ns;
+        let starts = flow.recent_attempts_ns();
         let span = starts.last()?.saturating_sub(*starts.first()?);
         let per_second = rate(u64::try_from(starts.len() - 1).ok()?, span);
         if per_second < MIN_PER_SECOND {
