@@ -30,7 +30,11 @@ use std::{
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
-use crate::{build_release_binaries, workspace};
+use crate::{
+    build_release_binaries,
+    memory_peaks::{MemoryPeaks, Sampler},
+    workspace,
+};
 
 /// Targets from the performance issue, printed next to the figures.
 const TARGET_DAEMON_RATIO: f64 = 0.97;
@@ -102,6 +106,8 @@ struct Run {
     connections: f64,
     tracer_cpu_s: f64,
     tracer_rss_kib: u64,
+    /// Sampled over the run, start-up included.
+    tracer_memory: MemoryPeaks,
     bpf_ns: u64,
     bpf_runs: u64,
     /// Program name → (run time ns, runs), for the per-program breakdown.
@@ -183,6 +189,7 @@ fn churn(root: &Path, options: &Options, rate: Option<f64>) -> Result<Value> {
 fn measure(root: &Path, out_dir: &Path, tracer: Tracer, options: &Options) -> Result<Run> {
     let before = BpfStats::read();
     let mut running = start(root, out_dir, tracer)?;
+    let sampler = running.as_ref().map(|r| Sampler::start(r.child.id()));
     // Count the tracer's CPU from the moment it is attached: start-up (BTF
     // parsing, loading, the first socket dump) is not per-event cost.
     let (cpu_at_start, _) = running
@@ -224,6 +231,7 @@ fn measure(root: &Path, out_dir: &Path, tracer: Tracer, options: &Options) -> Re
         let (cpu, rss) = process_usage(process.child.id());
         run.tracer_cpu_s = cpu - cpu_at_start;
         run.tracer_rss_kib = rss;
+        run.tracer_memory = sampler.map(Sampler::stop).unwrap_or_default();
         process.stop();
         if tracer == Tracer::Trace {
             let (events, lost) = trace_summary(&process.output)?;
@@ -502,6 +510,9 @@ fn summarize(
                 "samples": r.iter().map(|x| x.per_second).collect::<Vec<_>>(),
                 "tracer_cpu_seconds": cpu,
                 "tracer_peak_rss_mib": r.iter().map(|x| x.tracer_rss_kib).max().unwrap_or(0) as f64 / 1024.0,
+                "tracer_peak_anon_mib": r.iter().map(|x| x.tracer_memory.anon_kib).max().unwrap_or(0) as f64 / 1024.0,
+                "tracer_peak_file_mib": r.iter().map(|x| x.tracer_memory.file_kib).max().unwrap_or(0) as f64 / 1024.0,
+                "tracer_largest_file_mapping": r.iter().filter_map(|x| x.tracer_memory.largest_file.clone()).max().map(|(kib, path)| json!({"path": path, "resident_mib": kib as f64 / 1024.0})),
                 "bpf_run_time_ms": bpf_ns as f64 / 1e6,
                 "bpf_runs": bpf_runs,
                 "bpf_ns_per_run": if bpf_runs == 0 { 0.0 } else { bpf_ns as f64 / bpf_runs as f64 },
@@ -559,6 +570,32 @@ fn program_breakdown(runs: &[Run], connections: f64) -> Value {
     Value::Array(rows)
 }
 
+/// Each tracer's anonymous and file-backed peaks (see `memory_peaks`).
+fn print_memory_peaks(report: &Value) {
+    for row in report["results"].as_array().into_iter().flatten() {
+        let (Some(anon), Some(file)) = (
+            row["tracer_peak_anon_mib"].as_f64(),
+            row["tracer_peak_file_mib"].as_f64(),
+        ) else {
+            continue;
+        };
+        if anon + file == 0.0 {
+            continue;
+        }
+        let largest = &row["tracer_largest_file_mapping"];
+        println!(
+            "{} memory peaks: anonymous {anon:.1} MiB (target <= 64), file-backed {file:.1} MiB{}",
+            row["tracer"].as_str().unwrap_or("?"),
+            largest["path"]
+                .as_str()
+                .map_or(String::new(), |path| format!(
+                " (most: {path}, {:.1} MiB: binaries mapped to read their symbols, reclaimable)",
+                largest["resident_mib"].as_f64().unwrap_or(0.0)
+            )),
+        );
+    }
+}
+
 fn print_table(report: &Value) {
     println!(
         "\nloopback churn, {} threads, {} s per run, {} interleaved rounds, medians",
@@ -603,6 +640,7 @@ fn print_table(report: &Value) {
             );
         }
     }
+    print_memory_peaks(report);
     for row in report["results"].as_array().into_iter().flatten() {
         let programs = row["bpf_programs"].as_array().cloned().unwrap_or_default();
         if programs.is_empty() {
@@ -676,6 +714,7 @@ pub fn scale(connections: usize) -> Result<()> {
         thread::sleep(Duration::from_millis(100));
     }
     let (_, idle_rss) = process_usage(daemon.child.id());
+    let sampler = Sampler::start(daemon.child.id());
     let opened = Instant::now();
     // Per-process fd limits here are 20,000: spread the sockets over
     // processes holding at most 8,000 connections each.
@@ -727,6 +766,7 @@ pub fn scale(connections: usize) -> Result<()> {
         "ring_buffer_kib": mapping_rss_kib(daemon.child.id(), "anon_inode:bpf-map"),
     });
     let maps = map_memory();
+    let peaks = sampler.stop();
     for mut holder in holders {
         drop(holder.stdin.take());
         let _ = holder.wait();
@@ -740,6 +780,9 @@ pub fn scale(connections: usize) -> Result<()> {
         "daemon_rss_now": rss,
         "daemon_rss_parts": rss_parts,
         "daemon_peak_rss_mib": peak_rss as f64 / 1024.0,
+        "daemon_peak_anon_mib": peaks.anon_kib as f64 / 1024.0,
+        "daemon_peak_file_mib": peaks.file_kib as f64 / 1024.0,
+        "daemon_largest_file_mapping": peaks.largest_file.map(|(kib, path)| json!({"path": path, "resident_mib": kib as f64 / 1024.0})),
         "daemon_cpu_seconds": cpu,
         "live_sockets_traced": health["live_sockets_traced"],
         "events": health["events"],

@@ -6,6 +6,7 @@ mod bench_instructions;
 mod build_ebpf;
 mod deploy_check;
 mod fuzz;
+mod memory_peaks;
 mod setup;
 mod soak;
 mod test;
