@@ -142,8 +142,14 @@ pub struct KernelLayout {
     /// holds both): the number `sock_diag` reports. 0 when unknown.
     pub sock_socket: u32,
     pub socket_ino: u32,
+    /// `sk->__sk_common.skc_daddr` (a u32, usually at 0) and
+    /// `skc_v6_daddr` (16 bytes): with the fields above, every address
+    /// and port a record's `raw` copy of `sock_common` is decoded from
+    /// (see `emit::Raw::SockFields`).
+    pub sock_daddr: u32,
+    pub sock_v6_daddr: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelLayout>() == 124);
+const _: () = assert!(core::mem::size_of::<KernelLayout>() == 132);
 
 /// `syscalls:sys_exit_accept4` and `syscalls:sys_exit_accept`.
 #[repr(C)]

@@ -4,11 +4,11 @@ use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::bpf_probe_read_kernel_buf,
 };
-use tcptrace_common::{Counter, Event, EventKind, SockInfo, Task, RAW_RECORD_LEN};
+use tcptrace_common::{Counter, Event, EventKind, SockInfo, Task, AF_INET6, RAW_RECORD_LEN};
 
 use crate::{
-    maps::{count, settings, EVENTS},
-    sock::local_port_be_of,
+    maps::{count, kernel_layout, settings, EVENTS},
+    sock::{local_port_be_of, SockRead, Typed},
 };
 
 pub struct Record<'a> {
@@ -22,13 +22,46 @@ pub struct Record<'a> {
     pub actor: &'a Task,
     pub in_state_ns: u64,
     pub sk_err: i32,
-    /// Kernel memory copied into `Event::raw`: the tracepoint record, or
-    /// the socket's `sock_common` in summary mode.
-    pub raw_from: *const u8,
-    /// Bytes of it userspace may read (at most `RAW_RECORD_LEN`).
-    pub raw_len: u32,
+    pub raw: Raw,
     /// `Event::transition` (`SockStateChange`), else 0.
     pub transition: u16,
+}
+
+/// What `Event::raw` holds: a tracepoint record, or the start of a
+/// socket (`struct sock_common`), which userspace decodes at offsets from
+/// BTF either way.
+#[derive(Clone, Copy)]
+pub enum Raw {
+    /// `len` bytes (at most `RAW_RECORD_LEN`) of kernel memory at `from`,
+    /// with one probe read.
+    Copy { from: *const u8, len: u32 },
+    /// The address fields of the socket at this address, a typed
+    /// tracepoint's `sk`: plain loads at their BTF offsets (a probe read
+    /// of the whole `sock_common` was about a twentieth of the daemon's
+    /// kernel time); the rest of `raw` is zero.
+    SockFields(u64),
+}
+
+impl Raw {
+    /// A socket's `sock_common`, through a probe read.
+    #[inline(always)]
+    pub fn socket(skaddr: u64) -> Self {
+        Self::Copy {
+            from: skaddr as *const u8,
+            len: RAW_RECORD_LEN as u32,
+        }
+    }
+
+    /// A socket read the way `R` reads: field by field where loads are
+    /// plain.
+    #[inline(always)]
+    pub fn socket_from<R: SockRead>(skaddr: u64) -> Self {
+        if R::PLAIN_LOADS {
+            Self::SockFields(skaddr)
+        } else {
+            Self::socket(skaddr)
+        }
+    }
 }
 
 /// Reserves, fills and submits one event. A full ring buffer is counted as
@@ -49,7 +82,6 @@ pub fn emit(record: &Record) {
     // and the raw copy is a probe read of at most `raw`'s size.
     unsafe {
         (*event).kind = record.kind as u16;
-        (*event).raw_len = record.raw_len.min(RAW_RECORD_LEN as u32) as u16;
         (*event).context = record.context;
         (*event).ts_ns = record.ts_ns;
         (*event).skaddr = record.skaddr;
@@ -65,13 +97,7 @@ pub fn emit(record: &Record) {
             _ => 0,
         };
         (*event).transition = record.transition;
-        // A tracepoint record lives in a per-CPU trace buffer and a socket
-        // in a `struct sock`, both far larger than RAW_RECORD_LEN, so a
-        // fixed-size copy is safe; userspace reads only `raw_len` bytes.
-        if bpf_probe_read_kernel_buf(record.raw_from, &mut (*event).raw).is_err() {
-            (*event).raw_len = 0;
-            count(Counter::ReadErrors);
-        }
+        (*event).raw_len = fill_raw(record.raw, &mut (*event).raw);
     }
     // Reserved bytes count as waiting: this record is among them.
     let waiting = EVENTS.query(u64::from(BPF_RB_AVAIL_DATA));
@@ -82,6 +108,84 @@ pub fn emit(record: &Record) {
         settings().wakeup_bytes,
     ));
     count(Counter::EventsSent);
+}
+
+/// Fills `raw`; returns how many of its bytes userspace may read.
+///
+/// # Safety
+/// A `Raw::Copy` must point to kernel memory of at least `RAW_RECORD_LEN`
+/// bytes, and a `Raw::SockFields` to a socket the verifier knows the type of.
+#[inline(always)]
+unsafe fn fill_raw(source: Raw, raw: &mut [u8; RAW_RECORD_LEN]) -> u16 {
+    match source {
+        Raw::Copy { from, len } => {
+            // A tracepoint record lives in a per-CPU trace buffer and a
+            // socket in a `struct sock`, both far larger than
+            // RAW_RECORD_LEN, so a fixed-size copy is safe; userspace
+            // reads only `len` bytes.
+            // SAFETY: the caller's promise; the probe read checks the address.
+            if unsafe { bpf_probe_read_kernel_buf(from, raw) }.is_err() {
+                count(Counter::ReadErrors);
+                return 0;
+            }
+            len.min(RAW_RECORD_LEN as u32) as u16
+        }
+        Raw::SockFields(skaddr) => {
+            // SAFETY: `raw` is 96 bytes, 8-aligned in the event.
+            unsafe { zero_words(raw) };
+            let layout = kernel_layout();
+            let field = |offset: u32| skaddr + u64::from(offset);
+            put(
+                raw,
+                layout.sock_daddr,
+                Typed::read::<u32>(field(layout.sock_daddr)),
+            );
+            put(
+                raw,
+                layout.sock_rcv_saddr,
+                Typed::read::<u32>(field(layout.sock_rcv_saddr)),
+            );
+            put(
+                raw,
+                layout.sock_dport,
+                Typed::read::<u16>(field(layout.sock_dport)),
+            );
+            put(
+                raw,
+                layout.sock_num,
+                Typed::read::<u16>(field(layout.sock_num)),
+            );
+            let family = Typed::read::<u16>(field(layout.sock_family));
+            put(raw, layout.sock_family, family);
+            if family == Ok(AF_INET6) {
+                put(
+                    raw,
+                    layout.sock_v6_daddr,
+                    Typed::read_words::<4>(field(layout.sock_v6_daddr)),
+                );
+                put(
+                    raw,
+                    layout.sock_v6_rcv_saddr,
+                    Typed::read_words::<4>(field(layout.sock_v6_rcv_saddr)),
+                );
+            }
+            RAW_RECORD_LEN as u16
+        }
+    }
+}
+
+/// Writes `value` at `offset` in `raw` (a `sock_common` offset: the same
+/// place the probe-read copy has it), if it fits.
+#[inline(always)]
+fn put<T: Copy>(raw: &mut [u8; RAW_RECORD_LEN], offset: u32, value: Result<T, ()>) {
+    let at = offset as usize;
+    if let Ok(value) = value {
+        if at + core::mem::size_of::<T>() <= RAW_RECORD_LEN {
+            // SAFETY: checked to lie within `raw`; the offsets are aligned
+            // for their fields, and `raw` is 8-aligned in the event.
+            unsafe { core::ptr::write_volatile(raw.as_mut_ptr().add(at).cast::<T>(), value) };
+        }
+    }
 }
 
 /// `BPF_RB_FORCE_WAKEUP` for the record that takes the bytes waiting in a

@@ -8,13 +8,11 @@
 //! unless the read returned 0.
 
 use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::RawTracePointContext};
-use tcptrace_common::{
-    state::raw::CLOSE_WAIT, EventKind, CTX_PROCESS, EOF_READ_SENT, IPPROTO_TCP, RAW_RECORD_LEN,
-};
+use tcptrace_common::{state::raw::CLOSE_WAIT, EventKind, CTX_PROCESS, EOF_READ_SENT, IPPROTO_TCP};
 
 use crate::{
     context::{current_task, in_process_context, StackFor},
-    emit::{emit, Record},
+    emit::{emit, Raw, Record},
     filter::{allows, socket_ports, stack_unless_ruled_out},
     maps::SOCKS,
     sock::{protocol_of, state_of, Probe},
@@ -60,8 +58,7 @@ pub fn on_recv_length(ctx: &RawTracePointContext) {
         in_state_ns: 0,
         sk_err: 0,
         // Its `sock_common`: endpoints, decoded as summary records are.
-        raw_from: skaddr as *const u8,
-        raw_len: RAW_RECORD_LEN as u32,
+        raw: Raw::socket(skaddr),
         transition: 0,
     });
 }

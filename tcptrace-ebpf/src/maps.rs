@@ -164,6 +164,8 @@ static KERNEL_LAYOUT: KernelLayout = KernelLayout {
     sock_v6_rcv_saddr: 0,
     sock_socket: 0,
     socket_ino: 0,
+    sock_daddr: 0,
+    sock_v6_daddr: 0,
 };
 #[unsafe(no_mangle)]
 static ACCEPT_LAYOUT: AcceptLayout = AcceptLayout { ret: 0, _pad: 0 };

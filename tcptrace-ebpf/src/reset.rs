@@ -17,7 +17,7 @@ use tcptrace_common::{
 
 use crate::{
     context::{current_task, in_process_context, StackFor},
-    emit::{emit, Record},
+    emit::{emit, Raw, Record},
     filter::{allows, record_ports, socket_ports},
     maps::{count, receive_reset_layout, send_reset_layout, LAST_RESET_SOCK, SOCKS},
     sock::{state_of, Probe},
@@ -122,8 +122,10 @@ pub fn on_reset(ctx: &TracePointContext, direction: Direction) -> Result<(), ()>
         actor: &actor,
         in_state_ns: 0,
         sk_err: 0,
-        raw_from: ctx.as_ptr() as *const u8,
-        raw_len: layout.record_len,
+        raw: Raw::Copy {
+            from: ctx.as_ptr() as *const u8,
+            len: layout.record_len,
+        },
         transition: 0,
     });
     Ok(())

@@ -14,7 +14,7 @@ use tcptrace_common::{
 };
 
 use crate::{
-    emit::{copy_words, emit, Record},
+    emit::{copy_words, emit, Raw, Record},
     filter::{allows, record_ports, socket_ports},
     maps::{count, retransmit_layout, settings, syn_ack_layout, LISTENERS, SOCKS},
     sock::{listener_key_of, local_port_of, netns_of, Probe},
@@ -88,8 +88,7 @@ fn send_life_so_far(skaddr: u64, known: *mut SockInfo, info: &SockInfo, now: u64
         },
         in_state_ns: 0,
         sk_err: 0,
-        raw_from: skaddr as *const u8,
-        raw_len: RAW_RECORD_LEN as u32,
+        raw: Raw::socket(skaddr),
         transition: 0,
     });
     // SAFETY: `known` points into the SOCKS map's value, valid for this program run.
@@ -152,8 +151,10 @@ fn retransmit(skaddr: u64, err: i32, record: &Copied, ports: impl FnOnce() -> Op
         actor: &Task::NOBODY,
         in_state_ns: 0,
         sk_err: 0,
-        raw_from: record.from,
-        raw_len: record.len,
+        raw: Raw::Copy {
+            from: record.from,
+            len: record.len,
+        },
         transition: 0,
     });
 }
@@ -203,8 +204,10 @@ pub fn on_syn_ack_retransmit(ctx: &TracePointContext) -> Result<(), ()> {
         actor: &Task::NOBODY,
         in_state_ns: 0,
         sk_err: 0,
-        raw_from: ctx.as_ptr() as *const u8,
-        raw_len: layout.record_len,
+        raw: Raw::Copy {
+            from: ctx.as_ptr() as *const u8,
+            len: layout.record_len,
+        },
         transition: 0,
     });
     Ok(())

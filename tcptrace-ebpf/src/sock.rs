@@ -151,6 +151,9 @@ pub fn read_at<R: SockRead, T: Copy>(address: u64, offset: u32) -> Result<T, ()>
 
 /// How a program reads kernel memory.
 pub trait SockRead {
+    /// Whether reads are plain loads (cheap) rather than helper calls.
+    const PLAIN_LOADS: bool;
+
     fn read<T: Copy>(address: u64) -> Result<T, ()>;
 
     /// `N` 32-bit words (an IPv6 address).
@@ -164,6 +167,8 @@ pub trait SockRead {
 pub struct Probe;
 
 impl SockRead for Probe {
+    const PLAIN_LOADS: bool = false;
+
     #[inline(always)]
     fn read<T: Copy>(address: u64) -> Result<T, ()> {
         // SAFETY: probe reads check the address and fail instead of faulting.
@@ -178,6 +183,8 @@ impl SockRead for Probe {
 pub struct Typed;
 
 impl SockRead for Typed {
+    const PLAIN_LOADS: bool = true;
+
     #[inline(always)]
     fn read<T: Copy>(address: u64) -> Result<T, ()> {
         // SAFETY: see above; the verifier rejects the program rather than

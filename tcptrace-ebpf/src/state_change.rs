@@ -21,12 +21,12 @@ use tcptrace_common::{
     transition::{classify, close_sends_reset, depends_on_context, summary_sent_on, Attribution},
     transition_of, Counter, EventKind, Listener, SockInfo, Task, CLOSER_KNOWN, CTX_PROCESS,
     IPPROTO_TCP, OWNER_FROM_ACCEPT, OWNER_FROM_LISTENER, OWNER_FROM_SYSCALL, PEER_SENT_DATA,
-    PEER_SILENCE_KNOWN, RAW_RECORD_LEN, RESET_BY_CLOSE, SEEN_MID_LIFE,
+    PEER_SILENCE_KNOWN, RESET_BY_CLOSE, SEEN_MID_LIFE,
 };
 
 use crate::{
     context::{current_cgroup_id, current_task, in_process_context, StackFor},
-    emit::{copy_words, emit, set_nobody, zero_words, Record},
+    emit::{copy_words, emit, set_nobody, zero_words, Raw, Record},
     filter::{allows, record_ports, socket_ports, stack_unless_ruled_out},
     maps::{count, settings, state_layout, LAST_RESET_SOCK, LISTENERS, SCRATCH, SOCKS},
     sock::{
@@ -245,23 +245,17 @@ fn on_change<R: SockRead>(
     if sent {
         // The start of `struct sock` is `struct sock_common`: addresses,
         // ports and family, decoded in userspace at offsets from BTF.
-        let (kind, raw_from, raw_len) = if summary {
-            (
-                EventKind::Summary,
-                skaddr as *const u8,
-                RAW_RECORD_LEN as u32,
-            )
+        let (kind, raw) = if summary {
+            (EventKind::Summary, Raw::socket_from::<R>(skaddr))
         } else if tracepoint_record.is_null() {
-            (
-                EventKind::SockStateChange,
-                skaddr as *const u8,
-                RAW_RECORD_LEN as u32,
-            )
+            (EventKind::SockStateChange, Raw::socket_from::<R>(skaddr))
         } else {
             (
                 EventKind::StateChange,
-                tracepoint_record,
-                state_layout().record_len,
+                Raw::Copy {
+                    from: tracepoint_record,
+                    len: state_layout().record_len,
+                },
             )
         };
         emit(&Record {
@@ -273,8 +267,7 @@ fn on_change<R: SockRead>(
             actor,
             in_state_ns,
             sk_err,
-            raw_from,
-            raw_len,
+            raw,
             transition: if kind == EventKind::SockStateChange {
                 transition_of(old, new)
             } else {

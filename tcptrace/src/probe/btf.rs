@@ -126,6 +126,12 @@ fn kernel_layout(btf: &Btf) -> Result<KernelLayout> {
             "sock",
             &["__sk_common", "skc_v6_rcv_saddr"],
         )?)?,
+        sock_daddr: u32::try_from(member_offset(btf, "sock", &["__sk_common", "skc_daddr"])?)?,
+        sock_v6_daddr: u32::try_from(member_offset(
+            btf,
+            "sock",
+            &["__sk_common", "skc_v6_daddr"],
+        )?)?,
         sock_socket: optional("sock", &["sk_socket"]),
         socket_ino: socket_ino(btf).unwrap_or(0),
         ..preempt_count_path(btf).unwrap_or_default()
