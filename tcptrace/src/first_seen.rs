@@ -18,26 +18,48 @@ type Endpoints = (u32, SocketAddr, SocketAddr);
 
 #[derive(Default)]
 pub struct FirstSeen {
-    since: FastMap<Endpoints, (TcpState, u64)>,
+    since: FastMap<Endpoints, Listed>,
+    /// Dumps taken so far (wrapping): which one last listed an entry.
+    dumps: u32,
+}
+
+#[derive(Clone, Copy)]
+struct Listed {
+    state: TcpState,
+    first_ns: u64,
+    dump: u32,
 }
 
 impl FirstSeen {
-    /// Takes the ESTABLISHED sockets of a dump made at `now_ns`.
+    /// Takes the ESTABLISHED sockets of a dump made at `now_ns`. Updated
+    /// in place: a second map built beside the first doubled this one's
+    /// memory at every refresh (11 MB each with 100k connections).
     pub fn update(&mut self, dump: &Snapshot, now_ns: u64) {
-        let mut since = FastMap::default();
+        self.dumps = self.dumps.wrapping_add(1);
+        let this_dump = self.dumps;
         for socket in dump
             .sockets
             .iter()
             .filter(|s| matches!(s.state, TcpState::Established | TcpState::CloseWait))
         {
-            let key = (socket.netns, socket.local, socket.remote);
-            let first = match self.since.get(&key) {
-                Some(&(state, first)) if state == socket.state => first,
-                _ => now_ns,
-            };
-            since.insert(key, (socket.state, first));
+            let listed = self
+                .since
+                .entry((socket.netns, socket.local, socket.remote))
+                .or_insert(Listed {
+                    state: socket.state,
+                    first_ns: now_ns,
+                    dump: this_dump,
+                });
+            if listed.state != socket.state {
+                *listed = Listed {
+                    state: socket.state,
+                    first_ns: now_ns,
+                    dump: this_dump,
+                };
+            }
+            listed.dump = this_dump;
         }
-        self.since = since;
+        self.since.retain(|_, listed| listed.dump == this_dump);
     }
 
     /// When the socket was first listed in `state`, if it was.
@@ -51,8 +73,8 @@ impl FirstSeen {
     ) -> Option<u64> {
         self.since
             .get(&(netns, local, remote))
-            .filter(|(listed, _)| *listed == state)
-            .map(|&(_, since)| since)
+            .filter(|listed| listed.state == state)
+            .map(|listed| listed.first_ns)
     }
 }
 

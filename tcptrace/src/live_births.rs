@@ -102,17 +102,21 @@ impl LiveBirths {
             .filter(|key| !self.by_inode.contains_key(key))
             .collect();
         if !wanted.is_empty() {
-            let records = map
-                .records_of(&wanted)
-                .inspect_err(|_| self.walks_failed += 1)?;
-            for key in wanted {
-                let birth = records
-                    .get(&key)
-                    .map_or_else(Birth::default, |record| Birth {
+            let by_inode = &mut self.by_inode;
+            map.visit_records(&wanted, |key, record| {
+                by_inode.insert(
+                    key,
+                    Birth {
                         stack: StackRef::of_task(&record.owner),
                         established_ns: Some(record.history.established_ns).filter(|&ns| ns != 0),
-                    });
-                self.by_inode.insert(key, birth);
+                    },
+                );
+            })
+            .inspect_err(|_| self.walks_failed += 1)?;
+            // Those the kernel has no record of: looked up once, not at
+            // every dump.
+            for key in wanted {
+                self.by_inode.entry(key).or_default();
             }
         }
         // A capture is canonical once unwound (see `CallSites::canonical`).
