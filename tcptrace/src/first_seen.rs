@@ -7,14 +7,39 @@
 //! the live ESTABLISHED and `CLOSE_WAIT` sockets: those no longer listed
 //! (or listed in another state) are forgotten at each dump.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use tcptrace_common::TcpState;
 
 use crate::{snapshot::Snapshot, FastMap};
 
-/// (network namespace, local, remote).
-type Endpoints = (u32, SocketAddr, SocketAddr);
+/// (network namespace, local, remote), packed: 40 bytes where the tuple
+/// of `SocketAddr`s takes 68 (a map of 100k connections: 7.5 MB, not 11.5).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct Endpoints {
+    netns: u32,
+    local_port: u16,
+    remote_port: u16,
+    /// IPv4 addresses as IPv4-mapped IPv6 ones.
+    local_ip: [u8; 16],
+    remote_ip: [u8; 16],
+}
+
+impl Endpoints {
+    fn of(netns: u32, local: SocketAddr, remote: SocketAddr) -> Self {
+        let ip = |address: SocketAddr| match address.ip() {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+            IpAddr::V6(v6) => v6.octets(),
+        };
+        Self {
+            netns,
+            local_port: local.port(),
+            remote_port: remote.port(),
+            local_ip: ip(local),
+            remote_ip: ip(remote),
+        }
+    }
+}
 
 #[derive(Default)]
 pub struct FirstSeen {
@@ -37,14 +62,19 @@ impl FirstSeen {
     pub fn update(&mut self, dump: &Snapshot, now_ns: u64) {
         self.dumps = self.dumps.wrapping_add(1);
         let this_dump = self.dumps;
-        for socket in dump
-            .sockets
-            .iter()
-            .filter(|s| matches!(s.state, TcpState::Established | TcpState::CloseWait))
-        {
+        let listed_now = || {
+            dump.sockets
+                .iter()
+                .filter(|s| matches!(s.state, TcpState::Established | TcpState::CloseWait))
+        };
+        // Sized once: growing a table of 100k entries holds the old one
+        // beside the new.
+        self.since
+            .reserve(listed_now().count().saturating_sub(self.since.len()));
+        for socket in listed_now() {
             let listed = self
                 .since
-                .entry((socket.netns, socket.local, socket.remote))
+                .entry(Endpoints::of(socket.netns, socket.local, socket.remote))
                 .or_insert(Listed {
                     state: socket.state,
                     first_ns: now_ns,
@@ -72,7 +102,7 @@ impl FirstSeen {
         state: TcpState,
     ) -> Option<u64> {
         self.since
-            .get(&(netns, local, remote))
+            .get(&Endpoints::of(netns, local, remote))
             .filter(|listed| listed.state == state)
             .map(|listed| listed.first_ns)
     }

@@ -102,6 +102,8 @@ impl LiveBirths {
             .filter(|key| !self.by_inode.contains_key(key))
             .collect();
         if !wanted.is_empty() {
+            // Sized once (see `FirstSeen::update`).
+            self.by_inode.reserve(wanted.len());
             let by_inode = &mut self.by_inode;
             map.visit_records(&wanted, |key, record| {
                 by_inode.insert(
