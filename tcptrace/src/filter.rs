@@ -115,21 +115,24 @@ impl Filter {
     /// ports is listed.
     #[must_use]
     pub fn matches(&self, event: &TcpEvent, owner: Option<&Owner>) -> bool {
-        if !self.by_process() {
-            // The daemon's usual case, once per event: no name to compare.
-            return self.matches_ports(event.local.port(), event.remote.port());
-        }
-        let actor = event.actor.as_ref();
-        let pid_ok = self.pids.is_empty()
-            || owner.is_some_and(|o| self.pids.contains(&o.pid))
-            || actor.is_some_and(|a| self.pids.contains(&a.tgid));
-        let comm_ok = self.comms.is_empty()
-            || owner.is_some_and(|o| self.comms.iter().any(|c| *c == o.comm))
-            || actor.is_some_and(|a| {
-                let comm = crate::event::comm_str(&a.comm);
-                self.comms.iter().any(|c| *c == comm)
-            });
-        pid_ok && comm_ok && self.matches_ports(event.local.port(), event.remote.port())
+        let actor = || event.actor.as_ref();
+        let pid_ok = || {
+            self.pids.is_empty()
+                || owner.is_some_and(|o| self.pids.contains(&o.pid))
+                || actor().is_some_and(|a| self.pids.contains(&a.tgid))
+        };
+        let comm_ok = || {
+            self.comms.is_empty()
+                || owner.is_some_and(|o| self.comms.iter().any(|c| *c == o.comm))
+                || actor().is_some_and(|a| {
+                    let comm = crate::event::comm_str(&a.comm);
+                    self.comms.iter().any(|c| *c == comm)
+                })
+        };
+        // The ports first, then names only where some are given: this
+        // runs for every event the daemon sees.
+        self.matches_ports(event.local.port(), event.remote.port())
+            && (!self.by_process() || pid_ok() && comm_ok())
     }
 
     /// The process criteria alone, for a task known by tgid and name.

@@ -80,12 +80,10 @@ impl FirstSeen {
                     first_ns: now_ns,
                     dump: this_dump,
                 });
+            // Listed in another state before: a new listing.
             if listed.state != socket.state {
-                *listed = Listed {
-                    state: socket.state,
-                    first_ns: now_ns,
-                    dump: this_dump,
-                };
+                listed.state = socket.state;
+                listed.first_ns = now_ns;
             }
             listed.dump = this_dump;
         }

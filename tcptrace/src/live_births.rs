@@ -11,7 +11,11 @@ use anyhow::Result;
 use tcptrace_common::TcpState;
 
 use crate::{
-    callsite::CallSites, probe::SocketMap, snapshot::Snapshot, table::SocketTable, table::StackRef,
+    callsite::CallSites,
+    probe::{SocketMap, Visit},
+    snapshot::Snapshot,
+    table::SocketTable,
+    table::StackRef,
     FastMap, FastSet,
 };
 
@@ -105,14 +109,22 @@ impl LiveBirths {
             // Sized once (see `FirstSeen::update`).
             self.by_inode.reserve(wanted.len());
             let by_inode = &mut self.by_inode;
+            let mut missing = wanted.len();
             map.visit_records(&wanted, |key, record| {
-                by_inode.insert(
-                    key,
-                    Birth {
-                        stack: StackRef::of_task(&record.owner),
-                        established_ns: Some(record.history.established_ns).filter(|&ns| ns != 0),
-                    },
-                );
+                let birth = Birth {
+                    stack: StackRef::of_task(&record.owner),
+                    established_ns: Some(record.history.established_ns).filter(|&ns| ns != 0),
+                };
+                // `wanted` holds only keys not in `by_inode`: a first insert
+                // is a new one, a second a record met again.
+                if by_inode.insert(key, birth).is_none() {
+                    missing -= 1;
+                }
+                if missing == 0 {
+                    Visit::AllFound
+                } else {
+                    Visit::More
+                }
             })
             .inspect_err(|_| self.walks_failed += 1)?;
             // Those the kernel has no record of: looked up once, not at

@@ -29,14 +29,15 @@ impl SocketMap {
     /// (network namespace, inode), in one walk of the map: two system
     /// calls per socket the kernel follows, so callers ask only for what
     /// they miss. Nothing is collected here: with 100k sockets wanted, a
-    /// map of whole records was 25 MB for a moment.
+    /// map of whole records was 25 MB for a moment. The walk ends when
+    /// `found` says it has them all (a walk that restarts, when a key is
+    /// deleted under it, can visit a record twice: only `found` knows).
     pub fn visit_records(
         &self,
         wanted: &FastSet<(u32, u64)>,
-        mut found: impl FnMut((u32, u64), &SockInfo),
+        mut found: impl FnMut((u32, u64), &SockInfo) -> Visit,
     ) -> Result<()> {
-        let mut left = wanted.len();
-        if left == 0 {
+        if wanted.is_empty() {
             return Ok(());
         }
         for entry in self.records.iter().take(self.capacity.saturating_mul(2)) {
@@ -48,14 +49,18 @@ impl SocketMap {
                 Err(error) => return Err(error).context("reading the kernel's socket map"),
             };
             let key = (record.netns, record.inode);
-            if record.inode != 0 && wanted.contains(&key) {
-                found(key, &record);
-                left -= 1;
-                if left == 0 {
-                    break;
-                }
+            if record.inode != 0 && wanted.contains(&key) && found(key, &record) == Visit::AllFound
+            {
+                break;
             }
         }
         Ok(())
     }
+}
+
+/// Whether a walk of the socket map goes on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Visit {
+    More,
+    AllFound,
 }
