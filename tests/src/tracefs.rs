@@ -48,6 +48,9 @@ impl Retransmits {
         };
         // Room for about 100,000 hits per CPU.
         fs::write(witness.dir.join("buffer_size_kb"), "8192").expect("size the tracefs buffer");
+        // Monotonic time stamps, the clock of tcptrace's `ktime_ns`, so a
+        // failure can place each hit among the events.
+        let _ = fs::write(witness.dir.join("trace_clock"), "mono");
         witness.write("filter", &format!("sport == {port} || dport == {port}"));
         witness.write("enable", "1");
         witness
@@ -91,6 +94,7 @@ impl Retransmits {
                     dport: u16::try_from(number("dport=")).expect("a port"),
                     state: field("state=").trim_start_matches("TCP_").to_owned(),
                     err: if self.has_err { number("err=") } else { 0 },
+                    line: line.trim().to_owned(),
                 }
             })
             .collect()
@@ -108,6 +112,9 @@ pub struct Hit {
     /// the original transmission was still in the host's queues
     /// (`TcpExtTCPSpuriousRtxHostQueues`).
     pub err: i64,
+    /// The whole line (task, CPU, context flags, time stamp), for a
+    /// failure's message.
+    pub line: String,
 }
 
 impl Drop for Retransmits {

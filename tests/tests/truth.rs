@@ -928,6 +928,14 @@ fn drive_lossy(hosts: &HostPair) {
 /// port, independently of BPF: the table shows the hits that sent a
 /// segment (equal to the kernel's count), all hits, and any hit no
 /// tcptrace event stands for.
+///
+/// Not explained yet (6.18, December 2026): in 5 of about 80 runs, all in
+/// one half hour, every session missed the same 1 to 3 server data
+/// retransmits that tracefs and `TcpRetransSegs` counted, with nothing
+/// lost, skipped (`recursion_misses`) or counted as failed; once a bpftrace
+/// counter on the classic tracepoint missed one too. A failure prints the
+/// tracefs lines of those hits (CPU, context flags, monotonic time) next
+/// to the sessions' events of that connection (`ktime_ns`, the same clock).
 #[test]
 fn retransmits_on_a_lossy_path_agree_with_the_kernel() {
     require_root();
@@ -1115,9 +1123,19 @@ fn unmatched(hits: &[Hit], trace: &Trace) -> String {
             }) {
                 let _ = writeln!(
                     text,
-                    "    {} {}->{} state {} netns {} sock {}",
-                    r["type"], r["old"], r["new"], r["state"], r["netns"], r["sock"]
+                    "    {} {}->{} state {} netns {} sock {} ktime_ns {}",
+                    r["type"], r["old"], r["new"], r["state"], r["netns"], r["sock"], r["ktime_ns"]
                 );
+            }
+            // The tracepoint's own lines (monotonic seconds, the clock of
+            // `ktime_ns`), to place the hits no event stands for.
+            let _ = writeln!(text, "  the tracepoint's hits on {sport} -> {dport}:");
+            for hit in hits
+                .iter()
+                .filter(|h| (h.sport, h.dport) == (*sport, *dport))
+                .take(400)
+            {
+                let _ = writeln!(text, "    {}", hit.line);
             }
         }
     }
