@@ -929,13 +929,13 @@ fn drive_lossy(hosts: &HostPair) {
 /// segment (equal to the kernel's count), all hits, and any hit no
 /// tcptrace event stands for.
 ///
-/// Not explained yet (6.18, December 2026): in 5 of about 80 runs, all in
-/// one half hour, every session missed the same 1 to 3 server data
-/// retransmits that tracefs and `TcpRetransSegs` counted, with nothing
-/// lost, skipped (`recursion_misses`) or counted as failed; once a bpftrace
-/// counter on the classic tracepoint missed one too. A failure prints the
-/// tracefs lines of those hits (CPU, context flags, monotonic time) next
-/// to the sessions' events of that connection (`ktime_ns`, the same clock).
+/// Not explained yet (6.18, December 2026): in 6 of about 110 runs, every
+/// session missed the same 1 to 3 server retransmits that tracefs and
+/// `TcpRetransSegs` counted, with nothing lost, skipped
+/// (`recursion_misses`) or counted as failed; once a bpftrace counter on
+/// the classic tracepoint missed one too. A failure prints the tracefs
+/// lines of those hits (CPU, context flags, monotonic time) next to the
+/// sessions' events of that connection (`ktime_ns`, the same clock).
 #[test]
 fn retransmits_on_a_lossy_path_agree_with_the_kernel() {
     require_root();
