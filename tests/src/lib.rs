@@ -4,6 +4,7 @@
 //! Tests need root (they load BPF programs and make network namespaces).
 //! Without it they fail with a message saying so; they never skip.
 
+pub mod bpf_stats;
 pub mod daemon;
 pub mod kernel_counts;
 pub mod netns;

@@ -9,10 +9,11 @@ const EVENT: &str = "events/tcp/tcp_retransmit_skb";
 /// Instance names: this prefix and the test process's pid.
 const PREFIX: &str = "tcptrace-truth-";
 
-/// Records every `tcp:tcp_retransmit_skb` hit on one TCP port, in an
-/// instance removed on drop.
+/// Records every `tcp:tcp_retransmit_skb` hit, in an instance removed on
+/// drop; [`Retransmits::hits`] are the ones on one TCP port.
 pub struct Retransmits {
     dir: PathBuf,
+    port: u16,
     /// Whether this kernel's tracepoint has an `err` field (before 6.17 it
     /// fired only for segments sent).
     pub has_err: bool,
@@ -45,13 +46,15 @@ impl Retransmits {
             has_err: fs::read_to_string(dir.join(EVENT).join("format"))
                 .is_ok_and(|f| f.contains("field:int err;")),
             dir,
+            port,
         };
         // Room for about 100,000 hits per CPU.
         fs::write(witness.dir.join("buffer_size_kb"), "8192").expect("size the tracefs buffer");
         // Monotonic time stamps, the clock of tcptrace's `ktime_ns`, so a
         // failure can place each hit among the events.
         let _ = fs::write(witness.dir.join("trace_clock"), "mono");
-        witness.write("filter", &format!("sport == {port} || dport == {port}"));
+        // Every port: the hits are also compared with how often the kernel
+        // ran a BPF program on the tracepoint, which counts every port.
         witness.write("enable", "1");
         witness
     }
@@ -62,9 +65,19 @@ impl Retransmits {
             .unwrap_or_else(|e| panic!("write {value:?} to {}: {e}", path.display()));
     }
 
-    /// The hits so far. Panics when the instance's buffer dropped any.
+    /// The hits so far on the port. Panics when the instance's buffer
+    /// dropped any.
     #[must_use]
     pub fn hits(&self) -> Vec<Hit> {
+        self.every_hit()
+            .into_iter()
+            .filter(|h| h.sport == self.port || h.dport == self.port)
+            .collect()
+    }
+
+    /// The hits so far on every port.
+    #[must_use]
+    pub fn every_hit(&self) -> Vec<Hit> {
         let trace = fs::read_to_string(self.dir.join("trace")).expect("read the instance's trace");
         // "# entries-in-buffer/entries-written: 42/42   #P:2"
         let entries = trace

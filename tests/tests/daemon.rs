@@ -17,6 +17,7 @@ use std::{
 };
 
 use tcptrace_tests::{
+    bpf_stats::BpfStats,
     daemon::{
         daemon_program_count, free_loopback_addr, http_get, http_request, programs_of, sample,
         Daemon, Prometheus,
@@ -232,25 +233,6 @@ fn metrics_show_churn_leaks_and_failures_of_the_workloads() {
         "{landing}"
     );
     drop(leak);
-}
-
-/// `kernel.bpf_stats_enabled` set for a test, restored on drop.
-struct BpfStats(String);
-
-impl BpfStats {
-    const PATH: &'static str = "/proc/sys/kernel/bpf_stats_enabled";
-
-    fn enable() -> Self {
-        let before = std::fs::read_to_string(Self::PATH).expect("bpf_stats_enabled");
-        std::fs::write(Self::PATH, "1").expect("enable bpf_stats");
-        Self(before)
-    }
-}
-
-impl Drop for BpfStats {
-    fn drop(&mut self) {
-        let _ = std::fs::write(Self::PATH, self.0.trim());
-    }
 }
 
 /// The daemon's costs as its own metrics: each kernel program's runs and

@@ -34,6 +34,7 @@ use std::{
 
 use serde_json::Value;
 use tcptrace_tests::{
+    bpf_stats::BpfStats,
     daemon::{free_loopback_addr, sample, Daemon},
     kernel_counts::{nstat, ss_count},
     netns::{sh, HostPair},
@@ -928,14 +929,11 @@ fn drive_lossy(hosts: &HostPair) {
 /// port, independently of BPF: the table shows the hits that sent a
 /// segment (equal to the kernel's count), all hits, and any hit no
 /// tcptrace event stands for.
-///
-/// Not explained yet (6.18, December 2026): in 6 of about 110 runs, every
-/// session missed the same 1 to 3 server retransmits that tracefs and
-/// `TcpRetransSegs` counted, with nothing lost, skipped
-/// (`recursion_misses`) or counted as failed; once a bpftrace counter on
-/// the classic tracepoint missed one too. A failure prints the tracefs
-/// lines of those hits (CPU, context flags, monotonic time) next to the
-/// sessions' events of that connection (`ktime_ns`, the same clock).
+/// A run where the kernel ran no BPF program for some hits (see
+/// [`runs_missed`]) is shown and done again, as one where a session
+/// lost events. A failure prints the tracefs lines of the hits no event
+/// stands for (CPU, context flags, monotonic time) next to the sessions'
+/// events of that connection (`ktime_ns`, the same clock).
 #[test]
 fn retransmits_on_a_lossy_path_agree_with_the_kernel() {
     require_root();
@@ -946,6 +944,7 @@ fn retransmits_on_a_lossy_path_agree_with_the_kernel() {
 fn lossy_run() -> Run {
     let hosts = HostPair::new("ttlossy");
     one_segment_per_skb(&hosts);
+    let _stats = BpfStats::enable();
     let cast = Cast::redis(&hosts);
     let port = ["--port", "18320"];
     let witness = tracefs::Retransmits::start(LOSSY_PORT);
@@ -959,7 +958,7 @@ fn lossy_run() -> Run {
 
     let (kernel_a, kernel_b) = (nstat(&hosts.a), nstat(&hosts.b));
     let kernel = retransmits_of_nstat(&kernel_a, &kernel_b);
-    let hits = witness.hits();
+    let (hits, every_port_hits) = (witness.hits(), witness.every_hit().len() as u64);
     let sent = retransmits_of_hits(&hits, &|h| h.err == 0);
     let attempts = retransmits_of_hits(&hits, &|_| true);
     let opened = |scrape: &str| figures_of_scrape(scrape, &cast);
@@ -1031,6 +1030,7 @@ fn lossy_run() -> Run {
         );
     }
     let mut run = Run::default();
+    run.check_lost("kernel (no BPF run)", runs_missed(every_port_hits, &scrape));
     run.check_lost("trace --json --port", unseen(&every_event));
     run.check_lost("trace --report-only --port", unseen(&summary));
     run.check_lost("daemon --port", daemon_unseen);
@@ -1051,6 +1051,31 @@ fn lossy_run() -> Run {
     }
     run.table = table;
     run
+}
+
+/// Hits of `tcp:tcp_retransmit_skb` (every port, tracefs) for which the
+/// kernel did not run the daemon's retransmit program, as its run count
+/// says (`kernel.bpf_stats_enabled`). The hits are read before the scrape:
+/// a later hit can only add runs.
+///
+/// Found on 6.18: in about 1 run of this test in 13, the kernel runs no
+/// BPF program at all for one to four hits that tracefs and
+/// `TcpRetransSegs` count, and counts no recursion miss. A minimal
+/// raw-tracepoint counter loaded next to the sessions missed exactly the
+/// hits they missed; the five such hits placed so far ran in softirq on
+/// top of a thread of the VM's init process (`process_api`). No BPF tracer sees those
+/// segments, so a run where it happens cannot be compared.
+#[expect(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "run counts are whole, non-negative and far below 2^53"
+)]
+fn runs_missed(every_port_hits: u64, scrape: &str) -> u64 {
+    let runs: f64 = ["tcptrace_retransmit_raw", "tcptrace_retransmit"]
+        .iter()
+        .filter_map(|p| sample(scrape, "tcptrace_bpf_program_runs_total", &[("program", p)]))
+        .sum();
+    every_port_hits.saturating_sub(runs as u64)
 }
 
 /// A session's own counts of what it read, decoded and filtered, and its
