@@ -1058,7 +1058,7 @@ fn lossy_run() -> Run {
 /// says (`kernel.bpf_stats_enabled`). The hits are read before the scrape:
 /// a later hit can only add runs.
 ///
-/// Found on 6.18: in about 1 run of this test in 13, the kernel runs no
+/// Found on 6.18: in about 1 run of this test in 14, the kernel runs no
 /// BPF program at all for one to four hits that tracefs and
 /// `TcpRetransSegs` count, and counts no recursion miss. A minimal
 /// raw-tracepoint counter loaded next to the sessions missed exactly the
