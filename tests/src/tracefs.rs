@@ -10,7 +10,7 @@ const EVENT: &str = "events/tcp/tcp_retransmit_skb";
 const PREFIX: &str = "tcptrace-truth-";
 
 /// Records every `tcp:tcp_retransmit_skb` hit, in an instance removed on
-/// drop; [`Retransmits::hits`] are the ones on one TCP port.
+/// drop; [`Retransmits::hits`] lists the ones on one TCP port.
 pub struct Retransmits {
     dir: PathBuf,
     port: u16,
@@ -65,19 +65,21 @@ impl Retransmits {
             .unwrap_or_else(|e| panic!("write {value:?} to {}: {e}", path.display()));
     }
 
-    /// The hits so far on the port. Panics when the instance's buffer
-    /// dropped any.
+    /// The hits so far on the port, and how many there were on every
+    /// port. Panics when the instance's buffer dropped any.
     #[must_use]
-    pub fn hits(&self) -> Vec<Hit> {
-        self.every_hit()
-            .into_iter()
-            .filter(|h| h.sport == self.port || h.dport == self.port)
-            .collect()
+    pub fn hits(&self) -> Hits {
+        let every_hit = self.every_hit();
+        Hits {
+            every_port: every_hit.len() as u64,
+            on_port: every_hit
+                .into_iter()
+                .filter(|h| h.sport == self.port || h.dport == self.port)
+                .collect(),
+        }
     }
 
-    /// The hits so far on every port.
-    #[must_use]
-    pub fn every_hit(&self) -> Vec<Hit> {
+    fn every_hit(&self) -> Vec<Hit> {
         let trace = fs::read_to_string(self.dir.join("trace")).expect("read the instance's trace");
         // "# entries-in-buffer/entries-written: 42/42   #P:2"
         let entries = trace
@@ -111,6 +113,30 @@ impl Retransmits {
                 }
             })
             .collect()
+    }
+}
+
+/// What [`Retransmits::hits`] found.
+pub struct Hits {
+    pub on_port: Vec<Hit>,
+    pub every_port: u64,
+}
+
+impl Hits {
+    /// The attempts on the port that sent nothing, and their distinct
+    /// errors.
+    #[must_use]
+    pub fn failed(&self) -> (usize, Vec<i64>) {
+        let mut errs: Vec<i64> = self
+            .on_port
+            .iter()
+            .map(|h| h.err)
+            .filter(|&e| e != 0)
+            .collect();
+        let failed = errs.len();
+        errs.sort_unstable();
+        errs.dedup();
+        (failed, errs)
     }
 }
 

@@ -925,10 +925,11 @@ fn drive_lossy(hosts: &HostPair) {
 /// `tcp_transmit_skb` (an error from there, `TcpExtTCPRetransFail`, still
 /// counts: TCP did retransmit). A retransmit that sent nothing is no
 /// retransmit, so tcptrace must agree with `TcpRetransSegs`. A tracefs
-/// instance of the test's own records every hit of the tracepoint on the
-/// port, independently of BPF: the table shows the hits that sent a
-/// segment (equal to the kernel's count), all hits, and any hit no
-/// tcptrace event stands for.
+/// instance of the test's own records every hit of the tracepoint,
+/// independently of BPF: the table shows the hits on the port that sent a
+/// segment (equal to the kernel's count), all hits on the port, and any
+/// hit no tcptrace event stands for.
+///
 /// A run where the kernel ran no BPF program for some hits (see
 /// [`runs_missed`]) is shown and done again, as one where a session
 /// lost events. A failure prints the tracefs lines of the hits no event
@@ -958,9 +959,10 @@ fn lossy_run() -> Run {
 
     let (kernel_a, kernel_b) = (nstat(&hosts.a), nstat(&hosts.b));
     let kernel = retransmits_of_nstat(&kernel_a, &kernel_b);
-    let (hits, every_port_hits) = (witness.hits(), witness.every_hit().len() as u64);
-    let sent = retransmits_of_hits(&hits, &|h| h.err == 0);
-    let attempts = retransmits_of_hits(&hits, &|_| true);
+    let witnessed = witness.hits();
+    let hits = &witnessed.on_port;
+    let sent = retransmits_of_hits(hits, &|h| h.err == 0);
+    let attempts = retransmits_of_hits(hits, &|_| true);
     let opened = |scrape: &str| figures_of_scrape(scrape, &cast);
     let scrape = daemon.scrape_until(Duration::from_secs(10), |scrape| {
         let r = retransmits_of_scrape(scrape, &cast);
@@ -999,10 +1001,7 @@ fn lossy_run() -> Run {
         table.row(name, r);
     }
     let daemon_unseen = daemon_unseen(&scrape);
-    let mut errs: Vec<i64> = hits.iter().map(|h| h.err).filter(|&e| e != 0).collect();
-    let failed = errs.len();
-    errs.sort_unstable();
-    errs.dedup();
+    let (failed, errs) = witnessed.failed();
     let table = format!(
         "{}failed attempts (err != 0) seen by tracefs: {failed} (errors {errs:?}); \
          TcpExtTCPSpuriousRtxHostQueues a {} b {}, TcpExtTCPRetransFail a {} b {}\n\
@@ -1019,7 +1018,7 @@ fn lossy_run() -> Run {
         unseen(&summary),
         daemon_unseen,
         session_counts(&every_event),
-        unmatched(&hits, &every_event),
+        unmatched(hits, &every_event),
     );
 
     // Sanity: the path lost segments of every kind on both sides.
@@ -1030,7 +1029,7 @@ fn lossy_run() -> Run {
         );
     }
     let mut run = Run::default();
-    run.check_lost("kernel (no BPF run)", runs_missed(every_port_hits, &scrape));
+    run.check_lost("kernel (no BPF run)", runs_missed(&witnessed, &scrape));
     run.check_lost("trace --json --port", unseen(&every_event));
     run.check_lost("trace --report-only --port", unseen(&summary));
     run.check_lost("daemon --port", daemon_unseen);
@@ -1063,19 +1062,20 @@ fn lossy_run() -> Run {
 /// `TcpRetransSegs` count, and counts no recursion miss. A minimal
 /// raw-tracepoint counter loaded next to the sessions missed exactly the
 /// hits they missed; the five such hits placed so far ran in softirq on
-/// top of a thread of the VM's init process (`process_api`). No BPF tracer sees those
-/// segments, so a run where it happens cannot be compared.
+/// top of a thread of the VM's init process (`process_api`). No BPF
+/// tracer sees those segments, so a run where it happens cannot be
+/// compared.
 #[expect(
     clippy::cast_possible_truncation,
     clippy::cast_sign_loss,
     reason = "run counts are whole, non-negative and far below 2^53"
 )]
-fn runs_missed(every_port_hits: u64, scrape: &str) -> u64 {
+fn runs_missed(witnessed: &tracefs::Hits, scrape: &str) -> u64 {
     let runs: f64 = ["tcptrace_retransmit_raw", "tcptrace_retransmit"]
         .iter()
         .filter_map(|p| sample(scrape, "tcptrace_bpf_program_runs_total", &[("program", p)]))
         .sum();
-    every_port_hits.saturating_sub(runs as u64)
+    witnessed.every_port.saturating_sub(runs as u64)
 }
 
 /// A session's own counts of what it read, decoded and filtered, and its
