@@ -172,46 +172,48 @@ static ACCEPT_LAYOUT: AcceptLayout = AcceptLayout { ret: 0, _pad: 0 };
 #[unsafe(no_mangle)]
 static SETTINGS: Settings = Settings::DEFAULT;
 
-// Volatile reads keep the compiler from folding the defaults above into the code.
+/// A read-only global as the programs must see it: the loader fills it
+/// before they run, so the compiler must not fold in the defaults above.
+/// Reached through a pointer it cannot see through, each use loads only
+/// the fields it reads (a volatile read of the whole struct loaded every
+/// field, 30 loads for `KERNEL_LAYOUT`, at every use).
 #[inline(always)]
-pub fn state_layout() -> StateLayout {
-    // SAFETY: a read-only global that the loader fills before the programs run.
-    unsafe { core::ptr::read_volatile(&raw const STATE_LAYOUT) }
+fn filled<T>(global: &'static T) -> &'static T {
+    let pointer: *const T = global;
+    // SAFETY: a volatile read of a local: it still holds `global`'s address.
+    unsafe { &*core::ptr::read_volatile(&raw const pointer) }
 }
 #[inline(always)]
-pub fn retransmit_layout() -> RetransmitLayout {
-    // SAFETY: a read-only global that the loader fills before the programs run.
-    unsafe { core::ptr::read_volatile(&raw const RETRANSMIT_LAYOUT) }
+pub fn state_layout() -> &'static StateLayout {
+    filled(&STATE_LAYOUT)
 }
 #[inline(always)]
-pub fn syn_ack_layout() -> RetransmitLayout {
-    // SAFETY: a read-only global that the loader fills before the programs run.
-    unsafe { core::ptr::read_volatile(&raw const SYN_ACK_LAYOUT) }
+pub fn retransmit_layout() -> &'static RetransmitLayout {
+    filled(&RETRANSMIT_LAYOUT)
 }
 #[inline(always)]
-pub fn send_reset_layout() -> ResetLayout {
-    // SAFETY: a read-only global that the loader fills before the programs run.
-    unsafe { core::ptr::read_volatile(&raw const SEND_RESET_LAYOUT) }
+pub fn syn_ack_layout() -> &'static RetransmitLayout {
+    filled(&SYN_ACK_LAYOUT)
 }
 #[inline(always)]
-pub fn receive_reset_layout() -> ResetLayout {
-    // SAFETY: a read-only global that the loader fills before the programs run.
-    unsafe { core::ptr::read_volatile(&raw const RECEIVE_RESET_LAYOUT) }
+pub fn send_reset_layout() -> &'static ResetLayout {
+    filled(&SEND_RESET_LAYOUT)
 }
 #[inline(always)]
-pub fn kernel_layout() -> KernelLayout {
-    // SAFETY: a read-only global that the loader fills before the programs run.
-    unsafe { core::ptr::read_volatile(&raw const KERNEL_LAYOUT) }
+pub fn receive_reset_layout() -> &'static ResetLayout {
+    filled(&RECEIVE_RESET_LAYOUT)
 }
 #[inline(always)]
-pub fn accept_layout() -> AcceptLayout {
-    // SAFETY: a read-only global that the loader fills before the programs run.
-    unsafe { core::ptr::read_volatile(&raw const ACCEPT_LAYOUT) }
+pub fn kernel_layout() -> &'static KernelLayout {
+    filled(&KERNEL_LAYOUT)
 }
 #[inline(always)]
-pub fn settings() -> Settings {
-    // SAFETY: a read-only global that the loader fills before the programs run.
-    unsafe { core::ptr::read_volatile(&raw const SETTINGS) }
+pub fn accept_layout() -> &'static AcceptLayout {
+    filled(&ACCEPT_LAYOUT)
+}
+#[inline(always)]
+pub fn settings() -> &'static Settings {
+    filled(&SETTINGS)
 }
 
 #[inline(always)]
