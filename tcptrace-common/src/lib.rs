@@ -161,6 +161,14 @@ pub const PEER_SILENCE_KNOWN: u32 = 1 << 7;
 /// the reset event that follows says it is that one (`CTX_BY_CLOSE`,
 /// recognised by `transition::reset_follows_close`).
 pub const RESET_BY_CLOSE: u32 = 1 << 8;
+/// `SockInfo::flags`, in the `SOCKS` map only: the socket at this address
+/// closed. Its record stays, to be written over in place by the next
+/// socket born at the address (the slab allocator hands freed addresses
+/// out again at once): an insert and a delete per socket cost the daemon's
+/// state program a quarter of its time. Every lookup of a live socket
+/// skips such records; userspace removes those left long enough
+/// (`probe::SocketMap::sweep_closed`).
+pub const CLOSED: u32 = 1 << 9;
 
 /// What the kernel remembers per socket, keyed by the `struct sock` address.
 /// A copy travels with every event so userspace never has to guess the owner.

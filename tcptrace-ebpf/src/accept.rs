@@ -14,7 +14,7 @@ use crate::{
     context::{current_cgroup_id, current_task, StackFor},
     emit::copy_words,
     filter::{socket_ports, stack_unless_ruled_out},
-    maps::{accept_layout, count, kernel_layout, SOCKS},
+    maps::{accept_layout, count, kernel_layout, live_sock},
     sock::{inode_of, Probe},
 };
 
@@ -26,7 +26,7 @@ pub fn on_accept_exit(ctx: &TracePointContext) -> Result<(), ()> {
         return Ok(()); // accept failed
     };
     let skaddr = sock_of_fd(fd).ok_or_else(|| count(Counter::ReadErrors))?;
-    let Some(info) = SOCKS.get_ptr_mut(skaddr) else {
+    let Some(info) = live_sock(skaddr) else {
         return Ok(()); // not a socket tcptrace follows (or the map was full)
     };
     let stack = stack_unless_ruled_out(StackFor::Accept, || socket_ports::<Probe>(skaddr));

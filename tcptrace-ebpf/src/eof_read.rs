@@ -14,7 +14,7 @@ use crate::{
     context::{current_task, in_process_context, StackFor},
     emit::{emit, Raw, Record},
     filter::{allows, socket_ports, stack_unless_ruled_out},
-    maps::SOCKS,
+    maps::live_sock,
     sock::{protocol_of, state_of, Probe},
 };
 
@@ -28,7 +28,7 @@ pub fn on_recv_length(ctx: &RawTracePointContext) {
     {
         return;
     }
-    let Some(info) = SOCKS.get_ptr_mut(skaddr) else {
+    let Some(info) = live_sock(skaddr) else {
         return;
     };
     // SAFETY: `info` points into the SOCKS map value; the flag makes the

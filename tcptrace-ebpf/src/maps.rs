@@ -8,7 +8,7 @@ use tcptrace_common::filter::FILTER_VALUES;
 use tcptrace_common::{
     AcceptLayout, Counter, KernelFilter, KernelLayout, Listener, ListenerKey, PortsAt,
     RecentSample, ResetLayout, RetransmitLayout, Settings, SockInfo, StackSample, StackSampleKey,
-    StateLayout, UserStack, COUNTER_SLOTS, TASK_COMM_LEN,
+    StateLayout, UserStack, CLOSED, COUNTER_SLOTS, TASK_COMM_LEN,
 };
 
 /// Records to userspace. Userspace may resize it before load.
@@ -25,9 +25,21 @@ pub static USER_STACKS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
 #[map]
 pub static PROCESSES: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
 
-/// `struct sock` address → what we know of that socket.
+/// `struct sock` address → what we know of that socket (or, flagged
+/// `CLOSED`, of the last one there: see `live_sock`).
 #[map]
 pub static SOCKS: HashMap<u64, SockInfo> = HashMap::with_max_entries(262_144, 0);
+
+/// The record of the live socket at `skaddr`: none when the one there is
+/// `CLOSED` (its record waits for the next socket born at the address).
+/// Every program but the births looks sockets up here.
+#[inline(always)]
+pub fn live_sock(skaddr: u64) -> Option<*mut SockInfo> {
+    // SAFETY: a read of the flags of a map value, valid for this program run.
+    SOCKS
+        .get_ptr_mut(skaddr)
+        .filter(|info| unsafe { (**info).flags } & CLOSED == 0)
+}
 
 /// (netns, local port) → owner of the listening socket.
 #[map]

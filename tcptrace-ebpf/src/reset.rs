@@ -19,7 +19,7 @@ use crate::{
     context::{current_task, in_process_context, StackFor},
     emit::{emit, Raw, Record},
     filter::{allows, record_ports, socket_ports},
-    maps::{count, receive_reset_layout, send_reset_layout, LAST_RESET_SOCK, SOCKS},
+    maps::{count, live_sock, receive_reset_layout, send_reset_layout, LAST_RESET_SOCK},
     sock::{state_of, Probe},
 };
 
@@ -38,7 +38,7 @@ pub fn on_reset_raw(ctx: &RawTracePointContext, direction: Direction) {
         count(Counter::EventsFolded); // counted with its socket's CLOSE
         return;
     }
-    match SOCKS.get_ptr_mut(skaddr) {
+    match live_sock(skaddr) {
         // SAFETY: a pointer into the SOCKS map's value, valid for this program run; updates of one socket race only with its own softirq work, which sees a whole record.
         Some(known) if skaddr != 0 => unsafe {
             (*known).history.count_reset(direction == Direction::Sent);
@@ -92,7 +92,7 @@ pub fn on_reset(ctx: &TracePointContext, direction: Direction) -> Result<(), ()>
         // SAFETY: as above.
         && unsafe { ctx.read_at::<u64>(layout.packet as usize) }
             .is_ok_and(|packet| follows_close(skaddr, packet != 0));
-    let info = match (skaddr, SOCKS.get_ptr_mut(skaddr)) {
+    let info = match (skaddr, live_sock(skaddr)) {
         (0, _) | (_, None) => SockInfo::EMPTY,
         // SAFETY: a pointer into the SOCKS map's value, valid for this program run; updates of one socket race only with its own softirq work, which sees a whole record.
         (_, Some(known)) => unsafe { *known },

@@ -16,7 +16,7 @@ use tcptrace_common::{
 use crate::{
     emit::{copy_words, emit, Raw, Record},
     filter::{allows, record_ports, socket_ports},
-    maps::{count, retransmit_layout, settings, syn_ack_layout, LISTENERS, SOCKS},
+    maps::{count, live_sock, retransmit_layout, settings, syn_ack_layout, LISTENERS},
     sock::{listener_key_of, local_port_of, netns_of, Probe},
 };
 
@@ -110,7 +110,7 @@ fn retransmit(skaddr: u64, err: i32, record: &Copied, ports: impl FnOnce() -> Op
         return;
     }
     let summary = settings().summary != 0;
-    let known = SOCKS.get_ptr_mut(skaddr);
+    let known = live_sock(skaddr);
     let info = match known {
         // SAFETY: a pointer into the SOCKS map's value, valid for this program run; updates of one socket race only with its own softirq work, which sees a whole record.
         Some(known) => unsafe {
@@ -168,7 +168,7 @@ pub fn on_syn_ack_retransmit(ctx: &TracePointContext) -> Result<(), ()> {
     let listener: u64 =
         // SAFETY: a probe read of the tracepoint record at an offset from its tracefs format; the helper checks the address.
         unsafe { ctx.read_at(layout.skaddr as usize) }.map_err(|_| count(Counter::ReadErrors))?;
-    let info = match SOCKS.get_ptr_mut(listener) {
+    let info = match live_sock(listener) {
         // SAFETY: a pointer into the SOCKS map's value, valid for this program run.
         Some(known) => unsafe { *known },
         // A listener from before the session: its owner, if userspace

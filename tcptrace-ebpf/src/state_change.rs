@@ -19,7 +19,7 @@ use aya_ebpf::{
 use tcptrace_common::{
     state::raw::{CLOSE, CLOSE_WAIT, ESTABLISHED, LISTEN},
     transition::{classify, close_sends_reset, depends_on_context, summary_sent_on, Attribution},
-    transition_of, Counter, EventKind, Listener, SockInfo, Task, CLOSER_KNOWN, CTX_PROCESS,
+    transition_of, Counter, EventKind, Listener, SockInfo, Task, CLOSED, CLOSER_KNOWN, CTX_PROCESS,
     IPPROTO_TCP, OWNER_FROM_ACCEPT, OWNER_FROM_LISTENER, OWNER_FROM_SYSCALL, PEER_SENT_DATA,
     PEER_SILENCE_KNOWN, RESET_BY_CLOSE, SEEN_MID_LIFE,
 };
@@ -28,7 +28,7 @@ use crate::{
     context::{current_cgroup_id, current_task, in_process_context, StackFor},
     emit::{copy_words, emit, set_nobody, zero_words, Raw, Record},
     filter::{allows, record_ports, socket_ports, stack_unless_ruled_out},
-    maps::{count, settings, state_layout, LAST_RESET_SOCK, LISTENERS, SCRATCH, SOCKS},
+    maps::{count, live_sock, settings, state_layout, LAST_RESET_SOCK, LISTENERS, SCRATCH, SOCKS},
     sock::{
         error_of, has_unsent_data, inode_of, listener_key_of, local_port_of, netns_of,
         peer_sent_data, peer_silent_jiffies, protocol_of, Probe, SockRead, Typed,
@@ -151,37 +151,34 @@ fn on_change<R: SockRead>(
     // SAFETY: every arm above wrote the whole task.
     let actor = unsafe { actor.assume_init_ref() };
 
-    // A known socket is updated where it lives. A new one is built in a
+    // A known socket is updated where it lives. A birth is written over
+    // the record left at its address (see CLOSED), or else built in a
     // per-CPU scratch slot (the 512-byte BPF stack cannot hold it next to
-    // the task records) and inserted at the end.
-    // A new life needs no lookup: its insert replaces whatever record a
-    // freed socket at this address left behind.
+    // the task records) and inserted at the end; so is a socket first met
+    // now.
     let new_life = born || role == Attribution::PassiveChild;
     let stored = if new_life {
-        None
-    } else {
         SOCKS.get_ptr_mut(skaddr)
+    } else {
+        live_sock(skaddr)
     };
-    let fresh = new_life || stored.is_none();
+    let fresh = stored.is_none();
     let info = match stored {
-        // SAFETY: a pointer into the SOCKS map's value, valid for this program run; updates of one socket race only with its own softirq work, which sees a whole record.
-        Some(known) if !fresh => unsafe { &mut *known },
-        _ => {
-            // SAFETY: this CPU's scratch slot, used by one program run at a time.
-            let scratch = unsafe { &mut *SCRATCH.get_ptr_mut(0).ok_or(())? };
-            if born {
-                init_born::<R>(scratch, skaddr, actor, now);
-            } else if role == Attribution::PassiveChild {
-                init_passive_child::<R>(scratch, skaddr, local_port()?, now);
-            } else {
-                // SAFETY: `scratch` is this CPU's whole slot.
-                unsafe { zero_words(scratch) };
-                scratch.netns = netns_of::<R>(skaddr);
-                scratch.flags = SEEN_MID_LIFE;
-            }
-            scratch
-        }
+        // SAFETY: a pointer into the SOCKS map's value, valid for this program run; updates of one socket race only with its own softirq work, which sees a whole record, and a birth's with nothing (the socket before it at this address is closed).
+        Some(known) => unsafe { &mut *known },
+        // SAFETY: this CPU's scratch slot, used by one program run at a time.
+        None => unsafe { &mut *SCRATCH.get_ptr_mut(0).ok_or(())? },
     };
+    if born {
+        init_born::<R>(info, skaddr, actor, now);
+    } else if role == Attribution::PassiveChild {
+        init_passive_child::<R>(info, skaddr, local_port()?, now);
+    } else if fresh {
+        // SAFETY: `info` is this CPU's whole scratch slot.
+        unsafe { zero_words(info) };
+        info.netns = netns_of::<R>(skaddr);
+        info.flags = SEEN_MID_LIFE;
+    }
 
     // An abortive close: its reset follows the CLOSE, after the socket's
     // record is gone; it is counted here (see RESET_BY_CLOSE).
@@ -284,13 +281,11 @@ fn on_change<R: SockRead>(
     }
 
     if new == CLOSE {
-        // The socket is done; a later connect() on the same struct sock, or
-        // a new socket at a reused address, starts a fresh record.
-        let _ = SOCKS.remove(skaddr);
-    } else if fresh
-        && SOCKS.insert(skaddr, info, 0).is_err()
-        && (born || role == Attribution::PassiveChild)
-    {
+        // The socket is done: its record stays for the next socket born
+        // at this address to write over (a socket met only at its CLOSE
+        // leaves none).
+        info.flags |= CLOSED;
+    } else if fresh && SOCKS.insert(skaddr, info, 0).is_err() && new_life {
         // Counted once per socket, at birth: an untracked socket tries
         // again at each later transition, in case room was freed.
         count(Counter::SockMapFull);

@@ -46,6 +46,10 @@ pub const DRAIN_INTERVAL: Duration = Duration::from_millis(100);
 /// empty must not keep it in one drain.
 pub const DRAIN_BATCH: usize = 4096;
 
+/// How long a closed socket's record stays in the kernel's socket map for
+/// the next socket born at its address (`tcptrace_common::CLOSED`).
+const CLOSED_RECORD_AGE_NS: u64 = 60_000_000_000;
+
 /// Event counts of a session or daemon.
 #[derive(Clone, Copy, Debug, Default, Serialize, serde::Deserialize)]
 pub struct EventCounts {
@@ -656,10 +660,18 @@ impl Pipeline {
 
     /// The births of the live connections in `now` the table cannot tell,
     /// learnt now from the kernel's socket map (a recording keeps them).
+    /// The closed sockets' records the kernel left in its socket map are
+    /// removed here too, once they are a minute old.
     pub fn live_births(&mut self, now: &Snapshot) -> &LiveBirths {
-        if let Some(map) = &self.socket_map {
+        if let Some(map) = &mut self.socket_map {
             // Counted in `births.walks_failed`, shown with the report.
             let _ = self.births.update(now, &self.table, map, &self.call_sites);
+            match map.sweep_closed(monotonic_ns(), CLOSED_RECORD_AGE_NS) {
+                // A record the kernel replaced as its socket was born: the
+                // birth is lost, as when a socket's record is replaced.
+                Ok(swept) => self.table.replaced += swept.lost,
+                Err(_) => self.births.walks_failed += 1,
+            }
         }
         &self.births
     }

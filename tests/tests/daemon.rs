@@ -16,6 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use tcptrace_common::{SockInfo, Task, CLOSED};
 use tcptrace_tests::{
     bpf_stats::BpfStats,
     daemon::{
@@ -480,4 +481,95 @@ fn healthz_is_degraded_while_sockets_go_untracked() {
         reasons.contains("socket map full") && reasons.contains("socket-map-entries"),
         "the reason names the cause and the remedy: {health}"
     );
+}
+
+/// A closed socket's record stays in the kernel's socket map, flagged
+/// `CLOSED`, and the next socket born at its address is written over it
+/// (an insert and a delete per socket cost the state program a quarter of
+/// its time): thousands of connections leave a few dozen records, each of
+/// a closed socket once the churn has ended. Read with bpftool, as the
+/// kernel holds them.
+#[test]
+fn closed_sockets_records_are_written_over_by_the_next_birth() {
+    require_root();
+    let daemon = Daemon::start(&free_loopback_addr(), &[]);
+    let churn = Command::new(env!("CARGO_BIN_EXE_tt-churn"))
+        .args(["--threads", "2", "--seconds", "1", "--linger0"])
+        .output()
+        .expect("run tt-churn");
+    assert!(churn.status.success(), "tt-churn: {churn:?}");
+    let result: serde_json::Value = serde_json::from_slice(&churn.stdout).expect("tt-churn's JSON");
+    let connections = result["connections"].as_u64().expect("connections");
+    assert!(connections >= 1000, "a churn of {connections} connections");
+
+    let records = socket_map_records(daemon.pid());
+    let (flags_at, comm_at) = (
+        std::mem::offset_of!(SockInfo, flags),
+        std::mem::offset_of!(SockInfo, owner) + std::mem::offset_of!(Task, comm),
+    );
+    let churned: Vec<&Vec<u8>> = records
+        .iter()
+        .filter(|value| value[comm_at..].starts_with(b"tt-churn\0"))
+        .collect();
+    assert!(
+        !churned.is_empty(),
+        "the churn's sockets left their records: {} records in all",
+        records.len()
+    );
+    for value in &churned {
+        let flags = u32::from_ne_bytes(value[flags_at..flags_at + 4].try_into().expect("u32"));
+        assert_ne!(
+            flags & CLOSED,
+            0,
+            "a churn socket's record not closed: flags {flags:#x}"
+        );
+    }
+    // Two sockets per connection: far fewer records means births took
+    // the records of closed sockets at their addresses.
+    assert!(
+        (churned.len() as u64) * 20 < connections,
+        "{} records left by {connections} connections",
+        churned.len()
+    );
+}
+
+/// The values of the daemon's `SOCKS` map, as bytes.
+fn socket_map_records(daemon_pid: u32) -> Vec<Vec<u8>> {
+    let bpftool = |args: &[&str]| -> serde_json::Value {
+        let out = Command::new("bpftool")
+            .arg("--json")
+            .args(args)
+            .output()
+            .expect("bpftool");
+        assert!(out.status.success(), "bpftool {args:?}: {out:?}");
+        serde_json::from_slice(&out.stdout).expect("bpftool JSON")
+    };
+    let map_ids: Vec<u64> = programs_of(daemon_pid)
+        .iter()
+        .flat_map(|id| {
+            let prog = bpftool(&["prog", "show", "id", &id.to_string()]);
+            prog["map_ids"].as_array().cloned().unwrap_or_default()
+        })
+        .filter_map(|id| id.as_u64())
+        .collect();
+    let socks = map_ids
+        .iter()
+        .find(|id| bpftool(&["map", "show", "id", &id.to_string()])["name"] == "SOCKS")
+        .expect("the daemon's SOCKS map");
+    bpftool(&["map", "dump", "id", &socks.to_string()])
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|entry| {
+            entry["value"]
+                .as_array()
+                .expect("value bytes")
+                .iter()
+                .map(|byte| {
+                    u8::from_str_radix(byte.as_str().expect("hex").trim_start_matches("0x"), 16)
+                        .expect("byte")
+                })
+                .collect()
+        })
+        .collect()
 }

@@ -19,4 +19,4 @@ pub use load::{
 };
 pub use program_stats::{bpf_stats_enabled, ProgramRuns};
 pub use ring_fill::RingFill;
-pub use socket_map::{SocketMap, Visit};
+pub use socket_map::{SocketMap, Swept, Visit};
