@@ -1,0 +1,120 @@
+//! The kernel's socket map as userspace reads and tidies it, in this
+//! process: the real programs loaded in summary mode (the daemon's), real
+//! loopback connections. A closed socket's record stays for the next
+//! socket born at its address (`tcptrace_common::CLOSED`); the walks for
+//! live connections skip it, and `sweep_closed` removes it once old.
+
+use std::{
+    net::{TcpListener, TcpStream},
+    os::fd::AsRawFd,
+    time::Duration,
+};
+
+use tcptrace::{
+    clock::monotonic_ns,
+    probe::{Probe, ProbeOptions, SocketMap, Visit},
+    FastSet,
+};
+use tcptrace_tests::require_root;
+
+const CONNECTIONS: usize = 200;
+
+/// The inode of an open file descriptor (a socket's is what the kernel
+/// stores at connect).
+fn inode_of(fd: &impl AsRawFd) -> u64 {
+    // SAFETY: fstat on an open descriptor, into a zeroed stat buffer.
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    assert_eq!(
+        unsafe { libc::fstat(fd.as_raw_fd(), &raw mut stat) },
+        0,
+        "fstat"
+    );
+    stat.st_ino
+}
+
+fn own_netns() -> u32 {
+    let inode = std::fs::metadata("/proc/self/ns/net")
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .expect("our network namespace");
+    u32::try_from(inode).expect("namespace inodes fit in 32 bits")
+}
+
+/// How many of `inodes` (in this network namespace) have a live record.
+fn live_records(map: &SocketMap, inodes: &[u64]) -> usize {
+    let netns = own_netns();
+    let wanted: FastSet<(u32, u64)> = inodes.iter().map(|&inode| (netns, inode)).collect();
+    let mut found = FastSet::default();
+    map.visit_records(&wanted, |key, _| {
+        found.insert(key);
+        Visit::More
+    })
+    .expect("walk the socket map");
+    found.len()
+}
+
+#[test]
+fn closed_records_are_skipped_then_swept_and_live_ones_stay() {
+    require_root();
+    let mut probe = Probe::load(ProbeOptions {
+        summary: true,
+        accept_hook: false,
+        ..ProbeOptions::default()
+    })
+    .expect("load and attach the kernel programs");
+    let mut map = probe.take_socket_map().expect("the socket map");
+    let loaded_ns = monotonic_ns();
+
+    let listener = TcpListener::bind("127.0.0.1:0").expect("listen on loopback");
+    let address = listener.local_addr().expect("its address");
+    // The open connection first: a socket born after the churn would
+    // take the address, and the record, of its last closed socket.
+    let kept = TcpStream::connect(address).expect("connect");
+    let (_kept_server, _) = listener.accept().expect("accept");
+    let kept_inode = inode_of(&kept);
+    let mut closed = Vec::with_capacity(CONNECTIONS);
+    for _ in 0..CONNECTIONS {
+        let client = TcpStream::connect(address).expect("connect");
+        let (server, _) = listener.accept().expect("accept");
+        closed.push(inode_of(&client));
+        drop(client);
+        drop(server);
+    }
+    // The closes' last transitions (FIN_WAIT2 and LAST_ACK to CLOSE) come
+    // with the peers' segments, on loopback within milliseconds.
+    std::thread::sleep(Duration::from_millis(200));
+
+    assert_eq!(
+        live_records(&map, &[kept_inode]),
+        1,
+        "the open connection's record"
+    );
+    assert_eq!(
+        live_records(&map, &closed),
+        0,
+        "closed sockets' records are not live ones"
+    );
+
+    // Nothing in the map is a minute old: it was made when the programs
+    // were loaded, just now.
+    let young = map
+        .sweep_closed(monotonic_ns(), 60_000_000_000)
+        .expect("sweep");
+    assert_eq!(
+        young.removed, 0,
+        "records younger than a minute stay: {young:?}"
+    );
+
+    let age = monotonic_ns() - loaded_ns;
+    assert!(age < 60_000_000_000, "the test ran for {age} ns");
+    let swept = map.sweep_closed(monotonic_ns(), 0).expect("sweep");
+    assert!(
+        swept.removed >= 1 && swept.lost == 0,
+        "{CONNECTIONS} closed connections' records swept: {swept:?}"
+    );
+    assert_eq!(
+        live_records(&map, &[kept_inode]),
+        1,
+        "the open connection's record stays"
+    );
+    drop(kept);
+}
