@@ -3,7 +3,7 @@
 
 use std::{
     os::fd::AsFd,
-    sync::{Arc, Mutex},
+    sync::{atomic::Ordering, Arc, Mutex},
     time::Duration,
 };
 
@@ -30,7 +30,10 @@ use crate::{
     live_births::LiveBirths,
     netns::DiagSockets,
     owner::{self, Owner, StartOwners},
-    probe::{Counters, FilterMaps, Probe, RingFill, SocketMap},
+    probe::{
+        closed_records::{self, SweepCounts},
+        Counters, FilterMaps, Probe, RingFill, SocketMap,
+    },
     recording::Recorder,
     snapshot::{ExistingSocket, Snapshot},
     symbolize::Meeter,
@@ -45,10 +48,6 @@ pub const DRAIN_INTERVAL: Duration = Duration::from_millis(100);
 /// (output, signals, deadline, HTTP): a load that never lets the ring
 /// empty must not keep it in one drain.
 pub const DRAIN_BATCH: usize = 4096;
-
-/// How long a closed socket's record stays in the kernel's socket map for
-/// the next socket born at its address (`tcptrace_common::CLOSED`).
-const CLOSED_RECORD_AGE_NS: u64 = 60_000_000_000;
 
 /// Event counts of a session or daemon.
 #[derive(Clone, Copy, Debug, Default, Serialize, serde::Deserialize)]
@@ -115,6 +114,10 @@ pub struct Pipeline {
     /// from the kernel's socket map (`None` when detached).
     socket_map: Option<SocketMap>,
     births: LiveBirths,
+    /// What the thread sweeping closed sockets' records out of the kernel's
+    /// socket map did (`None` when detached, or until
+    /// `sweep_closed_records`).
+    sweeps: Option<Arc<SweepCounts>>,
     /// Where every event the table sees is saved (`trace --write`).
     pub recorder: Option<Recorder>,
     /// Abortive closes, whose resets come after their sockets' records.
@@ -251,6 +254,7 @@ impl Pipeline {
             first_seen: FirstSeen::default(),
             socket_map: Some(socket_map),
             births: LiveBirths::default(),
+            sweeps: None,
             recorder: None,
             close_resets: CloseResets::default(),
         };
@@ -276,6 +280,7 @@ impl Pipeline {
             idle_threshold: DEFAULT_IDLE_THRESHOLD,
             first_seen: FirstSeen::default(),
             socket_map: None,
+            sweeps: None,
             births: LiveBirths::default(),
             recorder: None,
             close_resets: CloseResets::default(),
@@ -310,6 +315,7 @@ impl Pipeline {
             idle_threshold: DEFAULT_IDLE_THRESHOLD,
             first_seen: FirstSeen::default(),
             socket_map: None,
+            sweeps: None,
             births,
             recorder: None,
             close_resets: CloseResets::default(),
@@ -658,20 +664,29 @@ impl Pipeline {
         Ok(self.report_with(&all, &owned, elapsed, kernel, monotonic_ns()))
     }
 
+    /// Starts the thread that removes closed sockets' records from the
+    /// kernel's socket map once a minute (`probe::closed_records`). The
+    /// daemon starts it after dropping its capabilities: a thread keeps
+    /// those it was started with, whatever its process drops later.
+    pub fn sweep_closed_records(&mut self) -> Result<()> {
+        if let (None, Some(map)) = (&self.sweeps, &self.socket_map) {
+            self.sweeps = Some(closed_records::sweep_every_minute(map.try_clone()?)?);
+        }
+        Ok(())
+    }
+
     /// The births of the live connections in `now` the table cannot tell,
     /// learnt now from the kernel's socket map (a recording keeps them).
-    /// The closed sockets' records the kernel left in its socket map are
-    /// removed here too, once they are a minute old.
     pub fn live_births(&mut self, now: &Snapshot) -> &LiveBirths {
-        if let Some(map) = &mut self.socket_map {
+        if let Some(map) = &self.socket_map {
             // Counted in `births.walks_failed`, shown with the report.
             let _ = self.births.update(now, &self.table, map, &self.call_sites);
-            match map.sweep_closed(monotonic_ns(), CLOSED_RECORD_AGE_NS) {
-                // A record the kernel replaced as its socket was born: the
-                // birth is lost, as when a socket's record is replaced.
-                Ok(swept) => self.table.replaced += swept.lost,
-                Err(_) => self.births.walks_failed += 1,
-            }
+        }
+        if let Some(sweeps) = &self.sweeps {
+            // Shown with the report, as a failed walk and as replaced
+            // records (see `SweepCounts`).
+            self.births.walks_failed += sweeps.failed.swap(0, Ordering::Relaxed);
+            self.table.replaced += sweeps.lost.swap(0, Ordering::Relaxed);
         }
         &self.births
     }

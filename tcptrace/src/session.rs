@@ -77,6 +77,7 @@ pub async fn run(options: SessionOptions, sink: &mut dyn Sink) -> Result<Session
     pipeline
         .call_sites
         .set_jvm_perf_maps(!options.no_jvm_perf_map);
+    pipeline.sweep_closed_records()?;
     let priority = pipeline.call_sites.counts().meeting_priority;
     if priority.is_degraded() {
         eprintln!(

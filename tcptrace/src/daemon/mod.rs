@@ -124,10 +124,11 @@ async fn serve(config: DaemonConfig, read_config: ReadConfig) -> Result<()> {
         socket_map_entries: config.socket_map_entries,
     })?;
     // The daemon shows no start listing: only the owners are kept.
-    let (pipeline, mut rings, _) =
+    let (mut pipeline, mut rings, _) =
         Pipeline::start(&mut probe, config.filter(), config.containers())?;
     log_warnings(&config, &probe, &pipeline);
     let kept = crate::privileges::drop_after_attach()?;
+    pipeline.sweep_closed_records()?;
     release_free_heap();
     log(
         "info",

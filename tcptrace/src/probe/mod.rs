@@ -2,6 +2,7 @@
 //! BTF, load, attach. Dropping a `Probe` detaches everything.
 
 pub mod btf;
+pub mod closed_records;
 pub mod hooks;
 mod load;
 pub mod object;

@@ -64,6 +64,22 @@ impl SocketMap {
 }
 
 impl SocketMap {
+    /// A second handle on the same kernel map, for another thread.
+    pub fn try_clone(&self) -> Result<Self> {
+        let fd = self
+            .records
+            .map()
+            .fd()
+            .as_fd()
+            .try_clone_to_owned()
+            .context("duplicating the socket map's descriptor")?;
+        let records = HashMap::try_from(aya::maps::Map::HashMap(MapData::from_fd(fd)?))?;
+        Ok(Self {
+            records,
+            capacity: self.capacity,
+        })
+    }
+
     /// Removes the records of sockets that closed more than `age_ns`
     /// before `now_ns` (`CLOCK_MONOTONIC`, as the kernel's times): the
     /// kernel leaves a closed socket's record for the next socket born at

@@ -270,6 +270,7 @@ pub async fn run(options: TopOptions, output: Output) -> Result<()> {
     pipeline
         .call_sites
         .set_jvm_perf_maps(!options.no_jvm_perf_map);
+    pipeline.sweep_closed_records()?;
     // Rows name their owner's container.
     pipeline.label_events = true;
     pipeline.set_idle_threshold(options.idle_threshold);
