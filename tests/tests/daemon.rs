@@ -483,6 +483,59 @@ fn healthz_is_degraded_while_sockets_go_untracked() {
     );
 }
 
+/// Capabilities are per thread: every thread of the daemon, those started
+/// before its drop after attach included, holds `CAP_SYS_PTRACE` and
+/// `CAP_DAC_READ_SEARCH` only (`tcptrace::privileges::KEPT`), as the
+/// kernel shows them in `/proc/PID/task/*/status`; the meeting thread
+/// still runs at the real-time priority it took before confining itself.
+#[test]
+fn every_daemon_thread_keeps_only_what_the_daemon_keeps() {
+    require_root();
+    let daemon = Daemon::start(&free_loopback_addr(), &[]);
+    let kept = (1u64 << 19) | (1u64 << 2); // CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH
+    let mut names = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{}/task", daemon.pid())).expect("task dir") {
+        let task = task.expect("task entry").path();
+        let status = std::fs::read_to_string(task.join("status")).expect("status");
+        let field = |name: &str| -> &str {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(name))
+                .map_or("", str::trim)
+        };
+        let set = |name: &str| u64::from_str_radix(field(name), 16).expect(name);
+        let name = field("Name:").to_owned();
+        for (set_name, expected) in [
+            ("CapPrm:", kept),
+            ("CapEff:", kept),
+            ("CapInh:", 0),
+            ("CapAmb:", 0),
+        ] {
+            assert_eq!(
+                set(set_name),
+                expected,
+                "thread {name} ({}): {set_name} {:#x}",
+                task.display(),
+                set(set_name)
+            );
+        }
+        if name == "tcptrace-meet" {
+            // Field 41 of stat (after the parenthesised name): the policy.
+            let stat = std::fs::read_to_string(task.join("stat")).expect("stat");
+            let after_name = &stat[stat.rfind(')').expect("stat's name") + 2..];
+            let policy = after_name.split(' ').nth(41 - 3).expect("policy");
+            assert_eq!(policy, "1", "the meeting thread's policy (SCHED_FIFO is 1)");
+        }
+        names.push(name);
+    }
+    for started_before_the_drop in ["tcptrace-meet", "tcptrace-name"] {
+        assert!(
+            names.iter().any(|name| name == started_before_the_drop),
+            "no {started_before_the_drop} thread among {names:?}"
+        );
+    }
+}
+
 /// A closed socket's record stays in the kernel's socket map, flagged
 /// `CLOSED`, and the next socket born at its address is written over it
 /// (an insert and a delete per socket cost the state program a quarter of

@@ -87,8 +87,12 @@ struct Daemon {
 pub type ReadConfig = Box<dyn Fn() -> Result<DaemonConfig>>;
 
 pub fn run(config: DaemonConfig, read_config: ReadConfig) -> Result<()> {
+    // Every thread started from here on keeps only what the daemon keeps
+    // after attaching (capabilities are per thread: see `privileges`).
+    crate::privileges::confine_threads_to(&crate::privileges::KEPT);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .on_thread_start(crate::privileges::confine_this_thread)
         .build()
         .context("starting the async runtime")?;
     LocalSet::new().block_on(&runtime, serve(config, read_config))

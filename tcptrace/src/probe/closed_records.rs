@@ -43,15 +43,18 @@ pub fn sweep_every_minute(mut map: SocketMap) -> Result<Arc<SweepCounts>> {
     let shared = Arc::clone(&counts);
     std::thread::Builder::new()
         .name("tcptrace-sweep".into())
-        .spawn(move || loop {
-            std::thread::sleep(CLOSED_RECORD_AGE);
-            let age_ns = u64::try_from(CLOSED_RECORD_AGE.as_nanos()).unwrap_or(u64::MAX);
-            match map.sweep_closed(monotonic_ns(), age_ns) {
-                Ok(swept) => {
-                    shared.lost.fetch_add(swept.lost, Ordering::Relaxed);
-                }
-                Err(_) => {
-                    shared.failed.fetch_add(1, Ordering::Relaxed);
+        .spawn(move || {
+            crate::privileges::confine_this_thread();
+            loop {
+                std::thread::sleep(CLOSED_RECORD_AGE);
+                let age_ns = u64::try_from(CLOSED_RECORD_AGE.as_nanos()).unwrap_or(u64::MAX);
+                match map.sweep_closed(monotonic_ns(), age_ns) {
+                    Ok(swept) => {
+                        shared.lost.fetch_add(swept.lost, Ordering::Relaxed);
+                    }
+                    Err(_) => {
+                        shared.failed.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             }
         })

@@ -75,6 +75,7 @@ impl JvmPerfMaps {
         thread::Builder::new()
             .name("tcptrace-jvm".to_owned())
             .spawn(move || {
+                crate::privileges::confine_this_thread();
                 for (tgid, nspid) in work {
                     if done.send((tgid, request_perf_map(tgid, nspid))).is_err() {
                         break;

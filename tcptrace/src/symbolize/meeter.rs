@@ -189,7 +189,11 @@ impl Meeter {
         thread::Builder::new()
             .name("tcptrace-meet".to_owned())
             .spawn(move || {
-                let _ = granted.send(run_before_short_lived_processes_exit());
+                let priority = run_before_short_lived_processes_exit();
+                // Sent after: the thread holds no more than the daemon's
+                // own by the time `spawn` returns.
+                crate::privileges::confine_this_thread();
+                let _ = granted.send(priority);
                 let fd = ring.as_raw_fd();
                 while !stopped.load(Ordering::Relaxed) {
                     let mut poll = libc::pollfd {

@@ -71,9 +71,17 @@ impl Namer {
     pub fn spawn(keep: usize, idle: Duration) -> std::io::Result<Self> {
         let (requests, incoming) = mpsc::channel();
         let (outgoing, answers) = mpsc::channel();
+        let (confined, started) = mpsc::channel();
         thread::Builder::new()
             .name("tcptrace-name".to_owned())
-            .spawn(move || run(&incoming, &outgoing, keep, idle))?;
+            .spawn(move || {
+                crate::privileges::confine_this_thread();
+                let _ = confined.send(());
+                run(&incoming, &outgoing, keep, idle);
+            })?;
+        // Parsing files other users own needs no more than the daemon
+        // keeps: confined before it is asked anything.
+        let _ = started.recv();
         Ok(Self { requests, answers })
     }
 
