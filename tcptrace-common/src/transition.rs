@@ -196,6 +196,26 @@ pub const fn summary_sent_on(new: i32) -> bool {
     matches!(new, CLOSE | CLOSE_WAIT | LISTEN)
 }
 
+/// `sk->sk_err` values (errno) that say why a socket is ending.
+pub const EPIPE: i32 = 32;
+pub const ECONNRESET: i32 = 104;
+pub const ECONNREFUSED: i32 = 111;
+
+/// Whether a socket entering CLOSE with this `sk_err` is ending of a reset
+/// the peer sent: `tcp_reset` writes ECONNREFUSED (in `SYN_SENT`), EPIPE
+/// (in `CLOSE_WAIT`) or ECONNRESET right before its `tcp_done`, whatever
+/// context it runs in (softirq, or a system call's backlog processing).
+/// Two cases are counted with it, as the kernel's `tcp_receive_reset`
+/// tracepoint does: an ICMP refusal of a handshake (ECONNREFUSED too), and
+/// data arriving after our close, which `tcp_reset` aborts on
+/// (`TCPAbortOnData`). A close call's own CLOSE comes before any error it
+/// writes (`tcp_disconnect`), and an abort writes ECONNABORTED.
+#[inline(always)]
+#[must_use]
+pub const fn ended_by_peer_reset(sk_err: i32) -> bool {
+    matches!(sk_err, ECONNRESET | EPIPE | ECONNREFUSED)
+}
+
 /// Who a state change may be attributed to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Attribution {

@@ -107,16 +107,11 @@ pub fn tcptrace_receive_reset(ctx: TracePointContext) -> u32 {
     }
 }
 
-/// Summary mode: resets are only counted, from the raw tracepoints.
+/// Summary mode: resets sent are only counted, from the raw tracepoint
+/// (resets received are counted with the CLOSE they cause).
 #[raw_tracepoint(tracepoint = "tcp_send_reset")]
 pub fn tcptrace_count_reset_sent(ctx: RawTracePointContext) -> u32 {
-    reset::on_reset_raw(&ctx, reset::Direction::Sent);
-    0
-}
-
-#[raw_tracepoint(tracepoint = "tcp_receive_reset")]
-pub fn tcptrace_count_reset_received(ctx: RawTracePointContext) -> u32 {
-    reset::on_reset_raw(&ctx, reset::Direction::Received);
+    reset::on_reset_sent_raw(&ctx);
     0
 }
 

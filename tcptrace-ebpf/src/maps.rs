@@ -102,6 +102,7 @@ pub static IN_SOFTIRQ: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 /// Per-CPU: the socket the last `tcp_receive_reset` was about, so that the
 /// CLOSE it causes is not taken for a close() by whoever is current (the
 /// reset may be processed from the socket backlog in process context).
+/// Read only where BTF gives no offset of `sk_err`, which tells it too.
 #[map]
 pub static LAST_RESET_SOCK: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 

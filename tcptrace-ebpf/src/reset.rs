@@ -2,9 +2,11 @@
 //! with no socket at all (a SYN to a closed port); then skaddr is 0 and the
 //! event still tells which local port refused whom.
 //!
-//! Summary mode attaches the raw tracepoints instead (the first argument is
-//! the socket): resets are counted in the socket's history, or in a counter
-//! when the socket is unknown, and nothing is sent.
+//! Summary mode attaches the raw `tcp_send_reset` instead (the first
+//! argument is the socket): resets sent are counted in the socket's
+//! history, or in a counter when the socket is unknown, and nothing is
+//! sent. A reset received ends its socket, so summary mode counts it with
+//! the CLOSE (`state_change`), from `sk_err`, at no program run of its own.
 
 use aya_ebpf::{
     helpers::bpf_ktime_get_ns,
@@ -29,19 +31,17 @@ pub enum Direction {
     Received,
 }
 
-/// Summary mode: `TP_PROTO(sk, skb, ...)` (`tcp_receive_reset` has `sk`
-/// alone).
-pub fn on_reset_raw(ctx: &RawTracePointContext, direction: Direction) {
+/// Summary mode, `tcp_send_reset`: `TP_PROTO(sk, skb, ...)`.
+pub fn on_reset_sent_raw(ctx: &RawTracePointContext) {
     let skaddr: u64 = ctx.arg(0);
-    mark_peer_reset(skaddr, direction);
-    if direction == Direction::Sent && follows_close(skaddr, ctx.arg::<u64>(1) != 0) {
+    if follows_close(skaddr, ctx.arg::<u64>(1) != 0) {
         count(Counter::EventsFolded); // counted with its socket's CLOSE
         return;
     }
     match live_sock(skaddr) {
         // SAFETY: a pointer into the SOCKS map's value, valid for this program run; updates of one socket race only with its own softirq work, which sees a whole record.
         Some(known) if skaddr != 0 => unsafe {
-            (*known).history.count_reset(direction == Direction::Sent);
+            (*known).history.count_reset(true);
         },
         // A socket tcptrace does not know: its ports can still be told
         // (without a socket, they are in the packet, which is not read).
@@ -52,10 +52,7 @@ pub fn on_reset_raw(ctx: &RawTracePointContext, direction: Direction) {
         {
             return;
         }
-        _ => count(match direction {
-            Direction::Sent => Counter::ResetsSentWithoutSocket,
-            Direction::Received => Counter::ResetsReceivedWithoutSocket,
-        }),
+        _ => count(Counter::ResetsSentWithoutSocket),
     }
     count(Counter::EventsFolded);
 }
@@ -67,7 +64,8 @@ fn follows_close(skaddr: u64, answers_packet: bool) -> bool {
     skaddr != 0 && reset_follows_close(answers_packet, i32::from(state_of::<Probe>(skaddr)))
 }
 
-/// Remembers the socket a received reset is about (see `reset_by_peer`).
+/// Remembers the socket a received reset is about (see
+/// `state_change::reset_marked_by_peer`).
 #[inline(always)]
 fn mark_peer_reset(skaddr: u64, direction: Direction) {
     if direction == Direction::Received {

@@ -18,7 +18,10 @@ use aya_ebpf::{
 };
 use tcptrace_common::{
     state::raw::{CLOSE, CLOSE_WAIT, ESTABLISHED, LISTEN},
-    transition::{classify, close_sends_reset, depends_on_context, summary_sent_on, Attribution},
+    transition::{
+        classify, close_sends_reset, depends_on_context, ended_by_peer_reset, summary_sent_on,
+        Attribution,
+    },
     transition_of, Counter, EventKind, Listener, SockInfo, Task, CLOSED, CLOSER_KNOWN, CTX_PROCESS,
     IPPROTO_TCP, OWNER_FROM_ACCEPT, OWNER_FROM_LISTENER, OWNER_FROM_SYSCALL, PEER_SENT_DATA,
     PEER_SILENCE_KNOWN, RESET_BY_CLOSE, SEEN_MID_LIFE,
@@ -28,7 +31,10 @@ use crate::{
     context::{current_cgroup_id, current_task, in_process_context, StackFor},
     emit::{copy_words, emit, set_nobody, zero_words, Raw, Record},
     filter::{allows, record_ports, socket_ports, stack_unless_ruled_out},
-    maps::{count, live_sock, settings, state_layout, LAST_RESET_SOCK, LISTENERS, SCRATCH, SOCKS},
+    maps::{
+        count, kernel_layout, live_sock, settings, state_layout, LAST_RESET_SOCK, LISTENERS,
+        SCRATCH, SOCKS,
+    },
     sock::{
         error_of, has_unsent_data, inode_of, listener_key_of, local_port_of, netns_of,
         peer_sent_data, peer_silent_jiffies, protocol_of, Probe, SockRead, Typed,
@@ -122,7 +128,15 @@ fn on_change<R: SockRead>(
     // Every-event records say for every transition whether a task acted;
     // summary mode needs to know only where the role depends on it.
     let process = (!summary || depends_on_context(old, new)) && in_process_context();
-    let role = classify(old, new, process, new == CLOSE && reset_by_peer(skaddr));
+    // Why a socket ends (a reset, a timeout): it also tells a CLOSE the
+    // peer's reset caused from a close call.
+    let sk_err = if new == CLOSE {
+        error_of::<R>(skaddr)
+    } else {
+        0
+    };
+    let peer_reset = new == CLOSE && closed_by_peer_reset(sk_err, skaddr);
+    let role = classify(old, new, process, peer_reset);
     let born = role == Attribution::Birth;
     let closing = role == Attribution::CloseCall;
     // Built in place: a zeroed task returned by value became a call to
@@ -185,6 +199,12 @@ fn on_change<R: SockRead>(
     if closing && close_sends_reset(old, new, || has_unsent_data(skaddr)) {
         info.flags |= RESET_BY_CLOSE;
     }
+    // Summary mode has no program on `tcp_receive_reset`: the reset that
+    // ends a socket is counted with its CLOSE (every-event sessions send
+    // it as a record of its own).
+    if summary && peer_reset {
+        info.history.count_reset(false);
+    }
     if closing && info.flags & CLOSER_KNOWN == 0 {
         // SAFETY: two whole records.
         unsafe { copy_words(&raw mut info.closer, actor) };
@@ -214,11 +234,6 @@ fn on_change<R: SockRead>(
     // An open connection dying of an error (a reset, a timeout): how long
     // had the peer been silent? A reset after a long silence is what an
     // idle-timeout drop by a NAT or load balancer looks like.
-    let sk_err = if new == CLOSE {
-        error_of::<R>(skaddr)
-    } else {
-        0
-    };
     if sk_err != 0 && (old == ESTABLISHED || old == CLOSE_WAIT) {
         if let Some(silent) = peer_silent_jiffies(skaddr) {
             info.peer_silent_jiffies = silent;
@@ -293,11 +308,23 @@ fn on_change<R: SockRead>(
     Ok(())
 }
 
-/// True when `tcp_receive_reset` just ran on this CPU for this socket (then
-/// a CLOSE is the peer's doing, even when processed from the backlog in a
-/// system call). Consumes the marker.
+/// Whether this CLOSE is the doing of a reset the peer sent, even when
+/// processed from the backlog in a system call: told by `sk_err` (see
+/// `ended_by_peer_reset`), or, where BTF gave no offset for it (every-event
+/// sessions only), by the marker their `tcp_receive_reset` program left.
 #[inline(always)]
-fn reset_by_peer(skaddr: u64) -> bool {
+fn closed_by_peer_reset(sk_err: i32, skaddr: u64) -> bool {
+    if kernel_layout().sock_err != 0 {
+        ended_by_peer_reset(sk_err)
+    } else {
+        reset_marked_by_peer(skaddr)
+    }
+}
+
+/// True when `tcp_receive_reset` just ran on this CPU for this socket.
+/// Consumes the marker.
+#[inline(always)]
+fn reset_marked_by_peer(skaddr: u64) -> bool {
     match LAST_RESET_SOCK.get_ptr_mut(0) {
         // SAFETY: this CPU's slot of a per-CPU array; programs do not nest on one CPU.
         Some(last) if unsafe { *last } == skaddr => {

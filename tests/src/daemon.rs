@@ -269,14 +269,14 @@ pub fn daemon_program_count() -> usize {
         .output()
         .expect("run tcptrace doctor");
     let doctor = String::from_utf8_lossy(&out.stdout);
-    // state_summary, retransmit, the two reset counters and eof_read;
+    // state_summary, retransmit, the counter of resets sent and eof_read;
     // SYN-ACK retransmits where the kernel has their tracepoint; softirq
     // entry and exit where preempt_count cannot be read.
     let syn_ack = doctor
         .lines()
         .any(|l| l.starts_with("[ok  ] tracepoint tcp:tcp_retransmit_synack"));
     let softirq = !doctor.contains("no softirq programs");
-    5 + usize::from(syn_ack) + 2 * usize::from(softirq)
+    4 + usize::from(syn_ack) + 2 * usize::from(softirq)
 }
 
 /// A real Prometheus server on loopback, scraping what `scrape_configs`

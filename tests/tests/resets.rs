@@ -425,3 +425,96 @@ fn a_reset_after_a_last_ack_disconnect_is_counted_once() {
     assert_reset_of_the_close(&every_event, LAST_ACK_PORT, &server, &table);
     drop(alive);
 }
+
+/// Events the kernel never delivered to a session: lost to a full ring,
+/// or program runs it skipped (a softirq nested in a run of the same
+/// program on one CPU, frequent under this test's loopback traffic). The
+/// session says how many.
+fn unseen(trace: &Trace) -> u64 {
+    let kernel = &trace.summary()["summary"]["kernel"];
+    ["events_lost", "runs_skipped"]
+        .iter()
+        .map(|key| kernel[key].as_u64().unwrap_or(0))
+        .sum()
+}
+
+/// Connections of `send-into-reset`: the peer's reset mostly reaches the
+/// client inside its `write()`, where the kernel processes it from the
+/// socket's backlog in the writer's system call (29 of 40 here). The CLOSE
+/// is still the peer's doing, never a close call by the writer, in both
+/// modes: `sk_err` (ECONNRESET) tells (`transition::ended_by_peer_reset`),
+/// which in summary mode also counts the reset received. Each session may
+/// see fewer connections by the events it says it did not see, no more.
+#[test]
+fn a_reset_processed_in_the_writers_system_call_is_the_peers_doing() {
+    const CONNECTIONS: u64 = 20;
+    require_root();
+    let filter = ["--comm", "tt-scenario"];
+    let every_event = Tracer::start(&filter);
+    let summary = Tracer::start_report_only(&filter);
+    let mut scenario = Workload::spawn_command(Command::new(SCENARIO_BIN).args([
+        "send-into-reset",
+        "127.0.0.1:0",
+        &CONNECTIONS.to_string(),
+    ]));
+    let server = scenario.expect_line("listening ");
+    scenario.expect_line("done");
+    let writer = scenario.pid();
+    let (every_event, summary) = (every_event.stop(), summary.stop());
+
+    let closes: Vec<&Value> = every_event
+        .records
+        .iter()
+        .filter(|r| r["type"] == "state" && r["new"] == "CLOSE" && r["remote"] == server.as_str())
+        .collect();
+    let seen = closes.len() as u64;
+    let unseen_every_event = unseen(&every_event);
+    assert!(
+        seen <= CONNECTIONS && seen + unseen_every_event >= CONNECTIONS,
+        "{seen} of the clients' {CONNECTIONS} CLOSEs, {unseen_every_event} events unseen"
+    );
+    for close in &closes {
+        assert_eq!(close["old"], "ESTABLISHED", "{close}");
+        assert_eq!(close["error"], "ECONNRESET", "{close}");
+        assert!(
+            close["closer"].is_null(),
+            "a reset taken for a close call: {close}"
+        );
+        assert!(
+            close["actor"].is_null() || close["actor"]["pid"] == writer,
+            "{close}"
+        );
+    }
+    let in_write = closes.iter().filter(|c| !c["actor"].is_null()).count();
+    assert!(
+        in_write > 0,
+        "no reset of {seen} was processed in the writer's system call, the case this test \
+         is about (all in softirq)"
+    );
+
+    let clients: Vec<&Value> = summary
+        .findings("churn")
+        .filter(|f| f["process"]["comm"] == "tt-scenario" && f["role"] == "active")
+        .collect();
+    let sum = |key: &str| {
+        clients
+            .iter()
+            .map(|f| f[key].as_u64().unwrap_or(0))
+            .sum::<u64>()
+    };
+    let (connections, unseen_summary) = (sum("connections"), unseen(&summary));
+    assert!(
+        connections <= CONNECTIONS && connections + unseen_summary >= CONNECTIONS,
+        "summary mode: {connections} client connections, {unseen_summary} events unseen"
+    );
+    assert_eq!(
+        (sum("passive_closes"), sum("active_closes"), sum("resets")),
+        (connections, 0, connections),
+        "summary mode's client flows (closed by the peer, closed here, reset), {in_write} \
+         resets in the writer's call: {clients:#?}"
+    );
+    assert!(
+        clients.iter().all(|f| f["closers_total"] == 0),
+        "{clients:#?}"
+    );
+}

@@ -52,7 +52,12 @@ const USAGE: &str = "usage:
         one connection to itself: the accepted end reads EOF, fills the
         client's tiny receive window, shuts down its write side with data
         unsent (LAST_ACK); on stdin's `abort` it closes with SO_LINGER 0,
-        and the kernel resets it from LAST_ACK (TCP_DISCONNECT_WITH_DATA)";
+        and the kernel resets it from LAST_ACK (TCP_DISCONNECT_WITH_DATA)
+  tt-scenario send-into-reset ADDR COUNT
+        COUNT connections to itself: the client writes as fast as it can
+        while the accepted end reads for 20 ms, then resets it (SO_LINGER
+        0); the reset mostly reaches the client inside its write(), from
+        the socket's backlog, and ends its write loop with ECONNRESET";
 
 /// `TCP_LAST_ACK` of the kernel's `enum tcp_state` (`TCP_INFO`'s `tcpi_state`).
 const TCP_LAST_ACK: u8 = 9;
@@ -76,6 +81,7 @@ fn main() -> ExitCode {
         ["idle", addr, keepalive] => idle(addr, keepalive),
         ["abort-after", addr, ms, talk] => abort_after(addr, ms, talk),
         ["abort-in-last-ack", addr] => abort_in_last_ack(addr),
+        ["send-into-reset", addr, count] => send_into_reset(addr, count),
         _ => Err(USAGE.to_owned()),
     };
     exit_code("tt-scenario", result)
@@ -416,6 +422,49 @@ fn abort_after(addr: &str, ms: &str, talk: &str) -> Result {
     thread::sleep(until.saturating_duration_since(Instant::now()));
     close_abortively(conn)?; // SO_LINGER 0: the close sends RST
     say("reset");
+    linger()
+}
+
+/// The peer's reset processed in the sender's system call: each client
+/// writes 1 MiB at a time while its server reads, so the client holds its
+/// socket's lock most of the time and the kernel queues the server's RST
+/// on the socket's backlog, processed when `write()` releases the lock.
+fn send_into_reset(addr: &str, count: &str) -> Result {
+    let count = parse_count(count)?;
+    let listener = listen(addr)?;
+    let server_addr = listener.local_addr().map_err(err("local_addr"))?;
+    let server = thread::spawn(move || -> Result {
+        for _ in 0..count {
+            let (mut conn, _) = accept_in_time(&listener)?;
+            let mut buffer = vec![0u8; 1 << 20];
+            let until = Instant::now() + Duration::from_millis(20);
+            while Instant::now() < until {
+                if conn.read(&mut buffer).map_err(err("read"))? == 0 {
+                    return Err("the client closed first".to_owned());
+                }
+            }
+            close_abortively(conn)?;
+        }
+        Ok(())
+    });
+    let chunk = vec![b'x'; 1 << 20];
+    for _ in 0..count {
+        let mut conn =
+            TcpStream::connect_timeout(&server_addr, PEER_TIMEOUT).map_err(err("connect"))?;
+        conn.set_write_timeout(Some(PEER_TIMEOUT))
+            .map_err(err("set_write_timeout"))?;
+        loop {
+            match conn.write(&chunk) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+                Err(e) => return Err(format!("write: {e}, expected a reset")),
+            }
+        }
+    }
+    server
+        .join()
+        .map_err(|_| "the server thread panicked".to_owned())??;
+    say("done");
     linger()
 }
 
