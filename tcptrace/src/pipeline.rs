@@ -22,7 +22,7 @@ use crate::{
     diagnose::Diagnoses,
     event::{
         comm_str, decode, decode_user_stack, expand, is_user_stack, layout::RecordLayouts,
-        tells_whole_life, TcpEvent, TcpEventKind,
+        reset_received_before, tells_whole_life, TcpEvent, TcpEventKind,
     },
     filter::{Filter, Workloads},
     findings::{build_report, Report, ReportInput, DEFAULT_IDLE_THRESHOLD},
@@ -433,6 +433,9 @@ impl Pipeline {
         each: &mut impl FnMut(&Observed) -> Result<(), E>,
     ) -> Result<(), E> {
         if !event.summary {
+            if let Some(reset) = reset_received_before(event) {
+                self.process(&reset, each)?;
+            }
             return self.process(event, each);
         }
         if tells_whole_life(event) {

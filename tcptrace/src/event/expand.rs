@@ -1,6 +1,7 @@
 //! Summary records (daemon mode) unfolded into the events they stand for,
 //! so the socket table and the diagnoses see the same sequence whichever
-//! mode the kernel ran in.
+//! mode the kernel ran in; and the reset received an every-event CLOSE
+//! stands for.
 //!
 //! The kernel keeps the states a socket went through and the moments that
 //! matter (birth, ESTABLISHED, our FIN, `CLOSE_WAIT`, the last transition);
@@ -8,12 +9,39 @@
 //! known for the birth (the owner), the first close call (the closer) and
 //! the last transition (the record's own context).
 
-use tcptrace_common::{history::PATH_CAPACITY, Moment, TcpState, CLOSER_KNOWN, OWNER_FROM_SYSCALL};
+use tcptrace_common::{
+    history::PATH_CAPACITY, transition::ended_by_peer_reset, Moment, TcpState, CLOSER_KNOWN,
+    OWNER_FROM_SYSCALL,
+};
 
 use super::{TcpEvent, TcpEventKind};
 
-/// Calls `each` with every event `summary` stands for, oldest first; the
-/// last one is the summary's own transition. Allocates nothing.
+/// The reset received that an every-event CLOSE record stands for. Where
+/// BTF gives `sk_err`, no program runs on `tcp_receive_reset`: the CLOSE's
+/// error tells (`transition::ended_by_peer_reset`), and the reset is
+/// placed here, at the CLOSE's time and before it, as a summary's are.
+/// Without BTF the error is unknown and the kernel sends the reset's own
+/// record.
+#[must_use]
+pub fn reset_received_before(close: &TcpEvent) -> Option<TcpEvent> {
+    let TcpEventKind::StateChange {
+        new: TcpState::Close,
+        ..
+    } = close.what
+    else {
+        return None;
+    };
+    close.error.filter(|&err| ended_by_peer_reset(err))?;
+    Some(TcpEvent {
+        what: TcpEventKind::ResetReceived,
+        actor: None,
+        in_state_ns: None,
+        error: None,
+        peer_silent_ns: None,
+        ..*close
+    })
+}
+
 /// True when `summary` unfolds into a socket's whole life: a birth first
 /// (its path not truncated) and a CLOSE last.
 #[must_use]
@@ -36,6 +64,8 @@ pub fn tells_whole_life(summary: &TcpEvent) -> bool {
         )
 }
 
+/// Calls `each` with every event `summary` stands for, oldest first; the
+/// last one is the summary's own transition. Allocates nothing.
 pub fn expand(summary: &TcpEvent, mut each: impl FnMut(&TcpEvent)) {
     let history = &summary.sock.history;
     let mut states = [TcpState::Close; PATH_CAPACITY as usize];
@@ -201,6 +231,50 @@ mod tests {
             out.push((e.what, e.ts_ns, e.actor.map(|a| a.tgid)));
         });
         out
+    }
+
+    #[test]
+    fn an_every_event_close_stands_for_a_reset_received_when_its_error_is_a_reset() {
+        let conn = Conn::active(0x1000, Task::NOBODY, "10.0.0.1:40000", "10.0.0.9:80");
+        let close = |old, error| {
+            let mut event = conn.state(7, old, TcpState::Close);
+            event.error = error;
+            event
+        };
+        let reset = reset_received_before(&close(TcpState::Established, Some(104)))
+            .expect("ECONNRESET: the peer's reset");
+        assert_eq!(
+            (
+                reset.what,
+                reset.ts_ns,
+                reset.skaddr,
+                reset.actor,
+                reset.error
+            ),
+            (TcpEventKind::ResetReceived, 7, 0x1000, None, None)
+        );
+        for (old, error) in [
+            (TcpState::CloseWait, Some(32)), // EPIPE
+            (TcpState::SynSent, Some(111)),  // ECONNREFUSED
+        ] {
+            assert!(
+                reset_received_before(&close(old, error)).is_some(),
+                "{old:?} {error:?}"
+            );
+        }
+        for (old, error) in [
+            (TcpState::Established, None),      // a close call, or no BTF
+            (TcpState::Established, Some(110)), // ETIMEDOUT
+            (TcpState::Established, Some(103)), // ECONNABORTED (an abort)
+        ] {
+            assert!(
+                reset_received_before(&close(old, error)).is_none(),
+                "{old:?} {error:?}"
+            );
+        }
+        let mut established = conn.state(7, TcpState::SynSent, TcpState::Established);
+        established.error = Some(104);
+        assert!(reset_received_before(&established).is_none());
     }
 
     #[test]

@@ -9,7 +9,7 @@ pub mod synthetic;
 use std::net::SocketAddr;
 
 pub use decode::{decode, decode_user_stack, is_user_stack, DecodeError, UserStackRecord};
-pub use expand::{expand, tells_whole_life};
+pub use expand::{expand, reset_received_before, tells_whole_life};
 use tcptrace_common::{SockInfo, Task, TcpState, CLOSER_KNOWN};
 
 /// What happened to a socket.

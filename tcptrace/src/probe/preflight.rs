@@ -62,10 +62,14 @@ pub fn run_checks() -> Vec<Check> {
             // missing one fails tcptrace when a required hook needs it.
             let mut seen: Vec<(&str, &str)> = Vec::new();
             // The softirq programs are not needed where the programs read
-            // `preempt_count` themselves.
-            let needed = HOOKS
-                .iter()
-                .filter(|hook| !(preempt_count && hook.when == When::NoPreemptCount));
+            // `preempt_count` themselves, nor the hooks of kernels without
+            // BTF (`tcp_receive_reset`: the CLOSE's `sk_err` tells) where
+            // it is there.
+            let btf = Path::new(VMLINUX_BTF).exists();
+            let needed = HOOKS.iter().filter(|hook| {
+                !(preempt_count && hook.when == When::NoPreemptCount)
+                    && !(btf && hook.when == When::NoBtf)
+            });
             for hook in needed {
                 for (category, name) in hook.attach.iter().map(|at| at.event()) {
                     if seen.contains(&(category, name)) {
