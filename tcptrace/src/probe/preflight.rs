@@ -6,7 +6,7 @@ use std::{fs, path::Path};
 
 use super::{
     btf::VMLINUX_BTF,
-    hooks::{When, HOOKS},
+    hooks::{Hook, When, HOOKS},
     tracefs,
 };
 
@@ -66,10 +66,12 @@ pub fn run_checks() -> Vec<Check> {
             // BTF (`tcp_receive_reset`: the CLOSE's `sk_err` tells) where
             // it is there.
             let btf = Path::new(VMLINUX_BTF).exists();
-            let needed = HOOKS.iter().filter(|hook| {
-                !(preempt_count && hook.when == When::NoPreemptCount)
-                    && !(btf && hook.when == When::NoBtf)
-            });
+            let not_needed = |hook: &&Hook| match hook.when {
+                When::NoPreemptCount => preempt_count,
+                When::NoBtf => btf,
+                _ => false,
+            };
+            let needed = HOOKS.iter().filter(|hook| !not_needed(hook));
             for hook in needed {
                 for (category, name) in hook.attach.iter().map(|at| at.event()) {
                     if seen.contains(&(category, name)) {
