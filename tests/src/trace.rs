@@ -288,6 +288,18 @@ impl Trace {
     pub fn summary(&self) -> &Value {
         self.of_type("summary").last().expect("a summary record")
     }
+
+    /// Events the kernel never delivered to this session: lost to a full
+    /// ring buffer, or program runs it skipped (a softirq nested in a run
+    /// of the same program on one CPU). The session says how many.
+    #[must_use]
+    pub fn unseen(&self) -> u64 {
+        let kernel = &self.summary()["summary"]["kernel"];
+        ["events_lost", "runs_skipped"]
+            .iter()
+            .map(|key| kernel[key].as_u64().unwrap_or(0))
+            .sum()
+    }
 }
 
 /// `OLD->NEW` of a state record.

@@ -426,18 +426,6 @@ fn a_reset_after_a_last_ack_disconnect_is_counted_once() {
     drop(alive);
 }
 
-/// Events the kernel never delivered to a session: lost to a full ring,
-/// or program runs it skipped (a softirq nested in a run of the same
-/// program on one CPU, frequent under this test's loopback traffic). The
-/// session says how many.
-fn unseen(trace: &Trace) -> u64 {
-    let kernel = &trace.summary()["summary"]["kernel"];
-    ["events_lost", "runs_skipped"]
-        .iter()
-        .map(|key| kernel[key].as_u64().unwrap_or(0))
-        .sum()
-}
-
 /// Connections of `send-into-reset`: the peer's reset mostly reaches the
 /// client inside its `write()`, where the kernel processes it from the
 /// socket's backlog in the writer's system call (29 of 40 here). The CLOSE
@@ -468,7 +456,7 @@ fn a_reset_processed_in_the_writers_system_call_is_the_peers_doing() {
         .filter(|r| r["type"] == "state" && r["new"] == "CLOSE" && r["remote"] == server.as_str())
         .collect();
     let seen = closes.len() as u64;
-    let unseen_every_event = unseen(&every_event);
+    let unseen_every_event = every_event.unseen();
     assert!(
         seen <= CONNECTIONS && seen + unseen_every_event >= CONNECTIONS,
         "{seen} of the clients' {CONNECTIONS} CLOSEs, {unseen_every_event} events unseen"
@@ -502,7 +490,7 @@ fn a_reset_processed_in_the_writers_system_call_is_the_peers_doing() {
             .map(|f| f[key].as_u64().unwrap_or(0))
             .sum::<u64>()
     };
-    let (connections, unseen_summary) = (sum("connections"), unseen(&summary));
+    let (connections, unseen_summary) = (sum("connections"), summary.unseen());
     assert!(
         connections <= CONNECTIONS && connections + unseen_summary >= CONNECTIONS,
         "summary mode: {connections} client connections, {unseen_summary} events unseen"

@@ -223,22 +223,11 @@ struct Report {
 }
 
 impl Report {
-    /// Events the kernel never delivered to this session: lost to a full
-    /// ring buffer, or program runs it skipped (a softirq nested in a run
-    /// of the same program on one CPU). The session says how many.
-    fn unseen(&self) -> u64 {
-        let kernel = &self.trace.summary()["summary"]["kernel"];
-        ["events_lost", "runs_skipped"]
-            .iter()
-            .map(|key| kernel[key].as_u64().unwrap_or(0))
-            .sum()
-    }
-
     /// `key` of `finding` is `expected`: exactly, unless the session says
     /// it did not see some events (then at most that many fewer).
     fn assert_count(&self, finding: &Value, key: &str, expected: u64) {
         let value = u64_of(finding, key);
-        let unseen = self.unseen();
+        let unseen = self.trace.unseen();
         assert!(
             value <= expected && value + unseen >= expected,
             "`{key}` is {value}, expected {expected} ({unseen} events unseen): {:#}",
@@ -678,7 +667,7 @@ fn java_close_wait_leak_names_the_method_that_read_eof() {
         assert!(
             other["call_site"].is_null(),
             "a second leak only for sockets not traced ({} events unseen): {:#}",
-            report.unseen(),
+            report.trace.unseen(),
             without_frames(other)
         );
     }

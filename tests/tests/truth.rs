@@ -154,7 +154,7 @@ fn every_mode_agrees_with_the_kernels_counters() {
         .map(|(name, trace)| {
             let figures = figures_of_trace(trace, &cast);
             table.row(name, &figures);
-            (name, figures, unseen(trace))
+            (name, figures, trace.unseen())
         })
         .collect();
     let daemon_figures = figures_of_scrape(&scrape, &cast);
@@ -263,16 +263,6 @@ impl Table {
             f.connects, f.refused, f.accepted, f.served, f.time_wait_server, f.time_wait_clients
         );
     }
-}
-
-/// Events the kernel could not deliver to a session (a full ring buffer
-/// or skipped nested runs), as the session reports them.
-fn unseen(trace: &Trace) -> u64 {
-    let kernel = &trace.summary()["summary"]["kernel"];
-    ["events_lost", "runs_skipped"]
-        .iter()
-        .map(|key| kernel[key].as_u64().unwrap_or(0))
-        .sum()
 }
 
 /// Which programs play server and clients in a run, and where the server
@@ -589,10 +579,10 @@ fn redis_run() -> Run {
                     .push(format!("{name} disagrees with the kernel"));
             }
         }
-        run.check_lost(mode, unseen(all));
-        run.check_lost(&format!("{mode} --port"), unseen(by_port));
+        run.check_lost(mode, all.unseen());
+        run.check_lost(&format!("{mode} --port"), by_port.unseen());
         for (trace, comm) in [(server, "redis-server"), (clients, "redis-benchmark")] {
-            run.check_lost(&format!("{mode} --comm {comm}"), unseen(trace));
+            run.check_lost(&format!("{mode} --comm {comm}"), trace.unseen());
             if let Err(e) = only_about(trace, comm) {
                 run.disagreements.push(format!("{mode}: {e}"));
             }
@@ -1036,8 +1026,8 @@ fn lossy_run() -> Run {
         kernel_a["TcpExtTCPRetransFail"],
         kernel_b["TcpExtTCPRetransFail"],
         summary.summary()["summary"]["retransmits"],
-        unseen(&every_event),
-        unseen(&summary),
+        every_event.unseen(),
+        summary.unseen(),
         daemon_unseen,
         session_counts(&every_event),
         unmatched(hits, &every_event),
@@ -1056,8 +1046,8 @@ fn lossy_run() -> Run {
     // those, and no more. A session's own losses make the run
     // incomparable.
     let skipped = runs_missed(&witnessed, &scrape);
-    run.check_lost("trace --json --port", unseen(&every_event));
-    run.check_lost("trace --report-only --port", unseen(&summary));
+    run.check_lost("trace --json --port", every_event.unseen());
+    run.check_lost("trace --report-only --port", summary.unseen());
     run.check_lost("daemon --port", daemon_unseen);
     for (name, r) in &rows {
         r.compare_but_for(name, &kernel, skipped, &mut run.disagreements);
@@ -1304,7 +1294,7 @@ fn loop_run() -> Run {
             format!("{:?}", field("failures")),
             format!("{:?}", field("pids")),
         );
-        run.check_lost(name, unseen(trace));
+        run.check_lost(name, trace.unseen());
         let one_loop = loops.len() == 1
             && field("attempts") == [20]
             && field("failures") == [20]
