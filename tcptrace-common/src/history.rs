@@ -127,6 +127,17 @@ impl History {
         }
     }
 
+    /// Whether anything was counted since the last summary: retransmits or
+    /// resets.
+    #[inline(always)]
+    #[must_use]
+    pub fn has_counts(&self) -> bool {
+        self.syn_retransmits != 0
+            || self.data_retransmits != 0
+            || self.resets_sent != 0
+            || self.resets_received != 0
+    }
+
     /// The state entered last, or 0 when nothing was recorded.
     #[inline(always)]
     #[must_use]

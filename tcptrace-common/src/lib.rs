@@ -206,8 +206,21 @@ pub struct SockInfo {
     /// userspace finds a live connection's record (and its call site) in
     /// the socket map.
     pub inode: u64,
+    /// Summary mode: `bpf_ktime_get_ns()` when this socket's last summary
+    /// was sent, 0 before the first. Kernel bookkeeping (see
+    /// `LIVE_COUNTS_EVERY_NS`), not kept in recordings.
+    #[cfg_attr(feature = "user", serde(skip))]
+    pub last_sent_ns: u64,
 }
-const _: () = assert!(core::mem::size_of::<SockInfo>() == 184);
+const _: () = assert!(core::mem::size_of::<SockInfo>() == 192);
+
+/// Summary mode: a live connection's retransmits are counted in its
+/// history and sent (a summary of its life so far) when its last summary
+/// is at least this old, the first one of a life at once. So the metrics
+/// of a long-lived connection lag by this much at most, not until it ends,
+/// and a lossy connection sends one record per interval, not one per
+/// retransmit.
+pub const LIVE_COUNTS_EVERY_NS: u64 = 5_000_000_000;
 
 impl SockInfo {
     pub const EMPTY: Self = Self {
@@ -222,6 +235,7 @@ impl SockInfo {
         peer_silent_jiffies: 0,
         history: History::EMPTY,
         inode: 0,
+        last_sent_ns: 0,
     };
 }
 
@@ -304,7 +318,7 @@ pub const fn transition_of(old: i32, new: i32) -> u16 {
 pub const fn states_of(transition: u16) -> (i32, i32) {
     ((transition & 0xff) as i32, (transition >> 8) as i32)
 }
-const _: () = assert!(EVENT_SIZE == 368);
+const _: () = assert!(EVENT_SIZE == 376);
 
 /// Per-CPU counters (index into the `COUNTERS` array), summed by userspace.
 #[repr(u32)]

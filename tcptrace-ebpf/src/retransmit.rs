@@ -9,8 +9,8 @@ use aya_ebpf::{
     EbpfContext,
 };
 use tcptrace_common::{
-    Counter, EventKind, SockInfo, Task, CLOSER_KNOWN, CTX_PROCESS, OWNER_FROM_LISTENER,
-    RAW_RECORD_LEN, SEEN_MID_LIFE,
+    Counter, EventKind, SockInfo, Task, CLOSER_KNOWN, CTX_PROCESS, LIVE_COUNTS_EVERY_NS,
+    OWNER_FROM_LISTENER, RAW_RECORD_LEN, SEEN_MID_LIFE,
 };
 
 use crate::{
@@ -58,22 +58,26 @@ pub fn on_retransmit_raw(ctx: &RawTracePointContext) {
     retransmit(skaddr, err, &record, || socket_ports::<Probe>(skaddr));
 }
 
-/// Summary mode, before a closing-phase retransmit's own record: the
-/// socket's life so far, as the summary its close would have sent, and the
-/// history starts again from here. Userspace then meets the socket whole
-/// (owner, role, call site) rather than as one seen mid-life, the
-/// retransmit counts where the socket belongs, and the close's summary
-/// covers only what follows.
+/// Summary mode, before a closing-phase retransmit's own record, or for
+/// a live connection's retransmits (`report_live_counts`): the socket's
+/// life so far, as the summary its close would have sent, and the history
+/// starts again from here. Userspace then meets the socket whole (owner,
+/// role, call site) rather than as one seen mid-life, the retransmits
+/// count where the socket belongs, and the close's summary covers only
+/// what follows. Once a summary was sent, the next one may hold only
+/// counts (a path of the one current state), which userspace replays.
 #[inline(always)]
 fn send_life_so_far(skaddr: u64, known: *mut SockInfo, info: &SockInfo, now: u64) {
-    if info.history.path_len < 2 {
-        return; // sent already (at CLOSE_WAIT, or at an earlier retransmit)
+    let transitions = info.history.path_len >= 2;
+    if !transitions && !info.history.has_counts() {
+        return; // nothing since the last summary
     }
     let closer_known = info.flags & CLOSER_KNOWN != 0;
     emit(&Record {
         kind: EventKind::Summary,
-        // The transition it ends with is the one into the current state.
-        ts_ns: if info.state_since_ns != 0 {
+        // The transition it ends with is the one into the current state;
+        // counts alone are as of now.
+        ts_ns: if transitions && info.state_since_ns != 0 {
             info.state_since_ns
         } else {
             now
@@ -92,7 +96,31 @@ fn send_life_so_far(skaddr: u64, known: *mut SockInfo, info: &SockInfo, now: u64
         transition: 0,
     });
     // SAFETY: `known` points into the SOCKS map's value, valid for this program run.
-    unsafe { (*known).history.restart(info.history.last_state()) };
+    unsafe {
+        (*known).history.restart(info.history.last_state());
+        (*known).last_sent_ns = now;
+    }
+}
+
+/// Summary mode, a retransmit just counted in a live socket's history: its
+/// life so far is sent when the socket's last summary is older than
+/// `LIVE_COUNTS_EVERY_NS` (the first retransmit of a life at once), so a
+/// long-lived connection's retransmits reach the metrics within that time
+/// instead of when it ends. Folded otherwise, and where the filter turns
+/// the socket down (its close's summary is turned down too).
+#[inline(always)]
+fn report_live_counts(skaddr: u64, known: *mut SockInfo) {
+    // SAFETY: a BPF helper with no memory arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: `known` points into the SOCKS map's value, valid for this program run.
+    let info = unsafe { &*known };
+    if now.saturating_sub(info.last_sent_ns) < LIVE_COUNTS_EVERY_NS
+        || !allows(info, &Task::NOBODY, || socket_ports::<Probe>(skaddr))
+    {
+        count(Counter::EventsFolded);
+        return;
+    }
+    send_life_so_far(skaddr, known, info, now);
 }
 
 /// What a retransmit record carries in `raw`.
@@ -115,12 +143,13 @@ fn retransmit(skaddr: u64, err: i32, record: &Copied, ports: impl FnOnce() -> Op
         // SAFETY: a pointer into the SOCKS map's value, valid for this program run; updates of one socket race only with its own softirq work, which sees a whole record.
         Some(known) => unsafe {
             (*known).retransmits += 1;
-            // Summary mode sends only closing-phase retransmits (a FIN
-            // nobody acknowledges); the others are counted in the history.
+            // Summary mode sends closing-phase retransmits (a FIN nobody
+            // acknowledges) as events; the others are counted in the
+            // history, and sent with it now and then.
             if summary {
                 let state = (*known).history.last_state();
                 if (*known).history.count_retransmit(state) {
-                    count(Counter::EventsFolded);
+                    report_live_counts(skaddr, known);
                     return;
                 }
             }

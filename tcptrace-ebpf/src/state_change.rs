@@ -290,6 +290,7 @@ fn on_change<R: SockRead>(
         // covers what happens after.
         if summary && new != CLOSE {
             info.history.restart(new);
+            info.last_sent_ns = now;
         }
     } else if summary && !summary_sent_on(new) {
         count(Counter::EventsFolded);

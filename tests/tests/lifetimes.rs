@@ -521,3 +521,53 @@ fn port_range_in(netns: &str) -> (u16, u16) {
         .collect();
     (range[0], range[1])
 }
+
+/// Summary mode counts a live connection's retransmits in the kernel's
+/// history and sends them at most `LIVE_COUNTS_EVERY_NS` (5 s) apart, the
+/// first of a life at once. A chatty server's client vanishes (its
+/// namespace drops every packet): the server's data goes unacknowledged
+/// and is sent again (RTO from 200 ms, doubling: about 0.2, 0.6, 1.4, 3.0
+/// and 6.2 s in), and the daemon's `tcptrace_retransmits_total` counts
+/// them while the connection lives, never more than the server
+/// namespace's `TcpRetransSegs`. Before, they showed only at its end.
+#[test]
+fn a_live_connections_retransmits_reach_the_daemon_while_it_lives() {
+    const PORT: u16 = 18127;
+    require_root();
+    let hosts = HostPair::new("ttlive");
+    let daemon = Daemon::start(
+        &free_loopback_addr(),
+        &["--port", &PORT.to_string(), "--refresh", "1s"],
+    );
+    let addr = format!("{}:{PORT}", hosts.a_addr);
+    let mut server = scenario_in(&hosts.a, &["abort-after", &addr, "30000", "chatty"]);
+    server.expect_line("listening ");
+    let mut client = scenario_in(&hosts.b, &["idle", &addr, "none"]);
+    client.expect_line("done");
+    let before = nstat(&hosts.a);
+    hosts.drop_ingress(&hosts.b);
+
+    let counted = |scrape: &str| {
+        sample(
+            scrape,
+            "tcptrace_retransmits_total",
+            &[("comm", "tt-scenario")],
+        )
+        .unwrap_or(0.0)
+    };
+    let scrape = daemon.scrape_until(Duration::from_secs(15), |s| counted(s) >= 2.0);
+    let kernel =
+        nstat(&hosts.a)["TcpRetransSegs"] - before.get("TcpRetransSegs").copied().unwrap_or(0);
+    assert!(
+        !established_to(&hosts.b, PORT).is_empty(),
+        "the connection lives on (the kernel retries for minutes)"
+    );
+    #[expect(clippy::cast_precision_loss, reason = "small counts")]
+    let kernel = kernel as f64;
+    assert!(
+        counted(&scrape) >= 2.0 && counted(&scrape) <= kernel,
+        "the daemon counted {} retransmits of a live connection, the kernel {kernel}:\n{scrape}",
+        counted(&scrape)
+    );
+    drop((client, server));
+}

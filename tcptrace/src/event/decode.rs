@@ -35,7 +35,7 @@ pub enum DecodeError {
     Family(u16),
     /// A summary record without the `sock_common` layout (summary mode off).
     NoSummaryLayout,
-    /// A summary record with fewer than two states in its history.
+    /// A summary record with no state in its history.
     EmptyHistory,
 }
 
@@ -48,7 +48,7 @@ impl fmt::Display for DecodeError {
             Self::State(state) => write!(f, "invalid TCP state {state}"),
             Self::Family(family) => write!(f, "unknown address family {family}"),
             Self::NoSummaryLayout => f.write_str("summary record but no sock_common layout"),
-            Self::EmptyHistory => f.write_str("summary record without a transition"),
+            Self::EmptyHistory => f.write_str("summary record without a state"),
         }
     }
 }
@@ -158,15 +158,18 @@ fn socket_record_kind(
 ) -> Result<TcpEventKind, DecodeError> {
     Ok(match kind {
         // The transition the summary was sent for: its history's last.
-        EventKind::Summary => {
-            let Some((old, new)) = event.sock.history.last_transition() else {
-                return Err(DecodeError::EmptyHistory);
-            };
-            TcpEventKind::StateChange {
+        EventKind::Summary => match event.sock.history.last_transition() {
+            Some((old, new)) => TcpEventKind::StateChange {
                 old: state(old)?,
                 new: state(new)?,
-            }
-        }
+            },
+            // A live socket's counts since its last summary, in the state
+            // it is in (`expand` replays them).
+            None if event.sock.history.path_len == 1 => TcpEventKind::Retransmit {
+                state: Some(state(event.sock.history.last_state())?),
+            },
+            None => return Err(DecodeError::EmptyHistory),
+        },
         EventKind::SockStateChange => {
             let (old, new) = states_of(event.transition);
             TcpEventKind::StateChange {
@@ -498,6 +501,47 @@ mod tests {
             decode(&bytes(&record), &self::layouts()).err(),
             Some(DecodeError::NoSummaryLayout),
             "trace mode without BTF offsets never attaches the typed program"
+        );
+    }
+
+    /// A summary record decodes as its history's last transition; one
+    /// holding a single state carries a live socket's counts alone, in
+    /// that state; one holding none is refused.
+    #[test]
+    fn summary_of_transitions_counts_alone_or_nothing() {
+        let mut layouts = layouts();
+        layouts.sock_common = Some(SockCommonLayout::LINUX_6_18);
+        let mut record = event(
+            EventKind::Summary as u16,
+            &[(16, &AF_INET.to_ne_bytes())],
+            u16::try_from(RAW_RECORD_LEN).unwrap(),
+        );
+        let history = &mut record.sock.history;
+        history.enter(2, 1, 5); // SYN_SENT → ESTABLISHED
+        let decoded = decode(&bytes(&record), &layouts).unwrap();
+        assert_eq!(
+            (decoded.what, decoded.summary),
+            (
+                TcpEventKind::StateChange {
+                    old: TcpState::SynSent,
+                    new: TcpState::Established
+                },
+                true
+            )
+        );
+        record.sock.history.restart(1);
+        record.sock.history.count_retransmit(1);
+        let decoded = decode(&bytes(&record), &layouts).unwrap();
+        assert_eq!(
+            decoded.what,
+            TcpEventKind::Retransmit {
+                state: Some(TcpState::Established)
+            }
+        );
+        record.sock.history = tcptrace_common::History::EMPTY;
+        assert_eq!(
+            decode(&bytes(&record), &layouts).err(),
+            Some(DecodeError::EmptyHistory)
         );
     }
 

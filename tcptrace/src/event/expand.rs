@@ -81,6 +81,10 @@ pub fn expand(summary: &TcpEvent, mut each: impl FnMut(&TcpEvent)) {
             None => len = 0,
         }
     }
+    if let (1, TcpEventKind::Retransmit { state: Some(state) }) = (len, summary.what) {
+        replay_counts(summary, state, &mut each);
+        return;
+    }
     if len < 2 {
         each(summary);
         return;
@@ -97,6 +101,7 @@ pub fn expand(summary: &TcpEvent, mut each: impl FnMut(&TcpEvent)) {
     };
     let mut previous_ns = (sock.created_ns != 0).then_some(sock.created_ns);
     let mut closer_named = false;
+    let mut syn_retransmits_replayed = false;
     let mut data_retransmits_replayed = false;
     let last = len - 2;
     // Every transition before the summary's own one.
@@ -123,6 +128,7 @@ pub fn expand(summary: &TcpEvent, mut each: impl FnMut(&TcpEvent)) {
         each(&event);
         previous_ns = Some(ts_ns);
         if birth && new != TcpState::Listen {
+            syn_retransmits_replayed = true;
             replay(
                 &event,
                 history.syn_retransmits.into(),
@@ -141,35 +147,102 @@ pub fn expand(summary: &TcpEvent, mut each: impl FnMut(&TcpEvent)) {
         }
     }
 
-    // The summary's own transition, after what ended the life: data
-    // retransmits not placed after an ESTABLISHED on the path, then resets.
-    let (old, new) = (states[last], states[last + 1]);
+    let replayed = Replayed {
+        syn: syn_retransmits_replayed,
+        data: data_retransmits_replayed,
+    };
+    own_transition(
+        summary,
+        event,
+        (states[last], states[last + 1]),
+        last == 0,
+        replayed,
+        &mut each,
+    );
+}
+
+/// Which retransmit counts the transitions before a summary's own one
+/// placed (after a birth, after ESTABLISHED).
+#[derive(Clone, Copy)]
+struct Replayed {
+    syn: bool,
+    data: bool,
+}
+
+/// The summary's own transition (`first` when it is the path's first),
+/// after what ended the life: SYN and data retransmits not placed after a
+/// birth or an ESTABLISHED on the path, then resets. A summary of a life
+/// so far (sent mid-life, for its retransmits) may end at its birth or at
+/// ESTABLISHED: then the retransmits of the state it entered follow it.
+fn own_transition(
+    summary: &TcpEvent,
+    mut event: TcpEvent,
+    (old, new): (TcpState, TcpState),
+    first: bool,
+    replayed: Replayed,
+    each: &mut impl FnMut(&TcpEvent),
+) {
+    let (sock, history) = (&summary.sock, &summary.sock.history);
+    let retransmit = |state| TcpEventKind::Retransmit { state: Some(state) };
+    let own_birth = first && TcpState::birth(old, new).is_some() && new != TcpState::Listen;
+    let own_established = new == TcpState::Established;
     event.what = TcpEventKind::StateChange { old, new };
     event.ts_ns = summary.ts_ns;
     event.in_state_ns = summary.in_state_ns;
-    event.actor = summary.actor;
+    event.actor = if own_birth && sock.flags & OWNER_FROM_SYSCALL != 0 {
+        Some(sock.owner)
+    } else {
+        summary.actor
+    };
     event.error = summary.error;
     event.peer_silent_ns = summary.peer_silent_ns;
-    if !data_retransmits_replayed {
-        replay(
-            &event,
-            history.data_retransmits.into(),
-            retransmit(old),
-            &mut each,
-        );
+    let syn_retransmits = history.syn_retransmits.into();
+    let data_retransmits = history.data_retransmits.into();
+    if !own_birth && !replayed.syn {
+        replay(&event, syn_retransmits, retransmit(old), each);
     }
+    if !own_established && !replayed.data {
+        replay(&event, data_retransmits, retransmit(old), each);
+    }
+    replay_resets(&event, old, each);
+    each(&event);
+    if own_birth {
+        replay(&event, syn_retransmits, retransmit(new), each);
+    }
+    if own_established && !replayed.data {
+        replay(&event, data_retransmits, retransmit(new), each);
+    }
+}
+
+/// A summary of a live socket's counts alone (a path of its one current
+/// state: see `tcptrace_common::LIVE_COUNTS_EVERY_NS`): the retransmits
+/// and resets since its last summary, at the record's time, in `state`.
+fn replay_counts(summary: &TcpEvent, state: TcpState, each: &mut impl FnMut(&TcpEvent)) {
+    let history = &summary.sock.history;
+    let event = TcpEvent {
+        summary: false,
+        ..*summary
+    };
+    let retransmits = u32::from(history.syn_retransmits) + u32::from(history.data_retransmits);
+    let retransmit = TcpEventKind::Retransmit { state: Some(state) };
+    replay(&event, retransmits, retransmit, each);
+    replay_resets(&event, state, each);
+}
+
+/// The resets a summary counted, sent in `state` and received, at `at`.
+fn replay_resets(at: &TcpEvent, state: TcpState, each: &mut impl FnMut(&TcpEvent)) {
+    let history = &at.sock.history;
     let sent = TcpEventKind::ResetSent {
-        state: Some(old),
+        state: Some(state),
         by_close: false,
     };
-    replay(&event, history.resets_sent.into(), sent, &mut each);
+    replay(at, history.resets_sent.into(), sent, each);
     replay(
-        &event,
+        at,
         history.resets_received.into(),
         TcpEventKind::ResetReceived,
-        &mut each,
+        each,
     );
-    each(&event);
 }
 
 /// When the kernel recorded entering `new`, if it did.
@@ -231,6 +304,89 @@ mod tests {
             out.push((e.what, e.ts_ns, e.actor.map(|a| a.tgid)));
         });
         out
+    }
+
+    /// Summaries of a life so far, sent for retransmits mid-life: ended
+    /// at the birth, the SYN retransmits follow it; ended at ESTABLISHED,
+    /// the data retransmits follow it; the next one, from `SYN_SENT`, has
+    /// the SYN retransmits since before its own transition.
+    #[test]
+    fn a_life_so_far_places_its_retransmits_in_the_states_they_were_sent_in() {
+        use raw::*;
+        let syn = TcpEventKind::Retransmit {
+            state: Some(TcpState::SynSent),
+        };
+        let data = TcpEventKind::Retransmit {
+            state: Some(TcpState::Established),
+        };
+        let state = |old, new| TcpEventKind::StateChange { old, new };
+        let (close, syn_sent, established) =
+            (TcpState::Close, TcpState::SynSent, TcpState::Established);
+
+        let connecting = summary(&[(CLOSE, SYN_SENT, 1)], |sock| {
+            sock.created_ns = 1;
+            sock.history.count_retransmit(SYN_SENT);
+            sock.history.count_retransmit(SYN_SENT);
+        });
+        let kinds = |e: &TcpEvent| unfold(e).into_iter().map(|(k, _, _)| k).collect::<Vec<_>>();
+        assert_eq!(kinds(&connecting), [state(close, syn_sent), syn, syn]);
+
+        let open = summary(
+            &[(CLOSE, SYN_SENT, 1), (SYN_SENT, ESTABLISHED, 2)],
+            |sock| {
+                sock.history.count_retransmit(SYN_SENT);
+                sock.history.count_retransmit(ESTABLISHED);
+            },
+        );
+        assert_eq!(
+            kinds(&open),
+            [
+                state(close, syn_sent),
+                syn,
+                state(syn_sent, established),
+                data
+            ]
+        );
+
+        let timed_out = summary(&[(SYN_SENT, CLOSE, 9)], |sock| {
+            sock.history.restart(SYN_SENT);
+            sock.history.enter(SYN_SENT, CLOSE, 9);
+            sock.history.count_retransmit(SYN_SENT);
+        });
+        assert_eq!(kinds(&timed_out), [syn, state(syn_sent, close)]);
+    }
+
+    #[test]
+    fn a_summary_of_counts_alone_replays_them_in_the_current_state() {
+        let mut event = summary(&[(raw::SYN_SENT, raw::ESTABLISHED, 5)], |sock| {
+            let history = &mut sock.history;
+            history.restart(raw::ESTABLISHED);
+            for _ in 0..3 {
+                assert!(history.count_retransmit(raw::ESTABLISHED));
+            }
+            history.count_reset(true);
+        });
+        // As the decoder gives it: the counts' state, at the record's time.
+        event.what = TcpEventKind::Retransmit {
+            state: Some(TcpState::Established),
+        };
+        event.ts_ns = 9;
+        let retransmit = TcpEventKind::Retransmit {
+            state: Some(TcpState::Established),
+        };
+        let reset = TcpEventKind::ResetSent {
+            state: Some(TcpState::Established),
+            by_close: false,
+        };
+        assert_eq!(
+            unfold(&event),
+            [
+                (retransmit, 9, None),
+                (retransmit, 9, None),
+                (retransmit, 9, None),
+                (reset, 9, None)
+            ]
+        );
     }
 
     #[test]
