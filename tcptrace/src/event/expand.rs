@@ -101,9 +101,16 @@ pub fn expand(summary: &TcpEvent, mut each: impl FnMut(&TcpEvent)) {
     };
     let mut previous_ns = (sock.created_ns != 0).then_some(sock.created_ns);
     let mut closer_named = false;
-    let mut syn_retransmits_replayed = false;
     let mut data_retransmits_replayed = false;
     let last = len - 2;
+    // SYN retransmits follow the birth. A path that starts after it (a
+    // life so far was sent during the handshake) had them in its first
+    // state, before its first transition.
+    if TcpState::birth(states[0], states[1]).is_none() {
+        event.ts_ns = previous_ns.unwrap_or(summary.ts_ns);
+        let syn_retransmits = history.syn_retransmits.into();
+        replay(&event, syn_retransmits, retransmit(states[0]), &mut each);
+    }
     // Every transition before the summary's own one.
     for i in 0..last {
         let (old, new) = (states[i], states[i + 1]);
@@ -128,7 +135,6 @@ pub fn expand(summary: &TcpEvent, mut each: impl FnMut(&TcpEvent)) {
         each(&event);
         previous_ns = Some(ts_ns);
         if birth && new != TcpState::Listen {
-            syn_retransmits_replayed = true;
             replay(
                 &event,
                 history.syn_retransmits.into(),
@@ -147,39 +153,28 @@ pub fn expand(summary: &TcpEvent, mut each: impl FnMut(&TcpEvent)) {
         }
     }
 
-    let replayed = Replayed {
-        syn: syn_retransmits_replayed,
-        data: data_retransmits_replayed,
-    };
     own_transition(
         summary,
         event,
         (states[last], states[last + 1]),
         last == 0,
-        replayed,
+        data_retransmits_replayed,
         &mut each,
     );
 }
 
-/// Which retransmit counts the transitions before a summary's own one
-/// placed (after a birth, after ESTABLISHED).
-#[derive(Clone, Copy)]
-struct Replayed {
-    syn: bool,
-    data: bool,
-}
-
 /// The summary's own transition (`first` when it is the path's first),
-/// after what ended the life: SYN and data retransmits not placed after a
-/// birth or an ESTABLISHED on the path, then resets. A summary of a life
-/// so far (sent mid-life, for its retransmits) may end at its birth or at
-/// ESTABLISHED: then the retransmits of the state it entered follow it.
+/// after what ended the life: data retransmits not placed after an
+/// ESTABLISHED on the path (`data_replayed`), then resets. A summary of a
+/// life so far (sent mid-life, for its retransmits) may end at its birth
+/// or at ESTABLISHED: then the retransmits of the state it entered follow
+/// it.
 fn own_transition(
     summary: &TcpEvent,
     mut event: TcpEvent,
     (old, new): (TcpState, TcpState),
     first: bool,
-    replayed: Replayed,
+    data_replayed: bool,
     each: &mut impl FnMut(&TcpEvent),
 ) {
     let (sock, history) = (&summary.sock, &summary.sock.history);
@@ -198,10 +193,7 @@ fn own_transition(
     event.peer_silent_ns = summary.peer_silent_ns;
     let syn_retransmits = history.syn_retransmits.into();
     let data_retransmits = history.data_retransmits.into();
-    if !own_birth && !replayed.syn {
-        replay(&event, syn_retransmits, retransmit(old), each);
-    }
-    if !own_established && !replayed.data {
+    if !own_established && !data_replayed {
         replay(&event, data_retransmits, retransmit(old), each);
     }
     replay_resets(&event, old, each);
@@ -209,7 +201,7 @@ fn own_transition(
     if own_birth {
         replay(&event, syn_retransmits, retransmit(new), each);
     }
-    if own_established && !replayed.data {
+    if own_established && !data_replayed {
         replay(&event, data_retransmits, retransmit(new), each);
     }
 }
@@ -354,6 +346,18 @@ mod tests {
             sock.history.count_retransmit(SYN_SENT);
         });
         assert_eq!(kinds(&timed_out), [syn, state(syn_sent, close)]);
+
+        // Its SYN retransmits come first, in SYN_SENT, whatever followed.
+        let later = summary(
+            &[(SYN_SENT, ESTABLISHED, 3), (ESTABLISHED, CLOSE, 9)],
+            |sock| {
+                sock.history.count_retransmit(SYN_SENT);
+            },
+        );
+        assert_eq!(
+            kinds(&later),
+            [syn, state(syn_sent, established), state(established, close)]
+        );
     }
 
     #[test]
