@@ -1054,20 +1054,30 @@ fn lossy_run() -> Run {
     }
     let table =
         format!("{table}hits of tcp_retransmit_skb the kernel ran no BPF program for: {skipped}\n");
-    // Summary mode sends a socket's life before its first FIN
-    // retransmit: no record is met mid-life and replaced by its own birth.
     for (name, trace) in [
         ("trace --json --port", &every_event),
         ("trace --report-only --port", &summary),
     ] {
-        let replaced = trace.summary()["summary"]["records_replaced"].as_u64();
-        if replaced != Some(0) {
-            run.disagreements
-                .push(format!("{name}: records_replaced {replaced:?}, not 0"));
-        }
+        check_replaced(name, trace, skipped, &mut run.disagreements);
     }
     run.table = table;
     run
+}
+
+/// Summary mode sends a socket's life before its first FIN retransmit:
+/// no record is met mid-life and replaced by its own birth. But where the
+/// kernel skipped BPF runs (a softirq nested in one), it may have skipped
+/// a CLOSE too, whose record the next socket at that address then
+/// replaces (seen once, with one skipped hit): at most as many as the
+/// skipped hits measured.
+fn check_replaced(name: &str, trace: &Trace, skipped: u64, disagreements: &mut Vec<String>) {
+    let replaced = trace.summary()["summary"]["records_replaced"].as_u64();
+    if replaced.is_none_or(|replaced| replaced > skipped) {
+        disagreements.push(format!(
+            "{name}: records_replaced {replaced:?}, more than the {skipped} runs the kernel \
+             skipped"
+        ));
+    }
 }
 
 /// Hits of `tcp:tcp_retransmit_skb` (every port, tracefs) for which the

@@ -10,8 +10,8 @@
 //! the last transition (the record's own context).
 
 use tcptrace_common::{
-    history::PATH_CAPACITY, transition::ended_by_peer_reset, Moment, TcpState, CLOSER_KNOWN,
-    OWNER_FROM_SYSCALL,
+    history::PATH_CAPACITY, transition::ended_by_peer_reset, Moment, RetransmitPhase, TcpState,
+    CLOSER_KNOWN, OWNER_FROM_SYSCALL,
 };
 
 use super::{TcpEvent, TcpEventKind};
@@ -103,13 +103,21 @@ pub fn expand(summary: &TcpEvent, mut each: impl FnMut(&TcpEvent)) {
     let mut closer_named = false;
     let mut data_retransmits_replayed = false;
     let last = len - 2;
-    // SYN retransmits follow the birth. A path that starts after it (a
-    // life so far was sent during the handshake) had them in its first
-    // state, before its first transition.
+    // SYN retransmits follow the birth, data ones ESTABLISHED. A path
+    // that starts after the birth (a summary was sent before: a life so
+    // far, or at CLOSE_WAIT) had them in its first state, before its
+    // first transition, when that state is of their phase.
     if TcpState::birth(states[0], states[1]).is_none() {
         event.ts_ns = previous_ns.unwrap_or(summary.ts_ns);
-        let syn_retransmits = history.syn_retransmits.into();
-        replay(&event, syn_retransmits, retransmit(states[0]), &mut each);
+        let counted = match states[0].retransmit_phase() {
+            RetransmitPhase::Handshake => history.syn_retransmits,
+            RetransmitPhase::Data => {
+                data_retransmits_replayed = true;
+                history.data_retransmits
+            }
+            RetransmitPhase::Fin => 0,
+        };
+        replay(&event, counted.into(), retransmit(states[0]), &mut each);
     }
     // Every transition before the summary's own one.
     for i in 0..last {
@@ -357,6 +365,25 @@ mod tests {
         assert_eq!(
             kinds(&later),
             [syn, state(syn_sent, established), state(established, close)]
+        );
+
+        // After a summary in ESTABLISHED or CLOSE_WAIT, the data
+        // retransmits since come first, in the data phase, even when the
+        // socket ends from a FIN state.
+        let (close_wait, last_ack) = (TcpState::CloseWait, TcpState::LastAck);
+        let passive_end = summary(&[(CLOSE_WAIT, LAST_ACK, 3), (LAST_ACK, CLOSE, 9)], |sock| {
+            sock.history.count_retransmit(CLOSE_WAIT);
+        });
+        let in_close_wait = TcpEventKind::Retransmit {
+            state: Some(close_wait),
+        };
+        assert_eq!(
+            kinds(&passive_end),
+            [
+                in_close_wait,
+                state(close_wait, last_ack),
+                state(last_ack, close)
+            ]
         );
     }
 
