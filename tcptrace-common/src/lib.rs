@@ -157,9 +157,10 @@ pub const PEER_SILENCE_KNOWN: u32 = 1 << 7;
 /// `SockInfo::flags`, on a CLOSE record: the close call that closed the
 /// socket sent a reset (`SO_LINGER` 0, unread data, an abort; see
 /// `transition::close_sends_reset`). The kernel sends it after the CLOSE,
-/// when the socket's record is gone: this flag is how it is counted, and
-/// the reset event that follows says it is that one (`CTX_BY_CLOSE`,
-/// recognised by `transition::reset_follows_close`).
+/// when the socket's record is `CLOSED`: this flag is how it is counted,
+/// in both modes, and the reset itself is sent nowhere (the program on
+/// `tcp_send_reset` finds the flag, `transition::reset_follows_close`,
+/// and clears it). Every-event sessions show it after the CLOSE.
 pub const RESET_BY_CLOSE: u32 = 1 << 8;
 /// `SockInfo::flags`, in the `SOCKS` map only: the socket at this address
 /// closed. Its record stays, to be written over in place by the next
@@ -255,9 +256,6 @@ const _: () = {
 /// `Event::context` bit: the tracepoint fired in a system call of `actor`
 /// (not in softirq/hardirq, where "current" is whoever was interrupted).
 pub const CTX_PROCESS: u32 = 1 << 0;
-/// `Event::context` bit of a reset sent: the one its socket's CLOSE record
-/// already counted (`RESET_BY_CLOSE`).
-pub const CTX_BY_CLOSE: u32 = 1 << 1;
 
 /// One record in the ring buffer.
 #[repr(C)]

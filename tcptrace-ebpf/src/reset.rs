@@ -7,6 +7,10 @@
 //! history, or in a counter when the socket is unknown, and nothing is
 //! sent. A reset received ends its socket, so summary mode counts it with
 //! the CLOSE (`state_change`), from `sk_err`, at no program run of its own.
+//!
+//! In both modes the reset an abortive close sends after its CLOSE is
+//! folded into that CLOSE's record, which announced it (`RESET_BY_CLOSE`):
+//! this program only checks the announcement and clears it.
 
 use aya_ebpf::{
     helpers::bpf_ktime_get_ns,
@@ -14,14 +18,15 @@ use aya_ebpf::{
     EbpfContext,
 };
 use tcptrace_common::{
-    transition::reset_follows_close, Counter, EventKind, SockInfo, Task, CTX_BY_CLOSE, CTX_PROCESS,
+    transition::reset_follows_close, Counter, EventKind, SockInfo, Task, CLOSED, CTX_PROCESS,
+    RESET_BY_CLOSE,
 };
 
 use crate::{
     context::{current_task, in_process_context, StackFor},
     emit::{emit, Raw, Record},
     filter::{allows, record_ports, socket_ports},
-    maps::{count, live_sock, receive_reset_layout, send_reset_layout, LAST_RESET_SOCK},
+    maps::{count, live_sock, receive_reset_layout, send_reset_layout, LAST_RESET_SOCK, SOCKS},
     sock::{state_of, Probe},
 };
 
@@ -34,7 +39,7 @@ pub enum Direction {
 /// Summary mode, `tcp_send_reset`: `TP_PROTO(sk, skb, ...)`.
 pub fn on_reset_sent_raw(ctx: &RawTracePointContext) {
     let skaddr: u64 = ctx.arg(0);
-    if follows_close(skaddr, ctx.arg::<u64>(1) != 0) {
+    if announced_by_close(skaddr, ctx.arg::<u64>(1) != 0) {
         count(Counter::EventsFolded); // counted with its socket's CLOSE
         return;
     }
@@ -58,10 +63,25 @@ pub fn on_reset_sent_raw(ctx: &RawTracePointContext) {
 }
 
 /// Whether this reset sent is the one an abortive close announced on its
-/// socket's CLOSE record (`RESET_BY_CLOSE`).
+/// socket's CLOSE record (`RESET_BY_CLOSE`), which counted it. The
+/// announcement is used up: a reset that no CLOSE announced (a rule of
+/// `close_sends_reset` the kernel broke) is sent or counted as any other.
 #[inline(always)]
-fn follows_close(skaddr: u64, answers_packet: bool) -> bool {
-    skaddr != 0 && reset_follows_close(answers_packet, i32::from(state_of::<Probe>(skaddr)))
+fn announced_by_close(skaddr: u64, answers_packet: bool) -> bool {
+    if skaddr == 0 || !reset_follows_close(answers_packet, i32::from(state_of::<Probe>(skaddr))) {
+        return false;
+    }
+    match SOCKS.get_ptr_mut(skaddr) {
+        // SAFETY: a pointer into the SOCKS map's value, valid for this program run; a closed socket's record is touched only by its own close path, on this CPU, and by the next birth at its address, which cannot come before the socket is freed.
+        Some(closed)
+            if unsafe { (*closed).flags } & (CLOSED | RESET_BY_CLOSE)
+                == CLOSED | RESET_BY_CLOSE =>
+        {
+            unsafe { (*closed).flags &= !RESET_BY_CLOSE };
+            true
+        }
+        _ => false,
+    }
 }
 
 /// Remembers the socket a received reset is about (see
@@ -85,11 +105,14 @@ pub fn on_reset(ctx: &TracePointContext, direction: Direction) -> Result<(), ()>
         // SAFETY: a probe read of the tracepoint record at an offset from its tracefs format; the helper checks the address.
         unsafe { ctx.read_at(layout.skaddr as usize) }.map_err(|_| count(Counter::ReadErrors))?;
     mark_peer_reset(skaddr, direction);
-    let by_close = direction == Direction::Sent
-        && layout.packet != 0
+    // Without the packet's field (old kernels) the announcement alone tells.
+    let answers_packet = layout.packet != 0
         // SAFETY: as above.
-        && unsafe { ctx.read_at::<u64>(layout.packet as usize) }
-            .is_ok_and(|packet| follows_close(skaddr, packet != 0));
+        && unsafe { ctx.read_at::<u64>(layout.packet as usize) }.is_ok_and(|packet| packet != 0);
+    if direction == Direction::Sent && announced_by_close(skaddr, answers_packet) {
+        count(Counter::EventsFolded); // shown after its socket's CLOSE
+        return Ok(());
+    }
     let info = match (skaddr, live_sock(skaddr)) {
         (0, _) | (_, None) => SockInfo::EMPTY,
         // SAFETY: a pointer into the SOCKS map's value, valid for this program run; updates of one socket race only with its own softirq work, which sees a whole record.
@@ -114,7 +137,7 @@ pub fn on_reset(ctx: &TracePointContext, direction: Direction) -> Result<(), ()>
             Direction::Sent => EventKind::ResetSent,
             Direction::Received => EventKind::ResetReceived,
         },
-        context: if process { CTX_PROCESS } else { 0 } | if by_close { CTX_BY_CLOSE } else { 0 },
+        context: if process { CTX_PROCESS } else { 0 },
         skaddr,
         sock: &info,
         actor: &actor,

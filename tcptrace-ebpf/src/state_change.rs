@@ -298,10 +298,13 @@ fn on_change<R: SockRead>(
 
     if new == CLOSE {
         // The socket is done: its record stays for the next socket born
-        // at this address to write over (a socket met only at its CLOSE
-        // leaves none).
+        // at this address to write over, and for the reset its close
+        // announced to find (a socket met only at its CLOSE leaves one
+        // only for that).
         info.flags |= CLOSED;
-    } else if fresh && SOCKS.insert(skaddr, info, 0).is_err() && new_life {
+    }
+    let keep = new != CLOSE || info.flags & RESET_BY_CLOSE != 0;
+    if fresh && keep && SOCKS.insert(skaddr, info, 0).is_err() && new_life {
         // Counted once per socket, at birth: an untracked socket tries
         // again at each later transition, in case room was freed.
         count(Counter::SockMapFull);

@@ -6,7 +6,6 @@
 
 pub mod callsite;
 pub mod clock;
-pub mod close_resets;
 pub mod container;
 pub mod daemon;
 pub mod diagnose;

@@ -16,13 +16,12 @@ use tokio::io::unix::AsyncFd;
 use crate::{
     callsite::CallSites,
     clock::monotonic_ns,
-    close_resets::CloseResets,
     container::lookup::{cgroup2_mount, cgroup_id_of_pid},
     container::{ContainerConfig, ContainerLabels, Containers},
     diagnose::Diagnoses,
     event::{
         comm_str, decode, decode_user_stack, expand, is_user_stack, layout::RecordLayouts,
-        reset_received_before, tells_whole_life, TcpEvent, TcpEventKind,
+        reset_received_before, reset_sent_after, tells_whole_life, TcpEvent, TcpEventKind,
     },
     filter::{Filter, Workloads},
     findings::{build_report, Report, ReportInput, DEFAULT_IDLE_THRESHOLD},
@@ -120,8 +119,6 @@ pub struct Pipeline {
     sweeps: Option<Arc<SweepCounts>>,
     /// Where every event the table sees is saved (`trace --write`).
     pub recorder: Option<Recorder>,
-    /// Abortive closes, whose resets come after their sockets' records.
-    close_resets: CloseResets,
 }
 
 /// A socket of a workload the filter rejects for good: the kernel stops
@@ -256,7 +253,6 @@ impl Pipeline {
             births: LiveBirths::default(),
             sweeps: None,
             recorder: None,
-            close_resets: CloseResets::default(),
         };
         Ok((pipeline, rings, start))
     }
@@ -283,7 +279,6 @@ impl Pipeline {
             sweeps: None,
             births: LiveBirths::default(),
             recorder: None,
-            close_resets: CloseResets::default(),
         }
     }
 
@@ -318,7 +313,6 @@ impl Pipeline {
             sweeps: None,
             births,
             recorder: None,
-            close_resets: CloseResets::default(),
         }
     }
 
@@ -436,7 +430,11 @@ impl Pipeline {
             if let Some(reset) = reset_received_before(event) {
                 self.process(&reset, each)?;
             }
-            return self.process(event, each);
+            self.process(event, each)?;
+            if let Some(reset) = reset_sent_after(event) {
+                self.process(&reset, each)?;
+            }
+            return Ok(());
         }
         if tells_whole_life(event) {
             self.table.whole_life(event.skaddr);
@@ -479,11 +477,6 @@ impl Pipeline {
         event: &TcpEvent,
         each: &mut impl FnMut(&Observed) -> Result<(), E>,
     ) -> Result<(), E> {
-        // A close's reset is about the socket that close ended. (Summary
-        // mode sends no reset events: its closes are not kept.)
-        self.close_resets.on_event(event);
-        let attributed = self.close_resets.attributed(event);
-        let event = attributed.as_ref().unwrap_or(event);
         self.with_owner(event, |pipeline, owner| {
             pipeline.observe(event, owner, each)
         })

@@ -10,9 +10,8 @@ use std::{
 use std::mem::offset_of;
 
 use tcptrace_common::{
-    states_of, Event, EventKind, TcpState, UserStack, AF_INET, AF_INET6, CTX_BY_CLOSE, CTX_PROCESS,
-    EVENT_SIZE, PEER_SILENCE_KNOWN, TASK_COMM_LEN, USER_STACK_BYTES, USER_STACK_HEADER,
-    USER_STACK_SIZE,
+    states_of, Event, EventKind, TcpState, UserStack, AF_INET, AF_INET6, CTX_PROCESS, EVENT_SIZE,
+    PEER_SILENCE_KNOWN, TASK_COMM_LEN, USER_STACK_BYTES, USER_STACK_HEADER, USER_STACK_SIZE,
 };
 
 use super::{
@@ -128,8 +127,12 @@ pub fn decode(bytes: &[u8], layouts: &RecordLayouts) -> Result<TcpEvent, DecodeE
                 Some(f) => TcpState::from_raw(raw.i32(f)?),
                 None => None,
             };
-            let by_close = event.context & CTX_BY_CLOSE != 0;
-            (TcpEventKind::ResetSent { state, by_close }, &l.endpoints)
+            // A close's own reset is never sent: see `reset_sent_after`.
+            let sent = TcpEventKind::ResetSent {
+                state,
+                by_close: false,
+            };
+            (sent, &l.endpoints)
         }
         EventKind::ResetReceived => (
             TcpEventKind::ResetReceived,

@@ -1,7 +1,7 @@
 //! Summary records (daemon mode) unfolded into the events they stand for,
 //! so the socket table and the diagnoses see the same sequence whichever
-//! mode the kernel ran in; and the reset received an every-event CLOSE
-//! stands for.
+//! mode the kernel ran in; and the resets an every-event CLOSE stands
+//! for (received before it, sent by its close call after it).
 //!
 //! The kernel keeps the states a socket went through and the moments that
 //! matter (birth, ESTABLISHED, our FIN, `CLOSE_WAIT`, the last transition);
@@ -11,7 +11,7 @@
 
 use tcptrace_common::{
     history::PATH_CAPACITY, transition::ended_by_peer_reset, Moment, RetransmitPhase, TcpState,
-    CLOSER_KNOWN, OWNER_FROM_SYSCALL,
+    CLOSER_KNOWN, OWNER_FROM_SYSCALL, RESET_BY_CLOSE,
 };
 
 use super::{TcpEvent, TcpEventKind};
@@ -35,6 +35,36 @@ pub fn reset_received_before(close: &TcpEvent) -> Option<TcpEvent> {
     Some(TcpEvent {
         what: TcpEventKind::ResetReceived,
         actor: None,
+        in_state_ns: None,
+        error: None,
+        peer_silent_ns: None,
+        ..*close
+    })
+}
+
+/// The reset sent that an every-event CLOSE record stands for: an
+/// abortive close (`SO_LINGER` 0, unread data) sends it right after the
+/// CLOSE, which announced it (`RESET_BY_CLOSE`) and counted it. The kernel
+/// sends no record of its own for it (its program only checks the
+/// announcement); it is shown here, at the CLOSE's time and after it,
+/// with the socket's owner and closer and the close call as its actor.
+#[must_use]
+pub fn reset_sent_after(close: &TcpEvent) -> Option<TcpEvent> {
+    let TcpEventKind::StateChange {
+        new: TcpState::Close,
+        ..
+    } = close.what
+    else {
+        return None;
+    };
+    if close.summary || close.sock.flags & RESET_BY_CLOSE == 0 {
+        return None;
+    }
+    Some(TcpEvent {
+        what: TcpEventKind::ResetSent {
+            state: Some(TcpState::Close),
+            by_close: true,
+        },
         in_state_ns: None,
         error: None,
         peer_silent_ns: None,
@@ -462,6 +492,54 @@ mod tests {
         let mut established = conn.state(7, TcpState::SynSent, TcpState::Established);
         established.error = Some(104);
         assert!(reset_received_before(&established).is_none());
+    }
+
+    #[test]
+    fn an_every_event_close_that_announced_its_reset_stands_for_it() {
+        let owner = task(40, "client", 0);
+        let closer = task(41, "worker", 0);
+        let conn = Conn::active(0x1000, owner, "10.0.0.1:40000", "10.0.0.9:80");
+        let mut close = conn.state(7, TcpState::Established, TcpState::Close);
+        close.sock.closer = closer;
+        close.actor = Some(closer);
+        close.sock.flags |= CLOSER_KNOWN;
+        assert!(
+            reset_sent_after(&close).is_none(),
+            "an orderly or unannounced close"
+        );
+        close.sock.flags |= RESET_BY_CLOSE;
+        let reset = reset_sent_after(&close).expect("announced");
+        assert_eq!(
+            (reset.what, reset.ts_ns, reset.skaddr, reset.local),
+            (
+                TcpEventKind::ResetSent {
+                    state: Some(TcpState::Close),
+                    by_close: true
+                },
+                7,
+                0x1000,
+                close.local
+            )
+        );
+        // Sent after the socket's record was gone, it still names the
+        // socket's owner and closer, and its close call as the actor.
+        assert_eq!(reset.sock.owner.tgid, 40);
+        assert_eq!(reset.closer().map(|t| t.tgid), Some(41));
+        assert_eq!(reset.actor.map(|t| t.tgid), Some(41));
+        // A summary counts the reset with its CLOSE and unfolds none.
+        let summary = TcpEvent {
+            summary: true,
+            ..close
+        };
+        assert!(reset_sent_after(&summary).is_none());
+        let established = TcpEvent {
+            what: TcpEventKind::StateChange {
+                old: TcpState::SynSent,
+                new: TcpState::Established,
+            },
+            ..close
+        };
+        assert!(reset_sent_after(&established).is_none());
     }
 
     #[test]

@@ -9,7 +9,7 @@ pub mod synthetic;
 use std::net::SocketAddr;
 
 pub use decode::{decode, decode_user_stack, is_user_stack, DecodeError, UserStackRecord};
-pub use expand::{expand, reset_received_before, tells_whole_life};
+pub use expand::{expand, reset_received_before, reset_sent_after, tells_whole_life};
 use tcptrace_common::{SockInfo, Task, TcpState, CLOSER_KNOWN};
 
 /// What happened to a socket.
@@ -27,8 +27,8 @@ pub enum TcpEventKind {
     ResetSent {
         state: Option<TcpState>,
         /// The reset of an abortive close, already counted with its
-        /// socket's CLOSE (`tcptrace_common::RESET_BY_CLOSE`): it follows
-        /// the socket's end and belongs to no live socket.
+        /// socket's CLOSE (`tcptrace_common::RESET_BY_CLOSE`), shown after
+        /// it (`reset_sent_after`): it belongs to no live socket.
         by_close: bool,
     },
     /// The peer sent a RST.
