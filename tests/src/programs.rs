@@ -118,6 +118,12 @@ impl Nginx {
 
     #[must_use]
     pub fn start(netns: &str, addr: &str) -> Self {
+        Self::start_with(netns, addr, "")
+    }
+
+    /// `start`, with `directives` added to the server's block.
+    #[must_use]
+    pub fn start_with(netns: &str, addr: &str, directives: &str) -> Self {
         let dir = scratch_dir().join(format!("nginx-{}", addr.replace([':', '.'], "-")));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(dir.join("logs")).expect("nginx directory");
@@ -138,6 +144,7 @@ impl Nginx {
              \x20   scgi_temp_path {d}/scgi;\n\
              \x20   server {{\n\
              \x20       listen {addr};\n\
+             \x20       {directives}\n\
              \x20       location / {{ return 200 \"ok\\n\"; }}\n\
              \x20   }}\n\
              }}\n",

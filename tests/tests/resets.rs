@@ -24,6 +24,7 @@ use tcptrace_tests::{
     daemon::{free_loopback_addr, sample, Daemon},
     kernel_counts::{nstat, ss_count},
     netns::HostPair,
+    programs::{shell_in, Nginx},
     require_root,
     trace::{transition, Trace},
     Tracer, Workload,
@@ -505,4 +506,123 @@ fn a_reset_processed_in_the_writers_system_call_is_the_peers_doing() {
         clients.iter().all(|f| f["closers_total"] == 0),
         "{clients:#?}"
     );
+}
+
+const NGINX_PORT: u16 = 18370;
+/// Clients that stall in their request header.
+const STALLED: u64 = 3;
+
+/// Debian's nginx, told to reset connections it times out
+/// (`reset_timedout_connection`), gives up on `STALLED` clients that sent
+/// half a request header (bash, `/dev/tcp`): each of its workers sets
+/// `SO_LINGER` 0 and closes, so the kernel moves the socket to CLOSE and
+/// then sends an RST (`TcpOutRsts`, and `TcpExtTCPAbortOnData` for
+/// `SO_LINGER` 0, in nginx's namespace). The CLOSE announces that reset
+/// and no record of its own is sent for it (`RESET_BY_CLOSE`), yet every
+/// mode counts each reset once: `trace --json` shows a `reset_sent` in
+/// CLOSE after each CLOSE, naming nginx's worker as closer; the session's
+/// counts and the daemon's metrics say `STALLED` sent by nginx.
+#[test]
+fn nginx_resetting_timed_out_clients_is_counted_once_and_named() {
+    require_root();
+    let hosts = HostPair::new("ttrng");
+    let port = NGINX_PORT.to_string();
+    let filter = ["--port", port.as_str()];
+    let every_event = Tracer::start(&filter);
+    let summary = Tracer::start_report_only(&filter);
+    let daemon_args = [&filter[..], &["--refresh", "1s"]].concat();
+    let daemon = Daemon::start(&free_loopback_addr(), &daemon_args);
+    let server = format!("{}:{NGINX_PORT}", hosts.a_addr);
+    let nginx = Nginx::start_with(
+        &hosts.a,
+        &server,
+        "reset_timedout_connection on; client_header_timeout 1s;",
+    );
+    let before = nstat(&hosts.a);
+    let (ip, _) = server.rsplit_once(':').expect("address:port");
+    shell_in(
+        &hosts.b,
+        Duration::from_secs(20),
+        &format!(
+            "for i in $(seq {STALLED}); do \
+               bash -c 'exec 3<>/dev/tcp/{ip}/{NGINX_PORT}; \
+                        printf \"GET / HTTP/1.1\\r\\n\" >&3; sleep 3' & \
+             done; wait"
+        ),
+    );
+    let delta = |key: &str| nstat(&hosts.a)[key] - before.get(key).copied().unwrap_or(0);
+    let kernel = (delta("TcpOutRsts"), delta("TcpExtTCPAbortOnData"));
+    assert_eq!(
+        kernel,
+        (STALLED, STALLED),
+        "the run: nginx resets each stalled client, by SO_LINGER 0"
+    );
+    let scrape = daemon.scrape_until(Duration::from_secs(10), |s| nginx_resets_sent(s) >= STALLED);
+    let (every_event, summary) = (every_event.stop(), summary.stop());
+    let table = format!(
+        "{TABLE_HEADER}{}trace --json on the port:\n{}",
+        Resets {
+            sent: Some(kernel.0),
+            received: None,
+            server_connections: None,
+            client_connections: None,
+        }
+        .row("kernel (nstat, nginx)"),
+        listing(&every_event, NGINX_PORT)
+    );
+    eprintln!("{table}");
+
+    let on_port = |kind: &'static str| {
+        every_event
+            .records
+            .iter()
+            .filter(move |r| r["type"] == kind && on_ports(r, &[NGINX_PORT]))
+    };
+    let resets: Vec<&Value> = on_port("reset_sent").collect();
+    assert_eq!(
+        resets.len() as u64,
+        STALLED,
+        "trace --json, {} events unseen: {table}",
+        every_event.unseen()
+    );
+    for reset in resets {
+        let close = on_port("state")
+            .find(|r| r["sock"] == reset["sock"] && r["new"] == "CLOSE")
+            .unwrap_or_else(|| panic!("the CLOSE of {reset}: {table}"));
+        assert_eq!(close["old"], "ESTABLISHED", "{table}");
+        assert_eq!(reset["state"], "CLOSE", "{table}");
+        assert_eq!(reset["local"], server, "nginx's end: {table}");
+        for field in ["owner", "closer", "netns", "cgroup_id"] {
+            assert_eq!(reset[field], close[field], "the reset's {field}: {table}");
+        }
+        let closer = reset["closer"]["pid"].as_u64().unwrap_or(0);
+        assert!(
+            nginx.workers.iter().any(|&w| u64::from(w) == closer),
+            "closed by a worker of nginx {:?}: {reset}\nits CLOSE: {close}",
+            nginx.workers
+        );
+        assert_eq!(reset["closer"]["comm"], "nginx", "{reset}");
+    }
+    assert_eq!(
+        summary.summary()["summary"]["resets_sent"].as_u64(),
+        Some(STALLED),
+        "trace --report-only: {table}"
+    );
+    assert_eq!(nginx_resets_sent(&scrape), STALLED, "the daemon: {table}");
+    drop(nginx);
+}
+
+/// The daemon's count of resets nginx sent.
+#[expect(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "the counter is whole, non-negative and far below 2^53"
+)]
+fn nginx_resets_sent(scrape: &str) -> u64 {
+    sample(
+        scrape,
+        "tcptrace_resets_total",
+        &[("comm", "nginx"), ("direction", "sent")],
+    )
+    .map_or(0, |v| v as u64)
 }
