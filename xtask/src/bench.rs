@@ -36,6 +36,9 @@ use crate::{
     workspace,
 };
 
+/// Where the bench's daemon serves (`/healthz` gives its counts).
+const DAEMON_ADDR: &str = "127.0.0.1:19699";
+
 /// Targets from the performance issue, printed next to the figures.
 const TARGET_DAEMON_RATIO: f64 = 0.97;
 const TARGET_TRACE_VS_TCPSTATES: f64 = 2.5;
@@ -124,6 +127,7 @@ pub fn run(options: &Options) -> Result<()> {
     build_release_binaries(&root)?;
     let out_dir = root.join("target/bench");
     fs::create_dir_all(&out_dir)?;
+    ensure_nothing_traces()?;
 
     let mut tracers = vec![Tracer::None];
     tracers.extend(options.tracers.iter().filter(|t| **t != Tracer::None));
@@ -159,7 +163,13 @@ pub fn run(options: &Options) -> Result<()> {
     } else {
         Value::Null
     };
+    let two_sessions = if runs.contains_key(&Tracer::Trace) {
+        crate::bench_two_sessions::measure(&root, &out_dir, options)?
+    } else {
+        Value::Null
+    };
     let mut report = summarize(&runs, &profiles, &open_loop, options);
+    report["two_trace_sessions"] = two_sessions;
     report["userspace_instructions"] = crate::bench_instructions::count(&root);
     fs::write(
         out_dir.join("bench.json"),
@@ -171,6 +181,18 @@ pub fn run(options: &Options) -> Result<()> {
 }
 
 fn churn(root: &Path, options: &Options, rate: Option<f64>) -> Result<Value> {
+    let out = churn_command(root, options, rate)
+        .output()
+        .context("running tt-churn")?;
+    if !out.status.success() {
+        bail!("tt-churn failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// The churn workload: `options.threads` threads for `options.seconds`,
+/// at `rate` connections a second if given, else as fast as it goes.
+pub fn churn_command(root: &Path, options: &Options, rate: Option<f64>) -> Command {
     let mut command = Command::new(root.join("target/release/tt-churn"));
     command
         .args(["--threads", &options.threads.to_string()])
@@ -179,11 +201,30 @@ fn churn(root: &Path, options: &Options, rate: Option<f64>) -> Result<Value> {
     if let Some(rate) = rate {
         command.args(["--rate", &format!("{rate:.0}")]);
     }
-    let out = command.output().context("running tt-churn")?;
-    if !out.status.success() {
-        bail!("tt-churn failed: {}", String::from_utf8_lossy(&out.stderr));
+    command
+}
+
+/// Refuses to measure next to another tracer: a tcptrace left running (a
+/// daemon on the bench's port, a forgotten session) taxes every row, the
+/// untraced one included, and its programs are not the run's.
+fn ensure_nothing_traces() -> Result<()> {
+    if http_get(DAEMON_ADDR, "/healthz").is_some() {
+        bail!("something already answers on {DAEMON_ADDR}, the bench daemon's address: stop the tcptrace daemon running there first");
     }
-    Ok(serde_json::from_slice(&out.stdout)?)
+    let mut ours: Vec<String> = BpfStats::read()
+        .into_values()
+        .map(|(name, _, _)| name)
+        .filter(|name| name.starts_with("tcptrace"))
+        .collect();
+    if !ours.is_empty() {
+        ours.sort();
+        ours.dedup();
+        bail!(
+            "tcptrace programs are already loaded ({}): stop the tcptrace process that holds them (`bpftool prog show` names its pid) before measuring",
+            ours.join(", ")
+        );
+    }
+    Ok(())
 }
 
 fn measure(root: &Path, out_dir: &Path, tracer: Tracer, options: &Options) -> Result<Run> {
@@ -196,6 +237,9 @@ fn measure(root: &Path, out_dir: &Path, tracer: Tracer, options: &Options) -> Re
         .as_ref()
         .map_or((0.0, 0), |r| process_usage(r.child.id()));
     let result = churn(root, options, None)?;
+    if let Some(process) = running.as_mut() {
+        process.ensure_alive(tracer)?;
+    }
     let mut run = Run {
         per_second: result["per_second"].as_f64().unwrap_or(0.0),
         connections: result["connections"].as_f64().unwrap_or(0.0),
@@ -217,7 +261,7 @@ fn measure(root: &Path, out_dir: &Path, tracer: Tracer, options: &Options) -> Re
         // Let the tracer drain what the workload left in the ring buffer.
         thread::sleep(Duration::from_millis(300));
         if tracer == Tracer::Daemon {
-            let health = http_get("127.0.0.1:19699", "/healthz").unwrap_or_default();
+            let health = http_get(DAEMON_ADDR, "/healthz").unwrap_or_default();
             let health: Value = serde_json::from_str(&health).unwrap_or_default();
             run.events = health["events"].as_u64();
             // Summary mode sends one record per socket: count the state
@@ -242,13 +286,26 @@ fn measure(root: &Path, out_dir: &Path, tracer: Tracer, options: &Options) -> Re
     Ok(run)
 }
 
-struct Running {
+pub struct Running {
     child: Child,
-    output: PathBuf,
+    pub output: PathBuf,
 }
 
 impl Running {
-    fn stop(&mut self) {
+    /// Fails when the tracer exited before its run was over: its row
+    /// would measure nothing.
+    pub fn ensure_alive(&mut self, tracer: Tracer) -> Result<()> {
+        match self.child.try_wait()? {
+            None => Ok(()),
+            Some(status) => bail!(
+                "{} exited during its run ({status}); its output: {}",
+                tracer.name(),
+                self.output.display()
+            ),
+        }
+    }
+
+    pub fn stop(&mut self) {
         // SAFETY: plain kill(2) on our own child.
         unsafe { libc::kill(i32::try_from(self.child.id()).unwrap_or(0), libc::SIGINT) };
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -271,14 +328,24 @@ impl Drop for Running {
 }
 
 fn start(root: &Path, out_dir: &Path, tracer: Tracer) -> Result<Option<Running>> {
+    start_as(root, out_dir, tracer, &format!("{tracer:?}").to_lowercase())
+}
+
+/// `start`, writing the tracer's output to `out_dir/NAME.out`.
+pub fn start_as(
+    root: &Path,
+    out_dir: &Path,
+    tracer: Tracer,
+    name: &str,
+) -> Result<Option<Running>> {
     let tcptrace = root.join("target/release/tcptrace");
-    let output = out_dir.join(format!("{tracer:?}.out").to_lowercase());
+    let output = out_dir.join(format!("{name}.out"));
     let file = fs::File::create(&output)?;
     let mut command = match tracer {
         Tracer::None => return Ok(None),
         Tracer::Daemon => {
             let mut c = Command::new(&tcptrace);
-            c.args(["daemon", "--listen", "127.0.0.1:19699"]);
+            c.args(["daemon", "--listen", DAEMON_ADDR]);
             c
         }
         Tracer::Trace => {
@@ -300,7 +367,7 @@ fn start(root: &Path, out_dir: &Path, tracer: Tracer) -> Result<Option<Running>>
     let ready = Instant::now() + Duration::from_millis(1500);
     if tracer == Tracer::Daemon {
         while Instant::now() < ready + Duration::from_secs(10)
-            && http_get("127.0.0.1:19699", "/healthz").is_none()
+            && http_get(DAEMON_ADDR, "/healthz").is_none()
         {
             thread::sleep(Duration::from_millis(50));
         }
@@ -334,7 +401,7 @@ fn process_usage(pid: u32) -> (f64, u64) {
 }
 
 /// Events and lost events from a `trace --json` output's summary line.
-fn trace_summary(path: &Path) -> Result<(u64, u64)> {
+pub fn trace_summary(path: &Path) -> Result<(u64, u64)> {
     let text = fs::read_to_string(path)?;
     let summary = text
         .lines()
@@ -674,6 +741,7 @@ fn print_table(report: &Value) {
             o["overhead_percent"].as_f64().unwrap_or(0.0),
         );
     }
+    crate::bench_two_sessions::print(&report["two_trace_sessions"]);
     if let Some(paths) = report["userspace_instructions"].as_object() {
         println!("\nuserspace hot path, instructions per record (valgrind; the Criterion bench's records):");
         for path in paths.values() {
@@ -697,9 +765,10 @@ fn print_table(report: &Value) {
 pub fn scale(connections: usize) -> Result<()> {
     let root = workspace();
     build_release_binaries(&root)?;
+    ensure_nothing_traces()?;
     let mut daemon = Running {
         child: Command::new(root.join("target/release/tcptrace"))
-            .args(["daemon", "--listen", "127.0.0.1:19699", "--refresh", "2s"])
+            .args(["daemon", "--listen", DAEMON_ADDR, "--refresh", "2s"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -707,7 +776,7 @@ pub fn scale(connections: usize) -> Result<()> {
         output: PathBuf::new(),
     };
     let deadline = Instant::now() + Duration::from_secs(20);
-    while http_get("127.0.0.1:19699", "/healthz").is_none() {
+    while http_get(DAEMON_ADDR, "/healthz").is_none() {
         if Instant::now() > deadline {
             bail!("the daemon did not come up");
         }
@@ -743,9 +812,9 @@ pub fn scale(connections: usize) -> Result<()> {
     // Two refreshes, so the socket dump and /proc scan ran with all of them.
     thread::sleep(Duration::from_secs(5));
     let health: Value =
-        serde_json::from_str(&http_get("127.0.0.1:19699", "/healthz").unwrap_or_default())?;
+        serde_json::from_str(&http_get(DAEMON_ADDR, "/healthz").unwrap_or_default())?;
     let scrape_started = Instant::now();
-    let scrape = http_get("127.0.0.1:19699", "/metrics").unwrap_or_default();
+    let scrape = http_get(DAEMON_ADDR, "/metrics").unwrap_or_default();
     let scrape_ms = scrape_started.elapsed().as_secs_f64() * 1e3;
     let (cpu, peak_rss) = process_usage(daemon.child.id());
     let status = fs::read_to_string(format!("/proc/{}/status", daemon.child.id()))?;
