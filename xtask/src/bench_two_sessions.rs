@@ -4,7 +4,7 @@
 //! that cannot keep up with the events (a reader short of CPU, not a ring
 //! too small) loses them in the kernel, where `events_lost` counts them.
 
-use std::{path::Path, thread, time::Duration};
+use std::{path::Path, process::Stdio, thread, time::Duration};
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
@@ -22,7 +22,11 @@ pub fn measure(root: &Path, out_dir: &Path, options: &Options) -> Result<Value> 
         sessions.push(session);
     }
     let workloads = (0..SESSIONS)
-        .map(|_| churn_command(root, options, None).spawn())
+        .map(|_| {
+            churn_command(root, options, None)
+                .stdout(Stdio::piped())
+                .spawn()
+        })
         .collect::<Result<Vec<_>, _>>()
         .context("starting tt-churn")?;
     let mut connections = 0.0;
