@@ -193,7 +193,7 @@ pub fn expand(summary: &TcpEvent, mut each: impl FnMut(&TcpEvent)) {
 
     own_transition(
         summary,
-        event,
+        &mut event,
         (states[last], states[last + 1]),
         last == 0,
         data_retransmits_replayed,
@@ -209,7 +209,7 @@ pub fn expand(summary: &TcpEvent, mut each: impl FnMut(&TcpEvent)) {
 /// it.
 fn own_transition(
     summary: &TcpEvent,
-    mut event: TcpEvent,
+    event: &mut TcpEvent,
     (old, new): (TcpState, TcpState),
     first: bool,
     data_replayed: bool,
@@ -232,15 +232,15 @@ fn own_transition(
     let syn_retransmits = history.syn_retransmits.into();
     let data_retransmits = history.data_retransmits.into();
     if !own_established && !data_replayed {
-        replay(&event, data_retransmits, retransmit(old), each);
+        replay(event, data_retransmits, retransmit(old), each);
     }
-    replay_resets(&event, old, each);
-    each(&event);
+    replay_resets(event, old, each);
+    each(event);
     if own_birth {
-        replay(&event, syn_retransmits, retransmit(new), each);
+        replay(event, syn_retransmits, retransmit(new), each);
     }
     if own_established && !data_replayed {
-        replay(&event, data_retransmits, retransmit(new), each);
+        replay(event, data_retransmits, retransmit(new), each);
     }
 }
 
