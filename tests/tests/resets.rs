@@ -156,6 +156,17 @@ fn scraped(scrape: &str, direction: &str) -> u64 {
     .map_or(0, |v| v as u64)
 }
 
+/// Every mode, started with `filter`: an every-event session, a summary
+/// session (`--report-only`) and a daemon refreshing every second.
+fn every_mode(filter: &[&str]) -> (Tracer, Tracer, Daemon) {
+    let daemon_args = [filter, &["--refresh", "1s"]].concat();
+    (
+        Tracer::start(filter),
+        Tracer::start_report_only(filter),
+        Daemon::start(&free_loopback_addr(), &daemon_args),
+    )
+}
+
 /// `trace --json`'s events of `kind` about the test's ports.
 fn events(trace: &Trace, kind: &str, keep: impl Fn(&Value) -> bool) -> u64 {
     trace
@@ -175,10 +186,7 @@ fn resets_agree_with_the_kernel() {
         .map(ToString::to_string)
         .collect();
     let filter: Vec<&str> = ports.iter().flat_map(|p| ["--port", p.as_str()]).collect();
-    let every_event = Tracer::start(&filter);
-    let summary = Tracer::start_report_only(&filter);
-    let daemon_args = [&filter[..], &["--refresh", "1s"]].concat();
-    let daemon = Daemon::start(&free_loopback_addr(), &daemon_args);
+    let (every_event, summary, daemon) = every_mode(&filter);
     let before = [nstat(&hosts.a), nstat(&hosts.b)];
     let alive = drive(&hosts);
 
@@ -350,10 +358,7 @@ fn a_reset_after_a_last_ack_disconnect_is_counted_once() {
     let hosts = HostPair::new("ttrla");
     let port = LAST_ACK_PORT.to_string();
     let filter = ["--port", port.as_str()];
-    let every_event = Tracer::start(&filter);
-    let summary = Tracer::start_report_only(&filter);
-    let daemon_args = [&filter[..], &["--refresh", "1s"]].concat();
-    let daemon = Daemon::start(&free_loopback_addr(), &daemon_args);
+    let (every_event, summary, daemon) = every_mode(&filter);
     let before = nstat(&hosts.a);
     let server = format!("{}:{LAST_ACK_PORT}", hosts.a_addr);
     let alive = abort_in_last_ack(&hosts, &server);
@@ -528,10 +533,7 @@ fn nginx_resetting_timed_out_clients_is_counted_once_and_named() {
     let hosts = HostPair::new("ttrng");
     let port = NGINX_PORT.to_string();
     let filter = ["--port", port.as_str()];
-    let every_event = Tracer::start(&filter);
-    let summary = Tracer::start_report_only(&filter);
-    let daemon_args = [&filter[..], &["--refresh", "1s"]].concat();
-    let daemon = Daemon::start(&free_loopback_addr(), &daemon_args);
+    let (every_event, summary, daemon) = every_mode(&filter);
     let server = format!("{}:{NGINX_PORT}", hosts.a_addr);
     let nginx = Nginx::start_with(
         &hosts.a,
