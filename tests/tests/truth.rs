@@ -883,6 +883,103 @@ fn retransmits_of_scrape(scrape: &str, cast: &Cast) -> Retransmits {
     }
 }
 
+/// Of the data columns, the retransmits in the FIN phase (`FIN_WAIT1`,
+/// `CLOSING`, `LAST_ACK`: our FIN, or data queued before it, not yet
+/// acknowledged), by side. The kernel's counters do not tell phases
+/// apart; the tracepoint's own record of each hit, its state, does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FinPhase {
+    server: u64,
+    clients: u64,
+}
+
+impl FinPhase {
+    fn of_hits(hits: &[Hit]) -> Self {
+        let fin = |h: &&Hit| h.err == 0 && in_fin_phase(&h.state);
+        Self {
+            server: hits
+                .iter()
+                .filter(fin)
+                .filter(|h| h.sport == LOSSY_PORT)
+                .count() as u64,
+            clients: hits
+                .iter()
+                .filter(fin)
+                .filter(|h| h.dport == LOSSY_PORT)
+                .count() as u64,
+        }
+    }
+
+    /// Every-event mode: its retransmit events in those states, by the
+    /// namespace of their socket.
+    fn of_events(trace: &Trace, hosts: &HostPair) -> Self {
+        let count = |netns: u64| {
+            trace
+                .of_type("retransmit")
+                .filter(|r| r["netns"].as_u64() == Some(netns))
+                .filter(|r| in_fin_phase(r["state"].as_str().unwrap_or_default()))
+                .count() as u64
+        };
+        Self {
+            server: count(hosts.inode(&hosts.a)),
+            clients: count(hosts.inode(&hosts.b)),
+        }
+    }
+
+    /// The daemon (summary mode, whose records unfold retransmits into
+    /// phases): `tcptrace_retransmits_total{phase="fin"}`.
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "the counters are whole, non-negative and far below 2^53"
+    )]
+    fn of_scrape(scrape: &str, cast: &Cast) -> Self {
+        let fin = |comm: &str| {
+            sample(
+                scrape,
+                "tcptrace_retransmits_total",
+                &[("comm", comm), ("phase", "fin")],
+            )
+            .unwrap_or(0.0) as u64
+        };
+        Self {
+            server: fin(cast.server),
+            clients: cast.clients.iter().map(|c| fin(c)).sum(),
+        }
+    }
+
+    /// Notes where `self` is not `witness`'s, but for a shortfall of at
+    /// most `skipped` in all (hits the kernel ran no BPF program for).
+    fn compare_but_for(
+        &self,
+        name: &str,
+        witness: &Self,
+        skipped: u64,
+        disagreements: &mut Vec<String>,
+    ) {
+        let pairs = [
+            (self.server, witness.server),
+            (self.clients, witness.clients),
+        ];
+        let short: u64 = pairs
+            .iter()
+            .map(|&(ours, truth)| truth.saturating_sub(ours))
+            .sum();
+        if pairs.iter().any(|&(ours, truth)| ours > truth) || short > skipped {
+            disagreements.push(format!(
+                "{name}: FIN-phase retransmits {self:?} where the tracepoint's hits say \
+                 {witness:?} ({skipped} hits without a BPF run)"
+            ));
+        }
+    }
+}
+
+/// Whether a retransmit in `state` (as tcptrace names states) is in the
+/// FIN phase.
+fn in_fin_phase(state: &str) -> bool {
+    matches!(state, "FIN_WAIT1" | "CLOSING" | "LAST_ACK")
+}
+
 /// Redis requests over the path while it loses segments, then the path
 /// heals and every connection ends.
 fn drive_lossy(hosts: &HostPair) {
@@ -989,22 +1086,7 @@ fn lossy_run() -> Run {
     let (every_event, summary) = (every_event.stop(), summary.stop());
     drop(redis);
 
-    let events = retransmits_of_events(&every_event, &hosts);
-    let rows = [
-        ("trace --json --port (events)", events),
-        (
-            "trace --json --port (findings)",
-            retransmits_of_findings(&every_event, &cast),
-        ),
-        (
-            "trace --report-only --port",
-            retransmits_of_findings(&summary, &cast),
-        ),
-        (
-            "daemon --port (metrics)",
-            retransmits_of_scrape(&scrape, &cast),
-        ),
-    ];
+    let (rows, fin_rows) = what_each_mode_counted(&every_event, &summary, &scrape, &hosts, &cast);
     let mut table = RetransmitTable::default();
     table.row("kernel (nstat)", &kernel);
     table.row("tracepoint, sent (tracefs)", &sent);
@@ -1052,8 +1134,18 @@ fn lossy_run() -> Run {
     for (name, r) in &rows {
         r.compare_but_for(name, &kernel, skipped, &mut run.disagreements);
     }
-    let table =
-        format!("{table}hits of tcp_retransmit_skb the kernel ran no BPF program for: {skipped}\n");
+    let fin_witness = FinPhase::of_hits(hits);
+    let mut fin_table = format!(
+        "FIN phase of the data columns (srv, cli): tracepoint, sent (tracefs) {} {}",
+        fin_witness.server, fin_witness.clients
+    );
+    for (name, fin) in &fin_rows {
+        let _ = write!(fin_table, "; {name} {} {}", fin.server, fin.clients);
+        fin.compare_but_for(name, &fin_witness, skipped, &mut run.disagreements);
+    }
+    let table = format!(
+        "{table}{fin_table}\nhits of tcp_retransmit_skb the kernel ran no BPF program for: {skipped}\n"
+    );
     for (name, trace) in [
         ("trace --json --port", &every_event),
         ("trace --report-only --port", &summary),
@@ -1062,6 +1154,46 @@ fn lossy_run() -> Run {
     }
     run.table = table;
     run
+}
+
+/// `N` modes' figures, each with the mode's name.
+type ModeRows<T, const N: usize> = [(&'static str, T); N];
+
+/// The retransmits each mode of the lossy run counted: as the kernel's
+/// counters split them, and the FIN phase of their data columns.
+fn what_each_mode_counted(
+    every_event: &Trace,
+    summary: &Trace,
+    scrape: &str,
+    hosts: &HostPair,
+    cast: &Cast,
+) -> (ModeRows<Retransmits, 4>, ModeRows<FinPhase, 2>) {
+    let rows = [
+        (
+            "trace --json --port (events)",
+            retransmits_of_events(every_event, hosts),
+        ),
+        (
+            "trace --json --port (findings)",
+            retransmits_of_findings(every_event, cast),
+        ),
+        (
+            "trace --report-only --port",
+            retransmits_of_findings(summary, cast),
+        ),
+        (
+            "daemon --port (metrics)",
+            retransmits_of_scrape(scrape, cast),
+        ),
+    ];
+    let fin_rows = [
+        (
+            "trace --json --port (events)",
+            FinPhase::of_events(every_event, hosts),
+        ),
+        ("daemon --port (metrics)", FinPhase::of_scrape(scrape, cast)),
+    ];
+    (rows, fin_rows)
 }
 
 /// Summary mode sends a socket's life before its first FIN retransmit:
