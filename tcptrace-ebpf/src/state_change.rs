@@ -195,7 +195,7 @@ fn on_change<R: SockRead>(
     }
 
     // An abortive close: its reset follows the CLOSE, after the socket's
-    // record is gone; it is counted here (see RESET_BY_CLOSE).
+    // record is closed; it is counted here (see RESET_BY_CLOSE).
     if closing && close_sends_reset(old, new, || has_unsent_data(skaddr)) {
         info.flags |= RESET_BY_CLOSE;
     }
@@ -245,6 +245,10 @@ fn on_change<R: SockRead>(
         remember_listener::<R>(skaddr, local_port()?, info);
     } else if old == LISTEN && new == CLOSE {
         forget_listener::<R>(skaddr, local_port()?, info.netns);
+    }
+
+    if fresh && new == CLOSE && info.flags & RESET_BY_CLOSE != 0 {
+        keep_for_announced_reset(skaddr, info);
     }
 
     // A summary's close was made by its closer, whoever runs now.
@@ -299,17 +303,29 @@ fn on_change<R: SockRead>(
     if new == CLOSE {
         // The socket is done: its record stays for the next socket born
         // at this address to write over, and for the reset its close
-        // announced to find (a socket met only at its CLOSE leaves one
-        // only for that).
+        // announced to find.
         info.flags |= CLOSED;
-    }
-    let keep = new != CLOSE || info.flags & RESET_BY_CLOSE != 0;
-    if fresh && keep && SOCKS.insert(skaddr, info, 0).is_err() && new_life {
+    } else if fresh && SOCKS.insert(skaddr, info, 0).is_err() && new_life {
         // Counted once per socket, at birth: an untracked socket tries
         // again at each later transition, in case room was freed.
         count(Counter::SockMapFull);
     }
     Ok(())
+}
+
+/// A socket met only at its CLOSE, whose close announced a reset: its
+/// record is stored, closed, for the reset program to find the
+/// announcement. Without room for it, the announcement is withdrawn
+/// before the CLOSE is sent, and the reset is sent (or counted) on its
+/// own: counted once either way.
+#[inline(always)]
+fn keep_for_announced_reset(skaddr: u64, info: &mut SockInfo) {
+    info.flags |= CLOSED;
+    let closed: &SockInfo = info;
+    if SOCKS.insert(skaddr, closed, 0).is_err() {
+        info.flags &= !RESET_BY_CLOSE;
+    }
+    info.flags &= !CLOSED;
 }
 
 /// Whether this CLOSE is the doing of a reset the peer sent, even when

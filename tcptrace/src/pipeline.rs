@@ -430,11 +430,15 @@ impl Pipeline {
             if let Some(reset) = reset_received_before(event) {
                 self.process(&reset, each)?;
             }
-            self.process(event, each)?;
-            if let Some(reset) = reset_sent_after(event) {
-                self.process(&reset, each)?;
-            }
-            return Ok(());
+            // The reset a close sent is its socket's, whose owner a CLOSE
+            // lets go of (see `forget_if_closed`).
+            return self.with_owner(event, |pipeline, owner| {
+                pipeline.observe(event, owner, each)?;
+                match reset_sent_after(event) {
+                    Some(reset) => pipeline.observe(&reset, owner, each),
+                    None => Ok(()),
+                }
+            });
         }
         if tells_whole_life(event) {
             self.table.whole_life(event.skaddr);

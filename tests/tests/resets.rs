@@ -266,6 +266,14 @@ const LAST_ACK_PORT: u16 = 18360;
 /// `FIN-WAIT-2`, the server's end is closed with `SO_LINGER` 0. Returns
 /// the process, alive (the client's end stays open).
 fn abort_in_last_ack(hosts: &HostPair, server: &str) -> Workload {
+    let mut scenario = enter_last_ack(hosts, server);
+    abort(&mut scenario);
+    scenario
+}
+
+/// `abort_in_last_ack` up to the abort: the server's end waits in
+/// `LAST_ACK` with data unsent.
+fn enter_last_ack(hosts: &HostPair, server: &str) -> Workload {
     let mut scenario = scenario_in(&hosts.a, &["abort-in-last-ack", server]);
     scenario.expect_line("listening ");
     let unsent = scenario.expect_line("last-ack unsent ");
@@ -277,11 +285,15 @@ fn abort_in_last_ack(hosts: &HostPair, server: &str) -> Workload {
         (1, 1),
         "the server's end in LAST_ACK ({unsent} bytes unsent), the client's in FIN_WAIT2"
     );
+    scenario
+}
+
+/// The server's end of `enter_last_ack` closed with `SO_LINGER` 0.
+fn abort(scenario: &mut Workload) {
     scenario.send_line("abort");
     scenario.expect_line("aborted in LAST_ACK");
     // The reset reaches the client's end at once; let the records drain.
     thread::sleep(Duration::from_millis(300));
-    scenario
 }
 
 /// `trace --json`'s records on `port`, one line each: the socket (its
@@ -430,6 +442,53 @@ fn a_reset_after_a_last_ack_disconnect_is_counted_once() {
     assert_eq!(connections(&report_only), connections(&json), "{table}");
     assert_reset_of_the_close(&every_event, LAST_ACK_PORT, &server, &table);
     drop(alive);
+}
+
+const OLDER_LAST_ACK_PORT: u16 = 18361;
+
+/// `a_reset_after_a_last_ack_disconnect_is_counted_once` for a connection
+/// older than the sessions: the server's end is already in `LAST_ACK` when
+/// they start, so the kernel programs meet it first at its CLOSE, with no
+/// record of it. That CLOSE announces the reset that follows
+/// (`RESET_BY_CLOSE`) and leaves a closed record for the reset program
+/// to find the announcement in: every mode counts the one RST once.
+#[test]
+fn a_last_ack_disconnect_older_than_the_sessions_is_counted_once() {
+    require_root();
+    let hosts = HostPair::new("ttrlo");
+    let port = OLDER_LAST_ACK_PORT.to_string();
+    let filter = ["--port", port.as_str()];
+    let server = format!("{}:{OLDER_LAST_ACK_PORT}", hosts.a_addr);
+    let mut scenario = enter_last_ack(&hosts, &server);
+    let (every_event, summary, daemon) = every_mode(&filter);
+    let before = nstat(&hosts.a);
+    abort(&mut scenario);
+    let sent = nstat(&hosts.a)["TcpOutRsts"] - before.get("TcpOutRsts").copied().unwrap_or(0);
+    assert_eq!(
+        sent, 1,
+        "the run: one abortive close from LAST_ACK, one RST"
+    );
+    let scrape = daemon.scrape_until(Duration::from_secs(10), |s| scraped(s, "sent") >= 1);
+    let (every_event, summary) = (every_event.stop(), summary.stop());
+
+    let json = every_event
+        .of_type("reset_sent")
+        .filter(|r| on_ports(r, &[OLDER_LAST_ACK_PORT]))
+        .count() as u64;
+    let report_only = summary.summary()["summary"]["resets_sent"].as_u64();
+    let table = format!(
+        "RSTs sent: kernel (nstat) {sent}, trace --json {json}, trace --report-only {}, \
+         daemon {}\ntrace --json on the port:\n{}",
+        report_only.map_or_else(|| "-".to_owned(), |n| n.to_string()),
+        scraped(&scrape, "sent"),
+        listing(&every_event, OLDER_LAST_ACK_PORT)
+    );
+    eprintln!("{table}");
+    assert_eq!(json, sent, "trace --json: {table}");
+    assert_eq!(report_only, Some(sent), "trace --report-only: {table}");
+    assert_eq!(scraped(&scrape, "sent"), sent, "the daemon: {table}");
+    assert_reset_of_the_close(&every_event, OLDER_LAST_ACK_PORT, &server, &table);
+    drop(scenario);
 }
 
 /// Connections of `send-into-reset`: the peer's reset mostly reaches the
