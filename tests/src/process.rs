@@ -4,7 +4,7 @@
 use std::{
     io::{BufRead, BufReader, Write},
     path::PathBuf,
-    process::{Child, ChildStdin, Command, Stdio},
+    process::{Child, ChildStdin, Command, ExitStatus, Stdio},
     sync::mpsc::{self, Receiver},
     thread,
     time::Duration,
@@ -123,21 +123,38 @@ impl Workload {
     }
 
     /// Waits for a successful exit, bounded in time.
-    pub fn wait_success(mut self) {
+    pub fn wait_success(self) {
+        let pid = self.child.id();
+        let status = self.wait_exit();
+        assert!(status.success(), "workload {pid} failed: {status}");
+    }
+
+    /// Whether the workload exits within `limit` (it is killed when
+    /// dropped either way).
+    pub fn exits_within(&mut self, limit: Duration) -> bool {
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if self.child.try_wait().expect("wait for workload").is_some() {
+                return true;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Waits for an exit, successful or not, bounded in time (a workload
+    /// that outlives the bound fails the test and is killed).
+    #[must_use]
+    pub fn wait_exit(mut self) -> ExitStatus {
         self.stdin = None;
         let deadline = std::time::Instant::now() + LINE_TIMEOUT;
         loop {
             if let Some(status) = self.child.try_wait().expect("wait for workload") {
-                assert!(
-                    status.success(),
-                    "workload {} failed: {status}",
-                    self.child.id()
-                );
-                return;
+                return status;
             }
             assert!(
                 std::time::Instant::now() < deadline,
-                "workload {} did not finish in time",
+                "workload {} did not exit in time",
                 self.child.id()
             );
             thread::sleep(Duration::from_millis(20));

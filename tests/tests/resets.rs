@@ -17,7 +17,13 @@
 //! ended (`resets`); the daemon counts the resets of known sockets by
 //! process, and the kernel's count of those sent without a socket.
 
-use std::{collections::BTreeMap, fmt::Write, process::Command, thread, time::Duration};
+use std::{
+    collections::BTreeMap,
+    fmt::Write,
+    process::Command,
+    thread,
+    time::{Duration, Instant},
+};
 
 use serde_json::Value;
 use tcptrace_tests::{
@@ -25,6 +31,7 @@ use tcptrace_tests::{
     kernel_counts::{nstat, ss_count},
     netns::HostPair,
     programs::{shell_in, Nginx},
+    redis::Redis,
     require_root,
     trace::{transition, Trace},
     Tracer, Workload,
@@ -684,6 +691,146 @@ fn nginx_resets_sent(scrape: &str) -> u64 {
         scrape,
         "tcptrace_resets_total",
         &[("comm", "nginx"), ("direction", "sent")],
+    )
+    .map_or(0, |v| v as u64)
+}
+
+const REDIS_PORT: u16 = 18375;
+/// `redis-benchmark`'s connections.
+const WRITERS: u64 = 4;
+
+/// Debian's `redis-benchmark` pipelines 64 KiB SETs to `redis-server`
+/// over `WRITERS` connections; `CLIENT KILL TYPE normal` makes the server
+/// close them, mostly with requests unread, so the kernel resets them
+/// while their writer writes (one the server had read to the end gets a
+/// FIN instead). The writer saw a reset: no close call of its own
+/// ended the connection, whether the kernel took the reset in softirq or
+/// in the writer's `write()` (see
+/// `a_reset_processed_in_the_writers_system_call_is_the_peers_doing`).
+/// The truth is the clients' namespace's `TcpEstabResets`: `trace --json`
+/// shows that many `reset_received` and client CLOSEs with ECONNRESET
+/// (EPIPE from `CLOSE_WAIT`) and no closer, and `--report-only` and the daemon count that many
+/// received by `redis-benchmark`.
+#[test]
+fn redis_clients_reset_while_writing_are_ended_by_their_peer() {
+    require_root();
+    let hosts = HostPair::new("ttrrd");
+    let port = REDIS_PORT.to_string();
+    let filter = ["--port", port.as_str()];
+    let (every_event, summary, daemon) = every_mode(&filter);
+    let redis = Redis::start(&hosts.a, hosts.a_addr, REDIS_PORT);
+    let resets = reset_the_writers(&hosts, &port);
+    let scrape = daemon.scrape_until(Duration::from_secs(10), |s| {
+        benchmark_resets_received(s) >= resets
+    });
+    let (every_event, summary) = (every_event.stop(), summary.stop());
+    drop(redis);
+
+    let table = format!(
+        "resets received by the writers: kernel (nstat) {resets}, daemon {}\ntrace --json on the port:\n{}",
+        benchmark_resets_received(&scrape),
+        listing(&every_event, REDIS_PORT)
+    );
+    let writers_netns = hosts.inode(&hosts.b);
+    let of_writers = |kind: &'static str| {
+        every_event
+            .of_type(kind)
+            .filter(move |r| r["netns"].as_u64() == Some(writers_netns))
+    };
+    // What `TcpEstabResets` counts: resets of ESTABLISHED and CLOSE_WAIT
+    // (whose error the kernel makes EPIPE: the peer had sent its FIN).
+    let ended: Vec<&Value> = of_writers("state")
+        .filter(|r| r["new"] == "CLOSE" && (r["error"] == "ECONNRESET" || r["error"] == "EPIPE"))
+        .collect();
+    assert_eq!(
+        (
+            ended.len() as u64,
+            of_writers("reset_received").count() as u64
+        ),
+        (resets, resets),
+        "trace --json, {} events unseen: {table}",
+        every_event.unseen()
+    );
+    for close in ended {
+        assert_eq!(close["owner"]["comm"], "redis-benchmark", "{close}");
+        assert!(
+            close["old"] == "ESTABLISHED" || close["old"] == "CLOSE_WAIT",
+            "{close}"
+        );
+        assert!(close["closer"].is_null(), "taken for a close call: {close}");
+    }
+    assert_eq!(
+        summary.summary()["summary"]["resets_received"].as_u64(),
+        Some(resets),
+        "trace --report-only: {table}"
+    );
+    assert_eq!(
+        benchmark_resets_received(&scrape),
+        resets,
+        "the daemon: {table}"
+    );
+}
+
+/// Runs `redis-benchmark` from namespace `b` against the server on `port`
+/// in `a` and, once its `WRITERS` connections write, has the server kill
+/// them; returns `b`'s `TcpEstabResets` since the start: the connections
+/// the server closed with requests unread (at least one, asserted).
+fn reset_the_writers(hosts: &HostPair, port: &str) -> u64 {
+    let before = nstat(&hosts.b);
+    let writers = Workload::spawn_command(
+        Command::new("ip")
+            .args(["netns", "exec", &hosts.b, "redis-benchmark"])
+            .args(["-h", hosts.a_addr, "-p", port, "-q", "-t", "set"])
+            .args(["-d", "65536", "-P", "64", "-n", "100000000"])
+            .args(["-c", &WRITERS.to_string()]),
+    );
+    let redis_cli = |args: &[&str]| {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &hosts.a, "redis-cli", "-h", hosts.a_addr])
+            .args(["-p", port])
+            .args(args)
+            .output()
+            .expect("run redis-cli");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    // Every writer connected (besides redis-cli's own connection).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while (redis_cli(&["CLIENT", "LIST"]).lines().count() as u64) <= WRITERS {
+        assert!(
+            Instant::now() < deadline,
+            "redis-benchmark's {WRITERS} connections did not come up in 10 s"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    thread::sleep(Duration::from_millis(500));
+    let killed = redis_cli(&["CLIENT", "KILL", "TYPE", "normal"]);
+    // It stops at its first error, a connection reset by the server; but
+    // a connection the server had read to the end gets a FIN, not a
+    // reset, on which it may wait: then it is killed.
+    let mut writers = writers;
+    let exited = writers.exits_within(Duration::from_secs(5));
+    drop(writers);
+    let resets =
+        nstat(&hosts.b)["TcpEstabResets"] - before.get("TcpEstabResets").copied().unwrap_or(0);
+    assert!(
+        killed == WRITERS.to_string() && resets >= 1,
+        "the run: CLIENT KILL ended the writers' {killed} connections, {resets} by a reset \
+         (redis-benchmark exited by itself: {exited})"
+    );
+    resets
+}
+
+/// The daemon's count of resets `redis-benchmark` received.
+#[expect(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "the counter is whole, non-negative and far below 2^53"
+)]
+fn benchmark_resets_received(scrape: &str) -> u64 {
+    sample(
+        scrape,
+        "tcptrace_resets_total",
+        &[("comm", "redis-benchmark"), ("direction", "received")],
     )
     .map_or(0, |v| v as u64)
 }
