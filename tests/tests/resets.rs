@@ -149,16 +149,21 @@ fn drive(hosts: &HostPair) -> Vec<Workload> {
 }
 
 /// `tcptrace_resets_total{comm="tt-scenario", direction}`.
+fn scraped(scrape: &str, direction: &str) -> u64 {
+    resets_of(scrape, "tt-scenario", direction)
+}
+
+/// The daemon's count of resets of `comm`'s sockets in `direction`.
 #[expect(
     clippy::cast_possible_truncation,
     clippy::cast_sign_loss,
     reason = "the counter is whole, non-negative and far below 2^53"
 )]
-fn scraped(scrape: &str, direction: &str) -> u64 {
+fn resets_of(scrape: &str, comm: &str, direction: &str) -> u64 {
     sample(
         scrape,
         "tcptrace_resets_total",
-        &[("comm", "tt-scenario"), ("direction", direction)],
+        &[("comm", comm), ("direction", direction)],
     )
     .map_or(0, |v| v as u64)
 }
@@ -625,7 +630,9 @@ fn nginx_resetting_timed_out_clients_is_counted_once_and_named() {
         (STALLED, STALLED),
         "the run: nginx resets each stalled client, by SO_LINGER 0"
     );
-    let scrape = daemon.scrape_until(Duration::from_secs(10), |s| nginx_resets_sent(s) >= STALLED);
+    let scrape = daemon.scrape_until(Duration::from_secs(10), |s| {
+        resets_of(s, "nginx", "sent") >= STALLED
+    });
     let (every_event, summary) = (every_event.stop(), summary.stop());
     let table = format!(
         "{TABLE_HEADER}{}trace --json on the port:\n{}",
@@ -676,23 +683,12 @@ fn nginx_resetting_timed_out_clients_is_counted_once_and_named() {
         Some(STALLED),
         "trace --report-only: {table}"
     );
-    assert_eq!(nginx_resets_sent(&scrape), STALLED, "the daemon: {table}");
+    assert_eq!(
+        resets_of(&scrape, "nginx", "sent"),
+        STALLED,
+        "the daemon: {table}"
+    );
     drop(nginx);
-}
-
-/// The daemon's count of resets nginx sent.
-#[expect(
-    clippy::cast_possible_truncation,
-    clippy::cast_sign_loss,
-    reason = "the counter is whole, non-negative and far below 2^53"
-)]
-fn nginx_resets_sent(scrape: &str) -> u64 {
-    sample(
-        scrape,
-        "tcptrace_resets_total",
-        &[("comm", "nginx"), ("direction", "sent")],
-    )
-    .map_or(0, |v| v as u64)
 }
 
 const REDIS_PORT: u16 = 18375;
@@ -721,14 +717,14 @@ fn redis_clients_reset_while_writing_are_ended_by_their_peer() {
     let redis = Redis::start(&hosts.a, hosts.a_addr, REDIS_PORT);
     let resets = reset_the_writers(&hosts, &port);
     let scrape = daemon.scrape_until(Duration::from_secs(10), |s| {
-        benchmark_resets_received(s) >= resets
+        resets_of(s, "redis-benchmark", "received") >= resets
     });
     let (every_event, summary) = (every_event.stop(), summary.stop());
     drop(redis);
 
     let table = format!(
         "resets received by the writers: kernel (nstat) {resets}, daemon {}\ntrace --json on the port:\n{}",
-        benchmark_resets_received(&scrape),
+        resets_of(&scrape, "redis-benchmark", "received"),
         listing(&every_event, REDIS_PORT)
     );
     let writers_netns = hosts.inode(&hosts.b);
@@ -765,7 +761,7 @@ fn redis_clients_reset_while_writing_are_ended_by_their_peer() {
         "trace --report-only: {table}"
     );
     assert_eq!(
-        benchmark_resets_received(&scrape),
+        resets_of(&scrape, "redis-benchmark", "received"),
         resets,
         "the daemon: {table}"
     );
@@ -818,19 +814,4 @@ fn reset_the_writers(hosts: &HostPair, port: &str) -> u64 {
          (redis-benchmark exited by itself: {exited})"
     );
     resets
-}
-
-/// The daemon's count of resets `redis-benchmark` received.
-#[expect(
-    clippy::cast_possible_truncation,
-    clippy::cast_sign_loss,
-    reason = "the counter is whole, non-negative and far below 2^53"
-)]
-fn benchmark_resets_received(scrape: &str) -> u64 {
-    sample(
-        scrape,
-        "tcptrace_resets_total",
-        &[("comm", "redis-benchmark"), ("direction", "received")],
-    )
-    .map_or(0, |v| v as u64)
 }
