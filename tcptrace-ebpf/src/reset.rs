@@ -106,10 +106,12 @@ pub fn on_reset(ctx: &TracePointContext, direction: Direction) -> Result<(), ()>
         unsafe { ctx.read_at(layout.skaddr as usize) }.map_err(|_| count(Counter::ReadErrors))?;
     mark_peer_reset(skaddr, direction);
     // Without the packet's field (old kernels) the announcement alone tells.
-    let answers_packet = layout.packet != 0
-        // SAFETY: as above.
-        && unsafe { ctx.read_at::<u64>(layout.packet as usize) }.is_ok_and(|packet| packet != 0);
-    if direction == Direction::Sent && announced_by_close(skaddr, answers_packet) {
+    let answers_packet = || {
+        layout.packet != 0
+            // SAFETY: as above.
+            && unsafe { ctx.read_at::<u64>(layout.packet as usize) }.is_ok_and(|packet| packet != 0)
+    };
+    if direction == Direction::Sent && announced_by_close(skaddr, answers_packet()) {
         count(Counter::EventsFolded); // shown after its socket's CLOSE
         return Ok(());
     }

@@ -427,12 +427,12 @@ impl Pipeline {
         each: &mut impl FnMut(&Observed) -> Result<(), E>,
     ) -> Result<(), E> {
         if !event.summary {
-            if let Some(reset) = reset_received_before(event) {
-                self.process(&reset, each)?;
-            }
-            // The reset a close sent is its socket's, whose owner a CLOSE
-            // lets go of (see `forget_if_closed`).
+            // A CLOSE stands for the resets around it, its socket's: one
+            // owner for all (a CLOSE lets go of it, see `forget_if_closed`).
             return self.with_owner(event, |pipeline, owner| {
+                if let Some(reset) = reset_received_before(event) {
+                    pipeline.observe(&reset, owner, each)?;
+                }
                 pipeline.observe(event, owner, each)?;
                 match reset_sent_after(event) {
                     Some(reset) => pipeline.observe(&reset, owner, each),
