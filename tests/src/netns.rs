@@ -100,6 +100,23 @@ impl HostPair {
         ]);
     }
 
+    /// Undoes `drop_ingress`: `ns` hears its peer again.
+    pub fn allow_ingress(&self, ns: &str) {
+        sh(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                ns,
+                "nft",
+                "delete",
+                "table",
+                "inet",
+                "tcptrace_test",
+            ],
+        );
+    }
+
     /// Inode number of a namespace, as tcptrace reports it.
     #[must_use]
     pub fn inode(&self, ns: &str) -> u64 {

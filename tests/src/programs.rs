@@ -124,7 +124,24 @@ impl Nginx {
     /// `start`, with `directives` added to the server's block.
     #[must_use]
     pub fn start_with(netns: &str, addr: &str, directives: &str) -> Self {
-        let dir = scratch_dir().join(format!("nginx-{}", addr.replace([':', '.'], "-")));
+        Self::start_serving(
+            netns,
+            addr,
+            &format!(
+                "server {{\n\
+                 \x20       listen {addr};\n\
+                 \x20       {directives}\n\
+                 \x20       location / {{ return 200 \"ok\\n\"; }}\n\
+                 \x20   }}"
+            ),
+        )
+    }
+
+    /// Debian's nginx serving `servers` (`server` and `upstream` blocks of
+    /// its `http` block), its files in a directory named after `tag`.
+    #[must_use]
+    pub fn start_serving(netns: &str, tag: &str, servers: &str) -> Self {
+        let dir = scratch_dir().join(format!("nginx-{}", tag.replace([':', '.'], "-")));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(dir.join("logs")).expect("nginx directory");
         let d = dir.display();
@@ -142,11 +159,7 @@ impl Nginx {
              \x20   fastcgi_temp_path {d}/fastcgi;\n\
              \x20   uwsgi_temp_path {d}/uwsgi;\n\
              \x20   scgi_temp_path {d}/scgi;\n\
-             \x20   server {{\n\
-             \x20       listen {addr};\n\
-             \x20       {directives}\n\
-             \x20       location / {{ return 200 \"ok\\n\"; }}\n\
-             \x20   }}\n\
+             \x20   {servers}\n\
              }}\n",
             workers = Self::WORKERS
         );

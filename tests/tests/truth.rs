@@ -1040,7 +1040,7 @@ fn drive_lossy(hosts: &HostPair) {
 /// hit no tcptrace event stands for.
 ///
 /// A run where the kernel ran no BPF program for some hits (see
-/// [`runs_missed`]) is shown and done again, as one where a session
+/// `tracefs::Hits::runs_missed`) is shown and done again, as one where a session
 /// lost events. A failure prints the tracefs lines of the hits no event
 /// stands for (CPU, context flags, monotonic time) next to the sessions'
 /// events of that connection (`ktime_ns`, the same clock).
@@ -1127,7 +1127,7 @@ fn lossy_run() -> Run {
     // every-port hits against the programs' runs): each session may miss
     // those, and no more. A session's own losses make the run
     // incomparable.
-    let skipped = runs_missed(&witnessed, &scrape);
+    let skipped = witnessed.runs_missed(&scrape);
     run.check_lost("trace --json --port", every_event.unseen());
     run.check_lost("trace --report-only --port", summary.unseen());
     run.check_lost("daemon --port", daemon_unseen);
@@ -1210,32 +1210,6 @@ fn check_replaced(name: &str, trace: &Trace, skipped: u64, disagreements: &mut V
              skipped"
         ));
     }
-}
-
-/// Hits of `tcp:tcp_retransmit_skb` (every port, tracefs) for which the
-/// kernel did not run the daemon's retransmit program, as its run count
-/// says (`kernel.bpf_stats_enabled`). The hits are read before the scrape:
-/// a later hit can only add runs.
-///
-/// Found on 6.18: in about 1 run of this test in 14, the kernel runs no
-/// BPF program at all for one to four hits that tracefs and
-/// `TcpRetransSegs` count, and counts no recursion miss. A minimal
-/// raw-tracepoint counter loaded next to the sessions missed exactly the
-/// hits they missed; the five such hits placed so far ran in softirq on
-/// top of a thread of the VM's init process (`process_api`). No BPF
-/// tracer sees those segments, so a run where it happens cannot be
-/// compared.
-#[expect(
-    clippy::cast_possible_truncation,
-    clippy::cast_sign_loss,
-    reason = "run counts are whole, non-negative and far below 2^53"
-)]
-fn runs_missed(witnessed: &tracefs::Hits, scrape: &str) -> u64 {
-    let runs: f64 = ["tcptrace_retransmit_raw", "tcptrace_retransmit"]
-        .iter()
-        .filter_map(|p| sample(scrape, "tcptrace_bpf_program_runs_total", &[("program", p)]))
-        .sum();
-    witnessed.every_port.saturating_sub(runs as u64)
 }
 
 /// A session's own counts of what it read, decoded and filtered, and its
