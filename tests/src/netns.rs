@@ -4,6 +4,13 @@
 
 use std::process::Command;
 
+/// `nft ARGS` inside namespace `ns` (nftables rules live and die with it).
+pub fn nft(ns: &str, args: &[&str]) {
+    let mut command = vec!["netns", "exec", ns, "nft"];
+    command.extend_from_slice(args);
+    sh("ip", &command);
+}
+
 /// Runs a command, panicking with its output when it fails.
 pub fn sh(program: &str, args: &[&str]) {
     let out = Command::new(program)
@@ -84,37 +91,23 @@ impl HostPair {
 
     /// Drops every packet `ns` receives: its peer has vanished.
     pub fn drop_ingress(&self, ns: &str) {
-        let nft = |args: &[&str]| {
-            let mut command = vec!["netns", "exec", ns, "nft"];
-            command.extend_from_slice(args);
-            sh("ip", &command);
-        };
-        nft(&["add", "table", "inet", "tcptrace_test"]);
-        nft(&[
-            "add",
-            "chain",
-            "inet",
-            "tcptrace_test",
-            "input",
-            "{ type filter hook input priority 0 ; policy drop ; }",
-        ]);
+        nft(ns, &["add", "table", "inet", "tcptrace_test"]);
+        nft(
+            ns,
+            &[
+                "add",
+                "chain",
+                "inet",
+                "tcptrace_test",
+                "input",
+                "{ type filter hook input priority 0 ; policy drop ; }",
+            ],
+        );
     }
 
     /// Undoes `drop_ingress`: `ns` hears its peer again.
     pub fn allow_ingress(&self, ns: &str) {
-        sh(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                ns,
-                "nft",
-                "delete",
-                "table",
-                "inet",
-                "tcptrace_test",
-            ],
-        );
+        nft(ns, &["delete", "table", "inet", "tcptrace_test"]);
     }
 
     /// Inode number of a namespace, as tcptrace reports it.

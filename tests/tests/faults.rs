@@ -34,7 +34,7 @@ use tcptrace_tests::{
         daemon_program_count, free_loopback_addr, http_get, http_request, maps_of, programs_of,
         sample, Daemon,
     },
-    netns::{sh, HostPair},
+    netns::HostPair,
     process::LINE_TIMEOUT,
     require_root,
     trace::{tcptrace_bin, transition},
@@ -792,19 +792,7 @@ fn exited_processes_and_pid_reuse() {
     // The FIN is dropped at least once (first RTO 200 ms), then the peer's
     // host comes back: the retransmitted FIN is answered.
     thread::sleep(Duration::from_millis(400));
-    sh(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            &hosts.b,
-            "nft",
-            "delete",
-            "table",
-            "inet",
-            "tcptrace_test",
-        ],
-    );
+    hosts.allow_ingress(&hosts.b);
     let handed_over = tracer.wait_for(Duration::from_secs(10), |r| {
         r["type"] == "state"
             && r["local"] == client_addr.as_str()

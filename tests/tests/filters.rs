@@ -13,7 +13,7 @@ use std::{thread, time::Duration};
 use serde_json::Value;
 use tcptrace_tests::{
     kernel_counts::nstat,
-    netns::{sh, HostPair},
+    netns::{nft, HostPair},
     programs::{shell_in, Nginx},
     require_root,
     trace::Trace,
@@ -148,13 +148,9 @@ fn syn_ack_retransmits_are_counted_for_the_listener() {
     hosts.sysctl(&hosts.a, "net.ipv4.tcp_synack_retries", "1");
     let nginx = Nginx::start(&hosts.a, &format!("{}:18412", hosts.a_addr));
     // Only SYNs reach the server: the handshake's last ACK never does.
-    let nft = |args: &[&str]| {
-        let mut command = vec!["netns", "exec", &hosts.a, "nft"];
-        command.extend_from_slice(args);
-        sh("ip", &command);
-    };
-    nft(&["add", "table", "inet", "tcptrace_synack"]);
-    nft(&[
+    let server_nft = |args: &[&str]| nft(&hosts.a, args);
+    server_nft(&["add", "table", "inet", "tcptrace_synack"]);
+    server_nft(&[
         "add",
         "chain",
         "inet",
@@ -162,7 +158,7 @@ fn syn_ack_retransmits_are_counted_for_the_listener() {
         "input",
         "{ type filter hook input priority 0 ; }",
     ]);
-    nft(&[
+    server_nft(&[
         "add",
         "rule",
         "inet",

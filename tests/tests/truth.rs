@@ -37,7 +37,7 @@ use tcptrace_tests::{
     bpf_stats::BpfStats,
     daemon::{free_loopback_addr, sample, Daemon},
     kernel_counts::{nstat, ss_count},
-    netns::{sh, HostPair},
+    netns::{nft, sh, HostPair},
     programs::{shell_in, Nginx},
     redis::{self, Redis},
     require_root,
@@ -729,35 +729,13 @@ fn lose(ns: &str, percent: u8) {
     );
     let path = std::env::temp_dir().join(format!("tcptrace-lossy-{ns}.nft"));
     std::fs::write(&path, rule).expect("write the nft rules");
-    sh(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            ns,
-            "nft",
-            "-f",
-            path.to_str().expect("a UTF-8 temp path"),
-        ],
-    );
+    nft(ns, &["-f", path.to_str().expect("a UTF-8 temp path")]);
     let _ = std::fs::remove_file(path);
 }
 
 /// The path heals: the drop rule goes.
 fn stop_losing(ns: &str) {
-    sh(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            ns,
-            "nft",
-            "delete",
-            "table",
-            "inet",
-            "tcptrace_lossy",
-        ],
-    );
+    nft(ns, &["delete", "table", "inet", "tcptrace_lossy"]);
 }
 
 /// Retransmit events of a `trace --json` session by the namespace their
