@@ -1,15 +1,16 @@
-//! A reverse proxy's kept-alive upstream connection, whose upstream host
+//! A reverse proxy's kept-alive upstream connections, whose upstream host
 //! vanishes. Real kernel, Debian's nginx on both ends, in a namespace pair
 //! the test creates: nginx in `a` proxies to nginx in `b` over connections
 //! it keeps alive between requests. Once `b` drops everything it
 //! receives, the proxy's next request goes out on a kept connection and
-//! is sent again (data retransmits in ESTABLISHED); the proxy gives up on
-//! the upstream after `proxy_read_timeout` and closes the connection, whose
-//! FIN, queued behind the unacknowledged request, nobody acknowledges
-//! either (retransmits in `FIN_WAIT1`) until the kernel gives up
-//! (`tcp_orphan_retries`). The truth is `TcpRetransSegs` of `a`, where
-//! nothing else loses a segment, less the tracepoint hits the kernel ran
-//! no BPF program for (`tracefs::Hits::runs_missed`).
+//! is sent again (data retransmits in ESTABLISHED). Then either the proxy
+//! gives up first (`proxy_read_timeout`) and closes the connection, whose
+//! FIN nobody acknowledges either: a dead peer; or the kernel gives up
+//! first (`tcp_retries2`): a connection lost to retransmit timeouts.
+//!
+//! Events and counts are matched by the namespace's inode, or by ports no
+//! other test uses: an earlier run's sockets may still retransmit from a
+//! deleted namespace of the same name and addresses.
 
 use std::time::Duration;
 
@@ -25,33 +26,179 @@ use tcptrace_tests::{
     tracefs, Tracer,
 };
 
-const PROXY_PORT: u16 = 18450;
-const UPSTREAM_PORT: u16 = 18451;
+/// nginx in `hosts.a` proxying to nginx in `hosts.b`. Dropped in the
+/// order that leaves nothing behind: the upstream hears again (the
+/// proxy's other kept connections are closed cleanly as nginx stops),
+/// then both stop, then the namespaces go.
+struct Proxied {
+    proxy: Nginx,
+    /// Held to be stopped in turn.
+    _upstream: Nginx,
+    proxy_addr: String,
+    upstream_addr: String,
+    upstream_port: u16,
+    hosts: HostPair,
+}
 
-/// The proxy: each worker keeps its upstream connections alive, gives up
-/// on an upstream silent for a second, and does not try it again.
-fn proxy_servers(proxy: &str, upstream: &str) -> String {
-    format!(
-        "upstream backend {{ server {upstream}; keepalive 4; }}\n\
-         \x20   server {{\n\
-         \x20       listen {proxy} reuseport;\n\
-         \x20       location / {{\n\
-         \x20           proxy_pass http://backend;\n\
-         \x20           proxy_http_version 1.1;\n\
-         \x20           proxy_set_header Connection \"\";\n\
-         \x20           proxy_read_timeout 1s;\n\
-         \x20           proxy_send_timeout 1s;\n\
-         \x20           proxy_next_upstream off;\n\
-         \x20       }}\n\
-         \x20   }}"
+impl Proxied {
+    /// `tag` names the namespaces; the proxy listens on `port` and the
+    /// upstream on `port + 1`; the proxy waits `proxy_timeout` for the
+    /// upstream before it answers 504 (and never tries it again).
+    fn start(tag: &str, port: u16, proxy_timeout: &str, tune: impl FnOnce(&HostPair)) -> Self {
+        let hosts = HostPair::new(tag);
+        tune(&hosts);
+        let upstream_port = port + 1;
+        let proxy_addr = format!("{}:{port}", hosts.a_addr);
+        let upstream_addr = format!("{}:{upstream_port}", hosts.b_addr);
+        let upstream = Nginx::start(&hosts.b, &upstream_addr);
+        let proxy = Nginx::start_serving(
+            &hosts.a,
+            &proxy_addr,
+            &format!(
+                "upstream backend {{ server {upstream_addr}; keepalive 4; }}\n\
+                 \x20   server {{\n\
+                 \x20       listen {proxy_addr} reuseport;\n\
+                 \x20       location / {{\n\
+                 \x20           proxy_pass http://backend;\n\
+                 \x20           proxy_http_version 1.1;\n\
+                 \x20           proxy_set_header Connection \"\";\n\
+                 \x20           proxy_read_timeout {proxy_timeout};\n\
+                 \x20           proxy_send_timeout {proxy_timeout};\n\
+                 \x20           proxy_next_upstream off;\n\
+                 \x20       }}\n\
+                 \x20   }}"
+            ),
+        );
+        let proxied = Self {
+            proxy,
+            _upstream: upstream,
+            proxy_addr,
+            upstream_addr,
+            upstream_port,
+            hosts,
+        };
+        proxied.keep_upstream_connections();
+        proxied
+    }
+
+    /// Requests through the proxy from `a` until both of its workers hold
+    /// a kept-alive upstream connection (`reuseport` spreads the
+    /// requests), so that the next request, whichever worker takes it,
+    /// reuses one.
+    fn keep_upstream_connections(&self) {
+        shell_in(
+            &self.hosts.a,
+            Duration::from_secs(30),
+            &format!(
+                "i=0; while [ $i -lt 40 ]; do \
+                   curl -fsS -o /dev/null --max-time 5 http://{proxy}/ || exit 1; \
+                   kept=$(ss -Htnp state established dst {upstream} \
+                          | grep -o 'pid=[0-9]*' | sort -u | wc -l); \
+                   [ \"$kept\" -ge {workers} ] && exit 0; i=$((i+1)); \
+                 done; echo 'the workers kept no upstream connection each'; exit 1",
+                proxy = self.proxy_addr,
+                upstream = self.upstream_addr,
+                workers = Nginx::WORKERS,
+            ),
+        );
+    }
+
+    /// The upstream's host vanishes, and a request goes through the
+    /// proxy: answered `code` (504 when the proxy gave up waiting, 502
+    /// when the kernel gave up on the connection).
+    fn request_the_vanished_upstream(&self, code: u16) {
+        self.hosts.drop_ingress(&self.hosts.b);
+        shell_in(
+            &self.hosts.a,
+            Duration::from_secs(30),
+            &format!(
+                "code=$(curl -sS -o /dev/null -w '%{{http_code}}' --max-time 25 http://{}/); \
+                 [ \"$code\" = {code} ] || {{ echo \"HTTP $code, not {code}\"; exit 1; }}",
+                self.proxy_addr
+            ),
+        );
+    }
+
+    /// Waits (bounded) for the proxy's upstream connection to reach CLOSE
+    /// from `old` in `trace`'s live records.
+    fn wait_for_close_from(&self, trace: &mut Tracer, old: &str) {
+        let ended = trace.wait_for(Duration::from_secs(20), |r| {
+            r["type"] == "state"
+                && r["new"] == "CLOSE"
+                && r["old"] == old
+                && r["remote"] == self.upstream_addr.as_str()
+        });
+        assert!(
+            ended,
+            "the proxy's upstream connection did not leave {old} within 20 s"
+        );
+    }
+
+    /// Whether `process` (pid and comm) is a worker of the proxy.
+    fn is_a_proxy_worker(&self, process: &Value) -> bool {
+        let pid = process["pid"].as_u64().unwrap_or(0);
+        process["comm"] == "nginx" && self.proxy.workers.iter().any(|&w| u64::from(w) == pid)
+    }
+
+    fn assert_a_proxy_worker(&self, process: &Value, context: &str) {
+        assert!(
+            self.is_a_proxy_worker(process),
+            "{process} is not a worker of the proxy {:?}: {context}",
+            self.proxy.workers
+        );
+    }
+
+    /// The one finding of `findings` about the upstream by a proxy worker,
+    /// checked to name nginx and an nginx function as its call site
+    /// (frames left out).
+    fn the_finding<'a>(&self, mode: &str, findings: impl Iterator<Item = &'a Value>) -> Value {
+        let ours: Vec<Value> = findings
+            .filter(|f| f["peer"] == self.upstream_addr.as_str())
+            .filter(|f| self.is_a_proxy_worker(&f["process"]))
+            .map(without_frames)
+            .collect();
+        assert_eq!(
+            ours.len(),
+            1,
+            "{mode}: one finding about the upstream, by a worker of the proxy {:?}: {ours:#?}",
+            self.proxy.workers
+        );
+        let finding = ours.into_iter().next().expect("one finding");
+        let function = finding["call_site"]["function"].as_str().unwrap_or("?");
+        assert!(
+            function.starts_with("ngx_"),
+            "{mode}: the call site is an nginx function: {finding:#}"
+        );
+        finding
+    }
+}
+
+impl Drop for Proxied {
+    fn drop(&mut self) {
+        self.hosts.allow_ingress(&self.hosts.b);
+    }
+}
+
+/// Every mode of tcptrace, filtered to `port`: an every-event session, a
+/// summary session (`--report-only`) and a daemon refreshing every second.
+fn every_mode(port: u16) -> (Tracer, Tracer, Daemon) {
+    let port = port.to_string();
+    let filter = ["--port", port.as_str()];
+    (
+        Tracer::start(&filter),
+        Tracer::start_report_only(&filter),
+        Daemon::start(
+            &free_loopback_addr(),
+            &[&filter[..], &["--refresh", "1s"]].concat(),
+        ),
     )
 }
 
 /// The proxy's retransmit events on its upstream connections, by the
 /// phase their state belongs to: (data, FIN).
-fn retransmits_by_phase(trace: &Trace, proxy_netns: u64) -> (u64, u64) {
+fn retransmits_by_phase(trace: &Trace, proxied: &Proxied) -> (u64, u64) {
     let (mut data, mut fin) = (0, 0);
-    for event in proxy_retransmits(trace, proxy_netns) {
+    for event in proxy_retransmits(trace, proxied) {
         match event["state"].as_str() {
             Some("FIN_WAIT1" | "CLOSING" | "LAST_ACK") => fin += 1,
             _ => data += 1,
@@ -60,11 +207,10 @@ fn retransmits_by_phase(trace: &Trace, proxy_netns: u64) -> (u64, u64) {
     (data, fin)
 }
 
-/// Retransmit events of the proxy's namespace (by inode: an earlier run's
-/// sockets may still retransmit from a deleted namespace of the same
-/// name and addresses) to the upstream port.
-fn proxy_retransmits(trace: &Trace, proxy_netns: u64) -> impl Iterator<Item = &Value> {
-    let upstream_port = format!(":{UPSTREAM_PORT}");
+/// Retransmit events of the proxy's namespace (by inode) to the upstream.
+fn proxy_retransmits<'a>(trace: &'a Trace, proxied: &Proxied) -> impl Iterator<Item = &'a Value> {
+    let proxy_netns = proxied.hosts.inode(&proxied.hosts.a);
+    let upstream_port = format!(":{}", proxied.upstream_port);
     trace.of_type("retransmit").filter(move |r| {
         r["netns"].as_u64() == Some(proxy_netns)
             && r["remote"]
@@ -73,116 +219,52 @@ fn proxy_retransmits(trace: &Trace, proxy_netns: u64) -> impl Iterator<Item = &V
     })
 }
 
-/// The daemon's count of nginx's retransmits in one phase.
-fn scraped(scrape: &str, phase: &str) -> u64 {
+/// A daemon counter of nginx's, by one label.
+fn scraped(scrape: &str, name: &str, label: (&str, &str)) -> u64 {
     #[expect(
         clippy::cast_possible_truncation,
         clippy::cast_sign_loss,
         reason = "small counts"
     )]
-    sample(
-        scrape,
-        "tcptrace_retransmits_total",
-        &[("comm", "nginx"), ("phase", phase)],
-    )
-    .map_or(0, |v| v as u64)
+    sample(scrape, name, &[("comm", "nginx"), label]).map_or(0, |v| v as u64)
 }
 
-/// Requests through the proxy from `a` until both of its workers hold a
-/// kept-alive upstream connection (`reuseport` spreads the requests), so
-/// that the next request, whichever worker takes it, reuses one.
-fn keep_upstream_connections(hosts: &HostPair, proxy: &str) {
-    shell_in(
-        &hosts.a,
-        Duration::from_secs(30),
-        &format!(
-            "i=0; while [ $i -lt 40 ]; do \
-               curl -fsS -o /dev/null --max-time 5 http://{proxy}/ || exit 1; \
-               kept=$(ss -Htnp state established dst {b}:{UPSTREAM_PORT} \
-                      | grep -o 'pid=[0-9]*' | sort -u | wc -l); \
-               [ \"$kept\" -ge {workers} ] && exit 0; i=$((i+1)); \
-             done; echo 'the workers kept no upstream connection each'; exit 1",
-            b = hosts.b_addr,
-            workers = Nginx::WORKERS,
-        ),
-    );
-}
-
-/// A request through the proxy from `a` once the upstream has vanished:
-/// answered 504 when the proxy gives up and closes the connection, which
-/// ends when the kernel gives up on its FIN.
-fn request_the_vanished_upstream(
-    every_event: &mut Tracer,
-    hosts: &HostPair,
-    proxy_addr: &str,
-    upstream_addr: &str,
-) {
-    shell_in(
-        &hosts.a,
-        Duration::from_secs(20),
-        &format!(
-            "code=$(curl -sS -o /dev/null -w '%{{http_code}}' --max-time 10 http://{proxy_addr}/); \
-             [ \"$code\" = 504 ] || {{ echo \"HTTP $code, not 504\"; exit 1; }}"
-        ),
-    );
-    let ended = every_event.wait_for(Duration::from_secs(20), |r| {
-        r["type"] == "state"
-            && r["new"] == "CLOSE"
-            && r["old"] == "FIN_WAIT1"
-            && r["remote"] == upstream_addr
-    });
-    assert!(
-        ended,
-        "the proxy's closed upstream connection did not end within 20 s"
-    );
+fn retransmits_scraped(scrape: &str, phase: &str) -> u64 {
+    scraped(scrape, "tcptrace_retransmits_total", ("phase", phase))
 }
 
 /// nginx's data and FIN retransmits on a kept-alive upstream connection
 /// to a vanished host are counted in every mode as the kernel counts
-/// them, attributed to the nginx worker that opened the connection; the
-/// FIN nobody acknowledged is a dead-peer finding of that worker's late
-/// close, at an nginx function, whose peer the kernel gave up on.
+/// them (`TcpRetransSegs` of `a`, where nothing else loses a segment,
+/// less the tracepoint hits the kernel ran no BPF program for), attributed
+/// to the nginx worker that opened the connection; the FIN nobody
+/// acknowledged, after the proxy gave up waiting, is a dead-peer finding
+/// of that worker's late close at an nginx function, whose peer the
+/// kernel gave up on (`tcp_orphan_retries`).
 #[test]
 fn a_proxys_kept_upstream_connection_to_a_vanished_host_is_counted_and_named() {
     require_root();
-    let hosts = HostPair::new("ttups");
-    // Four orphan retries: the FIN is sent again at least once before the
-    // kernel gives up (a few seconds in all).
-    hosts.sysctl(&hosts.a, "net.ipv4.tcp_orphan_retries", "4");
     // The kernel's run counts of the programs, against a tracefs witness
     // of the tracepoint's hits: the hits no BPF program ran for.
     let _stats = BpfStats::enable();
-    let witness = tracefs::Retransmits::start(UPSTREAM_PORT);
-    let port = UPSTREAM_PORT.to_string();
-    let filter = ["--port", port.as_str()];
-    let mut every_event = Tracer::start(&filter);
-    let summary = Tracer::start_report_only(&filter);
-    let daemon = Daemon::start(
-        &free_loopback_addr(),
-        &[&filter[..], &["--refresh", "1s"]].concat(),
-    );
-    let upstream_addr = format!("{}:{UPSTREAM_PORT}", hosts.b_addr);
-    let proxy_addr = format!("{}:{PROXY_PORT}", hosts.a_addr);
-    let upstream = Nginx::start(&hosts.b, &upstream_addr);
-    let proxy = Nginx::start_serving(
-        &hosts.a,
-        &proxy_addr,
-        &proxy_servers(&proxy_addr, &upstream_addr),
-    );
-    keep_upstream_connections(&hosts, &proxy_addr);
-
-    let before = nstat(&hosts.a);
-    hosts.drop_ingress(&hosts.b);
-    request_the_vanished_upstream(&mut every_event, &hosts, &proxy_addr, &upstream_addr);
-    let retransmitted =
-        nstat(&hosts.a)["TcpRetransSegs"] - before.get("TcpRetransSegs").copied().unwrap_or(0);
+    let witness = tracefs::Retransmits::start(18451);
+    let (mut every_event, summary, daemon) = every_mode(18451);
+    // Four orphan retries: the FIN is sent again at least once before the
+    // kernel gives up (a few seconds in all).
+    let proxied = Proxied::start("ttups", 18450, "1s", |hosts| {
+        hosts.sysctl(&hosts.a, "net.ipv4.tcp_orphan_retries", "4");
+    });
+    let before = nstat(&proxied.hosts.a);
+    proxied.request_the_vanished_upstream(504);
+    proxied.wait_for_close_from(&mut every_event, "FIN_WAIT1");
+    let retransmitted = nstat(&proxied.hosts.a)["TcpRetransSegs"]
+        - before.get("TcpRetransSegs").copied().unwrap_or(0);
     let witnessed = witness.hits();
     let scrape = daemon.scrape_until(Duration::from_secs(10), |s| {
-        scraped(s, "data") + scraped(s, "fin") >= retransmitted
+        retransmits_scraped(s, "data") + retransmits_scraped(s, "fin") >= retransmitted
     });
     let (every_event, summary) = (every_event.stop(), summary.stop());
-    let proxy_netns = hosts.inode(&hosts.a);
-    let (data, fin) = retransmits_by_phase(&every_event, proxy_netns);
+    let (data, fin) = retransmits_by_phase(&every_event, &proxied);
     let unseen = every_event.unseen();
     let missed = witnessed.runs_missed(&scrape);
     let table = format!(
@@ -192,8 +274,8 @@ fn a_proxys_kept_upstream_connection_to_a_vanished_host_is_counted_and_named() {
          \x20 trace --json          {data} / {fin} ({unseen} events unseen)\n\
          \x20 daemon                {} / {}\n",
         witnessed.on_port.len(),
-        scraped(&scrape, "data"),
-        scraped(&scrape, "fin"),
+        retransmits_scraped(&scrape, "data"),
+        retransmits_scraped(&scrape, "fin"),
     );
     eprintln!("{table}");
 
@@ -208,79 +290,72 @@ fn a_proxys_kept_upstream_connection_to_a_vanished_host_is_counted_and_named() {
         "trace --json counts what the kernel counts\n{table}"
     );
     assert_eq!(
-        (scraped(&scrape, "data"), scraped(&scrape, "fin")),
+        (
+            retransmits_scraped(&scrape, "data"),
+            retransmits_scraped(&scrape, "fin")
+        ),
         (data, fin),
         "the daemon counts by phase what trace --json shows\n{table}"
     );
-    for event in proxy_retransmits(&every_event, proxy_netns) {
-        assert_a_worker_of(&proxy, &event["owner"], &event.to_string());
+    for event in proxy_retransmits(&every_event, &proxied) {
+        proxied.assert_a_proxy_worker(&event["owner"], &event.to_string());
     }
 
     for (mode, trace) in [("trace --json", &every_event), ("--report-only", &summary)] {
-        let finding = late_close(
-            mode,
-            trace.findings("dead_peer_fin"),
-            &upstream_addr,
-            &proxy,
-        );
+        let finding = proxied.the_finding(mode, trace.findings("dead_peer_fin"));
         assert_eq!(finding["retransmits"], fin, "{mode}: {finding:#}\n{table}");
         assert_eq!(finding["outcomes"]["gave_up"], 1, "{mode}: {finding:#}");
+        assert_eq!(finding["states"], serde_json::json!(["FIN_WAIT1"]));
     }
     // The daemon logs a dead peer once, when its FIN is first sent again.
     let logged = daemon.logged("dead peer");
-    late_close(
+    proxied.the_finding(
         "the daemon's log",
         logged.iter().map(|line| &line["fields"]),
-        &upstream_addr,
-        &proxy,
     );
-    // Heard again, the upstream acknowledges the FINs of the proxy's
-    // other kept connections as it stops: no socket outlives the test.
-    hosts.allow_ingress(&hosts.b);
-    drop((proxy, upstream));
 }
 
-/// The one dead-peer finding of a proxy worker's late close of its
-/// connection to `upstream`, checked to name nginx and an nginx function
-/// as its close call site (frames left out).
-fn late_close<'a>(
-    mode: &str,
-    findings: impl Iterator<Item = &'a Value>,
-    upstream: &str,
-    proxy: &Nginx,
-) -> Value {
-    let by_a_worker = |f: &&Value| is_a_worker_of(proxy, &f["process"]);
-    let dead: Vec<Value> = findings
-        .filter(|f| f["peer"] == upstream)
-        .filter(by_a_worker)
-        .map(without_frames)
-        .collect();
-    assert_eq!(
-        dead.len(),
-        1,
-        "{mode}: one dead peer, the upstream, closed late by a worker of the proxy {:?}: {dead:#?}",
-        proxy.workers
-    );
-    let finding = dead.into_iter().next().expect("one finding");
-    assert_a_worker_of(proxy, &finding["process"], &format!("{mode}: {finding:#}"));
-    let function = finding["call_site"]["function"].as_str().unwrap_or("?");
+/// The proxy waits longer than the kernel does (`tcp_retries2` 3 in `a`,
+/// about 3 s of retransmits): the kernel gives up on the kept upstream
+/// connection while ESTABLISHED, and nginx answers 502. The proxy
+/// namespace's `TcpExtTCPAbortOnTimeout` counts one abort; every mode
+/// reports one connection lost to retransmit timeouts, the nginx worker
+/// that opened it and its connect call site at an nginx function, and the
+/// daemon counts it as `connections_lost_total{cause="retransmit_timeout"}`.
+#[test]
+fn a_proxys_kept_upstream_connection_the_kernel_gives_up_on_is_lost() {
+    require_root();
+    let (mut every_event, summary, daemon) = every_mode(18453);
+    let proxied = Proxied::start("ttupl", 18452, "30s", |hosts| {
+        hosts.sysctl(&hosts.a, "net.ipv4.tcp_retries2", "3");
+    });
+    let before = nstat(&proxied.hosts.a);
+    proxied.request_the_vanished_upstream(502);
+    proxied.wait_for_close_from(&mut every_event, "ESTABLISHED");
+    let aborted = nstat(&proxied.hosts.a)["TcpExtTCPAbortOnTimeout"]
+        - before.get("TcpExtTCPAbortOnTimeout").copied().unwrap_or(0);
+    assert_eq!(aborted, 1, "the kernel aborted one connection on a timeout");
+    let lost_scraped = |scrape: &str| {
+        scraped(
+            scrape,
+            "tcptrace_connections_lost_total",
+            ("cause", "retransmit_timeout"),
+        )
+    };
+    let scrape = daemon.scrape_until(Duration::from_secs(10), |s| lost_scraped(s) >= aborted);
+    let (every_event, summary) = (every_event.stop(), summary.stop());
+
+    for (mode, trace) in [("trace --json", &every_event), ("--report-only", &summary)] {
+        let finding = proxied.the_finding(mode, trace.findings("lost_connection"));
+        assert_eq!(
+            finding["retransmit_timeouts"], aborted,
+            "{mode}: {finding:#}"
+        );
+        assert_eq!(finding["keepalive_timeouts"], 0, "{mode}: {finding:#}");
+    }
+    assert_eq!(lost_scraped(&scrape), aborted, "the daemon:\n{scrape}");
     assert!(
-        function.starts_with("ngx_"),
-        "{mode}: the close call site is an nginx function: {finding:#}"
-    );
-    finding
-}
-
-/// Whether `process` (pid and comm) is a worker of `nginx`.
-fn is_a_worker_of(nginx: &Nginx, process: &Value) -> bool {
-    let pid = process["pid"].as_u64().unwrap_or(0);
-    process["comm"] == "nginx" && nginx.workers.iter().any(|&w| u64::from(w) == pid)
-}
-
-fn assert_a_worker_of(nginx: &Nginx, process: &Value, context: &str) {
-    assert!(
-        is_a_worker_of(nginx, process),
-        "{process} is not a worker of nginx {:?}: {context}",
-        nginx.workers
+        proxy_retransmits(&every_event, &proxied).count() >= 2,
+        "the request was sent again before the kernel gave up"
     );
 }
