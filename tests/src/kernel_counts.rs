@@ -46,3 +46,25 @@ pub fn ss_count(netns: &str, state: &str) -> u64 {
     );
     String::from_utf8_lossy(&out.stdout).lines().count() as u64
 }
+
+/// `ss -tnoH state established` lines in `netns` towards port `port`.
+pub fn established_to(netns: &str, port: u16) -> Vec<String> {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            netns,
+            "ss",
+            "-tnoH",
+            "state",
+            "established",
+        ])
+        .arg(format!("( dport = :{port} )"))
+        .output()
+        .expect("run ss (iproute2)");
+    assert!(out.status.success(), "ss in {netns} failed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}

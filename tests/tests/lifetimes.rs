@@ -13,7 +13,7 @@ use std::{
 use serde_json::{json, Value};
 use tcptrace_tests::{
     daemon::{free_loopback_addr, sample, Daemon},
-    kernel_counts::nstat,
+    kernel_counts::{established_to, nstat},
     netns::HostPair,
     programs::Nginx,
     require_root,
@@ -30,28 +30,6 @@ fn scenario_in(netns: &str, args: &[&str]) -> Workload {
             .args(["netns", "exec", netns, SCENARIO_BIN])
             .args(args),
     )
-}
-
-/// `ss -tnoH state established` lines in `netns` towards port `port`.
-fn established_to(netns: &str, port: u16) -> Vec<String> {
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            netns,
-            "ss",
-            "-tnoH",
-            "state",
-            "established",
-        ])
-        .arg(format!("( dport = :{port} )"))
-        .output()
-        .expect("run ss (iproute2)");
-    assert!(out.status.success(), "ss in {netns} failed");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect()
 }
 
 /// Debian's nginx on `port` in a namespace pair, and a daemon watching

@@ -1,5 +1,5 @@
-//! A reverse proxy's kept-alive upstream connections, whose upstream host
-//! vanishes. Real kernel, Debian's nginx on both ends, in a namespace pair
+//! A reverse proxy's kept-alive upstream connections: idle, and with
+//! their upstream host vanishing. Real kernel, Debian's nginx on both ends, in a namespace pair
 //! the test creates: nginx in `a` proxies to nginx in `b` over connections
 //! it keeps alive between requests. Once `b` drops everything it
 //! receives, the proxy's next request goes out on a kept connection and
@@ -18,7 +18,7 @@ use serde_json::Value;
 use tcptrace_tests::{
     bpf_stats::BpfStats,
     daemon::{free_loopback_addr, sample, Daemon},
-    kernel_counts::nstat,
+    kernel_counts::{established_to, nstat},
     netns::HostPair,
     programs::{shell_in, Nginx},
     require_root,
@@ -358,4 +358,146 @@ fn a_proxys_kept_upstream_connection_the_kernel_gives_up_on_is_lost() {
         proxy_retransmits(&every_event, &proxied).count() >= 2,
         "the request was sent again before the kernel gave up"
     );
+}
+
+/// A proxy's kept upstream connections are what an idle timeout of a NAT
+/// or a load balancer drops without a word: nginx arms no keepalive on
+/// them unless `proxy_socket_keepalive` says so. One pool without it, one
+/// with it (probes after the kernel's 2 h): past the 2 s idle threshold,
+/// every mode reports the first pool's connections, as many as `ss` shows,
+/// as idle without keepalive, by the proxy's workers at their nginx
+/// connect call site, and not the second's, whose sockets `ss -o` shows
+/// with a keepalive timer; the daemon counts them in
+/// `idle_connections_without_keepalive`.
+#[test]
+fn a_proxys_idle_upstream_pool_without_keepalive_is_reported() {
+    const HOLD: Duration = Duration::from_millis(3500);
+    const BARE: u16 = 18454;
+    const KEPT: u16 = 18455;
+    require_root();
+    let hosts = HostPair::new("ttupi");
+    let ports = [BARE.to_string(), KEPT.to_string()];
+    let mut args: Vec<&str> = ports.iter().flat_map(|p| ["--port", p.as_str()]).collect();
+    args.extend(["--idle-threshold", "2s"]);
+    let trace = Tracer::start(&args);
+    let summary = Tracer::start_report_only(&args);
+    args.extend(["--refresh", "1s"]);
+    let daemon = Daemon::start(&free_loopback_addr(), &args);
+    let (proxy, upstream) = two_pools(&hosts, BARE, KEPT);
+    let b = hosts.b_addr;
+    std::thread::sleep(HOLD);
+
+    let (bare, kept) = (
+        established_to(&hosts.a, BARE),
+        established_to(&hosts.a, KEPT),
+    );
+    assert!(
+        !bare.is_empty() && bare.iter().all(|l| !l.contains("keepalive")),
+        "ss -o: the bare pool's connections, no keepalive timer: {bare:#?}"
+    );
+    assert!(
+        !kept.is_empty() && kept.iter().all(|l| l.contains("keepalive")),
+        "ss -o: the kept pool's connections, each with a keepalive timer: {kept:#?}"
+    );
+    // The daemon counts idle sockets by process name: the proxy's bare
+    // pool, and the upstream's accepted ends of both pools (an nginx
+    // server arms no keepalive either).
+    let idle_nginx = 2 * bare.len() as u64 + kept.len() as u64;
+    let scrape = daemon.scrape_until(Duration::from_secs(10), |s| scraped_idle(s) >= idle_nginx);
+    let (trace, summary) = (trace.stop(), summary.stop());
+    let by_a_worker = |f: &&Value| {
+        let pid = f["process"]["pid"].as_u64().unwrap_or(0);
+        f["process"]["comm"] == "nginx" && proxy.workers.iter().any(|&w| u64::from(w) == pid)
+    };
+    for (mode, trace) in [("trace --json", &trace), ("--report-only", &summary)] {
+        let idle: Vec<Value> = trace
+            .findings("idle_connections")
+            .filter(by_a_worker)
+            .map(without_frames)
+            .collect();
+        let to = |port: u16| {
+            let peer = format!("{b}:{port}");
+            idle.iter().filter(move |f| f["peer"] == peer.as_str())
+        };
+        let sockets: u64 = to(BARE).map(|f| f["sockets"].as_u64().unwrap_or(0)).sum();
+        assert_eq!(
+            sockets,
+            bare.len() as u64,
+            "{mode}: the bare pool is idle without keepalive: {idle:#?}"
+        );
+        for finding in to(BARE) {
+            assert_eq!(finding["keepalive"], false, "{mode}: {finding:#}");
+            let function = finding["call_site"]["function"].as_str().unwrap_or("?");
+            assert!(
+                function.starts_with("ngx_"),
+                "{mode}: the connect call site is an nginx function: {finding:#}"
+            );
+        }
+        assert_eq!(
+            to(KEPT).count(),
+            0,
+            "{mode}: keepalive protects the kept pool: {idle:#?}"
+        );
+    }
+    assert_eq!(scraped_idle(&scrape), idle_nginx, "the daemon:\n{scrape}");
+    drop((proxy, upstream));
+}
+
+/// The daemon's idle connections without keepalive, of nginx.
+fn scraped_idle(scrape: &str) -> u64 {
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "small counts"
+    )]
+    sample(
+        scrape,
+        "tcptrace_idle_connections_without_keepalive",
+        &[("comm", "nginx")],
+    )
+    .map_or(0, |v| v as u64)
+}
+
+/// nginx in `hosts.b` serving on ports `bare` and `kept`, and a proxy in
+/// `hosts.a` keeping connections to each, `proxy_socket_keepalive` off
+/// for the first pool and on for the second, each pool used eight times.
+fn two_pools(hosts: &HostPair, bare: u16, kept: u16) -> (Nginx, Nginx) {
+    let b = hosts.b_addr;
+    let upstream = Nginx::start_serving(
+        &hosts.b,
+        &format!("{b}:{bare}"),
+        &format!(
+            "server {{ listen {b}:{bare}; location / {{ return 200 \"ok\\n\"; }} }}\n\
+             \x20   server {{ listen {b}:{kept}; location / {{ return 200 \"ok\\n\"; }} }}"
+        ),
+    );
+    let proxy_addr = format!("{}:18456", hosts.a_addr);
+    let location = |name: &str, keepalive: &str| {
+        format!(
+            "location /{name} {{ proxy_pass http://{name}; proxy_http_version 1.1; \
+             proxy_set_header Connection \"\"; proxy_socket_keepalive {keepalive}; }}"
+        )
+    };
+    let proxy = Nginx::start_serving(
+        &hosts.a,
+        &proxy_addr,
+        &format!(
+            "upstream bare {{ server {b}:{bare}; keepalive 4; }}\n\
+             \x20   upstream kept {{ server {b}:{kept}; keepalive 4; }}\n\
+             \x20   server {{ listen {proxy_addr} reuseport; {} {} }}",
+            location("bare", "off"),
+            location("kept", "on"),
+        ),
+    );
+    shell_in(
+        &hosts.a,
+        Duration::from_secs(30),
+        &format!(
+            "for i in $(seq 8); do \
+               curl -fsS -o /dev/null --max-time 5 http://{proxy_addr}/bare || exit 1; \
+               curl -fsS -o /dev/null --max-time 5 http://{proxy_addr}/kept || exit 1; \
+             done"
+        ),
+    );
+    (proxy, upstream)
 }
