@@ -147,18 +147,16 @@ impl Workload {
     #[must_use]
     pub fn wait_exit(mut self) -> ExitStatus {
         self.stdin = None;
-        let deadline = std::time::Instant::now() + LINE_TIMEOUT;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait for workload") {
-                return status;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "workload {} did not exit in time",
-                self.child.id()
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
+        assert!(
+            self.exits_within(LINE_TIMEOUT),
+            "workload {} did not exit in time",
+            self.child.id()
+        );
+        // `exits_within` reaped it: this returns the status it kept.
+        self.child
+            .try_wait()
+            .expect("wait for workload")
+            .expect("an exited workload")
     }
 }
 

@@ -195,6 +195,12 @@ impl Nginx {
         nginx
     }
 
+    /// Whether `pid` (as tcptrace's JSON has it) is one of the workers.
+    #[must_use]
+    pub fn has_worker(&self, pid: Option<u64>) -> bool {
+        self.workers.iter().any(|&w| Some(u64::from(w)) == pid)
+    }
+
     #[must_use]
     pub fn master_pid(&self) -> u32 {
         self.master.as_ref().expect("nginx running").pid()

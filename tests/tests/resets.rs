@@ -670,9 +670,8 @@ fn nginx_resetting_timed_out_clients_is_counted_once_and_named() {
         for field in ["owner", "closer", "netns", "cgroup_id"] {
             assert_eq!(reset[field], close[field], "the reset's {field}: {table}");
         }
-        let closer = reset["closer"]["pid"].as_u64().unwrap_or(0);
         assert!(
-            nginx.workers.iter().any(|&w| u64::from(w) == closer),
+            nginx.has_worker(reset["closer"]["pid"].as_u64()),
             "closed by a worker of nginx {:?}: {reset}\nits CLOSE: {close}",
             nginx.workers
         );

@@ -136,8 +136,7 @@ impl Proxied {
 
     /// Whether `process` (pid and comm) is a worker of the proxy.
     fn is_a_proxy_worker(&self, process: &Value) -> bool {
-        let pid = process["pid"].as_u64().unwrap_or(0);
-        process["comm"] == "nginx" && self.proxy.workers.iter().any(|&w| u64::from(w) == pid)
+        is_a_worker_of(&self.proxy, process)
     }
 
     fn assert_a_proxy_worker(&self, process: &Value, context: &str) {
@@ -219,18 +218,19 @@ fn proxy_retransmits<'a>(trace: &'a Trace, proxied: &Proxied) -> impl Iterator<I
     })
 }
 
-/// A daemon counter of nginx's, by one label.
-fn scraped(scrape: &str, name: &str, label: (&str, &str)) -> u64 {
+/// A daemon counter of nginx's, with `labels` besides its name.
+fn scraped(scrape: &str, name: &str, labels: &[(&str, &str)]) -> u64 {
+    let labels = [&[("comm", "nginx")][..], labels].concat();
     #[expect(
         clippy::cast_possible_truncation,
         clippy::cast_sign_loss,
         reason = "small counts"
     )]
-    sample(scrape, name, &[("comm", "nginx"), label]).map_or(0, |v| v as u64)
+    sample(scrape, name, &labels).map_or(0, |v| v as u64)
 }
 
 fn retransmits_scraped(scrape: &str, phase: &str) -> u64 {
-    scraped(scrape, "tcptrace_retransmits_total", ("phase", phase))
+    scraped(scrape, "tcptrace_retransmits_total", &[("phase", phase)])
 }
 
 /// nginx's data and FIN retransmits on a kept-alive upstream connection
@@ -339,7 +339,7 @@ fn a_proxys_kept_upstream_connection_the_kernel_gives_up_on_is_lost() {
         scraped(
             scrape,
             "tcptrace_connections_lost_total",
-            ("cause", "retransmit_timeout"),
+            &[("cause", "retransmit_timeout")],
         )
     };
     let scrape = daemon.scrape_until(Duration::from_secs(10), |s| lost_scraped(s) >= aborted);
@@ -405,10 +405,7 @@ fn a_proxys_idle_upstream_pool_without_keepalive_is_reported() {
     let idle_nginx = 2 * bare.len() as u64 + kept.len() as u64;
     let scrape = daemon.scrape_until(Duration::from_secs(10), |s| scraped_idle(s) >= idle_nginx);
     let (trace, summary) = (trace.stop(), summary.stop());
-    let by_a_worker = |f: &&Value| {
-        let pid = f["process"]["pid"].as_u64().unwrap_or(0);
-        f["process"]["comm"] == "nginx" && proxy.workers.iter().any(|&w| u64::from(w) == pid)
-    };
+    let by_a_worker = |f: &&Value| is_a_worker_of(&proxy, &f["process"]);
     for (mode, trace) in [("trace --json", &trace), ("--report-only", &summary)] {
         let idle: Vec<Value> = trace
             .findings("idle_connections")
@@ -445,17 +442,13 @@ fn a_proxys_idle_upstream_pool_without_keepalive_is_reported() {
 
 /// The daemon's idle connections without keepalive, of nginx.
 fn scraped_idle(scrape: &str) -> u64 {
-    #[expect(
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        reason = "small counts"
-    )]
-    sample(
-        scrape,
-        "tcptrace_idle_connections_without_keepalive",
-        &[("comm", "nginx")],
-    )
-    .map_or(0, |v| v as u64)
+    scraped(scrape, "tcptrace_idle_connections_without_keepalive", &[])
+}
+
+/// Whether `process` (pid and comm, as tcptrace's JSON has them) is a
+/// worker of `nginx`.
+fn is_a_worker_of(nginx: &Nginx, process: &Value) -> bool {
+    process["comm"] == "nginx" && nginx.has_worker(process["pid"].as_u64())
 }
 
 /// nginx in `hosts.b` serving on ports `bare` and `kept`, and a proxy in

@@ -39,11 +39,6 @@ use crate::{
 /// Where the bench's daemon serves (`/healthz` gives its counts).
 const DAEMON_ADDR: &str = "127.0.0.1:19699";
 
-/// Targets from the performance issue, printed next to the figures.
-pub const TARGET_DAEMON_RATIO: f64 = 0.97;
-pub const TARGET_TRACE_VS_TCPSTATES: f64 = 2.5;
-pub const TARGET_CPU_MS_PER_100K_EVENTS: f64 = 16.0;
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Tracer {
     None,
@@ -603,12 +598,6 @@ fn summarize(
         "kernel": fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
         "results": rows,
         "open_loop": open_loop,
-        "targets": {
-            "daemon_ratio_to_untraced": TARGET_DAEMON_RATIO,
-            "trace_ratio_to_tcpstates": TARGET_TRACE_VS_TCPSTATES,
-            "tracer_cpu_ms_per_100k_events": TARGET_CPU_MS_PER_100K_EVENTS,
-            "events_lost": 0,
-        },
     })
 }
 
@@ -704,13 +693,6 @@ fn print_table(report: &Value) {
                 .as_u64()
                 .map_or("-".to_owned(), |e| e.to_string()),
         );
-    }
-    for row in report["results"].as_array().into_iter().flatten() {
-        if let Some(w) = row["ring_wakeups_per_second"].as_f64() {
-            println!(
-                "daemon ring-buffer wakeups: at most {w:.1}/s over the runs (target <= 100/s)"
-            );
-        }
     }
     print_memory_peaks(report);
     for row in report["results"].as_array().into_iter().flatten() {
