@@ -24,7 +24,7 @@ use serde_json::Value;
 use tcptrace_tests::{
     netns::HostPair,
     require_root,
-    trace::{without_frames, TextReport, Trace},
+    trace::{transition, without_frames, TextReport, Trace},
     Tracer, Workload,
 };
 
@@ -560,10 +560,25 @@ fn late_close_to_a_vanished_peer_is_a_dead_peer_fin() {
         ended == N
     });
     let report = session.stop();
-    assert!(
-        both_ended,
-        "the server's {N} sockets did not leave LAST_ACK within 12 s"
-    );
+    if !both_ended {
+        // What the kernel and the session saw of the server's sockets.
+        let ss = Command::new("ip")
+            .args(["netns", "exec", &hosts.a, "ss", "-tanoi"])
+            .output()
+            .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+            .unwrap_or_default();
+        let seen: Vec<String> = report
+            .trace
+            .about(&server_addr)
+            .map(|r| format!("{} {} {}", r["ktime_ns"], r["type"], transition(r)))
+            .collect();
+        panic!(
+            "the server's {N} sockets did not leave LAST_ACK within 12 s\n\
+             ss -tanoi in {}:\n{ss}\ntrace --json about {server_addr}:\n{}",
+            hosts.a,
+            seen.join("\n")
+        );
+    }
 
     let server_pid = server.pid();
     let dead: Vec<&Value> = report
