@@ -16,6 +16,7 @@ mod comm_serde;
 pub mod filter;
 pub mod history;
 pub mod layout;
+pub mod phase_timing;
 pub mod stack_budget;
 pub mod state;
 pub mod transition;
@@ -569,8 +570,12 @@ pub struct Settings {
     /// taken for them (it would symbolize itself, a large binary, for
     /// nothing a user asked about). 0: none.
     pub tracer_tgid: u32,
+    /// 1: time the state program's runs and their parts into `PHASE_NS`
+    /// (profiling only, see `phase_timing`). 0: no clock read is added.
+    pub phase_timing: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<Settings>() == 32);
+const _: () = assert!(core::mem::size_of::<Settings>() == 40);
 
 impl Settings {
     pub const DEFAULT: Self = Self {
@@ -582,6 +587,8 @@ impl Settings {
         stack_burst: 1,
         summary: 0,
         tracer_tgid: 0,
+        phase_timing: 0,
+        _pad: 0,
     };
 }
 

@@ -4,11 +4,14 @@ use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::bpf_probe_read_kernel_buf,
 };
-use tcptrace_common::{Counter, Event, EventKind, SockInfo, Task, AF_INET6, RAW_RECORD_LEN};
+use tcptrace_common::{
+    phase_timing::Phase, Counter, Event, EventKind, SockInfo, Task, AF_INET6, RAW_RECORD_LEN,
+};
 
 use crate::{
     maps::{count, kernel_layout, settings, EVENTS},
     sock::{local_port_be_of, SockRead, Typed},
+    timing,
 };
 
 pub struct Record<'a> {
@@ -72,10 +75,12 @@ impl Raw {
 /// takes the ring buffer past `Settings::wakeup_bytes` wakes it.
 #[inline(always)]
 pub fn emit(record: &Record) {
+    let since = timing::start();
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
         count(Counter::EventsLost);
         return;
     };
+    let fill_from = timing::lap_phase(Phase::Reserve, since);
     let event = entry.as_mut_ptr();
     // SAFETY: `event` points to the reserved entry, written only here until
     // it is submitted; `copy_words` gets whole records of the right types,
@@ -99,6 +104,7 @@ pub fn emit(record: &Record) {
         (*event).transition = record.transition;
         (*event).raw_len = fill_raw(record.raw, &mut (*event).raw);
     }
+    let submit_from = timing::lap_phase(Phase::Fill, fill_from);
     // Reserved bytes count as waiting: this record is among them.
     let waiting = EVENTS.query(u64::from(BPF_RB_AVAIL_DATA));
     let size = core::mem::size_of::<Event>() as u64;
@@ -107,6 +113,7 @@ pub fn emit(record: &Record) {
         waiting,
         settings().wakeup_bytes,
     ));
+    timing::lap_phase(Phase::Submit, submit_from);
     count(Counter::EventsSent);
 }
 

@@ -16,6 +16,7 @@ mod reset;
 mod retransmit;
 mod sock;
 mod state_change;
+mod timing;
 
 use aya_ebpf::{
     macros::{btf_tracepoint, raw_tracepoint, tracepoint},

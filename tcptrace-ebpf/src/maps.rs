@@ -4,7 +4,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use tcptrace_common::filter::FILTER_VALUES;
+use tcptrace_common::{filter::FILTER_VALUES, phase_timing};
 use tcptrace_common::{
     AcceptLayout, Counter, KernelFilter, KernelLayout, Listener, ListenerKey, PortsAt,
     RecentSample, ResetLayout, RetransmitLayout, Settings, SockInfo, StackSample, StackSampleKey,
@@ -89,6 +89,11 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SL
 /// fixed size).
 #[map]
 pub static STACK_SCRATCH: PerCpuArray<UserStack> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU nanoseconds and runs of each timed span (see
+/// `tcptrace_common::phase_timing`); untouched unless timing is on.
+#[map]
+pub static PHASE_NS: PerCpuArray<u64> = PerCpuArray::with_max_entries(phase_timing::ENTRIES, 0);
 
 /// Per-CPU working copy of a socket record (too big for the BPF stack).
 /// Programs do not nest on one CPU, so one slot each is enough.

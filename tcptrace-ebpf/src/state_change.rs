@@ -17,6 +17,7 @@ use aya_ebpf::{
     EbpfContext,
 };
 use tcptrace_common::{
+    phase_timing::{self, Phase},
     state::raw::{CLOSE, CLOSE_WAIT, ESTABLISHED, LISTEN},
     transition::{
         classify, close_sends_reset, depends_on_context, ended_by_peer_reset, summary_sent_on,
@@ -39,6 +40,7 @@ use crate::{
         error_of, has_unsent_data, inode_of, listener_key_of, local_port_of, netns_of,
         peer_sent_data, peer_silent_jiffies, protocol_of, Probe, SockRead, Typed,
     },
+    timing,
 };
 
 #[inline(always)]
@@ -95,13 +97,16 @@ fn socket_change<R: SockRead>(skaddr: u64, old: u64, new: u64) -> Result<(), ()>
         old: old as i32,
         new: new as i32,
     };
+    let since = timing::start();
     // No tracepoint record to copy: the records copy the socket.
-    on_change::<R>(
+    let result = on_change::<R>(
         core::ptr::null(),
         &change,
         || local_port_of::<R>(skaddr),
         || socket_ports::<R>(skaddr),
-    )
+    );
+    timing::lap(phase_timing::transition(change.old, change.new), since);
+    result
 }
 
 struct Change {
@@ -145,16 +150,20 @@ fn on_change<R: SockRead>(
     match role {
         _ if !process => set_nobody(&mut actor),
         Attribution::Birth => {
+            let since = timing::start();
             actor.write(current_task(
                 stack_unless_ruled_out(StackFor::Birth, &ports),
                 now,
             ));
+            timing::lap_phase(Phase::ActorAtBirth, since);
         }
         Attribution::CloseCall => {
+            let since = timing::start();
             actor.write(current_task(
                 stack_unless_ruled_out(StackFor::Close, &ports),
                 now,
             ));
+            timing::lap_phase(Phase::ActorAtClose, since);
         }
         // Only a printed event names who was running for the rest.
         _ if summary => set_nobody(&mut actor),

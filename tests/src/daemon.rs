@@ -39,9 +39,21 @@ impl Daemon {
     /// credentials).
     #[must_use]
     pub fn start_until(listen: &str, extra: &[&str], ready: impl Fn() -> bool) -> Self {
+        Self::start_with_env(listen, extra, &[], ready)
+    }
+
+    /// `start_until`, with these environment variables set for the daemon.
+    #[must_use]
+    pub fn start_with_env(
+        listen: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        ready: impl Fn() -> bool,
+    ) -> Self {
         let child = Command::new(tcptrace_bin())
             .args(["daemon", "--listen", listen])
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -163,8 +163,14 @@ pub fn run(options: &Options) -> Result<()> {
     } else {
         Value::Null
     };
+    let kernel_phases = if runs.contains_key(&Tracer::Daemon) {
+        crate::bench_phases::measure(&root, &out_dir, options)?
+    } else {
+        Value::Null
+    };
     let mut report = summarize(&runs, &profiles, &open_loop, options);
     report["two_trace_sessions"] = two_sessions;
+    report["kernel_phases"] = kernel_phases;
     report["userspace_instructions"] = crate::bench_instructions::count(&root);
     report["target_checks"] =
         crate::bench_targets::evaluate(&report, Tracer::Daemon.name(), Tracer::Trace.name());
@@ -177,7 +183,7 @@ pub fn run(options: &Options) -> Result<()> {
     Ok(())
 }
 
-fn churn(root: &Path, options: &Options, rate: Option<f64>) -> Result<Value> {
+pub fn churn(root: &Path, options: &Options, rate: Option<f64>) -> Result<Value> {
     let out = churn_command(root, options, rate)
         .output()
         .context("running tt-churn")?;
@@ -335,6 +341,17 @@ pub fn start_as(
     tracer: Tracer,
     name: &str,
 ) -> Result<Option<Running>> {
+    start_with(root, out_dir, tracer, name, &[])
+}
+
+/// `start_as`, with these environment variables set for the tracer.
+pub fn start_with(
+    root: &Path,
+    out_dir: &Path,
+    tracer: Tracer,
+    name: &str,
+    env: &[(&str, &str)],
+) -> Result<Option<Running>> {
     let tcptrace = root.join("target/release/tcptrace");
     let output = out_dir.join(format!("{name}.out"));
     let file = fs::File::create(&output)?;
@@ -354,6 +371,7 @@ pub fn start_as(
         Tracer::Tcpstates => Command::new("tcpstates"),
     };
     let child = command
+        .envs(env.iter().copied())
         .stdout(file)
         .stderr(Stdio::null())
         .spawn()
@@ -729,6 +747,7 @@ fn print_table(report: &Value) {
         );
     }
     crate::bench_two_sessions::print(&report["two_trace_sessions"]);
+    crate::bench_phases::print(&report["kernel_phases"]);
     if let Some(paths) = report["userspace_instructions"].as_object() {
         println!("\nuserspace hot path, instructions per record (valgrind; the Criterion bench's records):");
         for path in paths.values() {

@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_instructions;
+mod bench_phases;
 mod bench_targets;
 mod bench_two_sessions;
 mod build_ebpf;

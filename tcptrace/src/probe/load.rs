@@ -67,6 +67,11 @@ pub const SOFTIRQ_PROGRAMS_ENV: &str = "TCPTRACE_SOFTIRQ_PROGRAMS";
 /// program even where the kernel takes the typed one (`Hook::fallback`).
 pub const UNTYPED_TRACEPOINTS_ENV: &str = "TCPTRACE_UNTYPED_TRACEPOINTS";
 
+/// Set to 1: time the state program's runs and their parts into the
+/// `PHASE_NS` map (profiling: `cargo xtask bench` reads it in a run of its
+/// own; see `tcptrace_common::phase_timing`).
+pub const PHASE_TIMING_ENV: &str = "TCPTRACE_KERNEL_PHASE_TIMING";
+
 /// Sockets the kernel tracks at once by default.
 pub const DEFAULT_SOCKET_MAP_ENTRIES: u32 = 262_144;
 /// The stack budget of `trace` and `top` (`tcptrace_common::stack_budget`):
@@ -163,6 +168,8 @@ impl Probe {
             stack_burst: options.stack_burst.max(1),
             summary: u32::from(summary),
             tracer_tgid: std::process::id(),
+            phase_timing: u32::from(std::env::var_os(PHASE_TIMING_ENV).is_some_and(|v| v == "1")),
+            _pad: 0,
         };
         let ring_bytes = options.ring_bytes.next_power_of_two().max(4096);
         let stack_ring_bytes = options.stack_ring_bytes.next_power_of_two().max(4096);

@@ -16,7 +16,7 @@ pub mod tracefs;
 pub use load::{
     parse_stack_interval, Counters, FilterMaps, Probe, ProbeOptions, DEFAULT_SOCKET_MAP_ENTRIES,
     DEFAULT_STACK_RING_BYTES, INTERACTIVE_STACK_BURST, INTERACTIVE_STACK_INTERVAL,
-    SOCKET_MAP_ENTRIES_RANGE,
+    PHASE_TIMING_ENV, SOCKET_MAP_ENTRIES_RANGE,
 };
 pub use program_stats::{bpf_stats_enabled, ProgramRuns};
 pub use ring_fill::RingFill;

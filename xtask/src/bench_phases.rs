@@ -1,0 +1,187 @@
+//! Where the daemon's state-change program spends its time: one more
+//! daemon run under churn with `TCPTRACE_KERNEL_PHASE_TIMING=1`, its
+//! `PHASE_NS` map read before it stops (see `tcptrace_common::phase_timing`).
+//! Per transition and per part of a run: runs per connection and
+//! nanoseconds per run. Each timed span adds a clock read to the run it
+//! times, so this is a breakdown; the untimed cost is the bench's table.
+
+use std::{path::Path, process::Command};
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+use tcptrace::probe::PHASE_TIMING_ENV;
+use tcptrace_common::{
+    phase_timing::{self, Phase, SPANS, TRANSITIONS},
+    TcpState,
+};
+
+use crate::bench::{churn, start_with, Options, Tracer};
+
+const MAP: &str = "PHASE_NS";
+
+/// Transitions rarer than one in this many connections are left out of the
+/// printed table.
+const RARE: f64 = 100.0;
+
+/// Runs the timed daemon once; its spans with what they cost.
+pub fn measure(root: &Path, out_dir: &Path, options: &Options) -> Result<Value> {
+    let mut daemon = start_with(
+        root,
+        out_dir,
+        Tracer::Daemon,
+        "daemon-phases",
+        &[(PHASE_TIMING_ENV, "1")],
+    )?
+    .context("the timed daemon")?;
+    let result = churn(root, options, None)?;
+    daemon.ensure_alive(Tracer::Daemon)?;
+    let totals = read_map()?;
+    daemon.stop();
+    let connections = result["connections"].as_f64().unwrap_or(0.0);
+    if connections <= 0.0 {
+        bail!("the churn of the phase run made no connection");
+    }
+    let spans = (0..SPANS)
+        .filter_map(|span| {
+            let (ns, runs) = totals.get(span as usize).copied()?;
+            (runs > 0).then(|| {
+                #[expect(clippy::cast_precision_loss, reason = "totals far below 2^52")]
+                let (ns, runs) = (ns as f64, runs as f64);
+                json!({
+                    "span": span_name(span),
+                    "transition": span < TRANSITIONS,
+                    "runs_per_connection": runs / connections,
+                    "ns_per_run": ns / runs,
+                    "ns_per_connection": ns / connections,
+                })
+            })
+        })
+        .collect::<Vec<_>>();
+    Ok(json!({ "connections": connections, "spans": spans }))
+}
+
+/// A span's name: a transition's states, or the part of a run.
+fn span_name(span: u32) -> String {
+    if span < TRANSITIONS {
+        let (old, new) = phase_timing::states_of(span);
+        let name = |state| TcpState::from_raw(state).map_or("?", TcpState::name);
+        return format!("{} -> {}", name(old), name(new));
+    }
+    Phase::ALL
+        .iter()
+        .find(|&&phase| phase as u32 == span)
+        .map_or_else(|| format!("span {span}"), |phase| phase.name().to_owned())
+}
+
+/// Each span's (nanoseconds, runs), summed over CPUs.
+fn read_map() -> Result<Vec<(u64, u64)>> {
+    let out = Command::new("bpftool")
+        .args(["--json", "map", "dump", "name", MAP])
+        .output()
+        .context("running bpftool")?;
+    if !out.status.success() {
+        bail!(
+            "bpftool could not dump {MAP}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let entries: Value = serde_json::from_slice(&out.stdout).context("bpftool's JSON")?;
+    let mut sums = vec![0u64; phase_timing::ENTRIES as usize];
+    for entry in entries.as_array().into_iter().flatten() {
+        let entry = entry.get("formatted").unwrap_or(entry);
+        let (Some(index), Some(values)) = (number(&entry["key"]), entry["values"].as_array())
+        else {
+            bail!("unexpected entry in bpftool's dump of {MAP}: {entry}");
+        };
+        let total = values.iter().filter_map(|v| number(&v["value"])).sum();
+        if let Some(sum) = usize::try_from(index).ok().and_then(|i| sums.get_mut(i)) {
+            *sum = total;
+        }
+    }
+    Ok(sums
+        .chunks_exact(2)
+        .map(|pair| (pair[0], pair[1]))
+        .collect())
+}
+
+/// A number as bpftool prints it: plain (with BTF), or little-endian
+/// bytes in hex strings (without).
+fn number(value: &Value) -> Option<u64> {
+    if let Some(n) = value.as_u64() {
+        return Some(n);
+    }
+    value.as_array()?.iter().rev().try_fold(0u64, |acc, byte| {
+        let byte = u64::from_str_radix(byte.as_str()?.trim_start_matches("0x"), 16).ok()?;
+        Some(acc << 8 | byte)
+    })
+}
+
+/// The measurement's lines under the bench's table (nothing when not run).
+pub fn print(report: &Value) {
+    let Some(spans) = report["spans"].as_array() else {
+        return;
+    };
+    println!(
+        "\nThe daemon's state program, timed (one run with {PHASE_TIMING_ENV}=1; each span adds a clock read):"
+    );
+    println!(
+        "  {:<42} {:>9} {:>8} {:>8}",
+        "span", "runs/conn", "ns/run", "ns/conn"
+    );
+    let mut whole_runs = 0.0;
+    let mut rare = 0;
+    for (i, span) in spans.iter().enumerate() {
+        let transition = span["transition"].as_bool().unwrap_or(false);
+        if !transition && i > 0 && spans[i - 1]["transition"].as_bool().unwrap_or(false) {
+            if rare > 0 {
+                println!(
+                    "  ({rare} transitions rarer than one in {RARE} connections: in the JSON)"
+                );
+            }
+            println!("  {:<42} {:>9} {:>8} {whole_runs:>8.0}", "all runs", "", "");
+            println!("  of which:");
+        }
+        let per_connection = span["ns_per_connection"].as_f64().unwrap_or(0.0);
+        if transition {
+            whole_runs += per_connection;
+            // The bench's own sockets (the daemon's listener, its scrapes).
+            if span["runs_per_connection"].as_f64().unwrap_or(0.0) < 1.0 / RARE {
+                rare += 1;
+                continue;
+            }
+        }
+        println!(
+            "  {:<42} {:>9.2} {:>8.0} {per_connection:>8.0}",
+            span["span"].as_str().unwrap_or("?"),
+            span["runs_per_connection"].as_f64().unwrap_or(0.0),
+            span["ns_per_run"].as_f64().unwrap_or(0.0),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_read_in_both_of_bpftools_forms() {
+        assert_eq!(number(&json!(1234)), Some(1234));
+        assert_eq!(
+            number(&json!([
+                "0xd2", "0x04", "0x00", "0x00", "0x00", "0x00", "0x00", "0x00"
+            ])),
+            Some(1234)
+        );
+        assert_eq!(number(&json!("x")), None);
+    }
+
+    #[test]
+    fn spans_are_named_by_their_states_or_their_part() {
+        use tcptrace_common::state::raw::{CLOSE, SYN_SENT};
+        assert_eq!(
+            span_name(phase_timing::transition(CLOSE, SYN_SENT)),
+            "CLOSE -> SYN_SENT"
+        );
+        assert_eq!(span_name(Phase::Fill as u32), Phase::Fill.name());
+    }
+}
