@@ -57,7 +57,7 @@ impl Tracer {
         Self::Tcpstates,
     ];
 
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Self::None => "untraced",
             Self::Daemon => "tcptrace daemon",
