@@ -8,10 +8,13 @@
 //! is Debian's `ab` against Debian's nginx across two namespaces the test
 //! creates.
 
-use std::{collections::BTreeMap, process::Command, thread, time::Duration};
+use std::{process::Command, thread, time::Duration};
 
 use serde_json::Value;
-use tcptrace::probe::PHASE_TIMING_ENV;
+use tcptrace::probe::{
+    phase_timing::{self as phase_map, SpanTotal},
+    PHASE_TIMING_ENV,
+};
 use tcptrace_common::{
     phase_timing::{self, Phase, TRANSITIONS},
     state::raw::{CLOSE, SYN_SENT},
@@ -37,11 +40,10 @@ fn timed_spans_count_every_run_and_record_the_kernel_counts() {
     let opened = drive(&hosts);
 
     // The program runs on: its run count is read before and after the map.
-    let program = state_program(&daemon);
-    let runs_before = run_count(program);
+    let runs_before = state_program_runs(&daemon);
     let spans = read_spans(&daemon);
-    let runs_after = run_count(program);
-    let timed_runs: u64 = spans[..TRANSITIONS as usize].iter().map(|s| s.1).sum();
+    let runs_after = state_program_runs(&daemon);
+    let timed_runs: u64 = spans[..TRANSITIONS as usize].iter().map(|s| s.runs).sum();
     eprintln!(
         "timed runs {timed_runs}, kernel runs {runs_before}..{runs_after}; \
          ab's connects {opened}; spans {spans:?}"
@@ -53,7 +55,7 @@ fn timed_spans_count_every_run_and_record_the_kernel_counts() {
         "every run of the program is timed: {timed_runs} timed, the kernel ran it \
          {runs_before} to {runs_after} times"
     );
-    let connects = spans[phase_timing::transition(CLOSE, SYN_SENT) as usize].1;
+    let connects = spans[phase_timing::transition(CLOSE, SYN_SENT) as usize].runs;
     assert!(
         connects >= opened,
         "CLOSE -> SYN_SENT timed {connects} times, TcpActiveOpens of ab's namespace {opened}"
@@ -61,7 +63,7 @@ fn timed_spans_count_every_run_and_record_the_kernel_counts() {
     assert!(
         spans[..TRANSITIONS as usize]
             .iter()
-            .all(|&(ns, runs)| (runs == 0) == (ns == 0)),
+            .all(|s| (s.runs == 0) == (s.ns == 0)),
         "a span that ran took time, and one that did not took none: {spans:?}"
     );
 
@@ -71,7 +73,7 @@ fn timed_spans_count_every_run_and_record_the_kernel_counts() {
         .expect("the kernel's records sent");
     let spans = read_spans(&daemon);
     let [reserve, fill, submit] =
-        [Phase::Reserve, Phase::Fill, Phase::Submit].map(|p| spans[p as usize].1);
+        [Phase::Reserve, Phase::Fill, Phase::Submit].map(|p| spans[p as usize].runs);
     #[expect(clippy::cast_precision_loss, reason = "small counts")]
     let reserved = reserve as f64;
     assert!(
@@ -79,7 +81,7 @@ fn timed_spans_count_every_run_and_record_the_kernel_counts() {
         "records reserved {reserve}, filled {fill}, submitted {submit}; sent by the scrape {sent}"
     );
     assert!(
-        spans[Phase::ActorAtBirth as usize].1 >= opened,
+        spans[Phase::ActorAtBirth as usize].runs >= opened,
         "a task was taken at each of ab's connects: {spans:?}"
     );
 }
@@ -93,7 +95,7 @@ fn nothing_is_timed_when_the_setting_is_off() {
     let spans = read_spans(&daemon);
     assert!(opened >= REQUESTS, "ab's connects: {opened}");
     assert!(
-        spans.iter().all(|&(ns, runs)| ns == 0 && runs == 0),
+        spans.iter().all(|s| *s == SpanTotal::default()),
         "untimed, the map stays empty: {spans:?}"
     );
 }
@@ -125,57 +127,28 @@ fn drive(hosts: &HostPair) -> u64 {
     nstat(&hosts.b)["TcpActiveOpens"] - before
 }
 
-/// The id of the daemon's state-change program.
-fn state_program(daemon: &Daemon) -> u64 {
+/// The kernel's run count (`bpf_stats`) of the daemon's state-change
+/// program. bpftool gives its whole name (from BTF; the kernel keeps 15
+/// characters of it).
+fn state_program_runs(daemon: &Daemon) -> u64 {
     programs_of(daemon.pid())
         .into_iter()
-        .find(|&id| {
-            bpftool(&["prog", "show", "id", &id.to_string()])["name"] == "tcptrace_state_summary"
-        })
-        .expect("the daemon's tcptrace_state_summary program")
-}
-
-fn run_count(program: u64) -> u64 {
-    bpftool(&["prog", "show", "id", &program.to_string()])["run_cnt"]
+        .map(|id| bpftool(&["prog", "show", "id", &id.to_string()]))
+        .find(|prog| prog["name"] == "tcptrace_state_summary")
+        .expect("the daemon's tcptrace_state_summary program")["run_cnt"]
         .as_u64()
         .expect("run_cnt: bpf_stats is on")
 }
 
-/// (nanoseconds, runs) of each span, summed over CPUs, from the daemon's
-/// `PHASE_NS` map.
-fn read_spans(daemon: &Daemon) -> Vec<(u64, u64)> {
-    let map = maps_of(daemon.pid())
-        .into_iter()
-        .find(|&id| bpftool(&["map", "show", "id", &id.to_string()])["name"] == "PHASE_NS")
-        .expect("the daemon's PHASE_NS map");
-    let entries = bpftool(&["map", "dump", "id", &map.to_string()]);
-    let mut sums = BTreeMap::new();
-    for entry in entries.as_array().expect("entries") {
-        let entry = entry.get("formatted").unwrap_or(entry);
-        let key = number(&entry["key"]).expect("key");
-        let total: u64 = entry["values"]
-            .as_array()
-            .expect("values per CPU")
-            .iter()
-            .map(|v| number(&v["value"]).expect("value"))
-            .sum();
-        sums.insert(key, total);
-    }
-    (0..u64::from(phase_timing::SPANS))
-        .map(|span| (sums[&(2 * span)], sums[&(2 * span + 1)]))
-        .collect()
-}
-
-/// A number as bpftool prints it: plain (with BTF), or little-endian bytes
-/// in hex strings.
-fn number(value: &Value) -> Option<u64> {
-    if let Some(n) = value.as_u64() {
-        return Some(n);
-    }
-    value.as_array()?.iter().rev().try_fold(0u64, |acc, byte| {
-        let byte = u64::from_str_radix(byte.as_str()?.trim_start_matches("0x"), 16).ok()?;
-        Some(acc << 8 | byte)
-    })
+/// Each span's totals over CPUs, from the daemon's `PHASE_NS` map.
+fn read_spans(daemon: &Daemon) -> Vec<SpanTotal> {
+    let ours = maps_of(daemon.pid());
+    let ids = phase_map::map_ids().expect("the kernel's maps");
+    let id = ids
+        .iter()
+        .find(|&&id| ours.contains(&u64::from(id)))
+        .unwrap_or_else(|| panic!("none of the PHASE_NS maps {ids:?} is the daemon's"));
+    phase_map::read(*id).expect("reading PHASE_NS")
 }
 
 fn bpftool(args: &[&str]) -> Value {

@@ -5,19 +5,20 @@
 //! nanoseconds per run. Each timed span adds a clock read to the run it
 //! times, so this is a breakdown; the untimed cost is the bench's table.
 
-use std::{path::Path, process::Command};
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
-use tcptrace::probe::PHASE_TIMING_ENV;
+use tcptrace::probe::{
+    phase_timing::{self as phase_timing_map, SpanTotal},
+    PHASE_TIMING_ENV,
+};
 use tcptrace_common::{
     phase_timing::{self, Phase, SPANS, TRANSITIONS},
     TcpState,
 };
 
 use crate::bench::{churn, start_with, Options, Tracer};
-
-const MAP: &str = "PHASE_NS";
 
 /// Transitions rarer than one in this many connections are left out of the
 /// printed table.
@@ -43,10 +44,10 @@ pub fn measure(root: &Path, out_dir: &Path, options: &Options) -> Result<Value> 
     }
     let spans = (0..SPANS)
         .filter_map(|span| {
-            let (ns, runs) = totals.get(span as usize).copied()?;
-            (runs > 0).then(|| {
+            let total = totals.get(span as usize).copied()?;
+            (total.runs > 0).then(|| {
                 #[expect(clippy::cast_precision_loss, reason = "totals far below 2^52")]
-                let (ns, runs) = (ns as f64, runs as f64);
+                let (ns, runs) = (total.ns as f64, total.runs as f64);
                 json!({
                     "span": span_name(span),
                     "transition": span < TRANSITIONS,
@@ -73,47 +74,13 @@ fn span_name(span: u32) -> String {
         .map_or_else(|| format!("span {span}"), |phase| phase.name().to_owned())
 }
 
-/// Each span's (nanoseconds, runs), summed over CPUs.
-fn read_map() -> Result<Vec<(u64, u64)>> {
-    let out = Command::new("bpftool")
-        .args(["--json", "map", "dump", "name", MAP])
-        .output()
-        .context("running bpftool")?;
-    if !out.status.success() {
-        bail!(
-            "bpftool could not dump {MAP}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+/// Each span's totals, from the one `PHASE_NS` map loaded (the bench
+/// refuses to run next to another tracer).
+fn read_map() -> Result<Vec<SpanTotal>> {
+    match phase_timing_map::map_ids()?.as_slice() {
+        &[id] => phase_timing_map::read(id),
+        ids => bail!("expected the timed daemon's PHASE_NS map alone, found {ids:?}"),
     }
-    let entries: Value = serde_json::from_slice(&out.stdout).context("bpftool's JSON")?;
-    let mut sums = vec![0u64; phase_timing::ENTRIES as usize];
-    for entry in entries.as_array().into_iter().flatten() {
-        let entry = entry.get("formatted").unwrap_or(entry);
-        let (Some(index), Some(values)) = (number(&entry["key"]), entry["values"].as_array())
-        else {
-            bail!("unexpected entry in bpftool's dump of {MAP}: {entry}");
-        };
-        let total = values.iter().filter_map(|v| number(&v["value"])).sum();
-        if let Some(sum) = usize::try_from(index).ok().and_then(|i| sums.get_mut(i)) {
-            *sum = total;
-        }
-    }
-    Ok(sums
-        .chunks_exact(2)
-        .map(|pair| (pair[0], pair[1]))
-        .collect())
-}
-
-/// A number as bpftool prints it: plain (with BTF), or little-endian
-/// bytes in hex strings (without).
-fn number(value: &Value) -> Option<u64> {
-    if let Some(n) = value.as_u64() {
-        return Some(n);
-    }
-    value.as_array()?.iter().rev().try_fold(0u64, |acc, byte| {
-        let byte = u64::from_str_radix(byte.as_str()?.trim_start_matches("0x"), 16).ok()?;
-        Some(acc << 8 | byte)
-    })
 }
 
 /// The measurement's lines under the bench's table (nothing when not run).
@@ -162,18 +129,6 @@ pub fn print(report: &Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn numbers_read_in_both_of_bpftools_forms() {
-        assert_eq!(number(&json!(1234)), Some(1234));
-        assert_eq!(
-            number(&json!([
-                "0xd2", "0x04", "0x00", "0x00", "0x00", "0x00", "0x00", "0x00"
-            ])),
-            Some(1234)
-        );
-        assert_eq!(number(&json!("x")), None);
-    }
 
     #[test]
     fn spans_are_named_by_their_states_or_their_part() {

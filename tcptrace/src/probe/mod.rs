@@ -7,6 +7,7 @@ pub mod hooks;
 mod load;
 pub mod object;
 mod object_info;
+pub mod phase_timing;
 pub mod preflight;
 mod program_stats;
 mod ring_fill;
