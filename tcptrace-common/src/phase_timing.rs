@@ -6,7 +6,7 @@
 //! `PHASE_NS`: slot `2 * span` holds the nanoseconds, `2 * span + 1` the
 //! runs. Spans are a whole run of the state program, per transition, and
 //! parts of a run: building the acting task, and the three steps of
-//! sending a record. Each span costs one more clock read (about 25 ns on
+//! sending a record (by any program). Each span costs one more clock read (about 25 ns on
 //! a virtual machine), so the figures are a breakdown of a timed run, not
 //! the cost of an untimed one. With the setting off, the verifier folds the
 //! frozen setting and removes the timing code.
@@ -46,7 +46,9 @@ pub enum Phase {
     ActorAtBirth = TRANSITIONS,
     /// The closer at a close call, likewise.
     ActorAtClose,
-    /// Reserving a record in the event ring buffer.
+    /// Reserving a record in the event ring buffer. The three record
+    /// spans time every record sent, whichever program sends it (under
+    /// churn, the state program's summaries).
     Reserve,
     /// Writing the record into its reservation.
     Fill,
