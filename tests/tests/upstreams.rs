@@ -103,10 +103,31 @@ impl Proxied {
         );
     }
 
+    /// Waits (5 s at most) until the proxy has acknowledged every byte the
+    /// upstream sent. The last response's ACK may be delayed; dropped at
+    /// the upstream, it would leave the upstream retransmitting that
+    /// response, a retransmit of nginx on the port that is not the proxy's
+    /// (seen once in CI: the daemon, filtered by port, counted it).
+    fn wait_upstream_acknowledged(&self) {
+        shell_in(
+            &self.hosts.b,
+            Duration::from_secs(10),
+            &format!(
+                "i=0; while [ $i -lt 100 ]; do \
+                   unacked=$(ss -Htn state established sport = :{port} \
+                             | awk '{{ s += $2 }} END {{ print s + 0 }}'); \
+                   [ \"$unacked\" -eq 0 ] && exit 0; sleep 0.05; i=$((i+1)); \
+                 done; echo \"the upstream still has $unacked bytes unacknowledged\"; exit 1",
+                port = self.upstream_port,
+            ),
+        );
+    }
+
     /// The upstream's host vanishes, and a request goes through the
     /// proxy: answered `code` (504 when the proxy gave up waiting, 502
     /// when the kernel gave up on the connection).
     fn request_the_vanished_upstream(&self, code: u16) {
+        self.wait_upstream_acknowledged();
         self.hosts.drop_ingress(&self.hosts.b);
         shell_in(
             &self.hosts.a,
