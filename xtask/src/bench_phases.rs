@@ -95,35 +95,38 @@ pub fn print(report: &Value) {
         "  {:<42} {:>9} {:>8} {:>8}",
         "span", "runs/conn", "ns/run", "ns/conn"
     );
-    let mut whole_runs = 0.0;
-    let mut rare = 0;
-    for (i, span) in spans.iter().enumerate() {
-        let transition = span["transition"].as_bool().unwrap_or(false);
-        if !transition && i > 0 && spans[i - 1]["transition"].as_bool().unwrap_or(false) {
-            if rare > 0 {
-                println!(
-                    "  ({rare} transitions rarer than one in {RARE} connections: in the JSON)"
-                );
-            }
-            println!("  {:<42} {:>9} {:>8} {whole_runs:>8.0}", "all runs", "", "");
-            println!("  of which:");
-        }
-        let per_connection = span["ns_per_connection"].as_f64().unwrap_or(0.0);
-        if transition {
-            whole_runs += per_connection;
-            // The bench's own sockets (the daemon's listener, its scrapes).
-            if span["runs_per_connection"].as_f64().unwrap_or(0.0) < 1.0 / RARE {
-                rare += 1;
-                continue;
-            }
-        }
+    let figure = |span: &Value, key: &str| span[key].as_f64().unwrap_or(0.0);
+    let row = |span: &&Value| {
         println!(
-            "  {:<42} {:>9.2} {:>8.0} {per_connection:>8.0}",
+            "  {:<42} {:>9.2} {:>8.0} {:>8.0}",
             span["span"].as_str().unwrap_or("?"),
-            span["runs_per_connection"].as_f64().unwrap_or(0.0),
-            span["ns_per_run"].as_f64().unwrap_or(0.0),
+            figure(span, "runs_per_connection"),
+            figure(span, "ns_per_run"),
+            figure(span, "ns_per_connection"),
+        );
+    };
+    let (transitions, parts): (Vec<&Value>, Vec<&Value>) = spans
+        .iter()
+        .partition(|span| span["transition"].as_bool().unwrap_or(false));
+    // Rare transitions are the bench's own sockets (the daemon's listener,
+    // its scrapes).
+    let (common, rare): (Vec<&Value>, Vec<&Value>) = transitions
+        .iter()
+        .partition(|span| figure(span, "runs_per_connection") >= 1.0 / RARE);
+    common.iter().for_each(row);
+    if !rare.is_empty() {
+        println!(
+            "  ({} transitions rarer than one in {RARE} connections: in the JSON)",
+            rare.len()
         );
     }
+    let whole_runs: f64 = transitions
+        .iter()
+        .map(|span| figure(span, "ns_per_connection"))
+        .sum();
+    println!("  {:<42} {:>9} {:>8} {whole_runs:>8.0}", "all runs", "", "");
+    println!("  of which:");
+    parts.iter().for_each(row);
 }
 
 #[cfg(test)]
