@@ -706,7 +706,8 @@ const WRITERS: u64 = 4;
 /// aborts (see `reset_the_writers`): `trace --json`
 /// shows that many `reset_received` and client CLOSEs with ECONNRESET
 /// (EPIPE from `CLOSE_WAIT`) and no closer, and `--report-only` and the daemon count that many
-/// received by `redis-benchmark`.
+/// received by `redis-benchmark` (the sessions less any run they say the
+/// kernel skipped).
 #[test]
 fn redis_clients_reset_while_writing_are_ended_by_their_peer() {
     require_root();
@@ -738,14 +739,20 @@ fn redis_clients_reset_while_writing_are_ended_by_their_peer() {
     let ended: Vec<&Value> = of_writers("state")
         .filter(|r| r["new"] == "CLOSE" && (r["error"] == "ECONNRESET" || r["error"] == "EPIPE"))
         .collect();
-    assert_eq!(
-        (
-            ended.len() as u64,
-            of_writers("reset_received").count() as u64
-        ),
-        (resets, resets),
-        "trace --json, {} events unseen: {table}",
-        every_event.unseen()
+    // A session may miss what it says it missed (a run the kernel skipped,
+    // nested in a run of the same program on one CPU): this test's writers
+    // flood the path with retransmits, and a CI run once skipped one.
+    let within = |seen: u64, unseen: u64| seen <= resets && seen + unseen >= resets;
+    let (closes, received, unseen) = (
+        ended.len() as u64,
+        of_writers("reset_received").count() as u64,
+        every_event.unseen(),
+    );
+    assert!(
+        within(closes, unseen) && within(received, unseen),
+        "trace --json: {closes} CLOSEs by a reset, {received} reset_received, {unseen} events \
+         unseen ({}), {resets} expected: {table}",
+        every_event.summary()["summary"]["kernel"]
     );
     for close in ended {
         assert_eq!(close["owner"]["comm"], "redis-benchmark", "{close}");
@@ -755,10 +762,13 @@ fn redis_clients_reset_while_writing_are_ended_by_their_peer() {
         );
         assert!(close["closer"].is_null(), "taken for a close call: {close}");
     }
-    assert_eq!(
-        summary.summary()["summary"]["resets_received"].as_u64(),
-        Some(resets),
-        "trace --report-only: {table}"
+    let summary_received = summary.summary()["summary"]["resets_received"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        within(summary_received, summary.unseen()),
+        "trace --report-only: {summary_received} received, {} events unseen: {table}",
+        summary.unseen()
     );
     assert_eq!(
         resets_of(&scrape, "redis-benchmark", "received"),
