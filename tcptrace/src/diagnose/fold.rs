@@ -5,7 +5,9 @@
 //! Folding is done when the report is built, since call sites are known
 //! only then.
 
-use std::{borrow::Cow, collections::HashMap, net::SocketAddr};
+use std::{borrow::Cow, net::SocketAddr};
+
+use indexmap::IndexMap;
 
 use super::flows::{Flow, FlowKey};
 use crate::{callsite::CallSite, table::Role};
@@ -58,7 +60,9 @@ pub struct Member<'a> {
 /// such as the handshakes a listener's owner completes, stays apart.)
 #[must_use]
 pub fn fold<'a>(members: impl IntoIterator<Item = Member<'a>>) -> Vec<Folded<'a>> {
-    let mut groups: HashMap<FoldKey, Vec<Member<'a>>> = HashMap::new();
+    // In the members' order, not a hash's: findings that rank equal come
+    // out in the same order every time (a replay prints the same lines).
+    let mut groups: IndexMap<FoldKey, Vec<Member<'a>>> = IndexMap::new();
     for member in members {
         let key = FoldKey {
             comm: member
@@ -85,7 +89,7 @@ pub fn fold<'a>(members: impl IntoIterator<Item = Member<'a>>) -> Vec<Folded<'a>
             k.owner_site.is_some() && (&k.comm, k.role, k.peer) == (&key.comm, key.role, key.peer)
         });
         if let (Some(only), None) = (known.next().cloned(), known.next()) {
-            let members = groups.remove(&key).unwrap_or_default();
+            let members = groups.shift_remove(&key).unwrap_or_default();
             groups.entry(only).or_default().extend(members);
         }
     }
@@ -151,5 +155,38 @@ fn merge(mut members: Vec<Member<'_>>) -> Folded<'_> {
         time_wait_by_pid,
         owner_site,
         close_site,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_come_out_in_the_order_their_flows_were_met() {
+        let peers: Vec<SocketAddr> = (1..=8)
+            .map(|i| SocketAddr::from(([10, 0, 0, i], 80)))
+            .collect();
+        let keys: Vec<FlowKey> = peers
+            .iter()
+            .map(|&peer| FlowKey {
+                owner: None,
+                role: Role::Active,
+                peer,
+            })
+            .collect();
+        // Equal flows: nothing ranks one group before another.
+        let flow = Flow::default();
+        for _ in 0..16 {
+            let members = keys.iter().map(|key| Member {
+                key,
+                flow: &flow,
+                time_wait_now: 0,
+                owner_site: None,
+                close_site: None,
+            });
+            let order: Vec<SocketAddr> = fold(members).iter().map(|g| g.key.peer).collect();
+            assert_eq!(order, peers);
+        }
     }
 }
