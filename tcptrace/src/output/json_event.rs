@@ -35,7 +35,7 @@ pub fn write_event(line: &mut Vec<u8>, event: &TcpEvent, shown: &Shown) {
     };
     let mut out = Line(line);
     out.raw(b"{\"type\":");
-    out.string(kind);
+    out.name(kind);
     out.raw(b",\"time_ns\":");
     // A u64 until the year 2554, and much quicker to write than a u128.
     match u64::try_from(shown.unix_ns) {
@@ -57,7 +57,7 @@ pub fn write_event(line: &mut Vec<u8>, event: &TcpEvent, shown: &Shown) {
     ] {
         if let Some(state) = state {
             out.raw(key);
-            out.string(state.name());
+            out.name(state.name());
         }
     }
     out.raw(b",\"in_old_state_ns\":");
@@ -70,7 +70,7 @@ pub fn write_event(line: &mut Vec<u8>, event: &TcpEvent, shown: &Shown) {
             out.raw(b",\"comm\":");
             out.string(&owner.comm);
             out.raw(b",\"source\":");
-            out.string(owner.source.as_str());
+            out.name(owner.source.as_str());
             out.raw(b"}");
         }
         None => out.raw(b"null"),
@@ -101,7 +101,7 @@ pub fn write_event(line: &mut Vec<u8>, event: &TcpEvent, shown: &Shown) {
     out.number(event.sock.retransmits);
     if let Some(errno) = event.error {
         out.raw(b",\"error\":");
-        out.string(errno_name(errno));
+        out.name(errno_name(errno));
     }
     if shown.history_incomplete {
         out.raw(b",\"history_incomplete\":true");
@@ -130,6 +130,17 @@ impl Line<'_> {
             Some(n) => self.number(n),
             None => self.raw(b"null"),
         }
+    }
+
+    /// One of tcptrace's own names (a record type, a state, an owner's
+    /// source, an errno): quoted as it is, for none holds a character JSON
+    /// escapes (`names_need_no_escaping`). Anything a process or a
+    /// cluster chose goes through `string`.
+    fn name(&mut self, name: &'static str) {
+        debug_assert!(!needs_escaping(name), "{name:?}");
+        self.raw(b"\"");
+        self.raw(name.as_bytes());
+        self.raw(b"\"");
     }
 
     /// A JSON string, escaped by `serde_json`.
@@ -200,6 +211,12 @@ impl Line<'_> {
         }
         self.raw(b"}");
     }
+}
+
+/// Whether JSON needs `text` escaped: a quote, a backslash or a control
+/// character in it.
+fn needs_escaping(text: &str) -> bool {
+    text.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20)
 }
 
 #[cfg(test)]
@@ -422,6 +439,23 @@ mod tests {
         let parsed: Value = serde_json::from_str(&ours).unwrap();
         assert_eq!(parsed["local"], "[2001:db8::1]:443");
         assert_eq!(parsed["actor"]["comm"], "x\"y\\z\n\t");
+    }
+
+    #[test]
+    fn names_need_no_escaping() {
+        let states = TcpState::ALL.map(TcpState::name);
+        let sources = [
+            OwnerSource::Syscall,
+            OwnerSource::Listener,
+            OwnerSource::Accept,
+            OwnerSource::Snapshot,
+        ]
+        .map(OwnerSource::as_str);
+        let errnos = (0..4096).map(errno_name);
+        for name in states.into_iter().chain(sources).chain(errnos) {
+            assert!(!needs_escaping(name), "{name:?}");
+        }
+        assert!(needs_escaping("a\"quote") && needs_escaping("tab\t") && needs_escaping("\\"));
     }
 
     #[test]
