@@ -1,6 +1,8 @@
 //! What every kind of finding is made of: the process it names, folded
 //! processes, percentiles, who closed first, rates.
 
+use std::cmp::Reverse;
+
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
@@ -132,15 +134,43 @@ pub(super) fn rate(count: u64, span_ns: u64) -> f64 {
 /// The stack that names a group's call site: the most frequent one among
 /// those that reach the user's code, else the most frequent. (A JIT
 /// runtime's first calls run interpreted, unnamed; later ones compiled and
-/// named, on other addresses.)
+/// named, on other addresses.) Of equally frequent ones, the lowest id:
+/// the map's order is random, and the same events must name the same
+/// call site.
 pub(super) fn best_stack<S>(
     counts: &std::collections::HashMap<StackRef, u64, S>,
     call_sites: &CallSites,
 ) -> Option<StackRef> {
+    let rank = |(&stack, &n): (&StackRef, &u64)| (n, Reverse((stack.pid, stack.stack)));
     let user = counts
         .iter()
         .filter(|(&stack, _)| call_sites.names_user_code(stack))
-        .max_by_key(|(_, &n)| n);
-    user.or_else(|| counts.iter().max_by_key(|(_, &n)| n))
+        .max_by_key(|&entry| rank(entry));
+    user.or_else(|| counts.iter().max_by_key(|&entry| rank(entry)))
         .map(|(&stack, _)| stack)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equally_frequent_stacks_name_the_same_call_site_every_time() {
+        let stacks: Vec<StackRef> = (1..=6).map(|stack| StackRef { pid: 7, stack }).collect();
+        let call_sites = CallSites::default();
+        for _ in 0..16 {
+            // Each map has its own random order.
+            let counts: std::collections::HashMap<StackRef, u64> =
+                stacks.iter().map(|&stack| (stack, 3)).collect();
+            assert_eq!(best_stack(&counts, &call_sites), Some(stacks[0]));
+        }
+        let mut counts: std::collections::HashMap<StackRef, u64> =
+            stacks.iter().map(|&stack| (stack, 3)).collect();
+        counts.insert(stacks[4], 4);
+        assert_eq!(
+            best_stack(&counts, &call_sites),
+            Some(stacks[4]),
+            "the most frequent"
+        );
+    }
 }
