@@ -652,3 +652,54 @@ fn a_folded_churn_row_splits_its_time_wait_by_process() {
     assert_eq!(held, [(701, 1), (702, 2), (703, 3)]);
     assert_eq!(churn[0].held().map(|(_, held)| held.time_wait), Some(6));
 }
+
+/// Findings that rank equal (two clients' churn, two servers' leaks, each
+/// of the same size) come out the same way however often the report is
+/// built: the maps they are gathered in each have a random order.
+#[test]
+fn the_same_events_give_the_same_report() {
+    let mut p = Pipeline::default();
+    client_per_request(&mut p, task(100, "client-a", 1), 5, 0, 10 * MS);
+    client_per_request(&mut p, task(200, "client-b", 2), 5, SEC, 10 * MS);
+    let mut leaking = Vec::new();
+    for (i, name) in [(0u16, "leaky-a"), (1, "leaky-b")] {
+        let pid = 400 + u32::from(i);
+        let local = format!("10.0.0.1:{}", 8080 + i);
+        let remote = format!("10.0.0.70:{}", 50000 + i);
+        let c = Conn::passive(
+            0xffff_4000 + u64::from(i) * 0x100,
+            task(pid, name, 6),
+            &local,
+            &remote,
+        );
+        p.feed(&c.state(0, Listen, SynRecv));
+        p.feed(&c.state(MS, SynRecv, Established));
+        p.feed(&c.state(2 * SEC, Established, CloseWait));
+        leaking.push(ExistingSocket {
+            netns: 0,
+            state: CloseWait,
+            local: local.parse().unwrap(),
+            remote: remote.parse().unwrap(),
+            inode: 1000 + u64::from(i),
+            uid: 0,
+            holders: [FdHolder {
+                pid,
+                fd: 7,
+                comm: name.into(),
+            }]
+            .into_iter()
+            .collect(),
+            activity: None,
+        });
+    }
+    let now = Snapshot::from_sockets(leaking, 0);
+    let first = serde_json::to_string(&p.report(&now, 9 * SEC).findings).unwrap();
+    assert!(
+        first.contains("client-a") && first.contains("leaky-b"),
+        "the findings to compare: {first}"
+    );
+    for _ in 0..16 {
+        let again = serde_json::to_string(&p.report(&now, 9 * SEC).findings).unwrap();
+        assert_eq!(again, first);
+    }
+}

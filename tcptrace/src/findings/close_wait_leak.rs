@@ -11,7 +11,7 @@ use std::{
 use serde::Serialize;
 
 use super::{
-    parts::{best_stack, secs, ProcessJson},
+    parts::{best_stack, rank_findings, secs, ProcessJson},
     text::{call_site, ShownProcess},
     LogLine, ReportInput,
 };
@@ -58,7 +58,11 @@ impl CloseWaitLeak {
     pub(super) fn all(input: &ReportInput, view: &LiveView) -> Vec<Self> {
         let site = |stack| input.call_sites.get(stack);
         let mut groups: HashMap<_, (Option<CallSite>, Leak)> = HashMap::new();
-        for (key, leak) in closewait::leaks(view) {
+        // Of a group's call sites, the first with the most sockets names
+        // it: taken in the order of their stacks, not the map's.
+        let mut sources: Vec<_> = closewait::leaks(view).into_iter().collect();
+        sources.sort_by_key(|(key, _)| key.call_site.map(|s| (s.pid, s.stack)));
+        for (key, leak) in sources {
             let call_site = site(key.call_site);
             let text = call_site.as_ref().map(CallSite::user_code_text);
             match groups.entry((key.owner, text)) {
@@ -94,7 +98,7 @@ impl CloseWaitLeak {
                 eof_call_site: site(best_stack(&leak.eof_stacks, input.call_sites)),
             })
             .collect();
-        leaks.sort_by_key(|l| Reverse(l.sockets));
+        rank_findings(&mut leaks, |l| Reverse(l.sockets));
         leaks
     }
 

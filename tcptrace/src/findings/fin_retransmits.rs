@@ -12,7 +12,7 @@ use std::{
 use serde::Serialize;
 
 use super::{
-    parts::{secs, ProcessJson},
+    parts::{rank_findings, secs, ProcessJson},
     text::{call_site, ShownProcess},
     LogLine, ReportInput,
 };
@@ -55,7 +55,15 @@ impl DeadPeerFin {
         // and a compiled path of one method are two stacks); the stack of
         // the most sockets names it. Call sites without user code stay apart.
         let mut merged: HashMap<_, (DeadPeerKey, DeadPeer)> = HashMap::new();
-        for (key, group) in diagnosed.dead_peers.with_live(live, input.now_ns) {
+        // Of a row's stacks, the first with the most sockets names it:
+        // taken in the order of their stacks, not the map's.
+        let mut sources: Vec<_> = diagnosed
+            .dead_peers
+            .with_live(live, input.now_ns)
+            .into_iter()
+            .collect();
+        sources.sort_by_key(|(key, _)| key.close_stack.map(|s| (s.pid, s.stack)));
+        for (key, group) in sources {
             let text = input
                 .call_sites
                 .get(key.close_stack)
@@ -93,7 +101,7 @@ impl DeadPeerFin {
                 call_site: input.call_sites.get(key.close_stack),
             })
             .collect();
-        all.sort_by_key(|d| Reverse(d.retransmits));
+        rank_findings(&mut all, |d| Reverse(d.retransmits));
         // "Dead" only where the peer never acknowledged (or is gone): FINs
         // acknowledged after a few retransmits crossed a lossy path.
         all.into_iter().partition(Self::peer_is_dead)

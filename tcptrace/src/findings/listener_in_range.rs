@@ -8,7 +8,11 @@ use std::io::{self, Write};
 use serde::Serialize;
 use tcptrace_common::TcpState;
 
-use super::{parts::ProcessJson, text::ShownProcess, LogLine, ReportInput};
+use super::{
+    parts::{rank_findings, ProcessJson},
+    text::ShownProcess,
+    LogLine, ReportInput,
+};
 use crate::{port_range::PortRange, table::Process};
 
 #[derive(Clone, Debug, Serialize)]
@@ -44,7 +48,7 @@ impl ListenerInRange {
                 range: owned.port_range(s.netns),
             })
             .collect();
-        all.sort_by_key(|l| (l.port, l.netns));
+        rank_findings(&mut all, |l| (l.port, l.netns));
         all
     }
 

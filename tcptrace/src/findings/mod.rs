@@ -34,6 +34,7 @@ pub use fin_retransmits::DeadPeerFin;
 pub use idle_connection::IdleConnections;
 pub use listener_in_range::ListenerInRange;
 pub use lost_connection::LostConnection;
+use parts::rank_findings;
 pub use parts::{ClosedFirst, Percentiles, ProcessJson, Processes};
 pub use port_pressure::PortPressure;
 pub use reconnect_loop::ReconnectLoop;
@@ -395,10 +396,10 @@ pub fn build_report(diagnoses: &Diagnoses, input: &ReportInput) -> Report {
         connects.extend(Connect::of(&group));
         accepts.extend(Accept::of(&group));
     }
-    churn.sort_by_key(|c| Reverse((c.time_wait_now, c.connections)));
-    loops.sort_by_key(|l| Reverse(l.attempts));
-    connects.sort_by_key(|c| Reverse((c.failures.total(), c.attempts)));
-    accepts.sort_by_key(|a| Reverse(a.established));
+    rank_findings(&mut churn, |c| Reverse((c.time_wait_now, c.connections)));
+    rank_findings(&mut loops, |l| Reverse(l.attempts));
+    rank_findings(&mut connects, |c| Reverse((c.failures.total(), c.attempts)));
+    rank_findings(&mut accepts, |a| Reverse(a.established));
     let (dead, recovered) = DeadPeerFin::all(input, diagnoses);
     let mut lost: Vec<LostConnection> = diagnoses
         .lost
@@ -406,7 +407,7 @@ pub fn build_report(diagnoses: &Diagnoses, input: &ReportInput) -> Report {
         .iter()
         .map(|(key, group)| LostConnection::of(key, group, input))
         .collect();
-    lost.sort_by_key(|l| {
+    rank_findings(&mut lost, |l| {
         Reverse(l.keepalive_timeouts + l.retransmit_timeouts + l.reset_after_silence)
     });
     let idle_ms = u32::try_from(input.idle_threshold.as_millis()).unwrap_or(u32::MAX);
@@ -416,13 +417,16 @@ pub fn build_report(diagnoses: &Diagnoses, input: &ReportInput) -> Report {
         .iter()
         .filter_map(|(key, group)| IdleConnections::of(key, group, input))
         .collect();
-    idle.sort_by_key(|i| Reverse(i.sockets));
+    rank_findings(&mut idle, |i| Reverse(i.sockets));
     let mut ages: Vec<ConnectionAges> = live
         .iter()
         .map(|(key, group)| ConnectionAges::of(key, group, input))
         .collect();
-    let oldest = |a: &ConnectionAges| a.oldest_age_s.unwrap_or(-1.0);
-    ages.sort_by(|a, b| oldest(b).total_cmp(&oldest(a)));
+    // Oldest first, then those of unknown age (the bits of a float that
+    // is not negative order as it does).
+    rank_findings(&mut ages, |a| {
+        Reverse(a.oldest_age_s.map(|age| age.max(0.0).to_bits()))
+    });
 
     report.totals = Totals {
         elapsed_s: input.elapsed.as_secs_f64(),

@@ -131,6 +131,19 @@ pub(super) fn rate(count: u64, span_ns: u64) -> f64 {
     }
 }
 
+/// Puts findings in `rank`'s order, and those that rank equal in the
+/// order of what they say (their JSON): the maps they were gathered in
+/// have no order of their own, and the same events must give the same
+/// report, line for line.
+pub(super) fn rank_findings<T: Serialize, K: Ord>(findings: &mut [T], rank: impl Fn(&T) -> K) {
+    findings.sort_by_cached_key(|finding| {
+        (
+            rank(finding),
+            serde_json::to_string(finding).unwrap_or_default(),
+        )
+    });
+}
+
 /// The stack that names a group's call site: the most frequent one among
 /// those that reach the user's code, else the most frequent. (A JIT
 /// runtime's first calls run interpreted, unnamed; later ones compiled and

@@ -8,6 +8,7 @@ use std::{
 
 use serde::Serialize;
 
+use super::parts::rank_findings;
 use crate::{diagnose::ports, port_range::PortRange, snapshot::Snapshot};
 
 /// Destinations listed: the busiest are what matters, the rest is noise.
@@ -50,7 +51,7 @@ impl PortPressure {
                 }
             })
             .collect();
-        all.sort_by_key(|p| Reverse(p.ports_in_use));
+        rank_findings(&mut all, |p| Reverse(p.ports_in_use));
         all.truncate(MAX_DESTINATIONS);
         all
     }
