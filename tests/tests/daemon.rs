@@ -281,8 +281,13 @@ fn tracer_costs_agree_with_bpftool() {
         .expect("run time");
         let kernel_runs = prog["run_cnt"].as_f64().unwrap_or(0.0);
         let kernel_ns = prog["run_time_ns"].as_f64().unwrap_or(0.0);
+        // Never more than the kernel's count, read later. The state
+        // program ran for every connection of the workload, so it shows
+        // runs; a rare program (a retransmit anywhere on the host) may
+        // run for the first time between the scrape and bpftool's read
+        // (a CI run saw 0 scraped, 1 read).
         assert!(
-            runs <= kernel_runs && (runs > 0.0) == (kernel_runs > 0.0),
+            runs <= kernel_runs && (runs > 0.0 || !name.starts_with("tcptrace_state_summary")),
             "{name}: {runs} runs scraped, {kernel_runs} by bpftool later"
         );
         assert!(
