@@ -209,6 +209,24 @@ pub fn url_encode(value: &str) -> String {
         .collect()
 }
 
+/// Events the daemon says it never saw (a full ring buffer, runs the
+/// kernel skipped), from its own counters in `scrape`.
+#[must_use]
+#[expect(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "the counters are whole, non-negative and far below 2^53"
+)]
+pub fn unseen(scrape: &str) -> u64 {
+    [
+        "tcptrace_events_lost_total",
+        "tcptrace_kernel_runs_skipped_total",
+    ]
+    .iter()
+    .map(|m| sample(scrape, m, &[]).expect("the daemon's loss counters") as u64)
+    .sum()
+}
+
 /// The value of the sample `name{labels...}` whose labels include every
 /// `key="value"` in `want`; summed when several series match.
 #[must_use]

@@ -27,7 +27,7 @@ use std::{
 
 use serde_json::Value;
 use tcptrace_tests::{
-    daemon::{free_loopback_addr, sample, Daemon},
+    daemon::{self, free_loopback_addr, sample, Daemon},
     kernel_counts::{nstat, ss_count},
     netns::HostPair,
     programs::{shell_in, Nginx},
@@ -166,23 +166,6 @@ fn resets_of(scrape: &str, comm: &str, direction: &str) -> u64 {
         &[("comm", comm), ("direction", direction)],
     )
     .map_or(0, |v| v as u64)
-}
-
-/// Events the daemon says it never saw: lost to a full ring, or runs the
-/// kernel skipped.
-#[expect(
-    clippy::cast_possible_truncation,
-    clippy::cast_sign_loss,
-    reason = "the counters are whole, non-negative and far below 2^53"
-)]
-fn daemon_unseen(scrape: &str) -> u64 {
-    [
-        "tcptrace_events_lost_total",
-        "tcptrace_kernel_runs_skipped_total",
-    ]
-    .iter()
-    .map(|name| sample(scrape, name, &[]).map_or(0, |v| v as u64))
-    .sum()
 }
 
 /// Every mode, started with `filter`: an every-event session, a summary
@@ -787,7 +770,7 @@ fn redis_clients_reset_while_writing_are_ended_by_their_peer() {
         "trace --report-only: {summary_received} received, {} events unseen: {table}",
         summary.unseen()
     );
-    let daemon_unseen = daemon_unseen(&scrape);
+    let daemon_unseen = daemon::unseen(&scrape);
     let daemon_received = resets_of(&scrape, "redis-benchmark", "received");
     assert!(
         within(daemon_received, daemon_unseen),

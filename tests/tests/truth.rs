@@ -35,7 +35,7 @@ use std::{
 use serde_json::Value;
 use tcptrace_tests::{
     bpf_stats::BpfStats,
-    daemon::{free_loopback_addr, sample, Daemon},
+    daemon::{self, free_loopback_addr, sample, Daemon},
     kernel_counts::{nstat, ss_count},
     netns::{nft, sh, HostPair},
     programs::{shell_in, Nginx},
@@ -414,23 +414,6 @@ fn only_about(trace: &Trace, comm: &str) -> Result<(), String> {
     }
 }
 
-/// Events the daemon could not see (a full ring buffer, skipped nested
-/// runs), from its own counters.
-#[expect(
-    clippy::cast_possible_truncation,
-    clippy::cast_sign_loss,
-    reason = "the counters are whole, non-negative and far below 2^53"
-)]
-fn daemon_unseen(scrape: &str) -> u64 {
-    [
-        "tcptrace_events_lost_total",
-        "tcptrace_kernel_runs_skipped_total",
-    ]
-    .iter()
-    .map(|m| sample(scrape, m, &[]).expect("the daemon's loss counters") as u64)
-    .sum()
-}
-
 /// One run of a workload, compared: the table of what each source says,
 /// the sessions that lost events, and what disagreed with the kernel.
 #[derive(Default)]
@@ -588,7 +571,7 @@ fn redis_run() -> Run {
             }
         }
     }
-    run.check_lost("daemon", daemon_unseen(&scrape));
+    run.check_lost("daemon", daemon::unseen(&scrape));
     let daemon_figures = figures_of_scrape(&scrape, &cast);
     table.row("daemon --port (metrics)", &daemon_figures);
     let server = format!("{}:{REDIS_PORT}", hosts.a_addr);
@@ -1072,7 +1055,7 @@ fn lossy_run() -> Run {
     for (name, r) in &rows {
         table.row(name, r);
     }
-    let daemon_unseen = daemon_unseen(&scrape);
+    let daemon_unseen = daemon::unseen(&scrape);
     let (failed, errs) = witnessed.failed();
     let table = format!(
         "{}failed attempts (err != 0) seen by tracefs: {failed} (errors {errs:?}); \
