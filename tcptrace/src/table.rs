@@ -78,7 +78,11 @@ impl Process {
 }
 
 /// A user stack the kernel captured for a process (`Task::stack`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+/// Ordered by pid, then id: where counts tie, the lowest names a call
+/// site, so the same events name the same one.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct StackRef {
     pub pid: u32,
     /// The `UserStack` record's id.

@@ -61,7 +61,7 @@ impl CloseWaitLeak {
         // Of a group's call sites, the first with the most sockets names
         // it: taken in the order of their stacks, not the map's.
         let mut sources: Vec<_> = closewait::leaks(view).into_iter().collect();
-        sources.sort_by_key(|(key, _)| key.call_site.map(|s| (s.pid, s.stack)));
+        sources.sort_by_key(|(key, _)| key.call_site);
         for (key, leak) in sources {
             let call_site = site(key.call_site);
             let text = call_site.as_ref().map(CallSite::user_code_text);

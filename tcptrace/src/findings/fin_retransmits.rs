@@ -62,7 +62,7 @@ impl DeadPeerFin {
             .with_live(live, input.now_ns)
             .into_iter()
             .collect();
-        sources.sort_by_key(|(key, _)| key.close_stack.map(|s| (s.pid, s.stack)));
+        sources.sort_by_key(|(key, _)| key.close_stack);
         for (key, group) in sources {
             let text = input
                 .call_sites

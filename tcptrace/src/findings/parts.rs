@@ -154,7 +154,7 @@ pub(super) fn best_stack<S>(
     counts: &std::collections::HashMap<StackRef, u64, S>,
     call_sites: &CallSites,
 ) -> Option<StackRef> {
-    let rank = |(&stack, &n): (&StackRef, &u64)| (n, Reverse((stack.pid, stack.stack)));
+    let rank = |(&stack, &n): (&StackRef, &u64)| (n, Reverse(stack));
     let user = counts
         .iter()
         .filter(|(&stack, _)| call_sites.names_user_code(stack))
