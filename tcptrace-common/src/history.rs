@@ -53,12 +53,14 @@ impl History {
         truncated: 0,
     };
 
-    /// Records the transition `old → new` at `now_ns`.
+    /// Records the transition `old → new` at `now_ns`. False when `old`
+    /// is not the state entered last: the kernel ran no program for a
+    /// transition in between (it skips some tracepoint hits in softirq;
+    /// see `Counter::TransitionsMissed`). `old` is then appended too, so
+    /// the path still holds only states the socket was in, in order.
     #[inline(always)]
-    pub fn enter(&mut self, old: i32, new: i32, now_ns: u64) {
-        if self.path_len == 0 {
-            self.push(old);
-        }
+    pub fn enter(&mut self, old: i32, new: i32, now_ns: u64) -> bool {
+        let missed = !self.catch_up(old);
         self.push(new);
         // The first time of each moment is kept.
         match moment(old, new) {
@@ -67,6 +69,23 @@ impl History {
             Some(Moment::CloseWait) if self.close_wait_ns == 0 => self.close_wait_ns = now_ns,
             _ => {}
         }
+        !missed
+    }
+
+    /// The socket is in `state` (what a transition left, or what a
+    /// retransmit found): appended when it is not the state entered last.
+    /// False when the path held another one, a transition missed.
+    #[inline(always)]
+    pub fn catch_up(&mut self, state: i32) -> bool {
+        if self.path_len == 0 {
+            self.push(state);
+            return true;
+        }
+        if self.last_state() == state {
+            return true;
+        }
+        self.push(state);
+        false
     }
 
     /// Appends a state; when the path is full the oldest one falls out
@@ -237,6 +256,39 @@ mod tests {
             (h.syn_retransmits, h.established_ns, h.close_wait_ns),
             (0, 2, 3)
         );
+    }
+
+    #[test]
+    fn a_transition_the_kernel_missed_is_told_and_its_state_kept() {
+        let mut h = History::EMPTY;
+        assert!(
+            h.enter(CLOSE, SYN_SENT, 1),
+            "a first transition misses nothing"
+        );
+        // SYN_SENT -> ESTABLISHED was never seen.
+        assert!(!h.enter(ESTABLISHED, FIN_WAIT1, 2));
+        let mut states = [0; 4];
+        for (slot, state) in states.iter_mut().zip(h.states()) {
+            *slot = state;
+        }
+        assert_eq!(h.states().count(), 4);
+        assert_eq!(states, [CLOSE, SYN_SENT, ESTABLISHED, FIN_WAIT1]);
+        assert!(h.enter(FIN_WAIT1, FIN_WAIT2, 3));
+    }
+
+    #[test]
+    fn a_retransmit_tells_a_missed_transition_once() {
+        let mut h = History::EMPTY;
+        h.enter(CLOSE, SYN_SENT, 1);
+        assert!(h.catch_up(SYN_SENT), "where the path left it");
+        // SYN_SENT -> ESTABLISHED was never seen; a data retransmit finds
+        // the socket ESTABLISHED, and counts as data.
+        assert!(!h.catch_up(ESTABLISHED));
+        assert!(h.count_retransmit(h.last_state()));
+        assert_eq!((h.syn_retransmits, h.data_retransmits), (0, 1));
+        // The next transition leaves the state the retransmit told.
+        assert!(h.enter(ESTABLISHED, FIN_WAIT1, 2));
+        assert_eq!(h.states().count(), 4);
     }
 
     #[test]

@@ -359,11 +359,16 @@ pub enum Counter {
     /// `tcp_retransmit_skb`: the original was still queued below TCP, or
     /// the transmit failed): counted here, not as retransmits.
     RetransmitsFailed = 13,
+    /// Transitions of a known socket the kernel ran no program for: the
+    /// next one left another state than the last one seen, or a retransmit
+    /// found the socket in another state. Tracepoint hits the kernel skips
+    /// without counting a recursion miss (seen in softirq on a busy VM).
+    TransitionsMissed = 14,
 }
 
 impl Counter {
     /// Every counter, in slot order.
-    pub const ALL: [Self; 14] = [
+    pub const ALL: [Self; 15] = [
         Self::EventsLost,
         Self::EventsSent,
         Self::SockMapFull,
@@ -378,6 +383,7 @@ impl Counter {
         Self::ResetsReceivedWithoutSocket,
         Self::FilteredOut,
         Self::RetransmitsFailed,
+        Self::TransitionsMissed,
     ];
 }
 

@@ -17,7 +17,7 @@ use crate::{
     emit::{copy_words, emit, Raw, Record},
     filter::{allows, record_ports, socket_ports},
     maps::{count, live_sock, retransmit_layout, settings, syn_ack_layout, LISTENERS},
-    sock::{listener_key_of, local_port_of, netns_of, Probe},
+    sock::{listener_key_of, local_port_of, netns_of, state_of, Probe},
 };
 
 pub fn on_retransmit(ctx: &TracePointContext) -> Result<(), ()> {
@@ -143,6 +143,13 @@ fn retransmit(skaddr: u64, err: i32, record: &Copied, ports: impl FnOnce() -> Op
         // SAFETY: a pointer into the SOCKS map's value, valid for this program run; updates of one socket race only with its own softirq work, which sees a whole record.
         Some(known) => unsafe {
             (*known).retransmits += 1;
+            // The socket's own state, in case the kernel ran no program
+            // for its last transition: its retransmits then count in the
+            // phase it is in, not the one it was last seen in.
+            let found = i32::from(state_of::<Probe>(skaddr));
+            if found != 0 && !(*known).history.catch_up(found) {
+                count(Counter::TransitionsMissed);
+            }
             // Summary mode sends closing-phase retransmits (a FIN nobody
             // acknowledges) as events; the others are counted in the
             // history, and sent with it now and then.

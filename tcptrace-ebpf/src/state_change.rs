@@ -234,7 +234,9 @@ fn on_change<R: SockRead>(
         0
     };
     info.state_since_ns = now;
-    info.history.enter(old, new, now);
+    if !info.history.enter(old, new, now) {
+        count(Counter::TransitionsMissed);
+    }
     // The peer's FIN: had it answered anything first? (See PEER_SENT_DATA.)
     if new == CLOSE_WAIT && peer_sent_data(skaddr) {
         info.flags |= PEER_SENT_DATA;

@@ -741,8 +741,12 @@ impl Pipeline {
                 now_ns,
                 elapsed,
                 call_sites: &self.call_sites,
-                // A skipped run is an event never seen, as a lost one is.
-                events_lost: kernel.events_lost + kernel.runs_skipped + self.counts.decode_errors,
+                // A skipped run or a missed transition is an event never
+                // seen, as a lost one is.
+                events_lost: kernel.events_lost
+                    + kernel.runs_skipped
+                    + kernel.transitions_missed
+                    + self.counts.decode_errors,
                 sockets_untracked: kernel.sock_map_full,
                 idle_threshold: self.idle_threshold,
                 start: &self.start,

@@ -210,7 +210,8 @@ pub fn url_encode(value: &str) -> String {
 }
 
 /// Events the daemon says it never saw (a full ring buffer, runs the
-/// kernel skipped), from its own counters in `scrape`.
+/// kernel skipped, transitions it ran no program for), from its own
+/// counters in `scrape`.
 #[must_use]
 #[expect(
     clippy::cast_possible_truncation,
@@ -221,6 +222,7 @@ pub fn unseen(scrape: &str) -> u64 {
     [
         "tcptrace_events_lost_total",
         "tcptrace_kernel_runs_skipped_total",
+        "tcptrace_kernel_transitions_missed_total",
     ]
     .iter()
     .map(|m| sample(scrape, m, &[]).expect("the daemon's loss counters") as u64)
@@ -255,6 +257,69 @@ pub fn sample(scrape: &str, name: &str, want: &[(&str, &str)]) -> Option<f64> {
 #[must_use]
 pub fn programs_of(pid: u32) -> Vec<u64> {
     bpf_fd_ids(pid, "anon_inode:bpf-prog", "prog_id:")
+}
+
+/// `bpftool --json ARGS...`, which must succeed.
+fn bpftool(args: &[&str]) -> Value {
+    let out = Command::new("bpftool")
+        .arg("--json")
+        .args(args)
+        .output()
+        .expect("bpftool (Debian package bpftool; `cargo xtask test` installs it)");
+    assert!(out.status.success(), "bpftool {args:?}: {out:?}");
+    serde_json::from_slice(&out.stdout).expect("bpftool JSON")
+}
+
+/// The id of the map `name` that `pid`'s programs use.
+#[must_use]
+pub fn bpf_map_of(pid: u32, name: &str) -> u64 {
+    programs_of(pid)
+        .iter()
+        .flat_map(|id| {
+            let prog = bpftool(&["prog", "show", "id", &id.to_string()]);
+            prog["map_ids"].as_array().cloned().unwrap_or_default()
+        })
+        .filter_map(|id| id.as_u64())
+        .find(|id| bpftool(&["map", "show", "id", &id.to_string()])["name"] == name)
+        .unwrap_or_else(|| panic!("no map {name} among process {pid}'s programs"))
+}
+
+/// Every (key, value) of map `id`, as bytes.
+#[must_use]
+pub fn bpf_map_entries(id: u64) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let bytes = |field: &Value| -> Vec<u8> {
+        field
+            .as_array()
+            .expect("bytes")
+            .iter()
+            .map(|byte| {
+                u8::from_str_radix(byte.as_str().expect("hex").trim_start_matches("0x"), 16)
+                    .expect("a hex byte")
+            })
+            .collect()
+    };
+    bpftool(&["map", "dump", "id", &id.to_string()])
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|entry| (bytes(&entry["key"]), bytes(&entry["value"])))
+        .collect()
+}
+
+/// Writes `value` at `key` in map `id`.
+pub fn bpf_map_update(id: u64, key: &[u8], value: &[u8]) {
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>();
+    let id = id.to_string();
+    let mut args = vec!["map", "update", "id", &id, "key", "hex"];
+    let (key, value) = (hex(key), hex(value));
+    args.extend(key.iter().map(String::as_str));
+    args.extend(["value", "hex"]);
+    args.extend(value.iter().map(String::as_str));
+    let out = Command::new("bpftool")
+        .args(&args)
+        .output()
+        .expect("bpftool");
+    assert!(out.status.success(), "bpftool map update: {out:?}");
 }
 
 /// Ids of the BPF maps whose fds `pid` holds, from /proc/PID/fdinfo.

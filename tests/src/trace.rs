@@ -290,12 +290,13 @@ impl Trace {
     }
 
     /// Events the kernel never delivered to this session: lost to a full
-    /// ring buffer, or program runs it skipped (a softirq nested in a run
-    /// of the same program on one CPU). The session says how many.
+    /// ring buffer, program runs it skipped (a softirq nested in a run of
+    /// the same program on one CPU), or transitions it ran no program for.
+    /// The session says how many.
     #[must_use]
     pub fn unseen(&self) -> u64 {
         let kernel = &self.summary()["summary"]["kernel"];
-        ["events_lost", "runs_skipped"]
+        ["events_lost", "runs_skipped", "transitions_missed"]
             .iter()
             .map(|key| kernel[key].as_u64().unwrap_or(0))
             .sum()

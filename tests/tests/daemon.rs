@@ -20,8 +20,8 @@ use tcptrace_common::{SockInfo, Task, CLOSED};
 use tcptrace_tests::{
     bpf_stats::BpfStats,
     daemon::{
-        daemon_program_count, free_loopback_addr, http_get, http_request, programs_of, sample,
-        Daemon, Prometheus,
+        bpf_map_entries, bpf_map_of, daemon_program_count, free_loopback_addr, http_get,
+        http_request, programs_of, sample, Daemon, Prometheus,
     },
     require_root, Workload,
 };
@@ -593,41 +593,8 @@ fn closed_sockets_records_are_written_over_by_the_next_birth() {
 
 /// The values of the daemon's `SOCKS` map, as bytes.
 fn socket_map_records(daemon_pid: u32) -> Vec<Vec<u8>> {
-    let bpftool = |args: &[&str]| -> serde_json::Value {
-        let out = Command::new("bpftool")
-            .arg("--json")
-            .args(args)
-            .output()
-            .expect("bpftool");
-        assert!(out.status.success(), "bpftool {args:?}: {out:?}");
-        serde_json::from_slice(&out.stdout).expect("bpftool JSON")
-    };
-    let map_ids: Vec<u64> = programs_of(daemon_pid)
-        .iter()
-        .flat_map(|id| {
-            let prog = bpftool(&["prog", "show", "id", &id.to_string()]);
-            prog["map_ids"].as_array().cloned().unwrap_or_default()
-        })
-        .filter_map(|id| id.as_u64())
-        .collect();
-    let socks = map_ids
-        .iter()
-        .find(|id| bpftool(&["map", "show", "id", &id.to_string()])["name"] == "SOCKS")
-        .expect("the daemon's SOCKS map");
-    bpftool(&["map", "dump", "id", &socks.to_string()])
-        .as_array()
-        .expect("entries")
-        .iter()
-        .map(|entry| {
-            entry["value"]
-                .as_array()
-                .expect("value bytes")
-                .iter()
-                .map(|byte| {
-                    u8::from_str_radix(byte.as_str().expect("hex").trim_start_matches("0x"), 16)
-                        .expect("byte")
-                })
-                .collect()
-        })
+    bpf_map_entries(bpf_map_of(daemon_pid, "SOCKS"))
+        .into_iter()
+        .map(|(_, value)| value)
         .collect()
 }

@@ -19,6 +19,7 @@ pub const WINDOW: Duration = Duration::from_secs(60);
 pub struct Losses {
     pub events_lost: u64,
     pub runs_skipped: u64,
+    pub transitions_missed: u64,
     pub sock_map_full: u64,
     pub listener_map_full: u64,
     pub stack_errors: u64,
@@ -39,6 +40,7 @@ impl Losses {
         Self {
             events_lost: kernel.events_lost,
             runs_skipped: kernel.runs_skipped,
+            transitions_missed: kernel.transitions_missed,
             sock_map_full: kernel.sock_map_full,
             listener_map_full: kernel.listener_map_full,
             stack_errors: kernel.stack_errors,
@@ -62,6 +64,10 @@ impl Losses {
             (
                 grew(self.runs_skipped, earlier.runs_skipped),
                 "program runs skipped by the kernel (nested on one CPU): those events were never seen",
+            ),
+            (
+                grew(self.transitions_missed, earlier.transitions_missed),
+                "transitions the kernel ran no program for: those events were never seen",
             ),
             (
                 grew(self.sock_map_full, earlier.sock_map_full),

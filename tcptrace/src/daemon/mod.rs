@@ -721,6 +721,7 @@ impl Daemon {
             "state_changes": self.pipeline.counts.state_changes,
             "events_lost": kernel.events_lost,
             "kernel_runs_skipped": kernel.runs_skipped,
+            "kernel_transitions_missed": kernel.transitions_missed,
             "events_sent_by_kernel": kernel.events_sent,
             "events_folded_by_kernel": kernel.events_folded,
             "events_filtered_by_kernel": kernel.filtered_out,

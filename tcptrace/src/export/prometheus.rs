@@ -436,7 +436,7 @@ impl Scrape {
     }
 
     /// The kernel programs' counters.
-    fn kernel_counters(&self) -> [(&'static str, &'static str, u64); 15] {
+    fn kernel_counters(&self) -> [(&'static str, &'static str, u64); 16] {
         let k = &self.kernel;
         [
             (
@@ -460,6 +460,12 @@ impl Scrape {
                 "Kernel program runs skipped because the program was already running on \
                  that CPU (a softirq nested in a process-context run): events never seen",
                 k.runs_skipped,
+            ),
+            (
+                "kernel_transitions_missed",
+                "Transitions of known sockets the kernel ran no program for (told by the next \
+                 transition, or by a retransmit in another state): events never seen",
+                k.transitions_missed,
             ),
             (
                 "socket_map_full",

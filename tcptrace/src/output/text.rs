@@ -133,8 +133,8 @@ impl<W: Write> Sink for TextLines<W> {
         writeln!(
             self.out,
             "# shown {}, filtered out {} (and {} by the kernel), undecodable {}; kernel: sent {}, \
-             lost {} (ring buffer full), skipped {} (nested runs), socket map full {}; {} failed \
-             retransmit attempts not counted",
+             lost {} (ring buffer full), skipped {} (nested runs), {} transitions missed, socket \
+             map full {}; {} failed retransmit attempts not counted",
             c.shown,
             c.filtered_out,
             s.kernel.filtered_out,
@@ -142,6 +142,7 @@ impl<W: Write> Sink for TextLines<W> {
             s.kernel.events_sent,
             s.kernel.events_lost,
             s.kernel.runs_skipped,
+            s.kernel.transitions_missed,
             s.kernel.sock_map_full,
             s.kernel.retransmits_failed
         )?;
@@ -183,6 +184,14 @@ impl<W: Write> Sink for TextLines<W> {
                 "# WARNING: the kernel skipped {} program runs (one nested in another on a CPU): \
                  those events were never seen, and counts may be incomplete",
                 s.kernel.runs_skipped
+            )?;
+        }
+        if s.kernel.transitions_missed > 0 {
+            writeln!(
+                self.out,
+                "# WARNING: the kernel ran no program for {} transitions of known sockets (told by \
+                 the next one): those events were never seen, and counts may be incomplete",
+                s.kernel.transitions_missed
             )?;
         }
         if c.records_replaced > 0 {

@@ -296,6 +296,7 @@ impl Probe {
             resets_received_without_socket: sum(Counter::ResetsReceivedWithoutSocket)?,
             filtered_out: sum(Counter::FilteredOut)?,
             retransmits_failed: sum(Counter::RetransmitsFailed)?,
+            transitions_missed: sum(Counter::TransitionsMissed)?,
             runs_skipped: self
                 .ebpf
                 .programs()
@@ -450,6 +451,11 @@ pub struct Counters {
     pub filtered_out: u64,
     /// Retransmit attempts that did not go out (not counted as retransmits).
     pub retransmits_failed: u64,
+    /// Transitions of known sockets the kernel ran no program for (told by
+    /// the next one, or by a retransmit: `Counter::TransitionsMissed`).
+    /// Recordings made before it have none.
+    #[serde(default)]
+    pub transitions_missed: u64,
     /// Program runs the kernel skipped because the same program was already
     /// running on that CPU (a softirq nested in a process-context run):
     /// those events were never seen.

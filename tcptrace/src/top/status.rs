@@ -18,6 +18,7 @@ pub struct Status {
     /// socket records replaced before their close was seen.
     pub ring_full: u64,
     pub runs_skipped: u64,
+    pub transitions_missed: u64,
     pub undecodable: u64,
     pub records_replaced: u64,
     /// Sockets born while the kernel's socket map was full.
@@ -51,6 +52,7 @@ impl Status {
             shown_per_s: per_s(before.shown, now.shown),
             ring_full: kernel.events_lost,
             runs_skipped: kernel.runs_skipped,
+            transitions_missed: kernel.transitions_missed,
             undecodable: now.decode_errors,
             records_replaced: now.records_replaced,
             untracked: kernel.sock_map_full,
@@ -64,7 +66,11 @@ impl Status {
     /// Events never seen: the view's counts are low by at least this.
     #[must_use]
     pub fn lost(&self) -> u64 {
-        self.ring_full + self.runs_skipped + self.undecodable + self.records_replaced
+        self.ring_full
+            + self.runs_skipped
+            + self.transitions_missed
+            + self.undecodable
+            + self.records_replaced
     }
 
     /// Whether anything says events or sockets are missing.
@@ -94,11 +100,12 @@ impl Status {
                 .to_owned();
         }
         let mut line = format!(
-            "LOST {} events (ring buffer full {}, kernel runs skipped {}, undecodable {}, \
-             records replaced {}); sockets untracked {}",
+            "LOST {} events (ring buffer full {}, kernel runs skipped {}, transitions missed {}, \
+             undecodable {}, records replaced {}); sockets untracked {}",
             self.lost(),
             self.ring_full,
             self.runs_skipped,
+            self.transitions_missed,
             self.undecodable,
             self.records_replaced,
             self.untracked
