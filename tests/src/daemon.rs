@@ -260,13 +260,18 @@ pub fn programs_of(pid: u32) -> Vec<u64> {
 }
 
 /// `bpftool --json ARGS...`, which must succeed.
-fn bpftool(args: &[&str]) -> Value {
+#[must_use]
+pub fn bpftool(args: &[&str]) -> Value {
     let out = Command::new("bpftool")
         .arg("--json")
         .args(args)
         .output()
-        .expect("bpftool (Debian package bpftool; `cargo xtask test` installs it)");
-    assert!(out.status.success(), "bpftool {args:?}: {out:?}");
+        .expect("bpftool (Debian package bpftool): `cargo xtask test` installs it");
+    assert!(
+        out.status.success(),
+        "bpftool {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("bpftool JSON")
 }
 

@@ -8,9 +8,8 @@
 //! is Debian's `ab` against Debian's nginx across two namespaces the test
 //! creates.
 
-use std::{process::Command, thread, time::Duration};
+use std::{thread, time::Duration};
 
-use serde_json::Value;
 use tcptrace::probe::{
     phase_timing::{self as phase_map, SpanTotal},
     PHASE_TIMING_ENV,
@@ -21,7 +20,7 @@ use tcptrace_common::{
 };
 use tcptrace_tests::{
     bpf_stats::BpfStats,
-    daemon::{free_loopback_addr, http_get, maps_of, programs_of, sample, Daemon},
+    daemon::{bpftool, free_loopback_addr, http_get, maps_of, programs_of, sample, Daemon},
     kernel_counts::nstat,
     netns::HostPair,
     programs::{shell_in, Nginx},
@@ -149,18 +148,4 @@ fn read_spans(daemon: &Daemon) -> Vec<SpanTotal> {
         .find(|&&id| ours.contains(&u64::from(id)))
         .unwrap_or_else(|| panic!("none of the PHASE_NS maps {ids:?} is the daemon's"));
     phase_map::read(*id).expect("reading PHASE_NS")
-}
-
-fn bpftool(args: &[&str]) -> Value {
-    let out = Command::new("bpftool")
-        .arg("--json")
-        .args(args)
-        .output()
-        .expect("bpftool (Debian package bpftool): `cargo xtask test` installs it");
-    assert!(
-        out.status.success(),
-        "bpftool {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("bpftool JSON")
 }
