@@ -314,17 +314,13 @@ pub fn bpf_map_entries(id: u64) -> Vec<(Vec<u8>, Vec<u8>)> {
 /// Writes `value` at `key` in map `id`.
 pub fn bpf_map_update(id: u64, key: &[u8], value: &[u8]) {
     let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>();
-    let id = id.to_string();
+    let (id, key, value) = (id.to_string(), hex(key), hex(value));
     let mut args = vec!["map", "update", "id", &id, "key", "hex"];
-    let (key, value) = (hex(key), hex(value));
     args.extend(key.iter().map(String::as_str));
     args.extend(["value", "hex"]);
     args.extend(value.iter().map(String::as_str));
-    let out = Command::new("bpftool")
-        .args(&args)
-        .output()
-        .expect("bpftool");
-    assert!(out.status.success(), "bpftool map update: {out:?}");
+    // Its JSON answer is `null`.
+    let _ = bpftool(&args);
 }
 
 /// Ids of the BPF maps whose fds `pid` holds, from /proc/PID/fdinfo.

@@ -168,12 +168,17 @@ impl Hits {
     /// every session may fall short of the kernel by that many, and no
     /// more.
     #[must_use]
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "run counts are whole, non-negative and far below 2^53"
+    )]
     pub fn runs_missed(&self, scrape: &str) -> u64 {
-        missed(
-            self.every_port,
-            scrape,
-            &["tcptrace_retransmit_raw", "tcptrace_retransmit"],
-        )
+        let runs: f64 = ["tcptrace_retransmit_raw", "tcptrace_retransmit"]
+            .iter()
+            .filter_map(|p| sample(scrape, "tcptrace_bpf_program_runs_total", &[("program", p)]))
+            .sum();
+        self.every_port.saturating_sub(runs as u64)
     }
 
     /// The attempts on the port that sent nothing, and their distinct
@@ -191,22 +196,6 @@ impl Hits {
         errs.dedup();
         (failed, errs)
     }
-}
-
-/// Hits the programs named did not run for: `hits` less their runs in
-/// `scrape` (`kernel.bpf_stats_enabled`). The witness starts before the
-/// sessions attach, so hits in between count too: an upper bound.
-#[expect(
-    clippy::cast_possible_truncation,
-    clippy::cast_sign_loss,
-    reason = "run counts are whole, non-negative and far below 2^53"
-)]
-fn missed(hits: u64, scrape: &str, programs: &[&str]) -> u64 {
-    let runs: f64 = programs
-        .iter()
-        .filter_map(|p| sample(scrape, "tcptrace_bpf_program_runs_total", &[("program", p)]))
-        .sum();
-    hits.saturating_sub(runs as u64)
 }
 
 /// One `tcp:tcp_retransmit_skb` hit.
