@@ -145,7 +145,9 @@ pub const SEEN_MID_LIFE: u32 = 1 << 3;
 /// `SockInfo::flags`: the owner is the process that accepted the socket
 /// (a pre-fork server's worker), no longer its listener's owner.
 pub const OWNER_FROM_ACCEPT: u32 = 1 << 4;
-/// `SockInfo::flags`: a read returning end-of-file in `CLOSE_WAIT` was sent.
+/// `SockInfo::flags`: a read returning end-of-file in `CLOSE_WAIT` was
+/// taken: sent as an `EofRead` record, or, in summary mode, kept in
+/// `SockInfo::eof_reader` (with `EOF_READ_KEPT`).
 pub const EOF_READ_SENT: u32 = 1 << 5;
 /// `SockInfo::flags`: the peer had sent data when its FIN arrived
 /// (`tcp_sock.bytes_received` > 0 on entering `CLOSE_WAIT`). A server that
@@ -171,6 +173,14 @@ pub const RESET_BY_CLOSE: u32 = 1 << 8;
 /// skips such records; userspace removes those left long enough
 /// (`probe::SocketMap::sweep_closed`).
 pub const CLOSED: u32 = 1 << 9;
+/// `SockInfo::flags`, summary mode: `eof_reader` and `eof_read_ns` hold the
+/// read that returned end-of-file, not yet in any summary sent. The next
+/// summary carries it (userspace replays it as an `EofRead` event) and the
+/// flag is cleared with the history it restarts.
+pub const EOF_READ_KEPT: u32 = 1 << 10;
+/// `SockInfo::flags`, summary mode: the socket is in `CLOSE_WAIT` and listed
+/// in the `CLOSE_WAITING` map (see `transition::summary_sent_on`).
+pub const CLOSE_WAIT_LISTED: u32 = 1 << 11;
 
 /// What the kernel remembers per socket, keyed by the `struct sock` address.
 /// A copy travels with every event so userspace never has to guess the owner.
@@ -190,7 +200,7 @@ pub struct SockInfo {
     pub state_since_ns: u64,
     /// Network namespace inode number (as in `/proc/PID/ns/net`), 0 if unknown.
     pub netns: u32,
-    /// `OWNER_*`, `CLOSER_KNOWN`, `SEEN_MID_LIFE`, `EOF_READ_SENT`.
+    /// `OWNER_*`, `CLOSER_KNOWN`, `SEEN_MID_LIFE`, `EOF_READ_*`, ...
     pub flags: u32,
     /// Retransmits seen on this socket so far.
     pub retransmits: u32,
@@ -213,8 +223,37 @@ pub struct SockInfo {
     /// `LIVE_COUNTS_EVERY_NS`), not kept in recordings.
     #[cfg_attr(feature = "user", serde(skip))]
     pub last_sent_ns: u64,
+    /// Summary mode, with `EOF_READ_KEPT`: the task whose read returned
+    /// end-of-file in `CLOSE_WAIT` (with its stack), kept here instead of
+    /// sent, so a `CLOSE_WAIT` that ends promptly costs no record of its
+    /// own; userspace reads it from the map for one that lingers.
+    #[cfg_attr(feature = "user", serde(default = "no_task"))]
+    pub eof_reader: Task,
+    /// When that read happened (`bpf_ktime_get_ns()`).
+    #[cfg_attr(feature = "user", serde(default))]
+    pub eof_read_ns: u64,
 }
-const _: () = assert!(core::mem::size_of::<SockInfo>() == 192);
+const _: () = assert!(core::mem::size_of::<SockInfo>() == 248);
+
+/// The default of a task missing from a recording made before it was kept.
+#[cfg(feature = "user")]
+const fn no_task() -> Task {
+    Task::NOBODY
+}
+
+/// Summary mode: the value of the `CLOSE_WAITING` map, whose keys are the
+/// sockets in `CLOSE_WAIT`. Their endpoints, as a summary record has them
+/// (`Event::local_port_be` and `Event::raw`, decoded the same way): the
+/// kernel's record of a passive socket has no inode in the daemon (no
+/// accept hook), so userspace matches a dump's socket by its endpoints.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct CloseWaiting {
+    pub local_port_be: u16,
+    pub _pad: [u8; 6],
+    pub raw: [u8; RAW_RECORD_LEN],
+}
+const _: () = assert!(core::mem::size_of::<CloseWaiting>() == 104);
 
 /// Summary mode: a live connection's retransmits are counted in its
 /// history and sent (a summary of its life so far) when its last summary
@@ -238,7 +277,23 @@ impl SockInfo {
         history: History::EMPTY,
         inode: 0,
         last_sent_ns: 0,
+        eof_reader: Task::NOBODY,
+        eof_read_ns: 0,
     };
+
+    /// Summary mode: a summary of this socket's life so far was just sent
+    /// (at `now`, the socket in `state`); the next one carries only what
+    /// happens from here on.
+    #[expect(
+        clippy::inline_always,
+        reason = "called from the kernel programs, which keep every helper inline"
+    )]
+    #[inline(always)]
+    pub fn summary_sent(&mut self, state: i32, now: u64) {
+        self.history.restart(state);
+        self.last_sent_ns = now;
+        self.flags &= !EOF_READ_KEPT;
+    }
 }
 
 // The kernel programs clear a record word by word (`emit::zero_words`):
@@ -317,7 +372,7 @@ pub const fn transition_of(old: i32, new: i32) -> u16 {
 pub const fn states_of(transition: u16) -> (i32, i32) {
     ((transition & 0xff) as i32, (transition >> 8) as i32)
 }
-const _: () = assert!(EVENT_SIZE == 376);
+const _: () = assert!(EVENT_SIZE == 432);
 
 /// Per-CPU counters (index into the `COUNTERS` array), summed by userspace.
 #[repr(u32)]
@@ -364,11 +419,15 @@ pub enum Counter {
     /// found the socket in another state. Tracepoint hits the kernel skips
     /// without counting a recursion miss (seen in softirq on a busy VM).
     TransitionsMissed = 14,
+    /// Summary mode: sockets entering `CLOSE_WAIT` not listed in the
+    /// `CLOSE_WAITING` map (it was full): each was sent as a record instead,
+    /// as every one was before the map. Nothing is lost; it costs more.
+    CloseWaitMapFull = 15,
 }
 
 impl Counter {
     /// Every counter, in slot order.
-    pub const ALL: [Self; 15] = [
+    pub const ALL: [Self; 16] = [
         Self::EventsLost,
         Self::EventsSent,
         Self::SockMapFull,
@@ -384,6 +443,7 @@ impl Counter {
         Self::FilteredOut,
         Self::RetransmitsFailed,
         Self::TransitionsMissed,
+        Self::CloseWaitMapFull,
     ];
 }
 
@@ -604,6 +664,7 @@ mod pod {
     // (sizes are asserted above) and every bit pattern is a valid value.
     unsafe impl aya::Pod for super::Task {}
     unsafe impl aya::Pod for super::SockInfo {}
+    unsafe impl aya::Pod for super::CloseWaiting {}
     unsafe impl aya::Pod for super::Event {}
     unsafe impl aya::Pod for super::UserStack {}
     unsafe impl aya::Pod for super::NewProcess {}

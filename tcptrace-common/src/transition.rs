@@ -186,14 +186,29 @@ pub const fn closing_side(old: i32, new: i32, in_syscall: bool) -> Option<Side> 
 }
 
 /// Summary mode sends a record on entering `new` while the socket lives only
-/// for the moments the diagnoses need then: a listener appearing (its
-/// `listen()` call site names every connection it accepts) and a peer's
-/// FIN (`CLOSE_WAIT`, where leaks start); everything else waits for the end
-/// (`CLOSE`).
+/// for a listener appearing: its `listen()` call site names every
+/// connection it accepts. Everything else waits for the end (`CLOSE`). A
+/// peer's FIN (`CLOSE_WAIT`, where leaks start) is not sent either: most
+/// servers close within microseconds. The socket is listed in the
+/// `CLOSE_WAITING` map instead, where userspace finds the ones that linger
+/// (`close_wait_listed`); only when that map is full is it sent, as before.
 #[inline(always)]
 #[must_use]
 pub const fn summary_sent_on(new: i32) -> bool {
-    matches!(new, CLOSE | CLOSE_WAIT | LISTEN)
+    matches!(new, CLOSE | LISTEN)
+}
+
+/// Summary mode: whether this transition lists the socket in the
+/// `CLOSE_WAITING` map (entering `CLOSE_WAIT`) or takes it off (leaving).
+#[inline(always)]
+#[must_use]
+pub const fn close_wait_listed(old: i32, new: i32) -> Option<bool> {
+    match (old, new) {
+        (CLOSE_WAIT, CLOSE_WAIT) => None,
+        (_, CLOSE_WAIT) => Some(true),
+        (CLOSE_WAIT, _) => Some(false),
+        _ => None,
+    }
 }
 
 /// `sk->sk_err` values (errno) that say why a socket is ending.

@@ -123,7 +123,7 @@ pub fn emit(record: &Record) {
 /// A `Raw::Copy` must point to kernel memory of at least `RAW_RECORD_LEN`
 /// bytes, and a `Raw::SockFields` to a socket the verifier knows the type of.
 #[inline(always)]
-unsafe fn fill_raw(source: Raw, raw: &mut [u8; RAW_RECORD_LEN]) -> u16 {
+pub unsafe fn fill_raw(source: Raw, raw: &mut [u8; RAW_RECORD_LEN]) -> u16 {
     match source {
         Raw::Copy { from, len } => {
             // A tracepoint record lives in a per-CPU trace buffer and a

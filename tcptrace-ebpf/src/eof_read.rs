@@ -4,17 +4,25 @@
 //! socket and sent, so a CLOSE_WAIT leak names the function that read EOF
 //! and kept the socket.
 //!
+//! In summary mode the read of a socket listed in `CLOSE_WAITING` is kept
+//! in its record instead (`EOF_READ_KEPT`): the summary its close sends
+//! carries it, and userspace reads it from the map while the socket
+//! lingers. A server that closes at once costs no record for it.
+//!
 //! This runs on every socket read in the system, so it returns at once
 //! unless the read returned 0.
 
 use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::RawTracePointContext};
-use tcptrace_common::{state::raw::CLOSE_WAIT, EventKind, CTX_PROCESS, EOF_READ_SENT, IPPROTO_TCP};
+use tcptrace_common::{
+    state::raw::CLOSE_WAIT, Counter, EventKind, CLOSE_WAIT_LISTED, CTX_PROCESS, EOF_READ_KEPT,
+    EOF_READ_SENT, IPPROTO_TCP,
+};
 
 use crate::{
     context::{current_task, in_process_context, StackFor},
-    emit::{emit, Raw, Record},
+    emit::{copy_words, emit, Raw, Record},
     filter::{allows, socket_ports, stack_unless_ruled_out},
-    maps::live_sock,
+    maps::{count, live_sock},
     sock::{protocol_of, state_of, Probe},
 };
 
@@ -43,6 +51,16 @@ pub fn on_recv_length(ctx: &RawTracePointContext) {
     let now = unsafe { bpf_ktime_get_ns() };
     let stack = stack_unless_ruled_out(StackFor::EofRead, || socket_ports::<Probe>(skaddr));
     let reader = current_task(stack, now);
+    // SAFETY: as above; two whole records.
+    unsafe {
+        if (*info).flags & CLOSE_WAIT_LISTED != 0 {
+            copy_words(&raw mut (*info).eof_reader, &reader);
+            (*info).eof_read_ns = now;
+            (*info).flags |= EOF_READ_KEPT;
+            count(Counter::EventsFolded);
+            return;
+        }
+    }
     // SAFETY: as above.
     if !allows(unsafe { &*info }, &reader, || socket_ports::<Probe>(skaddr)) {
         return;

@@ -6,9 +6,9 @@ use aya_ebpf::{
 };
 use tcptrace_common::{filter::FILTER_VALUES, phase_timing};
 use tcptrace_common::{
-    AcceptLayout, Counter, KernelFilter, KernelLayout, Listener, ListenerKey, PortsAt,
-    RecentSample, ResetLayout, RetransmitLayout, Settings, SockInfo, StackSample, StackSampleKey,
-    StateLayout, UserStack, CLOSED, COUNTER_SLOTS, TASK_COMM_LEN,
+    AcceptLayout, CloseWaiting, Counter, KernelFilter, KernelLayout, Listener, ListenerKey,
+    PortsAt, RecentSample, ResetLayout, RetransmitLayout, Settings, SockInfo, StackSample,
+    StackSampleKey, StateLayout, UserStack, CLOSED, COUNTER_SLOTS, TASK_COMM_LEN,
 };
 
 /// Records to userspace. Userspace may resize it before load.
@@ -40,6 +40,14 @@ pub fn live_sock(skaddr: u64) -> Option<*mut SockInfo> {
         .get_ptr_mut(skaddr)
         .filter(|info| unsafe { (**info).flags } & CLOSED == 0)
 }
+
+/// Summary mode: the sockets in `CLOSE_WAIT` now, by `struct sock`
+/// address (their records are in `SOCKS`), with their endpoints. Nothing is sent when a socket
+/// enters `CLOSE_WAIT`: userspace looks here for the ones that linger (a
+/// leak), a handful, instead of walking `SOCKS`. Full, a socket entering
+/// `CLOSE_WAIT` is sent as a record instead (`Counter::CloseWaitMapFull`).
+#[map]
+pub static CLOSE_WAITING: HashMap<u64, CloseWaiting> = HashMap::with_max_entries(65_536, 0);
 
 /// (netns, local port) → owner of the listening socket.
 #[map]

@@ -97,8 +97,7 @@ fn send_life_so_far(skaddr: u64, known: *mut SockInfo, info: &SockInfo, now: u64
     });
     // SAFETY: `known` points into the SOCKS map's value, valid for this program run.
     unsafe {
-        (*known).history.restart(info.history.last_state());
-        (*known).last_sent_ns = now;
+        (*known).summary_sent(info.history.last_state(), now);
     }
 }
 

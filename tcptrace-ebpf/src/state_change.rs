@@ -20,25 +20,26 @@ use tcptrace_common::{
     phase_timing::{self, Phase},
     state::raw::{CLOSE, CLOSE_WAIT, ESTABLISHED, LISTEN},
     transition::{
-        classify, close_sends_reset, depends_on_context, ended_by_peer_reset, summary_sent_on,
-        Attribution,
+        classify, close_sends_reset, close_wait_listed, depends_on_context, ended_by_peer_reset,
+        summary_sent_on, Attribution,
     },
-    transition_of, Counter, EventKind, Listener, SockInfo, Task, CLOSED, CLOSER_KNOWN, CTX_PROCESS,
-    IPPROTO_TCP, OWNER_FROM_ACCEPT, OWNER_FROM_LISTENER, OWNER_FROM_SYSCALL, PEER_SENT_DATA,
-    PEER_SILENCE_KNOWN, RESET_BY_CLOSE, SEEN_MID_LIFE,
+    transition_of, CloseWaiting, Counter, EventKind, Listener, SockInfo, Task, CLOSED,
+    CLOSER_KNOWN, CLOSE_WAIT_LISTED, CTX_PROCESS, IPPROTO_TCP, OWNER_FROM_ACCEPT,
+    OWNER_FROM_LISTENER, OWNER_FROM_SYSCALL, PEER_SENT_DATA, PEER_SILENCE_KNOWN, RESET_BY_CLOSE,
+    SEEN_MID_LIFE,
 };
 
 use crate::{
     context::{current_cgroup_id, current_task, in_process_context, StackFor},
-    emit::{copy_words, emit, set_nobody, zero_words, Raw, Record},
+    emit::{copy_words, emit, fill_raw, set_nobody, zero_words, Raw, Record},
     filter::{allows, record_ports, socket_ports, stack_unless_ruled_out},
     maps::{
-        count, kernel_layout, live_sock, settings, state_layout, LAST_RESET_SOCK, LISTENERS,
-        SCRATCH, SOCKS,
+        count, kernel_layout, live_sock, settings, state_layout, CLOSE_WAITING, LAST_RESET_SOCK,
+        LISTENERS, SCRATCH, SOCKS,
     },
     sock::{
-        error_of, has_unsent_data, inode_of, listener_key_of, local_port_of, netns_of,
-        peer_sent_data, peer_silent_jiffies, protocol_of, Probe, SockRead, Typed,
+        error_of, has_unsent_data, inode_of, listener_key_of, local_port_be_of, local_port_of,
+        netns_of, peer_sent_data, peer_silent_jiffies, protocol_of, Probe, SockRead, Typed,
     },
     timing,
 };
@@ -262,13 +263,16 @@ fn on_change<R: SockRead>(
         keep_for_announced_reset(skaddr, info);
     }
 
+    // Entering CLOSE_WAIT, a known socket is listed instead of sent.
+    let listed = summary && !fresh && list_close_wait::<R>(skaddr, info, old, new);
     // A summary's close was made by its closer, whoever runs now.
     let acting = if summary && info.closer.is_known() {
         &info.closer
     } else {
         actor
     };
-    let sent = (!summary || summary_sent_on(new)) && allows(info, acting, &ports);
+    let sent = (!summary || summary_sent_on(new) || (new == CLOSE_WAIT && !listed))
+        && allows(info, acting, &ports);
     if sent {
         // The start of `struct sock` is `struct sock_common`: addresses,
         // ports and family, decoded in userspace at offsets from BTF.
@@ -304,8 +308,7 @@ fn on_change<R: SockRead>(
         // The summary just sent covers the life so far; the next one
         // covers what happens after.
         if summary && new != CLOSE {
-            info.history.restart(new);
-            info.last_sent_ns = now;
+            info.summary_sent(new, now);
         }
     } else if summary && !summary_sent_on(new) {
         count(Counter::EventsFolded);
@@ -322,6 +325,41 @@ fn on_change<R: SockRead>(
         count(Counter::SockMapFull);
     }
     Ok(())
+}
+
+/// Summary mode: lists a known socket entering `CLOSE_WAIT` in the
+/// `CLOSE_WAITING` map (true when it is listed now), and takes one leaving
+/// it off. A socket that cannot be listed (the map is full) is sent.
+#[inline(always)]
+fn list_close_wait<R: SockRead>(skaddr: u64, info: &mut SockInfo, old: i32, new: i32) -> bool {
+    match close_wait_listed(old, new) {
+        // Flagged before listed: userspace takes a listed socket whose
+        // record is not flagged for a stale entry, and removes it.
+        Some(true) => {
+            info.flags |= CLOSE_WAIT_LISTED;
+            let mut listing = MaybeUninit::<CloseWaiting>::uninit();
+            let at = listing.as_mut_ptr();
+            // SAFETY: every field of the listing is written before it is
+            // read; the socket is a traced one, read the way `R` reads.
+            let listing = unsafe {
+                (*at).local_port_be = local_port_be_of(skaddr);
+                (*at)._pad = [0; 6];
+                fill_raw(Raw::socket_from::<R>(skaddr), &mut (*at).raw);
+                listing.assume_init_ref()
+            };
+            if CLOSE_WAITING.insert(skaddr, listing, 0).is_ok() {
+                return true;
+            }
+            info.flags &= !CLOSE_WAIT_LISTED;
+            count(Counter::CloseWaitMapFull);
+        }
+        Some(false) if info.flags & CLOSE_WAIT_LISTED != 0 => {
+            info.flags &= !CLOSE_WAIT_LISTED;
+            let _ = CLOSE_WAITING.remove(skaddr);
+        }
+        _ => {}
+    }
+    false
 }
 
 /// A socket met only at its CLOSE, whose close announced a reset: its

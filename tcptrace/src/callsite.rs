@@ -253,7 +253,8 @@ impl CallSites {
     /// only a look at an empty ring).
     pub fn canonicalize(&self, event: &mut TcpEvent) -> bool {
         let mut all_met = true;
-        for task in [&mut event.sock.owner, &mut event.sock.closer]
+        let sock = &mut event.sock;
+        for task in [&mut sock.owner, &mut sock.closer, &mut sock.eof_reader]
             .into_iter()
             .chain(event.actor.as_mut())
         {

@@ -678,9 +678,15 @@ impl Pipeline {
     /// The births of the live connections in `now` the table cannot tell,
     /// learnt now from the kernel's socket map (a recording keeps them).
     pub fn live_births(&mut self, now: &Snapshot) -> &LiveBirths {
-        if let Some(map) = &self.socket_map {
+        if let Some(map) = &mut self.socket_map {
             // Counted in `births.walks_failed`, shown with the report.
-            let _ = self.births.update(now, &self.table, map, &self.call_sites);
+            let _ = self.births.update(
+                now,
+                &self.table,
+                map,
+                &self.call_sites,
+                self.layouts.as_ref().and_then(|l| l.sock_common.as_ref()),
+            );
         }
         if let Some(sweeps) = &self.sweeps {
             // Shown with the report, as a failed walk and as replaced

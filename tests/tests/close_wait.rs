@@ -3,8 +3,11 @@
 //! clients and never closes (incident 3 of docs/INCIDENTS.md); the truth is
 //! `ss state close-wait` in its namespace. Every session must list each of
 //! those sockets in the server's `CLOSE_WAIT` leak, with an exact age (they
-//! entered `CLOSE_WAIT` while it traced), and the daemon must hold them in
-//! `tcptrace_sockets{state="CLOSE_WAIT"}`.
+//! entered `CLOSE_WAIT` while it traced) and the function that read their
+//! end-of-file, and the daemon must hold them in
+//! `tcptrace_sockets{state="CLOSE_WAIT"}` and log the same leak. Summary
+//! mode (`--report-only`, the daemon) sends nothing for a socket entering
+//! `CLOSE_WAIT`: its age and reader come from the kernel's record.
 
 use std::{fmt::Write as _, process::Command, thread, time::Duration};
 
@@ -14,7 +17,7 @@ use tcptrace_tests::{
     kernel_counts::ss_count,
     netns::HostPair,
     require_root,
-    trace::{without_frames, Trace},
+    trace::without_frames,
     Tracer, Workload,
 };
 
@@ -30,9 +33,12 @@ fn scenario_in(netns: &str, args: &[&str]) -> Workload {
     )
 }
 
-/// The server's leak in a session's report: (sockets, age exact).
-fn leak_of(trace: &Trace, server: u32) -> Option<(u64, bool)> {
-    let leaks: Vec<&Value> = trace.findings_of("close_wait_leak", server).collect();
+/// The function of the server that read end-of-file and kept the socket.
+const EOF_READER: &str = "tt_scenario::read_to_eof";
+
+/// What a session says of the server's leak: (sockets, age exact, the
+/// end-of-file reader named in every finding).
+fn leak_in(leaks: &[&Value]) -> Option<(u64, bool, bool)> {
     if leaks.is_empty() {
         return None;
     }
@@ -41,7 +47,10 @@ fn leak_of(trace: &Trace, server: u32) -> Option<(u64, bool)> {
         .map(|l| l["sockets"].as_u64().unwrap_or(0))
         .sum();
     let exact = leaks.iter().all(|l| l["age_is_lower_bound"] == false);
-    Some((sockets, exact))
+    let reader = leaks
+        .iter()
+        .all(|l| l["eof_call_site"]["function"] == EOF_READER);
+    Some((sockets, exact, reader))
 }
 
 #[test]
@@ -89,21 +98,32 @@ fn close_wait_leaks_agree_with_ss() {
     };
     #[expect(clippy::cast_precision_loss, reason = "a handful of sockets")]
     let scrape = daemon.scrape_until(Duration::from_secs(10), |s| held(s) == Some(kernel as f64));
-    let mut table = format!("source                              CLOSE_WAIT  age exact\nkernel (ss)                         {kernel:>10}\n");
+    let mut table = format!("source                              CLOSE_WAIT  age exact  eof reader\nkernel (ss)                         {kernel:>10}\n");
     let mut found = Vec::new();
+    let logged = daemon.wait_for_log(Duration::from_secs(10), "CLOSE_WAIT leak", |l| {
+        l["fields"]["sockets"].as_u64() == Some(kernel)
+    });
+    let logged_fields = logged.as_ref().map(|l| &l["fields"]);
+    found.push((
+        "daemon --port (log)".to_owned(),
+        logged_fields.and_then(|f| leak_in(&[f])),
+    ));
     for (name, tracer) in sessions {
         let trace = tracer.stop();
-        let leak = leak_of(&trace, server.pid());
-        let (sockets, exact) = leak.unwrap_or((0, false));
-        let _ = writeln!(table, "{name:<36}{sockets:>10}  {exact:>9}");
-        if leak.is_none() {
+        let leaks: Vec<&Value> = trace.findings_of("close_wait_leak", server.pid()).collect();
+        let leak = leak_in(&leaks);
+        found.push((name.clone(), leak));
+        if leak.is_none_or(|(_, exact, reader)| !exact || !reader) {
             let shown: Vec<Value> = trace
                 .findings("close_wait_leak")
                 .map(without_frames)
                 .collect();
-            let _ = writeln!(table, "  its close_wait_leak findings: {shown:?}");
+            let _ = writeln!(table, "  {name}'s close_wait_leak findings: {shown:?}");
         }
-        found.push((sockets, exact));
+    }
+    for (name, leak) in &found {
+        let (sockets, exact, reader) = leak.unwrap_or((0, false, false));
+        let _ = writeln!(table, "{name:<36}{sockets:>10}  {exact:>9}  {reader:>10}");
     }
     let _ = writeln!(
         table,
@@ -116,8 +136,8 @@ fn close_wait_leaks_agree_with_ss() {
         kernel, LEAKED as u64,
         "the server leaked every connection: {table}"
     );
-    for (sockets, exact) in found {
-        assert_eq!((sockets, exact), (kernel, true), "{table}");
+    for (name, leak) in found {
+        assert_eq!(leak, Some((kernel, true, true)), "{name}: {table}");
     }
     #[expect(clippy::cast_precision_loss, reason = "a handful of sockets")]
     let expected = kernel as f64;

@@ -613,7 +613,10 @@ fn java_interpreted_methods_are_named_without_a_perf_map() {
 /// the function that opened the listening socket (`call_site`, as for any
 /// passively opened socket: `LeakServer.listenForLeaks`) and the function
 /// that read the EOF and went on without closing (`eof_call_site`: the
-/// expected field; it does not exist before issue 12).
+/// expected field; it does not exist before issue 12). A summary session
+/// (`--report-only`, the daemon's mode), which sends nothing for a socket
+/// entering `CLOSE_WAIT` and reads a lingering one's record from the
+/// kernel, names the same reader.
 ///
 /// On loopback, in tcptrace's own network namespace: the report finds
 /// `CLOSE_WAIT` sockets in its `sock_diag` dump, which covers only that
@@ -629,6 +632,7 @@ fn java_close_wait_leak_names_the_method_that_read_eof() {
     let server_addr = format!("127.0.0.1:{port}");
     let classes = java_classes();
     let session = Session::start("java_leak", &["--port", &port]);
+    let summary = Tracer::start_report_only(&["--port", &port]);
     let mut server = Workload::spawn_command(
         Command::new("java")
             .args(JAVA_FLAGS)
@@ -652,6 +656,7 @@ fn java_close_wait_leak_names_the_method_that_read_eof() {
     server.expect_line("done");
     thread::sleep(Duration::from_millis(200));
     let report = session.stop();
+    let summary = summary.stop();
 
     // One leak; sockets whose events the session did not see (a ring
     // buffer full of 2000 connections' stacks: the session counts them)
@@ -708,8 +713,37 @@ fn java_close_wait_leak_names_the_method_that_read_eof() {
         "eof_call_site",
         &["LeakServer", "readUntilEofAndForget"],
     );
+    assert_summary_names_the_eof_reader(&summary, server.pid(), (N / EVERY) as u64);
 
     server.wait_success();
+}
+
+/// The Java leak as a summary session reports it: every leaked socket,
+/// an exact age, and the method that read EOF, from the kernel's records.
+fn assert_summary_names_the_eof_reader(summary: &Trace, server: u32, leaked: u64) {
+    let leaks: Vec<&Value> = summary.findings_of("close_wait_leak", server).collect();
+    let sockets: u64 = leaks.iter().map(|f| u64_of(f, "sockets")).sum();
+    assert_eq!(
+        sockets,
+        leaked,
+        "every leaked socket is listed by the summary session too: {:#?}",
+        leaks.iter().map(|f| without_frames(f)).collect::<Vec<_>>()
+    );
+    let leak = *leaks
+        .iter()
+        .max_by_key(|f| u64_of(f, "sockets"))
+        .expect("the summary session's leak");
+    assert_eq!(
+        leak["age_is_lower_bound"],
+        false,
+        "entered CLOSE_WAIT while traced: {:#}",
+        without_frames(leak)
+    );
+    assert_site_names(
+        leak,
+        "eof_call_site",
+        &["LeakServer", "readUntilEofAndForget"],
+    );
 }
 
 // ------------------------------------------------------------ Node

@@ -730,6 +730,7 @@ impl Daemon {
             "stack_errors": kernel.stack_errors,
             "sock_map_full": kernel.sock_map_full,
             "listener_map_full": kernel.listener_map_full,
+            "close_wait_map_full": kernel.close_wait_map_full,
             "http_connections_refused": self.http.refused.get(),
             "http_accept_errors": self.http.accept_errors.get(),
             "http_unauthorized": self.http.unauthorized.get(),

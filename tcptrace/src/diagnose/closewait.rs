@@ -2,7 +2,9 @@
 //! which sockets are *still* in `CLOSE_WAIT` comes from the `sock_diag` dump
 //! taken when the report is made; the trace adds when each one entered
 //! `CLOSE_WAIT`, the call site that created or accepted it, and the code
-//! that read end-of-file on it and did not close.
+//! that read end-of-file on it and did not close: from its events, or, in
+//! summary mode, which sends nothing for a socket entering `CLOSE_WAIT`,
+//! from the kernel's record (`LiveBirths`).
 
 use std::collections::HashMap;
 
@@ -82,9 +84,12 @@ pub fn leaks(view: &LiveView) -> HashMap<LeakKey, Leak> {
         .filter(|s| s.state == TcpState::CloseWait)
     {
         let traced = table.find(socket.netns, socket.local, socket.remote);
+        // The kernel's record, where summary mode sent nothing for it.
+        let kernel = births.get(socket.netns, socket.inode);
         let since = traced
             .filter(|r| r.state == TcpState::CloseWait)
-            .and_then(|r| r.state_since_ns);
+            .and_then(|r| r.state_since_ns)
+            .or_else(|| kernel.and_then(|k| k.close_wait_ns));
         let (age, lower_bound) = if let Some(since) = since {
             (now_ns.saturating_sub(since), false)
         } else {
@@ -119,7 +124,10 @@ pub fn leaks(view: &LiveView) -> HashMap<LeakKey, Leak> {
         if leak.peers.len() < MAX_PEERS && !leak.peers.contains(&socket.remote) {
             leak.peers.push(socket.remote);
         }
-        if let Some(eof) = traced.and_then(|r| r.eof_stack) {
+        if let Some(eof) = traced
+            .and_then(|r| r.eof_stack)
+            .or_else(|| kernel.and_then(|k| k.eof_stack))
+        {
             *leak.eof_stacks.entry(eof).or_default() += 1;
         }
     }

@@ -10,8 +10,9 @@ use std::{
 use std::mem::offset_of;
 
 use tcptrace_common::{
-    states_of, Event, EventKind, TcpState, UserStack, AF_INET, AF_INET6, CTX_PROCESS, EVENT_SIZE,
-    PEER_SILENCE_KNOWN, TASK_COMM_LEN, USER_STACK_BYTES, USER_STACK_HEADER, USER_STACK_SIZE,
+    states_of, CloseWaiting, Event, EventKind, TcpState, UserStack, AF_INET, AF_INET6, CTX_PROCESS,
+    EVENT_SIZE, PEER_SILENCE_KNOWN, TASK_COMM_LEN, USER_STACK_BYTES, USER_STACK_HEADER,
+    USER_STACK_SIZE,
 };
 
 use super::{
@@ -237,6 +238,18 @@ pub fn decode_user_stack(bytes: &[u8]) -> Result<UserStackRecord<'_>, DecodeErro
         bp: u64_at(offset_of!(UserStack, bp)),
         stack: &bytes[stack_at..stack_at + len],
     })
+}
+
+/// The endpoints of a socket listed in `CLOSE_WAIT` (summary mode), read
+/// as a summary record's are.
+///
+/// # Errors
+/// When the copy holds no known address family.
+pub fn close_waiting_endpoints(
+    listing: &CloseWaiting,
+    layout: &SockCommonLayout,
+) -> Result<(SocketAddr, SocketAddr), DecodeError> {
+    sock_common_endpoints(Raw(&listing.raw), layout, listing.local_port_be)
 }
 
 /// Endpoints from the start of a `struct sock_common` (summary records),

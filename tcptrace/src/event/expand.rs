@@ -7,11 +7,14 @@
 //! matter (birth, ESTABLISHED, our FIN, `CLOSE_WAIT`, the last transition);
 //! a transition between them takes the time of the one before. Actors are
 //! known for the birth (the owner), the first close call (the closer) and
-//! the last transition (the record's own context).
+//! the last transition (the record's own context). A read that returned
+//! end-of-file in `CLOSE_WAIT` is kept by the kernel with the socket
+//! (`EOF_READ_KEPT`) and replayed here, before the socket leaves
+//! `CLOSE_WAIT`, as the `EofRead` an every-event session gets.
 
 use tcptrace_common::{
     history::PATH_CAPACITY, transition::ended_by_peer_reset, Moment, RetransmitPhase, TcpState,
-    CLOSER_KNOWN, OWNER_FROM_SYSCALL, RESET_BY_CLOSE,
+    CLOSER_KNOWN, EOF_READ_KEPT, OWNER_FROM_SYSCALL, RESET_BY_CLOSE,
 };
 
 use super::{TcpEvent, TcpEventKind};
@@ -95,8 +98,55 @@ pub fn tells_whole_life(summary: &TcpEvent) -> bool {
 }
 
 /// Calls `each` with every event `summary` stands for, oldest first; the
-/// last one is the summary's own transition. Allocates nothing.
+/// last one is the summary's own transition (or the end-of-file read kept
+/// in a `CLOSE_WAIT` the summary ends in). Allocates nothing.
 pub fn expand(summary: &TcpEvent, mut each: impl FnMut(&TcpEvent)) {
+    let mut eof_read = KeptEofRead::of(summary);
+    unfold_path(summary, &mut eof_read, &mut each);
+    eof_read.replay(&mut each);
+}
+
+/// The end-of-file read a summary carries (`EOF_READ_KEPT`), until
+/// replayed: before the first transition out of `CLOSE_WAIT`, or else after
+/// everything the summary unfolds into.
+struct KeptEofRead<'a> {
+    summary: Option<&'a TcpEvent>,
+}
+
+impl<'a> KeptEofRead<'a> {
+    fn of(summary: &'a TcpEvent) -> Self {
+        Self {
+            summary: (summary.sock.flags & EOF_READ_KEPT != 0).then_some(summary),
+        }
+    }
+
+    /// Replays the read (once), by its reader, at its time.
+    fn replay(&mut self, each: &mut impl FnMut(&TcpEvent)) {
+        let Some(summary) = self.summary.take() else {
+            return;
+        };
+        let sock = &summary.sock;
+        each(&TcpEvent {
+            what: TcpEventKind::EofRead,
+            ts_ns: sock.eof_read_ns,
+            actor: sock.eof_reader.is_known().then_some(sock.eof_reader),
+            in_state_ns: None,
+            error: None,
+            peer_silent_ns: None,
+            summary: false,
+            ..*summary
+        });
+    }
+
+    /// Replays the read if `old` is the `CLOSE_WAIT` it happened in.
+    fn before_leaving(&mut self, old: TcpState, each: &mut impl FnMut(&TcpEvent)) {
+        if old == TcpState::CloseWait {
+            self.replay(each);
+        }
+    }
+}
+
+fn unfold_path(summary: &TcpEvent, eof_read: &mut KeptEofRead, mut each: impl FnMut(&TcpEvent)) {
     let history = &summary.sock.history;
     let mut states = [TcpState::Close; PATH_CAPACITY as usize];
     let mut len = 0;
@@ -170,6 +220,7 @@ pub fn expand(summary: &TcpEvent, mut each: impl FnMut(&TcpEvent)) {
         } else {
             None
         };
+        eof_read.before_leaving(old, &mut each);
         each(&event);
         previous_ns = Some(ts_ns);
         if birth && new != TcpState::Listen {
@@ -191,6 +242,7 @@ pub fn expand(summary: &TcpEvent, mut each: impl FnMut(&TcpEvent)) {
         }
     }
 
+    eof_read.before_leaving(states[last], &mut each);
     own_transition(
         summary,
         &mut event,
@@ -656,5 +708,96 @@ mod tests {
                 (Some(libc::ECONNRESET), Some(8_000))
             ]
         );
+    }
+
+    /// Summary mode sends nothing on entering `CLOSE_WAIT`: the read that
+    /// returned end-of-file there is kept with the socket and replayed,
+    /// by its reader at its time, before the socket leaves `CLOSE_WAIT`,
+    /// as an every-event session gets it; once only.
+    #[test]
+    fn a_kept_end_of_file_read_is_replayed_in_its_close_wait() {
+        use raw::*;
+        let reader = task(7, "server", 3);
+        let keep = |sock: &mut SockInfo| {
+            sock.created_ns = 1;
+            sock.eof_reader = reader;
+            sock.eof_read_ns = 35;
+            sock.flags |= EOF_READ_KEPT;
+        };
+        let state = |old, new| TcpEventKind::StateChange { old, new };
+        let (listen, syn_recv, established, close_wait, last_ack, close) = (
+            TcpState::Listen,
+            TcpState::SynRecv,
+            TcpState::Established,
+            TcpState::CloseWait,
+            TcpState::LastAck,
+            TcpState::Close,
+        );
+        let whole_life = summary(
+            &[
+                (LISTEN, SYN_RECV, 1),
+                (SYN_RECV, ESTABLISHED, 2),
+                (ESTABLISHED, CLOSE_WAIT, 30),
+                (CLOSE_WAIT, LAST_ACK, 40),
+                (LAST_ACK, CLOSE, 50),
+            ],
+            keep,
+        );
+        assert_eq!(
+            unfold(&whole_life),
+            [
+                // The helper's socket has an owner by `connect()`: pid 0.
+                (state(listen, syn_recv), 1, Some(0)),
+                (state(syn_recv, established), 2, None),
+                (state(established, close_wait), 30, None),
+                (TcpEventKind::EofRead, 35, Some(7)),
+                (state(close_wait, last_ack), 40, None),
+                (state(last_ack, close), 50, None),
+            ]
+        );
+
+        // Reset in CLOSE_WAIT: the summary's own transition leaves it.
+        let reset = summary(
+            &[
+                (LISTEN, SYN_RECV, 1),
+                (SYN_RECV, ESTABLISHED, 2),
+                (ESTABLISHED, CLOSE_WAIT, 30),
+                (CLOSE_WAIT, CLOSE, 50),
+            ],
+            keep,
+        );
+        let kinds: Vec<_> = unfold(&reset).into_iter().map(|(k, _, _)| k).collect();
+        assert_eq!(
+            kinds[2..],
+            [
+                state(established, close_wait),
+                TcpEventKind::EofRead,
+                state(close_wait, close)
+            ]
+        );
+
+        // A summary that ends in CLOSE_WAIT (a life so far): the read
+        // comes last. Without the flag, nothing is replayed.
+        let so_far = summary(
+            &[
+                (LISTEN, SYN_RECV, 1),
+                (SYN_RECV, ESTABLISHED, 2),
+                (ESTABLISHED, CLOSE_WAIT, 30),
+            ],
+            keep,
+        );
+        assert_eq!(
+            unfold(&so_far).last(),
+            Some(&(TcpEventKind::EofRead, 35, Some(7)))
+        );
+        let not_kept = summary(
+            &[(ESTABLISHED, CLOSE_WAIT, 30), (CLOSE_WAIT, LAST_ACK, 40)],
+            |sock| {
+                sock.eof_reader = reader;
+            },
+        );
+        assert!(unfold(&not_kept)
+            .iter()
+            .all(|(kind, _, _)| *kind != TcpEventKind::EofRead));
     }
 }

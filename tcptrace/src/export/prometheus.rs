@@ -436,7 +436,7 @@ impl Scrape {
     }
 
     /// The kernel programs' counters.
-    fn kernel_counters(&self) -> [(&'static str, &'static str, u64); 16] {
+    fn kernel_counters(&self) -> [(&'static str, &'static str, u64); 17] {
         let k = &self.kernel;
         [
             (
@@ -497,6 +497,11 @@ impl Scrape {
                 "listener_map_full",
                 "Listeners the kernel could not record (map full): their connections have no owner",
                 k.listener_map_full,
+            ),
+            (
+                "close_wait_map_full",
+                "Sockets entering CLOSE_WAIT sent as a record because the kernel's CLOSE_WAIT map was full (costs more, loses nothing)",
+                k.close_wait_map_full,
             ),
             (
                 "kernel_filtered_out",

@@ -149,11 +149,13 @@ impl<W: Write> Sink for TextLines<W> {
         let k = &s.kernel;
         writeln!(
             self.out,
-            "# kernel: {} folded into summaries, {} read errors, listener map full {}, {} new \
-             processes not announced, resets on unknown sockets: {} sent, {} received",
+            "# kernel: {} folded into summaries, {} read errors, listener map full {}, \
+             CLOSE_WAIT map full {}, {} new processes not announced, resets on unknown sockets: \
+             {} sent, {} received",
             k.events_folded,
             k.read_errors,
             k.listener_map_full,
+            k.close_wait_map_full,
             k.processes_not_announced,
             k.resets_sent_without_socket,
             k.resets_received_without_socket

@@ -297,6 +297,7 @@ impl Probe {
             filtered_out: sum(Counter::FilteredOut)?,
             retransmits_failed: sum(Counter::RetransmitsFailed)?,
             transitions_missed: sum(Counter::TransitionsMissed)?,
+            close_wait_map_full: sum(Counter::CloseWaitMapFull)?,
             runs_skipped: self
                 .ebpf
                 .programs()
@@ -341,8 +342,13 @@ impl Probe {
             .ebpf
             .take_map("SOCKS")
             .context("map SOCKS already taken or missing from the eBPF object")?;
+        let close_waiting = self
+            .ebpf
+            .take_map("CLOSE_WAITING")
+            .context("map CLOSE_WAITING already taken or missing from the eBPF object")?;
         Ok(SocketMap::new(
             HashMap::try_from(map)?,
+            HashMap::try_from(close_waiting)?,
             self.socket_map_entries,
         ))
     }
@@ -456,6 +462,10 @@ pub struct Counters {
     /// Recordings made before it have none.
     #[serde(default)]
     pub transitions_missed: u64,
+    /// Summary mode: sockets entering `CLOSE_WAIT` sent as a record because
+    /// the `CLOSE_WAITING` map was full (a cost, not a loss).
+    #[serde(default)]
+    pub close_wait_map_full: u64,
     /// Program runs the kernel skipped because the same program was already
     /// running on that CPU (a softirq nested in a process-context run):
     /// those events were never seen.

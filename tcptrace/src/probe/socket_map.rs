@@ -2,29 +2,69 @@
 //! userspace. Summary mode sends nothing while a connection lives, so this
 //! is where a live connection's owner and birth call site are found; the
 //! key is the socket's address, which no socket dump gives, so a record is
-//! matched by the inode the kernel stored at connect or accept.
+//! matched by the inode the kernel stored at connect or accept. The
+//! sockets in `CLOSE_WAIT` are listed by address (`CLOSE_WAITING`), so
+//! theirs are read without a walk.
 
 use std::os::fd::{AsFd, AsRawFd};
 
 use anyhow::{Context, Result};
 use aya::maps::{HashMap, IterableMap, MapData};
-use tcptrace_common::{SockInfo, CLOSED};
+use tcptrace_common::{CloseWaiting, SockInfo, CLOSED, CLOSE_WAIT_LISTED};
 
 use crate::FastSet;
 
 pub struct SocketMap {
     records: HashMap<MapData, u64, SockInfo>,
+    /// Summary mode: the sockets in `CLOSE_WAIT`, by address.
+    close_waiting: HashMap<MapData, u64, CloseWaiting>,
     /// The map's capacity: a walk reads at most twice as many keys (a key
     /// deleted under the walk restarts it from the first).
     capacity: usize,
 }
 
 impl SocketMap {
-    pub(super) fn new(records: HashMap<MapData, u64, SockInfo>, capacity: u32) -> Self {
+    pub(super) fn new(
+        records: HashMap<MapData, u64, SockInfo>,
+        close_waiting: HashMap<MapData, u64, CloseWaiting>,
+        capacity: u32,
+    ) -> Self {
         Self {
             records,
+            close_waiting,
             capacity: usize::try_from(capacity).unwrap_or(usize::MAX),
         }
+    }
+
+    /// Calls `found` with the kernel's record of each socket listed in
+    /// `CLOSE_WAITING` (summary mode: in `CLOSE_WAIT` now) and its listing
+    /// (its endpoints), one lookup each. An entry whose record is gone, closed, or no longer flagged
+    /// `CLOSE_WAIT_LISTED` is stale (the kernel ran no program for the
+    /// socket's way out of `CLOSE_WAIT`, or is taking it off right now) and
+    /// is removed, so missed transitions do not fill the list.
+    pub fn visit_close_waiting(
+        &mut self,
+        mut found: impl FnMut(&SockInfo, &CloseWaiting),
+    ) -> Result<()> {
+        let listed: Vec<(u64, CloseWaiting)> = self
+            .close_waiting
+            .iter()
+            .take(self.capacity)
+            .filter_map(Result::ok)
+            .collect();
+        for (skaddr, listing) in listed {
+            match self.records.get(&skaddr, 0) {
+                Ok(record) if record.flags & (CLOSED | CLOSE_WAIT_LISTED) == CLOSE_WAIT_LISTED => {
+                    found(&record, &listing);
+                }
+                Ok(_) | Err(aya::maps::MapError::KeyNotFound) => {
+                    // Gone already when the kernel took it off meanwhile.
+                    let _ = self.close_waiting.remove(&skaddr);
+                }
+                Err(error) => return Err(error).context("reading the kernel's socket map"),
+            }
+        }
+        Ok(())
     }
 
     /// Calls `found` with the kernel's record of each socket in `wanted`
@@ -63,19 +103,25 @@ impl SocketMap {
     }
 }
 
+/// A second handle on the hash map `map`.
+fn duplicate<V: aya::Pod>(map: &HashMap<MapData, u64, V>) -> Result<HashMap<MapData, u64, V>> {
+    let fd = map
+        .map()
+        .fd()
+        .as_fd()
+        .try_clone_to_owned()
+        .context("duplicating a kernel map's descriptor")?;
+    Ok(HashMap::try_from(aya::maps::Map::HashMap(
+        MapData::from_fd(fd)?,
+    ))?)
+}
+
 impl SocketMap {
-    /// A second handle on the same kernel map, for another thread.
+    /// Second handles on the same kernel maps, for another thread.
     pub fn try_clone(&self) -> Result<Self> {
-        let fd = self
-            .records
-            .map()
-            .fd()
-            .as_fd()
-            .try_clone_to_owned()
-            .context("duplicating the socket map's descriptor")?;
-        let records = HashMap::try_from(aya::maps::Map::HashMap(MapData::from_fd(fd)?))?;
         Ok(Self {
-            records,
+            records: duplicate(&self.records)?,
+            close_waiting: duplicate(&self.close_waiting)?,
             capacity: self.capacity,
         })
     }

@@ -63,8 +63,9 @@ pub enum Entry {
     },
     /// What a cgroup key stands for.
     Cgroup(RecordedCgroup),
-    /// What the kernel recorded of a live connection's start, for those the
-    /// event stream does not tell (see `LiveBirths`).
+    /// What the kernel recorded of a live connection (its start, and a
+    /// `CLOSE_WAIT`'s), for those the event stream does not tell (see
+    /// `LiveBirths`).
     Birth(RecordedBirth),
     /// The session's end: the sockets then, and its counters.
     End(End),
@@ -244,6 +245,10 @@ pub struct RecordedBirth {
     pub stack: Option<StackRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub established_ns: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub close_wait_ns: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eof_stack: Option<StackRef>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -139,15 +139,16 @@ impl Recorder {
         counts: &SessionCounts,
     ) -> Result<()> {
         let processes = self.processes_of(now, pipeline.cgroups.as_mut());
-        for (netns, inode, stack, established_ns) in pipeline.live_births(now).entries() {
-            if let Some(stack) = stack {
-                self.stacks.insert(stack);
-            }
+        for ((netns, inode), &record) in pipeline.live_births(now).entries() {
+            self.stacks.extend(record.stack);
+            self.stacks.extend(record.eof_stack);
             self.write(&Entry::Birth(RecordedBirth {
                 netns,
                 inode,
-                stack,
-                established_ns,
+                stack: record.stack,
+                established_ns: record.established_ns,
+                close_wait_ns: record.close_wait_ns,
+                eof_stack: record.eof_stack,
             }));
         }
         for stack in std::mem::take(&mut self.stacks) {

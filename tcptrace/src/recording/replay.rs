@@ -19,7 +19,7 @@ use crate::{
     clock::WallClock,
     container::Containers,
     filter::{Filter, Workloads},
-    live_births::LiveBirths,
+    live_births::{LiveBirths, LiveRecord},
     output::{write_start, Escaped, Shown, Sink},
     pipeline::{split_dump, EventCounts, Pipeline},
     session::SessionCounts,
@@ -202,8 +202,12 @@ fn outline(path: &Path) -> Result<(Header, Outline)> {
                 Entry::Birth(birth) => outline.births.insert(
                     birth.netns,
                     birth.inode,
-                    birth.stack,
-                    birth.established_ns,
+                    LiveRecord {
+                        stack: birth.stack,
+                        established_ns: birth.established_ns,
+                        close_wait_ns: birth.close_wait_ns,
+                        eof_stack: birth.eof_stack,
+                    },
                 ),
                 Entry::End(end) => outline.end = Some(end),
             },
