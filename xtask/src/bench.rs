@@ -1,7 +1,8 @@
 //! `cargo xtask bench`: what tcptrace costs, side by side with its peers.
 //!
 //! A loopback churn workload (`tt-churn`: connect, 16-byte exchange, close
-//! with `SO_LINGER` 0 so the run never exhausts ports) runs with no tracer,
+//! with `SO_LINGER` 0 so the run never exhausts ports, or normally with
+//! `--normal-close`) runs with no tracer,
 //! under `tcptrace daemon`, under `tcptrace trace --json` writing to a
 //! file, and under libbpf-tools `tcplife` and `tcpstates`. Configurations
 //! are interleaved round by round (so drift hits all alike) and reported as
@@ -95,6 +96,8 @@ pub struct Options {
     pub rounds: usize,
     pub seconds: f64,
     pub threads: usize,
+    /// Close with FIN (`TIME_WAIT`, `CLOSE_WAIT`) instead of `SO_LINGER` 0.
+    pub normal_close: bool,
 }
 
 /// One measured run.
@@ -199,8 +202,10 @@ pub fn churn_command(root: &Path, options: &Options, rate: Option<f64>) -> Comma
     let mut command = Command::new(root.join("target/release/tt-churn"));
     command
         .args(["--threads", &options.threads.to_string()])
-        .args(["--seconds", &options.seconds.to_string()])
-        .arg("--linger0");
+        .args(["--seconds", &options.seconds.to_string()]);
+    if !options.normal_close {
+        command.arg("--linger0");
+    }
     if let Some(rate) = rate {
         command.args(["--rate", &format!("{rate:.0}")]);
     }
@@ -612,6 +617,7 @@ fn summarize(
         "rounds": options.rounds,
         "seconds_per_run": options.seconds,
         "threads": options.threads,
+        "close": if options.normal_close { "normal" } else { "SO_LINGER 0" },
         "cores": thread::available_parallelism().map_or(1, std::num::NonZero::get),
         "kernel": fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
         "results": rows,
@@ -677,8 +683,11 @@ fn print_memory_peaks(report: &Value) {
 
 fn print_table(report: &Value) {
     println!(
-        "\nloopback churn, {} threads, {} s per run, {} interleaved rounds, medians",
-        report["threads"], report["seconds_per_run"], report["rounds"]
+        "\nloopback churn ({} closes), {} threads, {} s per run, {} interleaved rounds, medians",
+        report["close"].as_str().unwrap_or("SO_LINGER 0"),
+        report["threads"],
+        report["seconds_per_run"],
+        report["rounds"]
     );
     println!(
         "{:<28} {:>10} {:>8} {:>8} {:>9} {:>8} {:>9} {:>12} {:>10} {:>8}",

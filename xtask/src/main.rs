@@ -54,6 +54,11 @@ enum Task {
         /// Client threads of the churn workload.
         #[arg(long, default_value_t = 4)]
         threads: usize,
+        /// Close connections normally (FIN, the client's socket handed to
+        /// `TIME_WAIT`, the server's through `CLOSE_WAIT`: ten state changes
+        /// a connection) instead of with `SO_LINGER` 0 (six).
+        #[arg(long)]
+        normal_close: bool,
         /// Configurations to compare with the untraced baseline
         /// (none, daemon, trace, tcplife, tcpstates).
         #[arg(
@@ -116,6 +121,7 @@ fn run(task: Task) -> Result<()> {
             rounds,
             seconds,
             threads,
+            normal_close,
             tracers,
             scale,
         } => {
@@ -130,6 +136,7 @@ fn run(task: Task) -> Result<()> {
                     rounds,
                     seconds,
                     threads,
+                    normal_close,
                 }),
             }
         }
