@@ -3,10 +3,12 @@
 //! reused), in records per second on one core: as `trace` gets it (10
 //! state-change records per connection) and as the daemon gets it (two
 //! summary records per connection, each a whole life, as `tt-churn
-//! --linger0` makes them).
+//! --linger0` makes them, or as normal closes make them: the server's
+//! life through `CLOSE_WAIT`, with the end-of-file read it keeps).
 //!
 //! With `TCPTRACE_HOT_PATH_ROUNDS=N` it only feeds one path's records
-//! (`TCPTRACE_HOT_PATH=daemon` or `every-event`) N times and prints how
+//! (`TCPTRACE_HOT_PATH=daemon`, `daemon-normal-close` or `every-event`) N
+//! times and prints how
 //! many records a round has: `cargo xtask bench` runs that under
 //! valgrind to count instructions per record, a figure that does not
 //! move with the machine's load as timings do (by a third on the VM the
@@ -24,7 +26,8 @@ use tcptrace::{
 };
 use tcptrace_common::{
     history::History, state::raw, Event, EventKind, SockInfo, Task, CLOSER_KNOWN, CTX_PROCESS,
-    EVENT_SIZE, OWNER_FROM_LISTENER, OWNER_FROM_SYSCALL, RAW_RECORD_LEN, RESET_BY_CLOSE,
+    EOF_READ_KEPT, EVENT_SIZE, OWNER_FROM_LISTENER, OWNER_FROM_SYSCALL, RAW_RECORD_LEN,
+    RESET_BY_CLOSE,
 };
 
 const CONNECTIONS: u64 = 2_000;
@@ -242,15 +245,94 @@ fn summary_churn() -> Vec<Vec<u8>> {
     events
 }
 
-/// The records of one path, and the layouts that decode them.
-fn path_records(daemon: bool) -> (RecordLayouts, Vec<Vec<u8>>) {
-    let mut layouts = layouts();
-    if daemon {
-        layouts.sock_common = Some(SOCK_COMMON);
-        (layouts, summary_churn())
-    } else {
-        (layouts, churn())
+/// The daemon's records of churn closed normally: the client closes
+/// first and hands its socket to `TIME_WAIT`; the server reads
+/// end-of-file in `CLOSE_WAIT` (kept with the socket) and closes.
+fn normal_close_churn() -> Vec<Vec<u8>> {
+    use raw::{CLOSE, CLOSE_WAIT, ESTABLISHED, FIN_WAIT1, FIN_WAIT2, LAST_ACK, SYN_RECV, SYN_SENT};
+    let mut events = Vec::new();
+    for i in 0..CONNECTIONS {
+        let (t, port, (active, mut a), (passive, mut p)) = connection(i);
+        a.closer = a.owner;
+        a.flags |= CLOSER_KNOWN;
+        events.push(summary_event(
+            active,
+            a,
+            &[
+                (CLOSE, SYN_SENT, t),
+                (SYN_SENT, ESTABLISHED, t + 2_000),
+                (ESTABLISHED, FIN_WAIT1, t + 4_000),
+                (FIN_WAIT1, FIN_WAIT2, t + 5_000),
+                (FIN_WAIT2, CLOSE, t + 6_000),
+            ],
+            (port, 8080),
+            0,
+        ));
+        let server = p.owner;
+        p.closer = server;
+        p.eof_reader = server;
+        p.eof_read_ns = t + 5_500;
+        p.flags |= CLOSER_KNOWN | EOF_READ_KEPT;
+        events.push(summary_event(
+            passive,
+            p,
+            &[
+                (raw::LISTEN, SYN_RECV, t + 1_000),
+                (SYN_RECV, ESTABLISHED, t + 3_000),
+                (ESTABLISHED, CLOSE_WAIT, t + 5_000),
+                (CLOSE_WAIT, LAST_ACK, t + 6_000),
+                (LAST_ACK, CLOSE, t + 7_000),
+            ],
+            (8080, port),
+            0,
+        ));
     }
+    events
+}
+
+/// Which records a run feeds.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Path {
+    EveryEvent,
+    /// Summary records, `SO_LINGER` 0 closes.
+    Daemon,
+    /// Summary records, normal closes.
+    DaemonNormalClose,
+}
+
+impl Path {
+    fn parse(name: &str) -> Self {
+        match name {
+            "every-event" => Self::EveryEvent,
+            "daemon" => Self::Daemon,
+            "daemon-normal-close" => Self::DaemonNormalClose,
+            other => panic!(
+                "TCPTRACE_HOT_PATH: {other:?} is none of every-event, daemon, daemon-normal-close"
+            ),
+        }
+    }
+
+    /// State changes a connection's records stand for.
+    fn state_changes_per_connection(self) -> u64 {
+        match self {
+            Self::Daemon => 6,
+            Self::EveryEvent | Self::DaemonNormalClose => 10,
+        }
+    }
+}
+
+/// The records of one path, and the layouts that decode them.
+fn path_records(path: Path) -> (RecordLayouts, Vec<Vec<u8>>) {
+    let mut layouts = layouts();
+    if path != Path::EveryEvent {
+        layouts.sock_common = Some(SOCK_COMMON);
+    }
+    let records = match path {
+        Path::EveryEvent => churn(),
+        Path::Daemon => summary_churn(),
+        Path::DaemonNormalClose => normal_close_churn(),
+    };
+    (layouts, records)
 }
 
 /// Feeds every record through the pipeline and the daemon's counters.
@@ -264,19 +346,24 @@ fn feed(pipeline: &mut Pipeline, metrics: &mut DaemonMetrics, records: &[Vec<u8>
 }
 
 fn hot_path(c: &mut Criterion) {
-    for (group, name, daemon) in [
+    for (group, name, path) in [
         (
             "userspace hot path",
             "decode+table+diagnoses+metrics",
-            false,
+            Path::EveryEvent,
         ),
         (
             "daemon hot path",
             "summary records: decode+expand+table+diagnoses+metrics",
-            true,
+            Path::Daemon,
+        ),
+        (
+            "daemon hot path, normal closes",
+            "summary records: decode+expand+table+diagnoses+metrics",
+            Path::DaemonNormalClose,
         ),
     ] {
-        let (layouts, records) = path_records(daemon);
+        let (layouts, records) = path_records(path);
         let mut group = c.benchmark_group(group);
         group.throughput(Throughput::Elements(records.len() as u64));
         group.bench_function(name, |b| {
@@ -284,7 +371,7 @@ fn hot_path(c: &mut Criterion) {
             let mut metrics = DaemonMetrics::default();
             b.iter(|| feed(&mut pipeline, &mut metrics, &records));
             assert_eq!(pipeline.counts.decode_errors, 0);
-            let per_connection = if daemon { 6 } else { 10 };
+            let per_connection = path.state_changes_per_connection();
             assert!(pipeline.counts.state_changes >= per_connection * CONNECTIONS);
         });
         group.finish();
@@ -293,12 +380,7 @@ fn hot_path(c: &mut Criterion) {
 
 /// `rounds` rounds of one path, for an instruction count (see the top).
 fn count_rounds(rounds: u32, path: &str) {
-    let daemon = match path {
-        "daemon" => true,
-        "every-event" => false,
-        other => panic!("TCPTRACE_HOT_PATH: {other:?} is neither daemon nor every-event"),
-    };
-    let (layouts, records) = path_records(daemon);
+    let (layouts, records) = path_records(Path::parse(path));
     let mut pipeline = Pipeline::detached(layouts, Filter::default());
     let mut metrics = DaemonMetrics::default();
     for _ in 0..rounds {

@@ -17,9 +17,11 @@ const SHORT: u64 = 2;
 const LONG: u64 = 12;
 
 /// The paths of the bench: summary records as the daemon gets them (two
-/// per loopback connection), state-change records as `trace` gets them.
-const PATHS: [(&str, &str); 2] = [
+/// per loopback connection, closed with `SO_LINGER` 0 or normally),
+/// state-change records as `trace` gets them.
+const PATHS: [(&str, &str); 3] = [
     ("daemon", "daemon summary records"),
+    ("daemon-normal-close", "daemon, normal-close records"),
     ("every-event", "every-event records"),
 ];
 
