@@ -42,10 +42,11 @@ pub fn live_sock(skaddr: u64) -> Option<*mut SockInfo> {
 }
 
 /// Summary mode: the sockets in `CLOSE_WAIT` now, by `struct sock`
-/// address (their records are in `SOCKS`), with their endpoints. Nothing is sent when a socket
-/// enters `CLOSE_WAIT`: userspace looks here for the ones that linger (a
-/// leak), a handful, instead of walking `SOCKS`. Full, a socket entering
-/// `CLOSE_WAIT` is sent as a record instead (`Counter::CloseWaitMapFull`).
+/// address (their records are in `SOCKS`), with their endpoints. Nothing
+/// is sent when a socket enters `CLOSE_WAIT`: userspace looks here for the
+/// ones that linger (a leak), a handful, instead of walking `SOCKS`. Full,
+/// a socket entering `CLOSE_WAIT` is sent as a record instead
+/// (`Counter::CloseWaitMapFull`).
 #[map]
 pub static CLOSE_WAITING: HashMap<u64, CloseWaiting> = HashMap::with_max_entries(65_536, 0);
 

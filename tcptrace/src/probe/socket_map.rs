@@ -38,20 +38,24 @@ impl SocketMap {
 
     /// Calls `found` with the kernel's record of each socket listed in
     /// `CLOSE_WAITING` (summary mode: in `CLOSE_WAIT` now) and its listing
-    /// (its endpoints), one lookup each. An entry whose record is gone, closed, or no longer flagged
-    /// `CLOSE_WAIT_LISTED` is stale (the kernel ran no program for the
-    /// socket's way out of `CLOSE_WAIT`, or is taking it off right now) and
-    /// is removed, so missed transitions do not fill the list.
+    /// (its endpoints), one lookup each. An entry whose record is gone,
+    /// closed, or no longer flagged `CLOSE_WAIT_LISTED` is stale (the
+    /// kernel ran no program for the socket's way out of `CLOSE_WAIT`, or
+    /// is taking it off right now) and is removed, so missed transitions
+    /// do not fill the list.
     pub fn visit_close_waiting(
         &mut self,
         mut found: impl FnMut(&SockInfo, &CloseWaiting),
     ) -> Result<()> {
-        let listed: Vec<(u64, CloseWaiting)> = self
-            .close_waiting
-            .iter()
-            .take(self.capacity)
-            .filter_map(Result::ok)
-            .collect();
+        let mut listed = Vec::new();
+        for entry in self.close_waiting.iter().take(self.capacity) {
+            match entry {
+                Ok(entry) => listed.push(entry),
+                // Taken off between its key and its value.
+                Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(error) => return Err(error).context("reading the kernel's CLOSE_WAIT list"),
+            }
+        }
         for (skaddr, listing) in listed {
             match self.records.get(&skaddr, 0) {
                 Ok(record) if record.flags & (CLOSED | CLOSE_WAIT_LISTED) == CLOSE_WAIT_LISTED => {
