@@ -2,7 +2,8 @@
 //! process: the real programs loaded in summary mode (the daemon's), real
 //! loopback connections. A closed socket's record stays for the next
 //! socket born at its address (`tcptrace_common::CLOSED`); the walks for
-//! live connections skip it, and `sweep_closed` removes it once old.
+//! live connections skip it, and `sweep_closed` removes it once old. The
+//! list of sockets in `CLOSE_WAIT` is read and tidied here too.
 
 use std::{
     net::{TcpListener, TcpStream},
@@ -12,10 +13,14 @@ use std::{
 
 use tcptrace::{
     clock::monotonic_ns,
+    event::close_waiting_endpoints,
     probe::{Probe, ProbeOptions, SocketMap, Visit},
     FastSet,
 };
-use tcptrace_tests::require_root;
+use tcptrace_tests::{
+    daemon::{bpf_map_entries, bpf_map_of, bpf_map_update},
+    require_root,
+};
 
 const CONNECTIONS: usize = 200;
 
@@ -122,4 +127,73 @@ fn closed_records_are_skipped_then_swept_and_live_ones_stay() {
         "the open connection's record stays"
     );
     drop(kept);
+}
+
+/// Summary mode lists a socket in `CLOSE_WAIT` (`CLOSE_WAITING`) instead of
+/// sending it: the list names it with its endpoints while it lingers, an
+/// entry with no flagged record behind it (a transition out the kernel ran
+/// no program for) is removed as stale when the list is read, and the
+/// socket leaves the list when it is closed.
+#[test]
+fn the_close_wait_list_holds_lingering_sockets_and_sheds_stale_ones() {
+    require_root();
+    let mut probe = Probe::load(ProbeOptions {
+        summary: true,
+        accept_hook: false,
+        ..ProbeOptions::default()
+    })
+    .expect("load and attach the kernel programs");
+    let layout = probe
+        .layouts
+        .sock_common
+        .expect("summary mode decodes sockets with BTF offsets");
+    let mut map = probe.take_socket_map().expect("the socket map");
+    let listed = |map: &mut SocketMap| {
+        let mut found = Vec::new();
+        map.visit_close_waiting(|record, listing| {
+            let endpoints = close_waiting_endpoints(listing, &layout).expect("endpoints");
+            found.push((record.netns, endpoints));
+        })
+        .expect("read the CLOSE_WAIT list");
+        found
+    };
+
+    let listener = TcpListener::bind("127.0.0.1:0").expect("listen on loopback");
+    let client = TcpStream::connect(listener.local_addr().expect("address")).expect("connect");
+    let (server, peer) = listener.accept().expect("accept");
+    drop(client); // its FIN puts the server's socket in CLOSE_WAIT
+    std::thread::sleep(Duration::from_millis(200));
+    let lingering = (
+        own_netns(),
+        (server.local_addr().expect("local address"), peer),
+    );
+    // The host's other sockets entering CLOSE_WAIT meanwhile are listed too.
+    assert!(
+        listed(&mut map).contains(&lingering),
+        "the server's socket, listed"
+    );
+
+    // An entry the kernel would never take off: no socket at its address.
+    let list = bpf_map_of(std::process::id(), "CLOSE_WAITING");
+    let stale: u64 = 0xdead_0000_0000_0000;
+    let listing_len = bpf_map_entries(list)[0].1.len();
+    bpf_map_update(list, &stale.to_ne_bytes(), &vec![0; listing_len]);
+    let stale_listed = || {
+        bpf_map_entries(list)
+            .iter()
+            .any(|(key, _)| key[..] == stale.to_ne_bytes())
+    };
+    assert!(stale_listed(), "the stale entry written");
+    assert!(
+        listed(&mut map).contains(&lingering),
+        "the live one still visited"
+    );
+    assert!(!stale_listed(), "the stale entry removed");
+
+    drop(server); // CLOSE_WAIT -> LAST_ACK: off the list
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        !listed(&mut map).contains(&lingering),
+        "closed, the socket left the list"
+    );
 }
