@@ -106,39 +106,27 @@ impl LiveBirths {
         call_sites: &CallSites,
         layout: Option<&SockCommonLayout>,
     ) -> Result<()> {
-        let mut live: FastSet<(u32, u64)> = now
-            .sockets
-            .iter()
-            .filter(|s| matches!(s.state, TcpState::Established | TcpState::CloseWait))
-            .filter(|s| s.inode != 0)
-            // No record, or one without its call site: an accepted
-            // socket's accept() reaches the kernel's record only.
-            .filter(|s| {
-                table
-                    .find(s.netns, s.local, s.remote)
-                    .is_none_or(|r| r.owner_stack.is_none())
-            })
-            .map(|s| (s.netns, s.inode))
-            .collect();
-        // In CLOSE_WAIT without the table knowing (summary mode sent
-        // nothing): found by endpoints, as a passive socket's record has no
-        // inode without the accept hook.
-        let close_waiting: FastMap<(u32, SocketAddr, SocketAddr), u64> = now
-            .sockets
-            .iter()
-            .filter(|s| s.state == TcpState::CloseWait && s.inode != 0)
-            .filter(|s| {
-                table
-                    .find(s.netns, s.local, s.remote)
-                    .is_none_or(|r| r.state != TcpState::CloseWait)
-            })
-            .map(|s| ((s.netns, s.local, s.remote), s.inode))
-            .collect();
-        live.extend(
-            close_waiting
-                .iter()
-                .map(|(&(netns, ..), &inode)| (netns, inode)),
-        );
+        // ESTABLISHED or CLOSE_WAIT with no record, or one without its
+        // call site (an accepted socket's accept() reaches the kernel's
+        // record only). In CLOSE_WAIT without the table knowing (summary
+        // mode sent nothing), also found by endpoints: a passive socket's
+        // record has no inode without the accept hook.
+        let mut live: FastSet<(u32, u64)> = FastSet::default();
+        let mut close_waiting: FastMap<(u32, SocketAddr, SocketAddr), u64> = FastMap::default();
+        for s in &now.sockets {
+            if s.inode == 0 || !matches!(s.state, TcpState::Established | TcpState::CloseWait) {
+                continue;
+            }
+            let record = table.find(s.netns, s.local, s.remote);
+            let close_wait_unknown =
+                s.state == TcpState::CloseWait && record.is_none_or(|r| r.state != s.state);
+            if close_wait_unknown {
+                close_waiting.insert((s.netns, s.local, s.remote), s.inode);
+            }
+            if close_wait_unknown || record.is_none_or(|r| r.owner_stack.is_none()) {
+                live.insert((s.netns, s.inode));
+            }
+        }
         self.by_inode.retain(|key, _| live.contains(key));
         // Read again at each dump until its end-of-file reader is known.
         let any_unread = close_waiting.iter().any(|(&(netns, ..), &inode)| {

@@ -57,15 +57,21 @@ fn live_records(map: &SocketMap, inodes: &[u64]) -> usize {
     found.len()
 }
 
-#[test]
-fn closed_records_are_skipped_then_swept_and_live_ones_stay() {
-    require_root();
-    let mut probe = Probe::load(ProbeOptions {
+/// The real programs, loaded as the daemon loads them: summary mode, no
+/// accept hook.
+fn daemon_probe() -> Probe {
+    Probe::load(ProbeOptions {
         summary: true,
         accept_hook: false,
         ..ProbeOptions::default()
     })
-    .expect("load and attach the kernel programs");
+    .expect("load and attach the kernel programs")
+}
+
+#[test]
+fn closed_records_are_skipped_then_swept_and_live_ones_stay() {
+    require_root();
+    let mut probe = daemon_probe();
     let mut map = probe.take_socket_map().expect("the socket map");
     let loaded_ns = monotonic_ns();
 
@@ -137,12 +143,7 @@ fn closed_records_are_skipped_then_swept_and_live_ones_stay() {
 #[test]
 fn the_close_wait_list_holds_lingering_sockets_and_sheds_stale_ones() {
     require_root();
-    let mut probe = Probe::load(ProbeOptions {
-        summary: true,
-        accept_hook: false,
-        ..ProbeOptions::default()
-    })
-    .expect("load and attach the kernel programs");
+    let mut probe = daemon_probe();
     let layout = probe
         .layouts
         .sock_common
