@@ -110,6 +110,11 @@ pub struct CallSites {
     /// to the same addresses: every connection's capture is its own record,
     /// but findings group by call path, and each path is symbolized once.
     aliases: Generations<StackRef, StackRef>,
+    /// The captures `canonicalize` met last, with their aliases: under
+    /// churn a process's records repeat the few captures the kernel reuses
+    /// over its sampling budget, and comparing a key costs less than two
+    /// hash probes per record. Emptied whenever `aliases` changes.
+    recent_aliases: [Option<(StackRef, StackRef)>; RECENT_ALIASES],
     /// (process, unwound addresses) → that first capture.
     paths: Generations<(u32, Vec<u64>), StackRef>,
     /// Unwound, not symbolized yet: see [`Self::capture`].
@@ -120,6 +125,10 @@ pub struct CallSites {
     retries: VecDeque<Retry>,
     pub counts: StackCounts,
 }
+
+/// Aliases `canonicalize` remembers: a connection's owner and closer, on
+/// each of its two sockets.
+const RECENT_ALIASES: usize = 4;
 
 /// Captures waiting for symbolization at most; past this they are
 /// symbolized as they come.
@@ -145,6 +154,7 @@ impl Default for CallSites {
             symbolizer: Symbolizer::default(),
             resolved: Generations::new(MAX_STACKS),
             aliases: Generations::new(MAX_STACKS),
+            recent_aliases: [None; RECENT_ALIASES],
             paths: Generations::new(MAX_STACKS),
             pending: VecDeque::new(),
             retries: VecDeque::new(),
@@ -224,12 +234,12 @@ impl CallSites {
         self.counts.unwound += 1;
         let path = (record.tgid, ips);
         if let Some(first) = self.paths.get(&path) {
-            self.aliases.insert(key, first);
+            self.alias(key, first);
             return;
         }
         // The first capture of a path is its own alias: every capture met
         // has one (see `canonicalize`).
-        self.aliases.insert(key, key);
+        self.alias(key, key);
         self.paths.insert(path.clone(), key);
         self.pending.push_back((key, path.1));
         if self.pending.len() > MAX_PENDING {
@@ -238,6 +248,13 @@ impl CallSites {
                 self.settle(key, ips, 0);
             }
         }
+    }
+
+    /// `key` unwound to the addresses `first` did. The insert may drop a
+    /// generation of aliases, so what `canonicalize` remembers goes too.
+    fn alias(&mut self, key: StackRef, first: StackRef) {
+        self.aliases.insert(key, first);
+        self.recent_aliases = [None; RECENT_ALIASES];
     }
 
     /// The canonical capture of `key`: the first of its process that
@@ -251,7 +268,7 @@ impl CallSites {
     /// says whether every one of them has been met (a capture forgotten
     /// since, older than the last `MAX_STACKS`, counts as unmet: that costs
     /// only a look at an empty ring).
-    pub fn canonicalize(&self, event: &mut TcpEvent) -> bool {
+    pub fn canonicalize(&mut self, event: &mut TcpEvent) -> bool {
         let mut all_met = true;
         let sock = &mut event.sock;
         for task in [&mut sock.owner, &mut sock.closer, &mut sock.eof_reader]
@@ -265,8 +282,17 @@ impl CallSites {
                 pid: task.tgid,
                 stack: task.stack,
             };
+            let recent = self.recent_aliases.iter().flatten();
+            if let Some((_, first)) = recent.into_iter().find(|(met, _)| *met == key) {
+                task.stack = first.stack;
+                continue;
+            }
             match self.aliases.peek(&key) {
-                Some(first) => task.stack = first.stack,
+                Some(&first) => {
+                    task.stack = first.stack;
+                    self.recent_aliases.rotate_right(1);
+                    self.recent_aliases[0] = Some((key, first));
+                }
                 // Unmapped captures are resolved (as unknown) under their own key.
                 None => all_met &= self.resolved.peek(&key).is_some(),
             }
@@ -418,5 +444,42 @@ impl CallSites {
     /// of MiB for a large binary); known call sites stay resolved.
     pub fn release_idle(&mut self) {
         self.symbolizer.release_idle();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::synthetic::{task, Conn};
+    use tcptrace_common::TcpState;
+
+    fn stack(id: u64) -> StackRef {
+        StackRef { pid: 7, stack: id }
+    }
+
+    #[test]
+    fn captures_are_rewritten_to_their_first_also_when_remembered_and_after_aliases_change() {
+        let mut sites = CallSites::default();
+        sites.alias(stack(1), stack(1));
+        sites.alias(stack(2), stack(1));
+        let conn = Conn::active(1, task(7, "client", 2), "10.0.0.1:40000", "10.0.0.2:443");
+        let event = conn.state(1, TcpState::Close, TcpState::SynSent);
+        // Twice: the second from what canonicalize remembers.
+        for _ in 0..2 {
+            let mut seen = event;
+            assert!(sites.canonicalize(&mut seen));
+            assert_eq!(seen.sock.owner.stack, 1);
+        }
+        // Aliases change (a capture of another path takes the key over):
+        // nothing remembered stands in for them.
+        sites.alias(stack(2), stack(2));
+        let mut seen = event;
+        assert!(sites.canonicalize(&mut seen));
+        assert_eq!(seen.sock.owner.stack, 2);
+        // A capture never met is left as it is, and said unmet.
+        let mut unmet = event;
+        unmet.sock.owner.stack = 9;
+        assert!(!sites.canonicalize(&mut unmet));
+        assert_eq!(unmet.sock.owner.stack, 9);
     }
 }

@@ -343,7 +343,7 @@ impl DaemonMetrics {
         } else {
             key
         };
-        let process = self.processes.entry_or_default(key);
+        let process = self.processes.entry_or_default(&key);
         process.last_event_ns = process.last_event_ns.max(ts_ns);
         process
     }
@@ -355,7 +355,7 @@ impl DaemonMetrics {
         } else {
             peer
         };
-        let metrics = self.peers.entry_or_default(peer);
+        let metrics = self.peers.entry_or_default(&peer);
         metrics.last_event_ns = metrics.last_event_ns.max(ts_ns);
         metrics
     }

@@ -49,7 +49,7 @@ pub struct Owner<'a> {
 /// sockets the kernel saw born before it was watching. Only sockets with a
 /// holder are kept, and each is forgotten when it closes, so a host that
 /// started with 100k sockets does not pay for them for the daemon's life.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct StartOwners {
     /// By (network namespace, local, remote): pods reuse addresses
     /// (127.0.0.1 in every one).
@@ -59,6 +59,20 @@ pub struct StartOwners {
     /// The sockets in `CLOSE_WAIT` at the start: their age in that state
     /// is at least the session's, if no event says more.
     close_wait: FastSet<(u32, SocketAddr, SocketAddr)>,
+    /// Kernel time (`CLOCK_MONOTONIC`) by which the listing was complete:
+    /// a socket the kernel saw born later is not in it (`u64::MAX` when
+    /// unknown, as in a replay: then every close is looked up).
+    listed_ns: u64,
+}
+
+impl Default for StartOwners {
+    fn default() -> Self {
+        Self {
+            by_tuple: FastMap::default(),
+            close_wait: FastSet::default(),
+            listed_ns: u64::MAX,
+        }
+    }
 }
 
 impl StartOwners {
@@ -67,6 +81,7 @@ impl StartOwners {
     pub const NONE: Self = Self {
         by_tuple: FastMap::with_hasher(ahash::RandomState::with_seeds(0, 0, 0, 0)),
         close_wait: FastSet::with_hasher(ahash::RandomState::with_seeds(0, 0, 0, 0)),
+        listed_ns: u64::MAX,
     };
 
     #[must_use]
@@ -85,7 +100,15 @@ impl StartOwners {
         Self {
             by_tuple,
             close_wait,
+            listed_ns: u64::MAX,
         }
+    }
+
+    /// The listing was complete at kernel time `ns`.
+    #[must_use]
+    pub fn listed_by(mut self, ns: u64) -> Self {
+        self.listed_ns = ns;
+        self
     }
 
     /// The socket with these endpoints closed: a later one is not it.
@@ -95,7 +118,13 @@ impl StartOwners {
         self.by_tuple.contains_key(&(netns, local, remote))
     }
 
-    pub fn forget(&mut self, netns: u32, local: SocketAddr, remote: SocketAddr) {
+    /// `created_ns` is the kernel's time of the socket's birth (0 when it
+    /// was first seen mid-life): one born after the listing was never in
+    /// it, and costs no lookup (this runs at every close).
+    pub fn forget(&mut self, netns: u32, local: SocketAddr, remote: SocketAddr, created_ns: u64) {
+        if created_ns > self.listed_ns {
+            return;
+        }
         if !self.by_tuple.is_empty() {
             self.by_tuple.remove(&(netns, local, remote));
         }
@@ -173,7 +202,7 @@ mod tests {
             ],
             1,
         );
-        let mut start = StartOwners::of(&snapshot);
+        let mut start = StartOwners::of(&snapshot).listed_by(1_000);
         assert_eq!(start.by_tuple.len(), 1);
 
         let mut conn = Conn::active(1, Task::NOBODY, local, remote);
@@ -191,7 +220,12 @@ mod tests {
         elsewhere.sock.netns = 7;
         assert_eq!(resolve(&elsewhere, &start), None);
 
-        start.forget(event.sock.netns, event.local, event.remote);
+        // A socket the kernel saw born after the listing is not in it:
+        // its close is not looked up.
+        start.forget(event.sock.netns, event.local, event.remote, 1_001);
+        assert_eq!(start.by_tuple.len(), 1);
+        // One born before (or first seen mid-life, 0) may be.
+        start.forget(event.sock.netns, event.local, event.remote, 1_000);
         assert!(start.by_tuple.is_empty());
         assert_eq!(resolve(&event, &start), None);
     }

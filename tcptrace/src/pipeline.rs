@@ -224,6 +224,7 @@ impl Pipeline {
         // namespaces is started with them.
         let mut diag = DiagSockets::start();
         let start = Snapshot::take(&mut diag).context("listing existing sockets (sock_diag)")?;
+        let listed_ns = monotonic_ns();
         seed_listeners(probe, &start);
         let mut kernel_filter = probe.take_filter_maps()?;
         kernel_filter
@@ -236,7 +237,7 @@ impl Pipeline {
         let cgroups = Cgroups::new(Containers::new(containers));
         let pipeline = Self {
             layouts: Some(probe.layouts),
-            start: StartOwners::of(&start),
+            start: StartOwners::of(&start).listed_by(listed_ns),
             workloads: Workloads::new(&filter, cgroups.mount()),
             kernel_filter: Some(kernel_filter),
             filter,
@@ -512,8 +513,12 @@ impl Pipeline {
             ..
         } = event.what
         {
-            self.start
-                .forget(event.sock.netns, event.local, event.remote);
+            self.start.forget(
+                event.sock.netns,
+                event.local,
+                event.remote,
+                event.sock.created_ns,
+            );
         }
     }
 

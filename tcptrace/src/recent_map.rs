@@ -32,13 +32,15 @@ impl<K, V> Default for RecentMap<K, V> {
 impl<K: Hash + Eq + Copy, V: Default> RecentMap<K, V> {
     /// The value at `key`, made with `V::default()` if it is not there.
     #[inline]
-    pub fn entry_or_default(&mut self, key: K) -> &mut V {
+    pub fn entry_or_default(&mut self, key: &K) -> &mut V {
+        // By reference: a key is copied only when it is new here, so a hit
+        // compares fields in place.
         let known = self.recent.iter().find_map(|recent| match recent {
-            Some((recent, index)) if *recent == key => Some(*index),
+            Some((recent, index)) if recent == key => Some(*index),
             _ => None,
         });
         let index = known.unwrap_or_else(|| {
-            let index = match self.map.entry(key) {
+            let index = match self.map.entry(*key) {
                 Entry::Occupied(entry) => entry.index(),
                 Entry::Vacant(entry) => {
                     let index = entry.index();
@@ -47,7 +49,7 @@ impl<K: Hash + Eq + Copy, V: Default> RecentMap<K, V> {
                 }
             };
             self.recent.rotate_right(1);
-            self.recent[0] = Some((key, index));
+            self.recent[0] = Some((*key, index));
             index
         });
         &mut self.map[index]
@@ -123,17 +125,17 @@ mod tests {
         let mut map = RecentMap::<u32, u64>::default();
         for round in 0..3 {
             for key in 0..10 {
-                *map.entry_or_default(key) += u64::from(key) + round;
+                *map.entry_or_default(&key) += u64::from(key) + round;
             }
         }
         assert_eq!(map.get(&7), Some(&(3 * 7 + 3)));
         // 9, 8, 7 and 6 are recent; removing 2 moves 9 into its index.
         assert_eq!(map.remove(&2), Some(3 * 2 + 3));
-        *map.entry_or_default(9) += 1;
+        *map.entry_or_default(&9) += 1;
         assert_eq!(map.get(&9), Some(&(3 * 9 + 3 + 1)));
         map.retain(|key, _| key % 3 != 0);
-        *map.entry_or_default(8) += 1;
-        *map.entry_or_default(0) += 1;
+        *map.entry_or_default(&8) += 1;
+        *map.entry_or_default(&0) += 1;
         assert_eq!(map.get(&8), Some(&(3 * 8 + 3 + 1)));
         assert_eq!(map.get(&0), Some(&1));
         assert_eq!(map.get(&9), None);

@@ -269,15 +269,15 @@ pub struct Flows {
 
 impl Flows {
     fn flow(&mut self, record: &SocketRecord) -> &mut Flow {
-        self.flow_of(FlowKey {
+        self.flow_of(&FlowKey {
             owner: record.owner,
             role: record.role,
             peer: record.peer_key(),
         })
     }
 
-    fn flow_of(&mut self, key: FlowKey) -> &mut Flow {
-        if self.flows.len() >= MAX_FLOWS && !self.flows.contains_key(&key) {
+    fn flow_of(&mut self, key: &FlowKey) -> &mut Flow {
+        if self.flows.len() >= MAX_FLOWS && !self.flows.contains_key(key) {
             // Only when a new flow arrives at the bound: O(n) is fine.
             let stalest = self
                 .flows
@@ -297,7 +297,7 @@ impl Flows {
         if event.what == TcpEventKind::SynAckRetransmit {
             // `record` is the listener's: the handshake belongs to the
             // passive flow of the client it was answering.
-            let flow = self.flow_of(FlowKey {
+            let flow = self.flow_of(&FlowKey {
                 owner: record.owner,
                 role: Role::Passive,
                 peer: SocketAddr::new(event.remote.ip(), 0),
