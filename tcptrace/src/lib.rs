@@ -31,6 +31,7 @@ pub mod session;
 pub mod snapshot;
 pub mod symbolize;
 pub mod table;
+pub mod tally;
 pub mod top;
 
 /// Hash map for the per-event path: aHash is several times faster than the

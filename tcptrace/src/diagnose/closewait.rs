@@ -14,6 +14,7 @@ use super::idle::LiveView;
 use crate::{
     proc_fds::FdHolder,
     table::{Process, StackRef},
+    tally::Tally,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -34,7 +35,7 @@ pub struct Leak {
     pub peers: Vec<std::net::SocketAddr>,
     /// Where end-of-file was read on these sockets (in the session), and
     /// how often.
-    pub eof_stacks: HashMap<StackRef, u64>,
+    pub eof_stacks: Tally<StackRef>,
 }
 
 /// Peers listed per leak at most.
@@ -55,9 +56,7 @@ impl Leak {
                 self.peers.push(peer);
             }
         }
-        for (stack, n) in other.eof_stacks {
-            *self.eof_stacks.entry(stack).or_default() += n;
-        }
+        self.eof_stacks.merge(&other.eof_stacks);
     }
 }
 
@@ -128,7 +127,7 @@ pub fn leaks(view: &LiveView) -> HashMap<LeakKey, Leak> {
             .and_then(|r| r.eof_stack)
             .or_else(|| kernel.and_then(|k| k.eof_stack))
         {
-            *leak.eof_stacks.entry(eof).or_default() += 1;
+            leak.eof_stacks.add(eof, 1);
         }
     }
     leaks

@@ -12,7 +12,7 @@ use crate::{
     event::{TcpEvent, TcpEventKind},
     recent_map::RecentMap,
     table::{Process, Role, SocketRecord, StackRef},
-    FastMap,
+    tally::Tally,
 };
 
 /// `TCP_TIMEWAIT_LEN`: how long Linux keeps a timewait socket.
@@ -160,9 +160,9 @@ pub struct Flow {
     /// went out; summary mode replays them from each socket's history.
     pub data_retransmits: u64,
     pub failures: ConnectFailures,
-    pub owner_stacks: FastMap<StackRef, u64>,
-    pub close_stacks: FastMap<StackRef, u64>,
-    pub closers: FastMap<Process, u64>,
+    pub owner_stacks: Tally<StackRef>,
+    pub close_stacks: Tally<StackRef>,
+    pub closers: Tally<Process>,
     /// Network namespaces its sockets lived in (one, unless its process
     /// moved or the flow folds several pods' processes).
     pub namespaces: SmallVec<[u32; 1]>,
@@ -200,17 +200,9 @@ impl Flow {
         self.syn_retransmits += other.syn_retransmits;
         self.data_retransmits += other.data_retransmits;
         self.failures.add(&other.failures);
-        for (maps, theirs) in [
-            (&mut self.owner_stacks, &other.owner_stacks),
-            (&mut self.close_stacks, &other.close_stacks),
-        ] {
-            for (&stack, &n) in theirs {
-                *maps.entry(stack).or_default() += n;
-            }
-        }
-        for (&closer, &n) in &other.closers {
-            *self.closers.entry(closer).or_default() += n;
-        }
+        self.owner_stacks.merge(&other.owner_stacks);
+        self.close_stacks.merge(&other.close_stacks);
+        self.closers.merge(&other.closers);
         for &netns in &other.namespaces {
             self.saw_namespace(netns);
         }
@@ -252,9 +244,9 @@ impl Default for Flow {
             syn_retransmits: 0,
             data_retransmits: 0,
             failures: ConnectFailures::default(),
-            owner_stacks: FastMap::default(),
-            close_stacks: FastMap::default(),
-            closers: FastMap::default(),
+            owner_stacks: Tally::default(),
+            close_stacks: Tally::default(),
+            closers: Tally::default(),
             namespaces: SmallVec::new(),
         }
     }
@@ -338,7 +330,7 @@ impl Flow {
                 }
                 flow.attempts_ns.push(event.ts_ns);
                 if let Some(stack) = record.owner_stack {
-                    *flow.owner_stacks.entry(stack).or_default() += 1;
+                    flow.owner_stacks.add(stack, 1);
                 }
             }
             TcpEventKind::StateChange { old, new }
@@ -383,17 +375,17 @@ impl Flow {
             flow.resets += 1;
         }
         if let Some(stack) = record.closer_stack {
-            *flow.close_stacks.entry(stack).or_default() += 1;
+            flow.close_stacks.add(stack, 1);
         }
         // A passive socket's call site is known for sure only at its end:
         // the accept() that took it, or else its listener's listen().
         if record.role == Role::Passive {
             if let Some(stack) = record.owner_stack {
-                *flow.owner_stacks.entry(stack).or_default() += 1;
+                flow.owner_stacks.add(stack, 1);
             }
         }
         if let Some(closer) = record.closer {
-            *flow.closers.entry(closer).or_default() += 1;
+            flow.closers.add(closer, 1);
         }
         if let TcpEventKind::StateChange { old, new } = event.what {
             // Either timewait substate: the tracepoint cannot tell them apart.

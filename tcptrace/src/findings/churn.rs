@@ -18,7 +18,7 @@ use crate::{
     callsite::CallSite,
     diagnose::fold::Folded,
     table::{Process, Role},
-    FastMap,
+    tally::Tally,
 };
 
 #[derive(Clone, Debug, Serialize)]
@@ -64,7 +64,7 @@ pub const MAX_LISTED_CLOSERS: usize = 16;
 
 /// The `max` processes that closed the most connections, most first (ties
 /// by pid, for a stable order).
-fn top_closers(closers: &FastMap<Process, u64>, max: usize) -> Vec<Process> {
+fn top_closers(closers: &Tally<Process>, max: usize) -> Vec<Process> {
     let mut ranked: Vec<(&Process, &u64)> = closers.iter().collect();
     ranked.sort_by(|(a, a_count), (b, b_count)| b_count.cmp(a_count).then(a.pid.cmp(&b.pid)));
     ranked.into_iter().take(max).map(|(p, _)| *p).collect()
@@ -155,12 +155,12 @@ mod tests {
 
     #[test]
     fn closers_are_capped_most_connections_first() {
-        let mut closers = FastMap::default();
+        let mut closers = Tally::default();
         for pid in 1..=40u32 {
-            closers.insert(Process::named(pid, "curl"), 1);
+            closers.add(Process::named(pid, "curl"), 1);
         }
-        closers.insert(Process::named(99, "pool"), 7);
-        closers.insert(Process::named(98, "pool"), 7);
+        closers.add(Process::named(99, "pool"), 7);
+        closers.add(Process::named(98, "pool"), 7);
         let top = top_closers(&closers, MAX_LISTED_CLOSERS);
         assert_eq!(top.len(), MAX_LISTED_CLOSERS);
         assert_eq!((top[0].pid, top[1].pid, top[2].pid), (98, 99, 1));

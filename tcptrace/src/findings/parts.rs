@@ -11,6 +11,7 @@ use crate::{
     container::ContainerLabels,
     diagnose::{flows::Flow, fold::MAX_LISTED_PIDS},
     table::{Process, StackRef},
+    tally::Tally,
 };
 
 #[derive(Clone, Debug, Serialize)]
@@ -150,10 +151,7 @@ pub(super) fn rank_findings<T: Serialize, K: Ord>(findings: &mut [T], rank: impl
 /// named, on other addresses.) Of equally frequent ones, the lowest id:
 /// the map's order is random, and the same events must name the same
 /// call site.
-pub(super) fn best_stack<S>(
-    counts: &std::collections::HashMap<StackRef, u64, S>,
-    call_sites: &CallSites,
-) -> Option<StackRef> {
+pub(super) fn best_stack(counts: &Tally<StackRef>, call_sites: &CallSites) -> Option<StackRef> {
     let rank = |(&stack, &n): (&StackRef, &u64)| (n, Reverse(stack));
     let user = counts
         .iter()
@@ -172,14 +170,13 @@ mod tests {
         let stacks: Vec<StackRef> = (1..=6).map(|stack| StackRef { pid: 7, stack }).collect();
         let call_sites = CallSites::default();
         for _ in 0..16 {
-            // Each map has its own random order.
-            let counts: std::collections::HashMap<StackRef, u64> =
-                stacks.iter().map(|&stack| (stack, 3)).collect();
+            // Past its inline keys a tally hashes, each in its own
+            // random order.
+            let counts: Tally<StackRef> = stacks.iter().map(|&stack| (stack, 3)).collect();
             assert_eq!(best_stack(&counts, &call_sites), Some(stacks[0]));
         }
-        let mut counts: std::collections::HashMap<StackRef, u64> =
-            stacks.iter().map(|&stack| (stack, 3)).collect();
-        counts.insert(stacks[4], 4);
+        let mut counts: Tally<StackRef> = stacks.iter().map(|&stack| (stack, 3)).collect();
+        counts.add(stacks[4], 1);
         assert_eq!(
             best_stack(&counts, &call_sites),
             Some(stacks[4]),
