@@ -299,31 +299,77 @@ impl Flows {
             flow.syn_retransmits += 1;
             return;
         }
-        // One lookup per event: this runs for every event the daemon sees.
+        // Only the events a flow counts look it up: this runs for every
+        // event the daemon sees, and a connection's other transitions
+        // would only refresh its recency, which its close does too.
+        let Some(counted) = Counted::of(event) else {
+            return;
+        };
         let flow = self.flow(record);
-        flow.on_event(event, record);
+        flow.saw(event, record);
+        flow.count(counted, event, record);
     }
 
-    /// A socket's final record, with the event that closed it (also an
-    /// event of its flow: a failed connect is an attempt). One lookup.
+    /// A socket's final record, with the event that closed it. One lookup.
     pub fn on_closed(&mut self, record: &SocketRecord, event: &TcpEvent) {
         let flow = self.flow(record);
-        flow.on_event(event, record);
+        flow.saw(event, record);
+        if let Some(counted) = Counted::of(event) {
+            flow.count(counted, event, record);
+        }
         if record.role != Role::Listener {
             flow.on_closed(record, event);
         }
     }
 }
 
-impl Flow {
-    fn on_event(&mut self, event: &TcpEvent, record: &SocketRecord) {
-        let flow = self;
-        flow.last_seen_ns = event.ts_ns;
-        flow.saw_namespace(record.netns);
+/// What an event on a socket adds to its flow's counts.
+#[derive(Clone, Copy)]
+enum Counted {
+    /// `connect()`: an attempt, with its call site.
+    Attempt,
+    /// The handshake completed, with how long it took.
+    Established,
+    SynRetransmit,
+    DataRetransmit,
+}
+
+impl Counted {
+    /// The count `event` adds to, if any.
+    fn of(event: &TcpEvent) -> Option<Self> {
         match event.what {
             TcpEventKind::StateChange { old, new }
                 if TcpState::birth(old, new) == Some(Birth::Active) =>
             {
+                Some(Self::Attempt)
+            }
+            TcpEventKind::StateChange { old, new }
+                if TcpState::moment(old, new) == Some(Moment::Established) =>
+            {
+                Some(Self::Established)
+            }
+            TcpEventKind::Retransmit { state: Some(state) }
+                if state.retransmit_phase() == RetransmitPhase::Handshake =>
+            {
+                Some(Self::SynRetransmit)
+            }
+            TcpEventKind::Retransmit { state: Some(_) } => Some(Self::DataRetransmit),
+            _ => None,
+        }
+    }
+}
+
+impl Flow {
+    /// An event of the flow's: when it was last active, and where.
+    fn saw(&mut self, event: &TcpEvent, record: &SocketRecord) {
+        self.last_seen_ns = event.ts_ns;
+        self.saw_namespace(record.netns);
+    }
+
+    fn count(&mut self, counted: Counted, event: &TcpEvent, record: &SocketRecord) {
+        let flow = self;
+        match counted {
+            Counted::Attempt => {
                 flow.attempts += 1;
                 if flow.attempts_ns.len() == 2 * RECENT_ATTEMPTS {
                     flow.attempts_ns.drain(..RECENT_ATTEMPTS);
@@ -333,21 +379,14 @@ impl Flow {
                     flow.owner_stacks.add(stack, 1);
                 }
             }
-            TcpEventKind::StateChange { old, new }
-                if TcpState::moment(old, new) == Some(Moment::Established) =>
-            {
+            Counted::Established => {
                 flow.established += 1;
                 if let Some(ns) = event.in_state_ns {
                     flow.handshake_us.saturating_record((ns / 1_000).max(1));
                 }
             }
-            TcpEventKind::Retransmit { state: Some(state) }
-                if state.retransmit_phase() == RetransmitPhase::Handshake =>
-            {
-                flow.syn_retransmits += 1;
-            }
-            TcpEventKind::Retransmit { state: Some(_) } => flow.data_retransmits += 1,
-            _ => {}
+            Counted::SynRetransmit => flow.syn_retransmits += 1,
+            Counted::DataRetransmit => flow.data_retransmits += 1,
         }
     }
 
