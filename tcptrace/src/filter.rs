@@ -115,6 +115,10 @@ impl Filter {
     /// ports is listed.
     #[must_use]
     pub fn matches(&self, event: &TcpEvent, owner: Option<&Owner>) -> bool {
+        // Most daemons run without one: no ports to read.
+        if self.ports.is_empty() && !self.by_process() {
+            return true;
+        }
         let actor = || event.actor.as_ref();
         let pid_ok = || {
             self.pids.is_empty()
