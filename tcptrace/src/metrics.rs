@@ -19,10 +19,10 @@ use crate::{
         flows::ConnectFailures,
         lost::{self, LostCause},
     },
-    event::TcpEventKind,
+    event::{TcpEvent, TcpEventKind},
     pipeline::Observed,
     recent_map::RecentMap,
-    table::Role,
+    table::{Role, SocketRecord},
 };
 
 /// Label sets of processes: each has up to ~60 series (two histograms,
@@ -419,6 +419,11 @@ impl DaemonMetrics {
         let active = record.role == Role::Active;
         match event.what {
             TcpEventKind::StateChange { old, new } => {
+                // A socket's end is counted with its last transition: one
+                // lookup of its process for both.
+                let end = seen
+                    .closed
+                    .then(|| End::of(record, event, old, new, self.long_ns));
                 let process = self.process(owner, ts_ns);
                 process.transitions.add(old, new, 1);
                 match TcpState::birth(old, new) {
@@ -427,15 +432,25 @@ impl DaemonMetrics {
                     Some(Birth::Listener) | None => {}
                 }
                 // connect() latency: SYN_SENT to ESTABLISHED.
-                if let (true, Some(ns)) = (TcpState::connect_completed(old, new), event.in_state_ns)
-                {
+                let latency = event
+                    .in_state_ns
+                    .filter(|_| TcpState::connect_completed(old, new));
+                if let Some(ns) = latency {
                     process.connect_latency.observe_ns(ns);
+                }
+                if let Some(end) = &end {
+                    end.count(process, record, event);
+                }
+                if let Some(ns) = latency {
                     self.peer(record.remote, ts_ns)
                         .connect_latency
                         .observe_ns(ns);
                 }
                 if active && TcpState::birth(old, new) == Some(Birth::Active) {
                     self.peer(record.remote, ts_ns).attempts += 1;
+                }
+                if let Some(end) = end.filter(|end| end.gave_up || end.failed_connect) {
+                    end.count_for_peer(self.peer(record.remote, ts_ns), event);
                 }
             }
             TcpEventKind::Retransmit { state } => {
@@ -460,24 +475,37 @@ impl DaemonMetrics {
             }
             TcpEventKind::EofRead => {}
         }
-        if seen.closed {
-            self.closed(seen, owner);
+    }
+}
+
+/// How a socket ended, as its process's and its peer's counters tell it
+/// (a socket ends with a state change: see `Observed::closed`).
+struct End {
+    /// Its FIN was never acknowledged: the kernel gave up on the peer.
+    gave_up: bool,
+    failed_connect: bool,
+    /// The CLOSE happened in a system call (a connect abandoned by `close()`).
+    by_caller: bool,
+    lost: Option<LostCause>,
+}
+
+impl End {
+    fn of(
+        record: &SocketRecord,
+        event: &TcpEvent,
+        old: TcpState,
+        new: TcpState,
+        long_ns: u64,
+    ) -> Self {
+        Self {
+            gave_up: record.retransmits.fin > 0 && event.error == Some(libc::ETIMEDOUT),
+            failed_connect: TcpState::connect_failed(old, new),
+            by_caller: event.actor.is_some(),
+            lost: lost::cause(record, event, long_ns),
         }
     }
 
-    fn closed(&mut self, seen: &Observed, owner: ProcessKey) {
-        let (Some(record), event) = (seen.record, seen.event) else {
-            return;
-        };
-        let TcpEventKind::StateChange { old, new } = event.what else {
-            return;
-        };
-        let gave_up = record.retransmits.fin > 0 && event.error == Some(libc::ETIMEDOUT);
-        let failed_connect = TcpState::connect_failed(old, new);
-        let by_caller = event.actor.is_some();
-        let lost = lost::cause(record, event, self.long_ns);
-
-        let process = self.process(owner, event.ts_ns);
+    fn count(&self, process: &mut ProcessMetrics, record: &SocketRecord, event: &TcpEvent) {
         if let Some(side) = record.closed_by {
             process.closes.add(side, 1);
         }
@@ -485,7 +513,7 @@ impl DaemonMetrics {
         if event.sock.flags & RESET_BY_CLOSE != 0 {
             process.resets.add(ResetDirection::Sent, 1);
         }
-        if let Some(cause) = lost {
+        if let Some(cause) = self.lost {
             process.lost.add(cause, 1);
         }
         if let (Some(lifetime), false) = (
@@ -494,21 +522,20 @@ impl DaemonMetrics {
         ) {
             process.lifetime.observe_ns(lifetime);
         }
-        if gave_up {
+        if self.gave_up {
             process.dead_peer_closes += 1;
         }
-        if failed_connect {
-            process.connect_failures.record(event.error, by_caller);
+        if self.failed_connect {
+            process.connect_failures.record(event.error, self.by_caller);
         }
+    }
 
-        if gave_up || failed_connect {
-            let peer = self.peer(record.remote, event.ts_ns);
-            if gave_up {
-                peer.dead_peer_closes += 1;
-            }
-            if failed_connect {
-                peer.connect_failures.record(event.error, by_caller);
-            }
+    fn count_for_peer(&self, peer: &mut PeerMetrics, event: &TcpEvent) {
+        if self.gave_up {
+            peer.dead_peer_closes += 1;
+        }
+        if self.failed_connect {
+            peer.connect_failures.record(event.error, self.by_caller);
         }
     }
 }
