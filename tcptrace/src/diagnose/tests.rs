@@ -703,3 +703,37 @@ fn the_same_events_give_the_same_report() {
         assert_eq!(again, first);
     }
 }
+
+#[test]
+fn a_flow_is_made_by_what_it_counts_and_by_closes_not_by_every_transition() {
+    let mut p = Pipeline::default();
+    let client = task(100, "client", 7);
+    // Met mid-life (it connected before the session): its FIN_WAIT
+    // transitions count nothing in a flow, and look none up.
+    let mut c = Conn::active(1, client, "10.0.0.1:40000", "10.0.0.2:443");
+    p.feed(&c.closed_by(MS, Established, FinWait1, client));
+    p.feed(&c.state(2 * MS, FinWait1, FinWait2));
+    assert!(p.diagnoses.flows.flows.is_empty());
+    // Its close makes its flow, and says when it was last active.
+    p.feed(&c.state(3 * MS, FinWait2, Close));
+    let flows: Vec<_> = p.diagnoses.flows.flows.iter().collect();
+    let [(_, flow)] = flows[..] else {
+        panic!("one flow, not {}", flows.len());
+    };
+    assert_eq!((flow.closed, flow.active_closes), (1, 1));
+    assert_eq!((flow.attempts, flow.established), (0, 0));
+    assert_eq!(flow.last_seen_ns, 3 * MS);
+
+    // A connect is counted at once: an attempt, with its time.
+    let d = Conn::active(2, client, "10.0.0.1:40001", "10.0.0.2:443");
+    p.feed(&d.state(4 * MS, Close, SynSent));
+    p.feed(&d.state(5 * MS, SynSent, Established));
+    let flows: Vec<_> = p.diagnoses.flows.flows.iter().collect();
+    assert_eq!(flows.len(), 2, "a socket born in the session has a role");
+    let born = flows
+        .iter()
+        .find(|(_, flow)| flow.attempts == 1)
+        .map(|(_, flow)| flow)
+        .expect("the connect's flow");
+    assert_eq!((born.established, born.last_seen_ns), (1, 5 * MS));
+}
