@@ -332,8 +332,11 @@ impl CallSites {
     /// Symbolizes everything waiting, retries included, after giving the
     /// JVMs asked for perf maps a moment to answer: the end of a session.
     pub fn finish(&mut self) {
+        // Settled as any capture is: one whose JIT frames the maps read so
+        // far do not name is tried again below, after the last maps (a
+        // short session ends with captures of code compiled since).
         while let Some((key, ips)) = self.pending.pop_front() {
-            self.settle(key, ips, RETRIES);
+            self.settle(key, ips, 0);
         }
         if self.retries.is_empty() {
             return;
