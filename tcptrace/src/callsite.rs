@@ -282,8 +282,8 @@ impl CallSites {
                 pid: task.tgid,
                 stack: task.stack,
             };
-            let recent = self.recent_aliases.iter().flatten();
-            if let Some((_, first)) = recent.into_iter().find(|(met, _)| *met == key) {
+            let mut remembered = self.recent_aliases.iter().flatten();
+            if let Some((_, first)) = remembered.find(|(met, _)| *met == key) {
                 task.stack = first.stack;
                 continue;
             }

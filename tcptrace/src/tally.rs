@@ -2,10 +2,11 @@
 //! closers.
 //!
 //! A flow counts a call site or a closer at every connection it closes,
-//! and it nearly always has one to three of each. Hashing the key was
-//! about a twentieth of the daemon's time per record; a linear search of
-//! a few keys held inline compares them instead. Past those, keys go to a
-//! hash map, so a flow with many call sites is counted right too.
+//! and it nearly always has one to three of each: a linear search of a
+//! few keys held inline compares them instead of hashing them (about 130
+//! of a normal-close record's 6,250 instructions, valgrind). Past those,
+//! keys go to a hash map, so a flow with many call sites is counted right
+//! too.
 
 use std::hash::Hash;
 
