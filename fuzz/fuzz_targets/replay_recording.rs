@@ -9,7 +9,7 @@ use std::{cell::RefCell, io::Write, path::PathBuf, rc::Rc, sync::OnceLock};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use tcptrace::{
-    output::JsonLines,
+    output::{BufferedLines, JsonLines},
     recording::{replay, ReplayOptions},
 };
 
@@ -39,7 +39,7 @@ impl Write for Shared {
 fuzz_target!(|data: &[u8]| {
     std::fs::write(scratch(), data).expect("write the scratch recording");
     let out = Shared::default();
-    let mut sink = JsonLines::new(out.clone());
+    let mut sink = JsonLines::new(BufferedLines::new(out.clone()));
     // Errors (not a recording, a newer format) are answers, not failures.
     let _ = replay(scratch(), &ReplayOptions::default(), &mut sink);
     drop(sink);

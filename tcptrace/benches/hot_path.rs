@@ -4,23 +4,29 @@
 //! state-change records per connection) and as the daemon gets it (two
 //! summary records per connection, each a whole life, as `tt-churn
 //! --linger0` makes them, or as normal closes make them: the server's
-//! life through `CLOSE_WAIT`, with the end-of-file read it keeps).
+//! life through `CLOSE_WAIT`, with the end-of-file read it keeps); and
+//! the state-change records again with the JSON line `trace --json`
+//! writes for each (the session's reader thread, which must keep up with
+//! the kernel).
 //!
 //! With `TCPTRACE_HOT_PATH_ROUNDS=N` it only feeds one path's records
-//! (`TCPTRACE_HOT_PATH=daemon`, `daemon-normal-close` or `every-event`) N
+//! (`TCPTRACE_HOT_PATH=daemon`, `daemon-normal-close`, `every-event` or
+//! `trace-json`) N
 //! times and prints how
 //! many records a round has: `cargo xtask bench` runs that under
 //! valgrind to count instructions per record, a figure that does not
 //! move with the machine's load as timings do (by a third on the VM the
 //! README's table comes from).
 
-use std::hint::black_box;
+use std::{hint::black_box, io};
 
 use criterion::{criterion_group, Criterion, Throughput};
 use tcptrace::{
+    clock::WallClock,
     event::layout::{RecordLayouts, SockCommonLayout},
     filter::Filter,
     metrics::DaemonMetrics,
+    output::{JsonLines, Shown, Sink},
     pipeline::Pipeline,
     probe::tracefs::Format,
 };
@@ -294,6 +300,8 @@ fn normal_close_churn() -> Vec<Vec<u8>> {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Path {
     EveryEvent,
+    /// The same records, each written as a JSON line.
+    TraceJson,
     /// Summary records, `SO_LINGER` 0 closes.
     Daemon,
     /// Summary records, normal closes.
@@ -304,10 +312,12 @@ impl Path {
     fn parse(name: &str) -> Self {
         match name {
             "every-event" => Self::EveryEvent,
+            "trace-json" => Self::TraceJson,
             "daemon" => Self::Daemon,
             "daemon-normal-close" => Self::DaemonNormalClose,
             other => panic!(
-                "TCPTRACE_HOT_PATH: {other:?} is none of every-event, daemon, daemon-normal-close"
+                "TCPTRACE_HOT_PATH: {other:?} is none of every-event, trace-json, daemon, \
+                 daemon-normal-close"
             ),
         }
     }
@@ -316,7 +326,7 @@ impl Path {
     fn state_changes_per_connection(self) -> u64 {
         match self {
             Self::Daemon => 6,
-            Self::EveryEvent | Self::DaemonNormalClose => 10,
+            Self::EveryEvent | Self::TraceJson | Self::DaemonNormalClose => 10,
         }
     }
 }
@@ -324,24 +334,58 @@ impl Path {
 /// The records of one path, and the layouts that decode them.
 fn path_records(path: Path) -> (RecordLayouts, Vec<Vec<u8>>) {
     let mut layouts = layouts();
-    if path != Path::EveryEvent {
+    if matches!(path, Path::Daemon | Path::DaemonNormalClose) {
         layouts.sock_common = Some(SOCK_COMMON);
     }
     let records = match path {
-        Path::EveryEvent => churn(),
+        Path::EveryEvent | Path::TraceJson => churn(),
         Path::Daemon => summary_churn(),
         Path::DaemonNormalClose => normal_close_churn(),
     };
     (layouts, records)
 }
 
-/// Feeds every record through the pipeline and the daemon's counters.
-fn feed(pipeline: &mut Pipeline, metrics: &mut DaemonMetrics, records: &[Vec<u8>]) {
-    for bytes in records {
-        let _ = pipeline.handle::<()>(black_box(bytes), &mut |seen| {
-            metrics.observe(seen);
-            Ok(())
-        });
+/// What the records are fed to after the pipeline.
+enum Consumer {
+    /// The daemon's counters.
+    Metrics(Box<DaemonMetrics>),
+    /// `trace --json`'s lines, into memory emptied after each round.
+    JsonLines(Vec<u8>),
+}
+
+impl Consumer {
+    fn of(path: Path) -> Self {
+        match path {
+            Path::TraceJson => Self::JsonLines(Vec::with_capacity(4 << 20)),
+            _ => Self::Metrics(Box::default()),
+        }
+    }
+}
+
+/// Feeds every record through the pipeline and the consumer.
+fn feed(pipeline: &mut Pipeline, consumer: &mut Consumer, records: &[Vec<u8>]) {
+    match consumer {
+        Consumer::Metrics(metrics) => {
+            for bytes in records {
+                let _ = pipeline.handle::<()>(black_box(bytes), &mut |seen| {
+                    metrics.observe(seen);
+                    Ok(())
+                });
+            }
+        }
+        Consumer::JsonLines(lines) => {
+            let clock = WallClock::with_offset(0);
+            let mut sink = JsonLines::new(&mut *lines);
+            for bytes in records {
+                pipeline
+                    .handle::<io::Error>(black_box(bytes), &mut |seen| {
+                        sink.event(seen.event, &Shown::of(seen, clock))
+                    })
+                    .expect("writing to memory");
+            }
+            black_box(&lines);
+            lines.clear();
+        }
     }
 }
 
@@ -351,6 +395,11 @@ fn hot_path(c: &mut Criterion) {
             "userspace hot path",
             "decode+table+diagnoses+metrics",
             Path::EveryEvent,
+        ),
+        (
+            "trace --json hot path",
+            "decode+table+diagnoses+JSON line",
+            Path::TraceJson,
         ),
         (
             "daemon hot path",
@@ -368,8 +417,8 @@ fn hot_path(c: &mut Criterion) {
         group.throughput(Throughput::Elements(records.len() as u64));
         group.bench_function(name, |b| {
             let mut pipeline = Pipeline::detached(layouts, Filter::default());
-            let mut metrics = DaemonMetrics::default();
-            b.iter(|| feed(&mut pipeline, &mut metrics, &records));
+            let mut consumer = Consumer::of(path);
+            b.iter(|| feed(&mut pipeline, &mut consumer, &records));
             assert_eq!(pipeline.counts.decode_errors, 0);
             let per_connection = path.state_changes_per_connection();
             assert!(pipeline.counts.state_changes >= per_connection * CONNECTIONS);
@@ -380,11 +429,12 @@ fn hot_path(c: &mut Criterion) {
 
 /// `rounds` rounds of one path, for an instruction count (see the top).
 fn count_rounds(rounds: u32, path: &str) {
-    let (layouts, records) = path_records(Path::parse(path));
+    let path = Path::parse(path);
+    let (layouts, records) = path_records(path);
     let mut pipeline = Pipeline::detached(layouts, Filter::default());
-    let mut metrics = DaemonMetrics::default();
+    let mut consumer = Consumer::of(path);
     for _ in 0..rounds {
-        feed(&mut pipeline, &mut metrics, &records);
+        feed(&mut pipeline, &mut consumer, &records);
     }
     assert_eq!(pipeline.counts.decode_errors, 0);
     println!("records_per_round {}", records.len());

@@ -76,7 +76,7 @@ pub struct Observed<'a> {
     /// The names of the owner's workload, when `Pipeline::label_events`
     /// asks for them (a one-off session printing events; never the
     /// daemon).
-    pub labels: Option<&'a ContainerLabels>,
+    pub labels: Option<&'a Arc<ContainerLabels>>,
 }
 
 pub struct Pipeline {

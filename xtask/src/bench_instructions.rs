@@ -18,11 +18,13 @@ const LONG: u64 = 12;
 
 /// The paths of the bench: summary records as the daemon gets them (two
 /// per loopback connection, closed with `SO_LINGER` 0 or normally),
-/// state-change records as `trace` gets them.
-const PATHS: [(&str, &str); 3] = [
+/// state-change records as `trace` gets them, and those again with their
+/// JSON lines written as `trace --json` writes them.
+const PATHS: [(&str, &str); 4] = [
     ("daemon", "daemon summary records"),
     ("daemon-normal-close", "daemon, normal-close records"),
     ("every-event", "every-event records"),
+    ("trace-json", "every-event records, JSON lines"),
 ];
 
 /// Counts both paths; `Value::Null` (said on stderr) when valgrind cannot

@@ -1,12 +1,12 @@
 //! How live lines are written: the same flags for `trace` and `report`.
 
-use std::io::{self, Write};
+use std::io;
 
 use anyhow::{bail, Result};
 use clap::Args;
 use tcptrace::output::{
     fields::{Field, CSV_DEFAULT},
-    CsvLines, JsonLines, Sink, TextLines,
+    CsvLines, JsonLines, LineBuffer, Sink, TextLines,
 };
 
 #[derive(Debug, Args)]
@@ -47,7 +47,7 @@ impl OutputArgs {
     }
 
     /// The sink writing to `out` in the format asked for.
-    pub fn sink(self, out: impl Write + 'static) -> Box<dyn Sink> {
+    pub fn sink(self, out: impl LineBuffer + Send + 'static) -> Box<dyn Sink + Send> {
         match self.format() {
             OutputFormat::Json => Box::new(JsonLines::new(out)),
             OutputFormat::Text if self.fields.is_empty() => Box::new(TextLines::new(out)),

@@ -1,12 +1,11 @@
-use std::{
-    io::{self, BufWriter},
-    path::PathBuf,
-    time::Duration,
-};
+use std::{io, path::PathBuf, time::Duration};
 
 use anyhow::Result;
 use clap::Args;
-use tcptrace::recording::{self, ReplayOptions};
+use tcptrace::{
+    output::BufferedLines,
+    recording::{self, ReplayOptions},
+};
 
 use super::{output::OutputArgs, trace::parse_duration, SocketFilterArgs};
 
@@ -41,7 +40,7 @@ pub fn run(args: ReportArgs) -> Result<()> {
         report_only: args.report_only,
         idle_threshold: args.idle_threshold,
     };
-    let mut sink = args.output.sink(BufWriter::new(io::stdout()));
+    let mut sink = args.output.sink(BufferedLines::new(io::stdout()));
     recording::replay(&args.file, &options, sink.as_mut())?;
     Ok(())
 }

@@ -4,7 +4,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use tcptrace::{
     findings::DEFAULT_IDLE_THRESHOLD,
-    output::detached,
+    output::{detached_sink, BufferedLines},
     probe::{
         parse_stack_interval, ProbeOptions, DEFAULT_SOCKET_MAP_ENTRIES, DEFAULT_STACK_RING_BYTES,
         INTERACTIVE_STACK_BURST, INTERACTIVE_STACK_INTERVAL, SOCKET_MAP_ENTRIES_RANGE,
@@ -106,23 +106,28 @@ pub fn run(args: TraceArgs) -> Result<()> {
         containers,
         write: args.write,
     };
-    // Written by a thread of its own: a reader that stops reading must not
-    // stop the session (see `output::detached`).
-    let (stdout, stdout_status) =
-        detached::spawn(io::stdout()).context("starting the output thread")?;
-    let mut sink = args.output.sink(stdout);
+    // Lines written by a thread of its own: the session's reader keeps up
+    // with the kernel, and a reader of standard output that stops reading
+    // does not stop the session (see `output::detached_sink`).
+    let (mut sink, output) =
+        detached_sink::spawn(args.output.sink(BufferedLines::new(io::stdout())))
+            .context("starting the output thread")?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let result = runtime.block_on(session::run(options, sink.as_mut()));
+    let result = runtime.block_on(session::run(options, &mut sink));
     drop(sink);
-    let (unwritten, dropped) = stdout_status.settle(STDOUT_GRACE);
-    if unwritten > 0 || dropped > 0 {
+    let (written, dropped) = output.settle(STDOUT_GRACE);
+    if !written {
         eprintln!(
-            "tcptrace: standard output was not read: {dropped} bytes dropped, {unwritten} bytes \
-             (the end of the session, its summary and report among them) still unwritten after \
+            "tcptrace: standard output was not read: {dropped} events dropped from it, and the \
+             end of the session (its summary and report among them) still unwritten after \
              {STDOUT_GRACE:?}"
+        );
+    } else if dropped > 0 {
+        eprintln!(
+            "tcptrace: standard output was not read fast enough: {dropped} events dropped from it"
         );
     }
     result.map(|_| ())

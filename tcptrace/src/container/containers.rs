@@ -19,6 +19,7 @@ use std::{
     collections::{hash_map::DefaultHasher, HashMap},
     fs,
     hash::{Hash, Hasher},
+    sync::{Arc, LazyLock},
     time::{Duration, Instant},
 };
 
@@ -36,7 +37,7 @@ use super::{
 pub const V1_KEY: u64 = 1 << 63;
 
 /// What `labels` lends for an unknown key.
-static UNKNOWN: ContainerLabels = ContainerLabels::EMPTY;
+static UNKNOWN: LazyLock<Arc<ContainerLabels>> = LazyLock::new(|| Arc::new(ContainerLabels::EMPTY));
 
 /// How long the key found for a process at one birth serves its next
 /// births (saving a `/proc` read per connection on hosts that need it).
@@ -70,7 +71,9 @@ const REFUSED: [i32; 5] = [
 ];
 
 struct Entry {
-    labels: ContainerLabels,
+    /// Shared: a session's output thread holds them with the events it
+    /// has yet to write.
+    labels: Arc<ContainerLabels>,
     /// The path was found (else a hint from `/proc` may still find it).
     found: bool,
     /// The path names a container, lxc container or pod.
@@ -159,7 +162,7 @@ impl Containers {
             // `workload` is asked only at births and by the kernel filter,
             // neither of which a replay has.
             let entry = Entry {
-                labels,
+                labels: Arc::new(labels),
                 found: true,
                 workload: false,
             };
@@ -194,7 +197,7 @@ impl Containers {
     /// `RECENT_ANSWER_NS` of kernel time of the last clock reading here
     /// take it as theirs (a clock read per event was 3% of `trace --json`
     /// under churn; an entry may outlive its expiry by that much).
-    pub fn labels_at(&mut self, key: u64, at_ns: u64) -> &ContainerLabels {
+    pub fn labels_at(&mut self, key: u64, at_ns: u64) -> &Arc<ContainerLabels> {
         let now = match self.clock_read {
             Some((read_at_ns, now)) if at_ns.wrapping_sub(read_at_ns) < RECENT_ANSWER_NS => now,
             _ => {
@@ -206,7 +209,7 @@ impl Containers {
         self.labels_then(key, now)
     }
 
-    fn labels_then(&mut self, key: u64, now: Instant) -> &ContainerLabels {
+    fn labels_then(&mut self, key: u64, now: Instant) -> &Arc<ContainerLabels> {
         if key == 0 {
             return &UNKNOWN;
         }
@@ -384,7 +387,7 @@ impl Containers {
             Some(path) => self.resolve_identity(&layout::parse(path), now),
             None => (
                 Entry {
-                    labels: ContainerLabels::EMPTY,
+                    labels: Arc::clone(&UNKNOWN),
                     found: false,
                     workload: false,
                 },
@@ -416,7 +419,11 @@ impl Containers {
                 .as_ref()
                 .is_some_and(|n| identity.pod_uid.is_none() || !n.pod.is_empty());
         let entry = Entry {
-            labels: ContainerLabels::new(identity, names.as_ref(), self.config.ids),
+            labels: Arc::new(ContainerLabels::new(
+                identity,
+                names.as_ref(),
+                self.config.ids,
+            )),
             found: true,
             workload: identity.is_workload(),
         };

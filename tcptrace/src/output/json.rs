@@ -2,11 +2,11 @@
 //! an attacker-chosen comm cannot break the framing. Events, the lines that
 //! come by the thousand, are written by `json_event`.
 
-use std::io::{self, Write};
+use std::io;
 
 use serde::Serialize;
 
-use super::{json_event::write_event, Shown, Sink};
+use super::{json_event::write_event, LineBuffer, Shown, Sink};
 use crate::{
     event::TcpEvent,
     findings::{Finding, Report},
@@ -14,35 +14,21 @@ use crate::{
     snapshot::ExistingSocket,
 };
 
-pub struct JsonLines<W: Write> {
+pub struct JsonLines<W: LineBuffer> {
     out: W,
-    /// Event lines not yet written to `out`: one write per `LINES_BYTES`
-    /// instead of one per line.
-    lines: Vec<u8>,
 }
 
-/// See `JsonLines::lines`.
-const LINES_BYTES: usize = 64 * 1024;
-
-impl<W: Write> JsonLines<W> {
+impl<W: LineBuffer> JsonLines<W> {
     pub fn new(out: W) -> Self {
-        Self {
-            out,
-            lines: Vec::with_capacity(LINES_BYTES + 4096),
-        }
+        Self { out }
     }
 
-    fn write_lines(&mut self) -> io::Result<()> {
-        let written = self.out.write_all(&self.lines);
-        self.lines.clear();
-        written
-    }
-
-    /// Any other line, after the event lines before it.
+    /// Any other line than an event's.
     fn line(&mut self, value: &impl Serialize) -> io::Result<()> {
-        self.write_lines()?;
-        serde_json::to_writer(&mut self.out, value)?;
-        self.out.write_all(b"\n")
+        let pending = self.out.pending();
+        serde_json::to_writer(&mut *pending, value)?;
+        pending.push(b'\n');
+        self.out.line_appended()
     }
 }
 
@@ -53,7 +39,7 @@ struct FindingLine<'a> {
     finding: &'a Finding,
 }
 
-impl<W: Write> Sink for JsonLines<W> {
+impl<W: LineBuffer> Sink for JsonLines<W> {
     fn start(&mut self, existing: &[ExistingSocket], shown: usize) -> io::Result<()> {
         self.line(&serde_json::json!({
             "type": "start",
@@ -81,11 +67,8 @@ impl<W: Write> Sink for JsonLines<W> {
     }
 
     fn event(&mut self, event: &TcpEvent, shown: &Shown) -> io::Result<()> {
-        write_event(&mut self.lines, event, shown);
-        if self.lines.len() >= LINES_BYTES {
-            self.write_lines()?;
-        }
-        Ok(())
+        write_event(self.out.pending(), event, shown);
+        self.out.line_appended()
     }
 
     fn summary(&mut self, s: &SessionCounts) -> io::Result<()> {
@@ -103,7 +86,6 @@ impl<W: Write> Sink for JsonLines<W> {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.write_lines()?;
         self.out.flush()
     }
 }

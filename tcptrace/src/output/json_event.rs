@@ -22,7 +22,7 @@ use crate::{
 /// Appends `event`'s line (with its newline) to `line`.
 pub fn write_event(line: &mut Vec<u8>, event: &TcpEvent, shown: &Shown) {
     static UNNAMED: ContainerLabels = ContainerLabels::EMPTY;
-    let labels = shown.labels.unwrap_or(&UNNAMED);
+    let labels = shown.labels.map_or(&UNNAMED, |l| &**l);
     let (kind, old, new, state) = match event.what {
         TcpEventKind::StateChange { old, new } => ("state", Some(old), Some(new), None),
         TcpEventKind::Retransmit { state } => ("retransmit", None, None, state),
@@ -221,7 +221,7 @@ fn needs_escaping(text: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::borrow::Cow;
+    use std::{borrow::Cow, sync::Arc};
 
     use serde::Serialize;
     use serde_json::Value;
@@ -301,7 +301,7 @@ mod tests {
 
     fn reference(event: &TcpEvent, shown: &Shown) -> String {
         static UNNAMED: ContainerLabels = ContainerLabels::EMPTY;
-        let labels = shown.labels.unwrap_or(&UNNAMED);
+        let labels = shown.labels.map_or(&UNNAMED, |l| &**l);
         let (kind, old, new, state) = match event.what {
             TcpEventKind::StateChange { old, new } => {
                 ("state", Some(old.name()), Some(new.name()), None)
@@ -356,7 +356,10 @@ mod tests {
         (String::from_utf8(line).unwrap(), reference(event, shown))
     }
 
-    fn shown<'a>(owner: Option<&'a Owner<'a>>, labels: Option<&'a ContainerLabels>) -> Shown<'a> {
+    fn shown<'a>(
+        owner: Option<&'a Owner<'a>>,
+        labels: Option<&'a Arc<ContainerLabels>>,
+    ) -> Shown<'a> {
         Shown {
             owner,
             labels,
@@ -407,6 +410,7 @@ mod tests {
         let mut labels = ContainerLabels::EMPTY;
         labels.namespace = "shop".into();
         labels.pod = "cart-7d9\"\\\n\u{1}".into();
+        let labels = Arc::new(labels);
         for event in &events {
             for shown in [
                 shown(Some(&owner), None),

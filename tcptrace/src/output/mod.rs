@@ -3,16 +3,19 @@
 
 mod csv;
 pub mod detached;
+pub mod detached_sink;
 pub mod fields;
 mod json;
 mod json_event;
+mod line_buffer;
 mod report_text;
 mod text;
 
-use std::io;
+use std::{io, sync::Arc};
 
 pub use csv::CsvLines;
 pub use json::JsonLines;
+pub use line_buffer::{BufferedLines, LineBuffer};
 pub use text::{is_unsafe_char, Escaped, TextLines};
 
 use crate::{
@@ -24,7 +27,7 @@ use crate::{
 pub struct Shown<'a> {
     pub owner: Option<&'a Owner<'a>>,
     /// The names of the owner's workload, when known.
-    pub labels: Option<&'a ContainerLabels>,
+    pub labels: Option<&'a Arc<ContainerLabels>>,
     /// Wall-clock time of the event.
     pub unix_ns: u128,
     /// The socket's record missed a transition (events were lost): what

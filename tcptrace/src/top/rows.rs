@@ -222,7 +222,7 @@ impl Rows {
             (None, Some(owner)) => (owner.pid, Process::of_owner(owner).comm),
             (None, None) => (NO_PID, *b"unknown\0\0\0\0\0\0\0\0\0"),
         };
-        self.add(pid, comm, seen.labels, counts.0, counts.1);
+        self.add(pid, comm, seen.labels.map(|l| &**l), counts.0, counts.1);
     }
 
     fn counts_and_peer(seen: &Observed) -> (Counts, Option<SocketAddr>) {
