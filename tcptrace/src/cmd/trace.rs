@@ -28,9 +28,9 @@ pub struct TraceArgs {
     #[arg(short, long, value_name = "FILE")]
     write: Option<PathBuf>,
     /// Ring buffer size in MiB (rounded up to a power of two). The default
-    /// holds about 200 ms of events at 40,000 connections a second: a
+    /// holds about 400 ms of events at 40,000 connections a second: a
     /// reader that the load keeps off the CPU that long loses nothing.
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1024))]
     ring_buffer_mib: u32,
     /// Stack ring buffer size in MiB: user stack captures (up to 4 KiB
     /// each) travel apart from the events; when it fills, call sites are
