@@ -159,11 +159,11 @@ impl DetachedStatus {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    /// A reader that never reads: writes block forever.
-    struct Blocked;
+    /// A reader that never reads: writes block for an hour.
+    pub(in crate::output) struct Blocked;
 
     impl Write for Blocked {
         fn write(&mut self, _: &[u8]) -> io::Result<usize> {

@@ -279,7 +279,7 @@ mod tests {
     use super::*;
     use crate::{
         event::synthetic::{task, Conn},
-        output::{BufferedLines, JsonLines},
+        output::{detached::tests::Blocked, BufferedLines, JsonLines},
     };
 
     /// Output kept after the sink is gone.
@@ -290,20 +290,6 @@ mod tests {
         fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
             self.0.lock().unwrap().extend_from_slice(bytes);
             Ok(bytes.len())
-        }
-
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
-    /// A reader that never reads: writes block for an hour.
-    struct Blocked;
-
-    impl Write for Blocked {
-        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
-            thread::sleep(Duration::from_secs(3600));
-            Ok(0)
         }
 
         fn flush(&mut self) -> io::Result<()> {
