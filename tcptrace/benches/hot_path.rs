@@ -4,177 +4,30 @@
 //! state-change records per connection) and as the daemon gets it (two
 //! summary records per connection, each a whole life, as `tt-churn
 //! --linger0` makes them, or as normal closes make them: the server's
-//! life through `CLOSE_WAIT`, with the end-of-file read it keeps); and
-//! the state-change records again with the JSON line `trace --json`
-//! writes for each (the session's reader thread, which must keep up with
-//! the kernel).
+//! life through `CLOSE_WAIT`, with the end-of-file read it keeps).
 //!
 //! With `TCPTRACE_HOT_PATH_ROUNDS=N` it only feeds one path's records
-//! (`TCPTRACE_HOT_PATH=daemon`, `daemon-normal-close`, `every-event` or
-//! `trace-json`) N
+//! (`TCPTRACE_HOT_PATH=daemon`, `daemon-normal-close` or `every-event`) N
 //! times and prints how
 //! many records a round has: `cargo xtask bench` runs that under
 //! valgrind to count instructions per record, a figure that does not
 //! move with the machine's load as timings do (by a third on the VM the
 //! README's table comes from).
 
-use std::{hint::black_box, io};
+#[allow(dead_code, reason = "each bench uses the parts it needs")]
+mod churn_records;
 
+use std::hint::black_box;
+
+use churn_records::{churn, connection, layouts, record_bytes, CONNECTIONS, SOCK_COMMON};
 use criterion::{criterion_group, Criterion, Throughput};
 use tcptrace::{
-    clock::WallClock,
-    event::layout::{RecordLayouts, SockCommonLayout},
-    filter::Filter,
-    metrics::DaemonMetrics,
-    output::{JsonLines, Shown, Sink},
-    pipeline::Pipeline,
-    probe::tracefs::Format,
+    event::layout::RecordLayouts, filter::Filter, metrics::DaemonMetrics, pipeline::Pipeline,
 };
 use tcptrace_common::{
-    history::History, state::raw, Event, EventKind, SockInfo, Task, CLOSER_KNOWN, CTX_PROCESS,
-    EOF_READ_KEPT, EVENT_SIZE, OWNER_FROM_LISTENER, OWNER_FROM_SYSCALL, RAW_RECORD_LEN,
-    RESET_BY_CLOSE,
+    history::History, state::raw, Event, EventKind, SockInfo, CLOSER_KNOWN, CTX_PROCESS,
+    EOF_READ_KEPT, RAW_RECORD_LEN, RESET_BY_CLOSE,
 };
-
-const CONNECTIONS: u64 = 2_000;
-
-fn layouts() -> RecordLayouts {
-    let f = |text: &str| Format::parse(text).expect("fixture");
-    RecordLayouts::from_formats(
-        &f(include_str!(
-            "../src/probe/fixtures/inet_sock_set_state-6.18.format"
-        )),
-        &f(include_str!(
-            "../src/probe/fixtures/tcp_retransmit_skb-6.18.format"
-        )),
-        &f(include_str!(
-            "../src/probe/fixtures/tcp_send_reset-6.18.format"
-        )),
-        &f(include_str!(
-            "../src/probe/fixtures/tcp_receive_reset-6.18.format"
-        )),
-    )
-    .expect("layouts")
-}
-
-/// `struct sock_common` on `x86_64` (what the kernel's BTF gives there).
-const SOCK_COMMON: SockCommonLayout = SockCommonLayout::LINUX_6_18;
-
-fn task(pid: u32, comm: &[u8], stack: u64) -> Task {
-    let mut task = Task::NOBODY;
-    task.tgid = pid;
-    task.pid = pid;
-    task.comm[..comm.len()].copy_from_slice(comm);
-    task.thread_comm = task.comm;
-    task.stack = stack;
-    task
-}
-
-/// One `inet_sock_set_state` record in the 6.18 layout of the fixtures.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "one argument per field of the tracepoint record"
-)]
-fn state_event(
-    ts: u64,
-    skaddr: u64,
-    sock: SockInfo,
-    actor: Option<Task>,
-    old: i32,
-    new: i32,
-    sport: u16,
-    dport: u16,
-) -> Vec<u8> {
-    let mut raw = [0u8; RAW_RECORD_LEN];
-    raw[8..16].copy_from_slice(&skaddr.to_ne_bytes());
-    raw[16..20].copy_from_slice(&old.to_ne_bytes());
-    raw[20..24].copy_from_slice(&new.to_ne_bytes());
-    raw[24..26].copy_from_slice(&sport.to_ne_bytes());
-    raw[26..28].copy_from_slice(&dport.to_ne_bytes());
-    raw[28..30].copy_from_slice(&2u16.to_ne_bytes());
-    raw[30..32].copy_from_slice(&6u16.to_ne_bytes());
-    raw[32..36].copy_from_slice(&[127, 0, 0, 1]);
-    raw[36..40].copy_from_slice(&[127, 0, 0, 1]);
-    let event = Event {
-        kind: 1,
-        raw_len: 72,
-        context: if actor.is_some() { CTX_PROCESS } else { 0 },
-        ts_ns: ts,
-        skaddr,
-        sock,
-        actor: actor.unwrap_or(Task::NOBODY),
-        in_state_ns: 20_000,
-        sk_err: 0,
-        local_port_be: 0,
-        transition: 0,
-        raw,
-    };
-    record_bytes(&event)
-}
-
-/// The bytes of `event` as the ring buffer holds them.
-fn record_bytes(event: &Event) -> Vec<u8> {
-    // SAFETY: Event is plain data without padding.
-    unsafe { std::slice::from_raw_parts(std::ptr::from_ref(event).cast::<u8>(), EVENT_SIZE) }
-        .to_vec()
-}
-
-/// Connection `i` of the churn: its start time, the client's port, and
-/// the two sockets' addresses (a small pool, as the slab allocator
-/// reuses them), with their owners' records.
-fn connection(i: u64) -> (u64, u16, (u64, SockInfo), (u64, SockInfo)) {
-    let (client, server) = (task(100, b"client", 1), task(200, b"server", 2));
-    let port = 32768 + u16::try_from(i % 28_000).expect("port");
-    let mut a = SockInfo::EMPTY;
-    a.owner = client;
-    a.flags = OWNER_FROM_SYSCALL;
-    let mut p = SockInfo::EMPTY;
-    p.owner = server;
-    p.flags = OWNER_FROM_LISTENER;
-    let active = 0xffff_0000 + (i % 64) * 2;
-    (i * 50_000, port, (active, a), (active + 1, p))
-}
-
-fn churn() -> Vec<Vec<u8>> {
-    let (client, server) = (task(100, b"client", 1), task(200, b"server", 2));
-    let mut events = Vec::new();
-    for i in 0..CONNECTIONS {
-        let (t, port, (active, mut a), (passive, mut p)) = connection(i);
-        events.push(state_event(t, active, a, Some(client), 7, 2, 0, 8080));
-        events.push(state_event(t + 1_000, passive, p, None, 10, 3, 8080, port));
-        events.push(state_event(t + 2_000, passive, p, None, 3, 1, 8080, port));
-        events.push(state_event(t + 3_000, active, a, None, 2, 1, port, 8080));
-        a.closer = client;
-        a.flags |= CLOSER_KNOWN;
-        events.push(state_event(
-            t + 4_000,
-            active,
-            a,
-            Some(client),
-            1,
-            4,
-            port,
-            8080,
-        ));
-        events.push(state_event(t + 5_000, passive, p, None, 1, 8, 8080, port));
-        p.closer = server;
-        p.flags |= CLOSER_KNOWN;
-        events.push(state_event(
-            t + 6_000,
-            passive,
-            p,
-            Some(server),
-            8,
-            9,
-            8080,
-            port,
-        ));
-        events.push(state_event(t + 7_000, active, a, None, 4, 5, port, 8080));
-        events.push(state_event(t + 8_000, active, a, None, 5, 7, port, 8080));
-        events.push(state_event(t + 9_000, passive, p, None, 9, 7, 8080, port));
-    }
-    events
-}
 
 /// One summary record: `path` is the socket's whole life.
 fn summary_event(
@@ -300,8 +153,6 @@ fn normal_close_churn() -> Vec<Vec<u8>> {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Path {
     EveryEvent,
-    /// The same records, each written as a JSON line.
-    TraceJson,
     /// Summary records, `SO_LINGER` 0 closes.
     Daemon,
     /// Summary records, normal closes.
@@ -312,12 +163,10 @@ impl Path {
     fn parse(name: &str) -> Self {
         match name {
             "every-event" => Self::EveryEvent,
-            "trace-json" => Self::TraceJson,
             "daemon" => Self::Daemon,
             "daemon-normal-close" => Self::DaemonNormalClose,
             other => panic!(
-                "TCPTRACE_HOT_PATH: {other:?} is none of every-event, trace-json, daemon, \
-                 daemon-normal-close"
+                "TCPTRACE_HOT_PATH: {other:?} is none of every-event, daemon, daemon-normal-close"
             ),
         }
     }
@@ -326,7 +175,7 @@ impl Path {
     fn state_changes_per_connection(self) -> u64 {
         match self {
             Self::Daemon => 6,
-            Self::EveryEvent | Self::TraceJson | Self::DaemonNormalClose => 10,
+            Self::EveryEvent | Self::DaemonNormalClose => 10,
         }
     }
 }
@@ -334,58 +183,24 @@ impl Path {
 /// The records of one path, and the layouts that decode them.
 fn path_records(path: Path) -> (RecordLayouts, Vec<Vec<u8>>) {
     let mut layouts = layouts();
-    if matches!(path, Path::Daemon | Path::DaemonNormalClose) {
+    if path != Path::EveryEvent {
         layouts.sock_common = Some(SOCK_COMMON);
     }
     let records = match path {
-        Path::EveryEvent | Path::TraceJson => churn(),
+        Path::EveryEvent => churn(),
         Path::Daemon => summary_churn(),
         Path::DaemonNormalClose => normal_close_churn(),
     };
     (layouts, records)
 }
 
-/// What the records are fed to after the pipeline.
-enum Consumer {
-    /// The daemon's counters.
-    Metrics(Box<DaemonMetrics>),
-    /// `trace --json`'s lines, into memory emptied after each round.
-    JsonLines(Vec<u8>),
-}
-
-impl Consumer {
-    fn of(path: Path) -> Self {
-        match path {
-            Path::TraceJson => Self::JsonLines(Vec::with_capacity(4 << 20)),
-            _ => Self::Metrics(Box::default()),
-        }
-    }
-}
-
-/// Feeds every record through the pipeline and the consumer.
-fn feed(pipeline: &mut Pipeline, consumer: &mut Consumer, records: &[Vec<u8>]) {
-    match consumer {
-        Consumer::Metrics(metrics) => {
-            for bytes in records {
-                let _ = pipeline.handle::<()>(black_box(bytes), &mut |seen| {
-                    metrics.observe(seen);
-                    Ok(())
-                });
-            }
-        }
-        Consumer::JsonLines(lines) => {
-            let clock = WallClock::with_offset(0);
-            let mut sink = JsonLines::new(&mut *lines);
-            for bytes in records {
-                pipeline
-                    .handle::<io::Error>(black_box(bytes), &mut |seen| {
-                        sink.event(seen.event, &Shown::of(seen, clock))
-                    })
-                    .expect("writing to memory");
-            }
-            black_box(&lines);
-            lines.clear();
-        }
+/// Feeds every record through the pipeline and the daemon's counters.
+fn feed(pipeline: &mut Pipeline, metrics: &mut DaemonMetrics, records: &[Vec<u8>]) {
+    for bytes in records {
+        let _ = pipeline.handle::<()>(black_box(bytes), &mut |seen| {
+            metrics.observe(seen);
+            Ok(())
+        });
     }
 }
 
@@ -395,11 +210,6 @@ fn hot_path(c: &mut Criterion) {
             "userspace hot path",
             "decode+table+diagnoses+metrics",
             Path::EveryEvent,
-        ),
-        (
-            "trace --json hot path",
-            "decode+table+diagnoses+JSON line",
-            Path::TraceJson,
         ),
         (
             "daemon hot path",
@@ -417,8 +227,8 @@ fn hot_path(c: &mut Criterion) {
         group.throughput(Throughput::Elements(records.len() as u64));
         group.bench_function(name, |b| {
             let mut pipeline = Pipeline::detached(layouts, Filter::default());
-            let mut consumer = Consumer::of(path);
-            b.iter(|| feed(&mut pipeline, &mut consumer, &records));
+            let mut metrics = DaemonMetrics::default();
+            b.iter(|| feed(&mut pipeline, &mut metrics, &records));
             assert_eq!(pipeline.counts.decode_errors, 0);
             let per_connection = path.state_changes_per_connection();
             assert!(pipeline.counts.state_changes >= per_connection * CONNECTIONS);
@@ -429,12 +239,11 @@ fn hot_path(c: &mut Criterion) {
 
 /// `rounds` rounds of one path, for an instruction count (see the top).
 fn count_rounds(rounds: u32, path: &str) {
-    let path = Path::parse(path);
-    let (layouts, records) = path_records(path);
+    let (layouts, records) = path_records(Path::parse(path));
     let mut pipeline = Pipeline::detached(layouts, Filter::default());
-    let mut consumer = Consumer::of(path);
+    let mut metrics = DaemonMetrics::default();
     for _ in 0..rounds {
-        feed(&mut pipeline, &mut consumer, &records);
+        feed(&mut pipeline, &mut metrics, &records);
     }
     assert_eq!(pipeline.counts.decode_errors, 0);
     println!("records_per_round {}", records.len());

@@ -758,10 +758,10 @@ fn print_table(report: &Value) {
     crate::bench_two_sessions::print(&report["two_trace_sessions"]);
     crate::bench_phases::print(&report["kernel_phases"]);
     if let Some(paths) = report["userspace_instructions"].as_object() {
-        println!("\nuserspace hot path, instructions per record (valgrind; the Criterion bench's records):");
+        println!("\nuserspace hot path, instructions per record (valgrind; the Criterion benches' records):");
         for path in paths.values() {
             println!(
-                "  {:<28} {:>8.0}",
+                "  {:<32} {:>8.0}",
                 path["name"].as_str().unwrap_or("?"),
                 path["instructions_per_record"].as_f64().unwrap_or(0.0)
             );

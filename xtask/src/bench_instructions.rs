@@ -1,6 +1,6 @@
 //! Instructions per record of the userspace hot path, counted by valgrind
 //! (cachegrind, no cache simulation) over the records of the Criterion
-//! bench `tcptrace/benches/hot_path.rs`. Timings of that path move by a
+//! benches `tcptrace/benches/hot_path.rs` and `trace_json.rs`. Timings of that path move by a
 //! third from run to run on a shared VM; an instruction count does not, so
 //! a change of a few percent shows.
 //!
@@ -16,15 +16,24 @@ use serde_json::{json, Value};
 const SHORT: u64 = 2;
 const LONG: u64 = 12;
 
-/// The paths of the bench: summary records as the daemon gets them (two
-/// per loopback connection, closed with `SO_LINGER` 0 or normally),
-/// state-change records as `trace` gets them, and those again with their
-/// JSON lines written as `trace --json` writes them.
-const PATHS: [(&str, &str); 4] = [
-    ("daemon", "daemon summary records"),
-    ("daemon-normal-close", "daemon, normal-close records"),
-    ("every-event", "every-event records"),
-    ("trace-json", "every-event records, JSON lines"),
+/// The paths counted, each as (bench, path, name): summary records as the
+/// daemon gets them (two per loopback connection, closed with
+/// `SO_LINGER` 0 or normally), state-change records as `trace` gets them,
+/// and those again with their JSON lines written as `trace --json` writes
+/// them (a bench of its own; `trace-json` is its only path).
+const PATHS: [(&str, &str, &str); 4] = [
+    ("hot_path", "daemon", "daemon summary records"),
+    (
+        "hot_path",
+        "daemon-normal-close",
+        "daemon, normal-close records",
+    ),
+    ("hot_path", "every-event", "every-event records"),
+    (
+        "trace_json",
+        "trace-json",
+        "every-event records, JSON lines",
+    ),
 ];
 
 /// Counts both paths; `Value::Null` (said on stderr) when valgrind cannot
@@ -41,9 +50,9 @@ pub fn count(root: &Path) -> Value {
 
 fn try_count(root: &Path) -> Result<Value> {
     crate::setup::package_for("instruction counts", "valgrind", "valgrind")?;
-    let bench = bench_executable(root)?;
     let mut paths = serde_json::Map::new();
-    for (path, name) in PATHS {
+    for (bench, path, name) in PATHS {
+        let bench = bench_executable(root, bench)?;
         let (short, records) = instructions(&bench, path, SHORT)?;
         let (long, _) = instructions(&bench, path, LONG)?;
         #[expect(
@@ -59,26 +68,27 @@ fn try_count(root: &Path) -> Result<Value> {
     Ok(Value::Object(paths))
 }
 
-/// Builds the bench and returns its executable (Cargo names it by hash).
-fn bench_executable(root: &Path) -> Result<String> {
+/// Builds the bench `name` and returns its executable (Cargo names it by
+/// hash).
+fn bench_executable(root: &Path, name: &str) -> Result<String> {
     let output = Command::new("cargo")
         .current_dir(root)
-        .args(["bench", "-p", "tcptrace", "--bench", "hot_path", "--no-run"])
+        .args(["bench", "-p", "tcptrace", "--bench", name, "--no-run"])
         .args(["--message-format", "json"])
         .output()
-        .context("building the hot-path bench")?;
+        .with_context(|| format!("building the {name} bench"))?;
     if !output.status.success() {
         bail!(
-            "building the hot-path bench failed: {}",
+            "building the {name} bench failed: {}",
             String::from_utf8_lossy(&output.stderr)
         );
     }
     String::from_utf8_lossy(&output.stdout)
         .lines()
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .find(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "hot_path")
+        .find(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == name)
         .and_then(|m| m["executable"].as_str().map(str::to_owned))
-        .context("cargo named no hot_path executable")
+        .with_context(|| format!("cargo named no {name} executable"))
 }
 
 /// (instructions executed, records per round) of `rounds` rounds of `path`.
@@ -99,7 +109,7 @@ fn instructions(bench: &str, path: &str, rounds: u64) -> Result<(u64, u64)> {
         String::from_utf8_lossy(&output.stderr),
     );
     if !output.status.success() {
-        bail!("valgrind on the hot-path bench failed: {stderr}");
+        bail!("valgrind on the bench {bench} failed: {stderr}");
     }
     let records = stdout
         .lines()
