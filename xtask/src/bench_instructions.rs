@@ -1,8 +1,8 @@
-//! Instructions per record of the userspace hot path, counted by valgrind
-//! (cachegrind, no cache simulation) over the records of the Criterion
-//! benches `tcptrace/benches/hot_path.rs` and `trace_json.rs`. Timings of that path move by a
-//! third from run to run on a shared VM; an instruction count does not, so
-//! a change of a few percent shows.
+//! Instructions per record of the userspace hot paths, counted by
+//! valgrind (cachegrind, no cache simulation) over the records of the
+//! Criterion benches `tcptrace/benches/hot_path.rs` and `trace_json.rs`.
+//! Timings of those paths move by a third from run to run on a shared VM;
+//! an instruction count does not, so a change of a few percent shows.
 //!
 //! Each path is fed `LONG` and `SHORT` rounds of the same records: the
 //! difference leaves out the setup (building the records, the first
@@ -51,10 +51,15 @@ pub fn count(root: &Path) -> Value {
 fn try_count(root: &Path) -> Result<Value> {
     crate::setup::package_for("instruction counts", "valgrind", "valgrind")?;
     let mut paths = serde_json::Map::new();
+    // Each bench built (or found built) once, by name.
+    let mut executables = std::collections::HashMap::new();
     for (bench, path, name) in PATHS {
-        let bench = bench_executable(root, bench)?;
-        let (short, records) = instructions(&bench, path, SHORT)?;
-        let (long, _) = instructions(&bench, path, LONG)?;
+        if !executables.contains_key(bench) {
+            executables.insert(bench, bench_executable(root, bench)?);
+        }
+        let bench = &executables[bench];
+        let (short, records) = instructions(bench, path, SHORT)?;
+        let (long, _) = instructions(bench, path, LONG)?;
         #[expect(
             clippy::cast_precision_loss,
             reason = "instruction counts far below 2^52"

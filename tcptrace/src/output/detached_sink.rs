@@ -34,8 +34,8 @@ use crate::{
     snapshot::ExistingSocket,
 };
 
-/// Events allowed to wait for the thread: 64 MiB, as many lines as
-/// `detached::MAX_PENDING` holds.
+/// Events allowed to wait for the thread: 64 MiB of them, the memory
+/// `detached::MAX_PENDING` allows a writer's bytes.
 pub const MAX_PENDING_EVENTS: u64 = 128 * 1024;
 
 /// Events handed over at once: a session's flush hands over what it has,

@@ -42,8 +42,7 @@ impl<T: LineBuffer + ?Sized> LineBuffer for &mut T {
 /// and when flushed or dropped. `std::io::BufWriter` does the same but
 /// keeps its buffer to itself.
 pub struct BufferedLines<W: Write> {
-    // `None` only while dropping.
-    out: Option<W>,
+    out: W,
     pending: Vec<u8>,
 }
 
@@ -53,14 +52,13 @@ const WRITE_BYTES: usize = 64 * 1024;
 impl<W: Write> BufferedLines<W> {
     pub fn new(out: W) -> Self {
         Self {
-            out: Some(out),
+            out,
             pending: Vec::with_capacity(WRITE_BYTES + 4096),
         }
     }
 
     fn write_pending(&mut self) -> io::Result<()> {
-        let out = self.out.as_mut().expect("only taken when dropped");
-        let written = out.write_all(&self.pending);
+        let written = self.out.write_all(&self.pending);
         self.pending.clear();
         written
     }
@@ -75,7 +73,7 @@ impl<W: Write> Write for BufferedLines<W> {
 
     fn flush(&mut self) -> io::Result<()> {
         self.write_pending()?;
-        self.out.as_mut().expect("only taken when dropped").flush()
+        self.out.flush()
     }
 }
 
@@ -97,7 +95,6 @@ impl<W: Write> Drop for BufferedLines<W> {
     /// to go to.
     fn drop(&mut self) {
         let _ = self.flush();
-        self.out.take();
     }
 }
 
