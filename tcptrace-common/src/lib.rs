@@ -16,6 +16,7 @@ mod comm_serde;
 pub mod filter;
 pub mod history;
 pub mod layout;
+pub mod life_ring;
 pub mod phase_timing;
 pub mod stack_budget;
 pub mod state;
@@ -77,6 +78,9 @@ pub enum EventKind {
     /// tracepoint, which gives no record: `raw` holds the socket's
     /// `sock_common`, and `Event::transition` the old and new states.
     SockStateChange = 10,
+    /// A `life_ring::LivesWaiting` nudge (not an `Event`): a CPU's ring
+    /// of whole lives is a quarter full; read it.
+    LivesWaiting = 11,
 }
 
 impl EventKind {
@@ -93,6 +97,7 @@ impl EventKind {
             8 => Some(Self::SynAckRetransmit),
             9 => Some(Self::SockRetransmit),
             10 => Some(Self::SockStateChange),
+            11 => Some(Self::LivesWaiting),
             _ => None,
         }
     }
@@ -423,11 +428,15 @@ pub enum Counter {
     /// `CLOSE_WAITING` map (it was full): each was sent as a record instead,
     /// as every one was before the map. Nothing is lost; it costs more.
     CloseWaitMapFull = 15,
+    /// Summary mode: whole lives sent through `EVENTS` because their CPU's
+    /// ring of whole lives was full (`life_ring`). Nothing is lost; it
+    /// costs more.
+    LifeRingFull = 16,
 }
 
 impl Counter {
     /// Every counter, in slot order.
-    pub const ALL: [Self; 16] = [
+    pub const ALL: [Self; 17] = [
         Self::EventsLost,
         Self::EventsSent,
         Self::SockMapFull,
@@ -444,6 +453,7 @@ impl Counter {
         Self::RetransmitsFailed,
         Self::TransitionsMissed,
         Self::CloseWaitMapFull,
+        Self::LifeRingFull,
     ];
 }
 
@@ -639,7 +649,9 @@ pub struct Settings {
     /// 1: time the state program's runs and their parts into `PHASE_NS`
     /// (profiling only, see `phase_timing`). 0: no clock read is added.
     pub phase_timing: u32,
-    pub _pad: u32,
+    /// Summary mode: slots of each CPU's ring of whole lives (a power of
+    /// two, see `life_ring`); 0 sends whole lives through `EVENTS`.
+    pub life_slots: u32,
 }
 const _: () = assert!(core::mem::size_of::<Settings>() == 40);
 
@@ -654,7 +666,7 @@ impl Settings {
         summary: 0,
         tracer_tgid: 0,
         phase_timing: 0,
-        _pad: 0,
+        life_slots: 0,
     };
 }
 
@@ -666,6 +678,8 @@ mod pod {
     unsafe impl aya::Pod for super::SockInfo {}
     unsafe impl aya::Pod for super::CloseWaiting {}
     unsafe impl aya::Pod for super::Event {}
+    unsafe impl aya::Pod for super::life_ring::LifeSlot {}
+    unsafe impl aya::Pod for super::life_ring::LifePositions {}
     unsafe impl aya::Pod for super::UserStack {}
     unsafe impl aya::Pod for super::NewProcess {}
     unsafe impl aya::Pod for super::ListenerKey {}

@@ -1,15 +1,18 @@
-//! Putting one record into the ring buffer.
+//! Putting one record into the ring buffer, or a whole life into its
+//! CPU's ring of whole lives.
 
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    helpers::bpf_probe_read_kernel_buf,
+    helpers::{bpf_get_smp_processor_id, bpf_probe_read_kernel_buf},
 };
 use tcptrace_common::{
-    phase_timing::Phase, Counter, Event, EventKind, SockInfo, Task, AF_INET6, RAW_RECORD_LEN,
+    life_ring::{has_room, nudges_reader, LivesWaiting},
+    phase_timing::Phase,
+    Counter, Event, EventKind, SockInfo, Task, AF_INET6, RAW_RECORD_LEN,
 };
 
 use crate::{
-    maps::{count, kernel_layout, settings, EVENTS},
+    maps::{count, kernel_layout, settings, EVENTS, LIFE_POSITIONS, LIVES},
     sock::{local_port_be_of, SockRead, Typed},
     timing,
 };
@@ -81,10 +84,90 @@ pub fn emit(record: &Record) {
         return;
     };
     let fill_from = timing::lap_phase(Phase::Reserve, since);
-    let event = entry.as_mut_ptr();
-    // SAFETY: `event` points to the reserved entry, written only here until
-    // it is submitted; `copy_words` gets whole records of the right types,
-    // and the raw copy is a probe read of at most `raw`'s size.
+    // SAFETY: the reserved entry, written only here until it is submitted.
+    unsafe { fill(entry.as_mut_ptr(), record) };
+    let submit_from = timing::lap_phase(Phase::Fill, fill_from);
+    // Reserved bytes count as waiting: this record is among them.
+    let waiting = EVENTS.query(u64::from(BPF_RB_AVAIL_DATA));
+    let size = core::mem::size_of::<Event>() as u64;
+    entry.submit(wakeup_flag(
+        waiting.saturating_sub(size),
+        waiting,
+        settings().wakeup_bytes,
+    ));
+    timing::lap_phase(Phase::Submit, submit_from);
+    count(Counter::EventsSent);
+}
+
+/// A whole life's summary (see `tcptrace_common::life_ring`): into this
+/// CPU's ring of whole lives, or, where the rings are off or this one is
+/// full, through `EVENTS` like any record.
+#[inline(always)]
+pub fn emit_whole_life(record: &Record) {
+    let slots = settings().life_slots;
+    if slots == 0 {
+        emit(record);
+        return;
+    }
+    let since = timing::start();
+    // SAFETY: a BPF helper with no arguments.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let Some(positions) = LIFE_POSITIONS.get_ptr_mut(cpu) else {
+        emit(record);
+        return;
+    };
+    // SAFETY: this CPU's positions, mapped by userspace, which writes only
+    // `tail`; the head is written only by this program on this CPU.
+    let (head, tail) = unsafe {
+        (
+            core::ptr::read_volatile(&raw const (*positions).head),
+            core::ptr::read_volatile(&raw const (*positions).tail),
+        )
+    };
+    let index = u64::from(cpu) * u64::from(slots) + (head & u64::from(slots - 1));
+    let slot = match LIVES.get_ptr_mut(index as u32) {
+        Some(slot) if has_room(head, tail, slots) => slot,
+        _ => {
+            count(Counter::LifeRingFull);
+            emit(record);
+            return;
+        }
+    };
+    let fill_from = timing::lap_phase(Phase::Reserve, since);
+    // SAFETY: a slot the reader is past (`has_room`) and no other writer
+    // reaches (this CPU's range, programs do not nest on one CPU); its
+    // sequence number, written last, is what tells the reader it is whole.
+    unsafe {
+        fill(&raw mut (*slot).event, record);
+        core::ptr::write_volatile(&raw mut (*slot).seq, head + 1);
+        core::ptr::write_volatile(&raw mut (*positions).head, head + 1);
+    }
+    let submit_from = timing::lap_phase(Phase::Fill, fill_from);
+    if nudges_reader(head, tail, slots) {
+        let nudge = LivesWaiting {
+            kind: EventKind::LivesWaiting as u16,
+            _pad: [0; 3],
+        };
+        if EVENTS
+            .output::<LivesWaiting>(&nudge, u64::from(BPF_RB_FORCE_WAKEUP))
+            .is_err()
+        {
+            count(Counter::EventsLost);
+        }
+    }
+    timing::lap_phase(Phase::Submit, submit_from);
+    count(Counter::EventsSent);
+}
+
+/// Writes `record` into `event`.
+///
+/// # Safety
+/// `event` must be valid for writes of a whole `Event`, 8-aligned, and
+/// written by nobody else meanwhile; `record.raw` as `fill_raw` requires.
+#[inline(always)]
+unsafe fn fill(event: *mut Event, record: &Record) {
+    // SAFETY: the caller's promise; `copy_words` gets whole records of the
+    // right types, and the raw copy is a probe read of at most `raw`'s size.
     unsafe {
         (*event).kind = record.kind as u16;
         (*event).context = record.context;
@@ -104,17 +187,6 @@ pub fn emit(record: &Record) {
         (*event).transition = record.transition;
         (*event).raw_len = fill_raw(record.raw, &mut (*event).raw);
     }
-    let submit_from = timing::lap_phase(Phase::Fill, fill_from);
-    // Reserved bytes count as waiting: this record is among them.
-    let waiting = EVENTS.query(u64::from(BPF_RB_AVAIL_DATA));
-    let size = core::mem::size_of::<Event>() as u64;
-    entry.submit(wakeup_flag(
-        waiting.saturating_sub(size),
-        waiting,
-        settings().wakeup_bytes,
-    ));
-    timing::lap_phase(Phase::Submit, submit_from);
-    count(Counter::EventsSent);
 }
 
 /// Fills `raw`; returns how many of its bytes userspace may read.

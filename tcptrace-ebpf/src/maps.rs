@@ -1,10 +1,15 @@
 //! Maps and load-time globals shared by every hook.
 
 use aya_ebpf::{
+    bindings::BPF_F_MMAPABLE,
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use tcptrace_common::{filter::FILTER_VALUES, phase_timing};
+use tcptrace_common::{
+    filter::FILTER_VALUES,
+    life_ring::{LifePositions, LifeSlot},
+    phase_timing,
+};
 use tcptrace_common::{
     AcceptLayout, CloseWaiting, Counter, KernelFilter, KernelLayout, Listener, ListenerKey,
     PortsAt, RecentSample, ResetLayout, RetransmitLayout, Settings, SockInfo, StackSample,
@@ -14,6 +19,16 @@ use tcptrace_common::{
 /// Records to userspace. Userspace may resize it before load.
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
+
+/// Whole lives, a ring per CPU of `Settings::life_slots` slots, mapped by
+/// userspace (see `tcptrace_common::life_ring`). Userspace sizes it
+/// before load (one slot where the rings are off).
+#[map]
+pub static LIVES: Array<LifeSlot> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+
+/// Each CPU ring's head (written here) and tail (written by userspace).
+#[map]
+pub static LIFE_POSITIONS: Array<LifePositions> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 
 /// User stack captures, apart from the events: a burst of 4 KiB captures
 /// that fills this ring costs call sites, never events. Userspace may

@@ -24,14 +24,14 @@ use tcptrace_common::{
         summary_sent_on, Attribution,
     },
     transition_of, CloseWaiting, Counter, EventKind, Listener, SockInfo, Task, CLOSED,
-    CLOSER_KNOWN, CLOSE_WAIT_LISTED, CTX_PROCESS, IPPROTO_TCP, OWNER_FROM_ACCEPT,
+    CLOSER_KNOWN, CLOSE_WAIT_LISTED, CTX_PROCESS, EOF_READ_SENT, IPPROTO_TCP, OWNER_FROM_ACCEPT,
     OWNER_FROM_LISTENER, OWNER_FROM_SYSCALL, PEER_SENT_DATA, PEER_SILENCE_KNOWN, RESET_BY_CLOSE,
     SEEN_MID_LIFE,
 };
 
 use crate::{
     context::{current_cgroup_id, current_task, in_process_context, StackFor},
-    emit::{copy_words, emit, fill_raw, set_nobody, zero_words, Raw, Record},
+    emit::{copy_words, emit, emit_whole_life, fill_raw, set_nobody, zero_words, Raw, Record},
     filter::{allows, record_ports, socket_ports, stack_unless_ruled_out},
     maps::{
         count, kernel_layout, live_sock, settings, state_layout, CLOSE_WAITING, LAST_RESET_SOCK,
@@ -289,7 +289,7 @@ fn on_change<R: SockRead>(
                 },
             )
         };
-        emit(&Record {
+        let record = Record {
             kind,
             ts_ns: now,
             context: if process { CTX_PROCESS } else { 0 },
@@ -304,7 +304,12 @@ fn on_change<R: SockRead>(
             } else {
                 0
             },
-        });
+        };
+        if summary && new == CLOSE && !fresh && tells_whole_life(info) {
+            emit_whole_life(&record);
+        } else {
+            emit(&record);
+        }
         // The summary just sent covers the life so far; the next one
         // covers what happens after.
         if summary && new != CLOSE {
@@ -325,6 +330,16 @@ fn on_change<R: SockRead>(
         count(Counter::SockMapFull);
     }
     Ok(())
+}
+
+/// Summary mode, at CLOSE: whether this summary is its socket's only
+/// record: its birth was seen, and nothing was sent before (no summary of
+/// its life so far, no end-of-file read of its own).
+#[inline(always)]
+fn tells_whole_life(info: &SockInfo) -> bool {
+    info.created_ns != 0
+        && info.last_sent_ns == 0
+        && info.flags & (SEEN_MID_LIFE | EOF_READ_SENT) == 0
 }
 
 /// Summary mode: lists a known socket entering `CLOSE_WAIT` in the

@@ -20,8 +20,9 @@ use crate::{
     container::{ContainerConfig, ContainerLabels, Containers},
     diagnose::Diagnoses,
     event::{
-        comm_str, decode, decode_user_stack, expand, is_user_stack, layout::RecordLayouts,
-        reset_received_before, reset_sent_after, tells_whole_life, TcpEvent, TcpEventKind,
+        comm_str, decode, decode_user_stack, expand, is_lives_waiting, is_user_stack,
+        layout::RecordLayouts, reset_received_before, reset_sent_after, tells_whole_life, TcpEvent,
+        TcpEventKind,
     },
     filter::{Filter, Workloads},
     findings::{build_report, Report, ReportInput, DEFAULT_IDLE_THRESHOLD},
@@ -31,7 +32,7 @@ use crate::{
     owner::{self, Owner, StartOwners},
     probe::{
         closed_records::{self, SweepCounts},
-        Counters, FilterMaps, Probe, RingFill, SocketMap,
+        Counters, FilterMaps, LifeRings, Probe, RingFill, SocketMap,
     },
     recording::Recorder,
     snapshot::{ExistingSocket, Snapshot},
@@ -153,6 +154,9 @@ pub struct Rings {
     /// How full each is (`None` where its positions could not be mapped).
     pub events_fill: Option<RingFill>,
     pub stacks_fill: Option<RingFill>,
+    /// Summary mode's per-CPU rings of whole lives (read on each drain:
+    /// they wake nobody but through a nudge on `events`).
+    pub lives: Option<LifeRings>,
 }
 
 impl Rings {
@@ -168,7 +172,9 @@ impl Rings {
             pollable(probe.take_stacks()?)?,
         );
         let fill = |ring: &AsyncFd<RingBuf<MapData>>| RingFill::of(ring.get_ref().as_fd()).ok();
+        let lives = probe.take_life_rings()?;
         Ok(Self {
+            lives,
             events_fill: fill(&events),
             stacks_fill: fill(&stacks),
             events,
@@ -359,17 +365,27 @@ impl Pipeline {
             self.drain_stacks(stacks);
             while let Some(item) = events.next() {
                 read += 1;
-                let Some(mut event) = self.decoded(&item) else {
+                let Some(event) = self.decoded(&item) else {
                     continue;
                 };
                 drop(item);
-                // The kernel sends a capture before the event that refers
-                // to it: one not met yet is in the stack ring by now.
-                if !self.call_sites.canonicalize(&mut event) {
-                    self.drain_stacks(stacks);
-                    self.call_sites.canonicalize(&mut event);
+                self.handle_drained(event, stacks, each)?;
+                if read >= budget {
+                    return Ok(true);
                 }
-                self.handle_event(&event, each)?;
+            }
+            // Whole lives overtake nothing of their own sockets (see
+            // `tcptrace_common::life_ring`): read after the ring buffer.
+            if let Some(lives) = &mut rings.lives {
+                let mut result = Ok(());
+                read += lives.read(budget - read, |bytes| {
+                    if result.is_ok() {
+                        if let Some(event) = self.decoded(bytes) {
+                            result = self.handle_drained(event, stacks, each);
+                        }
+                    }
+                });
+                result?;
                 if read >= budget {
                     return Ok(true);
                 }
@@ -378,6 +394,22 @@ impl Pipeline {
                 return Ok(false);
             }
         }
+    }
+
+    /// A drained record: its call sites made canonical, then processed.
+    fn handle_drained<E>(
+        &mut self,
+        mut event: TcpEvent,
+        stacks: &mut RingBuf<MapData>,
+        each: &mut impl FnMut(&Observed) -> Result<(), E>,
+    ) -> Result<(), E> {
+        // The kernel sends a capture before the event that refers to it:
+        // one not met yet is in the stack ring by now.
+        if !self.call_sites.canonicalize(&mut event) {
+            self.drain_stacks(stacks);
+            self.call_sites.canonicalize(&mut event);
+        }
+        self.handle_event(&event, each)
     }
 
     fn drain_stacks(&mut self, stacks: &mut RingBuf<MapData>) {
@@ -411,6 +443,9 @@ impl Pipeline {
         if is_user_stack(bytes) {
             self.on_user_stack(bytes);
             return None;
+        }
+        if is_lives_waiting(bytes) {
+            return None; // its rings are read on every drain
         }
         let Some(Ok(event)) = self.layouts.as_ref().map(|layouts| decode(bytes, layouts)) else {
             self.counts.decode_errors += 1;

@@ -79,8 +79,9 @@ struct Daemon {
     rendered: RenderedMetrics,
     /// TLS, users and headers of `--web-config` (read again on SIGHUP).
     web: WebConfig,
-    /// How full each ring buffer was at each drain.
-    rings: [RingFillStats; 2],
+    /// How full each ring was at each drain: the event and stack ring
+    /// buffers, and the fullest CPU ring of whole lives.
+    rings: [RingFillStats; 3],
 }
 
 /// Reads the configuration again (the file, under the same flags).
@@ -448,6 +449,10 @@ impl Daemon {
                     ring: "stacks",
                     ..RingFillStats::default()
                 },
+                RingFillStats {
+                    ring: "lives",
+                    ..RingFillStats::default()
+                },
             ],
         };
         daemon.apply(config);
@@ -509,6 +514,11 @@ impl Daemon {
                 stats.size_bytes = fill.size;
                 stats.fill.observe(fill.ratio());
             }
+        }
+        if let Some(lives) = &rings.lives {
+            let stats = &mut self.rings[2];
+            stats.size_bytes = lives.size_bytes();
+            stats.fill.observe(lives.fill_ratio());
         }
         let metrics = &mut self.metrics;
         let more = self
@@ -731,6 +741,7 @@ impl Daemon {
             "sock_map_full": kernel.sock_map_full,
             "listener_map_full": kernel.listener_map_full,
             "close_wait_map_full": kernel.close_wait_map_full,
+            "life_ring_full": kernel.life_ring_full,
             "http_connections_refused": self.http.refused.get(),
             "http_accept_errors": self.http.accept_errors.get(),
             "http_unauthorized": self.http.unauthorized.get(),

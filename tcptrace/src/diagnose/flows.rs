@@ -362,7 +362,7 @@ impl Counted {
 impl Flow {
     /// An event of the flow's: when it was last active, and where.
     fn saw(&mut self, event: &TcpEvent, record: &SocketRecord) {
-        self.last_seen_ns = event.ts_ns;
+        self.last_seen_ns = self.last_seen_ns.max(event.ts_ns);
         self.saw_namespace(record.netns);
     }
 
@@ -374,7 +374,14 @@ impl Flow {
                 if flow.attempts_ns.len() == 2 * RECENT_ATTEMPTS {
                     flow.attempts_ns.drain(..RECENT_ATTEMPTS);
                 }
-                flow.attempts_ns.push(event.ts_ns);
+                // Kept in time order: records read from several CPUs'
+                // rings arrive a little out of it (see `pipeline::drain`).
+                let at = flow
+                    .attempts_ns
+                    .iter()
+                    .rposition(|&start| start <= event.ts_ns)
+                    .map_or(0, |before| before + 1);
+                flow.attempts_ns.insert(at, event.ts_ns);
                 if let Some(stack) = record.owner_stack {
                     flow.owner_stacks.add(stack, 1);
                 }

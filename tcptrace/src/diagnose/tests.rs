@@ -737,3 +737,28 @@ fn a_flow_is_made_by_what_it_counts_and_by_closes_not_by_every_transition() {
         .expect("the connect's flow");
     assert_eq!((born.established, born.last_seen_ns), (1, 5 * MS));
 }
+
+#[test]
+fn connection_starts_read_out_of_order_are_kept_in_time_order() {
+    // Whole lives come CPU ring by CPU ring: one CPU's connects, then
+    // another's from the same moments.
+    let mut p = Pipeline::default();
+    let client = task(100, "client", 7);
+    let starts = [1, 3, 5, 7, 2, 4, 6, 8].map(|ms| ms * MS);
+    for (i, &start) in (0u16..).zip(&starts) {
+        let c = Conn::active(
+            u64::from(i) + 1,
+            client,
+            &format!("10.0.0.1:{}", 40000 + i),
+            "10.0.0.2:443",
+        );
+        p.feed(&c.state(start, Close, SynSent));
+    }
+    let flows: Vec<_> = p.diagnoses.flows.flows.iter().collect();
+    let [(_, flow)] = flows[..] else {
+        panic!("one flow, not {}", flows.len());
+    };
+    let expected: Vec<u64> = (1..=8).map(|ms| ms * MS).collect();
+    assert_eq!(flow.recent_attempts_ns(), &expected[..]);
+    assert_eq!(flow.last_seen_ns, 8 * MS);
+}

@@ -147,8 +147,11 @@ pub fn decode(bytes: &[u8], layouts: &RecordLayouts) -> Result<TcpEvent, DecodeE
                 .ok_or(DecodeError::Kind(event.kind))?;
             (TcpEventKind::SynAckRetransmit, &l.endpoints)
         }
-        // Never `EVENT_SIZE` long: see `decode_user_stack`.
-        EventKind::UserStack => return Err(DecodeError::Kind(event.kind)),
+        // Never `EVENT_SIZE` long: see `decode_user_stack` and
+        // `is_lives_waiting`.
+        EventKind::UserStack | EventKind::LivesWaiting => {
+            return Err(DecodeError::Kind(event.kind));
+        }
     };
     Ok(decoded(what, endpoints_of(raw, endpoints)?, false))
 }
@@ -209,6 +212,13 @@ pub struct UserStackRecord<'a> {
 #[must_use]
 pub fn is_user_stack(bytes: &[u8]) -> bool {
     bytes.get(..2) == Some(&(EventKind::UserStack as u16).to_ne_bytes())
+}
+
+/// Whether `bytes` is a `LivesWaiting` nudge: a CPU's ring of whole lives
+/// is filling (see `tcptrace_common::life_ring`); it holds nothing else.
+#[must_use]
+pub fn is_lives_waiting(bytes: &[u8]) -> bool {
+    bytes.get(..2) == Some(&(EventKind::LivesWaiting as u16).to_ne_bytes())
 }
 
 /// A `UserStack` record: its header and exactly the `len` stack bytes it

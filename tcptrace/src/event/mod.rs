@@ -9,7 +9,8 @@ pub mod synthetic;
 use std::net::SocketAddr;
 
 pub use decode::{
-    close_waiting_endpoints, decode, decode_user_stack, is_user_stack, DecodeError, UserStackRecord,
+    close_waiting_endpoints, decode, decode_user_stack, is_lives_waiting, is_user_stack,
+    DecodeError, UserStackRecord,
 };
 pub use expand::{expand, reset_received_before, reset_sent_after, tells_whole_life};
 use tcptrace_common::{SockInfo, Task, TcpState, CLOSER_KNOWN};

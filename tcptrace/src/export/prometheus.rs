@@ -436,7 +436,7 @@ impl Scrape {
     }
 
     /// The kernel programs' counters.
-    fn kernel_counters(&self) -> [(&'static str, &'static str, u64); 17] {
+    fn kernel_counters(&self) -> [(&'static str, &'static str, u64); 18] {
         let k = &self.kernel;
         [
             (
@@ -502,6 +502,11 @@ impl Scrape {
                 "close_wait_map_full",
                 "Sockets entering CLOSE_WAIT sent as a record because the kernel's CLOSE_WAIT map was full (costs more, loses nothing)",
                 k.close_wait_map_full,
+            ),
+            (
+                "life_ring_full",
+                "Whole lives sent through the event ring buffer because their CPU's ring of whole lives was full (costs more, loses nothing)",
+                k.life_ring_full,
             ),
             (
                 "kernel_filtered_out",

@@ -150,12 +150,13 @@ impl<W: Write> Sink for TextLines<W> {
         writeln!(
             self.out,
             "# kernel: {} folded into summaries, {} read errors, listener map full {}, \
-             CLOSE_WAIT map full {}, {} new processes not announced, resets on unknown sockets: \
-             {} sent, {} received",
+             CLOSE_WAIT map full {}, whole-life rings full {}, {} new processes not announced, \
+             resets on unknown sockets: {} sent, {} received",
             k.events_folded,
             k.read_errors,
             k.listener_map_full,
             k.close_wait_map_full,
+            k.life_ring_full,
             k.processes_not_announced,
             k.resets_sent_without_socket,
             k.resets_received_without_socket

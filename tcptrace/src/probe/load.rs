@@ -7,13 +7,14 @@ use aya::{
     Btf, Ebpf, EbpfLoader,
 };
 use tcptrace_common::{
-    AcceptLayout, Counter, KernelFilter, KernelLayout, Listener, ListenerKey, Settings,
-    TASK_COMM_LEN,
+    life_ring::life_slots_per_cpu, AcceptLayout, Counter, KernelFilter, KernelLayout, Listener,
+    ListenerKey, Settings, TASK_COMM_LEN,
 };
 
 use super::{
     btf,
     hooks::{self, Attach, Hook},
+    life_rings::LifeRings,
     object::EBPF_OBJECT,
     preflight, program_stats,
     socket_map::SocketMap,
@@ -125,6 +126,35 @@ pub struct Probe {
     pub layouts: RecordLayouts,
     /// `SOCKS`' capacity.
     socket_map_entries: u32,
+    /// The rings of whole lives, where summary mode uses them.
+    lives: Option<LifeRingSize>,
+}
+
+/// The per-CPU rings of whole lives of a probe (`life_rings`).
+#[derive(Clone, Copy, Debug)]
+struct LifeRingSize {
+    cpus: u32,
+    slots: u32,
+}
+
+/// Set to 1, summary mode sends whole lives through the event ring buffer
+/// like every other record (the path kernels without the rings take).
+pub const NO_LIFE_RINGS_ENV: &str = "TCPTRACE_NO_LIFE_RINGS";
+
+impl LifeRingSize {
+    /// Rings within the event ring buffer's budget of bytes, on x86-64
+    /// only (their writer relies on its store order, see
+    /// `tcptrace_common::life_ring`); none when turned off.
+    fn for_events(ring_bytes: u32) -> Option<Self> {
+        if !cfg!(target_arch = "x86_64")
+            || std::env::var_os(NO_LIFE_RINGS_ENV).is_some_and(|v| v == "1")
+        {
+            return None;
+        }
+        let cpus = u32::try_from(aya::util::nr_cpus().ok()?).ok()?;
+        let slots = life_slots_per_cpu(cpus, u64::from(ring_bytes));
+        Some(Self { cpus, slots })
+    }
 }
 
 impl Probe {
@@ -156,6 +186,9 @@ impl Probe {
             kernel.cfs_rq_rq = 0;
         }
         let summary = options.summary && layouts.sock_common.is_some();
+        let lives = summary
+            .then(|| LifeRingSize::for_events(options.ring_bytes))
+            .flatten();
         let accept = accept_layout(&root, &kernel).filter(|_| options.accept_hook);
         let settings = Settings {
             capture_stacks: u32::from(options.capture_stacks),
@@ -169,7 +202,7 @@ impl Probe {
             summary: u32::from(summary),
             tracer_tgid: std::process::id(),
             phase_timing: u32::from(std::env::var_os(PHASE_TIMING_ENV).is_some_and(|v| v == "1")),
-            _pad: 0,
+            life_slots: lives.map_or(0, |size| size.slots),
         };
         let ring_bytes = options.ring_bytes.next_power_of_two().max(4096);
         let stack_ring_bytes = options.stack_ring_bytes.next_power_of_two().max(4096);
@@ -188,6 +221,8 @@ impl Probe {
             .map_max_entries("EVENTS", ring_bytes)
             .map_max_entries("USER_STACKS", stack_ring_bytes)
             .map_max_entries("SOCKS", options.socket_map_entries)
+            .map_max_entries("LIVES", lives.map_or(1, |size| size.cpus * size.slots))
+            .map_max_entries("LIFE_POSITIONS", lives.map_or(1, |size| size.cpus))
             .load(EBPF_OBJECT)
             .map_err(|err| refused("loading the eBPF object", &err))?;
         let btf = layouts.sock_common.is_some();
@@ -231,6 +266,7 @@ impl Probe {
             missing,
             layouts,
             socket_map_entries: options.socket_map_entries,
+            lives,
         })
     }
 
@@ -247,6 +283,21 @@ impl Probe {
             .take_map("EVENTS")
             .context("ring buffer EVENTS already taken or missing from the eBPF object")?;
         Ok(RingBuf::try_from(map)?)
+    }
+
+    /// The per-CPU rings of whole lives, where this probe has them; can be
+    /// taken once.
+    pub fn take_life_rings(&mut self) -> Result<Option<LifeRings>> {
+        let Some(size) = self.lives else {
+            return Ok(None);
+        };
+        let mut take = |name: &str| {
+            self.ebpf.take_map(name).with_context(|| {
+                format!("map {name} already taken or missing from the eBPF object")
+            })
+        };
+        let (lives, positions) = (take("LIVES")?, take("LIFE_POSITIONS")?);
+        LifeRings::map(lives, positions, size.cpus, size.slots).map(Some)
     }
 
     /// The ring buffer of user stack captures; can be taken once.
@@ -298,6 +349,7 @@ impl Probe {
             retransmits_failed: sum(Counter::RetransmitsFailed)?,
             transitions_missed: sum(Counter::TransitionsMissed)?,
             close_wait_map_full: sum(Counter::CloseWaitMapFull)?,
+            life_ring_full: sum(Counter::LifeRingFull)?,
             runs_skipped: self
                 .ebpf
                 .programs()
@@ -466,6 +518,9 @@ pub struct Counters {
     /// the `CLOSE_WAITING` map was full (a cost, not a loss).
     #[serde(default)]
     pub close_wait_map_full: u64,
+    /// Whole lives sent through the event ring buffer because their CPU's
+    /// ring of whole lives was full: nothing lost, more cost.
+    pub life_ring_full: u64,
     /// Program runs the kernel skipped because the same program was already
     /// running on that CPU (a softirq nested in a process-context run):
     /// those events were never seen.

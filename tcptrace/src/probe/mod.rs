@@ -4,6 +4,7 @@
 pub mod btf;
 pub mod closed_records;
 pub mod hooks;
+mod life_rings;
 mod load;
 pub mod object;
 mod object_info;
@@ -14,10 +15,11 @@ mod ring_fill;
 mod socket_map;
 pub mod tracefs;
 
+pub use life_rings::LifeRings;
 pub use load::{
     parse_stack_interval, Counters, FilterMaps, Probe, ProbeOptions, DEFAULT_SOCKET_MAP_ENTRIES,
     DEFAULT_STACK_RING_BYTES, INTERACTIVE_STACK_BURST, INTERACTIVE_STACK_INTERVAL,
-    PHASE_TIMING_ENV, SOCKET_MAP_ENTRIES_RANGE,
+    NO_LIFE_RINGS_ENV, PHASE_TIMING_ENV, SOCKET_MAP_ENTRIES_RANGE,
 };
 pub use program_stats::{bpf_stats_enabled, ProgramRuns};
 pub use ring_fill::RingFill;
