@@ -365,11 +365,11 @@ impl Pipeline {
             self.drain_stacks(stacks);
             while let Some(item) = events.next() {
                 read += 1;
-                let Some(event) = self.decoded(&item) else {
+                let Some(mut event) = self.decoded(&item) else {
                     continue;
                 };
                 drop(item);
-                self.handle_drained(event, stacks, each)?;
+                self.handle_drained(&mut event, stacks, each)?;
                 if read >= budget {
                     return Ok(true);
                 }
@@ -380,8 +380,8 @@ impl Pipeline {
                 let mut result = Ok(());
                 read += lives.read(budget - read, |bytes| {
                     if result.is_ok() {
-                        if let Some(event) = self.decoded(bytes) {
-                            result = self.handle_drained(event, stacks, each);
+                        if let Some(mut event) = self.decoded(bytes) {
+                            result = self.handle_drained(&mut event, stacks, each);
                         }
                     }
                 });
@@ -399,17 +399,17 @@ impl Pipeline {
     /// A drained record: its call sites made canonical, then processed.
     fn handle_drained<E>(
         &mut self,
-        mut event: TcpEvent,
+        event: &mut TcpEvent,
         stacks: &mut RingBuf<MapData>,
         each: &mut impl FnMut(&Observed) -> Result<(), E>,
     ) -> Result<(), E> {
         // The kernel sends a capture before the event that refers to it:
         // one not met yet is in the stack ring by now.
-        if !self.call_sites.canonicalize(&mut event) {
+        if !self.call_sites.canonicalize(event) {
             self.drain_stacks(stacks);
-            self.call_sites.canonicalize(&mut event);
+            self.call_sites.canonicalize(event);
         }
-        self.handle_event(&event, each)
+        self.handle_event(event, each)
     }
 
     fn drain_stacks(&mut self, stacks: &mut RingBuf<MapData>) {
@@ -586,7 +586,7 @@ impl Pipeline {
         if let Some(recorder) = &mut self.recorder {
             let cgroup = match &applied {
                 Applied::Live(skaddr) => self.table.get(*skaddr).map_or(0, |r| r.cgroup),
-                Applied::Closed(record) => record.cgroup,
+                Applied::Closed => self.table.closed().map_or(0, |r| r.cgroup),
                 Applied::Untracked => 0,
             };
             recorder.event(event, cgroup);
@@ -597,7 +597,7 @@ impl Pipeline {
         }
         let (record, closed) = match &applied {
             Applied::Live(skaddr) => (self.table.get(*skaddr), false),
-            Applied::Closed(record) => (Some(record), true),
+            Applied::Closed => (self.table.closed(), true),
             Applied::Untracked => (None, false),
         };
         // The socket's workload, by the cgroup recorded at its birth: a

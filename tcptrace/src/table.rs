@@ -187,15 +187,13 @@ pub struct SocketRecord {
 }
 
 /// What `SocketTable::apply` did with an event.
-#[expect(
-    clippy::large_enum_variant,
-    reason = "made once per event and matched at once; boxing the final record would allocate on the per-event path"
-)]
 pub enum Applied {
     /// The event updated a live socket.
     Live(u64),
-    /// The socket entered CLOSE: its final record.
-    Closed(SocketRecord),
+    /// The socket entered CLOSE: its final record is `SocketTable::closed`
+    /// (kept there, not handed over: a record is some 300 bytes, and
+    /// copying it out was a few percent of the daemon's time).
+    Closed,
     /// Nothing to track (a reset without a socket).
     Untracked,
 }
@@ -215,6 +213,8 @@ pub struct SocketTable {
     passing: Option<SocketRecord>,
     /// The address `whole_life` announced, until its birth arrives.
     whole_life_at: Option<u64>,
+    /// The last record closed in the live table (see `closed`).
+    last_closed: Option<SocketRecord>,
 }
 
 impl SocketTable {
@@ -223,6 +223,16 @@ impl SocketTable {
         match &self.passing {
             Some(passing) if passing.skaddr == skaddr => Some(passing),
             _ => self.live.get(&skaddr),
+        }
+    }
+
+    /// The final record of the socket the last `Applied::Closed` was about
+    /// (until the next event is applied, or a whole life ends).
+    #[must_use]
+    pub fn closed(&self) -> Option<&SocketRecord> {
+        match &self.passing {
+            Some(passing) if passing.state == TcpState::Close => Some(passing),
+            _ => self.last_closed.as_ref(),
         }
     }
 
@@ -237,7 +247,7 @@ impl SocketTable {
     /// whole life always does) becomes live like any other.
     pub fn end_whole_life(&mut self) {
         self.whole_life_at = None;
-        if let Some(record) = self.passing.take() {
+        if let Some(record) = self.passing.take().filter(|r| r.state != TcpState::Close) {
             self.by_endpoints
                 .insert((record.netns, record.local, record.remote), record.skaddr);
             self.live.insert(record.skaddr, record);
@@ -317,11 +327,9 @@ impl SocketTable {
             self.end_whole_life();
             return self.apply_live(event, owner, cgroups, Some(born));
         }
-        if self
-            .passing
-            .as_ref()
-            .is_some_and(|passing| passing.skaddr == event.skaddr)
-        {
+        if self.passing.as_ref().is_some_and(|passing| {
+            passing.skaddr == event.skaddr && passing.state != TcpState::Close
+        }) {
             return self.apply_passing(event, owner, cgroups);
         }
         self.apply_live(event, owner, cgroups, None)
@@ -339,10 +347,8 @@ impl SocketTable {
         };
         record.observe_in(event, owner, cgroups);
         if record.state == TcpState::Close {
-            return self
-                .passing
-                .take()
-                .map_or(Applied::Untracked, Applied::Closed);
+            // Read in place (`closed`) until the whole life ends.
+            return Applied::Closed;
         }
         Applied::Live(event.skaddr)
     }
@@ -394,7 +400,8 @@ impl SocketTable {
                 .remove(&event.skaddr)
                 .expect("the record just updated");
             unindex(&mut self.by_endpoints, &record);
-            return Applied::Closed(record);
+            self.last_closed = Some(record);
+            return Applied::Closed;
         }
         // The index changes only when a socket appears or its endpoints do
         // (connect's port 0 becomes the real port): not on every event.
@@ -810,6 +817,14 @@ pub(crate) mod tests {
         table.apply(e, owner.as_ref())
     }
 
+    /// `e`, which must close its socket: the final record.
+    fn close(table: &mut SocketTable, e: &TcpEvent) -> SocketRecord {
+        let Applied::Closed = apply(table, e) else {
+            panic!("CLOSE ends the record");
+        };
+        table.closed().cloned().expect("the closed record")
+    }
+
     fn endpoints(local: &str) -> (SocketAddr, SocketAddr) {
         (local.parse().unwrap(), REMOTE.parse().unwrap())
     }
@@ -829,9 +844,7 @@ pub(crate) mod tests {
             &c.closed_by(5_000, Established, FinWait1, client),
         );
         apply(&mut table, &c.retransmit(6_000, FinWait1));
-        let Applied::Closed(record) = apply(&mut table, &c.state(9_000, FinWait1, Close)) else {
-            panic!("CLOSE ends the record");
-        };
+        let record = close(&mut table, &c.state(9_000, FinWait1, Close));
         assert_eq!(record.role, Role::Active);
         assert_eq!(record.lifetime_ns(9_000), Some(8_000));
         assert_eq!(record.closed_by, Some(Side::Local));
@@ -857,11 +870,8 @@ pub(crate) mod tests {
         apply(table, &c.state(1, Close, SynSent));
         assert_eq!(table.get(skaddr).map(|r| r.state), Some(SynSent));
         apply(table, &c.state(2, SynSent, Established));
-        let closed = apply(table, &c.closed_by(3, Established, Close, client));
+        let record = close(table, &c.closed_by(3, Established, Close, client));
         table.end_whole_life();
-        let Applied::Closed(record) = closed else {
-            panic!("CLOSE ends the record");
-        };
         record
     }
 
@@ -904,19 +914,13 @@ pub(crate) mod tests {
         apply(&mut table, &c.state(1, Close, SynSent));
         apply(&mut table, &c.state(2, SynSent, Established));
         // SO_LINGER 0: close() resets the connection, ESTABLISHED → CLOSE.
-        let Applied::Closed(record) =
-            apply(&mut table, &c.closed_by(3, Established, Close, client))
-        else {
-            panic!("CLOSE ends the record");
-        };
+        let record = close(&mut table, &c.closed_by(3, Established, Close, client));
         assert_eq!(record.closed_by, Some(Side::Local));
         // The same transition in softirq (the peer's RST) names nobody.
         let d = Conn::active(4, client, "10.0.0.1:40003", REMOTE);
         apply(&mut table, &d.state(1, Close, SynSent));
         apply(&mut table, &d.state(2, SynSent, Established));
-        let Applied::Closed(record) = apply(&mut table, &d.state(3, Established, Close)) else {
-            panic!("CLOSE ends the record");
-        };
+        let record = close(&mut table, &d.state(3, Established, Close));
         assert_eq!(record.closed_by, None);
     }
 
@@ -1084,7 +1088,7 @@ pub(crate) mod tests {
         let feed = |table: &mut SocketTable, cgroups: &mut Cgroups, e: &TcpEvent| {
             let owner = owner::resolve(e, &start);
             match table.apply_in(e, owner.as_ref(), Some(cgroups)) {
-                Applied::Closed(record) => Some(record),
+                Applied::Closed => table.closed().cloned(),
                 _ => None,
             }
         };
@@ -1194,9 +1198,10 @@ pub(crate) mod tests {
             owner.as_ref(),
             Some(&mut cgroups),
         );
-        let Applied::Closed(record) = closed else {
+        let Applied::Closed = closed else {
             panic!("CLOSE ends the record");
         };
+        let record = table.closed().expect("the closed record");
         assert_eq!(record.cgroup, key);
         assert_eq!(
             cgroups.containers.labels(key).pod,

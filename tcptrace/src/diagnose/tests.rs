@@ -37,7 +37,10 @@ impl Pipeline {
                 let record = self.table.get(skaddr).expect("live record");
                 self.diagnoses.on_event(event, record);
             }
-            Applied::Closed(record) => self.diagnoses.on_closed(&record, event),
+            Applied::Closed => {
+                let record = self.table.closed().expect("the closed record");
+                self.diagnoses.on_closed(record, event);
+            }
             Applied::Untracked => {}
         }
     }

@@ -395,7 +395,7 @@ mod tests {
             let applied = table.apply_in(event, owner.as_ref(), None);
             let (record, closed) = match &applied {
                 Applied::Live(skaddr) => (table.get(*skaddr), false),
-                Applied::Closed(record) => (Some(record), true),
+                Applied::Closed => (table.closed(), true),
                 Applied::Untracked => (None, false),
             };
             rows.observe(&Observed {
