@@ -67,8 +67,10 @@ const _: () = assert!(core::mem::size_of::<LifePositions>() == 128);
 pub const LIFE_RING_SLACK: u64 = 8;
 
 /// Slots per CPU: a power of two between these, from a budget of bytes
-/// for all CPUs together.
-pub const MIN_LIFE_SLOTS: u32 = 512;
+/// for all CPUs together. Few on a host of many CPUs keeps the rings
+/// within about the budget there (64 slots are 28 KiB); a ring too small
+/// for its CPU's rate costs records through `EVENTS`, never records.
+pub const MIN_LIFE_SLOTS: u32 = 64;
 pub const MAX_LIFE_SLOTS: u32 = 8192;
 
 /// Slots per CPU ring for `cpus` CPUs within `budget_bytes` in all.
@@ -122,6 +124,7 @@ mod tests {
     #[test]
     fn room_leaves_the_slack_free() {
         let slots = 512;
+        assert!(has_room(55, 0, 64) && !has_room(56, 0, 64));
         assert!(has_room(0, 0, slots));
         assert!(has_room(503, 0, slots));
         assert!(!has_room(504, 0, slots));

@@ -377,15 +377,10 @@ impl Pipeline {
             // Whole lives overtake nothing of their own sockets (see
             // `tcptrace_common::life_ring`): read after the ring buffer.
             if let Some(lives) = &mut rings.lives {
-                let mut result = Ok(());
-                read += lives.read(budget - read, |bytes| {
-                    if result.is_ok() {
-                        if let Some(mut event) = self.decoded(bytes) {
-                            result = self.handle_drained(&mut event, stacks, each);
-                        }
-                    }
-                });
-                result?;
+                read += lives.read(budget - read, |bytes| match self.decoded(bytes) {
+                    Some(mut event) => self.handle_drained(&mut event, stacks, each),
+                    None => Ok(()),
+                })?;
                 if read >= budget {
                     return Ok(true);
                 }

@@ -318,8 +318,18 @@ impl SocketTable {
         }
         let born = birth.map(|role| SocketRecord::born(event, role, owner, key_of(&mut cgroups)));
         if let Some(born) = born {
+            // A whole life passes by a live record of another socket at
+            // its address: records read from the CPU rings of whole lives
+            // come after the ring buffer's, so that record may be of a
+            // socket born there after this one closed (or before it, its
+            // close not read yet); either way it is not this socket's to
+            // replace. A record of this very socket (its end-of-file read
+            // was sent) takes the rest of its life.
             if self.whole_life_at.take() == Some(event.skaddr)
-                && !self.live.contains_key(&event.skaddr)
+                && self
+                    .live
+                    .get(&event.skaddr)
+                    .is_none_or(|live| live.is_another_socket_than(event))
             {
                 self.passing = Some(born);
                 return self.apply_passing(event, owner, cgroups);
@@ -884,8 +894,9 @@ pub(crate) mod tests {
         assert!(table.is_empty() && table.by_endpoints.is_empty());
         assert!(table.passing.is_none());
 
-        // A record already at the address: the birth replaces it, counted,
-        // as without the announcement.
+        // A record already at the address that the birth cannot be told
+        // apart from (no kernel creation time): the birth replaces it,
+        // counted, as without the announcement.
         let server = task(200, "server", 9);
         let listener = Conn::active(4, server, "10.0.0.1:80", "0.0.0.0:0");
         apply(&mut table, &listener.state(1, Close, Listen));
@@ -904,6 +915,33 @@ pub(crate) mod tests {
         assert!(table.passing.is_none());
         let (local, remote) = endpoints("10.0.0.1:40005");
         assert_eq!(table.find(0, local, remote).map(|r| r.skaddr), Some(5));
+    }
+
+    #[test]
+    fn a_whole_life_read_late_passes_by_another_sockets_record() {
+        // The socket born at address 6 after another closed there was
+        // read first (the ring buffer); the older one's whole life comes
+        // after (a CPU ring). It must not take the newer one's record.
+        let mut table = SocketTable::default();
+        let client = task(100, "client", 7);
+        let mut newer = Conn::active(6, client, "10.0.0.1:40010", REMOTE);
+        newer.sock.created_ns = 50;
+        apply(&mut table, &newer.state(50, Close, SynSent));
+        apply(&mut table, &newer.state(51, SynSent, Established));
+        let mut older = Conn::active(6, client, "10.0.0.1:40011", REMOTE);
+        older.sock.created_ns = 10;
+        table.whole_life(6);
+        apply(&mut table, &older.state(10, Close, SynSent));
+        apply(&mut table, &older.state(11, SynSent, Established));
+        let passed = close(&mut table, &older.closed_by(12, Established, Close, client));
+        table.end_whole_life();
+        assert_eq!((passed.local.port(), passed.born_ns), (40011, Some(10)));
+        assert_eq!(table.replaced, 0);
+        // The newer socket's record is still whole when it closes.
+        let record = close(&mut table, &newer.closed_by(60, Established, Close, client));
+        assert_eq!((record.role, record.born_ns), (Role::Active, Some(50)));
+        assert_eq!(record.lifetime_ns(60), Some(10));
+        assert!(table.is_empty());
     }
 
     #[test]

@@ -21,7 +21,7 @@ use tcptrace_tests::{
     bpf_stats::BpfStats,
     daemon::{
         bpf_map_entries, bpf_map_of, daemon_program_count, free_loopback_addr, http_get,
-        http_request, programs_of, sample, Daemon, Prometheus,
+        http_request, programs_of, sample, unseen, Daemon, Prometheus,
     },
     require_root, Workload,
 };
@@ -63,9 +63,17 @@ fn promtool(args: &[&str], stdin: Option<&str>) -> String {
     text
 }
 
-#[test]
-fn metrics_show_churn_leaks_and_failures_of_the_workloads() {
-    require_root();
+/// Runs before `metrics_show_churn_leaks_and_failures_of_the_workloads`
+/// gives up finding one the daemon saw whole: the kernel skips a state
+/// program's run when a softirq fires the tracepoint inside a run of it on
+/// the same CPU (rare, counted and exported, but that run's counts cannot
+/// be compared).
+const WHOLE_RUNS: usize = 3;
+
+/// The workloads of the metrics test under a daemon of their own: the
+/// daemon, its scrape once their figures show (or the wait ends), and the
+/// leaking server, which holds its sockets in `CLOSE_WAIT` while it lives.
+fn churn_leaks_and_failures() -> (Daemon, String, Workload) {
     let daemon = Daemon::start(
         &free_loopback_addr(),
         &["--refresh", "1s", "--comm", "tt-workload"],
@@ -103,6 +111,28 @@ fn metrics_show_churn_leaks_and_failures_of_the_workloads() {
                 &with(&[("role", "active")]),
             ) == Some(10.0)
     });
+    (daemon, scrape, leak)
+}
+
+#[test]
+fn metrics_show_churn_leaks_and_failures_of_the_workloads() {
+    require_root();
+    let (daemon, scrape, leak) = (1..=WHOLE_RUNS)
+        .map(|run| (run, churn_leaks_and_failures()))
+        .find(|(run, (_, scrape, _))| {
+            let unseen = unseen(scrape);
+            if unseen > 0 {
+                eprintln!(
+                    "run {run} of {WHOLE_RUNS}: the daemon missed {unseen} events (counted), \
+                     so its counts cannot be compared; running it again"
+                );
+            }
+            unseen == 0
+        })
+        .map_or_else(
+            || panic!("the daemon missed events in each of {WHOLE_RUNS} runs"),
+            |(_, outcome)| outcome,
+        );
     let get = |name: &str, labels: &[(&str, &str)]| {
         sample(&scrape, name, &with(labels))
             .unwrap_or_else(|| panic!("no {name} {labels:?} in\n{scrape}"))

@@ -71,14 +71,20 @@ impl LifeRings {
 
     /// Calls `each` with the bytes of every whole record waiting (an
     /// `Event`), CPU by CPU, at most `budget` of them; returns how many.
-    /// A record's slot is the kernel's again only after `each` returns.
-    pub fn read(&mut self, budget: usize, mut each: impl FnMut(&[u8])) -> usize {
+    /// A record's slot is the kernel's again only after `each` returns. An
+    /// error from `each` stops the reading there (that record is read).
+    pub fn read<E>(
+        &mut self,
+        budget: usize,
+        mut each: impl FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<usize, E> {
         let mut read = 0;
         for step in 0..self.cpus {
             let cpu = (self.next_cpu + step) % self.cpus;
             let mut tail = self.tails[cpu as usize];
             let released = tail;
-            while read < budget {
+            let mut outcome = Ok(());
+            while read < budget && outcome.is_ok() {
                 let slot = self.slot(cpu, tail);
                 // SAFETY: `slot` is a whole slot inside the mapping (8-aligned:
                 // the mapping is page-aligned, slots a multiple of 8 bytes);
@@ -94,7 +100,7 @@ impl LifeRings {
                 let record = unsafe {
                     std::slice::from_raw_parts((&raw const (*slot).event).cast::<u8>(), EVENT_SIZE)
                 };
-                each(record);
+                outcome = each(record);
                 read += 1;
                 tail = tail.wrapping_add(1);
                 if tail.wrapping_sub(released).is_multiple_of(RELEASE_EVERY) {
@@ -105,12 +111,12 @@ impl LifeRings {
             self.tails[cpu as usize] = tail;
             self.position(cpu, Position::Tail)
                 .store(tail, Ordering::Release);
-            if read >= budget {
+            if read >= budget || outcome.is_err() {
                 self.next_cpu = cpu;
-                return read;
+                return outcome.map(|()| read);
             }
         }
-        read
+        Ok(read)
     }
 
     /// The fullest CPU ring's share of its slots in use.
