@@ -422,20 +422,26 @@ impl CallSites {
         })
     }
 
-    /// The call site of `stack`; for a capture that never arrived or was
-    /// forgotten, an unknown one that says so.
+    /// The call site of `stack`; for a capture still waiting to be
+    /// symbolized, or one that never arrived or was forgotten, an unknown
+    /// one that says which.
     #[must_use]
     pub fn get(&self, stack: Option<StackRef>) -> Option<CallSite> {
         let stack = stack?;
-        Some(self.resolved.peek(&stack).cloned().unwrap_or_else(|| {
-            CallSite::unknown(
-                format!(
-                    "its stack capture was lost (ring buffer full, see the session summary) \
-                     or forgotten (more than {MAX_STACKS} captures since)"
-                ),
-                Vec::new(),
+        if let Some(site) = self.resolved.peek(&stack) {
+            return Some(site.clone());
+        }
+        let reason = if self.pending.iter().any(|(key, _)| *key == stack) {
+            "its stack capture is still being symbolized (its files are being read): \
+             a later report names it"
+                .to_owned()
+        } else {
+            format!(
+                "its stack capture was lost (ring buffer full, see the session summary) \
+                 or forgotten (more than {MAX_STACKS} captures since)"
             )
-        }))
+        };
+        Some(CallSite::unknown(reason, Vec::new()))
     }
 
     /// Whether tcptrace may ask JVMs for their perf maps (on by default).

@@ -2,12 +2,11 @@
 //! `tcptrace_common::life_ring`): the `LIVES` and `LIFE_POSITIONS` arrays,
 //! mapped into this process, read without a system call.
 //!
-//! Hand-written: aya maps no array into memory; this is two `mmap`s and
-//! the reader's half of a single-producer ring.
+//! Hand-written: aya maps no array into memory (`MapMemory` does); this
+//! is the reader's half of a single-producer ring.
 
 use std::{
-    os::fd::{AsFd, AsRawFd},
-    ptr::NonNull,
+    os::fd::AsFd,
     sync::atomic::{AtomicU64, Ordering},
 };
 
@@ -18,14 +17,16 @@ use tcptrace_common::{
     EVENT_SIZE,
 };
 
+use super::map_memory::{Access, MapMemory};
+
 /// Records read from one CPU ring before its tail is given back to the
 /// kernel, so a long drain frees room as it goes.
 const RELEASE_EVERY: u64 = 256;
 
 /// Every CPU's ring of whole lives.
 pub struct LifeRings {
-    lives: Mapping,
-    positions: Mapping,
+    lives: MapMemory,
+    positions: MapMemory,
     cpus: u32,
     slots: u32,
     /// The next position to read, per CPU (the kernel sees it once released).
@@ -48,13 +49,17 @@ impl LifeRings {
             bail!("rings of whole lives need a power-of-two size and a CPU ({slots} slots, {cpus} CPUs)");
         }
         let records = usize::try_from(u64::from(cpus) * u64::from(slots))?;
-        let lives_mapping = Mapping::of(
-            lives.fd().as_fd().as_raw_fd(),
+        let lives_mapping = MapMemory::of(
+            lives.fd().as_fd(),
             records * size_of::<LifeSlot>(),
+            Access::ReadWrite,
+            "the rings of whole lives",
         )?;
-        let positions_mapping = Mapping::of(
-            positions.fd().as_fd().as_raw_fd(),
+        let positions_mapping = MapMemory::of(
+            positions.fd().as_fd(),
             usize::try_from(cpus)? * size_of::<LifePositions>(),
+            Access::ReadWrite,
+            "the positions of the rings of whole lives",
         )?;
         // Every position starts at 0: records written since the programs
         // were attached are read too.
@@ -143,7 +148,7 @@ impl LifeRings {
         let index = u64::from(cpu) * u64::from(self.slots) + (position & u64::from(self.slots - 1));
         let index = usize::try_from(index).expect("mapped, so addressable");
         // SAFETY: `index` is below cpus × slots, the mapping's records.
-        unsafe { self.lives.base.as_ptr().cast::<LifeSlot>().add(index) }
+        unsafe { self.lives.base().cast::<LifeSlot>().add(index) }
     }
 
     fn position(&self, cpu: u32, which: Position) -> &AtomicU64 {
@@ -156,7 +161,7 @@ impl LifeRings {
         // SAFETY: an 8-aligned word of this CPU's positions inside the
         // mapping, which lives as long as `self`; the other side writes
         // it only as a whole word.
-        unsafe { AtomicU64::from_ptr(self.positions.base.as_ptr().cast::<u8>().add(offset).cast()) }
+        unsafe { AtomicU64::from_ptr(self.positions.base().cast::<u8>().add(offset).cast()) }
     }
 }
 
@@ -164,49 +169,4 @@ impl LifeRings {
 enum Position {
     Head,
     Tail,
-}
-
-/// A shared read-write mapping of a BPF array, unmapped on drop.
-struct Mapping {
-    base: NonNull<libc::c_void>,
-    len: usize,
-}
-
-impl Mapping {
-    fn of(fd: i32, bytes: usize) -> Result<Self> {
-        // SAFETY: sysconf has no memory arguments.
-        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })?;
-        let len = bytes.div_ceil(page) * page;
-        // SAFETY: a new shared mapping of an mmapable array map; the
-        // kernel checks the fd and the range.
-        let mapped = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd,
-                0,
-            )
-        };
-        if mapped == libc::MAP_FAILED {
-            bail!(
-                "mapping a ring of whole lives: {}",
-                std::io::Error::last_os_error()
-            );
-        }
-        Ok(Self {
-            base: NonNull::new(mapped).expect("mmap returned MAP_FAILED or a mapping"),
-            len,
-        })
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: unmapping the mapping made in `of`, used by nothing else.
-        unsafe {
-            libc::munmap(self.base.as_ptr(), self.len);
-        }
-    }
 }

@@ -6,6 +6,7 @@ pub mod closed_records;
 pub mod hooks;
 mod life_rings;
 mod load;
+mod map_memory;
 pub mod object;
 mod object_info;
 pub mod phase_timing;

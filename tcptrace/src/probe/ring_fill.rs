@@ -7,22 +7,24 @@
 //! two position pages a second time, read-only (the kernel allows any
 //! read-only mapping of a ring buffer): the consumer position is at the
 //! start of the first page, the producer position at the start of the
-//! second. Hand-written: one `mmap` (the size from `object_info`).
+//! second (`MapMemory`; the size from `object_info`).
 
 use std::{
-    os::fd::{AsRawFd, BorrowedFd},
-    ptr::NonNull,
+    os::fd::BorrowedFd,
     sync::atomic::{AtomicU64, Ordering},
 };
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use aya_obj::generated::bpf_map_info;
 
-use super::object_info::object_info;
+use super::{
+    map_memory::{page_size, Access, MapMemory},
+    object_info::object_info,
+};
 
 /// A read-only view of one ring buffer's positions.
 pub struct RingFill {
-    positions: NonNull<libc::c_void>,
+    positions: MapMemory,
     page: usize,
     /// The ring's data size in bytes.
     pub size: u64,
@@ -32,28 +34,11 @@ impl RingFill {
     /// The positions of the ring buffer map behind `fd`.
     pub fn of(fd: BorrowedFd<'_>) -> Result<Self> {
         let size = u64::from(max_entries(fd)?);
-        // SAFETY: sysconf has no memory arguments.
-        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })?;
-        // SAFETY: a new read-only shared mapping of two pages of a ring
-        // buffer map; the kernel checks the fd and the range.
-        let mapped = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                2 * page,
-                libc::PROT_READ,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        if mapped == libc::MAP_FAILED {
-            bail!(
-                "mapping a ring buffer's positions: {}",
-                std::io::Error::last_os_error()
-            );
-        }
+        let page = page_size()?;
+        // Read-only: the kernel allows any read-only mapping of a ring buffer.
+        let positions = MapMemory::of(fd, 2 * page, Access::Read, "a ring buffer's positions")?;
         Ok(Self {
-            positions: NonNull::new(mapped).expect("mmap returned MAP_FAILED or a mapping"),
+            positions,
             page,
             size,
         })
@@ -69,7 +54,7 @@ impl RingFill {
             unsafe {
                 (*self
                     .positions
-                    .as_ptr()
+                    .base()
                     .cast::<AtomicU64>()
                     .add(page * self.page / std::mem::size_of::<u64>()))
                 .load(Ordering::Acquire)
@@ -85,15 +70,6 @@ impl RingFill {
     #[expect(clippy::cast_precision_loss, reason = "a ratio")]
     pub fn ratio(&self) -> f64 {
         self.waiting() as f64 / self.size.max(1) as f64
-    }
-}
-
-impl Drop for RingFill {
-    fn drop(&mut self) {
-        // SAFETY: unmapping the mapping made in `of`, used by nothing else.
-        unsafe {
-            libc::munmap(self.positions.as_ptr(), 2 * self.page);
-        }
     }
 }
 
