@@ -13,8 +13,9 @@
 //! a record there may overtake the records of other sockets. A whole life
 //! is the one record of its socket (userspace keeps it aside from the
 //! socket table, see `event::tells_whole_life`), so nothing of its socket
-//! can come before it; what it feeds that keeps time order (a flow's
-//! connection starts) sorts on arrival.
+//! can come before it; the table lets it pass by a record of another
+//! socket at its address (`SocketTable::apply_in`), and what keeps time
+//! order across records (a flow's connection starts) sorts on arrival.
 //!
 //! The rules both sides follow:
 //! - one writer per CPU ring: the state program, on that CPU (tracepoint

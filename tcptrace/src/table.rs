@@ -238,7 +238,8 @@ impl SocketTable {
 
     /// The next events, up to a CLOSE, are the whole life of the socket at
     /// `skaddr` (a summary record from its birth to its end): unless the
-    /// table has a record there, it is kept out of the live records.
+    /// table has a record of this socket there, it is kept out of the live
+    /// records (see `apply_in`).
     pub fn whole_life(&mut self, skaddr: u64) {
         self.whole_life_at = Some(skaddr);
     }

@@ -141,14 +141,26 @@ struct LifeRingSize {
 /// like every other record (the path kernels without the rings take).
 pub const NO_LIFE_RINGS_ENV: &str = "TCPTRACE_NO_LIFE_RINGS";
 
+/// Why summary mode sends whole lives through the event ring buffer
+/// rather than the per-CPU rings, if it does: only x86-64 has them (their
+/// writer relies on its store order, see `tcptrace_common::life_ring`),
+/// and `NO_LIFE_RINGS_ENV` turns them off.
+#[must_use]
+pub fn life_rings_off() -> Option<&'static str> {
+    if !cfg!(target_arch = "x86_64") {
+        Some("the per-CPU rings of whole lives rely on x86-64's store order")
+    } else if std::env::var_os(NO_LIFE_RINGS_ENV).is_some_and(|v| v == "1") {
+        Some("TCPTRACE_NO_LIFE_RINGS=1")
+    } else {
+        None
+    }
+}
+
 impl LifeRingSize {
-    /// Rings within the event ring buffer's budget of bytes, on x86-64
-    /// only (their writer relies on its store order, see
-    /// `tcptrace_common::life_ring`); none when turned off.
+    /// Rings within the event ring buffer's budget of bytes, unless they
+    /// are off (`life_rings_off`).
     fn for_events(ring_bytes: u32) -> Option<Self> {
-        if !cfg!(target_arch = "x86_64")
-            || std::env::var_os(NO_LIFE_RINGS_ENV).is_some_and(|v| v == "1")
-        {
+        if life_rings_off().is_some() {
             return None;
         }
         let cpus = u32::try_from(aya::util::nr_cpus().ok()?).ok()?;

@@ -18,9 +18,9 @@ pub mod tracefs;
 
 pub use life_rings::LifeRings;
 pub use load::{
-    parse_stack_interval, Counters, FilterMaps, Probe, ProbeOptions, DEFAULT_SOCKET_MAP_ENTRIES,
-    DEFAULT_STACK_RING_BYTES, INTERACTIVE_STACK_BURST, INTERACTIVE_STACK_INTERVAL,
-    NO_LIFE_RINGS_ENV, PHASE_TIMING_ENV, SOCKET_MAP_ENTRIES_RANGE,
+    life_rings_off, parse_stack_interval, Counters, FilterMaps, Probe, ProbeOptions,
+    DEFAULT_SOCKET_MAP_ENTRIES, DEFAULT_STACK_RING_BYTES, INTERACTIVE_STACK_BURST,
+    INTERACTIVE_STACK_INTERVAL, NO_LIFE_RINGS_ENV, PHASE_TIMING_ENV, SOCKET_MAP_ENTRIES_RANGE,
 };
 pub use program_stats::{bpf_stats_enabled, ProgramRuns};
 pub use ring_fill::RingFill;

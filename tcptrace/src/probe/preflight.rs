@@ -137,14 +137,11 @@ pub fn run_checks() -> Vec<Check> {
     checks.push(Check::new(
         "whole lives (daemon)",
         Status::Ok,
-        if !cfg!(target_arch = "x86_64") {
-            "through the event ring buffer (the per-CPU rings of whole lives rely on \
-             x86-64's store order)"
-        } else if std::env::var_os(super::NO_LIFE_RINGS_ENV).is_some_and(|v| v == "1") {
-            "through the event ring buffer (TCPTRACE_NO_LIFE_RINGS=1)"
-        } else {
-            "a ring per CPU, mapped into the daemon and read without a system call \
-             (TCPTRACE_NO_LIFE_RINGS=1 sends them through the event ring buffer)"
+        match super::life_rings_off() {
+            Some(why) => format!("through the event ring buffer ({why})"),
+            None => "a ring per CPU, mapped into the daemon and read without a system call \
+                     (TCPTRACE_NO_LIFE_RINGS=1 sends them through the event ring buffer)"
+                .to_owned(),
         },
     ));
     checks.push(hook_availability());
