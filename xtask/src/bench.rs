@@ -6,7 +6,8 @@
 //! under `tcptrace daemon`, under `tcptrace trace --json` writing to a
 //! file, and under libbpf-tools `tcplife` and `tcpstates`. Configurations
 //! are interleaved round by round (so drift hits all alike) and reported as
-//! medians with ratios to the untraced baseline, the tracer's CPU seconds
+//! medians with ratios to the untraced baseline (the daemon's after a
+//! warm-up: see `warm_up`), the tracer's CPU seconds
 //! and peak RSS, its kernel-side BPF run time (`kernel.bpf_stats_enabled`,
 //! restored afterwards), and events seen and lost. An open-loop run at a
 //! fixed rate then reports busy CPU per 1,000 connections from /proc/stat,
@@ -90,6 +91,7 @@ impl Tracer {
     }
 }
 
+#[derive(Clone)]
 pub struct Options {
     /// Which configurations to run; the untraced baseline always runs.
     pub tracers: Vec<Tracer>,
@@ -239,11 +241,17 @@ fn measure(root: &Path, out_dir: &Path, tracer: Tracer, options: &Options) -> Re
     let before = BpfStats::read();
     let mut running = start(root, out_dir, tracer)?;
     let sampler = running.as_ref().map(|r| Sampler::start(r.child.id()));
-    // Count the tracer's CPU from the moment it is attached: start-up (BTF
-    // parsing, loading, the first socket dump) is not per-event cost.
+    let daemon_at_start = match (&running, tracer) {
+        (Some(daemon), Tracer::Daemon) => Some(warm_up(root, options, daemon.child.id())?),
+        _ => None,
+    };
+    // Count the tracer's CPU from the moment it is attached (the daemon's
+    // from the end of its warm-up): start-up (BTF parsing, loading, the
+    // first socket dump) is not per-event cost.
     let (cpu_at_start, _) = running
         .as_ref()
         .map_or((0.0, 0), |r| process_usage(r.child.id()));
+    let stats_at_start = BpfStats::read();
     let result = churn(root, options, None)?;
     if let Some(process) = running.as_mut() {
         process.ensure_alive(tracer)?;
@@ -258,6 +266,9 @@ fn measure(root: &Path, out_dir: &Path, tracer: Tracer, options: &Options) -> Re
     let after = BpfStats::read();
     for (id, (name, ns, count)) in after {
         if !before.contains_key(&id) {
+            let (_, ns_before, count_before) =
+                stats_at_start.get(&id).cloned().unwrap_or_default();
+            let (ns, count) = (ns - ns_before, count - count_before);
             run.bpf_ns += ns;
             run.bpf_runs += count;
             let entry = run.programs.entry(name).or_default();
@@ -271,10 +282,16 @@ fn measure(root: &Path, out_dir: &Path, tracer: Tracer, options: &Options) -> Re
         if tracer == Tracer::Daemon {
             let health = http_get(DAEMON_ADDR, "/healthz").unwrap_or_default();
             let health: Value = serde_json::from_str(&health).unwrap_or_default();
-            run.events = health["events"].as_u64();
+            let at_start = daemon_at_start.unwrap_or_default();
+            let since_start = |key: &str| {
+                health[key]
+                    .as_u64()
+                    .map(|n| n.saturating_sub(at_start[key].as_u64().unwrap_or(0)))
+            };
+            run.events = since_start("events");
             // Summary mode sends one record per socket: count the state
             // changes those records stand for.
-            run.state_changes = health["state_changes"].as_u64();
+            run.state_changes = since_start("state_changes");
             run.lost = health["events_lost"].as_u64();
             run.wakeups_per_second = health["ring_wakeups"]
                 .as_f64()
@@ -292,6 +309,34 @@ fn measure(root: &Path, out_dir: &Path, tracer: Tracer, options: &Options) -> Re
         }
     }
     Ok(run)
+}
+
+/// The daemon runs for days: its steady state is what a host pays, not
+/// the first minute in which it names a new binary's call sites (for
+/// tt-churn, inflating libc's compressed debug information: about a tenth
+/// of a 3-second round's daemon CPU). A second of the same churn, then
+/// until the daemon is idle (at most 10 s), before anything is counted.
+/// Gives the daemon's `/healthz` counts at the end, to count from.
+/// One-off `trace` sessions pay their start-up in their own figures.
+fn warm_up(root: &Path, options: &Options, daemon: u32) -> Result<Value> {
+    let warm_up = Options {
+        seconds: 1.0,
+        ..options.clone()
+    };
+    churn(root, &warm_up, None).context("warming the daemon up")?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut cpu = process_usage(daemon).0;
+    while Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(250));
+        let now = process_usage(daemon).0;
+        // Idle: under a clock tick (10 ms) in a quarter second.
+        if now - cpu < 0.011 {
+            break;
+        }
+        cpu = now;
+    }
+    let health = http_get(DAEMON_ADDR, "/healthz").context("the warmed-up daemon's /healthz")?;
+    Ok(serde_json::from_str(&health)?)
 }
 
 pub struct Running {
