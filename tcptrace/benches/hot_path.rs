@@ -19,8 +19,11 @@ mod churn_records;
 
 use std::hint::black_box;
 
-use churn_records::{churn, connection, layouts, record_bytes, CONNECTIONS, SOCK_COMMON};
-use criterion::{criterion_group, Criterion, Throughput};
+use churn_records::{
+    churn, connection, layouts, record_bytes, round_connections, rounds_to_count, CONNECTIONS,
+    SOCK_COMMON,
+};
+use criterion::{criterion_group, BatchSize, Criterion, Throughput};
 use tcptrace::{
     event::layout::RecordLayouts, filter::Filter, metrics::DaemonMetrics, pipeline::Pipeline,
 };
@@ -71,9 +74,9 @@ fn summary_event(
 
 /// The daemon's records of the same churn: the client closes with
 /// `SO_LINGER` 0, the server's socket dies of the reset.
-fn summary_churn() -> Vec<Vec<u8>> {
+fn summary_churn(round: u64) -> Vec<Vec<u8>> {
     let mut events = Vec::new();
-    for i in 0..CONNECTIONS {
+    for i in round_connections(round) {
         let (t, port, (active, mut a), (passive, p)) = connection(i);
         a.closer = a.owner;
         a.flags |= CLOSER_KNOWN | RESET_BY_CLOSE;
@@ -107,10 +110,10 @@ fn summary_churn() -> Vec<Vec<u8>> {
 /// The daemon's records of churn closed normally: the client closes
 /// first and hands its socket to `TIME_WAIT`; the server reads
 /// end-of-file in `CLOSE_WAIT` (kept with the socket) and closes.
-fn normal_close_churn() -> Vec<Vec<u8>> {
+fn normal_close_churn(round: u64) -> Vec<Vec<u8>> {
     use raw::{CLOSE, CLOSE_WAIT, ESTABLISHED, FIN_WAIT1, FIN_WAIT2, LAST_ACK, SYN_RECV, SYN_SENT};
     let mut events = Vec::new();
-    for i in 0..CONNECTIONS {
+    for i in round_connections(round) {
         let (t, port, (active, mut a), (passive, mut p)) = connection(i);
         a.closer = a.owner;
         a.flags |= CLOSER_KNOWN;
@@ -180,18 +183,22 @@ impl Path {
     }
 }
 
-/// The records of one path, and the layouts that decode them.
-fn path_records(path: Path) -> (RecordLayouts, Vec<Vec<u8>>) {
+/// The layouts that decode one path's records.
+fn path_layouts(path: Path) -> RecordLayouts {
     let mut layouts = layouts();
     if path != Path::EveryEvent {
         layouts.sock_common = Some(SOCK_COMMON);
     }
-    let records = match path {
-        Path::EveryEvent => churn(),
-        Path::Daemon => summary_churn(),
-        Path::DaemonNormalClose => normal_close_churn(),
-    };
-    (layouts, records)
+    layouts
+}
+
+/// The records of round `round` of one path.
+fn path_records(path: Path, round: u64) -> Vec<Vec<u8>> {
+    match path {
+        Path::EveryEvent => churn(round),
+        Path::Daemon => summary_churn(round),
+        Path::DaemonNormalClose => normal_close_churn(round),
+    }
 }
 
 /// Feeds every record through the pipeline and the daemon's counters.
@@ -222,13 +229,22 @@ fn hot_path(c: &mut Criterion) {
             Path::DaemonNormalClose,
         ),
     ] {
-        let (layouts, records) = path_records(path);
+        let layouts = path_layouts(path);
         let mut group = c.benchmark_group(group);
-        group.throughput(Throughput::Elements(records.len() as u64));
+        group.throughput(Throughput::Elements(path_records(path, 0).len() as u64));
         group.bench_function(name, |b| {
             let mut pipeline = Pipeline::detached(layouts, Filter::default());
             let mut metrics = DaemonMetrics::default();
-            b.iter(|| feed(&mut pipeline, &mut metrics, &records));
+            // Each iteration a later round; building it is not timed.
+            let mut round = 0;
+            b.iter_batched(
+                || {
+                    round += 1;
+                    path_records(path, round)
+                },
+                |records| feed(&mut pipeline, &mut metrics, &records),
+                BatchSize::LargeInput,
+            );
             assert_eq!(pipeline.counts.decode_errors, 0);
             let per_connection = path.state_changes_per_connection();
             assert!(pipeline.counts.state_changes >= per_connection * CONNECTIONS);
@@ -237,25 +253,24 @@ fn hot_path(c: &mut Criterion) {
     }
 }
 
-/// `rounds` rounds of one path, for an instruction count (see the top).
-fn count_rounds(rounds: u32, path: &str) {
-    let (layouts, records) = path_records(Path::parse(path));
-    let mut pipeline = Pipeline::detached(layouts, Filter::default());
+/// The rounds of one path an instruction count asks for (see the top).
+fn count_rounds(path: Path, rounds: &[Vec<Vec<u8>>]) {
+    let mut pipeline = Pipeline::detached(path_layouts(path), Filter::default());
     let mut metrics = DaemonMetrics::default();
-    for _ in 0..rounds {
-        feed(&mut pipeline, &mut metrics, &records);
+    for records in rounds {
+        feed(&mut pipeline, &mut metrics, records);
     }
     assert_eq!(pipeline.counts.decode_errors, 0);
-    println!("records_per_round {}", records.len());
+    println!("records_per_round {}", rounds.first().map_or(0, Vec::len));
 }
 
 criterion_group!(benches, hot_path);
 
 fn main() {
-    if let Ok(rounds) = std::env::var("TCPTRACE_HOT_PATH_ROUNDS") {
-        let rounds = rounds.parse().expect("TCPTRACE_HOT_PATH_ROUNDS: a count");
-        let path = std::env::var("TCPTRACE_HOT_PATH").unwrap_or_else(|_| "daemon".to_owned());
-        count_rounds(rounds, &path);
+    let path =
+        Path::parse(&std::env::var("TCPTRACE_HOT_PATH").unwrap_or_else(|_| "daemon".to_owned()));
+    if let Some(rounds) = rounds_to_count(|round| path_records(path, round)) {
+        count_rounds(path, &rounds);
         return;
     }
     benches();

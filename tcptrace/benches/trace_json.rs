@@ -16,8 +16,8 @@ mod churn_records;
 
 use std::{hint::black_box, io};
 
-use churn_records::{churn, layouts, CONNECTIONS};
-use criterion::{criterion_group, Criterion, Throughput};
+use churn_records::{churn, layouts, rounds_to_count, CONNECTIONS};
+use criterion::{criterion_group, BatchSize, Criterion, Throughput};
 use tcptrace::{
     clock::WallClock,
     filter::Filter,
@@ -41,36 +41,44 @@ fn feed(pipeline: &mut Pipeline, lines: &mut Vec<u8>, records: &[Vec<u8>]) {
 }
 
 fn trace_json(c: &mut Criterion) {
-    let records = churn();
     let mut group = c.benchmark_group("trace --json hot path");
-    group.throughput(Throughput::Elements(records.len() as u64));
+    group.throughput(Throughput::Elements(churn(0).len() as u64));
     group.bench_function("decode+table+diagnoses+JSON line", |b| {
         let mut pipeline = Pipeline::detached(layouts(), Filter::default());
         let mut lines = Vec::with_capacity(4 << 20);
-        b.iter(|| feed(&mut pipeline, &mut lines, &records));
+        // Each iteration a later round (see `round_connections`); building
+        // it is not timed.
+        let mut round = 0;
+        b.iter_batched(
+            || {
+                round += 1;
+                churn(round)
+            },
+            |records| feed(&mut pipeline, &mut lines, &records),
+            BatchSize::LargeInput,
+        );
         assert_eq!(pipeline.counts.decode_errors, 0);
         assert!(pipeline.counts.state_changes >= 10 * CONNECTIONS);
     });
     group.finish();
 }
 
-/// `rounds` rounds, for an instruction count.
-fn count_rounds(rounds: u32) {
-    let records = churn();
+/// The rounds an instruction count asks for.
+fn count_rounds(rounds: &[Vec<Vec<u8>>]) {
     let mut pipeline = Pipeline::detached(layouts(), Filter::default());
     let mut lines = Vec::with_capacity(4 << 20);
-    for _ in 0..rounds {
-        feed(&mut pipeline, &mut lines, &records);
+    for records in rounds {
+        feed(&mut pipeline, &mut lines, records);
     }
     assert_eq!(pipeline.counts.decode_errors, 0);
-    println!("records_per_round {}", records.len());
+    println!("records_per_round {}", rounds.first().map_or(0, Vec::len));
 }
 
 criterion_group!(benches, trace_json);
 
 fn main() {
-    if let Ok(rounds) = std::env::var("TCPTRACE_HOT_PATH_ROUNDS") {
-        count_rounds(rounds.parse().expect("TCPTRACE_HOT_PATH_ROUNDS: a count"));
+    if let Some(rounds) = rounds_to_count(churn) {
+        count_rounds(&rounds);
         return;
     }
     benches();

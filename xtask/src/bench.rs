@@ -266,8 +266,7 @@ fn measure(root: &Path, out_dir: &Path, tracer: Tracer, options: &Options) -> Re
     let after = BpfStats::read();
     for (id, (name, ns, count)) in after {
         if !before.contains_key(&id) {
-            let (_, ns_before, count_before) =
-                stats_at_start.get(&id).cloned().unwrap_or_default();
+            let (_, ns_before, count_before) = stats_at_start.get(&id).cloned().unwrap_or_default();
             let (ns, count) = (ns - ns_before, count - count_before);
             run.bpf_ns += ns;
             run.bpf_runs += count;

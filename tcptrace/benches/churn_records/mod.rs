@@ -111,10 +111,39 @@ pub fn connection(i: u64) -> (u64, u16, (u64, SockInfo), (u64, SockInfo)) {
     (i * 50_000, port, (active, a), (active + 1, p))
 }
 
-pub fn churn() -> Vec<Vec<u8>> {
+/// The connections of round `round` of a bench: each round's come after
+/// the round before's, as a live system's do (a round that replayed the
+/// same times would have every connection start arrive out of time order).
+pub fn round_connections(round: u64) -> std::ops::Range<u64> {
+    round * CONNECTIONS..(round + 1) * CONNECTIONS
+}
+
+/// An instruction count's rounds (`TCPTRACE_HOT_PATH_ROUNDS`), each's
+/// records made by `round_records`; `None` for a Criterion run. As many
+/// rounds are made as `TCPTRACE_HOT_PATH_BUILT_ROUNDS` says (at least the
+/// rounds fed), so that the counts of two numbers of rounds differ by
+/// feeding alone.
+pub fn rounds_to_count(round_records: impl Fn(u64) -> Vec<Vec<u8>>) -> Option<Vec<Vec<Vec<u8>>>> {
+    let count = |name: &str| {
+        std::env::var(name).ok().map(|n| {
+            n.parse::<u64>()
+                .unwrap_or_else(|_| panic!("{name}: a count"))
+        })
+    };
+    let rounds = count("TCPTRACE_HOT_PATH_ROUNDS")?;
+    let built = count("TCPTRACE_HOT_PATH_BUILT_ROUNDS")
+        .unwrap_or(rounds)
+        .max(rounds);
+    let mut all: Vec<_> = (0..built).map(round_records).collect();
+    all.truncate(usize::try_from(rounds).expect("rounds"));
+    Some(all)
+}
+
+/// Every-event records of round `round`'s connections.
+pub fn churn(round: u64) -> Vec<Vec<u8>> {
     let (client, server) = (task(100, b"client", 1), task(200, b"server", 2));
     let mut events = Vec::new();
-    for i in 0..CONNECTIONS {
+    for i in round_connections(round) {
         let (t, port, (active, mut a), (passive, mut p)) = connection(i);
         events.push(state_event(t, active, a, Some(client), 7, 2, 0, 8080));
         events.push(state_event(t + 1_000, passive, p, None, 10, 3, 8080, port));
