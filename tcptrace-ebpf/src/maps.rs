@@ -135,6 +135,13 @@ pub static IN_SOFTIRQ: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 pub static LAST_RESET_SOCK: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
+/// Per-CPU: the socket whose CLOSE just announced the reset its close call
+/// sends next (`RESET_BY_CLOSE`), so that reset's program knows it by one
+/// compare, without reading the socket or looking up its record; see
+/// `reset::announced_by_close`.
+#[map]
+pub static ANNOUNCED_RESET: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
 // Read-only globals, filled by userspace before load (see tcptrace-common::layout).
 #[unsafe(no_mangle)]
 static STATE_LAYOUT: StateLayout = StateLayout {

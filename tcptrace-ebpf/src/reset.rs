@@ -26,7 +26,10 @@ use crate::{
     context::{current_task, in_process_context, StackFor},
     emit::{emit, Raw, Record},
     filter::{allows, record_ports, socket_ports},
-    maps::{count, live_sock, receive_reset_layout, send_reset_layout, LAST_RESET_SOCK, SOCKS},
+    maps::{
+        count, live_sock, receive_reset_layout, send_reset_layout, ANNOUNCED_RESET,
+        LAST_RESET_SOCK, SOCKS,
+    },
     sock::{state_of, Probe},
 };
 
@@ -66,10 +69,25 @@ pub fn on_reset_sent_raw(ctx: &RawTracePointContext) {
 /// socket's CLOSE record (`RESET_BY_CLOSE`), which counted it. The
 /// announcement is used up: a reset that no CLOSE announced (a rule of
 /// `close_sends_reset` the kernel broke) is sent or counted as any other.
+///
+/// The close call sends it right after the CLOSE, on the same CPU unless
+/// its task moved in between: so the CPU's `ANNOUNCED_RESET` is asked
+/// first (one compare), the socket's record (a hash lookup) only when it
+/// names another socket. A CPU's announcement that no reset used (the
+/// reset went out on another CPU) stays until the next one; it can only
+/// be taken by a reset of this socket address from CLOSE that answers no
+/// packet, and only an announced close sends those.
 #[inline(always)]
 fn announced_by_close(skaddr: u64, answers_packet: bool) -> bool {
     if skaddr == 0 || !reset_follows_close(answers_packet, i32::from(state_of::<Probe>(skaddr))) {
         return false;
+    }
+    if let Some(announced) = ANNOUNCED_RESET.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot of a per-CPU array; programs do not nest on one CPU.
+        if unsafe { *announced } == skaddr {
+            unsafe { *announced = 0 };
+            return true;
+        }
     }
     match SOCKS.get_ptr_mut(skaddr) {
         // SAFETY: a pointer into the SOCKS map's value, valid for this program run; a closed socket's record is touched only by its own close path, on this CPU, and by the next birth at its address, which cannot come before the socket is freed.

@@ -34,8 +34,8 @@ use crate::{
     emit::{copy_words, emit, emit_whole_life, fill_raw, set_nobody, zero_words, Raw, Record},
     filter::{allows, record_ports, socket_ports, stack_unless_ruled_out},
     maps::{
-        count, kernel_layout, live_sock, settings, state_layout, CLOSE_WAITING, LAST_RESET_SOCK,
-        LISTENERS, SCRATCH, SOCKS,
+        count, kernel_layout, live_sock, settings, state_layout, ANNOUNCED_RESET, CLOSE_WAITING,
+        LAST_RESET_SOCK, LISTENERS, SCRATCH, SOCKS,
     },
     sock::{
         error_of, has_unsent_data, inode_of, listener_key_of, local_port_be_of, local_port_of,
@@ -208,6 +208,7 @@ fn on_change<R: SockRead>(
     // record is closed; it is counted here (see RESET_BY_CLOSE).
     if closing && close_sends_reset(old, new, || has_unsent_data(skaddr)) {
         info.flags |= RESET_BY_CLOSE;
+        announce_reset(skaddr);
     }
     // Summary mode has no program on `tcp_receive_reset`: the reset that
     // ends a socket is counted with its CLOSE (every-event sessions send
@@ -390,6 +391,16 @@ fn keep_for_announced_reset(skaddr: u64, info: &mut SockInfo) {
         info.flags &= !RESET_BY_CLOSE;
     }
     info.flags &= !CLOSED;
+}
+
+/// Tells this CPU's next reset program that `skaddr`'s close call sends a
+/// reset right after this CLOSE (see `reset::announced_by_close`).
+#[inline(always)]
+fn announce_reset(skaddr: u64) {
+    if let Some(announced) = ANNOUNCED_RESET.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot of a per-CPU array; programs do not nest on one CPU.
+        unsafe { *announced = skaddr };
+    }
 }
 
 /// Whether this CLOSE is the doing of a reset the peer sent, even when
