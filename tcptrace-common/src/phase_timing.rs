@@ -5,8 +5,9 @@
 //! A timed span adds its nanoseconds and one run to the per-CPU array
 //! `PHASE_NS`: slot `2 * span` holds the nanoseconds, `2 * span + 1` the
 //! runs. Spans are a whole run of the state program, per transition, and
-//! parts of a run: building the acting task, and the three steps of
-//! sending a record (by any program). Each span costs one more clock read (about 25 ns on
+//! parts of a run: building the acting task, telling the context, finding
+//! and inserting the socket's record, and the three steps of sending a
+//! record (by any program). Each span costs one more clock read (about 25 ns on
 //! a virtual machine), so the figures are a breakdown of a timed run, not
 //! the cost of an untimed one. With the setting off, the verifier folds the
 //! frozen setting and removes the timing code.
@@ -54,15 +55,26 @@ pub enum Phase {
     Fill,
     /// Asking the ring how much is waiting, and submitting.
     Submit,
+    /// Whether a task is acting (process context from the preempt count),
+    /// where the transition's role depends on it.
+    Context,
+    /// Finding the socket's record: its `SOCKS` hash lookup.
+    SocketLookup,
+    /// Inserting a record into `SOCKS` (a socket first met at this
+    /// address; a birth where a closed socket's record lay writes over it).
+    SocketInsert,
 }
 
 impl Phase {
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 8] = [
         Self::ActorAtBirth,
         Self::ActorAtClose,
         Self::Reserve,
         Self::Fill,
         Self::Submit,
+        Self::Context,
+        Self::SocketLookup,
+        Self::SocketInsert,
     ];
 
     #[must_use]
@@ -73,12 +85,15 @@ impl Phase {
             Self::Reserve => "record: ring reserve",
             Self::Fill => "record: fill",
             Self::Submit => "record: ring query and submit",
+            Self::Context => "process context (preempt count)",
+            Self::SocketLookup => "socket record: hash lookup",
+            Self::SocketInsert => "socket record: hash insert",
         }
     }
 }
 
 /// Spans in all, and entries of `PHASE_NS` (two per span).
-pub const SPANS: u32 = Phase::Submit as u32 + 1;
+pub const SPANS: u32 = Phase::SocketInsert as u32 + 1;
 pub const ENTRIES: u32 = 2 * SPANS;
 
 #[cfg(test)]

@@ -267,9 +267,17 @@ pub const fn classify(old: i32, new: i32, in_syscall: bool, peer_reset: bool) ->
 #[inline(always)]
 #[must_use]
 pub const fn depends_on_context(old: i32, new: i32) -> bool {
+    made_in_system_call_only(old, new) || sends_fin(old, new) || new == CLOSE
+}
+
+/// Births only `connect()` and `listen()` make (`tcp_v4_connect` and
+/// `inet_csk_listen_start`, called by those system calls, by the kernel's
+/// own clients from their threads, and by nothing in softirq): a task is
+/// always acting, and the programs need not read `preempt_count` to know.
+#[inline(always)]
+#[must_use]
+pub const fn made_in_system_call_only(old: i32, new: i32) -> bool {
     matches!(birth(old, new), Some(Birth::Active | Birth::Listener))
-        || sends_fin(old, new)
-        || new == CLOSE
 }
 
 /// The same rules on validated states, for userspace.
@@ -332,6 +340,19 @@ impl TcpState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_connect_and_listen_births_are_known_to_be_in_a_system_call() {
+        assert!(made_in_system_call_only(CLOSE, SYN_SENT));
+        assert!(made_in_system_call_only(CLOSE, LISTEN));
+        // A passive child is born in the softirq that takes the ACK.
+        assert!(!made_in_system_call_only(LISTEN, SYN_RECV));
+        // Closes happen in both contexts.
+        assert!(!made_in_system_call_only(ESTABLISHED, CLOSE));
+        assert!(!made_in_system_call_only(ESTABLISHED, FIN_WAIT1));
+        // Each is among the transitions whose role depends on the context.
+        assert!(depends_on_context(CLOSE, SYN_SENT) && depends_on_context(CLOSE, LISTEN));
+    }
 
     /// Applies `classify` along a sequence of `(old, new, in_syscall)` and
     /// returns the roles, as the kernel program would see them.

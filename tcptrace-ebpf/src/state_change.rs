@@ -21,7 +21,7 @@ use tcptrace_common::{
     state::raw::{CLOSE, CLOSE_WAIT, ESTABLISHED, LISTEN},
     transition::{
         classify, close_sends_reset, close_wait_listed, depends_on_context, ended_by_peer_reset,
-        summary_sent_on, Attribution,
+        made_in_system_call_only, summary_sent_on, Attribution,
     },
     transition_of, CloseWaiting, Counter, EventKind, Listener, SockInfo, Task, CLOSED,
     CLOSER_KNOWN, CLOSE_WAIT_LISTED, CTX_PROCESS, EOF_READ_SENT, IPPROTO_TCP, OWNER_FROM_ACCEPT,
@@ -132,8 +132,15 @@ fn on_change<R: SockRead>(
     let now = unsafe { bpf_ktime_get_ns() };
     let summary = settings().summary != 0;
     // Every-event records say for every transition whether a task acted;
-    // summary mode needs to know only where the role depends on it.
-    let process = (!summary || depends_on_context(old, new)) && in_process_context();
+    // summary mode needs to know only where the role depends on it. A
+    // birth by connect() or listen() always has one.
+    let process = made_in_system_call_only(old, new)
+        || (!summary || depends_on_context(old, new)) && {
+            let since = timing::start();
+            let process = in_process_context();
+            timing::lap_phase(Phase::Context, since);
+            process
+        };
     // Why a socket ends (a reset, a timeout): it also tells a CLOSE the
     // peer's reset caused from a close call.
     let sk_err = if new == CLOSE {
@@ -181,11 +188,13 @@ fn on_change<R: SockRead>(
     // the task records) and inserted at the end; so is a socket first met
     // now.
     let new_life = born || role == Attribution::PassiveChild;
+    let since = timing::start();
     let stored = if new_life {
         SOCKS.get_ptr_mut(skaddr)
     } else {
         live_sock(skaddr)
     };
+    timing::lap_phase(Phase::SocketLookup, since);
     let fresh = stored.is_none();
     let info = match stored {
         // SAFETY: a pointer into the SOCKS map's value, valid for this program run; updates of one socket race only with its own softirq work, which sees a whole record, and a birth's with nothing (the socket before it at this address is closed).
@@ -325,10 +334,15 @@ fn on_change<R: SockRead>(
         // at this address to write over, and for the reset its close
         // announced to find.
         info.flags |= CLOSED;
-    } else if fresh && SOCKS.insert(skaddr, info, 0).is_err() && new_life {
+    } else if fresh {
+        let since = timing::start();
+        let inserted = SOCKS.insert(skaddr, info, 0).is_ok();
+        timing::lap_phase(Phase::SocketInsert, since);
         // Counted once per socket, at birth: an untracked socket tries
         // again at each later transition, in case room was freed.
-        count(Counter::SockMapFull);
+        if !inserted && new_life {
+            count(Counter::SockMapFull);
+        }
     }
     Ok(())
 }
