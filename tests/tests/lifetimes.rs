@@ -396,6 +396,75 @@ fn a_peer_reset_after_a_long_silence_is_a_lost_connection() {
     drop((silent, chatty, short));
 }
 
+/// A pooled connection written to after a long silence, its peer gone (a
+/// middlebox that forgot it answers the write with a reset): the client's
+/// namespace drops everything while the server resets the connection, so
+/// the client hears nothing, then hears again and writes. The server's
+/// kernel, which no longer knows the connection, resets it; the reset
+/// reaches the client inside its `write()` (queued on the socket's backlog,
+/// processed as the call releases the socket), unlike an idle reader's,
+/// processed in softirq. It is lost all the same, in the trace and in the
+/// daemon (summary mode), as `TcpEstabResets` counts its reset.
+#[test]
+fn a_write_after_a_long_silence_reset_by_a_forgetful_peer_is_a_lost_connection() {
+    require_root();
+    let hosts = HostPair::new("ttwrite");
+    let port = "18126";
+    let args = ["--port", port, "--idle-threshold", "2s"];
+    let daemon = Daemon::start(&free_loopback_addr(), &args);
+    let trace = Tracer::start(&args);
+    let addr = format!("{}:{port}", hosts.a_addr);
+    let mut server = scenario_in(&hosts.a, &["abort-after", &addr, "2500", "silent"]);
+    let listening = server.expect_line("listening ");
+    let mut client = scenario_in(&hosts.b, &["idle-then-write", &listening]);
+    let client_local = client.expect_line("connected ");
+    let before = nstat(&hosts.b);
+    // The server's reset never reaches the client: it still thinks the
+    // connection open.
+    hosts.drop_ingress(&hosts.b);
+    server.expect_line("reset");
+    thread::sleep(Duration::from_millis(200));
+    hosts.allow_ingress(&hosts.b);
+    client.send_line("write");
+    client.expect_line("reset");
+    thread::sleep(Duration::from_millis(300));
+    let resets =
+        nstat(&hosts.b)["TcpEstabResets"] - before.get("TcpEstabResets").copied().unwrap_or(0);
+    let trace = trace.stop();
+
+    assert_eq!(resets, 1, "the kernel counts the client's reset");
+    let lives = trace.socket_lifetimes(&client_local, &listening);
+    let close = lives
+        .iter()
+        .flatten()
+        .find(|e| e["new"] == "CLOSE")
+        .unwrap_or_else(|| panic!("the client's CLOSE was traced: {lives:#?}"));
+    assert_eq!(close["error"], "ECONNRESET", "{close:#}");
+    assert_eq!(
+        close["actor"]["comm"], "tt-scenario",
+        "the reset came back inside the client's write(), from its backlog: {close:#}"
+    );
+    let lost: Vec<&Value> = trace.findings("lost_connection").collect();
+    let shown = || lost.iter().map(|f| without_frames(f)).collect::<Vec<_>>();
+    let finding = of_pid(&lost, client.pid())
+        .unwrap_or_else(|| panic!("the written connection is lost: {:#?}", shown()));
+    assert_eq!(finding["reset_after_silence"], 1, "{finding:#}");
+    let silence = f64_of(finding, "longest_silence_s");
+    assert!((2.0..4.0).contains(&silence), "{finding:#}");
+    assert_call_site(finding, "tt_scenario::hold_idle_connection");
+
+    let lost_by_reset = |scrape: &str| {
+        sample(
+            scrape,
+            "tcptrace_connections_lost_total",
+            &[("comm", "tt-scenario"), ("cause", "peer_reset")],
+        )
+    };
+    let scrape = daemon.scrape_until(Duration::from_secs(10), |s| lost_by_reset(s).is_some());
+    assert_eq!(lost_by_reset(&scrape), Some(1.0), "{scrape}");
+    drop((server, client));
+}
+
 /// nginx listening on a port inside the namespace's ephemeral range (and
 /// another one below it): the first is flagged with its owner, in the
 /// report and as a daemon gauge; the second is not.

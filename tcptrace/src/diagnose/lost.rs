@@ -53,7 +53,9 @@ pub fn cause(record: &SocketRecord, event: &TcpEvent, long_ns: u64) -> Option<Lo
         } else {
             LostCause::KeepaliveTimeout
         })
-    } else if record.resets_received > 0 && event.actor.is_none() {
+    } else if record.resets_received > 0 {
+        // Whatever context processed it: softirq for an idle reader, the
+        // socket's backlog inside the call of a writer holding the socket.
         let long = match event.peer_silent_ns {
             Some(silent) => silent >= long_ns,
             None => record

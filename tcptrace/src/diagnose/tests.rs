@@ -603,6 +603,13 @@ fn peer_resets_are_lost_connections_only_after_a_long_silence() {
     // As long a life, but busy until the reset: an abortive close, not lost.
     let busy = opened(&mut p, 0xffff_5001, "10.0.0.1:43001");
     p.feed(&busy.reset_after_silence(600 * SEC, 20 * MS));
+    // A writer's connection silent as long, whose reset came back inside
+    // its write() (from the socket's backlog: the CLOSE has the writer as
+    // its actor): lost as well.
+    let written = opened(&mut p, 0xffff_5003, "10.0.0.1:43003");
+    let mut in_write = written.reset_after_silence(600 * SEC, 599 * SEC);
+    in_write.actor = Some(client);
+    p.feed(&in_write);
     // Silence unmeasured (an old kernel): the life stands in for it, and 2
     // seconds is short.
     let young = Conn::active(0xffff_5002, client, "10.0.0.1:43002", peer);
@@ -623,7 +630,7 @@ fn peer_resets_are_lost_connections_only_after_a_long_silence() {
             lost[0].keepalive_timeouts + lost[0].retransmit_timeouts,
             lost[0].longest_silence_s,
         ),
-        (1, 0, Some(599.0)),
+        (2, 0, Some(599.0)),
         "{report:#?}"
     );
 }

@@ -48,6 +48,10 @@ const USAGE: &str = "usage:
         incident 5: one connection, then no data at all; `keepalive`: probes
         after 10 min idle; `keepalive-fast`: after 1 s, 1 s apart, 2 unanswered
         end it
+  tt-scenario idle-then-write ADDR
+        incident 5, the writer's side: one connection, no data until stdin
+        says `write`; then it writes a byte, and again until the peer's
+        reset ends the connection (prints `reset`)
   tt-scenario abort-in-last-ack ADDR
         one connection to itself: the accepted end reads EOF, fills the
         client's tiny receive window, shuts down its write side with data
@@ -79,6 +83,7 @@ fn main() -> ExitCode {
         ["refused", addr, count] => refused(addr, count),
         ["black-hole", addr] => black_hole(addr),
         ["idle", addr, keepalive] => idle(addr, keepalive),
+        ["idle-then-write", addr] => idle_then_write(addr),
         ["abort-after", addr, ms, talk] => abort_after(addr, ms, talk),
         ["abort-in-last-ack", addr] => abort_in_last_ack(addr),
         ["send-into-reset", addr, count] => send_into_reset(addr, count),
@@ -364,6 +369,40 @@ fn idle(addr: &str, keepalive: &str) -> Result {
     linger()?;
     drop(conn);
     Ok(())
+}
+
+/// A pooled connection used again after a long silence: writes when stdin
+/// says `write`, until the write fails on the peer's reset.
+fn idle_then_write(addr: &str) -> Result {
+    let mut conn = hold_idle_connection(parse_addr(addr)?, None)?;
+    let local = conn.local_addr().map_err(err("local address"))?;
+    say(&format!("connected {local}"));
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(err("stdin"))?;
+    if line.trim() != "write" {
+        return Err(format!("expected `write` on stdin, got {line:?}"));
+    }
+    let deadline = Instant::now() + PEER_TIMEOUT;
+    loop {
+        match conn.write(b".") {
+            Ok(_) if Instant::now() < deadline => thread::sleep(Duration::from_millis(10)),
+            Ok(_) => return Err("no reset came".to_owned()),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+                ) =>
+            {
+                break
+            }
+            Err(e) => return Err(format!("write: {e}, expected a reset")),
+        }
+    }
+    say("reset");
+    linger()
 }
 
 /// Connects, and arms keepalive with (idle s, interval s, probes) if asked.
