@@ -66,6 +66,20 @@ fn of_pid<'a>(findings: &[&'a Value], pid: u32) -> Option<&'a Value> {
         .find(|f| f["process"]["pid"].as_u64() == Some(u64::from(pid)))
 }
 
+/// The daemon counts one of tt-scenario's connections lost to a peer's
+/// reset (waiting for the refresh that counts it).
+fn assert_daemon_lost_one_by_peer_reset(daemon: &Daemon) {
+    let lost_by_reset = |scrape: &str| {
+        sample(
+            scrape,
+            "tcptrace_connections_lost_total",
+            &[("comm", "tt-scenario"), ("cause", "peer_reset")],
+        )
+    };
+    let scrape = daemon.scrape_until(Duration::from_secs(10), |s| lost_by_reset(s).is_some());
+    assert_eq!(lost_by_reset(&scrape), Some(1.0), "{scrape}");
+}
+
 fn f64_of(finding: &Value, key: &str) -> f64 {
     finding[key]
         .as_f64()
@@ -384,15 +398,7 @@ fn a_peer_reset_after_a_long_silence_is_a_lost_connection() {
         shown()
     );
 
-    let lost_by_reset = |scrape: &str| {
-        sample(
-            scrape,
-            "tcptrace_connections_lost_total",
-            &[("comm", "tt-scenario"), ("cause", "peer_reset")],
-        )
-    };
-    let scrape = daemon.scrape_until(Duration::from_secs(10), |s| lost_by_reset(s).is_some());
-    assert_eq!(lost_by_reset(&scrape), Some(1.0), "{scrape}");
+    assert_daemon_lost_one_by_peer_reset(&daemon);
     drop((silent, chatty, short));
 }
 
@@ -453,15 +459,7 @@ fn a_write_after_a_long_silence_reset_by_a_forgetful_peer_is_a_lost_connection()
     assert!((2.0..4.0).contains(&silence), "{finding:#}");
     assert_call_site(finding, "tt_scenario::hold_idle_connection");
 
-    let lost_by_reset = |scrape: &str| {
-        sample(
-            scrape,
-            "tcptrace_connections_lost_total",
-            &[("comm", "tt-scenario"), ("cause", "peer_reset")],
-        )
-    };
-    let scrape = daemon.scrape_until(Duration::from_secs(10), |s| lost_by_reset(s).is_some());
-    assert_eq!(lost_by_reset(&scrape), Some(1.0), "{scrape}");
+    assert_daemon_lost_one_by_peer_reset(&daemon);
     drop((server, client));
 }
 
