@@ -73,10 +73,12 @@ pub fn on_reset_sent_raw(ctx: &RawTracePointContext) {
 /// The close call sends it right after the CLOSE, on the same CPU unless
 /// its task moved in between: so the CPU's `ANNOUNCED_RESET` is asked
 /// first (one compare), the socket's record (a hash lookup) only when it
-/// names another socket. A CPU's announcement that no reset used (the
-/// reset went out on another CPU) stays until the next one; it can only
-/// be taken by a reset of this socket address from CLOSE that answers no
-/// packet, and only an announced close sends those.
+/// names another socket. Taken from the CPU's slot, the announcement
+/// stays in the socket's record, and one no reset used (the reset went
+/// out on another CPU) stays in the CPU's slot until the next: either can
+/// only be taken by a reset of this socket address from CLOSE that
+/// answers no packet, which only an announced close sends (its next
+/// birth writes the record over).
 #[inline(always)]
 fn announced_by_close(skaddr: u64, answers_packet: bool) -> bool {
     if skaddr == 0 || !reset_follows_close(answers_packet, i32::from(state_of::<Probe>(skaddr))) {
