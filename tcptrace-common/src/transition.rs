@@ -270,6 +270,20 @@ pub const fn depends_on_context(old: i32, new: i32) -> bool {
     made_in_system_call_only(old, new) || sends_fin(old, new) || new == CLOSE
 }
 
+/// Whether a summary (the daemon) must know the context of this
+/// transition: `depends_on_context`, except for a CLOSE a peer's reset
+/// caused, which is nobody's close call in either context (`classify`).
+/// Its record then says softirq even when the reset was processed from a
+/// system call's backlog; what reads that flag of a summary's CLOSE (the
+/// closing side, a failed connect's `by_caller`) has decided by then: the
+/// reset it counts is unfolded before the CLOSE and sets the peer as the
+/// closing side, and a failed connect with an error is counted by it.
+#[inline(always)]
+#[must_use]
+pub const fn summary_depends_on_context(old: i32, new: i32, peer_reset: bool) -> bool {
+    depends_on_context(old, new) && !(new == CLOSE && peer_reset)
+}
+
 /// Births only `connect()` and `listen()` make (`tcp_v4_connect` and
 /// `inet_csk_listen_start`, called by those system calls, by the kernel's
 /// own clients from their threads, and by nothing in softirq): a task is
@@ -352,6 +366,24 @@ mod tests {
         assert!(!made_in_system_call_only(ESTABLISHED, FIN_WAIT1));
         // Each is among the transitions whose role depends on the context.
         assert!(depends_on_context(CLOSE, SYN_SENT) && depends_on_context(CLOSE, LISTEN));
+    }
+
+    #[test]
+    fn a_summary_needs_no_context_for_a_close_by_the_peers_reset() {
+        // Whatever the context, the role is the same.
+        for in_syscall in [false, true] {
+            assert_eq!(
+                classify(ESTABLISHED, CLOSE, in_syscall, true),
+                Attribution::Other
+            );
+        }
+        assert!(!summary_depends_on_context(ESTABLISHED, CLOSE, true));
+        assert!(!summary_depends_on_context(SYN_SENT, CLOSE, true));
+        // A close call's abort, and the moments a peer's reset cannot make.
+        assert!(summary_depends_on_context(ESTABLISHED, CLOSE, false));
+        assert!(summary_depends_on_context(ESTABLISHED, FIN_WAIT1, true));
+        assert!(summary_depends_on_context(CLOSE, SYN_SENT, true));
+        assert!(!summary_depends_on_context(SYN_SENT, ESTABLISHED, false));
     }
 
     /// Applies `classify` along a sequence of `(old, new, in_syscall)` and

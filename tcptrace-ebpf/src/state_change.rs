@@ -20,8 +20,8 @@ use tcptrace_common::{
     phase_timing::{self, Phase},
     state::raw::{CLOSE, CLOSE_WAIT, ESTABLISHED, LISTEN},
     transition::{
-        classify, close_sends_reset, close_wait_listed, depends_on_context, ended_by_peer_reset,
-        made_in_system_call_only, summary_sent_on, Attribution,
+        classify, close_sends_reset, close_wait_listed, ended_by_peer_reset,
+        made_in_system_call_only, summary_depends_on_context, summary_sent_on, Attribution,
     },
     transition_of, CloseWaiting, Counter, EventKind, Listener, SockInfo, Task, CLOSED,
     CLOSER_KNOWN, CLOSE_WAIT_LISTED, CTX_PROCESS, EOF_READ_SENT, IPPROTO_TCP, OWNER_FROM_ACCEPT,
@@ -131,16 +131,6 @@ fn on_change<R: SockRead>(
     // SAFETY: a BPF helper with no memory arguments.
     let now = unsafe { bpf_ktime_get_ns() };
     let summary = settings().summary != 0;
-    // Every-event records say for every transition whether a task acted;
-    // summary mode needs to know only where the role depends on it. A
-    // birth by connect() or listen() always has one.
-    let process = made_in_system_call_only(old, new)
-        || (!summary || depends_on_context(old, new)) && {
-            let since = timing::start();
-            let process = in_process_context();
-            timing::lap_phase(Phase::Context, since);
-            process
-        };
     // Why a socket ends (a reset, a timeout): it also tells a CLOSE the
     // peer's reset caused from a close call.
     let sk_err = if new == CLOSE {
@@ -149,6 +139,16 @@ fn on_change<R: SockRead>(
         0
     };
     let peer_reset = new == CLOSE && closed_by_peer_reset(sk_err, skaddr);
+    // Every-event records say for every transition whether a task acted;
+    // summary mode needs to know only where the role depends on it. A
+    // birth by connect() or listen() always has one.
+    let process = made_in_system_call_only(old, new)
+        || (!summary || summary_depends_on_context(old, new, peer_reset)) && {
+            let since = timing::start();
+            let process = in_process_context();
+            timing::lap_phase(Phase::Context, since);
+            process
+        };
     let role = classify(old, new, process, peer_reset);
     let born = role == Attribution::Birth;
     let closing = role == Attribution::CloseCall;
