@@ -791,6 +791,57 @@ fn node_connect_per_request_names_the_users_function() {
     server.wait_success();
 }
 
+/// A Node program that connects only a few times runs its JavaScript in
+/// V8's interpreter, and with `--perf-basic-prof` alone every interpreted
+/// function's frame is the same trampoline of the node binary: no frame
+/// names the user's function (nor `internalConnect`). The call sites must
+/// say so and name the flag that would (`--interpreted-frames-native-stack`),
+/// not repeat the one already given: a Node writer run with one connection
+/// showed that (the lifetimes test, which now runs it with both flags).
+#[test]
+fn node_still_interpreting_its_code_names_the_flag_that_would_name_it() {
+    const N: u64 = 3;
+    require_root();
+    let hosts = HostPair::new("ttrt-ndi");
+    let server_addr = format!("{}:18129", hosts.a_addr);
+    let script = workloads().join("node/client.js");
+    let session = Session::start("node_interpreted", &["--port", "18129"]);
+    let server = go_server(&hosts.a, &server_addr);
+    let mut client = Workload::spawn_command(
+        Command::new("ip")
+            // V8 writes its isolate logs to the working directory.
+            .current_dir(out_dir())
+            .args(["netns", "exec", &hosts.b, "node", "--perf-basic-prof"])
+            .arg(&script)
+            .args([hosts.a_addr, "18129", &N.to_string()]),
+    );
+    client.expect_line("done");
+    let report = session.stop();
+
+    let churn = client_churn(&report, client.pid(), &server_addr);
+    assert_process(churn, client.pid(), "node");
+    report.assert_count(churn, "connections", N);
+    for site in ["call_site", "close_call_site"] {
+        let call_site = &churn[site];
+        assert_eq!(
+            call_site["user_code"],
+            false,
+            "{site}: the interpreter's trampoline is not the user's code: {:#}",
+            without_frames(churn)
+        );
+        assert!(
+            call_site["advice"]
+                .as_str()
+                .is_some_and(|advice| advice.contains("--interpreted-frames-native-stack")),
+            "{site} names the flag that names interpreted functions: {:#}",
+            without_frames(churn)
+        );
+    }
+
+    client.wait_success();
+    server.wait_success();
+}
+
 // ------------------------------------------------------------ Python
 
 /// Debian 12's Python 3.11 (the distribution's default) has no perf map

@@ -1,7 +1,9 @@
 //! Perf maps: how JIT runtimes name the code they generate in anonymous
 //! memory (`/tmp/perf-<pid>.map`, one `START SIZE name` line per piece of
 //! code, in hex). The JVM writes it on request (`jcmd PID Compiler.perfmap`,
-//! see `jvm.rs`), Node with `--perf-basic-prof`, Python 3.12+ with `-X perf`.
+//! see `jvm.rs`), Node with `--perf-basic-prof` (and
+//! `--interpreted-frames-native-stack` for functions it still interprets),
+//! Python 3.12+ with `-X perf`.
 //!
 //! Read here rather than by blazesym: the JDK writes its addresses with a
 //! `0x` prefix, which blazesym 0.2 rejects, and a containerized process

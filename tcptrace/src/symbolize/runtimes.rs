@@ -67,8 +67,8 @@ pub fn advice(frames: &[Frame]) -> Option<&'static str> {
         let name = module_name(frame);
         if name.starts_with("libpython") || name.starts_with("python3") {
             Some("Python names its functions with `python3 -X perf` (3.12+)")
-        } else if name == "node" && !jit {
-            Some("Node names its functions with `node --perf-basic-prof`")
+        } else if name == "node" && (!jit || is_v8_interpreter(&frame.function)) {
+            Some(NODE_ADVICE)
         } else if name == "libjvm.so" && !jit {
             Some("Java names its methods with -XX:+PreserveFramePointer and a perf map (tcptrace asks the JVM for one unless --no-jvm-perf-map)")
         } else if frame.function == JAVA_INTERPRETER {
@@ -77,6 +77,20 @@ pub fn advice(frames: &[Frame]) -> Option<&'static str> {
             None
         }
     })
+}
+
+/// Both flags: `--perf-basic-prof` names compiled functions in the perf
+/// map; a function V8 still interprets (a program that connects only a few
+/// times never compiles its code) runs inside one shared trampoline of the
+/// node binary, and only `--interpreted-frames-native-stack` gives it an
+/// entry of its own there.
+const NODE_ADVICE: &str = "Node names its functions with `node --perf-basic-prof --interpreted-frames-native-stack` (the second flag names functions V8 has not compiled yet)";
+
+/// V8's interpreter entry, in the node binary: the frame of every
+/// interpreted JavaScript function without `--interpreted-frames-native-stack`.
+fn is_v8_interpreter(function: &str) -> bool {
+    function.starts_with("Builtins_InterpreterEntryTrampoline")
+        || function.starts_with("Builtins_InterpreterEnterAtBytecode")
 }
 
 // ------------------------------------------------------------ libc
@@ -418,6 +432,44 @@ mod tests {
             FrameKind::User
         );
         assert_eq!(go_package("net/http.(*persistConn).readLoop"), "net/http");
+    }
+
+    /// A Node stack without user frames: the advice names both flags,
+    /// also when some frames are compiled (named in the perf map) and the
+    /// user's are still interpreted.
+    #[test]
+    fn node_advice_covers_interpreted_functions() {
+        let node = "/usr/bin/node";
+        let native = |f: &str| frame(f, node, None);
+        let interpreted = [
+            frame(
+                "__libc_connect",
+                "/usr/lib/x86_64-linux-gnu/libc.so.6",
+                None,
+            ),
+            native("uv__tcp_connect"),
+            native("Builtins_InterpreterEntryTrampoline"),
+            native("Builtins_InterpreterEntryTrampoline"),
+        ];
+        assert_eq!(advice(&interpreted), Some(NODE_ADVICE));
+        let mixed = [
+            frame(
+                "__libc_connect",
+                "/usr/lib/x86_64-linux-gnu/libc.so.6",
+                None,
+            ),
+            native("uv__tcp_connect"),
+            frame("JS:^internalConnect node:net:1038:25", JIT_MODULE, None),
+            native("Builtins_InterpreterEntryTrampoline"),
+        ];
+        assert_eq!(advice(&mixed), Some(NODE_ADVICE));
+        // Compiled throughout: nothing a flag would add.
+        let compiled = [
+            native("uv__tcp_connect"),
+            frame("JS:^internalConnect node:net:1038:25", JIT_MODULE, None),
+        ];
+        assert_eq!(advice(&compiled), None);
+        assert!(NODE_ADVICE.contains("--interpreted-frames-native-stack"));
     }
 
     #[test]
