@@ -23,6 +23,7 @@ const INTERVAL: Duration = Duration::from_secs(30);
 pub fn run(minutes: f64, threads: usize) -> Result<()> {
     let root = workspace();
     build_release_binaries(&root)?;
+    crate::setup::package_for("the soak's checks of the daemon", "curl", "curl")?;
     let mut daemon = Command::new(root.join("target/release/tcptrace"))
         .args(["daemon", "--listen", LISTEN])
         .stdout(Stdio::null())
