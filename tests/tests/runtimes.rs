@@ -763,32 +763,16 @@ fn assert_summary_names_the_eof_reader(summary: &Trace, server: u32, leaked: u64
 fn node_connect_per_request_names_the_users_function() {
     const N: u64 = 200;
     require_root();
-    let hosts = HostPair::new("ttrt-nd");
-    let server_addr = format!("{}:18105", hosts.a_addr);
-    let script = workloads().join("node/client.js");
-    let session = Session::start("node_client", &["--port", "18105"]);
-    let server = go_server(&hosts.a, &server_addr);
-    let mut client = Workload::spawn_command(
-        Command::new("ip")
-            // V8 writes its isolate logs to the working directory.
-            .current_dir(out_dir())
-            .args(["netns", "exec", &hosts.b, "node", "--perf-basic-prof"])
-            .arg(&script)
-            .args([hosts.a_addr, "18105", &N.to_string()]),
-    );
-    client.expect_line("done");
-    let report = session.stop();
-
-    let churn = client_churn(&report, client.pid(), &server_addr);
-    assert_process(churn, client.pid(), "node");
-    report.assert_count(churn, "connections", N);
+    let run = NodeClientRun::start("ttrt-nd", "node_client", 18105, N);
+    let churn = client_churn(&run.report, run.client.pid(), &run.server_addr);
+    assert_process(churn, run.client.pid(), "node");
+    run.report.assert_count(churn, "connections", N);
     assert_eq!(churn["closed_first"], "local");
     // Library frame by necessity (see above): the connect runs on nextTick.
     assert_site_names(churn, "call_site", &["internalConnect"]);
     assert_site_names(churn, "close_call_site", &["nodeCloseAfterReply"]);
 
-    client.wait_success();
-    server.wait_success();
+    run.finish();
 }
 
 /// A Node program that connects only a few times runs its JavaScript in
@@ -802,25 +786,10 @@ fn node_connect_per_request_names_the_users_function() {
 fn node_still_interpreting_its_code_names_the_flag_that_would_name_it() {
     const N: u64 = 3;
     require_root();
-    let hosts = HostPair::new("ttrt-ndi");
-    let server_addr = format!("{}:18129", hosts.a_addr);
-    let script = workloads().join("node/client.js");
-    let session = Session::start("node_interpreted", &["--port", "18129"]);
-    let server = go_server(&hosts.a, &server_addr);
-    let mut client = Workload::spawn_command(
-        Command::new("ip")
-            // V8 writes its isolate logs to the working directory.
-            .current_dir(out_dir())
-            .args(["netns", "exec", &hosts.b, "node", "--perf-basic-prof"])
-            .arg(&script)
-            .args([hosts.a_addr, "18129", &N.to_string()]),
-    );
-    client.expect_line("done");
-    let report = session.stop();
-
-    let churn = client_churn(&report, client.pid(), &server_addr);
-    assert_process(churn, client.pid(), "node");
-    report.assert_count(churn, "connections", N);
+    let run = NodeClientRun::start("ttrt-ndi", "node_interpreted", 18129, N);
+    let churn = client_churn(&run.report, run.client.pid(), &run.server_addr);
+    assert_process(churn, run.client.pid(), "node");
+    run.report.assert_count(churn, "connections", N);
     for site in ["call_site", "close_call_site"] {
         let call_site = &churn[site];
         assert_eq!(
@@ -838,8 +807,50 @@ fn node_still_interpreting_its_code_names_the_flag_that_would_name_it() {
         );
     }
 
-    client.wait_success();
-    server.wait_success();
+    run.finish();
+}
+
+/// `node --perf-basic-prof client.js`, done with its `n` connections to a
+/// Go server (namespaces a and b of a pair tagged `tag`, the server on
+/// `port`), traced by a session named `name` on that port.
+struct NodeClientRun {
+    report: Report,
+    client: Workload,
+    server: Workload,
+    server_addr: String,
+    _hosts: HostPair,
+}
+
+impl NodeClientRun {
+    fn start(tag: &str, name: &'static str, port: u16, n: u64) -> Self {
+        let hosts = HostPair::new(tag);
+        let server_addr = format!("{}:{port}", hosts.a_addr);
+        let session = Session::start(name, &["--port", &port.to_string()]);
+        let server = go_server(&hosts.a, &server_addr);
+        let mut client = Workload::spawn_command(
+            Command::new("ip")
+                // V8 writes its isolate logs to the working directory.
+                .current_dir(out_dir())
+                .args(["netns", "exec", &hosts.b, "node", "--perf-basic-prof"])
+                .arg(workloads().join("node/client.js"))
+                .args([hosts.a_addr, &port.to_string(), &n.to_string()]),
+        );
+        client.expect_line("done");
+        let report = session.stop();
+        Self {
+            report,
+            client,
+            server,
+            server_addr,
+            _hosts: hosts,
+        }
+    }
+
+    /// The client exits once its stdin closes, then the server.
+    fn finish(self) {
+        self.client.wait_success();
+        self.server.wait_success();
+    }
 }
 
 // ------------------------------------------------------------ Python
