@@ -85,11 +85,21 @@ pub const fn hands_over_to_timewait(old: i32, new: i32) -> bool {
 /// transition (`tcp_disconnect`'s `tcp_need_reset`, `close()` with unread
 /// data, `SO_LINGER` 0). From `CLOSING` or `LAST_ACK`, `tcp_disconnect`
 /// sends one only when data it was asked to send never left:
-/// `has_unsent_data` is asked then.
+/// `has_unsent_data` is asked then. Not `tcp_abort` (`ss -K`, `sock_diag`'s
+/// destroy, `bpf_sock_destroy`): it sends its reset before the CLOSE,
+/// where it is counted like any other, and writes `ECONNABORTED` to
+/// `sk_err` before the transition; a close call's own CLOSE comes before
+/// any error it writes.
 #[inline(always)]
 #[must_use]
-pub fn close_sends_reset(old: i32, new: i32, has_unsent_data: impl FnOnce() -> bool) -> bool {
+pub fn close_sends_reset(
+    old: i32,
+    new: i32,
+    sk_err: i32,
+    has_unsent_data: impl FnOnce() -> bool,
+) -> bool {
     new == CLOSE
+        && sk_err != ECONNABORTED
         && match old {
             ESTABLISHED | CLOSE_WAIT | FIN_WAIT1 | FIN_WAIT2 | SYN_RECV => true,
             CLOSING | LAST_ACK => has_unsent_data(),
@@ -213,6 +223,7 @@ pub const fn close_wait_listed(old: i32, new: i32) -> Option<bool> {
 
 /// `sk->sk_err` values (errno) that say why a socket is ending.
 pub const EPIPE: i32 = 32;
+pub const ECONNABORTED: i32 = 103;
 pub const ECONNRESET: i32 = 104;
 pub const ECONNREFUSED: i32 = 111;
 
@@ -406,18 +417,22 @@ mod tests {
         assert!(hands_over_to_timewait(CLOSING, CLOSE));
         assert!(!hands_over_to_timewait(LAST_ACK, CLOSE), "the passive side");
         let never_asked = || -> bool { panic!("only CLOSING and LAST_ACK depend on unsent data") };
-        assert!(close_sends_reset(ESTABLISHED, CLOSE, never_asked));
-        assert!(close_sends_reset(CLOSE_WAIT, CLOSE, never_asked));
+        assert!(close_sends_reset(ESTABLISHED, CLOSE, 0, never_asked));
+        assert!(close_sends_reset(CLOSE_WAIT, CLOSE, 0, never_asked));
         assert!(
-            !close_sends_reset(SYN_SENT, CLOSE, never_asked),
+            !close_sends_reset(SYN_SENT, CLOSE, 0, never_asked),
             "a connect abandoned"
         );
-        assert!(!close_sends_reset(LAST_ACK, CLOSE, || false));
+        assert!(!close_sends_reset(LAST_ACK, CLOSE, 0, || false));
         assert!(
-            close_sends_reset(LAST_ACK, CLOSE, || true),
+            close_sends_reset(LAST_ACK, CLOSE, 0, || true),
             "disconnect with data"
         );
-        assert!(close_sends_reset(CLOSING, CLOSE, || true));
+        assert!(close_sends_reset(CLOSING, CLOSE, 0, || true));
+        assert!(
+            !close_sends_reset(ESTABLISHED, CLOSE, ECONNABORTED, never_asked),
+            "ss -K: tcp_abort's reset came before the CLOSE"
+        );
         assert!(reset_follows_close(false, CLOSE));
         assert!(!reset_follows_close(true, CLOSE), "an answer to a packet");
         assert!(

@@ -215,7 +215,7 @@ fn on_change<R: SockRead>(
 
     // An abortive close: its reset follows the CLOSE, after the socket's
     // record is closed; it is counted here (see RESET_BY_CLOSE).
-    if closing && close_sends_reset(old, new, || has_unsent_data(skaddr)) {
+    if closing && close_sends_reset(old, new, sk_err, || has_unsent_data(skaddr)) {
         info.flags |= RESET_BY_CLOSE;
         announce_reset(skaddr);
     }

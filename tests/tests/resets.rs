@@ -842,3 +842,89 @@ fn reset_the_writers(hosts: &HostPair, port: &str) -> u64 {
     );
     resets
 }
+
+const KILLED_PORT: u16 = 18343;
+
+/// On call, a stuck client connection is killed with `ss -K` (`sock_diag`'s
+/// destroy: `tcp_abort`): here Debian's `redis-cli` waiting on a
+/// subscription to `redis-server`. The kernel sends one reset, before the
+/// CLOSE, and writes ECONNABORTED. Every mode counts that one reset (the
+/// CLOSE was once taken for an abortive close call, whose reset follows
+/// it, and counted a second), and names `ss`, the process that ended the
+/// connection, as its closer.
+#[test]
+fn a_connection_killed_with_ss_is_one_reset_and_closed_by_ss() {
+    require_root();
+    let hosts = HostPair::new("ttrsk");
+    let port = KILLED_PORT.to_string();
+    let filter = ["--port", port.as_str()];
+    let (every_event, summary, daemon) = every_mode(&filter);
+    let redis = Redis::start(&hosts.a, hosts.a_addr, KILLED_PORT);
+    let mut client = Workload::spawn_command(
+        Command::new("ip")
+            .args(["netns", "exec", &hosts.b, "redis-cli"])
+            .args(["-h", hosts.a_addr, "-p", &port, "SUBSCRIBE", "stuck"]),
+    );
+    client.expect_line("subscribe");
+    let before = [nstat(&hosts.a), nstat(&hosts.b)];
+    let client_pid = client.pid();
+    shell_in(
+        &hosts.b,
+        Duration::from_secs(5),
+        &format!("ss -K -tn dst {}:{port}", hosts.a_addr),
+    );
+    assert!(
+        !client.wait_exit().success(),
+        "redis-cli {client_pid} saw its connection aborted"
+    );
+    thread::sleep(Duration::from_millis(300));
+    let kernel = kernel_resets(&hosts, &before);
+    let scrape = daemon.scrape_until(Duration::from_secs(10), |s| {
+        resets_of(s, "redis-cli", "sent") >= 1 && resets_of(s, "redis-server", "received") >= 1
+    });
+    let (every_event, summary) = (every_event.stop(), summary.stop());
+    drop(redis);
+
+    let table = format!(
+        "kernel (nstat): {kernel:?}\ntrace --json on the port:\n{}",
+        listing(&every_event, KILLED_PORT)
+    );
+    assert_eq!(kernel.sent, Some(1), "one RST, the client's: {table}");
+    let of_netns = |kind: &'static str, netns: &str| {
+        let inode = hosts.inode(netns);
+        every_event
+            .of_type(kind)
+            .filter(move |r| r["netns"].as_u64() == Some(inode))
+            .count() as u64
+    };
+    assert_eq!(of_netns("reset_sent", &hosts.b), 1, "trace --json: {table}");
+    assert_eq!(of_netns("reset_sent", &hosts.a), 0, "trace --json: {table}");
+    assert_eq!(
+        of_netns("reset_received", &hosts.a),
+        1,
+        "trace --json: {table}"
+    );
+    let killed = every_event
+        .of_type("state")
+        .find(|r| r["new"] == "CLOSE" && r["owner"]["comm"] == "redis-cli")
+        .unwrap_or_else(|| panic!("the client's CLOSE: {table}"));
+    assert_eq!(killed["old"], "ESTABLISHED", "{killed}");
+    assert_eq!(killed["error"], "ECONNABORTED", "{killed}");
+    assert_eq!(killed["closer"]["comm"], "ss", "who ended it: {killed}");
+
+    assert_eq!(
+        summary.summary()["summary"]["resets_sent"].as_u64(),
+        Some(1),
+        "trace --report-only: {table}"
+    );
+    assert_eq!(
+        resets_of(&scrape, "redis-cli", "sent"),
+        1,
+        "the daemon: {table}"
+    );
+    assert_eq!(
+        resets_of(&scrape, "redis-server", "received"),
+        1,
+        "the daemon: {table}"
+    );
+}
