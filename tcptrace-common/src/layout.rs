@@ -148,8 +148,11 @@ pub struct KernelLayout {
     /// (see `emit::Raw::SockFields`).
     pub sock_daddr: u32,
     pub sock_v6_daddr: u32,
+    /// `task->flags` (a u32): `PF_EXITING` tells a close made by the
+    /// kernel closing an exiting process's files. 0 when unknown.
+    pub task_flags: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelLayout>() == 132);
+const _: () = assert!(core::mem::size_of::<KernelLayout>() == 136);
 
 /// `syscalls:sys_exit_accept4` and `syscalls:sys_exit_accept`.
 #[repr(C)]

@@ -186,6 +186,12 @@ pub const EOF_READ_KEPT: u32 = 1 << 10;
 /// `SockInfo::flags`, summary mode: the socket is in `CLOSE_WAIT` and listed
 /// in the `CLOSE_WAITING` map (see `transition::summary_sent_on`).
 pub const CLOSE_WAIT_LISTED: u32 = 1 << 11;
+/// `SockInfo::flags`: the close call that set `closer` ran as its process
+/// exited (`PF_EXITING`: the kernel closing the files of a process that
+/// returned, was killed or crashed), not in a `close()` of its code.
+/// There is no call site to name, and for a socket in `CLOSE_WAIT` it is
+/// the proof that the code never closed it.
+pub const CLOSED_AT_EXIT: u32 = 1 << 12;
 
 /// What the kernel remembers per socket, keyed by the `struct sock` address.
 /// A copy travels with every event so userspace never has to guess the owner.

@@ -370,6 +370,24 @@ fn copy_user_stack(sp: u64, wanted: u64, into: &mut [u8; USER_STACK_BYTES]) -> R
     Err(())
 }
 
+/// `PF_EXITING` (include/linux/sched.h): set by `do_exit` before it
+/// releases the task's files, and stable since the kernel's beginnings.
+const PF_EXITING: u32 = 0x0000_0004;
+
+/// True when the current task is exiting: a close now is the kernel
+/// closing its files (after a return from `main`, a kill or a crash), not
+/// a `close()` of its code. False where `task->flags` is not known.
+#[inline(always)]
+pub fn current_task_exiting() -> bool {
+    let at = kernel_layout().task_flags;
+    if at == 0 {
+        return false;
+    }
+    // SAFETY: a BPF helper with no arguments.
+    let task = unsafe { gen::bpf_get_current_task_btf() } as u64;
+    read_at::<Typed, u32>(task, at).is_ok_and(|flags| flags & PF_EXITING != 0)
+}
+
 /// `task->mm`, 0 when it cannot be read.
 #[inline(always)]
 fn mm_of(task: u64) -> u64 {

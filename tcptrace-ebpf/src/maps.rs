@@ -213,6 +213,7 @@ static KERNEL_LAYOUT: KernelLayout = KernelLayout {
     sock_v6_rcv_saddr: 0,
     sock_socket: 0,
     socket_ino: 0,
+    task_flags: 0,
     sock_daddr: 0,
     sock_v6_daddr: 0,
 };

@@ -24,13 +24,15 @@ use tcptrace_common::{
         made_in_system_call_only, summary_depends_on_context, summary_sent_on, Attribution,
     },
     transition_of, CloseWaiting, Counter, EventKind, Listener, SockInfo, Task, CLOSED,
-    CLOSER_KNOWN, CLOSE_WAIT_LISTED, CTX_PROCESS, EOF_READ_SENT, IPPROTO_TCP, OWNER_FROM_ACCEPT,
-    OWNER_FROM_LISTENER, OWNER_FROM_SYSCALL, PEER_SENT_DATA, PEER_SILENCE_KNOWN, RESET_BY_CLOSE,
-    SEEN_MID_LIFE,
+    CLOSED_AT_EXIT, CLOSER_KNOWN, CLOSE_WAIT_LISTED, CTX_PROCESS, EOF_READ_SENT, IPPROTO_TCP,
+    OWNER_FROM_ACCEPT, OWNER_FROM_LISTENER, OWNER_FROM_SYSCALL, PEER_SENT_DATA, PEER_SILENCE_KNOWN,
+    RESET_BY_CLOSE, SEEN_MID_LIFE,
 };
 
 use crate::{
-    context::{current_cgroup_id, current_task, in_process_context, StackFor},
+    context::{
+        current_cgroup_id, current_task, current_task_exiting, in_process_context, StackFor,
+    },
     emit::{copy_words, emit, emit_whole_life, fill_raw, set_nobody, zero_words, Raw, Record},
     filter::{allows, record_ports, socket_ports, stack_unless_ruled_out},
     maps::{
@@ -229,6 +231,9 @@ fn on_change<R: SockRead>(
         // SAFETY: two whole records.
         unsafe { copy_words(&raw mut info.closer, actor) };
         info.flags |= CLOSER_KNOWN;
+        if current_task_exiting() {
+            info.flags |= CLOSED_AT_EXIT;
+        }
         // Without the accept hook (the daemon: syscall tracepoints tax
         // every system call on the host), a passive socket closed by
         // another process than its listener's owner (a pre-fork server's

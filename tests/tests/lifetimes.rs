@@ -16,8 +16,9 @@ use tcptrace_tests::{
     kernel_counts::{established_to, nstat},
     netns::HostPair,
     programs::{scratch_dir, Nginx},
+    redis::Redis,
     require_root,
-    trace::without_frames,
+    trace::{without_frames, TextReport},
     Tracer, Workload,
 };
 
@@ -688,4 +689,74 @@ fn a_live_connections_retransmits_reach_the_daemon_while_it_lives() {
         counted(&scrape)
     );
     drop((client, server));
+}
+
+/// A client killed while connected (Debian's `redis-cli` waiting on a
+/// subscription to `redis-server`, sent SIGKILL, as a restart or the OOM
+/// killer does): the kernel closes its files as it exits, so its code never
+/// called `close()`. The churn finding names it as the closer, with no
+/// close call site, and says the connection was closed at exit, in both
+/// modes; the text report says so in words.
+#[test]
+fn a_connection_closed_by_its_process_dying_is_closed_at_exit() {
+    const PORT: u16 = 18130;
+    require_root();
+    let hosts = HostPair::new("ttexit");
+    let port = PORT.to_string();
+    let every_event = Tracer::start(&["--port", &port]);
+    let summary = Tracer::start_report_only(&["--port", &port]);
+    let text = TextReport::start(&["--port", &port]);
+    let redis = Redis::start(&hosts.a, hosts.a_addr, PORT);
+    let mut client = Workload::spawn_command(
+        Command::new("ip")
+            .args(["netns", "exec", &hosts.b, "redis-cli"])
+            .args(["-h", hosts.a_addr, "-p", &port, "SUBSCRIBE", "waiting"]),
+    );
+    client.expect_line("subscribe");
+    let pid = client.pid();
+    // SAFETY: a signal to our own child (`ip netns exec` became redis-cli).
+    assert_eq!(
+        unsafe {
+            libc::kill(
+                i32::try_from(pid).expect("a pid fits in i32"),
+                libc::SIGKILL,
+            )
+        },
+        0
+    );
+    assert!(!client.wait_exit().success(), "redis-cli {pid} was killed");
+    thread::sleep(Duration::from_millis(500));
+    let (every_event, summary, text) = (every_event.stop(), summary.stop(), text.finish());
+    drop(redis);
+
+    for (mode, trace) in [("trace --json", &every_event), ("--report-only", &summary)] {
+        let churn: Vec<&Value> = trace
+            .findings("churn")
+            .filter(|f| f["process"]["pid"] == pid)
+            .collect();
+        let [churn] = churn[..] else {
+            panic!("{mode}: one churn finding of redis-cli {pid}: {churn:#?}");
+        };
+        let shown = without_frames(churn);
+        assert_eq!(churn["role"], "active", "{mode}: {shown:#}");
+        assert_eq!(churn["closed_first"], "local", "{mode}: {shown:#}");
+        assert_eq!(churn["closed_at_exit"], 1, "{mode}: {shown:#}");
+        assert_eq!(
+            churn["closers"][0]["comm"], "redis-cli",
+            "{mode}: {shown:#}"
+        );
+        assert!(
+            churn["close_call_site"].is_null(),
+            "{mode}: no close() call to name: {shown:#}"
+        );
+    }
+    let fin = every_event
+        .of_type("state")
+        .find(|r| r["new"] == "FIN_WAIT1" && r["owner"]["pid"] == pid)
+        .unwrap_or_else(|| panic!("redis-cli's FIN"));
+    assert_eq!(fin["closer"]["comm"], "redis-cli", "{fin}");
+    assert!(
+        text.contains("1 closed when their process exited"),
+        "the text report says it: {text}"
+    );
 }

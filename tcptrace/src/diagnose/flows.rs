@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use hdrhistogram::Histogram;
 use smallvec::SmallVec;
-use tcptrace_common::{Birth, Moment, RetransmitPhase, Side, TcpState};
+use tcptrace_common::{Birth, Moment, RetransmitPhase, Side, TcpState, CLOSED_AT_EXIT};
 
 use crate::{
     event::{TcpEvent, TcpEventKind},
@@ -163,6 +163,8 @@ pub struct Flow {
     pub owner_stacks: Tally<StackRef>,
     pub close_stacks: Tally<StackRef>,
     pub closers: Tally<Process>,
+    /// Closed by their closer's exit, not a `close()` (`CLOSED_AT_EXIT`).
+    pub closed_at_exit: u64,
     /// Network namespaces its sockets lived in (one, unless its process
     /// moved or the flow folds several pods' processes).
     pub namespaces: SmallVec<[u32; 1]>,
@@ -203,6 +205,7 @@ impl Flow {
         self.owner_stacks.merge(&other.owner_stacks);
         self.close_stacks.merge(&other.close_stacks);
         self.closers.merge(&other.closers);
+        self.closed_at_exit += other.closed_at_exit;
         for &netns in &other.namespaces {
             self.saw_namespace(netns);
         }
@@ -247,6 +250,7 @@ impl Default for Flow {
             owner_stacks: Tally::default(),
             close_stacks: Tally::default(),
             closers: Tally::default(),
+            closed_at_exit: 0,
             namespaces: SmallVec::new(),
         }
     }
@@ -432,6 +436,9 @@ impl Flow {
         }
         if let Some(closer) = record.closer {
             flow.closers.add(closer, 1);
+            if event.sock.flags & CLOSED_AT_EXIT != 0 {
+                flow.closed_at_exit += 1;
+            }
         }
         if let TcpEventKind::StateChange { old, new } = event.what {
             // Either timewait substate: the tracepoint cannot tell them apart.

@@ -57,6 +57,9 @@ pub struct Churn {
     pub closers: Vec<ProcessJson>,
     /// How many processes closed these connections in all.
     pub closers_total: u64,
+    /// Connections their closer closed only by exiting (the kernel closed
+    /// its files: no `close()` call, so no close call site).
+    pub closed_at_exit: u64,
 }
 
 /// Closers listed in a churn finding at most.
@@ -116,6 +119,7 @@ impl Churn {
                 .filter_map(|c| ProcessJson::of(Some(c)))
                 .collect(),
             closers_total: flow.closers.len() as u64,
+            closed_at_exit: flow.closed_at_exit,
         })
     }
 
@@ -145,7 +149,16 @@ impl Churn {
             )?;
         }
         call_site(out, "opened at", self.call_site.as_ref())?;
-        call_site(out, "closed at", self.close_call_site.as_ref())
+        call_site(out, "closed at", self.close_call_site.as_ref())?;
+        if self.closed_at_exit > 0 {
+            writeln!(
+                out,
+                "      {} closed when their process exited: no close() call (the kernel \
+                 closed its files after a return from main, a kill or a crash)",
+                self.closed_at_exit
+            )?;
+        }
+        Ok(())
     }
 }
 

@@ -134,6 +134,7 @@ fn kernel_layout(btf: &Btf) -> Result<KernelLayout> {
         )?)?,
         sock_socket: optional("sock", &["sk_socket"]),
         socket_ino: socket_ino(btf).unwrap_or(0),
+        task_flags: optional("task_struct", &["flags"]),
         ..preempt_count_path(btf).unwrap_or_default()
     })
 }

@@ -673,6 +673,7 @@ mod tests {
             close_call_site: None,
             closers: Vec::new(),
             closers_total: 0,
+            closed_at_exit: 0,
         })
     }
 
