@@ -1,6 +1,6 @@
 //! Debian's redis-server inside a network namespace the test created, with
-//! no persistence, killed in `Drop`; and `redis-benchmark` driven against
-//! it from another namespace.
+//! no persistence, killed in `Drop`; and `redis-benchmark` and `redis-cli`
+//! driven against it from another namespace.
 
 use std::{
     process::Command,
@@ -73,6 +73,20 @@ fn listens(netns: &str, port: u16) -> bool {
         .output()
         .expect("run ss (iproute2)");
     out.status.success() && !String::from_utf8_lossy(&out.stdout).trim().is_empty()
+}
+
+/// `redis-cli SUBSCRIBE channel` against `host:port` from `netns`, once
+/// subscribed: a client holding one idle connection until it is killed
+/// (or its connection is).
+#[must_use]
+pub fn subscriber(netns: &str, host: &str, port: u16, channel: &str) -> Workload {
+    let mut client = Workload::spawn_command(
+        Command::new("ip")
+            .args(["netns", "exec", netns, "redis-cli"])
+            .args(["-h", host, "-p", &port.to_string(), "SUBSCRIBE", channel]),
+    );
+    client.expect_line("subscribe");
+    client
 }
 
 /// `redis-benchmark ARGS` against `host:port` from `netns`, quiet, bounded

@@ -16,7 +16,7 @@ use tcptrace_tests::{
     kernel_counts::{established_to, nstat},
     netns::HostPair,
     programs::{scratch_dir, Nginx},
-    redis::Redis,
+    redis::{self, Redis},
     require_root,
     trace::{without_frames, TextReport},
     Tracer, Workload,
@@ -707,12 +707,7 @@ fn a_connection_closed_by_its_process_dying_is_closed_at_exit() {
     let summary = Tracer::start_report_only(&["--port", &port]);
     let text = TextReport::start(&["--port", &port]);
     let redis = Redis::start(&hosts.a, hosts.a_addr, PORT);
-    let mut client = Workload::spawn_command(
-        Command::new("ip")
-            .args(["netns", "exec", &hosts.b, "redis-cli"])
-            .args(["-h", hosts.a_addr, "-p", &port, "SUBSCRIBE", "waiting"]),
-    );
-    client.expect_line("subscribe");
+    let client = redis::subscriber(&hosts.b, hosts.a_addr, PORT, "waiting");
     let pid = client.pid();
     // SAFETY: a signal to our own child (`ip netns exec` became redis-cli).
     assert_eq!(

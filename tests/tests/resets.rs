@@ -31,7 +31,7 @@ use tcptrace_tests::{
     kernel_counts::{nstat, ss_count},
     netns::HostPair,
     programs::{shell_in, Nginx},
-    redis::Redis,
+    redis::{self, Redis},
     require_root,
     trace::{transition, Trace},
     Tracer, Workload,
@@ -860,12 +860,7 @@ fn a_connection_killed_with_ss_is_one_reset_and_closed_by_ss() {
     let filter = ["--port", port.as_str()];
     let (every_event, summary, daemon) = every_mode(&filter);
     let redis = Redis::start(&hosts.a, hosts.a_addr, KILLED_PORT);
-    let mut client = Workload::spawn_command(
-        Command::new("ip")
-            .args(["netns", "exec", &hosts.b, "redis-cli"])
-            .args(["-h", hosts.a_addr, "-p", &port, "SUBSCRIBE", "stuck"]),
-    );
-    client.expect_line("subscribe");
+    let client = redis::subscriber(&hosts.b, hosts.a_addr, KILLED_PORT, "stuck");
     let before = [nstat(&hosts.a), nstat(&hosts.b)];
     let client_pid = client.pid();
     shell_in(
