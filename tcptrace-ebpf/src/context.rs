@@ -152,6 +152,12 @@ pub fn current_task(stack: StackFor, now: u64) -> Task {
     let over_budget = |sample: &StackSample| !budget.allows(sample.due_ns, now);
     // A sample of the program before an exec in this pid is not this one's.
     let mm = mm_of(current);
+    // No address space: a kernel thread, or a process past `exit_mm`
+    // whose files the kernel is closing (`current_task_exiting`). There is
+    // no user stack to take, and none is missed.
+    if mm == 0 {
+        return task;
+    }
     // This CPU's last sample of this kind first: a connection's birth and
     // close, and the next connection's, are mostly one process's on one
     // CPU, and a per-CPU slot is read without hashing. Its `due_ns` may

@@ -750,6 +750,11 @@ fn a_connection_closed_by_its_process_dying_is_closed_at_exit() {
         .find(|r| r["new"] == "FIN_WAIT1" && r["owner"]["pid"] == pid)
         .unwrap_or_else(|| panic!("redis-cli's FIN"));
     assert_eq!(fin["closer"]["comm"], "redis-cli", "{fin}");
+    assert_eq!(
+        every_event.summary()["summary"]["kernel"]["stack_errors"],
+        0,
+        "a close at exit has no user stack to take, and misses none"
+    );
     assert!(
         text.contains("1 closed when their process exited"),
         "the text report says it: {text}"
